@@ -1,0 +1,715 @@
+"""Configuration: the TOML file of the design, typed, validated and overridable from the environment.
+
+Loading never prints a secret: `${VAR}` and `secret-file:` values become `Secret` objects whose `repr`
+and `str` are masked, and validation errors name the file, the key path and the reason, never the
+value of a secret. `load_config` raises `ConfigError` (the CLI turns it into exit status 2).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from datetime import date, datetime, timedelta
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from sentinel.model import Tier
+from sentinel.units import Rate, TimeWindow, format_duration, parse_duration, parse_rate, parse_window
+
+ENV_PREFIX = "SENTINEL_"
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased for the person who wrote the file."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# --- secrets ---------------------------------------------------------------------------------------
+
+
+class Secret:
+    """A value that must never be printed, logged, stored or put into an exception."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    def __str__(self) -> str:
+        return "********"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __reduce__(self) -> Any:  # pickling would write it somewhere
+        raise TypeError("secrets are not picklable")
+
+
+def read_secret_file(spec: str) -> str:
+    """`secret-file:/path` or `secret-file:name` (relative to systemd's $CREDENTIALS_DIRECTORY)."""
+    name = spec[len("secret-file:"):].strip()
+    path = Path(name)
+    if not path.is_absolute():
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not creds:
+            raise ValueError(f"secret file {name!r} is relative and $CREDENTIALS_DIRECTORY is not set")
+        path = Path(creds) / name
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file {str(path)!r}: {exc.strerror or exc}") from None
+
+
+def _to_secret(value: Any) -> Secret:
+    if isinstance(value, Secret):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    value = _expand_vars(value, strict=True)
+    if value.startswith("secret-file:"):
+        value = read_secret_file(value)
+    if not value:
+        raise ValueError("is empty")
+    return Secret(value)
+
+
+SecretValue = Annotated[Secret, BeforeValidator(_to_secret), PlainSerializer(str)]
+
+
+def _expand_vars(text: str, strict: bool) -> str:
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name in os.environ:
+            return os.environ[name]
+        if strict:
+            raise ValueError(f"environment variable {name} is not set")
+        return m.group(0)
+
+    return _VAR.sub(sub, text)
+
+
+# --- units -----------------------------------------------------------------------------------------
+
+
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, str):
+        return parse_duration(value)
+    raise ValueError("must be a duration string such as 15s, 5m, 24h")
+
+
+def _rate(value: Any) -> Rate:
+    if isinstance(value, Rate):
+        return value
+    if isinstance(value, str):
+        return parse_rate(value)
+    raise ValueError("must be a rate such as 20/min")
+
+
+def _window(value: Any) -> TimeWindow:
+    if isinstance(value, TimeWindow):
+        return value
+    if isinstance(value, str):
+        return parse_window(value)
+    raise ValueError("must be a time window such as 22:00-08:00")
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration), PlainSerializer(format_duration)]
+RateValue = Annotated[Rate, BeforeValidator(_rate), PlainSerializer(str)]
+Window = Annotated[TimeWindow, BeforeValidator(_window), PlainSerializer(str)]
+
+
+def _zone(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a time zone name such as Asia/Shanghai")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Asia/Shanghai)") from None
+    return value
+
+
+Zone = Annotated[str, BeforeValidator(_zone)]
+
+
+def exact(value: float) -> Fraction:
+    """The decimal the user wrote (1.5 -> 3/2), so boundaries compare without float error."""
+    return Fraction(str(value))
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+# --- source ----------------------------------------------------------------------------------------
+
+
+class Columns(Model):
+    id: str = "id"
+    created_at: str = "created_at"
+    type: str = "type"
+    channel: str = "channel"
+    customer: str | None = None
+
+
+class SourceConfig(Model):
+    url: SecretValue
+    table: str | None = None
+    query: str | None = None
+    columns: Columns = Columns()
+    timezone: Zone | None = None
+    id_type: Literal["auto", "int", "str"] = "auto"
+    poll_interval: Duration = timedelta(seconds=2)
+    lateness: Duration = timedelta(minutes=5)
+    batch_size: int = Field(10_000, ge=1, le=1_000_000)
+    record_url: str | None = None
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> SourceConfig:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of `table` or `query`")
+        if self.query is not None:
+            missing = [p for p in (":since_ts", ":since_id", ":limit") if p not in self.query]
+            if missing:
+                raise ValueError(f"query must bind {', '.join(missing)}")
+        if self.table is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?",
+                                                         self.table):
+            raise ValueError(f"table {self.table!r} is not a plain (schema.)table name")
+        if self.poll_interval <= timedelta(0):
+            raise ValueError("poll_interval must be positive")
+        if self.lateness < timedelta(0):
+            raise ValueError("lateness must not be negative")
+        if self.record_url is not None and "{id}" not in self.record_url:
+            raise ValueError("record_url must contain {id}")
+        return self
+
+
+# --- rules -----------------------------------------------------------------------------------------
+
+Field_ = Literal["type", "channel"]
+
+
+class Filter(Model):
+    type: list[str] = []
+    channel: list[str] = []
+
+
+class ThresholdTiers(Model):
+    moderate: float = 2.0
+    severe: float = 3.0
+
+
+class StreakTiers(Model):
+    moderate: int = 8
+    severe: int = 12
+
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
+
+
+class ThresholdRuleConfig(Model):
+    name: str = Field(pattern=_NAME)
+    kind: Literal["threshold"]
+    group_by: list[Field_] = ["type"]
+    factor: float = Field(1.5, gt=0)
+    baseline_days: int = Field(7, ge=1, le=366)
+    min_history_days: int = Field(3, ge=0, le=366)
+    baseline: Literal["mean", "median"] = "mean"
+    mode: Literal["day", "pace", "rolling"] = "day"
+    min_count: int = Field(10, ge=1)
+    max_p: float | None = Field(None, gt=0, lt=1)
+    tiers: ThresholdTiers = ThresholdTiers()
+    resolve_below: float | None = Field(None, gt=0)
+    resolve_after: Duration = timedelta(hours=1)
+    where: Filter = Filter()
+    where_not: Filter = Filter()
+    max_series: int = Field(10_000, ge=1)
+
+    @field_validator("group_by")
+    @classmethod
+    def _unique_group(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("lists a field twice")
+        return v
+
+    @model_validator(mode="after")
+    def _tiers_above_factor(self) -> ThresholdRuleConfig:
+        f, m, s = exact(self.factor), exact(self.tiers.moderate), exact(self.tiers.severe)
+        if m <= f:
+            raise ValueError(f"tiers.moderate ({self.tiers.moderate}) must be above factor ({self.factor})")
+        if s <= m:
+            raise ValueError(f"tiers.severe ({self.tiers.severe}) must be above tiers.moderate "
+                             f"({self.tiers.moderate})")
+        return self
+
+
+class StreakRuleConfig(Model):
+    name: str = Field(pattern=_NAME)
+    kind: Literal["streak"]
+    field: Field_ = "type"
+    scope: list[Field_] = []
+    length: int = Field(5, ge=2)
+    tiers: StreakTiers = StreakTiers()
+    distinct: Literal["customer"] | None = None
+    max_gap: Duration | None = None
+    hold: Duration = timedelta(hours=1)
+    max_expected_per_day: float | None = Field(None, gt=0)
+    where: Filter = Filter()
+    where_not: Filter = Filter()
+
+    @model_validator(mode="after")
+    def _check(self) -> StreakRuleConfig:
+        if self.field in self.scope:
+            raise ValueError(f"scope must not contain the streak's own field {self.field!r}")
+        if len(set(self.scope)) != len(self.scope):
+            raise ValueError("scope lists a field twice")
+        if self.tiers.moderate <= self.length:
+            raise ValueError(f"tiers.moderate ({self.tiers.moderate}) must be above length ({self.length})")
+        if self.tiers.severe <= self.tiers.moderate:
+            raise ValueError(f"tiers.severe ({self.tiers.severe}) must be above tiers.moderate "
+                             f"({self.tiers.moderate})")
+        if self.max_gap is not None and self.max_gap <= timedelta(0):
+            raise ValueError("max_gap must be positive")
+        return self
+
+
+RuleConfig = Annotated[ThresholdRuleConfig | StreakRuleConfig, Field(discriminator="kind")]
+
+
+# --- receivers, routes, inhibition -----------------------------------------------------------------
+
+ReceiverKind = Literal["wecom", "dingtalk", "feishu", "lark", "slack", "teams", "discord", "webhook"]
+RECEIVER_KINDS: tuple[str, ...] = ReceiverKind.__args__  # type: ignore[attr-defined]
+
+
+class Mention(Model):
+    users: list[str] = []
+    mobiles: list[str] = []
+    all: bool = False
+
+
+class Mentions(Model):
+    light: Mention | None = None
+    moderate: Mention | None = None
+    severe: Mention | None = None
+
+    def for_tier(self, tier: Tier) -> Mention | None:
+        return getattr(self, tier.label)  # type: ignore[no-any-return]
+
+
+class ReceiverConfig(Model):
+    name: str = Field(pattern=_NAME)
+    kind: ReceiverKind
+    url: SecretValue | None = None
+    urls: list[SecretValue] | None = None
+    secret: SecretValue | None = None
+    keyword: str | None = None
+    mention: Mentions = Mentions()
+    rate_limit: RateValue | None = None
+    timeout: Duration = timedelta(seconds=10)
+    locale: Literal["zh_CN", "en"] | None = None
+    hmac_secret: SecretValue | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ReceiverConfig:
+        if (self.url is None) == (self.urls is None):
+            raise ValueError("give exactly one of `url` or `urls`")
+        if self.urls is not None and not self.urls:
+            raise ValueError("urls is empty")
+        for u in self.all_urls():
+            parts = urlsplit(u.get())
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("url must be an http(s) URL")
+        if self.secret is not None and self.kind not in ("dingtalk", "feishu", "lark"):
+            raise ValueError(f"`secret` (robot signing) applies to dingtalk, feishu and lark, not {self.kind}")
+        if self.keyword is not None and self.kind not in ("dingtalk", "feishu", "lark"):
+            raise ValueError(f"`keyword` applies to dingtalk, feishu and lark, not {self.kind}")
+        if self.hmac_secret is not None and self.kind != "webhook":
+            raise ValueError("`hmac_secret` applies to the generic webhook only")
+        for tier in Tier:
+            m = self.mention.for_tier(tier)
+            if m and m.mobiles and self.kind not in ("wecom", "dingtalk"):
+                raise ValueError(f"mention.{tier.label}.mobiles: only wecom and dingtalk mention by mobile")
+        if self.timeout <= timedelta(0):
+            raise ValueError("timeout must be positive")
+        return self
+
+    def all_urls(self) -> list[Secret]:
+        return list(self.urls) if self.urls is not None else [self.url] if self.url is not None else []
+
+
+MatchValue = str | list[str]
+
+
+def _check_matchers(m: Mapping[str, MatchValue]) -> None:
+    for key, value in m.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ValueError(f"matcher label {key!r} is not a label name")
+        for v in [value] if isinstance(value, str) else value:
+            if v.startswith("~"):
+                try:
+                    re.compile(v[1:])
+                except re.error as exc:
+                    raise ValueError(f"{key}: bad regular expression {v[1:]!r}: {exc}") from None
+            if key == "tier" and not v.startswith("~"):
+                Tier.parse(v)
+
+
+class RouteConfig(Model):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    match: dict[str, MatchValue] = {}
+    receivers: list[str] = Field(min_length=1)
+    continue_: bool = Field(False, alias="continue")
+    group_by: list[str] = ["rule"]
+    group_wait: Duration = timedelta(seconds=2)
+    group_interval: Duration = timedelta(minutes=1)
+    repeat_interval: Duration = timedelta(hours=4)
+    mute: list[Window] = []
+    escalate_to: list[str] = []
+    escalate_after: Duration = timedelta(hours=1)
+
+    @field_validator("match")
+    @classmethod
+    def _matchers(cls, v: dict[str, MatchValue]) -> dict[str, MatchValue]:
+        _check_matchers(v)
+        return v
+
+
+class InhibitConfig(Model):
+    source: dict[str, MatchValue]
+    target: dict[str, MatchValue]
+    equal: list[str] = []
+
+    @field_validator("source", "target")
+    @classmethod
+    def _matchers(cls, v: dict[str, MatchValue]) -> dict[str, MatchValue]:
+        if not v:
+            raise ValueError("needs at least one matcher")
+        _check_matchers(v)
+        return v
+
+
+class ApiConfig(Model):
+    token: SecretValue | None = None
+    ack_secret: SecretValue | None = None
+    ack_ttl: Duration = timedelta(days=7)
+
+
+# --- the whole file --------------------------------------------------------------------------------
+
+
+class Config(BaseSettings):
+    """The whole configuration; environment variables `SENTINEL_A__B` override file keys `a.b`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
+                                      frozen=True, arbitrary_types_allowed=True, case_sensitive=False,
+                                      populate_by_name=True)
+
+    timezone: Zone = "Asia/Shanghai"
+    state_url: SecretValue | None = None
+    listen: str = "127.0.0.1:9732"
+    external_url: str | None = None
+    rules_dir: Path | None = None
+    history_start: date | datetime | None = None
+    notify: bool = True
+    fallback_receiver: str | None = None
+    locale: Literal["zh_CN", "en"] = "zh_CN"
+    templates_dir: Path | None = None
+    api: ApiConfig = ApiConfig()
+    source: SourceConfig | None = None
+    rules: list[RuleConfig] = []
+    receivers: list[ReceiverConfig] = []
+    routes: list[RouteConfig] = []
+    inhibit: list[InhibitConfig] = []
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file (the file is passed as init values).
+        return (env_settings, init_settings)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not (0 <= int(port) < 65536) or not host:
+            raise ValueError(f"{v!r} is not host:port")
+        return v
+
+    @field_validator("external_url")
+    @classmethod
+    def _external(cls, v: str | None) -> str | None:
+        if v is not None:
+            parts = urlsplit(v)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"{v!r} is not an http(s) URL")
+            return v.rstrip("/")
+        return v
+
+    # convenience ---------------------------------------------------------------------------------
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def source_tz(self) -> ZoneInfo:
+        return ZoneInfo(self.source.timezone if self.source and self.source.timezone else self.timezone)
+
+    @property
+    def base_url(self) -> str:
+        return self.external_url or f"http://{self.listen}"
+
+    def receiver(self, name: str) -> ReceiverConfig:
+        for r in self.receivers:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def cross_check(self) -> Iterator[tuple[str, str]]:
+        """Problems no single key can see: references between sections."""
+        seen: dict[str, int] = {}
+        for i, rule in enumerate(self.rules):
+            if rule.name in seen:
+                yield f"rules[{i}].name", f"duplicate rule name {rule.name!r} (also rules[{seen[rule.name]}])"
+            seen.setdefault(rule.name, i)
+            if isinstance(rule, StreakRuleConfig) and rule.distinct == "customer" and self.source is not None \
+                    and self.source.table is not None and self.source.columns.customer is None:
+                yield (f"rules[{i}].distinct",
+                       "distinct = \"customer\" needs source.columns.customer (the customer column)")
+        names: dict[str, int] = {}
+        for i, rec in enumerate(self.receivers):
+            if rec.name in names:
+                yield f"receivers[{i}].name", f"duplicate receiver name {rec.name!r}"
+            names.setdefault(rec.name, i)
+        for i, route in enumerate(self.routes):
+            for j, r in enumerate(route.receivers):
+                if r not in names:
+                    yield f"routes[{i}].receivers[{j}]", f"unknown receiver {r!r}"
+            for j, r in enumerate(route.escalate_to):
+                if r not in names:
+                    yield f"routes[{i}].escalate_to[{j}]", f"unknown receiver {r!r}"
+            yield from _rule_refs(f"routes[{i}].match", route.match, seen)
+        for i, inh in enumerate(self.inhibit):
+            yield from _rule_refs(f"inhibit[{i}].source", inh.source, seen)
+            yield from _rule_refs(f"inhibit[{i}].target", inh.target, seen)
+        if self.fallback_receiver is not None and self.fallback_receiver not in names:
+            yield "fallback_receiver", f"unknown receiver {self.fallback_receiver!r}"
+
+
+def _rule_refs(where: str, matchers: Mapping[str, MatchValue], rules: Mapping[str, int]
+               ) -> Iterator[tuple[str, str]]:
+    value = matchers.get("rule")
+    if value is None:
+        return
+    for v in [value] if isinstance(value, str) else value:
+        if not v.startswith("~") and v not in rules:
+            yield f"{where}.rule", f"unknown rule {v!r}"
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, expand, validate and cross-check a configuration file.
+
+    Raises `ConfigError` whose lines read `FILE: KEY: REASON`.
+    """
+    path = Path(path)
+    env = os.environ if environ is None else environ
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: TOML syntax error: {exc}"]) from None
+
+    problems: list[str] = []
+    origins: dict[int, str] = {}  # rule index -> file it came from
+    base = path.parent
+    for key in ("rules_dir", "templates_dir"):
+        if isinstance(raw.get(key), str):
+            raw[key] = str((base / raw[key]).resolve()) if not Path(raw[key]).is_absolute() else raw[key]
+    rules_dir = raw.get("rules_dir")
+    if isinstance(rules_dir, str):
+        extra, extra_origins, extra_problems = _load_rules_dir(Path(rules_dir), start=len(raw.get("rules", [])))
+        problems += extra_problems
+        if extra:
+            raw["rules"] = [*raw.get("rules", []), *extra]
+            origins.update(extra_origins)
+
+    def where_of(loc: str) -> str:
+        m = re.match(r"rules\[(\d+)\]", loc)
+        if m and int(m.group(1)) in origins:
+            return origins[int(m.group(1))]
+        return str(path)
+
+    raw = _expand_tree(raw, "", problems, where_of, env)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        cfg = Config(**raw)
+    except ValidationError as exc:
+        for err in exc.errors(include_input=False, include_url=False):
+            loc = _loc(err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            elif err["type"] == "missing":
+                msg = "required key is missing"
+            envvar = _env_for(loc, env)
+            suffix = f" (set by {envvar})" if envvar else ""
+            problems.append(f"{where_of(loc)}: {loc or '(top level)'}: {msg}{suffix}")
+        raise ConfigError(problems) from None
+    for loc, msg in cfg.cross_check():
+        problems.append(f"{where_of(loc)}: {loc}: {msg}")
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    skip_tags = {"threshold", "streak"}
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in skip_tags and i > 0 and isinstance(loc[i - 1], int):
+            continue  # the discriminated union's tag is not a key the user wrote
+        elif part.startswith("function-") or part in ("list[str]", "str"):
+            continue
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def _env_for(loc: str, env: Mapping[str, str]) -> str | None:
+    parts = [p for p in re.split(r"[.\[\]]+", loc) if p]
+    for n in range(len(parts), 0, -1):
+        name = ENV_PREFIX + "__".join(parts[:n]).upper()
+        for k in env:
+            if k.upper() == name:
+                return k
+    return None
+
+
+def _expand_tree(node: Any, loc: str, problems: list[str], where_of: Any, env: Mapping[str, str]) -> Any:
+    """Replace ${VAR} in every string, reporting unset variables by key path."""
+    if isinstance(node, dict):
+        return {k: _expand_tree(v, f"{loc}.{k}" if loc else k, problems, where_of, env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_tree(v, f"{loc}[{i}]", problems, where_of, env) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        missing = [m.group(1) for m in _VAR.finditer(node) if m.group(1) not in env]
+        for name in missing:
+            problems.append(f"{where_of(loc)}: {loc}: environment variable {name} is not set")
+        if missing:
+            return node
+        return _VAR.sub(lambda m: env[m.group(1)], node)
+    return node
+
+
+def _load_rules_dir(directory: Path, start: int) -> tuple[list[Any], dict[int, str], list[str]]:
+    if not directory.is_dir():
+        return [], {}, [f"{directory}: rules_dir is not a directory"]
+    rules: list[Any] = []
+    origins: dict[int, str] = {}
+    problems: list[str] = []
+    for f in sorted(directory.iterdir()):
+        if f.suffix not in (".toml", ".yaml", ".yml"):
+            continue
+        try:
+            if f.suffix == ".toml":
+                data: Any = tomllib.loads(f.read_text(encoding="utf-8"))
+            else:
+                import yaml
+
+                data = yaml.safe_load(f.read_text(encoding="utf-8"))
+        except Exception as exc:
+            problems.append(f"{f}: cannot parse: {exc}")
+            continue
+        items = data.get("rules", [data]) if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            problems.append(f"{f}: expected a rule table or a `rules` list")
+            continue
+        for item in items:
+            origins[start + len(rules)] = str(f)
+            rules.append(item)
+    return rules, origins, problems
+
+
+def summary(cfg: Config) -> str:
+    """The few lines `sentinel check` prints on success."""
+    kinds: dict[str, int] = {}
+    for r in cfg.rules:
+        kinds[r.kind] = kinds.get(r.kind, 0) + 1
+    rules = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "none"
+    lines = [
+        f"rules: {len(cfg.rules)} ({rules}): {', '.join(r.name for r in cfg.rules)}",
+        f"receivers: {len(cfg.receivers)}: {', '.join(f'{r.name} ({r.kind})' for r in cfg.receivers)}",
+        f"routes: {len(cfg.routes)}, inhibit rules: {len(cfg.inhibit)}",
+        f"timezone: {cfg.timezone}, listen: {cfg.listen}, notify: {'on' if cfg.notify else 'off (dry run)'}",
+    ]
+    if cfg.source is not None:
+        what = f"table {cfg.source.table}" if cfg.source.table else "custom query"
+        lines.append(f"source: {redact_url(cfg.source.url.get())} ({what}), poll every "
+                     f"{format_duration(cfg.source.poll_interval)}, lateness {format_duration(cfg.source.lateness)}")
+    if cfg.state_url is not None:
+        lines.append(f"state: {redact_url(cfg.state_url.get())}")
+    return "\n".join(lines)
+
+
+def redact_url(url: str) -> str:
+    """A database or webhook URL with its password, query string and path tokens removed."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
+    if parts.scheme.startswith(("http", "https")):
+        return f"{parts.scheme}://{netloc}/…"
+    path = parts.path
+    return f"{parts.scheme}://{netloc}{path}"

@@ -1,0 +1,127 @@
+"""Prometheus metrics: every family Sentinel exports, in one registry per process.
+
+Label names are fixed (series metrics always carry `rule`, `type` and `channel`, with `__all__` where a
+rule does not group by that field) so dashboards never break when a rule changes. Label values that
+come from data are capped per rule: past the cap they fold into `__other__`, and the folding is itself
+counted, so one runaway type column cannot blow up Prometheus. No secret is ever a label value.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from sentinel import __version__
+
+ALL = "__all__"
+OTHER = "__other__"
+DEFAULT_LABEL_CAP = 1000
+
+DELAY_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+POLL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class LabelCap:
+    """Admits at most `cap` distinct label tuples per scope (a rule); the rest become `__other__`."""
+
+    def __init__(self, cap: int = DEFAULT_LABEL_CAP) -> None:
+        self.cap = cap
+        self._seen: dict[str, set[tuple[str, ...]]] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, scope: str, values: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
+        """The label values to use, and whether they were folded."""
+        with self._lock:
+            seen = self._seen.setdefault(scope, set())
+            if values in seen:
+                return values, False
+            if len(seen) < self.cap:
+                seen.add(values)
+                return values, False
+        return tuple(OTHER if v != ALL else v for v in values), True
+
+    def forget(self, scope: str) -> None:
+        with self._lock:
+            self._seen.pop(scope, None)
+
+
+class Metrics:
+    """All of Sentinel's metric families, registered in their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, label_cap: int = DEFAULT_LABEL_CAP) -> None:
+        r = self.registry = registry if registry is not None else CollectorRegistry()
+        self.cap = LabelCap(label_cap)
+        series = ["rule", "type", "channel"]
+        self.records_ingested = Counter("sentinel_records_ingested", "Complaints accepted from the source.",
+                                        ["type", "channel"], registry=r)
+        self.records_rejected = Counter("sentinel_records_rejected",
+                                        "Records refused by validation, by reason.", ["reason"], registry=r)
+        self.records_late = Counter("sentinel_records_late",
+                                    "Records that arrived after their time had been closed (older than "
+                                    "lateness); counted into their day, never alerting for it.", registry=r)
+        self.series_current = Gauge("sentinel_series_current",
+                                    "Current value of a threshold series (today so far, or last 24 h).",
+                                    series, registry=r)
+        self.series_baseline = Gauge("sentinel_series_baseline",
+                                     "Baseline the current value is compared with.", series, registry=r)
+        self.series_threshold = Gauge("sentinel_series_threshold",
+                                      "Count at which the series fires now (factor x baseline, min_count, "
+                                      "max_p).", series, registry=r)
+        self.series_ratio = Gauge("sentinel_series_ratio", "Current value divided by the baseline.",
+                                  series, registry=r)
+        self.series_folded = Counter("sentinel_series_folded",
+                                     "Series folded into __other__ by a rule's max_series or the label cap.",
+                                     ["rule"], registry=r)
+        self.streak_length = Gauge("sentinel_streak_length", "Length of the current run of a streak rule.",
+                                   series, registry=r)
+        self.alerts_firing = Gauge("sentinel_alerts_firing", "Open alerts by rule and tier.",
+                                   ["rule", "tier"], registry=r)
+        self.alert_events = Counter("sentinel_alert_events", "Alert events (firing, upgraded, resolved).",
+                                    ["rule", "tier", "state"], registry=r)
+        self.notifications = Counter("sentinel_notifications",
+                                     "Messages by final outcome (delivered, failed, dropped_dry_run).",
+                                     ["receiver", "outcome"], registry=r)
+        self.notification_requests = Counter("sentinel_notification_requests",
+                                             "HTTP attempts to deliver a message.", ["receiver"], registry=r)
+        self.notification_requests_failed = Counter("sentinel_notification_requests_failed",
+                                                     "Failed delivery attempts, by reason.",
+                                                     ["receiver", "reason"], registry=r)
+        self.outbox_pending = Gauge("sentinel_outbox_pending", "Messages waiting for delivery.",
+                                    ["receiver"], registry=r)
+        self.notification_delay = Histogram("sentinel_notification_delay_seconds",
+                                            "Time from the alert event to the message's delivery.",
+                                            ["receiver"], buckets=DELAY_BUCKETS, registry=r)
+        self.poll_duration = Histogram("sentinel_poll_duration_seconds",
+                                       "Duration of one poll + evaluate cycle.", buckets=POLL_BUCKETS,
+                                       registry=r)
+        self.source_up = Gauge("sentinel_source_up", "1 when the last poll of the source succeeded.",
+                               registry=r)
+        self.source_lag = Gauge("sentinel_source_lag_seconds",
+                                "Now minus the creation time of the newest record read.", registry=r)
+        self.source_errors = Counter("sentinel_source_errors", "Failed polls of the source.", registry=r)
+        self.leader = Gauge("sentinel_leader", "1 when this instance is the active one.", registry=r)
+        self.config_reload_ok = Gauge("sentinel_config_last_reload_successful",
+                                      "1 when the last configuration (re)load succeeded.", registry=r)
+        self.config_reload_time = Gauge("sentinel_config_last_reload_success_timestamp_seconds",
+                                        "When the configuration was last loaded successfully.", registry=r)
+        self.build_info = Gauge("sentinel_build_info", "Build information; always 1.", ["version"],
+                                registry=r)
+        self.build_info.labels(version=__version__).set(1)
+        self.config_reload_ok.set(1)
+
+    def series_labels(self, rule: str, labels: Mapping[str, str]) -> tuple[str, str, str]:
+        """Fixed (rule, type, channel) label values for a series, capped per rule."""
+        values = (labels.get("type", ALL), labels.get("channel", ALL))
+        capped, folded = self.cap.admit(rule, values)
+        if folded:
+            self.series_folded.labels(rule=rule).inc()
+        return rule, capped[0], capped[1]
+
+    def ingest_labels(self, type_: str, channel: str) -> tuple[str, str]:
+        capped, _ = self.cap.admit("__ingest__", (type_, channel))
+        return capped[0], capped[1]
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

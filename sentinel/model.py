@@ -1,0 +1,263 @@
+"""The small values that travel between the stages of the data path.
+
+A `Batch` is columnar: one numpy array per field instead of one Python object per complaint, so the
+rules can be vectorised (a plain Python loop per record costs about twenty times the parse). Types
+and channels are interned into a `Vocab` shared by every stage of one process; codes never leave the
+process (state is persisted with the strings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum, StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
+
+US = 1_000_000
+"""Microseconds per second: every instant inside Sentinel is an int of microseconds since the epoch."""
+
+IntArray = npt.NDArray[np.int64]
+CodeArray = npt.NDArray[np.int32]
+
+
+class Tier(IntEnum):
+    """Response tiers of seed 004: light 轻度 (level III), moderate 中度 (II), severe 重度 (I)."""
+
+    LIGHT = 1
+    MODERATE = 2
+    SEVERE = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @property
+    def zh(self) -> str:
+        return {1: "轻度", 2: "中度", 3: "重度"}[self.value]
+
+    @property
+    def response_zh(self) -> str:
+        return {1: "三级响应", 2: "二级响应", 3: "一级响应"}[self.value]
+
+    @property
+    def response_en(self) -> str:
+        return {1: "level III response", 2: "level II response", 3: "level I response"}[self.value]
+
+    @classmethod
+    def parse(cls, name: str) -> Tier:
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise ValueError(f"unknown tier {name!r} (light, moderate, severe)") from None
+
+
+class EventState(StrEnum):
+    FIRING = "firing"
+    UPGRADED = "upgraded"
+    RESOLVED = "resolved"
+
+
+class Vocab:
+    """Interns strings (types, channels) into dense int32 codes for vectorised grouping."""
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        self.values: list[str] = []
+        self._index: dict[str, int] = {}
+        for v in values:
+            self.code(v)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def code(self, value: str) -> int:
+        c = self._index.get(value)
+        if c is None:
+            c = len(self.values)
+            self._index[value] = c
+            self.values.append(value)
+        return c
+
+    def lookup(self, value: str) -> int | None:
+        return self._index.get(value)
+
+    def encode(self, values: Sequence[str]) -> CodeArray:
+        """Codes for a column of strings; the Python loop runs once per distinct value only."""
+        if len(values) == 0:
+            return np.zeros(0, dtype=np.int32)
+        uniq, inverse = np.unique(np.asarray(values, dtype=object), return_inverse=True)
+        return self.encode_dictionary(list(uniq), inverse)
+
+    def encode_dictionary(self, dictionary: Sequence[str], indices: npt.ArrayLike) -> CodeArray:
+        """Codes for a dictionary-encoded column (as pyarrow produces it)."""
+        mapping = np.fromiter((self.code(v) for v in dictionary), dtype=np.int32, count=len(dictionary))
+        return mapping[np.asarray(indices, dtype=np.int64)] if len(mapping) else np.zeros(0, np.int32)
+
+    def decode(self, code: int) -> str:
+        return self.values[code]
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Batch:
+    """Complaints as columns, ordered by (created_at, id) unless said otherwise.
+
+    `customer` holds codes local to this batch into `customer_values` (-1: no customer): customers are
+    many and only ever compared inside a streak, so they are not interned for the process lifetime.
+    """
+
+    ids: npt.NDArray[Any]
+    ts: IntArray
+    type: CodeArray
+    channel: CodeArray
+    customer: CodeArray | None = None
+    customer_values: npt.NDArray[Any] | None = None
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    @staticmethod
+    def empty() -> Batch:
+        return Batch(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
+                     np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int32))
+
+    def take(self, index: npt.ArrayLike) -> Batch:
+        idx = np.asarray(index)
+        return Batch(self.ids[idx], self.ts[idx], self.type[idx], self.channel[idx],
+                     None if self.customer is None else self.customer[idx], self.customer_values)
+
+    def slice(self, start: int, stop: int) -> Batch:
+        return self.take(slice(start, stop))  # type: ignore[arg-type]
+
+    def customer_of(self, i: int) -> str | None:
+        if self.customer is None or self.customer_values is None:
+            return None
+        c = int(self.customer[i])
+        return None if c < 0 else str(self.customer_values[c])
+
+    def sorted(self) -> Batch:
+        """The batch in (created_at, id) order; cheap when it already is."""
+        if len(self) < 2:
+            return self
+        d = np.diff(self.ts)
+        if np.all(d > 0):
+            return self
+        if np.all(d >= 0):
+            ties = np.flatnonzero(d == 0)
+            if len(ties) == 0:
+                return self
+            if self.ids.dtype != object and np.all(self.ids[ties] < self.ids[ties + 1]):
+                return self
+        order = np.lexsort((self.ids, self.ts)) if self.ids.dtype != object else _sort_mixed(self)
+        return self.take(order)
+
+    @staticmethod
+    def concat(batches: Sequence[Batch]) -> Batch:
+        batches = [b for b in batches if len(b)]
+        if not batches:
+            return Batch.empty()
+        if len(batches) == 1:
+            return batches[0]
+        ids = _concat_ids([b.ids for b in batches])
+        customer: CodeArray | None = None
+        values: npt.NDArray[Any] | None = None
+        if any(b.customer is not None for b in batches):
+            parts = []
+            all_values: list[Any] = []
+            for b in batches:
+                if b.customer is None or b.customer_values is None:
+                    parts.append(np.full(len(b), -1, dtype=np.int32))
+                    continue
+                offset = len(all_values)
+                all_values.extend(b.customer_values.tolist())
+                parts.append(np.where(b.customer >= 0, b.customer + offset, -1).astype(np.int32))
+            customer = np.concatenate(parts)
+            values = np.asarray(all_values, dtype=object)
+        return Batch(ids, np.concatenate([b.ts for b in batches]),
+                     np.concatenate([b.type for b in batches]),
+                     np.concatenate([b.channel for b in batches]), customer, values)
+
+
+def _concat_ids(parts: list[npt.NDArray[Any]]) -> npt.NDArray[Any]:
+    if all(p.dtype != object for p in parts):
+        return np.concatenate(parts)
+    return np.concatenate([p.astype(object) for p in parts])
+
+
+def _sort_mixed(b: Batch) -> npt.NDArray[np.int64]:
+    keys = sorted(range(len(b)), key=lambda i: (int(b.ts[i]), str(b.ids[i])))
+    return np.asarray(keys, dtype=np.int64)
+
+
+def labels_key(labels: Mapping[str, str]) -> str:
+    return json.dumps(dict(sorted(labels.items())), ensure_ascii=False, separators=(",", ":"))
+
+
+def fingerprint(rule: str, labels: Mapping[str, str]) -> str:
+    """Identity of an alerting series: the rule plus its labels (stable across processes)."""
+    digest = hashlib.sha256(f"{rule}\x00{labels_key(labels)}".encode()).hexdigest()
+    return digest[:16]
+
+
+def instance_id(fp: str, started_us: int) -> str:
+    """Identity of one crisis of a series: its fingerprint plus when it started."""
+    return hashlib.sha256(f"{fp}\x00{started_us}".encode()).hexdigest()[:16]
+
+
+def to_datetime(us: int, tz: ZoneInfo) -> datetime:
+    return datetime.fromtimestamp(us / US, tz) if us % US else datetime.fromtimestamp(us // US, tz)
+
+
+def from_datetime(dt: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime (exact, no float rounding)."""
+    if dt.tzinfo is None:
+        raise ValueError("naive datetime")
+    delta = dt - datetime(1970, 1, 1, tzinfo=ZoneInfo("UTC"))
+    return (delta.days * 86400 + delta.seconds) * US + delta.microseconds
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change of an alert: opened (`firing`), tier up (`upgraded`) or `resolved`.
+
+    `at` is the time of the record that caused it, or the deadline that time alone crossed.
+    """
+
+    at: int
+    rule: str
+    kind: str
+    state: EventState
+    tier: Tier
+    labels: Mapping[str, str]
+    value: float
+    baseline: float | None
+    ratio: float | None
+    fingerprint: str
+    instance: str
+    started: int
+    p: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self, tz: ZoneInfo) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "at": to_datetime(self.at, tz).isoformat(),
+            "rule": self.rule,
+            "kind": self.kind,
+            "state": self.state.value,
+            "tier": self.tier.label,
+            "labels": dict(self.labels),
+            "value": self.value,
+            "baseline": self.baseline,
+            "ratio": self.ratio,
+            "p": self.p,
+            "fingerprint": self.fingerprint,
+            "instance": self.instance,
+            "started": to_datetime(self.started, tz).isoformat(),
+        }
+        out.update(self.extra)
+        return out

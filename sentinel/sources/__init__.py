@@ -1,0 +1,51 @@
+"""Sources read complaints; they know nothing of watermarks, dedup or rules.
+
+A source answers one question: "give me up to `limit` rows after this point, in (created_at, id)
+order". Ingest (`sentinel.ingest`) owns the watermark, the look-back and the dedup; the SQL and file
+sources below only translate that question into their medium.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sentinel.sources.records import RawRow
+
+
+@dataclass(slots=True)
+class Page:
+    """Rows in (created_at, id) order, as the source returned them (not yet validated).
+
+    `next` is an opaque cursor for the following page, or None when the source had no more rows.
+    """
+
+    rows: list[RawRow] = field(default_factory=list)
+    next: Any | None = None
+
+
+class SourceUnavailable(Exception):
+    """The source cannot be reached or answered with an error; ingest retries with backoff.
+
+    The message never contains credentials.
+    """
+
+
+class Source(Protocol):
+    def read(self, since_us: int, cursor: Any | None, limit: int) -> Page:
+        """Rows with created_at > since_us (cursor None), or strictly after `cursor`."""
+        ...
+
+    def first_record_time(self) -> int | None:
+        """created_at (µs) of the oldest row, or None for an empty source."""
+        ...
+
+    def check(self) -> list[str]:
+        """Start-up warnings, e.g. a missing (created_at, id) index; raises SourceUnavailable."""
+        ...
+
+    def describe(self) -> str:
+        """A one-line description without secrets, for logs and the status page."""
+        ...
+
+    def close(self) -> None: ...
