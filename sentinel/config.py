@@ -667,7 +667,7 @@ def _load_rules_dir(directory: Path, start: int) -> tuple[list[Any], dict[int, s
                 import yaml
 
                 data = yaml.safe_load(f.read_text(encoding="utf-8"))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any parse error is reported the same way
             problems.append(f"{f}: cannot parse: {exc}")
             continue
         items = data.get("rules", [data]) if isinstance(data, dict) else data

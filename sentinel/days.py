@@ -123,3 +123,11 @@ class Calendar:
         """Local wall-clock time of day in microseconds (0 .. 24 h), for same-time-of-day profiles."""
         off = self.offsets_of(ts)
         return (ts + off) % DAY_US
+
+
+def history_start_us(value: date | datetime, calendar: Calendar) -> int:
+    """`history_start` from the config: a date means its local midnight, a naive datetime local time."""
+    if isinstance(value, datetime):
+        dt = value if value.tzinfo is not None else value.replace(tzinfo=calendar.tz)
+        return from_datetime(dt)
+    return calendar.day_start(value.toordinal())

@@ -32,7 +32,6 @@ REJECT_REASONS = (
     "future_time",
     "oversized_field",
     "bad_encoding",
-    "duplicate_id",
 )
 
 IdType = Literal["auto", "int", "str"]

@@ -1,0 +1,127 @@
+"""Opening the state store: engine settings per backend, migrations, and the one-daemon lock.
+
+SQLite runs in WAL mode with `BEGIN IMMEDIATE` for writes (a transaction takes the write lock at
+its start, so two writers queue on the busy timeout instead of failing at commit), `synchronous=FULL`
+(an acknowledged alert survives a power cut), and one writer at a time inside the process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from sentinel.store import migrate
+from sentinel.store.lock import AdvisoryLock, FileLock
+
+SUPPORTED = ("sqlite", "postgresql")
+
+
+class StoreError(Exception):
+    pass
+
+
+class Store:
+    """The state store. `transaction()` is the only way to write."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise StoreError("state_url is not a database URL (e.g. sqlite:////var/lib/sentinel/state.db)") from None
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in SUPPORTED:
+            raise StoreError(f"state_url: {self.dialect} is not supported as a state store (use sqlite or postgresql)")
+        self.description = parsed.render_as_string(hide_password=True)
+        self._write_lock = threading.RLock()
+        self.sqlite_path: Path | None = None
+        if self.dialect == "sqlite":
+            db = parsed.database
+            if not db or db == ":memory:":
+                raise StoreError("state_url: an SQLite store needs a file path (sqlite:////abs/path/state.db)")
+            self.sqlite_path = Path(db)
+            try:
+                self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"state_url: cannot create {self.sqlite_path.parent}: {exc.strerror}") from None
+            self.engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin_immediate)
+            self.read_engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
+            event.listen(self.read_engine, "connect", _sqlite_connect)
+            event.listen(self.read_engine, "begin", _sqlite_begin)
+        else:
+            self.engine = create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+            self.read_engine = self.engine
+        self._lock: FileLock | AdvisoryLock | None = None
+
+    def __repr__(self) -> str:
+        return f"Store({self.description!r})"
+
+    def lock(self) -> None:
+        """Claim the store for this daemon; raises `StoreLocked` when another one has it."""
+        if self.sqlite_path is not None:
+            self._lock = FileLock(self.sqlite_path.with_name(self.sqlite_path.name + ".lock"))
+        else:
+            self._lock = AdvisoryLock(self.engine)
+        self._lock.acquire()
+
+    def upgrade(self) -> tuple[str | None, str]:
+        with self._write_lock:
+            return migrate.upgrade(self.engine)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One atomic write: everything inside commits together or not at all."""
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        with self.read_engine.connect() as conn:
+            yield conn
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        self.engine.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # SQLAlchemy's `begin` event issues BEGIN itself
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_begin_immediate(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
+def open_store(url: str, *, lock: bool = False, upgrade: bool = True) -> Store:
+    store = Store(url)
+    try:
+        if lock:
+            store.lock()
+        if upgrade:
+            store.upgrade()
+    except Exception:
+        store.close()
+        raise
+    return store

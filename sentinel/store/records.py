@@ -1,0 +1,101 @@
+"""Persistence of the ingest stage: the source watermark, recently seen ids and raw hourly buckets.
+
+The raw buckets (local hour x type x channel) are the history every rule's series derive from, so a
+reloaded or new rule gets its full baseline at once instead of a false zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from sentinel.days import Calendar
+from sentinel.model import Batch, IntArray, Vocab
+from sentinel.store.schema import hourly_buckets, seen_ids, source_state
+
+KEY = "source"
+
+
+@dataclass(slots=True)
+class SourceState:
+    watermark_us: int | None
+    coverage_start_us: int | None
+    backfill_start_us: int | None
+    backfill_done: bool
+    started_us: int
+
+
+def load_source_state(conn: Connection) -> SourceState | None:
+    row = conn.execute(select(source_state).where(source_state.c.key == KEY)).mappings().first()
+    if row is None:
+        return None
+    return SourceState(row["watermark_us"], row["coverage_start_us"], row["backfill_start_us"],
+                       bool(row["backfill_done"]), row["started_us"])
+
+
+def save_source_state(conn: Connection, state: SourceState, now_us: int) -> None:
+    values = {"watermark_us": state.watermark_us, "coverage_start_us": state.coverage_start_us,
+              "backfill_start_us": state.backfill_start_us, "backfill_done": state.backfill_done,
+              "updated_us": now_us}
+    n = conn.execute(update(source_state).where(source_state.c.key == KEY).values(**values)).rowcount
+    if n == 0:
+        conn.execute(insert(source_state).values(key=KEY, started_us=state.started_us, **values))
+
+
+def load_seen(conn: Connection) -> dict[str, int]:
+    return {r: c for r, c in conn.execute(select(seen_ids.c.record_id, seen_ids.c.created_us))}
+
+
+def add_seen(conn: Connection, items: Sequence[tuple[str, int]]) -> None:
+    if items:
+        conn.execute(insert(seen_ids), [{"record_id": i, "created_us": c} for i, c in items])
+
+
+def prune_seen(conn: Connection, older_or_equal_us: int) -> int:
+    return conn.execute(delete(seen_ids).where(seen_ids.c.created_us <= older_or_equal_us)).rowcount
+
+
+def bucket_counts(batch: Batch, calendar: Calendar) -> tuple[IntArray, IntArray, IntArray, IntArray]:
+    """(hour_us, type code, channel code, count) for the batch, one row per distinct bucket."""
+    if len(batch) == 0:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, z, z
+    hours = calendar.hour_starts_of(batch.ts)
+    keys = np.stack([hours, batch.type.astype(np.int64), batch.channel.astype(np.int64)], axis=1)
+    uniq, counts = np.unique(keys, axis=0, return_counts=True)
+    return uniq[:, 0], uniq[:, 1], uniq[:, 2], counts.astype(np.int64)
+
+
+def add_buckets(conn: Connection, batch: Batch, calendar: Calendar, vocab: Vocab) -> None:
+    hours, types, channels, counts = bucket_counts(batch, calendar)
+    if len(hours) == 0:
+        return
+    rows = [{"hour_us": int(h), "type": vocab.decode(int(t)), "channel": vocab.decode(int(c)), "count": int(n)}
+            for h, t, c, n in zip(hours, types, channels, counts, strict=True)]
+    dialect = conn.dialect.name
+    ins = sqlite_insert(hourly_buckets) if dialect == "sqlite" else pg_insert(hourly_buckets)
+    stmt = ins.on_conflict_do_update(
+        index_elements=["hour_us", "type", "channel"],
+        set_={"count": hourly_buckets.c.count + ins.excluded.count},
+    )
+    conn.execute(stmt, rows)
+
+
+def read_buckets(conn: Connection, start_us: int, end_us: int | None = None
+                 ) -> Iterable[tuple[int, str, str, int]]:
+    """Buckets whose hour starts in [start_us, end_us), ordered by hour."""
+    q = select(hourly_buckets.c.hour_us, hourly_buckets.c.type, hourly_buckets.c.channel,
+               hourly_buckets.c.count).where(hourly_buckets.c.hour_us >= start_us)
+    if end_us is not None:
+        q = q.where(hourly_buckets.c.hour_us < end_us)
+    for h, t, c, n in conn.execute(q.order_by(hourly_buckets.c.hour_us)):
+        yield int(h), t, c, int(n)
+
+
+def prune_buckets(conn: Connection, before_us: int) -> int:
+    return conn.execute(delete(hourly_buckets).where(hourly_buckets.c.hour_us < before_us)).rowcount

@@ -1,0 +1,119 @@
+"""State store: migrations from empty, state surviving a restart, one daemon per store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import inspect
+
+from sentinel.days import Calendar
+from sentinel.model import US, Batch, Vocab
+from sentinel.store import StoreLocked, open_store
+from sentinel.store import records as repo
+from sentinel.store.migrate import current_revision, head_revision
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/state.db"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def test_migrations_from_empty(state_url: str) -> None:
+    store = open_store(state_url)
+    try:
+        assert current_revision(store.engine) == head_revision()
+        tables = set(inspect(store.engine).get_table_names())
+        assert {"source_state", "seen_ids", "hourly_buckets", "alembic_version"} <= tables
+        before, after = store.upgrade()  # idempotent
+        assert before == after == head_revision()
+    finally:
+        store.close()
+
+
+def test_state_survives_restart(state_url: str) -> None:
+    cal = Calendar("Asia/Shanghai")
+    vocab = Vocab()
+    t0 = 1_751_900_000 * US
+    batch = Batch(np.array([1, 2, 3]), np.array([t0, t0 + 60 * US, t0 + 7200 * US], dtype=np.int64),
+                  vocab.encode(["物流配送延误", "物流配送延误", "服务态度"]), vocab.encode(["电话热线"] * 3))
+    store = open_store(state_url)
+    with store.transaction() as conn:
+        repo.save_source_state(conn, repo.SourceState(t0 + 7200 * US, t0, t0 - 86400 * US, True, t0), t0)
+        repo.add_seen(conn, [("1", t0), ("2", t0 + 60 * US), ("3", t0 + 7200 * US)])
+        repo.add_buckets(conn, batch, cal, vocab)
+        repo.add_buckets(conn, batch.take([0]), cal, vocab)  # upsert adds to the same bucket
+    store.close()
+
+    store = open_store(state_url)
+    try:
+        with store.reading() as conn:
+            state = repo.load_source_state(conn)
+            assert state is not None and state.watermark_us == t0 + 7200 * US and state.backfill_done
+            assert repo.load_seen(conn) == {"1": t0, "2": t0 + 60 * US, "3": t0 + 7200 * US}
+            buckets = sorted(repo.read_buckets(conn, 0))
+        hour0 = cal.hour_start(t0)
+        assert (hour0, "物流配送延误", "电话热线", 3) in buckets
+        assert (cal.hour_start(t0 + 7200 * US), "服务态度", "电话热线", 1) in buckets
+        with store.transaction() as conn:
+            assert repo.prune_seen(conn, t0 + 60 * US) == 2
+    finally:
+        store.close()
+
+
+def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/state.db")
+    with pytest.raises(RuntimeError), store.transaction() as conn:
+        repo.add_seen(conn, [("x", 1)])
+        raise RuntimeError("crash in the middle of a cycle")
+    with store.reading() as conn:
+        assert repo.load_seen(conn) == {}
+    store.close()
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from sentinel.store import open_store
+    s = open_store(sys.argv[1], lock=True)
+    print("locked", flush=True)
+    time.sleep(600)
+""")
+
+
+def _hold_lock(url: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, url], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_second_daemon_refused_then_kill9_does_not_block(state_url: str) -> None:
+    holder = _hold_lock(state_url)
+    try:
+        with pytest.raises(StoreLocked) as err:
+            open_store(state_url, lock=True)
+        assert "another sentinel" in str(err.value)
+        if state_url.startswith("sqlite"):
+            assert f"pid {holder.pid}" in str(err.value)
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    store = open_store(state_url, lock=True)  # the kernel released the dead process's lock
+    store.close()
+
+
+def test_unsupported_state_url() -> None:
+    from sentinel.store import StoreError
+
+    with pytest.raises(StoreError, match="not supported"):
+        open_store("mysql+pymysql://root@127.0.0.1/test")
+    with pytest.raises(StoreError, match="file path"):
+        open_store("sqlite://")
