@@ -41,9 +41,10 @@ _MARKDOWN_MAP = str.maketrans({
     "\\": "＼", "`": "｀", "*": "＊", "_": "＿", "~": "～", "[": "［", "]": "］", "(": "（", ")": "）",
     "<": "＜", ">": "＞", "#": "＃", "|": "｜", "@": "＠", "&": "＆", "!": "！",
 })
-# Slack: the three documented entities, plus look-alikes for its formatting characters and `@`.
+# Slack: the three documented entities, plus look-alikes for its formatting characters, `@` and brackets.
 _SLACK_MAP = str.maketrans({
     "&": "&amp;", "<": "&lt;", ">": "&gt;", "*": "＊", "_": "＿", "~": "～", "`": "｀", "@": "＠",
+    "[": "［", "]": "］",  # Slack's newer markdown blocks read [text](url)
 })
 # Plain text (WeCom text, DingTalk text, Feishu/Lark text): no markup, except that Feishu/Lark parse
 # `<at>` tags and a few styles (`**b**`, `~~s~~`, `[text](url)`) in text, and every client

@@ -1,0 +1,106 @@
+"""Generic webhook in Alertmanager's format (version 4), so existing receivers work unchanged.
+
+Body: `version`, `groupKey`, `status`, `receiver`, `groupLabels`, `commonLabels`, `commonAnnotations`,
+`externalURL`, `alerts` (each `status`, `labels`, `annotations`, `startsAt`, `endsAt`, `fingerprint`,
+`generatorURL`) and `truncatedAlerts`, plus Sentinel's own keys `deliveryId`, `tier`, `title` and
+`text` (the rendered message). A body over 1 MiB drops alerts from the end and counts them in
+`truncatedAlerts`, as Alertmanager does.
+
+Headers:
+- `X-Sentinel-Delivery: <id>` - the same value as `deliveryId`; stable across retries, so a receiver
+  drops a message it has already seen (delivery is at least once).
+- with `hmac_secret` configured, at every attempt:
+  `X-Sentinel-Timestamp: <unix seconds>` and
+  `X-Sentinel-Signature: sha256=<hex HMAC-SHA256(key=hmac_secret, msg=timestamp + "." + body)>`,
+  over the exact body bytes sent. A receiver verifies it like this, and should reject timestamps
+  more than a few minutes old (replays):
+
+      expected = hmac.new(secret, ts.encode() + b"." + raw_body, hashlib.sha256).hexdigest()
+      ok = hmac.compare_digest("sha256=" + expected, request.headers["X-Sentinel-Signature"])
+
+2xx is delivered; 429 and 5xx are retried (honouring Retry-After); other 4xx are permanent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from sentinel.notify.base import AlertPayload, Delivered, Message, Outcome, Syntax, register
+from sentinel.notify.escape import truncate_bytes
+from sentinel.notify.http import HttpAdapter, Reply, dump
+
+DELIVERY_HEADER = "X-Sentinel-Delivery"
+TIMESTAMP_HEADER = "X-Sentinel-Timestamp"
+SIGNATURE_HEADER = "X-Sentinel-Signature"
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def _common(maps: Sequence[Mapping[str, str]]) -> dict[str, str]:
+    if not maps:
+        return {}
+    first = maps[0]
+    return {k: v for k, v in first.items() if all(m.get(k) == v for m in maps[1:])}
+
+
+def _alert(a: AlertPayload) -> dict[str, Any]:
+    return {"status": a.status, "labels": dict(a.labels), "annotations": dict(a.annotations),
+            "startsAt": a.starts_at, "endsAt": a.ends_at, "fingerprint": a.fingerprint,
+            "generatorURL": a.generator_url}
+
+
+@register
+class WebhookAdapter(HttpAdapter):
+    kind: ClassVar[str] = "webhook"
+    syntax: ClassVar[Syntax] = Syntax.TEXT
+    max_bytes: ClassVar[int] = 64 * 1024  # the `text` key; the whole body may reach `max_body_bytes`
+    max_body_bytes: ClassVar[int] = 1024 * 1024
+
+    def payload(self, message: Message, keep: int | None = None) -> dict[str, Any]:
+        alerts = message.alerts if keep is None else message.alerts[:keep]
+        return {
+            "version": "4",
+            "groupKey": message.group_key,
+            "truncatedAlerts": len(message.alerts) - len(alerts),
+            "status": message.status,
+            "receiver": self.name,
+            "groupLabels": dict(message.group_labels),
+            "commonLabels": _common([a.labels for a in message.alerts]) or dict(message.group_labels),
+            "commonAnnotations": _common([a.annotations for a in message.alerts]),
+            "externalURL": message.external_url,
+            "alerts": [_alert(a) for a in alerts],
+            "deliveryId": message.id,
+            "tier": message.tier.label,
+            "title": message.title,
+            "text": truncate_bytes(message.body, self.max_bytes, self.truncated_marker),
+        }
+
+    def body(self, message: Message) -> bytes:
+        data = dump(self.payload(message))
+        keep = len(message.alerts)
+        while len(data) > self.max_body_bytes and keep > 0:
+            # Drop alerts in proportion to the overflow (at least one), then measure again.
+            keep = min(keep - 1, int(keep * self.max_body_bytes / len(data)))
+            data = dump(self.payload(message, keep))
+        return data
+
+    def headers(self, body: bytes, delivery: str) -> dict[str, str]:
+        headers = {"Content-Type": "application/json; charset=utf-8", DELIVERY_HEADER: delivery}
+        if self.config.hmac_secret is not None:
+            timestamp = str(int(time.time()))
+            headers[TIMESTAMP_HEADER] = timestamp
+            headers[SIGNATURE_HEADER] = signature(self.config.hmac_secret.get(), timestamp, body)
+        return headers
+
+    def attempt(self, message: Message, url: str) -> Outcome:
+        body = self.body(message)
+        reply = self.http.post(url, body, self.headers(body, message.id))
+        if not isinstance(reply, Reply):
+            return reply
+        return self.status_outcome(reply) or Delivered()

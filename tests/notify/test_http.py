@@ -1,0 +1,180 @@
+"""The shared HTTP call: timeouts, redirects, size cap, network errors, Retry-After, secret scrubbing."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from email.utils import formatdate
+
+import pytest
+import requests
+from freezegun import freeze_time
+
+from sentinel.notify import http
+from sentinel.notify.base import Failed, RetryAfter
+from sentinel.notify.http import (
+    MAX_ANSWER_BYTES,
+    HttpClient,
+    Reply,
+    Scrubber,
+    classify_status,
+    parse_retry_after,
+    url_secrets,
+    with_query,
+)
+
+from .vendors import Answer, FakeWebhook, closed_port_url
+
+
+@pytest.fixture
+def server() -> Iterator[FakeWebhook]:
+    with FakeWebhook(path="/hook?token=tokSECRET123") as s:
+        yield s
+
+
+def reply(status: int, body: bytes = b"", **headers: str) -> Reply:
+    return Reply(status, requests.structures.CaseInsensitiveDict(headers), body)
+
+
+# --- Retry-After -----------------------------------------------------------------------------------
+
+
+def test_retry_after_seconds_and_dates() -> None:
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(" 1.5 ") == 1.5
+    assert parse_retry_after("-3") == 0.0
+    assert parse_retry_after("999999999") == http.MAX_RETRY_AFTER
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("") is None
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("nan") is None
+    with freeze_time("2025-07-08 06:00:00"):
+        later = formatdate(time.time() + 120, usegmt=True)
+        assert parse_retry_after(later) == pytest.approx(120, abs=1)
+        assert parse_retry_after(formatdate(time.time() - 60, usegmt=True)) == 0.0
+
+
+# --- status classification -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "kind", "seconds"), [
+    (200, None, None), (202, None, None), (204, None, None),
+    (301, RetryAfter, http.REDIRECT_DELAY), (302, RetryAfter, http.REDIRECT_DELAY),
+    (408, RetryAfter, http.SERVER_ERROR_DELAY), (429, RetryAfter, http.RATE_LIMIT_DELAY),
+    (500, RetryAfter, http.SERVER_ERROR_DELAY), (503, RetryAfter, http.SERVER_ERROR_DELAY),
+    (400, Failed, None), (401, Failed, None), (403, Failed, None), (404, Failed, None), (410, Failed, None),
+])
+def test_classify_status(status: int, kind: type | None, seconds: float | None) -> None:
+    out = classify_status(reply(status, b"nope"), Scrubber([]))
+    if kind is None:
+        assert out is None
+        return
+    assert isinstance(out, kind)
+    if isinstance(out, RetryAfter):
+        assert out.seconds == seconds
+    else:
+        assert isinstance(out, Failed)
+        assert out.code == f"HTTP {status}"
+        assert "nope" in out.reason
+
+
+def test_retry_after_header_wins_over_defaults() -> None:
+    for status in (302, 429, 503):
+        out = classify_status(Reply(status, {"Retry-After": "17"}, b""), Scrubber([]))
+        assert out == RetryAfter(17.0, out.reason)  # type: ignore[union-attr]
+
+
+def test_vendor_messages_are_scrubbed_of_secrets() -> None:
+    scrub = Scrubber(url_secrets("https://x.example/hook/abc123DEF456?key=KEY-99&v=1"))
+    out = classify_status(reply(403, b"bad key KEY-99 for /hook/abc123DEF456\n\x1b[31m"), scrub)
+    assert isinstance(out, Failed)
+    assert "KEY-99" not in out.reason and "abc123DEF456" not in out.reason
+    assert "\n" not in out.reason and "\x1b" not in out.reason
+
+
+def test_url_secrets() -> None:
+    found = url_secrets("https://u:pw12@h.example/api/webhooks/1234567890/tokABC123xyz?wait=true&key=K123")
+    assert {"pw12", "1234567890", "tokABC123xyz", "K123", "true"} <= set(found)
+    assert "webhooks" not in found and "api" not in found
+
+
+def test_with_query_builds_a_new_url_encoded_once() -> None:
+    base = "https://oapi.example/robot/send?access_token=T1"
+    signed = with_query(base, {"timestamp": "1", "sign": "a+b/c="})
+    assert signed == "https://oapi.example/robot/send?access_token=T1&timestamp=1&sign=a%2Bb%2Fc%3D"
+    again = with_query(signed, {"timestamp": "2", "sign": "x"})
+    assert again == "https://oapi.example/robot/send?access_token=T1&timestamp=2&sign=x"
+    assert base == "https://oapi.example/robot/send?access_token=T1"
+
+
+# --- the call --------------------------------------------------------------------------------------
+
+
+def test_redirects_are_not_followed(server: FakeWebhook) -> None:
+    server.script(Answer(302, headers={"Location": f"{server.base}/followed?token=tokSECRET123"}))
+    out = HttpClient("r", timedelta(seconds=5)).post(server.url, b"{}", {})
+    assert isinstance(out, Reply)
+    assert out.status == 302
+    assert [r.path for r in server.requests] == ["/hook"]  # nothing went to /followed
+
+
+def test_timeout_from_config_on_every_call(server: FakeWebhook) -> None:
+    client = HttpClient("r", timedelta(seconds=0.3))
+    assert client.timeout == (0.3, 0.3)
+    assert HttpClient("r", timedelta(seconds=30)).timeout == (http.CONNECT_TIMEOUT_CAP, 30.0)
+    server.script(Answer(delay=3))
+    started = time.monotonic()
+    out = client.post(server.url, b"{}", {})
+    assert time.monotonic() - started < 2.5
+    assert isinstance(out, RetryAfter)
+    assert out.seconds == http.NETWORK_DELAY
+    assert "timeout" in out.reason
+    assert "tokSECRET123" not in out.reason and "127.0.0.1" not in out.reason
+
+
+def test_connection_refused() -> None:
+    url = closed_port_url("/hook?key=refusedSECRET1")
+    out = HttpClient("r", timedelta(seconds=2)).post(url, b"{}", {})
+    assert out == RetryAfter(http.NETWORK_DELAY, "connection refused")
+
+
+def test_connection_closed_without_answer(server: FakeWebhook) -> None:
+    server.script(Answer(drop=True))
+    out = HttpClient("r", timedelta(seconds=2)).post(server.url, b"{}", {})
+    assert isinstance(out, RetryAfter)
+    assert out.reason in ("connection closed by the server without an answer", "connection reset by the server")
+
+
+def test_answer_is_read_up_to_the_cap(server: FakeWebhook) -> None:
+    server.script(Answer(200, body=b"x" * (MAX_ANSWER_BYTES * 4)))
+    out = HttpClient("r", timedelta(seconds=5)).post(server.url, b"{}", {})
+    assert isinstance(out, Reply)
+    assert len(out.body) == MAX_ANSWER_BYTES
+
+
+def test_invalid_url_is_a_config_failure() -> None:
+    out = HttpClient("r", timedelta(seconds=1)).post("http://[::1/x?key=SECRETkey1", b"{}", {})
+    assert isinstance(out, Failed)
+    assert out.code == "config"
+    assert "SECRETkey1" not in out.reason
+
+
+def test_one_session_per_client_reused(server: FakeWebhook) -> None:
+    client = HttpClient("r", timedelta(seconds=5))
+    session = client.session
+    for _ in range(3):
+        assert isinstance(client.post(server.url, b"{}", {}), Reply)
+    assert client.session is session
+    assert len(server.requests) == 3
+    assert server.requests[0].headers["user-agent"].startswith("sentinel/")
+    client.close()
+
+
+def test_urllib3_debug_lines_do_not_carry_the_url(server: FakeWebhook, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    HttpClient("r", timedelta(seconds=5)).post(server.url, b"{}", {})
+    assert any(r.name.startswith("urllib3") for r in caplog.records)  # the filter had something to do
+    assert "tokSECRET123" not in caplog.text
+    assert "/hook" not in caplog.text
