@@ -132,7 +132,9 @@ class Batch:
                      None if self.customer is None else self.customer[idx], self.customer_values)
 
     def slice(self, start: int, stop: int) -> Batch:
-        return self.take(slice(start, stop))  # type: ignore[arg-type]
+        sl = slice(start, stop)
+        return Batch(self.ids[sl], self.ts[sl], self.type[sl], self.channel[sl],
+                     None if self.customer is None else self.customer[sl], self.customer_values)
 
     def customer_of(self, i: int) -> str | None:
         if self.customer is None or self.customer_values is None:

@@ -32,6 +32,7 @@ REJECT_REASONS = (
     "future_time",
     "oversized_field",
     "bad_encoding",
+    "bad_record",
 )
 
 IdType = Literal["auto", "int", "str"]

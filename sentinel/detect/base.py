@@ -1,0 +1,138 @@
+"""What every rule shares: the `Rule` protocol, the context it reads, filters and open alerts.
+
+A rule is `process(batch, state)` for records and `advance(now, state)` for what time alone causes.
+It never touches the store, the network or the clock: the engine hands it batches and instants, and
+persists what it returns. Events caused by a record carry that record's time; events caused by time
+carry the deadline's time, whenever `advance` happens to be called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from sentinel.config import Filter
+from sentinel.days import Calendar
+from sentinel.model import Batch, Event, EventState, Tier, Vocab, fingerprint, instance_id
+
+
+@dataclass(slots=True)
+class RuleContext:
+    """Facts about the whole stream that every rule reads (owned by the engine)."""
+
+    calendar: Calendar
+    vocab: Vocab
+    coverage_start_us: int | None = None
+
+    def first_full_day(self) -> int | None:
+        """The first local day wholly inside the source's coverage."""
+        if self.coverage_start_us is None:
+            return None
+        day = self.calendar.day_of(self.coverage_start_us)
+        return day if self.calendar.day_start(day) >= self.coverage_start_us else day + 1
+
+    def full_days_before(self, day: int) -> int:
+        first = self.first_full_day()
+        return 0 if first is None else max(0, day - first)
+
+
+class RuleState(Protocol):
+    clock: int | None
+    pending: Batch
+
+
+class Rule(Protocol):
+    name: str
+    kind: str
+    self_timed: bool  # True: `process` honours its own deadlines inside a batch (the feed need not split)
+
+    def new_state(self) -> Any: ...
+
+    def process(self, batch: Batch, state: Any) -> list[Event]: ...
+
+    def advance(self, now: int, state: Any) -> tuple[list[Event], int | None]: ...
+
+    def deadline(self, state: Any) -> int | None: ...
+
+
+class RecordFilter:
+    """`where` / `where_not` on type and channel, as a vectorised mask."""
+
+    def __init__(self, where: Filter, where_not: Filter, vocab: Vocab) -> None:
+        self.where = where
+        self.where_not = where_not
+        self.vocab = vocab
+        self.active = bool(where.type or where.channel or where_not.type or where_not.channel)
+
+    def _codes(self, values: list[str]) -> npt.NDArray[np.int32]:
+        codes = [self.vocab.lookup(v) for v in values]
+        return np.asarray([c for c in codes if c is not None], dtype=np.int32)
+
+    def mask(self, batch: Batch) -> npt.NDArray[np.bool_]:
+        keep = np.ones(len(batch), dtype=bool)
+        for values, column in ((self.where.type, batch.type), (self.where.channel, batch.channel)):
+            if values:
+                keep &= np.isin(column, self._codes(values))
+        for values, column in ((self.where_not.type, batch.type), (self.where_not.channel, batch.channel)):
+            if values:
+                keep &= ~np.isin(column, self._codes(values))
+        return keep
+
+    def admits(self, type_: str, channel: str) -> bool:
+        w, n = self.where, self.where_not
+        if (w.type and type_ not in w.type) or (w.channel and channel not in w.channel):
+            return False
+        return not ((n.type and type_ in n.type) or (n.channel and channel in n.channel))
+
+    def apply(self, batch: Batch) -> Batch:
+        if not self.active or len(batch) == 0:
+            return batch
+        keep = self.mask(batch)
+        return batch if keep.all() else batch.take(np.flatnonzero(keep))
+
+
+@dataclass(slots=True)
+class OpenAlert:
+    """An alert instance while it is open, as the rule that owns it tracks it."""
+
+    labels: dict[str, str]
+    fingerprint: str
+    instance: str
+    started: int
+    tier: Tier
+    peak: float
+    value: float = 0.0
+    baseline: float | None = None
+    unmet_since: int | None = None  # pace / rolling: condition unmet since
+    hold_until: int | None = None  # streak: the run ended; resolves then unless continued
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"labels": self.labels, "fingerprint": self.fingerprint, "instance": self.instance,
+                "started": self.started, "tier": int(self.tier), "peak": self.peak, "value": self.value,
+                "baseline": self.baseline, "unmet_since": self.unmet_since, "hold_until": self.hold_until,
+                "extra": self.extra}
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> OpenAlert:
+        return OpenAlert(dict(d["labels"]), d["fingerprint"], d["instance"], int(d["started"]), Tier(d["tier"]),
+                         float(d["peak"]), float(d.get("value", 0.0)), d.get("baseline"), d.get("unmet_since"),
+                         d.get("hold_until"), dict(d.get("extra") or {}))
+
+
+def open_alert(rule: str, labels: dict[str, str], at: int, tier: Tier, value: float,
+               baseline: float | None) -> OpenAlert:
+    fp = fingerprint(rule, labels)
+    return OpenAlert(labels, fp, instance_id(fp, at), at, tier, value, value, baseline)
+
+
+def event(rule: str, kind: str, state: EventState, alert: OpenAlert, at: int, value: float,
+          baseline: float | None, ratio: float | None, p: float | None = None,
+          extra: Mapping[str, Any] | None = None) -> Event:
+    return Event(at=at, rule=rule, kind=kind, state=state, tier=alert.tier, labels=dict(alert.labels),
+                 value=value, baseline=baseline, ratio=ratio, fingerprint=alert.fingerprint,
+                 instance=alert.instance, started=alert.started, p=p, extra=dict(extra or {}))

@@ -1,0 +1,395 @@
+"""The streak rule: "the same type five times in a row".
+
+Records are ordered by (created_at, id) inside a scope (`scope = []`: the whole stream; `["channel"]`:
+each channel's own sequence). A run is consecutive records with the same `field` value; it fires when
+it reaches `length` (the 5th fires, the 4th does not) and upgrades at `tiers`. With `distinct =
+"customer"` a run counts distinct customers, so one customer filing five times is not a crisis. A run
+ends at the record that breaks it, or at its last record + `max_gap`. The alert stays open for `hold`
+after its run ends; a later run of the same value reaching `length` inside the hold continues it.
+
+Runs are found with numpy over the whole batch; only runs that reach `length` (rare) go through the
+small state machine in Python. The rule is self-timed: `process` applies its own deadlines (gap ends,
+hold expiries) inside a batch, so any split of the records gives the same events.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from sentinel.config import StreakRuleConfig
+from sentinel.detect.base import OpenAlert, RecordFilter, RuleContext, event, open_alert
+from sentinel.detect.threshold import Buckets
+from sentinel.model import US, Batch, Event, EventState, IntArray, Tier
+
+SHARE_DAYS = 7
+"""Days of history behind a run's `chance` and `expected_per_day`."""
+
+
+@dataclass(slots=True)
+class Run:
+    value: int  # vocab code of the field's value
+    length: int
+    started: int
+    last: int
+    customers: set[str] = field(default_factory=set)
+    alert: tuple[int, int] | None = None  # key of the alert this run carries
+
+
+@dataclass(eq=False)
+class StreakState:
+    clock: int | None = None
+    pending: Batch = field(default_factory=Batch.empty)
+    day: int | None = None
+    runs: dict[int, Run] = field(default_factory=dict)  # scope code -> current run
+    alerts: dict[tuple[int, int], OpenAlert] = field(default_factory=dict)  # (scope, value) -> alert
+    counts: dict[int, dict[tuple[int, int], int]] = field(default_factory=dict)  # day -> (scope, value) -> n
+    totals: dict[int, dict[int, int]] = field(default_factory=dict)  # day -> scope -> n
+    late: int = 0
+
+
+class StreakRule:
+    kind = "streak"
+    self_timed = True
+
+    def __init__(self, cfg: StreakRuleConfig, ctx: RuleContext) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.ctx = ctx
+        self.cal = ctx.calendar
+        self.vocab = ctx.vocab
+        self.filter = RecordFilter(cfg.where, cfg.where_not, ctx.vocab)
+        self.gap = None if cfg.max_gap is None else int(cfg.max_gap.total_seconds() * US)
+        self.hold = int(cfg.hold.total_seconds() * US)
+        self.levels = (cfg.length, cfg.tiers.moderate, cfg.tiers.severe)
+        self.scope_field = cfg.scope[0] if cfg.scope else None
+
+    def new_state(self) -> StreakState:
+        return StreakState()
+
+    # --- columns -------------------------------------------------------------------------------------
+    def _values(self, batch: Batch) -> npt.NDArray[np.int32]:
+        return batch.type if self.cfg.field == "type" else batch.channel
+
+    def _scopes(self, batch: Batch) -> npt.NDArray[np.int32]:
+        if self.scope_field is None:
+            return np.zeros(len(batch), dtype=np.int32)
+        return batch.type if self.scope_field == "type" else batch.channel
+
+    def labels(self, scope: int, value: int) -> dict[str, str]:
+        out: dict[str, str] = {self.cfg.field: self.vocab.decode(value)}
+        if self.scope_field is not None:
+            out[self.scope_field] = self.vocab.decode(scope)
+        return out
+
+    def tier_of(self, length: int) -> Tier:
+        if length >= self.levels[2]:
+            return Tier.SEVERE
+        if length >= self.levels[1]:
+            return Tier.MODERATE
+        return Tier.LIGHT
+
+    # --- records -------------------------------------------------------------------------------------
+    def process(self, batch: Batch, state: StreakState) -> list[Event]:
+        batch = self.filter.apply(batch)
+        if len(batch) == 0:
+            return []
+        if state.clock is None:
+            state.clock = int(batch.ts[0])
+            state.day = self.cal.day_of(state.clock)
+        assert state.day is not None
+        self._count_shares(batch, state)
+        state.late += int((batch.ts < state.clock).sum())
+        # late records take their place in read order: their effective time is the rule's clock
+        eff = np.maximum(batch.ts, state.clock)
+        scopes = self._scopes(batch)
+        values = self._values(batch)
+        events: list[Event] = []
+        for scope in np.unique(scopes).tolist():
+            idx = np.flatnonzero(scopes == scope) if self.scope_field is not None else np.arange(len(batch))
+            events += self._scope(int(scope), batch, idx, eff[idx], values[idx], state)
+        last = int(eff[-1])
+        events += self._expire(state, last, inclusive=True)
+        state.clock = max(state.clock, last)
+        return events
+
+    def _scope(self, scope: int, batch: Batch, idx: IntArray, ts: IntArray, vals: npt.NDArray[np.int32],
+               state: StreakState) -> list[Event]:
+        """One scope's records (in order): find runs with numpy, walk only the interesting ones."""
+        n = len(idx)
+        carried = state.runs.get(scope)
+        brk = np.ones(n, dtype=bool)
+        if n > 1:
+            brk[1:] = vals[1:] != vals[:-1]
+            if self.gap is not None:
+                brk[1:] |= np.diff(ts) > self.gap
+        if carried is not None:
+            brk[0] = bool(vals[0] != carried.value or (self.gap is not None and ts[0] - carried.last > self.gap))
+        continuing = carried is not None and not brk[0]
+        starts = np.flatnonzero(brk)
+        if continuing:
+            starts = np.concatenate([[0], starts])
+        bounds = np.append(starts, n)
+        run_of = np.repeat(np.arange(len(starts)), np.diff(bounds))
+        new = self._is_new(batch, idx, run_of, carried if continuing else None)
+        cum = np.cumsum(new)
+        length = cum - (cum[starts] - new[starts])[run_of]
+        if continuing and carried is not None:
+            length[run_of == 0] += carried.length
+        events: list[Event] = []
+        if carried is not None and not continuing:
+            self._end_run(carried, self._end_time(carried.last, int(ts[0])), state)
+        hit = new.astype(bool) & np.isin(length, self.levels)
+        last = len(starts) - 1
+        wanted = set(np.unique(run_of[hit]).tolist()) | {last}
+        if continuing and carried is not None and carried.alert is not None:
+            wanted.add(0)
+        for k in sorted(wanted):
+            s, e = int(bounds[k]), int(bounds[k + 1])
+            run = carried if (k == 0 and continuing and carried is not None) else \
+                Run(int(vals[s]), 0, int(ts[s]), int(ts[s]))
+            for p in (s + np.flatnonzero(hit[s:e])).tolist():
+                events += self._cross(scope, run, int(length[p]), int(ts[p]), state)
+            if k < last:
+                self._end_run(run, self._end_time(int(ts[e - 1]), int(ts[e])), state)
+                continue
+            run.length, run.last = int(length[-1]), int(ts[-1])
+            if self.cfg.distinct == "customer":
+                run.customers = self._customers_of(batch, idx[s:], run.customers if run is carried else set())
+            state.runs[scope] = run
+        return events
+
+    def _end_time(self, last: int, next_ts: int) -> int:
+        if self.gap is not None and next_ts - last > self.gap:
+            return last + self.gap
+        return next_ts
+
+    def _is_new(self, batch: Batch, idx: IntArray, run_id: IntArray, carried: Run | None) -> IntArray:
+        """1 where a record makes its run longer: always, or for a customer new to the run."""
+        n = len(idx)
+        if self.cfg.distinct != "customer" or batch.customer is None:
+            return np.ones(n, dtype=np.int64)
+        cust = batch.customer[idx].astype(np.int64)
+        key = run_id.astype(np.int64) * (1 << 32) + (cust + 1)
+        order = np.lexsort((np.arange(n), key))
+        first = np.ones(n, dtype=bool)
+        sk = key[order]
+        first[1:] = sk[1:] != sk[:-1]
+        new = np.zeros(n, dtype=np.int64)
+        new[order] = first
+        new[cust < 0] = 1  # without a customer we cannot tell: count it
+        if carried is not None and carried.customers and batch.customer_values is not None:
+            known = {i for i, v in enumerate(batch.customer_values.tolist()) if v in carried.customers}
+            if known:
+                in_run0 = (run_id == 0) & np.isin(cust, list(known))
+                new[in_run0] = 0
+        return new
+
+    def _customers_of(self, batch: Batch, idx: IntArray, before: set[str]) -> set[str]:
+        out = set(before)
+        if batch.customer is None or batch.customer_values is None:
+            return out
+        codes = batch.customer[idx]
+        for c in np.unique(codes[codes >= 0]).tolist():
+            out.add(str(batch.customer_values[c]))
+        return out
+
+    # --- the small state machine ------------------------------------------------------------------
+    def _cross(self, scope: int, run: Run, length: int, at: int, state: StreakState) -> list[Event]:
+        key = (scope, run.value)
+        events: list[Event] = []
+        alert = state.alerts.get(key)
+        if alert is not None and alert.hold_until is not None and alert.hold_until <= at:
+            events.append(self._resolve(key, state, alert.hold_until, "hold expired"))
+            alert = None
+        chance, expected = self._chance(scope, run.value, length, state)
+        extra = {"length": length, "chance": chance, "expected_per_day": expected}
+        tier = self.tier_of(length)
+        if run.alert is not None and alert is not None:
+            if tier > alert.tier:
+                alert.tier = tier
+                alert.value = alert.peak = max(alert.peak, length)
+                events.append(event(self.name, self.kind, EventState.UPGRADED, alert, at, length, None, None,
+                                    None, extra))
+            return events
+        if alert is not None:  # a new run of the same value inside the hold continues the alert
+            alert.hold_until = None
+            run.alert = key
+            alert.peak = max(alert.peak, length)
+            if tier > alert.tier:
+                alert.tier = tier
+                events.append(event(self.name, self.kind, EventState.UPGRADED, alert, at, length, None, None,
+                                    None, extra))
+            return events
+        limit = self.cfg.max_expected_per_day
+        if limit is not None and expected is not None and expected > limit:
+            return events  # a run this long is normal for so dominant a value
+        alert = open_alert(self.name, self.labels(scope, run.value), at, tier, length, None)
+        alert.extra["scope"] = scope
+        state.alerts[key] = alert
+        run.alert = key
+        events.append(event(self.name, self.kind, EventState.FIRING, alert, at, length, None, None, None, extra))
+        return events
+
+    def _end_run(self, run: Run, end: int, state: StreakState) -> None:
+        """The run carrying an alert ended: the alert now waits out its hold."""
+        if run.alert is None:
+            return
+        alert = state.alerts.get(run.alert)
+        run.alert = None
+        if alert is not None:
+            alert.hold_until = end + self.hold
+
+    def _resolve(self, key: tuple[int, int], state: StreakState, at: int, reason: str) -> Event:
+        alert = state.alerts.pop(key)
+        return event(self.name, self.kind, EventState.RESOLVED, alert, at, alert.peak, None, None, None,
+                     {"length": int(alert.peak), "reason": reason, "peak": alert.peak,
+                      "duration_s": (at - alert.started) // US})
+
+    def _expire(self, state: StreakState, now: int, inclusive: bool) -> list[Event]:
+        events = []
+        for key in sorted(state.alerts, key=lambda k: (state.alerts[k].hold_until or 0, k)):
+            alert = state.alerts[key]
+            if alert.hold_until is not None and (alert.hold_until <= now if inclusive else alert.hold_until < now):
+                events.append(self._resolve(key, state, alert.hold_until, "hold expired"))
+        return events
+
+    # --- chance ------------------------------------------------------------------------------------
+    def _count_shares(self, batch: Batch, state: StreakState) -> None:
+        days = self.cal.days_of(batch.ts)
+        scopes = self._scopes(batch).astype(np.int64)
+        values = self._values(batch).astype(np.int64)
+        key = days * (1 << 40) + scopes * (1 << 20) + values
+        uniq, counts = np.unique(key, return_counts=True)
+        for k, c in zip(uniq.tolist(), counts.tolist(), strict=True):
+            d, rest = divmod(k, 1 << 40)
+            sc, v = divmod(rest, 1 << 20)
+            self._add_share(state, d, sc, v, c)
+
+    def _add_share(self, state: StreakState, day: int, scope: int, value: int, n: int) -> None:
+        if state.day is not None and day < state.day - SHARE_DAYS:
+            return
+        per = state.counts.setdefault(day, {})
+        per[(scope, value)] = per.get((scope, value), 0) + n
+        tot = state.totals.setdefault(day, {})
+        tot[scope] = tot.get(scope, 0) + n
+
+    def _chance(self, scope: int, value: int, length: int, state: StreakState) -> tuple[float | None, float | None]:
+        assert state.day is not None
+        n = min(self.ctx.full_days_before(state.day), SHARE_DAYS)
+        if n <= 0:
+            return None, None
+        days = range(state.day - n, state.day)
+        total = sum(state.totals.get(d, {}).get(scope, 0) for d in days)
+        if total == 0:
+            return None, None
+        mine = sum(state.counts.get(d, {}).get((scope, value), 0) for d in days)
+        share = mine / total
+        chance = share ** length
+        expected = (total / n) * (1 - share) * chance
+        return _sig(chance), _sig(expected)
+
+    # --- time ----------------------------------------------------------------------------------------
+    def deadline(self, state: StreakState) -> int | None:
+        times = []
+        if state.day is not None:
+            times.append(self.cal.day_end(state.day))
+        if self.gap is not None:
+            times += [r.last + self.gap for r in state.runs.values() if r.alert is not None]
+        times += [a.hold_until for a in state.alerts.values() if a.hold_until is not None]
+        return min(times) if times else None
+
+    def advance(self, now: int, state: StreakState) -> tuple[list[Event], int | None]:
+        if state.clock is None:
+            state.clock = now
+            state.day = self.cal.day_of(now)
+        assert state.day is not None
+        events: list[Event] = []
+        while True:
+            d = self.deadline(state)
+            if d is None or d > now:
+                break
+            state.clock = max(state.clock, d)
+            if self.gap is not None:
+                for scope, run in list(state.runs.items()):
+                    if run.last + self.gap <= d:
+                        self._end_run(run, run.last + self.gap, state)
+                        del state.runs[scope]
+            events += self._expire(state, d, inclusive=True)
+            if d >= self.cal.day_end(state.day):
+                state.day += 1
+                for old in [x for x in state.counts if x < state.day - SHARE_DAYS]:
+                    del state.counts[old]
+                    state.totals.pop(old, None)
+        state.clock = max(state.clock, now)
+        return events, self.deadline(state)
+
+    # --- persistence -----------------------------------------------------------------------------------
+    def snapshot(self, state: StreakState) -> dict[str, Any]:
+        dec = self.vocab.decode
+        return {
+            "clock": state.clock,
+            "day": state.day,
+            "runs": [{"scope": dec(s) if self.scope_field else "", "value": dec(r.value), "length": r.length,
+                      "started": r.started, "last": r.last, "customers": sorted(r.customers),
+                      "alert": r.alert is not None} for s, r in state.runs.items()],
+            "alerts": [{"scope": dec(k[0]) if self.scope_field else "", "value": dec(k[1]), "alert": a.to_json()}
+                       for k, a in state.alerts.items()],
+        }
+
+    def restore(self, snap: dict[str, Any], buckets: Buckets) -> StreakState:
+        state = StreakState()
+        if snap.get("clock") is None:
+            return state
+        code = self.vocab.code
+        state.clock, state.day = int(snap["clock"]), int(snap["day"])
+        for a in snap.get("alerts", []):
+            key = (code(a["scope"]) if self.scope_field else 0, code(a["value"]))
+            state.alerts[key] = OpenAlert.from_json(a["alert"])
+        for r in snap.get("runs", []):
+            scope = code(r["scope"]) if self.scope_field else 0
+            value = code(r["value"])
+            state.runs[scope] = Run(value, int(r["length"]), int(r["started"]), int(r["last"]), set(r["customers"]),
+                                    (scope, value) if r["alert"] else None)
+        self.rebuild_shares(state, buckets)
+        return state
+
+    def rebuild_shares(self, state: StreakState, buckets: Buckets) -> None:
+        state.counts.clear()
+        state.totals.clear()
+        if state.day is None or len(buckets.hour_us) == 0:
+            return
+        start = self.cal.day_start(state.day - SHARE_DAYS)
+        sel = buckets.hour_us >= start
+        probe = Batch(np.zeros(int(sel.sum()), dtype=np.int64), buckets.hour_us[sel],
+                      buckets.type[sel].astype(np.int32), buckets.channel[sel].astype(np.int32))
+        keep = self.filter.mask(probe) if self.filter.active else np.ones(len(probe), dtype=bool)
+        counts = buckets.count[sel][keep]
+        probe = probe.take(np.flatnonzero(keep))
+        days = self.cal.days_of(probe.ts)
+        scopes, values = self._scopes(probe), self._values(probe)
+        for d, sc, v, c in zip(days.tolist(), scopes.tolist(), values.tolist(), counts.tolist(), strict=True):
+            self._add_share(state, d, sc, v, c)
+
+    def subtract_pending(self, state: StreakState) -> None:
+        """Take records not yet processed back out of the share counts rebuilt from buckets."""
+        b = self.filter.apply(state.pending)
+        if len(b) == 0:
+            return
+        days = self.cal.days_of(b.ts)
+        for d, sc, v in zip(days.tolist(), self._scopes(b).tolist(), self._values(b).tolist(), strict=True):
+            self._add_share(state, d, sc, v, -1)
+
+    def run_view(self, state: StreakState) -> list[tuple[dict[str, str], int]]:
+        """(labels, current run length) per scope, for the metrics."""
+        return [(self.labels(scope, run.value), run.length) for scope, run in state.runs.items()]
+
+
+def _sig(x: float) -> float:
+    if x == 0 or not math.isfinite(x):
+        return x
+    return float(f"{x:.4g}")

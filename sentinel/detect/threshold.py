@@ -1,0 +1,631 @@
+"""The threshold rule: "a type's volume passes 1.5 x its daily average".
+
+Modes:
+- `day`: today's count so far against the mean (or median) of the previous full days; thresholds are
+  integers fixed for the day, so a batch is evaluated with a few numpy passes.
+- `rolling`: the last 24 local hours (the current hour and the 23 before it) against the same daily
+  baseline; the window slides at every hour boundary (a deadline).
+- `pace`: today so far against the baseline days' average count by the same time of day (hourly
+  buckets, linear inside the hour): fires hours earlier on a morning surge and equals `day` at midnight.
+
+Tiers only go up while an alert is open; one record crossing several tiers gives one event at the
+highest. Day-mode alerts carry over midnight and resolve at the 00:00 ending the first full day that
+never met the firing condition; pace and rolling alerts resolve after `resolve_after` unmet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from sentinel.config import ThresholdRuleConfig, exact
+from sentinel.days import HOUR_US
+from sentinel.detect.base import OpenAlert, RecordFilter, RuleContext, event, open_alert
+from sentinel.detect.baseline import (
+    NEVER,
+    Baselines,
+    above_threshold,
+    at_least,
+    baselines,
+    poisson_sf,
+    poisson_threshold,
+)
+from sentinel.detect.series import SeriesIndex
+from sentinel.model import US, Batch, Event, EventState, IntArray, Tier
+from sentinel.model import from_datetime as _from_dt
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(eq=False)
+class ThresholdState:
+    series: SeriesIndex
+    clock: int | None = None
+    pending: Batch = field(default_factory=Batch.empty)
+    day: int | None = None
+    counts: dict[int, IntArray] = field(default_factory=dict)  # day -> count per series
+    hourly: dict[int, IntArray] = field(default_factory=dict)  # pace: day -> [series, 24 wall hours]
+    hours: dict[int, IntArray] = field(default_factory=dict)  # rolling: hour start -> count per series
+    window: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # rolling: last 24 h
+    base: Baselines = field(default_factory=lambda: Baselines(np.zeros(0, dtype=np.int64), 1))
+    fire_at: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    mod_at: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    sev_at: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    p_done: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    profile: FloatArray = field(default_factory=lambda: np.zeros((0, 25)))
+    warm: bool = False  # enough history to alert today
+    alerts: dict[int, OpenAlert] = field(default_factory=dict)
+    t_unmet: dict[int, int] = field(default_factory=dict)  # pace: open & met alert turns unmet by time here
+    late: int = 0
+
+
+class ThresholdRule:
+    kind = "threshold"
+    self_timed = False
+
+    def __init__(self, cfg: ThresholdRuleConfig, ctx: RuleContext) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.ctx = ctx
+        self.cal = ctx.calendar
+        self.filter = RecordFilter(cfg.where, cfg.where_not, ctx.vocab)
+        self.factor = exact(cfg.factor)
+        self.moderate = exact(cfg.tiers.moderate)
+        self.severe = exact(cfg.tiers.severe)
+        self.resolve_below = exact(cfg.resolve_below) if cfg.resolve_below is not None else self.factor
+        self.resolve_after = int(cfg.resolve_after.total_seconds() * US)
+        # floor-decided series: moderate at min_count, severe at (severe / moderate) x min_count
+        floor_sev = self.severe / self.moderate * cfg.min_count
+        self.floor_severe = -((-floor_sev.numerator) // floor_sev.denominator)
+        self.window_days = cfg.baseline_days
+
+    # --- state -------------------------------------------------------------------------------------
+    def new_state(self) -> ThresholdState:
+        return ThresholdState(SeriesIndex(self.cfg.group_by, self.ctx.vocab, self.cfg.max_series))
+
+    def _init(self, state: ThresholdState, at: int) -> None:
+        if state.clock is None:
+            start = self.ctx.coverage_start_us
+            state.clock = min(at, start) if start is not None else at
+            self._start_day(state, self.cal.day_of(state.clock))
+
+    def _fit(self, state: ThresholdState) -> None:
+        """Grow the per-series arrays to the number of series (new series start at zero)."""
+        n = len(state.series)
+        old = len(state.fire_at)
+        if old == n:
+            return
+        for day, arr in state.counts.items():
+            state.counts[day] = _grow(arr, n)
+        for day, arr in state.hourly.items():
+            state.hourly[day] = _grow2(arr, n)
+        for h, arr in state.hours.items():
+            state.hours[h] = _grow(arr, n)
+        state.window = _grow(state.window, n)
+        num = _grow(state.base.num, n)
+        state.base = Baselines(num, state.base.den)
+        state.profile = np.concatenate([state.profile, np.zeros((n - old, 25))]) if n > old else state.profile
+        fire, mod, sev, _ = self._thresholds(Baselines(np.zeros(n - old, dtype=np.int64), state.base.den),
+                                             state.warm)
+        state.fire_at = np.concatenate([state.fire_at, fire])
+        state.mod_at = np.concatenate([state.mod_at, mod])
+        state.sev_at = np.concatenate([state.sev_at, sev])
+        state.p_done = np.concatenate([state.p_done, np.full(n - old, self.cfg.max_p is None)])
+
+    def _thresholds(self, b: Baselines, warm: bool) -> tuple[IntArray, IntArray, IntArray, npt.NDArray[np.bool_]]:
+        n = len(b.num)
+        if not warm:
+            never = np.full(n, NEVER, dtype=np.int64)
+            return never, never.copy(), never.copy(), np.zeros(n, dtype=bool)
+        mc = self.cfg.min_count
+        fire = np.maximum(above_threshold(b, self.factor), mc)
+        floor = self.factor.numerator * b.num < mc * self.factor.denominator * b.den
+        mod = np.where(floor, fire, np.maximum(fire, at_least(b, self.moderate)))
+        sev = np.where(floor, np.maximum(fire, self.floor_severe), np.maximum(mod, at_least(b, self.severe)))
+        return fire, mod, sev, floor
+
+    def _start_day(self, state: ThresholdState, day: int) -> None:
+        """Compute the day's baselines and thresholds (called at each local midnight)."""
+        state.day = day
+        self._fit(state)
+        for d in [d for d in state.counts if d < day - self.window_days]:
+            del state.counts[d]
+            state.hourly.pop(d, None)
+        n_series = len(state.series)
+        state.counts.setdefault(day, np.zeros(n_series, dtype=np.int64))
+        available = self.ctx.full_days_before(day)
+        n = min(available, self.window_days)
+        state.warm = available >= max(self.cfg.min_history_days, 1) and n > 0
+        days = list(range(day - n, day))
+        daily = (np.stack([state.counts.get(d, np.zeros(n_series, dtype=np.int64)) for d in days], axis=1)
+                 if days else np.zeros((n_series, 0), dtype=np.int64))
+        state.base = baselines(daily, self.cfg.baseline)
+        state.fire_at, state.mod_at, state.sev_at, _ = self._thresholds(state.base, state.warm)
+        state.p_done = np.full(n_series, self.cfg.max_p is None)
+        if self.cfg.mode == "pace":
+            state.hourly.setdefault(day, np.zeros((n_series, 24), dtype=np.int64))
+            state.profile = self._profile(state, days)
+
+    def _profile(self, state: ThresholdState, days: list[int]) -> FloatArray:
+        n_series = len(state.series)
+        if not days:
+            return np.zeros((n_series, 25))
+        cums = []
+        for d in days:
+            h = state.hourly.get(d)
+            h = np.zeros((n_series, 24), dtype=np.int64) if h is None else _grow2(h, n_series)
+            cums.append(np.concatenate([np.zeros((n_series, 1), dtype=np.int64), np.cumsum(h, axis=1)], axis=1))
+        stack = np.stack(cums, axis=2).astype(np.float64)  # [series, 25, days]
+        if self.cfg.baseline == "median":
+            return np.asarray(np.median(stack, axis=2), dtype=np.float64)
+        return np.asarray(stack.mean(axis=2), dtype=np.float64)
+
+    # --- records -----------------------------------------------------------------------------------
+    def process(self, batch: Batch, state: ThresholdState) -> list[Event]:
+        batch = self.filter.apply(batch)
+        if len(batch) == 0:
+            return []
+        self._init(state, int(batch.ts[0]))
+        assert state.day is not None
+        s = state.series.of_batch(batch)
+        self._fit(state)
+        days = self.cal.days_of(batch.ts)
+        late = days < state.day
+        if late.any():
+            state.late += int(late.sum())
+            self._add(state, batch.ts[late], s[late], days[late], 1)
+            keep = ~late
+            batch, s, days = batch.take(np.flatnonzero(keep)), s[keep], days[keep]
+            if len(batch) == 0:
+                return []
+        if self.cfg.mode == "pace":
+            events = self._pace_records(batch, s, state)
+        else:
+            events = self._count_records(batch, s, state)
+        self._add(state, batch.ts, s, days, 1)
+        touched = set(np.unique(s).tolist()) & set(state.alerts)
+        if self.cfg.mode == "rolling":
+            self._recheck_rolling(state, touched, int(batch.ts[-1]))
+        elif self.cfg.mode == "pace":
+            self._pace_schedule(state, touched, int(batch.ts[-1]))
+        return events
+
+    def _current(self, state: ThresholdState) -> IntArray:
+        assert state.day is not None
+        return state.window if self.cfg.mode == "rolling" else state.counts[state.day]
+
+    def _count_records(self, batch: Batch, s: IntArray, state: ThresholdState) -> list[Event]:
+        """Day and rolling modes: integer thresholds fixed for the day."""
+        if not state.warm:
+            return []
+        order = np.argsort(s, kind="stable")
+        ss = s[order]
+        first = np.ones(len(ss), dtype=bool)
+        first[1:] = ss[1:] != ss[:-1]
+        starts = np.flatnonzero(first)
+        group_start = np.repeat(starts, np.diff(np.append(starts, len(ss))))
+        rank = np.arange(len(ss)) - group_start
+        count = self._current(state)[ss] + rank + 1
+        cur = np.zeros(len(state.series), dtype=np.int64)
+        for idx, alert in state.alerts.items():
+            cur[idx] = int(alert.tier)
+        for _ in range(3):  # at most one extra pass after the Poisson thresholds are settled
+            level = self._levels(count, ss, state)
+            prev = np.where(first, 0, np.roll(level, 1))
+            cand = np.flatnonzero(level > np.maximum(prev, cur[ss]))
+            unsettled = [int(x) for x in np.unique(ss[cand]) if not state.p_done[x]]
+            if not unsettled:
+                break
+            for x in unsettled:
+                self._settle_p(state, x)
+        events: list[Event] = []
+        for pos in cand[np.argsort(order[cand], kind="stable")].tolist():
+            x = int(ss[pos])
+            events += self._raise(state, x, int(level[pos]), int(count[pos]), int(batch.ts[order[pos]]),
+                                  state.base.value(x))
+        return events
+
+    def _levels(self, count: IntArray, ss: IntArray, state: ThresholdState) -> IntArray:
+        fire, mod, sev = state.fire_at[ss], state.mod_at[ss], state.sev_at[ss]
+        return np.where(count >= fire, 1 + (count >= mod).astype(np.int64) + (count >= sev), 0)
+
+    def _settle_p(self, state: ThresholdState, x: int) -> None:
+        """Raise the firing count of series x to where the Poisson tail is <= max_p (lazily, per day)."""
+        assert self.cfg.max_p is not None
+        lam = state.base.value(x)
+        fire = poisson_threshold(int(state.fire_at[x]), lam, self.cfg.max_p)
+        state.fire_at[x] = fire
+        state.mod_at[x] = max(int(state.mod_at[x]), fire)
+        state.sev_at[x] = max(int(state.sev_at[x]), fire)
+        state.p_done[x] = True
+
+    def _raise(self, state: ThresholdState, x: int, level: int, value: float, at: int,
+               baseline: float) -> list[Event]:
+        """Open the series' alert or move it up a tier."""
+        ratio = value / baseline if baseline > 0 else None
+        p = poisson_sf(round(value), baseline) if self.cfg.max_p is not None else None
+        alert = state.alerts.get(x)
+        tier = Tier(min(level, 3))
+        if alert is None:
+            alert = open_alert(self.name, state.series.labels[x], at, tier, value, baseline)
+            state.alerts[x] = alert
+            st = EventState.FIRING
+        else:
+            if tier <= alert.tier:
+                return []
+            alert.tier = tier
+            st = EventState.UPGRADED
+        alert.value, alert.baseline = value, baseline
+        alert.peak = max(alert.peak, value)
+        alert.unmet_since = None
+        return [event(self.name, self.kind, st, alert, at, value, baseline, _round(ratio), p,
+                      {"mode": self.cfg.mode})]
+
+    # --- pace ----------------------------------------------------------------------------------------
+    def _expected(self, state: ThresholdState, ss: IntArray, wall: IntArray) -> FloatArray:
+        h = np.minimum(wall // HOUR_US, 23)
+        frac = (wall - h * HOUR_US) / HOUR_US
+        lo = state.profile[ss, h]
+        hi = state.profile[ss, h + 1]
+        return np.asarray(lo + frac * (hi - lo), dtype=np.float64)
+
+    def _pace_levels(self, count: IntArray, expected: FloatArray) -> IntArray:
+        f, m, sv = float(self.factor), float(self.moderate), float(self.severe)
+        mc = self.cfg.min_count
+        floor = f * expected < mc
+        fires = (count > f * expected) & (count >= mc)
+        by_ratio = 1 + (count >= m * expected).astype(np.int64) + (count >= sv * expected)
+        by_count = 2 + (count >= self.floor_severe).astype(np.int64)
+        return np.where(fires, np.where(floor, by_count, by_ratio), 0)
+
+    def _pace_records(self, batch: Batch, s: IntArray, state: ThresholdState) -> list[Event]:
+        assert state.day is not None
+        if not state.warm:
+            return []
+        order = np.argsort(s, kind="stable")
+        ss = s[order]
+        first = np.ones(len(ss), dtype=bool)
+        first[1:] = ss[1:] != ss[:-1]
+        starts = np.flatnonzero(first)
+        group_start = np.repeat(starts, np.diff(np.append(starts, len(ss))))
+        count = state.counts[state.day][ss] + (np.arange(len(ss)) - group_start) + 1
+        ts = batch.ts[order]
+        expected = self._expected(state, ss, self.cal.wall_seconds_of(ts))
+        level = self._pace_levels(count, expected)
+        events: list[Event] = []
+        # walk only the series that reach a level above their open tier
+        for x in np.unique(ss[level > 0]).tolist():
+            idx = np.flatnonzero(ss == x)
+            alert = state.alerts.get(x)
+            cur = int(alert.tier) if alert else 0
+            for k in idx.tolist():
+                lv = int(level[k])
+                if lv <= cur:
+                    continue
+                c, e = int(count[k]), float(expected[k])
+                if self.cfg.max_p is not None and poisson_sf(c, e) > self.cfg.max_p:
+                    continue
+                events += self._raise(state, x, lv, c, int(ts[k]), e)
+                cur = lv
+        return events
+
+    def _pace_met(self, count: int, expected: float) -> bool:
+        if count < self.cfg.min_count:
+            return False
+        return expected <= 0 or count > float(self.resolve_below) * expected
+
+    def _pace_schedule(self, state: ThresholdState, xs: set[int], now: int) -> None:
+        """For open alerts: met now? If so, when will time alone (a growing expectation) unmet them?"""
+        assert state.day is not None
+        today = state.counts[state.day]
+        wall = int(self.cal.wall_seconds_of(np.asarray([now], dtype=np.int64))[0])
+        for x in xs:
+            alert = state.alerts.get(x)
+            if alert is None:
+                continue
+            c = int(today[x])
+            e = float(self._expected(state, np.asarray([x]), np.asarray([wall]))[0])
+            if self._pace_met(c, e):
+                alert.unmet_since = None
+                state.t_unmet[x] = self._pace_unmet_time(state, x, c, wall)
+            else:
+                state.t_unmet.pop(x, None)
+                if alert.unmet_since is None:
+                    alert.unmet_since = now
+
+    def _pace_unmet_time(self, state: ThresholdState, x: int, c: int, wall: int) -> int:
+        """First instant after `wall` at which expected >= c / resolve_below (the day's end if never)."""
+        assert state.day is not None
+        end = self.cal.day_end(state.day)
+        target = c / float(self.resolve_below)
+        prof = state.profile[x]
+        for h in range(min(wall // HOUR_US, 23), 24):
+            lo, hi = float(prof[h]), float(prof[h + 1])
+            if hi < target:
+                continue
+            w = h * HOUR_US if lo >= target else int(np.ceil((h + (target - lo) / (hi - lo)) * HOUR_US))
+            return min(end, self._wall_instant(state.day, max(w, wall + 1)))
+        return end
+
+    def _wall_instant(self, day: int, wall_us: int) -> int:
+        from datetime import datetime, timedelta
+
+        d = self.cal.date_of(day)
+        local = datetime(d.year, d.month, d.day, tzinfo=self.cal.tz) + timedelta(microseconds=wall_us)
+        return _from_dt(local.replace(tzinfo=self.cal.tz))
+
+    # --- rolling -------------------------------------------------------------------------------------
+    def _recheck_rolling(self, state: ThresholdState, xs: set[int], now: int) -> None:
+        for x in xs & set(state.alerts):
+            alert = state.alerts[x]
+            if self._rolling_met(state, x):
+                alert.unmet_since = None
+            elif alert.unmet_since is None:
+                alert.unmet_since = now
+
+    def _rolling_met(self, state: ThresholdState, x: int) -> bool:
+        c = int(state.window[x])
+        if c < self.cfg.min_count:
+            return False
+        num, den = int(state.base.num[x]), state.base.den
+        if num == 0:
+            return True  # a null ratio counts as above
+        rb = self.resolve_below
+        return c * rb.denominator * den > rb.numerator * num
+
+    # --- counting ------------------------------------------------------------------------------------
+    def _add(self, state: ThresholdState, ts: IntArray, s: IntArray, days: IntArray, weight: int) -> None:
+        """Add records (weight 1) or take pending ones back out (weight -1) of every count kept."""
+        if len(ts) == 0:
+            return
+        n = len(state.series)
+        for d in np.unique(days).tolist():
+            m = days == d
+            if d not in state.counts:
+                if state.day is None or d < state.day - self.window_days or d > state.day:
+                    continue
+                state.counts[d] = np.zeros(n, dtype=np.int64)
+            state.counts[d] += weight * np.bincount(s[m], minlength=n)
+            if self.cfg.mode == "pace":
+                hours = np.minimum(self.cal.wall_seconds_of(ts[m]) // HOUR_US, 23)
+                h = state.hourly.setdefault(d, np.zeros((n, 24), dtype=np.int64))
+                np.add.at(h, (s[m], hours), weight)
+        if self.cfg.mode == "rolling" and state.clock is not None:
+            hs = self.cal.hour_starts_of(ts)
+            lo = self.cal.hour_start(max(state.clock, int(ts.max()))) - 24 * HOUR_US
+            for h in np.unique(hs).tolist():
+                if h <= lo:
+                    continue
+                m = hs == h
+                add = weight * np.bincount(s[m], minlength=n)
+                state.hours[h] = state.hours.get(h, np.zeros(n, dtype=np.int64)) + add
+                state.window = state.window + add
+
+    # --- time --------------------------------------------------------------------------------------
+    def deadline(self, state: ThresholdState) -> int | None:
+        if state.clock is None or state.day is None:
+            return None
+        times = [self.cal.day_end(state.day)]
+        if self.cfg.mode == "rolling":
+            times.append(self.cal.next_hour(state.clock))
+        if self.cfg.mode in ("rolling", "pace"):
+            for x, alert in state.alerts.items():
+                if alert.unmet_since is not None:
+                    times.append(alert.unmet_since + self.resolve_after)
+                elif x in state.t_unmet:
+                    times.append(state.t_unmet[x])
+        return max(min(times), state.clock + 1) if times else None
+
+    def advance(self, now: int, state: ThresholdState) -> tuple[list[Event], int | None]:
+        if state.clock is None:
+            self._init(state, now)
+        assert state.clock is not None and state.day is not None
+        events: list[Event] = []
+        while True:
+            d = self.deadline(state)
+            if d is None or d > now:
+                break
+            events += self._at(d, state)
+        state.clock = max(state.clock, now)
+        return events, self.deadline(state)
+
+    def _at(self, t: int, state: ThresholdState) -> list[Event]:
+        """Everything that happens at instant t (a deadline)."""
+        assert state.day is not None and state.clock is not None
+        events: list[Event] = []
+        state.clock = t
+        mode = self.cfg.mode
+        if mode in ("rolling", "pace"):
+            events += self._resolve_unmet(state, t)
+        if mode == "rolling" and self.cal.hour_start(t) == t:
+            self._slide(state, t)
+        if mode == "pace":
+            for x, tu in [(x, tu) for x, tu in state.t_unmet.items() if tu <= t]:
+                del state.t_unmet[x]
+                alert = state.alerts.get(x)
+                if alert is not None and alert.unmet_since is None:
+                    alert.unmet_since = tu
+        if t >= self.cal.day_end(state.day):
+            events += self._end_day(state, t)
+            if mode == "pace":
+                state.t_unmet.clear()
+                for alert in state.alerts.values():
+                    if alert.unmet_since is None:
+                        alert.unmet_since = t  # the count starts again from zero
+            if mode == "rolling":
+                self._recheck_rolling(state, set(state.alerts), t)
+        if mode in ("rolling", "pace"):
+            events += self._resolve_unmet(state, t)
+        return events
+
+    def _resolve_unmet(self, state: ThresholdState, t: int) -> list[Event]:
+        events = []
+        for x in sorted(state.alerts):
+            alert = state.alerts[x]
+            if alert.unmet_since is not None and alert.unmet_since + self.resolve_after <= t:
+                events.append(self._resolve(state, x, alert.unmet_since + self.resolve_after, "condition unmet"))
+        return events
+
+    def _resolve(self, state: ThresholdState, x: int, at: int, reason: str) -> Event:
+        alert = state.alerts.pop(x)
+        state.t_unmet.pop(x, None)
+        return event(self.name, self.kind, EventState.RESOLVED, alert, at, alert.value, alert.baseline,
+                     _round(alert.value / alert.baseline) if alert.baseline else None, None,
+                     {"mode": self.cfg.mode, "reason": reason, "peak": alert.peak,
+                      "duration_s": (at - alert.started) // US})
+
+    def _slide(self, state: ThresholdState, t: int) -> None:
+        lo = t - 24 * HOUR_US
+        for h in [h for h in state.hours if h <= lo]:
+            state.window = state.window - _grow(state.hours.pop(h), len(state.window))
+        self._recheck_rolling(state, set(state.alerts), t)
+
+    def _end_day(self, state: ThresholdState, t: int) -> list[Event]:
+        """Local midnight: resolve day-mode alerts whose day never met the condition; next day's baseline."""
+        assert state.day is not None
+        events: list[Event] = []
+        today = state.counts[state.day]
+        for x in sorted(state.alerts):
+            alert = state.alerts[x]
+            alert.peak = max(alert.peak, float(today[x]))
+            if self.cfg.mode != "day":
+                continue
+            met = state.warm and today[x] >= state.fire_at[x]
+            if met and not state.p_done[x]:
+                self._settle_p(state, x)
+                met = today[x] >= state.fire_at[x]
+            if met:
+                alert.extra["met_day"] = state.day
+            elif alert.extra.get("met_day", self.cal.day_of(alert.started)) < state.day:
+                events.append(self._resolve(state, x, t, "a full day below the threshold"))
+        self._start_day(state, state.day + 1)
+        return events
+
+    # --- persistence -------------------------------------------------------------------------------
+    def snapshot(self, state: ThresholdState) -> dict[str, Any]:
+        return {
+            "clock": state.clock,
+            "day": state.day,
+            "alerts": {"\x1f".join(state.series.labels[x][g] for g in self.cfg.group_by): a.to_json()
+                       for x, a in state.alerts.items()},
+            "t_unmet": {"\x1f".join(state.series.labels[x][g] for g in self.cfg.group_by): t
+                        for x, t in state.t_unmet.items()},
+            "p_done": sorted(int(x) for x in np.flatnonzero(state.p_done & (state.fire_at < NEVER))
+                             if self.cfg.max_p is not None),
+        }
+
+    def restore(self, snap: dict[str, Any], series: list[list[str]], buckets: Buckets) -> ThresholdState:
+        """Rebuild the counts from raw buckets, then put back what only the snapshot knows."""
+        state = self.new_state()
+        state.series.restore(series)
+        clock, day = snap.get("clock"), snap.get("day")
+        if clock is None or day is None:
+            return state
+        self.rebuild(state, buckets, clock)
+        for key, a in snap.get("alerts", {}).items():
+            x = state.series.admit(tuple(key.split("\x1f")) if self.cfg.group_by else ())
+            state.alerts[x] = OpenAlert.from_json(a)
+        for key, t in snap.get("t_unmet", {}).items():
+            state.t_unmet[state.series.admit(tuple(key.split("\x1f")) if self.cfg.group_by else ())] = int(t)
+        self._fit(state)
+        for x in snap.get("p_done", []):
+            if x < len(state.series) and not state.p_done[x]:
+                self._settle_p(state, int(x))
+        state.series.changed = False
+        return state
+
+    def rebuild(self, state: ThresholdState, buckets: Buckets, clock: int) -> None:
+        """Counts of the window days (and today) from the raw hourly buckets, as of `clock`."""
+        day = self.cal.day_of(clock)
+        start = self.cal.day_start(day - self.window_days)
+        state.clock = clock
+        sel = buckets.hour_us >= start
+        hours, types, chans, counts = (buckets.hour_us[sel], buckets.type[sel], buckets.channel[sel],
+                                       buckets.count[sel])
+        keep = np.ones(len(hours), dtype=bool)
+        if self.filter.active:
+            probe = Batch(np.zeros(len(hours), dtype=np.int64), hours, types.astype(np.int32),
+                          chans.astype(np.int32))
+            keep = self.filter.mask(probe)
+        hours, types, chans, counts = hours[keep], types[keep], chans[keep], counts[keep]
+        s = state.series.of_codes(types, chans)
+        state.day = day
+        self._fit(state)
+        days = self.cal.days_of(hours)
+        # expand the buckets into weighted adds, one per bucket
+        n = len(state.series)
+        for d in np.unique(days[days <= day]).tolist():
+            m = days == d
+            state.counts[d] = np.bincount(s[m], weights=counts[m], minlength=n).astype(np.int64)
+            if self.cfg.mode == "pace":
+                h = np.zeros((n, 24), dtype=np.int64)
+                wall = np.minimum(self.cal.wall_seconds_of(hours[m]) // HOUR_US, 23)
+                np.add.at(h, (s[m], wall), counts[m])
+                state.hourly[d] = h
+        if self.cfg.mode == "rolling":
+            lo = self.cal.hour_start(clock) - 24 * HOUR_US
+            state.window = np.zeros(n, dtype=np.int64)
+            for h in np.unique(hours[hours > lo]).tolist():
+                m = hours == h
+                arr = np.bincount(s[m], weights=counts[m], minlength=n).astype(np.int64)
+                state.hours[h] = arr
+                state.window = state.window + arr
+        self._start_day(state, day)
+        state.clock = clock
+
+    def subtract_pending(self, state: ThresholdState) -> None:
+        """Take records not yet processed back out of the counts rebuilt from buckets."""
+        b = self.filter.apply(state.pending)
+        if len(b) == 0 or state.day is None:
+            return
+        s = state.series.of_batch(b)
+        self._fit(state)
+        self._add(state, b.ts, s, self.cal.days_of(b.ts), -1)
+
+    def series_view(self, state: ThresholdState) -> list[tuple[dict[str, str], float, float, float, float | None]]:
+        """(labels, current, baseline, threshold, ratio) of every series, for the metrics."""
+        if state.day is None:
+            return []
+        self._fit(state)
+        cur = self._current(state)
+        out = []
+        for x, labels in enumerate(state.series.labels):
+            b = state.base.value(x)
+            thr = float(state.fire_at[x]) if state.fire_at[x] < NEVER else float("nan")
+            out.append((labels, float(cur[x]), b, thr, float(cur[x]) / b if b > 0 else None))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Buckets:
+    """Raw hourly buckets as columns (codes in the process's Vocab)."""
+
+    hour_us: IntArray
+    type: IntArray
+    channel: IntArray
+    count: IntArray
+
+    @staticmethod
+    def empty() -> Buckets:
+        z = np.zeros(0, dtype=np.int64)
+        return Buckets(z, z.astype(np.int32), z.astype(np.int32), z)
+
+
+def _grow(arr: IntArray, n: int) -> IntArray:
+    if len(arr) >= n:
+        return arr
+    return np.concatenate([arr, np.zeros(n - len(arr), dtype=arr.dtype)])
+
+
+def _grow2(arr: IntArray, n: int) -> IntArray:
+    if arr.shape[0] >= n:
+        return arr
+    return np.concatenate([arr, np.zeros((n - arr.shape[0], arr.shape[1]), dtype=arr.dtype)])
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
