@@ -55,7 +55,7 @@ _MYSQL_TYPES: dict[int, Category] = {12: "naive", 10: "naive", 7: "utc", 0: "num
                                      2: "number", 3: "number", 4: "number", 5: "number", 8: "number",
                                      9: "number", 246: "number", 15: "text", 253: "text", 254: "text"}
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}(?:([T ])\d{2}:\d{2}(:\d{2})?(?:\.(\d+))?)?(Z|[+-]\d{2}(?::?\d{2})?)?")
-_SINCE_ID = re.compile(r"(?<![:\w]):since_id\b")
+_PARAM = re.compile(r"(?<![:\w]):(since_ts|since_id)\b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,16 +267,15 @@ class _Table:
             stmt = self._after[key] = self._base.where(cond)
         return stmt
 
-    def times(self, conn: Connection, oldest: bool, since: Any = None) -> list[Any]:
-        stmt = sa.select(self._ts).where(self._ts.is_not(None))
-        if since is not None:
-            stmt = stmt.where(self._ts > sa.bindparam("since_ts"))
-        stmt = stmt.order_by(self._ts if oldest else self._ts.desc()).limit(SAMPLE_ROWS)
-        return list(conn.execute(stmt, {"since_ts": since} if since is not None else {}).scalars())
+    def oldest(self, conn: Connection, since: Any) -> list[Any]:
+        """created_at of the first rows after `since` (which keeps '' and such below it out)."""
+        stmt = sa.select(self._ts).where(self._ts > sa.bindparam("since_ts")).order_by(self._ts)
+        return list(conn.execute(stmt.limit(SAMPLE_ROWS), {"since_ts": since}).scalars())
 
     def sample(self, conn: Connection) -> list[Any]:
         # Both ends: bad text sorts above good ISO text on SQLite, empty strings below it.
-        return self.times(conn, oldest=False) + self.times(conn, oldest=True)
+        stmt = sa.select(self._ts).where(self._ts.is_not(None)).limit(SAMPLE_ROWS)
+        return [v for order in (self._ts.desc(), self._ts) for v in conn.execute(stmt.order_by(order)).scalars()]
 
     def index_statement(self, dialect: sa.Dialect) -> str:
         q = dialect.identifier_preparer.quote
@@ -287,13 +286,14 @@ class _Table:
 
 
 class _Query:
-    """Table mode's interface over the user's SELECT; column kinds come from the driver's description."""
+    """`_Table`'s interface over the user's SELECT; column kinds come from the driver's description of a
+    `LIMIT 0` run, since there is no table to reflect."""
 
     def __init__(self, conn: Connection, cfg: SourceConfig, where: str) -> None:
         assert cfg.query is not None
         self._sql = cfg.query
         self.first: sa.Executable = sa.text(cfg.query)
-        self._bytes_id: sa.Executable | None = None
+        self._casts: dict[tuple[bool, bool], sa.Executable] = {(False, False): self.first}
         result = conn.execute(self.first, {"since_ts": None, "since_id": None, "limit": 0})
         description = result.cursor.description if result.cursor is not None else None
         keys = list(result.keys())
@@ -311,23 +311,23 @@ class _Query:
         codes = [d[1] for d in description] if description else [None] * len(keys)
         self.ts_category = _category(dialect, codes[pos[1]])
         self.id_category = _category(dialect, codes[pos[0]])
-        self.has_time_index = True  # not knowable from a query; docs/sources.md asks for it
 
     def after(self, ts: Any, rid: Any) -> sa.Executable:
-        if not isinstance(rid, bytes):
-            return self.first
-        if self._bytes_id is None:
-            self._bytes_id = sa.text(_SINCE_ID.sub("CAST(:since_id AS TEXT)", self._sql))
-        return self._bytes_id
+        key = (isinstance(ts, bytes), isinstance(rid, bytes))
+        stmt = self._casts.get(key)
+        if stmt is None:  # as in _Table: bytes (SQLite) must compare as TEXT
+            cast = {"since_ts": key[0], "since_id": key[1]}
+            stmt = self._casts[key] = sa.text(_PARAM.sub(
+                lambda m: f"CAST(:{m[1]} AS TEXT)" if cast[m[1]] else m[0], self._sql))
+        return stmt
 
-    def times(self, conn: Connection, oldest: bool, since: Any = None) -> list[Any]:
-        if since is None:
-            since = "" if self.ts_category == "text" else LOW_NUMBER
+    def oldest(self, conn: Connection, since: Any) -> list[Any]:
         rows = conn.execute(self.first, {"since_ts": since, "since_id": None, "limit": SAMPLE_ROWS})
         return [row[self.positions[1]] for row in rows]
 
     def sample(self, conn: Connection) -> list[Any]:
-        return self.times(conn, oldest=True)
+        # A since below every value of the column's kind (on SQLite numbers sort below all text).
+        return self.oldest(conn, "" if self.ts_category == "text" else LOW_NUMBER)
 
 
 class SqlSource:
@@ -381,7 +381,7 @@ class SqlSource:
             if codec is None:
                 return None
             fix = codec.fixer()
-            values = shape.times(conn, oldest=True, since=codec.bind(0))
+            values = shape.oldest(conn, codec.bind(0))
         for value in values:
             try:
                 return parse_time(fix(value) if fix else value, self._naive_tz)

@@ -486,7 +486,9 @@ def test_null_time_from_a_query_reaches_the_normaliser(db: Db, sources: Any) -> 
     assert [(r.id, r.reason, r.detail) for r in rejected] == [("2", "bad_time", "created_at is missing")]
 
 
-def test_invalid_utf8_on_sqlite_rejects_one_row_and_paging_goes_on(sqlite_url: str, sources: Any) -> None:
+@pytest.mark.parametrize("mode", ["table", "query"])
+def test_invalid_utf8_on_sqlite_rejects_one_row_and_paging_goes_on(sqlite_url: str, sources: Any,
+                                                                   mode: str) -> None:
     conn = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
     conn.execute("CREATE TABLE complaints (id TEXT, created_at TEXT, type TEXT, channel TEXT)")
     conn.execute("CREATE INDEX complaints_ix ON complaints (created_at, id)")
@@ -497,7 +499,9 @@ def test_invalid_utf8_on_sqlite_rejects_one_row_and_paging_goes_on(sqlite_url: s
         (b"a\xff", at, b"ok"), (b"b1", at, b"ok"), (b"b2", at, b"ok")])
     conn.commit()
     conn.close()
-    source = sources(sqlite_url)
+    query = ("SELECT id, created_at, type, channel FROM complaints WHERE created_at >= :since_ts "
+             "AND (created_at > :since_ts OR id > :since_id) ORDER BY created_at, id LIMIT :limit")
+    source = sources(sqlite_url, **({"query": query} if mode == "query" else {}))
     first = source.read(us(BASE) - 1, None, 4)
     assert [r[0] for r in first.rows] == ["a1", "a2", "a3", b"a\xff"]  # the cursor now holds bytes
     second = source.read(us(BASE) - 1, first.next, 4)
