@@ -112,7 +112,7 @@ def test_timeouts(unit: Unit) -> None:
     assert 10 <= watchdog <= 120, "the heartbeat pings at half the interval; keep it between 10 s and 2 min"
     # The stop timeout covers the last cycle plus a flush attempt per receiver (timeout 10 s by default).
     assert seconds(one(unit, "Service", "TimeoutStopSec")) >= 60
-    # The first start backfills before READY=1: more than systemd's default 90 s.
+    # Migrating a large store happens before READY=1: more than systemd's default 90 s.
     assert seconds(one(unit, "Service", "TimeoutStartSec")) > 90
 
 
