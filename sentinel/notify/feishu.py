@@ -7,6 +7,9 @@ escaped (see `escape_text`). The request body is capped at 20 KB.
 Signing happens at every attempt: `timestamp` (seconds, a string) and `sign = base64(HMAC-SHA256(
 key=timestamp + "\\n" + secret, msg=b""))` go into the JSON body (the key/message order is the
 reverse of DingTalk's). A body signed when the message was queued could be hours old and rejected.
+
+Success is `code == 0` (older bots answer `StatusCode`); 11232 (frequency limited) is retried after
+60 s, as is the catch-all 9499 when its message says "too many request"; other codes are permanent.
 """
 
 from __future__ import annotations
@@ -14,21 +17,25 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 from typing import Any, ClassVar
 
-from sentinel.notify.base import Message, Outcome, Syntax, register
+from sentinel.notify.base import Failed, Message, Outcome, RetryAfter, Syntax, register
 from sentinel.notify.escape import escape_text, safe_id
 from sentinel.notify.http import Code, HttpAdapter, Reply
+
+THROTTLE_DELAY = 60.0
+_THROTTLED = re.compile(r"too many|frequen|rate limit|limit exceed", re.IGNORECASE)
 
 CODES: dict[int, Code] = {
     19021: Code("signature verification failed (wrong secret, or this host's clock is off by over an hour)"),
     19022: Code("IP address not allowed"),
     19024: Code("keyword missing"),
     19007: Code("bot disabled or removed from the group"),
-    11232: Code("frequency limited", retry=60.0),
+    11232: Code("frequency limited", retry=THROTTLE_DELAY),
     19036: Code("message too large"),
-    9499: Code("bad request"),
+    9499: Code("bad request"),  # unless its message says rate limited: see `attempt`
 }
 
 
@@ -75,7 +82,11 @@ class FeishuAdapter(HttpAdapter):
         reply = self.http.post(url, self.body(message), {"Content-Type": "application/json; charset=utf-8"})
         if not isinstance(reply, Reply):
             return reply
-        return self.classify_coded(reply, self.kind, CODES, ("code", "StatusCode"), ("msg", "StatusMessage"))
+        out = self.classify_coded(reply, self.kind, CODES, ("code", "StatusCode"), ("msg", "StatusMessage"))
+        if isinstance(out, Failed) and out.code == "9499" and _THROTTLED.search(out.reason):
+            # 9499 is a catch-all whose message tells: "too many request" is a rate limit, not a bad message.
+            return RetryAfter(max(THROTTLE_DELAY, reply.retry_after() or 0.0), f"{out.reason} (rate limited)")
+        return out
 
 
 @register

@@ -241,6 +241,9 @@ class HttpAdapter:
 
     A vendor module subclasses it, sets `kind`, `syntax` and `max_bytes`, and implements `attempt`
     (build the body for this attempt - signing included - post it, classify the answer).
+
+    One instance serves one receiver from one worker at a time (the outbox keeps at most one message
+    in flight per receiver); its `requests.Session` is not meant to be shared across threads.
     """
 
     kind: ClassVar[str]

@@ -71,6 +71,12 @@ def test_codes(feishu: FakeFeishu, code: int, kind: type, meaning: str) -> None:
         assert isinstance(out, RetryAfter) and out.seconds == 60.0
 
 
+def test_9499_is_read_for_a_rate_limit(feishu: FakeFeishu) -> None:
+    feishu.script(feishu.error(9499, "too many request"))
+    out = FeishuAdapter(feishu.receiver()).send(message())
+    assert out == RetryAfter(60.0, "feishu 9499: bad request (too many request) (rate limited)")
+
+
 def test_code_in_a_non_200_answer_still_decides(feishu: FakeFeishu) -> None:
     feishu.script(Answer(400, {"code": 9499, "msg": "Bad Request", "data": {}}))
     out = FeishuAdapter(feishu.receiver()).send(message())
