@@ -130,8 +130,8 @@ def codec_from_sample(value: Any, naive_tz: ZoneInfo) -> TimeCodec | None:
     if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
         mag = abs(float(value))
         if not math.isfinite(mag):
-            return None  # the same magnitudes as parse_time, so bind and parse agree on the unit
-        scale = US if mag < 1e11 else 1000 if mag < 1e14 else 1
+            return None
+        scale = US if mag < 1e11 else 1000 if mag < 1e14 else 1  # parse_time's magnitudes: bind and parse agree
         number = int if isinstance(value, int) else Decimal if isinstance(value, Decimal) else float
         return TimeCodec("epoch", scale=scale, number=number)
     if not isinstance(value, str):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import random
 import socket
 import sqlite3
@@ -610,9 +611,8 @@ class TcpProxy:
 
 @pytest.fixture
 def proxy() -> Iterator[TcpProxy]:
-    from tests.conftest import PG_HOST, PG_PORT
-
-    p = TcpProxy((PG_HOST, PG_PORT))
+    host = os.environ.get("SENTINEL_TEST_PG_HOST", "127.0.0.1")  # as in tests/conftest.py
+    p = TcpProxy((host, int(os.environ.get("SENTINEL_TEST_PG_PORT", "5432"))))
     p.start()
     yield p
     p.stop()
