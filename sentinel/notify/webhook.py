@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from sentinel.notify.base import AlertPayload, Delivered, Message, Outcome, Syntax, register
-from sentinel.notify.escape import truncate_bytes
+from sentinel.notify.escape import truncate_bytes, truncate_chars
 from sentinel.notify.http import HttpAdapter, Reply, dump
 
 DELIVERY_HEADER = "X-Sentinel-Delivery"
@@ -77,7 +77,7 @@ class WebhookAdapter(HttpAdapter):
             "alerts": [_alert(a) for a in alerts],
             "deliveryId": message.id,
             "tier": message.tier.label,
-            "title": message.title,
+            "title": truncate_chars(message.title, 1024),  # raw data (JSON needs no escaping), bounded
             "text": truncate_bytes(message.body, self.max_bytes, self.truncated_marker),
         }
 

@@ -124,12 +124,7 @@ def test_truncate_bytes_with_a_marker_longer_than_the_limit() -> None:
 
 @given(st.text(min_size=0, max_size=300), st.integers(min_value=0, max_value=400))
 def test_truncate_bytes_never_exceeds(value: str, limit: int) -> None:
-    value = value.encode("utf-8", "ignore").decode("utf-8") if value else value
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return
-    out = truncate_bytes(value, limit, "…")
+    out = truncate_bytes(value, limit, "…")  # hypothesis' text has no lone surrogates
     assert utf8_len(out) <= limit
     if utf8_len(value) <= limit:
         assert out == value
