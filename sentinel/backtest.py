@@ -38,6 +38,7 @@ class Result:
     sorted_input: bool = True
     daily: dict[tuple[int, int, int], int] = field(default_factory=dict)  # (day, type, channel) -> n
     alerts: list[dict[str, Any]] = field(default_factory=list)  # firing / upgraded events, for the plot
+    vocab_values: dict[int, str] = field(default_factory=dict)  # codes of `daily`
 
     def days(self, cal: Calendar) -> int:
         if self.first_us is None or self.last_us is None:
@@ -120,6 +121,8 @@ def _replay(cfg: Config, cal: Calendar, vocab: Vocab, blocks: Any, lines: list[s
         result.sorted_input = False
         return result
     result.late = engine.late_records()
+    if keep_daily:
+        result.vocab_values = dict(enumerate(vocab.values))
     return result
 
 

@@ -76,7 +76,7 @@ def generate(start: date, days: int, per_day: float, tz: ZoneInfo, seed: int = 7
 
 def write_csv(stream: Stream, path: Path, tz: ZoneInfo) -> None:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wt", encoding="utf-8", newline="") as f:  # type: ignore[operator]
+    with opener(path, "wt", encoding="utf-8", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "created_at", "type", "channel", "customer"])
         w.writerows(stream.rows(tz))

@@ -142,7 +142,7 @@ class StreakRule:
             length[run_of == 0] += carried.length
         events: list[Event] = []
         if carried is not None and not continuing:
-            self._end_run(carried, self._end_time(carried.last, int(ts[0])), state)
+            self._end_run(carried, self._end_time(carried.last, int(ts[0])), state, carried.length)
         hit = new.astype(bool) & np.isin(length, self.levels)
         last = len(starts) - 1
         wanted = set(np.unique(run_of[hit]).tolist()) | {last}
@@ -155,7 +155,7 @@ class StreakRule:
             for p in (s + np.flatnonzero(hit[s:e])).tolist():
                 events += self._cross(scope, run, int(length[p]), int(ts[p]), state)
             if k < last:
-                self._end_run(run, self._end_time(int(ts[e - 1]), int(ts[e])), state)
+                self._end_run(run, self._end_time(int(ts[e - 1]), int(ts[e])), state, int(length[e - 1]))
                 continue
             run.length, run.last = int(length[-1]), int(ts[-1])
             if self.cfg.distinct == "customer":
@@ -235,7 +235,7 @@ class StreakRule:
         events.append(event(self.name, self.kind, EventState.FIRING, alert, at, length, None, None, None, extra))
         return events
 
-    def _end_run(self, run: Run, end: int, state: StreakState) -> None:
+    def _end_run(self, run: Run, end: int, state: StreakState, length: int) -> None:
         """The run carrying an alert ended: the alert now waits out its hold."""
         if run.alert is None:
             return
@@ -243,6 +243,7 @@ class StreakRule:
         run.alert = None
         if alert is not None:
             alert.hold_until = end + self.hold
+            alert.peak = max(alert.peak, length)
 
     def _resolve(self, key: tuple[int, int], state: StreakState, at: int, reason: str) -> Event:
         alert = state.alerts.pop(key)
@@ -317,7 +318,7 @@ class StreakRule:
             if self.gap is not None:
                 for scope, run in list(state.runs.items()):
                     if run.last + self.gap <= d:
-                        self._end_run(run, run.last + self.gap, state)
+                        self._end_run(run, run.last + self.gap, state, run.length)
                         del state.runs[scope]
             events += self._expire(state, d, inclusive=True)
             if d >= self.cal.day_end(state.day):
@@ -392,4 +393,4 @@ class StreakRule:
 def _sig(x: float) -> float:
     if x == 0 or not math.isfinite(x):
         return x
-    return float(f"{x:.4g}")
+    return float(f"{x:.6g}")

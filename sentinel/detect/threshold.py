@@ -128,7 +128,7 @@ class ThresholdRule:
         return fire, mod, sev, floor
 
     def _start_day(self, state: ThresholdState, day: int) -> None:
-        """Compute the day's baselines and thresholds (called at each local midnight)."""
+        """Local midnight: a new day to count, and its baselines and thresholds."""
         state.day = day
         self._fit(state)
         for d in [d for d in state.counts if d < day - self.window_days]:
@@ -136,17 +136,27 @@ class ThresholdRule:
             state.hourly.pop(d, None)
         n_series = len(state.series)
         state.counts.setdefault(day, np.zeros(n_series, dtype=np.int64))
+        if self.cfg.mode == "pace":
+            state.hourly.setdefault(day, np.zeros((n_series, 24), dtype=np.int64))
+        self._baseline(state)
+
+    def _baseline(self, state: ThresholdState) -> None:
+        """Baselines and thresholds of the current day from the previous days' counts. Called at
+        midnight, and again when late records change a baseline day (so baselines stay right)."""
+        assert state.day is not None
+        day = state.day
+        n_series = len(state.series)
         available = self.ctx.full_days_before(day)
         n = min(available, self.window_days)
         state.warm = available >= max(self.cfg.min_history_days, 1) and n > 0
         days = list(range(day - n, day))
-        daily = (np.stack([state.counts.get(d, np.zeros(n_series, dtype=np.int64)) for d in days], axis=1)
+        daily = (np.stack([_grow(state.counts.get(d, np.zeros(0, dtype=np.int64)), n_series) for d in days],
+                          axis=1)
                  if days else np.zeros((n_series, 0), dtype=np.int64))
         state.base = baselines(daily, self.cfg.baseline)
         state.fire_at, state.mod_at, state.sev_at, _ = self._thresholds(state.base, state.warm)
         state.p_done = np.full(n_series, self.cfg.max_p is None)
         if self.cfg.mode == "pace":
-            state.hourly.setdefault(day, np.zeros((n_series, 24), dtype=np.int64))
             state.profile = self._profile(state, days)
 
     def _profile(self, state: ThresholdState, days: list[int]) -> FloatArray:
@@ -177,6 +187,8 @@ class ThresholdRule:
         if late.any():
             state.late += int(late.sum())
             self._add(state, batch.ts[late], s[late], days[late], 1)
+            if (days[late] >= state.day - self.window_days).any():
+                self._baseline(state)  # a baseline day changed: today's thresholds follow it
             keep = ~late
             batch, s, days = batch.take(np.flatnonzero(keep)), s[keep], days[keep]
             if len(batch) == 0:
@@ -186,11 +198,8 @@ class ThresholdRule:
         else:
             events = self._count_records(batch, s, state)
         self._add(state, batch.ts, s, days, 1)
-        touched = set(np.unique(s).tolist()) & set(state.alerts)
         if self.cfg.mode == "rolling":
-            self._recheck_rolling(state, touched, int(batch.ts[-1]))
-        elif self.cfg.mode == "pace":
-            self._pace_schedule(state, touched, int(batch.ts[-1]))
+            self._recheck_rolling(state, set(np.unique(s).tolist()) & set(state.alerts), int(batch.ts[-1]))
         return events
 
     def _current(self, state: ThresholdState) -> IntArray:
@@ -282,9 +291,10 @@ class ThresholdRule:
         return np.where(fires, np.where(floor, by_count, by_ratio), 0)
 
     def _pace_records(self, batch: Batch, s: IntArray, state: ThresholdState) -> list[Event]:
+        """Pace mode: the expectation grows with the time of day, so an open alert can turn unmet
+        between two records of one batch. The series that matter (reaching a level, or with an open
+        alert) are walked record by record, applying those in-between deadlines in order."""
         assert state.day is not None
-        if not state.warm:
-            return []
         order = np.argsort(s, kind="stable")
         ss = s[order]
         first = np.ones(len(ss), dtype=bool)
@@ -293,48 +303,48 @@ class ThresholdRule:
         group_start = np.repeat(starts, np.diff(np.append(starts, len(ss))))
         count = state.counts[state.day][ss] + (np.arange(len(ss)) - group_start) + 1
         ts = batch.ts[order]
-        expected = self._expected(state, ss, self.cal.wall_seconds_of(ts))
-        level = self._pace_levels(count, expected)
+        wall = self.cal.wall_seconds_of(ts)
+        expected = self._expected(state, ss, wall)
+        level = self._pace_levels(count, expected) if state.warm else np.zeros(len(ss), dtype=np.int64)
+        walk = set(np.unique(ss[level > 0]).tolist()) | (set(np.unique(ss).tolist()) & set(state.alerts))
         events: list[Event] = []
-        # walk only the series that reach a level above their open tier
-        for x in np.unique(ss[level > 0]).tolist():
-            idx = np.flatnonzero(ss == x)
-            alert = state.alerts.get(x)
-            cur = int(alert.tier) if alert else 0
-            for k in idx.tolist():
-                lv = int(level[k])
-                if lv <= cur:
+        for x in sorted(walk):
+            for k in np.flatnonzero(ss == x).tolist():
+                t = int(ts[k])
+                events += self._pace_time_passes(state, x, t)
+                alert = state.alerts.get(x)
+                c, e, lv = int(count[k]), float(expected[k]), int(level[k])
+                if lv > (int(alert.tier) if alert else 0) and (
+                        self.cfg.max_p is None or poisson_sf(c, e) <= self.cfg.max_p):
+                    events += self._raise(state, x, lv, c, t, e)
+                    alert = state.alerts[x]
+                if alert is None:
                     continue
-                c, e = int(count[k]), float(expected[k])
-                if self.cfg.max_p is not None and poisson_sf(c, e) > self.cfg.max_p:
-                    continue
-                events += self._raise(state, x, lv, c, int(ts[k]), e)
-                cur = lv
+                if self._pace_met(c, e):
+                    alert.unmet_since = None
+                    state.t_unmet[x] = self._pace_unmet_time(state, x, c, int(wall[k]))
+                elif alert.unmet_since is None:
+                    alert.unmet_since = t
+                    state.t_unmet.pop(x, None)
         return events
+
+    def _pace_time_passes(self, state: ThresholdState, x: int, t: int) -> list[Event]:
+        """Deadlines of series x that fall at or before t (a record at t comes after them)."""
+        alert = state.alerts.get(x)
+        if alert is None:
+            return []
+        tu = state.t_unmet.get(x)
+        if alert.unmet_since is None and tu is not None and tu <= t:
+            alert.unmet_since = tu
+            del state.t_unmet[x]
+        if alert.unmet_since is not None and alert.unmet_since + self.resolve_after <= t:
+            return [self._resolve(state, x, alert.unmet_since + self.resolve_after, "condition unmet")]
+        return []
 
     def _pace_met(self, count: int, expected: float) -> bool:
         if count < self.cfg.min_count:
             return False
         return expected <= 0 or count > float(self.resolve_below) * expected
-
-    def _pace_schedule(self, state: ThresholdState, xs: set[int], now: int) -> None:
-        """For open alerts: met now? If so, when will time alone (a growing expectation) unmet them?"""
-        assert state.day is not None
-        today = state.counts[state.day]
-        wall = int(self.cal.wall_seconds_of(np.asarray([now], dtype=np.int64))[0])
-        for x in xs:
-            alert = state.alerts.get(x)
-            if alert is None:
-                continue
-            c = int(today[x])
-            e = float(self._expected(state, np.asarray([x]), np.asarray([wall]))[0])
-            if self._pace_met(c, e):
-                alert.unmet_since = None
-                state.t_unmet[x] = self._pace_unmet_time(state, x, c, wall)
-            else:
-                state.t_unmet.pop(x, None)
-                if alert.unmet_since is None:
-                    alert.unmet_since = now
 
     def _pace_unmet_time(self, state: ThresholdState, x: int, c: int, wall: int) -> int:
         """First instant after `wall` at which expected >= c / resolve_below (the day's end if never)."""

@@ -1,0 +1,142 @@
+"""Streak rule boundaries: runs, tiers, hold, gaps, distinct customers, scopes, ties and chance."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from sentinel.model import EventState
+from tests.detect.builders import Rec, at, days, run, states, streak
+
+A, B = "物流配送延误", "服务态度"
+MIN = 60 * 1_000_000
+
+
+def seq(pattern: str, start: str = "2025-07-08 10:00", step_min: float = 1, channel: str = "电话热线",
+        customers: str | None = None) -> list[Rec]:
+    """'AAAAB' -> records one `step_min` apart; customers 'abcde' gives each record's customer."""
+    t0 = at(start)
+    types = {"A": A, "B": B, "C": "其他"}
+    return [Rec(t0 + int(i * step_min * MIN), types[c], channel, customers[i] if customers else None)
+            for i, c in enumerate(pattern)]
+
+
+@pytest.mark.parametrize(("pattern", "expected"), [
+    ("AAAAB", []),
+    ("AAAAA", [("firing", "light", 5)]),
+    ("BAAAABAAAA", []),
+    ("AAAAAAAA", [("firing", "light", 5), ("upgraded", "moderate", 8)]),
+    ("A" * 12, [("firing", "light", 5), ("upgraded", "moderate", 8), ("upgraded", "severe", 12)]),
+])
+def test_fires_at_the_fifth_not_the_fourth(pattern: str, expected: list[tuple[str, str, int]]) -> None:
+    ev = run([streak()], seq(pattern))
+    assert states(ev) == expected
+    if ev:
+        assert ev[0].at == seq(pattern)[4].ts and ev[0].labels == {"type": A}
+        assert ev[0].extra["length"] == 5
+
+
+def test_custom_length_and_tiers() -> None:
+    ev = run([streak(length=3, tiers={"moderate": 4, "severe": 6})], seq("AAAAAA"))
+    assert states(ev) == [("firing", "light", 3), ("upgraded", "moderate", 4), ("upgraded", "severe", 6)]
+
+
+def test_hold_then_resolve_at_run_end_plus_hold() -> None:
+    recs = seq("AAAAAB")  # the run ends at the B (10:05)
+    ev = run([streak(hold="1h")], recs, until=at("2025-07-08 12:00"))
+    assert [e.state.value for e in ev] == ["firing", "resolved"]
+    assert ev[1].at == at("2025-07-08 11:05") and ev[1].instance == ev[0].instance
+
+
+def test_second_run_inside_hold_continues_the_alert() -> None:
+    recs = seq("AAAAAB") + seq("AAAAAAAA", start="2025-07-08 10:30")
+    ev = run([streak(hold="1h")], recs, until=at("2025-07-08 13:00"))
+    # no second firing: the second run continues the alert and upgrades it to moderate at its 8th
+    assert [e.state.value for e in ev] == ["firing", "upgraded"]
+    assert len({e.instance for e in ev}) == 1
+    # the second run has not ended (no breaking record, no max_gap): the alert stays open
+    assert ev[1].extra["length"] == 8
+
+
+def test_second_run_after_hold_is_a_new_alert() -> None:
+    recs = seq("AAAAAB") + seq("AAAAAB", start="2025-07-08 11:30")
+    ev = run([streak(hold="1h")], recs, until=at("2025-07-08 14:00"))
+    assert [e.state.value for e in ev] == ["firing", "resolved", "firing", "resolved"]
+    assert ev[1].at == at("2025-07-08 11:05") and ev[0].instance != ev[2].instance
+    assert ev[3].at == at("2025-07-08 12:35")
+
+
+def test_run_reaching_length_exactly_when_hold_expires_is_new() -> None:
+    """A deadline T applies before records at T: a run reaching 5 at T opens a new alert."""
+    recs = seq("AAAAAB") + seq("AAAAA", start="2025-07-08 11:01")  # 5th at 11:05 = 10:05 + 1 h
+    ev = run([streak(hold="1h")], recs)
+    assert [e.state.value for e in ev] == ["firing", "resolved", "firing"]
+    assert ev[1].at == ev[2].at == at("2025-07-08 11:05")
+
+
+def test_max_gap_breaks_a_run() -> None:
+    assert run([streak(max_gap="10m")], seq("AAAAA", step_min=11)) == []
+    assert states(run([streak(max_gap="10m")], seq("AAAAA", step_min=10))) == [("firing", "light", 5)]
+
+
+def test_max_gap_ends_an_alerted_run_by_time() -> None:
+    ev = run([streak(max_gap="10m", hold="30m")], seq("AAAAA"), until=at("2025-07-08 12:00"))
+    assert [e.state.value for e in ev] == ["firing", "resolved"]
+    assert ev[1].at == at("2025-07-08 10:04") + 10 * MIN + 30 * MIN
+
+
+def test_distinct_customers() -> None:
+    same = seq("AAAAA", customers="xxxxx")
+    assert run([streak(distinct="customer")], same) == []
+    assert len(run([streak()], same)) == 1
+    five = seq("AAAAAA", customers="xyxzuv")  # distinct: x y z u v -> 5th distinct at the 6th record
+    ev = run([streak(distinct="customer")], five)
+    assert states(ev) == [("firing", "light", 5)] and ev[0].at == five[5].ts
+
+
+def test_per_channel_scope() -> None:
+    # channel 电话热线 sees A A A A A while 微信公众号 interleaves B's into the global stream
+    recs = []
+    for i in range(5):
+        recs += [Rec(at("2025-07-08 10:00") + 2 * i * MIN, A, "电话热线"),
+                 Rec(at("2025-07-08 10:00") + (2 * i + 1) * MIN, B, "微信公众号")]
+    assert run([streak()], recs) == []
+    ev = run([streak(scope=["channel"])], recs)
+    assert sorted((e.state.value, e.labels["type"], e.labels["channel"]) for e in ev) == [
+        ("firing", B, "微信公众号"), ("firing", A, "电话热线")]
+
+
+def test_ties_ordered_by_id() -> None:
+    t = at("2025-07-08 10:00")
+    recs = [Rec(t, A, id=5), Rec(t, A, id=4), Rec(t, B, id=3), Rec(t, A, id=2), Rec(t, A, id=1),
+            Rec(t + MIN, B, id=6)]
+    assert run([streak(length=3, tiers={"moderate": 4, "severe": 5})], recs) == []
+    recs[2] = Rec(t, A, id=3)  # now ids 1..5 are all A: the run is 5 long, in id order
+    ev = run([streak(length=3, tiers={"moderate": 4, "severe": 5})], recs)
+    assert states(ev) == [("firing", "light", 3), ("upgraded", "moderate", 4), ("upgraded", "severe", 5)]
+
+
+def test_chance_and_expected_per_day_and_gate() -> None:
+    # history: A is half of all complaints (100 a day: 50 A, 50 B)
+    hist = days(date(2025, 7, 1), 7, {A: 50, B: 50})
+    ev = run([streak()], hist + seq("AAAAAB"))
+    today = [e for e in ev if e.at >= at("2025-07-08 10:00")]
+    assert today and today[0].extra["chance"] == pytest.approx(0.5 ** 5)
+    assert today[0].extra["expected_per_day"] == pytest.approx(100 * 0.5 * 0.5 ** 5)
+    gated = run([streak(max_expected_per_day=1.0)], hist + seq("AAAAAB"))
+    assert [e for e in gated if e.at >= at("2025-07-08 10:00")] == []
+
+
+def test_where_filter_drops_records_from_the_sequence() -> None:
+    recs = seq("AABAAA")
+    recs[2] = Rec(recs[2].ts, B, "内部录入")
+    assert run([streak()], recs) == []
+    assert states(run([streak(where_not={"channel": ["内部录入"]})], recs)) == [("firing", "light", 5)]
+
+
+def test_resolved_event_reports_length_and_duration() -> None:
+    ev = run([streak(hold="10m")], seq("AAAAAAB"), until=at("2025-07-08 11:00"))
+    res = ev[-1]
+    assert res.state == EventState.RESOLVED and res.extra["length"] == 6 and res.value == 6
+    assert res.extra["duration_s"] == (at("2025-07-08 10:16") - at("2025-07-08 10:04")) // 1_000_000
