@@ -80,6 +80,53 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from sentinel.logs import setup_logging
+    from sentinel.service import build
+    from sentinel.store import StoreError, StoreLocked
+
+    cfg = _load(args.config)
+    problems = []
+    if cfg.source is None:
+        problems.append(f"{args.config}: source: a [source] section is required to run")
+    if cfg.state_url is None:
+        problems.append(f"{args.config}: state_url: required to run (e.g. sqlite:////var/lib/sentinel/state.db)")
+    if problems:
+        for p in problems:
+            print(f"error: {p}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(args.log_level)
+    try:
+        daemon = build(cfg, config_path=args.config, dry_run=args.dry_run)
+        return daemon.run_forever()
+    except StoreLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except StoreError as exc:
+        print(f"error: {args.config}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from sentinel.store import StoreError, open_store
+
+    cfg = _load(args.config)
+    if cfg.state_url is None:
+        print(f"error: {args.config}: state_url: not set", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        store = open_store(cfg.state_url.get(), upgrade=False)
+    except StoreError as exc:
+        print(f"error: {args.config}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        before, after = store.upgrade()
+    finally:
+        store.close()
+    print(f"state store {store.description}: {before or 'empty'} -> {after}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sentinel", description="Early-warning alerting for complaint streams.")
     p.add_argument("--version", action="version", version=f"sentinel {__version__}")
@@ -97,6 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--plot", metavar="FILE.png", help="chart each alerted series (needs matplotlib)")
     b.add_argument("--encoding", default="utf-8", help="input text encoding (default utf-8)")
     b.set_defaults(func=cmd_backtest)
+
+    r = sub.add_parser("run", help="run the daemon (systemd Type=notify; SIGHUP reloads, SIGTERM stops)")
+    r.add_argument("--config", required=True, metavar="FILE")
+    r.add_argument("--dry-run", action="store_true", help="detect and record everything, send nothing")
+    r.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    r.set_defaults(func=cmd_run)
+
+    db = sub.add_parser("db", help="state store maintenance")
+    dbsub = db.add_subparsers(dest="db_command", metavar="ACTION")
+    dbsub.required = True
+    up = dbsub.add_parser("upgrade", help="apply migrations (also done at start)")
+    up.add_argument("--config", required=True, metavar="FILE")
+    up.set_defaults(func=cmd_db_upgrade)
 
     return p
 

@@ -1,9 +1,10 @@
 """The daemon: scheduled jobs that move complaints through the stages, and the HTTP server.
 
 One poll cycle reads the source, then commits watermark, seen ids, buckets and whatever the cycle
-hooks add (the detection engine's rule state and events) in ONE transaction; so stopping at any point
-loses nothing and counts nothing twice. Jobs never overlap (APScheduler `max_instances=1`), and SIGINT
-or SIGTERM stop the daemon after the cycle that is running.
+stages add (the detection engine's rule state and events) in ONE transaction; so stopping at any
+point loses nothing and counts nothing twice. If that transaction fails, every stage reloads its
+in-memory state from the store. Jobs never overlap (APScheduler `max_instances=1`); SIGINT or
+SIGTERM stop the daemon after the running cycle; SIGHUP reloads the configuration.
 """
 
 from __future__ import annotations
@@ -13,21 +14,23 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import numpy as np
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Connection, text
 
 from sentinel.clock import Clock, SystemClock, now_us
-from sentinel.config import Config, ThresholdRuleConfig, redact_url
+from sentinel.config import Config
 from sentinel.days import Calendar, history_start_us
 from sentinel.http import App, Request, Response, Server
 from sentinel.ingest import Ingest, Polled
 from sentinel.logs import fields
 from sentinel.metrics import Metrics
 from sentinel.model import US, Batch, Vocab
+from sentinel.sdnotify import Notifier, watchdog_interval
 from sentinel.sources import Source, SourceUnavailable
 from sentinel.sources.records import RowNormaliser
 from sentinel.store import Store
@@ -36,11 +39,12 @@ from sentinel.store import records as repo
 log = logging.getLogger("sentinel.daemon")
 
 BACKOFF_MAX_S = 60.0
+KEEP_BUCKET_DAYS = 62
 
 
 @dataclass(slots=True)
 class Cycle:
-    """What one committed poll carries to the hooks."""
+    """What one poll carries to the stages."""
 
     batch: Batch
     now_us: int
@@ -50,11 +54,16 @@ class Cycle:
     backfill_finished: bool = False
 
 
-class CycleHook(Protocol):
-    def __call__(self, conn: Connection, cycle: Cycle) -> None: ...
+class Stage(Protocol):
+    """A stage that writes into the poll's transaction."""
 
+    def on_cycle(self, conn: Connection, cycle: Cycle) -> None: ...
 
-AfterCommit = Callable[[Cycle], None]
+    def committed(self) -> None: ...
+
+    def recover(self, store: Store, now: int) -> None:
+        """The transaction failed: reload in-memory state from the store."""
+        ...
 
 
 @dataclass
@@ -67,41 +76,68 @@ class SourceHealth:
     newest_us: int | None = None
 
 
+@dataclass
+class Job:
+    name: str
+    func: Callable[[], None]
+    seconds: float
+
+
 def backfill_days(cfg: Config) -> int:
     """Days read back on first start: the longest baseline window plus the day in progress."""
-    days = [7] + [r.baseline_days for r in cfg.rules if isinstance(r, ThresholdRuleConfig)]
-    return max(days) + 1
+    from sentinel.detect.live import history_days
+
+    return history_days(cfg)
+
+
+@dataclass
+class Reloadable:
+    """Something SIGHUP reconfigures: called with the new config, inside the cycle lock."""
+
+    apply: Callable[[Config], None]
+    name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Daemon:
     def __init__(self, cfg: Config, *, source: Source, store: Store, clock: Clock | None = None,
-                 metrics: Metrics | None = None, listen: str | None = None) -> None:
+                 metrics: Metrics | None = None, listen: str | None = None, config_path: str | None = None,
+                 vocab: Vocab | None = None) -> None:
         assert cfg.source is not None
         self.cfg = cfg
+        self.config_path = config_path
         self.clock = clock or SystemClock()
         self.store = store
         self.source = source
         self.metrics = metrics or Metrics()
         self.calendar = Calendar(cfg.tz)
-        self.vocab = Vocab()
-        self.normaliser = RowNormaliser(self.vocab, cfg.source_tz, cfg.source.id_type)
+        self.vocab = vocab or Vocab()
+        self.normaliser = RowNormaliser(self.vocab, cfg.source_tz, getattr(source, "id_type", cfg.source.id_type))
         self.lateness_us = int(cfg.source.lateness.total_seconds() * US)
         self.ingest = Ingest(source, self.normaliser, self.lateness_us, cfg.source.batch_size)
         self.app = App()
         self.listen = listen or cfg.listen
         self.server: Server | None = None
         self.scheduler = BackgroundScheduler(timezone="UTC")
-        self.hooks: list[CycleHook] = []
-        self.after_commit: list[AfterCommit] = []
+        self.stages: list[Stage] = []
+        self.jobs: list[Job] = []
+        self.reloadables: list[Reloadable] = []
+        self.on_open: list[Callable[[], None]] = []  # after the store is open, before any thread
+        self.on_ready: list[Callable[[], None]] = []
+        self.extras: dict[str, Any] = {}
+        self.on_stop: list[Callable[[], None]] = []
         self.health = SourceHealth()
         self.state: repo.SourceState | None = None
+        self.notifier = Notifier.from_env()
         self._stop = threading.Event()
-        self._cycle_lock = threading.Lock()
-        self._wake = threading.Event()
+        self._reload = threading.Event()
+        self._cycle_lock = threading.RLock()
+        self._alive = time.monotonic()
         self._register_endpoints()
 
     # --- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> None:
+    def open(self) -> None:
+        """Lock and migrate the store, load state; no threads yet (tests call this alone)."""
         self.store.lock()
         before, after = self.store.upgrade()
         if before != after:
@@ -109,15 +145,45 @@ class Daemon:
         with self.store.reading() as conn:
             self.state = repo.load_source_state(conn)
             self.ingest.load(conn)
+        for fn in self.on_open:
+            fn()
+
+    def start(self) -> None:
+        self.open()
         for warning in self._source_warnings():
             log.warning(warning)
         self.server = Server(self.app, self.listen)
         self.server.start()
         log.info("listening", extra=fields(url=self.server.url))
         interval = self.cfg.source.poll_interval.total_seconds() if self.cfg.source else 2.0
+        first = datetime.now(UTC)
         self.scheduler.add_job(self.poll_job, "interval", seconds=interval, id="poll", max_instances=1,
-                               coalesce=True, next_run_time=datetime.now(self.clock.now().tzinfo))
+                               coalesce=True, next_run_time=first)
+        for job in self.jobs:
+            self.scheduler.add_job(self._guarded(job), "interval", seconds=job.seconds, id=job.name,
+                                   max_instances=1, coalesce=True, next_run_time=first)
+        self.scheduler.add_job(self.housekeeping, "interval", seconds=600, id="housekeeping", max_instances=1,
+                               coalesce=True)
+        wd = watchdog_interval()
+        if wd is not None:
+            self.scheduler.add_job(self._heartbeat, "interval", seconds=max(wd / 3, 0.5), id="watchdog",
+                                   max_instances=1, coalesce=True, args=(wd,))
         self.scheduler.start()
+        self.metrics.leader.set(1)
+        for fn in self.on_ready:
+            fn()
+        self.notifier.ready(self.status_line())
+
+    def _guarded(self, job: Job) -> Callable[[], None]:
+        def run() -> None:
+            if self._stop.is_set():
+                return
+            try:
+                job.func()
+            except Exception:
+                log.exception("job failed", extra=fields(job=job.name))
+
+        return run
 
     def _source_warnings(self) -> list[str]:
         try:
@@ -129,12 +195,17 @@ class Daemon:
             return [f"source unavailable at start, will retry: {exc}"]
 
     def stop(self) -> None:
-        """Finish the running cycle, then stop jobs, the server and release the store."""
+        """Finish the running cycle, run the stop hooks (outbox flush), stop jobs and the server."""
         self._stop.set()
+        self.notifier.stopping()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         with self._cycle_lock:
-            pass
+            for fn in self.on_stop:
+                try:
+                    fn()
+                except Exception:
+                    log.exception("stop hook failed")
         if self.server is not None:
             self.server.stop()
         self.source.close()
@@ -143,28 +214,39 @@ class Daemon:
     def run_forever(self) -> int:
         """Run until SIGINT/SIGTERM; returns the exit status."""
         def on_signal(signum: int, _frame: Any) -> None:
+            if signum == signal.SIGHUP:
+                self._reload.set()
+                return
             log.info("stopping", extra=fields(signal=signal.Signals(signum).name))
             self._stop.set()
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGHUP, on_signal)
         self.start()
         try:
-            while not self._stop.wait(0.5):
-                pass
+            while not self._stop.wait(0.2):
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self.reload()
         finally:
             self.stop()
         return 0
 
+    def request_stop(self) -> None:
+        self._stop.set()
+
     # --- the poll cycle ----------------------------------------------------------------------------
     def poll_job(self) -> None:
         """One scheduled poll; during a burst it keeps polling until the source is drained."""
+        self._alive = time.monotonic()
         if self._stop.is_set() or time.monotonic() < self.health.next_try_monotonic:
             return
         for _ in range(100):
             if self._stop.is_set():
                 return
             more = self.cycle()
+            self._alive = time.monotonic()
             if not more:
                 return
 
@@ -184,29 +266,39 @@ class Daemon:
 
     def _cycle(self, now: int) -> bool:
         state = self.state
-        replay = False
         if state is None:
             state = self._first_start(now)
-        if not state.backfill_done:
-            replay = True
+        replay = not state.backfill_done
         since = self._since(state)
         polled = self.ingest.poll(since, state.watermark_us, now)
         finished = replay and polled.exhausted
-        if finished:
-            state.backfill_done = True
-        cycle = Cycle(polled.batch, now, replay, state, polled, backfill_finished=finished)
-        with self.store.transaction() as conn:
-            self.ingest.commit(conn, polled, state, now, self.calendar)
-            for hook in self.hooks:
-                hook(conn, cycle)
-        self.state = state
+        new_state = repo.SourceState(state.watermark_us, state.coverage_start_us, state.backfill_start_us,
+                                     state.backfill_done or finished, state.started_us)
+        cycle = Cycle(polled.batch, now, replay, new_state, polled, backfill_finished=finished)
+        try:
+            with self.store.transaction() as conn:
+                self.ingest.commit(conn, polled, new_state, now, self.calendar)
+                for stage in self.stages:
+                    stage.on_cycle(conn, cycle)
+        except Exception:
+            log.exception("poll cycle failed; reloading state from the store")
+            self._recover(now)
+            raise SourceUnavailable("state store write failed") from None
+        self.state = new_state
         self.ingest.committed(polled)
         self._count(polled, now)
-        for fn in self.after_commit:
-            fn(cycle)
+        for stage in self.stages:
+            stage.committed()
         if finished:
-            log.info("backfill finished", extra=fields(watermark=state.watermark_us))
+            log.info("backfill finished", extra=fields(records=len(polled.batch)))
         return not polled.exhausted
+
+    def _recover(self, now: int) -> None:
+        with self.store.reading() as conn:
+            self.state = repo.load_source_state(conn)
+            self.ingest.load(conn)
+        for stage in self.stages:
+            stage.recover(self.store, now)
 
     def _first_start(self, now: int) -> repo.SourceState:
         days = backfill_days(self.cfg)
@@ -232,14 +324,17 @@ class Daemon:
         m = self.metrics
         batch = polled.batch
         if len(batch):
-            types, channels = batch.type, batch.channel
-            pairs, counts = _pair_counts(types, channels)
-            for (t, c), n in zip(pairs, counts, strict=True):
+            key = batch.type.astype(np.int64) * (1 << 31) + batch.channel.astype(np.int64)
+            uniq, counts = np.unique(key, return_counts=True)
+            for k, n in zip(uniq.tolist(), counts.tolist(), strict=True):
+                t, c = divmod(k, 1 << 31)
                 lt, lc = m.ingest_labels(self.vocab.decode(t), self.vocab.decode(c))
                 m.records_ingested.labels(type=lt, channel=lc).inc(n)
             self.health.newest_us = max(self.health.newest_us or 0, int(batch.ts.max()))
         for reason, n in polled.rejected_by_reason.items():
             m.records_rejected.labels(reason=reason).inc(n)
+        if self.health.newest_us is None and self.state is not None and self.state.watermark_us is not None:
+            self.health.newest_us = self.state.watermark_us
         if self.health.newest_us is not None:
             m.source_lag.set(max(0.0, (now - self.health.newest_us) / US))
 
@@ -260,6 +355,63 @@ class Daemon:
             h.up, h.last_error = False, error
             self.metrics.source_errors.inc()
         self.metrics.source_up.set(1 if up else 0)
+
+    # --- other jobs --------------------------------------------------------------------------------
+    def _heartbeat(self, limit: float) -> None:
+        """WATCHDOG=1 only while the poll job keeps being entered: a hung scheduler stops the pings."""
+        if time.monotonic() - self._alive < limit:
+            self.notifier.watchdog()
+            self.notifier.status(self.status_line())
+
+    def housekeeping(self) -> None:
+        now = now_us(self.clock)
+        cutoff = self.calendar.day_start(self.calendar.day_of(now) - KEEP_BUCKET_DAYS)
+        with self._cycle_lock, self.store.transaction() as conn:
+            n = repo.prune_buckets(conn, cutoff)
+        if n:
+            log.info("pruned old buckets", extra=fields(rows=n))
+
+    def status_line(self) -> str:
+        h = self.health
+        src = "source up" if h.up else f"source DOWN ({h.last_error})"
+        lag = "" if h.newest_us is None else f", lag {int((now_us(self.clock) - h.newest_us) / US)}s"
+        return f"{src}{lag}"
+
+    def reload(self) -> bool:
+        """SIGHUP: read the config file again; a bad one is refused and the old one keeps running."""
+        from sentinel.config import ConfigError, load_config
+
+        if self.config_path is None:
+            return False
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            for line in exc.problems:
+                log.error("reload refused: %s", line)
+            self.metrics.config_reload_ok.set(0)
+            self.notifier.ready(self.status_line())
+            return False
+        for key in ("state_url", "listen", "timezone"):
+            if getattr(new, key) != getattr(self.cfg, key):
+                log.warning("reload: %s changed; it takes effect at the next restart", key)
+        if new.source != self.cfg.source:
+            log.warning("reload: [source] changed; it takes effect at the next restart")
+        try:
+            with self._cycle_lock:
+                for r in self.reloadables:
+                    r.apply(new)
+                self.cfg = new
+        except Exception:
+            log.exception("reload failed; keeping the previous configuration")
+            self.metrics.config_reload_ok.set(0)
+            self.notifier.ready(self.status_line())
+            return False
+        self.metrics.config_reload_ok.set(1)
+        self.metrics.config_reload_time.set(time.time())
+        log.info("configuration reloaded", extra=fields(rules=len(new.rules), receivers=len(new.receivers)))
+        self.notifier.ready(self.status_line())
+        return True
 
     # --- HTTP --------------------------------------------------------------------------------------
     def _register_endpoints(self) -> None:
@@ -290,15 +442,3 @@ class Daemon:
         if problems:
             return Response.text("not ready: " + "; ".join(problems) + "\n", 503)
         return Response.text("ready\n")
-
-    def describe(self) -> dict[str, Any]:
-        return {"source": self.source.describe(), "state": redact_url(self.store.description)}
-
-
-def _pair_counts(types: Any, channels: Any) -> tuple[list[tuple[int, int]], list[int]]:
-    import numpy as np
-
-    key = types.astype(np.int64) * (1 << 31) + channels.astype(np.int64)
-    uniq, counts = np.unique(key, return_counts=True)
-    return [(int(k >> 31), int(k & ((1 << 31) - 1))) for k in uniq], [int(n) for n in counts]
-

@@ -6,7 +6,7 @@ Instants are BIGINT microseconds since the epoch (UTC), which every backend stor
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -44,4 +44,49 @@ store_meta = Table(
     "store_meta", metadata,
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+rule_state = Table(
+    "rule_state", metadata,
+    Column("rule", String(128), primary_key=True),
+    Column("part", String(32), primary_key=True),  # core | series | pending
+    Column("config_hash", String(64), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
+
+alerts = Table(
+    "alerts", metadata,
+    Column("instance", String(32), primary_key=True),
+    Column("fingerprint", String(32), nullable=False),
+    Column("rule", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("labels", Text, nullable=False),
+    Column("tier", String(16), nullable=False),
+    Column("status", String(16), nullable=False),  # open | resolved
+    Column("started_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    Column("resolved_us", BigInteger, nullable=True),
+    Column("value", Float, nullable=False),
+    Column("baseline", Float, nullable=True),
+    Column("peak", Float, nullable=False),
+    Column("last_event", Text, nullable=False),
+    Column("replay", Boolean, nullable=False),  # opened during the first start's backfill
+    Index("ix_alerts_status", "status", "updated_us"),
+    Index("ix_alerts_fingerprint", "fingerprint"),
+)
+
+alert_events = Table(
+    "alert_events", metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("instance", String(32), nullable=False),
+    Column("fingerprint", String(32), nullable=False),
+    Column("rule", String(128), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("tier", String(16), nullable=False),
+    Column("at_us", BigInteger, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("notify", Boolean, nullable=False),  # false: recorded during backfill, never sent
+    Column("created_us", BigInteger, nullable=False),
+    Index("ix_alert_events_instance", "instance"),
 )

@@ -1,0 +1,154 @@
+"""Detection inside the daemon: the engine fed by each poll, persisted in the poll's transaction.
+
+Guarantees: a poll's watermark, buckets, rule snapshots and events commit together; on start the
+engine is restored from the store (threshold series rebuilt from the raw buckets) so a restart yields
+the events of one uninterrupted run; events of the first start's backfill are recorded but not sent,
+and the alerts still open when it ends are handed on once, as open since they started.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import Connection
+
+from sentinel.config import Config, ThresholdRuleConfig
+from sentinel.days import Calendar
+from sentinel.detect.base import OpenAlert, RuleContext
+from sentinel.detect.engine import Engine, resolve_removed, sort_events
+from sentinel.detect.streak import StreakRule
+from sentinel.detect.threshold import ThresholdRule
+from sentinel.logs import fields
+from sentinel.metrics import Metrics
+from sentinel.model import Event, EventState, Tier, Vocab
+from sentinel.store import alerts as repo
+
+log = logging.getLogger("sentinel.detect")
+
+
+def history_days(cfg: Config) -> int:
+    return max([8] + [r.baseline_days + 1 for r in cfg.rules if isinstance(r, ThresholdRuleConfig)])
+
+
+class Detector:
+    def __init__(self, cfg: Config, calendar: Calendar, vocab: Vocab, metrics: Metrics, lateness_us: int) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self.lateness_us = lateness_us
+        self.ctx = RuleContext(calendar, vocab, None)
+        self.engine = Engine(cfg.rules, self.ctx, cfg.timezone)
+        self._late = 0
+        self._counted: list[Event] = []
+
+    # --- start / reload ------------------------------------------------------------------------------
+    def restore(self, conn: Connection, coverage_us: int | None, now_us: int) -> list[Event]:
+        """Rebuild the engine from the store. Returns (and records) the events restoring causes."""
+        self.ctx.coverage_start_us = coverage_us
+        saved = repo.load_snapshots(conn)
+        horizon = now_us - self.lateness_us
+        start = self.ctx.calendar.day_start(self.ctx.calendar.day_of(horizon) - history_days(self.cfg))
+        buckets = repo.load_buckets(conn, start, self.ctx.vocab)
+        clocks = [int(s.core["clock"]) for s in saved.values() if s.core.get("clock") is not None]
+        resume = max(clocks) if clocks else None
+        events = self.engine.restore(saved, buckets, resume)
+        removed = [name for name in saved if name not in self.engine.order]
+        at = resume if resume is not None else horizon
+        for name in removed:
+            for row in repo.open_alert_rows(conn, name):
+                alert = _alert_from_row(row)
+                events.append(resolve_removed(name, row["kind"], alert, at, "rule removed"))
+        repo.drop_rule_state(conn, removed)
+        events = sort_events(events, self.engine.order)
+        if events:
+            repo.record_events(conn, events, notify=True, now_us=now_us, tz=self.cfg.tz)
+            log.info("rules changed since the last run", extra=fields(resolved=len(events), removed=removed))
+        self._counted += events
+        return events
+
+    def reload(self, cfg: Config, conn: Connection, now_us: int) -> list[Event]:
+        """SIGHUP: save the running state, build the new rule set, restore it from the store."""
+        self.save(conn, now_us)
+        self.cfg = cfg
+        self.engine = Engine(cfg.rules, self.ctx, cfg.timezone)
+        return self.restore(conn, self.ctx.coverage_start_us, now_us)
+
+    # --- the poll cycle ------------------------------------------------------------------------------
+    def on_cycle(self, conn: Connection, cycle: Any) -> None:
+        """The daemon's cycle hook: feed, then record events and snapshots in the same transaction."""
+        if self.ctx.coverage_start_us is None:
+            self.ctx.coverage_start_us = cycle.state.coverage_start_us
+        horizon = cycle.now_us - self.lateness_us
+        events = self.engine.feed(cycle.batch, horizon)
+        repo.record_events(conn, events, notify=not cycle.replay, now_us=cycle.now_us, tz=self.cfg.tz)
+        if cycle.backfill_finished:
+            handover = self.handover()
+            repo.record_events(conn, handover, notify=True, now_us=cycle.now_us, tz=self.cfg.tz)
+            events = events + handover
+            if handover:
+                log.info("alerts open at the end of the backfill are handed on", extra=fields(count=len(handover)))
+        self.save(conn, cycle.now_us)
+        self._late += self.engine.late_records()
+        self._counted += events
+
+    def handover(self) -> list[Event]:
+        """Alerts open when the backfill ends: one `firing` each, as open since they started."""
+        out = []
+        for rule, alert in self.engine.open_alerts():
+            out.append(Event(at=alert.started, rule=rule.name, kind=rule.kind, state=EventState.FIRING,
+                             tier=alert.tier, labels=dict(alert.labels), value=alert.value,
+                             baseline=alert.baseline,
+                             ratio=round(alert.value / alert.baseline, 4) if alert.baseline else None,
+                             fingerprint=alert.fingerprint, instance=alert.instance, started=alert.started,
+                             extra={"handover": True, "peak": alert.peak}))
+        return sort_events(out, self.engine.order)
+
+    def save(self, conn: Connection, now_us: int) -> None:
+        for rule in self.engine.rules:
+            repo.save_snapshot(conn, rule.name, self.engine.snapshot(rule), now_us)
+
+    # --- after commit --------------------------------------------------------------------------------
+    def committed(self) -> None:
+        m = self.metrics
+        if self._late:
+            m.records_late.inc(self._late)
+        for e in self._counted:
+            m.alert_events.labels(rule=e.rule, tier=e.tier.label, state=e.state.value).inc()
+        self._late = 0
+        self._counted = []
+
+    def recover(self, store: Any, now_us: int) -> None:
+        """The poll's transaction failed: rebuild the engine from what the store holds."""
+        self._late = 0
+        self._counted = []
+        self.engine = Engine(self.cfg.rules, self.ctx, self.cfg.timezone)
+        with store.transaction() as conn:
+            self.restore(conn, self.ctx.coverage_start_us, now_us)
+
+    def refresh_gauges(self) -> None:
+        """Series and alert gauges (run by a slower job: 10,000 series are many label sets)."""
+        m = self.metrics
+        firing: dict[tuple[str, str], int] = {(r.name, t.label): 0 for r in self.engine.rules for t in Tier}
+        for rule, alert in self.engine.open_alerts():
+            firing[(rule.name, alert.tier.label)] += 1
+        for (rule_name, tier), n in firing.items():
+            m.alerts_firing.labels(rule=rule_name, tier=tier).set(n)
+        for rule in self.engine.rules:
+            state = self.engine.states[rule.name]
+            if isinstance(rule, ThresholdRule):
+                for labels, cur, base, thr, ratio in rule.series_view(state):
+                    lab = m.series_labels(rule.name, labels)
+                    m.series_current.labels(*lab).set(cur)
+                    m.series_baseline.labels(*lab).set(base)
+                    m.series_threshold.labels(*lab).set(thr)
+                    m.series_ratio.labels(*lab).set(ratio if ratio is not None else float("nan"))
+            elif isinstance(rule, StreakRule):
+                for labels, length in rule.run_view(state):
+                    m.streak_length.labels(*m.series_labels(rule.name, labels)).set(length)
+
+
+def _alert_from_row(row: dict[str, Any]) -> OpenAlert:
+    import json
+
+    return OpenAlert(json.loads(row["labels"]), row["fingerprint"], row["instance"], int(row["started_us"]),
+                     Tier.parse(row["tier"]), float(row["peak"]), float(row["value"]), row["baseline"])

@@ -1,0 +1,215 @@
+"""The daemon end to end over a real SQLite source and store: first-start backfill, live detection,
+events persisted with the watermark, restarts that neither lose nor repeat anything."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from sentinel.clock import ManualClock
+from sentinel.config import load_config
+from sentinel.daemon import Daemon
+from sentinel.service import build
+from sentinel.store.schema import alert_events, alerts
+
+T = "物流配送延误"
+NOW = datetime(2025, 7, 8, 10, 0, tzinfo=UTC)  # 18:00 in Shanghai
+
+
+class Crm:
+    """A complaint table in SQLite, the way a CRM keeps one (naive UTC timestamps)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.next_id = 1
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE complaints (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, "
+                       "category TEXT, channel TEXT, customer_id TEXT)")
+            db.execute("CREATE INDEX ix_complaints_created ON complaints (created_at, id)")
+
+    def add(self, when: datetime, type_: str = T, channel: str = "电话热线", n: int = 1,
+            spacing: timedelta = timedelta(seconds=1)) -> None:
+        rows = []
+        for i in range(n):
+            t = (when + i * spacing).astimezone(UTC).replace(tzinfo=None)
+            rows.append((self.next_id, t.isoformat(sep=" ", timespec="microseconds"), type_, channel,
+                         f"c{self.next_id}"))
+            self.next_id += 1
+        with sqlite3.connect(self.path) as db:
+            db.executemany("INSERT INTO complaints VALUES (?, ?, ?, ?, ?)", rows)
+
+
+@pytest.fixture
+def crm(tmp_path: Path) -> Crm:
+    return Crm(tmp_path / "crm.db")
+
+
+def config(tmp_path: Path, crm: Crm, extra: str = "") -> Path:
+    p = tmp_path / "sentinel.toml"
+    p.write_text(f"""
+timezone = "Asia/Shanghai"
+state_url = "sqlite:///{tmp_path}/state.db"
+listen = "127.0.0.1:0"
+
+[source]
+url = "sqlite:///{crm.path}"
+table = "complaints"
+columns = {{ id = "id", created_at = "created_at", type = "category", channel = "channel", customer = "customer_id" }}
+timezone = "UTC"
+lateness = "5m"
+
+[[rules]]
+name = "type-surge"
+kind = "threshold"
+min_count = 10
+
+[[rules]]
+name = "streak"
+kind = "streak"
+length = 5
+{extra}
+""", encoding="utf-8")
+    return p
+
+
+def start(cfg_path: Path, clock: ManualClock) -> Daemon:
+    daemon = build(load_config(cfg_path), config_path=str(cfg_path), clock=clock)
+    daemon.open()
+    return daemon
+
+
+def events(daemon: Daemon) -> list[dict[str, Any]]:
+    with daemon.store.reading() as conn:
+        rows = conn.execute(select(alert_events).order_by(alert_events.c.seq)).mappings().all()
+    return [{"state": r["state"], "rule": r["rule"], "tier": r["tier"], "notify": r["notify"],
+             **json.loads(r["payload"])} for r in rows]
+
+
+def history(crm: Crm, days: int = 8, per_day: int = 40) -> None:
+    for d in range(days, 0, -1):
+        day = (NOW - timedelta(days=d)).replace(hour=0)
+        crm.add(day, n=per_day, spacing=timedelta(minutes=30))
+        crm.add(day, type_="服务态度", channel="微信公众号", n=per_day, spacing=timedelta(minutes=30))
+
+
+def test_backfill_then_live_alert(tmp_path: Path, crm: Crm) -> None:
+    history(crm)
+    clock = ManualClock(NOW)
+    daemon = start(config(tmp_path, crm), clock)
+    try:
+        while daemon.cycle():
+            pass
+        daemon.cycle()
+        assert daemon.state is not None and daemon.state.backfill_done
+        before = events(daemon)
+        assert all(not e["notify"] for e in before)  # backfill events are recorded, never sent
+        # a surge now: 61 in ten minutes against a baseline of 40 a day
+        crm.add(NOW - timedelta(minutes=20), n=61, spacing=timedelta(seconds=10))
+        clock.set(NOW + timedelta(seconds=2))
+        daemon.cycle()
+        new = [e for e in events(daemon) if e["notify"] and e["rule"] == "type-surge"]
+        assert [(e["state"], e["tier"]) for e in new] == [("firing", "light")]
+        assert new[0]["value"] == 61 and new[0]["labels"] == {"type": T}
+    finally:
+        daemon.stop()
+
+
+def test_restart_continues_without_repeating(tmp_path: Path, crm: Crm) -> None:
+    history(crm)
+    clock = ManualClock(NOW)
+    cfg = config(tmp_path, crm)
+    daemon = start(cfg, clock)
+    while daemon.cycle():
+        pass
+    crm.add(NOW - timedelta(minutes=20), n=61, spacing=timedelta(seconds=10))
+    clock.set(NOW + timedelta(seconds=2))
+    daemon.cycle()
+    first = events(daemon)
+    daemon.stop()
+
+    daemon = start(cfg, clock)  # restored from the store
+    try:
+        clock.set(NOW + timedelta(seconds=4))
+        daemon.cycle()
+        assert events(daemon) == first  # the re-read look-back window counted nothing twice
+        crm.add(NOW - timedelta(minutes=1), n=20, spacing=timedelta(seconds=1))  # 81 >= 2 x 40
+        clock.set(NOW + timedelta(seconds=6))
+        daemon.cycle()
+        new = events(daemon)[len(first):]
+        assert [(e["state"], e["tier"], e["value"]) for e in new if e["rule"] == "type-surge"] == [
+            ("upgraded", "moderate", 80)]
+        assert new[0]["instance"] == [e for e in first if e["rule"] == "type-surge"][-1]["instance"]
+    finally:
+        daemon.stop()
+
+
+def test_surge_under_way_at_first_start_is_handed_on_once(tmp_path: Path, crm: Crm) -> None:
+    history(crm)
+    crm.add(NOW - timedelta(hours=2), n=90, spacing=timedelta(seconds=30))  # already above 2 x 40
+    clock = ManualClock(NOW)
+    daemon = start(config(tmp_path, crm), clock)
+    try:
+        while daemon.cycle():
+            pass
+        evs = [e for e in events(daemon) if e["rule"] == "type-surge"]
+        replayed = [e for e in evs if not e["notify"]]
+        handed = [e for e in evs if e["notify"]]
+        assert [e["state"] for e in replayed] == ["firing", "upgraded"]
+        assert len(handed) == 1 and handed[0]["state"] == "firing" and handed[0]["handover"] is True
+        assert handed[0]["tier"] == "moderate" and handed[0]["instance"] == replayed[0]["instance"]
+        assert handed[0]["at"] == replayed[0]["at"]  # as open since it started
+        count = len(events(daemon))
+        clock.set(NOW + timedelta(seconds=2))
+        daemon.cycle()
+        assert len(events(daemon)) == count  # no second handover
+        sent = [e for e in events(daemon) if e["notify"]]
+        assert sorted(e["rule"] for e in sent) == ["streak", "type-surge"]  # the 90-long run too
+    finally:
+        daemon.stop()
+
+
+def test_removed_rule_resolves_its_open_alerts(tmp_path: Path, crm: Crm) -> None:
+    history(crm)
+    clock = ManualClock(NOW)
+    cfg = config(tmp_path, crm)
+    daemon = start(cfg, clock)
+    while daemon.cycle():
+        pass
+    crm.add(NOW - timedelta(minutes=20), n=61, spacing=timedelta(seconds=10))
+    clock.set(NOW + timedelta(seconds=2))
+    daemon.cycle()
+    daemon.stop()
+    text = cfg.read_text(encoding="utf-8")
+    cfg.write_text(text.split("[[rules]]")[0] + "[[rules]]" + text.split("[[rules]]")[2], encoding="utf-8")
+    daemon = start(cfg, clock)
+    try:
+        last = events(daemon)[-1]
+        assert last["state"] == "resolved" and last["rule"] == "type-surge" and last["reason"] == "rule removed"
+        with daemon.store.reading() as conn:
+            status = conn.execute(select(alerts.c.status).where(alerts.c.rule == "type-surge")).scalars().all()
+        assert status == ["resolved"]
+    finally:
+        daemon.stop()
+
+
+def test_reload_rejects_a_bad_config_and_keeps_running(tmp_path: Path, crm: Crm) -> None:
+    history(crm)
+    clock = ManualClock(NOW)
+    cfg = config(tmp_path, crm)
+    daemon = start(cfg, clock)
+    try:
+        good = cfg.read_text(encoding="utf-8")
+        cfg.write_text(good + "\nbogus = 1\n", encoding="utf-8")
+        assert daemon.reload() is False
+        assert b"sentinel_config_last_reload_successful 0.0" in daemon.metrics.render()
+        cfg.write_text(good.replace("min_count = 10", "min_count = 12"), encoding="utf-8")
+        assert daemon.reload() is True
+        assert b"sentinel_config_last_reload_successful 1.0" in daemon.metrics.render()
+    finally:
+        daemon.stop()
