@@ -127,6 +127,81 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sentinel.demo import run_demo
+
+    return run_demo(args.duration, keep=args.keep)
+
+
+def api_base(cfg: Config) -> str:
+    """Where the running daemon's API answers (its `listen` address, loopback for a wildcard)."""
+    host, _, port = cfg.listen.rpartition(":")
+    if host in ("0.0.0.0", "::", "[::]", ""):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import requests
+    from rich.console import Console
+    from rich.table import Table
+
+    cfg = _load(args.config)
+    headers = {"Authorization": f"Bearer {cfg.api.token.get()}"} if cfg.api.token is not None else {}
+    url = f"{api_base(cfg)}/api/v1/status"
+    try:
+        resp = requests.get(url, headers=headers, timeout=10)
+        resp.raise_for_status()
+        data = resp.json()
+    except (requests.RequestException, ValueError) as exc:
+        print(f"error: cannot reach the daemon at {url}: {type(exc).__name__}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        import json
+
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+        return EXIT_OK
+    console = Console(highlight=False)
+    src = data["source"]
+    state = "up" if src["up"] else f"DOWN: {src['last_error']}"
+    console.print(f"sentinel {data['version']}{' (dry run)' if data['dry_run'] else ''} — source {src['description']}: "
+                  f"{state}; newest record {src['newest_record']} (lag {src['lag_seconds']} s)")
+    console.print(f"open alerts: {data['alerts']['open'] or 'none'}; outbox pending: {data['outbox']['pending']}")
+    table = Table(title="Receivers")
+    for col in ("name", "kind", "pending", "last outcome", "at", "error"):
+        table.add_column(col)
+    for r in data["receivers"]:
+        last = r["last"] or {}
+        table.add_row(r["name"], r["kind"], str(r["pending"]), str(last.get("status", "-")), str(last.get("at") or "-"),
+                      str(last.get("error") or ""))
+    console.print(table)
+    if data["failed"]:
+        failed = Table(title="Permanent failures (kept)")
+        for col in ("id", "receiver", "created", "error"):
+            failed.add_column(col)
+        for f in data["failed"]:
+            failed.add_row(str(f["id"]), f["receiver"], f["created"], f["error"] or "")
+        console.print(failed)
+    return EXIT_OK
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    from sentinel.notify.sample import send_test
+
+    cfg = _load(args.config)
+    try:
+        receiver = cfg.receiver(args.receiver)
+    except KeyError:
+        names = ", ".join(r.name for r in cfg.receivers) or "none configured"
+        print(f"error: {args.config}: receivers: no receiver named {args.receiver!r} ({names})", file=sys.stderr)
+        return EXIT_CONFIG
+    ok = True
+    for index, line in send_test(cfg, receiver):
+        print(f"{receiver.name} url #{index + 1}: {line}")
+        ok = ok and line.startswith("delivered")
+    return EXIT_OK if ok else EXIT_FAILURE
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sentinel", description="Early-warning alerting for complaint streams.")
     p.add_argument("--version", action="version", version=f"sentinel {__version__}")
@@ -150,6 +225,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="detect and record everything, send nothing")
     r.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="the whole product on a temporary database with a local chat sink")
+    d.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
+    d.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    d.set_defaults(func=cmd_demo)
+
+    st = sub.add_parser("status", help="receivers, outbox and source, from the running daemon's API")
+    st.add_argument("--config", required=True, metavar="FILE")
+    st.add_argument("--json", action="store_true", help="print the raw JSON")
+    st.set_defaults(func=cmd_status)
+
+    nt = sub.add_parser("notify-test", help="send a sample message to a receiver and print its answer")
+    nt.add_argument("--config", required=True, metavar="FILE")
+    nt.add_argument("--receiver", required=True, metavar="NAME")
+    nt.set_defaults(func=cmd_notify_test)
 
     db = sub.add_parser("db", help="state store maintenance")
     dbsub = db.add_subparsers(dest="db_command", metavar="ACTION")

@@ -7,11 +7,12 @@ clock, listen address or source.
 
 from __future__ import annotations
 
+import threading
 from zoneinfo import ZoneInfo
 
 from sentinel.clock import Clock, now_us
 from sentinel.config import Config
-from sentinel.daemon import Daemon, Reloadable
+from sentinel.daemon import Daemon, Job, Reloadable
 from sentinel.detect.live import Detector
 from sentinel.metrics import Metrics
 from sentinel.sources import Source
@@ -52,6 +53,60 @@ class DetectionStage:
             self.detector.refresh_gauges()
 
 
+class DeliveryStage:
+    """Dispatcher (events -> outbox, with its cursor, in one transaction) and the delivery worker."""
+
+    FLUSH_ON_STOP_S = 10.0
+
+    def __init__(self, daemon: Daemon, dry_run: bool) -> None:
+        from sentinel.alerting.dispatch import Dispatcher
+        from sentinel.alerting.policy import Policy
+        from sentinel.notify.worker import DeliveryWorker
+
+        self.daemon = daemon
+        self.dry_run = dry_run
+        self.policy = Policy(daemon.cfg)
+        self.dispatcher = Dispatcher(daemon.cfg, policy=self.policy)
+        self.worker = DeliveryWorker(daemon.cfg, daemon.store, daemon.metrics, clock=daemon.clock, dry_run=dry_run)
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self.worker.start()
+
+    def dispatch(self) -> int:
+        with self._lock, self.daemon.store.transaction() as conn:
+            return self.dispatcher.step(conn, now_us(self.daemon.clock))
+
+    def dispatch_job(self) -> None:
+        self.dispatch()
+
+    def deliver(self) -> None:
+        self.worker.tick()
+
+    def reload(self, cfg: Config) -> None:
+        with self._lock:
+            self.policy.reload(cfg)
+            self.dispatcher.reload(cfg)
+            self.worker.reload(cfg)
+
+    def stop(self) -> None:
+        """SIGTERM: dispatch what is due and deliver it, within a bounded time; the rest waits."""
+        try:
+            self.dispatch()
+            self.worker.flush(self.FLUSH_ON_STOP_S)
+        finally:
+            self.worker.stop()
+
+    def housekeeping(self) -> None:
+        from sentinel.notify import outbox
+
+        now = now_us(self.daemon.clock)
+        day = 86_400_000_000
+        with self._lock, self.daemon.store.transaction() as conn:
+            outbox.prune(conn, now - 7 * day, now - 30 * day)
+            self.dispatcher.forget_resolved(conn, now - 30 * day)
+
+
 def make_source(cfg: Config) -> Source:
     from sentinel.sources.sql import SqlSource
 
@@ -71,10 +126,20 @@ def build(cfg: Config, *, config_path: str | None = None, clock: Clock | None = 
     detection = DetectionStage(daemon)
     daemon.stages.append(detection)
     daemon.reloadables.append(Reloadable(detection.reload, "rules"))
-    from sentinel.daemon import Job
-
     daemon.jobs.append(Job("gauges", detection.refresh, 15.0))
     daemon.on_open.append(detection.start)
     daemon.extras["detection"] = detection
-    daemon.extras["dry_run"] = dry_run or not cfg.notify
+    dry = dry_run or not cfg.notify
+    daemon.extras["dry_run"] = dry
+    delivery = DeliveryStage(daemon, dry)
+    daemon.extras["delivery"] = delivery
+    daemon.on_ready.append(delivery.start)
+    daemon.jobs.append(Job("dispatch", delivery.dispatch_job, 1.0))
+    daemon.jobs.append(Job("deliver", delivery.deliver, 1.0))
+    daemon.jobs.append(Job("outbox-housekeeping", delivery.housekeeping, 3600.0))
+    daemon.reloadables.append(Reloadable(delivery.reload, "receivers"))
+    daemon.on_stop.append(delivery.stop)
+    from sentinel import api
+
+    api.register(daemon)
     return daemon

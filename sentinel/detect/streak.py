@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from sentinel.config import StreakRuleConfig
 from sentinel.detect.base import OpenAlert, RecordFilter, RuleContext, event, open_alert
-from sentinel.detect.threshold import Buckets
+from sentinel.detect.threshold import SAMPLES, Buckets, sample_ids
 from sentinel.model import US, Batch, Event, EventState, IntArray, Tier
 
 SHARE_DAYS = 7
@@ -38,6 +38,7 @@ class Run:
     last: int
     customers: set[str] = field(default_factory=set)
     alert: tuple[int, int] | None = None  # key of the alert this run carries
+    ids: list[str] = field(default_factory=list)  # its last few complaint ids, for the message
 
 
 @dataclass(eq=False)
@@ -152,12 +153,15 @@ class StreakRule:
             s, e = int(bounds[k]), int(bounds[k + 1])
             run = carried if (k == 0 and continuing and carried is not None) else \
                 Run(int(vals[s]), 0, int(ts[s]), int(ts[s]))
+            before = run.ids if run is carried else []
             for p in (s + np.flatnonzero(hit[s:e])).tolist():
-                events += self._cross(scope, run, int(length[p]), int(ts[p]), state)
+                samples = (before + sample_ids(batch.ids[idx[max(s, p - SAMPLES + 1):p + 1]]))[-SAMPLES:]
+                events += self._cross(scope, run, int(length[p]), int(ts[p]), state, samples)
             if k < last:
                 self._end_run(run, self._end_time(int(ts[e - 1]), int(ts[e])), state, int(length[e - 1]))
                 continue
             run.length, run.last = int(length[-1]), int(ts[-1])
+            run.ids = (before + sample_ids(batch.ids[idx[max(s, n - SAMPLES):]]))[-SAMPLES:]
             if self.cfg.distinct == "customer":
                 run.customers = self._customers_of(batch, idx[s:], run.customers if run is carried else set())
             state.runs[scope] = run
@@ -199,7 +203,8 @@ class StreakRule:
         return out
 
     # --- the small state machine ------------------------------------------------------------------
-    def _cross(self, scope: int, run: Run, length: int, at: int, state: StreakState) -> list[Event]:
+    def _cross(self, scope: int, run: Run, length: int, at: int, state: StreakState,
+               samples: list[str]) -> list[Event]:
         key = (scope, run.value)
         events: list[Event] = []
         alert = state.alerts.get(key)
@@ -207,7 +212,7 @@ class StreakRule:
             events.append(self._resolve(key, state, alert.hold_until, "hold expired"))
             alert = None
         chance, expected = self._chance(scope, run.value, length, state)
-        extra = {"length": length, "chance": chance, "expected_per_day": expected}
+        extra = {"length": length, "chance": chance, "expected_per_day": expected, "samples": samples}
         tier = self.tier_of(length)
         if run.alert is not None and alert is not None:
             if tier > alert.tier:
@@ -337,7 +342,7 @@ class StreakRule:
             "day": state.day,
             "runs": [{"scope": dec(s) if self.scope_field else "", "value": dec(r.value), "length": r.length,
                       "started": r.started, "last": r.last, "customers": sorted(r.customers),
-                      "alert": r.alert is not None} for s, r in state.runs.items()],
+                      "alert": r.alert is not None, "ids": r.ids} for s, r in state.runs.items()],
             "alerts": [{"scope": dec(k[0]) if self.scope_field else "", "value": dec(k[1]), "alert": a.to_json()}
                        for k, a in state.alerts.items()],
         }
@@ -355,7 +360,7 @@ class StreakRule:
             scope = code(r["scope"]) if self.scope_field else 0
             value = code(r["value"])
             state.runs[scope] = Run(value, int(r["length"]), int(r["started"]), int(r["last"]), set(r["customers"]),
-                                    (scope, value) if r["alert"] else None)
+                                    (scope, value) if r["alert"] else None, list(r.get("ids", [])))
         self.rebuild_shares(state, buckets)
         return state
 

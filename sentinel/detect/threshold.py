@@ -38,6 +38,12 @@ from sentinel.model import US, Batch, Event, EventState, IntArray, Tier
 from sentinel.model import from_datetime as _from_dt
 
 FloatArray = npt.NDArray[np.float64]
+SAMPLES = 5
+"""Complaint ids an event carries (the records that made it), for the links in messages."""
+
+
+def sample_ids(ids: npt.NDArray[Any]) -> list[str]:
+    return [str(i) for i in ids.tolist()][-SAMPLES:]
 
 
 @dataclass(eq=False)
@@ -233,8 +239,9 @@ class ThresholdRule:
         events: list[Event] = []
         for pos in cand[np.argsort(order[cand], kind="stable")].tolist():
             x = int(ss[pos])
+            lo = max(int(group_start[pos]), pos - SAMPLES + 1)
             events += self._raise(state, x, int(level[pos]), int(count[pos]), int(batch.ts[order[pos]]),
-                                  state.base.value(x))
+                                  state.base.value(x), batch.ids[order[lo:pos + 1]])
         return events
 
     def _levels(self, count: IntArray, ss: IntArray, state: ThresholdState) -> IntArray:
@@ -252,7 +259,7 @@ class ThresholdRule:
         state.p_done[x] = True
 
     def _raise(self, state: ThresholdState, x: int, level: int, value: float, at: int,
-               baseline: float) -> list[Event]:
+               baseline: float, samples: npt.NDArray[Any]) -> list[Event]:
         """Open the series' alert or move it up a tier."""
         ratio = value / baseline if baseline > 0 else None
         p = poisson_sf(round(value), baseline) if self.cfg.max_p is not None else None
@@ -271,7 +278,7 @@ class ThresholdRule:
         alert.peak = max(alert.peak, value)
         alert.unmet_since = None
         return [event(self.name, self.kind, st, alert, at, value, baseline, _round(ratio), p,
-                      {"mode": self.cfg.mode})]
+                      {"mode": self.cfg.mode, "samples": sample_ids(samples)})]
 
     # --- pace ----------------------------------------------------------------------------------------
     def _expected(self, state: ThresholdState, ss: IntArray, wall: IntArray) -> FloatArray:
@@ -309,14 +316,16 @@ class ThresholdRule:
         walk = set(np.unique(ss[level > 0]).tolist()) | (set(np.unique(ss).tolist()) & set(state.alerts))
         events: list[Event] = []
         for x in sorted(walk):
-            for k in np.flatnonzero(ss == x).tolist():
+            mine = np.flatnonzero(ss == x)
+            for j, k in enumerate(mine.tolist()):
                 t = int(ts[k])
                 events += self._pace_time_passes(state, x, t)
                 alert = state.alerts.get(x)
                 c, e, lv = int(count[k]), float(expected[k]), int(level[k])
                 if lv > (int(alert.tier) if alert else 0) and (
                         self.cfg.max_p is None or poisson_sf(c, e) <= self.cfg.max_p):
-                    events += self._raise(state, x, lv, c, t, e)
+                    events += self._raise(state, x, lv, c, t, e,
+                                          batch.ids[order[mine[max(0, j - SAMPLES + 1):j + 1]]])
                     alert = state.alerts[x]
                 if alert is None:
                     continue

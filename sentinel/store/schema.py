@@ -90,3 +90,86 @@ alert_events = Table(
     Column("created_us", BigInteger, nullable=False),
     Index("ix_alert_events_instance", "instance"),
 )
+
+dispatch_cursor = Table(
+    "dispatch_cursor", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+)
+
+outbox = Table(
+    "outbox", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("delivery_id", String(40), nullable=False, unique=True),  # stable across retries
+    Column("receiver", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),  # alert | digest | repeat | escalation | fallback | test
+    Column("status", String(16), nullable=False),  # pending | sending | delivered | failed | dry_run
+    Column("tier", String(16), nullable=False),
+    Column("instances", Text, nullable=False),  # JSON list of the alert instances in the message
+    Column("payload", Text, nullable=False),  # JSON: views and message facts; rendered at send time
+    Column("event_at_us", BigInteger, nullable=False),  # earliest event in it (for the delay metric)
+    Column("created_us", BigInteger, nullable=False),
+    Column("next_attempt_us", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("finished_us", BigInteger, nullable=True),
+    Column("url_index", Integer, nullable=True),
+    Index("ix_outbox_receiver_status", "receiver", "status", "id"),
+)
+
+rate_state = Table(
+    "rate_state", metadata,
+    Column("receiver", String(128), primary_key=True),
+    Column("url_index", Integer, primary_key=True),
+    Column("sent", Text, nullable=False),  # JSON list of recent send instants (µs)
+    Column("blocked_until_us", BigInteger, nullable=False),
+)
+
+notify_log = Table(
+    "notify_log", metadata,  # who was told what about which alert (resolutions go to the same people)
+    Column("receiver", String(128), primary_key=True),
+    Column("instance", String(32), primary_key=True),
+    Column("route", Integer, nullable=False),
+    Column("group_key", String(64), nullable=False),
+    Column("last_sent_us", BigInteger, nullable=False),
+    Column("last_state", String(16), nullable=False),
+    Column("last_tier", String(16), nullable=False),
+)
+
+dispatch_groups = Table(
+    "dispatch_groups", metadata,  # alerts waiting to be told, grouped per route and group labels
+    Column("group_key", String(64), primary_key=True),
+    Column("route", Integer, nullable=False),
+    Column("labels", Text, nullable=False),
+    Column("pending", Text, nullable=False),  # JSON {instance: why}
+    Column("first_pending_us", BigInteger, nullable=True),
+    Column("last_flush_us", BigInteger, nullable=True),
+    Column("urgent", Boolean, nullable=False),
+)
+
+silences = Table(
+    "silences", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("matchers", Text, nullable=False),  # JSON, Alertmanager's shape
+    Column("starts_us", BigInteger, nullable=False),
+    Column("ends_us", BigInteger, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
+
+acks = Table(
+    "acks", metadata,
+    Column("instance", String(32), primary_key=True),
+    Column("by", String(200), nullable=False),
+    Column("via", String(16), nullable=False),  # api | cli | link
+    Column("at_us", BigInteger, nullable=False),
+)
+
+escalations = Table(
+    "escalations", metadata,  # escalated once per level
+    Column("instance", String(32), primary_key=True),
+    Column("tier", String(16), primary_key=True),
+    Column("at_us", BigInteger, nullable=False),
+)

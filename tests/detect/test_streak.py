@@ -140,3 +140,11 @@ def test_resolved_event_reports_length_and_duration() -> None:
     res = ev[-1]
     assert res.state == EventState.RESOLVED and res.extra["length"] == 6 and res.value == 6
     assert res.extra["duration_s"] == (at("2025-07-08 10:16") - at("2025-07-08 10:04")) // 1_000_000
+
+
+def test_samples_are_the_runs_last_records_whatever_the_split() -> None:
+    recs = seq("BAAAAAAAA")
+    for chunks in ([], [3], [2, 4, 6]):
+        ev = run([streak()], recs, chunks=chunks)
+        assert ev[0].extra["samples"] == ["2", "3", "4", "5", "6"]
+        assert ev[1].extra["samples"] == ["5", "6", "7", "8", "9"]

@@ -1,0 +1,271 @@
+"""The dispatcher: alert events become outbox messages.
+
+It reads new events by a durable cursor and, in the same transaction as that cursor, groups them per
+route and writes the messages. Each notification is routed by the alert's current labels and tier;
+a resolution goes to every receiver that was told of the alert (the notification log remembers who
+was told), and an alert that fired and resolved before anyone was told is not announced at all.
+
+Grouping follows Alertmanager: the first alert of a group waits `group_wait`, later changes are
+batched and sent at most every `group_interval`; an upgrade is sent at once. What holds an alert back
+(silences, inhibition, mute times) and what brings it back (repeats, escalation) is decided in
+`sentinel.alerting.policy`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from sentinel.alerting.ack import ack_url
+from sentinel.alerting.routing import Route, Router, alert_labels
+from sentinel.config import Config
+from sentinel.logs import fields
+from sentinel.model import Tier
+from sentinel.notify import outbox
+from sentinel.notify.views import AlertView
+from sentinel.store.alerts import events_after
+from sentinel.store.schema import alerts, dispatch_groups, notify_log
+
+log = logging.getLogger("sentinel.dispatch")
+
+CURSOR = "dispatcher"
+
+
+@dataclass(slots=True)
+class Told:
+    receiver: str
+    route: int
+    group_key: str
+    last_sent_us: int
+    last_state: str
+    last_tier: str
+
+
+@dataclass(slots=True)
+class Group:
+    key: str
+    route: int
+    labels: dict[str, str]
+    pending: list[str]
+    first_pending_us: int | None
+    last_flush_us: int | None
+    urgent: bool
+    dirty: bool = False
+
+
+class Dispatcher:
+    def __init__(self, cfg: Config, *, policy: Any = None) -> None:
+        self.cfg = cfg
+        self.router = Router(cfg)
+        self.policy = policy
+
+    def reload(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.router = Router(cfg)
+
+    # --- one step: new events in, due groups out -----------------------------------------------------
+    def step(self, conn: Connection, now_us: int) -> int:
+        """Consume new events and flush due groups; returns the number of messages written."""
+        cursor = outbox.get_cursor(conn, CURSOR) or 0
+        groups = self._load_groups(conn)
+        events = events_after(conn, cursor, limit=5000)
+        for ev in events:
+            cursor = ev.seq
+            if ev.notify:
+                self._on_event(conn, ev.instance, ev.state, ev.payload, groups, now_us)
+        if events:
+            outbox.set_cursor(conn, CURSOR, cursor)
+        if self.policy is not None:
+            self.policy.schedule(conn, self, groups, now_us)
+        written = self._flush(conn, groups, now_us)
+        self._save_groups(conn, groups)
+        return written
+
+    def _on_event(self, conn: Connection, instance: str, state: str, payload: Mapping[str, Any],
+                  groups: dict[str, Group], now_us: int) -> None:
+        labels = alert_labels(payload["rule"], payload["kind"], payload["tier"], payload["labels"])
+        if state == "resolved":
+            # to everyone who was told of it, through the group that told them
+            for t in self.told(conn, instance):
+                if t.last_state == "resolved":
+                    continue
+                route = self.router.get(t.route) or self.router.routes[0]
+                if t.group_key in groups and groups[t.group_key].route == route.index:
+                    key, glabels = t.group_key, groups[t.group_key].labels
+                else:
+                    key, glabels = route.group_key(labels)
+                self.add(groups, route, key, glabels, instance, now_us, urgent=False)
+            return
+        for route in self.router.route(labels):
+            key, glabels = route.group_key(labels)
+            self.add(groups, route, key, glabels, instance, now_us, urgent=state == "upgraded")
+
+    def add(self, groups: dict[str, Group], route: Route, key: str, glabels: dict[str, str], instance: str,
+            now_us: int, urgent: bool) -> None:
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = Group(key, route.index, glabels, [], None, None, False, True)
+        if instance not in g.pending:
+            g.pending.append(instance)
+        if g.first_pending_us is None:
+            g.first_pending_us = now_us
+        g.urgent = g.urgent or urgent
+        g.dirty = True
+
+    # --- flushing ----------------------------------------------------------------------------------
+    def _due(self, g: Group, route: Route, now_us: int) -> bool:
+        if not g.pending:
+            return False
+        if g.urgent:
+            return True
+        if g.last_flush_us is None:
+            wait = int(route.cfg.group_wait.total_seconds() * 1_000_000)
+            return g.first_pending_us is not None and now_us >= g.first_pending_us + wait
+        interval = int(route.cfg.group_interval.total_seconds() * 1_000_000)
+        return now_us >= g.last_flush_us + interval
+
+    def _flush(self, conn: Connection, groups: dict[str, Group], now_us: int) -> int:
+        written = 0
+        for g in groups.values():
+            route = self.router.get(g.route)
+            if route is None:  # the route went away in a reload: hand its alerts to the current routes
+                self._reroute(conn, g, groups, now_us)
+                continue
+            if not self._due(g, route, now_us):
+                continue
+            if self.policy is not None and self.policy.hold_group(g, route, now_us):
+                continue
+            rows = self._alert_rows(conn, g.pending)
+            for receiver in route.cfg.receivers:
+                views = self._views_for(conn, receiver, rows, g, now_us)
+                if not views:
+                    continue
+                repeat = all(self._is_repeat(conn, receiver, v) for v in views)
+                kind = "repeat" if repeat else "alert" if len(views) == 1 else "digest"
+                self._enqueue(conn, receiver, kind, views, rows, now_us, {"group_key": g.key, "group_labels": g.labels})
+                for v in views:
+                    self.log_view(conn, receiver, v, route.index, g.key, now_us)
+                written += 1
+            kept = self.policy.still_pending(conn, g, rows, now_us) if self.policy is not None else []
+            g.pending = kept
+            g.first_pending_us = now_us if kept else None
+            g.last_flush_us = now_us
+            g.urgent = False
+            g.dirty = True
+        return written
+
+    def _reroute(self, conn: Connection, g: Group, groups: dict[str, Group], now_us: int) -> None:
+        rows = self._alert_rows(conn, g.pending)
+        for inst, row in rows.items():
+            labels = alert_labels(row["rule"], row["kind"], row["tier"], json.loads(row["labels"]))
+            for route in self.router.route(labels):
+                key, glabels = route.group_key(labels)
+                if key != g.key:
+                    self.add(groups, route, key, glabels, inst, now_us, urgent=False)
+        g.pending = []
+        g.dirty = True
+
+    def _views_for(self, conn: Connection, receiver: str, rows: Mapping[str, Mapping[str, Any]], g: Group,
+                   now_us: int) -> list[AlertView]:
+        out = []
+        for inst, row in rows.items():
+            t = self.told_one(conn, receiver, inst)
+            if row["status"] == "resolved":
+                if t is None or t.last_state == "resolved":
+                    continue  # never told of it (or told already): nothing to resolve for these people
+            elif self.policy is not None and not self.policy.may_send(conn, row, receiver, g, now_us):
+                continue
+            v = self.view(row)
+            if t is None and v.state == "upgraded":
+                v = replace(v, state="firing")  # the first these people hear of it: a new alert at its tier
+            out.append(v)
+        return sorted(out, key=lambda v: (-int(v.tier), v.state == "resolved", -v.at.timestamp()))
+
+    def view(self, row: Mapping[str, Any]) -> AlertView:
+        payload = json.loads(row["last_event"])
+        secret = self.cfg.api.ack_secret.get() if self.cfg.api.ack_secret is not None else None
+        link = None
+        if row["status"] == "open":
+            link = ack_url(self.cfg.base_url, secret, row["instance"], self.cfg.api.ack_ttl.total_seconds())
+        record_url = self.cfg.source.record_url if self.cfg.source is not None else None
+        return outbox.view_from_event(payload, self.cfg.tz, record_url=record_url, ack_url=link)
+
+    def _enqueue(self, conn: Connection, receiver: str, kind: str, views: Sequence[AlertView],
+                 rows: Mapping[str, Mapping[str, Any]], now_us: int, extra: Mapping[str, Any]) -> None:
+        tier = max((v.tier for v in views), default=Tier.LIGHT)
+        event_at = min(int(json.loads(rows[v.instance]["last_event"])["at_us"]) for v in views)
+        status = "resolved" if all(v.state == "resolved" for v in views) else "firing"
+        outbox.enqueue(conn, receiver, kind, tier, views, event_at_us=min(event_at, now_us), now_us=now_us,
+                       extra={**extra, "status": status})
+        log.info("message queued", extra=fields(receiver=receiver, kind=kind, alerts=len(views), tier=tier.label))
+
+    def enqueue_views(self, conn: Connection, receiver: str, kind: str, rows: Mapping[str, Mapping[str, Any]],
+                      now_us: int, extra: Mapping[str, Any] | None = None) -> None:
+        views = [self.view(r) for r in rows.values()]
+        if views:
+            self._enqueue(conn, receiver, kind, views, rows, now_us, extra or {})
+
+    # --- notification log ----------------------------------------------------------------------------
+    def told(self, conn: Connection, instance: str) -> list[Told]:
+        q = select(notify_log).where(notify_log.c.instance == instance)
+        return [Told(r.receiver, r.route, r.group_key, r.last_sent_us, r.last_state, r.last_tier)
+                for r in conn.execute(q)]
+
+    def told_one(self, conn: Connection, receiver: str, instance: str) -> Told | None:
+        r = conn.execute(select(notify_log).where(notify_log.c.receiver == receiver,
+                                                  notify_log.c.instance == instance)).first()
+        return None if r is None else Told(r.receiver, r.route, r.group_key, r.last_sent_us, r.last_state,
+                                           r.last_tier)
+
+    def _is_repeat(self, conn: Connection, receiver: str, v: AlertView) -> bool:
+        """Told before at this tier and still open: the message is a reminder."""
+        t = self.told_one(conn, receiver, v.instance)
+        return v.state != "resolved" and t is not None and t.last_state == "firing" and t.last_tier == v.tier.label
+
+    def log_view(self, conn: Connection, receiver: str, v: AlertView, route: int, group_key: str,
+                 now_us: int) -> None:
+        values = {"route": route, "group_key": group_key, "last_sent_us": now_us,
+                  "last_state": "resolved" if v.state == "resolved" else "firing", "last_tier": v.tier.label}
+        n = conn.execute(update(notify_log).where(notify_log.c.receiver == receiver,
+                                                  notify_log.c.instance == v.instance).values(**values)).rowcount
+        if n == 0:
+            conn.execute(insert(notify_log).values(receiver=receiver, instance=v.instance, **values))
+
+    # --- persistence of groups -----------------------------------------------------------------------
+    def _load_groups(self, conn: Connection) -> dict[str, Group]:
+        out = {}
+        for r in conn.execute(select(dispatch_groups)):
+            out[r.group_key] = Group(r.group_key, r.route, json.loads(r.labels), json.loads(r.pending),
+                                     r.first_pending_us, r.last_flush_us, bool(r.urgent))
+        return out
+
+    def _save_groups(self, conn: Connection, groups: Mapping[str, Group]) -> None:
+        for g in groups.values():
+            if not g.dirty:
+                continue
+            values = {"route": g.route, "labels": json.dumps(g.labels, ensure_ascii=False),
+                      "pending": json.dumps(g.pending), "first_pending_us": g.first_pending_us,
+                      "last_flush_us": g.last_flush_us, "urgent": g.urgent}
+            n = conn.execute(update(dispatch_groups).where(dispatch_groups.c.group_key == g.key)
+                             .values(**values)).rowcount
+            if n == 0:
+                conn.execute(insert(dispatch_groups).values(group_key=g.key, **values))
+            g.dirty = False
+
+    def _alert_rows(self, conn: Connection, instances: Iterable[str]) -> dict[str, dict[str, Any]]:
+        ids = list(instances)
+        if not ids:
+            return {}
+        rows = conn.execute(select(alerts).where(alerts.c.instance.in_(ids))).mappings().all()
+        by_id = {r["instance"]: dict(r) for r in rows}
+        return {i: by_id[i] for i in ids if i in by_id}
+
+    def forget_resolved(self, conn: Connection, before_us: int) -> None:
+        """Housekeeping: notification-log rows of alerts resolved long ago."""
+        old = select(alerts.c.instance).where(alerts.c.status == "resolved", alerts.c.resolved_us < before_us)
+        conn.execute(delete(notify_log).where(notify_log.c.instance.in_(old)))

@@ -1,0 +1,177 @@
+"""What holds an alert back and what brings it back: silences, inhibition, mute times, acknowledgement,
+repeats and escalation. The dispatcher asks this module; nothing here sends anything itself.
+
+- Silenced or inhibited alerts are recorded and shown, never sent, repeated or escalated.
+- Inhibition: while a `source` alert is open, `target` alerts with the same `equal` label values are
+  held (one surge seen at total, type and type x channel level tells people once).
+- A muted route holds its groups while the window lasts; they go out as one digest when it ends
+  (alerts that resolved meanwhile, never told, are dropped). Escalations are never muted.
+- Repeats: an open, unacknowledged alert is told again every `repeat_interval`.
+- Escalation: a `moderate` or `severe` alert not acknowledged within `escalate_after` of reaching that
+  tier goes to the route's `escalate_to` receivers, once per tier.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, func, insert, select
+
+from sentinel.alerting import silences as silence_store
+from sentinel.alerting.routing import Matcher, Route, alert_labels, compile_matchers, matches
+from sentinel.config import Config
+from sentinel.model import US, to_datetime
+from sentinel.store.schema import acks, alert_events, alerts, escalations, notify_log
+
+if TYPE_CHECKING:
+    from sentinel.alerting.dispatch import Dispatcher, Group
+
+
+@dataclass(frozen=True, slots=True)
+class Inhibit:
+    source: tuple[Matcher, ...]
+    target: tuple[Matcher, ...]
+    equal: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    silenced: str | None  # silence id
+    inhibited: str | None  # instance of the inhibiting alert
+    acknowledged: bool
+    muted: bool
+
+
+def labels_of(row: Mapping[str, Any]) -> dict[str, str]:
+    return alert_labels(row["rule"], row["kind"], row["tier"], json.loads(row["labels"]))
+
+
+class Policy:
+    def __init__(self, cfg: Config) -> None:
+        self.reload(cfg)
+        self._silences: list[silence_store.Silence] = []
+        self._open: list[tuple[str, dict[str, str]]] = []
+        self._acked: set[str] = set()
+
+    def reload(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.inhibits = [Inhibit(compile_matchers(i.source), compile_matchers(i.target), tuple(i.equal))
+                         for i in cfg.inhibit]
+
+    # --- the facts of this step ------------------------------------------------------------------------
+    def begin(self, conn: Connection, now_us: int) -> None:
+        self._silences = silence_store.load(conn, include_expired_after_us=now_us)
+        rows = [dict(r) for r in conn.execute(select(alerts).where(alerts.c.status == "open")).mappings()]
+        self._open = [(r["instance"], labels_of(r)) for r in rows]
+        self._acked = set(conn.execute(select(acks.c.instance)).scalars())
+
+    def hold(self, row: Mapping[str, Any], now_us: int, routes: Sequence[Route] = ()) -> Hold:
+        labels = labels_of(row)
+        s = silence_store.silenced_by(self._silences, labels, now_us)
+        return Hold(s.id if s else None, self.inhibited_by(row["instance"], labels), row["instance"] in self._acked,
+                    any(self.muted(r, now_us) for r in routes))
+
+    def inhibited_by(self, instance: str, labels: Mapping[str, str]) -> str | None:
+        for rule in self.inhibits:
+            if not matches(rule.target, labels):
+                continue
+            for other, olabels in self._open:
+                if other == instance or not matches(rule.source, olabels):
+                    continue
+                if all(olabels.get(k, "") == labels.get(k, "") for k in rule.equal):
+                    return other
+        return None
+
+    def muted(self, route: Route, now_us: int) -> bool:
+        if not route.cfg.mute:
+            return False
+        local = to_datetime(now_us, self.cfg.tz).time()
+        return any(w.contains(local) for w in route.cfg.mute)
+
+    # --- the dispatcher's questions ------------------------------------------------------------------
+    def may_send(self, conn: Connection, row: Mapping[str, Any], receiver: str, g: Group, now_us: int) -> bool:
+        h = self.hold(row, now_us)
+        return h.silenced is None and h.inhibited is None
+
+    def hold_group(self, g: Group, route: Route, now_us: int) -> bool:
+        return self.muted(route, now_us)
+
+    def still_pending(self, conn: Connection, g: Group, rows: Mapping[str, Any], now_us: int) -> list[str]:
+        return []
+
+    def schedule(self, conn: Connection, dispatcher: Dispatcher, groups: dict[str, Group], now_us: int) -> None:
+        """Time-driven notifications: repeats go into their groups, escalations straight out."""
+        self.begin(conn, now_us)
+        self._repeats(conn, dispatcher, groups, now_us)
+        self._escalate(conn, dispatcher, now_us)
+
+    def _repeats(self, conn: Connection, dispatcher: Dispatcher, groups: dict[str, Group], now_us: int) -> None:
+        q = (select(notify_log, alerts.c.rule, alerts.c.kind, alerts.c.tier, alerts.c.labels, alerts.c.instance)
+             .join(alerts, alerts.c.instance == notify_log.c.instance)
+             .where(alerts.c.status == "open", notify_log.c.last_state == "firing"))
+        for r in [dict(x) for x in conn.execute(q).mappings()]:
+            route = dispatcher.router.get(r["route"])
+            if route is None or r["instance"] in self._acked:
+                continue
+            if now_us < r["last_sent_us"] + int(route.cfg.repeat_interval.total_seconds() * US):
+                continue
+            h = self.hold(r, now_us)
+            if h.silenced or h.inhibited:
+                continue
+            labels = labels_of(r)
+            key, glabels = route.group_key(labels)
+            g = groups.get(key)
+            if g is not None and r["instance"] in g.pending:
+                continue
+            dispatcher.add(groups, route, key, glabels, r["instance"], now_us, urgent=False)
+
+    def _escalate(self, conn: Connection, dispatcher: Dispatcher, now_us: int) -> None:
+        rows = [dict(r) for r in conn.execute(select(alerts).where(
+            alerts.c.status == "open", alerts.c.tier.in_(("moderate", "severe")))).mappings()]
+        done = {(i, t) for i, t in conn.execute(select(escalations.c.instance, escalations.c.tier))}
+        for row in rows:
+            inst, tier = row["instance"], row["tier"]
+            if inst in self._acked or (inst, tier) in done:
+                continue
+            h = self.hold(row, now_us)
+            if h.silenced or h.inhibited:
+                continue
+            labels = labels_of(row)
+            targets = [r for r in dispatcher.router.route(labels) if r.cfg.escalate_to]
+            if not targets:
+                continue
+            since = self.reached(conn, inst, tier)
+            due = [r for r in targets if now_us >= since + int(r.cfg.escalate_after.total_seconds() * US)]
+            if not due:
+                continue
+            receivers = sorted({name for r in due for name in r.cfg.escalate_to})
+            for name in receivers:
+                dispatcher.enqueue_views(conn, name, "escalation", {inst: dict(row)}, now_us,
+                                         {"escalated_after_s": (now_us - since) // US})
+                dispatcher.log_view(conn, name, dispatcher.view(row), due[0].index, "escalation", now_us)
+            conn.execute(insert(escalations).values(instance=inst, tier=tier, at_us=now_us))
+
+    def reached(self, conn: Connection, instance: str, tier: str) -> int:
+        """When the alert first reached `tier` (its firing or upgrade to it)."""
+        v = conn.execute(select(func.min(alert_events.c.at_us)).where(alert_events.c.instance == instance,
+                                                                      alert_events.c.tier == tier)).scalar()
+        return int(v) if v is not None else 0
+
+
+def acknowledge(conn: Connection, instance: str, by: str, via: str, now_us: int) -> str:
+    """Record an acknowledgement; returns "acknowledged", "already" or raises KeyError (unknown)."""
+    row = conn.execute(select(alerts.c.status).where(alerts.c.instance == instance)).first()
+    if row is None:
+        raise KeyError(instance)
+    if conn.execute(select(acks.c.instance).where(acks.c.instance == instance)).first() is not None:
+        return "already"
+    conn.execute(insert(acks).values(instance=instance, by=by[:200] or "unknown", via=via, at_us=now_us))
+    return "acknowledged"
+
+
+def acked(conn: Connection) -> dict[str, tuple[str, int]]:
+    return {i: (b, t) for i, b, t in conn.execute(select(acks.c.instance, acks.c.by, acks.c.at_us))}
+

@@ -1,0 +1,152 @@
+"""Silences: label matchers with a time window, in Alertmanager's JSON so people's habits carry over.
+
+A silenced alert is still detected, recorded and shown; it is only not sent (nor repeated or
+escalated) while an active silence matches it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, insert, select, update
+
+from sentinel.model import from_datetime, to_datetime
+from sentinel.store.schema import silences
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceMatcher:
+    name: str
+    value: str
+    is_regex: bool = False
+    is_equal: bool = True
+
+    def __call__(self, labels: Mapping[str, str]) -> bool:
+        v = labels.get(self.name, "")
+        hit = bool(re.fullmatch(self.value, v)) if self.is_regex else v == self.value
+        return hit if self.is_equal else not hit
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "isRegex": self.is_regex, "isEqual": self.is_equal}
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    id: str
+    matchers: tuple[SilenceMatcher, ...]
+    starts_us: int
+    ends_us: int
+    created_by: str
+    comment: str
+    updated_us: int
+
+    def state(self, now_us: int) -> str:
+        if now_us >= self.ends_us:
+            return "expired"
+        return "pending" if now_us < self.starts_us else "active"
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(m(labels) for m in self.matchers)
+
+    def to_api(self, tz: ZoneInfo, now_us: int) -> dict[str, Any]:
+        return {"id": self.id, "matchers": [m.to_json() for m in self.matchers],
+                "startsAt": to_datetime(self.starts_us, tz).isoformat(),
+                "endsAt": to_datetime(self.ends_us, tz).isoformat(),
+                "updatedAt": to_datetime(self.updated_us, tz).isoformat(),
+                "createdBy": self.created_by, "comment": self.comment, "status": {"state": self.state(now_us)}}
+
+
+class SilenceError(ValueError):
+    pass
+
+
+def _time(value: Any, what: str) -> int:
+    if not isinstance(value, str):
+        raise SilenceError(f"{what} must be an RFC 3339 time")
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise SilenceError(f"{what}: {value[:40]!r} is not an RFC 3339 time") from None
+    if dt.tzinfo is None:
+        raise SilenceError(f"{what} needs a time zone offset")
+    return from_datetime(dt)
+
+
+def parse(body: Any, now_us: int) -> tuple[tuple[SilenceMatcher, ...], int, int, str, str]:
+    """Validate Alertmanager's silence JSON; errors say which field and why."""
+    if not isinstance(body, dict):
+        raise SilenceError("expected a JSON object")
+    raw = body.get("matchers")
+    if not isinstance(raw, list) or not raw:
+        raise SilenceError("matchers: at least one matcher is required")
+    matchers = []
+    for i, m in enumerate(raw):
+        if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not isinstance(m.get("value"), str):
+            raise SilenceError(f"matchers[{i}]: needs string name and value")
+        is_regex = bool(m.get("isRegex", False))
+        if is_regex:
+            try:
+                re.compile(m["value"])
+            except re.error as exc:
+                raise SilenceError(f"matchers[{i}].value: bad regular expression: {exc}") from None
+        matchers.append(SilenceMatcher(m["name"], m["value"], is_regex, bool(m.get("isEqual", True))))
+    starts = _time(body["startsAt"], "startsAt") if body.get("startsAt") else now_us
+    if "endsAt" not in body:
+        raise SilenceError("endsAt is required")
+    ends = _time(body["endsAt"], "endsAt")
+    if ends <= starts:
+        raise SilenceError("endsAt must be after startsAt")
+    if ends <= now_us:
+        raise SilenceError("endsAt is in the past")
+    created_by = str(body.get("createdBy") or "").strip()
+    comment = str(body.get("comment") or "").strip()
+    if not created_by:
+        raise SilenceError("createdBy is required")
+    if not comment:
+        raise SilenceError("comment is required (say why, for the next person on call)")
+    return tuple(matchers), starts, ends, created_by[:200], comment[:2000]
+
+
+def add(conn: Connection, matchers: Sequence[SilenceMatcher], starts_us: int, ends_us: int, created_by: str,
+        comment: str, now_us: int) -> str:
+    sid = str(uuid.uuid4())
+    conn.execute(insert(silences).values(id=sid, matchers=json.dumps([m.to_json() for m in matchers],
+                                                                       ensure_ascii=False),
+                                         starts_us=starts_us, ends_us=ends_us, created_by=created_by,
+                                         comment=comment, created_us=now_us, updated_us=now_us))
+    return sid
+
+
+def expire(conn: Connection, sid: str, now_us: int) -> bool:
+    """Ends a silence now; False when there is no such silence or it has already ended."""
+    row = conn.execute(select(silences.c.ends_us).where(silences.c.id == sid)).first()
+    if row is None or row[0] <= now_us:
+        return False
+    conn.execute(update(silences).where(silences.c.id == sid).values(ends_us=now_us, updated_us=now_us))
+    return True
+
+
+def load(conn: Connection, *, include_expired_after_us: int | None = None) -> list[Silence]:
+    q = select(silences)
+    if include_expired_after_us is not None:
+        q = q.where(silences.c.ends_us > include_expired_after_us)
+    out = []
+    for r in conn.execute(q.order_by(silences.c.created_us)).mappings():
+        ms = tuple(SilenceMatcher(m["name"], m["value"], bool(m.get("isRegex")), bool(m.get("isEqual", True)))
+                   for m in json.loads(r["matchers"]))
+        out.append(Silence(r["id"], ms, r["starts_us"], r["ends_us"], r["created_by"], r["comment"], r["updated_us"]))
+    return out
+
+
+def silenced_by(active: Sequence[Silence], labels: Mapping[str, str], now_us: int) -> Silence | None:
+    for s in active:
+        if s.state(now_us) == "active" and s.matches(labels):
+            return s
+    return None

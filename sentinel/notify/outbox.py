@@ -1,0 +1,204 @@
+"""The durable outbox: every message waits here until a chat tool has taken it.
+
+A message is written in the dispatcher's transaction (with its event cursor), marked `sending` before
+the HTTP call and `delivered`, retried or `failed` after it, each in its own transaction. A crash in
+the middle of a send leaves the message `sending`; at the next start it becomes `pending` again, so at
+most that one message is repeated. Messages are read per receiver in id order (FIFO), which keeps every
+alert's messages in order. Rate-limit windows live here too, so a restart cannot burst past a robot's
+limit. No URL, key or secret is ever written: receivers are referred to by name.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, and_, delete, func, insert, select, update
+
+from sentinel.model import Tier, to_datetime
+from sentinel.notify.views import AlertView
+from sentinel.store.schema import dispatch_cursor, outbox, rate_state
+
+PENDING, SENDING, DELIVERED, FAILED, DRY_RUN = "pending", "sending", "delivered", "failed", "dry_run"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    id: int
+    delivery_id: str
+    receiver: str
+    kind: str
+    status: str
+    tier: str
+    instances: list[str]
+    payload: dict[str, Any]
+    event_at_us: int
+    created_us: int
+    next_attempt_us: int
+    attempts: int
+    last_error: str | None
+    url_index: int | None
+
+    @staticmethod
+    def from_row(r: Any) -> OutboxMessage:
+        return OutboxMessage(r["id"], r["delivery_id"], r["receiver"], r["kind"], r["status"], r["tier"],
+                             json.loads(r["instances"]), json.loads(r["payload"]), r["event_at_us"],
+                             r["created_us"], r["next_attempt_us"], r["attempts"], r["last_error"], r["url_index"])
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def enqueue(conn: Connection, receiver: str, kind: str, tier: Tier, views: Sequence[AlertView], *,
+            event_at_us: int, now_us: int, extra: Mapping[str, Any] | None = None) -> int:
+    payload = {"views": [view_to_json(v) for v in views], **(extra or {})}
+    res = conn.execute(insert(outbox).values(
+        delivery_id=uuid.uuid4().hex, receiver=receiver, kind=kind, status=PENDING, tier=tier.label,
+        instances=_dumps(sorted({v.instance for v in views})), payload=_dumps(payload), event_at_us=event_at_us,
+        created_us=now_us, next_attempt_us=now_us, attempts=0, last_error=None, finished_us=None, url_index=None))
+    return int(res.inserted_primary_key[0])  # type: ignore[index]
+
+
+def head(conn: Connection, receiver: str) -> OutboxMessage | None:
+    """The receiver's oldest unfinished message (FIFO: a resolution never overtakes its firing)."""
+    row = conn.execute(select(outbox).where(outbox.c.receiver == receiver, outbox.c.status.in_((PENDING, SENDING)))
+                       .order_by(outbox.c.id).limit(1)).mappings().first()
+    return None if row is None else OutboxMessage.from_row(row)
+
+
+def mark_sending(conn: Connection, msg_id: int, url_index: int) -> None:
+    conn.execute(update(outbox).where(outbox.c.id == msg_id)
+                 .values(status=SENDING, url_index=url_index, attempts=outbox.c.attempts + 1))
+
+
+def mark_delivered(conn: Connection, msg_id: int, now_us: int, status: str = DELIVERED) -> None:
+    conn.execute(update(outbox).where(outbox.c.id == msg_id).values(status=status, finished_us=now_us,
+                                                                     last_error=None))
+
+
+def mark_retry(conn: Connection, msg_id: int, next_attempt_us: int, error: str) -> None:
+    conn.execute(update(outbox).where(outbox.c.id == msg_id)
+                 .values(status=PENDING, next_attempt_us=next_attempt_us, last_error=error[:500]))
+
+
+def mark_failed(conn: Connection, msg_id: int, now_us: int, error: str) -> None:
+    conn.execute(update(outbox).where(outbox.c.id == msg_id)
+                 .values(status=FAILED, finished_us=now_us, last_error=error[:500]))
+
+
+def reset_in_flight(conn: Connection) -> int:
+    """At start: a message left `sending` by a crash is sent again (at most this one repeats)."""
+    return conn.execute(update(outbox).where(outbox.c.status == SENDING).values(status=PENDING)).rowcount
+
+
+def pending_counts(conn: Connection) -> dict[str, int]:
+    q = (select(outbox.c.receiver, func.count()).where(outbox.c.status.in_((PENDING, SENDING)))
+         .group_by(outbox.c.receiver))
+    return {r: int(n) for r, n in conn.execute(q)}
+
+
+def last_outcomes(conn: Connection) -> dict[str, dict[str, Any]]:
+    """Per receiver: its most recent finished message and its most recent error."""
+    out: dict[str, dict[str, Any]] = {}
+    latest = (select(outbox.c.receiver, func.max(outbox.c.id).label("id"))
+              .where(outbox.c.status.in_((DELIVERED, FAILED, DRY_RUN))).group_by(outbox.c.receiver).subquery())
+    q = select(outbox).join(latest, and_(outbox.c.id == latest.c.id))
+    for r in conn.execute(q).mappings():
+        out[r["receiver"]] = {"status": r["status"], "at_us": r["finished_us"], "error": r["last_error"],
+                              "kind": r["kind"]}
+    return out
+
+
+def recent(conn: Connection, statuses: Sequence[str], limit: int = 50) -> list[OutboxMessage]:
+    q = select(outbox).where(outbox.c.status.in_(tuple(statuses))).order_by(outbox.c.id.desc()).limit(limit)
+    return [OutboxMessage.from_row(r) for r in conn.execute(q).mappings()]
+
+
+def prune(conn: Connection, delivered_before_us: int, failed_before_us: int) -> int:
+    n = conn.execute(delete(outbox).where(outbox.c.status.in_((DELIVERED, DRY_RUN)),
+                                          outbox.c.finished_us < delivered_before_us)).rowcount
+    n += conn.execute(delete(outbox).where(outbox.c.status == FAILED,
+                                           outbox.c.finished_us < failed_before_us)).rowcount
+    return n
+
+
+# --- rate-limit state ------------------------------------------------------------------------------
+
+def load_rate(conn: Connection) -> dict[tuple[str, int], tuple[list[int], int]]:
+    return {(r, int(i)): (json.loads(s), int(b))
+            for r, i, s, b in conn.execute(select(rate_state.c.receiver, rate_state.c.url_index, rate_state.c.sent,
+                                                  rate_state.c.blocked_until_us))}
+
+
+def save_rate(conn: Connection, receiver: str, url_index: int, sent: Sequence[int], blocked_until_us: int) -> None:
+    values = {"sent": _dumps(list(sent)), "blocked_until_us": blocked_until_us}
+    n = conn.execute(update(rate_state).where(rate_state.c.receiver == receiver,
+                                              rate_state.c.url_index == url_index).values(**values)).rowcount
+    if n == 0:
+        conn.execute(insert(rate_state).values(receiver=receiver, url_index=url_index, **values))
+
+
+# --- the dispatcher's cursor ---------------------------------------------------------------------------
+
+def get_cursor(conn: Connection, name: str) -> int | None:
+    v = conn.execute(select(dispatch_cursor.c.seq).where(dispatch_cursor.c.name == name)).scalar()
+    return None if v is None else int(v)
+
+
+def set_cursor(conn: Connection, name: str, seq: int) -> None:
+    n = conn.execute(update(dispatch_cursor).where(dispatch_cursor.c.name == name).values(seq=seq)).rowcount
+    if n == 0:
+        conn.execute(insert(dispatch_cursor).values(name=name, seq=seq))
+
+
+# --- views as JSON -----------------------------------------------------------------------------------
+
+def view_to_json(v: AlertView) -> dict[str, Any]:
+    return {"rule": v.rule, "kind": v.kind, "state": v.state, "tier": v.tier.label, "labels": dict(v.labels),
+            "value": v.value, "baseline": v.baseline, "ratio": v.ratio, "started": v.started.isoformat(),
+            "at": v.at.isoformat(), "instance": v.instance, "fingerprint": v.fingerprint, "p": v.p, "mode": v.mode,
+            "length": v.length, "chance": v.chance, "expected_per_day": v.expected_per_day, "peak": v.peak,
+            "duration_s": v.duration_s, "reason": v.reason, "samples": [list(s) for s in v.samples],
+            "ack_url": v.ack_url, "handover": v.handover}
+
+
+def view_from_json(d: Mapping[str, Any], tz: ZoneInfo) -> AlertView:
+    return AlertView(
+        rule=d["rule"], kind=d["kind"], state=d["state"], tier=Tier.parse(d["tier"]), labels=dict(d["labels"]),
+        value=d["value"], baseline=d["baseline"], ratio=d["ratio"],
+        started=datetime.fromisoformat(d["started"]).astimezone(tz), at=datetime.fromisoformat(d["at"]).astimezone(tz),
+        instance=d["instance"], fingerprint=d["fingerprint"], p=d.get("p"), mode=d.get("mode"),
+        length=d.get("length"), chance=d.get("chance"), expected_per_day=d.get("expected_per_day"),
+        peak=d.get("peak"), duration_s=d.get("duration_s"), reason=d.get("reason"),
+        samples=tuple((str(a), b) for a, b in d.get("samples", [])), ack_url=d.get("ack_url"),
+        handover=bool(d.get("handover")))
+
+
+def view_from_event(payload: Mapping[str, Any], tz: ZoneInfo, *, record_url: str | None,
+                    ack_url: str | None) -> AlertView:
+    """An AlertView from a stored event's payload (as `Event.to_json` wrote it)."""
+    samples = tuple((str(i), record_url.replace("{id}", _url_id(str(i))) if record_url else None)
+                    for i in payload.get("samples", []))
+    return AlertView(
+        rule=payload["rule"], kind=payload["kind"], state=payload["state"], tier=Tier.parse(payload["tier"]),
+        labels=dict(payload["labels"]), value=payload["value"], baseline=payload.get("baseline"),
+        ratio=payload.get("ratio"), started=to_datetime(int(payload["started_us"]), tz),
+        at=to_datetime(int(payload["at_us"]), tz), instance=payload["instance"], fingerprint=payload["fingerprint"],
+        p=payload.get("p"), mode=payload.get("mode"), length=payload.get("length"), chance=payload.get("chance"),
+        expected_per_day=payload.get("expected_per_day"), peak=payload.get("peak"),
+        duration_s=payload.get("duration_s"), reason=payload.get("reason"), samples=samples, ack_url=ack_url,
+        handover=bool(payload.get("handover")))
+
+
+def _url_id(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="")
+
+

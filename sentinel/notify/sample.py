@@ -1,0 +1,45 @@
+"""`sentinel notify-test`: a sample alert rendered and sent to every URL of one receiver."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+from sentinel.config import Config, ReceiverConfig
+from sentinel.model import Tier
+from sentinel.notify import create
+from sentinel.notify.base import Delivered, Failed, Message, RetryAfter
+from sentinel.notify.views import AlertView
+
+
+def sample_view(cfg: Config) -> AlertView:
+    now = datetime.now(cfg.tz)
+    return AlertView(rule="notify-test", kind="threshold", state="firing", tier=Tier.LIGHT,
+                     labels={"type": "物流配送延误"}, value=151, baseline=100.0, ratio=1.51,
+                     started=now - timedelta(minutes=3), at=now, instance="test", fingerprint="test",
+                     p=2.1e-06, mode="day")
+
+
+def send_test(cfg: Config, receiver: ReceiverConfig) -> Iterator[tuple[int, str]]:
+    """(url index, outcome line) for every robot URL of the receiver."""
+    from sentinel.notify.render import render
+
+    adapter = create(receiver)
+    try:
+        view = sample_view(cfg)
+        title, body = render([view], syntax=adapter.syntax, locale=receiver.locale or cfg.locale,
+                             max_bytes=adapter.max_bytes, max_chars=getattr(adapter, "max_chars", None),
+                             status_url=cfg.base_url + "/", kind="test", templates_dir=cfg.templates_dir)
+        message = Message(id=f"test-{uuid.uuid4().hex}", title=title, body=body, tier=Tier.LIGHT, status="firing",
+                          external_url=cfg.base_url, mention=False)
+        for index in range(len(receiver.all_urls())):
+            match adapter.send(message, index):
+                case Delivered(detail=detail):
+                    yield index, f"delivered ({detail})"
+                case RetryAfter(seconds=seconds, reason=reason):
+                    yield index, f"not delivered, the chat tool asks to retry in {seconds:.0f} s: {reason}"
+                case Failed(code=code, reason=reason):
+                    yield index, f"failed: {code}: {reason}"
+    finally:
+        adapter.close()
