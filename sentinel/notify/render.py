@@ -32,8 +32,9 @@ from urllib.parse import quote, urlsplit
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
+from sentinel.config import ReceiverConfig
 from sentinel.model import Tier
-from sentinel.notify.base import Syntax
+from sentinel.notify.base import Adapter, Syntax
 from sentinel.notify.escape import (
     FIELD_MAX_CHARS,
     clean,
@@ -362,6 +363,33 @@ def render(views: Sequence[AlertView], *, syntax: Syntax, locale: str = "zh_CN",
                 hi = mid - 1
         body = digest(lo)
     return title, _cap(body, max_bytes, max_chars)
+
+
+TITLE_RESERVE_BYTES = 640
+"""Room an adapter needs around the body for the title: < 100 characters of at most 5 bytes each once
+escaped (Slack's `&amp;`), plus its markup, separators and DingTalk's `#### `."""
+TITLE_RESERVE_CHARS = 128
+
+
+def body_budget(adapter: Adapter, receiver: ReceiverConfig, tier: Tier) -> tuple[int, int | None]:
+    """(max_bytes, max_chars) for `render`, so that the adapter never has to cut the body.
+
+    Adapters put the title, the configured mentions and a keyword around the body and cap the whole
+    at their limit; cutting there would drop a digest's last line, the count of alerts that did not
+    fit. WeCom sends a tier that mentions everyone or by mobile as a text message with a smaller limit
+    (`max_text_bytes`).
+    """
+    m = receiver.mention.for_tier(tier)
+    limit = adapter.max_bytes
+    text_limit = getattr(adapter, "max_text_bytes", None)
+    if m is not None and (m.all or m.mobiles) and isinstance(text_limit, int):
+        limit = min(limit, text_limit)
+    ids = [*m.users, *m.mobiles] if m is not None else []
+    tail = " ".join([f"<@{i}>" for i in ids] + ([receiver.keyword] if receiver.keyword else []))
+    extra = utf8_len(tail) + 64 * bool(m is not None and m.all)  # `<at user_id="all">所有人</at>`, `<!channel>`
+    max_chars = getattr(adapter, "max_chars", None)
+    chars = max(max_chars - TITLE_RESERVE_CHARS - len(tail) - 64, 1) if isinstance(max_chars, int) else None
+    return max(limit - TITLE_RESERVE_BYTES - extra, 1), chars
 
 
 def sample_view(now: datetime, tier: Tier = Tier.MODERATE, ack_url: str | None = None) -> AlertView:

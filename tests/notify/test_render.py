@@ -20,8 +20,11 @@ from hypothesis import strategies as st
 from sentinel.model import Tier
 from sentinel.notify.base import Syntax
 from sentinel.notify.escape import utf8_len
+from sentinel.notify import ADAPTERS
+from sentinel.notify.base import Delivered, Message
 from sentinel.notify.render import (
     TemplateError,
+    body_budget,
     check_templates,
     environment,
     format_duration,
@@ -35,6 +38,7 @@ from sentinel.notify.render import (
 from sentinel.notify.views import AlertView
 
 from .builders import HOSTILE
+from .test_adapters import KINDS, make_fake, received_text
 
 TZ = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2025, 7, 8, 14, 3, tzinfo=TZ)
@@ -371,6 +375,35 @@ def test_digest_is_cut_only_on_whole_entries_when_the_header_fits(syntax: Syntax
 def test_hard_cap_is_the_last_resort_and_says_so() -> None:
     _, body = run(crisis(40), Syntax.MARKDOWN, max_bytes=60)
     assert utf8_len(body) <= 60 and body.endswith("…")
+
+
+@pytest.mark.parametrize("tier", [Tier.LIGHT, Tier.SEVERE])
+@pytest.mark.parametrize("kind", KINDS)
+def test_through_each_adapter_the_count_line_survives(kind: str, tier: Tier) -> None:
+    """Rendered within `body_budget`, a 500-alert digest reaches each fake vendor whole: the adapter adds
+    title, mentions and keyword without cutting the body, so the count and status link arrive."""
+    severe: dict[str, Any] = {"users": ["zhangsan", "lisi"], "all": True}
+    if kind in ("wecom", "dingtalk"):
+        severe["mobiles"] = ["13800138000"]
+    views = [threshold(labels={"type": f"类型{i:03d}" + "&" * 40, "channel": "电话热线"}, tier=tier, instance=f"i{i}",
+                       fingerprint=f"f{i}", ack_url=f"{ACK}-{i}") for i in range(500)]
+    with make_fake(kind) as fake:
+        receiver = fake.receiver(mention={"severe": severe, "light": {"users": ["wangwu"]}})
+        adapter = ADAPTERS[kind](receiver)
+        try:
+            max_bytes, max_chars = body_budget(adapter, receiver, tier)
+            title, body = render(views, syntax=adapter.syntax, max_bytes=max_bytes, max_chars=max_chars,
+                                 status_url=STATUS, kind="alert")
+            title = "&" * 99  # the worst title for escaping (5 bytes in Slack)
+            out = adapter.send(Message(id="d-1", title=title, body=body, tier=tier, status="firing"))
+            assert isinstance(out, Delivered), out
+            text = received_text(kind, fake.last)
+        finally:
+            adapter.close()
+    more = re.search(r"还有 (\d+) 条预警", text)
+    assert more is not None and "截断" not in text and "truncated" not in text, text[-300:]
+    assert STATUS in text.rsplit("还有", 1)[1]
+    assert len(set(listed_ids(text))) + int(more.group(1)) == 500
 
 
 # --- overrides and errors ------------------------------------------------------------------------
