@@ -18,10 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sentinel.model import Tier
-from sentinel.notify.base import Syntax
-from sentinel.notify.escape import utf8_len
 from sentinel.notify import ADAPTERS
-from sentinel.notify.base import Delivered, Message
+from sentinel.notify.base import Delivered, Message, Syntax
+from sentinel.notify.escape import utf8_len
 from sentinel.notify.render import (
     TemplateError,
     body_budget,
