@@ -1,21 +1,38 @@
-"""The daemon's JSON API for people and the CLI: `/api/v1/status` (receivers, outbox, source).
+"""The daemon's HTTP API, for people and for the CLI (which never opens the store itself).
 
-Reads only; nothing here contains a secret (receivers are named, sources described without passwords).
+- `GET /api/v1/status` — receivers, outbox, source (feeds `sentinel status`).
+- `GET /api/v1/alerts` — open and recently resolved alerts with their silenced / inhibited /
+  acknowledged / muted state.
+- `GET|POST /api/v1/silences`, `DELETE /api/v1/silences/<id>` — Alertmanager's silence JSON.
+- `POST /api/v1/ack` — `{"instance": …, "by": …}`.
+- `GET /ack/<token>` shows a confirmation page; only `POST /ack/<token>` acknowledges, so link
+  previews and mail scanners never do.
+
+Writes need `Authorization: Bearer <[api] token>`, compared in constant time; without a configured
+token, writes are refused. Nothing here contains a secret.
 """
 
 from __future__ import annotations
 
+import hmac
+import json
+from html import escape
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from sentinel import __version__
+from sentinel.alerting import silences as silence_store
+from sentinel.alerting.ack import BadToken, verify_token
+from sentinel.alerting.policy import Policy, acked, acknowledge, labels_of
 from sentinel.clock import now_us
 from sentinel.daemon import Daemon
-from sentinel.http import Response
+from sentinel.http import HTTPError, Request, Response
 from sentinel.model import US, to_datetime
 from sentinel.notify import outbox
 from sentinel.store.schema import alerts
+
+RECENT_S = 24 * 3600
 
 
 def status(daemon: Daemon) -> dict[str, Any]:
@@ -62,7 +79,137 @@ def status(daemon: Daemon) -> dict[str, Any]:
     }
 
 
+def _policy(daemon: Daemon) -> Policy:
+    delivery = daemon.extras.get("delivery")
+    return delivery.policy if delivery is not None else Policy(daemon.cfg)
+
+
+def alerts_json(daemon: Daemon) -> list[dict[str, Any]]:
+    """Open alerts and those resolved in the last 24 h, as `/api/v1/alerts` returns them."""
+    tz = daemon.cfg.tz
+    now = now_us(daemon.clock)
+    policy = _policy(daemon)
+    delivery = daemon.extras.get("delivery")
+    router = delivery.dispatcher.router if delivery is not None else None
+    with daemon.store.reading() as conn:
+        rows = [dict(r) for r in conn.execute(
+            select(alerts).where(or_(alerts.c.status == "open", alerts.c.resolved_us >= now - RECENT_S * US))
+            .order_by(alerts.c.started_us.desc())).mappings()]
+        policy.begin(conn, now)
+        by_ack = acked(conn)
+    out = []
+    for r in rows:
+        labels = json.loads(r["labels"])
+        routes = router.route(labels_of(r)) if router is not None else []
+        hold = policy.hold(r, now, routes)
+        ack = by_ack.get(r["instance"])
+        out.append({
+            "instance": r["instance"], "fingerprint": r["fingerprint"], "rule": r["rule"], "kind": r["kind"],
+            "labels": labels, "tier": r["tier"], "state": r["status"],
+            "startsAt": to_datetime(r["started_us"], tz).isoformat(),
+            "endsAt": None if r["resolved_us"] is None else to_datetime(r["resolved_us"], tz).isoformat(),
+            "value": r["value"], "baseline": r["baseline"], "peak": r["peak"],
+            "silenced": hold.silenced is not None, "inhibited": hold.inhibited is not None,
+            "acknowledged": ack is not None, "muted": hold.muted and r["status"] == "open",
+            "silencedBy": hold.silenced, "inhibitedBy": hold.inhibited,
+            "acknowledgedBy": None if ack is None else ack[0],
+            "replay": bool(r["replay"]),
+        })
+    return out
+
+
+def _authorise(daemon: Daemon, req: Request) -> None:
+    token = daemon.cfg.api.token
+    if token is None:
+        raise HTTPError(403, "writes are disabled: set [api] token in the configuration")
+    given = req.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.get().encode()):
+        raise HTTPError(401, "missing or wrong bearer token")
+
+
 def register(daemon: Daemon) -> None:
-    daemon.app.route("GET", "/api/v1/status", lambda _req: Response.json(status(daemon)))
+    app = daemon.app
+    app.route("GET", "/api/v1/status", lambda _req: Response.json(status(daemon)))
+    app.route("GET", "/api/v1/alerts", lambda _req: Response.json(alerts_json(daemon)))
+
+    def list_silences(_req: Request) -> Response:
+        now = now_us(daemon.clock)
+        with daemon.store.reading() as conn:
+            items = silence_store.load(conn)
+        return Response.json([s.to_api(daemon.cfg.tz, now) for s in items])
+
+    def add_silence(req: Request) -> Response:
+        _authorise(daemon, req)
+        now = now_us(daemon.clock)
+        try:
+            matchers, starts, ends, by, comment = silence_store.parse(req.json(), now)
+        except silence_store.SilenceError as exc:
+            raise HTTPError(400, str(exc)) from None
+        with daemon.store.transaction() as conn:
+            sid = silence_store.add(conn, matchers, starts, ends, by, comment, now)
+        return Response.json({"silenceID": sid})
+
+    def expire_silence(req: Request) -> Response:
+        _authorise(daemon, req)
+        with daemon.store.transaction() as conn:
+            ok = silence_store.expire(conn, req.params["sid"], now_us(daemon.clock))
+        if not ok:
+            raise HTTPError(404, "no such active silence")
+        return Response.json({"status": "expired"})
+
+    def ack(req: Request) -> Response:
+        _authorise(daemon, req)
+        body = req.json()
+        if not isinstance(body, dict) or not isinstance(body.get("instance"), str):
+            raise HTTPError(400, "expected {\"instance\": …, \"by\": …}")
+        by = str(body.get("by") or "api")
+        try:
+            with daemon.store.transaction() as conn:
+                result = acknowledge(conn, body["instance"], by, str(body.get("via") or "api"), now_us(daemon.clock))
+        except KeyError:
+            raise HTTPError(404, f"no alert instance {body['instance'][:40]!r}") from None
+        return Response.json({"status": result, "instance": body["instance"]})
+
+    app.route("GET", "/api/v1/silences", list_silences)
+    app.route("POST", "/api/v1/silences", add_silence)
+    app.route("DELETE", "/api/v1/silences/<sid>", expire_silence)
+    app.route("DELETE", "/api/v1/silence/<sid>", expire_silence)
+    app.route("POST", "/api/v1/ack", ack)
+    app.route("GET", "/ack/<token>", lambda req: ack_page(daemon, req, confirm=False))
+    app.route("POST", "/ack/<token>", lambda req: ack_page(daemon, req, confirm=True))
 
 
+_PAGE = """<!doctype html><html lang="zh"><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex"><style>body{{font-family:sans-serif;max-width:40rem;margin:2rem auto;
+padding:0 1rem}}button{{font-size:1.1rem;padding:.5rem 1.5rem}}.bad{{color:#a50f15}}</style></head>
+<body><h1>{title}</h1>{body}</body></html>"""
+
+
+def ack_page(daemon: Daemon, req: Request, *, confirm: bool) -> Response:
+    secret = daemon.cfg.api.ack_secret
+    if secret is None:
+        return Response.html(_PAGE.format(title="确认预警 / Acknowledge", body="<p class=bad>Acknowledgement links are "
+                                          "disabled ([api] ack_secret is not set).</p>"), 404)
+    try:
+        claim = verify_token(secret.get(), req.params["token"], now_us(daemon.clock) / US)
+    except BadToken as exc:
+        return Response.html(_PAGE.format(title="链接无效 / Link not valid",
+                                          body=f"<p class=bad>{escape(str(exc))}</p>"), 403)
+    with daemon.store.reading() as conn:
+        row = conn.execute(select(alerts).where(alerts.c.instance == claim.instance)).mappings().first()
+    if row is None:
+        return Response.html(_PAGE.format(title="未找到 / Not found", body="<p class=bad>No such alert.</p>"), 404)
+    labels = " · ".join(f"{escape(k)} {escape(v)}" for k, v in json.loads(row["labels"]).items())
+    summary = (f"<p><b>{escape(row['rule'])}</b> — {labels}<br>tier {escape(row['tier'])}, "
+               f"{escape(row['status'])}, since {to_datetime(row['started_us'], daemon.cfg.tz):%Y-%m-%d %H:%M}</p>")
+    if not confirm:
+        form = ('<form method="post"><label>姓名 / Your name <input name="by" maxlength="100"></label> '
+                '<button type="submit">确认 / Acknowledge</button></form>')
+        return Response.html(_PAGE.format(title="确认预警 / Acknowledge alert", body=summary + form))
+    by = req.form().get("by", "").strip() or "link"
+    with daemon.store.transaction() as conn:
+        result = acknowledge(conn, claim.instance, by, "link", now_us(daemon.clock))
+    text = "已确认 / Acknowledged" if result == "acknowledged" else "此前已确认 / Already acknowledged"
+    return Response.html(_PAGE.format(title=text, body=summary + "<p>Repeats and escalation stop for this alert.</p>"))

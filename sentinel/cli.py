@@ -133,28 +133,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.duration, keep=args.keep)
 
 
-def api_base(cfg: Config) -> str:
-    """Where the running daemon's API answers (its `listen` address, loopback for a wildcard)."""
-    host, _, port = cfg.listen.rpartition(":")
-    if host in ("0.0.0.0", "::", "[::]", ""):
-        host = "127.0.0.1"
-    return f"http://{host}:{port}"
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    import requests
     from rich.console import Console
     from rich.table import Table
 
+    from sentinel.client import ApiError, call
+
     cfg = _load(args.config)
-    headers = {"Authorization": f"Bearer {cfg.api.token.get()}"} if cfg.api.token is not None else {}
-    url = f"{api_base(cfg)}/api/v1/status"
     try:
-        resp = requests.get(url, headers=headers, timeout=10)
-        resp.raise_for_status()
-        data = resp.json()
-    except (requests.RequestException, ValueError) as exc:
-        print(f"error: cannot reach the daemon at {url}: {type(exc).__name__}", file=sys.stderr)
+        data = call(cfg, "GET", "/api/v1/status")
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     if args.json:
         import json
@@ -182,6 +171,67 @@ def cmd_status(args: argparse.Namespace) -> int:
         for f in data["failed"]:
             failed.add_row(str(f["id"]), f["receiver"], f["created"], f["error"] or "")
         console.print(failed)
+    return EXIT_OK
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    import getpass
+
+    from sentinel.client import ApiError, call
+
+    cfg = _load(args.config)
+    try:
+        data = call(cfg, "POST", "/api/v1/ack", {"instance": args.instance, "by": args.by or getpass.getuser(),
+                                                 "via": "cli"})
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"{args.instance}: {data['status']}")
+    return EXIT_OK
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    import getpass
+    from datetime import UTC, datetime
+
+    from sentinel.client import ApiError, call, parse_matcher
+    from sentinel.units import parse_duration
+
+    cfg = _load(args.config)
+    try:
+        if args.silence_command == "add":
+            try:
+                matchers = [parse_matcher(m) for m in args.matchers]
+                duration = parse_duration(args.duration)
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
+            now = datetime.now(UTC)
+            body = {"matchers": matchers, "startsAt": now.isoformat(), "endsAt": (now + duration).isoformat(),
+                    "createdBy": args.by or getpass.getuser(), "comment": args.comment}
+            data = call(cfg, "POST", "/api/v1/silences", body)
+            print(data["silenceID"])
+        elif args.silence_command == "expire":
+            call(cfg, "DELETE", f"/api/v1/silences/{args.id}")
+            print(f"{args.id}: expired")
+        else:
+            from rich.console import Console
+            from rich.table import Table
+
+            items = call(cfg, "GET", "/api/v1/silences")
+            table = Table(title="Silences")
+            for col in ("id", "state", "matchers", "until", "by", "comment"):
+                table.add_column(col)
+            for s in items:
+                if s["status"]["state"] == "expired" and not args.all:
+                    continue
+                ms = ", ".join(f"{m['name']}{'' if m['isEqual'] else '!'}{'=~' if m['isRegex'] else '='}{m['value']}"
+                               for m in s["matchers"])
+                table.add_row(s["id"], s["status"]["state"], ms, s["endsAt"], s["createdBy"], s["comment"])
+            Console(highlight=False).print(table)
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
 
 
@@ -235,6 +285,29 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--config", required=True, metavar="FILE")
     st.add_argument("--json", action="store_true", help="print the raw JSON")
     st.set_defaults(func=cmd_status)
+
+    a = sub.add_parser("ack", help="acknowledge an alert instance (stops repeats and escalation)")
+    a.add_argument("instance")
+    a.add_argument("--config", required=True, metavar="FILE")
+    a.add_argument("--by", help="who acknowledges (default: your user name)")
+    a.set_defaults(func=cmd_ack)
+
+    si = sub.add_parser("silence", help="add, list or expire silences")
+    sisub = si.add_subparsers(dest="silence_command", metavar="ACTION")
+    sisub.required = True
+    sa = sisub.add_parser("add", help="silence alerts matching the matchers for a while")
+    sa.add_argument("matchers", nargs="+", metavar="MATCHER", help="type=物流配送延误, channel=~电话.*, rule!=x")
+    sa.add_argument("--config", required=True, metavar="FILE")
+    sa.add_argument("--duration", default="2h", help="how long (default 2h)")
+    sa.add_argument("--comment", required=True, help="why, for the next person on call")
+    sa.add_argument("--by", help="who (default: your user name)")
+    sl = sisub.add_parser("list", help="active and pending silences")
+    sl.add_argument("--config", required=True, metavar="FILE")
+    sl.add_argument("--all", action="store_true", help="include expired ones")
+    se = sisub.add_parser("expire", help="end a silence now")
+    se.add_argument("id")
+    se.add_argument("--config", required=True, metavar="FILE")
+    si.set_defaults(func=cmd_silence)
 
     nt = sub.add_parser("notify-test", help="send a sample message to a receiver and print its answer")
     nt.add_argument("--config", required=True, metavar="FILE")

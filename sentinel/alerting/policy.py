@@ -100,7 +100,16 @@ class Policy:
         return self.muted(route, now_us)
 
     def still_pending(self, conn: Connection, g: Group, rows: Mapping[str, Any], now_us: int) -> list[str]:
-        return []
+        """Open alerts held back by a silence or an inhibition stay in their group, so they are told at
+        the group's next interval after the silence expires or the inhibiting alert resolves."""
+        kept = []
+        for inst, row in rows.items():
+            if row["status"] != "open":
+                continue
+            h = self.hold(row, now_us)
+            if h.silenced or h.inhibited:
+                kept.append(inst)
+        return kept
 
     def schedule(self, conn: Connection, dispatcher: Dispatcher, groups: dict[str, Group], now_us: int) -> None:
         """Time-driven notifications: repeats go into their groups, escalations straight out."""
