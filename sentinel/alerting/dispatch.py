@@ -89,6 +89,7 @@ class Dispatcher:
     def _on_event(self, conn: Connection, instance: str, state: str, payload: Mapping[str, Any],
                   groups: dict[str, Group], now_us: int) -> None:
         labels = alert_labels(payload["rule"], payload["kind"], payload["tier"], payload["labels"])
+        when = min(now_us, int(payload.get("at_us", now_us)))  # group_wait counts from the event itself
         if state == "resolved":
             # to everyone who was told of it, through the group that told them
             for t in self.told(conn, instance):
@@ -99,11 +100,11 @@ class Dispatcher:
                     key, glabels = t.group_key, groups[t.group_key].labels
                 else:
                     key, glabels = route.group_key(labels)
-                self.add(groups, route, key, glabels, instance, now_us, urgent=False)
+                self.add(groups, route, key, glabels, instance, when, urgent=False)
             return
         for route in self.router.route(labels):
             key, glabels = route.group_key(labels)
-            self.add(groups, route, key, glabels, instance, now_us, urgent=state == "upgraded")
+            self.add(groups, route, key, glabels, instance, when, urgent=state == "upgraded")
 
     def add(self, groups: dict[str, Group], route: Route, key: str, glabels: dict[str, str], instance: str,
             now_us: int, urgent: bool) -> None:
