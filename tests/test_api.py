@@ -1,0 +1,218 @@
+"""The HTTP API and the CLI commands that use it: authentication, alerts, silences, acknowledgement
+by API, CLI and signed link (valid, expired, forged, reused for another instance; GET never acks)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from sentinel.alerting.ack import make_token
+from sentinel.cli import main
+from sentinel.clock import ManualClock
+from sentinel.config import load_config
+from sentinel.daemon import Daemon
+from sentinel.http import Server
+from sentinel.service import build
+from tests.test_daemon import NOW, Crm, history
+
+TOKEN = "api-TOKEN-0c1d2e3f"
+ACK_SECRET = "ack-SECRET-9a8b7c6d"
+
+
+@pytest.fixture
+def running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Daemon, str, Path]]:
+    monkeypatch.setenv("T_API_TOKEN", TOKEN)
+    monkeypatch.setenv("T_ACK_SECRET", ACK_SECRET)
+    crm = Crm(tmp_path / "crm.db")
+    history(crm)
+    crm.add(NOW - timedelta(hours=1), n=90, spacing=timedelta(seconds=20))  # a surge under way
+    body = f"""
+timezone = "Asia/Shanghai"
+state_url = "sqlite:///{tmp_path}/state.db"
+listen = "127.0.0.1:PORT"
+external_url = "https://sentinel.example"
+[api]
+token = "${{T_API_TOKEN}}"
+ack_secret = "${{T_ACK_SECRET}}"
+[source]
+url = "sqlite:///{crm.path}"
+table = "complaints"
+columns = {{ id = "id", created_at = "created_at", type = "category", channel = "channel" }}
+timezone = "UTC"
+[[rules]]
+name = "type-surge"
+kind = "threshold"
+[[receivers]]
+name = "cs-team"
+kind = "webhook"
+url = "http://127.0.0.1:9/hook"
+"""
+    cfg_path = tmp_path / "sentinel.toml"
+    cfg_path.write_text(body.replace("PORT", "0"), encoding="utf-8")
+    daemon = build(load_config(cfg_path), config_path=str(cfg_path), clock=ManualClock(NOW))
+    daemon.open()
+    while daemon.cycle():
+        pass
+    server = Server(daemon.app, "127.0.0.1:0")
+    server.start()
+    cli_cfg = tmp_path / "cli.toml"
+    cli_cfg.write_text(body.replace("PORT", str(server.port)), encoding="utf-8")
+    try:
+        yield daemon, server.url, cli_cfg
+    finally:
+        server.stop()
+        daemon.stop()
+
+
+def auth(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def open_instance(url: str) -> str:
+    alerts = requests.get(f"{url}/api/v1/alerts", timeout=5).json()
+    return str([a for a in alerts if a["state"] == "open"][0]["instance"])
+
+
+def test_alerts_list_states(running: tuple[Daemon, str, Path]) -> None:
+    _, url, _ = running
+    alerts = requests.get(f"{url}/api/v1/alerts", timeout=5).json()
+    a = alerts[0]
+    assert a["rule"] == "type-surge" and a["labels"] == {"type": "物流配送延误"} and a["state"] == "open"
+    for key in ("instance", "fingerprint", "tier", "startsAt", "endsAt", "value", "baseline", "silenced", "inhibited",
+                "acknowledged", "muted"):
+        assert key in a
+    assert a["silenced"] is False and a["acknowledged"] is False
+
+
+@pytest.mark.parametrize("headers", [{}, auth("wrong"), {"Authorization": f"Basic {TOKEN}"}])
+def test_writes_need_the_bearer_token(running: tuple[Daemon, str, Path], headers: dict[str, str]) -> None:
+    _, url, _ = running
+    inst = open_instance(url)
+    r = requests.post(f"{url}/api/v1/ack", json={"instance": inst, "by": "x"}, headers=headers, timeout=5)
+    assert r.status_code == 401
+    r = requests.post(f"{url}/api/v1/silences", json={}, headers=headers, timeout=5)
+    assert r.status_code == 401
+    assert requests.get(f"{url}/api/v1/alerts", timeout=5).json()[0]["acknowledged"] is False
+
+
+def test_ack_by_api(running: tuple[Daemon, str, Path]) -> None:
+    _, url, _ = running
+    inst = open_instance(url)
+    r = requests.post(f"{url}/api/v1/ack", json={"instance": inst, "by": "zhangsan"}, headers=auth(), timeout=5)
+    assert r.status_code == 200 and r.json()["status"] == "acknowledged"
+    again = requests.post(f"{url}/api/v1/ack", json={"instance": inst, "by": "x"}, headers=auth(), timeout=5)
+    assert again.json()["status"] == "already"
+    listed = {a["instance"]: a for a in requests.get(f"{url}/api/v1/alerts", timeout=5).json()}
+    assert listed[inst]["acknowledged"] is True and listed[inst]["acknowledgedBy"] == "zhangsan"
+    missing = requests.post(f"{url}/api/v1/ack", json={"instance": "nope"}, headers=auth(), timeout=5)
+    assert missing.status_code == 404
+
+
+def test_ack_by_cli(running: tuple[Daemon, str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    _, url, cli = running
+    inst = open_instance(url)
+    assert main(["ack", inst, "--config", str(cli), "--by", "lisi"]) == 0
+    assert "acknowledged" in capsys.readouterr().out
+    listed = {a["instance"]: a for a in requests.get(f"{url}/api/v1/alerts", timeout=5).json()}
+    assert listed[inst]["acknowledgedBy"] == "lisi"
+
+
+def _token_url(url: str, instance: str, expiry: int, secret: str = ACK_SECRET) -> str:
+    return f"{url}/ack/{make_token(secret, instance, expiry)}"
+
+
+def test_ack_link_get_shows_a_page_and_only_post_acknowledges(running: tuple[Daemon, str, Path]) -> None:
+    daemon, url, _ = running
+    inst = open_instance(url)
+    expiry = int(NOW.timestamp()) + 3600
+    link = _token_url(url, inst, expiry)
+    page = requests.get(link, timeout=5)
+    assert page.status_code == 200 and "<form method=\"post\"" in page.text
+    assert requests.get(f"{url}/api/v1/alerts", timeout=5).json()[0]["acknowledged"] is False  # GET did not ack
+    done = requests.post(link, data={"by": "王五"}, timeout=5)
+    assert done.status_code == 200 and "Acknowledged" in done.text
+    listed = {a["instance"]: a for a in requests.get(f"{url}/api/v1/alerts", timeout=5).json()}
+    assert listed[inst]["acknowledged"] is True and listed[inst]["acknowledgedBy"] == "王五"
+
+
+def test_ack_link_expired_forged_or_for_another_instance(running: tuple[Daemon, str, Path]) -> None:
+    daemon, url, _ = running
+    inst = open_instance(url)
+    now = int(NOW.timestamp())
+    expired = requests.post(_token_url(url, inst, now - 1), timeout=5)
+    assert expired.status_code == 403 and "expired" in expired.text
+    forged = requests.post(_token_url(url, inst, now + 3600, secret="not-the-secret"), timeout=5)
+    assert forged.status_code == 403 and "signature" in forged.text
+    # a valid token for instance A, with its instance part swapped for B, no longer verifies
+    import base64
+
+    token = make_token(ACK_SECRET, inst, now + 3600)
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    other = raw.replace(inst.encode(), b"0" * len(inst), 1)
+    swapped = base64.urlsafe_b64encode(other).rstrip(b"=").decode()
+    assert requests.post(f"{url}/ack/{swapped}", timeout=5).status_code == 403
+    assert requests.post(f"{url}/ack/garbage!!", timeout=5).status_code == 403
+    assert requests.get(f"{url}/api/v1/alerts", timeout=5).json()[0]["acknowledged"] is False
+
+
+def test_messages_carry_a_working_ack_link(running: tuple[Daemon, str, Path]) -> None:
+    daemon, url, _ = running
+    delivery = daemon.extras["delivery"]
+    delivery.dispatch()
+    from sentinel.notify import outbox
+
+    with daemon.store.reading() as conn:
+        msg = outbox.head(conn, "cs-team")
+    assert msg is not None
+    link = msg.payload["views"][0]["ack_url"]
+    assert link.startswith("https://sentinel.example/ack/")
+    local = url + link.removeprefix("https://sentinel.example")
+    assert requests.post(local, data={"by": "from-the-message"}, timeout=5).status_code == 200
+
+
+def test_silences_by_cli_and_api(running: tuple[Daemon, str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    _, url, cli = running
+    assert main(["silence", "add", "type=物流配送延误", "channel=~电话.*", "--config", str(cli),
+                 "--duration", "2h", "--comment", "known carrier outage", "--by", "ops"]) == 0
+    sid = capsys.readouterr().out.strip()
+    assert re.fullmatch(r"[0-9a-f-]{36}", sid)
+    listed: list[dict[str, Any]] = requests.get(f"{url}/api/v1/silences", timeout=5).json()
+    assert listed[0]["id"] == sid and listed[0]["status"]["state"] == "active"
+    assert listed[0]["matchers"][1] == {"name": "channel", "value": "电话.*", "isRegex": True, "isEqual": True}
+    assert main(["silence", "list", "--config", str(cli)]) == 0
+    assert sid in capsys.readouterr().out
+    assert main(["silence", "expire", sid, "--config", str(cli)]) == 0
+    assert requests.get(f"{url}/api/v1/silences", timeout=5).json()[0]["status"]["state"] == "expired"
+    assert main(["silence", "expire", sid, "--config", str(cli)]) == 1  # already ended
+
+
+def test_silence_validation_answers_400_with_the_field(running: tuple[Daemon, str, Path]) -> None:
+    _, url, _ = running
+    bad = requests.post(f"{url}/api/v1/silences", json={"matchers": [{"name": "type", "value": "(", "isRegex": True}],
+                                                        "endsAt": "2099-01-01T00:00:00Z", "createdBy": "a",
+                                                        "comment": "b"}, headers=auth(), timeout=5)
+    assert bad.status_code == 400 and "matchers[0].value" in bad.json()["error"]
+    no_comment = requests.post(f"{url}/api/v1/silences", json={"matchers": [{"name": "type", "value": "x"}],
+                                                               "endsAt": "2099-01-01T00:00:00Z", "createdBy": "a"},
+                               headers=auth(), timeout=5)
+    assert no_comment.status_code == 400 and "comment" in no_comment.json()["error"]
+
+
+def test_status_command(running: tuple[Daemon, str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    _, _, cli = running
+    assert main(["status", "--config", str(cli)]) == 0
+    out = capsys.readouterr().out
+    assert "cs-team" in out and "sqlite" in out and TOKEN not in out
+
+
+def test_cli_reports_an_unreachable_daemon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('listen = "127.0.0.1:9"\n', encoding="utf-8")
+    assert main(["status", "--config", str(cfg)]) == 1
+    assert "cannot reach the daemon" in capsys.readouterr().err
