@@ -207,7 +207,8 @@ def cmd_silence(args: argparse.Namespace) -> int:
                 print(f"error: {exc}", file=sys.stderr)
                 return EXIT_CONFIG
             now = datetime.now(UTC)
-            body = {"matchers": matchers, "startsAt": now.isoformat(), "endsAt": (now + duration).isoformat(),
+            # no startsAt: the silence starts when the daemon receives it
+            body = {"matchers": matchers, "endsAt": (now + duration).isoformat(),
                     "createdBy": args.by or getpass.getuser(), "comment": args.comment}
             data = call(cfg, "POST", "/api/v1/silences", body)
             print(data["silenceID"])
@@ -221,14 +222,14 @@ def cmd_silence(args: argparse.Namespace) -> int:
             items = call(cfg, "GET", "/api/v1/silences")
             table = Table(title="Silences")
             for col in ("id", "state", "matchers", "until", "by", "comment"):
-                table.add_column(col)
+                table.add_column(col, no_wrap=col in ("id", "state", "until"))
             for s in items:
                 if s["status"]["state"] == "expired" and not args.all:
                     continue
                 ms = ", ".join(f"{m['name']}{'' if m['isEqual'] else '!'}{'=~' if m['isRegex'] else '='}{m['value']}"
                                for m in s["matchers"])
                 table.add_row(s["id"], s["status"]["state"], ms, s["endsAt"], s["createdBy"], s["comment"])
-            Console(highlight=False).print(table)
+            Console(highlight=False, width=max(120, Console().width)).print(table)
     except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -605,6 +605,13 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         raise ConfigError(problems) from None
     for loc, msg in cfg.cross_check():
         problems.append(f"{where_of(loc)}: {loc}: {msg}")
+    if cfg.templates_dir is not None:
+        from sentinel.notify.render import TemplateError, check_templates  # lazy: render imports config
+
+        try:
+            check_templates(cfg.templates_dir)
+        except TemplateError as exc:
+            problems.append(f"{path}: templates_dir: {exc}")
     if problems:
         raise ConfigError(problems)
     return cfg

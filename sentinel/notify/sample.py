@@ -23,13 +23,14 @@ def sample_view(cfg: Config) -> AlertView:
 
 def send_test(cfg: Config, receiver: ReceiverConfig) -> Iterator[tuple[int, str]]:
     """(url index, outcome line) for every robot URL of the receiver."""
-    from sentinel.notify.render import render
+    from sentinel.notify.render import body_budget, render
 
     adapter = create(receiver)
     try:
         view = sample_view(cfg)
+        max_bytes, max_chars = body_budget(adapter, receiver, view.tier)
         title, body = render([view], syntax=adapter.syntax, locale=receiver.locale or cfg.locale,
-                             max_bytes=adapter.max_bytes, max_chars=getattr(adapter, "max_chars", None),
+                             max_bytes=max_bytes, max_chars=max_chars,
                              status_url=cfg.base_url + "/", kind="test", templates_dir=cfg.templates_dir)
         message = Message(id=f"test-{uuid.uuid4().hex}", title=title, body=body, tier=Tier.LIGHT, status="firing",
                           external_url=cfg.base_url, mention=False)

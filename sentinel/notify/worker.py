@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sentinel.clock import Clock, SystemClock, now_us
@@ -259,15 +260,24 @@ class DeliveryWorker:
 
     # --- building the message ------------------------------------------------------------------------
     def message(self, msg: outbox.OutboxMessage, runner: ReceiverRunner) -> Message:
-        from sentinel.notify.render import render
+        from sentinel.notify.render import TemplateError, body_budget, render
 
         views = [outbox.view_from_json(v, self.cfg.tz) for v in msg.payload.get("views", [])]
         adapter = runner.adapter
         kind = {"digest": "alert", "fallback": "alert"}.get(msg.kind, msg.kind)
-        title, body = render(views, syntax=adapter.syntax, locale=runner.cfg.locale or self.cfg.locale,
-                             max_bytes=adapter.max_bytes, max_chars=getattr(adapter, "max_chars", None),
-                             status_url=self.cfg.base_url + "/", kind=kind, note=msg.payload.get("note"),
-                             templates_dir=self.cfg.templates_dir)
+        max_bytes, max_chars = body_budget(adapter, runner.cfg, Tier.parse(msg.tier))
+
+        def build(templates_dir: Path | None) -> tuple[str, str]:
+            return render(views, syntax=adapter.syntax, locale=runner.cfg.locale or self.cfg.locale,
+                          max_bytes=max_bytes, max_chars=max_chars, status_url=self.cfg.base_url + "/", kind=kind,
+                          note=msg.payload.get("note"), templates_dir=templates_dir)
+
+        try:
+            title, body = build(self.cfg.templates_dir)
+        except TemplateError as exc:  # edited after the reload check: an alert must still go out
+            log.error("template failed; sending with the built-in templates",
+                      extra=fields(receiver=runner.cfg.name, error=str(exc)))
+            title, body = build(None)
         status = str(msg.payload.get("status", "firing"))
         return Message(id=msg.delivery_id, title=title, body=body, tier=Tier.parse(msg.tier), status=status,
                        group_key=str(msg.payload.get("group_key", "")),
