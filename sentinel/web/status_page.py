@@ -1,0 +1,278 @@
+"""The status page for on-call: `GET /`, server-rendered HTML, refreshed by the browser every 30 s.
+
+It shows open alerts by tier (most severe first) with what holds each back (silenced, inhibited,
+acknowledged, muted), recently resolved alerts, active silences, receivers (last outcome, pending,
+recent permanent failures), the source's health and, for each alerted threshold series, a chart of
+its daily counts against baseline and threshold rebuilt from the raw hourly buckets.
+
+Guarantees: every data-derived string (types, channels, rule names, silence comments, errors) goes
+through Jinja2's autoescape or `markupsafe.escape`; the page carries no script and forbids one
+(Content-Security-Policy); it only reads — the store through read connections and the alert policy
+through a private `Policy` instance, so a page view never disturbs the dispatcher's state. Messages
+link to `/#alert-<instance>`, the anchor of each alert.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+from sqlalchemy import Connection, select
+
+from sentinel import __version__, api
+from sentinel.alerting import silences as silence_store
+from sentinel.alerting.policy import Policy, acked, labels_of
+from sentinel.clock import now_us
+from sentinel.config import ThresholdRuleConfig
+from sentinel.daemon import Daemon
+from sentinel.http import Request, Response
+from sentinel.model import US, Tier, to_datetime
+from sentinel.store.schema import alerts
+from sentinel.web.history import DailyCounts, chartable, series_history
+from sentinel.web.svg import daily_chart
+
+log = logging.getLogger("sentinel.web")
+
+TEMPLATES = Path(__file__).parent / "templates"
+REFRESH_S = 30
+CHART_DAYS = 14
+MAX_CHARTS = 24  # a crisis of 500 alerts still makes a page that loads fast
+RESOLVED_WINDOW_US = 24 * 3600 * US
+RESOLVED_LIMIT = 25
+FAILURES_PER_RECEIVER = 5
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+                               "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Badge:
+    kind: str  # silenced | inhibited | acknowledged | muted
+    detail: str
+    href: str | None = None
+
+
+@dataclass(slots=True)
+class AlertItem:
+    instance: str
+    fingerprint: str
+    rule: str
+    kind: str
+    labels: dict[str, str]
+    tier: Tier
+    started: datetime
+    updated: datetime
+    resolved: datetime | None
+    value: float
+    baseline: float | None
+    peak: float
+    event: dict[str, Any]  # the last event's payload: ratio, p, mode, length, reason, ...
+    badges: list[Badge] = field(default_factory=list)
+    chart: Markup | None = None
+    today: int | None = None  # the series' count today so far, from the buckets (charted series)
+
+    @property
+    def ratio(self) -> float | None:
+        r = self.event.get("ratio")
+        return float(r) if isinstance(r, int | float) else None
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceItem:
+    id: str
+    matchers: list[str]
+    state: str
+    starts: datetime
+    ends: datetime
+    created_by: str
+    comment: str
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["when"] = _when
+    env.filters["ago"] = _duration
+    env.filters["num"] = _num
+    return env
+
+
+def _when(value: datetime | str | None) -> str:
+    if value is None:
+        return "—"
+    dt = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return dt.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s} s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m} min"
+    h, m = divmod(m, 60)
+    if h < 48:
+        return f"{h} h {m} min"
+    return f"{h // 24} d {h % 24} h"
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return str(int(value)) if float(value).is_integer() else f"{value:.2f}".rstrip("0")
+
+
+def matcher_text(m: silence_store.SilenceMatcher) -> str:
+    op = ("=~" if m.is_regex else "=") if m.is_equal else ("!~" if m.is_regex else "!=")
+    return f"{m.name}{op}{json.dumps(m.value, ensure_ascii=False)}"
+
+
+class StatusPage:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.env = _environment()
+
+    def handle(self, _req: Request) -> Response:
+        return Response(200, self.render().encode("utf-8"), "text/html; charset=utf-8", headers=dict(HEADERS))
+
+    def render(self) -> str:
+        return self.env.get_template("status.html.j2").render(self.context())
+
+    # --- what the page shows -------------------------------------------------------------------------
+    def context(self) -> dict[str, Any]:
+        d = self.daemon
+        now = now_us(d.clock)
+        problems: list[str] = []
+        try:
+            status = api.status(d)
+        except Exception as exc:  # the page must still say what it can
+            log.exception("status page: status unavailable")
+            problems.append(f"state store unreachable: {type(exc).__name__}")
+            status = {"source": None, "receivers": [], "failed": [], "outbox": {"pending": None}}
+        open_items: list[AlertItem] = []
+        resolved: list[AlertItem] = []
+        silences: list[SilenceItem] = []
+        capped = 0
+        if not problems:
+            try:
+                with d.store.reading() as conn:
+                    open_items, resolved, silences = self._alerts(conn, now)
+                    capped = self._charts(conn, open_items, now)
+            except Exception as exc:
+                log.exception("status page: alerts unavailable")
+                problems.append(f"alerts unavailable: {type(exc).__name__}")
+        tiers = [(t, sorted((a for a in open_items if a.tier is t), key=lambda a: a.started, reverse=True))
+                 for t in sorted(Tier, reverse=True)]
+        failed: dict[str, list[dict[str, Any]]] = {}
+        for f in status["failed"]:
+            failed.setdefault(f["receiver"], [])
+            if len(failed[f["receiver"]]) < FAILURES_PER_RECEIVER:
+                failed[f["receiver"]].append(f)
+        return {
+            "now": to_datetime(now, d.cfg.tz), "version": __version__, "refresh": REFRESH_S,
+            "dry_run": bool(d.extras.get("dry_run", False)), "problems": problems,
+            "source": status["source"], "receivers": status["receivers"], "failed": failed,
+            "pending_total": status["outbox"]["pending"], "tiers": tiers, "open_count": len(open_items),
+            "resolved": resolved, "silences": silences, "charts_capped": capped, "chart_days": CHART_DAYS,
+            "policy_known": self._policy() is not None, "timezone": d.cfg.timezone,
+        }
+
+    def _item(self, row: Mapping[str, Any]) -> AlertItem:
+        tz = self.daemon.cfg.tz
+        return AlertItem(
+            instance=row["instance"], fingerprint=row["fingerprint"], rule=row["rule"], kind=row["kind"],
+            labels=json.loads(row["labels"]), tier=Tier.parse(row["tier"]),
+            started=to_datetime(int(row["started_us"]), tz), updated=to_datetime(int(row["updated_us"]), tz),
+            resolved=None if row["resolved_us"] is None else to_datetime(int(row["resolved_us"]), tz),
+            value=float(row["value"]), baseline=row["baseline"], peak=float(row["peak"]),
+            event=json.loads(row["last_event"]))
+
+    def _alerts(self, conn: Connection, now: int) -> tuple[list[AlertItem], list[AlertItem], list[SilenceItem]]:
+        tz = self.daemon.cfg.tz
+        open_rows = [dict(r) for r in conn.execute(select(alerts).where(alerts.c.status == "open")).mappings()]
+        resolved_rows = [dict(r) for r in conn.execute(
+            select(alerts).where(alerts.c.status == "resolved", alerts.c.resolved_us >= now - RESOLVED_WINDOW_US)
+            .order_by(alerts.c.resolved_us.desc()).limit(RESOLVED_LIMIT)).mappings()]
+        items = [self._item(r) for r in open_rows]
+        active = silence_store.load(conn, include_expired_after_us=now)
+        policy = self._policy()
+        if policy is not None:
+            policy.begin(conn, now)
+            who = acked(conn)
+            by_id = {s.id: s for s in active}
+            for item, row in zip(items, open_rows, strict=True):
+                item.badges = self._badges(policy, row, now, who, by_id)
+        silences = [SilenceItem(s.id, [matcher_text(m) for m in s.matchers], s.state(now),
+                                to_datetime(s.starts_us, tz), to_datetime(s.ends_us, tz), s.created_by, s.comment)
+                    for s in active]
+        return items, [self._item(r) for r in resolved_rows], silences
+
+    def _policy(self) -> Policy | None:
+        """A private Policy with the delivery stage's configuration (None: no delivery stage)."""
+        shared = getattr(self.daemon.extras.get("delivery"), "policy", None)
+        return Policy(shared.cfg) if isinstance(shared, Policy) else None
+
+    def _badges(self, policy: Policy, row: Mapping[str, Any], now: int, who: Mapping[str, tuple[str, int]],
+                silences: Mapping[str, silence_store.Silence]) -> list[Badge]:
+        router = getattr(getattr(self.daemon.extras.get("delivery"), "dispatcher", None), "router", None)
+        routes = router.route(labels_of(row)) if router is not None else []
+        hold = policy.hold(row, now, routes)
+        out = []
+        if hold.silenced is not None:
+            s = silences.get(hold.silenced)
+            detail = f"by {s.created_by}: {s.comment}" if s is not None else hold.silenced
+            out.append(Badge("silenced", detail, "#silence-" + hold.silenced))
+        if hold.inhibited is not None:
+            out.append(Badge("inhibited", f"by alert {hold.inhibited}", "#alert-" + hold.inhibited))
+        if hold.acknowledged:
+            by, at = who.get(row["instance"], ("", 0))
+            out.append(Badge("acknowledged", f"by {by} at {_when(to_datetime(at, self.daemon.cfg.tz))}"))
+        if hold.muted:
+            out.append(Badge("muted", "by a mute window on its route; sent when the window ends"))
+        return out
+
+    def _charts(self, conn: Connection, items: Sequence[AlertItem], now: int) -> int:
+        """Attach a daily chart to each alerted threshold series; returns how many were left without."""
+        d = self.daemon
+        rules = {r.name: r for r in d.cfg.rules if isinstance(r, ThresholdRuleConfig)}
+        wanted = [a for a in items if a.kind == "threshold" and a.rule in rules and chartable(rules[a.rule], a.labels)]
+        if not wanted:
+            return 0
+        wanted.sort(key=lambda a: (-int(a.tier), -a.started.timestamp()))
+        today = d.calendar.day_of(now)
+        longest = max(rules[a.rule].baseline_days for a in wanted)
+        daily = DailyCounts.read(conn, d.calendar, today - CHART_DAYS + 1 - longest)
+        coverage = d.state.coverage_start_us if d.state is not None else None
+        for a in wanted[:MAX_CHARTS]:
+            points = series_history(daily, rules[a.rule], a.labels, today=today, coverage_start_us=coverage,
+                                    days=CHART_DAYS)
+            title = f"{a.rule} {series_name(a.labels)}: daily complaints, last {CHART_DAYS} days"
+            a.chart = daily_chart(points, title=title)
+            a.today = points[-1].count
+        return max(0, len(wanted) - MAX_CHARTS)
+
+
+def series_name(labels: Mapping[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in labels.items()) or "all complaints"
+
+
+def register(daemon: Daemon) -> None:
+    """Serve the status page at `/` (once, however often it is called)."""
+    if "status_page" in daemon.extras:
+        return
+    page = StatusPage(daemon)
+    daemon.extras["status_page"] = page
+    daemon.app.route("GET", "/", page.handle)
