@@ -1,0 +1,187 @@
+"""Builders for the status page tests: a CRM table in real SQLite, a configuration, and a daemon that has
+polled it with a stepped clock, so the page reads a real store (alerts, silences, acks, outbox, buckets).
+
+The scene at NOW (18:00 in Shanghai, 8 days of history at 40 a day for two types):
+- `物流配送延误` surges to 61 today: a light `type-surge` alert (acknowledged in `scene`), and a
+  `type-channel-surge` alert for its phone channel that the inhibit rule holds back;
+- two new types named like HTML injections arrive: 16 of SCRIPT (severe, floor-decided) and 12 of IMG
+  (moderate, silenced in `scene`);
+- the runs of the same type make `streak` alerts, whose route is muted at this hour.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+
+from sentinel.alerting import silences as silence_store
+from sentinel.alerting.policy import acknowledge
+from sentinel.clock import ManualClock, now_us
+from sentinel.config import load_config
+from sentinel.daemon import Daemon
+from sentinel.model import US, Tier
+from sentinel.notify import outbox
+from sentinel.service import build
+from sentinel.store.schema import alerts
+from sentinel.web import status_page
+
+T = "物流配送延误"
+OTHER = "服务态度"
+PHONE = "电话热线"
+SCRIPT = "<script>alert(1)</script>"
+IMG = '"><img src=x onerror=alert(1)>'
+NOW = datetime(2025, 7, 8, 10, 0, tzinfo=UTC)  # 18:00 in Shanghai
+
+
+class Crm:
+    """A complaint table in SQLite, the way a CRM keeps one (naive UTC timestamps)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.next_id = 1
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE complaints (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, "
+                       "category TEXT, channel TEXT, customer_id TEXT)")
+            db.execute("CREATE INDEX ix_complaints_created ON complaints (created_at, id)")
+
+    def add(self, when: datetime, type_: str = T, channel: str = PHONE, n: int = 1,
+            spacing: timedelta = timedelta(seconds=1)) -> None:
+        rows = []
+        for i in range(n):
+            t = (when + i * spacing).astimezone(UTC).replace(tzinfo=None)
+            rows.append((self.next_id, t.isoformat(sep=" ", timespec="microseconds"), type_, channel,
+                         f"c{self.next_id}"))
+            self.next_id += 1
+        with sqlite3.connect(self.path) as db:
+            db.executemany("INSERT INTO complaints VALUES (?, ?, ?, ?, ?)", rows)
+
+    def history(self, days: int = 8, per_day: int = 40) -> None:
+        """`per_day` of T (phone) and of OTHER (WeChat) on each of the last `days` days, interleaved."""
+        for d in range(days, 0, -1):
+            day = (NOW - timedelta(days=d)).replace(hour=0)
+            self.add(day, n=per_day, spacing=timedelta(minutes=30))
+            self.add(day, type_=OTHER, channel="微信公众号", n=per_day, spacing=timedelta(minutes=30))
+
+
+def write_config(tmp_path: Path, crm: Crm, extra: str = "") -> Path:
+    p = tmp_path / "sentinel.toml"
+    p.write_text(f"""
+timezone = "Asia/Shanghai"
+state_url = "sqlite:///{tmp_path}/state.db"
+listen = "127.0.0.1:0"
+
+[source]
+url = "sqlite:///{crm.path}"
+table = "complaints"
+columns = {{ id = "id", created_at = "created_at", type = "category", channel = "channel", customer = "customer_id" }}
+timezone = "UTC"
+lateness = "5m"
+
+[[rules]]
+name = "type-surge"
+kind = "threshold"
+min_count = 10
+
+[[rules]]
+name = "type-channel-surge"
+kind = "threshold"
+group_by = ["type", "channel"]
+min_count = 10
+
+[[rules]]
+name = "streak"
+kind = "streak"
+length = 5
+
+[[receivers]]
+name = "ops"
+kind = "webhook"
+url = "http://127.0.0.1:9/hook"
+
+[[receivers]]
+name = "crisis"
+kind = "webhook"
+url = "http://127.0.0.1:9/crisis"
+
+[[routes]]
+match = {{ rule = "streak" }}
+receivers = ["ops"]
+mute = ["17:00-19:00"]
+
+[[routes]]
+receivers = ["ops", "crisis"]
+
+[[inhibit]]
+source = {{ rule = "type-surge" }}
+target = {{ rule = "type-channel-surge" }}
+equal = ["type"]
+{extra}
+""", encoding="utf-8")
+    return p
+
+
+def open_daemon(cfg_path: Path, clock: ManualClock, *, dry_run: bool = False) -> Daemon:
+    """Built as `sentinel run` builds it, the status page registered, the store open; no threads."""
+    daemon = build(load_config(cfg_path), config_path=str(cfg_path), clock=clock, dry_run=dry_run)
+    status_page.register(daemon)
+    daemon.open()
+    return daemon
+
+
+def drain(daemon: Daemon) -> None:
+    while daemon.cycle():
+        pass
+
+
+@dataclass
+class Scene:
+    daemon: Daemon
+    clock: ManualClock
+    crm: Crm
+
+
+def surge(crm: Crm) -> None:
+    crm.add(NOW - timedelta(minutes=40), n=61, spacing=timedelta(seconds=10))
+    crm.add(NOW - timedelta(minutes=20), type_=SCRIPT, channel="官网客服", n=16, spacing=timedelta(seconds=5))
+    crm.add(NOW - timedelta(minutes=15), type_=IMG, channel="官网客服", n=12, spacing=timedelta(seconds=5))
+
+
+def scene(tmp_path: Path, *, dry_run: bool = False) -> Scene:
+    """The daemon after the backfill and one live poll with the surge; acks, a silence, outbox rows."""
+    crm = Crm(tmp_path / "crm.db")
+    crm.history()
+    clock = ManualClock(NOW)
+    daemon = open_daemon(write_config(tmp_path, crm), clock, dry_run=dry_run)
+    drain(daemon)
+    surge(crm)
+    clock.set(NOW + timedelta(seconds=2))
+    daemon.cycle()
+    now = now_us(clock)
+    with daemon.store.transaction() as conn:
+        inst = open_instance(daemon, "type-surge", T)
+        acknowledge(conn, inst, "值班 <b>Li</b>", "api", now)
+        matchers = (silence_store.SilenceMatcher("type", IMG),)
+        silence_store.add(conn, matchers, now, now + 3600 * US, "<i>ops</i>", 'known noise "><img src=y>', now)
+        msg = outbox.enqueue(conn, "crisis", "alert", Tier.SEVERE, [], event_at_us=now, now_us=now)
+        outbox.mark_failed(conn, msg, now, "HTTP 400: <img src=x onerror=alert(2)> rejected")
+        done = outbox.enqueue(conn, "ops", "alert", Tier.LIGHT, [], event_at_us=now, now_us=now)
+        outbox.mark_delivered(conn, done, now)
+    clock.set(NOW + timedelta(seconds=10))  # past group_wait: the dispatcher writes real pending messages
+    daemon.extras["delivery"].dispatch()
+    return Scene(daemon, clock, crm)
+
+
+def open_instance(daemon: Daemon, rule: str, type_: str, channel: str | None = None) -> str:
+    with daemon.store.reading() as conn:
+        rows = conn.execute(select(alerts.c.instance, alerts.c.labels)
+                            .where(alerts.c.rule == rule, alerts.c.status == "open")).all()
+    for inst, labels in rows:
+        lab = json.loads(labels)
+        if lab.get("type") == type_ and (channel is None or lab.get("channel") == channel):
+            return str(inst)
+    raise AssertionError(f"no open {rule} alert for {type_!r} {channel or ''}")

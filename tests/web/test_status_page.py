@@ -1,0 +1,307 @@
+"""The status page over a real daemon: a SQLite CRM and store, polled with a stepped clock, the page
+read through the daemon's WSGI app (and once through its real HTTP server)."""
+
+from __future__ import annotations
+
+import io
+import json
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from sentinel.clock import ManualClock
+from sentinel.detect.threshold import ThresholdRule
+from sentinel.http import App, Server
+from sentinel.store.schema import alerts
+from sentinel.web import status_page
+from tests.web.builders import (
+    IMG,
+    NOW,
+    OTHER,
+    PHONE,
+    SCRIPT,
+    Crm,
+    Scene,
+    T,
+    drain,
+    open_daemon,
+    open_instance,
+    write_config,
+)
+from tests.web.parse import Element, badges, by_id, parse
+
+TAGS = {"html", "head", "meta", "title", "style", "body", "header", "h1", "h2", "h3", "span", "div", "main",
+        "section", "p", "article", "a", "b", "code", "table", "tr", "th", "td", "svg", "line", "text", "rect",
+        "path", "g"}
+
+
+def call(app: App, path: str = "/", method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    seen: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        seen["status"], seen["headers"] = int(status.split(maxsplit=1)[0]), dict(headers)
+
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "wsgi.input": io.BytesIO(b"")}
+    body = b"".join(app(environ, start_response))
+    return seen["status"], seen["headers"], body
+
+
+def page(world: Scene) -> str:
+    status, headers, body = call(world.daemon.app)
+    assert status == 200, body[:500]
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    return body.decode("utf-8")
+
+
+def open_rows(world: Scene) -> list[dict[str, Any]]:
+    with world.daemon.store.reading() as conn:
+        return [dict(r) for r in conn.execute(select(alerts).where(alerts.c.status == "open")).mappings()]
+
+
+def article(root: Element, rule: str, type_: str, channel: str | None = None, *, world: Scene) -> Element:
+    return by_id(root, "alert-" + open_instance(world.daemon, rule, type_, channel))
+
+
+# --- safety ------------------------------------------------------------------------------------------
+
+
+def test_no_script_can_run_and_the_browser_is_told_so(world: Scene) -> None:
+    status, headers, body = call(world.daemon.app)
+    assert status == 200
+    csp = headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "script-src" not in csp  # scripts fall back to 'none'
+    assert headers["X-Content-Type-Options"] == "nosniff" and headers["Referrer-Policy"] == "no-referrer"
+    html = body.decode("utf-8")
+    assert '<meta http-equiv="refresh" content="30">' in html
+    for el in parse(html).walk()[1:]:
+        assert el.tag in TAGS, f"unexpected element <{el.tag}>"
+        assert not any(a.startswith("on") for a in el.attrs), f"event handler on <{el.tag}>: {el.attrs}"
+        assert not el.attrs.get("href", "#").lower().lstrip().startswith("javascript")
+
+
+def test_hostile_type_names_and_texts_stay_text(world: Scene) -> None:
+    html = page(world)
+    for raw in (SCRIPT, IMG, "<img src=y>", "<i>ops</i>", "<b>Li</b>", "<img src=x onerror=alert(2)>"):
+        assert raw not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in html
+    root = parse(html)
+    texts = {e.all_text() for e in root.find_all("b", "lv")}
+    assert {SCRIPT, IMG, T} <= texts  # what people read is the type name, exactly
+    titles = [e.all_text() for e in root.find_all("title")]
+    assert any(SCRIPT in t for t in titles)  # the chart titles too, as text
+    assert not root.find_all("img") and not root.find_all("script")
+
+
+# --- open alerts -------------------------------------------------------------------------------------
+
+
+def test_open_alerts_by_tier_most_severe_first(world: Scene) -> None:
+    root = parse(page(world))
+    heads = [next(iter(h.classes)) for h in root.find_all("h3")]
+    assert heads == ["tier-severe", "tier-moderate", "tier-light"]
+    order = {"severe": 3, "moderate": 2, "light": 1}
+    tiers = [order[next(c for c in a.classes if c.startswith("tier-"))[5:]] for a in root.find_all("article")]
+    assert tiers == sorted(tiers, reverse=True) and len(tiers) == len(open_rows(world)) == 9
+    header = root.find_all("header")[0].all_text()
+    assert "9 open alerts: 5 severe, 2 moderate, 2 light" in " ".join(header.split())
+
+
+def test_every_open_alert_has_its_anchor(world: Scene) -> None:
+    html = page(world)
+    for row in open_rows(world):
+        assert html.count(f'id="alert-{row["instance"]}"') == 1
+        assert f'href="#alert-{row["instance"]}"' in html  # a permalink people can paste
+
+
+def test_badges_tell_what_holds_each_alert_back(world: Scene) -> None:
+    root = parse(page(world))
+
+    def held(rule: str, type_: str, channel: str | None = None) -> set[str]:
+        return badges(article(root, rule, type_, channel, world=world))
+
+    assert held("type-surge", T) == {"acknowledged"}
+    assert held("type-channel-surge", T, PHONE) == {"inhibited"}
+    assert held("type-surge", IMG) == {"silenced"}
+    assert held("type-channel-surge", IMG) == {"silenced", "inhibited"}
+    assert held("type-surge", SCRIPT) == set()
+    assert held("streak", T) == {"muted"}
+    assert held("streak", IMG) == {"silenced", "muted"}
+    ack = article(root, "type-surge", T, world=world).all_text()
+    assert "acknowledged by 值班 <b>Li</b>" in ack  # who, shown as text
+    inhibited = article(root, "type-channel-surge", T, PHONE, world=world)
+    link = next(b for b in inhibited.find_all(cls="badge-inhibited"))
+    assert link.attrs["href"] == "#alert-" + open_instance(world.daemon, "type-surge", T)
+
+
+def test_value_against_baseline(world: Scene) -> None:
+    root = parse(page(world))
+    facts = " ".join(article(root, "type-surge", T, world=world).find_all("p", "facts")[0].all_text().split())
+    assert facts.startswith("61 vs baseline 40 (× 1.52) at its last change")
+    assert facts.endswith("69 today so far")  # 61 new + 8 of the last history day after local midnight
+    new = " ".join(article(root, "type-surge", SCRIPT, world=world).find_all("p", "facts")[0].all_text().split())
+    assert new.startswith("15 vs baseline 0 (new: no history)")
+    streak = " ".join(article(root, "streak", T, world=world).find_all("p", "facts")[0].all_text().split())
+    assert streak.startswith("run of 12 in a row")
+
+
+def test_chart_of_an_alerted_threshold_series_matches_the_rule(world: Scene) -> None:
+    root = parse(page(world))
+    svg = article(root, "type-surge", T, world=world).find_all("svg")
+    assert len(svg) == 1
+    bars = [r for r in svg[0].find_all("rect") if r.find_all("title")]
+    assert len(bars) == status_page.CHART_DAYS
+    tips = [r.find_all("title")[0].all_text() for r in bars]
+    # the detector's own view of the series today: the chart's last day must say the same
+    engine = world.daemon.extras["detection"].detector.engine
+    rule = next(r for r in engine.rules if r.name == "type-surge")
+    assert isinstance(rule, ThresholdRule)
+    view = {json.dumps(lab, sort_keys=True): (cur, base) for lab, cur, base, _thr, _r in
+            rule.series_view(engine.states[rule.name])}
+    cur, base = view[json.dumps({"type": T})]
+    assert tips[-1] == f"2025-07-08 (today so far): {int(cur)}, baseline {base:g}, threshold {1.5 * base:g}"
+    assert tips[-2] == "2025-07-07: 40, baseline 40, threshold 60"
+    assert tips[0].endswith("0, no baseline yet")  # before the source's coverage
+    paths = svg[0].find_all("path")
+    assert len(paths) == 2 and {p.attrs.get("stroke-dasharray") for p in paths} == {"4 3", None}
+    for rule_name, type_ in (("streak", T), ("streak", SCRIPT)):
+        assert not article(root, rule_name, type_, world=world).find_all("svg")  # streaks have no chart
+
+
+def test_charts_use_the_series_labels(world: Scene) -> None:
+    root = parse(page(world))
+    bars = [r for r in article(root, "type-channel-surge", SCRIPT, "官网客服", world=world).find_all("rect")
+            if r.find_all("title")]
+    assert bars[-1].find_all("title")[0].all_text().startswith("2025-07-08 (today so far): 16,")
+    assert all(b.find_all("title")[0].all_text().split(": ")[1].startswith("0") for b in bars[:-1])
+
+
+# --- the other sections ------------------------------------------------------------------------------
+
+
+def test_silences_receivers_and_source(world: Scene) -> None:
+    root = parse(page(world))
+    sil = root.find_all("section")[2]
+    assert sil.attrs["id"] == "silences"
+    row = sil.find_all("tr")[1]
+    cells = [" ".join(td.all_text().split()) for td in row.find_all("td")]
+    assert cells[0] == "type=" + json.dumps(IMG, ensure_ascii=False)
+    assert cells[1] == "active" and cells[3] == "2025-07-08 19:00:02"
+    assert cells[4:] == ["<i>ops</i>", 'known noise "><img src=y>']
+
+    ops = [" ".join(td.all_text().split()) for td in by_id(root, "receiver-ops").find_all("td")]
+    crisis = [" ".join(td.all_text().split()) for td in by_id(root, "receiver-crisis").find_all("td")]
+    assert ops[:3] == ["ops", "webhook", "1"] and ops[3].startswith("delivered") and ops[4] == "none"
+    assert crisis[:3] == ["crisis", "webhook", "1"] and crisis[3].startswith("failed")
+    assert "HTTP 400: <img src=x onerror=alert(2)> rejected" in crisis[4]
+
+    src = {tr.find_all("th")[0].all_text(): " ".join(tr.find_all("td")[0].all_text().split())
+           for tr in by_id(root, "source").find_all("tr")}
+    assert src["state"] == "up" and src["lag"] == "14 min (now − newest record)" and src["backfill"] == "done"
+    assert src["source"].startswith("sqlite ") and src["source"].endswith("crm.db table complaints")
+    assert "Dry run" not in page(world)
+
+
+def test_source_down_is_a_banner(world: Scene) -> None:
+    world.daemon.health.up = False
+    world.daemon.health.last_error = "connection refused <b>db</b>"
+    html = page(world)
+    root = parse(html)
+    banners = [" ".join(b.all_text().split()) for b in root.find_all("div", "banner")]
+    assert banners == ["Source down: connection refused <b>db</b>"]
+
+
+def test_recently_resolved(world: Scene) -> None:
+    # July 9 never met the condition: day-mode alerts resolve at the 00:00 that ends it
+    # and a complaint of another type ends the last run: the streak alerts resolve after their hold
+    world.crm.add(NOW + timedelta(hours=20), type_=OTHER, channel="微信公众号")  # 12:00 on July 9
+    world.clock.set(NOW + timedelta(days=1, hours=7))  # 01:00 on July 10 in Shanghai
+    world.daemon.cycle()
+    root = parse(page(world))
+    assert not root.find_all("article")
+    rows = by_id(root, "resolved").find_all("tr")[1:]
+    with world.daemon.store.reading() as conn:
+        recent = conn.execute(select(alerts.c.instance, alerts.c.resolved_us).where(alerts.c.status == "resolved")
+                              .order_by(alerts.c.resolved_us.desc())).all()
+    day_ago = int((NOW + timedelta(hours=7)).timestamp()) * 1_000_000
+    # the streaks of T and SCRIPT were broken on July 8 and resolved an hour later: more than 24 h ago
+    assert len(recent) == 9 and len([r for r in recent if r[1] >= day_ago]) == 7
+    assert [r.attrs["id"] for r in rows] == ["alert-" + r[0] for r in recent if r[1] >= day_ago]
+    surge = by_id(root, "alert-" + _instance(world, "type-surge", T))
+    cells = [" ".join(td.all_text().split()) for td in surge.find_all("td")]
+    assert cells[0] == f"type {T}" and cells[1] == "type-surge" and cells[4] == "2025-07-10 00:00:00"
+    assert cells[6] == "69"  # its peak: the day ended at 69
+
+
+def _instance(world: Scene, rule: str, type_: str) -> str:
+    with world.daemon.store.reading() as conn:
+        for inst, labels in conn.execute(select(alerts.c.instance, alerts.c.labels).where(alerts.c.rule == rule)):
+            if json.loads(labels) == {"type": type_}:
+                return str(inst)
+    raise AssertionError(rule)
+
+
+def test_dry_run_banner_and_an_empty_page(tmp_path: Path) -> None:
+    crm = Crm(tmp_path / "crm.db")
+    daemon = open_daemon(write_config(tmp_path, crm), ManualClock(NOW), dry_run=True)
+    try:
+        drain(daemon)
+        html = call(daemon.app)[2].decode("utf-8")
+        root = parse(html)
+        assert "nothing is sent" in by_id(root, "dry-run").all_text()
+        assert "No open alerts." in html and "No active silences." in html
+        assert "None in the last 24 hours." in html
+    finally:
+        daemon.stop()
+
+
+def test_without_a_delivery_stage_nothing_is_claimed(world: Scene) -> None:
+    del world.daemon.extras["delivery"]
+    root = parse(page(world))
+    assert not root.find_all(cls="badge")
+    assert "silences, inhibition, acknowledgements and mute times are not evaluated" in root.all_text()
+
+
+def test_store_failure_is_shown_not_raised(world: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> Any:
+        raise OperationalError("SELECT 1", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(world.daemon.store, "reading", broken)
+    status, _h, body = call(world.daemon.app)
+    assert status == 200
+    assert "state store unreachable: OperationalError" in body.decode("utf-8")
+
+
+def test_head_and_a_second_register(world: Scene) -> None:
+    status_page.register(world.daemon)  # already registered by the builder: no second route
+    assert sum(1 for _m, rx, _h in world.daemon.app._routes if rx.pattern == "^/$") == 1
+    status, headers, body = call(world.daemon.app, method="HEAD")
+    assert status == 200 and body == b"" and int(headers["Content-Length"]) > 1000
+    assert call(world.daemon.app, method="POST")[0] == 405
+
+
+def test_served_by_the_daemons_http_server(world: Scene) -> None:
+    server = Server(world.daemon.app, "127.0.0.1:0")
+    server.start()
+    try:
+        with urllib.request.urlopen(server.url + "/", timeout=10) as resp:
+            assert resp.status == 200
+            html = resp.read().decode("utf-8")
+    finally:
+        server.stop()
+    inst = open_instance(world.daemon, "type-surge", T)
+    assert f'id="alert-{inst}"' in html and OTHER not in parse(html).find_all("section")[0].all_text()
+
+
+def test_many_alerts_cap_the_charts(world: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(status_page, "MAX_CHARTS", 2)
+    root = parse(page(world))
+    assert len(root.find_all("svg")) == 2
+    charted = [a for a in root.find_all("article") if a.find_all("svg")]
+    assert all("tier-severe" in a.classes for a in charted)  # most severe first
+    assert "4 more alerted series without a chart" in " ".join(root.all_text().split())
