@@ -15,8 +15,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -83,12 +85,12 @@ def backoff_s(attempts: int, rng: random.Random) -> float:
 
 
 class ReceiverRunner:
-    def __init__(self, cfg: ReceiverConfig, adapter: Adapter) -> None:
+    def __init__(self, cfg: ReceiverConfig, adapter: Adapter, busy: threading.Lock | None = None) -> None:
         self.cfg = cfg
         self.adapter = adapter
         limits = (cfg.rate_limit,) if cfg.rate_limit is not None else DEFAULT_LIMITS.get(cfg.kind, ())
         self.limiters = [RateLimiter(limits) for _ in cfg.all_urls()]
-        self.busy = threading.Lock()
+        self.busy = busy or threading.Lock()  # held while a message of this receiver is in flight
         self.next_url = 0
 
     def pick_url(self, now: int) -> tuple[int, int]:
@@ -115,25 +117,47 @@ class DeliveryWorker:
         self.factory = adapter_factory
         self.rng = random.Random(seed)
         self.runners: dict[str, ReceiverRunner] = {}
+        self._retired: list[ReceiverRunner] = []  # replaced by a reload; closed when no drain uses them
+        self._retired_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._stopping = threading.Event()
+        self._deadline = math.inf  # time.monotonic() at which running drains stop (set by `flush`)
         self._build(cfg)
 
     def _build(self, cfg: Config) -> None:
         old = self.runners
-        self.runners = {}
+        runners: dict[str, ReceiverRunner] = {}
         for rc in cfg.receivers:
             prev = old.get(rc.name)
             if prev is not None and prev.cfg == rc:
-                self.runners[rc.name] = prev
+                runners[rc.name] = prev
                 continue
-            runner = ReceiverRunner(rc, self.factory(rc))
-            if prev is not None and len(prev.limiters) == len(runner.limiters):
-                runner.limiters = prev.limiters
-            self.runners[rc.name] = runner
-        for name, prev in old.items():
-            if self.runners.get(name) is not prev:
-                prev.adapter.close()
+            # A changed receiver keeps its in-flight lock, so a drain still sending under the old
+            # configuration and one under the new never overlap (the message in flight would go twice),
+            # and its robots' recent sends and blocks, to which the new limits apply.
+            runner = ReceiverRunner(rc, self.factory(rc), busy=prev.busy if prev is not None else None)
+            if prev is not None:
+                for new, was in zip(runner.limiters, prev.limiters, strict=False):
+                    new.sent, new.blocked_until = list(was.sent), was.blocked_until
+            runners[rc.name] = runner
+        self.runners = runners
+        with self._retired_lock:
+            self._retired += [prev for name, prev in old.items() if runners.get(name) is not prev]
+        self._close_retired()
+
+    def _close_retired(self, wait: bool = False) -> None:
+        """Close the adapters of runners a reload replaced, once no drain is sending with them."""
+        with self._retired_lock:
+            keep = []
+            for r in self._retired:
+                if r.busy.acquire(blocking=wait):
+                    try:
+                        r.adapter.close()
+                    finally:
+                        r.busy.release()
+                else:
+                    keep.append(r)
+            self._retired = keep
 
     # --- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -161,6 +185,7 @@ class DeliveryWorker:
         self._stopping.set()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        self._close_retired(wait=True)
         for r in self.runners.values():
             r.adapter.close()
 
@@ -169,6 +194,7 @@ class DeliveryWorker:
         """Start a drain for every idle receiver (the scheduler calls this every second)."""
         if self._pool is None or self._stopping.is_set():
             return
+        self._close_retired()
         for runner in list(self.runners.values()):
             if runner.busy.acquire(blocking=False):
                 self._pool.submit(self._drain_released, runner)
@@ -182,24 +208,36 @@ class DeliveryWorker:
             runner.busy.release()
 
     def drain(self, runner: ReceiverRunner, limit: int = 1000) -> int:
+        """Send the receiver's due messages, in order, until it is idle, rate-limited or retrying.
+
+        Stops early when the worker stops, a flush's deadline passes, or a reload replaced the runner
+        (the next tick drains with the new configuration)."""
         sent = 0
-        while sent < limit and not self._stopping.is_set() and self.send_one(runner):
+        while (sent < limit and not self._stopping.is_set() and time.monotonic() < self._deadline
+               and self.runners.get(runner.cfg.name) is runner and self.send_one(runner)):
             sent += 1
         self._pending_gauge(runner.cfg.name)
         return sent
 
     def flush(self, timeout_s: float) -> int:
-        """On SIGTERM: deliver what is due now, bounded in time; the rest waits in the outbox."""
-        import time
+        """On SIGTERM: deliver what is due now, bounded in time; the rest waits in the outbox.
 
+        Drains already running stop at the same deadline; a send in flight then is not cut short
+        (its receiver's timeout bounds it)."""
         deadline = time.monotonic() + timeout_s
+        self._deadline = deadline
         total = 0
-        for runner in self.runners.values():
-            if time.monotonic() >= deadline:
+        for runner in list(self.runners.values()):
+            left = deadline - time.monotonic()
+            if left <= 0:
                 break
-            with runner.busy:
+            if not runner.busy.acquire(timeout=left):
+                continue  # a drain is sending for this receiver until the deadline
+            try:
                 while time.monotonic() < deadline and self.send_one(runner):
                     total += 1
+            finally:
+                runner.busy.release()
         return total
 
     def send_one(self, runner: ReceiverRunner) -> bool:
