@@ -127,6 +127,13 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from sentinel.bench import run_bench
+
+    run_bench(records=args.records, days=args.days, rare_types=args.rare_types)
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from sentinel.demo import run_demo
 
@@ -281,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
     d.add_argument("--keep", action="store_true", help="keep the temporary directory")
     d.set_defaults(func=cmd_demo)
+
+    be = sub.add_parser("bench", help="measure the detection engine (records/s, backtest vs csv parse, RSS)")
+    be.add_argument("--records", type=int, default=2_000_000)
+    be.add_argument("--days", type=int, default=30)
+    be.add_argument("--rare-types", type=int, default=1000)
+    be.set_defaults(func=cmd_bench)
 
     st = sub.add_parser("status", help="receivers, outbox and source, from the running daemon's API")
     st.add_argument("--config", required=True, metavar="FILE")

@@ -17,8 +17,6 @@ import numpy.typing as npt
 from sentinel.metrics import OTHER
 from sentinel.model import Batch, IntArray, Vocab
 
-_SHIFT = np.int64(1 << 32)
-
 
 class SeriesIndex:
     def __init__(self, group_by: Sequence[str], vocab: Vocab, max_series: int = 10_000) -> None:
@@ -27,32 +25,15 @@ class SeriesIndex:
         self.max_series = max_series
         self.labels: list[dict[str, str]] = []
         self._by_values: dict[tuple[str, ...], int] = {}
-        self._by_code: dict[int, int] = {}
         self.other: int | None = None
         self.folded: int = 0  # distinct combinations folded into __other__
         self.changed = False
+        self._luts = [np.zeros(0, dtype=np.int64) for _ in self.group_by]  # vocab code -> compact index
+        self._codes_of: list[list[int]] = [[] for _ in self.group_by]  # compact index -> vocab code
+        self._table = np.full(tuple(1 for _ in self.group_by), -1, dtype=np.int64)  # compact key -> series
 
     def __len__(self) -> int:
         return len(self.labels)
-
-    def combined(self, types: npt.NDArray[Any], channels: npt.NDArray[Any]) -> IntArray:
-        if self.group_by == ("type", "channel"):
-            return types.astype(np.int64) * _SHIFT + channels.astype(np.int64)
-        if self.group_by == ("channel", "type"):
-            return channels.astype(np.int64) * _SHIFT + types.astype(np.int64)
-        if self.group_by == ("type",):
-            return types.astype(np.int64)
-        if self.group_by == ("channel",):
-            return channels.astype(np.int64)
-        return np.zeros(len(types), dtype=np.int64)
-
-    def _values_of_code(self, code: int) -> tuple[str, ...]:
-        hi, lo = divmod(code, int(_SHIFT))
-        if len(self.group_by) == 2:
-            return self.vocab.decode(hi), self.vocab.decode(lo)
-        if len(self.group_by) == 1:
-            return (self.vocab.decode(code),)
-        return ()
 
     def admit(self, values: tuple[str, ...]) -> int:
         """Series index for these label values, creating (or folding) it."""
@@ -79,19 +60,51 @@ class SeriesIndex:
         return idx
 
     def of_codes(self, types: npt.NDArray[Any], channels: npt.NDArray[Any]) -> IntArray:
-        """Series index per record."""
-        if len(types) == 0:
+        """Series index per record: dense lookup tables keyed by vocab codes, so a batch costs a few
+        numpy gathers; only combinations never seen before go through Python."""
+        n = len(types)
+        if n == 0:
             return np.zeros(0, dtype=np.int64)
-        codes = self.combined(types, channels)
-        uniq, inverse = np.unique(codes, return_inverse=True)
-        mapped = np.empty(len(uniq), dtype=np.int64)
-        for i, code in enumerate(uniq.tolist()):
-            idx = self._by_code.get(code)
-            if idx is None:
-                idx = self.admit(self._values_of_code(code))
-                self._by_code[code] = idx
-            mapped[i] = idx
-        return mapped[inverse]
+        if not self.group_by:
+            return np.full(n, self.admit(()), dtype=np.int64)
+        cols = [types if f == "type" else channels for f in self.group_by]
+        compact = [self._compact_of(i, np.asarray(c, dtype=np.int64)) for i, c in enumerate(cols)]
+        self._grow_table()
+        s = self._table[tuple(compact)]
+        missing = s < 0
+        if missing.any():
+            keys = np.stack([c[missing] for c in compact], axis=1)
+            for key in np.unique(keys, axis=0).tolist():
+                values = tuple(self.vocab.decode(self._codes_of[i][k]) for i, k in enumerate(key))
+                idx = self.admit(values)
+                self._table[tuple(key)] = idx
+            s = self._table[tuple(compact)]
+        return np.asarray(s, dtype=np.int64)
+
+    def _compact_of(self, field: int, codes: IntArray) -> IntArray:
+        """Compact per-field indices (0.. distinct values seen) for vocab codes."""
+        lut = self._luts[field]
+        top = int(codes.max()) + 1
+        if top > len(lut):
+            lut = self._luts[field] = np.concatenate([lut, np.full(max(top - len(lut), len(lut)), -1, np.int64)])
+        idx = lut[codes]
+        new = idx < 0
+        if new.any():
+            for code in np.unique(codes[new]).tolist():
+                lut[code] = len(self._codes_of[field])
+                self._codes_of[field].append(code)
+            idx = lut[codes]
+        return idx
+
+    def _grow_table(self) -> None:
+        shape = tuple(max(1, len(c)) for c in self._codes_of)
+        if self._table.shape == shape:
+            return
+        if any(a < b for a, b in zip(self._table.shape, shape, strict=True)):
+            new_shape = tuple(max(2 * a, b) if a < b else a for a, b in zip(self._table.shape, shape, strict=True))
+            table = np.full(new_shape, -1, dtype=np.int64)
+            table[tuple(slice(0, a) for a in self._table.shape)] = self._table
+            self._table = table
 
     def of_batch(self, batch: Batch) -> IntArray:
         return self.of_codes(batch.type, batch.channel)

@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from sentinel.config import StreakRuleConfig
 from sentinel.detect.base import OpenAlert, RecordFilter, RuleContext, event, open_alert
+from sentinel.detect.series import SeriesIndex
 from sentinel.detect.threshold import SAMPLES, Buckets, sample_ids
 from sentinel.model import US, Batch, Event, EventState, IntArray, Tier
 
@@ -48,8 +49,8 @@ class StreakState:
     day: int | None = None
     runs: dict[int, Run] = field(default_factory=dict)  # scope code -> current run
     alerts: dict[tuple[int, int], OpenAlert] = field(default_factory=dict)  # (scope, value) -> alert
-    counts: dict[int, dict[tuple[int, int], int]] = field(default_factory=dict)  # day -> (scope, value) -> n
-    totals: dict[int, dict[int, int]] = field(default_factory=dict)  # day -> scope -> n
+    shares: SeriesIndex | None = None  # (scope..., field) combinations, for the share of a value
+    counts: dict[int, IntArray] = field(default_factory=dict)  # day -> count per share series
     late: int = 0
 
 
@@ -70,7 +71,10 @@ class StreakRule:
         self.scope_field = cfg.scope[0] if cfg.scope else None
 
     def new_state(self) -> StreakState:
-        return StreakState()
+        return StreakState(shares=self._share_index())
+
+    def _share_index(self) -> SeriesIndex:
+        return SeriesIndex((*self.cfg.scope, self.cfg.field), self.vocab, max_series=1 << 62)
 
     # --- columns -------------------------------------------------------------------------------------
     def _values(self, batch: Batch) -> npt.NDArray[np.int32]:
@@ -265,35 +269,46 @@ class StreakRule:
         return events
 
     # --- chance ------------------------------------------------------------------------------------
-    def _count_shares(self, batch: Batch, state: StreakState) -> None:
+    def _count_shares(self, batch: Batch, state: StreakState, weight: int = 1) -> None:
+        """Daily counts per (scope, value), vectorised: the history behind `chance`."""
+        assert state.shares is not None
+        x = state.shares.of_batch(batch)
+        n = len(state.shares)
         days = self.cal.days_of(batch.ts)
-        scopes = self._scopes(batch).astype(np.int64)
-        values = self._values(batch).astype(np.int64)
-        key = days * (1 << 40) + scopes * (1 << 20) + values
-        uniq, counts = np.unique(key, return_counts=True)
-        for k, c in zip(uniq.tolist(), counts.tolist(), strict=True):
-            d, rest = divmod(k, 1 << 40)
-            sc, v = divmod(rest, 1 << 20)
-            self._add_share(state, d, sc, v, c)
-
-    def _add_share(self, state: StreakState, day: int, scope: int, value: int, n: int) -> None:
-        if state.day is not None and day < state.day - SHARE_DAYS:
-            return
-        per = state.counts.setdefault(day, {})
-        per[(scope, value)] = per.get((scope, value), 0) + n
-        tot = state.totals.setdefault(day, {})
-        tot[scope] = tot.get(scope, 0) + n
+        for d in np.unique(days).tolist():
+            if state.day is not None and d < state.day - SHARE_DAYS:
+                continue
+            add = weight * np.bincount(x[days == d], minlength=n)
+            old = state.counts.get(d)
+            if old is None:
+                state.counts[d] = add
+            else:
+                if len(old) < n:
+                    old = np.concatenate([old, np.zeros(n - len(old), dtype=old.dtype)])
+                state.counts[d] = old + add
 
     def _chance(self, scope: int, value: int, length: int, state: StreakState) -> tuple[float | None, float | None]:
-        assert state.day is not None
+        assert state.day is not None and state.shares is not None
         n = min(self.ctx.full_days_before(state.day), SHARE_DAYS)
         if n <= 0:
             return None, None
-        days = range(state.day - n, state.day)
-        total = sum(state.totals.get(d, {}).get(scope, 0) for d in days)
+        labels = self.labels(scope, value)
+        shares = state.shares
+        mine_idx = shares.admit(tuple(labels[g] for g in shares.group_by))
+        in_scope: npt.NDArray[np.bool_] | None = None
+        if self.scope_field is not None:
+            want = labels[self.scope_field]
+            in_scope = np.fromiter((lab[self.scope_field] == want for lab in shares.labels), dtype=bool,
+                                   count=len(shares.labels))
+        total = mine = 0
+        for d in range(state.day - n, state.day):
+            c = state.counts.get(d)
+            if c is None:
+                continue
+            total += int(c.sum()) if in_scope is None else int(c[in_scope[: len(c)]].sum())
+            mine += int(c[mine_idx]) if mine_idx < len(c) else 0
         if total == 0:
             return None, None
-        mine = sum(state.counts.get(d, {}).get((scope, value), 0) for d in days)
         share = mine / total
         chance = share ** length
         expected = (total / n) * (1 - share) * chance
@@ -330,7 +345,6 @@ class StreakRule:
                 state.day += 1
                 for old in [x for x in state.counts if x < state.day - SHARE_DAYS]:
                     del state.counts[old]
-                    state.totals.pop(old, None)
         state.clock = max(state.clock, now)
         return events, self.deadline(state)
 
@@ -365,30 +379,31 @@ class StreakRule:
         return state
 
     def rebuild_shares(self, state: StreakState, buckets: Buckets) -> None:
+        """The share history from the raw hourly buckets (at start and after a reload)."""
         state.counts.clear()
-        state.totals.clear()
+        state.shares = self._share_index()
         if state.day is None or len(buckets.hour_us) == 0:
             return
         start = self.cal.day_start(state.day - SHARE_DAYS)
-        sel = buckets.hour_us >= start
+        end = self.cal.day_end(state.day)
+        sel = (buckets.hour_us >= start) & (buckets.hour_us < end)
         probe = Batch(np.zeros(int(sel.sum()), dtype=np.int64), buckets.hour_us[sel],
                       buckets.type[sel].astype(np.int32), buckets.channel[sel].astype(np.int32))
         keep = self.filter.mask(probe) if self.filter.active else np.ones(len(probe), dtype=bool)
-        counts = buckets.count[sel][keep]
+        weights = buckets.count[sel][keep]
         probe = probe.take(np.flatnonzero(keep))
+        x = state.shares.of_batch(probe)
+        n = len(state.shares)
         days = self.cal.days_of(probe.ts)
-        scopes, values = self._scopes(probe), self._values(probe)
-        for d, sc, v, c in zip(days.tolist(), scopes.tolist(), values.tolist(), counts.tolist(), strict=True):
-            self._add_share(state, d, sc, v, c)
+        for d in np.unique(days).tolist():
+            m = days == d
+            state.counts[d] = np.bincount(x[m], weights=weights[m], minlength=n).astype(np.int64)
 
     def subtract_pending(self, state: StreakState) -> None:
         """Take records not yet processed back out of the share counts rebuilt from buckets."""
         b = self.filter.apply(state.pending)
-        if len(b) == 0:
-            return
-        days = self.cal.days_of(b.ts)
-        for d, sc, v in zip(days.tolist(), self._scopes(b).tolist(), self._values(b).tolist(), strict=True):
-            self._add_share(state, d, sc, v, -1)
+        if len(b):
+            self._count_shares(b, state, weight=-1)
 
     def run_view(self, state: StreakState) -> list[tuple[dict[str, str], int]]:
         """(labels, current run length) per scope, for the metrics."""
