@@ -43,7 +43,7 @@ def receivers(fakes: dict[str, FakeVendor]) -> list[Any]:
     mention = {"wecom": "zhangsan", "slack": "U0SAFE", "discord": "112233"}
     out = []
     for kind, fake in fakes.items():
-        m = Mentions(light={"users": [mention[kind]]}) if kind in mention else Mentions()  # type: ignore[arg-type]
+        m = Mentions(light={"users": [mention[kind]]}) if kind in mention else Mentions()
         out.append(fake.receiver(name=kind, mention=m))
     return out
 
