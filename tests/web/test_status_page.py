@@ -139,6 +139,16 @@ def test_badges_tell_what_holds_each_alert_back(world: Scene) -> None:
     assert link.attrs["href"] == "#alert-" + open_instance(world.daemon, "type-surge", T)
 
 
+def test_badges_agree_with_the_alerts_api(world: Scene) -> None:
+    status, _h, body = call(world.daemon.app, "/api/v1/alerts")
+    assert status == 200
+    flags = {a["instance"]: {k for k in ("silenced", "inhibited", "acknowledged", "muted") if a[k]}
+             for a in json.loads(body) if a["state"] == "open"}
+    assert len(flags) == 9
+    root = parse(page(world))
+    assert {inst: badges(by_id(root, "alert-" + inst)) for inst in flags} == flags
+
+
 def test_value_against_baseline(world: Scene) -> None:
     root = parse(page(world))
     facts = " ".join(article(root, "type-surge", T, world=world).find_all("p", "facts")[0].all_text().split())
