@@ -9,6 +9,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
+
+from tests.sources.dbs import Db, TcpProxy
 
 PG_HOST = os.environ.get("SENTINEL_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("SENTINEL_TEST_PG_PORT", "5432"))
@@ -75,3 +78,38 @@ def mariadb_url() -> Iterator[str]:
 @pytest.fixture
 def sqlite_url(tmp_path: object) -> str:
     return f"sqlite:///{tmp_path}/source.db"
+
+
+# --- source databases (helpers in tests/sources/dbs.py) ---------------------------------------
+
+@pytest.fixture(params=["sqlite", "postgres", "mariadb"])
+def db(request: pytest.FixtureRequest) -> Iterator[Db]:
+    fixture = {"sqlite": "sqlite_url", "postgres": "pg_url", "mariadb": "mariadb_url"}[request.param]
+    url = request.getfixturevalue(fixture)
+    engine = sa.create_engine(url)
+    yield Db(request.param, url, engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def pg(pg_url: str) -> Iterator[Db]:
+    engine = sa.create_engine(pg_url)
+    yield Db("postgres", pg_url, engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def maria(mariadb_url: str) -> Iterator[Db]:
+    engine = sa.create_engine(mariadb_url)
+    yield Db("mariadb", mariadb_url, engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def proxy() -> Iterator[TcpProxy]:
+    host = os.environ.get("SENTINEL_TEST_PG_HOST", "127.0.0.1")  # as in tests/conftest.py
+    p = TcpProxy((host, int(os.environ.get("SENTINEL_TEST_PG_PORT", "5432"))))
+    p.start()
+    yield p
+    p.stop()
+

@@ -76,7 +76,7 @@ def auth(token: str = TOKEN) -> dict[str, str]:
 
 def open_instance(url: str) -> str:
     alerts = requests.get(f"{url}/api/v1/alerts", timeout=5).json()
-    return str([a for a in alerts if a["state"] == "open"][0]["instance"])
+    return str(next(a for a in alerts if a["state"] == "open")["instance"])
 
 
 def test_alerts_list_states(running: tuple[Daemon, str, Path]) -> None:
@@ -128,7 +128,7 @@ def _token_url(url: str, instance: str, expiry: int, secret: str = ACK_SECRET) -
 
 
 def test_ack_link_get_shows_a_page_and_only_post_acknowledges(running: tuple[Daemon, str, Path]) -> None:
-    daemon, url, _ = running
+    _daemon, url, _ = running
     inst = open_instance(url)
     expiry = int(NOW.timestamp()) + 3600
     link = _token_url(url, inst, expiry)
@@ -142,7 +142,7 @@ def test_ack_link_get_shows_a_page_and_only_post_acknowledges(running: tuple[Dae
 
 
 def test_ack_link_expired_forged_or_for_another_instance(running: tuple[Daemon, str, Path]) -> None:
-    daemon, url, _ = running
+    _daemon, url, _ = running
     inst = open_instance(url)
     now = int(NOW.timestamp())
     expired = requests.post(_token_url(url, inst, now - 1), timeout=5)

@@ -168,7 +168,8 @@ def test_inhibition_across_rules(env) -> None:  # type: ignore[no-untyped-def]
     a.event("resolved", "type-surge", L, "light", T0 + seconds(100))
     step(d, store, T0 + seconds(101))
     step(d, store, T0 + seconds(170))
-    later = [m for m in messages(store) if m["payload"]["views"][0]["rule"] == "type-channel-surge" and m["types"] == [L]]
+    later = [m for m in messages(store)
+             if m["payload"]["views"][0]["rule"] == "type-channel-surge" and m["types"] == [L]]
     assert sorted(m["receiver"] for m in later) == ["crisis", "cs-team"]
 
 

@@ -3,6 +3,7 @@ backtest-style run of the real engine. They build data; assertions stay in the t
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -89,14 +90,14 @@ def run(rules: Iterable[Any], records: Sequence[Rec], tz: str = SH, coverage: in
         eng.ctx.coverage_start_us = int(batch.ts[0])
     events: list[Event] = []
     bounds = [0, *sorted(set(chunks)), len(batch)]
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         if b > a:
             part = batch.slice(a, b)
             events += eng.feed(part, int(part.ts[-1]))
     if until is not None:
         events += eng.feed(Batch.empty(), until)
     # events of different feed calls may share an instant; the canonical order merges them
-    assert all(a.at <= b.at for a, b in zip(events, events[1:], strict=False)), "events out of time order"
+    assert all(a.at <= b.at for a, b in itertools.pairwise(events)), "events out of time order"
     return sort_events(events, eng.order)
 
 

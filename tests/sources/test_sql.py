@@ -4,17 +4,14 @@ PostgreSQL)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import random
 import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,73 +24,12 @@ from sentinel.model import US, Vocab, from_datetime
 from sentinel.sources import SourceUnavailable
 from sentinel.sources.records import RawRow, RowNormaliser
 from sentinel.sources.sql import SqlSource
+from tests.sources.dbs import TYPES, Db, TcpProxy, complaints_table, row
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 UTCZ = ZoneInfo("UTC")
 BASE = datetime(2025, 7, 8, 10, 0, 0)  # naive: the source's own wall clock
 SECRET = "Sup3r-s3cret-pw"
-
-TYPES = {
-    "sqlite": {"id": "INTEGER", "sid": "TEXT", "time": "TEXT", "text": "TEXT", "big": "INTEGER"},
-    "postgres": {"id": "BIGINT", "sid": "VARCHAR(64)", "time": "TIMESTAMP(6)", "text": "TEXT", "big": "BIGINT"},
-    "mariadb": {"id": "BIGINT", "sid": "VARCHAR(64)", "time": "DATETIME(6)", "text": "VARCHAR(400)",
-                "big": "BIGINT"},
-}
-
-
-@dataclass
-class Db:
-    kind: str
-    url: str
-    engine: sa.Engine
-
-    def q(self, name: str) -> str:
-        return self.engine.dialect.identifier_preparer.quote_identifier(name)
-
-    def run(self, sql: str, params: Any = None) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(sa.text(sql), params)
-
-    def create(self, table: str, columns: dict[str, str], index: tuple[str, ...] | None = None) -> None:
-        cols = ", ".join(f"{self.q(n)} {TYPES[self.kind].get(t, t)}" for n, t in columns.items())
-        self.run(f"CREATE TABLE {self.q(table)} ({cols})")
-        if index:
-            self.run(f"CREATE INDEX {self.q(table + '_ix')} ON {self.q(table)} "
-                     f"({', '.join(self.q(c) for c in index)})")
-
-    def insert(self, table: str, rows: list[dict[str, Any]]) -> None:
-        names = list(rows[0])
-        self.run(f"INSERT INTO {self.q(table)} ({', '.join(self.q(n) for n in names)}) "
-                 f"VALUES ({', '.join(f':p{k}' for k in range(len(names)))})",
-                 [{f"p{k}": r[n] for k, n in enumerate(names)} for r in rows])
-
-    def time(self, dt: datetime) -> Any:
-        """A naive wall-clock time as this database's `time` column stores it."""
-        return dt.isoformat(" ") if self.kind == "sqlite" else dt
-
-
-@pytest.fixture(params=["sqlite", "postgres", "mariadb"])
-def db(request: pytest.FixtureRequest) -> Iterator[Db]:
-    fixture = {"sqlite": "sqlite_url", "postgres": "pg_url", "mariadb": "mariadb_url"}[request.param]
-    url = request.getfixturevalue(fixture)
-    engine = sa.create_engine(url)
-    yield Db(request.param, url, engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def pg(pg_url: str) -> Iterator[Db]:
-    engine = sa.create_engine(pg_url)
-    yield Db("postgres", pg_url, engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def maria(mariadb_url: str) -> Iterator[Db]:
-    engine = sa.create_engine(mariadb_url)
-    yield Db("mariadb", mariadb_url, engine)
-    engine.dispose()
-
 
 @pytest.fixture
 def sources() -> Iterator[Callable[..., SqlSource]]:
@@ -127,16 +63,6 @@ def read_all(source: SqlSource, since_us: int, limit: int) -> tuple[list[RawRow]
             assert len(page.rows) < limit
             return rows, sizes
         page = source.read(since_us, page.next, limit)
-
-
-def complaints_table(db: Db, index: bool = True, id_type: str = "id", time_type: str = "time") -> None:
-    db.create("complaints", {"id": id_type, "created_at": time_type, "type": "text", "channel": "text",
-                             "customer": "text"}, ("created_at", "id") if index else None)
-
-
-def row(db: Db, i: Any, at: datetime, typ: Any = "物流配送延误", channel: Any = "电话热线",
-        customer: Any = None) -> dict[str, Any]:
-    return {"id": i, "created_at": db.time(at), "type": typ, "channel": channel, "customer": customer}
 
 
 # --- paging ------------------------------------------------------------------------------------------
@@ -546,76 +472,6 @@ def test_describe_names_the_place_but_no_password(pg_url: str, sources: Any) -> 
 
 
 # --- outages -----------------------------------------------------------------------------------------
-
-
-class TcpProxy:
-    """127.0.0.1:port -> the real server, with a switch: stop() closes everything, start() listens again."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
-        self._listener: socket.socket | None = None
-        self._socks: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(16)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream)
-            with self._lock:
-                self._socks += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    def drop_connections(self) -> None:
-        with self._lock:
-            socks, self._socks = self._socks, []
-        for s in socks:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-
-    def stop(self) -> None:
-        if self._listener is not None:
-            with contextlib.suppress(OSError):
-                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
-            self._listener.close()
-            self._listener = None
-        self.drop_connections()
-
-
-@pytest.fixture
-def proxy() -> Iterator[TcpProxy]:
-    host = os.environ.get("SENTINEL_TEST_PG_HOST", "127.0.0.1")  # as in tests/conftest.py
-    p = TcpProxy((host, int(os.environ.get("SENTINEL_TEST_PG_PORT", "5432"))))
-    p.start()
-    yield p
-    p.stop()
 
 
 def _through(pg_url: str, port: int) -> str:
