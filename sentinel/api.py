@@ -80,8 +80,8 @@ def status(daemon: Daemon) -> dict[str, Any]:
 
 
 def _policy(daemon: Daemon) -> Policy:
-    delivery = daemon.extras.get("delivery")
-    return delivery.policy if delivery is not None else Policy(daemon.cfg)
+    """A private Policy per request: the dispatcher's own is in use on another thread."""
+    return Policy(daemon.cfg)
 
 
 def alerts_json(daemon: Daemon) -> list[dict[str, Any]]:

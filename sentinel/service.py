@@ -142,4 +142,7 @@ def build(cfg: Config, *, config_path: str | None = None, clock: Clock | None = 
     from sentinel import api
 
     api.register(daemon)
+    from sentinel.web import status_page
+
+    status_page.register(daemon)
     return daemon
