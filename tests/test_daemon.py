@@ -213,3 +213,35 @@ def test_reload_rejects_a_bad_config_and_keeps_running(tmp_path: Path, crm: Crm)
         assert b"sentinel_config_last_reload_successful 1.0" in daemon.metrics.render()
     finally:
         daemon.stop()
+
+
+def test_sighup_adds_a_rule_with_full_history_and_removes_one(tmp_path: Path, crm: Crm) -> None:
+    """A reloaded rule set: a new threshold rule is rebuilt from the raw buckets (it fires at once on
+    today's surge against its real baseline, no false zero baseline); a removed rule's alerts resolve."""
+    history(crm)
+    clock = ManualClock(NOW)
+    cfg = config(tmp_path, crm)
+    daemon = start(cfg, clock)
+    try:
+        while daemon.cycle():
+            pass
+        crm.add(NOW - timedelta(minutes=20), n=61, spacing=timedelta(seconds=10))
+        clock.set(NOW + timedelta(seconds=2))
+        daemon.cycle()
+        assert [e["rule"] for e in events(daemon) if e["notify"] and e["rule"] != "streak"] == ["type-surge"]
+        text = cfg.read_text(encoding="utf-8")
+        new_rule = '[[rules]]\nname = "per-channel"\nkind = "threshold"\ngroup_by = ["type", "channel"]\n'
+        cfg.write_text(text.replace('[[rules]]\nname = "type-surge"\nkind = "threshold"\nmin_count = 10\n', new_rule),
+                       encoding="utf-8")
+        assert daemon.reload() is True
+        clock.set(NOW + timedelta(seconds=4))
+        crm.add(NOW + timedelta(seconds=3))
+        daemon.cycle()
+        evs = [e for e in events(daemon) if e["notify"]]
+        resolved = [e for e in evs if e["rule"] == "type-surge"]
+        assert [e["state"] for e in resolved] == ["firing", "resolved"] and resolved[-1]["reason"] == "rule removed"
+        fresh = [e for e in evs if e["rule"] == "per-channel"]
+        # the new rule knows the 40-a-day history of (type, 电话热线): 62 today is a surge against 40
+        assert fresh and fresh[0]["state"] == "firing" and fresh[0]["baseline"] == 40.0
+    finally:
+        daemon.stop()
