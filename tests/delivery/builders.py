@@ -199,3 +199,41 @@ def delivery_ids(requests: Iterable[Any]) -> list[str]:
 
 def body_json(requests: Iterable[Any]) -> list[Any]:
     return [json.loads(r.body) for r in requests]
+
+
+# --- the whole daemon --------------------------------------------------------------------------------
+
+def daemon_config(tmp_path: Path, crm_path: Path, receivers: str, *, top: str = "",
+                  poll_interval: str = "2s") -> Path:
+    """A `sentinel run` configuration over the SQLite CRM of `tests/test_daemon.py` (naive UTC times,
+    columns id/created_at/category/channel/customer_id): a threshold and a streak rule, `receivers`
+    as TOML tables, `top` as extra top-level keys."""
+    path = tmp_path / "sentinel.toml"
+    path.write_text(f"""
+timezone = "Asia/Shanghai"
+state_url = "sqlite:///{tmp_path}/state.db"
+listen = "127.0.0.1:0"
+locale = "en"
+{top}
+
+[source]
+url = "sqlite:///{crm_path}"
+table = "complaints"
+columns = {{ id = "id", created_at = "created_at", type = "category", channel = "channel", customer = "customer_id" }}
+timezone = "UTC"
+lateness = "5m"
+poll_interval = "{poll_interval}"
+
+[[rules]]
+name = "type-surge"
+kind = "threshold"
+min_count = 10
+
+[[rules]]
+name = "streak"
+kind = "streak"
+length = 5
+
+{receivers}
+""", encoding="utf-8")
+    return path
