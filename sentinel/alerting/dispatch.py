@@ -6,7 +6,10 @@ a resolution goes to every receiver that was told of the alert (the notification
 was told), and an alert that fired and resolved before anyone was told is not announced at all.
 
 Grouping follows Alertmanager: the first alert of a group waits `group_wait`, later changes are
-batched and sent at most every `group_interval`; an upgrade is sent at once. What holds an alert back
+batched and sent at most every `group_interval`; an upgrade is sent at once. A group with nothing
+waiting is forgotten once its interval has passed, so a new wave after a quiet spell waits
+`group_wait` like the first one, and a step's cost follows the alerts in flight, not every group ever
+seen. What holds an alert back
 (silences, inhibition, mute times) and what brings it back (repeats, escalation) is decided in
 `sentinel.alerting.policy`.
 """
@@ -83,6 +86,7 @@ class Dispatcher:
         if self.policy is not None:
             self.policy.schedule(conn, self, groups, now_us)
         written = self._flush(conn, groups, now_us)
+        self._forget_settled(conn, groups, now_us)
         self._save_groups(conn, groups)
         return written
 
@@ -120,15 +124,32 @@ class Dispatcher:
 
     # --- flushing ----------------------------------------------------------------------------------
     def _due(self, g: Group, route: Route, now_us: int) -> bool:
+        """Urgent at once; else `group_wait` after the first waiting alert, and never within
+        `group_interval` of the last message (a wave after a quiet spell is gathered like the first)."""
         if not g.pending:
             return False
         if g.urgent:
             return True
-        if g.last_flush_us is None:
-            wait = int(route.cfg.group_wait.total_seconds() * 1_000_000)
-            return g.first_pending_us is not None and now_us >= g.first_pending_us + wait
-        interval = int(route.cfg.group_interval.total_seconds() * 1_000_000)
-        return now_us >= g.last_flush_us + interval
+        first = g.first_pending_us if g.first_pending_us is not None else now_us
+        due = first + int(route.cfg.group_wait.total_seconds() * 1_000_000)
+        if g.last_flush_us is not None:
+            due = max(due, g.last_flush_us + int(route.cfg.group_interval.total_seconds() * 1_000_000))
+        return now_us >= due
+
+    def _forget_settled(self, conn: Connection, groups: dict[str, Group], now_us: int) -> None:
+        """Drop groups with nothing waiting whose interval has passed: they would act as new ones."""
+        gone = []
+        for key, g in groups.items():
+            if g.pending or g.urgent:
+                continue
+            route = self.router.get(g.route)
+            interval = int(route.cfg.group_interval.total_seconds() * 1_000_000) if route is not None else 0
+            if g.last_flush_us is None or now_us >= g.last_flush_us + interval:
+                gone.append(key)
+        for key in gone:
+            del groups[key]
+        for i in range(0, len(gone), 500):
+            conn.execute(delete(dispatch_groups).where(dispatch_groups.c.group_key.in_(gone[i:i + 500])))
 
     def _flush(self, conn: Connection, groups: dict[str, Group], now_us: int) -> int:
         written = 0
