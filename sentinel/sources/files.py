@@ -9,9 +9,11 @@ order for streaming; `read_sorted` sorts a file that is not.
 from __future__ import annotations
 
 import codecs
+import csv
 import gzip
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from sentinel.days import Calendar
+from sentinel.days import DAY_US, Calendar
 from sentinel.model import Batch, IntArray, Vocab
 from sentinel.sources.records import (
     MAX_FIELD_CHARS,
@@ -125,11 +127,18 @@ class FileReader:
     # --- CSV ---------------------------------------------------------------------------------------
     def _csv(self) -> Iterator[Block]:
         stream = self._stream()
+        invalid: list[tuple[int | None, str]] = []  # rows with the wrong number of fields, skipped
+
+        def on_invalid(row: Any) -> str:
+            invalid.append((row.number, row.text))
+            return "skip"
+
         try:
             try:
                 reader = pcsv.open_csv(
                     stream,
                     read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=USE_THREADS),
+                    parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
                     convert_options=pcsv.ConvertOptions(
                         column_types={c: pa.binary() for c in (*REQUIRED, "customer")},
                         strings_can_be_null=False, quoted_strings_can_be_null=False),
@@ -151,7 +160,15 @@ class FileReader:
                     raise InputError(f"{self.path}: {exc}") from None
                 cols = {c: rb.column(names.index(c)) for c in (*REQUIRED, *(("customer",) if has_customer else ()))}
                 pos = _tell(stream)
-                yield self._block(cols, rb.num_rows, pos)
+                block = self._block(cols, rb.num_rows, pos)
+                if invalid:  # parsed a little ahead: counted with this block, never twice
+                    block.rejected[:0] = [_invalid_row(n, text, names) for n, text in invalid]
+                    block.rows += len(invalid)
+                    invalid.clear()
+                yield block
+            if invalid:
+                yield Block(Batch.empty(), [_invalid_row(n, text, names) for n, text in invalid], len(invalid),
+                            _tell(stream))
         finally:
             stream.close()
 
@@ -229,13 +246,25 @@ class FileReader:
         return self.local_to_utc(local)
 
     def local_to_utc(self, local: IntArray) -> IntArray:
-        """Naive wall-clock instants in `naive_tz` to UTC (the earlier reading of an ambiguous hour)."""
-        guess = local - self.calendar.offsets_of(local)
-        return np.asarray(local - self.calendar.offsets_of(guess), dtype=np.int64)
+        """Naive wall-clock instants in `naive_tz` to UTC, as Python reads them (fold=0): the earlier
+        reading of a repeated hour, and a skipped wall-clock time read with the offset before the change
+        (02:30 in a 02:00 -> 03:00 spring-forward is 03:30, never 01:30 - nor the day before when the
+        zone skips midnight). The row-by-row path reads them the same way."""
+        offsets_of = self.calendar.offsets_of
+        before = offsets_of(local - DAY_US)  # the offsets in force a day either side (zones change
+        after = offsets_of(local + DAY_US)  # offset at most once in two days)
+        utc = np.asarray(local - before, dtype=np.int64)
+        near = np.flatnonzero(before != after)  # within a day of a change: the few that need a look
+        if len(near):
+            early, late = utc[near], local[near] - after[near]
+            early_ok = offsets_of(early) == before[near]
+            late_ok = offsets_of(late) == after[near]
+            utc[near] = np.where(early_ok | ~late_ok, early, late)
+        return utc
 
     def _slow_block(self, cols: dict[str, pa.Array], n: int, pos: int) -> Block:
         py = {c: a.to_pylist() for c, a in cols.items()}
-        rows = []
+        rows: list[list[Any]] = []
         pre_rejected: list[Rejected] = []
         for i in range(n):
             raw_id = py["id"][i]
@@ -258,7 +287,9 @@ class FileReader:
                 shown = raw_id.decode("utf-8", "replace")[:60] if isinstance(raw_id, bytes) else None
                 pre_rejected.append(Rejected(shown, bad.reason, bad.detail))
                 continue
-            rows.append(tuple(vals))
+            rows.append(vals)
+        if self.id_type == "auto":
+            _numeric_ids(rows)
         norm = self.rows_normaliser.normalise(rows)  # type: ignore[arg-type]
         batch = norm.batch
         return Block(batch, pre_rejected + norm.rejected, n, pos)
@@ -270,18 +301,24 @@ class FileReader:
             buf: list[tuple[Any, ...]] = []
             rejected: list[Rejected] = []
             count = 0
+            transcoded = self.encoding != "utf-8"  # undecodable bytes arrive as U+FFFD
             for lineno, line in enumerate(stream, 1):
                 if not line.strip():
                     continue
                 count += 1
                 try:
                     obj = json.loads(line)
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    reason = "bad_encoding" if isinstance(exc, UnicodeDecodeError) else "bad_record"
-                    rejected.append(Rejected(f"line {lineno}", reason, f"not a JSON object: {exc}"[:120]))
+                except UnicodeDecodeError:
+                    rejected.append(self._bad_line(line, lineno))
+                    continue
+                except json.JSONDecodeError as exc:
+                    rejected.append(Rejected(f"line {lineno}", "bad_record", f"not a JSON object: {exc}"[:120]))
                     continue
                 if not isinstance(obj, dict):
                     rejected.append(Rejected(f"line {lineno}", "bad_record", "not a JSON object"))
+                    continue
+                if transcoded and _REPLACEMENT in line:
+                    rejected.append(self._bad_line(line, lineno))
                     continue
                 if lineno == 1 or (not buf and count == 1):
                     missing = [c for c in REQUIRED if c not in obj]
@@ -297,9 +334,58 @@ class FileReader:
         finally:
             stream.close()
 
+    def _bad_line(self, line: bytes, lineno: int) -> Rejected:
+        """A JSONL line with bytes that are not valid in the file's encoding: rejected with its record id
+        when the rest of the line still tells it, else with its line number."""
+        shown = f"line {lineno}"
+        try:
+            obj = json.loads(line.decode("utf-8", "replace"))
+        except json.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and obj.get("id") is not None:
+            shown = str(obj["id"])[:60]
+        return Rejected(shown, "bad_encoding", f"line {lineno} is not valid {self.encoding}")
+
     def _rows_block(self, rows: list[tuple[Any, ...]], rejected: list[Rejected], n: int, pos: int) -> Block:
         norm = self.rows_normaliser.normalise(rows)
         return Block(norm.batch, rejected + norm.rejected, n, pos)
+
+
+def _invalid_row(number: int | None, text: str, names: list[str]) -> Rejected:
+    """A CSV row with the wrong number of fields (an unquoted comma, a cut line): a bad record."""
+    try:
+        fields = next(csv.reader([text]))
+    except (csv.Error, StopIteration):
+        fields = []
+    at = names.index("id")
+    shown = fields[at].strip()[:60] if at < len(fields) and fields[at].strip() else None
+    where = f"row {number}" if number is not None else "a row"
+    return Rejected(shown, "bad_record", f"{where} has {len(fields)} fields, the header {len(names)}")
+
+
+def _numeric_ids(rows: list[list[Any]]) -> None:
+    """Ids that are all integers (in int64) become ints, in place: as the fast path reads the block, so a
+    block with one bad row still has a numeric id column (ties ordered by number, not as text)."""
+    ints: list[int | None] = []
+    for row in rows:
+        text = row[0]
+        if text is None:
+            ints.append(None)
+            continue
+        text = text.strip()
+        if len(text) > 20 or not _INTEGER.fullmatch(text):
+            return
+        value = int(text)
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            return
+        ints.append(value)
+    for row, number in zip(rows, ints, strict=True):
+        row[0] = number
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_REPLACEMENT = "\ufffd".encode()  # what the transcoder makes of bytes that are not in the encoding
 
 
 class _SlowPath(Exception):
