@@ -11,9 +11,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
 from sentinel import __version__
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series beside each counter
 
 ALL = "__all__"
 OTHER = "__other__"

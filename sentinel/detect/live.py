@@ -40,6 +40,7 @@ class Detector:
         self.engine = Engine(cfg.rules, self.ctx, cfg.timezone)
         self._late = 0
         self._counted: list[Event] = []
+        self._folded: dict[str, int] = {}
 
     # --- start / reload ------------------------------------------------------------------------------
     def restore(self, conn: Connection, coverage_us: int | None, now_us: int) -> list[Event]:
@@ -136,6 +137,10 @@ class Detector:
         for rule in self.engine.rules:
             state = self.engine.states[rule.name]
             if isinstance(rule, ThresholdRule):
+                folded = state.series.folded - self._folded.get(rule.name, 0)
+                if folded > 0:  # combinations past max_series, folded into __other__
+                    m.series_folded.labels(rule=rule.name).inc(folded)
+                    self._folded[rule.name] = state.series.folded
                 for labels, cur, base, thr, ratio in rule.series_view(state):
                     lab = m.series_labels(rule.name, labels)
                     m.series_current.labels(*lab).set(cur)
