@@ -114,7 +114,8 @@ class Detector:
         if self._late:
             m.records_late.inc(self._late)
         for e in self._counted:
-            m.alert_events.labels(rule=e.rule, tier=e.tier.label, state=e.state.value).inc()
+            if not e.extra.get("handover"):  # a handover re-announces an event already counted
+                m.alert_events.labels(rule=e.rule, tier=e.tier.label, state=e.state.value).inc()
         self._late = 0
         self._counted = []
 
