@@ -6,6 +6,8 @@
 - `Delivered` marks the message; `RetryAfter` retries with exponential backoff and jitter, never sooner
   than the vendor asked (Retry-After, WeCom 45009, DingTalk's 10-minute block), and holds that robot
   URL for every message; `Failed` keeps the message as failed, counts it and tells `fallback_receiver`.
+- An exception while building or sending a message (a bug) is logged and retried with backoff like a
+  network error: the message never stays `sending` with nothing in flight.
 - Rate limits are sliding windows per robot URL (`rate_limit`, default the vendor's published limit),
   kept in the store so a restart cannot burst past a robot's limit.
 - In dry run nothing is sent: messages are marked `dry_run` so the status page shows what would have
@@ -31,7 +33,7 @@ from sentinel.logs import fields
 from sentinel.metrics import Metrics
 from sentinel.model import US, Tier
 from sentinel.notify import outbox
-from sentinel.notify.base import Adapter, AlertPayload, Delivered, Failed, Message, RetryAfter
+from sentinel.notify.base import Adapter, AlertPayload, Delivered, Failed, Message, Outcome, RetryAfter
 from sentinel.notify.views import AlertView
 from sentinel.store import Store
 from sentinel.units import Rate
@@ -256,9 +258,13 @@ class DeliveryWorker:
             if wait > 0:
                 return False
             outbox.mark_sending(conn, msg.id, idx)
-        message = self.message(msg, runner)
-        self.metrics.notification_requests.labels(receiver=name).inc()
-        outcome = runner.adapter.send(message, idx)
+        try:
+            message = self.message(msg, runner)
+            self.metrics.notification_requests.labels(receiver=name).inc()
+            outcome: Outcome = runner.adapter.send(message, idx)
+        except Exception as exc:  # a bug must not leave the message "sending" and retried at every tick
+            log.exception("could not build or send a message", extra=fields(receiver=name, kind=msg.kind))
+            outcome = RetryAfter(0.0, f"internal error ({type(exc).__name__}); see the log")
         done = now_us(self.clock)
         limiter = runner.limiters[idx]
         limiter.record(done)

@@ -5,7 +5,7 @@ manual clock. They build data and move time; assertions stay in the tests."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +20,7 @@ from sentinel.config import Config, ReceiverConfig, RouteConfig
 from sentinel.metrics import Metrics
 from sentinel.model import US, Event, EventState, Tier, fingerprint, from_datetime, instance_id
 from sentinel.notify import outbox
+from sentinel.notify.base import Adapter
 from sentinel.notify.worker import DeliveryWorker
 from sentinel.store import Store
 from sentinel.store.alerts import record_events
@@ -109,18 +110,21 @@ class Pipeline:
     """
 
     def __init__(self, cfg: Config, store: Store, clock: ManualClock | None = None, *,
-                 dry_run: bool = False, metrics: Metrics | None = None) -> None:
+                 dry_run: bool = False, metrics: Metrics | None = None,
+                 adapter_factory: Callable[[ReceiverConfig], Adapter] | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.clock = clock or ManualClock(T0)
         self.metrics = metrics or Metrics()
         self.dry_run = dry_run
+        self.adapter_factory = adapter_factory
         self.policy = Policy(cfg)
         self.dispatcher = Dispatcher(cfg, policy=self.policy)
         self.worker = self._worker()
 
     def _worker(self) -> DeliveryWorker:
-        worker = DeliveryWorker(self.cfg, self.store, self.metrics, clock=self.clock, dry_run=self.dry_run, seed=7)
+        worker = DeliveryWorker(self.cfg, self.store, self.metrics, clock=self.clock, dry_run=self.dry_run, seed=7,
+                                adapter_factory=self.adapter_factory)
         worker.start()
         return worker
 

@@ -10,6 +10,7 @@ import pytest
 
 from sentinel.clock import ManualClock
 from sentinel.config import ReceiverConfig, RouteConfig
+from sentinel.notify.base import Adapter
 from tests.delivery.builders import Pipeline, make_config, open_store
 from tests.notify.conftest import (  # noqa: F401
     closed_url,
@@ -31,9 +32,10 @@ def pipeline(tmp_path: Path) -> Iterator[MakePipeline]:
     made: list[Pipeline] = []
 
     def make(receivers: Sequence[ReceiverConfig], routes: Sequence[RouteConfig] = (), *,
-             clock: ManualClock | None = None, dry_run: bool = False, **kw: Any) -> Pipeline:
+             clock: ManualClock | None = None, dry_run: bool = False,
+             adapter_factory: Callable[[ReceiverConfig], Adapter] | None = None, **kw: Any) -> Pipeline:
         cfg = make_config(tmp_path, receivers, routes, **kw)
-        p = Pipeline(cfg, open_store(cfg), clock, dry_run=dry_run)
+        p = Pipeline(cfg, open_store(cfg), clock, dry_run=dry_run, adapter_factory=adapter_factory)
         made.append(p)
         return p
 

@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from sentinel.config import ReceiverConfig
 from sentinel.model import US
-from sentinel.notify import outbox
+from sentinel.notify import create, outbox
+from sentinel.notify.base import Adapter, Message, Outcome
 from sentinel.store.schema import rate_state
 from tests.delivery.builders import Alert, Pipeline, route
 from tests.delivery.conftest import MakePipeline
@@ -253,3 +254,40 @@ def test_messages_of_a_retried_receiver_keep_their_delivery_id(webhook: FakeWebh
     assert p.messages("hook")[0].status == outbox.DELIVERED
     ids = {r.headers["x-sentinel-delivery"] for r in webhook.requests}
     assert len(webhook.requests) == 3 and ids == {p.messages("hook")[0].delivery_id}
+
+
+class Flaky:
+    """A real adapter behind a bug that raises on its first `failures` calls."""
+
+    def __init__(self, real: Adapter, failures: int) -> None:
+        self.real, self.failures = real, failures
+        self.kind, self.syntax, self.max_bytes = real.kind, real.syntax, real.max_bytes
+
+    def send(self, message: Message, url_index: int = 0) -> Outcome:
+        if self.failures > 0:
+            self.failures -= 1
+            raise RuntimeError("adapter bug")
+        return self.real.send(message, url_index)
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def test_an_unexpected_error_is_retried_with_backoff_not_left_sending(webhook: FakeWebhook,
+                                                                      pipeline: MakePipeline) -> None:
+    p = pipeline([webhook.receiver(name="hook")], [route(["hook"])],
+                 adapter_factory=lambda rc: Flaky(create(rc), failures=2))
+    one_alert(p)
+    p.worker.drain(p.worker.runners["hook"])
+    [msg] = p.messages("hook")
+    assert (msg.status, msg.attempts) == ("pending", 1)  # not "sending": nothing is in flight
+    assert msg.last_error is not None and "RuntimeError" in msg.last_error
+    assert msg.next_attempt_us > p.now  # backoff, not a retry at every tick
+    p.deliver()
+    assert p.messages("hook")[0].attempts == 1
+    for _ in range(2):
+        p.set_time(p.messages("hook")[0].next_attempt_us)
+        p.deliver()
+    [msg] = p.messages("hook")
+    assert (msg.status, msg.attempts) == ("delivered", 3)
+    assert len(webhook.requests) == 1
