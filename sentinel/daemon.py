@@ -66,6 +66,10 @@ class Stage(Protocol):
         ...
 
 
+class StoreUnavailable(Exception):
+    """The poll's transaction could not be committed (the state store is down, full or locked)."""
+
+
 @dataclass
 class SourceHealth:
     up: bool = False
@@ -127,6 +131,7 @@ class Daemon:
         self.extras: dict[str, Any] = {}
         self.on_stop: list[Callable[[], None]] = []
         self.health = SourceHealth()
+        self.store_error: str | None = None
         self.state: repo.SourceState | None = None
         self.notifier = Notifier.from_env()
         self._stop = threading.Event()
@@ -260,6 +265,12 @@ class Daemon:
             except SourceUnavailable as exc:
                 self._mark_source(False, str(exc))
                 return False
+            except StoreUnavailable as exc:
+                # nothing was committed, so nothing is lost: the same rows are read again next time
+                self.store_error = str(exc)
+                self.health.next_try_monotonic = time.monotonic() + 5.0
+                return False
+            self.store_error = None
             self._mark_source(True, None)
             self.metrics.poll_duration.observe(time.perf_counter() - started)
             return more
@@ -280,10 +291,13 @@ class Daemon:
                 self.ingest.commit(conn, polled, new_state, now, self.calendar)
                 for stage in self.stages:
                     stage.on_cycle(conn, cycle)
-        except Exception:
-            log.exception("poll cycle failed; reloading state from the store")
-            self._recover(now)
-            raise SourceUnavailable("state store write failed") from None
+        except Exception as exc:
+            log.exception("poll cycle could not be committed; reloading state from the store")
+            try:
+                self._recover(now)
+            except Exception:
+                log.exception("reloading state from the store failed too")
+            raise StoreUnavailable(type(exc).__name__) from None
         self.state = new_state
         self.ingest.committed(polled)
         self._count(polled, now)
@@ -431,6 +445,8 @@ class Daemon:
                 conn.execute(text("SELECT 1"))
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             problems.append(f"state store unreachable: {type(exc).__name__}")
+        if self.store_error is not None:
+            problems.append(f"state store write failed: {self.store_error}")
         if not self.health.up:
             problems.append(f"source unavailable: {self.health.last_error or 'not polled yet'}")
         if not self.scheduler.running:

@@ -245,3 +245,35 @@ def test_sighup_adds_a_rule_with_full_history_and_removes_one(tmp_path: Path, cr
         assert fresh and fresh[0]["state"] == "firing" and fresh[0]["baseline"] == 40.0
     finally:
         daemon.stop()
+
+
+def test_a_failed_cycle_commits_nothing_and_the_next_one_catches_up(tmp_path: Path, crm: Crm,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    history(crm)
+    clock = ManualClock(NOW)
+    daemon = start(config(tmp_path, crm), clock)
+    try:
+        while daemon.cycle():
+            pass
+        before = events(daemon)
+        crm.add(NOW - timedelta(minutes=20), n=61, spacing=timedelta(seconds=10))
+        detection = daemon.extras["detection"]
+        real = detection.on_cycle
+
+        def broken(conn: Any, cycle: Any) -> None:
+            real(conn, cycle)  # the engine moves in memory ...
+            raise RuntimeError("disk full")  # ... and then the transaction fails
+
+        monkeypatch.setattr(detection, "on_cycle", broken)
+        clock.set(NOW + timedelta(seconds=2))
+        assert daemon.cycle() is False
+        assert events(daemon) == before  # nothing committed
+        assert any("state store write failed" in p for p in daemon.readiness())
+        monkeypatch.setattr(detection, "on_cycle", real)
+        clock.set(NOW + timedelta(seconds=4))
+        daemon.cycle()
+        new = [e for e in events(daemon)[len(before):] if e["rule"] == "type-surge"]
+        assert [(e["state"], e["value"]) for e in new] == [("firing", 61)]  # exactly once, from the reloaded state
+        assert not any("state store" in p for p in daemon.readiness())
+    finally:
+        daemon.stop()

@@ -57,7 +57,9 @@ class Store:
             event.listen(self.read_engine, "connect", _sqlite_connect)
             event.listen(self.read_engine, "begin", _sqlite_begin)
         else:
-            self.engine = create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+            # every delivery thread, the poll and the HTTP API may hold a connection at once
+            self.engine = create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                                        connect_args={"connect_timeout": 10})
             self.read_engine = self.engine
         self._lock: FileLock | AdvisoryLock | None = None
 
