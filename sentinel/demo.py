@@ -26,6 +26,7 @@ TZ = ZoneInfo("Asia/Shanghai")
 SURGE_TYPE = "物流配送延误"
 STREAK_TYPE = "服务态度"
 PER_DAY = 400
+SURGE_PER_TICK = 10  # 20 a second: the surge passes 1.5 x the daily average within seconds at any hour
 
 
 class DemoCrm:
@@ -133,8 +134,17 @@ class Feeder(threading.Thread):
                     print("demo: a surge of 物流配送延误 starts now", file=self.out, flush=True)
                     surge_announced = True
                 rows += [(datetime.now(UTC), SURGE_TYPE, self.rng.choice(CHANNELS),
-                          f"C{self.rng.randrange(20000):06d}") for _ in range(4)]
+                          f"C{self.rng.randrange(20000):06d}") for _ in range(SURGE_PER_TICK)]
             self.crm.insert(rows)
+
+
+def free_port() -> int:
+    """A port nothing listens on now, so links in messages can name it (port 0 could not)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def run_demo(duration: float | None, out: IO[str] = sys.stdout, keep: bool = False) -> int:
@@ -151,7 +161,7 @@ def run_demo(duration: float | None, out: IO[str] = sys.stdout, keep: bool = Fal
     sink = ChatSink(out)
     sink.start()
     cfg_path = tmp / "sentinel.toml"
-    cfg_path.write_text(demo_config(tmp, crm.path, sink.url, "127.0.0.1:0"), encoding="utf-8")
+    cfg_path.write_text(demo_config(tmp, crm.path, sink.url, f"127.0.0.1:{free_port()}"), encoding="utf-8")
     cfg = load_config(cfg_path)
     daemon = build(cfg, config_path=str(cfg_path))
     print(f"demo: working directory {tmp}", file=out)
