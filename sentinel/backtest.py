@@ -61,6 +61,13 @@ def _is_sorted(batch: Batch, after: int | None) -> bool:
     return bool(np.all(np.diff(batch.ts) >= 0))
 
 
+def _id_before(a: Any, b: Any) -> bool:
+    """`a` orders before `b` as `Batch.sorted` orders ids: as numbers when both are, else as text."""
+    if isinstance(a, int | np.integer) and isinstance(b, int | np.integer):
+        return int(a) < int(b)
+    return str(a) < str(b)
+
+
 def run(cfg: Config, input_path: str | Path, out: IO[str], *, encoding: str = "utf-8",
         progress: Any = None, keep_daily: bool = False) -> Result:
     """Replay `input_path`; events go to `out` as JSON lines (written once the replay is complete)."""
@@ -112,6 +119,7 @@ def _replay(cfg: Config, cal: Calendar, vocab: Vocab, blocks: Any, lines: list[s
         ctx.coverage_start_us = history_start_us(cfg.history_start, cal)
     engine = Engine(cfg.rules, ctx, cfg.timezone)
     last: int | None = None
+    last_id: Any = None
     try:
         for block in blocks:
             result.rejected.update(r.reason for r in block.rejected)
@@ -121,6 +129,9 @@ def _replay(cfg: Config, cal: Calendar, vocab: Vocab, blocks: Any, lines: list[s
             if not _is_sorted(batch, last):
                 raise _Unsorted
             batch = batch.sorted()  # ties in created_at ordered by id
+            if int(batch.ts[0]) == last and _id_before(batch.ids[0], last_id):
+                raise _Unsorted  # a tie split across blocks, not in id order: (created_at, id) needs a sort
+            last_id = batch.ids[-1]
             if ctx.coverage_start_us is None:
                 ctx.coverage_start_us = int(batch.ts[0])
             result.records += len(batch)
@@ -193,17 +204,21 @@ def print_summary(result: Result, cfg: Config, stream: IO[str]) -> None:
     rejected = ", ".join(f"{k}={v}" for k, v in sorted(result.rejected.items())) or "none"
     console.print(f"records: {result.records:,} over {days} day(s); rejected: {rejected}; late: {result.late}; "
                   f"events: {result.events:,}; alerts per day overall: [bold]{per_day:.2f}[/bold]"
-                  + ("" if result.sorted_input else " (input was not in time order: sorted first)"))
+                  + ("" if result.sorted_input else " (input was not in time order: sorted first)"),
+                  soft_wrap=True)  # one line, whatever the width: logs and scripts grep it
 
 
 def progress_bar(total: int) -> tuple[Any, Any]:
     """A rich progress bar over bytes read, when stderr is a terminal."""
     if not sys.stderr.isatty():
         return None, None
+    from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
+    # on stderr, the terminal that was checked: stdout carries the events (rich's default console is
+    # stdout, where the bar would vanish when stdout is redirected, or interleave with the events)
     prog = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                    TimeRemainingColumn(), transient=True)
+                    TimeRemainingColumn(), transient=True, console=Console(file=sys.stderr))
     task = prog.add_task("replaying", total=total)
     prog.start()
 

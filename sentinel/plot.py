@@ -48,13 +48,16 @@ def plot_backtest(result: Result, cfg: Config, path: str | Path) -> int:
     n = max(1, len(keys))
     fig, axes = plt.subplots(n, 1, figsize=(11, 2.8 * n), squeeze=False)
     vocab_values = result.vocab_values
+    # every series over the input's whole span: a type first seen mid-stream had zero complaints on the
+    # earlier days, and its baseline is built from them (design: "Records, time and history")
+    input_days = [d for d, _, _ in result.daily]
     for ax, key in zip(axes[:, 0], keys, strict=False):
         rule = rules[key[0]]
         labels = dict(key[1])
         daily = _series_daily(result, cfg, rule, labels, vocab_values)
         if not daily:
             continue
-        first, last = min(daily), max(daily)
+        first, last = min(input_days), max(input_days)
         xs = list(range(first, last + 1))
         counts = [daily.get(d, 0) for d in xs]
         base, thr = [], []
