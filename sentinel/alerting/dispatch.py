@@ -95,20 +95,39 @@ class Dispatcher:
         labels = alert_labels(payload["rule"], payload["kind"], payload["tier"], payload["labels"])
         when = min(now_us, int(payload.get("at_us", now_us)))  # group_wait counts from the event itself
         if state == "resolved":
-            # to everyone who was told of it, through the group that told them
+            # to everyone who was told of it, through the group that told them; straight to those no
+            # current route reaches (escalation receivers, a route a reload removed or changed)
+            direct: list[Told] = []
             for t in self.told(conn, instance):
                 if t.last_state == "resolved":
                     continue
-                route = self.router.get(t.route) or self.router.routes[0]
+                route = self.router.get(t.route)
+                if route is None or t.receiver not in route.cfg.receivers:
+                    direct.append(t)
+                    continue
                 if t.group_key in groups and groups[t.group_key].route == route.index:
                     key, glabels = t.group_key, groups[t.group_key].labels
                 else:
                     key, glabels = route.group_key(labels)
                 self.add(groups, route, key, glabels, instance, when, urgent=False)
+            self._resolve_directly(conn, instance, direct, now_us)
             return
         for route in self.router.route(labels):
             key, glabels = route.group_key(labels)
             self.add(groups, route, key, glabels, instance, when, urgent=state == "upgraded")
+
+    def _resolve_directly(self, conn: Connection, instance: str, whom: Sequence[Told], now_us: int) -> None:
+        """A resolution, ungrouped, to receivers told of the alert outside its route's receivers."""
+        rows = self._alert_rows(conn, [instance]) if whom else {}
+        if instance not in rows:
+            return
+        known = {r.name for r in self.cfg.receivers}
+        view = self.view(rows[instance])
+        for t in whom:
+            if t.receiver not in known:
+                continue  # the receiver itself is gone
+            self._enqueue(conn, t.receiver, "alert", [view], rows, now_us, {"group_key": t.group_key})
+            self.log_view(conn, t.receiver, view, t.route, t.group_key, now_us)
 
     def add(self, groups: dict[str, Group], route: Route, key: str, glabels: dict[str, str], instance: str,
             now_us: int, urgent: bool) -> None:
