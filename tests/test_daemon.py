@@ -277,3 +277,63 @@ def test_a_failed_cycle_commits_nothing_and_the_next_one_catches_up(tmp_path: Pa
         assert not any("state store" in p for p in daemon.readiness())
     finally:
         daemon.stop()
+
+
+def _stream(seed: int, start: datetime, n: int) -> list[tuple[datetime, str, str]]:
+    import random
+
+    rng = random.Random(seed)
+    t = start
+    out = []
+    for _ in range(n):
+        t += timedelta(seconds=rng.choice([5, 60, 600, 1800, 3 * 3600]))
+        out.append((t, rng.choice([T, T, T, "服务态度", "其他"]), rng.choice(["电话热线", "微信公众号"])))
+    return out
+
+
+def _replay_daemon(tmp_path: Path, rows: list[tuple[datetime, str, str]], polls: list[datetime],
+                   restarts: set[int]) -> list[dict[str, Any]]:
+    tmp_path.mkdir()
+    crm = Crm(tmp_path / "crm.db")
+    history(crm, days=8, per_day=12)
+    extra = ('[[rules]]\nname = "pace"\nkind = "threshold"\nmode = "pace"\nmin_count = 3\n'
+             '[[rules]]\nname = "roll"\nkind = "threshold"\nmode = "rolling"\nmin_count = 3\n'
+             'resolve_after = "30m"\n')
+    cfg = config(tmp_path, crm, extra)
+    clock = ManualClock(polls[0])
+    daemon = start(cfg, clock)
+    i = 0
+    try:
+        for k, p in enumerate(polls):
+            while i < len(rows) and rows[i][0] <= p:
+                crm.add(rows[i][0], type_=rows[i][1], channel=rows[i][2])
+                i += 1
+            clock.set(p)
+            while daemon.cycle():
+                pass
+            if k in restarts:
+                daemon.stop()
+                daemon = start(cfg, clock)
+        out = events(daemon)
+    finally:
+        daemon.stop()
+    for e in out:
+        if e["kind"] == "threshold":
+            e.pop("samples", None)  # from the poll that made the event: an illustration only
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_restarting_the_real_daemon_anywhere_gives_one_runs_events(tmp_path: Path, seed: int) -> None:
+    import random
+
+    start_at = NOW - timedelta(hours=12)
+    rows = _stream(seed, start_at, 160)
+    steps = int((rows[-1][0] - start_at) / timedelta(minutes=20)) + 3
+    polls = [start_at + timedelta(minutes=20 * k) for k in range(steps)]
+    restarts = set(random.Random(seed).sample(range(len(polls)), k=min(12, len(polls))))
+    one = _replay_daemon(tmp_path / "one", rows, polls, set())
+    many = _replay_daemon(tmp_path / "many", rows, polls, restarts)
+    assert len([e for e in one if e["notify"]]) > 5
+    assert {e["rule"] for e in one} >= {"type-surge", "streak", "pace", "roll"}
+    assert many == one
