@@ -48,7 +48,7 @@ def test_alerts_within_group_wait_become_one_digest(wecom: FakeWeCom, pipeline: 
 
 def run_storm(p: Pipeline, alerts: list[Alert], wecom: FakeWeCom, until_s: int) -> list[int]:
     """The dispatch and deliver jobs once a second while the storm lasts (every 3 s after it, the
-    robot's pace); returns when each request was sent."""
+    robot's pace; after three minutes only delivery has work left); returns when each request was sent."""
     sent_at: list[int] = []
     pending = sorted(alerts, key=lambda a: a.started)
     second = 0
@@ -59,12 +59,16 @@ def run_storm(p: Pipeline, alerts: list[Alert], wecom: FakeWeCom, until_s: int) 
         if due:
             p.record(*(a.firing() for a in due))
         before = len(wecom.requests)
-        p.step()
+        if second < 180:
+            p.step()
+        else:  # every group has been flushed (asserted below): only the deliver job has work left
+            p.deliver()
         sent_at += [p.now] * (len(wecom.requests) - before)
         if not pending and not p.pending() and second > 120:
             break
         second += 1 if second < 120 else 3
     assert not p.pending()
+    assert p.dispatch() == 0 and len({i for m in p.messages() for i in m.instances}) == len(alerts)
     return sent_at
 
 
