@@ -136,8 +136,12 @@ def test_dingtalk_block_holds_the_robot_for_ten_minutes_even_across_a_restart(
         [(blocked_until,)] = conn.execute(select(rate_state.c.blocked_until_us)).all()
     assert blocked_until >= blocked_at + 600 * US
 
-    for seconds in (1, 60, 300, 599):  # every message waits; nothing reaches the robot
+    for seconds in (1, 60, 300, 599):  # every message waits, even one queued meanwhile; nothing reaches the robot
         p.set_time(blocked_at + seconds * US)
+        if seconds == 300:
+            alerts.append(Alert("其他", p.now))
+            p.record(alerts[-1].firing())
+            assert p.dispatch() == 1
         p.deliver()
         assert len(dingtalk.requests) == 1
     p.restart()  # the block is in the store, not only in memory
@@ -145,11 +149,11 @@ def test_dingtalk_block_holds_the_robot_for_ten_minutes_even_across_a_restart(
     assert p.deliver() == 0 and len(dingtalk.requests) == 1
 
     p.set_time(max(first.next_attempt_us, blocked_until))
-    assert p.deliver() == 3
-    assert [m.status for m in p.messages("ding")] == ["delivered"] * 3
+    assert p.deliver() == 4
+    assert [m.status for m in p.messages("ding")] == ["delivered"] * 4
     got = [r.json["markdown"]["text"] for r in dingtalk.requests[1:]]
     order = [next(i for i, a in enumerate(alerts) if a.type in text) for text in got]
-    assert order == [0, 1, 2]
+    assert order == [0, 1, 2, 3]
 
 
 def _wrong(fake: FakeVendor, **overrides: object) -> ReceiverConfig:
