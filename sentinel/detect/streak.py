@@ -217,11 +217,13 @@ class StreakRule:
             alert = None
         chance, expected = self._chance(scope, run.value, length, state)
         extra = {"length": length, "chance": chance, "expected_per_day": expected, "samples": samples}
+        facts = {"chance": chance, "expected_per_day": expected}  # kept on the alert for its resolution
         tier = self.tier_of(length)
         if run.alert is not None and alert is not None:
             if tier > alert.tier:
                 alert.tier = tier
                 alert.value = alert.peak = max(alert.peak, length)
+                alert.extra.update(facts)
                 events.append(event(self.name, self.kind, EventState.UPGRADED, alert, at, length, None, None,
                                     None, extra))
             return events
@@ -231,6 +233,7 @@ class StreakRule:
             alert.peak = max(alert.peak, length)
             if tier > alert.tier:
                 alert.tier = tier
+                alert.extra.update(facts)
                 events.append(event(self.name, self.kind, EventState.UPGRADED, alert, at, length, None, None,
                                     None, extra))
             return events
@@ -238,7 +241,7 @@ class StreakRule:
         if limit is not None and expected is not None and expected > limit:
             return events  # a run this long is normal for so dominant a value
         alert = open_alert(self.name, self.labels(scope, run.value), at, tier, length, None)
-        alert.extra["scope"] = scope
+        alert.extra.update(facts)
         state.alerts[key] = alert
         run.alert = key
         events.append(event(self.name, self.kind, EventState.FIRING, alert, at, length, None, None, None, extra))
@@ -257,8 +260,9 @@ class StreakRule:
     def _resolve(self, key: tuple[int, int], state: StreakState, at: int, reason: str) -> Event:
         alert = state.alerts.pop(key)
         return event(self.name, self.kind, EventState.RESOLVED, alert, at, alert.peak, None, None, None,
-                     {"length": int(alert.peak), "reason": reason, "peak": alert.peak,
-                      "duration_s": (at - alert.started) // US})
+                     {"length": int(alert.peak), "chance": alert.extra.get("chance"),
+                      "expected_per_day": alert.extra.get("expected_per_day"), "reason": reason,
+                      "peak": alert.peak, "duration_s": (at - alert.started) // US})
 
     def _expire(self, state: StreakState, now: int, inclusive: bool) -> list[Event]:
         events = []

@@ -123,9 +123,12 @@ def canonical_id(value: Any, id_type: IdType) -> int | str:
         value = normalise_text(value, "id")
     if id_type == "int" or (id_type == "auto" and isinstance(value, int) and not isinstance(value, bool)):
         try:
-            return int(value)
+            number = int(value)
         except (TypeError, ValueError):
             raise BadValue("bad_id", f"id {str(value)[:40]!r} is not an integer") from None
+        if not -(1 << 63) <= number < (1 << 63):
+            raise BadValue("bad_id", f"id {str(value)[:40]!r} is outside the 64-bit integer range")
+        return number
     text = str(value).strip()
     if len(text) > MAX_FIELD_CHARS:
         raise BadValue("oversized_field", f"id has {len(text)} characters (limit {MAX_FIELD_CHARS})")

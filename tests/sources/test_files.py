@@ -360,9 +360,6 @@ def test_jsonl_reject_reasons(tmp_path: Path) -> None:
     assert [r[0] for r in got.records] == [1, 7]
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="bug in sentinel/sources/records.py (not owned here): a JSON id beyond int64 crashes "
-                          "RowNormaliser.build instead of being rejected as bad_id; see the report's diff")
 def test_a_json_id_beyond_int64_is_rejected_not_a_crash(tmp_path: Path) -> None:
     rows: list[Row] = [(2**70, "2025-07-08 10:00", "A", "X"), (2, "2025-07-08 10:00", "A", "X")]
     got = read(write_jsonl(tmp_path / "big.jsonl", rows))
