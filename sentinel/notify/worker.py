@@ -41,6 +41,7 @@ from sentinel.units import Rate
 log = logging.getLogger("sentinel.deliver")
 
 BACKOFF_BASE_S = 2.0
+BROKEN_ROBOT_HOLD_US = 3600 * US  # a robot that refused for good is tried again after an hour
 BACKOFF_MAX_S = 600.0
 
 DEFAULT_LIMITS: dict[str, tuple[Rate, ...]] = {
@@ -94,6 +95,11 @@ class ReceiverRunner:
         self.limiters = [RateLimiter(limits) for _ in cfg.all_urls()]
         self.busy = busy or threading.Lock()  # held while a message of this receiver is in flight
         self.next_url = 0
+
+    def other_robot_usable(self, idx: int, now: int) -> bool:
+        """Whether another robot URL of this receiver is not set aside as broken."""
+        return any(i != idx and lim.blocked_until - now < BROKEN_ROBOT_HOLD_US // 2
+                   for i, lim in enumerate(self.limiters))
 
     def pick_url(self, now: int) -> tuple[int, int]:
         """(url index, µs to wait): the robot that can take a message soonest, round robin on ties."""
@@ -284,6 +290,14 @@ class DeliveryWorker:
                     self.metrics.notification_requests_failed.labels(receiver=name, reason="retry").inc()
                     log.warning("delivery will be retried",
                                 extra=fields(receiver=name, reason=reason, retry_in_s=round(delay, 1)))
+                case Failed(code=code, reason=reason) if runner.other_robot_usable(idx, done):
+                    # one robot of several refuses for good (bad key, bot removed): set it aside for a
+                    # while and give the message to another robot of the same group
+                    limiter.block(done + BROKEN_ROBOT_HOLD_US)
+                    outbox.mark_retry(conn, msg.id, done, f"robot #{idx + 1}: {code}: {reason}")
+                    self.metrics.notification_requests_failed.labels(receiver=name, reason="permanent").inc()
+                    log.error("a robot of this receiver refuses messages; using the others",
+                              extra=fields(receiver=name, robot=idx + 1, code=code, reason=reason))
                 case Failed(code=code, reason=reason):
                     outbox.mark_failed(conn, msg.id, done, f"{code}: {reason}")
                     self.metrics.notification_requests_failed.labels(receiver=name, reason="permanent").inc()
