@@ -295,3 +295,21 @@ def test_an_unexpected_error_is_retried_with_backoff_not_left_sending(webhook: F
     [msg] = p.messages("hook")
     assert (msg.status, msg.attempts) == ("delivered", 3)
     assert len(webhook.requests) == 1
+
+
+def test_housekeeping_prunes_old_delivered_rows_and_keeps_failures_longer(wecom: FakeWeCom,
+                                                                         pipeline: MakePipeline) -> None:
+    p = pipeline([wecom.receiver(name="ops")], [route(["ops"])])
+    one_alert(p)
+    p.deliver("ops")
+    from sentinel.model import Tier
+
+    with p.store.transaction() as conn:
+        failed = outbox.enqueue(conn, "ops", "alert", Tier.LIGHT, [], event_at_us=p.now, now_us=p.now)
+        outbox.mark_failed(conn, failed, p.now, "93000: invalid webhook key")
+    day = 86_400 * US
+    with p.store.transaction() as conn:
+        assert outbox.prune(conn, p.now - day, p.now - 30 * day) == 0  # nothing old yet
+        assert outbox.prune(conn, p.now + day, p.now - 30 * day) == 1  # the delivered one, a week later
+        assert [x.status for x in outbox.recent(conn, [outbox.FAILED])] == ["failed"]
+        assert outbox.prune(conn, p.now + day, p.now + day) == 1  # failures go after 30 days
