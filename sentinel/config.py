@@ -227,6 +227,14 @@ class Filter(Model):
     type: list[str] = []
     channel: list[str] = []
 
+    @field_validator("type", "channel")
+    @classmethod
+    def _normalise(cls, v: list[str]) -> list[str]:
+        """Compared with data that is NFC-normalised and stripped, so the values must be too."""
+        import unicodedata
+
+        return [unicodedata.normalize("NFC", x).strip() for x in v]
+
 
 class ThresholdTiers(Model):
     moderate: float = 2.0

@@ -169,17 +169,18 @@ class Batch:
         customer: CodeArray | None = None
         values: npt.NDArray[Any] | None = None
         if any(b.customer is not None for b in batches):
+            # one code per distinct customer across the batches: a customer is the same person in each
             parts = []
-            all_values: list[Any] = []
+            index: dict[Any, int] = {}
             for b in batches:
                 if b.customer is None or b.customer_values is None:
                     parts.append(np.full(len(b), -1, dtype=np.int32))
                     continue
-                offset = len(all_values)
-                all_values.extend(b.customer_values.tolist())
-                parts.append(np.where(b.customer >= 0, b.customer + offset, -1).astype(np.int32))
+                remap = np.asarray([index.setdefault(v, len(index)) for v in b.customer_values.tolist()] + [-1],
+                                   dtype=np.int32)
+                parts.append(remap[b.customer])  # code -1 picks the trailing -1
             customer = np.concatenate(parts)
-            values = np.asarray(all_values, dtype=object)
+            values = np.asarray(list(index), dtype=object)
         return Batch(ids, np.concatenate([b.ts for b in batches]),
                      np.concatenate([b.type for b in batches]),
                      np.concatenate([b.channel for b in batches]), customer, values)

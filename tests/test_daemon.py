@@ -139,7 +139,7 @@ def test_restart_continues_without_repeating(tmp_path: Path, crm: Crm) -> None:
         daemon.cycle()
         assert events(daemon) == first  # the re-read look-back window counted nothing twice
         crm.add(NOW - timedelta(minutes=1), n=20, spacing=timedelta(seconds=1))  # 81 >= 2 x 40
-        clock.set(NOW + timedelta(seconds=6))
+        clock.set(NOW + timedelta(minutes=5))  # records are evaluated once `lateness` (5 min) old
         daemon.cycle()
         new = events(daemon)[len(first):]
         assert [(e["state"], e["tier"], e["value"]) for e in new if e["rule"] == "type-surge"] == [
@@ -234,8 +234,8 @@ def test_sighup_adds_a_rule_with_full_history_and_removes_one(tmp_path: Path, cr
         cfg.write_text(text.replace('[[rules]]\nname = "type-surge"\nkind = "threshold"\nmin_count = 10\n', new_rule),
                        encoding="utf-8")
         assert daemon.reload() is True
-        clock.set(NOW + timedelta(seconds=4))
         crm.add(NOW + timedelta(seconds=3))
+        clock.set(NOW + timedelta(minutes=5, seconds=4))
         daemon.cycle()
         evs = [e for e in events(daemon) if e["notify"]]
         resolved = [e for e in evs if e["rule"] == "type-surge"]

@@ -20,7 +20,9 @@ from sentinel.model import Batch, Event
 def feed(rule: Rule, state: Any, batch: Batch, horizon: int, start: int | None = None) -> list[Event]:
     """Give `batch` (sorted) to `rule` and move its time up to `horizon`.
 
-    `start` is where the rule's clock begins when it has none yet (the source's coverage start).
+    Records later than `horizon` wait in `state.pending`: a row created earlier may still arrive
+    (within `lateness`), and it must take its place before them, exactly as in a replay. `start` is
+    where the rule's clock begins when it has none yet (the source's coverage start).
     """
     if len(state.pending):
         batch = Batch.concat([state.pending, batch]).sorted()
@@ -29,16 +31,19 @@ def feed(rule: Rule, state: Any, batch: Batch, horizon: int, start: int | None =
     n = len(batch)
     if state.clock is None:
         first = int(batch.ts[0]) if n else horizon
-        events += rule.advance(min(first, start) if start is not None else first, state)[0]
+        begin = min(first, start) if start is not None else first
+        events += rule.advance(min(begin, horizon), state)[0]
     ts = batch.ts
     i = 0
     while True:
         d = rule.deadline(state)
-        j = n if d is None else int(np.searchsorted(ts, d, side="left"))
+        due = d is not None and d <= horizon
+        cut = d if due and d is not None else horizon + 1  # records at or before the horizon are final
+        j = int(np.searchsorted(ts, cut, side="left"))
         if j > i:
             events += rule.process(batch.slice(i, j), state)
             i = j
-        if d is None or d > horizon:
+        if not due or d is None:
             break
         events += rule.advance(d, state)[0]
     if i < n:

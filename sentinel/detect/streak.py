@@ -323,8 +323,8 @@ class StreakRule:
         times = []
         if state.day is not None:
             times.append(self.cal.day_end(state.day))
-        if self.gap is not None:
-            times += [r.last + self.gap for r in state.runs.values() if r.alert is not None]
+        if self.gap is not None:  # a pause LONGER than max_gap ends a run: a record at last + gap continues it
+            times += [r.last + self.gap + 1 for r in state.runs.values() if r.alert is not None]
         times += [a.hold_until for a in state.alerts.values() if a.hold_until is not None]
         return min(times) if times else None
 
@@ -341,7 +341,7 @@ class StreakRule:
             state.clock = max(state.clock, d)
             if self.gap is not None:
                 for scope, run in list(state.runs.items()):
-                    if run.last + self.gap <= d:
+                    if run.last + self.gap < d:
                         self._end_run(run, run.last + self.gap, state, run.length)
                         del state.runs[scope]
             events += self._expire(state, d, inclusive=True)

@@ -61,7 +61,8 @@ class ThresholdState:
     mod_at: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     sev_at: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     p_done: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
-    profile: FloatArray = field(default_factory=lambda: np.zeros((0, 25)))
+    profile: IntArray = field(default_factory=lambda: np.zeros((0, 25), dtype=np.int64))  # pace, x profile_den
+    profile_den: int = 1
     warm: bool = False  # enough history to alert today
     alerts: dict[int, OpenAlert] = field(default_factory=dict)
     t_unmet: dict[int, int] = field(default_factory=dict)  # pace: open & met alert turns unmet by time here
@@ -113,7 +114,8 @@ class ThresholdRule:
         state.window = _grow(state.window, n)
         num = _grow(state.base.num, n)
         state.base = Baselines(num, state.base.den)
-        state.profile = np.concatenate([state.profile, np.zeros((n - old, 25))]) if n > old else state.profile
+        state.profile = (np.concatenate([state.profile, np.zeros((n - old, 25), dtype=np.int64)])
+                         if n > old else state.profile)
         fire, mod, sev, _ = self._thresholds(Baselines(np.zeros(n - old, dtype=np.int64), state.base.den),
                                              state.warm)
         state.fire_at = np.concatenate([state.fire_at, fire])
@@ -154,7 +156,7 @@ class ThresholdRule:
         n_series = len(state.series)
         available = self.ctx.full_days_before(day)
         n = min(available, self.window_days)
-        state.warm = available >= max(self.cfg.min_history_days, 1) and n > 0
+        state.warm = available >= self.cfg.min_history_days  # with no day yet, every series is floor-decided
         days = list(range(day - n, day))
         daily = (np.stack([_grow(state.counts.get(d, np.zeros(0, dtype=np.int64)), n_series) for d in days],
                           axis=1)
@@ -163,21 +165,26 @@ class ThresholdRule:
         state.fire_at, state.mod_at, state.sev_at, _ = self._thresholds(state.base, state.warm)
         state.p_done = np.full(n_series, self.cfg.max_p is None)
         if self.cfg.mode == "pace":
-            state.profile = self._profile(state, days)
+            state.profile, state.profile_den = self._profile(state, days)
 
-    def _profile(self, state: ThresholdState, days: list[int]) -> FloatArray:
+    def _profile(self, state: ThresholdState, days: list[int]) -> tuple[IntArray, int]:
+        """The baseline days' cumulative count by each local wall-clock hour, as exact integers over a
+        shared denominator (days for a mean, 2 for a median): [series, 25] numerators and that denominator."""
         n_series = len(state.series)
         if not days:
-            return np.zeros((n_series, 25))
+            return np.zeros((n_series, 25), dtype=np.int64), 1
         cums = []
         for d in days:
             h = state.hourly.get(d)
             h = np.zeros((n_series, 24), dtype=np.int64) if h is None else _grow2(h, n_series)
             cums.append(np.concatenate([np.zeros((n_series, 1), dtype=np.int64), np.cumsum(h, axis=1)], axis=1))
-        stack = np.stack(cums, axis=2).astype(np.float64)  # [series, 25, days]
+        stack = np.stack(cums, axis=2)  # [series, 25, days]
         if self.cfg.baseline == "median":
-            return np.asarray(np.median(stack, axis=2), dtype=np.float64)
-        return np.asarray(stack.mean(axis=2), dtype=np.float64)
+            srt = np.sort(stack, axis=2)
+            n = srt.shape[2]
+            mid = 2 * srt[:, :, n // 2] if n % 2 else srt[:, :, n // 2 - 1] + srt[:, :, n // 2]
+            return np.asarray(mid, dtype=np.int64), 2
+        return np.asarray(stack.sum(axis=2), dtype=np.int64), len(days)
 
     # --- records -----------------------------------------------------------------------------------
     def process(self, batch: Batch, state: ThresholdState) -> list[Event]:
@@ -205,7 +212,9 @@ class ThresholdRule:
             events = self._count_records(batch, s, state)
         self._add(state, batch.ts, s, days, 1)
         if self.cfg.mode == "rolling":
-            self._recheck_rolling(state, set(np.unique(s).tolist()) & set(state.alerts), int(batch.ts[-1]))
+            # records only raise the window: an alert unmet after them has been unmet since it opened
+            self._recheck_rolling(state, set(np.unique(s).tolist()) & set(state.alerts), int(batch.ts[0]),
+                                  since_opened=True)
         return events
 
     def _current(self, state: ThresholdState) -> IntArray:
@@ -281,19 +290,23 @@ class ThresholdRule:
                       {"mode": self.cfg.mode, "samples": sample_ids(samples)})]
 
     # --- pace ----------------------------------------------------------------------------------------
-    def _expected(self, state: ThresholdState, ss: IntArray, wall: IntArray) -> FloatArray:
+    def _expected(self, state: ThresholdState, ss: IntArray, wall: IntArray) -> tuple[IntArray, int]:
+        """Expected count by each record's time of day as an exact fraction En / Ed: the profile linear
+        inside the hour, the time of day in whole seconds."""
         h = np.minimum(wall // HOUR_US, 23)
-        frac = (wall - h * HOUR_US) / HOUR_US
+        sec = (wall - h * HOUR_US) // US
         lo = state.profile[ss, h]
         hi = state.profile[ss, h + 1]
-        return np.asarray(lo + frac * (hi - lo), dtype=np.float64)
+        return lo * 3600 + sec * (hi - lo), state.profile_den * 3600
 
-    def _pace_levels(self, count: IntArray, expected: FloatArray) -> IntArray:
-        f, m, sv = float(self.factor), float(self.moderate), float(self.severe)
+    def _pace_levels(self, count: IntArray, en: IntArray, ed: int) -> IntArray:
+        """Exact: count > factor x E  <=>  count x Ed x f.den > f.num x En (no float at the boundary)."""
+        f, m, sv = self.factor, self.moderate, self.severe
         mc = self.cfg.min_count
-        floor = f * expected < mc
-        fires = (count > f * expected) & (count >= mc)
-        by_ratio = 1 + (count >= m * expected).astype(np.int64) + (count >= sv * expected)
+        floor = f.numerator * en < mc * f.denominator * ed
+        fires = (count * ed * f.denominator > f.numerator * en) & (count >= mc)
+        by_ratio = (1 + (count * ed * m.denominator >= m.numerator * en).astype(np.int64)
+                    + (count * ed * sv.denominator >= sv.numerator * en))
         by_count = 2 + (count >= self.floor_severe).astype(np.int64)
         return np.where(fires, np.where(floor, by_count, by_ratio), 0)
 
@@ -311,8 +324,8 @@ class ThresholdRule:
         count = state.counts[state.day][ss] + (np.arange(len(ss)) - group_start) + 1
         ts = batch.ts[order]
         wall = self.cal.wall_seconds_of(ts)
-        expected = self._expected(state, ss, wall)
-        level = self._pace_levels(count, expected) if state.warm else np.zeros(len(ss), dtype=np.int64)
+        en, ed = self._expected(state, ss, wall)
+        level = self._pace_levels(count, en, ed) if state.warm else np.zeros(len(ss), dtype=np.int64)
         walk = set(np.unique(ss[level > 0]).tolist()) | (set(np.unique(ss).tolist()) & set(state.alerts))
         events: list[Event] = []
         for x in sorted(walk):
@@ -321,7 +334,8 @@ class ThresholdRule:
                 t = int(ts[k])
                 events += self._pace_time_passes(state, x, t)
                 alert = state.alerts.get(x)
-                c, e, lv = int(count[k]), float(expected[k]), int(level[k])
+                c, n_k, lv = int(count[k]), int(en[k]), int(level[k])
+                e = n_k / ed
                 if lv > (int(alert.tier) if alert else 0) and (
                         self.cfg.max_p is None or poisson_sf(c, e) <= self.cfg.max_p):
                     events += self._raise(state, x, lv, c, t, e,
@@ -329,9 +343,9 @@ class ThresholdRule:
                     alert = state.alerts[x]
                 if alert is None:
                     continue
-                if self._pace_met(c, e):
+                if self._pace_met(c, n_k, ed):
                     alert.unmet_since = None
-                    state.t_unmet[x] = self._pace_unmet_time(state, x, c, int(wall[k]))
+                    state.t_unmet[x] = self._pace_unmet_time(state, x, c, int(wall[k]), t)
                 elif alert.unmet_since is None:
                     alert.unmet_since = t
                     state.t_unmet.pop(x, None)
@@ -350,40 +364,57 @@ class ThresholdRule:
             return [self._resolve(state, x, alert.unmet_since + self.resolve_after, "condition unmet")]
         return []
 
-    def _pace_met(self, count: int, expected: float) -> bool:
+    def _pace_met(self, count: int, en: int, ed: int) -> bool:
+        """Still met: count >= min_count and ratio above resolve_below (no expectation counts as above)."""
         if count < self.cfg.min_count:
             return False
-        return expected <= 0 or count > float(self.resolve_below) * expected
+        rb = self.resolve_below
+        return en <= 0 or count * ed * rb.denominator > rb.numerator * en
 
-    def _pace_unmet_time(self, state: ThresholdState, x: int, c: int, wall: int) -> int:
-        """First instant after `wall` at which expected >= c / resolve_below (the day's end if never)."""
+    def _pace_unmet_time(self, state: ThresholdState, x: int, c: int, wall: int, now: int) -> int:
+        """The first whole second after `now` at which the expectation reaches c / resolve_below
+        (ratio at or below it), exactly; the day's end if it never does."""
         assert state.day is not None
         end = self.cal.day_end(state.day)
-        target = c / float(self.resolve_below)
+        rb = self.resolve_below
+        ed = state.profile_den * 3600
+        need = c * ed * rb.denominator  # unmet once rb.num x En >= need
         prof = state.profile[x]
         for h in range(min(wall // HOUR_US, 23), 24):
-            lo, hi = float(prof[h]), float(prof[h + 1])
-            if hi < target:
+            lo, hi = int(prof[h]), int(prof[h + 1])
+            if rb.numerator * hi * 3600 < need:
                 continue
-            w = h * HOUR_US if lo >= target else int(np.ceil((h + (target - lo) / (hi - lo)) * HOUR_US))
-            return min(end, self._wall_instant(state.day, max(w, wall + 1)))
+            delta = hi - lo
+            if rb.numerator * lo * 3600 >= need or delta <= 0:
+                sec = 0
+            else:  # smallest sec with rb.num x (lo x 3600 + sec x delta) >= need
+                sec = -((-(need - rb.numerator * lo * 3600)) // (rb.numerator * delta))
+            w = h * HOUR_US + sec * US
+            if w <= wall:
+                w = wall // US * US + US
+            return min(end, self._wall_instant(state.day, w, after=now))
         return end
 
-    def _wall_instant(self, day: int, wall_us: int) -> int:
+    def _wall_instant(self, day: int, wall_us: int, after: int) -> int:
+        """The instant of a local wall-clock time of `day` that comes after `after` (in a repeated
+        daylight-saving hour, the second reading when the first is already past)."""
         from datetime import datetime, timedelta
 
         d = self.cal.date_of(day)
-        local = datetime(d.year, d.month, d.day, tzinfo=self.cal.tz) + timedelta(microseconds=wall_us)
-        return _from_dt(local.replace(tzinfo=self.cal.tz))
+        local = datetime(d.year, d.month, d.day) + timedelta(microseconds=wall_us)
+        first = _from_dt(local.replace(tzinfo=self.cal.tz, fold=0))
+        if first > after:
+            return first
+        return max(_from_dt(local.replace(tzinfo=self.cal.tz, fold=1)), after + 1)
 
     # --- rolling -------------------------------------------------------------------------------------
-    def _recheck_rolling(self, state: ThresholdState, xs: set[int], now: int) -> None:
+    def _recheck_rolling(self, state: ThresholdState, xs: set[int], now: int, since_opened: bool = False) -> None:
         for x in xs & set(state.alerts):
             alert = state.alerts[x]
             if self._rolling_met(state, x):
                 alert.unmet_since = None
             elif alert.unmet_since is None:
-                alert.unmet_since = now
+                alert.unmet_since = max(alert.started, now) if since_opened else now
 
     def _rolling_met(self, state: ThresholdState, x: int) -> bool:
         c = int(state.window[x])
@@ -507,9 +538,10 @@ class ThresholdRule:
         assert state.day is not None
         events: list[Event] = []
         today = state.counts[state.day]
+        current = self._current(state)
         for x in sorted(state.alerts):
             alert = state.alerts[x]
-            alert.peak = max(alert.peak, float(today[x]))
+            alert.peak = max(alert.peak, float(current[x]))
             if self.cfg.mode != "day":
                 continue
             met = state.warm and today[x] >= state.fire_at[x]

@@ -84,8 +84,8 @@ def series_history(daily: DailyCounts, cfg: ThresholdRuleConfig, labels: Mapping
         baseline = threshold = None
         available = ctx.full_days_before(day)
         n = min(available, cfg.baseline_days)
-        if available >= max(cfg.min_history_days, 1) and n > 0:
-            window = np.asarray([[count_of[d] for d in range(day - n, day)]], dtype=np.int64)
+        if available >= cfg.min_history_days:  # as the rule: with no full day yet the baseline is 0
+            window = np.asarray([[count_of[d] for d in range(day - n, day)]], dtype=np.int64).reshape(1, n)
             baseline = baselines(window, cfg.baseline).value(0)
             threshold = max(cfg.factor * baseline, float(cfg.min_count))
         out.append(DayPoint(daily.calendar.date_of(day), count_of[day], baseline, threshold, day == today))

@@ -208,7 +208,7 @@ def body_json(requests: Iterable[Any]) -> list[Any]:
 # --- the whole daemon --------------------------------------------------------------------------------
 
 def daemon_config(tmp_path: Path, crm_path: Path, receivers: str, *, top: str = "",
-                  poll_interval: str = "2s") -> Path:
+                  poll_interval: str = "2s", lateness: str = "1s") -> Path:
     """A `sentinel run` configuration over the SQLite CRM of `tests/test_daemon.py` (naive UTC times,
     columns id/created_at/category/channel/customer_id): a threshold and a streak rule, `receivers`
     as TOML tables, `top` as extra top-level keys."""
@@ -225,7 +225,7 @@ url = "sqlite:///{crm_path}"
 table = "complaints"
 columns = {{ id = "id", created_at = "created_at", type = "category", channel = "channel", customer = "customer_id" }}
 timezone = "UTC"
-lateness = "5m"
+lateness = "{lateness}"  # records are evaluated once this old: real-time tests keep it short
 poll_interval = "{poll_interval}"
 
 [[rules]]

@@ -271,3 +271,69 @@ def test_rolling_window_slides_hourly() -> None:
     # the window is the current hour and the 23 before it: at 01:00 next day the burst's hour leaves
     # it; unmet from then, resolved 30 min later
     assert resolved and resolved[0].at == at("2025-07-09 01:30")
+
+
+def _early_history() -> list[Rec]:
+    """7 days whose 50 complaints all come before 01:00: from 01:00 on pace expects exactly 50."""
+    recs: list[Rec] = []
+    for d in range(7):
+        recs += spread(day(d), 50, T, start_h=0, end_h=1)
+    return recs
+
+
+def test_pace_compares_exactly_at_the_factor_boundary() -> None:
+    cfg = {"factor": 2.3, "tiers": {"moderate": 3, "severe": 4}}  # 2.3 x 50 = 115 exactly: no alert
+    recs = _early_history() + spread(day(7), 115, T, start_h=9, end_h=10)
+    assert [e for e in run([threshold(**cfg)], recs) if e.at >= at("2025-07-08 00:00")] == []
+    assert [e for e in run([threshold(mode="pace", **cfg)], recs) if e.at >= at("2025-07-08 00:00")] == []
+    recs = _early_history() + spread(day(7), 116, T, start_h=9, end_h=10)
+    assert states([e for e in run([threshold(mode="pace", **cfg)], recs)
+                   if e.at >= at("2025-07-08 00:00")]) == [("firing", "light", 116)]
+
+
+def test_pace_tier_boundary_is_exact_and_equals_day() -> None:
+    cfg = {"factor": 1.05, "tiers": {"moderate": 1.1, "severe": 1.2}}  # 1.1 x 50 = 55 exactly
+    recs = _early_history() + spread(day(7), 55, T, start_h=9, end_h=10)
+    today = at("2025-07-08 00:00")
+    expected = [("firing", "light", 53), ("upgraded", "moderate", 55)]
+    assert states([e for e in run([threshold(**cfg)], recs) if e.at >= today]) == expected
+    assert states([e for e in run([threshold(mode="pace", **cfg)], recs) if e.at >= today]) == expected
+
+
+def test_rolling_unmet_from_the_firing_record_whatever_the_split() -> None:
+    """resolve_below 2.0 above factor 1.5: the alert is unmet from the record that opened it and
+    resolves resolve_after later, however the records are batched."""
+    recs = days(D0, 7, {T: 24, "其他": 24}) + spread(day(7), 30, T, start_h=9, end_h=10)
+    recs.sort(key=lambda r: r.ts)
+    cfg = threshold(mode="rolling", resolve_below=2.0, resolve_after="30m", min_count=5)
+    whole = run([cfg], recs, until=at("2025-07-08 12:00"))
+    fire = next(e for e in whole if e.state == EventState.FIRING and e.at >= at("2025-07-08 00:00"))
+    k = [r.ts for r in recs].index(fire.at)
+    for chunks in ([], [k + 1], [k, k + 1, k + 2]):
+        got = [e.at for e in run([cfg], recs, until=at("2025-07-08 12:00"), chunks=chunks)
+               if e.state == EventState.RESOLVED and e.instance == fire.instance]
+        assert got == [fire.at + 30 * 60 * 1_000_000]
+
+
+def test_pace_record_in_the_repeated_dst_hour_keeps_the_alert_for_resolve_after() -> None:
+    """Europe/Berlin, 2025-10-26: 02:00-03:00 happens twice. A record at the second 02:10 keeps the
+    alert met; it cannot resolve before that record + resolve_after."""
+    from datetime import UTC, datetime
+
+    from sentinel.model import from_datetime
+
+    ber = "Europe/Berlin"
+    hist = days(date(2025, 10, 19), 7, {T: 240}, tz=ber)
+    first_hour = spread(date(2025, 10, 26), 39, T, tz=ber, start_h=0, end_h=1)
+    second_0210 = from_datetime(datetime(2025, 10, 26, 1, 10, tzinfo=UTC))  # 02:10+01:00
+    ev = run([threshold(mode="pace", min_count=3)], hist + first_hour + [Rec(second_0210, T)], tz=ber,
+             until=at("2025-10-27 00:00", ber))
+    resolved = [e for e in ev if e.state == EventState.RESOLVED and e.at >= at("2025-10-26 00:00", ber)]
+    assert resolved and resolved[0].at >= second_0210 + 3600 * 1_000_000
+
+
+def test_min_history_days_zero_alerts_from_the_first_day_by_count() -> None:
+    recs = spread(D0, 12, T, start_h=9, end_h=10)
+    assert states(run([threshold(min_history_days=0)], recs, coverage=at("2025-07-01 00:00"))) == [
+        ("firing", "moderate", 10)]
+    assert run([threshold()], recs, coverage=at("2025-07-01 00:00")) == []
