@@ -245,3 +245,18 @@ def test_rates_and_windows() -> None:
     assert not w.contains(time(12, 0))
     day = parse_window("12:00-13:30")
     assert day.contains(time(13, 0)) and not day.contains(time(13, 30))
+
+
+def test_the_deploy_example_passes_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """deploy/systemd/sentinel.toml.example, with its credentials where LoadCredential= puts them."""
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    for name, value in (("api_token", "t"), ("ack_secret", "a"),
+                        ("wecom_robot_1", "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=K")):
+        (creds / name).write_text(value + "\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    example = Path(__file__).parent.parent / "deploy" / "systemd" / "sentinel.toml.example"
+    assert main(["check", "--config", str(example)]) == 0
+    out = capsys.readouterr().out
+    assert "type-surge" in out and "cs-team (wecom)" in out and "key=K" not in out
