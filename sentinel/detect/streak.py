@@ -191,7 +191,8 @@ class StreakRule:
         new[order] = first
         new[cust < 0] = 1  # without a customer we cannot tell: count it
         if carried is not None and carried.customers and batch.customer_values is not None:
-            known = {i for i, v in enumerate(batch.customer_values.tolist()) if v in carried.customers}
+            values = batch.customer_values
+            known = [int(i) for c in carried.customers for i in np.flatnonzero(values == c)]
             if known:
                 in_run0 = (run_id == 0) & np.isin(cust, list(known))
                 new[in_run0] = 0
