@@ -283,6 +283,8 @@ class StreakRule:
         for d in np.unique(days).tolist():
             if state.day is not None and d < state.day - SHARE_DAYS:
                 continue
+            if weight < 0 and state.day is not None and d > state.day:
+                continue  # a rebuild reads no day after the current one: nothing to take back out
             add = weight * np.bincount(x[days == d], minlength=n)
             old = state.counts.get(d)
             if old is None:

@@ -225,14 +225,7 @@ class ThresholdRule:
         """Day and rolling modes: integer thresholds fixed for the day."""
         if not state.warm:
             return []
-        order = np.argsort(s, kind="stable")
-        ss = s[order]
-        first = np.ones(len(ss), dtype=bool)
-        first[1:] = ss[1:] != ss[:-1]
-        starts = np.flatnonzero(first)
-        group_start = np.repeat(starts, np.diff(np.append(starts, len(ss))))
-        rank = np.arange(len(ss)) - group_start
-        count = self._current(state)[ss] + rank + 1
+        order, ss, first, group_start, count = _by_series(s, self._current(state))
         cur = np.zeros(len(state.series), dtype=np.int64)
         for idx, alert in state.alerts.items():
             cur[idx] = int(alert.tier)
@@ -315,13 +308,7 @@ class ThresholdRule:
         between two records of one batch. The series that matter (reaching a level, or with an open
         alert) are walked record by record, applying those in-between deadlines in order."""
         assert state.day is not None
-        order = np.argsort(s, kind="stable")
-        ss = s[order]
-        first = np.ones(len(ss), dtype=bool)
-        first[1:] = ss[1:] != ss[:-1]
-        starts = np.flatnonzero(first)
-        group_start = np.repeat(starts, np.diff(np.append(starts, len(ss))))
-        count = state.counts[state.day][ss] + (np.arange(len(ss)) - group_start) + 1
+        order, ss, _, _, count = _by_series(s, state.counts[state.day])
         ts = batch.ts[order]
         wall = self.cal.wall_seconds_of(ts)
         en, ed = self._expected(state, ss, wall)
@@ -663,6 +650,19 @@ class Buckets:
     def empty() -> Buckets:
         z = np.zeros(0, dtype=np.int64)
         return Buckets(z, z.astype(np.int32), z.astype(np.int32), z)
+
+
+def _by_series(s: IntArray, before: IntArray) -> tuple[IntArray, IntArray, npt.NDArray[np.bool_], IntArray, IntArray]:
+    """Records grouped by series, time order kept inside each group: (order, series in that order,
+    first-of-group flags, each record's group start, the series' count once that record is counted)."""
+    order = np.argsort(s, kind="stable")
+    ss = s[order]
+    first = np.ones(len(ss), dtype=bool)
+    first[1:] = ss[1:] != ss[:-1]
+    starts = np.flatnonzero(first)
+    group_start = np.repeat(starts, np.diff(np.append(starts, len(ss))))
+    count = before[ss] + (np.arange(len(ss)) - group_start) + 1
+    return order, ss, first, group_start, count
 
 
 def _grow(arr: IntArray, n: int) -> IntArray:

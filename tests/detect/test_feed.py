@@ -225,3 +225,17 @@ def test_restart_after_every_poll_on_a_busy_stream() -> None:
     assert len(one) > 50
     assert {e.rule for e in one} == {"day", "chan", "pace", "roll", "run3", "chanrun"}
     assert as_json(many) == as_json(one)
+
+
+def test_restart_while_the_first_day_still_waits_for_its_records() -> None:
+    """A restart before anything is settled (every record still pending, the rules' clock on the day
+    before): the rebuilt share history must not lose the pending day's counts."""
+    t = START
+    recs = [Rec(t, TYPES[0] if i % 4 else TYPES[1], CHANNELS[0], f"c{i % 3}", id=i + 1) for i in range(60)]
+    recs += [Rec(t + 27 * 3600 * US + i, TYPES[0], CHANNELS[0], "c1", id=100 + i) for i in range(3)]
+    lateness = 300 * US
+    polls = [START + lateness - 1, recs[-1].ts + 2 * lateness]  # the first poll sees them, settles none
+    one, _ = daemon_run(recs, polls, lateness)
+    many, _ = daemon_run(recs, polls, lateness, restarts={0})
+    assert any(e.extra.get("chance") for e in one)
+    assert as_json(many) == as_json(one)
