@@ -4,8 +4,7 @@ events persisted with the watermark, restarts that neither lose nor repeat anyth
 from __future__ import annotations
 
 import json
-import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,32 +16,7 @@ from sentinel.config import load_config
 from sentinel.daemon import Daemon
 from sentinel.service import build
 from sentinel.store.schema import alert_events, alerts
-
-T = "物流配送延误"
-NOW = datetime(2025, 7, 8, 10, 0, tzinfo=UTC)  # 18:00 in Shanghai
-
-
-class Crm:
-    """A complaint table in SQLite, the way a CRM keeps one (naive UTC timestamps)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.next_id = 1
-        with sqlite3.connect(path) as db:
-            db.execute("CREATE TABLE complaints (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, "
-                       "category TEXT, channel TEXT, customer_id TEXT)")
-            db.execute("CREATE INDEX ix_complaints_created ON complaints (created_at, id)")
-
-    def add(self, when: datetime, type_: str = T, channel: str = "电话热线", n: int = 1,
-            spacing: timedelta = timedelta(seconds=1)) -> None:
-        rows = []
-        for i in range(n):
-            t = (when + i * spacing).astimezone(UTC).replace(tzinfo=None)
-            rows.append((self.next_id, t.isoformat(sep=" ", timespec="microseconds"), type_, channel,
-                         f"c{self.next_id}"))
-            self.next_id += 1
-        with sqlite3.connect(self.path) as db:
-            db.executemany("INSERT INTO complaints VALUES (?, ?, ?, ?, ?)", rows)
+from tests.crm import NOW, Crm, T
 
 
 @pytest.fixture
@@ -92,10 +66,7 @@ def events(daemon: Daemon) -> list[dict[str, Any]]:
 
 
 def history(crm: Crm, days: int = 8, per_day: int = 40) -> None:
-    for d in range(days, 0, -1):
-        day = (NOW - timedelta(days=d)).replace(hour=0)
-        crm.add(day, n=per_day, spacing=timedelta(minutes=30))
-        crm.add(day, type_="服务态度", channel="微信公众号", n=per_day, spacing=timedelta(minutes=30))
+    crm.history(days, per_day)
 
 
 def test_backfill_then_live_alert(tmp_path: Path, crm: Crm) -> None:

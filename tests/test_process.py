@@ -166,7 +166,7 @@ def test_second_daemon_on_the_same_store_is_refused(setup: tuple[Path, dict[str,
     try:
         first.wait_for("listening")
         second = subprocess.run([*SENTINEL, "run", "--config", str(cfg)], capture_output=True, text=True, env=env,
-                                timeout=60)
+                                timeout=60, check=False)
         assert second.returncode == 1
         assert f"another sentinel (pid {first.proc.pid})" in second.stderr
     finally:
@@ -178,6 +178,7 @@ def test_second_daemon_on_the_same_store_is_refused(setup: tuple[Path, dict[str,
 def test_run_without_source_or_state_is_a_config_error(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('[[rules]]\nname = "r"\nkind = "threshold"\n', encoding="utf-8")
-    out = subprocess.run([*SENTINEL, "run", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([*SENTINEL, "run", "--config", str(cfg)], capture_output=True, text=True, timeout=60,
+                         check=False)
     assert out.returncode == 2
     assert "source" in out.stderr and "state_url" in out.stderr

@@ -153,12 +153,12 @@ def test_samples_are_the_runs_last_records_whatever_the_split() -> None:
 def test_a_pause_of_exactly_max_gap_continues_the_run_whatever_the_split() -> None:
     """"A pause longer than max_gap ends the run": 10 minutes exactly does not (in a batch, or when
     the pause spans a deadline between batches)."""
-    recs = seq("AAAAAAA") + [Rec(at("2025-07-08 10:16"), A)]  # 8th A exactly 10 min after the 7th
+    recs = [*seq("AAAAAAA"), Rec(at("2025-07-08 10:16"), A)]  # 8th A exactly 10 min after the 7th
     for chunks in ([], [7], [1, 2, 3, 4, 5, 6, 7]):
         assert states(run([streak(max_gap="10m")], recs, chunks=chunks)) == [
             ("firing", "light", 5), ("upgraded", "moderate", 8)]
     across_midnight = [Rec(at(t), A) for t in ("2025-07-08 23:47", "2025-07-08 23:48", "2025-07-08 23:49",
                                                "2025-07-08 23:50", "2025-07-09 00:00")]
     assert states(run([streak(max_gap="10m")], across_midnight)) == [("firing", "light", 5)]
-    longer = across_midnight[:4] + [Rec(at("2025-07-09 00:00") + 1, A)]
+    longer = [*across_midnight[:4], Rec(at("2025-07-09 00:00") + 1, A)]
     assert run([streak(max_gap="10m")], longer) == []

@@ -12,9 +12,8 @@ The scene at NOW (18:00 in Shanghai, 8 days of history at 40 a day for two types
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -29,43 +28,10 @@ from sentinel.notify import outbox
 from sentinel.service import build
 from sentinel.store.schema import alerts
 from sentinel.web import status_page
+from tests.crm import NOW, OTHER, PHONE, Crm, T  # noqa: F401 - re-exported for the web tests
 
-T = "物流配送延误"
-OTHER = "服务态度"
-PHONE = "电话热线"
 SCRIPT = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror=alert(1)>'
-NOW = datetime(2025, 7, 8, 10, 0, tzinfo=UTC)  # 18:00 in Shanghai
-
-
-class Crm:
-    """A complaint table in SQLite, the way a CRM keeps one (naive UTC timestamps)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.next_id = 1
-        with sqlite3.connect(path) as db:
-            db.execute("CREATE TABLE complaints (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, "
-                       "category TEXT, channel TEXT, customer_id TEXT)")
-            db.execute("CREATE INDEX ix_complaints_created ON complaints (created_at, id)")
-
-    def add(self, when: datetime, type_: str = T, channel: str = PHONE, n: int = 1,
-            spacing: timedelta = timedelta(seconds=1)) -> None:
-        rows = []
-        for i in range(n):
-            t = (when + i * spacing).astimezone(UTC).replace(tzinfo=None)
-            rows.append((self.next_id, t.isoformat(sep=" ", timespec="microseconds"), type_, channel,
-                         f"c{self.next_id}"))
-            self.next_id += 1
-        with sqlite3.connect(self.path) as db:
-            db.executemany("INSERT INTO complaints VALUES (?, ?, ?, ?, ?)", rows)
-
-    def history(self, days: int = 8, per_day: int = 40) -> None:
-        """`per_day` of T (phone) and of OTHER (WeChat) on each of the last `days` days, interleaved."""
-        for d in range(days, 0, -1):
-            day = (NOW - timedelta(days=d)).replace(hour=0)
-            self.add(day, n=per_day, spacing=timedelta(minutes=30))
-            self.add(day, type_=OTHER, channel="微信公众号", n=per_day, spacing=timedelta(minutes=30))
 
 
 def write_config(tmp_path: Path, crm: Crm, extra: str = "") -> Path:
