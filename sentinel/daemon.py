@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -100,7 +100,6 @@ class Reloadable:
 
     apply: Callable[[Config], None]
     name: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Daemon:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import threading
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import Connection
+
 from sentinel.clock import Clock, now_us
 from sentinel.config import Config
-from sentinel.daemon import Daemon, Job, Reloadable
+from sentinel.daemon import Cycle, Daemon, Job, Reloadable
 from sentinel.detect.live import Detector
 from sentinel.metrics import Metrics
 from sentinel.sources import Source
@@ -33,8 +35,8 @@ class DetectionStage:
             self.detector.restore(conn, coverage, now_us(d.clock))
         self.detector.committed()
 
-    def on_cycle(self, conn: object, cycle: object) -> None:
-        self.detector.on_cycle(conn, cycle)  # type: ignore[arg-type]
+    def on_cycle(self, conn: Connection, cycle: Cycle) -> None:
+        self.detector.on_cycle(conn, cycle)
 
     def committed(self) -> None:
         self.detector.committed()
