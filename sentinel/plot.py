@@ -12,6 +12,8 @@ from sentinel.backtest import Result
 from sentinel.config import Config, ThresholdRuleConfig, exact
 
 MAX_PANELS = 12
+CJK_FONTS = ["Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Zen Hei", "Source Han Sans SC", "Microsoft YaHei",
+             "SimHei", "PingFang SC"]
 
 
 def _series_daily(result: Result, cfg: Config, rule: ThresholdRuleConfig, labels: dict[str, str],
@@ -38,6 +40,11 @@ def plot_backtest(result: Result, cfg: Config, path: str | Path) -> int:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    # type names are Chinese: prefer a CJK font when one is installed (fonts-noto-cjk, fonts-wqy-zenhei …)
+    rc = getattr(matplotlib, "rcParams", None)
+    if rc is not None:
+        rc["font.sans-serif"] = [*CJK_FONTS, *rc["font.sans-serif"]]
 
     rules = {r.name: r for r in cfg.rules if isinstance(r, ThresholdRuleConfig)}
     alerted: dict[tuple[str, tuple[tuple[str, str], ...]], list[dict[str, Any]]] = defaultdict(list)
