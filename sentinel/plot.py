@@ -3,6 +3,7 @@ with the alerts marked. Needs the optional `plot` extra (matplotlib)."""
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from datetime import date
 from pathlib import Path
@@ -41,6 +42,7 @@ def plot_backtest(result: Result, cfg: Config, path: str | Path) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # a missing fallback font is fine
     # type names are Chinese: prefer a CJK font when one is installed (fonts-noto-cjk, fonts-wqy-zenhei …)
     rc = getattr(matplotlib, "rcParams", None)
     if rc is not None:
