@@ -39,3 +39,22 @@ class Crm:
             day = (now - timedelta(days=d)).replace(hour=0)
             self.add(day, n=per_day, spacing=timedelta(minutes=30))
             self.add(day, type_=OTHER, channel="微信公众号", n=per_day, spacing=timedelta(minutes=30))
+
+
+def write_config(tmp_path: Path, crm: Crm, body: str) -> Path:
+    """A `sentinel run` configuration reading this CRM (state next to it, any free port); `body` holds
+    the rules, receivers and the rest as TOML."""
+    p = tmp_path / "sentinel.toml"
+    p.write_text(f"""
+timezone = "Asia/Shanghai"
+state_url = "sqlite:///{tmp_path}/state.db"
+listen = "127.0.0.1:0"
+
+[source]
+url = "sqlite:///{crm.path}"
+table = "complaints"
+columns = {{ id = "id", created_at = "created_at", type = "category", channel = "channel", customer = "customer_id" }}
+timezone = "UTC"
+lateness = "5m"
+{body}""", encoding="utf-8")
+    return p

@@ -16,7 +16,7 @@ from sentinel.config import load_config
 from sentinel.daemon import Daemon
 from sentinel.service import build
 from sentinel.store.schema import alert_events, alerts
-from tests.crm import NOW, Crm, T
+from tests.crm import NOW, Crm, T, write_config
 
 
 @pytest.fixture
@@ -25,19 +25,7 @@ def crm(tmp_path: Path) -> Crm:
 
 
 def config(tmp_path: Path, crm: Crm, extra: str = "") -> Path:
-    p = tmp_path / "sentinel.toml"
-    p.write_text(f"""
-timezone = "Asia/Shanghai"
-state_url = "sqlite:///{tmp_path}/state.db"
-listen = "127.0.0.1:0"
-
-[source]
-url = "sqlite:///{crm.path}"
-table = "complaints"
-columns = {{ id = "id", created_at = "created_at", type = "category", channel = "channel", customer = "customer_id" }}
-timezone = "UTC"
-lateness = "5m"
-
+    return write_config(tmp_path, crm, f"""
 [[rules]]
 name = "type-surge"
 kind = "threshold"
@@ -48,8 +36,7 @@ name = "streak"
 kind = "streak"
 length = 5
 {extra}
-""", encoding="utf-8")
-    return p
+""")
 
 
 def start(cfg_path: Path, clock: ManualClock) -> Daemon:

@@ -29,25 +29,14 @@ from sentinel.service import build
 from sentinel.store.schema import alerts
 from sentinel.web import status_page
 from tests.crm import NOW, OTHER, PHONE, Crm, T  # noqa: F401 - re-exported for the web tests
+from tests.crm import write_config as crm_config
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror=alert(1)>'
 
 
 def write_config(tmp_path: Path, crm: Crm, extra: str = "") -> Path:
-    p = tmp_path / "sentinel.toml"
-    p.write_text(f"""
-timezone = "Asia/Shanghai"
-state_url = "sqlite:///{tmp_path}/state.db"
-listen = "127.0.0.1:0"
-
-[source]
-url = "sqlite:///{crm.path}"
-table = "complaints"
-columns = {{ id = "id", created_at = "created_at", type = "category", channel = "channel", customer = "customer_id" }}
-timezone = "UTC"
-lateness = "5m"
-
+    return crm_config(tmp_path, crm, f"""
 [[rules]]
 name = "type-surge"
 kind = "threshold"
@@ -87,8 +76,7 @@ source = {{ rule = "type-surge" }}
 target = {{ rule = "type-channel-surge" }}
 equal = ["type"]
 {extra}
-""", encoding="utf-8")
-    return p
+""")
 
 
 def open_daemon(cfg_path: Path, clock: ManualClock, *, dry_run: bool = False) -> Daemon:
