@@ -32,7 +32,7 @@ from sentinel.metrics import Metrics
 from sentinel.model import US, Batch, Vocab
 from sentinel.sdnotify import Notifier, watchdog_interval
 from sentinel.sources import Source, SourceUnavailable
-from sentinel.sources.records import RowNormaliser
+from sentinel.sources.records import REJECT_REASONS, RowNormaliser
 from sentinel.store import Store
 from sentinel.store import records as repo
 
@@ -73,7 +73,6 @@ class StoreUnavailable(Exception):
 @dataclass
 class SourceHealth:
     up: bool = False
-    last_ok_us: int | None = None
     last_error: str | None = None
     failures: int = 0
     next_try_monotonic: float = 0.0
@@ -174,6 +173,8 @@ class Daemon:
                                    max_instances=1, coalesce=True, args=(wd,))
         self.scheduler.start()
         self.metrics.leader.set(1)
+        for reason in REJECT_REASONS:  # every reason shows as 0 from the start, so dashboards and rate() see it
+            self.metrics.records_rejected.labels(reason=reason)
         for fn in self.on_ready:
             fn()
         self.notifier.ready(self.status_line())
@@ -236,9 +237,6 @@ class Daemon:
         finally:
             self.stop()
         return 0
-
-    def request_stop(self) -> None:
-        self._stop.set()
 
     # --- the poll cycle ----------------------------------------------------------------------------
     def poll_job(self) -> None:
@@ -357,7 +355,6 @@ class Daemon:
             if not h.up and h.failures:
                 log.info("source is back", extra=fields(after_failures=h.failures))
             h.up, h.failures, h.last_error = True, 0, None
-            h.last_ok_us = now_us(self.clock)
             h.next_try_monotonic = 0.0
         else:
             h.failures += 1

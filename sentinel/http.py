@@ -40,10 +40,6 @@ class Request:
     def form(self) -> dict[str, str]:
         return {k: v[0] for k, v in parse_qs(self.body.decode("utf-8", "replace")).items()}
 
-    def arg(self, name: str, default: str | None = None) -> str | None:
-        v = self.query.get(name)
-        return v[0] if v else default
-
 
 @dataclass(slots=True)
 class Response:

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from sqlalchemy import Connection
 
 from sentinel.model import Batch
@@ -136,6 +135,3 @@ def _seen_entries(rows: Sequence[RawRow], keys: Sequence[str], normaliser: RowNo
         out.append((key[:256], created))
     return out
 
-
-def newest(batch: Batch) -> int | None:
-    return int(np.max(batch.ts)) if len(batch) else None

@@ -44,10 +44,6 @@ class LabelCap:
                 return values, False
         return tuple(OTHER if v != ALL else v for v in values), True
 
-    def forget(self, scope: str) -> None:
-        with self._lock:
-            self._seen.pop(scope, None)
-
 
 class Metrics:
     """All of Sentinel's metric families, registered in their own registry."""

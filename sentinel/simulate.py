@@ -47,7 +47,7 @@ class Stream:
                    self.types[int(self.type[i])], CHANNELS[int(self.channel[i])], f"C{int(self.customer[i]):06d}")
 
 
-def day_times(rng: np.random.Generator, start_us: int, n: int, day_us: int = 86400 * US) -> npt.NDArray[np.int64]:
+def day_times(rng: np.random.Generator, start_us: int, n: int) -> npt.NDArray[np.int64]:
     """n instants in one day, following the hourly profile."""
     p = HOURLY / HOURLY.sum()
     hours = rng.choice(24, size=n, p=p)

@@ -40,15 +40,9 @@ class RuleContext:
         return 0 if first is None else max(0, day - first)
 
 
-class RuleState(Protocol):
-    clock: int | None
-    pending: Batch
-
-
 class Rule(Protocol):
     name: str
     kind: str
-    self_timed: bool  # True: `process` honours its own deadlines inside a batch (the feed need not split)
 
     def new_state(self) -> Any: ...
 

@@ -91,10 +91,6 @@ class Engine:
             out += [(rule, a) for a in self.states[rule.name].alerts.values()]
         return out
 
-    def horizon(self) -> int | None:
-        clocks = [st.clock for st in self.states.values() if st.clock is not None]
-        return max(clocks) if clocks else None
-
     # --- persistence -------------------------------------------------------------------------------
     def snapshot(self, rule: AnyRule, force_series: bool = False) -> Snapshot:
         state = self.states[rule.name]

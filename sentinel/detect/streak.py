@@ -56,7 +56,6 @@ class StreakState:
 
 class StreakRule:
     kind = "streak"
-    self_timed = True
 
     def __init__(self, cfg: StreakRuleConfig, ctx: RuleContext) -> None:
         self.cfg = cfg

@@ -37,7 +37,6 @@ from sentinel.detect.series import SeriesIndex
 from sentinel.model import US, Batch, Event, EventState, IntArray, Tier
 from sentinel.model import from_datetime as _from_dt
 
-FloatArray = npt.NDArray[np.float64]
 SAMPLES = 5
 """Complaint ids an event carries (the records that made it), for the links in messages."""
 
@@ -71,7 +70,6 @@ class ThresholdState:
 
 class ThresholdRule:
     kind = "threshold"
-    self_timed = False
 
     def __init__(self, cfg: ThresholdRuleConfig, ctx: RuleContext) -> None:
         self.cfg = cfg

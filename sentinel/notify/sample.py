@@ -4,30 +4,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sentinel.config import Config, ReceiverConfig
 from sentinel.model import Tier
 from sentinel.notify import create
 from sentinel.notify.base import Delivered, Failed, Message, RetryAfter
-from sentinel.notify.views import AlertView
-
-
-def sample_view(cfg: Config) -> AlertView:
-    now = datetime.now(cfg.tz)
-    return AlertView(rule="notify-test", kind="threshold", state="firing", tier=Tier.LIGHT,
-                     labels={"type": "物流配送延误"}, value=151, baseline=100.0, ratio=1.51,
-                     started=now - timedelta(minutes=3), at=now, instance="test", fingerprint="test",
-                     p=2.1e-06, mode="day")
 
 
 def send_test(cfg: Config, receiver: ReceiverConfig) -> Iterator[tuple[int, str]]:
     """(url index, outcome line) for every robot URL of the receiver."""
-    from sentinel.notify.render import body_budget, render
+    from sentinel.notify.render import body_budget, render, sample_view
 
     adapter = create(receiver)
     try:
-        view = sample_view(cfg)
+        view = sample_view(datetime.now(cfg.tz), Tier.LIGHT)
         max_bytes, max_chars = body_budget(adapter, receiver, view.tier)
         title, body = render([view], syntax=adapter.syntax, locale=receiver.locale or cfg.locale,
                              max_bytes=max_bytes, max_chars=max_chars,

@@ -14,17 +14,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from sqlalchemy import Connection, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, delete, insert, select, update
 
 from sentinel.detect.engine import Snapshot, dumps
 from sentinel.detect.threshold import Buckets
 from sentinel.model import Event, EventState, Vocab
 from sentinel.store.records import read_buckets
 from sentinel.store.schema import alert_events, alerts, rule_state
-
-
-def _tables() -> tuple[Table, Table, Table]:
-    return rule_state, alerts, alert_events
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +37,7 @@ class StoredEvent:
 
 
 def load_snapshots(conn: Connection) -> dict[str, Snapshot]:
-    rs, _, _ = _tables()
+    rs = rule_state
     parts: dict[str, dict[str, tuple[str, str]]] = {}
     for rule, part, h, data in conn.execute(select(rs.c.rule, rs.c.part, rs.c.config_hash, rs.c.data)):
         parts.setdefault(rule, {})[part] = (h, data)
@@ -57,7 +53,7 @@ def load_snapshots(conn: Connection) -> dict[str, Snapshot]:
 
 
 def save_snapshot(conn: Connection, rule: str, snap: Snapshot, now_us: int) -> None:
-    rs, _, _ = _tables()
+    rs = rule_state
     parts = {"core": dumps(snap.core), "pending": dumps(snap.pending)}
     if snap.series is not None:
         parts["series"] = dumps(snap.series)
@@ -70,7 +66,7 @@ def save_snapshot(conn: Connection, rule: str, snap: Snapshot, now_us: int) -> N
 
 
 def drop_rule_state(conn: Connection, rules: Iterable[str]) -> None:
-    rs, _, _ = _tables()
+    rs = rule_state
     names = list(rules)
     if names:
         conn.execute(delete(rs).where(rs.c.rule.in_(names)))
@@ -80,7 +76,7 @@ def record_events(conn: Connection, events: Sequence[Event], *, notify: bool, no
     """Append events and keep the `alerts` row of each instance current."""
     if not events:
         return
-    _, al, ev = _tables()
+    al, ev = alerts, alert_events
     rows = []
     for e in events:
         payload = e.to_json(tz)
@@ -111,19 +107,14 @@ def _upsert_alert(conn: Connection, al: Table, e: Event, payload: dict[str, Any]
 
 
 def events_after(conn: Connection, seq: int, limit: int = 1000) -> list[StoredEvent]:
-    _, _, ev = _tables()
+    ev = alert_events
     q = select(ev).where(ev.c.seq > seq).order_by(ev.c.seq).limit(limit)
     return [StoredEvent(r.seq, r.instance, r.fingerprint, r.rule, r.state, r.tier, r.at_us, json.loads(r.payload),
                         bool(r.notify)) for r in conn.execute(q)]
 
 
-def last_seq(conn: Connection) -> int:
-    _, _, ev = _tables()
-    return int(conn.execute(select(func.coalesce(func.max(ev.c.seq), 0))).scalar_one())
-
-
 def open_alert_rows(conn: Connection, rule: str | None = None) -> list[dict[str, Any]]:
-    _, al, _ = _tables()
+    al = alerts
     q = select(al).where(al.c.status == "open")
     if rule is not None:
         q = q.where(al.c.rule == rule)
