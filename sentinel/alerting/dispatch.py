@@ -182,11 +182,12 @@ class Dispatcher:
             if self.policy is not None and self.policy.hold_group(g, route, now_us):
                 continue
             rows = self._alert_rows(conn, g.pending)
+            told = self._told_about(conn, rows)
             for receiver in route.cfg.receivers:
-                views = self._views_for(conn, receiver, rows, g, now_us)
+                views = self._views_for(conn, receiver, rows, told, g, now_us)
                 if not views:
                     continue
-                repeat = all(self._is_repeat(conn, receiver, v) for v in views)
+                repeat = all(_is_repeat(told.get((receiver, v.instance)), v) for v in views)
                 kind = "repeat" if repeat else "alert" if len(views) == 1 else "digest"
                 self._enqueue(conn, receiver, kind, views, rows, now_us, {"group_key": g.key, "group_labels": g.labels})
                 for v in views:
@@ -211,11 +212,11 @@ class Dispatcher:
         g.pending = []
         g.dirty = True
 
-    def _views_for(self, conn: Connection, receiver: str, rows: Mapping[str, Mapping[str, Any]], g: Group,
-                   now_us: int) -> list[AlertView]:
+    def _views_for(self, conn: Connection, receiver: str, rows: Mapping[str, Mapping[str, Any]],
+                   told: Mapping[tuple[str, str], Told], g: Group, now_us: int) -> list[AlertView]:
         out = []
         for inst, row in rows.items():
-            t = self.told_one(conn, receiver, inst)
+            t = told.get((receiver, inst))
             if row["status"] == "resolved":
                 if t is None or t.last_state == "resolved":
                     continue  # never told of it (or told already): nothing to resolve for these people
@@ -257,16 +258,14 @@ class Dispatcher:
         return [Told(r.receiver, r.route, r.group_key, r.last_sent_us, r.last_state, r.last_tier)
                 for r in conn.execute(q)]
 
-    def told_one(self, conn: Connection, receiver: str, instance: str) -> Told | None:
-        r = conn.execute(select(notify_log).where(notify_log.c.receiver == receiver,
-                                                  notify_log.c.instance == instance)).first()
-        return None if r is None else Told(r.receiver, r.route, r.group_key, r.last_sent_us, r.last_state,
-                                           r.last_tier)
-
-    def _is_repeat(self, conn: Connection, receiver: str, v: AlertView) -> bool:
-        """Told before at this tier and still open: the message is a reminder."""
-        t = self.told_one(conn, receiver, v.instance)
-        return v.state != "resolved" and t is not None and t.last_state == "firing" and t.last_tier == v.tier.label
+    def _told_about(self, conn: Connection, instances: Iterable[str]) -> dict[tuple[str, str], Told]:
+        """Who was told what about these alerts, in one query: (receiver, instance) -> Told."""
+        ids = list(instances)
+        if not ids:
+            return {}
+        q = select(notify_log).where(notify_log.c.instance.in_(ids))
+        return {(r.receiver, r.instance): Told(r.receiver, r.route, r.group_key, r.last_sent_us, r.last_state,
+                                               r.last_tier) for r in conn.execute(q)}
 
     def log_view(self, conn: Connection, receiver: str, v: AlertView, route: int, group_key: str,
                  now_us: int) -> None:
@@ -310,3 +309,8 @@ class Dispatcher:
         """Housekeeping: notification-log rows of alerts resolved long ago."""
         old = select(alerts.c.instance).where(alerts.c.status == "resolved", alerts.c.resolved_us < before_us)
         conn.execute(delete(notify_log).where(notify_log.c.instance.in_(old)))
+
+
+def _is_repeat(told: Told | None, v: AlertView) -> bool:
+    """Told before at this tier and still open: the message is a reminder."""
+    return v.state != "resolved" and told is not None and told.last_state == "firing" and told.last_tier == v.tier.label
