@@ -45,6 +45,15 @@ def start(cfg_path: Path, clock: ManualClock) -> Daemon:
     return daemon
 
 
+def surge_after_backfill(daemon: Daemon, crm: Crm, clock: ManualClock) -> None:
+    """Finish the first start's backfill, then 61 complaints in ten minutes (against 40 a day) and a poll."""
+    while daemon.cycle():
+        pass
+    crm.add(NOW - timedelta(minutes=20), n=61, spacing=timedelta(seconds=10))
+    clock.set(NOW + timedelta(seconds=2))
+    daemon.cycle()
+
+
 def events(daemon: Daemon) -> list[dict[str, Any]]:
     with daemon.store.reading() as conn:
         rows = conn.execute(select(alert_events).order_by(alert_events.c.seq)).mappings().all()
@@ -83,11 +92,7 @@ def test_restart_continues_without_repeating(tmp_path: Path, crm: Crm) -> None:
     clock = ManualClock(NOW)
     cfg = config(tmp_path, crm)
     daemon = start(cfg, clock)
-    while daemon.cycle():
-        pass
-    crm.add(NOW - timedelta(minutes=20), n=61, spacing=timedelta(seconds=10))
-    clock.set(NOW + timedelta(seconds=2))
-    daemon.cycle()
+    surge_after_backfill(daemon, crm, clock)
     first = events(daemon)
     daemon.stop()
 
@@ -137,11 +142,7 @@ def test_removed_rule_resolves_its_open_alerts(tmp_path: Path, crm: Crm) -> None
     clock = ManualClock(NOW)
     cfg = config(tmp_path, crm)
     daemon = start(cfg, clock)
-    while daemon.cycle():
-        pass
-    crm.add(NOW - timedelta(minutes=20), n=61, spacing=timedelta(seconds=10))
-    clock.set(NOW + timedelta(seconds=2))
-    daemon.cycle()
+    surge_after_backfill(daemon, crm, clock)
     daemon.stop()
     text = cfg.read_text(encoding="utf-8")
     cfg.write_text(text.split("[[rules]]")[0] + "[[rules]]" + text.split("[[rules]]")[2], encoding="utf-8")
@@ -181,11 +182,7 @@ def test_sighup_adds_a_rule_with_full_history_and_removes_one(tmp_path: Path, cr
     cfg = config(tmp_path, crm)
     daemon = start(cfg, clock)
     try:
-        while daemon.cycle():
-            pass
-        crm.add(NOW - timedelta(minutes=20), n=61, spacing=timedelta(seconds=10))
-        clock.set(NOW + timedelta(seconds=2))
-        daemon.cycle()
+        surge_after_backfill(daemon, crm, clock)
         assert [e["rule"] for e in events(daemon) if e["notify"] and e["rule"] != "streak"] == ["type-surge"]
         text = cfg.read_text(encoding="utf-8")
         new_rule = '[[rules]]\nname = "per-channel"\nkind = "threshold"\ngroup_by = ["type", "channel"]\n'
