@@ -35,6 +35,7 @@ from sentinel.sources import Source, SourceUnavailable
 from sentinel.sources.records import REJECT_REASONS, RowNormaliser
 from sentinel.store import Store
 from sentinel.store import records as repo
+from sentinel.wake import Waker
 
 log = logging.getLogger("sentinel.daemon")
 
@@ -136,6 +137,9 @@ class Daemon:
         self._reload = threading.Event()
         self._cycle_lock = threading.RLock()
         self._alive = time.monotonic()
+        interval = cfg.source.poll_interval.total_seconds()
+        self.poller = Waker("poll", self._poll_step, interval)
+        self.wakers: list[Waker] = [self.poller]  # started after the scheduler, stopped before it
         self._register_endpoints()
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -158,10 +162,7 @@ class Daemon:
         self.server = Server(self.app, self.listen)
         self.server.start()
         log.info("listening", extra=fields(url=self.server.url))
-        interval = self.cfg.source.poll_interval.total_seconds() if self.cfg.source else 2.0
         first = datetime.now(UTC)
-        self.scheduler.add_job(self.poll_job, "interval", seconds=interval, id="poll", max_instances=1,
-                               coalesce=True, next_run_time=first)
         for job in self.jobs:
             self.scheduler.add_job(self._guarded(job), "interval", seconds=job.seconds, id=job.name,
                                    max_instances=1, coalesce=True, next_run_time=first)
@@ -172,6 +173,8 @@ class Daemon:
             self.scheduler.add_job(self._heartbeat, "interval", seconds=max(wd / 3, 0.5), id="watchdog",
                                    max_instances=1, coalesce=True, args=(wd,))
         self.scheduler.start()
+        for waker in self.wakers:
+            waker.start()
         self.metrics.leader.set(1)
         for reason in REJECT_REASONS:  # every reason shows as 0 from the start, so dashboards and rate() see it
             self.metrics.records_rejected.labels(reason=reason)
@@ -203,6 +206,8 @@ class Daemon:
         """Finish the running cycle, run the stop hooks (outbox flush), stop jobs and the server."""
         self._stop.set()
         self.notifier.stopping()
+        for waker in self.wakers:
+            waker.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         with self._cycle_lock:
@@ -239,6 +244,16 @@ class Daemon:
         return 0
 
     # --- the poll cycle ----------------------------------------------------------------------------
+    def wake_poll(self) -> None:
+        """Poll as soon as possible (a LISTEN/NOTIFY wake-up); `poll_interval` stays the safety net."""
+        self.poller.wake()
+
+    def _poll_step(self) -> float | None:
+        if self._stop.is_set():
+            return None
+        self.poll_job()
+        return None
+
     def poll_job(self) -> None:
         """One scheduled poll; during a burst it keeps polling until the source is drained."""
         self._alive = time.monotonic()
@@ -447,6 +462,8 @@ class Daemon:
             problems.append(f"source unavailable: {self.health.last_error or 'not polled yet'}")
         if not self.scheduler.running:
             problems.append("scheduler not running")
+        elif not self.poller.running:
+            problems.append("poll loop not running")
         return problems
 
     def _readyz(self, _req: Request) -> Response:
