@@ -39,8 +39,7 @@ class Waker:
         """Run the step within `seconds` (an earlier due time already asked for stays)."""
         due = time.monotonic() + max(0.0, seconds)
         with self._lock:
-            if due < self._due:
-                self._due = due
+            self._due = min(self._due, due)
         self._event.set()
 
     def start(self) -> None:
