@@ -1,4 +1,4 @@
-"""`sentinel bench`: the detection engine's figures, printed (never asserted by tests).
+"""`sentinel bench engine` (also plain `sentinel bench`): the engine's figures, printed (never asserted).
 
 Generates 2,000,000 complaints over 30 days (5 main types x 4 channels plus 1,000 rare types) and
 reports: records per second through the rules; the full backtest against merely parsing the same file
@@ -211,3 +211,14 @@ def run_bench(records: int = 2_000_000, days: int = 30, rare_types: int = 1000,
               "self_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     say(json.dumps(result))
     return result
+
+
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("--records", type=int, default=2_000_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--rare-types", type=int, default=1000)
+
+
+def run(args: Any) -> int:
+    run_bench(records=args.records, days=args.days, rare_types=args.rare_types)
+    return 0
