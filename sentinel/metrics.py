@@ -78,6 +78,10 @@ class Metrics:
                                    ["rule", "tier"], registry=r)
         self.alert_events = Counter("sentinel_alert_events", "Alert events (firing, upgraded, resolved).",
                                     ["rule", "tier", "state"], registry=r)
+        self.alert_retractions = Counter(
+            "sentinel_alert_retractions",
+            "Escalations told on sight that the settled order (after lateness) did not confirm: a firing "
+            "retracted, or an upgrade kept although the settled run stays lower.", ["rule", "what"], registry=r)
         self.notifications = Counter("sentinel_notifications",
                                      "Messages by final outcome (delivered, failed, dropped_dry_run).",
                                      ["receiver", "outcome"], registry=r)

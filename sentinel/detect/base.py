@@ -9,7 +9,7 @@ carry the deadline's time, whenever `advance` happens to be called.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -51,6 +51,10 @@ class Rule(Protocol):
     def advance(self, now: int, state: Any) -> tuple[list[Event], int | None]: ...
 
     def deadline(self, state: Any) -> int | None: ...
+
+    def fork(self, state: Any) -> Any:
+        """An independent copy of `state`: feeding it leaves `state` unchanged (the look-ahead run)."""
+        ...
 
 
 class RecordFilter:
@@ -104,6 +108,9 @@ class OpenAlert:
     unmet_since: int | None = None  # pace / rolling: condition unmet since
     hold_until: int | None = None  # streak: the run ended; resolves then unless continued
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def copy(self) -> OpenAlert:
+        return replace(self, labels=dict(self.labels), extra=dict(self.extra))
 
     def to_json(self) -> dict[str, Any]:
         return {"labels": self.labels, "fingerprint": self.fingerprint, "instance": self.instance,

@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from sentinel.config import RuleConfig, StreakRuleConfig, ThresholdRuleConfig
+from sentinel.detect import ahead as la
+from sentinel.detect.ahead import Told
 from sentinel.detect.base import OpenAlert, RuleContext, event
 from sentinel.detect.feed import feed
 from sentinel.detect.streak import StreakRule, StreakState
@@ -55,6 +57,7 @@ class Snapshot:
     core: dict[str, Any]
     series: list[list[str]] | None
     pending: dict[str, Any]
+    ahead: list[dict[str, Any]] = field(default_factory=list)  # escalations told ahead (see detect.ahead)
 
 
 class Engine:
@@ -65,6 +68,8 @@ class Engine:
         self.hashes = {r.name: rule_hash(r.cfg, timezone) for r in self.rules}
         self.states: dict[str, Any] = {r.name: r.new_state() for r in self.rules}
         self.order = {r.name: i for i, r in enumerate(self.rules)}
+        self.told: dict[str, list[Told]] = {r.name: [] for r in self.rules}
+        self.retractions: list[tuple[str, str]] = []  # (rule, "firing" | "upgrade") since the last take
 
     @property
     def vocab(self) -> Vocab:
@@ -76,6 +81,42 @@ class Engine:
         for rule in self.rules:
             events += feed(rule, self.states[rule.name], batch, horizon, start=self.ctx.coverage_start_us)
         return sort_events(events, self.order)
+
+    def feed_live(self, batch: Batch, horizon: int, look_ahead: bool = True) -> list[Event]:
+        """The daemon's feed: fire on sight, settle behind (`sentinel.detect.ahead`).
+
+        The settled run moves to `horizon` as `feed` does; its events are reconciled with what was told
+        ahead; then (with `look_ahead`) the records still pending are run on a fork of each rule's
+        state, and the escalations found there that were not told yet are returned too."""
+        out: list[Event] = []
+        for rule in self.rules:
+            state = self.states[rule.name]
+            told = self.told[rule.name]
+            settled = feed(rule, state, batch, horizon, start=self.ctx.coverage_start_us)
+            for e in sort_events(settled, self.order):
+                done = la.settle(e, told)
+                if done.rename is not None:
+                    la.rename_alert(state.alerts, *done.rename)
+                out += done.events
+            retracted, keep_tier, unconfirmed = la.passed(rule.name, told, horizon)
+            for instance, tier in keep_tier:
+                la.raise_tier(state.alerts, instance, tier)
+            self.retractions += [(rule.name, what) for what in unconfirmed]
+            out += retracted
+            if look_ahead and len(state.pending):
+                out += self._run_ahead(rule, state, told)
+        return sort_events(out, self.order)
+
+    def _run_ahead(self, rule: AnyRule, state: Any, told: list[Told]) -> list[Event]:
+        fork = rule.fork(state)
+        end = int(state.pending.ts.max())
+        events = feed(rule, fork, Batch.empty(), end, start=self.ctx.coverage_start_us)
+        tiers = {a.instance: a.tier for a in state.alerts.values()}
+        return la.ahead(sort_events(events, self.order), told, tiers)
+
+    def take_retractions(self) -> list[tuple[str, str]]:
+        out, self.retractions = self.retractions, []
+        return out
 
     def late_records(self) -> int:
         """Records that arrived after their time was closed, since the last call (max over rules)."""
@@ -102,7 +143,8 @@ class Engine:
                 state.series.changed = False
         else:
             core = rule.snapshot(state)
-        return Snapshot(self.hashes[rule.name], core, series, batch_to_json(state.pending, self.vocab))
+        return Snapshot(self.hashes[rule.name], core, series, batch_to_json(state.pending, self.vocab),
+                        [t.to_json() for t in self.told[rule.name]])
 
     def restore(self, saved: dict[str, Snapshot], buckets: Buckets, now_horizon: int | None) -> list[Event]:
         """Put every rule back; returns the events restoring causes (alerts of edited rules that lost
@@ -112,8 +154,13 @@ class Engine:
             snap = saved.get(rule.name)
             if snap is not None and snap.config_hash == self.hashes[rule.name]:
                 self.states[rule.name] = self._restore_one(rule, snap, buckets)
+                self.told[rule.name] = [Told.from_json(t) for t in snap.ahead]
             elif snap is not None:
                 events += self._restore_edited(rule, snap, buckets)
+                # alerts told ahead under the old definition that it never settled: closed with it
+                at = int(snap.core.get("clock") or 0)
+                events += [la.retraction(rule.name, t, at, "rule changed") for t in map(Told.from_json, snap.ahead)
+                           if t.opened and not t.matched]
             elif isinstance(rule, ThresholdRule) and now_horizon is not None:
                 st = rule.new_state()
                 rule.rebuild(st, buckets, now_horizon)

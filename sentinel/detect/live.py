@@ -21,7 +21,7 @@ from sentinel.detect.streak import StreakRule
 from sentinel.detect.threshold import ThresholdRule
 from sentinel.logs import fields
 from sentinel.metrics import Metrics
-from sentinel.model import Event, EventState, Tier, Vocab
+from sentinel.model import Batch, Event, EventState, Tier, Vocab
 from sentinel.store import alerts as repo
 
 log = logging.getLogger("sentinel.detect")
@@ -40,6 +40,7 @@ class Detector:
         self.engine = Engine(cfg.rules, self.ctx, cfg.timezone)
         self._late = 0
         self._counted: list[Event] = []
+        self._retracted: list[tuple[str, str]] = []
         self._folded: dict[str, int] = {}
 
     # --- start / reload ------------------------------------------------------------------------------
@@ -80,17 +81,22 @@ class Detector:
         if self.ctx.coverage_start_us is None:
             self.ctx.coverage_start_us = cycle.state.coverage_start_us
         horizon = cycle.now_us - self.lateness_us
-        events = self.engine.feed(cycle.batch, horizon)
-        repo.record_events(conn, events, notify=not cycle.replay, now_us=cycle.now_us, tz=self.cfg.tz)
+        # fire on sight: records newer than the horizon are run ahead at once (not during the backfill,
+        # whose events nobody is told); time-driven events wait for the horizon (sentinel.detect.ahead)
+        live = not cycle.replay
+        events = self.engine.feed_live(cycle.batch, horizon, look_ahead=live)
+        repo.record_events(conn, events, notify=live, now_us=cycle.now_us, tz=self.cfg.tz)
         if cycle.backfill_finished:
             handover = self.handover()
-            repo.record_events(conn, handover, notify=True, now_us=cycle.now_us, tz=self.cfg.tz)
-            events = events + handover
+            ahead = self.engine.feed_live(Batch.empty(), horizon)  # what the backfill's newest records show
+            repo.record_events(conn, handover + ahead, notify=True, now_us=cycle.now_us, tz=self.cfg.tz)
+            events = events + handover + ahead
             if handover:
                 log.info("alerts open at the end of the backfill are handed on", extra=fields(count=len(handover)))
         self.save(conn, cycle.now_us)
         self._late += self.engine.late_records()
         self._counted += events
+        self._retracted += self.engine.take_retractions()
 
     def handover(self) -> list[Event]:
         """Alerts open when the backfill ends: one `firing` each, as open since they started."""
@@ -116,13 +122,17 @@ class Detector:
         for e in self._counted:
             if not e.extra.get("handover"):  # a handover re-announces an event already counted
                 m.alert_events.labels(rule=e.rule, tier=e.tier.label, state=e.state.value).inc()
+        for rule, what in self._retracted:
+            m.alert_retractions.labels(rule=rule, what=what).inc()
         self._late = 0
         self._counted = []
+        self._retracted = []
 
     def recover(self, store: Any, now_us: int) -> None:
         """The poll's transaction failed: rebuild the engine from what the store holds."""
         self._late = 0
         self._counted = []
+        self._retracted = []
         self.engine = Engine(self.cfg.rules, self.ctx, self.cfg.timezone)
         with store.transaction() as conn:
             self.restore(conn, self.ctx.coverage_start_us, now_us)

@@ -35,6 +35,19 @@ class SeriesIndex:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def fork(self) -> SeriesIndex:
+        """An independent copy (for the look-ahead run): admitting there leaves this one unchanged.
+        Label dicts are shared: they are never changed once admitted."""
+        other = SeriesIndex.__new__(SeriesIndex)
+        other.group_by, other.vocab, other.max_series = self.group_by, self.vocab, self.max_series
+        other.labels = list(self.labels)
+        other._by_values = dict(self._by_values)
+        other.other, other.folded, other.changed = self.other, self.folded, self.changed
+        other._luts = [lut.copy() for lut in self._luts]
+        other._codes_of = [list(c) for c in self._codes_of]
+        other._table = self._table.copy()
+        return other
+
     def admit(self, values: tuple[str, ...]) -> int:
         """Series index for these label values, creating (or folding) it."""
         idx = self._by_values.get(values)

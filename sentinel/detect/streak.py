@@ -72,6 +72,15 @@ class StreakRule:
     def new_state(self) -> StreakState:
         return StreakState(shares=self._share_index())
 
+    def fork(self, state: StreakState) -> StreakState:
+        """A copy to run ahead on: runs, alerts and share counts copied."""
+        runs = {k: Run(r.value, r.length, r.started, r.last, set(r.customers), r.alert, list(r.ids))
+                for k, r in state.runs.items()}
+        return StreakState(clock=state.clock, pending=state.pending, day=state.day, runs=runs,
+                           alerts={k: a.copy() for k, a in state.alerts.items()},
+                           shares=state.shares.fork() if state.shares is not None else None,
+                           counts={d: a.copy() for d, a in state.counts.items()}, late=state.late)
+
     def _share_index(self) -> SeriesIndex:
         return SeriesIndex((*self.cfg.scope, self.cfg.field), self.vocab, max_series=1 << 62)
 

@@ -91,6 +91,18 @@ class ThresholdRule:
     def new_state(self) -> ThresholdState:
         return ThresholdState(SeriesIndex(self.cfg.group_by, self.ctx.vocab, self.cfg.max_series))
 
+    def fork(self, state: ThresholdState) -> ThresholdState:
+        """A copy to run ahead on: arrays and alerts copied, the series index forked."""
+        return ThresholdState(
+            series=state.series.fork(), clock=state.clock, pending=state.pending, day=state.day,
+            counts={d: a.copy() for d, a in state.counts.items()},
+            hourly={d: a.copy() for d, a in state.hourly.items()},
+            hours={h: a.copy() for h, a in state.hours.items()}, window=state.window.copy(),
+            base=Baselines(state.base.num.copy(), state.base.den), fire_at=state.fire_at.copy(),
+            mod_at=state.mod_at.copy(), sev_at=state.sev_at.copy(), p_done=state.p_done.copy(),
+            profile=state.profile.copy(), profile_den=state.profile_den, warm=state.warm,
+            alerts={x: a.copy() for x, a in state.alerts.items()}, t_unmet=dict(state.t_unmet), late=state.late)
+
     def _init(self, state: ThresholdState, at: int) -> None:
         if state.clock is None:
             start = self.ctx.coverage_start_us

@@ -48,13 +48,14 @@ def load_snapshots(conn: Connection) -> dict[str, Snapshot]:
         h, core = p["core"]
         series = json.loads(p["series"][1]) if "series" in p else None
         pending = json.loads(p["pending"][1]) if "pending" in p else {}
-        out[rule] = Snapshot(h, json.loads(core), series, pending)
+        told = json.loads(p["ahead"][1]) if "ahead" in p else []
+        out[rule] = Snapshot(h, json.loads(core), series, pending, told)
     return out
 
 
 def save_snapshot(conn: Connection, rule: str, snap: Snapshot, now_us: int) -> None:
     rs = rule_state
-    parts = {"core": dumps(snap.core), "pending": dumps(snap.pending)}
+    parts = {"core": dumps(snap.core), "pending": dumps(snap.pending), "ahead": dumps(snap.ahead)}
     if snap.series is not None:
         parts["series"] = dumps(snap.series)
     for part, data in parts.items():

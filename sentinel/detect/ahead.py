@@ -1,0 +1,186 @@
+"""Fire on sight, settle behind.
+
+The settled run (`Engine.feed` up to the horizon `now - lateness`) gives exactly the backtest's events,
+but only `lateness` after the records that cause them. An early-warning tool cannot wait that long,
+so each poll the rules also run *ahead*: over the records still pending (newer than the horizon), on
+a fork of the settled state. The escalations found there (`firing`, `upgraded`) are told at once;
+what time alone causes (day close, `resolve_after`, `hold`, `max_gap`) is left to the settled run.
+
+What was told ahead is remembered per rule as `Told` entries until the settled run passes them:
+- the settled run makes the same escalation (same instance and tier): it is not told again. For rows
+  committed in `(created_at, id)` order that is always the case, so the events are exactly the
+  backtest's, only earlier;
+- the settled run opens the same series' alert under another instance (rows committed out of order
+  moved the record that crosses the threshold): the settled alert takes the instance people were told
+  of, so its later events reach them; a higher tier is told as an upgrade;
+- the settled run passes the escalation's time without making it (a row committed late broke a
+  streak): a told firing is closed with a `resolved` event whose reason starts with "retracted:", and
+  everyone told of it hears so; a told upgrade stays (tiers never go down while an alert is open) and
+  the settled alert is raised to it. Both are counted (`Engine.retractions`).
+
+Everything here is pure: rules, states and instants in, events out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Set
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sentinel.detect.base import OpenAlert
+from sentinel.model import US, Event, EventState, Tier
+
+RETRACTED = "retracted: rows committed late changed the order, and the settled order does not reach this alert"
+
+
+@dataclass(slots=True)
+class Told:
+    """An escalation told ahead of the settled run."""
+
+    fingerprint: str
+    instance: str
+    kind: str
+    labels: dict[str, str]
+    started: int
+    tier: Tier  # the highest tier told
+    at: int  # the latest escalation told ahead: the settled run must pass it
+    value: float
+    opened: bool  # told as a new alert (the settled run had not opened it)
+    matched: bool  # the settled run holds this instance
+    settled_tier: Tier  # the settled alert's tier (once matched)
+
+    @staticmethod
+    def opening(e: Event) -> Told:
+        return Told(e.fingerprint, e.instance, e.kind, dict(e.labels), e.started, e.tier, e.at, e.value,
+                    opened=True, matched=False, settled_tier=Tier.LIGHT)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fingerprint": self.fingerprint, "instance": self.instance, "kind": self.kind, "labels": self.labels,
+                "started": self.started, "tier": int(self.tier), "at": self.at, "value": self.value,
+                "opened": self.opened, "matched": self.matched, "settled_tier": int(self.settled_tier)}
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> Told:
+        return Told(d["fingerprint"], d["instance"], d["kind"], dict(d["labels"]), int(d["started"]), Tier(d["tier"]),
+                    int(d["at"]), float(d["value"]), bool(d["opened"]), bool(d["matched"]), Tier(d["settled_tier"]))
+
+
+def by_instance(told: list[Told], instance: str) -> Told | None:
+    return next((t for t in told if t.instance == instance), None)
+
+
+def unmatched_opening(told: list[Told], fingerprint: str, exclude: Set[str] = frozenset()) -> Told | None:
+    """The earliest alert of this series told ahead that the settled run has not opened yet."""
+    cands = [t for t in told if t.opened and not t.matched and t.fingerprint == fingerprint
+             and t.instance not in exclude]
+    return min(cands, key=lambda t: t.at) if cands else None
+
+
+@dataclass(slots=True)
+class Settled:
+    """What reconciling one settled event did."""
+
+    events: list[Event]
+    rename: tuple[str, str, int] | None = None  # (settled instance, told instance, told start)
+
+
+def settle(e: Event, told: list[Told]) -> Settled:
+    """One event of the settled run against what was told ahead."""
+    if e.state is EventState.RESOLVED:
+        t = by_instance(told, e.instance)
+        if t is not None:
+            told.remove(t)
+        return Settled([e])
+    if e.state is EventState.FIRING:
+        t = by_instance(told, e.instance) or unmatched_opening(told, e.fingerprint)
+        if t is None:
+            return Settled([e])
+        rename = None
+        if t.instance != e.instance:
+            rename = (e.instance, t.instance, t.started)
+            e = replace(e, instance=t.instance, started=t.started)
+        t.matched = True
+        t.settled_tier = max(t.settled_tier, e.tier)
+        if e.tier > t.tier:
+            t.tier = e.tier
+            return Settled([replace(e, state=EventState.UPGRADED)], rename)
+        return Settled([], rename)
+    t = by_instance(told, e.instance)  # upgraded
+    if t is None:
+        return Settled([e])
+    t.settled_tier = max(t.settled_tier, e.tier)
+    if e.tier > t.tier:
+        t.tier = e.tier
+        return Settled([e])
+    return Settled([])
+
+
+def passed(rule: str, told: list[Told], horizon: int) -> tuple[list[Event], list[tuple[str, Tier]], list[str]]:
+    """Entries the settled run has passed: (retraction events, tiers to keep on settled alerts as
+    (instance, tier), what was not confirmed: "firing" or "upgrade" per entry)."""
+    events: list[Event] = []
+    keep_tier: list[tuple[str, Tier]] = []
+    unconfirmed: list[str] = []
+    for t in [t for t in told if t.at <= horizon]:
+        told.remove(t)
+        if t.opened and not t.matched:
+            events.append(retraction(rule, t, horizon))
+            unconfirmed.append("firing")
+        elif t.settled_tier < t.tier:
+            keep_tier.append((t.instance, t.tier))
+            unconfirmed.append("upgrade")
+    return events, keep_tier, unconfirmed
+
+
+def retraction(rule: str, t: Told, at: int, reason: str = RETRACTED) -> Event:
+    return Event(at=at, rule=rule, kind=t.kind, state=EventState.RESOLVED, tier=t.tier, labels=dict(t.labels),
+                 value=t.value, baseline=None, ratio=None, fingerprint=t.fingerprint, instance=t.instance,
+                 started=t.started, extra={"reason": reason, "retracted": True, "peak": t.value,
+                                           "duration_s": max(0, at - t.started) // US})
+
+
+def ahead(fork_events: list[Event], told: list[Told], settled_tier: Mapping[str, Tier]) -> list[Event]:
+    """Escalations of the run ahead that were not told yet. `settled_tier` gives the tier of each
+    alert the settled state holds (an upgrade ahead of one of them is told as an upgrade)."""
+    out: list[Event] = []
+    alias: dict[str, str] = {}  # instance in the fork -> instance told
+    gone: set[str] = set()  # told instances the fork resolved in this run
+    for e in fork_events:
+        if e.state is EventState.RESOLVED:
+            gone.add(alias.get(e.instance, e.instance))
+            continue
+        if e.state is EventState.FIRING:
+            t = by_instance(told, e.instance) or unmatched_opening(told, e.fingerprint, gone)
+            if t is None:
+                told.append(Told.opening(e))
+                out.append(e)
+                continue
+            alias[e.instance] = t.instance
+            if e.tier > t.tier:
+                t.tier, t.at = e.tier, max(t.at, e.at)
+                out.append(replace(e, state=EventState.UPGRADED, instance=t.instance, started=t.started))
+            continue
+        instance = alias.get(e.instance, e.instance)
+        t = by_instance(told, instance)
+        if t is None:
+            t = Told(e.fingerprint, instance, e.kind, dict(e.labels), e.started, e.tier, e.at, e.value, opened=False,
+                     matched=True, settled_tier=settled_tier.get(instance, Tier.LIGHT))
+            told.append(t)
+            out.append(e)
+        elif e.tier > t.tier:
+            t.tier, t.at = e.tier, max(t.at, e.at)
+            out.append(replace(e, instance=instance, started=t.started))
+    return out
+
+
+def rename_alert(alerts: Mapping[Any, OpenAlert], old: str, new: str, started: int) -> None:
+    """The settled alert takes the instance people were told of."""
+    for a in alerts.values():
+        if a.instance == old:
+            a.instance, a.started = new, started
+
+
+def raise_tier(alerts: Mapping[Any, OpenAlert], instance: str, tier: Tier) -> None:
+    for a in alerts.values():
+        if a.instance == instance and a.tier < tier:
+            a.tier = tier
