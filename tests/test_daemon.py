@@ -16,7 +16,8 @@ from sentinel.config import load_config
 from sentinel.daemon import Daemon
 from sentinel.service import build
 from sentinel.store.schema import alert_events, alerts
-from tests.crm import NOW, Crm, T, write_config
+from sentinel.store.schema import outbox as outbox_table
+from tests.crm import NOW, OTHER, Crm, T, write_config
 
 
 @pytest.fixture
@@ -83,6 +84,82 @@ def test_backfill_then_live_alert(tmp_path: Path, crm: Crm) -> None:
         new = [e for e in events(daemon) if e["notify"] and e["rule"] == "type-surge"]
         assert [(e["state"], e["tier"]) for e in new] == [("firing", "light")]
         assert new[0]["value"] == 61 and new[0]["labels"] == {"type": T}
+    finally:
+        daemon.stop()
+
+
+def test_records_are_evaluated_in_the_poll_that_reads_them(tmp_path: Path, crm: Crm) -> None:
+    """Fire on sight: with `lateness = 5m`, a surge and a five-in-a-row created seconds ago are recorded
+    (to be sent) by the very poll that reads them, not five minutes later."""
+    history(crm)
+    clock = ManualClock(NOW)
+    daemon = start(config(tmp_path, crm), clock)
+    try:
+        while daemon.cycle():
+            pass
+        count = len(events(daemon))
+        crm.add(NOW + timedelta(seconds=1), type_="新类型", n=5)  # five in a row of a new type
+        crm.add(NOW + timedelta(seconds=6), n=61, spacing=timedelta(milliseconds=100))  # 61 today vs 40 a day
+        clock.set(NOW + timedelta(seconds=14))
+        daemon.cycle()
+        new = [e for e in events(daemon)[count:] if e["notify"]]
+        assert [(e["rule"], e["state"], e["tier"], e["labels"]) for e in new] == [
+            ("streak", "firing", "light", {"type": "新类型"}), ("streak", "firing", "light", {"type": T}),
+            ("streak", "upgraded", "moderate", {"type": T}), ("streak", "upgraded", "severe", {"type": T}),
+            ("type-surge", "firing", "light", {"type": T})]
+        assert new[0]["value"] == 5
+        surge = new[4]
+        assert surge["value"] == 61 and surge["at"] == "2025-07-08T18:00:11.200000+08:00"  # the 61st of today
+    finally:
+        daemon.stop()
+
+
+def test_a_late_row_that_breaks_a_told_streak_retracts_it_to_everyone_told(tmp_path: Path, crm: Crm) -> None:
+    """A five-in-a-row told on sight; then a row created inside the run is committed late (within
+    lateness). Once the settled order passes the run, the alert is closed as retracted, the people told
+    of it hear so, and the retraction is counted."""
+    history(crm)
+    clock = ManualClock(NOW)
+    path = config(tmp_path, crm, """
+[[receivers]]
+name = "ops"
+kind = "webhook"
+url = "http://127.0.0.1:9/hook"
+
+[[routes]]
+receivers = ["ops"]
+group_wait = "0s"
+""")
+    daemon = start(path, clock)
+    delivery = daemon.extras["delivery"]
+    try:
+        while daemon.cycle():
+            pass
+        count = len(events(daemon))
+        crm.add(NOW + timedelta(seconds=1), type_="新类型", n=5, spacing=timedelta(seconds=2))
+        clock.set(NOW + timedelta(seconds=12))
+        daemon.cycle()
+        delivery.dispatch()
+        fired = [e for e in events(daemon)[count:] if e["rule"] == "streak"]
+        assert [(e["state"], e["labels"]) for e in fired] == [("firing", {"type": "新类型"})]
+        crm.add(NOW + timedelta(seconds=4), type_=OTHER)  # created inside the run, committed late
+        clock.set(NOW + timedelta(seconds=20))
+        daemon.cycle()  # read, but not settled yet: nothing changes
+        assert [e["state"] for e in events(daemon)[count:] if e["rule"] == "streak"] == ["firing"]
+        clock.set(NOW + timedelta(minutes=5, seconds=30))  # the settled order passes the run
+        daemon.cycle()
+        streak = [e for e in events(daemon)[count:] if e["rule"] == "streak"]
+        assert [e["state"] for e in streak] == ["firing", "resolved"]
+        assert streak[1]["instance"] == streak[0]["instance"]
+        assert streak[1]["reason"].startswith("retracted:") and streak[1]["notify"]
+        delivery.dispatch()
+        with daemon.store.reading() as conn:
+            msgs = [(r.receiver, json.loads(r.payload)["status"], json.loads(r.instances))
+                    for r in conn.execute(select(outbox_table).order_by(outbox_table.c.id))]
+        told = [m for m in msgs if streak[0]["instance"] in m[2]]
+        assert [(r, status) for r, status, _ in told] == [("ops", "firing"), ("ops", "resolved")]
+        exposition = daemon.metrics.render().decode()
+        assert 'sentinel_alert_retractions_total{rule="streak",what="firing"} 1.0' in exposition
     finally:
         daemon.stop()
 
