@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 from sqlalchemy.engine import make_url
@@ -88,7 +89,7 @@ class Target:
         """A libpq URI from a SQLAlchemy URL (`postgresql+psycopg://`, `+psycopg2`, plain): the driver
         part is SQLAlchemy's, everything else (host, port, sslmode...) means the same to libpq."""
         u = make_url(url)
-        secrets = [u.password] if u.password else []
+        secrets = [u.password, quote(str(u.password), safe="")] if u.password else []  # as typed, as in the URI
         secrets += [v for k, vs in u.query.items() if re.search("pass|secret|token", k, re.I)
                     for v in ([vs] if isinstance(vs, str) else vs) if v]
         # keepalives: a server that vanished without a FIN is noticed in about a minute, not hours

@@ -167,11 +167,16 @@ query = "SELECT * FROM complaints WHERE (created_at, id) > (:since_ts, :since_id
     assert "Traceback" not in err
 
 
-def test_missing_table_exits_2_and_an_unreachable_server_1_without_the_password(
+def test_a_missing_table_or_a_view_exits_2_and_an_unreachable_server_1_without_the_password(
         pg: Db, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_config(tmp_path, with_password(pg.url), table="nowhere")
     assert trigger(path) == 2
     assert f"{path}: source.table: no table 'nowhere' in the current schema" in capsys.readouterr().err
+    complaints_table(pg)
+    pg.run("CREATE VIEW recent AS SELECT * FROM complaints")
+    path = write_config(tmp_path, pg.url, table="recent", name="view")
+    assert trigger(path) == 2
+    assert f"{path}: source.table: 'recent' is a view" in capsys.readouterr().err
     import socket
 
     probe = socket.socket()
