@@ -19,10 +19,10 @@ from sentinel.daemon import Cycle, Daemon, Job, Reloadable
 from sentinel.detect.live import Detector
 from sentinel.metrics import Metrics
 from sentinel.sources import Source
+from sentinel.store import Store
 
 if TYPE_CHECKING:
     from sentinel.sources.pg_notify import Listener
-from sentinel.store import Store
 
 
 class DetectionStage:
