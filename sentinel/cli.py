@@ -127,6 +127,59 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_db_notify_trigger(args: argparse.Namespace) -> int:
+    """Print (or install) the trigger that makes inserts wake the daemon; see docs/sources.md."""
+    from sqlalchemy.engine import make_url
+
+    cfg = _load(args.config)
+    src = cfg.source
+    if src is None:
+        print(f"error: {args.config}: source: no [source] section to put a trigger on", file=sys.stderr)
+        return EXIT_CONFIG
+    backend = make_url(src.url.get()).get_backend_name()
+    if backend != "postgresql":
+        print(f"error: {args.config}: source.url: LISTEN/NOTIFY needs a PostgreSQL source, this one is {backend}; "
+              "the daemon wakes by poll_interval alone", file=sys.stderr)
+        return EXIT_CONFIG
+    if src.table is None:
+        print(f"error: {args.config}: source.query: a query source names no table to put the trigger on; set "
+              "source.table, or install your own trigger calling pg_notify('<channel>', '') and set "
+              "source.notify_channel", file=sys.stderr)
+        return EXIT_CONFIG
+    import psycopg
+
+    from sentinel.sources.pg_notify import (
+        ListenSetupError,
+        Target,
+        channel_for,
+        install_trigger,
+        resolve_table,
+        trigger_script,
+    )
+
+    channel = channel_for(src.table, src.notify_channel)
+    assert channel is not None
+    target = Target.from_url(src.url.get(), "sentinel-notify-trigger")
+    try:
+        with target.connect() as conn:
+            ref = resolve_table(conn, src.table)  # the stored name, exactly quoted
+            print(trigger_script(ref, channel), end="")
+            if args.apply:
+                install_trigger(conn, ref, channel)
+                print(f"installed: INSERT statements on {ref} now notify {channel!r}", file=sys.stderr)
+    except ListenSetupError as exc:
+        print(f"error: {args.config}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except psycopg.Error as exc:
+        doing = "installing the trigger" if args.apply else "looking up the table"
+        print(f"error: {args.config}: source.url: {doing} failed: {target.explain(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
+    if not src.listen_notify:
+        print(f"note: {args.config}: source.listen_notify is false, so the daemon does not LISTEN",
+              file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
@@ -341,12 +394,17 @@ def build_parser() -> argparse.ArgumentParser:
     nt.add_argument("--receiver", required=True, metavar="NAME")
     nt.set_defaults(func=cmd_notify_test)
 
-    db = sub.add_parser("db", help="state store maintenance")
+    db = sub.add_parser("db", help="state store maintenance; the source's NOTIFY trigger")
     dbsub = db.add_subparsers(dest="db_command", metavar="ACTION")
     dbsub.required = True
     up = dbsub.add_parser("upgrade", help="apply migrations (also done at start)")
     up.add_argument("--config", required=True, metavar="FILE")
     up.set_defaults(func=cmd_db_upgrade)
+    trig = dbsub.add_parser("notify-trigger", help="print (--apply: install) the PostgreSQL trigger whose NOTIFY "
+                                                 "wakes the daemon at each insert")
+    trig.add_argument("--config", required=True, metavar="FILE")
+    trig.add_argument("--apply", action="store_true", help="install it (idempotent: replaces what is there)")
+    trig.set_defaults(func=cmd_db_notify_trigger)
 
     return p
 

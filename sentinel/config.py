@@ -197,6 +197,8 @@ class SourceConfig(Model):
     lateness: Duration = timedelta(minutes=5)
     batch_size: int = Field(10_000, ge=1, le=1_000_000)
     record_url: str | None = None
+    listen_notify: bool = True
+    notify_channel: str | None = None
 
     @model_validator(mode="after")
     def _table_or_query(self) -> SourceConfig:
@@ -215,6 +217,12 @@ class SourceConfig(Model):
             raise ValueError("lateness must not be negative")
         if self.record_url is not None and "{id}" not in self.record_url:
             raise ValueError("record_url must contain {id}")
+        # PostgreSQL silently truncates channel names to 63 bytes, so a longer one would never match the
+        # trigger's; identifier characters keep LISTEN and pg_notify() spelling it the same way.
+        if self.notify_channel is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]{0,62}",
+                                                                self.notify_channel):
+            raise ValueError(f"notify_channel {self.notify_channel!r} must be 1-63 letters, digits, _ or $, "
+                             "starting with a letter or _")
         return self
 
 

@@ -103,6 +103,9 @@ class Metrics:
         self.source_lag = Gauge("sentinel_source_lag_seconds",
                                 "Now minus the creation time of the newest record read.", registry=r)
         self.source_errors = Counter("sentinel_source_errors", "Failed polls of the source.", registry=r)
+        self.source_listen_up = Gauge("sentinel_source_listen_up",
+                                      "1 while the LISTEN connection of a PostgreSQL source is up (0: new rows "
+                                      "wait for poll_interval, or LISTEN/NOTIFY is not in use).", registry=r)
         self.leader = Gauge("sentinel_leader", "1 when this instance is the active one.", registry=r)
         self.config_reload_ok = Gauge("sentinel_config_last_reload_successful",
                                       "1 when the last configuration (re)load succeeded.", registry=r)

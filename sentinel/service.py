@@ -8,6 +8,7 @@ clock, listen address or source.
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
@@ -19,6 +20,9 @@ from sentinel.detect.live import Detector
 from sentinel.metrics import Metrics
 from sentinel.sources import Source
 from sentinel.store import Store
+
+if TYPE_CHECKING:
+    from sentinel.sources.pg_notify import Listener
 
 
 class DetectionStage:
@@ -109,6 +113,30 @@ class DeliveryStage:
             self.dispatcher.forget_resolved(conn, now - 30 * day)
 
 
+def make_listener(daemon: Daemon, config_path: str | None) -> Listener | None:
+    """A LISTEN/NOTIFY listener that wakes the poll, for a PostgreSQL source that wants one.
+
+    None for other databases, with `listen_notify = false` (a pooler in transaction mode cannot hold a
+    LISTEN), and for a query source without `notify_channel` (no table to derive a channel from)."""
+    from sqlalchemy.engine import make_url
+
+    src = daemon.cfg.source
+    assert src is not None
+    url = src.url.get()
+    if not src.listen_notify or make_url(url).get_backend_name() != "postgresql":
+        return None
+    from sentinel.sources.pg_notify import Listener, Target, channel_for  # psycopg only where it is used
+
+    channel = channel_for(src.table, src.notify_channel)
+    if channel is None:
+        return None
+    gauge = daemon.metrics.source_listen_up
+    return Listener(Target.from_url(url, "sentinel-listen"), channel, daemon.wake_poll, table=src.table,
+                    describe=daemon.source.describe(),
+                    fix_hint=f"sentinel db notify-trigger --config {config_path or 'FILE'} --apply",
+                    on_state=lambda up: gauge.set(1 if up else 0))
+
+
 def make_source(cfg: Config) -> Source:
     from sentinel.sources.sql import SqlSource
 
@@ -147,4 +175,9 @@ def build(cfg: Config, *, config_path: str | None = None, clock: Clock | None = 
     from sentinel.web import status_page
 
     status_page.register(daemon)
+    listener = make_listener(daemon, config_path)
+    if listener is not None:
+        daemon.extras["listener"] = listener
+        daemon.on_ready.append(listener.start)
+        daemon.on_stop.insert(0, listener.stop)  # before the outbox flush, which may take seconds
     return daemon
