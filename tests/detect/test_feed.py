@@ -256,8 +256,8 @@ def assert_nothing_missed_nothing_doubled(live: Live, replay: list[Event]) -> No
     gone = Counter(e.fingerprint for e in retracted)
     for fp in set(fired) | set(fired_settled):
         assert fired[fp] - gone[fp] == fired_settled[fp], fp
-    for rule in kinds:
-        if kinds[rule] != "threshold":
+    for rule, kind in kinds.items():
+        if kind != "threshold":
             continue
         mine = [e for e in live.events if e.rule == rule]
         theirs = [e for e in replay if e.rule == rule]
