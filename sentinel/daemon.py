@@ -53,6 +53,7 @@ class Cycle:
     state: repo.SourceState
     polled: Polled | None = None
     backfill_finished: bool = False
+    quiet: bool = False  # nothing new was read: stages write only what time changed (an idle poll costs no fsync)
 
 
 class Stage(Protocol):
@@ -297,10 +298,13 @@ class Daemon:
         finished = replay and polled.exhausted
         new_state = repo.SourceState(state.watermark_us, state.coverage_start_us, state.backfill_start_us,
                                      state.backfill_done or finished, state.started_us)
-        cycle = Cycle(polled.batch, now, replay, new_state, polled, backfill_finished=finished)
+        quiet = (not replay and state.watermark_us is not None and not polled.new_seen and not polled.rejected
+                 and len(polled.batch) == 0)
+        cycle = Cycle(polled.batch, now, replay, new_state, polled, backfill_finished=finished, quiet=quiet)
         try:
             with self.store.transaction() as conn:
-                self.ingest.commit(conn, polled, new_state, now, self.calendar)
+                if not quiet:
+                    self.ingest.commit(conn, polled, new_state, now, self.calendar)
                 for stage in self.stages:
                     stage.on_cycle(conn, cycle)
         except Exception as exc:

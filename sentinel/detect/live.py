@@ -93,10 +93,13 @@ class Detector:
             events = events + handover + ahead
             if handover:
                 log.info("alerts open at the end of the backfill are handed on", extra=fields(count=len(handover)))
-        self.save(conn, cycle.now_us)
+        retracted = self.engine.take_retractions()
+        if not (cycle.quiet and not events and not retracted):
+            # an idle poll only moved the rules' clocks: an older snapshot restores to the same events
+            self.save(conn, cycle.now_us)
         self._late += self.engine.late_records()
         self._counted += events
-        self._retracted += self.engine.take_retractions()
+        self._retracted += retracted
 
     def handover(self) -> list[Event]:
         """Alerts open when the backfill ends: one `firing` each, as open since they started."""
