@@ -193,7 +193,7 @@ class SourceConfig(Model):
     columns: Columns = Columns()
     timezone: Zone | None = None
     id_type: Literal["auto", "int", "str"] = "auto"
-    poll_interval: Duration = timedelta(seconds=2)
+    poll_interval: Duration = timedelta(seconds=1)
     lateness: Duration = timedelta(minutes=5)
     batch_size: int = Field(10_000, ge=1, le=1_000_000)
     record_url: str | None = None
@@ -412,7 +412,7 @@ class RouteConfig(Model):
     receivers: list[str] = Field(min_length=1)
     continue_: bool = Field(False, alias="continue")
     group_by: list[str] = ["rule"]
-    group_wait: Duration = timedelta(seconds=2)
+    group_wait: Duration = timedelta(seconds=1)
     group_interval: Duration = timedelta(minutes=1)
     repeat_interval: Duration = timedelta(hours=4)
     mute: list[Window] = []

@@ -79,7 +79,6 @@ table = "complaints"
 columns = {{ id = "id", created_at = "created_at", type = "type", channel = "channel", customer = "customer" }}
 timezone = "UTC"
 poll_interval = "1s"
-lateness = "2s"
 record_url = "https://crm.example.internal/complaints/{{id}}"
 
 [[rules]]
