@@ -132,6 +132,11 @@ class Daemon:
         self.on_stop: list[Callable[[], None]] = []
         self.health = SourceHealth()
         self.store_error: str | None = None
+        # Set when a cycle's transaction failed: the stages' memory may then hold what was not committed,
+        # so nothing is fed until a reload from the store succeeds (retried with backoff).
+        self.restore_error: str | None = None
+        self.restore_failures = 0
+        self.restore_retry_monotonic = 0.0
         self.state: repo.SourceState | None = None
         self.notifier = Notifier.from_env()
         self._stop = threading.Event()
@@ -273,6 +278,8 @@ class Daemon:
         with self._cycle_lock:
             started = time.perf_counter()
             now = now_us(self.clock)
+            if self.restore_error is not None and not self._restore(now):
+                return False  # detection holds: it never runs on a state that is not the committed one
             try:
                 more = self._cycle(now)
             except SourceUnavailable as exc:
@@ -309,10 +316,9 @@ class Daemon:
                     stage.on_cycle(conn, cycle)
         except Exception as exc:
             log.exception("poll cycle could not be committed; reloading state from the store")
-            try:
-                self._recover(now)
-            except Exception:
-                log.exception("reloading state from the store failed too")
+            self.restore_error = f"the poll's transaction failed ({type(exc).__name__}); state not reloaded yet"
+            self.restore_retry_monotonic = 0.0
+            self._restore(now)
             raise StoreUnavailable(type(exc).__name__) from None
         self.state = new_state
         self.ingest.committed(polled)
@@ -322,6 +328,26 @@ class Daemon:
         if finished:
             log.info("backfill finished", extra=fields(records=len(polled.batch)))
         return not polled.exhausted
+
+    def _restore(self, now: int) -> bool:
+        """Reload every stage's state from the store; until it succeeds, detection holds."""
+        if time.monotonic() < self.restore_retry_monotonic:
+            return False
+        try:
+            self._recover(now)
+        except Exception as exc:  # noqa: BLE001 - the store is still down: hold and retry with backoff
+            self.restore_failures += 1
+            delay = min(BACKOFF_MAX_S, 2.0 ** min(self.restore_failures, 6))
+            self.restore_retry_monotonic = time.monotonic() + delay
+            error = f"reloading state from the store failed ({type(exc).__name__}); detection holds"
+            if error != self.restore_error:
+                log.error(error, extra=fields(retry_in_s=delay))
+            self.restore_error = error
+            return False
+        if self.restore_failures:
+            log.info("state reloaded from the store; detection resumes", extra=fields(after=self.restore_failures))
+        self.restore_error, self.restore_failures = None, 0
+        return True
 
     def _recover(self, now: int) -> None:
         with self.store.reading() as conn:
@@ -462,6 +488,8 @@ class Daemon:
             problems.append(f"state store unreachable: {type(exc).__name__}")
         if self.store_error is not None:
             problems.append(f"state store write failed: {self.store_error}")
+        if self.restore_error is not None:
+            problems.append(self.restore_error)
         if not self.health.up:
             problems.append(f"source unavailable: {self.health.last_error or 'not polled yet'}")
         if not self.scheduler.running:

@@ -311,6 +311,57 @@ def test_a_failed_cycle_commits_nothing_and_the_next_one_catches_up(tmp_path: Pa
         daemon.stop()
 
 
+def test_detection_holds_until_the_state_is_reloaded(tmp_path: Path, crm: Crm,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cycle's transaction fails after the engine moved in memory, and the store stays unreachable for
+    the reload too: no record is fed to that engine (no false streak or surge), /readyz says why, and
+    once a reload succeeds the rows are counted exactly once."""
+    history(crm)
+    clock = ManualClock(NOW)
+    daemon = start(config(tmp_path, crm), clock)
+    try:
+        while daemon.cycle():
+            pass
+        before = events(daemon)
+        detection = daemon.extras["detection"]
+        real_cycle, real_recover = detection.on_cycle, detection.recover
+        fed: list[int] = []
+
+        def broken(conn: Any, cycle: Any) -> None:
+            fed.append(len(cycle.batch))
+            real_cycle(conn, cycle)  # the engine moves in memory ...
+            raise RuntimeError("connection lost at COMMIT")  # ... and the transaction fails
+
+        def unreachable(store: Any, now: int) -> None:
+            raise OSError("connection refused")
+
+        monkeypatch.setattr(detection, "on_cycle", broken)
+        monkeypatch.setattr(detection, "recover", unreachable)
+        crm.add(NOW + timedelta(seconds=1), type_="新类型", n=3)
+        clock.set(NOW + timedelta(seconds=5))
+        assert daemon.cycle() is False
+        assert fed == [3]
+        monkeypatch.setattr(detection, "on_cycle", lambda conn, cycle: (fed.append(len(cycle.batch)),
+                                                                          real_cycle(conn, cycle)))
+        for i in range(3):  # the store is still unreachable: held, whatever the backoff says
+            daemon.restore_retry_monotonic = 0.0
+            clock.set(NOW + timedelta(seconds=10 + i))
+            assert daemon.cycle() is False
+        assert fed == [3]  # nothing fed to the half state
+        problems = " ".join(daemon.readiness())
+        assert "reloading state from the store failed" in problems and "detection holds" in problems
+        monkeypatch.setattr(detection, "recover", real_recover)
+        crm.add(NOW + timedelta(seconds=20), type_="新类型", n=2)  # 5 in a row in the committed order
+        daemon.restore_retry_monotonic = 0.0
+        clock.set(NOW + timedelta(seconds=30))
+        daemon.cycle()
+        new = [e for e in events(daemon)[len(before):] if e["rule"] == "streak" and e["labels"] == {"type": "新类型"}]
+        assert [(e["state"], e["value"]) for e in new] == [("firing", 5)]  # once, from 5 rows, not 3 + 3 + 2
+        assert daemon.restore_error is None and not any("holds" in p for p in daemon.readiness())
+    finally:
+        daemon.stop()
+
+
 def _stream(seed: int, start: datetime, n: int) -> list[tuple[datetime, str, str]]:
     import random
 
