@@ -359,7 +359,7 @@ class Daemon:
                 lt, lc = m.ingest_labels(self.vocab.decode(t), self.vocab.decode(c))
                 m.records_ingested.labels(type=lt, channel=lc).inc(n)
             self.health.newest_us = max(self.health.newest_us or 0, int(batch.ts.max()))
-            if self.store_error is not None:  # these rows waited for the store, not for their commit
+            if self.store_error is not None or not self.health.up:  # they waited for us, not for their commit
                 self.commit_delay.restart_at(now)
             self.commit_delay.observe(batch.ts, now)
         for reason, n in polled.rejected_by_reason.items():
