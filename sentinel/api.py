@@ -69,6 +69,7 @@ def status(daemon: Daemon) -> dict[str, Any]:
             "lag_seconds": None if h.newest_us is None else round((now - h.newest_us) / US, 1),
             "watermark": iso(state.watermark_us) if state else None,
             "backfill_done": bool(state and state.backfill_done),
+            "commit_delay": daemon.commit_delay.report().as_json(),
         },
         "receivers": receivers,
         "outbox": {"pending": sum(pending.values())},

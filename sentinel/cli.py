@@ -204,6 +204,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from sentinel.client import ApiError, call
@@ -224,6 +225,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     state = "up" if src["up"] else f"DOWN: {src['last_error']}"
     console.print(f"sentinel {data['version']}{' (dry run)' if data['dry_run'] else ''} — source {src['description']}: "
                   f"{state}; newest record {src['newest_record']} (lag {src['lag_seconds']} s)")
+    delay_warning = (src.get("commit_delay") or {}).get("warning")
+    if delay_warning:
+        console.print(f"[bold yellow]warning:[/] {escape(delay_warning)}")
     console.print(f"open alerts: {data['alerts']['open'] or 'none'}; outbox pending: {data['outbox']['pending']}")
     table = Table(title="Receivers")
     for col in ("name", "kind", "pending", "last outcome", "at", "error"):

@@ -23,6 +23,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Connection, text
 
 from sentinel.clock import Clock, SystemClock, now_us
+from sentinel.commit_delay import CommitDelay
 from sentinel.config import Config
 from sentinel.days import Calendar, history_start_us
 from sentinel.http import App, Request, Response, Server
@@ -119,6 +120,7 @@ class Daemon:
         self.normaliser = RowNormaliser(self.vocab, cfg.source_tz, getattr(source, "id_type", cfg.source.id_type))
         self.lateness_us = int(cfg.source.lateness.total_seconds() * US)
         self.ingest = Ingest(source, self.normaliser, self.lateness_us, cfg.source.batch_size)
+        self.commit_delay = CommitDelay(self.metrics, self.lateness_us)
         self.app = App()
         self.listen = listen or cfg.listen
         self.server: Server | None = None
@@ -387,6 +389,9 @@ class Daemon:
                 lt, lc = m.ingest_labels(self.vocab.decode(t), self.vocab.decode(c))
                 m.records_ingested.labels(type=lt, channel=lc).inc(n)
             self.health.newest_us = max(self.health.newest_us or 0, int(batch.ts.max()))
+            if self.store_error is not None or not self.health.up:  # they waited for us, not for their commit
+                self.commit_delay.restart_at(now)
+            self.commit_delay.observe(batch.ts, now)
         for reason, n in polled.rejected_by_reason.items():
             m.records_rejected.labels(reason=reason).inc(n)
         if self.health.newest_us is None and self.state is not None and self.state.watermark_us is not None:
@@ -397,6 +402,8 @@ class Daemon:
     def _mark_source(self, up: bool, error: str | None) -> None:
         h = self.health
         if up:
+            if not h.up:  # started, or back after an outage: what was created meanwhile waited for us
+                self.commit_delay.restart_at(now_us(self.clock))
             if not h.up and h.failures:
                 log.info("source is back", extra=fields(after_failures=h.failures))
             h.up, h.failures, h.last_error = True, 0, None

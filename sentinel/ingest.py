@@ -25,9 +25,12 @@ from sentinel.store import records as repo
 
 log = logging.getLogger("sentinel.ingest")
 
-MAX_ROWS_PER_POLL = 200_000
-"""A poll stops after this many rows and the next one follows at once, so one cycle's transaction
-and memory stay bounded during a burst or a long backfill."""
+MAX_ROWS_PER_POLL = 10_000
+"""A poll stops after this many rows (at the end of a page) and the next one follows at once, so one
+cycle's transaction and memory stay bounded during a burst or a long backfill. The freed memory of a
+big poll is not given back to the system (the allocator keeps it), so this is also what a daemon's
+resident size grows by: 200,000 rows held 8 days x 12,000 complaints in one poll and +61 MB RSS for the
+rest of the process's life; 10,000 rows cost +18 MB, at the same backfill speed (1.9-2.2 s)."""
 
 
 @dataclass(slots=True)

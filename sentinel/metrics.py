@@ -22,6 +22,7 @@ OTHER = "__other__"
 DEFAULT_LABEL_CAP = 1000
 
 DELAY_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+COMMIT_DELAY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 POLL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -102,6 +103,10 @@ class Metrics:
                                registry=r)
         self.source_lag = Gauge("sentinel_source_lag_seconds",
                                 "Now minus the creation time of the newest record read.", registry=r)
+        self.source_commit_delay = Histogram("sentinel_source_commit_delay_seconds",
+                                             "Time from a record's created_at to the poll that first read it "
+                                             "(its commit delay; compare with [source] lateness).",
+                                             buckets=COMMIT_DELAY_BUCKETS, registry=r)
         self.source_errors = Counter("sentinel_source_errors", "Failed polls of the source.", registry=r)
         self.source_listen_up = Gauge("sentinel_source_listen_up",
                                       "1 while the LISTEN connection of a PostgreSQL source is up (0: new rows "

@@ -1,11 +1,14 @@
 """`sentinel bench NAME`: measured figures, printed and written to a JSON file (never asserted by tests).
 
 Each benchmark is a module here with `add_arguments(parser)` and `run(args) -> int`; `BENCHES` names
-them for the command line. `sentinel bench` alone runs `engine`.
+them for the command line. `sentinel bench` alone runs `engine`. The CLI imports every module here to build
+its options, `sentinel run` included, so a module's heavy imports (pyarrow, ...) belong inside the
+functions that use them, never at its top: otherwise the daemon would carry them for nothing.
 """
 
 from __future__ import annotations
 
 BENCHES: dict[str, tuple[str, str]] = {
     "engine": ("sentinel.bench.engine", "the detection engine: records/s, backtest vs csv parse, RSS, live cycle"),
+    "footprint": ("sentinel.bench.footprint", "a running daemon's RSS and CPU-s per hour, idle and at 1,000 series"),
 }

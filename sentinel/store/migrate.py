@@ -1,40 +1,100 @@
-"""Alembic migrations, applied programmatically at start and by `sentinel db upgrade`."""
+"""Alembic migrations, applied programmatically at start and by `sentinel db upgrade`.
+
+Alembic (with Mako and Pygments behind it) is imported only when a migration actually runs: every
+start asks the store for its revision with one plain query and compares it with the newest revision
+file, so a daemon whose store is current never loads it. After a migration the modules are released
+again (`_release_alembic`), because a daemon that migrated at its first start runs for months and
+should not carry the migration machinery the whole time.
+"""
 
 from __future__ import annotations
 
+import gc
+import re
+import sys
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect, text
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version"
+_RELEASED = ("alembic", "mako", "pygments")
+_PYGMENTS_PLUGIN = "mako.ext.pygmentplugin"
+_REVISION = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*(None|[\"']([^\"']+)[\"'])", re.MULTILINE)
 
 
 def _config() -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return cfg
 
 
+@cache
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(_config()).get_current_head()
-    assert head is not None
-    return head
+    """The newest revision, read from the revision files' `revision` / `down_revision` lines.
+
+    The same answer as Alembic's `ScriptDirectory.get_current_head()` (a test holds them equal) without
+    importing Alembic; the history is linear, so exactly one revision is nobody's parent.
+    """
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in sorted((MIGRATIONS / "versions").glob("*.py")):
+        found = {m.group(1): m.group(3) for m in _REVISION.finditer(path.read_text(encoding="utf-8"))}
+        if found.get("revision"):
+            revisions.add(found["revision"])
+        if found.get("down_revision"):
+            parents.add(found["down_revision"])
+    heads = revisions - parents
+    if len(heads) != 1:
+        raise RuntimeError(f"migrations: expected one head revision, found {sorted(heads) or 'none'}")
+    return heads.pop()
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The store's revision (None for an empty store), from Alembic's version table."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table(VERSION_TABLE):
+            return None
+        row = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).first()
+        return None if row is None else str(row[0])
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Bring the store to the newest schema; returns (before, after) revisions."""
     before = current_revision(engine)
-    cfg = _config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
-    return before, head_revision()
+    head = head_revision()
+    if before == head:
+        return before, head
+    loaded = set(sys.modules)
+    # Mako highlights its HTML error pages with Pygments when it can, loading ~600 lexer rules we never
+    # use; an absent plugin makes it take its documented plain fallback.
+    blocked = _PYGMENTS_PLUGIN not in sys.modules
+    if blocked:
+        sys.modules[_PYGMENTS_PLUGIN] = None  # type: ignore[assignment]
+    try:
+        from alembic import command
+
+        cfg = _config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    finally:
+        if blocked and sys.modules.get(_PYGMENTS_PLUGIN, 0) is None:
+            del sys.modules[_PYGMENTS_PLUGIN]
+        _release_alembic(loaded)
+    return before, head
+
+
+def _release_alembic(loaded_before: set[str]) -> None:
+    """Forget the Alembic, Mako and Pygments modules the migration loaded (not ones loaded before it, which
+    someone else holds), so their code objects and tables can be freed."""
+    for name in [m for m in sys.modules if m not in loaded_before and m.split(".", 1)[0] in _RELEASED]:
+        del sys.modules[name]
+    gc.collect()

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, delete, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from sentinel.days import Calendar
 from sentinel.model import Batch, IntArray, Vocab
@@ -77,8 +76,7 @@ def add_buckets(conn: Connection, batch: Batch, calendar: Calendar, vocab: Vocab
         return
     rows = [{"hour_us": int(h), "type": vocab.decode(int(t)), "channel": vocab.decode(int(c)), "count": int(n)}
             for h, t, c, n in zip(hours, types, channels, counts, strict=True)]
-    dialect = conn.dialect.name
-    ins = sqlite_insert(hourly_buckets) if dialect == "sqlite" else pg_insert(hourly_buckets)
+    ins = _upsert(conn.dialect.name)(hourly_buckets)
     stmt = ins.on_conflict_do_update(
         index_elements=["hour_us", "type", "channel"],
         set_={"count": hourly_buckets.c.count + ins.excluded.count},
@@ -99,3 +97,14 @@ def read_buckets(conn: Connection, start_us: int, end_us: int | None = None
 
 def prune_buckets(conn: Connection, before_us: int) -> int:
     return conn.execute(delete(hourly_buckets).where(hourly_buckets.c.hour_us < before_us)).rowcount
+
+
+def _upsert(dialect: str) -> Any:
+    """The dialect's INSERT ... ON CONFLICT; imported here so a daemon loads only its own store's dialect."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    return pg_insert

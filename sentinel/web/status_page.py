@@ -20,9 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 from markupsafe import Markup
 from sqlalchemy import Connection, select
 
@@ -37,6 +36,9 @@ from sentinel.model import US, Tier, to_datetime
 from sentinel.store.schema import alerts
 from sentinel.web.history import DailyCounts, chartable, series_history
 from sentinel.web.svg import daily_chart
+
+if TYPE_CHECKING:
+    import jinja2
 
 log = logging.getLogger("sentinel.web")
 
@@ -99,6 +101,8 @@ class SilenceItem:
 
 
 def _environment() -> jinja2.Environment:
+    import jinja2  # at the first page view: a daemon nobody looks at does not carry the template engine
+
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["when"] = _when
@@ -143,7 +147,13 @@ def matcher_text(m: silence_store.SilenceMatcher) -> str:
 class StatusPage:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
-        self.env = _environment()
+        self._env: jinja2.Environment | None = None
+
+    @property
+    def env(self) -> jinja2.Environment:
+        if self._env is None:
+            self._env = _environment()
+        return self._env
 
     def handle(self, _req: Request) -> Response:
         return Response(200, self.render().encode("utf-8"), "text/html; charset=utf-8", headers=dict(HEADERS))
