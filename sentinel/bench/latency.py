@@ -36,8 +36,8 @@ of fresh types, so each is a new alert and a new group:
 - a streak is five rows of one fresh type with no other row between them; the 5th row starts the clock.
   The peer cannot express "the same type five times in a row" (PromQL sees counts per scrape, not the
   order of rows), so streaks are measured for Sentinel only.
-Events are issued on a fixed schedule (`--spacing`, open loop, so a slow system cannot slow the workload
-down) and each waits at most `--timeout` seconds; a miss is reported as a timeout and counted as infinite
+Events are issued on a schedule fixed in advance (gaps jittered around `--spacing`, open loop, so a slow
+system cannot slow the workload down) and each waits at most `--timeout` seconds; a miss is reported as a timeout and counted as infinite
 in the percentiles (a failure never improves a figure).
 
 The peer's rule. The exporter serves `complaints_total{type}` (a counter, incremented right after each
@@ -66,6 +66,7 @@ import json
 import math
 import os
 import platform
+import random
 import shutil
 import signal
 import socket
@@ -651,15 +652,22 @@ def schedule(n_surges: int, n_streaks: int) -> list[str]:
     return [kind for _pos, kind in sorted(events, key=lambda e: (e[0], e[1]))]
 
 
-def drive(stream: Stream, events: Sequence[str], spacing: float, prefix: str,
-          systems: Sequence[str]) -> list[Measurement]:
-    """Issue the events on a fixed schedule (open loop) and return one measurement per system and alert."""
+def drive(stream: Stream, events: Sequence[str], spacing: float, prefix: str, systems: Sequence[str],
+          rng: random.Random) -> list[Measurement]:
+    """Issue the events on a schedule fixed in advance (open loop: a slow system cannot slow the workload)
+    and return one measurement per system and alert.
+
+    The gaps are drawn uniformly from 0.5-1.5 x `spacing`: with a constant gap that is a multiple of a
+    poll, scrape or evaluation interval, every event would meet that timer at the same phase and the
+    figures would show one point of the distribution instead of all of it.
+    """
     out: list[Measurement] = []
-    start = time.monotonic()
+    due = time.monotonic()
     for k, kind in enumerate(events):
-        delay = start + k * spacing - time.monotonic()
+        delay = due - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+        due += spacing * rng.uniform(0.5, 1.5)
         if kind == "pair":
             a, b = f"surge-{prefix}-{k}a", f"surge-{prefix}-{k}b"
             for type_, committed in stream.surge_pair(a, b).items():
@@ -683,6 +691,7 @@ class Context:
     surges: int
     streaks: int
     peer_surges: int
+    rng: random.Random
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -727,8 +736,8 @@ def run_sentinel(ctx: Context, setting: str) -> list[Measurement]:
         proc.wait_for_log("backfill finished", timeout=120)
         info["start_to_backfilled_s"] = round(time.monotonic() - started, 2)
         print(f"{system}: backfilled {seeded} rows in {info['start_to_backfilled_s']} s; "
-              f"{ctx.surges} surges and {ctx.streaks} streaks every {ctx.args.spacing} s", flush=True)
-        ms = drive(stream, schedule(ctx.surges, ctx.streaks), ctx.args.spacing, setting[0], [system])
+              f"{ctx.surges} surges and {ctx.streaks} streaks, about every {ctx.args.spacing} s", flush=True)
+        ms = drive(stream, schedule(ctx.surges, ctx.streaks), ctx.args.spacing, setting[0], [system], ctx.rng)
         wait_all(ctx.sink, ms, lambda m: m.system, ctx.args.timeout)
         if proc.popen.poll() is not None:
             raise BenchError(f"{system} exited during the run ({proc.popen.returncode}):\n{proc.tail()}")
@@ -768,6 +777,26 @@ def _peer_configs(ctx: Context, setting: str, exporter: Exporter, am_port: int) 
     (here / "alertmanager.yml").write_text(yaml.safe_dump(am), encoding="utf-8")
     ctx.settings[f"peer-{setting}"] = {**s, "rule": PEER_RULE, "am_group_by": ["alertname", "type"]}
     return here / "prometheus.yml", here / "alertmanager.yml"
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        return json.load(reply)
+
+
+def wait_scraping(prometheus_url: str, timeout: float) -> None:
+    """Until Prometheus has scraped the exporter and knows its Alertmanager. Prometheus applies discovered
+    targets (scrape and notify) only every 5 s and then scrapes at an offset inside the interval, so a
+    surge in its first seconds would measure start-up, not the steady state people live with."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(urllib.error.URLError, OSError, ValueError, KeyError):
+            targets = _get_json(f"{prometheus_url}/api/v1/targets")["data"]["activeTargets"]
+            managers = _get_json(f"{prometheus_url}/api/v1/alertmanagers")["data"]["activeAlertmanagers"]
+            if managers and targets and all(t.get("health") == "up" for t in targets):
+                return
+        time.sleep(0.2)
+    raise BenchError(f"{prometheus_url}: not scraping the exporter (or no Alertmanager) within {timeout:.0f} s")
 
 
 def _version(binary: str) -> str:
@@ -811,10 +840,13 @@ def run_peer(ctx: Context, settings: Sequence[str]) -> list[Measurement]:
             ctx.settings[f"peer-{setting}"]["prometheus_url"] = f"http://127.0.0.1:{prom_port}"
         for url, proc in ready:
             wait_http(url, 60, proc)
+        for setting in settings:  # steady state: scraping and sending, not the first minutes' discovery
+            scrape = float(PEER[setting]["scrape_interval"].rstrip("s"))
+            wait_scraping(ctx.settings[f"peer-{setting}"]["prometheus_url"], 30 + 2 * scrape)
         systems = [f"peer-{s}" for s in settings]
-        print(f"peer ({', '.join(settings)}): {ctx.peer_surges} surges every {ctx.args.peer_spacing} s per pair",
+        print(f"peer ({', '.join(settings)}): {ctx.peer_surges} surges, a pair about every {ctx.args.peer_spacing} s",
               flush=True)
-        ms = drive(stream, schedule(ctx.peer_surges, 0), ctx.args.peer_spacing, "p", systems)
+        ms = drive(stream, schedule(ctx.peer_surges, 0), ctx.args.peer_spacing, "p", systems, ctx.rng)
         wait_all(ctx.sink, ms, lambda m: m.system, ctx.args.timeout)
         for proc in started:
             if proc.popen.poll() is not None:
@@ -945,6 +977,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spacing", type=float, default=1.0, help="seconds between Sentinel events (default 1)")
     parser.add_argument("--peer-spacing", type=float, default=3.0,
                         help="seconds between peer surge pairs (default 3; they overlap)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the jittered event schedule (default 1)")
     parser.add_argument("--timeout", type=float, default=400.0, help="longest wait for one message (default 400 s)")
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL,
                         help=f"PostgreSQL database for the fastest setting's table (default {DEFAULT_PG_URL})")
@@ -981,7 +1014,7 @@ def run(args: argparse.Namespace) -> int:
     sink = Sink()
     sink.start()
     ctx = Context(args, workdir, procs, sink, args.surges or default, args.streaks or default,
-                  args.peer_surges or default)
+                  args.peer_surges or default, random.Random(args.seed))
     measurements: list[Measurement] = []
     host = machine()  # before the run: the load average says how busy the shared machine was
     try:
@@ -1018,7 +1051,8 @@ def run(args: argparse.Namespace) -> int:
         "mode": "quick" if args.quick else "full", "sentinel_version": __version__,
         "duration_s": round(time.time() - began, 1), "machine": host,
         "workload": {"surges": ctx.surges, "streaks": ctx.streaks, "peer_surges": ctx.peer_surges,
-                     "spacing_s": args.spacing, "peer_spacing_s": args.peer_spacing, "timeout_s": args.timeout,
+                     "spacing_s": args.spacing, "seed": args.seed, "peer_spacing_s": args.peer_spacing,
+                     "timeout_s": args.timeout,
                      "history": f"{HISTORY_DAYS} days x {sum(HISTORY_TYPES.values())} a day over "
                                 f"{len(HISTORY_TYPES)} types"},
         "settings": ctx.settings, "results": res, "ratios": ratios(res), "notes": ctx.notes, **extra,
