@@ -37,8 +37,8 @@ of fresh types, so each is a new alert and a new group:
   The peer cannot express "the same type five times in a row" (PromQL sees counts per scrape, not the
   order of rows), so streaks are measured for Sentinel only.
 Events are issued on a schedule fixed in advance (gaps jittered around `--spacing`, open loop, so a slow
-system cannot slow the workload down) and each waits at most `--timeout` seconds; a miss is reported as a timeout and counted as infinite
-in the percentiles (a failure never improves a figure).
+system cannot slow the workload down) and each waits at most `--timeout` seconds; a miss is reported as a
+timeout and counted as infinite in the percentiles (a failure never improves a figure).
 
 The peer's rule. The exporter serves `complaints_total{type}` (a counter, incremented right after each
 commit), `complaints_today{type}` (today's count, calendar day in Asia/Shanghai as Sentinel's `timezone`)
