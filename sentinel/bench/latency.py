@@ -1003,9 +1003,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @contextlib.contextmanager
 def _sigterm_unwinds() -> Iterator[None]:
-    """SIGTERM raises SystemExit, so every `finally` runs and every process is stopped."""
+    """SIGTERM unwinds like Ctrl-C, so every `finally` runs and every process is stopped."""
     def handler(_signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signal.SIGTERM)
+        raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
