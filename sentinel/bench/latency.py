@@ -861,6 +861,8 @@ def run_peer(ctx: Context, settings: Sequence[str]) -> list[Measurement]:
               flush=True)
         ms = drive(stream, schedule(ctx.peer_surges, 0), ctx.args.peer_spacing, "p", systems, ctx.rng)
         wait_all(ctx.sink, ms, lambda m: m.system, ctx.args.timeout)
+        for system in systems:
+            ctx.settings[system]["messages_received"] = ctx.sink.count(system)
         for proc in started:
             if proc.popen.poll() is not None:
                 raise BenchError(f"{proc.name} exited during the run ({proc.popen.returncode}):\n{proc.tail()}")
