@@ -8,4 +8,5 @@ from __future__ import annotations
 
 BENCHES: dict[str, tuple[str, str]] = {
     "engine": ("sentinel.bench.engine", "the detection engine: records/s, backtest vs csv parse, RSS, live cycle"),
+    "delivery": ("sentinel.bench.delivery", "the delivery worker: messages/s from the outbox to local webhooks"),
 }
