@@ -69,6 +69,7 @@ class Dispatcher:
         self.router = Router(cfg)
         self.policy = policy
         self.next_due_us: int | None = None  # after a step: when the next one has something to do
+        self._told_due_us: int | None = None  # the first repeat of what this step told
 
     def reload(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -77,6 +78,7 @@ class Dispatcher:
     # --- one step: new events in, due groups out -----------------------------------------------------
     def step(self, conn: Connection, now_us: int) -> int:
         """Consume new events and flush due groups; returns the number of messages written."""
+        self._told_due_us = None
         cursor = outbox.get_cursor(conn, CURSOR) or 0
         groups = self._load_groups(conn)
         events = events_after(conn, cursor, limit=self.EVENTS_PER_STEP)
@@ -99,6 +101,8 @@ class Dispatcher:
         group_wait/group_interval, a mute window's end, the policy's repeats and escalations. The
         daemon sleeps until then instead of stepping every second."""
         due: int | None = self.policy.next_due_us if self.policy is not None else None
+        if self._told_due_us is not None:
+            due = self._told_due_us if due is None else min(due, self._told_due_us)
         for g in groups.values():
             route = self.router.get(g.route)
             at = self._due_at(g, route, now_us) if route is not None else (now_us if g.pending else None)
@@ -297,6 +301,10 @@ class Dispatcher:
                  now_us: int) -> None:
         values = {"route": route, "group_key": group_key, "last_sent_us": now_us,
                   "last_state": "resolved" if v.state == "resolved" else "firing", "last_tier": v.tier.label}
+        r = self.router.get(route)
+        if v.state != "resolved" and r is not None:  # told of an open alert: its repeat is a due time
+            repeat = now_us + int(r.cfg.repeat_interval.total_seconds() * 1_000_000)
+            self._told_due_us = repeat if self._told_due_us is None else min(self._told_due_us, repeat)
         n = conn.execute(update(notify_log).where(notify_log.c.receiver == receiver,
                                                   notify_log.c.instance == v.instance).values(**values)).rowcount
         if n == 0:
