@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -22,7 +23,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -96,20 +96,21 @@ class Sink:
         self.server.server_close()
 
 
-def _serve(conn: Connection) -> None:
+def serve_stdio() -> None:
     """The sink's own process: the chat tool is not in the daemon's process, so its request handling
-    must not compete with the worker for the interpreter lock. Commands come over `conn`."""
+    must not compete with the worker for the interpreter lock. It prints its port, then answers one
+    JSON line per command line on stdin: `wait N` (true once N requests arrived), `ids`, `stop`."""
     s = Sink()
     s.start()
-    conn.send(s.port)
+    print(s.port, flush=True)
     try:
-        while True:
-            cmd, arg = conn.recv()
+        for line in sys.stdin:
+            cmd, _, arg = line.strip().partition(" ")
             if cmd == "wait":
-                conn.send(s.wait_total(int(arg), TIMEOUT_S))
+                print(json.dumps(s.wait_total(int(arg), TIMEOUT_S)), flush=True)
             elif cmd == "ids":
                 with s._cond:
-                    conn.send({p: list(ids) for p, ids in s.delivery_ids.items()})
+                    print(json.dumps(s.delivery_ids), flush=True)
             else:
                 return
     finally:
@@ -117,31 +118,47 @@ def _serve(conn: Connection) -> None:
 
 
 class RemoteSink:
-    """The parent's handle on the sink process."""
+    """The parent's handle on the sink process (a plain subprocess: importing this module from any
+    script, with or without a `__main__` guard, works)."""
 
     def __init__(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child,), name="bench-sink", daemon=True)
-        self._proc.start()
-        self.base = f"http://127.0.0.1:{self._conn.recv()}"
+        code = "from sentinel.bench.delivery import serve_stdio; serve_stdio()"
+        self._proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      text=True, encoding="utf-8")
+        self.base = f"http://127.0.0.1:{int(self._read())}"
+
+    def _read(self) -> str:
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the benchmark's sink process ended")
+        return line
+
+    def _ask(self, command: str) -> Any:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(command + "\n")
+        self._proc.stdin.flush()
+        return json.loads(self._read())
 
     def wait_total(self, n: int) -> bool:
-        self._conn.send(("wait", n))
-        return bool(self._conn.recv())
+        return bool(self._ask(f"wait {n}"))
 
     def delivery_ids(self) -> dict[str, list[str]]:
-        self._conn.send(("ids", None))
-        ids: dict[str, list[str]] = self._conn.recv()
+        ids: dict[str, list[str]] = self._ask("ids")
         return ids
 
     def close(self) -> None:
-        with suppress(OSError):
-            self._conn.send(("stop", None))
-        self._proc.join(10)
-        if self._proc.is_alive():
+        with suppress(OSError, ValueError):
+            assert self._proc.stdin is not None
+            self._proc.stdin.write("stop\n")
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(10)
+        except subprocess.TimeoutExpired:
             self._proc.kill()
-            self._proc.join()
+            self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
 
 
 @contextmanager

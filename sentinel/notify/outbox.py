@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
 from sentinel.model import Tier, to_datetime
 from sentinel.notify.views import AlertView
@@ -83,17 +83,22 @@ def upcoming(conn: Connection, receiver: str, limit: int) -> list[OutboxMessage]
     return [OutboxMessage.from_row(r) for r in rows]
 
 
+# The two statements every delivered message runs, built once: building a statement costs several
+# times what executing its cached compiled form does (about 140 µs against 30 µs each).
+_MARK_SENDING = (update(outbox).where(outbox.c.id == bindparam("msg_id"), outbox.c.status.in_((PENDING, SENDING)))
+                 .values(status=SENDING, url_index=bindparam("url_index"), attempts=outbox.c.attempts + 1))
+_MARK_FINISHED = (update(outbox).where(outbox.c.id == bindparam("msg_id"))
+                  .values(status=bindparam("new_status"), finished_us=bindparam("now_us"), last_error=None))
+
+
 def mark_sending(conn: Connection, msg_id: int, url_index: int) -> bool:
     """Claim the message for one attempt; False when it is no longer unfinished (a row read ahead
     went stale), so the caller reads the outbox again instead of sending it."""
-    n = conn.execute(update(outbox).where(outbox.c.id == msg_id, outbox.c.status.in_((PENDING, SENDING)))
-                     .values(status=SENDING, url_index=url_index, attempts=outbox.c.attempts + 1)).rowcount
-    return bool(n)
+    return bool(conn.execute(_MARK_SENDING, {"msg_id": msg_id, "url_index": url_index}).rowcount)
 
 
 def mark_delivered(conn: Connection, msg_id: int, now_us: int, status: str = DELIVERED) -> None:
-    conn.execute(update(outbox).where(outbox.c.id == msg_id).values(status=status, finished_us=now_us,
-                                                                     last_error=None))
+    conn.execute(_MARK_FINISHED, {"msg_id": msg_id, "new_status": status, "now_us": now_us})
 
 
 def mark_retry(conn: Connection, msg_id: int, next_attempt_us: int, error: str) -> None:
