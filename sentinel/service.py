@@ -130,9 +130,6 @@ class DeliveryStage:
         due = self.dispatcher.next_due_us
         return None if due is None else max(0, due - now_us(self.daemon.clock)) / US
 
-    def deliver(self) -> None:
-        self.worker.tick()
-
     def reload(self, cfg: Config) -> None:
         with self._lock:
             self.policy.reload(cfg)

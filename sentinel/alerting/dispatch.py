@@ -63,6 +63,9 @@ class Group:
 
 class Dispatcher:
     EVENTS_PER_STEP = 5000
+    HELD_RECHECK_US = 1_000_000
+    """A group still due after a step is held (a silence, an inhibition): it is looked at again a
+    second later, as the old 1 s dispatch tick did, never in a loop."""
 
     def __init__(self, cfg: Config, *, policy: Any = None) -> None:
         self.cfg = cfg
@@ -112,6 +115,8 @@ class Dispatcher:
                 held = self.policy.hold_until_us(g, route, max(at, now_us))
                 if held is not None:
                     at = max(at, held)
+            if at <= now_us:
+                at = now_us + self.HELD_RECHECK_US
             due = at if due is None else min(due, at)
         return due
 

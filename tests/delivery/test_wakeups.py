@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from sentinel.alerting import silences
 from sentinel.config import load_config
 from sentinel.daemon import Daemon
 from sentinel.model import US, Tier
@@ -149,6 +150,19 @@ def test_group_wait_holds_a_group_exactly_and_the_next_due_time_is_its_end(webho
     assert p.dispatch() == 0
     p.set_time(at(120))
     assert p.dispatch() == 1
+
+
+def test_a_group_held_by_a_silence_is_looked_at_again_a_second_later_not_in_a_loop(
+        webhook: FakeWebhook, pipeline: MakePipeline) -> None:
+    p = pipeline([webhook.receiver(name="hook")], [route(["hook"], group_by=["type"])])  # group_wait 0 s
+    ms, starts, ends, by, comment = silences.parse(
+        {"matchers": [{"name": "type", "value": "物流配送延误"}], "endsAt": "2025-07-08T10:30:00+00:00",
+         "createdBy": "ops", "comment": "deploy"}, p.now)
+    with p.store.transaction() as conn:
+        silences.add(conn, ms, starts, ends, by, comment, p.now)
+    p.record(Alert("物流配送延误", at(0)).firing())
+    assert p.dispatch() == 0
+    assert p.dispatcher.next_due_us == at(1)  # held, so not "due now" again (that would spin)
 
 
 def test_a_muted_group_is_due_when_the_window_ends(webhook: FakeWebhook, pipeline: MakePipeline) -> None:
