@@ -8,6 +8,7 @@ clock, listen address or source.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -18,41 +19,61 @@ from sentinel.config import Config
 from sentinel.daemon import Cycle, Daemon, Job, Reloadable
 from sentinel.detect.live import Detector
 from sentinel.metrics import Metrics
+from sentinel.model import US
 from sentinel.sources import Source
 from sentinel.store import Store
+from sentinel.store.alerts import last_event_seq
+from sentinel.wake import Waker
 
 if TYPE_CHECKING:
     from sentinel.sources.pg_notify import Listener
 
 
 class DetectionStage:
-    """Adapts the `Detector` to the daemon's stage protocol and its reload hook."""
+    """Adapts the `Detector` to the daemon's stage protocol and its reload hook.
 
-    def __init__(self, daemon: Daemon) -> None:
+    After a committed cycle that recorded events it calls `on_events` (the dispatcher's wake-up), so
+    an alert is dispatched in the moment its poll commits, not at the next tick. Whether the cycle
+    recorded any is read from the store (the newest event's seq, a primary-key lookup in the cycle's
+    own transaction), which holds whatever way the detector decides to record them."""
+
+    def __init__(self, daemon: Daemon, on_events: Callable[[], None] | None = None) -> None:
         self.daemon = daemon
         self.detector = Detector(daemon.cfg, daemon.calendar, daemon.vocab, daemon.metrics, daemon.lateness_us)
+        self.on_events = on_events
+        self._seen_seq: int | None = None  # newest event seq when `on_events` was last called
+        self._cycle_seq: int | None = None  # newest event seq in the cycle being committed
 
     def start(self) -> None:
         d = self.daemon
         with d.store.transaction() as conn:
             coverage = d.state.coverage_start_us if d.state is not None else None
             self.detector.restore(conn, coverage, now_us(d.clock))
-        self.detector.committed()
+            self._cycle_seq = last_event_seq(conn)
+        self.committed()
 
     def on_cycle(self, conn: Connection, cycle: Cycle) -> None:
         self.detector.on_cycle(conn, cycle)
+        self._cycle_seq = last_event_seq(conn)
 
     def committed(self) -> None:
         self.detector.committed()
+        seq, self._cycle_seq = self._cycle_seq, None
+        if seq is not None and seq != self._seen_seq:
+            self._seen_seq = seq
+            if self.on_events is not None:
+                self.on_events()
 
     def recover(self, store: Store, now: int) -> None:
+        self._cycle_seq = None
         self.detector.recover(store, now)
 
     def reload(self, cfg: Config) -> None:
         d = self.daemon
         with d.store.transaction() as conn:
             self.detector.reload(cfg, conn, now_us(d.clock))
-        self.detector.committed()
+            self._cycle_seq = last_event_seq(conn)
+        self.committed()
 
     def refresh(self) -> None:
         with self.daemon._cycle_lock:
@@ -60,9 +81,17 @@ class DetectionStage:
 
 
 class DeliveryStage:
-    """Dispatcher (events -> outbox, with its cursor, in one transaction) and the delivery worker."""
+    """Dispatcher (events -> outbox, with its cursor, in one transaction) and the delivery worker.
+
+    Both run on `Waker` threads: the detection stage wakes dispatch when a poll committed events,
+    dispatch wakes delivery when it committed messages, and each sleeps until the next time it has
+    something due (a group's group_wait/group_interval, a mute window's end, a repeat or escalation;
+    a retry or a rate-limit window for delivery). The wakers' intervals are only a safety net.
+    """
 
     FLUSH_ON_STOP_S = 10.0
+    DISPATCH_SAFETY_S = 5.0
+    DELIVER_SAFETY_S = 10.0
 
     def __init__(self, daemon: Daemon, dry_run: bool) -> None:
         from sentinel.alerting.dispatch import Dispatcher
@@ -73,21 +102,37 @@ class DeliveryStage:
         self.dry_run = dry_run
         self.policy = Policy(daemon.cfg)
         self.dispatcher = Dispatcher(daemon.cfg, policy=self.policy)
-        self.worker = DeliveryWorker(daemon.cfg, daemon.store, daemon.metrics, clock=daemon.clock, dry_run=dry_run)
+        self.worker = DeliveryWorker(daemon.cfg, daemon.store, daemon.metrics, clock=daemon.clock, dry_run=dry_run,
+                                     safety_interval_s=self.DELIVER_SAFETY_S)
         self._lock = threading.Lock()
+        self.waker = Waker("dispatch", self._dispatch_step, self.DISPATCH_SAFETY_S)
+
+    @property
+    def wakers(self) -> list[Waker]:
+        """Started by the daemon (before `start`) and stopped before the stop hooks flush the outbox."""
+        return [self.waker, self.worker.waker]
 
     def start(self) -> None:
         self.worker.start()
 
+    def wake_dispatch(self) -> None:
+        """Events were committed: dispatch now (group_wait and group_interval still decide what goes)."""
+        self.waker.wake()
+
     def dispatch(self) -> int:
+        """One dispatcher step in its own transaction; committed messages wake delivery at once."""
         with self._lock, self.daemon.store.transaction() as conn:
-            return self.dispatcher.step(conn, now_us(self.daemon.clock))
+            written = self.dispatcher.step(conn, now_us(self.daemon.clock))
+        if written:
+            self.worker.wake()
+        return written
 
-    def dispatch_job(self) -> None:
+    def _dispatch_step(self) -> float | None:
+        if self.daemon._stop.is_set():
+            return None
         self.dispatch()
-
-    def deliver(self) -> None:
-        self.worker.tick()
+        due = self.dispatcher.next_due_us
+        return None if due is None else max(0, due - now_us(self.daemon.clock)) / US
 
     def reload(self, cfg: Config) -> None:
         with self._lock:
@@ -163,9 +208,9 @@ def build(cfg: Config, *, config_path: str | None = None, clock: Clock | None = 
     daemon.extras["dry_run"] = dry
     delivery = DeliveryStage(daemon, dry)
     daemon.extras["delivery"] = delivery
+    detection.on_events = delivery.wake_dispatch
+    daemon.wakers += delivery.wakers
     daemon.on_ready.append(delivery.start)
-    daemon.jobs.append(Job("dispatch", delivery.dispatch_job, 1.0))
-    daemon.jobs.append(Job("deliver", delivery.deliver, 1.0))
     daemon.jobs.append(Job("outbox-housekeeping", delivery.housekeeping, 3600.0))
     daemon.reloadables.append(Reloadable(delivery.reload, "receivers"))
     daemon.on_stop.append(delivery.stop)

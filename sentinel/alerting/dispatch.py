@@ -62,10 +62,17 @@ class Group:
 
 
 class Dispatcher:
+    EVENTS_PER_STEP = 5000
+    HELD_RECHECK_US = 1_000_000
+    """A group still due after a step is held (a silence, an inhibition): it is looked at again a
+    second later, as the old 1 s dispatch tick did, never in a loop."""
+
     def __init__(self, cfg: Config, *, policy: Any = None) -> None:
         self.cfg = cfg
         self.router = Router(cfg)
         self.policy = policy
+        self.next_due_us: int | None = None  # after a step: when the next one has something to do
+        self._told_due_us: int | None = None  # the first repeat of what this step told
 
     def reload(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -74,9 +81,10 @@ class Dispatcher:
     # --- one step: new events in, due groups out -----------------------------------------------------
     def step(self, conn: Connection, now_us: int) -> int:
         """Consume new events and flush due groups; returns the number of messages written."""
+        self._told_due_us = None
         cursor = outbox.get_cursor(conn, CURSOR) or 0
         groups = self._load_groups(conn)
-        events = events_after(conn, cursor, limit=5000)
+        events = events_after(conn, cursor, limit=self.EVENTS_PER_STEP)
         for ev in events:
             cursor = ev.seq
             if ev.notify:
@@ -88,7 +96,29 @@ class Dispatcher:
         written = self._flush(conn, groups, now_us)
         self._forget_settled(conn, groups, now_us)
         self._save_groups(conn, groups)
+        self.next_due_us = now_us if len(events) >= self.EVENTS_PER_STEP else self._next_due(groups, now_us)
         return written
+
+    def _next_due(self, groups: Mapping[str, Group], now_us: int) -> int | None:
+        """The earliest time a step would write something without a new event: a group's
+        group_wait/group_interval, a mute window's end, the policy's repeats and escalations. The
+        daemon sleeps until then instead of stepping every second."""
+        due: int | None = self.policy.next_due_us if self.policy is not None else None
+        if self._told_due_us is not None:
+            due = self._told_due_us if due is None else min(due, self._told_due_us)
+        for g in groups.values():
+            route = self.router.get(g.route)
+            at = self._due_at(g, route, now_us) if route is not None else (now_us if g.pending else None)
+            if at is None:
+                continue
+            if route is not None and self.policy is not None:
+                held = self.policy.hold_until_us(g, route, max(at, now_us))
+                if held is not None:
+                    at = max(at, held)
+            if at <= now_us:
+                at = now_us + self.HELD_RECHECK_US
+            due = at if due is None else min(due, at)
+        return due
 
     def _on_event(self, conn: Connection, instance: str, state: str, payload: Mapping[str, Any],
                   groups: dict[str, Group], now_us: int) -> None:
@@ -143,17 +173,22 @@ class Dispatcher:
 
     # --- flushing ----------------------------------------------------------------------------------
     def _due(self, g: Group, route: Route, now_us: int) -> bool:
-        """Urgent at once; else `group_wait` after the first waiting alert, and never within
-        `group_interval` of the last message (a wave after a quiet spell is gathered like the first)."""
+        due = self._due_at(g, route, now_us)
+        return due is not None and now_us >= due
+
+    def _due_at(self, g: Group, route: Route, now_us: int) -> int | None:
+        """When the group goes out (None: nothing waiting). Urgent at once; else `group_wait` after the
+        first waiting alert, and never within `group_interval` of the last message (a wave after a
+        quiet spell is gathered like the first)."""
         if not g.pending:
-            return False
+            return None
         if g.urgent:
-            return True
+            return now_us
         first = g.first_pending_us if g.first_pending_us is not None else now_us
         due = first + int(route.cfg.group_wait.total_seconds() * 1_000_000)
         if g.last_flush_us is not None:
             due = max(due, g.last_flush_us + int(route.cfg.group_interval.total_seconds() * 1_000_000))
-        return now_us >= due
+        return due
 
     def _forget_settled(self, conn: Connection, groups: dict[str, Group], now_us: int) -> None:
         """Drop groups with nothing waiting whose interval has passed: they would act as new ones."""
@@ -271,6 +306,10 @@ class Dispatcher:
                  now_us: int) -> None:
         values = {"route": route, "group_key": group_key, "last_sent_us": now_us,
                   "last_state": "resolved" if v.state == "resolved" else "firing", "last_tier": v.tier.label}
+        r = self.router.get(route)
+        if v.state != "resolved" and r is not None:  # told of an open alert: its repeat is a due time
+            repeat = now_us + int(r.cfg.repeat_interval.total_seconds() * 1_000_000)
+            self._told_due_us = repeat if self._told_due_us is None else min(self._told_due_us, repeat)
         n = conn.execute(update(notify_log).where(notify_log.c.receiver == receiver,
                                                   notify_log.c.instance == v.instance).values(**values)).rowcount
         if n == 0:

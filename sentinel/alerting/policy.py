@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, insert, select
@@ -23,7 +24,7 @@ from sqlalchemy import Connection, func, insert, select
 from sentinel.alerting import silences as silence_store
 from sentinel.alerting.routing import Matcher, Route, alert_labels, compile_matchers, matches
 from sentinel.config import Config
-from sentinel.model import US, to_datetime
+from sentinel.model import US, from_datetime, to_datetime
 from sentinel.store.schema import acks, alert_events, alerts, escalations, notify_log
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class Policy:
         self._silences: list[silence_store.Silence] = []
         self._open: list[tuple[str, dict[str, str]]] = []
         self._acked: set[str] = set()
+        self.next_due_us: int | None = None  # after `schedule`: the earliest repeat or escalation due
 
     def reload(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -67,6 +69,10 @@ class Policy:
         rows = [dict(r) for r in conn.execute(select(alerts).where(alerts.c.status == "open")).mappings()]
         self._open = [(r["instance"], labels_of(r)) for r in rows]
         self._acked = set(conn.execute(select(acks.c.instance)).scalars())
+        self.next_due_us = None
+
+    def _due_later(self, at_us: int) -> None:
+        self.next_due_us = at_us if self.next_due_us is None else min(self.next_due_us, at_us)
 
     def hold(self, row: Mapping[str, Any], now_us: int, routes: Sequence[Route] = ()) -> Hold:
         labels = labels_of(row)
@@ -99,6 +105,22 @@ class Policy:
     def hold_group(self, g: Group, route: Route, now_us: int) -> bool:
         return self.muted(route, now_us)
 
+    def hold_until_us(self, g: Group, route: Route, now_us: int) -> int | None:
+        """When a group `hold_group` holds now may go (the end of the mute windows that contain
+        `now_us`; a window that starts as another ends is seen at that step), else None."""
+        if not self.hold_group(g, route, now_us):
+            return None
+        local = to_datetime(now_us, self.cfg.tz)
+        ends = []
+        for w in route.cfg.mute:
+            if not w.contains(local.time()):
+                continue
+            end = datetime.combine(local.date(), w.end, tzinfo=local.tzinfo)
+            if end <= local:
+                end += timedelta(days=1)
+            ends.append(from_datetime(end))
+        return min(ends) if ends else None
+
     def still_pending(self, conn: Connection, g: Group, rows: Mapping[str, Any], now_us: int) -> list[str]:
         """Open alerts held back by a silence or an inhibition stay in their group, so they are told at
         the group's next interval after the silence expires or the inhibiting alert resolves."""
@@ -125,7 +147,9 @@ class Policy:
             route = dispatcher.router.get(r["route"])
             if route is None or r["instance"] in self._acked:
                 continue
-            if now_us < r["last_sent_us"] + int(route.cfg.repeat_interval.total_seconds() * US):
+            repeat_at = r["last_sent_us"] + int(route.cfg.repeat_interval.total_seconds() * US)
+            if now_us < repeat_at:
+                self._due_later(repeat_at)
                 continue
             h = self.hold(r, now_us)
             if h.silenced or h.inhibited:
@@ -155,6 +179,7 @@ class Policy:
             since = self.reached(conn, inst, tier)
             due = [r for r in targets if now_us >= since + int(r.cfg.escalate_after.total_seconds() * US)]
             if not due:
+                self._due_later(since + min(int(r.cfg.escalate_after.total_seconds() * US) for r in targets))
                 continue
             receivers = sorted({name for r in due for name in r.cfg.escalate_to})
             for name in receivers:

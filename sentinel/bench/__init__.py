@@ -12,4 +12,5 @@ BENCHES: dict[str, tuple[str, str]] = {
     "engine": ("sentinel.bench.engine", "the detection engine: records/s, backtest vs csv parse, RSS, live cycle"),
     "footprint": ("sentinel.bench.footprint", "a running daemon's RSS and CPU-s per hour, idle and at 1,000 series"),
     "latency": ("sentinel.bench.latency", "commit to chat message, Sentinel vs Prometheus + Alertmanager"),
+    "delivery": ("sentinel.bench.delivery", "the delivery worker: messages/s from the outbox to local webhooks"),
 }

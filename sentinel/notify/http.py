@@ -140,12 +140,38 @@ class HttpClient:
         self.timeout = (min(read, CONNECT_TIMEOUT_CAP), read)
         self.session = requests.Session()
         self.session.headers.update({"User-Agent": USER_AGENT})
+        # The environment's proxies, CA bundle and netrc still apply, but they are looked up once per
+        # host instead of at every request (requests reads every variable and stats ~/.netrc each
+        # time: a large share of a message's cost in a burst). A daemon's environment is fixed.
+        self.session.trust_env = False
+        self._env: dict[str, dict[str, Any]] = {}
+
+    def _settings(self, url: str) -> dict[str, Any]:
+        parts = urlsplit(url)
+        key = f"{parts.scheme}://{parts.netloc}"
+        found = self._env.get(key)
+        if found is None:
+            probe = requests.Session()
+            try:
+                env = probe.merge_environment_settings(key + "/", {}, None, None, None)
+            finally:
+                probe.close()
+            found = {"proxies": env.get("proxies") or {}, "verify": env.get("verify", True)}
+            auth = requests.utils.get_netrc_auth(key + "/")
+            if auth is not None:
+                found["auth"] = auth
+            self._env[key] = found
+        return found
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply | RetryAfter | Failed:
         deadline = time.monotonic() + self.timeout[0] + 2 * self.timeout[1]
         try:
+            settings = self._settings(url)
+        except ValueError:  # urlsplit refuses it (a broken IPv6 host): the same answer requests gives
+            return Failed("config", "invalid webhook URL or header (check the receiver's configuration)")
+        try:
             with self.session.post(url, data=body, headers=dict(headers), timeout=self.timeout,
-                                   allow_redirects=False, stream=True) as resp:
+                                   allow_redirects=False, stream=True, **settings) as resp:
                 data = bytearray()
                 for chunk in resp.iter_content(chunk_size=8192):
                     data += chunk

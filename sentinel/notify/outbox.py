@@ -1,11 +1,13 @@
 """The durable outbox: every message waits here until a chat tool has taken it.
 
-A message is written in the dispatcher's transaction (with its event cursor), marked `sending` before
-the HTTP call and `delivered`, retried or `failed` after it, each in its own transaction. A crash in
-the middle of a send leaves the message `sending`; at the next start it becomes `pending` again, so at
-most that one message is repeated. Messages are read per receiver in id order (FIFO), which keeps every
-alert's messages in order. Rate-limit windows live here too, so a restart cannot burst past a robot's
-limit. No URL, key or secret is ever written: receivers are referred to by name.
+A message is written in the dispatcher's transaction (with its event cursor) and marked `sending`
+before the HTTP call. After the call it is marked `delivered`, retried or `failed`; a delivered mark
+may share one transaction with the claim of the receiver's next message (the worker never sends the
+next one before that commit). A crash in the middle of a send leaves the message `sending`; at the next
+start it becomes `pending` again, so at most that one message per receiver is repeated. Messages
+are read per receiver in id order (FIFO), which keeps every alert's messages in order. Rate-limit
+windows live here too, so a restart cannot burst past a robot's limit. No URL, key or secret is
+ever written: receivers are referred to by name.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
 from sentinel.model import Tier, to_datetime
 from sentinel.notify.views import AlertView
@@ -72,14 +74,31 @@ def head(conn: Connection, receiver: str) -> OutboxMessage | None:
     return None if row is None else OutboxMessage.from_row(row)
 
 
-def mark_sending(conn: Connection, msg_id: int, url_index: int) -> None:
-    conn.execute(update(outbox).where(outbox.c.id == msg_id)
-                 .values(status=SENDING, url_index=url_index, attempts=outbox.c.attempts + 1))
+def upcoming(conn: Connection, receiver: str, limit: int) -> list[OutboxMessage]:
+    """The receiver's next `limit` unfinished messages in FIFO order, read in one query, so a burst
+    costs one read per `limit` messages instead of one per message."""
+    rows = conn.execute(select(outbox).where(outbox.c.receiver == receiver,
+                                             outbox.c.status.in_((PENDING, SENDING)))
+                        .order_by(outbox.c.id).limit(limit)).mappings().all()
+    return [OutboxMessage.from_row(r) for r in rows]
+
+
+# The two statements every delivered message runs, built once: building a statement costs several
+# times what executing its cached compiled form does (about 140 µs against 30 µs each).
+_MARK_SENDING = (update(outbox).where(outbox.c.id == bindparam("msg_id"), outbox.c.status.in_((PENDING, SENDING)))
+                 .values(status=SENDING, url_index=bindparam("url_index"), attempts=outbox.c.attempts + 1))
+_MARK_FINISHED = (update(outbox).where(outbox.c.id == bindparam("msg_id"))
+                  .values(status=bindparam("new_status"), finished_us=bindparam("now_us"), last_error=None))
+
+
+def mark_sending(conn: Connection, msg_id: int, url_index: int) -> bool:
+    """Claim the message for one attempt; False when it is no longer unfinished (a row read ahead
+    went stale), so the caller reads the outbox again instead of sending it."""
+    return bool(conn.execute(_MARK_SENDING, {"msg_id": msg_id, "url_index": url_index}).rowcount)
 
 
 def mark_delivered(conn: Connection, msg_id: int, now_us: int, status: str = DELIVERED) -> None:
-    conn.execute(update(outbox).where(outbox.c.id == msg_id).values(status=status, finished_us=now_us,
-                                                                     last_error=None))
+    conn.execute(_MARK_FINISHED, {"msg_id": msg_id, "new_status": status, "now_us": now_us})
 
 
 def mark_retry(conn: Connection, msg_id: int, next_attempt_us: int, error: str) -> None:
@@ -101,6 +120,12 @@ def pending_counts(conn: Connection) -> dict[str, int]:
     q = (select(outbox.c.receiver, func.count()).where(outbox.c.status.in_((PENDING, SENDING)))
          .group_by(outbox.c.receiver))
     return {r: int(n) for r, n in conn.execute(q)}
+
+
+def pending_count(conn: Connection, receiver: str) -> int:
+    """One receiver's unfinished messages (an index range, not a scan of every receiver's)."""
+    q = select(func.count()).where(outbox.c.receiver == receiver, outbox.c.status.in_((PENDING, SENDING)))
+    return int(conn.execute(q).scalar() or 0)
 
 
 def last_outcomes(conn: Connection) -> dict[str, dict[str, Any]]:

@@ -21,6 +21,7 @@ import math
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from sentinel.notify.base import Adapter, AlertPayload, Delivered, Failed, Messa
 from sentinel.notify.views import AlertView
 from sentinel.store import Store
 from sentinel.units import Rate
+from sentinel.wake import Waker
 
 log = logging.getLogger("sentinel.deliver")
 
@@ -63,6 +65,7 @@ class RateLimiter:
     limits: tuple[Rate, ...]
     sent: list[int] = field(default_factory=list)
     blocked_until: int = 0
+    dirty: bool = False  # changed since it was last saved (a robot with no limits and no block never is)
 
     def wait_us(self, now: int) -> int:
         wait = max(0, self.blocked_until - now)
@@ -75,10 +78,17 @@ class RateLimiter:
 
     def record(self, now: int) -> None:
         horizon = max((int(r.per_seconds * US) for r in self.limits), default=0)
-        self.sent = [t for t in self.sent if t > now - horizon] + [now] if horizon else []
+        if horizon:
+            self.sent = [t for t in self.sent if t > now - horizon] + [now]
+            self.dirty = True
+        elif self.sent:
+            self.sent = []
+            self.dirty = True
 
     def block(self, until: int) -> None:
-        self.blocked_until = max(self.blocked_until, until)
+        if until > self.blocked_until:
+            self.blocked_until = until
+            self.dirty = True
 
 
 def backoff_s(attempts: int, rng: random.Random) -> float:
@@ -95,6 +105,7 @@ class ReceiverRunner:
         self.limiters = [RateLimiter(limits) for _ in cfg.all_urls()]
         self.busy = busy or threading.Lock()  # held while a message of this receiver is in flight
         self.next_url = 0
+        self.due_s: float | None = None  # after a drain: seconds until it has work again (None: none)
 
     def other_robot_usable(self, idx: int, now: int) -> bool:
         """Whether another robot URL of this receiver is not set aside as broken."""
@@ -109,10 +120,43 @@ class ReceiverRunner:
         return best, self.limiters[best].wait_us(now)
 
 
+@dataclass(slots=True)
+class _Delivered:
+    """A message the chat tool took whose `delivered` mark rides on the next claim's transaction."""
+
+    msg: outbox.OutboxMessage
+    at_us: int
+    url_index: int
+
+
+@dataclass(slots=True)
+class _Drain:
+    """What one drain carries between its steps: the receiver's messages read ahead (FIFO), the
+    delivered mark not yet committed, and why it stopped (the seconds until it has work again)."""
+
+    ahead: deque[outbox.OutboxMessage] = field(default_factory=deque)
+    delivered: _Delivered | None = None
+    due_s: float | None = None  # None: nothing waiting, only a new message (a wake-up) brings work
+    empty: bool = False  # the outbox held nothing unfinished for the receiver when it stopped
+
+
 class DeliveryWorker:
+    """Drains each receiver's outbox on a pool thread, one message in flight per receiver.
+
+    A drain starts when the worker is woken (the dispatcher committed messages), at a due time a
+    drain asked for (a retry, a rate-limit window), or on the waker's safety interval. Per message it
+    commits once: the previous message's `delivered` mark and the next one's claim share a
+    transaction (the next message is never sent before that commit, so a crash repeats at most the
+    one in flight), and the receiver's next messages are read `READ_AHEAD` at a time.
+    """
+
+    READ_AHEAD = 32
+    SAFETY_INTERVAL_S = 10.0
+    MIN_WAIT_S = 0.005  # a due time never asks for less: a waiting receiver cannot make a busy loop
+
     def __init__(self, cfg: Config, store: Store, metrics: Metrics, *, clock: Clock | None = None,
                  dry_run: bool = False, adapter_factory: Callable[[ReceiverConfig], Adapter] | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, safety_interval_s: float | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.metrics = metrics
@@ -130,6 +174,11 @@ class DeliveryWorker:
         self._pool: ThreadPoolExecutor | None = None
         self._stopping = threading.Event()
         self._deadline = math.inf  # time.monotonic() at which running drains stop (set by `flush`)
+        # Receivers asked to drain again while a drain of theirs held the in-flight lock; by name, so
+        # the flag survives a reload that replaces the runner (the lock is shared, the flag must be too).
+        self._again: set[str] = set()
+        self._again_lock = threading.Lock()
+        self.waker = Waker("deliver", self._step, safety_interval_s or self.SAFETY_INTERVAL_S)
         self._build(cfg)
 
     def _build(self, cfg: Config) -> None:
@@ -146,7 +195,7 @@ class DeliveryWorker:
             runner = ReceiverRunner(rc, self.factory(rc), busy=prev.busy if prev is not None else None)
             if prev is not None:
                 for new, was in zip(runner.limiters, prev.limiters, strict=False):
-                    new.sent, new.blocked_until = list(was.sent), was.blocked_until
+                    new.sent, new.blocked_until, new.dirty = list(was.sent), was.blocked_until, was.dirty
             runners[rc.name] = runner
         self.runners = runners
         with self._retired_lock:
@@ -169,7 +218,10 @@ class DeliveryWorker:
 
     # --- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Re-queue the message a crash left in flight and load the robots' rate windows."""
+        """Re-queue the message a crash left in flight and load the robots' rate windows.
+
+        The waker's thread is started by its owner (the daemon starts every stage's waker); without
+        it, `tick()` and `drain()` are driven by the caller, as the tests with a manual clock do."""
         with self.store.transaction() as conn:
             n = outbox.reset_in_flight(conn)
             rates = outbox.load_rate(conn)
@@ -182,15 +234,18 @@ class DeliveryWorker:
                 runner.limiters[idx].blocked_until = blocked
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.runners)), thread_name_prefix="deliver")
         self.refresh_pending()
+        self.wake()  # what the last run left in the outbox goes now, not at the safety interval
 
     def reload(self, cfg: Config) -> None:
         self.cfg = cfg
         self._build(cfg)
         if self._pool is not None:
             self._pool._max_workers = max(self._pool._max_workers, len(self.runners))
+            self.wake()  # a new or changed receiver may have messages waiting
 
     def stop(self) -> None:
         self._stopping.set()
+        self.waker.stop()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         self._close_retired(wait=True)
@@ -198,72 +253,167 @@ class DeliveryWorker:
             r.adapter.close()
 
     # --- work ------------------------------------------------------------------------------------------
+    def wake(self) -> None:
+        """Messages were committed: drain now, on the waker's thread. A waker not started yet runs its
+        first step as soon as it starts; callers that drive the worker themselves (`tick`, `drain`)
+        never race a drain they did not start."""
+        self.waker.wake()
+
+    def _step(self) -> float | None:
+        """The waker's step: every idle receiver drains; each drain posts its own next due time."""
+        self.tick()
+        return None
+
     def tick(self) -> None:
-        """Start a drain for every idle receiver (the scheduler calls this every second)."""
+        """Start a drain for every idle receiver; a busy one drains again right after its drain."""
         if self._pool is None or self._stopping.is_set():
             return
         self._close_retired()
         for runner in list(self.runners.values()):
-            if runner.busy.acquire(blocking=False):
+            self._kick(runner)
+
+    def _kick(self, runner: ReceiverRunner) -> None:
+        with self._again_lock:
+            self._again.add(runner.cfg.name)  # before trying the lock: a drain ending now sees it
+        if self._pool is not None and runner.busy.acquire(blocking=False):
+            try:
                 self._pool.submit(self._drain_released, runner)
+            except RuntimeError:  # the pool shut down meanwhile (stop)
+                runner.busy.release()
 
     def _drain_released(self, runner: ReceiverRunner) -> None:
-        try:
-            self.drain(runner)
-        except Exception:
-            log.exception("delivery failed unexpectedly", extra=fields(receiver=runner.cfg.name))
-        finally:
-            runner.busy.release()
+        """Drain under the in-flight lock, release it, and drain again if a wake-up came meanwhile.
+
+        The again-flag is cleared before the drain reads the outbox and re-checked after the lock is
+        released: a message committed while the drain was finishing (it had found nothing) was
+        followed by a wake-up that either saw the lock free (and started a drain itself) or left the
+        flag for this loop; either way it goes now, not at the safety interval."""
+        name = runner.cfg.name
+        while True:
+            with self._again_lock:
+                self._again.discard(name)
+            due: float | None = None
+            try:
+                self.drain(runner)
+                due = runner.due_s
+            except Exception:
+                log.exception("delivery failed unexpectedly", extra=fields(receiver=name))
+                due = BACKOFF_BASE_S
+            finally:
+                runner.busy.release()
+            if due is not None:
+                self.waker.wake_in(max(due, self.MIN_WAIT_S) if due > 0 else 0.0)
+            with self._again_lock:
+                again = name in self._again
+            current = self.runners.get(name)
+            if not again or self._stopping.is_set() or current is None or not current.busy.acquire(blocking=False):
+                return
+            runner = current
 
     def drain(self, runner: ReceiverRunner, limit: int = 1000) -> int:
-        """Send the receiver's due messages, in order, until it is idle, rate-limited or retrying.
+        """Send the receiver's due messages, in order, until it is idle, rate-limited or retrying;
+        returns how many were delivered (or given up as failed). `runner.due_s` says when it has work
+        again: None when it has nothing, else the seconds until its next message or robot is due.
 
         Stops early when the worker stops, a flush's deadline passes, or a reload replaced the runner
         (the next tick drains with the new configuration)."""
+        d = _Drain()
         sent = 0
-        while (sent < limit and not self._stopping.is_set() and time.monotonic() < self._deadline
-               and self.runners.get(runner.cfg.name) is runner and self.send_one(runner)):
-            sent += 1
-        self._pending_gauge(runner.cfg.name)
+        name = runner.cfg.name
+        try:
+            while True:
+                if sent >= limit or self.runners.get(name) is not runner:
+                    d.due_s = 0.0
+                    break
+                if self._stopping.is_set() or time.monotonic() >= self._deadline:
+                    d.due_s = None
+                    break
+                claimed = self._claim(runner, d)
+                if claimed is None:
+                    break
+                msg, idx = claimed
+                if self.dry_run:
+                    sent += 1
+                    continue
+                if self._send(runner, msg, idx, d):
+                    sent += 1
+                else:
+                    break
+        finally:
+            if d.delivered is not None:
+                with self.store.transaction() as conn:
+                    self._mark_delivered(conn, runner, d)
+        runner.due_s = d.due_s
+        self._pending_gauge(name, d)
         return sent
 
-    def flush(self, timeout_s: float) -> int:
-        """On SIGTERM: deliver what is due now, bounded in time; the rest waits in the outbox.
-
-        Drains already running stop at the same deadline; a send in flight then is not cut short
-        (its receiver's timeout bounds it)."""
-        deadline = time.monotonic() + timeout_s
-        self._deadline = deadline
-        total = 0
-        for runner in list(self.runners.values()):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            if not runner.busy.acquire(timeout=left):
-                continue  # a drain is sending for this receiver until the deadline
-            try:
-                while time.monotonic() < deadline and self.send_one(runner):
-                    total += 1
-            finally:
-                runner.busy.release()
-        return total
-
-    def send_one(self, runner: ReceiverRunner) -> bool:
-        """Send the receiver's next message if it is due and a robot can take it; False when idle."""
+    def _claim(self, runner: ReceiverRunner, d: _Drain) -> tuple[outbox.OutboxMessage, int] | None:
+        """Commit the previous delivered mark and claim the receiver's next message in ONE transaction;
+        None (with `d.due_s` set) when nothing is due. An idle receiver costs one read, no write."""
         name = runner.cfg.name
         now = now_us(self.clock)
+        if d.delivered is None and not d.ahead:
+            with self.store.reading() as conn:
+                d.ahead.extend(outbox.upcoming(conn, name, self.READ_AHEAD))
+            if self._not_due(runner, d, now):
+                return None
         with self.store.transaction() as conn:
-            msg = outbox.head(conn, name)
-            if msg is None or msg.next_attempt_us > now:
-                return False
-            if self.dry_run:
-                outbox.mark_delivered(conn, msg.id, now, status=outbox.DRY_RUN)
-                self.metrics.notifications.labels(receiver=name, outcome="dry_run").inc()
-                return True
-            idx, wait = runner.pick_url(now)
+            if d.delivered is not None:
+                self._mark_delivered(conn, runner, d)
+            for _ in range(2):  # a second read only when a row read ahead went stale
+                if not d.ahead:
+                    d.ahead.extend(outbox.upcoming(conn, name, self.READ_AHEAD))
+                if self._not_due(runner, d, now):
+                    return None
+                msg = d.ahead[0]
+                if self.dry_run:
+                    outbox.mark_delivered(conn, msg.id, now, status=outbox.DRY_RUN)
+                    self.metrics.notifications.labels(receiver=name, outcome="dry_run").inc()
+                    d.ahead.popleft()
+                    return msg, 0
+                idx, _ = runner.pick_url(now)
+                if outbox.mark_sending(conn, msg.id, idx):
+                    d.ahead.popleft()
+                    return msg, idx
+                d.ahead.clear()
+        d.due_s = 0.0  # the outbox changed under the read-ahead twice: start over at once
+        return None
+
+    def _not_due(self, runner: ReceiverRunner, d: _Drain, now: int) -> bool:
+        """Whether the head of the read-ahead cannot go now; sets why in `d`."""
+        if not d.ahead:
+            d.empty, d.due_s = True, None
+            return True
+        head = d.ahead[0]
+        if head.next_attempt_us > now:
+            d.due_s = (head.next_attempt_us - now) / US
+            return True
+        if not self.dry_run:
+            _, wait = runner.pick_url(now)
             if wait > 0:
-                return False
-            outbox.mark_sending(conn, msg.id, idx)
+                d.due_s = wait / US
+                return True
+        return False
+
+    def _mark_delivered(self, conn: Any, runner: ReceiverRunner, d: _Drain) -> None:
+        done = d.delivered
+        assert done is not None
+        outbox.mark_delivered(conn, done.msg.id, done.at_us)
+        self._save_rate(conn, runner, done.url_index)
+        d.delivered = None
+
+    def _save_rate(self, conn: Any, runner: ReceiverRunner, idx: int) -> None:
+        """Persist a robot's window when it changed (never, for a robot with no limits that no vendor
+        blocked: nothing to remember across a restart)."""
+        limiter = runner.limiters[idx]
+        if limiter.dirty:
+            outbox.save_rate(conn, runner.cfg.name, idx, limiter.sent, limiter.blocked_until)
+            limiter.dirty = False
+
+    def _send(self, runner: ReceiverRunner, msg: outbox.OutboxMessage, idx: int, d: _Drain) -> bool:
+        """One attempt of a claimed message. Delivered: its mark waits in `d` for the next claim.
+        Anything else is committed here. Returns False when the drain must stop (a retry is due)."""
+        name = runner.cfg.name
         try:
             message = self.message(msg, runner)
             self.metrics.notification_requests.labels(receiver=name).inc()
@@ -275,18 +425,20 @@ class DeliveryWorker:
         limiter = runner.limiters[idx]
         limiter.record(done)
         runner.next_url = (idx + 1) % len(runner.limiters)
+        if isinstance(outcome, Delivered):
+            d.delivered = _Delivered(msg, done, idx)
+            self.metrics.notifications.labels(receiver=name, outcome="delivered").inc()
+            self.metrics.notification_delay.labels(receiver=name).observe(max(0.0, (done - msg.event_at_us) / US))
+            log.info("message delivered", extra=fields(receiver=name, kind=msg.kind, attempts=msg.attempts + 1))
+            return True
+        d.ahead.clear()  # the head stays unfinished (retry) or the outbox grew (fallback): read again
         with self.store.transaction() as conn:
             match outcome:
-                case Delivered():
-                    outbox.mark_delivered(conn, msg.id, done)
-                    self.metrics.notifications.labels(receiver=name, outcome="delivered").inc()
-                    self.metrics.notification_delay.labels(receiver=name).observe(
-                        max(0.0, (done - msg.event_at_us) / US))
-                    log.info("message delivered", extra=fields(receiver=name, kind=msg.kind, attempts=msg.attempts + 1))
                 case RetryAfter(seconds=seconds, reason=reason):
                     delay = max(seconds, backoff_s(msg.attempts + 1, self.rng))
                     limiter.block(done + int(seconds * US))
                     outbox.mark_retry(conn, msg.id, done + int(delay * US), reason)
+                    d.due_s = delay
                     self.metrics.notification_requests_failed.labels(receiver=name, reason="retry").inc()
                     log.warning("delivery will be retried",
                                 extra=fields(receiver=name, reason=reason, retry_in_s=round(delay, 1)))
@@ -304,8 +456,30 @@ class DeliveryWorker:
                     self.metrics.notifications.labels(receiver=name, outcome="failed").inc()
                     log.error("delivery failed permanently", extra=fields(receiver=name, code=code, reason=reason))
                     self._fallback(conn, msg, name, f"{code} {reason}", done)
-            outbox.save_rate(conn, name, idx, limiter.sent, limiter.blocked_until)
+            self._save_rate(conn, runner, idx)
+        if isinstance(outcome, Failed) and self.cfg.fallback_receiver not in (None, name):
+            self.wake()  # the fallback receiver has a message now
         return not isinstance(outcome, RetryAfter)
+
+    def flush(self, timeout_s: float) -> int:
+        """On SIGTERM: deliver what is due now, bounded in time; the rest waits in the outbox.
+
+        Drains already running stop at the same deadline; a send in flight then is not cut short
+        (its receiver's timeout bounds it)."""
+        deadline = time.monotonic() + timeout_s
+        self._deadline = deadline
+        total = 0
+        for runner in list(self.runners.values()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if not runner.busy.acquire(timeout=left):
+                continue  # a drain is sending for this receiver until the deadline
+            try:
+                total += self.drain(runner)
+            finally:
+                runner.busy.release()
+        return total
 
     def _fallback(self, conn: Any, msg: outbox.OutboxMessage, failed: str, why: str, now: int) -> None:
         fb = self.cfg.fallback_receiver
@@ -343,10 +517,15 @@ class DeliveryWorker:
                        alerts=tuple(alert_payload(v, self.cfg.base_url) for v in views),
                        external_url=self.cfg.base_url, mention=status != "resolved")
 
-    def _pending_gauge(self, name: str) -> None:
-        with self.store.reading() as conn:
-            counts = outbox.pending_counts(conn)
-        self.metrics.outbox_pending.labels(receiver=name).set(counts.get(name, 0))
+    def _pending_gauge(self, name: str, d: _Drain) -> None:
+        """The receiver's unfinished messages after a drain: known to be 0 when it stopped on an empty
+        outbox (the common case in a burst's wake), else one indexed count of its own rows."""
+        if d.empty:
+            n = 0
+        else:
+            with self.store.reading() as conn:
+                n = outbox.pending_count(conn, name)
+        self.metrics.outbox_pending.labels(receiver=name).set(n)
 
     def refresh_pending(self) -> None:
         with self.store.reading() as conn:
