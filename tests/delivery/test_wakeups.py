@@ -27,10 +27,10 @@ from sentinel.store import Store
 from sentinel.store.schema import alerts
 from sentinel.store.schema import outbox as outbox_table
 from sentinel.wake import Waker
+from tests.crm import Crm
 from tests.delivery.builders import Alert, Pipeline, at, daemon_config, delivery_ids, route
 from tests.delivery.conftest import MakePipeline
 from tests.notify.vendors import FakeWebhook
-from tests.test_daemon import Crm
 
 SAFETY_S = 60.0  # longer than any wait below: what arrives in time arrived through a wake-up
 STREAK = "物流配送延误"
@@ -255,7 +255,7 @@ def test_a_burst_of_300_reaches_one_receiver_complete_once_each_and_in_order(
 def test_waker_runs_a_wake_that_arrives_during_a_step_right_after_it() -> None:
     """The property the again-flag builds on: a wake-up during a step is one more step, not lost."""
     calls: list[float] = []
-    woke = []
+    woke: list[bool] = []
 
     def step() -> float | None:
         calls.append(time.monotonic())
