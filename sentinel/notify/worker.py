@@ -326,6 +326,11 @@ class DeliveryWorker:
             r.adapter.close()
 
     # --- work ------------------------------------------------------------------------------------------
+    @property
+    def claim_transactions(self) -> int:
+        """Transactions the drains' claims committed so far (the benchmark reads it)."""
+        return self._commits.batches
+
     def wake(self) -> None:
         """Messages were committed: drain now, on the waker's thread. A waker not started yet runs its
         first step as soon as it starts; callers that drive the worker themselves (`tick`, `drain`)
