@@ -12,6 +12,11 @@
   kept in the store so a restart cannot burst past a robot's limit.
 - In dry run nothing is sent: messages are marked `dry_run` so the status page shows what would have
   gone out.
+- A drain starts when the worker is woken (the dispatcher committed messages), at the due time a
+  drain asked for (a retry, a rate-limit window), or on the waker's safety interval; nothing polls.
+- A burst costs one commit per message or less: a delivered mark shares the transaction of the next
+  claim, the claims of receivers draining at the same moment share one, a receiver's next messages
+  are read ahead in one query, and a robot with no limits writes no rate state.
 """
 
 from __future__ import annotations
