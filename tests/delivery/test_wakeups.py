@@ -3,7 +3,8 @@ each waker sleeps until its next due time. With every safety interval set to a m
 reaches the sink within seconds; group_wait, group_interval and mute windows still decide exactly when
 a group goes; idle wakers do not spin; a message committed while a drain is finishing is not left for
 the safety net; a burst of 300 messages reaches one receiver (and 30 each reach ten) complete, once
-each and in order; claims that wait during a commit share the next transaction."""
+each and in order; claims that wait during a commit share the next transaction; a rate-limited or
+retrying receiver resumes at its own due time, within its limit."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 from sqlalchemy import Connection, select, update
 
 from sentinel.alerting import silences
+from sentinel.clock import SystemClock
 from sentinel.config import load_config
 from sentinel.daemon import Daemon
 from sentinel.model import US, Tier
@@ -30,7 +32,7 @@ from sentinel.wake import Waker
 from tests.crm import Crm
 from tests.delivery.builders import Alert, Pipeline, at, daemon_config, delivery_ids, route
 from tests.delivery.conftest import MakePipeline
-from tests.notify.vendors import FakeWebhook
+from tests.notify.vendors import Answer, FakeWebhook
 
 SAFETY_S = 60.0  # longer than any wait below: what arrives in time arrived through a wake-up
 STREAK = "物流配送延误"
@@ -331,3 +333,36 @@ def test_claims_waiting_during_a_commit_share_the_next_transaction(tmp_path: Pat
         commits.run(broken)
     assert commits.run(lambda _c: "after") == "after"  # the next claim leads again
     store.close()
+
+
+def test_a_rate_limited_receiver_resumes_when_its_window_opens_and_never_exceeds_it(
+        pipeline: MakePipeline) -> None:
+    with FakeWebhook() as hook:
+        p = pipeline([hook.receiver(name="hook", rate_limit="2/1s")], [route(["hook"], group_by=["type"])])
+        p.clock = SystemClock()  # type: ignore[assignment]  # real time: the window must really pass
+        p.worker.clock = p.clock
+        p.record(*(Alert(f"类型{i:03d}", p.now).firing() for i in range(5)))
+        assert p.dispatch() == 5
+        worker = running(p)
+        worker.wake()
+        assert wait_for(lambda: len(hook.requests) >= 5, timeout=15.0), "waited for the safety net"
+        worker.stop()
+        times = [r.at for r in hook.requests]
+        assert all(later - earlier >= 0.99 for earlier, later in zip(times, times[2:], strict=False)), times
+        assert delivery_ids(hook.requests) == [m.delivery_id for m in p.messages("hook")]
+
+
+def test_a_retry_goes_at_its_due_time_not_at_the_safety_net(pipeline: MakePipeline) -> None:
+    with FakeWebhook() as hook:
+        hook.script(Answer(503, headers={"Retry-After": "1"}))  # the retry is due within about two seconds
+        p = pipeline([hook.receiver(name="hook")], [route(["hook"])])
+        p.clock = SystemClock()  # type: ignore[assignment]
+        p.worker.clock = p.clock
+        p.record(Alert("物流配送延误", p.now).firing())
+        assert p.dispatch() == 1
+        worker = running(p)
+        worker.wake()
+        assert wait_for(lambda: len(hook.requests) >= 2, timeout=20.0), "waited for the safety net"
+        worker.stop()
+        assert [m.status for m in p.messages("hook")] == [outbox.DELIVERED]
+        assert len(set(delivery_ids(hook.requests))) == 1  # the same message, twice
