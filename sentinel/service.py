@@ -139,6 +139,7 @@ class DeliveryStage:
             self.policy.reload(cfg)
             self.dispatcher.reload(cfg)
             self.worker.reload(cfg)
+        self.waker.wake()  # new routes and intervals: the next due time is computed again
 
     def stop(self) -> None:
         """SIGTERM: dispatch what is due and deliver it, within a bounded time; the rest waits."""

@@ -12,6 +12,11 @@
   kept in the store so a restart cannot burst past a robot's limit.
 - In dry run nothing is sent: messages are marked `dry_run` so the status page shows what would have
   gone out.
+- A drain starts when the worker is woken (the dispatcher committed messages), at the due time a
+  drain asked for (a retry, a rate-limit window), or on the waker's safety interval; nothing polls.
+- A burst costs one commit per message or less: a delivered mark shares the transaction of the next
+  claim, the claims of receivers draining at the same moment share one, a receiver's next messages
+  are read ahead in one query, and a robot with no limits writes no rate state.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Connection
 
 from sentinel.clock import Clock, SystemClock, now_us
 from sentinel.config import Config, ReceiverConfig
@@ -120,6 +127,76 @@ class ReceiverRunner:
         return best, self.limiters[best].wait_us(now)
 
 
+T = TypeVar("T")
+
+
+class _Request(Generic[T]):
+    __slots__ = ("error", "event", "finished", "fn", "value")
+
+    def __init__(self, fn: Callable[[Connection], T]) -> None:
+        self.fn = fn
+        self.event = threading.Event()
+        self.finished = False
+        self.error: BaseException | None = None
+        self.value: T | None = None
+
+
+class GroupCommit:
+    """Runs the claims of several receivers' drains in one transaction.
+
+    The store takes one writer at a time and every commit waits for the disk (synchronous=FULL). With
+    ten receivers in a burst, each drain's claim would queue behind the others' commits; instead the
+    first drain to arrive leads: it takes every claim waiting at that moment, runs them in one
+    transaction and commits once. Claims arriving during that commit form the next batch, led by the
+    first of them, so no drain leads more than its own batch. A failed transaction fails every claim
+    in it, as it would have failed each alone (the store is down or full)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._queue: list[_Request[Any]] = []
+        self._leading = False
+        self.batches = 0  # transactions committed (the benchmark and tests read it)
+
+    def run(self, fn: Callable[[Connection], T]) -> T:
+        req: _Request[T] = _Request(fn)
+        with self._lock:
+            self._queue.append(req)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            req.event.wait()
+            if not req.finished:  # promoted: the previous leader left this batch to us
+                self._lead()
+        else:
+            self._lead()
+        if req.error is not None:
+            raise req.error
+        return req.value  # type: ignore[return-value]
+
+    def _lead(self) -> None:
+        with self._lock:
+            batch, self._queue = self._queue, []
+        try:
+            with self.store.transaction() as conn:
+                for r in batch:
+                    r.value = r.fn(conn)
+            self.batches += 1
+        except Exception as exc:  # noqa: BLE001 - re-raised in every claim's own thread
+            for r in batch:
+                r.error = exc
+        finally:
+            with self._lock:
+                nxt = self._queue[0] if self._queue else None
+                if nxt is None:
+                    self._leading = False
+            for r in batch:
+                r.finished = True
+                r.event.set()
+            if nxt is not None:
+                nxt.event.set()
+
+
 @dataclass(slots=True)
 class _Delivered:
     """A message the chat tool took whose `delivered` mark rides on the next claim's transaction."""
@@ -179,6 +256,7 @@ class DeliveryWorker:
         self._again: set[str] = set()
         self._again_lock = threading.Lock()
         self.waker = Waker("deliver", self._step, safety_interval_s or self.SAFETY_INTERVAL_S)
+        self._commits = GroupCommit(store)
         self._build(cfg)
 
     def _build(self, cfg: Config) -> None:
@@ -253,6 +331,11 @@ class DeliveryWorker:
             r.adapter.close()
 
     # --- work ------------------------------------------------------------------------------------------
+    @property
+    def claim_transactions(self) -> int:
+        """Transactions the drains' claims committed so far (the benchmark reads it)."""
+        return self._commits.batches
+
     def wake(self) -> None:
         """Messages were committed: drain now, on the waker's thread. A waker not started yet runs its
         first step as soon as it starts; callers that drive the worker themselves (`tick`, `drain`)
@@ -340,42 +423,49 @@ class DeliveryWorker:
                 else:
                     break
         finally:
-            if d.delivered is not None:
-                with self.store.transaction() as conn:
-                    self._mark_delivered(conn, runner, d)
+            done = d.delivered
+            if done is not None:
+                self._commits.run(lambda conn: self._mark_delivered(conn, runner, done))
+                d.delivered = None
         runner.due_s = d.due_s
         self._pending_gauge(name, d)
         return sent
 
     def _claim(self, runner: ReceiverRunner, d: _Drain) -> tuple[outbox.OutboxMessage, int] | None:
-        """Commit the previous delivered mark and claim the receiver's next message in ONE transaction;
-        None (with `d.due_s` set) when nothing is due. An idle receiver costs one read, no write."""
-        name = runner.cfg.name
+        """Commit the previous delivered mark and claim the receiver's next message in ONE transaction
+        (shared with the other receivers' claims waiting at that moment); None (with `d.due_s` set)
+        when nothing is due. An idle receiver costs one read, no write."""
         now = now_us(self.clock)
         if d.delivered is None and not d.ahead:
             with self.store.reading() as conn:
+                d.ahead.extend(outbox.upcoming(conn, runner.cfg.name, self.READ_AHEAD))
+            if self._not_due(runner, d, now):
+                return None
+        claimed = self._commits.run(lambda conn: self._claim_in(conn, runner, d, now))
+        d.delivered = None  # committed: only now is the previous message's mark durable
+        return claimed
+
+    def _claim_in(self, conn: Connection, runner: ReceiverRunner, d: _Drain,
+                  now: int) -> tuple[outbox.OutboxMessage, int] | None:
+        name = runner.cfg.name
+        if d.delivered is not None:
+            self._mark_delivered(conn, runner, d.delivered)
+        for _ in range(2):  # a second read only when a row read ahead went stale
+            if not d.ahead:
                 d.ahead.extend(outbox.upcoming(conn, name, self.READ_AHEAD))
             if self._not_due(runner, d, now):
                 return None
-        with self.store.transaction() as conn:
-            if d.delivered is not None:
-                self._mark_delivered(conn, runner, d)
-            for _ in range(2):  # a second read only when a row read ahead went stale
-                if not d.ahead:
-                    d.ahead.extend(outbox.upcoming(conn, name, self.READ_AHEAD))
-                if self._not_due(runner, d, now):
-                    return None
-                msg = d.ahead[0]
-                if self.dry_run:
-                    outbox.mark_delivered(conn, msg.id, now, status=outbox.DRY_RUN)
-                    self.metrics.notifications.labels(receiver=name, outcome="dry_run").inc()
-                    d.ahead.popleft()
-                    return msg, 0
-                idx, _ = runner.pick_url(now)
-                if outbox.mark_sending(conn, msg.id, idx):
-                    d.ahead.popleft()
-                    return msg, idx
-                d.ahead.clear()
+            msg = d.ahead[0]
+            if self.dry_run:
+                outbox.mark_delivered(conn, msg.id, now, status=outbox.DRY_RUN)
+                self.metrics.notifications.labels(receiver=name, outcome="dry_run").inc()
+                d.ahead.popleft()
+                return msg, 0
+            idx, _ = runner.pick_url(now)
+            if outbox.mark_sending(conn, msg.id, idx):
+                d.ahead.popleft()
+                return msg, idx
+            d.ahead.clear()
         d.due_s = 0.0  # the outbox changed under the read-ahead twice: start over at once
         return None
 
@@ -395,12 +485,9 @@ class DeliveryWorker:
                 return True
         return False
 
-    def _mark_delivered(self, conn: Any, runner: ReceiverRunner, d: _Drain) -> None:
-        done = d.delivered
-        assert done is not None
+    def _mark_delivered(self, conn: Connection, runner: ReceiverRunner, done: _Delivered) -> None:
         outbox.mark_delivered(conn, done.msg.id, done.at_us)
         self._save_rate(conn, runner, done.url_index)
-        d.delivered = None
 
     def _save_rate(self, conn: Any, runner: ReceiverRunner, idx: int) -> None:
         """Persist a robot's window when it changed (never, for a robot with no limits that no vendor

@@ -2,32 +2,37 @@
 each waker sleeps until its next due time. With every safety interval set to a minute, an alert still
 reaches the sink within seconds; group_wait, group_interval and mute windows still decide exactly when
 a group goes; idle wakers do not spin; a message committed while a drain is finishing is not left for
-the safety net; a burst of 300 messages reaches one receiver complete, once each and in order."""
+the safety net; a burst of 300 messages reaches one receiver (and 30 each reach ten) complete, once
+each and in order; claims that wait during a commit share the next transaction; a rate-limited or
+retrying receiver resumes at its own due time, within its limit."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 
 from sentinel.alerting import silences
+from sentinel.clock import SystemClock
 from sentinel.config import load_config
 from sentinel.daemon import Daemon
 from sentinel.model import US, Tier
 from sentinel.notify import outbox
-from sentinel.notify.worker import DeliveryWorker
+from sentinel.notify.worker import DeliveryWorker, GroupCommit
 from sentinel.service import DeliveryStage, build
+from sentinel.store import Store
 from sentinel.store.schema import alerts
 from sentinel.store.schema import outbox as outbox_table
 from sentinel.wake import Waker
+from tests.crm import Crm
 from tests.delivery.builders import Alert, Pipeline, at, daemon_config, delivery_ids, route
 from tests.delivery.conftest import MakePipeline
-from tests.notify.vendors import FakeWebhook
-from tests.test_daemon import Crm
+from tests.notify.vendors import Answer, FakeWebhook
 
 SAFETY_S = 60.0  # longer than any wait below: what arrives in time arrived through a wake-up
 STREAK = "物流配送延误"
@@ -252,7 +257,7 @@ def test_a_burst_of_300_reaches_one_receiver_complete_once_each_and_in_order(
 def test_waker_runs_a_wake_that_arrives_during_a_step_right_after_it() -> None:
     """The property the again-flag builds on: a wake-up during a step is one more step, not lost."""
     calls: list[float] = []
-    woke = []
+    woke: list[bool] = []
 
     def step() -> float | None:
         calls.append(time.monotonic())
@@ -269,3 +274,95 @@ def test_waker_runs_a_wake_that_arrives_during_a_step_right_after_it() -> None:
         assert len(calls) == 2 and woke
     finally:
         w.stop(5.0)
+
+
+def test_ten_receivers_in_a_burst_each_get_theirs_complete_once_each_and_in_order(
+        pipeline: MakePipeline) -> None:
+    names = [f"hook{i}" for i in range(10)]
+    with FakeWebhook() as hook:
+        p = pipeline([hook.receiver(name=n) for n in names], [route(names, group_by=["type"])])
+        p.record(*(Alert(f"类型{i:03d}", p.now).firing() for i in range(30)))
+        assert p.dispatch() == 30 * 10
+        worker = running(p)
+        worker.wake()
+        assert wait_for(lambda: len(hook.requests) >= 300, timeout=60.0)
+        worker.stop()
+        arrived = delivery_ids(hook.requests)
+        assert len(arrived) == len(set(arrived)) == 300
+        for name in names:
+            mine = [m.delivery_id for m in p.messages(name)]
+            assert [d for d in arrived if d in set(mine)] == mine  # FIFO per receiver
+        assert {m.status for m in p.messages()} == {outbox.DELIVERED}
+
+
+def test_claims_waiting_during_a_commit_share_the_next_transaction(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path}/state.db")
+    store.upgrade()
+    commits = GroupCommit(store)
+    inside, release = threading.Event(), threading.Event()
+    results: dict[str, object] = {}
+
+    def slow(_conn: Connection) -> str:
+        inside.set()
+        release.wait(5.0)
+        return "a"
+
+    def run(name: str, fn: Callable[[Connection], object]) -> None:
+        try:
+            results[name] = commits.run(fn)
+        except Exception as exc:  # noqa: BLE001 - the test looks at what each caller got
+            results[name] = exc
+
+    threads = [threading.Thread(target=run, args=("a", slow))]
+    threads[0].start()
+    assert inside.wait(5.0)
+    for name in ("b", "c"):
+        threads.append(threading.Thread(target=run, args=(name, lambda _c, n=name: n)))
+        threads[-1].start()
+    assert wait_for(lambda: len(commits._queue) == 2, timeout=5.0)  # both wait behind the commit
+    release.set()
+    for t in threads:
+        t.join(5.0)
+    assert results == {"a": "a", "b": "b", "c": "c"}
+    assert commits.batches == 2  # b and c committed together
+
+    def broken(_conn: Connection) -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        commits.run(broken)
+    assert commits.run(lambda _c: "after") == "after"  # the next claim leads again
+    store.close()
+
+
+def test_a_rate_limited_receiver_resumes_when_its_window_opens_and_never_exceeds_it(
+        pipeline: MakePipeline) -> None:
+    with FakeWebhook() as hook:
+        p = pipeline([hook.receiver(name="hook", rate_limit="2/1s")], [route(["hook"], group_by=["type"])])
+        p.clock = SystemClock()  # type: ignore[assignment]  # real time: the window must really pass
+        p.worker.clock = p.clock
+        p.record(*(Alert(f"类型{i:03d}", p.now).firing() for i in range(5)))
+        assert p.dispatch() == 5
+        worker = running(p)
+        worker.wake()
+        assert wait_for(lambda: len(hook.requests) >= 5, timeout=15.0), "waited for the safety net"
+        worker.stop()
+        times = [r.at for r in hook.requests]
+        assert all(later - earlier >= 0.99 for earlier, later in zip(times, times[2:], strict=False)), times
+        assert delivery_ids(hook.requests) == [m.delivery_id for m in p.messages("hook")]
+
+
+def test_a_retry_goes_at_its_due_time_not_at_the_safety_net(pipeline: MakePipeline) -> None:
+    with FakeWebhook() as hook:
+        hook.script(Answer(503, headers={"Retry-After": "1"}))  # the retry is due within about two seconds
+        p = pipeline([hook.receiver(name="hook")], [route(["hook"])])
+        p.clock = SystemClock()  # type: ignore[assignment]
+        p.worker.clock = p.clock
+        p.record(Alert("物流配送延误", p.now).firing())
+        assert p.dispatch() == 1
+        worker = running(p)
+        worker.wake()
+        assert wait_for(lambda: len(hook.requests) >= 2, timeout=20.0), "waited for the safety net"
+        worker.stop()
+        assert [m.status for m in p.messages("hook")] == [outbox.DELIVERED]
+        assert len(set(delivery_ids(hook.requests))) == 1  # the same message, twice
