@@ -116,9 +116,13 @@ def test_an_event_recorded_by_a_poll_reaches_the_sink_through_the_wakeups(
     body = hook.requests[0].json
     assert body["status"] == "firing"
     assert [(a["labels"]["rule"], a["labels"]["type"]) for a in body["alerts"]] == [("streak", STREAK)]
-    with d.store.reading() as conn:
-        sent = outbox.recent(conn, (outbox.DELIVERED,))
-    assert [m.delivery_id for m in sent] == delivery_ids(hook.requests)
+
+    def delivered() -> list[str]:
+        with d.store.reading() as conn:
+            return [m.delivery_id for m in outbox.recent(conn, (outbox.DELIVERED,))]
+
+    # the mark follows the answer (it is committed right after it, with the receiver's next claim)
+    assert wait_for(lambda: delivered() == delivery_ids(hook.requests), timeout=5.0)
 
 
 def test_an_idle_daemon_does_not_spin(daemon: tuple[Daemon, Crm, FakeWebhook]) -> None:
