@@ -145,6 +145,8 @@ class Sink:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True  # else every reply waits out the sender's delayed ACK (40 ms)
+
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 arrived = time.time()
@@ -210,6 +212,8 @@ class Exporter:
         exporter = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True  # else every reply waits out the sender's delayed ACK (40 ms)
+
             def do_GET(self) -> None:
                 data = exporter.render().encode()
                 self.send_response(200)
