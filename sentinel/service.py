@@ -22,7 +22,6 @@ from sentinel.metrics import Metrics
 from sentinel.model import US
 from sentinel.sources import Source
 from sentinel.store import Store
-from sentinel.store.alerts import last_event_seq
 from sentinel.wake import Waker
 
 if TYPE_CHECKING:
@@ -32,47 +31,36 @@ if TYPE_CHECKING:
 class DetectionStage:
     """Adapts the `Detector` to the daemon's stage protocol and its reload hook.
 
-    After a committed cycle that recorded events it calls `on_events` (the dispatcher's wake-up), so
-    an alert is dispatched in the moment its poll commits, not at the next tick. Whether the cycle
-    recorded any is read from the store (the newest event's seq, a primary-key lookup in the cycle's
-    own transaction), which holds whatever way the detector decides to record them."""
+    After a committed transaction that recorded events to be told it calls `on_events` (the
+    dispatcher's wake-up), so an alert is dispatched in the moment its poll commits, not at the next
+    tick."""
 
     def __init__(self, daemon: Daemon, on_events: Callable[[], None] | None = None) -> None:
         self.daemon = daemon
         self.detector = Detector(daemon.cfg, daemon.calendar, daemon.vocab, daemon.metrics, daemon.lateness_us)
         self.on_events = on_events
-        self._seen_seq: int | None = None  # newest event seq when `on_events` was last called
-        self._cycle_seq: int | None = None  # newest event seq in the cycle being committed
 
     def start(self) -> None:
         d = self.daemon
         with d.store.transaction() as conn:
             coverage = d.state.coverage_start_us if d.state is not None else None
             self.detector.restore(conn, coverage, now_us(d.clock))
-            self._cycle_seq = last_event_seq(conn)
         self.committed()
 
     def on_cycle(self, conn: Connection, cycle: Cycle) -> None:
         self.detector.on_cycle(conn, cycle)
-        self._cycle_seq = last_event_seq(conn)
 
     def committed(self) -> None:
-        self.detector.committed()
-        seq, self._cycle_seq = self._cycle_seq, None
-        if seq is not None and seq != self._seen_seq:
-            self._seen_seq = seq
-            if self.on_events is not None:
-                self.on_events()
+        if self.detector.committed() and self.on_events is not None:
+            self.on_events()
 
     def recover(self, store: Store, now: int) -> None:
-        self._cycle_seq = None
         self.detector.recover(store, now)
 
     def reload(self, cfg: Config) -> None:
         d = self.daemon
         with d.store.transaction() as conn:
             self.detector.reload(cfg, conn, now_us(d.clock))
-            self._cycle_seq = last_event_seq(conn)
         self.committed()
 
     def refresh(self) -> None:

@@ -82,12 +82,14 @@ class Engine:
             events += feed(rule, self.states[rule.name], batch, horizon, start=self.ctx.coverage_start_us)
         return sort_events(events, self.order)
 
-    def feed_live(self, batch: Batch, horizon: int, look_ahead: bool = True) -> list[Event]:
-        """The daemon's feed: fire on sight, settle behind (`sentinel.detect.ahead`).
+    def feed_live(self, batch: Batch, horizon: int) -> list[Event]:
+        """The daemon's feed: fire on sight, settle behind (`sentinel.detect.ahead`): `settle`, then
+        `look_ahead`, as one sorted list."""
+        return sort_events(self.settle(batch, horizon) + self.look_ahead(), self.order)
 
-        The settled run moves to `horizon` as `feed` does; its events are reconciled with what was told
-        ahead; then (with `look_ahead`) the records still pending are run on a fork of each rule's
-        state, and the escalations found there that were not told yet are returned too."""
+    def settle(self, batch: Batch, horizon: int) -> list[Event]:
+        """The settled run moved to `horizon` as `feed` does, its events reconciled with what was told
+        ahead (confirmed ones are not told again; what it passed unconfirmed is retracted or kept)."""
         out: list[Event] = []
         for rule in self.rules:
             state = self.states[rule.name]
@@ -103,16 +105,22 @@ class Engine:
                 la.raise_tier(state.alerts, instance, tier)
             self.retractions += [(rule.name, what) for what in unconfirmed]
             out += retracted
-            if look_ahead and len(state.pending):
-                out += self._run_ahead(rule, state, told)
         return sort_events(out, self.order)
 
-    def _run_ahead(self, rule: AnyRule, state: Any, told: list[Told]) -> list[Event]:
-        fork = rule.fork(state)
-        end = int(state.pending.ts.max())
-        events = feed(rule, fork, Batch.empty(), end, start=self.ctx.coverage_start_us)
-        tiers = {a.instance: a.tier for a in state.alerts.values()}
-        return la.ahead(sort_events(events, self.order), told, tiers)
+    def look_ahead(self) -> list[Event]:
+        """The records still pending run on a fork of each rule's state: the escalations found there
+        that were not told yet."""
+        out: list[Event] = []
+        for rule in self.rules:
+            state = self.states[rule.name]
+            if not len(state.pending):
+                continue
+            fork = rule.fork(state)
+            end = int(state.pending.ts.max())
+            events = feed(rule, fork, Batch.empty(), end, start=self.ctx.coverage_start_us)
+            tiers = {a.instance: a.tier for a in state.alerts.values()}
+            out += la.ahead(sort_events(events, self.order), self.told[rule.name], tiers)
+        return sort_events(out, self.order)
 
     def take_retractions(self) -> list[tuple[str, str]]:
         out, self.retractions = self.retractions, []

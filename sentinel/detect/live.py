@@ -21,7 +21,7 @@ from sentinel.detect.streak import StreakRule
 from sentinel.detect.threshold import ThresholdRule
 from sentinel.logs import fields
 from sentinel.metrics import Metrics
-from sentinel.model import Batch, Event, EventState, Tier, Vocab
+from sentinel.model import Event, EventState, Tier, Vocab
 from sentinel.store import alerts as repo
 
 log = logging.getLogger("sentinel.detect")
@@ -41,6 +41,7 @@ class Detector:
         self._late = 0
         self._counted: list[Event] = []
         self._retracted: list[tuple[str, str]] = []
+        self._to_tell = False  # events to be told were recorded in the transaction being committed
         self._folded: dict[str, int] = {}
 
     # --- start / reload ------------------------------------------------------------------------------
@@ -65,6 +66,7 @@ class Detector:
         if events:
             repo.record_events(conn, events, notify=True, now_us=now_us, tz=self.cfg.tz)
             log.info("rules changed since the last run", extra=fields(resolved=len(events), removed=removed))
+            self._to_tell = True
         self._counted += events
         return events
 
@@ -81,18 +83,19 @@ class Detector:
         if self.ctx.coverage_start_us is None:
             self.ctx.coverage_start_us = cycle.state.coverage_start_us
         horizon = cycle.now_us - self.lateness_us
-        # fire on sight: records newer than the horizon are run ahead at once (not during the backfill,
-        # whose events nobody is told); time-driven events wait for the horizon (sentinel.detect.ahead)
-        live = not cycle.replay
-        events = self.engine.feed_live(cycle.batch, horizon, look_ahead=live)
-        repo.record_events(conn, events, notify=live, now_us=cycle.now_us, tz=self.cfg.tz)
+        live = not cycle.replay  # the backfill's events are recorded, nobody is told of them
+        settled = self.engine.settle(cycle.batch, horizon)
+        repo.record_events(conn, settled, notify=live, now_us=cycle.now_us, tz=self.cfg.tz)
+        told: list[Event] = []
         if cycle.backfill_finished:
-            handover = self.handover()
-            ahead = self.engine.feed_live(Batch.empty(), horizon)  # what the backfill's newest records show
-            repo.record_events(conn, handover + ahead, notify=True, now_us=cycle.now_us, tz=self.cfg.tz)
-            events = events + handover + ahead
-            if handover:
-                log.info("alerts open at the end of the backfill are handed on", extra=fields(count=len(handover)))
+            told += self.handover()
+            if told:
+                log.info("alerts open at the end of the backfill are handed on", extra=fields(count=len(told)))
+        if live or cycle.backfill_finished:
+            # fire on sight: records newer than the horizon run ahead at once (sentinel.detect.ahead)
+            told += self.engine.look_ahead()
+        repo.record_events(conn, told, notify=True, now_us=cycle.now_us, tz=self.cfg.tz)
+        events = settled + told
         retracted = self.engine.take_retractions()
         if not (cycle.quiet and not events and not retracted):
             # an idle poll only moved the rules' clocks: an older snapshot restores to the same events
@@ -100,6 +103,7 @@ class Detector:
         self._late += self.engine.late_records()
         self._counted += events
         self._retracted += retracted
+        self._to_tell = self._to_tell or bool(told) or (live and bool(settled))
 
     def handover(self) -> list[Event]:
         """Alerts open when the backfill ends: one `firing` each, as open since they started."""
@@ -118,7 +122,9 @@ class Detector:
             repo.save_snapshot(conn, rule.name, self.engine.snapshot(rule), now_us)
 
     # --- after commit --------------------------------------------------------------------------------
-    def committed(self) -> None:
+    def committed(self) -> bool:
+        """After the transaction committed: count what it recorded. True when it recorded events to be
+        told (the dispatcher's cue)."""
         m = self.metrics
         if self._late:
             m.records_late.inc(self._late)
@@ -127,15 +133,18 @@ class Detector:
                 m.alert_events.labels(rule=e.rule, tier=e.tier.label, state=e.state.value).inc()
         for rule, what in self._retracted:
             m.alert_retractions.labels(rule=rule, what=what).inc()
+        told, self._to_tell = self._to_tell, False
         self._late = 0
         self._counted = []
         self._retracted = []
+        return told
 
     def recover(self, store: Any, now_us: int) -> None:
         """The poll's transaction failed: rebuild the engine from what the store holds."""
         self._late = 0
         self._counted = []
         self._retracted = []
+        self._to_tell = False
         self.engine = Engine(self.cfg.rules, self.ctx, self.cfg.timezone)
         with store.transaction() as conn:
             self.restore(conn, self.ctx.coverage_start_us, now_us)

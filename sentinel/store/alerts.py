@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from sqlalchemy import Connection, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, delete, insert, select, update
 
 from sentinel.detect.engine import Snapshot, dumps
 from sentinel.detect.threshold import Buckets
@@ -105,11 +105,6 @@ def _upsert_alert(conn: Connection, al: Table, e: Event, payload: dict[str, Any]
     else:
         conn.execute(update(al).where(al.c.instance == e.instance)
                      .values(peak=max(float(row[0]), peak), replay=bool(row[1]) and not notify, **values))
-
-
-def last_event_seq(conn: Connection) -> int:
-    """The newest event's seq (0 with none): a primary-key lookup, cheap enough for every poll."""
-    return int(conn.execute(select(func.max(alert_events.c.seq))).scalar() or 0)
 
 
 def events_after(conn: Connection, seq: int, limit: int = 1000) -> list[StoredEvent]:
