@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -63,9 +64,7 @@ class CommitDelay:
     def __init__(self, metrics: Metrics, lateness_us: int, window: int = WINDOW) -> None:
         self.metrics = metrics
         self.lateness_us = lateness_us
-        self._ring = np.zeros(window, dtype=np.float64)
-        self._filled = 0
-        self._next = 0
+        self._window: deque[float] = deque(maxlen=window)  # the most recent delays, in seconds
         self.horizon_us: int | None = None
         self._last_log_us: int | None = None
         self.warning: str | None = None
@@ -87,27 +86,11 @@ class CommitDelay:
         histogram = self.metrics.source_commit_delay
         for d in delays.tolist():
             histogram.observe(d)
-        self._remember(delays)
+        self._window.extend(delays.tolist())
         self._judge(now_us)
 
-    def _remember(self, delays: np.ndarray) -> None:
-        size = len(self._ring)
-        if len(delays) >= size:
-            self._ring[:] = delays[-size:]
-            self._filled, self._next = size, 0
-            return
-        end = self._next + len(delays)
-        if end <= size:
-            self._ring[self._next:end] = delays
-        else:
-            split = size - self._next
-            self._ring[self._next:] = delays[:split]
-            self._ring[:end - size] = delays[split:]
-        self._next = end % size
-        self._filled = min(size, self._filled + len(delays))
-
     def report(self) -> DelayReport:
-        window = self._ring[:self._filled]
+        window = np.fromiter(self._window, dtype=np.float64, count=len(self._window))
         lateness_s = self.lateness_us / US
         if len(window) == 0:
             return DelayReport(0, 0, 0.0, None, None, lateness_s, None)
@@ -133,7 +116,7 @@ class CommitDelay:
 
     def _latest_late_quantile(self) -> float:
         """The delay that at most 1 % of the window exceeds (the figure that brings the share under 1 %)."""
-        window = np.sort(self._ring[:self._filled])
+        window = np.sort(np.fromiter(self._window, dtype=np.float64, count=len(self._window)))
         allowed = math.floor(len(window) * LATE_SHARE)
         return float(window[len(window) - 1 - allowed])
 

@@ -389,8 +389,8 @@ class Daemon:
                 lt, lc = m.ingest_labels(self.vocab.decode(t), self.vocab.decode(c))
                 m.records_ingested.labels(type=lt, channel=lc).inc(n)
             self.health.newest_us = max(self.health.newest_us or 0, int(batch.ts.max()))
-            if self.store_error is not None or not self.health.up:  # they waited for us, not for their commit
-                self.commit_delay.restart_at(now)
+            if self.commit_delay.horizon_us is None or self.store_error is not None or not self.health.up:
+                self.commit_delay.restart_at(now)  # first poll, or after an outage: they waited for us
             self.commit_delay.observe(batch.ts, now)
         for reason, n in polled.rejected_by_reason.items():
             m.records_rejected.labels(reason=reason).inc(n)
@@ -402,8 +402,6 @@ class Daemon:
     def _mark_source(self, up: bool, error: str | None) -> None:
         h = self.health
         if up:
-            if not h.up:  # started, or back after an outage: what was created meanwhile waited for us
-                self.commit_delay.restart_at(now_us(self.clock))
             if not h.up and h.failures:
                 log.info("source is back", extra=fields(after_failures=h.failures))
             h.up, h.failures, h.last_error = True, 0, None
