@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import time, timedelta
+from datetime import datetime, time, timedelta
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -93,6 +93,11 @@ class TimeWindow:
         if self.start < self.end:
             return self.start <= t < self.end
         return t >= self.start or t < self.end
+
+    def end_after(self, local: datetime) -> datetime:
+        """The first end of this window after `local` (today's, or tomorrow's when today's has passed)."""
+        end = datetime.combine(local.date(), self.end, tzinfo=local.tzinfo)
+        return end if end > local else end + timedelta(days=1)
 
     def __str__(self) -> str:
         return f"{self.start:%H:%M}-{self.end:%H:%M}"

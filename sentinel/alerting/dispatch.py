@@ -112,7 +112,7 @@ class Dispatcher:
             if at is None:
                 continue
             if route is not None and self.policy is not None:
-                held = self.policy.hold_until_us(g, route, max(at, now_us))
+                held = self.policy.hold_until_us(route, max(at, now_us))
                 if held is not None:
                     at = max(at, held)
             if at <= now_us:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, insert, select
@@ -105,20 +104,11 @@ class Policy:
     def hold_group(self, g: Group, route: Route, now_us: int) -> bool:
         return self.muted(route, now_us)
 
-    def hold_until_us(self, g: Group, route: Route, now_us: int) -> int | None:
-        """When a group `hold_group` holds now may go (the end of the mute windows that contain
-        `now_us`; a window that starts as another ends is seen at that step), else None."""
-        if not self.hold_group(g, route, now_us):
-            return None
+    def hold_until_us(self, route: Route, now_us: int) -> int | None:
+        """When a group held by the route's mute windows at `now_us` may go (the earliest end of the
+        windows that contain it; a window that starts as another ends is seen at that step), else None."""
         local = to_datetime(now_us, self.cfg.tz)
-        ends = []
-        for w in route.cfg.mute:
-            if not w.contains(local.time()):
-                continue
-            end = datetime.combine(local.date(), w.end, tzinfo=local.tzinfo)
-            if end <= local:
-                end += timedelta(days=1)
-            ends.append(from_datetime(end))
+        ends = [from_datetime(w.end_after(local)) for w in route.cfg.mute if w.contains(local.time())]
         return min(ends) if ends else None
 
     def still_pending(self, conn: Connection, g: Group, rows: Mapping[str, Any], now_us: int) -> list[str]:
