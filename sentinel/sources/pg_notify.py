@@ -18,24 +18,23 @@ Guarantees:
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import psycopg
+from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from sentinel.logs import fields
+from sentinel.sources.sql import driver_message, postgres_connect_args, url_secrets
 
 log = logging.getLogger("sentinel.sources.listen")
 
 TRIGGER = "sentinel_notify"
 FUNCTION = "sentinel_notify"
 MAX_CHANNEL_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL truncates longer channel names
-CONNECT_TIMEOUT_S = 10
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 60.0
 WAIT_S = 0.5
@@ -64,15 +63,6 @@ def channel_for(table: str | None, configured: str | None) -> str | None:
     return default_channel(table) if table is not None else None
 
 
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(text: str) -> str:
-    """A standard SQL string literal (standard_conforming_strings is on since PostgreSQL 9.1)."""
-    return "'" + text.replace("'", "''") + "'"
-
-
 # --- connections ------------------------------------------------------------------------------------
 
 
@@ -89,27 +79,16 @@ class Target:
         """A libpq URI from a SQLAlchemy URL (`postgresql+psycopg://`, `+psycopg2`, plain): the driver
         part is SQLAlchemy's, everything else (host, port, sslmode...) means the same to libpq."""
         u = make_url(url)
-        secrets = [u.password, quote(str(u.password), safe="")] if u.password else []  # as typed, as in the URI
-        secrets += [v for k, vs in u.query.items() if re.search("pass|secret|token", k, re.I)
-                    for v in ([vs] if isinstance(vs, str) else vs) if v]
-        # keepalives: a server that vanished without a FIN is noticed in about a minute, not hours
-        options: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": application_name,
-                                   "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
-                                   "keepalives_count": 3}
-        options = {k: v for k, v in options.items() if k not in u.query}  # the URL wins
+        options = {k: v for k, v in postgres_connect_args(application_name).items() if k not in u.query}  # the URL wins
         conninfo = u.set(drivername="postgresql").render_as_string(hide_password=False)
-        return cls(conninfo, tuple(str(s) for s in secrets), options)
+        return cls(conninfo, url_secrets(u), options)
 
     def connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.conninfo, autocommit=True, **self.options)
 
     def explain(self, exc: BaseException) -> str:
         """The driver's words on one line, secrets masked."""
-        detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:400]
-        message = f"{type(exc).__name__}: {detail}"
-        for secret in self.secrets:
-            message = message.replace(secret, "***")
-        return message
+        return driver_message(exc, self.secrets)
 
 
 # --- the trigger ---------------------------------------------------------------------------------
@@ -122,8 +101,8 @@ class TableRef:
     name: str
 
     @property
-    def qualified(self) -> str:
-        return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
+    def qualified(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
 
     def __str__(self) -> str:
         return f"{self.schema}.{self.name}"
@@ -157,34 +136,35 @@ def resolve_table(conn: psycopg.Connection[Any], table: str) -> TableRef:
     return TableRef(int(oid), str(nsp), str(rel))
 
 
-def trigger_statements(ref: TableRef, channel: str) -> list[str]:
+def trigger_statements(ref: TableRef, channel: str) -> list[sql.Composed]:
     """The function (shared by every table of the schema: the channel is the trigger's argument) and
     the statement-level trigger, written so that running them again replaces what is there."""
-    function = f"{quote_ident(ref.schema)}.{quote_ident(FUNCTION)}"
+    function = sql.Identifier(ref.schema, FUNCTION)
+    trigger = sql.Identifier(TRIGGER)
     return [
-        f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $sentinel$\n"
-        "BEGIN\n"
-        "  -- Wake Sentinel's poll; the rows themselves are read through its watermark.\n"
-        "  PERFORM pg_notify(TG_ARGV[0], '');\n"
-        "  RETURN NULL;\n"
-        "END\n"
-        "$sentinel$",
-        f"DROP TRIGGER IF EXISTS {quote_ident(TRIGGER)} ON {ref.qualified}",
-        f"CREATE TRIGGER {quote_ident(TRIGGER)} AFTER INSERT ON {ref.qualified}\n"
-        f"  FOR EACH STATEMENT EXECUTE FUNCTION {function}({quote_literal(channel)})",
+        sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $sentinel$\n"
+                "BEGIN\n"
+                "  -- Wake Sentinel's poll; the rows themselves are read through its watermark.\n"
+                "  PERFORM pg_notify(TG_ARGV[0], '');\n"
+                "  RETURN NULL;\n"
+                "END\n"
+                "$sentinel$").format(function),
+        sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, ref.qualified),
+        sql.SQL("CREATE TRIGGER {} AFTER INSERT ON {}\n  FOR EACH STATEMENT EXECUTE FUNCTION {}({})").format(
+            trigger, ref.qualified, function, sql.Literal(channel)),
     ]
 
 
 def trigger_script(ref: TableRef, channel: str) -> str:
     """The statements as one script for psql, in a transaction so the table is never left without it."""
-    body = ";\n\n".join(trigger_statements(ref, channel))
+    body = ";\n\n".join(s.as_string(None) for s in trigger_statements(ref, channel))
     return f"-- Sentinel: NOTIFY {channel} after each INSERT statement on {ref}\nBEGIN;\n\n{body};\n\nCOMMIT;\n"
 
 
 def install_trigger(conn: psycopg.Connection[Any], ref: TableRef, channel: str) -> None:
     with conn.transaction():
         for statement in trigger_statements(ref, channel):
-            conn.execute(statement.encode())
+            conn.execute(statement)
 
 
 def trigger_problem(conn: psycopg.Connection[Any], ref: TableRef, channel: str) -> str | None:
@@ -285,7 +265,7 @@ class Listener:
         self._set_connected(False)
 
     def _listen(self, conn: psycopg.Connection[Any]) -> None:
-        conn.execute(f"LISTEN {quote_ident(self.channel)}".encode())
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
         if not self._checked:
             self._checked = True
             self._check_trigger(conn)

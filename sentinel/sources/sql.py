@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any, Literal
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -337,15 +338,11 @@ class SqlSource:
         self._cfg = cfg
         self._naive_tz = naive_tz
         self._url = make_url(cfg.url.get())
-        self._secrets = [v for v in (self._url.password, *self._query_secrets()) if v]
+        self._secrets = url_secrets(self._url)
         self.engine = _make_engine(self._url)
         self._shape: _Table | _Query | None = None
         self._codec: TimeCodec | None = None
         self._sample_ids: list[Any] = []
-
-    def _query_secrets(self) -> list[str]:
-        return [v for k, vs in self._url.query.items() if re.search("pass|secret|token", k, re.I)
-                for v in ([vs] if isinstance(vs, str) else vs)]
 
     # --- the Source protocol --------------------------------------------------------------------
 
@@ -463,23 +460,42 @@ class SqlSource:
             raise SourceUnavailable(self._explain(exc)) from None
 
     def _explain(self, exc: sa.exc.SQLAlchemyError) -> str:
-        # The driver's own words (not SQLAlchemy's, which append the statement and a help link).
-        orig: BaseException = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
-        text = str(orig).split("[SQL:")[0].split("(Background on this error")[0]
-        detail = "; ".join(line.strip() for line in text.splitlines() if line.strip())[:400]
-        message = f"{self.describe()}: {type(orig).__name__}: {detail}"
-        for secret in self._secrets:
-            message = message.replace(secret, "***")
-        return message
+        return f"{self.describe()}: {driver_message(exc, self._secrets)}"
+
+
+def url_secrets(url: URL) -> tuple[str, ...]:
+    """What no message may show: the password (as typed and as quoted in the URL) and the values of
+    query parameters named like secrets."""
+    found = [url.password, quote(str(url.password), safe="")] if url.password else []
+    found += [v for k, vs in url.query.items() if re.search("pass|secret|token", k, re.I)
+              for v in ([vs] if isinstance(vs, str) else vs)]
+    return tuple(str(v) for v in found if v)
+
+
+def driver_message(exc: BaseException, secrets: Sequence[str]) -> str:
+    """The driver's own words on one line (not SQLAlchemy's, which append the statement and a help
+    link), secrets masked."""
+    orig: BaseException = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+    text = str(orig).split("[SQL:")[0].split("(Background on this error")[0]
+    detail = "; ".join(line.strip() for line in text.splitlines() if line.strip())[:400]
+    message = f"{type(orig).__name__}: {detail}"
+    for secret in secrets:
+        message = message.replace(secret, "***")
+    return message
+
+
+def postgres_connect_args(application_name: str) -> dict[str, Any]:
+    """libpq settings for every connection to a PostgreSQL source; keepalives: a server that vanished
+    without a FIN is noticed in about a minute, not hours."""
+    return {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": application_name, "keepalives": 1,
+            "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 
 
 def _make_engine(url: URL) -> Engine:
     backend, driver = url.get_backend_name(), url.get_driver_name()
     args: dict[str, Any] = {}
     if backend == "postgresql" and driver in ("psycopg", "psycopg2"):
-        # keepalives: a server that vanished without a FIN is noticed in about a minute, not hours
-        args = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "sentinel", "keepalives": 1,
-                "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+        args = postgres_connect_args("sentinel")
     elif backend in ("mysql", "mariadb") and driver in ("pymysql", "mysqldb"):
         args = {"connect_timeout": CONNECT_TIMEOUT_S, "read_timeout": READ_TIMEOUT_S,
                 "write_timeout": READ_TIMEOUT_S}
