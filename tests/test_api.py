@@ -168,7 +168,7 @@ def test_messages_carry_a_working_ack_link(running: tuple[Daemon, str, Path]) ->
     from sentinel.notify import outbox
 
     with daemon.store.reading() as conn:
-        msg = outbox.head(conn, "cs-team")
+        msg = next(iter(outbox.upcoming(conn, "cs-team", 1)), None)
     assert msg is not None
     link = msg.payload["views"][0]["ack_url"]
     assert link.startswith("https://sentinel.example/ack/")

@@ -67,16 +67,9 @@ def enqueue(conn: Connection, receiver: str, kind: str, tier: Tier, views: Seque
     return int(res.inserted_primary_key[0])  # type: ignore[index]
 
 
-def head(conn: Connection, receiver: str) -> OutboxMessage | None:
-    """The receiver's oldest unfinished message (FIFO: a resolution never overtakes its firing)."""
-    row = conn.execute(select(outbox).where(outbox.c.receiver == receiver, outbox.c.status.in_((PENDING, SENDING)))
-                       .order_by(outbox.c.id).limit(1)).mappings().first()
-    return None if row is None else OutboxMessage.from_row(row)
-
-
 def upcoming(conn: Connection, receiver: str, limit: int) -> list[OutboxMessage]:
-    """The receiver's next `limit` unfinished messages in FIFO order, read in one query, so a burst
-    costs one read per `limit` messages instead of one per message."""
+    """The receiver's next `limit` unfinished messages in FIFO order (a resolution never overtakes its
+    firing), read in one query, so a burst costs one read per `limit` messages instead of one per message."""
     rows = conn.execute(select(outbox).where(outbox.c.receiver == receiver,
                                              outbox.c.status.in_((PENDING, SENDING)))
                         .order_by(outbox.c.id).limit(limit)).mappings().all()
