@@ -146,7 +146,7 @@ class Daemon:
         self._cycle_lock = threading.RLock()
         self._alive = time.monotonic()
         interval = cfg.source.poll_interval.total_seconds()
-        self.poller = Waker("poll", self._poll_step, interval)
+        self.poller = Waker("poll", self.poll_job, interval)
         self.wakers: list[Waker] = [self.poller]  # started after the scheduler, stopped before it
         self._register_endpoints()
 
@@ -255,12 +255,6 @@ class Daemon:
     def wake_poll(self) -> None:
         """Poll as soon as possible (a LISTEN/NOTIFY wake-up); `poll_interval` stays the safety net."""
         self.poller.wake()
-
-    def _poll_step(self) -> float | None:
-        if self._stop.is_set():
-            return None
-        self.poll_job()
-        return None
 
     def poll_job(self) -> None:
         """One scheduled poll; during a burst it keeps polling until the source is drained."""

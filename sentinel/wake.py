@@ -13,6 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from sentinel.logs import fields
+
 log = logging.getLogger("sentinel.wake")
 
 Step = Callable[[], float | None]
@@ -72,7 +74,7 @@ class Waker:
             try:
                 again = self.step()
             except Exception:
-                log.exception("stage step failed", extra={"fields": {"stage": self.name}})
+                log.exception("stage step failed", extra=fields(stage=self.name))
                 again = None
             self.runs += 1
             if again is not None:

@@ -255,7 +255,7 @@ class DeliveryWorker:
         # the flag survives a reload that replaces the runner (the lock is shared, the flag must be too).
         self._again: set[str] = set()
         self._again_lock = threading.Lock()
-        self.waker = Waker("deliver", self._step, safety_interval_s or self.SAFETY_INTERVAL_S)
+        self.waker = Waker("deliver", self.tick, safety_interval_s or self.SAFETY_INTERVAL_S)
         self._commits = GroupCommit(store)
         self._build(cfg)
 
@@ -342,13 +342,9 @@ class DeliveryWorker:
         never race a drain they did not start."""
         self.waker.wake()
 
-    def _step(self) -> float | None:
-        """The waker's step: every idle receiver drains; each drain posts its own next due time."""
-        self.tick()
-        return None
-
     def tick(self) -> None:
-        """Start a drain for every idle receiver; a busy one drains again right after its drain."""
+        """The waker's step: a drain for every idle receiver (each posts its own next due time); a busy
+        one drains again right after its drain."""
         if self._pool is None or self._stopping.is_set():
             return
         self._close_retired()
