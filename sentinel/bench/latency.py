@@ -86,10 +86,11 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any, Protocol
 from zoneinfo import ZoneInfo
+
+from sentinel.http import App, Request, Response, Server
 
 SURGE_RULE = "type-surge"
 STREAK_RULE = "same-type-streak"
@@ -131,59 +132,48 @@ class BenchError(Exception):
 
 
 class Sink:
-    """Records the arrival time of the first firing message per (path, rule, type), and every body.
+    """Records the arrival time of the first firing message per (path, rule, type), and counts the bodies
+    per path.
 
     Both Sentinel's `webhook` receiver and Alertmanager's `webhook_config` send the Alertmanager format, so
     one parser serves all systems: an alert names a surge by its `rule` and `type` labels (the peer's
-    alerting rule sets `rule` too).
+    alerting rule sets `rule` too). Served by `sentinel.http` (waitress, which sets TCP_NODELAY: no reply
+    waits out the sender's 40 ms delayed ACK); the handler runs once waitress has the whole request.
     """
 
     def __init__(self) -> None:
         self.first: dict[tuple[str, str, str], float] = {}
-        self.bodies: list[tuple[float, str, Any]] = []
+        self.received: dict[str, int] = {}
         self._lock = threading.Lock()
-        sink = self
+        app = App()
+        app.route("POST", "/<system>", self._post)
+        self.server = Server(app, "127.0.0.1:0")
 
-        class Handler(BaseHTTPRequestHandler):
-            disable_nagle_algorithm = True  # else every reply waits out the sender's delayed ACK (40 ms)
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                arrived = time.time()
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                sink.record(arrived, urllib.parse.urlsplit(self.path).path, raw)
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, name="latency-sink", daemon=True)
+    def _post(self, req: Request) -> Response:
+        self.record(time.time(), req.params["system"], req.body)
+        return Response()
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/{path}"
+        return f"{self.server.url}/{path}"
 
     def start(self) -> None:
-        self._thread.start()
+        self.server.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
     def record(self, arrived: float, path: str, raw: bytes) -> None:
         try:
             body = json.loads(raw)
         except ValueError:
-            body = {"unparsable": raw.decode("utf-8", "replace")}
+            body = {}
         alerts = body.get("alerts", []) if isinstance(body, dict) else []
         with self._lock:
-            self.bodies.append((arrived, path, body))
+            self.received[path] = self.received.get(path, 0) + 1
             for alert in alerts:
                 labels = alert.get("labels", {}) if isinstance(alert, dict) else {}
                 if alert.get("status") == "firing":
-                    key = (path.strip("/"), str(labels.get("rule", "")), str(labels.get("type", "")))
+                    key = (path, str(labels.get("rule", "")), str(labels.get("type", "")))
                     self.first.setdefault(key, arrived)
 
     def arrival(self, path: str, rule: str, type_: str) -> float | None:
@@ -192,7 +182,7 @@ class Sink:
 
     def count(self, path: str) -> int:
         with self._lock:
-            return sum(1 for _t, p, _b in self.bodies if p.strip("/") == path)
+            return self.received.get(path, 0)
 
 
 # --- the peer's exporter ---------------------------------------------------------------------------
@@ -204,41 +194,17 @@ def _label(value: str) -> str:
 
 class Exporter:
     """`/metrics` for the peer: the complaint stream as counters, plus today's count and the 7-day daily
-    mean per type (why gauges: see the module docstring)."""
+    mean per type (why gauges: see the module docstring). `app()` serves it over `sentinel.http`."""
 
     def __init__(self) -> None:
         self.daily: dict[str, dict[date, int]] = {}
         self._lock = threading.Lock()
-        exporter = self
 
-        class Handler(BaseHTTPRequestHandler):
-            disable_nagle_algorithm = True  # else every reply waits out the sender's delayed ACK (40 ms)
-
-            def do_GET(self) -> None:
-                data = exporter.render().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, name="latency-exporter", daemon=True)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def app(self) -> App:
+        app = App()
+        app.route("GET", "/metrics", lambda _req: Response(
+            200, self.render().encode(), "text/plain; version=0.0.4; charset=utf-8"))
+        return app
 
     def add(self, rows: Sequence[Row]) -> None:
         with self._lock:
@@ -764,7 +730,7 @@ def run_sentinel(ctx: Context, setting: str) -> list[Measurement]:
         table.close()
 
 
-def _peer_configs(ctx: Context, setting: str, exporter: Exporter, am_port: int) -> tuple[Path, Path]:
+def _peer_configs(ctx: Context, setting: str, exporter_address: str, am_port: int) -> tuple[Path, Path]:
     import yaml
 
     s = PEER[setting]
@@ -778,7 +744,7 @@ def _peer_configs(ctx: Context, setting: str, exporter: Exporter, am_port: int) 
     prom = {
         "global": {"scrape_interval": s["scrape_interval"], "evaluation_interval": s["evaluation_interval"]},
         "rule_files": [str(here / "rules.yml")],
-        "scrape_configs": [{"job_name": "complaints", "static_configs": [{"targets": [exporter.address]}]}],
+        "scrape_configs": [{"job_name": "complaints", "static_configs": [{"targets": [exporter_address]}]}],
         "alerting": {"alertmanagers": [{"api_version": "v2",
                                         "static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
     }
@@ -833,7 +799,8 @@ def run_peer(ctx: Context, settings: Sequence[str]) -> list[Measurement]:
                          "with --systems sentinel-quickstart,sentinel-fastest")
     ctx.settings["peer_versions"] = {"prometheus": _version(prometheus), "alertmanager": _version(alertmanager)}
     exporter = Exporter()
-    exporter.start()
+    exporter_server = Server(exporter.app(), "127.0.0.1:0")
+    exporter_server.start()
     table = SqliteTable(ctx.workdir / "peer-crm.db")
     started: list[Proc] = []
     try:
@@ -842,7 +809,7 @@ def run_peer(ctx: Context, settings: Sequence[str]) -> list[Measurement]:
         ready: list[tuple[str, Proc]] = []
         for setting in settings:
             am_port, prom_port = free_port(), free_port()
-            prom_cfg, am_cfg = _peer_configs(ctx, setting, exporter, am_port)
+            prom_cfg, am_cfg = _peer_configs(ctx, setting, f"127.0.0.1:{exporter_server.port}", am_port)
             data = ctx.workdir / f"peer-{setting}"
             am = ctx.procs.start(f"alertmanager-{setting}", [
                 alertmanager, f"--config.file={am_cfg}", f"--storage.path={data / 'am-data'}",
@@ -873,7 +840,7 @@ def run_peer(ctx: Context, settings: Sequence[str]) -> list[Measurement]:
         for proc in started:
             ctx.procs.stop(proc)
         table.close()
-        exporter.stop()
+        exporter_server.stop()
 
 
 # --- delivery throughput and footprint (other modules, when present) ------------------------------
