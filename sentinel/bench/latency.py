@@ -71,8 +71,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -87,13 +85,29 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
+from sentinel.bench.common import (
+    STREAK_RULE,
+    SURGE_RULE,
+    BenchError,
+    Proc,
+    Processes,
+    Row,
+    SqliteTable,
+    Table,
+    quickstart_config,
+    sentinel_command,
+    sentinel_env,
+    start_sentinel,
+    to_toml,
+    wait_http,
+)
+from sentinel.demo import free_port
 from sentinel.http import App, Request, Response, Server
+from sentinel.simulate import CHANNELS
 
-SURGE_RULE = "type-surge"
-STREAK_RULE = "same-type-streak"
 MIN_COUNT = 10  # threshold defaults of the README quick start
 FACTOR = 1.5
 BASELINE_DAYS = 7
@@ -102,7 +116,6 @@ HISTORY_DAYS = 8  # baseline_days + 1: what the first start backfills
 TZ = ZoneInfo("Asia/Shanghai")
 # 40 a day, in the seeds' proportions (系统操作错误 30.7 %, 服务态度, 物流配送延误, 产品相关, 其他)
 HISTORY_TYPES: dict[str, int] = {"系统操作错误": 12, "服务态度": 10, "物流配送延误": 9, "产品相关": 5, "其他": 4}
-CHANNELS = ("官网客服", "微信公众号", "电话热线", "其他渠道")
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -122,10 +135,6 @@ PEER: dict[str, dict[str, str]] = {
     "aggressive": {"scrape_interval": "1s", "evaluation_interval": "1s", "group_wait": "0s"},
 }
 PEER_RULE = (f"complaints_today >= {MIN_COUNT} and complaints_today > {FACTOR} * complaints_baseline_daily_mean")
-
-
-class BenchError(Exception):
-    """Something the benchmark needs did not work; the message says what, with the process log tail."""
 
 
 # --- the webhook sink ------------------------------------------------------------------------------
@@ -230,46 +239,6 @@ class Exporter:
 # --- the complaint table ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    id: int
-    created_at: datetime  # naive UTC, as many CRMs keep it (the quick start's `timezone = "UTC"`)
-    type: str
-    channel: str
-
-
-class Table(Protocol):
-    url: str  # what Sentinel's `[source] url` says
-    name: str
-
-    def insert(self, rows: Sequence[Row]) -> float:
-        """Insert and commit; return `time.time()` right after the COMMIT."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class SqliteTable:
-    def __init__(self, path: Path) -> None:
-        self.url = f"sqlite:///{path}"
-        self.name = "complaints"
-        self._db = sqlite3.connect(path, timeout=30)
-        self._db.execute("CREATE TABLE complaints (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, "
-                         "category TEXT, channel TEXT)")
-        self._db.execute("CREATE INDEX ix_complaints_created_at_id ON complaints (created_at, id)")
-        self._db.commit()
-
-    def insert(self, rows: Sequence[Row]) -> float:
-        self._db.executemany("INSERT INTO complaints VALUES (?, ?, ?, ?)",
-                             [(r.id, r.created_at.isoformat(sep=" ", timespec="microseconds"), r.type, r.channel)
-                              for r in rows])
-        self._db.commit()
-        return time.time()
-
-    def close(self) -> None:
-        self._db.close()
-
-
 def _libpq(url: str) -> str:
     """`postgresql+psycopg://user@host:port/db` -> a libpq URL, refusing any host but this machine."""
     parts = urllib.parse.urlsplit(url)
@@ -366,136 +335,7 @@ class Stream:
         return self.insert([type_])
 
 
-# --- processes -------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    log: IO[bytes]
-
-    def tail(self, chars: int = 3000) -> str:
-        self.log.flush()
-        return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
-
-    def wait_for_log(self, needle: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if needle in self.log_path.read_text(encoding="utf-8", errors="replace"):
-                return
-            if self.popen.poll() is not None:
-                raise BenchError(f"{self.name} exited with status {self.popen.returncode}:\n{self.tail()}")
-            time.sleep(0.1)
-        raise BenchError(f"{self.name}: no {needle!r} in its log within {timeout:.0f} s:\n{self.tail()}")
-
-
-class Processes:
-    """Every process the benchmark starts, each in its own process group, so stopping one stops whatever it
-    started too. `stop_all` is safe to call more than once (and from `finally`)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.procs: list[Proc] = []
-
-    def start(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Proc:
-        log_path = self.workdir / f"{name}.log"
-        log = log_path.open("wb")
-        try:
-            popen = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                     env=dict(env) if env is not None else None, start_new_session=True)
-        except OSError:
-            log.close()
-            raise
-        proc = Proc(name, popen, log_path, log)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc: Proc) -> None:
-        if proc.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.popen.pid, signal.SIGTERM)
-            try:
-                proc.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.popen.pid, signal.SIGKILL)
-                proc.popen.wait(10)
-        with contextlib.suppress(ProcessLookupError):  # anything the process left behind in its group
-            os.killpg(proc.popen.pid, signal.SIGKILL)
-        proc.log.close()
-        if proc in self.procs:
-            self.procs.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in list(reversed(self.procs)):
-            self.stop(proc)
-
-
-def wait_http(url: str, timeout: float, proc: Proc | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        if proc is not None and proc.popen.poll() is not None:
-            raise BenchError(f"{proc.name} exited with status {proc.popen.returncode}:\n{proc.tail()}")
-        time.sleep(0.1)
-    raise BenchError(f"{url} not ready within {timeout:.0f} s" + (f":\n{proc.tail()}" if proc else ""))
-
-
-def sentinel_env() -> dict[str, str]:
-    """The environment without `SENTINEL_*`: those would override keys of the benchmark's config file."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("SENTINEL_", "NOTIFY_SOCKET", "WATCHDOG_"))}
-
-
 # --- Sentinel's configuration ----------------------------------------------------------------------
-
-
-def _toml_key(key: str) -> str:
-    return key if key and all(c.isalnum() or c in "_-" for c in key) and key.isascii() else json.dumps(key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # JSON's escapes are valid in TOML basic strings
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
-
-
-def to_toml(cfg: Mapping[str, Any]) -> str:
-    """The few shapes a Sentinel config needs: scalars, tables of scalars/inline tables, arrays of tables."""
-    head, tables, arrays = [], [], []
-    for key, value in cfg.items():
-        if isinstance(value, dict):
-            tables.append(f"\n[{_toml_key(key)}]")
-            tables += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()]
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            for item in value:
-                arrays.append(f"\n[[{_toml_key(key)}]]")
-                arrays += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in item.items()]
-        elif isinstance(value, list) and not value:
-            continue  # an empty list of tables is the default
-        else:
-            head.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    return "\n".join(head + tables + arrays) + "\n"
 
 
 def apply_override(cfg: dict[str, Any], dotted: str, value: Any) -> None:
@@ -533,25 +373,10 @@ def parse_override(text: str) -> tuple[str | None, str, Any]:
     return target, key.strip(), value
 
 
-def quickstart_config(table: Table, state_url: str, sink_url: str) -> dict[str, Any]:
-    """README "Quick start against your own database", with a webhook receiver instead of WeCom (and the two
-    deviations of the module docstring: a free port, and grouping by rule and type)."""
-    return {
-        "timezone": "Asia/Shanghai",
-        "state_url": state_url,
-        "listen": "127.0.0.1:0",
-        "source": {"url": table.url, "table": table.name,
-                   "columns": {"id": "id", "created_at": "created_at", "type": "category", "channel": "channel"},
-                   "timezone": "UTC"},
-        "rules": [{"name": SURGE_RULE, "kind": "threshold"}, {"name": STREAK_RULE, "kind": "streak"}],
-        "receivers": [{"name": "sink", "kind": "webhook", "url": sink_url}],
-        "routes": [{"receivers": ["sink"], "group_by": ["rule", "type"]}],
-    }
-
-
 def sentinel_config(setting: str, table: Table, state_url: str, sink_url: str,
                     overrides: Sequence[tuple[str | None, str, Any]]) -> dict[str, Any]:
-    cfg = quickstart_config(table, state_url, sink_url)
+    cfg = quickstart_config(table.url, table.name, state_url, {"name": "sink", "kind": "webhook", "url": sink_url})
+    cfg["routes"] = [{"receivers": ["sink"], "group_by": ["rule", "type"]}]  # see the module docstring
     if setting == "fastest":
         for key, value in FASTEST_OVERRIDES.items():
             apply_override(cfg, key, value)
@@ -667,17 +492,13 @@ class Context:
     notes: list[str] = field(default_factory=list)
 
 
-def _sentinel_cli() -> list[str]:
-    return [sys.executable, "-m", "sentinel.cli"]
-
-
 def _install_notify_trigger(ctx: Context, config: Path) -> str:
     """`sentinel db notify-trigger --apply` when this build has it (the LISTEN/NOTIFY wake-up of issue 10)."""
-    helptext = subprocess.run([*_sentinel_cli(), "db", "--help"], capture_output=True, text=True, timeout=60,
+    helptext = subprocess.run([*sentinel_command(), "db", "--help"], capture_output=True, text=True, timeout=60,
                               env=sentinel_env(), check=False).stdout
     if "notify-trigger" not in helptext:
         return "not available in this build (polling only)"
-    done = subprocess.run([*_sentinel_cli(), "db", "notify-trigger", "--config", str(config), "--apply"],
+    done = subprocess.run([*sentinel_command(), "db", "notify-trigger", "--config", str(config), "--apply"],
                           capture_output=True, text=True, timeout=60, env=sentinel_env(), check=False)
     if done.returncode != 0:
         raise BenchError(f"sentinel db notify-trigger --apply failed ({done.returncode}):\n{done.stderr[-2000:]}")
@@ -713,8 +534,7 @@ def run_sentinel(ctx: Context, setting: str) -> list[Measurement]:
             info["notify_trigger"] = _install_notify_trigger(ctx, path)
         ctx.settings[system] = info
         started = time.monotonic()
-        proc = ctx.procs.start(system, [*_sentinel_cli(), "run", "--config", str(path)], sentinel_env())
-        proc.wait_for_log("backfill finished", timeout=120)
+        proc = start_sentinel(ctx.procs, system, path, timeout=120)
         info["start_to_backfilled_s"] = round(time.monotonic() - started, 2)
         print(f"{system}: backfilled {seeded} rows in {info['start_to_backfilled_s']} s; "
               f"{ctx.surges} surges and {ctx.streaks} streaks, about every {ctx.args.spacing} s", flush=True)
