@@ -425,14 +425,14 @@ def summarize(ms: Sequence[Measurement]) -> dict[str, Any]:
     return out
 
 
-def wait_all(sink: Sink, ms: Sequence[Measurement], path: Callable[[Measurement], str], timeout: float) -> None:
+def wait_all(sink: Sink, ms: Sequence[Measurement], timeout: float) -> None:
     """Until every measurement has its message or has waited `timeout` since its commit."""
     while True:
         now = time.time()
         pending = False
         for m in ms:
             if m.arrived is None:
-                m.arrived = sink.arrival(path(m), m.rule, m.type)
+                m.arrived = sink.arrival(m.system, m.rule, m.type)
                 if m.arrived is None and now < m.committed + timeout:
                     pending = True
         if not pending:
@@ -539,7 +539,7 @@ def run_sentinel(ctx: Context, setting: str) -> list[Measurement]:
         print(f"{system}: backfilled {seeded} rows in {info['start_to_backfilled_s']} s; "
               f"{ctx.surges} surges and {ctx.streaks} streaks, about every {ctx.args.spacing} s", flush=True)
         ms = drive(stream, schedule(ctx.surges, ctx.streaks), ctx.args.spacing, setting[0], [system], ctx.rng)
-        wait_all(ctx.sink, ms, lambda m: m.system, ctx.args.timeout)
+        wait_all(ctx.sink, ms, ctx.args.timeout)
         if proc.popen.poll() is not None:
             raise BenchError(f"{system} exited during the run ({proc.popen.returncode}):\n{proc.tail()}")
         info["messages_received"] = ctx.sink.count(system)
@@ -649,7 +649,7 @@ def run_peer(ctx: Context, settings: Sequence[str]) -> list[Measurement]:
         print(f"peer ({', '.join(settings)}): {ctx.peer_surges} surges, a pair about every {ctx.args.peer_spacing} s",
               flush=True)
         ms = drive(stream, schedule(ctx.peer_surges, 0), ctx.args.peer_spacing, "p", systems, ctx.rng)
-        wait_all(ctx.sink, ms, lambda m: m.system, ctx.args.timeout)
+        wait_all(ctx.sink, ms, ctx.args.timeout)
         for system in systems:
             ctx.settings[system]["messages_received"] = ctx.sink.count(system)
         for proc in started:
