@@ -55,14 +55,13 @@ written) or a process failed (the error says which, with its log); 2 on bad argu
 Figures: p50, p90, p99 and max (seconds, linear interpolation between ranks) per system, setting and
 rule, and each Sentinel figure over the peer's in the same run (`quickstart` against `typical`, `fastest`
 against `aggressive`). The report also carries delivery throughput and footprint from
-`sentinel.bench.delivery` and `sentinel.bench.footprint` when those modules exist.
+`sentinel.bench.delivery` and `sentinel.bench.footprint` (unless `--no-extras`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import itertools
 import json
 import math
@@ -81,7 +80,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -663,32 +662,18 @@ def run_peer(ctx: Context, settings: Sequence[str]) -> list[Measurement]:
         exporter_server.stop()
 
 
-# --- delivery throughput and footprint (other modules, when present) ------------------------------
-
-
-def _optional(module: str, call: Callable[[Any], dict[str, Any]]) -> dict[str, Any] | str:
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        if exc.name == module:
-            return "not measured: module missing"
-        return f"not measured: {module} failed to import ({exc})"
-    return call(mod)
+# --- delivery throughput and footprint ------------------------------------------------------------
 
 
 def extras(quick: bool) -> dict[str, Any]:
+    from sentinel.bench.delivery import measure_throughput
+    from sentinel.bench.footprint import measure_footprint
+
     messages = 300 if quick else 2000
     seconds = 20.0 if quick else 120.0
-
-    def delivery(mod: Any) -> dict[str, Any]:
-        return {"messages": messages, "one_receiver": dict(mod.measure_throughput(1, messages)),
-                "ten_receivers": dict(mod.measure_throughput(10, messages))}
-
-    def footprint(mod: Any) -> dict[str, Any]:
-        return {"seconds": seconds, **dict(mod.measure_footprint(seconds))}
-
-    return {"delivery": _optional("sentinel.bench.delivery", delivery),
-            "footprint": _optional("sentinel.bench.footprint", footprint)}
+    return {"delivery": {"messages": messages, "one_receiver": measure_throughput(1, messages),
+                         "ten_receivers": measure_throughput(10, messages)},
+            "footprint": {"seconds": seconds, **measure_footprint(seconds)}}
 
 
 # --- report ----------------------------------------------------------------------------------------
