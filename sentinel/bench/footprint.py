@@ -21,14 +21,12 @@ import argparse
 import json
 import os
 import random
-import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from sentinel.bench import common
 from sentinel.bench.common import Processes, Row, SqliteTable, start_sentinel, to_toml, wait_http
@@ -192,13 +190,3 @@ def _proc_status(pid: int) -> dict[str, int]:
             out[key] = int(value.split()[0])
     return out
 
-
-def main(argv: list[str] | None = None) -> Any:
-    """`python -m sentinel.bench.footprint` without the rest of the CLI."""
-    parser = argparse.ArgumentParser(prog="sentinel bench footprint")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
