@@ -491,12 +491,8 @@ class Context:
     notes: list[str] = field(default_factory=list)
 
 
-def _install_notify_trigger(ctx: Context, config: Path) -> str:
-    """`sentinel db notify-trigger --apply` when this build has it (the LISTEN/NOTIFY wake-up of issue 10)."""
-    helptext = subprocess.run([*sentinel_command(), "db", "--help"], capture_output=True, text=True, timeout=60,
-                              env=sentinel_env(), check=False).stdout
-    if "notify-trigger" not in helptext:
-        return "not available in this build (polling only)"
+def _install_notify_trigger(config: Path) -> str:
+    """`sentinel db notify-trigger --apply`: every insert wakes the poll (LISTEN/NOTIFY)."""
     done = subprocess.run([*sentinel_command(), "db", "notify-trigger", "--config", str(config), "--apply"],
                           capture_output=True, text=True, timeout=60, env=sentinel_env(), check=False)
     if done.returncode != 0:
@@ -530,7 +526,7 @@ def run_sentinel(ctx: Context, setting: str) -> list[Measurement]:
         info: dict[str, Any] = {"source": "postgresql" if setting == "fastest" else "sqlite",
                                 "history_rows": seeded, "config": cfg}
         if setting == "fastest":
-            info["notify_trigger"] = _install_notify_trigger(ctx, path)
+            info["notify_trigger"] = _install_notify_trigger(path)
         ctx.settings[system] = info
         started = time.monotonic()
         proc = start_sentinel(ctx.procs, system, path, timeout=120)
