@@ -23,16 +23,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sentinel.config import Config, ReceiverConfig
 from sentinel.http import App, Request, Response, Server
-from sentinel.metrics import Metrics
-from sentinel.model import Tier
-from sentinel.notify import outbox
-from sentinel.notify.views import AlertView
-from sentinel.notify.worker import DeliveryWorker
-from sentinel.store import Store
+
+if TYPE_CHECKING:  # the rest inside the functions: the CLI imports this module to build its options
+    from sentinel.notify.views import AlertView
+    from sentinel.store import Store
 
 DEFAULT_MESSAGES = 300
 DEFAULT_RECEIVERS = (1, 10)
@@ -175,6 +172,9 @@ def sink(threads: int) -> Iterator[RemoteSink]:
 
 def _view(i: int) -> AlertView:
     """A typical firing alert: one complaint type surging, with samples, as the dispatcher writes it."""
+    from sentinel.model import Tier
+    from sentinel.notify.views import AlertView
+
     at = datetime(2025, 7, 8, 10, 0, tzinfo=UTC)
     return AlertView(rule="type-surge", kind="threshold", state="firing", tier=Tier.LIGHT,
                      labels={"type": f"物流配送延误{i % 50}"}, value=61.0, baseline=40.0, ratio=1.525, started=at,
@@ -184,6 +184,9 @@ def _view(i: int) -> AlertView:
 
 def _fill(store: Store, names: list[str], messages: int) -> None:
     """`messages` per receiver, interleaved as a storm over several receivers would queue them."""
+    from sentinel.model import Tier
+    from sentinel.notify import outbox
+
     now = int(time.time() * 1_000_000)
     with store.transaction() as conn:
         for i in range(messages):
@@ -197,6 +200,12 @@ def measure_throughput(receivers: int, messages: int) -> dict[str, float]:
     last arrival; also per receiver, the worker process's CPU time per message (a loaded machine disturbs
     it less than the wall clock), the claim transactions per message (below 1 when receivers share
     commits), and whether every message arrived once and in order."""
+    from sentinel.config import Config, ReceiverConfig
+    from sentinel.metrics import Metrics
+    from sentinel.notify import outbox
+    from sentinel.notify.worker import DeliveryWorker
+    from sentinel.store import Store
+
     with (tempfile.TemporaryDirectory(prefix="sentinel-bench-delivery-") as tmp, sink(receivers) as s,
           daemon_logging(Path(tmp) / "sentinel.log")):
         names = [f"hook{i}" for i in range(receivers)]
