@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import IO, Any
 
+from sentinel.http import App, Request, Response, Server
+
 SINK_KEY = "demo"
+PATH = "/cgi-bin/webhook/send"
 
 
 class ChatSink:
@@ -17,43 +19,27 @@ class ChatSink:
         self.count = 0
         self.messages: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        sink = self
+        app = App()
+        app.route("POST", PATH, self._post)
+        self.server = Server(app, "127.0.0.1:0")
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                try:
-                    body = json.loads(self.rfile.read(length) or b"{}")
-                except json.JSONDecodeError:
-                    self._answer({"errcode": 40001, "errmsg": "invalid json"})
-                    return
-                sink.show(body)
-                self._answer({"errcode": 0, "errmsg": "ok"})
-
-            def _answer(self, obj: dict[str, Any]) -> None:
-                data = json.dumps(obj).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self.server.serve_forever, name="chat-sink", daemon=True)
+    def _post(self, req: Request) -> Response:
+        try:
+            body = json.loads(req.body or b"{}")
+        except json.JSONDecodeError:
+            return Response.json({"errcode": 40001, "errmsg": "invalid json"})
+        self.show(body)
+        return Response.json({"errcode": 0, "errmsg": "ok"})
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/cgi-bin/webhook/send?key={SINK_KEY}"
+        return f"{self.server.url}{PATH}?key={SINK_KEY}"
 
     def start(self) -> None:
-        self._thread.start()
+        self.server.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
     def show(self, body: dict[str, Any]) -> None:
         from rich.console import Console

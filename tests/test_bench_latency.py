@@ -85,16 +85,13 @@ def test_schedule_pairs_surges_and_spreads_streaks() -> None:
 
 def test_exporter_fires_at_the_tenth_row_of_a_new_type_and_knows_the_baseline() -> None:
     exporter = Exporter()
-    try:
-        today = datetime.now(TZ).replace(hour=12, minute=0, second=0, microsecond=0)
-        history = [Row(i, (today - timedelta(days=1 + i % 8)).astimezone(UTC).replace(tzinfo=None), "known", "c")
-                   for i in range(80)]
-        exporter.add(history)
-        new = [Row(100 + i, datetime.now(UTC).replace(tzinfo=None), "surge-1", "c") for i in range(MIN_COUNT)]
-        exporter.add(new)
-        text = exporter.render()
-    finally:
-        exporter.server.server_close()
+    today = datetime.now(TZ).replace(hour=12, minute=0, second=0, microsecond=0)
+    history = [Row(i, (today - timedelta(days=1 + i % 8)).astimezone(UTC).replace(tzinfo=None), "known", "c")
+               for i in range(80)]
+    exporter.add(history)
+    new = [Row(100 + i, datetime.now(UTC).replace(tzinfo=None), "surge-1", "c") for i in range(MIN_COUNT)]
+    exporter.add(new)
+    text = exporter.render()
     # 10 a day on each of the previous 8 days: the mean over the 7 before today is 10
     assert f'complaints_baseline_daily_mean{{type="known"}} {70 / BASELINE_DAYS}' in text
     assert 'complaints_today{type="known"} 0' in text

@@ -22,17 +22,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sentinel.config import Config, ReceiverConfig
-from sentinel.metrics import Metrics
-from sentinel.model import Tier
-from sentinel.notify import outbox
-from sentinel.notify.views import AlertView
-from sentinel.notify.worker import DeliveryWorker
-from sentinel.store import Store
+from sentinel.http import App, Request, Response, Server
+
+if TYPE_CHECKING:  # the rest inside the functions: the CLI imports this module to build its options
+    from sentinel.notify.views import AlertView
+    from sentinel.store import Store
 
 DEFAULT_MESSAGES = 300
 DEFAULT_RECEIVERS = (1, 10)
@@ -43,40 +40,25 @@ ANSWER = b'{"ok":true}'
 class Sink:
     """A local webhook endpoint that records requests per path and answers 200 with a small JSON body.
 
-    Nagle's algorithm is off on its sockets: a Python server writes the status line and headers, then
-    the body, and with Nagle on, the body waits out the client's 40 ms delayed ACK; the benchmark would
-    then measure that stall (about 20 messages/s whatever the worker does), not the worker."""
+    Served by `sentinel.http` (waitress): keep-alive, as a chat tool's front end offers, and TCP_NODELAY on
+    its sockets. With Nagle on, a reply's body would wait out the client's 40 ms delayed ACK; the benchmark
+    would then measure that stall (about 20 messages/s whatever the worker does), not the worker."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int) -> None:
         self.delivery_ids: dict[str, list[str]] = {}
         self.total = 0
         self._cond = threading.Condition()
-        sink = self
+        app = App()
+        app.route("POST", "/<receiver>", self._post)
+        self.server = Server(app, "127.0.0.1:0", threads=threads)  # one per receiver: no request queues
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as a chat tool's front end offers
-            disable_nagle_algorithm = True
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
-                sink.seen(self.path, self.headers.get("X-Sentinel-Delivery", ""))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(ANSWER)))
-                self.end_headers()
-                self.wfile.write(ANSWER)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, name="bench-sink", daemon=True)
+    def _post(self, req: Request) -> Response:
+        self.seen(req.path, req.headers.get("x-sentinel-delivery", ""))
+        return Response(200, ANSWER, "application/json")
 
     @property
     def port(self) -> int:
-        return int(self.server.server_address[1])
+        return self.server.port
 
     def seen(self, path: str, delivery_id: str) -> None:
         with self._cond:
@@ -89,18 +71,17 @@ class Sink:
             return self._cond.wait_for(lambda: self.total >= n, timeout_s)
 
     def start(self) -> None:
-        self._thread.start()
+        self.server.start()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
-def serve_stdio() -> None:
+def serve_stdio(threads: int) -> None:
     """The sink's own process: the chat tool is not in the daemon's process, so its request handling
     must not compete with the worker for the interpreter lock. It prints its port, then answers one
     JSON line per command line on stdin: `wait N` (true once N requests arrived), `ids`, `stop`."""
-    s = Sink()
+    s = Sink(threads)
     s.start()
     print(s.port, flush=True)
     try:
@@ -121,8 +102,8 @@ class RemoteSink:
     """The parent's handle on the sink process (a plain subprocess: importing this module from any
     script, with or without a `__main__` guard, works)."""
 
-    def __init__(self) -> None:
-        code = "from sentinel.bench.delivery import serve_stdio; serve_stdio()"
+    def __init__(self, threads: int) -> None:
+        code = f"from sentinel.bench.delivery import serve_stdio; serve_stdio({int(threads)})"
         self._proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       text=True, encoding="utf-8")
         self.base = f"http://127.0.0.1:{int(self._read())}"
@@ -181,8 +162,8 @@ def daemon_logging(path: Path) -> Iterator[None]:
 
 
 @contextmanager
-def sink() -> Iterator[RemoteSink]:
-    s = RemoteSink()
+def sink(threads: int) -> Iterator[RemoteSink]:
+    s = RemoteSink(threads)
     try:
         yield s
     finally:
@@ -191,6 +172,9 @@ def sink() -> Iterator[RemoteSink]:
 
 def _view(i: int) -> AlertView:
     """A typical firing alert: one complaint type surging, with samples, as the dispatcher writes it."""
+    from sentinel.model import Tier
+    from sentinel.notify.views import AlertView
+
     at = datetime(2025, 7, 8, 10, 0, tzinfo=UTC)
     return AlertView(rule="type-surge", kind="threshold", state="firing", tier=Tier.LIGHT,
                      labels={"type": f"物流配送延误{i % 50}"}, value=61.0, baseline=40.0, ratio=1.525, started=at,
@@ -200,6 +184,9 @@ def _view(i: int) -> AlertView:
 
 def _fill(store: Store, names: list[str], messages: int) -> None:
     """`messages` per receiver, interleaved as a storm over several receivers would queue them."""
+    from sentinel.model import Tier
+    from sentinel.notify import outbox
+
     now = int(time.time() * 1_000_000)
     with store.transaction() as conn:
         for i in range(messages):
@@ -213,7 +200,13 @@ def measure_throughput(receivers: int, messages: int) -> dict[str, float]:
     last arrival; also per receiver, the worker process's CPU time per message (a loaded machine disturbs
     it less than the wall clock), the claim transactions per message (below 1 when receivers share
     commits), and whether every message arrived once and in order."""
-    with (tempfile.TemporaryDirectory(prefix="sentinel-bench-delivery-") as tmp, sink() as s,
+    from sentinel.config import Config, ReceiverConfig
+    from sentinel.metrics import Metrics
+    from sentinel.notify import outbox
+    from sentinel.notify.worker import DeliveryWorker
+    from sentinel.store import Store
+
+    with (tempfile.TemporaryDirectory(prefix="sentinel-bench-delivery-") as tmp, sink(receivers) as s,
           daemon_logging(Path(tmp) / "sentinel.log")):
         names = [f"hook{i}" for i in range(receivers)]
         cfg = Config(state_url=f"sqlite:///{Path(tmp) / 'state.db'}", locale="en",

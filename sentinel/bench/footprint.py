@@ -21,25 +21,22 @@ import argparse
 import json
 import os
 import random
-import socket
-import sqlite3
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+
+from sentinel.bench import common
+from sentinel.bench.common import Processes, Row, SqliteTable, start_sentinel, to_toml, wait_http
+from sentinel.demo import free_port
+from sentinel.simulate import CHANNELS, TYPES
 
 PER_DAY_BUSY = 12_000
 PER_DAY_IDLE = 400
 HISTORY_DAYS = 8
 BUSY_TYPES = 250
-CHANNELS = ("官网客服", "微信公众号", "电话热线", "其他渠道")
-IDLE_TYPES = ("系统操作错误", "服务态度", "物流配送延误", "产品相关", "其他")
 SETTLE_S = 5.0
 START_TIMEOUT_S = 180.0
 
@@ -49,12 +46,12 @@ class Scene:
     name: str
     types: tuple[str, ...]
     per_day: int
-    group_by: str
+    group_by: tuple[str, ...]
     live: bool
 
 
-IDLE = Scene("idle", IDLE_TYPES, PER_DAY_IDLE, '["type"]', live=False)
-BUSY = Scene("busy", tuple(f"问题-{i:03d}" for i in range(BUSY_TYPES)), PER_DAY_BUSY, '["type", "channel"]',
+IDLE = Scene("idle", TYPES, PER_DAY_IDLE, ("type",), live=False)
+BUSY = Scene("busy", tuple(f"问题-{i:03d}" for i in range(BUSY_TYPES)), PER_DAY_BUSY, ("type", "channel"),
              live=True)
 
 
@@ -103,36 +100,31 @@ def measure_scene(scene: Scene, seconds: float) -> dict[str, float]:
         crm.history(scene, now, rng)
         sink = ChatSink(open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 - closed with the sink's life
         sink.start()
-        port = _free_port()
+        port = free_port()
         config = tmp / "sentinel.toml"
         config.write_text(quickstart_config(tmp, crm.path, sink.url, port, scene.group_by), encoding="utf-8")
-        log_path = tmp / "sentinel.log"
-        with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen([*_sentinel_command(), "run", "--config", str(config)],
-                                    stdout=log_file, stderr=subprocess.STDOUT, cwd=tmp)
+        procs = Processes(tmp)
         stop = threading.Event()
         try:
-            _wait_ready(proc, port, log_path)
+            proc = start_sentinel(procs, "sentinel", config, START_TIMEOUT_S)
+            wait_http(f"http://127.0.0.1:{port}/readyz", START_TIMEOUT_S, proc)
             time.sleep(SETTLE_S)
             feeder = None
             if scene.live:
                 feeder = threading.Thread(target=crm.live, args=(scene, rng, stop), daemon=True)
                 feeder.start()
-            cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
+            pid = proc.popen.pid
+            cpu0, t0 = _cpu_seconds(pid), time.monotonic()
             time.sleep(seconds)
-            cpu1, t1 = _cpu_seconds(proc.pid), time.monotonic()
-            status = _proc_status(proc.pid)
+            cpu1, t1 = _cpu_seconds(pid), time.monotonic()
+            status = _proc_status(pid)
             stop.set()
             if feeder is not None:
                 feeder.join(timeout=5)
         finally:
             stop.set()
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            procs.stop_all()
+            crm.table.close()
             sink.stop()
             sink.out.close()
         return {
@@ -143,54 +135,28 @@ def measure_scene(scene: Scene, seconds: float) -> dict[str, float]:
         }
 
 
-def quickstart_config(tmp: Path, crm: Path, sink_url: str, port: int, group_by: str = '["type"]') -> str:
+def quickstart_config(tmp: Path, crm: Path, sink_url: str, port: int,
+                      group_by: tuple[str, ...] = ("type",)) -> str:
     """The README's quick start, with this machine's paths and a local chat sink."""
-    return f"""
-timezone = "Asia/Shanghai"
-state_url = "sqlite:///{tmp}/state.db"
-listen = "127.0.0.1:{port}"
-
-[source]
-url = "sqlite:///{crm}"
-table = "complaints"
-columns = {{ id = "id", created_at = "created_at", type = "category", channel = "channel" }}
-timezone = "UTC"
-
-[[rules]]
-name = "type-surge"
-kind = "threshold"
-group_by = {group_by}
-
-[[rules]]
-name = "same-type-streak"
-kind = "streak"
-
-[[receivers]]
-name = "cs-team"
-kind = "wecom"
-url = "{sink_url}"
-"""
+    return to_toml(common.quickstart_config(f"sqlite:///{crm}", "complaints", f"sqlite:///{tmp}/state.db",
+                                            {"name": "cs-team", "kind": "wecom", "url": sink_url},
+                                            listen=f"127.0.0.1:{port}", surge_group_by=group_by))
 
 
 class _Crm:
-    """The complaint table as a CRM keeps it: naive UTC text timestamps, indexed on (created_at, id)."""
+    """The complaint table (`common.SqliteTable`), with this benchmark's history and live stream."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.table = SqliteTable(path)
         self.next_id = 1
-        with sqlite3.connect(path) as db:
-            db.execute("CREATE TABLE complaints (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, "
-                       "category TEXT, channel TEXT)")
-            db.execute("CREATE INDEX ix_complaints_created_at_id ON complaints (created_at, id)")
 
     def insert(self, rows: list[tuple[datetime, str, str]]) -> None:
         out = []
         for when, type_, channel in rows:
-            out.append((self.next_id, when.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds"),
-                        type_, channel))
+            out.append(Row(self.next_id, when.replace(tzinfo=None), type_, channel))
             self.next_id += 1
-        with sqlite3.connect(self.path) as db:
-            db.executemany("INSERT INTO complaints VALUES (?, ?, ?, ?)", out)
+        self.table.insert(out)
 
     def history(self, scene: Scene, now: datetime, rng: random.Random) -> None:
         """`HISTORY_DAYS` days up to a minute ago, evenly spread over every (type, channel) series."""
@@ -206,42 +172,6 @@ class _Crm:
         gap = 86_400 / scene.per_day
         while not stop.wait(gap):
             self.insert([(datetime.now(UTC), rng.choice(scene.types), rng.choice(CHANNELS))])
-
-
-def _sentinel_command() -> list[str]:
-    """The installed `sentinel` script next to this interpreter, as the README runs it."""
-    script = Path(sys.executable).with_name("sentinel")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from sentinel.cli import main; sys.exit(main())"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
-    """Until /readyz answers 200 and the first start's backfill has been committed."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"sentinel run exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
-        if b"backfill finished" in log_path.read_bytes() and _ready(port):
-            return
-        time.sleep(0.25)
-    raise RuntimeError(f"sentinel run did not become ready in {START_TIMEOUT_S:.0f} s")
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
-            ok: bool = resp.status == 200
-            return ok
-    except OSError:
-        return False
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -260,13 +190,3 @@ def _proc_status(pid: int) -> dict[str, int]:
             out[key] = int(value.split()[0])
     return out
 
-
-def main(argv: list[str] | None = None) -> Any:
-    """`python -m sentinel.bench.footprint` without the rest of the CLI."""
-    parser = argparse.ArgumentParser(prog="sentinel bench footprint")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -55,14 +55,13 @@ written) or a process failed (the error says which, with its log); 2 on bad argu
 Figures: p50, p90, p99 and max (seconds, linear interpolation between ranks) per system, setting and
 rule, and each Sentinel figure over the peer's in the same run (`quickstart` against `typical`, `fastest`
 against `aggressive`). The report also carries delivery throughput and footprint from
-`sentinel.bench.delivery` and `sentinel.bench.footprint` when those modules exist.
+`sentinel.bench.delivery` and `sentinel.bench.footprint` (unless `--no-extras`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import itertools
 import json
 import math
@@ -71,8 +70,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -83,16 +80,33 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
-SURGE_RULE = "type-surge"
-STREAK_RULE = "same-type-streak"
+from sentinel.bench.common import (
+    STREAK_RULE,
+    SURGE_RULE,
+    BenchError,
+    Proc,
+    Processes,
+    Row,
+    SqliteTable,
+    Table,
+    quickstart_config,
+    sentinel_command,
+    sentinel_env,
+    start_sentinel,
+    to_toml,
+    wait_http,
+)
+from sentinel.demo import free_port
+from sentinel.http import App, Request, Response, Server
+from sentinel.simulate import CHANNELS
+
 MIN_COUNT = 10  # threshold defaults of the README quick start
 FACTOR = 1.5
 BASELINE_DAYS = 7
@@ -101,7 +115,6 @@ HISTORY_DAYS = 8  # baseline_days + 1: what the first start backfills
 TZ = ZoneInfo("Asia/Shanghai")
 # 40 a day, in the seeds' proportions (系统操作错误 30.7 %, 服务态度, 物流配送延误, 产品相关, 其他)
 HISTORY_TYPES: dict[str, int] = {"系统操作错误": 12, "服务态度": 10, "物流配送延误": 9, "产品相关": 5, "其他": 4}
-CHANNELS = ("官网客服", "微信公众号", "电话热线", "其他渠道")
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -123,67 +136,52 @@ PEER: dict[str, dict[str, str]] = {
 PEER_RULE = (f"complaints_today >= {MIN_COUNT} and complaints_today > {FACTOR} * complaints_baseline_daily_mean")
 
 
-class BenchError(Exception):
-    """Something the benchmark needs did not work; the message says what, with the process log tail."""
-
-
 # --- the webhook sink ------------------------------------------------------------------------------
 
 
 class Sink:
-    """Records the arrival time of the first firing message per (path, rule, type), and every body.
+    """Records the arrival time of the first firing message per (path, rule, type), and counts the bodies
+    per path.
 
     Both Sentinel's `webhook` receiver and Alertmanager's `webhook_config` send the Alertmanager format, so
     one parser serves all systems: an alert names a surge by its `rule` and `type` labels (the peer's
-    alerting rule sets `rule` too).
+    alerting rule sets `rule` too). Served by `sentinel.http` (waitress, which sets TCP_NODELAY: no reply
+    waits out the sender's 40 ms delayed ACK); the handler runs once waitress has the whole request.
     """
 
     def __init__(self) -> None:
         self.first: dict[tuple[str, str, str], float] = {}
-        self.bodies: list[tuple[float, str, Any]] = []
+        self.received: dict[str, int] = {}
         self._lock = threading.Lock()
-        sink = self
+        app = App()
+        app.route("POST", "/<system>", self._post)
+        self.server = Server(app, "127.0.0.1:0")
 
-        class Handler(BaseHTTPRequestHandler):
-            disable_nagle_algorithm = True  # else every reply waits out the sender's delayed ACK (40 ms)
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                arrived = time.time()
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                sink.record(arrived, urllib.parse.urlsplit(self.path).path, raw)
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, name="latency-sink", daemon=True)
+    def _post(self, req: Request) -> Response:
+        self.record(time.time(), req.params["system"], req.body)
+        return Response()
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/{path}"
+        return f"{self.server.url}/{path}"
 
     def start(self) -> None:
-        self._thread.start()
+        self.server.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
     def record(self, arrived: float, path: str, raw: bytes) -> None:
         try:
             body = json.loads(raw)
         except ValueError:
-            body = {"unparsable": raw.decode("utf-8", "replace")}
+            body = {}
         alerts = body.get("alerts", []) if isinstance(body, dict) else []
         with self._lock:
-            self.bodies.append((arrived, path, body))
+            self.received[path] = self.received.get(path, 0) + 1
             for alert in alerts:
                 labels = alert.get("labels", {}) if isinstance(alert, dict) else {}
                 if alert.get("status") == "firing":
-                    key = (path.strip("/"), str(labels.get("rule", "")), str(labels.get("type", "")))
+                    key = (path, str(labels.get("rule", "")), str(labels.get("type", "")))
                     self.first.setdefault(key, arrived)
 
     def arrival(self, path: str, rule: str, type_: str) -> float | None:
@@ -192,7 +190,7 @@ class Sink:
 
     def count(self, path: str) -> int:
         with self._lock:
-            return sum(1 for _t, p, _b in self.bodies if p.strip("/") == path)
+            return self.received.get(path, 0)
 
 
 # --- the peer's exporter ---------------------------------------------------------------------------
@@ -204,41 +202,17 @@ def _label(value: str) -> str:
 
 class Exporter:
     """`/metrics` for the peer: the complaint stream as counters, plus today's count and the 7-day daily
-    mean per type (why gauges: see the module docstring)."""
+    mean per type (why gauges: see the module docstring). `app()` serves it over `sentinel.http`."""
 
     def __init__(self) -> None:
         self.daily: dict[str, dict[date, int]] = {}
         self._lock = threading.Lock()
-        exporter = self
 
-        class Handler(BaseHTTPRequestHandler):
-            disable_nagle_algorithm = True  # else every reply waits out the sender's delayed ACK (40 ms)
-
-            def do_GET(self) -> None:
-                data = exporter.render().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, name="latency-exporter", daemon=True)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def app(self) -> App:
+        app = App()
+        app.route("GET", "/metrics", lambda _req: Response(
+            200, self.render().encode(), "text/plain; version=0.0.4; charset=utf-8"))
+        return app
 
     def add(self, rows: Sequence[Row]) -> None:
         with self._lock:
@@ -262,46 +236,6 @@ class Exporter:
 
 
 # --- the complaint table ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    id: int
-    created_at: datetime  # naive UTC, as many CRMs keep it (the quick start's `timezone = "UTC"`)
-    type: str
-    channel: str
-
-
-class Table(Protocol):
-    url: str  # what Sentinel's `[source] url` says
-    name: str
-
-    def insert(self, rows: Sequence[Row]) -> float:
-        """Insert and commit; return `time.time()` right after the COMMIT."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class SqliteTable:
-    def __init__(self, path: Path) -> None:
-        self.url = f"sqlite:///{path}"
-        self.name = "complaints"
-        self._db = sqlite3.connect(path, timeout=30)
-        self._db.execute("CREATE TABLE complaints (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, "
-                         "category TEXT, channel TEXT)")
-        self._db.execute("CREATE INDEX ix_complaints_created_at_id ON complaints (created_at, id)")
-        self._db.commit()
-
-    def insert(self, rows: Sequence[Row]) -> float:
-        self._db.executemany("INSERT INTO complaints VALUES (?, ?, ?, ?)",
-                             [(r.id, r.created_at.isoformat(sep=" ", timespec="microseconds"), r.type, r.channel)
-                              for r in rows])
-        self._db.commit()
-        return time.time()
-
-    def close(self) -> None:
-        self._db.close()
 
 
 def _libpq(url: str) -> str:
@@ -400,136 +334,7 @@ class Stream:
         return self.insert([type_])
 
 
-# --- processes -------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    log: IO[bytes]
-
-    def tail(self, chars: int = 3000) -> str:
-        self.log.flush()
-        return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
-
-    def wait_for_log(self, needle: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if needle in self.log_path.read_text(encoding="utf-8", errors="replace"):
-                return
-            if self.popen.poll() is not None:
-                raise BenchError(f"{self.name} exited with status {self.popen.returncode}:\n{self.tail()}")
-            time.sleep(0.1)
-        raise BenchError(f"{self.name}: no {needle!r} in its log within {timeout:.0f} s:\n{self.tail()}")
-
-
-class Processes:
-    """Every process the benchmark starts, each in its own process group, so stopping one stops whatever it
-    started too. `stop_all` is safe to call more than once (and from `finally`)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.procs: list[Proc] = []
-
-    def start(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Proc:
-        log_path = self.workdir / f"{name}.log"
-        log = log_path.open("wb")
-        try:
-            popen = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                     env=dict(env) if env is not None else None, start_new_session=True)
-        except OSError:
-            log.close()
-            raise
-        proc = Proc(name, popen, log_path, log)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc: Proc) -> None:
-        if proc.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.popen.pid, signal.SIGTERM)
-            try:
-                proc.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.popen.pid, signal.SIGKILL)
-                proc.popen.wait(10)
-        with contextlib.suppress(ProcessLookupError):  # anything the process left behind in its group
-            os.killpg(proc.popen.pid, signal.SIGKILL)
-        proc.log.close()
-        if proc in self.procs:
-            self.procs.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in list(reversed(self.procs)):
-            self.stop(proc)
-
-
-def wait_http(url: str, timeout: float, proc: Proc | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        if proc is not None and proc.popen.poll() is not None:
-            raise BenchError(f"{proc.name} exited with status {proc.popen.returncode}:\n{proc.tail()}")
-        time.sleep(0.1)
-    raise BenchError(f"{url} not ready within {timeout:.0f} s" + (f":\n{proc.tail()}" if proc else ""))
-
-
-def sentinel_env() -> dict[str, str]:
-    """The environment without `SENTINEL_*`: those would override keys of the benchmark's config file."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("SENTINEL_", "NOTIFY_SOCKET", "WATCHDOG_"))}
-
-
 # --- Sentinel's configuration ----------------------------------------------------------------------
-
-
-def _toml_key(key: str) -> str:
-    return key if key and all(c.isalnum() or c in "_-" for c in key) and key.isascii() else json.dumps(key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # JSON's escapes are valid in TOML basic strings
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
-
-
-def to_toml(cfg: Mapping[str, Any]) -> str:
-    """The few shapes a Sentinel config needs: scalars, tables of scalars/inline tables, arrays of tables."""
-    head, tables, arrays = [], [], []
-    for key, value in cfg.items():
-        if isinstance(value, dict):
-            tables.append(f"\n[{_toml_key(key)}]")
-            tables += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()]
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            for item in value:
-                arrays.append(f"\n[[{_toml_key(key)}]]")
-                arrays += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in item.items()]
-        elif isinstance(value, list) and not value:
-            continue  # an empty list of tables is the default
-        else:
-            head.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    return "\n".join(head + tables + arrays) + "\n"
 
 
 def apply_override(cfg: dict[str, Any], dotted: str, value: Any) -> None:
@@ -567,25 +372,10 @@ def parse_override(text: str) -> tuple[str | None, str, Any]:
     return target, key.strip(), value
 
 
-def quickstart_config(table: Table, state_url: str, sink_url: str) -> dict[str, Any]:
-    """README "Quick start against your own database", with a webhook receiver instead of WeCom (and the two
-    deviations of the module docstring: a free port, and grouping by rule and type)."""
-    return {
-        "timezone": "Asia/Shanghai",
-        "state_url": state_url,
-        "listen": "127.0.0.1:0",
-        "source": {"url": table.url, "table": table.name,
-                   "columns": {"id": "id", "created_at": "created_at", "type": "category", "channel": "channel"},
-                   "timezone": "UTC"},
-        "rules": [{"name": SURGE_RULE, "kind": "threshold"}, {"name": STREAK_RULE, "kind": "streak"}],
-        "receivers": [{"name": "sink", "kind": "webhook", "url": sink_url}],
-        "routes": [{"receivers": ["sink"], "group_by": ["rule", "type"]}],
-    }
-
-
 def sentinel_config(setting: str, table: Table, state_url: str, sink_url: str,
                     overrides: Sequence[tuple[str | None, str, Any]]) -> dict[str, Any]:
-    cfg = quickstart_config(table, state_url, sink_url)
+    cfg = quickstart_config(table.url, table.name, state_url, {"name": "sink", "kind": "webhook", "url": sink_url})
+    cfg["routes"] = [{"receivers": ["sink"], "group_by": ["rule", "type"]}]  # see the module docstring
     if setting == "fastest":
         for key, value in FASTEST_OVERRIDES.items():
             apply_override(cfg, key, value)
@@ -634,14 +424,14 @@ def summarize(ms: Sequence[Measurement]) -> dict[str, Any]:
     return out
 
 
-def wait_all(sink: Sink, ms: Sequence[Measurement], path: Callable[[Measurement], str], timeout: float) -> None:
+def wait_all(sink: Sink, ms: Sequence[Measurement], timeout: float) -> None:
     """Until every measurement has its message or has waited `timeout` since its commit."""
     while True:
         now = time.time()
         pending = False
         for m in ms:
             if m.arrived is None:
-                m.arrived = sink.arrival(path(m), m.rule, m.type)
+                m.arrived = sink.arrival(m.system, m.rule, m.type)
                 if m.arrived is None and now < m.committed + timeout:
                     pending = True
         if not pending:
@@ -701,17 +491,9 @@ class Context:
     notes: list[str] = field(default_factory=list)
 
 
-def _sentinel_cli() -> list[str]:
-    return [sys.executable, "-m", "sentinel.cli"]
-
-
-def _install_notify_trigger(ctx: Context, config: Path) -> str:
-    """`sentinel db notify-trigger --apply` when this build has it (the LISTEN/NOTIFY wake-up of issue 10)."""
-    helptext = subprocess.run([*_sentinel_cli(), "db", "--help"], capture_output=True, text=True, timeout=60,
-                              env=sentinel_env(), check=False).stdout
-    if "notify-trigger" not in helptext:
-        return "not available in this build (polling only)"
-    done = subprocess.run([*_sentinel_cli(), "db", "notify-trigger", "--config", str(config), "--apply"],
+def _install_notify_trigger(config: Path) -> str:
+    """`sentinel db notify-trigger --apply`: every insert wakes the poll (LISTEN/NOTIFY)."""
+    done = subprocess.run([*sentinel_command(), "db", "notify-trigger", "--config", str(config), "--apply"],
                           capture_output=True, text=True, timeout=60, env=sentinel_env(), check=False)
     if done.returncode != 0:
         raise BenchError(f"sentinel db notify-trigger --apply failed ({done.returncode}):\n{done.stderr[-2000:]}")
@@ -744,16 +526,15 @@ def run_sentinel(ctx: Context, setting: str) -> list[Measurement]:
         info: dict[str, Any] = {"source": "postgresql" if setting == "fastest" else "sqlite",
                                 "history_rows": seeded, "config": cfg}
         if setting == "fastest":
-            info["notify_trigger"] = _install_notify_trigger(ctx, path)
+            info["notify_trigger"] = _install_notify_trigger(path)
         ctx.settings[system] = info
         started = time.monotonic()
-        proc = ctx.procs.start(system, [*_sentinel_cli(), "run", "--config", str(path)], sentinel_env())
-        proc.wait_for_log("backfill finished", timeout=120)
+        proc = start_sentinel(ctx.procs, system, path, timeout=120)
         info["start_to_backfilled_s"] = round(time.monotonic() - started, 2)
         print(f"{system}: backfilled {seeded} rows in {info['start_to_backfilled_s']} s; "
               f"{ctx.surges} surges and {ctx.streaks} streaks, about every {ctx.args.spacing} s", flush=True)
         ms = drive(stream, schedule(ctx.surges, ctx.streaks), ctx.args.spacing, setting[0], [system], ctx.rng)
-        wait_all(ctx.sink, ms, lambda m: m.system, ctx.args.timeout)
+        wait_all(ctx.sink, ms, ctx.args.timeout)
         if proc.popen.poll() is not None:
             raise BenchError(f"{system} exited during the run ({proc.popen.returncode}):\n{proc.tail()}")
         info["messages_received"] = ctx.sink.count(system)
@@ -764,7 +545,7 @@ def run_sentinel(ctx: Context, setting: str) -> list[Measurement]:
         table.close()
 
 
-def _peer_configs(ctx: Context, setting: str, exporter: Exporter, am_port: int) -> tuple[Path, Path]:
+def _peer_configs(ctx: Context, setting: str, exporter_address: str, am_port: int) -> tuple[Path, Path]:
     import yaml
 
     s = PEER[setting]
@@ -778,7 +559,7 @@ def _peer_configs(ctx: Context, setting: str, exporter: Exporter, am_port: int) 
     prom = {
         "global": {"scrape_interval": s["scrape_interval"], "evaluation_interval": s["evaluation_interval"]},
         "rule_files": [str(here / "rules.yml")],
-        "scrape_configs": [{"job_name": "complaints", "static_configs": [{"targets": [exporter.address]}]}],
+        "scrape_configs": [{"job_name": "complaints", "static_configs": [{"targets": [exporter_address]}]}],
         "alerting": {"alertmanagers": [{"api_version": "v2",
                                         "static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
     }
@@ -833,7 +614,8 @@ def run_peer(ctx: Context, settings: Sequence[str]) -> list[Measurement]:
                          "with --systems sentinel-quickstart,sentinel-fastest")
     ctx.settings["peer_versions"] = {"prometheus": _version(prometheus), "alertmanager": _version(alertmanager)}
     exporter = Exporter()
-    exporter.start()
+    exporter_server = Server(exporter.app(), "127.0.0.1:0")
+    exporter_server.start()
     table = SqliteTable(ctx.workdir / "peer-crm.db")
     started: list[Proc] = []
     try:
@@ -842,7 +624,7 @@ def run_peer(ctx: Context, settings: Sequence[str]) -> list[Measurement]:
         ready: list[tuple[str, Proc]] = []
         for setting in settings:
             am_port, prom_port = free_port(), free_port()
-            prom_cfg, am_cfg = _peer_configs(ctx, setting, exporter, am_port)
+            prom_cfg, am_cfg = _peer_configs(ctx, setting, f"127.0.0.1:{exporter_server.port}", am_port)
             data = ctx.workdir / f"peer-{setting}"
             am = ctx.procs.start(f"alertmanager-{setting}", [
                 alertmanager, f"--config.file={am_cfg}", f"--storage.path={data / 'am-data'}",
@@ -862,7 +644,7 @@ def run_peer(ctx: Context, settings: Sequence[str]) -> list[Measurement]:
         print(f"peer ({', '.join(settings)}): {ctx.peer_surges} surges, a pair about every {ctx.args.peer_spacing} s",
               flush=True)
         ms = drive(stream, schedule(ctx.peer_surges, 0), ctx.args.peer_spacing, "p", systems, ctx.rng)
-        wait_all(ctx.sink, ms, lambda m: m.system, ctx.args.timeout)
+        wait_all(ctx.sink, ms, ctx.args.timeout)
         for system in systems:
             ctx.settings[system]["messages_received"] = ctx.sink.count(system)
         for proc in started:
@@ -873,35 +655,21 @@ def run_peer(ctx: Context, settings: Sequence[str]) -> list[Measurement]:
         for proc in started:
             ctx.procs.stop(proc)
         table.close()
-        exporter.stop()
+        exporter_server.stop()
 
 
-# --- delivery throughput and footprint (other modules, when present) ------------------------------
-
-
-def _optional(module: str, call: Callable[[Any], dict[str, Any]]) -> dict[str, Any] | str:
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        if exc.name == module:
-            return "not measured: module missing"
-        return f"not measured: {module} failed to import ({exc})"
-    return call(mod)
+# --- delivery throughput and footprint ------------------------------------------------------------
 
 
 def extras(quick: bool) -> dict[str, Any]:
+    from sentinel.bench.delivery import measure_throughput
+    from sentinel.bench.footprint import measure_footprint
+
     messages = 300 if quick else 2000
     seconds = 20.0 if quick else 120.0
-
-    def delivery(mod: Any) -> dict[str, Any]:
-        return {"messages": messages, "one_receiver": dict(mod.measure_throughput(1, messages)),
-                "ten_receivers": dict(mod.measure_throughput(10, messages))}
-
-    def footprint(mod: Any) -> dict[str, Any]:
-        return {"seconds": seconds, **dict(mod.measure_footprint(seconds))}
-
-    return {"delivery": _optional("sentinel.bench.delivery", delivery),
-            "footprint": _optional("sentinel.bench.footprint", footprint)}
+    return {"delivery": {"messages": messages, "one_receiver": measure_throughput(1, messages),
+                         "ten_receivers": measure_throughput(10, messages)},
+            "footprint": {"seconds": seconds, **measure_footprint(seconds)}}
 
 
 # --- report ----------------------------------------------------------------------------------------
