@@ -1,6 +1,6 @@
-"""The scene of the end-to-end latency test: a CRM table in SQLite with 8 days of history, the README
-quick-start configuration with a `webhook` receiver, a local webhook sink, and `sentinel run` as a real
-process. Kept apart from the test so the test reads as the story it checks; the benchmark
+"""The scene of the end-to-end latency test: a CRM table in SQLite (`tests.crm.Crm`) with 8 days of
+history, the README quick-start configuration with a `webhook` receiver, a local webhook sink, and
+`sentinel run` as a real process. Kept apart from the test so the test reads as the story it checks; the benchmark
 (`sentinel.bench.latency`) has its own copy on purpose, so a bug in one does not hide in the other."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,54 +20,41 @@ from types import TracebackType
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from tests.crm import Crm
+
 TZ = ZoneInfo("Asia/Shanghai")
 # 40 a day over the seeds' five types, in their proportions
 HISTORY: dict[str, int] = {"系统操作错误": 12, "服务态度": 10, "物流配送延误": 9, "产品相关": 5, "其他": 4}
 CHANNELS = ("官网客服", "微信公众号", "电话热线", "其他渠道")
 
 
-class Crm:
-    """A complaint table as the quick start expects one: naive UTC timestamps, indexed on (created_at, id)."""
+def insert(crm: Crm, types: Sequence[str], when: Sequence[datetime] | None = None) -> None:
+    """One transaction; rows created now unless `when` (aware datetimes) says otherwise; the channels
+    taken in turn."""
+    now = datetime.now(UTC)
+    crm.add_rows([(now if when is None else when[i], t, CHANNELS[(crm.next_id + i) % len(CHANNELS)])
+                  for i, t in enumerate(types)])
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.next_id = 1
-        with sqlite3.connect(path) as db:
-            db.execute("CREATE TABLE complaints (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, "
-                       "category TEXT, channel TEXT)")
-            db.execute("CREATE INDEX ix_complaints_created_at_id ON complaints (created_at, id)")
 
-    def insert(self, types: Sequence[str], when: Sequence[datetime] | None = None) -> None:
-        """One transaction; rows created now unless `when` (aware datetimes) says otherwise."""
-        now = datetime.now(UTC)
-        rows = []
-        for i, t in enumerate(types):
-            at = (now if when is None else when[i]).astimezone(UTC).replace(tzinfo=None)
-            rows.append((self.next_id, at.isoformat(sep=" ", timespec="microseconds"), t,
-                         CHANNELS[self.next_id % len(CHANNELS)]))
-            self.next_id += 1
-        with sqlite3.connect(self.path, timeout=30) as db:
-            db.executemany("INSERT INTO complaints VALUES (?, ?, ?, ?)", rows)
-
-    def seed_history(self, days: int = 8) -> None:
-        """`days` full local days before today, 40 a day spread evenly, round-robin over the types (so the
-        history itself holds no five in a row)."""
-        today = datetime.now(TZ).date()
-        types: list[str] = []
-        when: list[datetime] = []
-        for d in range(days, 0, -1):
-            start = datetime.combine(today - timedelta(days=d), datetime.min.time(), TZ)
-            left = dict(HISTORY)
-            order = []
-            while any(left.values()):
-                for t in HISTORY:
-                    if left[t]:
-                        order.append(t)
-                        left[t] -= 1
-            step = timedelta(days=1) / (len(order) + 1)
-            types += order
-            when += [start + (i + 1) * step for i in range(len(order))]
-        self.insert(types, when)
+def seed_history(crm: Crm, days: int = 8) -> None:
+    """`days` full local days before today, 40 a day spread evenly, round-robin over the types (so the
+    history itself holds no five in a row)."""
+    today = datetime.now(TZ).date()
+    types: list[str] = []
+    when: list[datetime] = []
+    for d in range(days, 0, -1):
+        start = datetime.combine(today - timedelta(days=d), datetime.min.time(), TZ)
+        left = dict(HISTORY)
+        order = []
+        while any(left.values()):
+            for t in HISTORY:
+                if left[t]:
+                    order.append(t)
+                    left[t] -= 1
+        step = timedelta(days=1) / (len(order) + 1)
+        types += order
+        when += [start + (i + 1) * step for i in range(len(order))]
+    insert(crm, types, when)
 
 
 def quickstart_config(tmp_path: Path, crm: Crm, sink_url: str) -> Path:

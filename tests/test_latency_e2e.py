@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.latency_helpers import HISTORY, Crm, SentinelProcess, WebhookSink, names, quickstart_config
+from tests.crm import Crm
+from tests.latency_helpers import HISTORY, SentinelProcess, WebhookSink, insert, names, quickstart_config, seed_history
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +20,7 @@ WAIT_S = 60.0
 
 def test_quickstart_daemon_tells_a_surge_then_a_streak(tmp_path: Path) -> None:
     crm = Crm(tmp_path / "crm.db")
-    crm.seed_history(days=8)
+    seed_history(crm, days=8)
     with WebhookSink() as sink, SentinelProcess(quickstart_config(tmp_path, crm, sink.url),
                                                 tmp_path / "sentinel.log") as daemon:
         daemon.wait_for_log("backfill finished", timeout=60)
@@ -32,11 +33,11 @@ def test_quickstart_daemon_tells_a_surge_then_a_streak(tmp_path: Path) -> None:
             rows.append(SURGE)
             if i < 9:
                 rows.append(known[i % len(known)])
-        crm.insert(rows)
+        insert(crm, rows)
         surge = sink.wait_for(lambda b: names(b, "type-surge", SURGE), WAIT_S)
 
         # Five of one type with nothing between them: the streak rule's default length.
-        crm.insert([STREAK] * 5)
+        insert(crm, [STREAK] * 5)
         streak = sink.wait_for(lambda b: names(b, "same-type-streak", STREAK), WAIT_S)
         bodies = list(sink.bodies)
 
