@@ -1,26 +1,25 @@
 """The scene of the end-to-end latency test: a CRM table in SQLite (`tests.crm.Crm`) with 8 days of
-history, the README quick-start configuration with a `webhook` receiver, a local webhook sink, and
-`sentinel run` as a real process. Kept apart from the test so the test reads as the story it checks; the benchmark
-(`sentinel.bench.latency`) has its own copy on purpose, so a bug in one does not hide in the other."""
+history, the README quick-start configuration with a `webhook` receiver to a local sink (`FakeWebhook`),
+and `sentinel run` as a real process. Kept apart from the test so the test reads as the story it checks;
+the benchmark (`sentinel.bench.latency`) has its own copy on purpose, so a bug in one does not hide in
+the other."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from tests.crm import Crm
+from tests.notify.vendors import FakeWebhook
 
 TZ = ZoneInfo("Asia/Shanghai")
 # 40 a day over the seeds' five types, in their proportions
@@ -88,54 +87,21 @@ url = "{sink_url}"
     return path
 
 
-class WebhookSink:
-    """A local webhook receiver: answers 200 and keeps every JSON body in arrival order."""
+def wait_for_body(hook: FakeWebhook, pred: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
+    """The first JSON body the webhook received that `pred` accepts, waiting up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for body in bodies(hook):
+            if pred(body):
+                return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no matching message within {timeout:.0f} s; got {bodies(hook)!r}")
+        time.sleep(0.05)
 
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
-        sink = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                with sink._cond:
-                    sink.bodies.append(body)
-                    sink._cond.notify_all()
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def __enter__(self) -> WebhookSink:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for body in self.bodies:
-                    if pred(body):
-                        return body
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no matching message within {timeout:.0f} s; got {self.bodies!r}")
-                self._cond.wait(left)
+def bodies(hook: FakeWebhook) -> list[dict[str, Any]]:
+    """Every JSON body the webhook received, in arrival order."""
+    return [req.json for req in list(hook.requests)]
 
 
 def names(body: dict[str, Any], rule: str, type_: str) -> bool:

@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 
 from tests.crm import Crm
-from tests.latency_helpers import HISTORY, SentinelProcess, WebhookSink, insert, names, quickstart_config, seed_history
+from tests.latency_helpers import (
+    HISTORY,
+    SentinelProcess,
+    bodies,
+    insert,
+    names,
+    quickstart_config,
+    seed_history,
+    wait_for_body,
+)
+from tests.notify.vendors import FakeWebhook
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +31,7 @@ WAIT_S = 60.0
 def test_quickstart_daemon_tells_a_surge_then_a_streak(tmp_path: Path) -> None:
     crm = Crm(tmp_path / "crm.db")
     seed_history(crm, days=8)
-    with WebhookSink() as sink, SentinelProcess(quickstart_config(tmp_path, crm, sink.url),
+    with FakeWebhook() as sink, SentinelProcess(quickstart_config(tmp_path, crm, sink.url),
                                                 tmp_path / "sentinel.log") as daemon:
         daemon.wait_for_log("backfill finished", timeout=60)
 
@@ -34,18 +44,18 @@ def test_quickstart_daemon_tells_a_surge_then_a_streak(tmp_path: Path) -> None:
             if i < 9:
                 rows.append(known[i % len(known)])
         insert(crm, rows)
-        surge = sink.wait_for(lambda b: names(b, "type-surge", SURGE), WAIT_S)
+        surge = wait_for_body(sink, lambda b: names(b, "type-surge", SURGE), WAIT_S)
 
         # Five of one type with nothing between them: the streak rule's default length.
         insert(crm, [STREAK] * 5)
-        streak = sink.wait_for(lambda b: names(b, "same-type-streak", STREAK), WAIT_S)
-        bodies = list(sink.bodies)
+        streak = wait_for_body(sink, lambda b: names(b, "same-type-streak", STREAK), WAIT_S)
+        told = bodies(sink)
 
     assert surge["status"] == "firing" and surge["tier"] == "moderate"
     assert [a["labels"]["type"] for a in surge["alerts"]] == [SURGE]
     assert SURGE in surge["text"]
     assert streak["status"] == "firing" and streak["tier"] == "light"
     assert [(a["labels"]["rule"], a["labels"]["type"]) for a in streak["alerts"]] == [("same-type-streak", STREAK)]
-    assert bodies.index(surge) < bodies.index(streak)
+    assert told.index(surge) < told.index(streak)
     # nothing else was told: the known types stayed inside their baseline, the surge made no streak
-    assert len(bodies) == 2, bodies
+    assert len(told) == 2, told
