@@ -7,19 +7,17 @@ the other."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from tests.crm import Crm
 from tests.notify.vendors import FakeWebhook
+from tests.test_process import Daemon
 
 TZ = ZoneInfo("Asia/Shanghai")
 # 40 a day over the seeds' five types, in their proportions
@@ -110,41 +108,12 @@ def names(body: dict[str, Any], rule: str, type_: str) -> bool:
                for a in body.get("alerts", []))
 
 
-class SentinelProcess:
-    """`sentinel run --config FILE` in its own process group, its log in a file; killed with its group."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config = config
-        self.log_path = log
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTINEL_", "NOTIFY_SOCKET", "WATCHDOG_"))}
-        self._log = log.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "run", "--config", str(config)],
-                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
-
-    def __enter__(self) -> SentinelProcess:
-        return self
-
-    def __exit__(self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self._log.close()
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def wait_for_log(self, needle: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if needle in self.log():
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"sentinel exited ({self.proc.returncode}):\n{self.log()[-3000:]}")
-            time.sleep(0.1)
-        raise AssertionError(f"no {needle!r} in the daemon's log within {timeout:.0f} s:\n{self.log()[-3000:]}")
+@contextmanager
+def sentinel_run(config: Path) -> Iterator[Daemon]:
+    """`sentinel run --config FILE` as a real process (`tests.test_process.Daemon`), killed afterwards."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTINEL_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+    daemon = Daemon(["run", "--config", str(config)], env)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()

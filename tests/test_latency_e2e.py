@@ -12,12 +12,12 @@ import pytest
 from tests.crm import Crm
 from tests.latency_helpers import (
     HISTORY,
-    SentinelProcess,
     bodies,
     insert,
     names,
     quickstart_config,
     seed_history,
+    sentinel_run,
     wait_for_body,
 )
 from tests.notify.vendors import FakeWebhook
@@ -31,9 +31,8 @@ WAIT_S = 60.0
 def test_quickstart_daemon_tells_a_surge_then_a_streak(tmp_path: Path) -> None:
     crm = Crm(tmp_path / "crm.db")
     seed_history(crm, days=8)
-    with FakeWebhook() as sink, SentinelProcess(quickstart_config(tmp_path, crm, sink.url),
-                                                tmp_path / "sentinel.log") as daemon:
-        daemon.wait_for_log("backfill finished", timeout=60)
+    with FakeWebhook() as sink, sentinel_run(quickstart_config(tmp_path, crm, sink.url)) as daemon:
+        daemon.wait_for("backfill finished", timeout=60)
 
         # A new type arriving in numbers: zero baseline, so the threshold is floor-decided and the 10th row
         # fires (moderate). Known types between its rows keep it from also making five in a row.
