@@ -42,7 +42,7 @@ def scene(tmp_path: Path) -> Iterator[tuple[Daemon, Crm, ManualClock, Metrics]]:
             pass
         yield daemon, crm, clock, metrics
     finally:
-        daemon.store.close()
+        daemon.stop()
 
 
 def poll_at(daemon: Daemon, clock: ManualClock, at: Any) -> None:
