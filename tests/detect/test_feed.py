@@ -4,6 +4,7 @@ the backtest's events."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -236,12 +237,18 @@ def assert_told_on_sight(live: Live, records: list[Rec], polls: list[int]) -> No
         assert first <= told <= last_poll, (e.rule, e.state, e.at, told)
 
 
+def top_tiers(events: list[Event]) -> list[int]:
+    """The highest tier each alert instance reached, sorted."""
+    top: dict[str, int] = {}
+    for e in events:
+        top[e.instance] = max(top.get(e.instance, 0), int(e.tier))
+    return sorted(top.values())
+
+
 def assert_nothing_missed_nothing_doubled(live: Live, replay: list[Event]) -> None:
     """Rows committed out of order within lateness: threshold alerts are told exactly as the settled
     order has them (never missed, never twice); a streak told on sight that the settled order does not
     confirm is retracted, and only then."""
-    from collections import Counter
-
     def per_fp(events: list[Event], state: str) -> Counter[str]:
         return Counter(e.fingerprint for e in events if e.state.value == state)
 
@@ -256,20 +263,12 @@ def assert_nothing_missed_nothing_doubled(live: Live, replay: list[Event]) -> No
     gone = Counter(e.fingerprint for e in retracted)
     for fp in set(fired) | set(fired_settled):
         assert fired[fp] - gone[fp] == fired_settled[fp], fp
-    for rule, kind in kinds.items():
-        if kind != "threshold":
-            continue
+    for rule in (name for name, kind in kinds.items() if kind == "threshold"):
         mine = [e for e in live.events if e.rule == rule]
         theirs = [e for e in replay if e.rule == rule]
         assert [(e.fingerprint, e.at) for e in mine if e.state.value == "resolved"] == \
             [(e.fingerprint, e.at) for e in theirs if e.state.value == "resolved"]
-        top = {}
-        for e in mine:
-            top[e.instance] = max(top.get(e.instance, 0), int(e.tier))
-        top_settled = {}
-        for e in theirs:
-            top_settled[e.instance] = max(top_settled.get(e.instance, 0), int(e.tier))
-        assert sorted(top.values()) == sorted(top_settled.values())
+        assert top_tiers(mine) == top_tiers(theirs)
     # each alert's events keep their order: one firing, then upgrades, then at most one resolution
     by_instance: dict[str, list[str]] = {}
     for e in live.events:
