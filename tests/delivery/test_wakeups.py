@@ -32,19 +32,11 @@ from sentinel.wake import Waker
 from tests.crm import Crm
 from tests.delivery.builders import Alert, Pipeline, at, daemon_config, delivery_ids, route
 from tests.delivery.conftest import MakePipeline
+from tests.delivery.test_isolation import wait_for
 from tests.notify.vendors import Answer, FakeWebhook
 
 SAFETY_S = 60.0  # longer than any wait below: what arrives in time arrived through a wake-up
 STREAK = "物流配送延误"
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def running(p: Pipeline) -> DeliveryWorker:
@@ -97,7 +89,7 @@ group_interval = "0s"
         d = build(load_config(path), config_path=str(path))
         d.start()
         try:
-            assert wait_for(lambda: d.state is not None and d.state.backfill_done), "first start's backfill"
+            assert wait_for(lambda: d.state is not None and d.state.backfill_done, 15.0), "first start's backfill"
             yield d, crm, hook
         finally:
             d.stop()
@@ -221,7 +213,7 @@ def test_a_message_committed_while_a_drain_is_finishing_goes_without_the_safety_
         webhook: FakeWebhook, pipeline: MakePipeline, monkeypatch: pytest.MonkeyPatch) -> None:
     p = pipeline([webhook.receiver(name="hook")], [route(["hook"])])
     worker = running(p)
-    assert wait_for(lambda: worker.waker.runs >= 1)
+    assert wait_for(lambda: worker.waker.runs >= 1, timeout=15.0)
     finishing = worker._pending_gauge  # runs at the end of a drain, with the in-flight lock still held
     raced: list[int] = []
 
