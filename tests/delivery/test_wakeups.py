@@ -334,9 +334,8 @@ def test_claims_waiting_during_a_commit_share_the_next_transaction(tmp_path: Pat
 def test_a_rate_limited_receiver_resumes_when_its_window_opens_and_never_exceeds_it(
         pipeline: MakePipeline) -> None:
     with FakeWebhook() as hook:
-        p = pipeline([hook.receiver(name="hook", rate_limit="2/1s")], [route(["hook"], group_by=["type"])])
-        p.clock = SystemClock()  # type: ignore[assignment]  # real time: the window must really pass
-        p.worker.clock = p.clock
+        p = pipeline([hook.receiver(name="hook", rate_limit="2/1s")], [route(["hook"], group_by=["type"])],
+                     clock=SystemClock())  # real time: the window must really pass
         p.record(*(Alert(f"类型{i:03d}", p.now).firing() for i in range(5)))
         assert p.dispatch() == 5
         worker = running(p)
@@ -351,9 +350,7 @@ def test_a_rate_limited_receiver_resumes_when_its_window_opens_and_never_exceeds
 def test_a_retry_goes_at_its_due_time_not_at_the_safety_net(pipeline: MakePipeline) -> None:
     with FakeWebhook() as hook:
         hook.script(Answer(503, headers={"Retry-After": "1"}))  # the retry is due within about two seconds
-        p = pipeline([hook.receiver(name="hook")], [route(["hook"])])
-        p.clock = SystemClock()  # type: ignore[assignment]
-        p.worker.clock = p.clock
+        p = pipeline([hook.receiver(name="hook")], [route(["hook"])], clock=SystemClock())
         p.record(Alert("物流配送延误", p.now).firing())
         assert p.dispatch() == 1
         worker = running(p)
