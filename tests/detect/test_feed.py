@@ -136,12 +136,6 @@ class Live:
     commit: dict[int, int]  # record id -> commit time
 
 
-def daemon_run(records: list[Rec], polls: list[int], lateness: int, restarts: set[int] = frozenset(),
-               in_order: bool = False) -> tuple[list[Event], int]:
-    live = daemon_live(records, polls, lateness, restarts, in_order)
-    return live.events, live.horizon
-
-
 def daemon_live(records: list[Rec], polls: list[int], lateness: int, restarts: set[int] = frozenset(),
                 in_order: bool = False) -> Live:
     """Feed records as a daemon would: at each poll time P, the rows committed by P, horizon P - lateness.
@@ -199,10 +193,10 @@ def test_restart_at_random_points_gives_one_runs_events(records: list[Rec], poll
     lateness = 300 * US
     end = records[-1].ts + 2 * lateness
     polls = sorted({START + o * US for o in poll_offsets} | {end})
-    uninterrupted, h1 = daemon_run(records, polls, lateness)
-    restarted, h2 = daemon_run(records, polls, lateness, restarts)
-    assert h1 == h2
-    assert as_json(restarted) == as_json(uninterrupted)
+    uninterrupted = daemon_live(records, polls, lateness)
+    restarted = daemon_live(records, polls, lateness, restarts)
+    assert uninterrupted.horizon == restarted.horizon
+    assert as_json(restarted.events) == as_json(uninterrupted.events)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -323,8 +317,8 @@ def test_restart_after_every_poll_on_a_busy_stream() -> None:
                         f"c{int(rng.integers(0, 4))}", id=i + 1))
     lateness = 300 * US
     polls = sorted({int(x) for x in np.linspace(START, recs[-1].ts + 2 * lateness, 400)})
-    one, _ = daemon_run(recs, polls, lateness)
-    many, _ = daemon_run(recs, polls, lateness, restarts=set(range(len(polls))))
+    one = daemon_live(recs, polls, lateness).events
+    many = daemon_live(recs, polls, lateness, restarts=set(range(len(polls)))).events
     assert len(one) > 50
     assert {e.rule for e in one} == {"day", "chan", "pace", "roll", "run3", "chanrun"}
     assert as_json(many) == as_json(one)
@@ -338,7 +332,7 @@ def test_restart_while_the_first_day_still_waits_for_its_records() -> None:
     recs += [Rec(t + 27 * 3600 * US + i, TYPES[0], CHANNELS[0], "c1", id=100 + i) for i in range(3)]
     lateness = 300 * US
     polls = [START + lateness - 1, recs[-1].ts + 2 * lateness]  # the first poll sees them, settles none
-    one, _ = daemon_run(recs, polls, lateness)
-    many, _ = daemon_run(recs, polls, lateness, restarts={0})
+    one = daemon_live(recs, polls, lateness).events
+    many = daemon_live(recs, polls, lateness, restarts={0}).events
     assert any(e.extra.get("chance") for e in one)
     assert as_json(many) == as_json(one)
