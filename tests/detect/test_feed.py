@@ -5,6 +5,7 @@ the backtest's events."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -136,7 +137,7 @@ class Live:
     commit: dict[int, int]  # record id -> commit time
 
 
-def daemon_live(records: list[Rec], polls: list[int], lateness: int, restarts: set[int] = frozenset(),
+def daemon_live(records: list[Rec], polls: list[int], lateness: int, restarts: AbstractSet[int] = frozenset(),
                 in_order: bool = False) -> Live:
     """Feed records as a daemon would: at each poll time P, the rows committed by P, horizon P - lateness.
     Each row commits within `lateness` of its creation, in any order (or in time order with `in_order`).
