@@ -309,9 +309,12 @@ def test_detection_holds_until_the_state_is_reloaded(tmp_path: Path, crm: Crm,
         real_cycle, real_recover = detection.on_cycle, detection.recover
         fed: list[int] = []
 
-        def broken(conn: Any, cycle: Any) -> None:
+        def counting(conn: Any, cycle: Any) -> None:
             fed.append(len(cycle.batch))
-            real_cycle(conn, cycle)  # the engine moves in memory ...
+            real_cycle(conn, cycle)
+
+        def broken(conn: Any, cycle: Any) -> None:
+            counting(conn, cycle)  # the engine moves in memory ...
             raise RuntimeError("connection lost at COMMIT")  # ... and the transaction fails
 
         def unreachable(store: Any, now: int) -> None:
@@ -323,8 +326,7 @@ def test_detection_holds_until_the_state_is_reloaded(tmp_path: Path, crm: Crm,
         clock.set(NOW + timedelta(seconds=5))
         assert daemon.cycle() is False
         assert fed == [3]
-        monkeypatch.setattr(detection, "on_cycle", lambda conn, cycle: (fed.append(len(cycle.batch)),
-                                                                          real_cycle(conn, cycle)))
+        monkeypatch.setattr(detection, "on_cycle", counting)
         for i in range(3):  # the store is still unreachable: held, whatever the backoff says
             daemon.restore_retry_monotonic = 0.0
             clock.set(NOW + timedelta(seconds=10 + i))
