@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,14 +25,18 @@ class Crm:
 
     def add(self, when: datetime, type_: str = T, channel: str = PHONE, n: int = 1,
             spacing: timedelta = timedelta(seconds=1)) -> None:
-        rows = []
-        for i in range(n):
-            t = (when + i * spacing).astimezone(UTC).replace(tzinfo=None)
-            rows.append((self.next_id, t.isoformat(sep=" ", timespec="microseconds"), type_, channel,
-                         f"c{self.next_id}"))
+        self.add_rows([(when + i * spacing, type_, channel) for i in range(n)])
+
+    def add_rows(self, rows: Sequence[tuple[datetime, str, str]]) -> None:
+        """(created_at, type, channel) rows, in one transaction, with the next ids in order."""
+        values = []
+        for when, type_, channel in rows:
+            t = when.astimezone(UTC).replace(tzinfo=None)
+            values.append((self.next_id, t.isoformat(sep=" ", timespec="microseconds"), type_, channel,
+                           f"c{self.next_id}"))
             self.next_id += 1
-        with sqlite3.connect(self.path) as db:
-            db.executemany("INSERT INTO complaints VALUES (?, ?, ?, ?, ?)", rows)
+        with sqlite3.connect(self.path, timeout=30) as db:  # a running daemon may be reading it
+            db.executemany("INSERT INTO complaints VALUES (?, ?, ?, ?, ?)", values)
 
     def history(self, days: int = 8, per_day: int = 40, now: datetime = NOW) -> None:
         """`per_day` of T (phone) and of OTHER (WeChat) on each of the last `days` days, interleaved."""

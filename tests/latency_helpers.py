@@ -1,25 +1,23 @@
-"""The scene of the end-to-end latency test: a CRM table in SQLite with 8 days of history, the README
-quick-start configuration with a `webhook` receiver, a local webhook sink, and `sentinel run` as a real
-process. Kept apart from the test so the test reads as the story it checks; the benchmark
-(`sentinel.bench.latency`) has its own copy on purpose, so a bug in one does not hide in the other."""
+"""The scene of the end-to-end latency test: a CRM table in SQLite (`tests.crm.Crm`) with 8 days of
+history, the README quick-start configuration with a `webhook` receiver to a local sink (`FakeWebhook`),
+and `sentinel run` as a real process. Kept apart from the test so the test reads as the story it checks;
+the benchmark (`sentinel.bench.latency`) has its own copy on purpose, so a bug in one does not hide in
+the other."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from tests.crm import Crm
+from tests.notify.vendors import FakeWebhook
+from tests.test_process import Daemon
 
 TZ = ZoneInfo("Asia/Shanghai")
 # 40 a day over the seeds' five types, in their proportions
@@ -27,48 +25,33 @@ HISTORY: dict[str, int] = {"系统操作错误": 12, "服务态度": 10, "物流
 CHANNELS = ("官网客服", "微信公众号", "电话热线", "其他渠道")
 
 
-class Crm:
-    """A complaint table as the quick start expects one: naive UTC timestamps, indexed on (created_at, id)."""
+def insert(crm: Crm, types: Sequence[str], when: Sequence[datetime] | None = None) -> None:
+    """One transaction; rows created now unless `when` (aware datetimes) says otherwise; the channels
+    taken in turn."""
+    now = datetime.now(UTC)
+    crm.add_rows([(now if when is None else when[i], t, CHANNELS[(crm.next_id + i) % len(CHANNELS)])
+                  for i, t in enumerate(types)])
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.next_id = 1
-        with sqlite3.connect(path) as db:
-            db.execute("CREATE TABLE complaints (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, "
-                       "category TEXT, channel TEXT)")
-            db.execute("CREATE INDEX ix_complaints_created_at_id ON complaints (created_at, id)")
 
-    def insert(self, types: Sequence[str], when: Sequence[datetime] | None = None) -> None:
-        """One transaction; rows created now unless `when` (aware datetimes) says otherwise."""
-        now = datetime.now(UTC)
-        rows = []
-        for i, t in enumerate(types):
-            at = (now if when is None else when[i]).astimezone(UTC).replace(tzinfo=None)
-            rows.append((self.next_id, at.isoformat(sep=" ", timespec="microseconds"), t,
-                         CHANNELS[self.next_id % len(CHANNELS)]))
-            self.next_id += 1
-        with sqlite3.connect(self.path, timeout=30) as db:
-            db.executemany("INSERT INTO complaints VALUES (?, ?, ?, ?)", rows)
-
-    def seed_history(self, days: int = 8) -> None:
-        """`days` full local days before today, 40 a day spread evenly, round-robin over the types (so the
-        history itself holds no five in a row)."""
-        today = datetime.now(TZ).date()
-        types: list[str] = []
-        when: list[datetime] = []
-        for d in range(days, 0, -1):
-            start = datetime.combine(today - timedelta(days=d), datetime.min.time(), TZ)
-            left = dict(HISTORY)
-            order = []
-            while any(left.values()):
-                for t in HISTORY:
-                    if left[t]:
-                        order.append(t)
-                        left[t] -= 1
-            step = timedelta(days=1) / (len(order) + 1)
-            types += order
-            when += [start + (i + 1) * step for i in range(len(order))]
-        self.insert(types, when)
+def seed_history(crm: Crm, days: int = 8) -> None:
+    """`days` full local days before today, 40 a day spread evenly, round-robin over the types (so the
+    history itself holds no five in a row)."""
+    today = datetime.now(TZ).date()
+    types: list[str] = []
+    when: list[datetime] = []
+    for d in range(days, 0, -1):
+        start = datetime.combine(today - timedelta(days=d), datetime.min.time(), TZ)
+        left = dict(HISTORY)
+        order = []
+        while any(left.values()):
+            for t in HISTORY:
+                if left[t]:
+                    order.append(t)
+                    left[t] -= 1
+        step = timedelta(days=1) / (len(order) + 1)
+        types += order
+        when += [start + (i + 1) * step for i in range(len(order))]
+    insert(crm, types, when)
 
 
 def quickstart_config(tmp_path: Path, crm: Crm, sink_url: str) -> Path:
@@ -102,54 +85,21 @@ url = "{sink_url}"
     return path
 
 
-class WebhookSink:
-    """A local webhook receiver: answers 200 and keeps every JSON body in arrival order."""
+def wait_for_body(hook: FakeWebhook, pred: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
+    """The first JSON body the webhook received that `pred` accepts, waiting up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for body in bodies(hook):
+            if pred(body):
+                return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no matching message within {timeout:.0f} s; got {bodies(hook)!r}")
+        time.sleep(0.05)
 
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
-        sink = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                with sink._cond:
-                    sink.bodies.append(body)
-                    sink._cond.notify_all()
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def __enter__(self) -> WebhookSink:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for body in self.bodies:
-                    if pred(body):
-                        return body
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no matching message within {timeout:.0f} s; got {self.bodies!r}")
-                self._cond.wait(left)
+def bodies(hook: FakeWebhook) -> list[dict[str, Any]]:
+    """Every JSON body the webhook received, in arrival order."""
+    return [req.json for req in list(hook.requests)]
 
 
 def names(body: dict[str, Any], rule: str, type_: str) -> bool:
@@ -158,41 +108,12 @@ def names(body: dict[str, Any], rule: str, type_: str) -> bool:
                for a in body.get("alerts", []))
 
 
-class SentinelProcess:
-    """`sentinel run --config FILE` in its own process group, its log in a file; killed with its group."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config = config
-        self.log_path = log
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTINEL_", "NOTIFY_SOCKET", "WATCHDOG_"))}
-        self._log = log.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "run", "--config", str(config)],
-                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
-
-    def __enter__(self) -> SentinelProcess:
-        return self
-
-    def __exit__(self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self._log.close()
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def wait_for_log(self, needle: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if needle in self.log():
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"sentinel exited ({self.proc.returncode}):\n{self.log()[-3000:]}")
-            time.sleep(0.1)
-        raise AssertionError(f"no {needle!r} in the daemon's log within {timeout:.0f} s:\n{self.log()[-3000:]}")
+@contextmanager
+def sentinel_run(config: Path) -> Iterator[Daemon]:
+    """`sentinel run --config FILE` as a real process (`tests.test_process.Daemon`), killed afterwards."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTINEL_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+    daemon = Daemon(["run", "--config", str(config)], env)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()

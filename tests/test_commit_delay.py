@@ -19,7 +19,6 @@ from sentinel.commit_delay import percent, suggest
 from sentinel.config import load_config
 from sentinel.daemon import Daemon
 from sentinel.http import Request
-from sentinel.metrics import Metrics
 from sentinel.service import build
 from tests.crm import NOW, Crm, write_config
 
@@ -28,21 +27,20 @@ T0 = NOW + timedelta(minutes=1)  # after the backfill, which is read at NOW
 
 
 @pytest.fixture
-def scene(tmp_path: Path) -> Iterator[tuple[Daemon, Crm, ManualClock, Metrics]]:
+def scene(tmp_path: Path) -> Iterator[tuple[Daemon, Crm, ManualClock]]:
     """A daemon whose first start's backfill (8 days x 80 records) is done at NOW; lateness is 5m."""
     crm = Crm(tmp_path / "crm.db")
     crm.history(days=8, per_day=40)
     cfg = write_config(tmp_path, crm, '[[rules]]\nname = "type-surge"\nkind = "threshold"\n')
     clock = ManualClock(NOW)
-    metrics = Metrics()
-    daemon = build(load_config(cfg), config_path=str(cfg), clock=clock, metrics=metrics)
+    daemon = build(load_config(cfg), config_path=str(cfg), clock=clock)
     daemon.open()
     try:
         while daemon.cycle():
             pass
-        yield daemon, crm, clock, metrics
+        yield daemon, crm, clock
     finally:
-        daemon.store.close()
+        daemon.stop()
 
 
 def poll_at(daemon: Daemon, clock: ManualClock, at: Any) -> None:
@@ -51,8 +49,8 @@ def poll_at(daemon: Daemon, clock: ManualClock, at: Any) -> None:
         pass
 
 
-def sample(metrics: Metrics, suffix: str, **labels: str) -> float:
-    value = metrics.registry.get_sample_value(METRIC + suffix, labels)
+def sample(daemon: Daemon, suffix: str, **labels: str) -> float:
+    value = daemon.metrics.registry.get_sample_value(METRIC + suffix, labels)
     return 0.0 if value is None else value
 
 
@@ -67,25 +65,25 @@ def delay_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if "after their created_at" in r.getMessage()]
 
 
-def test_each_record_is_observed_once_with_its_delay(scene: tuple[Daemon, Crm, ManualClock, Metrics]) -> None:
-    daemon, crm, clock, metrics = scene
-    assert sample(metrics, "_count") == 0  # the backfill is history, not commit delay
+def test_each_record_is_observed_once_with_its_delay(scene: tuple[Daemon, Crm, ManualClock]) -> None:
+    daemon, crm, clock = scene
+    assert sample(daemon, "_count") == 0  # the backfill is history, not commit delay
     crm.add(T0, n=3, spacing=timedelta(seconds=1))  # created T0, T0+1s, T0+2s
     poll_at(daemon, clock, T0 + timedelta(seconds=12))  # read 12, 11 and 10 s after creation
-    assert sample(metrics, "_count") == 3
-    assert sample(metrics, "_sum") == pytest.approx(33.0)
-    assert sample(metrics, "_bucket", le="5.0") == 0
-    assert sample(metrics, "_bucket", le="10.0") == 1
-    assert sample(metrics, "_bucket", le="30.0") == 3
+    assert sample(daemon, "_count") == 3
+    assert sample(daemon, "_sum") == pytest.approx(33.0)
+    assert sample(daemon, "_bucket", le="5.0") == 0
+    assert sample(daemon, "_bucket", le="10.0") == 1
+    assert sample(daemon, "_bucket", le="30.0") == 3
     poll_at(daemon, clock, T0 + timedelta(seconds=40))  # the look-back reads them again: not new
-    assert sample(metrics, "_count") == 3
-    text = metrics.render().decode()
+    assert sample(daemon, "_count") == 3
+    text = daemon.metrics.render().decode()
     assert f"# TYPE {METRIC} histogram" in text
 
 
-def test_a_batch_import_later_than_lateness_warns_once_an_hour(scene: tuple[Daemon, Crm, ManualClock, Metrics],
+def test_a_batch_import_later_than_lateness_warns_once_an_hour(scene: tuple[Daemon, Crm, ManualClock],
                                                                caplog: pytest.LogCaptureFixture) -> None:
-    daemon, crm, clock, _ = scene
+    daemon, crm, clock = scene
     # the CRM commits every 8 minutes what was created since: 100 rows over 480 s, read 1 s after the last
     crm.add(T0, n=100, spacing=timedelta(seconds=4.8))
     with caplog.at_level(logging.WARNING, "sentinel"):
@@ -112,28 +110,28 @@ def test_a_batch_import_later_than_lateness_warns_once_an_hour(scene: tuple[Daem
     assert len(delay_warnings(caplog)) == 1  # an hour later it is said again
 
 
-def test_under_one_percent_late_gives_no_warning(scene: tuple[Daemon, Crm, ManualClock, Metrics],
+def test_under_one_percent_late_gives_no_warning(scene: tuple[Daemon, Crm, ManualClock],
                                                  caplog: pytest.LogCaptureFixture) -> None:
-    daemon, crm, clock, metrics = scene
+    daemon, crm, clock = scene
     crm.add(T0, n=298, spacing=timedelta(seconds=1))  # T0 .. T0+297 s
     with caplog.at_level(logging.WARNING, "sentinel"):
         poll_at(daemon, clock, T0 + timedelta(seconds=299))  # delays 2 .. 299 s: all within lateness
         crm.add(T0 + timedelta(seconds=298), n=2, spacing=timedelta(seconds=1))  # committed 400 s late
         poll_at(daemon, clock, T0 + timedelta(seconds=698))
-    assert sample(metrics, "_count") == 300
+    assert sample(daemon, "_count") == 300
     report = status(daemon)["source"]["commit_delay"]
     assert report["late"] == 2 and report["records"] == 300  # 0.67 %
     assert report["warning"] is None
     assert delay_warnings(caplog) == []
 
 
-def test_what_waited_for_an_outage_is_not_commit_delay(scene: tuple[Daemon, Crm, ManualClock, Metrics]) -> None:
-    daemon, crm, clock, metrics = scene
+def test_what_waited_for_an_outage_is_not_commit_delay(scene: tuple[Daemon, Crm, ManualClock]) -> None:
+    daemon, crm, clock = scene
     crm.add(T0, n=150, spacing=timedelta(seconds=1))
     daemon._mark_source(False, "connection refused")  # the source was down while these were created
     daemon.health.next_try_monotonic = 0.0
     poll_at(daemon, clock, T0 + timedelta(minutes=4))
-    assert sample(metrics, "_count") == 0
+    assert sample(daemon, "_count") == 0
     assert status(daemon)["source"]["commit_delay"]["warning"] is None
 
 

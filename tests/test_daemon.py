@@ -4,6 +4,8 @@ events persisted with the watermark, restarts that neither lose nor repeat anyth
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -66,13 +68,22 @@ def history(crm: Crm, days: int = 8, per_day: int = 40) -> None:
     crm.history(days, per_day)
 
 
-def test_backfill_then_live_alert(tmp_path: Path, crm: Crm) -> None:
+@contextmanager
+def backfilled(tmp_path: Path, crm: Crm, extra: str = "") -> Iterator[tuple[Daemon, ManualClock]]:
+    """A daemon over `history(crm)` at NOW, its first start's backfill done; stopped afterwards."""
     history(crm)
     clock = ManualClock(NOW)
-    daemon = start(config(tmp_path, crm), clock)
+    daemon = start(config(tmp_path, crm, extra), clock)
     try:
         while daemon.cycle():
             pass
+        yield daemon, clock
+    finally:
+        daemon.stop()
+
+
+def test_backfill_then_live_alert(tmp_path: Path, crm: Crm) -> None:
+    with backfilled(tmp_path, crm) as (daemon, clock):
         daemon.cycle()
         assert daemon.state is not None and daemon.state.backfill_done
         before = events(daemon)
@@ -84,19 +95,12 @@ def test_backfill_then_live_alert(tmp_path: Path, crm: Crm) -> None:
         new = [e for e in events(daemon) if e["notify"] and e["rule"] == "type-surge"]
         assert [(e["state"], e["tier"]) for e in new] == [("firing", "light")]
         assert new[0]["value"] == 61 and new[0]["labels"] == {"type": T}
-    finally:
-        daemon.stop()
 
 
 def test_records_are_evaluated_in_the_poll_that_reads_them(tmp_path: Path, crm: Crm) -> None:
     """Fire on sight: with `lateness = 5m`, a surge and a five-in-a-row created seconds ago are recorded
     (to be sent) by the very poll that reads them, not five minutes later."""
-    history(crm)
-    clock = ManualClock(NOW)
-    daemon = start(config(tmp_path, crm), clock)
-    try:
-        while daemon.cycle():
-            pass
+    with backfilled(tmp_path, crm) as (daemon, clock):
         count = len(events(daemon))
         crm.add(NOW + timedelta(seconds=1), type_="新类型", n=5)  # five in a row of a new type
         crm.add(NOW + timedelta(seconds=6), n=61, spacing=timedelta(milliseconds=100))  # 61 today vs 40 a day
@@ -110,17 +114,13 @@ def test_records_are_evaluated_in_the_poll_that_reads_them(tmp_path: Path, crm: 
         assert new[0]["value"] == 5
         surge = new[4]
         assert surge["value"] == 61 and surge["at"] == "2025-07-08T18:00:11.200000+08:00"  # the 61st of today
-    finally:
-        daemon.stop()
 
 
 def test_a_late_row_that_breaks_a_told_streak_retracts_it_to_everyone_told(tmp_path: Path, crm: Crm) -> None:
     """A five-in-a-row told on sight; then a row created inside the run is committed late (within
     lateness). Once the settled order passes the run, the alert is closed as retracted, the people told
     of it hear so, and the retraction is counted."""
-    history(crm)
-    clock = ManualClock(NOW)
-    path = config(tmp_path, crm, """
+    with backfilled(tmp_path, crm, """
 [[receivers]]
 name = "ops"
 kind = "webhook"
@@ -129,12 +129,8 @@ url = "http://127.0.0.1:9/hook"
 [[routes]]
 receivers = ["ops"]
 group_wait = "0s"
-""")
-    daemon = start(path, clock)
-    delivery = daemon.extras["delivery"]
-    try:
-        while daemon.cycle():
-            pass
+""") as (daemon, clock):
+        delivery = daemon.extras["delivery"]
         count = len(events(daemon))
         crm.add(NOW + timedelta(seconds=1), type_="新类型", n=5, spacing=timedelta(seconds=2))
         clock.set(NOW + timedelta(seconds=12))
@@ -160,8 +156,6 @@ group_wait = "0s"
         assert [(r, status) for r, status, _ in told] == [("ops", "firing"), ("ops", "resolved")]
         exposition = daemon.metrics.render().decode()
         assert 'sentinel_alert_retractions_total{rule="streak",what="firing"} 1.0' in exposition
-    finally:
-        daemon.stop()
 
 
 def test_restart_continues_without_repeating(tmp_path: Path, crm: Crm) -> None:
@@ -281,12 +275,7 @@ def test_sighup_adds_a_rule_with_full_history_and_removes_one(tmp_path: Path, cr
 
 def test_a_failed_cycle_commits_nothing_and_the_next_one_catches_up(tmp_path: Path, crm: Crm,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    history(crm)
-    clock = ManualClock(NOW)
-    daemon = start(config(tmp_path, crm), clock)
-    try:
-        while daemon.cycle():
-            pass
+    with backfilled(tmp_path, crm) as (daemon, clock):
         before = events(daemon)
         crm.add(NOW - timedelta(minutes=20), n=61, spacing=timedelta(seconds=10))
         detection = daemon.extras["detection"]
@@ -307,8 +296,6 @@ def test_a_failed_cycle_commits_nothing_and_the_next_one_catches_up(tmp_path: Pa
         new = [e for e in events(daemon)[len(before):] if e["rule"] == "type-surge"]
         assert [(e["state"], e["value"]) for e in new] == [("firing", 61)]  # exactly once, from the reloaded state
         assert not any("state store" in p for p in daemon.readiness())
-    finally:
-        daemon.stop()
 
 
 def test_detection_holds_until_the_state_is_reloaded(tmp_path: Path, crm: Crm,
@@ -316,20 +303,18 @@ def test_detection_holds_until_the_state_is_reloaded(tmp_path: Path, crm: Crm,
     """A cycle's transaction fails after the engine moved in memory, and the store stays unreachable for
     the reload too: no record is fed to that engine (no false streak or surge), /readyz says why, and
     once a reload succeeds the rows are counted exactly once."""
-    history(crm)
-    clock = ManualClock(NOW)
-    daemon = start(config(tmp_path, crm), clock)
-    try:
-        while daemon.cycle():
-            pass
+    with backfilled(tmp_path, crm) as (daemon, clock):
         before = events(daemon)
         detection = daemon.extras["detection"]
         real_cycle, real_recover = detection.on_cycle, detection.recover
         fed: list[int] = []
 
-        def broken(conn: Any, cycle: Any) -> None:
+        def counting(conn: Any, cycle: Any) -> None:
             fed.append(len(cycle.batch))
-            real_cycle(conn, cycle)  # the engine moves in memory ...
+            real_cycle(conn, cycle)
+
+        def broken(conn: Any, cycle: Any) -> None:
+            counting(conn, cycle)  # the engine moves in memory ...
             raise RuntimeError("connection lost at COMMIT")  # ... and the transaction fails
 
         def unreachable(store: Any, now: int) -> None:
@@ -341,8 +326,7 @@ def test_detection_holds_until_the_state_is_reloaded(tmp_path: Path, crm: Crm,
         clock.set(NOW + timedelta(seconds=5))
         assert daemon.cycle() is False
         assert fed == [3]
-        monkeypatch.setattr(detection, "on_cycle", lambda conn, cycle: (fed.append(len(cycle.batch)),
-                                                                          real_cycle(conn, cycle)))
+        monkeypatch.setattr(detection, "on_cycle", counting)
         for i in range(3):  # the store is still unreachable: held, whatever the backoff says
             daemon.restore_retry_monotonic = 0.0
             clock.set(NOW + timedelta(seconds=10 + i))
@@ -358,8 +342,6 @@ def test_detection_holds_until_the_state_is_reloaded(tmp_path: Path, crm: Crm,
         new = [e for e in events(daemon)[len(before):] if e["rule"] == "streak" and e["labels"] == {"type": "新类型"}]
         assert [(e["state"], e["value"]) for e in new] == [("firing", 5)]  # once, from 5 rows, not 3 + 3 + 2
         assert daemon.restore_error is None and not any("holds" in p for p in daemon.readiness())
-    finally:
-        daemon.stop()
 
 
 def _stream(seed: int, start: datetime, n: int) -> list[tuple[datetime, str, str]]:

@@ -9,7 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.latency_helpers import HISTORY, Crm, SentinelProcess, WebhookSink, names, quickstart_config
+from tests.crm import Crm
+from tests.latency_helpers import (
+    HISTORY,
+    bodies,
+    insert,
+    names,
+    quickstart_config,
+    seed_history,
+    sentinel_run,
+    wait_for_body,
+)
+from tests.notify.vendors import FakeWebhook
 
 pytestmark = pytest.mark.slow
 
@@ -19,10 +30,9 @@ WAIT_S = 60.0
 
 def test_quickstart_daemon_tells_a_surge_then_a_streak(tmp_path: Path) -> None:
     crm = Crm(tmp_path / "crm.db")
-    crm.seed_history(days=8)
-    with WebhookSink() as sink, SentinelProcess(quickstart_config(tmp_path, crm, sink.url),
-                                                tmp_path / "sentinel.log") as daemon:
-        daemon.wait_for_log("backfill finished", timeout=60)
+    seed_history(crm, days=8)
+    with FakeWebhook() as sink, sentinel_run(quickstart_config(tmp_path, crm, sink.url)) as daemon:
+        daemon.wait_for("backfill finished", timeout=60)
 
         # A new type arriving in numbers: zero baseline, so the threshold is floor-decided and the 10th row
         # fires (moderate). Known types between its rows keep it from also making five in a row.
@@ -32,19 +42,19 @@ def test_quickstart_daemon_tells_a_surge_then_a_streak(tmp_path: Path) -> None:
             rows.append(SURGE)
             if i < 9:
                 rows.append(known[i % len(known)])
-        crm.insert(rows)
-        surge = sink.wait_for(lambda b: names(b, "type-surge", SURGE), WAIT_S)
+        insert(crm, rows)
+        surge = wait_for_body(sink, lambda b: names(b, "type-surge", SURGE), WAIT_S)
 
         # Five of one type with nothing between them: the streak rule's default length.
-        crm.insert([STREAK] * 5)
-        streak = sink.wait_for(lambda b: names(b, "same-type-streak", STREAK), WAIT_S)
-        bodies = list(sink.bodies)
+        insert(crm, [STREAK] * 5)
+        streak = wait_for_body(sink, lambda b: names(b, "same-type-streak", STREAK), WAIT_S)
+        told = bodies(sink)
 
     assert surge["status"] == "firing" and surge["tier"] == "moderate"
     assert [a["labels"]["type"] for a in surge["alerts"]] == [SURGE]
     assert SURGE in surge["text"]
     assert streak["status"] == "firing" and streak["tier"] == "light"
     assert [(a["labels"]["rule"], a["labels"]["type"]) for a in streak["alerts"]] == [("same-type-streak", STREAK)]
-    assert bodies.index(surge) < bodies.index(streak)
+    assert told.index(surge) < told.index(streak)
     # nothing else was told: the known types stayed inside their baseline, the surge made no streak
-    assert len(bodies) == 2, bodies
+    assert len(told) == 2, told

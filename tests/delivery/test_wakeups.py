@@ -32,19 +32,11 @@ from sentinel.wake import Waker
 from tests.crm import Crm
 from tests.delivery.builders import Alert, Pipeline, at, daemon_config, delivery_ids, route
 from tests.delivery.conftest import MakePipeline
+from tests.delivery.test_isolation import wait_for
 from tests.notify.vendors import Answer, FakeWebhook
 
 SAFETY_S = 60.0  # longer than any wait below: what arrives in time arrived through a wake-up
 STREAK = "物流配送延误"
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def running(p: Pipeline) -> DeliveryWorker:
@@ -97,7 +89,7 @@ group_interval = "0s"
         d = build(load_config(path), config_path=str(path))
         d.start()
         try:
-            assert wait_for(lambda: d.state is not None and d.state.backfill_done), "first start's backfill"
+            assert wait_for(lambda: d.state is not None and d.state.backfill_done, 15.0), "first start's backfill"
             yield d, crm, hook
         finally:
             d.stop()
@@ -221,7 +213,7 @@ def test_a_message_committed_while_a_drain_is_finishing_goes_without_the_safety_
         webhook: FakeWebhook, pipeline: MakePipeline, monkeypatch: pytest.MonkeyPatch) -> None:
     p = pipeline([webhook.receiver(name="hook")], [route(["hook"])])
     worker = running(p)
-    assert wait_for(lambda: worker.waker.runs >= 1)
+    assert wait_for(lambda: worker.waker.runs >= 1, timeout=15.0)
     finishing = worker._pending_gauge  # runs at the end of a drain, with the in-flight lock still held
     raced: list[int] = []
 
@@ -342,9 +334,8 @@ def test_claims_waiting_during_a_commit_share_the_next_transaction(tmp_path: Pat
 def test_a_rate_limited_receiver_resumes_when_its_window_opens_and_never_exceeds_it(
         pipeline: MakePipeline) -> None:
     with FakeWebhook() as hook:
-        p = pipeline([hook.receiver(name="hook", rate_limit="2/1s")], [route(["hook"], group_by=["type"])])
-        p.clock = SystemClock()  # type: ignore[assignment]  # real time: the window must really pass
-        p.worker.clock = p.clock
+        p = pipeline([hook.receiver(name="hook", rate_limit="2/1s")], [route(["hook"], group_by=["type"])],
+                     clock=SystemClock())  # real time: the window must really pass
         p.record(*(Alert(f"类型{i:03d}", p.now).firing() for i in range(5)))
         assert p.dispatch() == 5
         worker = running(p)
@@ -359,9 +350,7 @@ def test_a_rate_limited_receiver_resumes_when_its_window_opens_and_never_exceeds
 def test_a_retry_goes_at_its_due_time_not_at_the_safety_net(pipeline: MakePipeline) -> None:
     with FakeWebhook() as hook:
         hook.script(Answer(503, headers={"Retry-After": "1"}))  # the retry is due within about two seconds
-        p = pipeline([hook.receiver(name="hook")], [route(["hook"])])
-        p.clock = SystemClock()  # type: ignore[assignment]
-        p.worker.clock = p.clock
+        p = pipeline([hook.receiver(name="hook")], [route(["hook"])], clock=SystemClock())
         p.record(Alert("物流配送延误", p.now).firing())
         assert p.dispatch() == 1
         worker = running(p)

@@ -4,6 +4,8 @@ the backtest's events."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -135,13 +137,7 @@ class Live:
     commit: dict[int, int]  # record id -> commit time
 
 
-def daemon_run(records: list[Rec], polls: list[int], lateness: int, restarts: set[int] = frozenset(),
-               in_order: bool = False) -> tuple[list[Event], int]:
-    live = daemon_live(records, polls, lateness, restarts, in_order)
-    return live.events, live.horizon
-
-
-def daemon_live(records: list[Rec], polls: list[int], lateness: int, restarts: set[int] = frozenset(),
+def daemon_live(records: list[Rec], polls: list[int], lateness: int, restarts: AbstractSet[int] = frozenset(),
                 in_order: bool = False) -> Live:
     """Feed records as a daemon would: at each poll time P, the rows committed by P, horizon P - lateness.
     Each row commits within `lateness` of its creation, in any order (or in time order with `in_order`).
@@ -198,10 +194,10 @@ def test_restart_at_random_points_gives_one_runs_events(records: list[Rec], poll
     lateness = 300 * US
     end = records[-1].ts + 2 * lateness
     polls = sorted({START + o * US for o in poll_offsets} | {end})
-    uninterrupted, h1 = daemon_run(records, polls, lateness)
-    restarted, h2 = daemon_run(records, polls, lateness, restarts)
-    assert h1 == h2
-    assert as_json(restarted) == as_json(uninterrupted)
+    uninterrupted = daemon_live(records, polls, lateness)
+    restarted = daemon_live(records, polls, lateness, restarts)
+    assert uninterrupted.horizon == restarted.horizon
+    assert as_json(restarted.events) == as_json(uninterrupted.events)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -236,12 +232,18 @@ def assert_told_on_sight(live: Live, records: list[Rec], polls: list[int]) -> No
         assert first <= told <= last_poll, (e.rule, e.state, e.at, told)
 
 
+def top_tiers(events: list[Event]) -> list[int]:
+    """The highest tier each alert instance reached, sorted."""
+    top: dict[str, int] = {}
+    for e in events:
+        top[e.instance] = max(top.get(e.instance, 0), int(e.tier))
+    return sorted(top.values())
+
+
 def assert_nothing_missed_nothing_doubled(live: Live, replay: list[Event]) -> None:
     """Rows committed out of order within lateness: threshold alerts are told exactly as the settled
     order has them (never missed, never twice); a streak told on sight that the settled order does not
     confirm is retracted, and only then."""
-    from collections import Counter
-
     def per_fp(events: list[Event], state: str) -> Counter[str]:
         return Counter(e.fingerprint for e in events if e.state.value == state)
 
@@ -256,20 +258,12 @@ def assert_nothing_missed_nothing_doubled(live: Live, replay: list[Event]) -> No
     gone = Counter(e.fingerprint for e in retracted)
     for fp in set(fired) | set(fired_settled):
         assert fired[fp] - gone[fp] == fired_settled[fp], fp
-    for rule, kind in kinds.items():
-        if kind != "threshold":
-            continue
+    for rule in (name for name, kind in kinds.items() if kind == "threshold"):
         mine = [e for e in live.events if e.rule == rule]
         theirs = [e for e in replay if e.rule == rule]
         assert [(e.fingerprint, e.at) for e in mine if e.state.value == "resolved"] == \
             [(e.fingerprint, e.at) for e in theirs if e.state.value == "resolved"]
-        top = {}
-        for e in mine:
-            top[e.instance] = max(top.get(e.instance, 0), int(e.tier))
-        top_settled = {}
-        for e in theirs:
-            top_settled[e.instance] = max(top_settled.get(e.instance, 0), int(e.tier))
-        assert sorted(top.values()) == sorted(top_settled.values())
+        assert top_tiers(mine) == top_tiers(theirs)
     # each alert's events keep their order: one firing, then upgrades, then at most one resolution
     by_instance: dict[str, list[str]] = {}
     for e in live.events:
@@ -324,8 +318,8 @@ def test_restart_after_every_poll_on_a_busy_stream() -> None:
                         f"c{int(rng.integers(0, 4))}", id=i + 1))
     lateness = 300 * US
     polls = sorted({int(x) for x in np.linspace(START, recs[-1].ts + 2 * lateness, 400)})
-    one, _ = daemon_run(recs, polls, lateness)
-    many, _ = daemon_run(recs, polls, lateness, restarts=set(range(len(polls))))
+    one = daemon_live(recs, polls, lateness).events
+    many = daemon_live(recs, polls, lateness, restarts=set(range(len(polls)))).events
     assert len(one) > 50
     assert {e.rule for e in one} == {"day", "chan", "pace", "roll", "run3", "chanrun"}
     assert as_json(many) == as_json(one)
@@ -339,7 +333,7 @@ def test_restart_while_the_first_day_still_waits_for_its_records() -> None:
     recs += [Rec(t + 27 * 3600 * US + i, TYPES[0], CHANNELS[0], "c1", id=100 + i) for i in range(3)]
     lateness = 300 * US
     polls = [START + lateness - 1, recs[-1].ts + 2 * lateness]  # the first poll sees them, settles none
-    one, _ = daemon_run(recs, polls, lateness)
-    many, _ = daemon_run(recs, polls, lateness, restarts={0})
+    one = daemon_live(recs, polls, lateness).events
+    many = daemon_live(recs, polls, lateness, restarts={0}).events
     assert any(e.extra.get("chance") for e in one)
     assert as_json(many) == as_json(one)

@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
-from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from sentinel.cli import main
@@ -24,8 +23,8 @@ from sentinel.daemon import Daemon
 from sentinel.service import build
 from sentinel.sources.pg_notify import Listener, default_channel, resolve_table, trigger_problem
 from sentinel.sources.sql import SqlSource
-from sentinel.store.schema import hourly_buckets
 from tests.sources.dbs import Db, TcpProxy, complaints_table, row
+from tests.test_ingest import counted  # complaints in the hourly buckets: what was ingested and committed
 
 SECRET = "Sup3r-s3cret-pw"  # trust auth ignores it; it must never show in output or logs
 DEADLINE_S = 20.0
@@ -66,12 +65,6 @@ def wait_for(what: str, condition: Callable[[], bool], timeout_s: float = DEADLI
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout_s:.0f} s: {what}")
         time.sleep(0.05)
-
-
-def counted(d: Daemon) -> int:
-    """Complaints counted into the hourly buckets: what the daemon has ingested and committed."""
-    with d.store.reading() as conn:
-        return int(conn.execute(select(func.coalesce(func.sum(hourly_buckets.c.count), 0))).scalar_one())
 
 
 def insert_now(db: Db, rid: int) -> None:
