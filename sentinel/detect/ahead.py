@@ -84,8 +84,17 @@ class Settled:
     rename: tuple[str, str, int] | None = None  # (settled instance, told instance, told start)
 
 
-def settle(e: Event, told: list[Told]) -> Settled:
-    """One event of the settled run against what was told ahead."""
+def settle(e: Event, told: list[Told], renamed: dict[str, tuple[str, int]]) -> Settled:
+    """One event of the settled run against what was told ahead. `renamed` maps the instances this
+    reconciliation renamed to (told instance, told start): the settled run's later events in the same
+    batch were made before the rename, and must reach the same people. What the settled run did to
+    that alert before it was told is told as happening when it opened (an alert has no upgrade before
+    its firing)."""
+    if e.instance in renamed:
+        instance, started = renamed[e.instance]
+        e = replace(e, instance=instance, started=started)
+    if e.at < e.started:  # only an alert renamed to one told later than the settled run opened it
+        e = replace(e, at=e.started)
     if e.state is EventState.RESOLVED:
         t = by_instance(told, e.instance)
         if t is not None:
@@ -98,7 +107,8 @@ def settle(e: Event, told: list[Told]) -> Settled:
         rename = None
         if t.instance != e.instance:
             rename = (e.instance, t.instance, t.started)
-            e = replace(e, instance=t.instance, started=t.started)
+            renamed[e.instance] = (t.instance, t.started)
+            e = replace(e, instance=t.instance, started=t.started, at=max(e.at, t.started))
         t.matched = True
         t.settled_tier = max(t.settled_tier, e.tier)
         if e.tier > t.tier:

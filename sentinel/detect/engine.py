@@ -95,8 +95,9 @@ class Engine:
             state = self.states[rule.name]
             told = self.told[rule.name]
             settled = feed(rule, state, batch, horizon, start=self.ctx.coverage_start_us)
+            renamed: dict[str, tuple[str, int]] = {}
             for e in sort_events(settled, self.order):
-                done = la.settle(e, told)
+                done = la.settle(e, told, renamed)
                 if done.rename is not None:
                     la.rename_alert(state.alerts, *done.rename)
                 out += done.events

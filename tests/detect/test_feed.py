@@ -283,6 +283,22 @@ def test_out_of_order_commits_miss_nothing_and_retract_only_what_settling_disagr
     assert_nothing_missed_nothing_doubled(live, run(RULES, records, coverage=START, until=live.horizon))
 
 
+def test_a_settled_alert_that_takes_the_told_instance_keeps_its_later_events() -> None:
+    """Found by the property above: a streak told on sight from three of its rows; the late rows put
+    its crossing earlier and upgrade it twice in the same settled batch. Those upgrades must carry
+    the instance people were told of, and come after its firing."""
+    recs = [Rec(START, TYPES[0], CHANNELS[0], "c0", id=1)]
+    recs += [Rec(START + 1800 * US, TYPES[0], CHANNELS[0], "c0", id=i) for i in range(2, 10)]
+    recs += [Rec(START + 1860 * US, TYPES[0], CHANNELS[0], "c0", id=i) for i in range(10, 28)]
+    lateness = 300 * US
+    polls = sorted({START, START + 1863 * US, recs[-1].ts + 2 * lateness})
+    live = daemon_live(recs, polls, lateness)
+    run3 = [e for e in live.events if e.rule == "run3"]
+    assert [e.state.value for e in run3] == ["firing", "upgraded", "upgraded"]
+    assert len({e.instance for e in run3}) == 1
+    assert_nothing_missed_nothing_doubled(live, run(RULES, recs, coverage=START, until=live.horizon))
+
+
 def test_rows_committed_out_of_order_within_lateness_are_told_on_sight_and_settled() -> None:
     """The design's case: a row created before others becomes visible after them (a longer
     transaction). Told on sight all the same; where the settled order breaks a streak that was told,
