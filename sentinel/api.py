@@ -120,6 +120,7 @@ def alerts_json(daemon: Daemon) -> list[dict[str, Any]]:
 
 
 def _authorise(daemon: Daemon, req: Request) -> None:
+    """The route guard of every write: judged from the head alone, so a refused client's body is never read."""
     token = daemon.cfg.api.token
     if token is None:
         raise HTTPError(403, "writes are disabled: set [api] token in the configuration")
@@ -131,6 +132,10 @@ def _authorise(daemon: Daemon, req: Request) -> None:
 
 def register(daemon: Daemon) -> None:
     app = daemon.app
+
+    def write(req: Request) -> None:
+        _authorise(daemon, req)
+
     app.route("GET", "/api/v1/status", lambda _req: Response.json(status(daemon)))
     app.route("GET", "/api/v1/alerts", lambda _req: Response.json(alerts_json(daemon)))
 
@@ -141,7 +146,6 @@ def register(daemon: Daemon) -> None:
         return Response.json([s.to_api(daemon.cfg.tz, now) for s in items])
 
     def add_silence(req: Request) -> Response:
-        _authorise(daemon, req)
         now = now_us(daemon.clock)
         try:
             matchers, starts, ends, by, comment = silence_store.parse(req.json(), now)
@@ -152,7 +156,6 @@ def register(daemon: Daemon) -> None:
         return Response.json({"silenceID": sid})
 
     def expire_silence(req: Request) -> Response:
-        _authorise(daemon, req)
         with daemon.store.transaction() as conn:
             ok = silence_store.expire(conn, req.params["sid"], now_us(daemon.clock))
         if not ok:
@@ -160,7 +163,6 @@ def register(daemon: Daemon) -> None:
         return Response.json({"status": "expired"})
 
     def ack(req: Request) -> Response:
-        _authorise(daemon, req)
         body = req.json()
         if not isinstance(body, dict) or not isinstance(body.get("instance"), str):
             raise HTTPError(400, "expected {\"instance\": …, \"by\": …}")
@@ -173,10 +175,10 @@ def register(daemon: Daemon) -> None:
         return Response.json({"status": result, "instance": body["instance"]})
 
     app.route("GET", "/api/v1/silences", list_silences)
-    app.route("POST", "/api/v1/silences", add_silence)
-    app.route("DELETE", "/api/v1/silences/<sid>", expire_silence)
-    app.route("DELETE", "/api/v1/silence/<sid>", expire_silence)
-    app.route("POST", "/api/v1/ack", ack)
+    app.route("POST", "/api/v1/silences", add_silence, guard=write)
+    app.route("DELETE", "/api/v1/silences/<sid>", expire_silence, guard=write)
+    app.route("DELETE", "/api/v1/silence/<sid>", expire_silence, guard=write)
+    app.route("POST", "/api/v1/ack", ack, guard=write)
     app.route("GET", "/ack/<token>", lambda req: ack_page(daemon, req, confirm=False))
     app.route("POST", "/ack/<token>", lambda req: ack_page(daemon, req, confirm=True))
 
