@@ -198,6 +198,12 @@ class Limits:
             raise ValueError("header_timeout must be positive and at most request_timeout")
 
 
+CHAT_PEER = Limits(header_timeout=75.0, request_timeout=75.0)
+"""For the local imitations of a chat tool (the demo sink, the benchmarks' sinks): keep-alive connections
+left idle as long as a chat tool's front end leaves them (nginx's 75 s), so a sender's pooled connection is
+not cut between two messages and the figures measure the sender, not reconnections."""
+
+
 class _Refusal(Error):
     """A guard's refusal, answered by waitress before the body is read, as JSON like the App's errors."""
 

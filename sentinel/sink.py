@@ -7,7 +7,7 @@ import json
 import threading
 from typing import IO, Any
 
-from sentinel.http import App, Request, Response, Server
+from sentinel.http import CHAT_PEER, App, Request, Response, Server
 
 SINK_KEY = "demo"
 PATH = "/cgi-bin/webhook/send"
@@ -21,7 +21,7 @@ class ChatSink:
         self._lock = threading.Lock()
         app = App()
         app.route("POST", PATH, self._post)
-        self.server = Server(app, "127.0.0.1:0")
+        self.server = Server(app, "127.0.0.1:0", limits=CHAT_PEER)
 
     def _post(self, req: Request) -> Response:
         try:

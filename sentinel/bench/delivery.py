@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sentinel.http import App, Request, Response, Server
+from sentinel.http import CHAT_PEER, App, Request, Response, Server
 
 if TYPE_CHECKING:  # the rest inside the functions: the CLI imports this module to build its options
     from sentinel.notify.views import AlertView
@@ -50,7 +50,8 @@ class Sink:
         self._cond = threading.Condition()
         app = App()
         app.route("POST", "/<receiver>", self._post)
-        self.server = Server(app, "127.0.0.1:0", threads=threads)  # one per receiver: no request queues
+        # one thread per receiver: no request queues
+        self.server = Server(app, "127.0.0.1:0", threads=threads, limits=CHAT_PEER)
 
     def _post(self, req: Request) -> Response:
         self.seen(req.path, req.headers.get("x-sentinel-delivery", ""))

@@ -104,7 +104,7 @@ from sentinel.bench.common import (
     wait_http,
 )
 from sentinel.demo import free_port
-from sentinel.http import App, Request, Response, Server
+from sentinel.http import CHAT_PEER, App, Request, Response, Server
 from sentinel.simulate import CHANNELS
 
 MIN_COUNT = 10  # threshold defaults of the README quick start
@@ -155,7 +155,7 @@ class Sink:
         self._lock = threading.Lock()
         app = App()
         app.route("POST", "/<system>", self._post)
-        self.server = Server(app, "127.0.0.1:0")
+        self.server = Server(app, "127.0.0.1:0", limits=CHAT_PEER)
 
     def _post(self, req: Request) -> Response:
         self.record(time.time(), req.params["system"], req.body)
