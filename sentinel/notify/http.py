@@ -349,10 +349,11 @@ class HttpClient:
         except ValueError:  # urlsplit refuses it (a broken IPv6 host): the same answer requests gives
             return Failed("config", "invalid webhook URL or header (check the receiver's configuration)")
         attempt = Attempt(self.deadline_s)
-        if self._closed:
+        self._attempt = _current.attempt = attempt
+        if self._closed:  # checked after `_attempt` is set: a close() racing this start cuts it either way
+            self._attempt = _current.attempt = None
             attempt.why = "stopping"
             return attempt.outcome()
-        self._attempt = _current.attempt = attempt
         WATCHDOG.arm(attempt)
         try:
             out = self._post(url, body, headers, settings, attempt)
