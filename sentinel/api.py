@@ -54,7 +54,8 @@ def status(daemon: Daemon) -> dict[str, Any]:
         lo = last.get(rc.name)
         receivers.append({
             "name": rc.name, "kind": rc.kind, "urls": len(rc.all_urls()), "pending": pending.get(rc.name, 0),
-            "last": None if lo is None else {"status": lo["status"], "at": iso(lo["at_us"]), "error": lo["error"]},
+            "last": None if lo is None else {"status": lo["status"], "at": iso(lo["at_us"]), "error": lo["error"],
+                                             "next_attempt": iso(lo.get("next_attempt_us"))},
         })
     state = daemon.state
     return {

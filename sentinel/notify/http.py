@@ -2,7 +2,11 @@
 
 Guarantees, so no vendor module has to remember them:
 - one `requests.Session` per adapter instance (connections reused, nothing shared across receivers);
-- (connect, read) timeouts on every call, plus an overall deadline for reading the answer;
+- a hard deadline per attempt: the receiver's `timeout` bounds connect, request, headers and body
+  together, whatever the peer does. Socket timeouts alone cannot (each byte restarts them: a robot
+  that drips one byte every few seconds would hold the attempt for ever), so a watchdog thread shuts
+  the connection's socket down when the deadline passes, and the attempt becomes a retryable
+  "timed out after N s while …" outcome. `close()` cuts an attempt in flight the same way (SIGTERM);
 - redirects are never followed: a 3xx is an answer to classify (DingTalk answered throttling with a
   302), not a place to send the alert and its secrets;
 - answers are read up to `MAX_ANSWER_BYTES`: a misconfigured URL cannot make the daemon buffer a
@@ -15,11 +19,15 @@ Guarantees, so no vendor module has to remember them:
 
 from __future__ import annotations
 
+import contextlib
+import heapq
+import itertools
 import json
 import logging
 import math
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -30,7 +38,11 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
+import urllib3
+import urllib3.response
+from requests.adapters import HTTPAdapter as RequestsAdapter
 from requests.structures import CaseInsensitiveDict
+from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from sentinel import __version__
 from sentinel.config import Mention, ReceiverConfig
@@ -128,23 +140,189 @@ def with_query(url: str, params: Mapping[str, str]) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+# --- the deadline of one attempt ------------------------------------------------------------------
+
+CONNECTING = "connecting"
+SENDING = "sending the message"
+WAITING = "waiting for the answer"
+READING = "reading the answer"
+_MAY_HAVE_ARRIVED = (SENDING, WAITING, READING)
+
+
+class Attempt:
+    """One POST's progress, shared with the thread that may cut it (the watchdog, or `close()`).
+
+    The connection in use is noted at each phase, so cutting it shuts down the socket the attempt is
+    blocked on: the blocked call returns at once (EOF or an error) instead of waiting for the peer."""
+
+    __slots__ = ("_lock", "conn", "deadline", "finished", "phase", "seconds", "why")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self.phase = CONNECTING
+        self.conn: HTTPConnection | None = None
+        self.why: str | None = None  # set once cut: "deadline" or "stopping"
+        self.finished = False
+        self._lock = threading.Lock()
+
+    def at(self, phase: str, conn: HTTPConnection) -> None:
+        """The attempt reached `phase` on `conn`; an attempt already cut does not go on."""
+        with self._lock:
+            self.phase, self.conn = phase, conn
+            if self.why is not None:
+                _shutdown(conn)
+                raise ConnectionAbortedError("attempt cut")
+
+    def cut(self, why: str) -> None:
+        with self._lock:
+            if self.finished or self.why is not None:
+                return
+            self.why = why
+            if self.conn is not None:
+                _shutdown(self.conn)
+
+    def finish(self) -> None:
+        with self._lock:
+            self.finished = True
+
+    def outcome(self) -> RetryAfter:
+        """What a cut attempt is: a network error the worker retries with its backoff."""
+        maybe = " (the message may have been delivered)" if self.phase in _MAY_HAVE_ARRIVED else ""
+        if self.why == "stopping":
+            return RetryAfter(NETWORK_DELAY, f"abandoned while {self.phase}: the daemon is stopping{maybe}")
+        return RetryAfter(NETWORK_DELAY, f"timed out after {self.seconds:g} s while {self.phase}{maybe}")
+
+
+def _shutdown(conn: HTTPConnection) -> None:
+    """Shut the connection's socket down from another thread: a blocked recv or send returns at once
+    (close() alone does not wake it). The plain socket's method, so a TLS socket's state is untouched."""
+    sock = conn.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class Watchdog:
+    """One thread that cuts every attempt whose deadline passed (a timer thread per attempt would cost
+    a thread start per message in a burst). Finished attempts are dropped lazily."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Attempt]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, attempt: Attempt) -> None:
+        with self._cond:
+            if len(self._heap) > 1024:
+                self._heap = [e for e in self._heap if not e[2].finished]
+                heapq.heapify(self._heap)
+            heapq.heappush(self._heap, (attempt.deadline, next(self._seq), attempt))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="http-deadlines", daemon=True)
+                self._thread.start()
+            if self._heap[0][2] is attempt:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    while self._heap and self._heap[0][2].finished:
+                        heapq.heappop(self._heap)
+                    now = time.monotonic()
+                    if self._heap and self._heap[0][0] <= now:
+                        due = heapq.heappop(self._heap)[2]
+                        break
+                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
+            due.cut("deadline")
+
+
+WATCHDOG = Watchdog()
+_current = threading.local()  # .attempt: the Attempt this thread is making (requests is synchronous)
+
+
+def _note(phase: str, conn: HTTPConnection) -> None:
+    attempt: Attempt | None = getattr(_current, "attempt", None)
+    if attempt is not None:
+        attempt.at(phase, conn)
+
+
+class _Connection(HTTPConnection):
+    """urllib3's connection, telling the attempt in progress which socket it is blocked on (a reused
+    connection is noted at its request, a new one at its connect)."""
+
+    def connect(self) -> None:
+        _note(CONNECTING, self)
+        super().connect()
+        _note(SENDING, self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _note(SENDING, self)
+        super().request(*args, **kwargs)
+
+    def getresponse(self) -> urllib3.response.HTTPResponse:  # type: ignore[override]
+        _note(WAITING, self)
+        return super().getresponse()
+
+
+class _TlsConnection(_Connection, HTTPSConnection):
+    """The same for https (the MRO puts the notes around HTTPSConnection's connect)."""
+
+
+class _Pool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _Connection
+
+
+class _TlsPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _TlsConnection
+
+
+_POOLS = {"http": _Pool, "https": _TlsPool}
+
+
+class _Transport(RequestsAdapter):
+    """requests' adapter with connections the deadline can cut (direct and through an HTTP proxy;
+    through a SOCKS proxy only the socket timeouts apply)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = _POOLS
+        return manager
+
+
 # --- the call --------------------------------------------------------------------------------------
 
 
 class HttpClient:
-    """One receiver's session: posts a body and returns a `Reply`, or the outcome of a network error."""
+    """One receiver's session: posts a body and returns a `Reply`, or the outcome of a network error.
+
+    `timeout` is the whole attempt's deadline (connect, request, headers, body); the socket timeouts
+    (connect capped at `CONNECT_TIMEOUT_CAP`) only make a silent peer fail sooner."""
 
     def __init__(self, receiver: str, timeout: timedelta) -> None:
         self.receiver = receiver
         read = timeout.total_seconds()
+        self.deadline_s = read
         self.timeout = (min(read, CONNECT_TIMEOUT_CAP), read)
         self.session = requests.Session()
         self.session.headers.update({"User-Agent": USER_AGENT})
+        transport = _Transport()
+        self.session.mount("http://", transport)
+        self.session.mount("https://", transport)
         # The environment's proxies, CA bundle and netrc still apply, but they are looked up once per
         # host instead of at every request (requests reads every variable and stats ~/.netrc each
         # time: a large share of a message's cost in a burst). A daemon's environment is fixed.
         self.session.trust_env = False
         self._env: dict[str, dict[str, Any]] = {}
+        self._attempt: Attempt | None = None
+        self._closed = False
 
     def _settings(self, url: str) -> dict[str, Any]:
         parts = urlsplit(url)
@@ -164,28 +342,51 @@ class HttpClient:
         return found
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply | RetryAfter | Failed:
-        deadline = time.monotonic() + self.timeout[0] + 2 * self.timeout[1]
+        """One attempt, over within `deadline_s` whatever the peer does (a name lookup excepted: the
+        system resolver bounds it)."""
         try:
             settings = self._settings(url)
         except ValueError:  # urlsplit refuses it (a broken IPv6 host): the same answer requests gives
             return Failed("config", "invalid webhook URL or header (check the receiver's configuration)")
+        attempt = Attempt(self.deadline_s)
+        self._attempt = _current.attempt = attempt
+        if self._closed:  # checked after `_attempt` is set: a close() racing this start cuts it either way
+            self._attempt = _current.attempt = None
+            attempt.why = "stopping"
+            return attempt.outcome()
+        WATCHDOG.arm(attempt)
+        try:
+            out = self._post(url, body, headers, settings, attempt)
+        except Exception:
+            if attempt.why is None:
+                raise
+            out = attempt.outcome()
+        finally:
+            attempt.finish()
+            self._attempt = _current.attempt = None
+        # Cut: whatever the read returned (an error, or a clean EOF on an answer without a length) is not
+        # the answer.
+        return attempt.outcome() if attempt.why is not None else out
+
+    def _post(self, url: str, body: bytes, headers: Mapping[str, str], settings: dict[str, Any],
+              attempt: Attempt) -> Reply | RetryAfter | Failed:
         try:
             with self.session.post(url, data=body, headers=dict(headers), timeout=self.timeout,
                                    allow_redirects=False, stream=True, **settings) as resp:
+                attempt.phase = READING
                 data = bytearray()
                 for chunk in resp.iter_content(chunk_size=8192):
                     data += chunk
                     if len(data) >= MAX_ANSWER_BYTES:
                         del data[MAX_ANSWER_BYTES:]
                         break
-                    if time.monotonic() > deadline:
-                        return RetryAfter(NETWORK_DELAY, "read timeout: the answer took too long to arrive")
+                    if time.monotonic() > attempt.deadline:
+                        return attempt.outcome()
                 return Reply(resp.status_code, CaseInsensitiveDict(resp.headers), bytes(data))
         except requests.exceptions.ConnectTimeout:
             return RetryAfter(NETWORK_DELAY, f"connect timeout after {self.timeout[0]:g} s")
         except requests.exceptions.ReadTimeout:
-            return RetryAfter(NETWORK_DELAY, f"read timeout after {self.timeout[1]:g} s "
-                                             "(the message may have been delivered)")
+            return attempt.outcome()  # the socket timeout ran out first: the peer fell silent
         except requests.exceptions.SSLError:
             return RetryAfter(REDIRECT_DELAY, "TLS error (handshake or certificate verification failed)")
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
@@ -197,6 +398,12 @@ class HttpClient:
             return RetryAfter(NETWORK_DELAY, f"HTTP error ({type(exc).__name__})")
 
     def close(self) -> None:
+        """Cut the attempt in flight (it returns "abandoned …" at once) and refuse new ones; safe to
+        call from another thread (SIGTERM while a robot is still answering)."""
+        self._closed = True
+        attempt = self._attempt
+        if attempt is not None:
+            attempt.cut("stopping")
         self.session.close()
 
 

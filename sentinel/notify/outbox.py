@@ -121,8 +121,14 @@ def pending_count(conn: Connection, receiver: str) -> int:
     return int(conn.execute(q).scalar() or 0)
 
 
+RETRYING = "retrying"
+"""Not a message status: what `last_outcomes` says of a receiver whose next message failed an attempt."""
+
+
 def last_outcomes(conn: Connection) -> dict[str, dict[str, Any]]:
-    """Per receiver: its most recent finished message and its most recent error."""
+    """Per receiver: its most recent finished message, or, when the head of its queue failed an
+    attempt and waits for a retry (a timeout, a 5xx), that: status `retrying` with the error, so a
+    stalled receiver shows why instead of its last success."""
     out: dict[str, dict[str, Any]] = {}
     latest = (select(outbox.c.receiver, func.max(outbox.c.id).label("id"))
               .where(outbox.c.status.in_((DELIVERED, FAILED, DRY_RUN))).group_by(outbox.c.receiver).subquery())
@@ -130,6 +136,12 @@ def last_outcomes(conn: Connection) -> dict[str, dict[str, Any]]:
     for r in conn.execute(q).mappings():
         out[r["receiver"]] = {"status": r["status"], "at_us": r["finished_us"], "error": r["last_error"],
                               "kind": r["kind"]}
+    head = (select(outbox.c.receiver, func.min(outbox.c.id).label("id"))
+            .where(outbox.c.status.in_((PENDING, SENDING))).group_by(outbox.c.receiver).subquery())
+    q = select(outbox).join(head, and_(outbox.c.id == head.c.id)).where(outbox.c.last_error.is_not(None))
+    for r in conn.execute(q).mappings():
+        out[r["receiver"]] = {"status": RETRYING, "at_us": None, "error": r["last_error"], "kind": r["kind"],
+                              "next_attempt_us": r["next_attempt_us"]}
     return out
 
 

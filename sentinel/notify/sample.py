@@ -30,7 +30,8 @@ def send_test(cfg: Config, receiver: ReceiverConfig) -> Iterator[tuple[int, str]
                 case Delivered(detail=detail):
                     yield index, f"delivered ({detail})"
                 case RetryAfter(seconds=seconds, reason=reason):
-                    yield index, f"not delivered, the chat tool asks to retry in {seconds:.0f} s: {reason}"
+                    # a vendor's retry code, a 5xx, or the network (refused, "timed out after 10 s while ...")
+                    yield index, f"not delivered: {reason} (the daemon would retry in {seconds:.0f} s)"
                 case Failed(code=code, reason=reason):
                     yield index, f"failed: {code}: {reason}"
     finally:

@@ -10,6 +10,11 @@
   network error: the message never stays `sending` with nothing in flight.
 - Rate limits are sliding windows per robot URL (`rate_limit`, default the vendor's published limit),
   kept in the store so a restart cannot burst past a robot's limit.
+- Every attempt ends within its receiver's `timeout` (the HTTP client's hard deadline), so a robot that
+  drips its answer holds its own queue for one timeout per attempt, then retries with backoff.
+- Stopping is bounded: `flush` delivers what is due for a while, a send still in flight then gets
+  `STOP_GRACE_S` more and is abandoned (its connection cut); its message stays pending and goes after
+  the restart (the chat tool may have shown it already: at most that one repeats, as after a crash).
 - In dry run nothing is sent: messages are marked `dry_run` so the status page shows what would have
   gone out.
 - A drain starts when the worker is woken (the dispatcher committed messages), at the due time a
@@ -228,6 +233,7 @@ class DeliveryWorker:
     """
 
     READ_AHEAD = 32
+    STOP_GRACE_S = 2.0  # at shutdown, a send in flight gets this long to finish before it is abandoned
     SAFETY_INTERVAL_S = 10.0
     MIN_WAIT_S = 0.005  # a due time never asks for less: a waiting receiver cannot make a busy loop
 
@@ -322,13 +328,34 @@ class DeliveryWorker:
             self.wake()  # a new or changed receiver may have messages waiting
 
     def stop(self) -> None:
+        """Stop within about `STOP_GRACE_S` (less after a `flush` that used its time): sends in flight
+        may finish meanwhile, then they are cut and their messages stay pending."""
         self._stopping.set()
         self.waker.stop()
+        until = time.monotonic() + min(self.STOP_GRACE_S, max(0.0, self._deadline + self.STOP_GRACE_S
+                                                                   - time.monotonic()))
+        for r in list(self.runners.values()):
+            if r.busy.acquire(timeout=max(0.0, until - time.monotonic())):
+                r.busy.release()
+        self._abandon_in_flight()
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=True)  # the drains only record what their cut sends returned
         self._close_retired(wait=True)
         for r in self.runners.values():
             r.adapter.close()
+
+    def _abandon_in_flight(self) -> None:
+        """Close every adapter: a send in flight returns at once (a retry), no new one starts."""
+        with self._retired_lock:
+            runners = [*self.runners.values(), *self._retired]
+        for r in runners:
+            try:
+                r.adapter.close()
+            except Exception:
+                log.exception("could not close a receiver's connections", extra=fields(receiver=r.cfg.name))
+
+    def _stopping_now(self) -> bool:
+        return self._stopping.is_set() or time.monotonic() >= self._deadline
 
     # --- work ------------------------------------------------------------------------------------------
     @property
@@ -404,7 +431,7 @@ class DeliveryWorker:
                 if sent >= limit or self.runners.get(name) is not runner:
                     d.due_s = 0.0
                     break
-                if self._stopping.is_set() or time.monotonic() >= self._deadline:
+                if self._stopping_now():
                     d.due_s = None
                     break
                 claimed = self._claim(runner, d)
@@ -517,6 +544,12 @@ class DeliveryWorker:
         d.ahead.clear()  # the head stays unfinished (retry) or the outbox grew (fallback): read again
         with self.store.transaction() as conn:
             match outcome:
+                case RetryAfter(reason=reason) if self._stopping_now():
+                    # abandoned (or failed) while stopping: due at once when the daemon runs again
+                    outbox.mark_retry(conn, msg.id, done, reason)
+                    self.metrics.notification_requests_failed.labels(receiver=name, reason="retry").inc()
+                    log.warning("delivery abandoned at shutdown; the message is sent after the restart",
+                                extra=fields(receiver=name, reason=reason))
                 case RetryAfter(seconds=seconds, reason=reason):
                     delay = max(seconds, backoff_s(msg.attempts + 1, self.rng))
                     limiter.block(done + int(seconds * US))
@@ -547,21 +580,28 @@ class DeliveryWorker:
     def flush(self, timeout_s: float) -> int:
         """On SIGTERM: deliver what is due now, bounded in time; the rest waits in the outbox.
 
-        Drains already running stop at the same deadline; a send in flight then is not cut short
-        (its receiver's timeout bounds it)."""
+        Drains already running stop at the same deadline; a send still in flight `STOP_GRACE_S` after
+        it is abandoned (cut), this one's included, so this returns by then whatever a robot does.
+        Only `stop` follows: the adapters are closed for good."""
         deadline = time.monotonic() + timeout_s
         self._deadline = deadline
+        cutter = threading.Timer(timeout_s + self.STOP_GRACE_S, self._abandon_in_flight)
+        cutter.daemon = True
+        cutter.start()
         total = 0
-        for runner in list(self.runners.values()):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            if not runner.busy.acquire(timeout=left):
-                continue  # a drain is sending for this receiver until the deadline
-            try:
-                total += self.drain(runner)
-            finally:
-                runner.busy.release()
+        try:
+            for runner in list(self.runners.values()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if not runner.busy.acquire(timeout=left):
+                    continue  # a drain is sending for this receiver until the deadline
+                try:
+                    total += self.drain(runner)
+                finally:
+                    runner.busy.release()
+        finally:
+            cutter.cancel()
         return total
 
     def _fallback(self, conn: Any, msg: outbox.OutboxMessage, failed: str, why: str, now: int) -> None:

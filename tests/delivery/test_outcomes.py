@@ -72,7 +72,7 @@ RETRIES: list[tuple[str, str, Callable[[FakeVendor], Answer | None], float, str]
     ("webhook-503", "webhook", lambda f: Answer(503, body=b"down"), 10, "HTTP 503"),
     ("webhook-500-retry-after", "webhook", lambda f: Answer(500, headers={"Retry-After": "42"}), 42, "HTTP 500"),
     ("dingtalk-302", "dingtalk", lambda f: Answer(302, headers={"Location": "/elsewhere"}), 600, "302"),
-    ("timeout", "webhook", lambda f: Answer(delay=3), 5, "timeout"),
+    ("timeout", "webhook", lambda f: Answer(delay=3), 5, "timed out after 0.3 s"),
     ("connection-refused", "wecom", lambda f: None, 5, "connection refused"),
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -130,8 +131,46 @@ def test_timeout_from_config_on_every_call(server: FakeWebhook) -> None:
     assert time.monotonic() - started < 2.5
     assert isinstance(out, RetryAfter)
     assert out.seconds == http.NETWORK_DELAY
-    assert "timeout" in out.reason
+    assert out.reason.startswith("timed out after 0.3 s while waiting for the answer")
     assert "tokSECRET123" not in out.reason and "127.0.0.1" not in out.reason
+
+
+@pytest.mark.parametrize(("drip_head", "phase"), [(False, "reading the answer"), (True, "waiting for the answer")])
+def test_an_answer_that_drips_ends_at_the_deadline(server: FakeWebhook, drip_head: bool, phase: str) -> None:
+    """A byte a second restarts every socket timeout; the attempt still ends at its 1 s deadline (the old
+    code read on until the 8 KB chunk or the body was complete: 30 s here)."""
+    server.script(Answer(body=b'{"ok":true}'.ljust(30), drip=1.0, drip_head=drip_head), Answer())
+    client = HttpClient("r", timedelta(seconds=1))
+    started = time.monotonic()
+    out = client.post(server.url, b"{}", {})
+    elapsed = time.monotonic() - started
+    assert out == RetryAfter(http.NETWORK_DELAY, f"timed out after 1 s while {phase} "
+                                                 "(the message may have been delivered)")
+    assert elapsed < 5.0, elapsed  # the deadline plus a slow CI's margin, far from the dripped 30 s
+    assert isinstance(client.post(server.url, b"{}", {}), Reply)  # the cut connection is not reused
+    assert len(server.requests) == 2
+
+
+def test_close_abandons_the_attempt_in_flight(server: FakeWebhook) -> None:
+    """SIGTERM: closing the client from another thread ends a send that would last a minute, at once."""
+    server.script(Answer(body=b"x" * 60, drip=1.0))
+    client = HttpClient("r", timedelta(seconds=60))
+    result: list[object] = []
+    sender = threading.Thread(target=lambda: result.append(client.post(server.url, b"{}", {})))
+    sender.start()
+    deadline = time.monotonic() + 10
+    while not server.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # the head has arrived: the sender reads the dripping body
+    started = time.monotonic()
+    client.close()
+    sender.join(10)
+    assert not sender.is_alive() and time.monotonic() - started < 3.0
+    assert result == [RetryAfter(http.NETWORK_DELAY, "abandoned while reading the answer: the daemon is stopping "
+                                                     "(the message may have been delivered)")]
+    out = client.post(server.url, b"{}", {})  # a closed client sends nothing more
+    assert isinstance(out, RetryAfter) and out.reason.startswith("abandoned")
+    assert len(server.requests) == 1
 
 
 def test_connection_refused() -> None:

@@ -6,8 +6,9 @@ raw body and parsed JSON), checks what the real service checks - the URL's key o
 Feishu signatures and timestamps (older than an hour: rejected), keywords, size limits - and answers
 like the real service. Tests script further answers with `script(...)`: a vendor error code
 (`error(45009)`), any HTTP answer (`Answer(status=429, headers={"Retry-After": "7"})`), a slow answer
-(`Answer(delay=2)`) or a dropped connection (`Answer(drop=True)`). `closed_port_url()` gives a URL
-where nothing listens.
+(`Answer(delay=2)`), an answer that drips (`Answer(body=b"...", drip=1)`: the head at once, then one
+byte of the body a second; `drip_head=True` drips the status line and headers too) or a dropped
+connection (`Answer(drop=True)`). `closed_port_url()` gives a URL where nothing listens.
 
     with FakeDingTalk(secret="SEC…", keyword="预警") as robot:
         robot.script(robot.error(130101))
@@ -21,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import json
 import socket
 import sys
@@ -62,6 +64,8 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     drop: bool = False  # close the connection without answering
+    drip: float = 0.0  # seconds between the bytes of the body (a receiver that drips its answer)
+    drip_head: bool = False  # drip the status line and headers as well
 
 
 class _Server(ThreadingHTTPServer):
@@ -186,6 +190,9 @@ class FakeVendor:
             return
         data = json.dumps(answer.json, ensure_ascii=False).encode() if answer.json is not None else answer.body
         try:
+            out, head = h.wfile, io.BytesIO()
+            if answer.drip_head:
+                h.wfile = head  # the head is collected here, then dripped with the body
             h.send_response(answer.status)
             for k, v in answer.headers.items():
                 h.send_header(k, v)
@@ -193,7 +200,14 @@ class FakeVendor:
                 h.send_header("Content-Type", "application/json; charset=utf-8")
             h.send_header("Content-Length", str(len(data)))
             h.end_headers()
-            h.wfile.write(data)
+            h.wfile = out
+            data = head.getvalue() + data
+            if not answer.drip:
+                out.write(data)
+            for i in range(len(data) if answer.drip else 0):
+                out.write(data[i:i + 1])
+                if self._release.wait(answer.drip):
+                    break  # the server is closing
         except OSError:
             pass  # the client gave up (a deliberate slow answer)
 
