@@ -254,8 +254,7 @@ def cmd_ack(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config)
     try:
-        data = call(cfg, "POST", "/api/v1/ack", {"instance": args.instance, "by": args.by or getpass.getuser(),
-                                                 "via": "cli"})
+        data = call(cfg, "POST", "/api/v1/ack", {"instance": args.instance, "by": args.by or getpass.getuser()})
     except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
