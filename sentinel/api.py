@@ -4,7 +4,8 @@
 - `GET /api/v1/alerts` — open and recently resolved alerts with their silenced / inhibited /
   acknowledged / muted state.
 - `GET|POST /api/v1/silences`, `DELETE /api/v1/silences/<id>` — Alertmanager's silence JSON.
-- `POST /api/v1/ack` — `{"instance": …, "by": …}`.
+- `POST /api/v1/ack` — `{"instance": …, "by": …}`. How an acknowledgement arrived (`acks.via`: `api` with
+  the bearer token, `link` through a signed link) is the server's record, never the client's claim.
 - `GET /ack/<token>` shows a confirmation page; only `POST /ack/<token>` acknowledges, so link
   previews and mail scanners never do.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import unicodedata
 from html import escape
 from typing import Any
 
@@ -33,6 +35,22 @@ from sentinel.notify import outbox
 from sentinel.store.schema import alerts
 
 RECENT_S = 24 * 3600
+BY_MAX = 200  # acks.by
+
+
+def ack_by(value: object, *, default: str) -> str:
+    """Who acknowledged, as the person typed it: bounded to the column and free of control characters, so
+    it is stored as given (never cut) and shows on the status page as it was written."""
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ValueError("must be a string (a name)")
+    text = value.strip()
+    if len(text) > BY_MAX:
+        raise ValueError(f"at most {BY_MAX} characters, got {len(text)}")
+    if any(unicodedata.category(c) == "Cc" for c in text):
+        raise ValueError("contains control characters")
+    return text or default
 
 
 def status(daemon: Daemon) -> dict[str, Any]:
@@ -167,10 +185,19 @@ def register(daemon: Daemon) -> None:
         body = req.json()
         if not isinstance(body, dict) or not isinstance(body.get("instance"), str):
             raise HTTPError(400, "expected {\"instance\": …, \"by\": …}")
-        by = str(body.get("by") or "api")
+        if "via" in body:
+            raise HTTPError(400, "via: set by the server from how the acknowledgement arrives (\"api\" with the "
+                                 "bearer token, \"link\" through a signed link); do not send it")
+        unknown = sorted(set(body) - {"instance", "by"})
+        if unknown:
+            raise HTTPError(400, f"unknown field {unknown[0][:40]!r} (expected \"instance\" and \"by\")")
+        try:
+            by = ack_by(body.get("by"), default="api")
+        except ValueError as exc:
+            raise HTTPError(400, f"by: {exc}") from None
         try:
             with daemon.store.transaction() as conn:
-                result = acknowledge(conn, body["instance"], by, str(body.get("via") or "api"), now_us(daemon.clock))
+                result = acknowledge(conn, body["instance"], by, "api", now_us(daemon.clock))
         except KeyError:
             raise HTTPError(404, f"no alert instance {body['instance'][:40]!r}") from None
         return Response.json({"status": result, "instance": body["instance"]})
@@ -212,7 +239,11 @@ def ack_page(daemon: Daemon, req: Request, *, confirm: bool) -> Response:
         form = ('<form method="post"><label>姓名 / Your name <input name="by" maxlength="100"></label> '
                 '<button type="submit">确认 / Acknowledge</button></form>')
         return Response.html(_PAGE.format(title="确认预警 / Acknowledge alert", body=summary + form))
-    by = req.form().get("by", "").strip() or "link"
+    try:
+        by = ack_by(req.form().get("by"), default="link")
+    except ValueError as exc:
+        return Response.html(_PAGE.format(title="姓名无效 / Name not valid",
+                                          body=summary + f"<p class=bad>Your name: {escape(str(exc))}</p>"), 400)
     with daemon.store.transaction() as conn:
         result = acknowledge(conn, claim.instance, by, "link", now_us(daemon.clock))
     text = "已确认 / Acknowledged" if result == "acknowledged" else "此前已确认 / Already acknowledged"

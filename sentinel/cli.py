@@ -98,7 +98,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     try:
         daemon = build(cfg, config_path=args.config, dry_run=args.dry_run)
-        return daemon.run_forever()
+        with daemon.store.diagnosing():  # a damaged SQLite file is found by whatever reads it first
+            return daemon.run_forever()
     except StoreLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -121,6 +122,9 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         before, after = store.upgrade()
+    except StoreError as exc:
+        print(f"error: {args.config}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     finally:
         store.close()
     print(f"state store {store.description}: {before or 'empty'} -> {after}")
@@ -254,8 +258,7 @@ def cmd_ack(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config)
     try:
-        data = call(cfg, "POST", "/api/v1/ack", {"instance": args.instance, "by": args.by or getpass.getuser(),
-                                                 "via": "cli"})
+        data = call(cfg, "POST", "/api/v1/ack", {"instance": args.instance, "by": args.by or getpass.getuser()})
     except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

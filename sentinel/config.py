@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from datetime import date, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -34,6 +34,9 @@ from sentinel.model import Tier
 from sentinel.units import Rate, TimeWindow, format_duration, parse_duration, parse_rate, parse_window
 
 ENV_PREFIX = "SENTINEL_"
+# SENTINEL_* variables that are not configuration: the test suite's and the benchmarks' database addresses
+# (SENTINEL_TEST_PG_HOST, ...; see tests/conftest.py). Every other SENTINEL_* variable must name a key.
+NOT_CONFIG_PREFIXES = ("SENTINEL_TEST_",)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -450,7 +453,11 @@ class ApiConfig(Model):
 
 
 class Config(BaseSettings):
-    """The whole configuration; environment variables `SENTINEL_A__B` override file keys `a.b`."""
+    """The whole configuration; environment variables `SENTINEL_A__B` override file keys `a.b`.
+
+    A `SENTINEL_*` variable that names no key is a configuration error like an unknown key in the file
+    (`_unknown_env`), except the test suite's `SENTINEL_TEST_*`.
+    """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
                                       frozen=True, arbitrary_types_allowed=True, case_sensitive=False,
@@ -603,6 +610,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         return str(path)
 
     raw = _expand_tree(raw, "", problems, where_of, env)
+    problems += [f"{path}: {key}: {reason} (set by {name})" for name, key, reason in _unknown_env(env)]
     if problems:
         raise ConfigError(problems)
     try:
@@ -655,7 +663,40 @@ def _env_for(loc: str, env: Mapping[str, str]) -> str | None:
         for k in env:
             if k.upper() == name:
                 return k
+    if len(parts) == 1:  # SENTINEL_RULES__X makes the list `rules` a table: the error is at `rules`, the variable below
+        deeper = ENV_PREFIX + parts[0].upper() + "__"
+        for k in sorted(env):
+            if k.upper().startswith(deeper):
+                return k
     return None
+
+
+def _unknown_env(env: Mapping[str, str]) -> Iterator[tuple[str, str, str]]:
+    """(variable, key, reason) for each SENTINEL_* variable that overrides nothing.
+
+    pydantic-settings reads only the variables named after a top-level key, so `SENTINEL_BOGUS` and
+    `SENTINEL_TIMEZONE__X` would be ignored without a word, while a typo below a table
+    (`SENTINEL_SOURCE__BOGUS`) is an unknown key: both kinds are reported here the same way.
+    """
+    fields = {name: f.annotation for name, f in Config.model_fields.items()}
+    fields.update({f.alias: f.annotation for f in Config.model_fields.values() if f.alias})
+    for name in sorted(env):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper.startswith(NOT_CONFIG_PREFIXES):
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        key = ".".join(parts)
+        if parts[0] not in fields:
+            yield name, key or "(top level)", "unknown key"
+        elif len(parts) > 1 and not _takes_sub_keys(fields[parts[0]]):
+            yield name, key, f"unknown key: {parts[0]} is a single value, set as {ENV_PREFIX}{parts[0].upper()}"
+
+
+def _takes_sub_keys(annotation: Any) -> bool:
+    """A table or a list: pydantic-settings passes `SENTINEL_A__B` on to it, and its model judges `b`."""
+    if get_origin(annotation) is list or (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        return True
+    return any(_takes_sub_keys(a) for a in get_args(annotation) if a is not type(None))
 
 
 def _expand_tree(node: Any, loc: str, problems: list[str], where_of: Any, env: Mapping[str, str]) -> Any:

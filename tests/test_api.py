@@ -1,5 +1,6 @@
 """The HTTP API and the CLI commands that use it: authentication, alerts, silences, acknowledgement
-by API, CLI and signed link (valid, expired, forged, reused for another instance; GET never acks)."""
+by API, CLI and signed link (valid, expired, forged, reused for another instance; GET never acks; how an
+ack arrived is the server's record, never the client's)."""
 
 from __future__ import annotations
 
@@ -121,6 +122,56 @@ def test_ack_by_cli(running: tuple[Daemon, str, Path], capsys: pytest.CaptureFix
     assert "acknowledged" in capsys.readouterr().out
     listed = {a["instance"]: a for a in requests.get(f"{url}/api/v1/alerts", timeout=5).json()}
     assert listed[inst]["acknowledgedBy"] == "lisi"
+
+
+def stored_acks(daemon: Daemon) -> dict[str, tuple[str, str]]:
+    """instance -> (by, via), as the acks table holds them."""
+    from sqlalchemy import select
+
+    from sentinel.store.schema import acks
+
+    with daemon.store.reading() as conn:
+        return {i: (b, v) for i, b, v in conn.execute(select(acks.c.instance, acks.c.by, acks.c.via))}
+
+
+def test_ack_via_is_decided_by_the_server(running: tuple[Daemon, str, Path],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    daemon, url, cli = running
+    inst = open_instance(url)
+    claimed = requests.post(f"{url}/api/v1/ack", json={"instance": inst, "by": "x", "via": "link"}, headers=auth(),
+                            timeout=5)
+    assert claimed.status_code == 400 and "via" in claimed.json()["error"] and "server" in claimed.json()["error"]
+    long = requests.post(f"{url}/api/v1/ack", json={"instance": inst, "via": "v" * 300}, headers=auth(), timeout=5)
+    assert long.status_code == 400
+    assert stored_acks(daemon) == {}  # neither was stored
+    assert main(["ack", inst, "--config", str(cli), "--by", "lisi"]) == 0  # the CLI is an API client like any
+    assert "acknowledged" in capsys.readouterr().out
+    assert stored_acks(daemon) == {inst: ("lisi", "api")}
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    ({"by": "n" * 201}, "by: at most 200 characters"),
+    ({"by": 7}, "by: must be a string"),
+    ({"by": "a\x00b"}, "by: contains control characters"),
+    ({"by": "x", "note": "hi"}, "unknown field 'note'"),
+])
+def test_ack_body_is_validated(running: tuple[Daemon, str, Path], body: dict[str, Any], error: str) -> None:
+    daemon, url, _ = running
+    inst = open_instance(url)
+    r = requests.post(f"{url}/api/v1/ack", json={"instance": inst, **body}, headers=auth(), timeout=5)
+    assert r.status_code == 400 and error in r.json()["error"]
+    assert stored_acks(daemon) == {}
+
+
+def test_ack_link_rejects_an_overlong_name(running: tuple[Daemon, str, Path]) -> None:
+    daemon, url, _ = running
+    inst = open_instance(url)
+    link = _token_url(url, inst, int(NOW.timestamp()) + 3600)
+    r = requests.post(link, data={"by": "n" * 300}, timeout=5)
+    assert r.status_code == 400 and "at most 200 characters" in r.text
+    assert stored_acks(daemon) == {}
+    assert requests.post(link, data={"by": "  "}, timeout=5).status_code == 200  # blank: the default name
+    assert stored_acks(daemon) == {inst: ("link", "link")}
 
 
 def _token_url(url: str, instance: str, expiry: int, secret: str = ACK_SECRET) -> str:

@@ -119,6 +119,34 @@ def test_environment_error_names_variable(env: dict[str, str], monkeypatch: pyte
     assert "source.lateness" in str(err.value) and "SENTINEL_SOURCE__LATENESS" in str(err.value)
 
 
+@pytest.mark.parametrize(("var", "key", "reason"), [
+    ("SENTINEL_BOGUS", "bogus", "unknown key"),
+    ("sentinel_pol_interval", "pol_interval", "unknown key"),  # names are not case-sensitive
+    ("SENTINEL_TIMEZONE__NAME", "timezone.name", "unknown key: timezone is a single value, set as SENTINEL_TIMEZONE"),
+    ("SENTINEL_SOURCE__POLL_INTERVALL", "source.poll_intervall", "unknown key"),  # nested: as before
+])
+def test_unknown_environment_override_is_reported(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, var: str,
+                                                   key: str, reason: str) -> None:
+    monkeypatch.setenv(var, "1")
+    with pytest.raises(ConfigError) as err:
+        load_config(FIXTURE)
+    assert err.value.problems == [f"{FIXTURE}: {key}: {reason} (set by {var})"]
+
+
+def test_test_suite_variables_are_not_configuration(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTINEL_TEST_PG_HOST", "127.0.0.1")  # read by tests/conftest.py, not by the daemon
+    assert load_config(FIXTURE).timezone == "Asia/Shanghai"
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_unknown_environment_override_stops_check_and_run(env: dict[str, str], command: str) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_") or k.startswith("SENTINEL_TEST_")}
+    out = subprocess.run([sys.executable, "-m", "sentinel.cli", command, "--config", str(FIXTURE)],
+                         capture_output=True, text=True, env={**clean, "SENTINEL_BOGUS": "1"}, timeout=60, check=False)
+    assert out.returncode == 2
+    assert out.stderr == f"error: {FIXTURE}: bogus: unknown key (set by SENTINEL_BOGUS)\n"
+
+
 ERRORS = [
     # (snippet appended or replacing, expected key path, expected words)
     ('bogus = 1\n', "bogus", "unknown key"),

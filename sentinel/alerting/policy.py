@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import Connection, func, insert, select
 
@@ -185,7 +185,10 @@ class Policy:
         return int(v) if v is not None else 0
 
 
-def acknowledge(conn: Connection, instance: str, by: str, via: str, now_us: int) -> str:
+AckVia = Literal["api", "link"]  # decided by the server from how the ack arrived: bearer token or signed link
+
+
+def acknowledge(conn: Connection, instance: str, by: str, via: AckVia, now_us: int) -> str:
     """Record an acknowledgement; returns "acknowledged", "already" or raises KeyError (unknown)."""
     row = conn.execute(select(alerts.c.status).where(alerts.c.instance == instance)).first()
     if row is None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DatabaseError
 
 from sentinel.store import migrate
 from sentinel.store.lock import AdvisoryLock, FileLock
@@ -25,6 +25,15 @@ SUPPORTED = ("sqlite", "postgresql")
 
 class StoreError(Exception):
     pass
+
+
+class StoreCorrupt(StoreError):
+    """The SQLite file is not a database or is damaged: no retry helps, a person must restore or replace it."""
+
+
+# SQLite's result codes for a file that is not a database or whose pages do not add up (extended codes
+# such as SQLITE_CORRUPT_INDEX included); every other error (locked, full, read-only) is not corruption.
+_CORRUPT_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
 
 class Store:
@@ -75,8 +84,47 @@ class Store:
         self._lock.acquire()
 
     def upgrade(self) -> tuple[str | None, str]:
-        with self._write_lock:
+        with self._write_lock, self.diagnosing():
+            self._check_sqlite_file()
             return migrate.upgrade(self.engine)
+
+    def _check_sqlite_file(self) -> None:
+        """`PRAGMA quick_check` before anything else reads or migrates the file (a migration would build on the
+        damage, and a damaged page found later fails each poll instead of the start). About 0.25 s for 170 MB,
+        on a connection of its own that is closed again, so its page cache does not stay in the daemon."""
+        if self.sqlite_path is None or not self.sqlite_path.exists():
+            return
+        import sqlite3
+
+        conn = sqlite3.connect(self.sqlite_path, timeout=30)
+        try:
+            found = [str(row[0]) for row in conn.execute("PRAGMA quick_check(1)")]
+        except sqlite3.DatabaseError as exc:
+            if not str(getattr(exc, "sqlite_errorname", "")).startswith(_CORRUPT_CODES):
+                raise
+            found = [str(exc)]
+        finally:
+            conn.close()
+        if found != ["ok"]:
+            raise self._corrupt(" ".join(" ".join(found).split())[:200])
+
+    def _corrupt(self, detail: str) -> StoreCorrupt:
+        return StoreCorrupt(
+            f"state store {self.sqlite_path} is damaged (SQLite: {detail}); restore it from a backup, or move it and "
+            f"its -wal and -shm files aside to start an empty store (history is read again from the source; "
+            f"silences, acknowledgements and undelivered messages are lost)")
+
+    @contextmanager
+    def diagnosing(self) -> Iterator[None]:
+        """Turn SQLite's "file is not a database" / "disk image is malformed" into one `StoreCorrupt` that names
+        the file and what to do, instead of a traceback from deep in the driver."""
+        try:
+            yield
+        except DatabaseError as exc:
+            name = getattr(exc.orig, "sqlite_errorname", "")
+            if self.sqlite_path is None or not str(name).startswith(_CORRUPT_CODES):
+                raise
+            raise self._corrupt(str(exc.orig)) from None
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

@@ -163,7 +163,7 @@ acks = Table(
     "acks", metadata,
     Column("instance", String(32), primary_key=True),
     Column("by", String(200), nullable=False),
-    Column("via", String(16), nullable=False),  # api | cli | link
+    Column("via", String(16), nullable=False),  # api | link, set by the server (older rows may say cli)
     Column("at_us", BigInteger, nullable=False),
 )
 
