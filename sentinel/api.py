@@ -15,6 +15,7 @@ token, writes are refused. Nothing here contains a secret.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import unicodedata
@@ -151,9 +152,7 @@ def _authorise(daemon: Daemon, req: Request) -> None:
 
 def register(daemon: Daemon) -> None:
     app = daemon.app
-
-    def write(req: Request) -> None:
-        _authorise(daemon, req)
+    write = functools.partial(_authorise, daemon)
 
     app.route("GET", "/api/v1/status", lambda _req: Response.json(status(daemon)))
     app.route("GET", "/api/v1/alerts", lambda _req: Response.json(alerts_json(daemon)))

@@ -300,6 +300,7 @@ class Server:
         self.host = host
         self.port: int = int(server.effective_port if listeners == [server] else server.effective_listen[0][1])
         self._thread = threading.Thread(target=self._run, name="http", daemon=True)
+
     def _run(self) -> None:
         with contextlib.suppress(OSError):  # closed during shutdown
             self._server.run()

@@ -36,6 +36,10 @@ class StoreCorrupt(StoreError):
 _CORRUPT_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
 
+def _is_corrupt(exc: BaseException | None) -> bool:
+    return str(getattr(exc, "sqlite_errorname", "")).startswith(_CORRUPT_CODES)
+
+
 class Store:
     """The state store. `transaction()` is the only way to write."""
 
@@ -100,7 +104,7 @@ class Store:
         try:
             found = [str(row[0]) for row in conn.execute("PRAGMA quick_check(1)")]
         except sqlite3.DatabaseError as exc:
-            if not str(getattr(exc, "sqlite_errorname", "")).startswith(_CORRUPT_CODES):
+            if not _is_corrupt(exc):
                 raise
             found = [str(exc)]
         finally:
@@ -121,8 +125,7 @@ class Store:
         try:
             yield
         except DatabaseError as exc:
-            name = getattr(exc.orig, "sqlite_errorname", "")
-            if self.sqlite_path is None or not str(name).startswith(_CORRUPT_CODES):
+            if self.sqlite_path is None or not _is_corrupt(exc.orig):
                 raise
             raise self._corrupt(str(exc.orig)) from None
 

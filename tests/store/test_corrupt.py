@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.crm import write_config
 from tests.test_daemon import Crm
 
 SENTINEL = [sys.executable, "-m", "sentinel.cli"]
@@ -28,19 +29,11 @@ def sentinel(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     crm = Crm(tmp_path / "crm.db")
-    cfg = tmp_path / "sentinel.toml"
-    cfg.write_text(f"""
-timezone = "UTC"
-state_url = "sqlite:///{tmp_path}/state.db"
-listen = "127.0.0.1:0"
-[source]
-url = "sqlite:///{crm.path}"
-table = "complaints"
-columns = {{ id = "id", created_at = "created_at", type = "category", channel = "channel" }}
+    cfg = write_config(tmp_path, crm, """
 [[rules]]
 name = "type-surge"
 kind = "threshold"
-""", encoding="utf-8")
+""")
     out = sentinel("db", "upgrade", "--config", str(cfg))
     assert out.returncode == 0, out.stderr
     return cfg
