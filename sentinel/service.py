@@ -203,9 +203,10 @@ def build(cfg: Config, *, config_path: str | None = None, clock: Clock | None = 
     daemon.jobs.append(Job("outbox-housekeeping", delivery.housekeeping, 3600.0))
     daemon.reloadables.append(Reloadable(delivery.reload, "receivers"))
     daemon.on_stop.append(delivery.stop)
-    from sentinel import api
+    from sentinel import api, api_v2
 
     api.register(daemon)
+    api_v2.register(daemon)
     from sentinel.web import status_page
 
     status_page.register(daemon)

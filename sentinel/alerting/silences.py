@@ -2,6 +2,11 @@
 
 A silenced alert is still detected, recorded and shown; it is only not sent (nor repeated or
 escalated) while an active silence matches it.
+
+A silence is matched against the alert's labels (its series labels plus `rule`, `kind` and `tier`) and
+against Alertmanager's names for two of them, `alertname` (the rule) and `severity` (the tier), so a
+silence written with amtool or Grafana (`alertname=type-surge`) holds the same alerts as one written
+with Sentinel's names (`rule=type-surge`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, RowMapping, insert, select
+from sqlalchemy import update as update_
 
 from sentinel.model import from_datetime, to_datetime
 from sentinel.store.schema import silences
@@ -53,7 +59,8 @@ class Silence:
         return "pending" if now_us < self.starts_us else "active"
 
     def matches(self, labels: Mapping[str, str]) -> bool:
-        return all(m(labels) for m in self.matchers)
+        seen = matchable(labels)
+        return all(m(seen) for m in self.matchers)
 
     def to_api(self, tz: ZoneInfo, now_us: int) -> dict[str, Any]:
         return {"id": self.id, "matchers": [m.to_json() for m in self.matchers],
@@ -65,6 +72,16 @@ class Silence:
 
 class SilenceError(ValueError):
     pass
+
+
+ALIASES = {"alertname": "rule", "severity": "tier"}
+"""Alertmanager's label name -> Sentinel's, for the same fact about an alert."""
+
+
+def matchable(labels: Mapping[str, str]) -> Mapping[str, str]:
+    """`labels` plus the Alertmanager names of its rule and tier (see the module's docstring)."""
+    extra = {am: labels[own] for am, own in ALIASES.items() if own in labels and am not in labels}
+    return {**labels, **extra} if extra else labels
 
 
 def _time(value: Any, what: str) -> int:
@@ -117,32 +134,67 @@ def parse(body: Any, now_us: int) -> tuple[tuple[SilenceMatcher, ...], int, int,
 def add(conn: Connection, matchers: Sequence[SilenceMatcher], starts_us: int, ends_us: int, created_by: str,
         comment: str, now_us: int) -> str:
     sid = str(uuid.uuid4())
-    conn.execute(insert(silences).values(id=sid, matchers=json.dumps([m.to_json() for m in matchers],
-                                                                       ensure_ascii=False),
-                                         starts_us=starts_us, ends_us=ends_us, created_by=created_by,
-                                         comment=comment, created_us=now_us, updated_us=now_us))
+    conn.execute(insert(silences).values(id=sid, matchers=_matchers_json(matchers), starts_us=starts_us,
+                                         ends_us=ends_us, created_by=created_by, comment=comment,
+                                         created_us=now_us, updated_us=now_us))
     return sid
 
 
 def expire(conn: Connection, sid: str, now_us: int) -> bool:
-    """Ends a silence now; False when there is no such silence or it has already ended."""
-    row = conn.execute(select(silences.c.ends_us).where(silences.c.id == sid)).first()
-    if row is None or row[0] <= now_us:
+    """Ends a silence now; False when there is no such silence or it has already ended. A pending one
+    starts now too, so it never shows an end before its start."""
+    row = conn.execute(select(silences.c.starts_us, silences.c.ends_us).where(silences.c.id == sid)).first()
+    if row is None or row[1] <= now_us:
         return False
-    conn.execute(update(silences).where(silences.c.id == sid).values(ends_us=now_us, updated_us=now_us))
+    conn.execute(update_(silences).where(silences.c.id == sid).values(
+        starts_us=min(row[0], now_us), ends_us=now_us, updated_us=now_us))
     return True
+
+
+def update(conn: Connection, sid: str, matchers: Sequence[SilenceMatcher], starts_us: int, ends_us: int,
+           created_by: str, comment: str, now_us: int) -> str:
+    """Change silence `sid` as Alertmanager does, returning the id that now carries it: in place while it
+    is pending, or while it is active with the same matchers and start (a longer or shorter end, a new
+    comment); else, the old one is expired and a new silence with a new id is made, so what an active
+    silence held stays on record as it was. Raises KeyError for an unknown id."""
+    prev = get(conn, sid)
+    if prev is None:
+        raise KeyError(sid)
+    state = prev.state(now_us)
+    same = tuple(matchers) == prev.matchers
+    in_place = same and (
+        (state == "pending" and starts_us >= now_us)
+        or (state == "active" and abs(starts_us - prev.starts_us) < 1000 and ends_us > now_us))  # ms on the wire
+    if in_place:
+        conn.execute(update_(silences).where(silences.c.id == sid).values(
+            matchers=_matchers_json(matchers), starts_us=prev.starts_us if state == "active" else starts_us,
+            ends_us=ends_us, created_by=created_by, comment=comment, updated_us=now_us))
+        return sid
+    if state != "expired":
+        expire(conn, sid, now_us)
+    return add(conn, matchers, max(starts_us, now_us), ends_us, created_by, comment, now_us)
+
+
+def get(conn: Connection, sid: str) -> Silence | None:
+    row = conn.execute(select(silences).where(silences.c.id == sid)).mappings().first()
+    return None if row is None else _silence(row)
 
 
 def load(conn: Connection, *, include_expired_after_us: int | None = None) -> list[Silence]:
     q = select(silences)
     if include_expired_after_us is not None:
         q = q.where(silences.c.ends_us > include_expired_after_us)
-    out = []
-    for r in conn.execute(q.order_by(silences.c.created_us)).mappings():
-        ms = tuple(SilenceMatcher(m["name"], m["value"], bool(m.get("isRegex")), bool(m.get("isEqual", True)))
-                   for m in json.loads(r["matchers"]))
-        out.append(Silence(r["id"], ms, r["starts_us"], r["ends_us"], r["created_by"], r["comment"], r["updated_us"]))
-    return out
+    return [_silence(r) for r in conn.execute(q.order_by(silences.c.created_us)).mappings()]
+
+
+def _silence(r: RowMapping) -> Silence:
+    ms = tuple(SilenceMatcher(m["name"], m["value"], bool(m.get("isRegex")), bool(m.get("isEqual", True)))
+               for m in json.loads(r["matchers"]))
+    return Silence(r["id"], ms, r["starts_us"], r["ends_us"], r["created_by"], r["comment"], r["updated_us"])
+
+
+def _matchers_json(matchers: Sequence[SilenceMatcher]) -> str:
+    return json.dumps([m.to_json() for m in matchers], ensure_ascii=False)
 
 
 def silenced_by(active: Sequence[Silence], labels: Mapping[str, str], now_us: int) -> Silence | None:

@@ -1,0 +1,434 @@
+"""Alertmanager's HTTP API v2 over Sentinel's alerts, silences and routes, so the tools people already
+run against Alertmanager (amtool, Grafana's Alertmanager data source, karma) work against Sentinel
+unchanged. The JSON follows Alertmanager's OpenAPI spec (`api/v2/openapi.yaml`, 0.25 and later).
+
+- `GET /api/v2/status` — cluster `disabled` (one daemon, no peers), version, a redacted summary of the
+  configuration as `config.original` (never a secret), `uptime` (when this process started serving).
+- `GET /api/v2/alerts` — open alerts; `active`, `silenced`, `inhibited`, `unprocessed`, `filter`
+  (Prometheus matchers `name=value`, `!=`, `=~`, `!~`, quoted or not) and `receiver` (a regex).
+- `GET /api/v2/alerts/groups` — the same alerts, grouped as Sentinel's routes group them, per receiver.
+- `GET|POST /api/v2/silences`, `GET|DELETE /api/v2/silence/{id}` — Sentinel's silences; a POST with an
+  `id` updates it as Alertmanager does (see `silences.update`).
+- `GET /api/v2/receivers` — the configured receivers.
+- `GET /-/healthy`, `GET /-/ready`, `POST /-/reload` (the same reload as SIGHUP).
+
+An alert's labels are its series labels (`type`, `channel`, …) plus `alertname` (the rule) and
+`severity` (the tier); its annotations carry a summary, the value and baseline. Its state is
+`unprocessed` until the dispatcher has taken its latest event, `suppressed` while a silence, an
+inhibition or a route's mute window holds it, else `active`.
+
+Reads are open like `/api/v1`'s; writes (silences, reload) need the same bearer token, judged by the same
+guard before a body is read. Errors are a JSON string, as Alertmanager answers them (amtool prints it).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from sentinel import __version__
+from sentinel.alerting import silences as silence_store
+from sentinel.alerting.dispatch import CURSOR
+from sentinel.alerting.policy import Policy, labels_of
+from sentinel.alerting.routing import IMPLICIT, Route, Router
+from sentinel.api import _authorise
+from sentinel.clock import now_us
+from sentinel.config import Config, summary
+from sentinel.daemon import Daemon
+from sentinel.http import HTTPError, Request, Response
+from sentinel.model import US
+from sentinel.notify import outbox
+from sentinel.store.schema import alert_events, alerts
+from sentinel.units import format_duration
+
+PREFIX = "/api/v2"
+EXPIRED_KEPT_US = 5 * 86_400 * US
+"""Expired silences stay listed this long (Alertmanager's default retention, `--data.retention=120h`)."""
+NO_RECEIVER = "-"  # the implicit route's stand-in when no receiver is configured
+
+
+# --- matchers in Prometheus's text form ------------------------------------------------------------
+
+_MATCHER = re.compile(r'\s*(?P<name>[^\s=!~"{},]+)\s*(?P<op>=~|!~|!=|=)\s*(?P<value>.*?)\s*', re.S)
+
+
+def parse_matcher(text: str) -> silence_store.SilenceMatcher:
+    """`name=value`, `name!=value`, `name=~regex`, `name!~regex`, the value bare or double-quoted with
+    Go's escapes, as amtool and Grafana send them in `filter`. Raises ValueError saying what is wrong."""
+    m = _MATCHER.fullmatch(text)
+    if m is None:
+        raise ValueError(f"bad matcher {text[:80]!r}: expected name=value, name!=value, name=~regex or "
+                         "name!~regex")
+    value = m["value"]
+    if value.startswith('"'):
+        try:
+            unquoted = json.loads(value)
+        except json.JSONDecodeError:
+            unquoted = None
+        if not isinstance(unquoted, str):
+            raise ValueError(f"bad matcher {text[:80]!r}: the quoted value is not closed or has a bad escape")
+        value = unquoted
+    is_regex = "~" in m["op"]
+    if is_regex:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"bad matcher {text[:80]!r}: bad regular expression: {exc}") from None
+    return silence_store.SilenceMatcher(m["name"], value, is_regex, not m["op"].startswith("!"))
+
+
+def filter_matches(matchers: Sequence[silence_store.SilenceMatcher], labels: Mapping[str, str]) -> bool:
+    """Alertmanager's filter: as the matcher says, except that an empty value also accepts the label's
+    absence (`=`/`=~`) or its presence (`!=`/`!~`) — `foo=""` asks for alerts without `foo`."""
+    for m in matchers:
+        present = m.name in labels
+        if m.value == "" and present != m.is_equal:
+            continue
+        if not m(labels):
+            return False
+    return True
+
+
+# --- request helpers ---------------------------------------------------------------------------------
+
+def _flag(req: Request, name: str, default: bool = True) -> bool:
+    values = req.query.get(name)
+    if not values:
+        return default
+    v = values[-1].strip().lower()
+    if v in ("true", "1"):
+        return True
+    if v in ("false", "0"):
+        return False
+    raise HTTPError(400, f"{name}: {values[-1][:20]!r} is not a boolean (true or false)")
+
+
+def _filters(req: Request) -> list[silence_store.SilenceMatcher]:
+    try:
+        return [parse_matcher(f) for f in req.query.get("filter", []) if f.strip()]
+    except ValueError as exc:
+        raise HTTPError(400, str(exc)) from None
+
+
+def _receiver_filter(req: Request) -> re.Pattern[str] | None:
+    text = (req.query.get("receiver") or [""])[-1]
+    if not text:  # amtool sends none when `--receiver` is not given
+        return None
+    try:
+        return re.compile(f"(?:{text})")
+    except re.error as exc:
+        raise HTTPError(400, f"failed to parse receiver param: {exc}") from None
+
+
+def _iso(us: int) -> str:
+    """RFC 3339 in UTC with milliseconds, as Alertmanager writes times."""
+    dt = datetime.fromtimestamp(us // US, UTC).replace(microsecond=us % US)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _am_errors(handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
+    """Errors as a JSON string, Alertmanager's error body, so amtool shows the reason."""
+
+    @functools.wraps(handler)
+    def run(req: Request) -> Response:
+        try:
+            return handler(req)
+        except HTTPError as err:
+            return Response.json(err.message, err.status)
+
+    return run
+
+
+# --- alerts ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One open alert as the API shows it, with what holds it and where it goes."""
+
+    row: Mapping[str, Any]
+    labels: dict[str, str]  # Alertmanager's: series labels, alertname, severity
+    routes: tuple[Route, ...]
+    receivers: tuple[str, ...]
+    silenced_by: tuple[str, ...]
+    inhibited_by: tuple[str, ...]
+    muted_by: tuple[str, ...]
+    unprocessed: bool
+
+    @property
+    def state(self) -> str:
+        if self.unprocessed:
+            return "unprocessed"
+        return "suppressed" if self.silenced_by or self.inhibited_by or self.muted_by else "active"
+
+    def to_json(self, cfg: Config, now: int) -> dict[str, Any]:
+        r = self.row
+        series = json.loads(r["labels"])
+        summary_text = f"{r['rule']} {' '.join(f'{k}={v}' for k, v in series.items())}".strip()
+        annotations = {"summary": summary_text, "kind": r["kind"], "value": f"{r['value']:g}",
+                       "peak": f"{r['peak']:g}", "instance": r["instance"]}
+        if r["baseline"] is not None:
+            annotations["baseline"] = f"{r['baseline']:g}"
+        poll_us = int(cfg.source.poll_interval.total_seconds() * US) if cfg.source is not None else 60 * US
+        return {
+            "labels": self.labels,
+            "annotations": annotations,
+            "receivers": [{"name": n} for n in self.receivers],
+            "fingerprint": r["fingerprint"],
+            "startsAt": _iso(r["started_us"]),
+            "updatedAt": _iso(r["updated_us"]),
+            # open: no end known; like an alert its source keeps re-sending, it ends "soon" unless renewed
+            "endsAt": _iso(max(now, r["updated_us"]) + 2 * poll_us),
+            "generatorURL": f"{cfg.base_url}/#alert-{r['instance']}",
+            "status": {"state": self.state, "silencedBy": list(self.silenced_by),
+                       "inhibitedBy": list(self.inhibited_by), "mutedBy": list(self.muted_by)},
+        }
+
+
+def am_labels(row: Mapping[str, Any]) -> dict[str, str]:
+    """The labels Alertmanager's tools see: the series labels, `alertname` = rule, `severity` = tier."""
+    return {**json.loads(row["labels"]), "alertname": row["rule"], "severity": row["tier"]}
+
+
+def _receivers(routes: Iterable[Route]) -> tuple[str, ...]:
+    names: list[str] = []
+    for r in routes:
+        names += [n for n in r.cfg.receivers if n != NO_RECEIVER and n not in names]
+    return tuple(names)
+
+
+def open_alerts(daemon: Daemon, now: int) -> list[Listed]:
+    """Every open alert with its receivers and holds, in fingerprint order (Alertmanager's)."""
+    cfg = daemon.cfg
+    router = Router(cfg)
+    policy = Policy(cfg)  # a private one: the dispatcher's is in use on another thread
+    with daemon.store.reading() as conn:
+        rows = [dict(r) for r in conn.execute(select(alerts).where(alerts.c.status == "open")).mappings()]
+        policy.begin(conn, now)
+        active = [s for s in silence_store.load(conn, include_expired_after_us=now) if s.state(now) == "active"]
+        cursor = outbox.get_cursor(conn, CURSOR) or 0
+        waiting = set(conn.execute(select(alert_events.c.instance).where(alert_events.c.seq > cursor)).scalars())
+    fingerprints = {r["instance"]: r["fingerprint"] for r in rows}
+    out = []
+    for r in rows:
+        own = labels_of(r)
+        routes = tuple(router.route(own))
+        inhibitor = policy.inhibited_by(r["instance"], own)
+        muted = tuple(f"route {'default' if rt.index == IMPLICIT else rt.index + 1} mute {w}"
+                      for rt in routes if policy.muted(rt, now) for w in rt.cfg.mute)
+        out.append(Listed(
+            row=r, labels=am_labels(r), routes=routes, receivers=_receivers(routes),
+            silenced_by=tuple(s.id for s in active if s.matches(own)),
+            inhibited_by=() if inhibitor is None else (fingerprints.get(inhibitor, inhibitor),),
+            muted_by=muted, unprocessed=r["instance"] in waiting))
+    out.sort(key=lambda a: a.row["fingerprint"])
+    return out
+
+
+def _wanted(req: Request, *, unprocessed_flag: bool) -> Callable[[Listed], bool]:
+    """The query's filter, as Alertmanager applies it: `active=false` drops active alerts, `silenced=false`
+    silenced ones, `inhibited=false` inhibited ones, `unprocessed=false` unprocessed ones; `filter` matches
+    the labels; `receiver` must fully match one of the alert's receivers."""
+    active, silenced, inhibited = _flag(req, "active"), _flag(req, "silenced"), _flag(req, "inhibited")
+    unprocessed = _flag(req, "unprocessed") if unprocessed_flag else True
+    matchers = _filters(req)
+    receiver = _receiver_filter(req)
+
+    def keep(a: Listed) -> bool:
+        if not active and a.state == "active":
+            return False
+        if not silenced and a.silenced_by:
+            return False
+        if not inhibited and a.inhibited_by:
+            return False
+        if not unprocessed and a.state == "unprocessed":
+            return False
+        if receiver is not None and not any(receiver.fullmatch(n) for n in a.receivers):
+            return False
+        return filter_matches(matchers, a.labels)
+
+    return keep
+
+
+def groups_json(listed: Sequence[Listed], cfg: Config, now: int, receiver: re.Pattern[str] | None
+                ) -> list[dict[str, Any]]:
+    """Alerts per (route group, receiver), as Sentinel's dispatcher groups them: a route's `group_by`
+    labels (Sentinel's `rule` and `tier` shown as `alertname` and `severity`) for each of its receivers."""
+    groups: dict[tuple[int, str, str], dict[str, Any]] = {}
+    for a in listed:
+        own = labels_of(a.row)
+        for route in a.routes:
+            key, glabels = route.group_key(own)
+            shown = {next((am for am, s in silence_store.ALIASES.items() if s == k), k): v for k, v in glabels.items()}
+            for name in route.cfg.receivers:
+                if name == NO_RECEIVER or (receiver is not None and not receiver.fullmatch(name)):
+                    continue
+                g = groups.setdefault((route.index, key, name), {"labels": shown, "routeLabels": {},
+                                                                 "receiver": {"name": name}, "alerts": []})
+                g["alerts"].append(a.to_json(cfg, now))
+    return [groups[k] for k in sorted(groups, key=lambda k: (k[2], k[0], json.dumps(groups[k]["labels"])))]
+
+
+# --- silences --------------------------------------------------------------------------------------
+
+_STATE_ORDER = {"active": 0, "pending": 1, "expired": 2}
+
+
+def silence_json(s: silence_store.Silence, now: int) -> dict[str, Any]:
+    return {"id": s.id, "status": {"state": s.state(now)}, "updatedAt": _iso(s.updated_us),
+            "matchers": [m.to_json() for m in s.matchers], "startsAt": _iso(s.starts_us), "endsAt": _iso(s.ends_us),
+            "createdBy": s.created_by, "comment": s.comment, "annotations": {}}
+
+
+def _sort_key(s: silence_store.Silence, now: int) -> tuple[int, int]:
+    """Alertmanager's order: active (soonest end first), pending (soonest start), expired (latest end)."""
+    state = s.state(now)
+    at = {"active": s.ends_us, "pending": s.starts_us, "expired": -s.ends_us}[state]
+    return _STATE_ORDER[state], at
+
+
+def _silence_filter_hit(s: silence_store.Silence, filters: Sequence[silence_store.SilenceMatcher]) -> bool:
+    """Alertmanager's silence filter: every filter matcher appears among the silence's matchers, same name,
+    kind and value."""
+    return all(f in s.matchers for f in filters)
+
+
+# --- the routes ------------------------------------------------------------------------------------
+
+def original(cfg: Config) -> str:
+    """`config.original`: Sentinel's configuration in brief, URLs redacted and no secret in it."""
+    lines = [summary(cfg)]
+    for i, r in enumerate(cfg.routes):
+        match = ", ".join(f"{k}={v}" for k, v in r.match.items()) or "everything"
+        lines.append(f"route {i + 1}: {match} -> {', '.join(r.receivers)} (group_by {', '.join(r.group_by)}, "
+                     f"group_wait {format_duration(r.group_wait)}, group_interval {format_duration(r.group_interval)}"
+                     f", repeat_interval {format_duration(r.repeat_interval)})")
+    for i, inh in enumerate(cfg.inhibit):
+        lines.append(f"inhibit {i + 1}: {inh.source} holds {inh.target} on equal {inh.equal}")
+    return "\n".join(lines) + "\n"
+
+
+def register(daemon: Daemon) -> None:
+    app = daemon.app
+    write = functools.partial(_authorise, daemon)
+    started_us = now_us(daemon.clock)
+
+    def route(method: str, path: str, handler: Callable[[Request], Response], *, guarded: bool = False) -> None:
+        app.route(method, path, _am_errors(handler), guard=write if guarded else None)
+
+    def status(_req: Request) -> Response:
+        cfg = daemon.cfg
+        return Response.json({
+            "cluster": {"status": "disabled", "peers": []},
+            "versionInfo": {"version": __version__, "revision": "", "branch": "", "buildUser": "sentinel",
+                            "buildDate": "", "goVersion": "none (Sentinel, Python)"},
+            "config": {"original": original(cfg)},
+            "uptime": _iso(started_us),
+        })
+
+    def receivers(_req: Request) -> Response:
+        return Response.json([{"name": r.name} for r in daemon.cfg.receivers])
+
+    def get_alerts(req: Request) -> Response:
+        keep = _wanted(req, unprocessed_flag=True)
+        now = now_us(daemon.clock)
+        return Response.json([a.to_json(daemon.cfg, now) for a in open_alerts(daemon, now) if keep(a)])
+
+    def get_groups(req: Request) -> Response:
+        keep = _wanted(req, unprocessed_flag=False)
+        now = now_us(daemon.clock)
+        listed = [a for a in open_alerts(daemon, now) if keep(a)]
+        return Response.json(groups_json(listed, daemon.cfg, now, _receiver_filter(req)))
+
+    def get_silences(req: Request) -> Response:
+        filters = _filters(req)
+        now = now_us(daemon.clock)
+        with daemon.store.reading() as conn:
+            items = silence_store.load(conn, include_expired_after_us=now - EXPIRED_KEPT_US)
+        items = sorted((s for s in items if _silence_filter_hit(s, filters)), key=lambda s: _sort_key(s, now))
+        return Response.json([silence_json(s, now) for s in items])
+
+    def get_silence(req: Request) -> Response:
+        with daemon.store.reading() as conn:
+            s = silence_store.get(conn, req.params["sid"])
+        if s is None:
+            raise HTTPError(404, f"silence {req.params['sid'][:40]!r} not found")
+        return Response.json(silence_json(s, now_us(daemon.clock)))
+
+    def post_silence(req: Request) -> Response:
+        now = now_us(daemon.clock)
+        body = req.json()
+        try:
+            matchers, starts, ends, by, comment = silence_store.parse(body, now)
+        except silence_store.SilenceError as exc:
+            raise HTTPError(400, f"silence not valid: {exc}") from None
+        sid = body.get("id") if isinstance(body, dict) else None
+        if sid is not None and not isinstance(sid, str):
+            raise HTTPError(400, "silence not valid: id must be a string")
+        with daemon.store.transaction() as conn:
+            if sid:
+                try:
+                    sid = silence_store.update(conn, sid, matchers, starts, ends, by, comment, now)
+                except KeyError:
+                    raise HTTPError(404, f"silence {sid[:40]!r} not found") from None
+            else:
+                sid = silence_store.add(conn, matchers, max(starts, now), ends, by, comment, now)
+        return Response.json({"silenceID": sid})
+
+    def delete_silence(req: Request) -> Response:
+        sid = req.params["sid"]
+        now = now_us(daemon.clock)
+        with daemon.store.transaction() as conn:
+            s = silence_store.get(conn, sid)
+            if s is None:
+                raise HTTPError(404, f"silence {sid[:40]!r} not found")
+            if s.state(now) == "expired":
+                raise HTTPError(404, f"silence {sid[:40]!r} already expired")
+            silence_store.expire(conn, sid, now)
+        return Response(200)
+
+    def healthy(_req: Request) -> Response:
+        return Response.text("OK")
+
+    def ready(_req: Request) -> Response:
+        problems = daemon.readiness()
+        if problems:
+            return Response.text("not ready: " + "; ".join(problems) + "\n", 503)
+        return Response.text("OK")
+
+    def reload(_req: Request) -> Response:
+        """The reload SIGHUP does, answered when done: 200, or 500 with the configuration's problems
+        (phrased as `sentinel check` prints them: file, key and reason, never a value) while the old
+        configuration keeps running."""
+        from sentinel.config import ConfigError, load_config
+
+        if daemon.config_path is None:
+            raise HTTPError(500, "this daemon was started without a configuration file; nothing to reload")
+        try:
+            load_config(daemon.config_path)
+        except ConfigError as exc:
+            daemon.reload()  # logs the problems and sets sentinel_config_last_reload_successful to 0
+            raise HTTPError(500, "reload refused, the previous configuration keeps running: "
+                                 + "; ".join(exc.problems)) from None
+        if not daemon.reload():
+            raise HTTPError(500, "reload failed, the previous configuration keeps running (see the daemon's log)")
+        return Response.text("OK")
+
+    route("GET", f"{PREFIX}/status", status)
+    route("GET", f"{PREFIX}/receivers", receivers)
+    route("GET", f"{PREFIX}/alerts", get_alerts)
+    route("GET", f"{PREFIX}/alerts/groups", get_groups)
+    route("GET", f"{PREFIX}/silences", get_silences)
+    route("POST", f"{PREFIX}/silences", post_silence, guarded=True)
+    route("GET", f"{PREFIX}/silence/<sid>", get_silence)
+    route("DELETE", f"{PREFIX}/silence/<sid>", delete_silence, guarded=True)
+    route("GET", "/-/healthy", healthy)
+    route("GET", "/-/ready", ready)
+    route("POST", "/-/reload", reload, guarded=True)
+
