@@ -13,19 +13,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import jsonschema
 import pytest
 import requests
+import yaml
 from sqlalchemy import select
 
+from sentinel import __version__
+from sentinel.alerting.dispatch import CURSOR
 from sentinel.api_v2 import filter_matches, parse_matcher
 from sentinel.clock import SystemClock
 from sentinel.config import load_config
 from sentinel.daemon import Daemon
 from sentinel.http import Server
+from sentinel.notify import outbox
 from sentinel.service import build
 from sentinel.store.schema import silences
-from tests.crm import OTHER, PHONE, T, Crm, write_config
+from tests.crm import OTHER, PHONE, Crm, T, write_config
 
 TOKEN = "api-TOKEN-5e6f7a8b"
 AMTOOL = shutil.which("amtool")
@@ -43,9 +49,9 @@ class Running:
 def _config(tmp_path: Path, crm: Crm) -> Path:
     """Two rolling rules (so the surge is one whatever the hour), routes to two receivers and an inhibition:
     the type × channel alert is held while its type's surge is open."""
-    return write_config(tmp_path, crm, f"""
+    return write_config(tmp_path, crm, """
 [api]
-token = "${{T_API_TOKEN}}"
+token = "${T_API_TOKEN}"
 
 [[rules]]
 name = "type-surge"
@@ -69,7 +75,7 @@ kind = "webhook"
 url = "http://127.0.0.1:9/ops"
 
 [[routes]]
-match = {{ rule = "channel-surge" }}
+match = { rule = "channel-surge" }
 receivers = ["ops"]
 group_by = ["rule", "type"]
 
@@ -78,8 +84,8 @@ receivers = ["cs-team"]
 group_by = ["rule"]
 
 [[inhibit]]
-source = {{ rule = "type-surge" }}
-target = {{ rule = "channel-surge" }}
+source = { rule = "type-surge" }
+target = { rule = "channel-surge" }
 equal = ["type"]
 """)
 
@@ -218,7 +224,8 @@ def test_amtool_silence_update_and_negative_regex_matchers(running: Running) -> 
     assert s["matchers"] == [{"name": "alertname", "value": ".*-surge", "isRegex": True, "isEqual": True},
                              {"name": "type", "value": f"{OTHER}|x", "isRegex": True, "isEqual": False}]
     held = by_name(v2(running, "/alerts"))
-    assert held["type-surge"]["status"]["silencedBy"] == [sid] and held["channel-surge"]["status"]["silencedBy"] == [sid]
+    assert held["type-surge"]["status"]["silencedBy"] == [sid]
+    assert held["channel-surge"]["status"]["silencedBy"] == [sid]
     # a longer end and a new comment: the same silence, changed in place (as Alertmanager does)
     longer = amtool(running, "silence", "update", sid, "--duration=3h", "--comment=longer")
     assert longer.returncode == 0, longer.stderr
@@ -233,3 +240,233 @@ def test_amtool_silence_update_and_negative_regex_matchers(running: Running) -> 
     assert new["id"] != sid and new["status"]["state"] == "pending" and new["startsAt"].startswith("2099-01-01")
     assert v2(running, f"/silence/{sid}")["status"]["state"] == "expired"
     assert by_name(v2(running, "/alerts"))["type-surge"]["status"]["silencedBy"] == []
+
+
+# --- the JSON against Alertmanager's OpenAPI spec --------------------------------------------------------
+
+SPECS = sorted(FIXTURES.glob("alertmanager-openapi-v*.yaml"))
+
+
+def _date_time(value: object) -> bool:
+    """RFC 3339 as Go's strfmt parses it: a date, "T", a time and a zone."""
+    if not isinstance(value, str) or "T" not in value or not (value.endswith("Z") or value[-6] in "+-"):
+        return False
+    datetime.fromisoformat(value.replace("Z", "+00:00"))  # raises for anything else
+    return True
+
+
+FORMATS = jsonschema.FormatChecker(formats=())
+FORMATS.checks("date-time", raises=ValueError)(_date_time)
+FORMATS.checks("uri", raises=ValueError)(lambda v: not isinstance(v, str) or bool(urlsplit(v).scheme))
+
+
+def check(spec_path: Path, path: str, method: str, body: Any, status: str = "200") -> None:
+    """`body` against the response schema the spec gives `method path` for `status` (unknown keys are
+    allowed by the spec, as Alertmanager's clients accept them)."""
+    spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+    response = spec["paths"][path][method]["responses"][status]
+    if "$ref" in response:  # '#/responses/BadRequest'
+        response = spec["responses"][response["$ref"].rsplit("/", 1)[1]]
+    schema = response["schema"]
+    validator = jsonschema.Draft4Validator({"definitions": spec["definitions"], "allOf": [schema]},
+                                           format_checker=FORMATS)
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(body)]
+    assert not errors, f"{spec_path.name} {method.upper()} {path}: {errors}"
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem.rsplit("-", 1)[1])
+def test_every_endpoint_answers_in_the_specs_shapes(running: Running, spec: Path) -> None:
+    made = requests.post(f"{running.url}/api/v2/silences", json={
+        "matchers": [{"name": "alertname", "value": "type-surge", "isRegex": False, "isEqual": True}],
+        "startsAt": "2000-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z", "createdBy": "ops",
+        "comment": "shape"}, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+    assert made.status_code == 200, made.text
+    check(spec, "/silences", "post", made.json())
+    sid = made.json()["silenceID"]
+    assert requests.delete(f"{running.url}/api/v2/silence/{sid}", headers={"Authorization": f"Bearer {TOKEN}"},
+                           timeout=5).status_code == 200
+    requests.post(f"{running.url}/api/v2/silences", json={
+        "matchers": [{"name": "type", "value": "服.*", "isRegex": True, "isEqual": False}],
+        "endsAt": "2099-01-01T00:00:00Z", "createdBy": "ops", "comment": "still on"},
+        headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5).raise_for_status()
+
+    status = v2(running, "/status")
+    check(spec, "/status", "get", status)
+    assert status["cluster"] == {"status": "disabled", "peers": []}
+    check(spec, "/receivers", "get", v2(running, "/receivers"))
+    alerts = v2(running, "/alerts")
+    assert len(alerts) == 2
+    check(spec, "/alerts", "get", alerts)
+    groups = v2(running, "/alerts/groups")
+    assert len(groups) == 2
+    check(spec, "/alerts/groups", "get", groups)
+    listed = v2(running, "/silences")
+    assert [s["status"]["state"] for s in listed] == ["active", "expired"]
+    check(spec, "/silences", "get", listed)
+    check(spec, "/silence/{silenceID}", "get", v2(running, f"/silence/{sid}"))
+    bad = requests.get(f"{running.url}/api/v2/alerts", params={"filter": "type=~("}, timeout=5)
+    assert bad.status_code == 400
+    check(spec, "/alerts", "get", bad.json(), "400")
+
+
+def test_status_config_is_a_redacted_summary(running: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+    status = v2(running, "/status")
+    original = status["config"]["original"]
+    assert "rules: 2" in original and "cs-team (webhook)" in original and "route 1: rule=channel-surge" in original
+    assert TOKEN not in original and "127.0.0.1:9/hook" not in original  # neither the token nor a receiver's URL
+    assert status["versionInfo"]["version"] == __version__
+    uptime = datetime.fromisoformat(status["uptime"].replace("Z", "+00:00"))
+    assert timedelta(0) <= datetime.now(UTC) - uptime < timedelta(minutes=5)
+
+
+def test_receivers_and_groups_follow_the_routes(running: Running) -> None:
+    assert v2(running, "/receivers") == [{"name": "cs-team"}, {"name": "ops"}]
+    groups = {g["receiver"]["name"]: g for g in v2(running, "/alerts/groups")}
+    assert groups["cs-team"]["labels"] == {"alertname": "type-surge"}  # group_by = ["rule"], shown as alertname
+    assert groups["ops"]["labels"] == {"alertname": "channel-surge", "type": T}
+    assert [a["labels"]["alertname"] for a in groups["ops"]["alerts"]] == ["channel-surge"]
+    assert [g["receiver"]["name"] for g in v2(running, "/alerts/groups", receiver="cs-.*")] == ["cs-team"]
+    only_active = v2(running, "/alerts/groups", inhibited="false")
+    assert [g["receiver"]["name"] for g in only_active] == ["cs-team"]
+
+
+def test_alert_filters_by_state_and_matchers(running: Running) -> None:
+    assert set(by_name(v2(running, "/alerts"))) == {"type-surge", "channel-surge"}
+    assert set(by_name(v2(running, "/alerts", active="false"))) == {"channel-surge"}
+    assert set(by_name(v2(running, "/alerts", inhibited="false"))) == {"type-surge"}
+    assert set(by_name(v2(running, "/alerts", filter=[f'type="{T}"', 'channel=~"电话.*"']))) == {"channel-surge"}
+    assert set(by_name(v2(running, "/alerts", filter='channel=""'))) == {"type-surge"}  # "" = without channel
+    assert set(by_name(v2(running, "/alerts", filter='channel!=""'))) == {"channel-surge"}
+    assert v2(running, "/alerts", receiver="nobody") == []
+    for params, error in [({"active": "maybe"}, "active: 'maybe' is not a boolean"),
+                          ({"filter": "type"}, "bad matcher 'type'"),
+                          ({"filter": 'type="open'}, "quoted value is not closed"),
+                          ({"receiver": "("}, "failed to parse receiver param")]:
+        bad = requests.get(f"{running.url}/api/v2/alerts", params=params, timeout=5)
+        assert bad.status_code == 400 and isinstance(bad.json(), str) and error in bad.json(), bad.text
+
+
+def test_alerts_are_unprocessed_until_the_dispatcher_takes_their_events(running: Running) -> None:
+    with running.daemon.store.transaction() as conn:
+        outbox.set_cursor(conn, CURSOR, 0)
+    assert {a["status"]["state"] for a in v2(running, "/alerts")} == {"unprocessed"}
+    assert v2(running, "/alerts", unprocessed="false") == []
+    running.daemon.extras["delivery"].dispatch()
+    assert {a["status"]["state"] for a in v2(running, "/alerts")} == {"active", "suppressed"}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("type=物流", ("type", "物流", False, True)),
+    ('type = "a \\"quoted\\" \\\\ value"', ("type", 'a "quoted" \\ value', False, True)),
+    ("channel!=电话", ("channel", "电话", False, False)),
+    ('alertname=~"type-.*"', ("alertname", "type-.*", True, True)),
+    ("alertname!~x|y", ("alertname", "x|y", True, False)),
+    ('type=""', ("type", "", False, True)),
+    ("type==x", ("type", "=x", False, True)),
+])
+def test_matcher_text(text: str, expected: tuple[str, str, bool, bool]) -> None:
+    m = parse_matcher(text)
+    assert (m.name, m.value, m.is_regex, m.is_equal) == expected
+
+
+@pytest.mark.parametrize("text", ["type", "=x", 'type="x', "type=~(", 'type="\\q"'])
+def test_bad_matcher_text(text: str) -> None:
+    with pytest.raises(ValueError, match="bad matcher"):
+        parse_matcher(text)
+
+
+def test_filter_semantics_of_an_empty_value() -> None:
+    with_channel, without = {"alertname": "a", "channel": "电话"}, {"alertname": "a"}
+    assert filter_matches([parse_matcher('channel=""')], without)
+    assert not filter_matches([parse_matcher('channel=""')], with_channel)
+    assert filter_matches([parse_matcher('channel!=""')], with_channel)
+    assert not filter_matches([parse_matcher('channel!=""')], without)
+    assert filter_matches([parse_matcher("channel=~电.*"), parse_matcher("alertname=a")], with_channel)
+    assert not filter_matches([parse_matcher("channel!~电.*")], with_channel)
+
+
+# --- silences over plain HTTP ------------------------------------------------------------------------
+
+def post_silence(r: Running, body: dict[str, Any], token: str | None = TOKEN) -> requests.Response:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    return requests.post(f"{r.url}/api/v2/silences", json=body, headers=headers, timeout=5)
+
+
+SILENCE = {"matchers": [{"name": "severity", "value": "light|moderate|severe", "isRegex": True}],
+           "endsAt": "2099-01-01T00:00:00Z", "createdBy": "ops", "comment": "maintenance"}
+
+
+def test_silence_writes_refused_without_the_token(running: Running) -> None:
+    for token in (None, "wrong"):
+        assert post_silence(running, SILENCE, token).status_code == 401
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        assert requests.delete(f"{running.url}/api/v2/silence/x", headers=headers, timeout=5).status_code == 401
+        assert requests.post(f"{running.url}/-/reload", headers=headers, timeout=5).status_code == 401
+    assert v2(running, "/silences") == []
+
+
+def test_silence_by_severity_holds_like_sentinels_tier(running: Running) -> None:
+    made = post_silence(running, SILENCE)
+    assert made.status_code == 200
+    sid = made.json()["silenceID"]
+    assert all(a["status"]["silencedBy"] == [sid] for a in v2(running, "/alerts"))
+    v1 = requests.get(f"{running.url}/api/v1/silences", timeout=5).json()  # /api/v1 keeps its shape
+    assert v1[0]["id"] == sid and v1[0]["matchers"][0] == {"name": "severity", "value": "light|moderate|severe",
+                                                           "isRegex": True, "isEqual": True}
+    assert all(a["silenced"] for a in requests.get(f"{running.url}/api/v1/alerts", timeout=5).json())
+
+
+def test_silence_errors_answer_with_the_reason(running: Running) -> None:
+    for body, status, error in [
+        ({**SILENCE, "matchers": []}, 400, "matchers: at least one matcher"),
+        ({**SILENCE, "endsAt": "2001-01-01T00:00:00Z"}, 400, "endsAt"),
+        ({**SILENCE, "comment": ""}, 400, "comment is required"),
+        ({**SILENCE, "id": "no-such-id"}, 404, "silence 'no-such-id' not found"),
+    ]:
+        resp = post_silence(running, body)
+        assert resp.status_code == status and error in resp.json(), resp.text
+    missing = requests.get(f"{running.url}/api/v2/silence/no-such-id", timeout=5)
+    assert missing.status_code == 404 and "not found" in missing.json()
+    gone = requests.delete(f"{running.url}/api/v2/silence/no-such-id", headers={"Authorization": f"Bearer {TOKEN}"},
+                           timeout=5)
+    assert gone.status_code == 404
+
+
+def test_expired_silences_are_listed_for_five_days(running: Running) -> None:
+    sid = post_silence(running, SILENCE).json()["silenceID"]
+    old = post_silence(running, SILENCE).json()["silenceID"]
+    requests.delete(f"{running.url}/api/v2/silence/{old}", headers={"Authorization": f"Bearer {TOKEN}"},
+                    timeout=5).raise_for_status()
+    assert [s["id"] for s in v2(running, "/silences")] == [sid, old]
+    with running.daemon.store.transaction() as conn:  # ended six days ago
+        conn.execute(silences.update().where(silences.c.id == old).values(
+            ends_us=silences.c.ends_us - 6 * 86_400 * 1_000_000))
+    assert [s["id"] for s in v2(running, "/silences")] == [sid]
+    assert v2(running, f"/silence/{old}")["status"]["state"] == "expired"  # still there by its id
+    filtered = v2(running, "/silences", filter='severity=~"light|moderate|severe"')
+    assert [s["id"] for s in filtered] == [sid]
+    assert v2(running, "/silences", filter="severity=light") == []
+
+
+# --- health, readiness, reload -----------------------------------------------------------------------
+
+def test_healthy_and_ready(running: Running) -> None:
+    assert requests.get(f"{running.url}/-/healthy", timeout=5).status_code == 200
+    ready = requests.get(f"{running.url}/-/ready", timeout=5)  # the fixture never started the scheduler
+    assert ready.status_code == 503 and "scheduler not running" in ready.text
+    assert requests.get(f"{running.url}/readyz", timeout=5).status_code == 503  # the same judgement
+
+
+def test_reload_with_the_token_reads_the_configuration_again(running: Running) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    text = running.config.read_text(encoding="utf-8")
+    running.config.write_text(text + '\n[[receivers]]\nname = "night-desk"\nkind = "webhook"\n'
+                              'url = "http://127.0.0.1:9/night"\n', encoding="utf-8")
+    done = requests.post(f"{running.url}/-/reload", headers=auth, timeout=10)
+    assert done.status_code == 200, done.text
+    assert {"name": "night-desk"} in v2(running, "/receivers")
+    running.config.write_text(text + '\n[[rules]]\nname = "bad"\nkind = "threshold"\nfactor = -1\n', encoding="utf-8")
+    refused = requests.post(f"{running.url}/-/reload", headers=auth, timeout=10)
+    assert refused.status_code == 500 and "reload refused" in refused.json() and "rules[2].factor" in refused.json()
+    assert {"name": "night-desk"} in v2(running, "/receivers")  # the previous configuration keeps running
+    assert running.daemon.metrics.config_reload_ok._value.get() == 0
