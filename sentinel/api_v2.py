@@ -43,7 +43,7 @@ from sentinel.clock import now_us
 from sentinel.config import Config, summary
 from sentinel.daemon import Daemon
 from sentinel.http import HTTPError, Request, Response
-from sentinel.model import US
+from sentinel.model import US, to_datetime
 from sentinel.notify import outbox
 from sentinel.store.schema import alert_events, alerts
 from sentinel.units import format_duration
@@ -215,13 +215,14 @@ def open_alerts(daemon: Daemon, now: int) -> list[Listed]:
         cursor = outbox.get_cursor(conn, CURSOR) or 0
         waiting = set(conn.execute(select(alert_events.c.instance).where(alert_events.c.seq > cursor)).scalars())
     fingerprints = {r["instance"]: r["fingerprint"] for r in rows}
+    local = to_datetime(now, cfg.tz).time()  # mute windows are in `timezone`, as the policy reads them
     out = []
     for r in rows:
         own = labels_of(r)
         routes = tuple(router.route(own))
         inhibitor = policy.inhibited_by(r["instance"], own)
         muted = tuple(f"route {'default' if rt.index == IMPLICIT else rt.index + 1} mute {w}"
-                      for rt in routes if policy.muted(rt, now) for w in rt.cfg.mute)
+                      for rt in routes for w in rt.cfg.mute if w.contains(local))
         out.append(Listed(
             row=r, labels=am_labels(r), routes=routes, receivers=_receivers(routes),
             silenced_by=tuple(s.id for s in active if s.matches(own)),

@@ -470,3 +470,17 @@ def test_reload_with_the_token_reads_the_configuration_again(running: Running) -
     assert refused.status_code == 500 and "reload refused" in refused.json() and "rules[2].factor" in refused.json()
     assert {"name": "night-desk"} in v2(running, "/receivers")  # the previous configuration keeps running
     assert running.daemon.metrics.config_reload_ok._value.get() == 0
+
+
+def test_a_mute_window_shows_as_muted_by_the_route(running: Running) -> None:
+    text = running.config.read_text(encoding="utf-8")
+    windows = 'mute = ["00:00-12:00", "12:00-24:00"]\n'
+    running.config.write_text(text.replace('receivers = ["cs-team"]\n', f'receivers = ["cs-team"]\n{windows}'),
+                              encoding="utf-8")
+    assert requests.post(f"{running.url}/-/reload", headers={"Authorization": f"Bearer {TOKEN}"},
+                         timeout=10).status_code == 200
+    surge = by_name(v2(running, "/alerts"))["type-surge"]
+    assert surge["status"]["state"] == "suppressed"
+    # only the window holding it now (which half of the day, in Shanghai, depends on when the test runs)
+    assert surge["status"]["mutedBy"] in (["route 2 mute 00:00-12:00"], ["route 2 mute 12:00-00:00"])
+    assert surge["status"]["silencedBy"] == [] and surge["status"]["inhibitedBy"] == []
