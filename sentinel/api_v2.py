@@ -110,11 +110,11 @@ def _flag(req: Request, name: str, default: bool = True) -> bool:
     raise HTTPError(400, f"{name}: {values[-1][:20]!r} is not a boolean (true or false)")
 
 
-def _filters(req: Request) -> list[silence_store.SilenceMatcher]:
+def _filters(req: Request, name: str = "filter") -> list[silence_store.SilenceMatcher]:
     try:
-        return [parse_matcher(f) for f in req.query.get("filter", []) if f.strip()]
+        return [parse_matcher(f) for f in req.query.get(name, []) if f.strip()]
     except ValueError as exc:
-        raise HTTPError(400, str(exc)) from None
+        raise HTTPError(400, f"{name}: {exc}") from None
 
 
 def _receiver_filter(req: Request) -> re.Pattern[str] | None:
@@ -240,6 +240,7 @@ def _wanted(req: Request, *, unprocessed_flag: bool) -> Callable[[Listed], bool]
     unprocessed = _flag(req, "unprocessed") if unprocessed_flag else True
     matchers = _filters(req)
     receiver = _receiver_filter(req)
+    receiver_labels = _filters(req, "receiver_matchers")  # Sentinel's receivers have no labels of their own
 
     def keep(a: Listed) -> bool:
         if not active and a.state == "active":
@@ -251,6 +252,8 @@ def _wanted(req: Request, *, unprocessed_flag: bool) -> Callable[[Listed], bool]
         if not unprocessed and a.state == "unprocessed":
             return False
         if receiver is not None and not any(receiver.fullmatch(n) for n in a.receivers):
+            return False
+        if receiver_labels and not (a.receivers and filter_matches(receiver_labels, {})):
             return False
         return filter_matches(matchers, a.labels)
 
@@ -349,10 +352,12 @@ def register(daemon: Daemon) -> None:
 
     def get_silences(req: Request) -> Response:
         filters = _filters(req)
+        states = {state for state in _STATE_ORDER if _flag(req, state)}  # Alertmanager 0.28 and later
         now = now_us(daemon.clock)
         with daemon.store.reading() as conn:
             items = silence_store.load(conn, include_expired_after_us=now - EXPIRED_KEPT_US)
-        items = sorted((s for s in items if _silence_filter_hit(s, filters)), key=lambda s: _sort_key(s, now))
+        items = sorted((s for s in items if s.state(now) in states and _silence_filter_hit(s, filters)),
+                       key=lambda s: _sort_key(s, now))
         return Response.json([silence_json(s, now) for s in items])
 
     def get_silence(req: Request) -> Response:

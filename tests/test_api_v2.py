@@ -338,8 +338,10 @@ def test_alert_filters_by_state_and_matchers(running: Running) -> None:
     assert set(by_name(v2(running, "/alerts", filter='channel=""'))) == {"type-surge"}  # "" = without channel
     assert set(by_name(v2(running, "/alerts", filter='channel!=""'))) == {"channel-surge"}
     assert v2(running, "/alerts", receiver="nobody") == []
+    assert v2(running, "/alerts", receiver_matchers="team=a") == []  # Sentinel's receivers carry no labels
+    assert len(v2(running, "/alerts", receiver_matchers='team=""')) == 2
     for params, error in [({"active": "maybe"}, "active: 'maybe' is not a boolean"),
-                          ({"filter": "type"}, "bad matcher 'type'"),
+                          ({"filter": "type"}, "filter: bad matcher 'type'"),
                           ({"filter": 'type="open'}, "quoted value is not closed"),
                           ({"receiver": "("}, "failed to parse receiver param")]:
         bad = requests.get(f"{running.url}/api/v2/alerts", params=params, timeout=5)
@@ -446,6 +448,8 @@ def test_expired_silences_are_listed_for_five_days(running: Running) -> None:
     filtered = v2(running, "/silences", filter='severity=~"light|moderate|severe"')
     assert [s["id"] for s in filtered] == [sid]
     assert v2(running, "/silences", filter="severity=light") == []
+    assert [s["id"] for s in v2(running, "/silences", expired="false")] == [sid]
+    assert v2(running, "/silences", active="false", expired="false") == []
 
 
 # --- health, readiness, reload -----------------------------------------------------------------------
