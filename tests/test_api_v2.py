@@ -488,3 +488,25 @@ def test_a_mute_window_shows_as_muted_by_the_route(running: Running) -> None:
     # only the window holding it now (which half of the day, in Shanghai, depends on when the test runs)
     assert surge["status"]["mutedBy"] in (["route 2 mute 00:00-12:00"], ["route 2 mute 12:00-00:00"])
     assert surge["status"]["silencedBy"] == [] and surge["status"]["inhibitedBy"] == []
+
+
+@needs_amtool
+def test_amtool_configured_as_the_readme_says(running: Running) -> None:
+    """amtool's own config file names the URL and an http_config whose bearer token is read from a file."""
+    token_file = running.tmp / "api-token"
+    token_file.write_text(TOKEN + "\n", encoding="utf-8")
+    http_config = running.tmp / "amtool-http.yml"
+    http_config.write_text(f"authorization:\n  type: Bearer\n  credentials_file: {token_file}\n", encoding="utf-8")
+    home = running.tmp / "home"
+    (home / ".config" / "prometheus").mkdir(parents=True)
+    (home / ".config" / "prometheus" / "amtool.yml").write_text(
+        f"alertmanager.url: {running.url}\nhttp.config.file: {http_config}\nversion-check: false\n", encoding="utf-8")
+    assert AMTOOL is not None
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([AMTOOL, *args], capture_output=True, text=True, timeout=30, check=False,
+                              env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
+
+    made = run("silence", "add", "alertname=type-surge", "--comment=from the config file", "--duration=30m")
+    assert made.returncode == 0 and made.stderr == "", made.stderr  # no version warning either
+    assert made.stdout.strip() in run("silence", "query", "-q").stdout
