@@ -6,7 +6,9 @@ this amtool speaks, and 0.34, what current Grafana and karma read), vendored in 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,11 +41,17 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @dataclass
-class Running:
-    daemon: Daemon
+class Endpoint:
+    """Where a daemon serves, and a folder for amtool's files."""
+
     url: str
-    config: Path
     tmp: Path
+
+
+@dataclass
+class Running(Endpoint):
+    daemon: Daemon
+    config: Path
 
 
 def _config(tmp_path: Path, crm: Crm) -> Path:
@@ -108,13 +116,13 @@ def running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Running
     server = Server(daemon.app, "127.0.0.1:0")
     server.start()
     try:
-        yield Running(daemon, server.url, cfg_path, tmp_path)
+        yield Running(server.url, tmp_path, daemon, cfg_path)
     finally:
         server.stop()
         daemon.stop()
 
 
-def amtool(r: Running, *args: str, token: str | None = TOKEN) -> subprocess.CompletedProcess[str]:
+def amtool(r: Endpoint, *args: str, token: str | None = TOKEN) -> subprocess.CompletedProcess[str]:
     """The real amtool against the running daemon; with `token`, through an `--http.config.file` that sends
     it as a bearer token (the way the README documents)."""
     assert AMTOOL is not None
@@ -126,7 +134,7 @@ def amtool(r: Running, *args: str, token: str | None = TOKEN) -> subprocess.Comp
     return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=30, check=False)
 
 
-def amtool_json(r: Running, *args: str) -> Any:
+def amtool_json(r: Endpoint, *args: str) -> Any:
     done = amtool(r, *args, "-o", "json")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -136,7 +144,7 @@ needs_amtool = pytest.mark.skipif(AMTOOL is None, reason="amtool is not installe
                                                           "prometheus-alertmanager; .ci/run installs it)")
 
 
-def v2(r: Running, path: str, **params: Any) -> Any:
+def v2(r: Endpoint, path: str, **params: Any) -> Any:
     resp = requests.get(f"{r.url}/api/v2{path}", params=params, timeout=5)
     assert resp.status_code == 200, resp.text
     return resp.json()
@@ -510,3 +518,36 @@ def test_amtool_configured_as_the_readme_says(running: Running) -> None:
     made = run("silence", "add", "alertname=type-surge", "--comment=from the config file", "--duration=30m")
     assert made.returncode == 0 and made.stderr == "", made.stderr  # no version warning either
     assert made.stdout.strip() in run("silence", "query", "-q").stdout
+
+
+@needs_amtool
+@pytest.mark.slow
+def test_a_real_daemon_with_amtool_and_reload(tmp_path: Path) -> None:
+    """`sentinel run` as a real process: its dispatcher runs, so alerts turn from unprocessed to active by
+    themselves; amtool queries and silences them; `POST /-/reload` reloads as SIGHUP does."""
+    from tests.test_process import Daemon as Process
+    from tests.test_process import wait_until
+
+    now = datetime.now(UTC)
+    crm = Crm(tmp_path / "crm.db")
+    crm.history(now=now)
+    crm.add(now - timedelta(hours=1), n=90, spacing=timedelta(seconds=30))
+    cfg = _config(tmp_path, crm)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTINEL_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+    d = Process(["run", "--config", str(cfg)], {**env, "T_API_TOKEN": TOKEN})
+    try:
+        r = Endpoint(d.wait_for("listening")["url"], tmp_path)
+        wait_until(lambda: requests.get(f"{r.url}/-/ready", timeout=5).status_code == 200)
+        wait_until(lambda: "type-surge" in amtool(r, "alert", "query").stdout)
+        made = amtool(r, "silence", "add", "alertname=type-surge", "--comment=real process", "--duration=1h")
+        assert made.returncode == 0, made.stderr
+        assert set(by_name(amtool_json(r, "alert", "query", "--silenced"))) == {"type-surge"}
+        assert amtool_json(r, "alert", "query") == []
+        assert requests.post(f"{r.url}/-/reload", timeout=5).status_code == 401
+        assert requests.post(f"{r.url}/-/reload", headers={"Authorization": f"Bearer {TOKEN}"},
+                             timeout=10).status_code == 200
+        d.wait_for("configuration reloaded")
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(30) == 0
+    finally:
+        d.stop()
