@@ -551,3 +551,16 @@ def test_a_real_daemon_with_amtool_and_reload(tmp_path: Path) -> None:
         assert d.proc.wait(30) == 0
     finally:
         d.stop()
+
+
+@needs_amtool
+def test_without_a_configured_token_writes_are_disabled(running: Running) -> None:
+    text = running.config.read_text(encoding="utf-8")
+    running.config.write_text(text.replace('[api]\ntoken = "${T_API_TOKEN}"\n', ""), encoding="utf-8")
+    assert requests.post(f"{running.url}/-/reload", headers={"Authorization": f"Bearer {TOKEN}"},
+                         timeout=10).status_code == 200
+    refused = amtool(running, "silence", "add", "alertname=type-surge", "--comment=c", "--duration=1h")
+    assert refused.returncode != 0 and "403" in refused.stderr
+    resp = post_silence(running, SILENCE)
+    assert resp.status_code == 403 and "set [api] token" in resp.json()["error"]
+    assert amtool_json(running, "alert", "query") != []  # reads go on
