@@ -260,6 +260,9 @@ def _wanted(req: Request, *, unprocessed_flag: bool) -> Callable[[Listed], bool]
     return keep
 
 
+_AM_NAME = {own: am for am, own in silence_store.ALIASES.items()}  # rule -> alertname, tier -> severity
+
+
 def groups_json(listed: Sequence[Listed], cfg: Config, now: int, receiver: re.Pattern[str] | None
                 ) -> list[dict[str, Any]]:
     """Alerts per (route group, receiver), as Sentinel's dispatcher groups them: a route's `group_by`
@@ -269,7 +272,7 @@ def groups_json(listed: Sequence[Listed], cfg: Config, now: int, receiver: re.Pa
         own = labels_of(a.row)
         for route in a.routes:
             key, glabels = route.group_key(own)
-            shown = {next((am for am, s in silence_store.ALIASES.items() if s == k), k): v for k, v in glabels.items()}
+            shown = {_AM_NAME.get(k, k): v for k, v in glabels.items()}
             for name in route.cfg.receivers:
                 if name == NO_RECEIVER or (receiver is not None and not receiver.fullmatch(name)):
                     continue
