@@ -153,10 +153,11 @@ def expire(conn: Connection, sid: str, now_us: int) -> bool:
 
 def update(conn: Connection, sid: str, matchers: Sequence[SilenceMatcher], starts_us: int, ends_us: int,
            created_by: str, comment: str, now_us: int) -> str:
-    """Change silence `sid` as Alertmanager does, returning the id that now carries it: in place while it
-    is pending, or while it is active with the same matchers and start (a longer or shorter end, a new
-    comment); else, the old one is expired and a new silence with a new id is made, so what an active
-    silence held stays on record as it was. Raises KeyError for an unknown id."""
+    """Change silence `sid` as Alertmanager does, returning the id that now carries it. With the same
+    matchers it changes in place while pending (a new start, not in the past, and end) or while active
+    with the same start (a longer or shorter end, a new comment); otherwise the old one is expired (if it
+    has not ended) and a new silence with a new id is made, so what a silence held stays on record as it
+    was. Raises KeyError for an unknown id."""
     prev = get(conn, sid)
     if prev is None:
         raise KeyError(sid)
