@@ -310,14 +310,18 @@ def _silence_filter_hit(s: silence_store.Silence, filters: Sequence[silence_stor
 
 def original(cfg: Config) -> str:
     """`config.original`: Sentinel's configuration in brief, URLs redacted and no secret in it."""
+    def match_text(spec: Mapping[str, str | list[str]]) -> str:
+        return ", ".join(f"{k}={'|'.join(v) if isinstance(v, list) else v}" for k, v in spec.items()) or "everything"
+
     lines = [summary(cfg)]
     for i, r in enumerate(cfg.routes):
-        match = ", ".join(f"{k}={v}" for k, v in r.match.items()) or "everything"
+        match = match_text(r.match)
         lines.append(f"route {i + 1}: {match} -> {', '.join(r.receivers)} (group_by {', '.join(r.group_by)}, "
                      f"group_wait {format_duration(r.group_wait)}, group_interval {format_duration(r.group_interval)}"
                      f", repeat_interval {format_duration(r.repeat_interval)})")
     for i, inh in enumerate(cfg.inhibit):
-        lines.append(f"inhibit {i + 1}: {inh.source} holds {inh.target} on equal {inh.equal}")
+        lines.append(f"inhibit {i + 1}: {match_text(inh.source)} holds {match_text(inh.target)}"
+                     f" with the same {', '.join(inh.equal) or '(no labels)'}")
     return "\n".join(lines) + "\n"
 
 

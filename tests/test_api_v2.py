@@ -321,6 +321,7 @@ def test_status_config_is_a_redacted_summary(running: Running, monkeypatch: pyte
     status = v2(running, "/status")
     original = status["config"]["original"]
     assert "rules: 2" in original and "cs-team (webhook)" in original and "route 1: rule=channel-surge" in original
+    assert "inhibit 1: rule=type-surge holds rule=channel-surge with the same type" in original
     assert TOKEN not in original and "127.0.0.1:9/hook" not in original  # neither the token nor a receiver's URL
     assert status["versionInfo"]["version"] == __version__
     uptime = datetime.fromisoformat(status["uptime"].replace("Z", "+00:00"))
