@@ -2,8 +2,9 @@
 run against Alertmanager (amtool, Grafana's Alertmanager data source, karma) work against Sentinel
 unchanged. The JSON follows Alertmanager's OpenAPI spec (`api/v2/openapi.yaml`, 0.25 and later).
 
-- `GET /api/v2/status` — cluster `disabled` (one daemon, no peers), version, a redacted summary of the
-  configuration as `config.original` (never a secret), `uptime` (when this process started serving).
+- `GET /api/v2/status` — cluster `disabled` (one daemon, no peers), version, the routes, receivers (names)
+  and inhibitions as an Alertmanager configuration in `config.original` (never a URL or a secret),
+  `uptime` (when this process started serving).
 - `GET /api/v2/alerts` — open alerts; `active`, `silenced`, `inhibited`, `unprocessed`, `filter`
   (Prometheus matchers `name=value`, `!=`, `=~`, `!~`, quoted or not) and `receiver` (a regex).
 - `GET /api/v2/alerts/groups` — the same alerts, grouped as Sentinel's routes group them, per receiver.
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import yaml
 from sqlalchemy import select
 
 from sentinel import __version__
@@ -40,7 +42,7 @@ from sentinel.alerting.policy import Policy, labels_of
 from sentinel.alerting.routing import IMPLICIT, Route, Router
 from sentinel.api import _authorise
 from sentinel.clock import now_us
-from sentinel.config import Config, summary
+from sentinel.config import Config, MatchValue, summary
 from sentinel.daemon import Daemon
 from sentinel.http import HTTPError, Request, Response
 from sentinel.model import US, to_datetime
@@ -308,21 +310,69 @@ def _silence_filter_hit(s: silence_store.Silence, filters: Sequence[silence_stor
 
 # --- the routes ------------------------------------------------------------------------------------
 
-def original(cfg: Config) -> str:
-    """`config.original`: Sentinel's configuration in brief, URLs redacted and no secret in it."""
-    def match_text(spec: Mapping[str, str | list[str]]) -> str:
-        return ", ".join(f"{k}={'|'.join(v) if isinstance(v, list) else v}" for k, v in spec.items()) or "everything"
+UNROUTED = "sentinel-unrouted"
+"""`config.original`'s receiver for alerts no route matches: Sentinel tells no one of them."""
 
-    lines = [summary(cfg)]
-    for i, r in enumerate(cfg.routes):
-        match = match_text(r.match)
-        lines.append(f"route {i + 1}: {match} -> {', '.join(r.receivers)} (group_by {', '.join(r.group_by)}, "
-                     f"group_wait {format_duration(r.group_wait)}, group_interval {format_duration(r.group_interval)}"
-                     f", repeat_interval {format_duration(r.repeat_interval)})")
-    for i, inh in enumerate(cfg.inhibit):
-        lines.append(f"inhibit {i + 1}: {match_text(inh.source)} holds {match_text(inh.target)}"
-                     f" with the same {', '.join(inh.equal) or '(no labels)'}")
-    return "\n".join(lines) + "\n"
+
+def _am_matchers(spec: Mapping[str, MatchValue]) -> list[str]:
+    """Sentinel's route matchers (`value`, `~regex`, or a list of either) as Alertmanager's matcher text,
+    with Sentinel's label names as this API shows them (`rule` -> `alertname`, `tier` -> `severity`)."""
+    out = []
+    for name, value in spec.items():
+        items = [value] if isinstance(value, str) else list(value)
+        shown = _AM_NAME.get(name, name)
+        if len(items) == 1 and not items[0].startswith("~"):
+            out.append(f"{shown}={json.dumps(items[0], ensure_ascii=False)}")
+            continue
+        either = "|".join(v[1:] if v.startswith("~") else re.escape(v) for v in items)
+        out.append(f"{shown}=~{json.dumps(either if len(items) == 1 else f'(?:{either})', ensure_ascii=False)}")
+    return out
+
+
+def original(cfg: Config) -> str:
+    """`config.original`: Sentinel's routes, receivers (names only) and inhibitions as an Alertmanager
+    configuration, so `amtool config routes` and Grafana's notification policies can read them, under a
+    comment with the rest in brief. Never a URL, a token or a secret: receivers keep only their name.
+
+    A Sentinel route names several receivers; in Alertmanager's tree it becomes a route whose children,
+    one per receiver, all match (`continue`), so the alert reaches each. The root's receiver stands for
+    Sentinel's "no route matched: nobody is told"."""
+    router = Router(cfg)
+    comments = [f"Sentinel {__version__}'s routing in Alertmanager's form, for amtool and Grafana to read "
+                "(Sentinel's own configuration is its TOML file).",
+                *summary(cfg).splitlines()]
+    children = []
+    for route in router.routes:
+        rc = route.cfg
+        where = "default route" if route.index == IMPLICIT else f"route {route.index + 1}"
+        if rc.mute:
+            comments.append(f"{where}: muted {', '.join(map(str, rc.mute))} ({cfg.timezone})")
+        if rc.escalate_to:
+            comments.append(f"{where}: escalates to {', '.join(rc.escalate_to)} after "
+                            f"{format_duration(rc.escalate_after)} unacknowledged")
+        node: dict[str, Any] = {}
+        if rc.match:
+            node["matchers"] = _am_matchers(rc.match)
+        names = [UNROUTED if n == NO_RECEIVER else n for n in rc.receivers]
+        if len(names) == 1:
+            node["receiver"] = names[0]
+        else:
+            node["routes"] = [{"receiver": n, "continue": i < len(names) - 1} for i, n in enumerate(names)]
+        node.update({"group_by": [_AM_NAME.get(g, g) for g in rc.group_by],
+                     "group_wait": format_duration(rc.group_wait),
+                     "group_interval": format_duration(rc.group_interval),
+                     "repeat_interval": format_duration(rc.repeat_interval), "continue": rc.continue_})
+        children.append(node)
+    doc: dict[str, Any] = {
+        "route": {"receiver": UNROUTED, "routes": children},
+        "receivers": [{"name": r.name} for r in cfg.receivers] + [{"name": UNROUTED}],
+    }
+    if cfg.inhibit:
+        doc["inhibit_rules"] = [{"source_matchers": _am_matchers(i.source), "target_matchers": _am_matchers(i.target),
+                                 **({"equal": [_AM_NAME.get(e, e) for e in i.equal]} if i.equal else {})}
+                                for i in cfg.inhibit]
+    header = "".join(f"# {line}\n" for line in comments)
+    return header + yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
 
 
 def register(daemon: Daemon) -> None:

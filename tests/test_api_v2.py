@@ -317,15 +317,81 @@ def test_every_endpoint_answers_in_the_specs_shapes(running: Running, spec: Path
     check(spec, "/alerts", "get", bad.json(), "400")
 
 
-def test_status_config_is_a_redacted_summary(running: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_status_config_is_the_routing_in_alertmanagers_form(running: Running) -> None:
     status = v2(running, "/status")
     original = status["config"]["original"]
-    assert "rules: 2" in original and "cs-team (webhook)" in original and "route 1: rule=channel-surge" in original
-    assert "inhibit 1: rule=type-surge holds rule=channel-surge with the same type" in original
     assert TOKEN not in original and "127.0.0.1:9/hook" not in original  # neither the token nor a receiver's URL
+    assert "# rules: 2 (2 threshold): type-surge, channel-surge" in original
+    doc = yaml.safe_load(original)
+    assert doc["receivers"] == [{"name": "cs-team"}, {"name": "ops"}, {"name": "sentinel-unrouted"}]
+    assert [r.get("matchers") for r in doc["route"]["routes"]] == [['alertname="channel-surge"'], None]
+    assert doc["inhibit_rules"] == [{"source_matchers": ['alertname="type-surge"'],
+                                     "target_matchers": ['alertname="channel-surge"'], "equal": ["type"]}]
     assert status["versionInfo"]["version"] == __version__
     uptime = datetime.fromisoformat(status["uptime"].replace("Z", "+00:00"))
     assert timedelta(0) <= datetime.now(UTC) - uptime < timedelta(minutes=5)
+
+
+@needs_amtool
+def test_amtool_reads_the_routing_tree(running: Running) -> None:
+    tree = amtool(running, "config", "routes")
+    assert tree.returncode == 0, tree.stderr
+    assert '{alertname="channel-surge"}  receiver: ops' in tree.stdout and "receiver: cs-team" in tree.stdout
+    for labels, receiver in [(["alertname=channel-surge", f"type={T}"], "ops"), (["alertname=type-surge"], "cs-team")]:
+        tested = amtool(running, "config", "routes", "test", *labels)
+        assert tested.returncode == 0 and tested.stdout.split() == [receiver], tested.stdout + tested.stderr
+
+
+@needs_amtool
+def test_every_kind_of_route_is_a_valid_alertmanager_configuration(tmp_path: Path) -> None:
+    """`amtool check-config` (Alertmanager's own loader) accepts what `config.original` says for several
+    receivers on a route, lists, regexes, tiers, mute windows, escalation, continue, and no routes at all."""
+    from sentinel.api_v2 import original
+    from tests.alerting.builders import RECEIVERS, config
+
+    cases = {"none": RECEIVERS, "routes": RECEIVERS + """
+[[rules]]
+name = "a.b"
+kind = "threshold"
+
+[[routes]]
+match = { tier = ["moderate", "severe"], type = "~物流.*", rule = ["a.b", "~c-.*"] }
+receivers = ["cs-team", "crisis"]
+continue = true
+mute = ["22:00-08:00"]
+escalate_to = ["crisis"]
+escalate_after = "30m"
+group_by = ["rule", "tier", "type"]
+group_interval = "1h30m"
+
+[[routes]]
+match = { kind = "streak" }
+receivers = ["cs-team"]
+repeat_interval = "1d"
+
+[[inhibit]]
+source = { tier = "severe" }
+target = { tier = ["light", "moderate"] }
+equal = ["type"]
+"""}
+    for name, body in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        text = original(config(folder, body))
+        (folder / "am.yml").write_text(text, encoding="utf-8")
+        assert AMTOOL is not None
+        checked = subprocess.run([AMTOOL, "check-config", str(folder / "am.yml")], capture_output=True, text=True,
+                                 timeout=30, check=False)
+        assert checked.returncode == 0 and "SUCCESS" in checked.stdout, text + checked.stdout + checked.stderr
+    doc = yaml.safe_load(text)
+    first, second = doc["route"]["routes"]
+    assert first["matchers"] == ['severity=~"(?:moderate|severe)"', 'type=~"物流.*"', 'alertname=~"(?:a\\\\.b|c-.*)"']
+    assert first["routes"] == [{"receiver": "cs-team", "continue": True}, {"receiver": "crisis", "continue": False}]
+    assert first["continue"] is True and first["group_by"] == ["alertname", "severity", "type"]
+    assert second == {"matchers": ['kind="streak"'], "receiver": "cs-team", "group_by": ["alertname"],
+                      "group_wait": "1s", "group_interval": "1m", "repeat_interval": "1d", "continue": False}
+    assert "# route 1: muted 22:00-08:00 (Asia/Shanghai)" in text
+    assert "# route 1: escalates to crisis after 30m unacknowledged" in text
 
 
 def test_receivers_and_groups_follow_the_routes(running: Running) -> None:
