@@ -13,7 +13,7 @@ unchanged. The JSON follows Alertmanager's OpenAPI spec (`api/v2/openapi.yaml`, 
 - `GET /api/v2/receivers` — the configured receivers.
 - `GET /-/healthy`, `GET /-/ready`, `POST /-/reload` (the same reload as SIGHUP).
 
-An alert's labels are its series labels (`type`, `channel`, …) plus `alertname` (the rule) and
+An alert's labels are its series labels (`type`, `channel`, …), `kind`, `alertname` (the rule) and
 `severity` (the tier); its annotations carry a summary, the value and baseline. Its state is
 `unprocessed` until the dispatcher has taken its latest event, `suppressed` while a silence, an
 inhibition or a route's mute window holds it, else `active`.
@@ -155,7 +155,7 @@ class Listed:
     """One open alert as the API shows it, with what holds it and where it goes."""
 
     row: Mapping[str, Any]
-    labels: dict[str, str]  # Alertmanager's: series labels, alertname, severity
+    labels: dict[str, str]  # Alertmanager's: series labels, kind, alertname, severity
     routes: tuple[Route, ...]
     receivers: tuple[str, ...]
     silenced_by: tuple[str, ...]
@@ -173,7 +173,7 @@ class Listed:
         r = self.row
         series = json.loads(r["labels"])
         summary_text = f"{r['rule']} {' '.join(f'{k}={v}' for k, v in series.items())}".strip()
-        annotations = {"summary": summary_text, "kind": r["kind"], "value": f"{r['value']:g}",
+        annotations = {"summary": summary_text, "value": f"{r['value']:g}",
                        "peak": f"{r['peak']:g}", "instance": r["instance"]}
         if r["baseline"] is not None:
             annotations["baseline"] = f"{r['baseline']:g}"
@@ -194,8 +194,9 @@ class Listed:
 
 
 def am_labels(row: Mapping[str, Any]) -> dict[str, str]:
-    """The labels Alertmanager's tools see: the series labels, `alertname` = rule, `severity` = tier."""
-    return {**json.loads(row["labels"]), "alertname": row["rule"], "severity": row["tier"]}
+    """The labels Alertmanager's tools see: those routes and silences match on (the series labels, `kind`),
+    with the rule as `alertname` and the tier as `severity`."""
+    return {**json.loads(row["labels"]), "alertname": row["rule"], "severity": row["tier"], "kind": row["kind"]}
 
 
 def _receivers(routes: Iterable[Route]) -> tuple[str, ...]:

@@ -162,7 +162,8 @@ def test_amtool_alert_query_lists_the_open_alerts_with_their_labels(running: Run
     active = by_name(amtool_json(running, "alert", "query"))
     assert set(active) == {"type-surge"}
     surge = active["type-surge"]
-    assert surge["labels"] == {"alertname": "type-surge", "severity": surge["labels"]["severity"], "type": T}
+    assert surge["labels"] == {"alertname": "type-surge", "severity": surge["labels"]["severity"], "type": T,
+                               "kind": "threshold"}
     assert surge["labels"]["severity"] in ("light", "moderate", "severe")
     assert surge["status"] == {"state": "active", "silencedBy": [], "inhibitedBy": []}
     assert surge["receivers"] == [{"name": "cs-team"}] and "summary" in surge["annotations"]
