@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -632,3 +633,14 @@ def test_without_a_configured_token_writes_are_disabled(running: Running) -> Non
     resp = post_silence(running, SILENCE)
     assert resp.status_code == 403 and "set [api] token" in resp.json()["error"]
     assert amtool_json(running, "alert", "query") != []  # reads go on
+
+
+@pytest.mark.parametrize("path", ["/api/v2/silences", "/-/reload"])
+def test_an_unauthenticated_v2_write_is_refused_before_its_body(running: Running, path: str) -> None:
+    """The same guard as `/api/v1`: judged from the head, so a client that asks first is told no at once."""
+    host, port = urlsplit(running.url).hostname, urlsplit(running.url).port
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\nExpect: 100-continue\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n".encode())
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer
