@@ -307,6 +307,8 @@ class StreakRuleConfig(Model):
     max_gap: Duration | None = None
     hold: Duration = timedelta(hours=1)
     max_expected_per_day: float | None = Field(None, gt=0)
+    history_days: int = Field(7, ge=1, le=366)
+    prior_days: float = Field(7.0, ge=0, le=366)
     where: Filter = Filter()
     where_not: Filter = Filter()
 

@@ -28,7 +28,10 @@ log = logging.getLogger("sentinel.detect")
 
 
 def history_days(cfg: Config) -> int:
-    return max([8] + [r.baseline_days + 1 for r in cfg.rules if isinstance(r, ThresholdRuleConfig)])
+    """Days the first start backfills: every rule's window plus the day in progress (a streak rule's run
+    history exists only in its state, so its `history_days` must be replayed too)."""
+    return max([8] + [r.baseline_days + 1 if isinstance(r, ThresholdRuleConfig) else r.history_days + 1
+                      for r in cfg.rules])
 
 
 class Detector:
