@@ -28,6 +28,7 @@ from sentinel.config import Config, StreakRuleConfig, ThresholdRuleConfig
 from sentinel.days import Calendar, history_start_us
 from sentinel.detect.base import RuleContext
 from sentinel.detect.engine import Engine
+from sentinel.detect.workdays import workdays_of
 from sentinel.model import US, Batch, Event, EventState, Vocab, to_datetime
 from sentinel.sources.files import Block, FileReader
 
@@ -137,7 +138,7 @@ class _Unsorted(Exception):
 
 def _replay(cfg: Config, cal: Calendar, vocab: Vocab, blocks: Any, lines: list[str], keep_daily: bool) -> Result:
     result = Result()
-    ctx = RuleContext(cal, vocab, None)
+    ctx = RuleContext(cal, vocab, None, workdays_of(cfg))
     if cfg.history_start is not None:
         ctx.coverage_start_us = history_start_us(cfg.history_start, cal)
     engine = Engine(cfg.rules, ctx, cfg.timezone)

@@ -32,6 +32,10 @@ RULES = [
     threshold(name="pace", mode="pace", min_count=3, min_history_days=1, baseline_days=2, resolve_after="2h"),
     threshold(name="roll", mode="rolling", min_count=3, min_history_days=1, baseline_days=2,
               resolve_after="90m", baseline="median"),
+    # baselines by kind of day (China's calendar) and by weekday
+    threshold(name="kind", baseline_by="day_kind", min_count=3, min_history_days=1, baseline_days=2),
+    threshold(name="week", mode="pace", baseline_by="weekday", baseline_weeks=1, min_count=3, min_history_days=1,
+              resolve_after="2h"),
     # the streaks judge runs by their own history: the daily run counts live only in the rule's state
     streak(name="run3", length=3, tiers={"moderate": 4, "severe": 6}, hold="3h", max_gap="5h",
            max_expected_per_day=0.6, history_days=2, prior_days=1),
@@ -89,13 +93,13 @@ def test_the_property_is_not_vacuous() -> None:
                         f"c{int(rng.integers(0, 4))}", id=i + 1))
     ev = run(RULES, recs, coverage=START)
     seen = {(e.rule, e.state.value) for e in ev}
-    for rule in ("day", "chan", "pace", "roll", "run3", "chanrun"):
+    for rule in ("day", "chan", "pace", "roll", "kind", "week", "run3", "chanrun"):
         assert (rule, "firing") in seen, rule
         assert (rule, "resolved") in seen, rule
     assert any(s == "upgraded" for _, s in seen)
     # the run history is used: runs are judged by runs seen on earlier days, and the gate holds some back
     assert any(e.extra.get("runs_observed", 0) > 0 for e in ev if e.rule == "run3")
-    ungated = run([RULES[4].model_copy(update={"max_expected_per_day": None})], recs, coverage=START)
+    ungated = run([RULES[6].model_copy(update={"max_expected_per_day": None})], recs, coverage=START)
     assert sum(e.state.value == "firing" for e in ungated) > sum(e.rule == "run3" and e.state.value == "firing"
                                                                  for e in ev)
 
@@ -344,7 +348,7 @@ def test_restart_after_every_poll_on_a_busy_stream() -> None:
     one = daemon_live(recs, polls, lateness).events
     many = daemon_live(recs, polls, lateness, restarts=set(range(len(polls)))).events
     assert len(one) > 50
-    assert {e.rule for e in one} == {"day", "chan", "pace", "roll", "run3", "chanrun"}
+    assert {e.rule for e in one} == {"day", "chan", "pace", "roll", "kind", "week", "run3", "chanrun"}
     assert as_json(many) == as_json(one)
 
 
@@ -356,7 +360,7 @@ def test_restart_while_the_first_day_still_waits_for_its_records() -> None:
     recs += [Rec(t + 27 * 3600 * US + i, TYPES[0], CHANNELS[0], "c1", id=100 + i) for i in range(3)]
     lateness = 300 * US
     polls = [START + lateness - 1, recs[-1].ts + 2 * lateness]  # the first poll sees them, settles none
-    for rules in (RULES, [*RULES, RULES[4].model_copy(update={"name": "ungated", "max_expected_per_day": None})]):
+    for rules in (RULES, [*RULES, RULES[6].model_copy(update={"name": "ungated", "max_expected_per_day": None})]):
         one = daemon_live(recs, polls, lateness, rules=rules).events
         many = daemon_live(recs, polls, lateness, restarts={0}, rules=rules).events
         assert as_json(many) == as_json(one)
