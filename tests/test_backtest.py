@@ -466,6 +466,7 @@ class _FakeAxes:
         self.bars: list[tuple[list[date], list[int]]] = []
         self.lines: dict[str, list[float]] = {}
         self.marks: list[tuple[date, str]] = []
+        self.mark_labels: list[str] = []
         self.title = ""
 
     def bar(self, x: list[date], heights: list[int], **kw: Any) -> None:
@@ -476,6 +477,7 @@ class _FakeAxes:
 
     def axvline(self, x: date, **kw: Any) -> None:
         self.marks.append((x, kw["color"]))
+        self.mark_labels.append(kw.get("label", "_nolegend_"))
 
     def set_title(self, title: str, **kw: Any) -> None:
         self.title = title
@@ -537,7 +539,16 @@ def test_plot_draws_each_alerted_series_against_its_baseline(capsys: pytest.Capt
     assert ax.lines["baseline"][-1] == pytest.approx(DAILY[SURGE_TYPE])  # the 7 days before
     assert ax.lines["threshold"][-1] == pytest.approx(max(1.5 * DAILY[SURGE_TYPE], 10))
     assert {d for d, _ in ax.marks} == {SURGE_DAY.date()}
-    assert len(ax.marks) == 3  # opened light, upgraded moderate, upgraded severe
+    surge_marks = [lab for lab in ax.mark_labels if not lab.startswith(("same-type-streak", "_"))]
+    assert surge_marks == ["type-surge light", "type-surge moderate", "type-surge severe"]  # opened, upgraded x2
+    # the streak alerts on the same type are marked too, with one legend entry for all of them
+    streaks = [e for e in run.events() if e["rule"] == "same-type-streak" and e["state"] == "firing"
+               and e["labels"] == {"type": SURGE_TYPE}]
+    assert streaks
+    streak_marks = [c for (_, c) in ax.marks if c == "#31a354"]
+    assert len(streak_marks) == len(streaks)
+    assert ax.mark_labels.count("same-type-streak (streak)") == 1
+    assert len(ax.marks) == 3 + len(streaks)
     assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
 
 
