@@ -270,6 +270,25 @@ def test_the_early_warning_report_pairs_each_surge_with_the_streak_before_it(
     assert re.search(rf"{SURGE_TYPE}.*same-type-streak\s*│\s*{lead // 60}:{lead % 60:02d}", run.out), run.out
 
 
+def test_a_pace_rule_next_to_a_day_rule_is_a_warning(capsys: pytest.CaptureFixture[str], config: Path,
+                                                     data: Path, tmp_path: Path) -> None:
+    """`pace` fires hours before `day` on a morning surge: beside a day-mode rule it is an early warning,
+    paired with the day rule's surge like a streak; alone it is the surge."""
+    both = tmp_path / "pace.toml"
+    both.write_text(config.read_text(encoding="utf-8") + '\n[[rules]]\nname = "type-pace"\nkind = "threshold"\n'
+                    'mode = "pace"\n', encoding="utf-8")
+    run = backtest(capsys, "--config", both, "--input", data)
+    ew = run.summary()["early_warning"]
+    assert ew["surge_rules"] == ["type-surge"] and ew["warning_rules"] == ["same-type-streak", "type-pace"]
+    assert set(ew["precision"]) == {"same-type-streak", "type-pace"}
+    assert ew["precision"]["type-pace"]["alerts"] == sum(1 for e in run.events()
+                                                          if e["rule"] == "type-pace" and e["state"] == "firing")
+    alone = tmp_path / "alone.toml"
+    alone.write_text('[[rules]]\nname = "type-pace"\nkind = "threshold"\nmode = "pace"\n', encoding="utf-8")
+    ew = backtest(capsys, "--config", alone, "--input", data).summary()["early_warning"]
+    assert ew["surge_rules"] == ["type-pace"] and ew["warning_rules"] == [] and ew["precision"] == {}
+
+
 def test_rejected_records_are_counted_in_the_summary(capsys: pytest.CaptureFixture[str], config: Path,
                                                      rows: list[Row], tmp_path: Path) -> None:
     bad = "9001,2021-03-03 10:00:00,,电话热线,\n9002,yesterday,其他,电话热线,\n"

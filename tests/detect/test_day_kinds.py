@@ -144,3 +144,12 @@ def test_the_first_start_backfills_what_the_baselines_need() -> None:
     assert days_for(threshold(baseline_by="weekday", baseline_weeks=4)) == 29
     assert days_for(threshold(baseline_by="day_kind", baseline_days=7)) == 36
     assert days_for(threshold(), streak(history_days=60)) == 61
+
+
+def test_a_new_holiday_calendar_rebuilds_the_rules_that_use_it() -> None:
+    """A rule comparing by kind of day is defined by the calendar too: changing `holidays` makes it an
+    edited rule (rebuilt from the buckets); other rules keep their identity."""
+    rules = [threshold(name="kind", baseline_by="day_kind"), threshold(name="plain")]
+    cn, us, none = (engine(rules, holidays=h).hashes for h in ("CN", "US-MA", None))
+    assert cn["kind"] != us["kind"] != none["kind"] and cn["kind"] != none["kind"]
+    assert cn["plain"] == us["plain"] == none["plain"]
