@@ -210,6 +210,7 @@ class Engine:
             sst = rule.new_state()
             if clock is not None:
                 sst.clock, sst.day = int(clock), rule.cal.day_of(int(clock))
+                rule.restore_runs(sst, snap.core)  # kept when the edit did not change what a run is
             for alert in old_alerts:
                 if set(alert.labels) == {rule.cfg.field, *rule.cfg.scope}:
                     scope = rule.vocab.code(alert.labels[rule.scope_field]) if rule.scope_field else 0

@@ -27,6 +27,7 @@ part of the rule's snapshot (version 2; an older snapshot restores with no run h
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,6 +100,15 @@ class StreakRule:
                            counts={d: a.copy() for d, a in state.counts.items()}, late=state.late,
                            run_counts={d: dict(c) for d, c in state.run_counts.items()},
                            counted_from=state.counted_from)
+
+    def runs_key(self) -> str:
+        """What makes a run: rules agreeing on it count the same runs, so an edit that changes only how
+        runs are judged or told (`max_expected_per_day`, `hold`, `tiers`, `history_days`, ...) keeps
+        the run history."""
+        c = self.cfg
+        text = repr((c.field, c.scope, c.length, c.distinct, c.max_gap, c.where.model_dump_json(),
+                     c.where_not.model_dump_json(), self.cal.tz.key))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def _share_index(self) -> SeriesIndex:
         return SeriesIndex((*self.cfg.scope, self.cfg.field), self.vocab, max_series=1 << 62)
@@ -415,6 +425,7 @@ class StreakRule:
         dec = self.vocab.decode
         return {
             "version": SNAPSHOT_VERSION,
+            "runs_key": self.runs_key(),
             "clock": state.clock,
             "day": state.day,
             "counted_from": state.counted_from,
@@ -433,14 +444,7 @@ class StreakRule:
             return state
         code = self.vocab.code
         state.clock, state.day = int(snap["clock"]), int(snap["day"])
-        if int(snap.get("version", 1)) >= 2:
-            cf = snap.get("counted_from")
-            state.counted_from = None if cf is None else int(cf)
-            for d, sc, val, n in snap.get("run_counts", []):
-                key = (code(sc) if self.scope_field else 0, code(val))
-                state.run_counts.setdefault(int(d), {})[key] = int(n)
-        else:  # a version 1 snapshot kept no run history: count from the next full day
-            state.counted_from = state.day + 1
+        self.restore_runs(state, snap)
         for a in snap.get("alerts", []):
             key = (code(a["scope"]) if self.scope_field else 0, code(a["value"]))
             state.alerts[key] = OpenAlert.from_json(a["alert"])
@@ -451,6 +455,21 @@ class StreakRule:
                                     (scope, value) if r["alert"] else None, list(r.get("ids", [])))
         self.rebuild_shares(state, buckets)
         return state
+
+    def restore_runs(self, state: StreakState, snap: dict[str, Any]) -> None:
+        """The run history from a snapshot, when it counted runs as this rule does; otherwise (a version
+        1 snapshot, or an edit that changed what a run is) counting starts with the next full day."""
+        assert state.day is not None
+        if int(snap.get("version", 1)) < 2 or snap.get("runs_key") != self.runs_key():
+            state.counted_from = state.day + 1
+            return
+        code = self.vocab.code
+        cf = snap.get("counted_from")
+        state.counted_from = None if cf is None else int(cf)
+        for d, sc, val, n in snap.get("run_counts", []):
+            if int(d) >= state.day - self.window:
+                key = (code(sc) if self.scope_field else 0, code(val))
+                state.run_counts.setdefault(int(d), {})[key] = int(n)
 
     def rebuild_shares(self, state: StreakState, buckets: Buckets) -> None:
         """The share history from the raw hourly buckets (at start and after a reload)."""

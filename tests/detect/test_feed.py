@@ -396,3 +396,33 @@ def test_a_snapshot_without_run_history_restores_and_counts_runs_from_the_next_d
     fresh = run([rule], day0 + later, coverage=START)
     assert [(e.extra["runs_observed"], e.extra["days_observed"]) for e in fresh if e.state.value == "firing"
             and e.at >= later[0].ts] == [(25, 1), (26, 2)]
+
+
+def test_an_edit_that_keeps_what_a_run_is_keeps_the_run_history() -> None:
+    """Tuning `max_expected_per_day` (or hold, tiers, history_days) on SIGHUP must not throw away the
+    runs counted so far; changing what a run is (length, field, scope, filters, max_gap) must."""
+    options: dict[str, Any] = {"name": "run3", "length": 3, "tiers": {"moderate": 4, "severe": 6}, "hold": "1h",
+                               "max_gap": "1h"}
+    rule = streak(**options)
+    day0 = [Rec(START + i * 600 * US, TYPES[0] if i % 4 else TYPES[1], CHANNELS[0], id=i + 1) for i in range(100)]
+    later = [Rec(START + 26 * HOUR + i * US, TYPES[0] if i else TYPES[1], CHANNELS[0], id=1000 + i)
+             for i in range(4)]
+
+    def after_edit(**change: Any) -> list[Event]:
+        eng = engine([rule], coverage=START)
+        buckets = Buckets_(eng.ctx.calendar)
+        batch = make_batch(day0, eng.vocab)
+        buckets.add(batch, eng.vocab)
+        eng.feed(batch, int(batch.ts[-1]))
+        saved = _save(eng)
+        edited = engine([streak(**{**options, **change})], coverage=START)
+        assert edited.hashes["run3"] != saved["run3"].config_hash  # an edited rule, not the same one
+        edited.restore(saved, buckets.columns(edited.vocab), int(batch.ts[-1]))
+        second = make_batch(later, edited.vocab)
+        return [e for e in edited.feed(second, int(second.ts[-1])) if e.state.value == "firing"]
+
+    kept = after_edit(max_expected_per_day=100.0, hold="2h")
+    assert [(e.extra["runs_observed"], e.extra["days_observed"]) for e in kept] == [(25, 1)]
+    for change in ({"max_gap": "2h"}, {"where_not": {"channel": ["内部录入"]}}):
+        reset = after_edit(**change)
+        assert [(e.extra["runs_observed"], e.extra["days_observed"]) for e in reset] == [(0, 0)], change
