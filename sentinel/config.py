@@ -277,6 +277,8 @@ class ThresholdRuleConfig(Model):
     where: Filter = Filter()
     where_not: Filter = Filter()
     max_series: int = Field(10_000, ge=1)
+    baseline_by: Literal["all", "day_kind", "weekday"] = "all"
+    baseline_weeks: int = Field(4, ge=1, le=52)
 
     @field_validator("group_by")
     @classmethod
@@ -307,6 +309,8 @@ class StreakRuleConfig(Model):
     max_gap: Duration | None = None
     hold: Duration = timedelta(hours=1)
     max_expected_per_day: float | None = Field(None, gt=0)
+    history_days: int = Field(7, ge=1, le=366)
+    prior_days: float = Field(7.0, ge=0, le=366)
     where: Filter = Filter()
     where_not: Filter = Filter()
 
@@ -473,6 +477,7 @@ class Config(BaseSettings):
     fallback_receiver: str | None = None
     locale: Literal["zh_CN", "en"] = "zh_CN"
     templates_dir: Path | None = None
+    holidays: str | None = None
     api: ApiConfig = ApiConfig()
     source: SourceConfig | None = None
     rules: list[RuleConfig] = []
@@ -496,6 +501,15 @@ class Config(BaseSettings):
         host, sep, port = v.rpartition(":")
         if not sep or not port.isdigit() or not (0 <= int(port) < 65536) or not host:
             raise ValueError(f"{v!r} is not host:port")
+        return v
+
+    @field_validator("holidays")
+    @classmethod
+    def _holidays(cls, v: str | None) -> str | None:
+        if v is not None:
+            from sentinel.detect.workdays import parse_code
+
+            parse_code(v)
         return v
 
     @field_validator("external_url")
