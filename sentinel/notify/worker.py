@@ -47,6 +47,7 @@ from sentinel.metrics import Metrics
 from sentinel.model import US, Tier
 from sentinel.notify import outbox
 from sentinel.notify.base import Adapter, AlertPayload, Delivered, Failed, Message, Outcome, RetryAfter
+from sentinel.notify.health import AttemptErrors, ReceiverHealth, ReceiverState, receiver_health
 from sentinel.notify.views import AlertView
 from sentinel.store import Store
 from sentinel.units import Rate
@@ -263,7 +264,10 @@ class DeliveryWorker:
         self._again_lock = threading.Lock()
         self.waker = Waker("deliver", self.tick, safety_interval_s or self.SAFETY_INTERVAL_S)
         self._commits = GroupCommit(store)
+        self.attempt_errors = AttemptErrors()  # when each receiver's latest attempt failed (not in the outbox)
+        self._health_exported: set[str] = set()
         self._build(cfg)
+        metrics.collect_hooks["receivers"] = self.refresh_health  # at each scrape: ages grow without events
 
     def _build(self, cfg: Config) -> None:
         old = self.runners
@@ -542,6 +546,8 @@ class DeliveryWorker:
             log.info("message delivered", extra=fields(receiver=name, kind=msg.kind, attempts=msg.attempts + 1))
             return True
         d.ahead.clear()  # the head stays unfinished (retry) or the outbox grew (fallback): read again
+        self.attempt_errors.record(name, msg.id, done, outcome.reason if isinstance(outcome, RetryAfter)
+                                   else f"{outcome.code}: {outcome.reason}")
         with self.store.transaction() as conn:
             match outcome:
                 case RetryAfter(reason=reason) if self._stopping_now():
@@ -649,6 +655,32 @@ class DeliveryWorker:
             with self.store.reading() as conn:
                 n = outbox.pending_count(conn, name)
         self.metrics.outbox_pending.labels(receiver=name).set(n)
+
+    def health(self) -> dict[str, ReceiverHealth]:
+        """Each configured receiver's delivery state (see `sentinel.notify.health`), with the retry
+        times this worker remembers and its robots' rate-limit waits."""
+        now = now_us(self.clock)
+        runners = dict(self.runners)
+        waits = {} if self.dry_run else {name: r.pick_url(now)[1] for name, r in runners.items()}
+        with self.store.reading() as conn:
+            return receiver_health(conn, runners, now, self.attempt_errors, waits)
+
+    def refresh_health(self) -> None:
+        """Set the receiver gauges (state, consecutive failures, oldest pending age) from the outbox;
+        a receiver a reload removed loses its series."""
+        found = self.health()
+        m = self.metrics
+        for name, h in found.items():
+            for state in ReceiverState:
+                m.receiver_state.labels(receiver=name, state=state.value).set(1 if h.state is state else 0)
+            m.receiver_consecutive_failures.labels(receiver=name).set(h.consecutive_failures)
+            m.receiver_oldest_pending.labels(receiver=name).set(h.oldest_pending_age_s or 0.0)
+        for gone in self._health_exported - set(found):
+            for state in ReceiverState:
+                m.receiver_state.remove(gone, state.value)
+            m.receiver_consecutive_failures.remove(gone)
+            m.receiver_oldest_pending.remove(gone)
+        self._health_exported = set(found)
 
     def refresh_pending(self) -> None:
         with self.store.reading() as conn:
