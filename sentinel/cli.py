@@ -9,6 +9,7 @@ import argparse
 import codecs
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from sentinel import __version__
 from sentinel.config import Config, ConfigError, load_config, summary
@@ -234,12 +235,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         console.print(f"[bold yellow]warning:[/] {escape(delay_warning)}")
     console.print(f"open alerts: {data['alerts']['open'] or 'none'}; outbox pending: {data['outbox']['pending']}")
     table = Table(title="Receivers")
-    for col in ("name", "kind", "pending", "last outcome", "at", "error"):
-        table.add_column(col)
+    for col in ("name", "kind", "state", "failures", "pending", "oldest", "next attempt", "last error",
+                "last delivered"):
+        table.add_column(col, no_wrap=col in ("name", "state"), overflow="fold", ratio=3 if col == "last error" else None)
     for r in data["receivers"]:
-        last = r["last"] or {}
-        table.add_row(r["name"], r["kind"], str(r["pending"]), str(last.get("status", "-")), str(last.get("at") or "-"),
-                      str(last.get("error") or ""))
+        table.add_row(*receiver_row(r, data["now"]))
     console.print(table)
     if data["failed"]:
         failed = Table(title="Permanent failures (kept)")
@@ -249,6 +249,43 @@ def cmd_status(args: argparse.Namespace) -> int:
             failed.add_row(str(f["id"]), f["receiver"], f["created"], f["error"] or "")
         console.print(failed)
     return EXIT_OK
+
+
+STATE_STYLE = {"ok": "green", "retrying": "yellow", "failing": "bold red", "set_aside": "red"}
+
+
+def receiver_row(r: dict[str, Any], now: str) -> list[str]:
+    """One receiver of `/api/v1/status` as a row of `sentinel status`: its state first, so a webhook
+    that refuses connections reads "failing … connection refused", never its last success."""
+    from datetime import datetime, timedelta
+
+    from rich.markup import escape
+
+    from sentinel.units import format_duration
+
+    def duration_text(seconds: float) -> str:
+        return format_duration(timedelta(seconds=int(seconds)))
+
+    at_now = datetime.fromisoformat(now)
+
+    def when(iso: str | None) -> str:
+        return "-" if iso is None else datetime.fromisoformat(iso).strftime("%m-%d %H:%M:%S")
+
+    state = str(r.get("state", "-"))
+    styled = f"[{STATE_STYLE[state]}]{state.replace('_', ' ')}[/]" if state in STATE_STYLE else escape(state)
+    age = r.get("oldest_pending_age_seconds")
+    nxt = r.get("next_attempt")
+    if nxt is None:
+        next_text = "-"
+    else:
+        wait = (datetime.fromisoformat(nxt) - at_now).total_seconds()
+        next_text = f"in {duration_text(wait)}" if wait >= 1 else "due now"
+    error = r.get("last_error")
+    error_text = "" if not error else escape(str(error)) + (
+        f" ({when(r['last_error_at'])})" if r.get("last_error_at") else " (before the last restart)"
+        if state in ("retrying", "failing") else "")
+    return [escape(r["name"]), escape(r["kind"]), styled, str(r.get("consecutive_failures", "-")), str(r["pending"]),
+            "-" if age is None else duration_text(float(age)), next_text, error_text, when(r.get("last_delivered"))]
 
 
 def cmd_ack(args: argparse.Namespace) -> int:

@@ -153,7 +153,7 @@ class Metrics:
         for name, hook in list(self.collect_hooks.items()):
             try:
                 hook()
-            except Exception as exc:  # the store is down: the other families go out, these keep their values
+            except Exception as exc:  # noqa: BLE001 - the store is down: the rest goes out, these keep their values
                 log.warning("could not refresh metrics before the scrape",
                             extra={"fields": {"gauges": name, "error": type(exc).__name__}})
         return generate_latest(self.registry)

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, and_, case, func, or_, select
 
 from sentinel.model import US
 from sentinel.notify import outbox as ob
@@ -126,7 +126,8 @@ def receiver_health(conn: Connection, receivers: Iterable[str], now_us: int,
                  .where(outbox.c.status.in_((ob.DELIVERED, ob.DRY_RUN))).group_by(outbox.c.receiver).subquery())
     last_ok = {r.receiver: (int(r.id), r.at) for r in conn.execute(select(delivered))}
     # messages given up since the last delivered one (recent enough that a later delivery was not pruned)
-    failed_q = (select(outbox.c.receiver, func.count().label("n"), func.sum(outbox.c.attempts).label("attempts"),
+    attempts = case((outbox.c.attempts > 0, outbox.c.attempts), else_=1)  # given up: one attempt at least
+    failed_q = (select(outbox.c.receiver, func.count().label("n"), func.sum(attempts).label("attempts"),
                        func.max(outbox.c.id).label("last_id"))
                 .select_from(outbox.outerjoin(delivered, delivered.c.receiver == outbox.c.receiver))
                 .where(outbox.c.status == ob.FAILED, outbox.c.finished_us >= horizon,
