@@ -32,7 +32,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,9 +46,9 @@ from sentinel.logs import fields
 from sentinel.metrics import Metrics
 from sentinel.model import US, Tier
 from sentinel.notify import outbox
-from sentinel.notify.base import Adapter, AlertPayload, Delivered, Failed, Message, Outcome, RetryAfter
+from sentinel.notify.base import Adapter, Delivered, Failed, Message, Outcome, RetryAfter
 from sentinel.notify.health import AttemptErrors, ReceiverHealth, ReceiverState, receiver_health
-from sentinel.notify.views import AlertView
+from sentinel.notify.views import alert_payload
 from sentinel.store import Store
 from sentinel.units import Rate
 from sentinel.wake import Waker
@@ -547,7 +547,7 @@ class DeliveryWorker:
             return True
         d.ahead.clear()  # the head stays unfinished (retry) or the outbox grew (fallback): read again
         self.attempt_errors.record(name, msg.id, done, outcome.reason if isinstance(outcome, RetryAfter)
-                                   else f"{outcome.code}: {outcome.reason}")
+                                   else outcome.text)
         with self.store.transaction() as conn:
             match outcome:
                 case RetryAfter(reason=reason) if self._stopping_now():
@@ -568,12 +568,12 @@ class DeliveryWorker:
                     # one robot of several refuses for good (bad key, bot removed): set it aside for a
                     # while and give the message to another robot of the same group
                     limiter.block(done + BROKEN_ROBOT_HOLD_US)
-                    outbox.mark_retry(conn, msg.id, done, f"robot #{idx + 1}: {code}: {reason}")
+                    outbox.mark_retry(conn, msg.id, done, f"robot #{idx + 1}: {outcome.text}")
                     self.metrics.notification_requests_failed.labels(receiver=name, reason="permanent").inc()
                     log.error("a robot of this receiver refuses messages; using the others",
                               extra=fields(receiver=name, robot=idx + 1, code=code, reason=reason))
                 case Failed(code=code, reason=reason):
-                    outbox.mark_failed(conn, msg.id, done, f"{code}: {reason}")
+                    outbox.mark_failed(conn, msg.id, done, outcome.text)
                     self.metrics.notification_requests_failed.labels(receiver=name, reason="permanent").inc()
                     self.metrics.notifications.labels(receiver=name, outcome="failed").inc()
                     log.error("delivery failed permanently", extra=fields(receiver=name, code=code, reason=reason))
@@ -640,10 +640,13 @@ class DeliveryWorker:
                       extra=fields(receiver=runner.cfg.name, error=str(exc)))
             title, body = build(None)
         status = str(msg.payload.get("status", "firing"))
+        # the rest of the group (the generic webhook's payload lists every alert of it, as Alertmanager's
+        # does): its other open alerts these people were told of, as they were when the message was queued
+        rest = [outbox.view_from_json(v, self.cfg.tz) for v in msg.payload.get("group_alerts", [])]
         return Message(id=msg.delivery_id, title=title, body=body, tier=Tier.parse(msg.tier), status=status,
                        group_key=str(msg.payload.get("group_key", "")),
                        group_labels=dict(msg.payload.get("group_labels", {})),
-                       alerts=tuple(alert_payload(v, self.cfg.base_url) for v in views),
+                       alerts=tuple(alert_payload(v, self.cfg.base_url) for v in [*views, *rest]),
                        external_url=self.cfg.base_url, mention=status != "resolved")
 
     def _pending_gauge(self, name: str, d: _Drain) -> None:
@@ -690,15 +693,3 @@ class DeliveryWorker:
             for outcome in ("delivered", "failed"):
                 self.metrics.notifications.labels(receiver=name, outcome=outcome)
 
-
-def alert_payload(v: AlertView, base_url: str) -> AlertPayload:
-    """One alert in Alertmanager's webhook shape."""
-    labels: Mapping[str, str] = {"alertname": v.rule, **v.labels, "rule": v.rule, "tier": v.tier.label}
-    annotations = {"summary": f"{v.rule} {' '.join(f'{k}={x}' for k, x in v.labels.items())}",
-                   "value": str(v.value), "baseline": "" if v.baseline is None else str(v.baseline),
-                   "instance": v.instance}
-    resolved = v.state == "resolved"
-    return AlertPayload(status="resolved" if resolved else "firing", labels=dict(labels), annotations=annotations,
-                        starts_at=v.started.isoformat(),
-                        ends_at=v.at.isoformat() if resolved else "0001-01-01T00:00:00Z",
-                        fingerprint=v.fingerprint, generator_url=f"{base_url}/#alert-{v.instance}")
