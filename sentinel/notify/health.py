@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import Connection, and_, case, func, or_, select
+from sqlalchemy import BindParameter, Connection, bindparam, case, func, select
 
 from sentinel.model import US
 from sentinel.notify import outbox as ob
@@ -112,53 +112,51 @@ class _Head:
         return max(0, self.attempts - (1 if self.status == ob.SENDING else 0))
 
 
+_R: BindParameter[str] = bindparam("receiver")
+_LAST_OK = select(func.max(outbox.c.id)).where(outbox.c.receiver == _R, outbox.c.status == bindparam("status"))
+_ROW = select(outbox.c.id, outbox.c.status, outbox.c.attempts, outbox.c.last_error, outbox.c.next_attempt_us,
+              outbox.c.finished_us).where(outbox.c.id == bindparam("msg_id"))
+_GIVEN_UP_SINCE = (select(func.count(), func.sum(case((outbox.c.attempts > 0, outbox.c.attempts), else_=1)))
+                   .where(outbox.c.receiver == _R, outbox.c.status == ob.FAILED, outbox.c.id > bindparam("after"),
+                          outbox.c.finished_us >= bindparam("horizon")))
+_HEAD = (select(func.min(outbox.c.id), func.count(), func.min(outbox.c.created_us))
+         .where(outbox.c.receiver == _R, outbox.c.status.in_((ob.PENDING, ob.SENDING))))
+
+
 def receiver_health(conn: Connection, receivers: Iterable[str], now_us: int,
                     errors: AttemptErrors | None = None,
                     waits_us: Mapping[str, int] | None = None) -> dict[str, ReceiverHealth]:
-    """The health of each named receiver, in a handful of indexed queries however many there are.
+    """The health of each named receiver.
 
-    `waits_us`: per receiver, how long its robots' rate limits hold the next send (the worker knows);
-    the next attempt is never shown sooner than that."""
-    names = list(receivers)
+    Each receiver costs a few lookups on the outbox's (receiver, status, id) index - its newest
+    delivered and given-up message, what was given up since, the head of its queue - so the cost follows
+    the receivers and their backlogs, not the days of delivered messages kept. `waits_us`: per receiver,
+    how long its robots' rate limits hold the next send (the worker knows); the next attempt is never
+    shown sooner than that."""
     horizon = now_us - ob.DELIVERED_KEEP_US
-    delivered = (select(outbox.c.receiver, func.max(outbox.c.id).label("id"),
-                        func.max(outbox.c.finished_us).label("at"))
-                 .where(outbox.c.status.in_((ob.DELIVERED, ob.DRY_RUN))).group_by(outbox.c.receiver).subquery())
-    last_ok = {r.receiver: (int(r.id), r.at) for r in conn.execute(select(delivered))}
-    # messages given up since the last delivered one (recent enough that a later delivery was not pruned)
-    attempts = case((outbox.c.attempts > 0, outbox.c.attempts), else_=1)  # given up: one attempt at least
-    failed_q = (select(outbox.c.receiver, func.count().label("n"), func.sum(attempts).label("attempts"),
-                       func.max(outbox.c.id).label("last_id"))
-                .select_from(outbox.outerjoin(delivered, delivered.c.receiver == outbox.c.receiver))
-                .where(outbox.c.status == ob.FAILED, outbox.c.finished_us >= horizon,
-                       or_(delivered.c.id.is_(None), outbox.c.id > delivered.c.id))
-                .group_by(outbox.c.receiver))
-    failed = {r.receiver: (int(r.n), int(r.attempts or 0), int(r.last_id)) for r in conn.execute(failed_q)}
-    # the latest message given up at all (for the last error of a receiver that is ok again)
-    latest_failed_q = (select(outbox.c.receiver, func.max(outbox.c.id).label("id"))
-                       .where(outbox.c.status == ob.FAILED, outbox.c.finished_us >= horizon)
-                       .group_by(outbox.c.receiver).subquery())
-    latest_failed = {r.receiver: (r.last_error, r.finished_us) for r in conn.execute(
-        select(outbox.c.receiver, outbox.c.last_error, outbox.c.finished_us)
-        .join(latest_failed_q, and_(outbox.c.id == latest_failed_q.c.id)))}
-    unfinished = (select(outbox.c.receiver, func.min(outbox.c.id).label("id"), func.count().label("n"),
-                         func.min(outbox.c.created_us).label("oldest"))
-                  .where(outbox.c.status.in_((ob.PENDING, ob.SENDING))).group_by(outbox.c.receiver).subquery())
-    heads: dict[str, tuple[_Head, int, int]] = {}
-    for r in conn.execute(select(outbox.c.receiver, outbox.c.id, outbox.c.status, outbox.c.attempts,
-                                 outbox.c.last_error, outbox.c.next_attempt_us, unfinished.c.n, unfinished.c.oldest)
-                          .join(unfinished, and_(outbox.c.id == unfinished.c.id))):
-        heads[r.receiver] = (_Head(int(r.id), r.status, int(r.attempts), r.last_error, int(r.next_attempt_us)),
-                             int(r.n), int(r.oldest))
-
     out: dict[str, ReceiverHealth] = {}
-    for name in names:
-        head_info = heads.get(name)
-        head, pending, oldest = head_info if head_info is not None else (None, 0, None)
-        n_failed, failed_attempts, _ = failed.get(name, (0, 0, 0))
+    for name in receivers:
+        ok_ids = [conn.execute(_LAST_OK, {"receiver": name, "status": st}).scalar()
+                  for st in (ob.DELIVERED, ob.DRY_RUN)]
+        ok_id = max((int(i) for i in ok_ids if i is not None), default=None)
+        ok_row = conn.execute(_ROW, {"msg_id": ok_id}).first() if ok_id is not None else None
+        n_failed, failed_attempts = conn.execute(
+            _GIVEN_UP_SINCE, {"receiver": name, "after": ok_id or 0, "horizon": horizon}).one()
+        latest_failed = conn.execute(_LAST_OK, {"receiver": name, "status": ob.FAILED}).scalar()
+        given_up = None
+        if latest_failed is not None:
+            row = conn.execute(_ROW, {"msg_id": latest_failed}).first()
+            if row is not None and row.finished_us is not None and row.finished_us >= horizon:
+                given_up = (row.last_error, int(row.finished_us))
+        head_id, pending, oldest = conn.execute(_HEAD, {"receiver": name}).one()
+        head = None
+        if head_id is not None:
+            r = conn.execute(_ROW, {"msg_id": head_id}).first()
+            if r is not None:
+                head = _Head(int(r.id), r.status, int(r.attempts), r.last_error, int(r.next_attempt_us))
         head_failures = head.failures if head is not None else 0
-        consecutive = failed_attempts + head_failures
-        age_s = None if oldest is None else max(0.0, (now_us - oldest) / US)
+        consecutive = int(failed_attempts or 0) + head_failures
+        age_s = None if oldest is None else max(0.0, (now_us - int(oldest)) / US)
         if head is not None and head_failures:
             late = age_s is not None and age_s >= FAILING_AGE_S
             state = ReceiverState.FAILING if consecutive >= FAILING_AFTER or late else ReceiverState.RETRYING
@@ -166,15 +164,15 @@ def receiver_health(conn: Connection, receivers: Iterable[str], now_us: int,
             state = ReceiverState.SET_ASIDE
         else:
             state = ReceiverState.OK
-        error, error_at = _last_error(name, head, latest_failed.get(name), errors)
+        error, error_at = _last_error(name, head, given_up, errors)
         nxt = None
         if head is not None:
             wait = (waits_us or {}).get(name, 0)
             nxt = max(head.next_attempt_us, now_us + wait) if wait > 0 else head.next_attempt_us
-        ok = last_ok.get(name)
-        out[name] = ReceiverHealth(name=name, state=state, consecutive_failures=consecutive, pending=pending,
+        delivered_at = None if ok_row is None or ok_row.finished_us is None else int(ok_row.finished_us)
+        out[name] = ReceiverHealth(name=name, state=state, consecutive_failures=consecutive, pending=int(pending),
                                    oldest_pending_age_s=age_s, next_attempt_us=nxt, last_error=error,
-                                   last_error_at_us=error_at, last_delivered_us=None if ok is None else ok[1])
+                                   last_error_at_us=error_at, last_delivered_us=delivered_at)
     return out
 
 

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sentinel.model import US
+import pytest
+
+from sentinel.model import US, Tier
+from sentinel.notify import outbox
 from sentinel.notify.health import FAILING_AFTER, FAILING_AGE_S, ReceiverHealth, ReceiverState, receiver_health
+from sentinel.store import Store
 from sentinel.units import Rate
-from tests.delivery.builders import Alert, Pipeline, route
+from tests.delivery.builders import Alert, Pipeline, at, route
 from tests.delivery.conftest import MakePipeline
 from tests.delivery.relay import Relay
 from tests.notify.vendors import Answer, FakeWebhook
@@ -133,3 +137,52 @@ def test_a_backlog_waiting_for_a_rate_limit_window_is_ok_with_its_next_attempt(w
     p.advance(timedelta(seconds=40).total_seconds())
     assert p.deliver() == 1
     assert health(p).pending == 0
+
+
+@pytest.mark.parametrize("state_url", ["sqlite_url", "pg_url"])
+def test_the_same_states_on_every_store(state_url: str, request: pytest.FixtureRequest) -> None:
+    """The queries behind the states on both state stores (SQLite, PostgreSQL), with rows the outbox
+    functions write."""
+    store = Store(request.getfixturevalue(state_url))
+    store.upgrade()
+    try:
+        now = at(0)
+        with store.transaction() as conn:
+            def message(receiver: str, *, created: int = now) -> int:
+                return outbox.enqueue(conn, receiver, "alert", Tier.LIGHT, [], event_at_us=created, now_us=created)
+
+            def attempt(msg: int) -> None:
+                assert outbox.mark_sending(conn, msg, 0)
+
+            for name in ("aside", "retrying", "failing", "late"):
+                done = message(name, created=now - 600 * US)
+                attempt(done)
+                outbox.mark_delivered(conn, done, now - 590 * US)
+            given_up = message("aside")
+            attempt(given_up)
+            outbox.mark_failed(conn, given_up, now - 10 * US, "HTTP 410: webhook gone (revoked or deleted)")
+            for name, failures in (("retrying", 2), ("failing", FAILING_AFTER)):
+                head = message(name, created=now - 30 * US)
+                for _ in range(failures):
+                    attempt(head)
+                    outbox.mark_retry(conn, head, now + 5 * US, REFUSED)
+                message(name)  # behind the head
+            late = message("late", created=now - int(FAILING_AGE_S) * US)
+            attempt(late)
+            outbox.mark_retry(conn, late, now + 60 * US, "HTTP 503: server error")
+            attempt(late)  # in flight: not judged yet
+        with store.reading() as conn:
+            found = receiver_health(conn, ["aside", "retrying", "failing", "late", "idle"], now)
+        assert {n: (h.state.value, h.consecutive_failures, h.pending) for n, h in found.items()} == {
+            "aside": ("set_aside", 1, 0), "retrying": ("retrying", 2, 2), "failing": ("failing", FAILING_AFTER, 2),
+            "late": ("failing", 1, 1), "idle": ("ok", 0, 0)}
+        assert (found["aside"].last_error, found["aside"].last_error_at_us) == (
+            "HTTP 410: webhook gone (revoked or deleted)", now - 10 * US)
+        assert found["aside"].last_delivered_us == now - 590 * US
+        assert (found["retrying"].last_error, found["retrying"].last_error_at_us) == (REFUSED, None)
+        assert found["retrying"].next_attempt_us == now + 5 * US
+        assert found["retrying"].oldest_pending_age_s == 30.0
+        assert found["late"].oldest_pending_age_s == FAILING_AGE_S
+        assert found["idle"] == ReceiverHealth("idle", ReceiverState.OK, 0, 0, None, None, None, None, None)
+    finally:
+        store.close()
