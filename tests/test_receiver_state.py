@@ -30,6 +30,7 @@ from tests.crm import NOW, Crm
 from tests.delivery.relay import Relay
 from tests.notify.vendors import FakeWebhook
 from tests.web.parse import by_id, parse
+from tests.web.test_browser import CHROMIUM, chromium
 
 REFUSED = "connection refused"
 
@@ -216,3 +217,36 @@ def to_us(iso: str) -> float:
 
 def when(iso: str) -> str:
     return datetime.fromisoformat(iso).strftime("%m-%d %H:%M:%S")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium is not installed at /usr/bin/chromium")
+def test_the_status_page_in_a_browser_shows_the_outage_and_the_recovery(outage: Outage, tmp_path: Path) -> None:
+    """The DOM a real headless browser builds from the page: the receiver's row and banner while its
+    webhook refuses connections, and after it took the message."""
+    o = outage
+
+    def receiver_dom(profile: str) -> tuple[list[str], list[str]]:
+        proc = chromium(tmp_path / profile, "--dump-dom", o.url + "/")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        root = parse(proc.stdout)
+        row = [" ".join(td.all_text().split()) for td in by_id(root, "receiver-cs-team").find_all("td")]
+        return row, [" ".join(b.all_text().split()) for b in root.find_all("div", "banner")]
+
+    for _ in range(FAILING_AFTER):
+        nxt = o.receiver()["next_attempt"]
+        o.advance_to(max(now_us(o.clock), int(to_us(nxt))) if isinstance(nxt, str) else now_us(o.clock))
+        o.deliver()
+    row, banners = receiver_dom("during")
+    assert row[:5] == ["cs-team", "webhook", "failing", str(FAILING_AFTER), row[4]] and row[4].startswith("1 (oldest")
+    assert row[6].startswith(REFUSED) and row[7] == "nothing yet"
+    assert banners == [f"Receiver cs-team is failing: {REFUSED} — 1 message waiting, details"]
+
+    o.relay.up()
+    nxt = o.receiver()["next_attempt"]
+    assert isinstance(nxt, str)
+    o.advance_to(int(to_us(nxt)))
+    o.deliver()
+    row, banners = receiver_dom("after")
+    assert row[:6] == ["cs-team", "webhook", "ok", "0", "0", "—"] and row[6].startswith(REFUSED)
+    assert banners == []
