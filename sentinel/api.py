@@ -1,6 +1,8 @@
 """The daemon's HTTP API, for people and for the CLI (which never opens the store itself).
 
-- `GET /api/v1/status` — receivers, outbox, source (feeds `sentinel status`).
+- `GET /api/v1/status` — receivers (each with its delivery state: `state`, `consecutive_failures`,
+  `last_error`, `last_error_at`, `next_attempt`, `oldest_pending_age_seconds`, `last_delivered`; see
+  `sentinel.notify.health`), outbox, source (feeds `sentinel status`).
 - `GET /api/v1/alerts` — open and recently resolved alerts with their silenced / inhibited /
   acknowledged / muted state.
 - `GET|POST /api/v1/silences`, `DELETE /api/v1/silences/<id>` — Alertmanager's silence JSON.

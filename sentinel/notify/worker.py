@@ -15,6 +15,9 @@
 - Stopping is bounded: `flush` delivers what is due for a while, a send still in flight then gets
   `STOP_GRACE_S` more and is abandoned (its connection cut); its message stays pending and goes after
   the restart (the chat tool may have shown it already: at most that one repeats, as after a crash).
+- Each receiver's delivery state (ok / retrying / failing / set aside, `sentinel.notify.health`) is read
+  from the outbox; the worker adds what the outbox does not hold (when a retried attempt failed, its
+  robots' rate-limit waits) and sets the receiver gauges at each scrape.
 - In dry run nothing is sent: messages are marked `dry_run` so the status page shows what would have
   gone out.
 - A drain starts when the worker is woken (the dispatcher committed messages), at the due time a
