@@ -186,3 +186,15 @@ def test_the_same_states_on_every_store(state_url: str, request: pytest.FixtureR
         assert found["idle"] == ReceiverHealth("idle", ReceiverState.OK, 0, 0, None, None, None, None, None)
     finally:
         store.close()
+
+
+def test_the_gauges_follow_the_receivers_a_reload_keeps(pipeline: MakePipeline) -> None:
+    with FakeWebhook() as one, FakeWebhook() as two:
+        p = pipeline([one.receiver(name="one"), two.receiver(name="two")])
+        text = p.metrics.render().decode()
+        assert 'sentinel_receiver_state{receiver="two",state="ok"} 1.0' in text
+        assert 'sentinel_receiver_oldest_pending_seconds{receiver="two"} 0.0' in text
+        p.worker.reload(p.cfg.model_copy(update={"receivers": [p.cfg.receivers[0]]}))
+        text = p.metrics.render().decode()
+        assert 'sentinel_receiver_state{receiver="one",state="ok"} 1.0' in text
+        assert 'receiver="two"' not in "".join(line for line in text.splitlines() if "sentinel_receiver_" in line)
