@@ -10,7 +10,7 @@ the same after a restart and the same in every process that reads the store:
 - `retrying` — the message at the head of its queue failed an attempt the worker will retry (refused,
   timeout, 5xx, a vendor's "too fast"), fewer than `FAILING_AFTER` attempts in a row have failed, and
   its oldest unfinished message has waited less than `FAILING_AGE_S`;
-- `failing` — the same, but `FAILING_AFTER` or more attempts in a row have failed (about 15 s of
+- `failing` — the same, but `FAILING_AFTER` or more attempts in a row have failed (about 10 to 15 s of
   refused connections with the worker's 5 s network delay and backoff), or the oldest unfinished
   message has waited `FAILING_AGE_S` or more while attempts fail: alerts are not reaching people;
 - `set_aside` ("set aside") — the chat tool refused the last message for good (bad key, bot removed,
