@@ -1,6 +1,8 @@
 """The daemon's HTTP API, for people and for the CLI (which never opens the store itself).
 
-- `GET /api/v1/status` — receivers, outbox, source (feeds `sentinel status`).
+- `GET /api/v1/status` — receivers (each with its delivery state: `state`, `consecutive_failures`,
+  `last_error`, `last_error_at`, `next_attempt`, `oldest_pending_age_seconds`, `last_delivered`; see
+  `sentinel.notify.health`), outbox, source (feeds `sentinel status`).
 - `GET /api/v1/alerts` — open and recently resolved alerts with their silenced / inhibited /
   acknowledged / muted state.
 - `GET|POST /api/v1/silences`, `DELETE /api/v1/silences/<id>` — Alertmanager's silence JSON.
@@ -19,6 +21,7 @@ import functools
 import hmac
 import json
 import unicodedata
+from collections.abc import Callable
 from html import escape
 from typing import Any
 
@@ -33,6 +36,7 @@ from sentinel.daemon import Daemon
 from sentinel.http import HTTPError, Request, Response
 from sentinel.model import US, to_datetime
 from sentinel.notify import outbox
+from sentinel.notify.health import ReceiverHealth, receiver_health
 from sentinel.store.schema import alerts
 
 RECENT_S = 24 * 3600
@@ -62,19 +66,26 @@ def status(daemon: Daemon) -> dict[str, Any]:
     def iso(us: int | None) -> str | None:
         return None if us is None else to_datetime(int(us), tz).isoformat()
 
+    delivery = daemon.extras.get("delivery")
+    worker = getattr(delivery, "worker", None)
+    health: dict[str, ReceiverHealth] | None = worker.health() if worker is not None else None
     with daemon.store.reading() as conn:
         pending = outbox.pending_counts(conn)
         last = outbox.last_outcomes(conn)
+        if health is None:  # no delivery stage in this process: the state from the outbox, without retry times
+            health = receiver_health(conn, [rc.name for rc in daemon.cfg.receivers], now)
         failed = outbox.recent(conn, [outbox.FAILED], limit=20)
         open_by_tier = {t: int(n) for t, n in conn.execute(
             select(alerts.c.tier, func.count()).where(alerts.c.status == "open").group_by(alerts.c.tier))}
     receivers = []
     for rc in daemon.cfg.receivers:
         lo = last.get(rc.name)
+        hr = health.get(rc.name)
         receivers.append({
             "name": rc.name, "kind": rc.kind, "urls": len(rc.all_urls()), "pending": pending.get(rc.name, 0),
             "last": None if lo is None else {"status": lo["status"], "at": iso(lo["at_us"]), "error": lo["error"],
                                              "next_attempt": iso(lo.get("next_attempt_us"))},
+            **(receiver_fields(hr, iso) if hr is not None else {}),
         })
     state = daemon.state
     return {
@@ -97,6 +108,19 @@ def status(daemon: Daemon) -> dict[str, Any]:
                     "created": iso(m.created_us), "attempts": m.attempts, "instances": m.instances}
                    for m in failed],
         "alerts": {"open": open_by_tier},
+    }
+
+
+def receiver_fields(h: ReceiverHealth, iso: Callable[[int | None], str | None]) -> dict[str, Any]:
+    """A receiver's delivery state in `/api/v1/status` (see `sentinel.notify.health` for the states)."""
+    return {
+        "state": h.state.value,
+        "consecutive_failures": h.consecutive_failures,
+        "last_error": h.last_error,
+        "last_error_at": iso(h.last_error_at_us),
+        "next_attempt": iso(h.next_attempt_us),
+        "oldest_pending_age_seconds": None if h.oldest_pending_age_s is None else round(h.oldest_pending_age_s, 1),
+        "last_delivered": iso(h.last_delivered_us),
     }
 
 

@@ -9,6 +9,7 @@ import argparse
 import codecs
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from sentinel import __version__
 from sentinel.config import Config, ConfigError, load_config, summary
@@ -234,13 +235,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         console.print(f"[bold yellow]warning:[/] {escape(delay_warning)}")
     console.print(f"open alerts: {data['alerts']['open'] or 'none'}; outbox pending: {data['outbox']['pending']}")
     table = Table(title="Receivers")
-    for col in ("name", "kind", "pending", "last outcome", "at", "error"):
-        table.add_column(col)
+    for col in ("name", "kind", "state", "fails", "pending (oldest)", "next attempt", "last delivered"):
+        table.add_column(col, no_wrap=col in ("name", "state", "last delivered"))
+    errors = []
     for r in data["receivers"]:
-        last = r["last"] or {}
-        table.add_row(r["name"], r["kind"], str(r["pending"]), str(last.get("status", "-")), str(last.get("at") or "-"),
-                      str(last.get("error") or ""))
+        row, error = receiver_lines(r, data["now"])
+        table.add_row(*row)
+        if error is not None:
+            errors.append(error)
     console.print(table)
+    for line in errors:
+        console.print(line)
     if data["failed"]:
         failed = Table(title="Permanent failures (kept)")
         for col in ("id", "receiver", "created", "error"):
@@ -249,6 +254,45 @@ def cmd_status(args: argparse.Namespace) -> int:
             failed.add_row(str(f["id"]), f["receiver"], f["created"], f["error"] or "")
         console.print(failed)
     return EXIT_OK
+
+
+STATE_STYLE = {"ok": "green", "retrying": "yellow", "failing": "bold red", "set_aside": "red"}
+
+
+def receiver_lines(r: dict[str, Any], now: str) -> tuple[list[str], str | None]:
+    """One receiver of `/api/v1/status` as a row of `sentinel status` and its last error as a line below
+    the table (an error is too long for a column on an 80-column terminal). The state comes first, so a
+    webhook that refuses connections reads "failing … connection refused", never its last success."""
+    from datetime import datetime, timedelta
+
+    from rich.markup import escape
+
+    from sentinel.units import format_duration
+
+    def when(iso: str | None) -> str:
+        return "-" if iso is None else datetime.fromisoformat(iso).strftime("%m-%d %H:%M:%S")
+
+    def seconds(value: float) -> str:
+        return format_duration(timedelta(seconds=int(value)))
+
+    state = str(r.get("state", "-"))
+    styled = f"[{STATE_STYLE[state]}]{state.replace('_', ' ')}[/]" if state in STATE_STYLE else escape(state)
+    age = r.get("oldest_pending_age_seconds")
+    pending = str(r["pending"]) + ("" if age is None else f" ({seconds(float(age))})")
+    nxt = r.get("next_attempt")
+    if nxt is None:
+        next_text = "-"
+    else:
+        wait = (datetime.fromisoformat(nxt) - datetime.fromisoformat(now)).total_seconds()
+        next_text = f"in {seconds(wait)}" if wait >= 1 else "due now"
+    row = [escape(r["name"]), escape(r["kind"]), styled, str(r.get("consecutive_failures", "-")), pending,
+           next_text, when(r.get("last_delivered"))]
+    error = r.get("last_error")
+    if not error:
+        return row, None
+    at = r.get("last_error_at")
+    at_text = when(at) if at else "before the last restart" if state in ("retrying", "failing") else "time unknown"
+    return row, f"{escape(r['name'])}: last error ({at_text}): {escape(str(error))}"
 
 
 def cmd_ack(args: argparse.Namespace) -> int:

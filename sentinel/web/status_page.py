@@ -1,9 +1,11 @@
 """The status page for on-call: `GET /`, server-rendered HTML, refreshed by the browser every 30 s.
 
 It shows open alerts by tier (most severe first) with what holds each back (silenced, inhibited,
-acknowledged, muted), recently resolved alerts, active silences, receivers (last outcome, pending,
-recent permanent failures), the source's health and, for each alerted threshold series, a chart of
-its daily counts against baseline and threshold rebuilt from the raw hourly buckets.
+acknowledged, muted), recently resolved alerts, active silences, receivers (state — ok, retrying,
+failing or set aside, see `sentinel.notify.health` — failures in a row, pending messages and the
+oldest's age, next attempt, last error and when, last delivery, recent permanent failures; a failing
+or set-aside receiver also gets a banner), the source's health and, for each alerted threshold
+series, a chart of its daily counts against baseline and threshold rebuilt from the raw hourly buckets.
 
 Guarantees: every data-derived string (types, channels, rule names, silence comments, errors) goes
 through Jinja2's autoescape or `markupsafe.escape`; the page carries no script and forbids one
@@ -191,10 +193,13 @@ class StatusPage:
             failed.setdefault(f["receiver"], [])
             if len(failed[f["receiver"]]) < FAILURES_PER_RECEIVER:
                 failed[f["receiver"]].append(f)
+        receivers = [{**r, "next_in_s": None if r.get("next_attempt") is None else
+                      (datetime.fromisoformat(r["next_attempt"]) - to_datetime(now, d.cfg.tz)).total_seconds()}
+                     for r in status["receivers"]]
         return {
             "now": to_datetime(now, d.cfg.tz), "version": __version__, "refresh": REFRESH_S,
             "dry_run": bool(d.extras.get("dry_run", False)), "problems": problems,
-            "source": status["source"], "receivers": status["receivers"], "failed": failed,
+            "source": status["source"], "receivers": receivers, "failed": failed,
             "pending_total": status["outbox"]["pending"], "tiers": tiers, "open_count": len(open_items),
             "resolved": resolved, "silences": silences, "charts_capped": capped, "chart_days": CHART_DAYS,
             "policy_known": self._policy() is not None, "timezone": d.cfg.timezone,

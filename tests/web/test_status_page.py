@@ -206,9 +206,16 @@ def test_silences_receivers_and_source(world: Scene) -> None:
 
     ops = [" ".join(td.all_text().split()) for td in by_id(root, "receiver-ops").find_all("td")]
     crisis = [" ".join(td.all_text().split()) for td in by_id(root, "receiver-crisis").find_all("td")]
-    assert ops[:3] == ["ops", "webhook", "1"] and ops[3].startswith("delivered") and ops[4] == "none"
-    assert crisis[:3] == ["crisis", "webhook", "1"] and crisis[3].startswith("failed")
-    assert "HTTP 400: <img src=x onerror=alert(2)> rejected" in crisis[4]
+    # receiver, kind, state, failures in a row, pending (oldest), next attempt, last error, last delivered,
+    # recent permanent failures
+    assert ops == ["ops", "webhook", "ok", "0", "1 (oldest 0 s)", "due now", "none", "2025-07-08 18:00:02", "none"]
+    assert crisis[:6] == ["crisis", "webhook", "set aside", "1", "1 (oldest 0 s)", "due now"]
+    assert crisis[6] == "HTTP 400: <img src=x onerror=alert(2)> rejected 2025-07-08 18:00:02"  # escaped: text
+    assert crisis[7] == "nothing yet"
+    assert "HTTP 400: <img src=x onerror=alert(2)> rejected" in crisis[8]
+    banners = [" ".join(b.all_text().split()) for b in root.find_all("div", "banner")]
+    assert banners == ["Receiver crisis is set aside: HTTP 400: <img src=x onerror=alert(2)> rejected — "
+                       "1 message waiting, details"]
 
     src = {tr.find_all("th")[0].all_text(): " ".join(tr.find_all("td")[0].all_text().split())
            for tr in by_id(root, "source").find_all("tr")}
@@ -223,7 +230,8 @@ def test_source_down_is_a_banner(world: Scene) -> None:
     html = page(world)
     root = parse(html)
     banners = [" ".join(b.all_text().split()) for b in root.find_all("div", "banner")]
-    assert banners == ["Source down: connection refused <b>db</b>"]
+    assert banners[-1] == "Source down: connection refused <b>db</b>"
+    assert [b for b in banners if b.startswith("Receiver ")] == banners[:-1]  # crisis, set aside
 
 
 def test_recently_resolved(world: Scene) -> None:
