@@ -7,10 +7,11 @@ value of a secret. `load_config` raises `ConfigError` (the CLI turns it into exi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -541,12 +542,18 @@ class Config(BaseSettings):
                 return r
         raise KeyError(name)
 
-    def cross_check(self) -> Iterator[tuple[str, str]]:
-        """Problems no single key can see: references between sections."""
+    def cross_check(self, origin: Callable[[int], str] | None = None) -> Iterator[tuple[str, str]]:
+        """Problems no single key can see: references between sections.
+
+        `origin(i)` names the file rule `i` came from (the config file or one in `rules_dir`), so a name
+        defined both inline and in a rule file says where both are.
+        """
         seen: dict[str, int] = {}
         for i, rule in enumerate(self.rules):
             if rule.name in seen:
-                yield f"rules[{i}].name", f"duplicate rule name {rule.name!r} (also rules[{seen[rule.name]}])"
+                first = seen[rule.name]
+                where = f" in {origin(first)}" if origin is not None and origin(first) != origin(i) else ""
+                yield f"rules[{i}].name", f"duplicate rule name {rule.name!r} (also rules[{first}]{where})"
             seen.setdefault(rule.name, i)
             if isinstance(rule, StreakRuleConfig) and rule.distinct == "customer" and self.source is not None \
                     and self.source.table is not None and self.source.columns.customer is None:
@@ -604,24 +611,25 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         raise ConfigError([f"{path}: TOML syntax error: {exc}"]) from None
 
     problems: list[str] = []
-    origins: dict[int, str] = {}  # rule index -> file it came from
+    origins: dict[str, str] = {}  # "rules[i]" / "inhibit[i]" -> the rule file it came from
     base = path.parent
     for key in ("rules_dir", "templates_dir"):
         if isinstance(raw.get(key), str):
             raw[key] = str((base / raw[key]).resolve()) if not Path(raw[key]).is_absolute() else raw[key]
     rules_dir = raw.get("rules_dir")
     if isinstance(rules_dir, str):
-        extra, extra_origins, extra_problems = _load_rules_dir(Path(rules_dir), start=len(raw.get("rules", [])))
-        problems += extra_problems
-        if extra:
-            raw["rules"] = [*raw.get("rules", []), *extra]
-            origins.update(extra_origins)
+        loaded = _load_rules_dir(Path(rules_dir))
+        problems += loaded.problems
+        for section, items, files in (("rules", loaded.rules, loaded.rule_files),
+                                      ("inhibit", loaded.inhibit, loaded.inhibit_files)):
+            inline = raw.get(section, [])
+            if items and isinstance(inline, list):
+                origins.update({f"{section}[{len(inline) + i}]": f for i, f in enumerate(files)})
+                raw[section] = [*inline, *items]
 
     def where_of(loc: str) -> str:
-        m = re.match(r"rules\[(\d+)\]", loc)
-        if m and int(m.group(1)) in origins:
-            return origins[int(m.group(1))]
-        return str(path)
+        m = re.match(r"(rules|inhibit)\[\d+\]", loc)
+        return origins.get(m.group(0), str(path)) if m else str(path)
 
     raw = _expand_tree(raw, "", problems, where_of, env)
     problems += [f"{path}: {key}: {reason} (set by {name})" for name, key, reason in _unknown_env(env)]
@@ -641,7 +649,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
             suffix = f" (set by {envvar})" if envvar else ""
             problems.append(f"{where_of(loc)}: {loc or '(top level)'}: {msg}{suffix}")
         raise ConfigError(problems) from None
-    for loc, msg in cfg.cross_check():
+    for loc, msg in cfg.cross_check(lambda i: where_of(f"rules[{i}]")):
         problems.append(f"{where_of(loc)}: {loc}: {msg}")
     if cfg.templates_dir is not None:
         from sentinel.notify.render import TemplateError, check_templates  # lazy: render imports config
@@ -729,14 +737,30 @@ def _expand_tree(node: Any, loc: str, problems: list[str], where_of: Any, env: M
     return node
 
 
-def _load_rules_dir(directory: Path, start: int) -> tuple[list[Any], dict[int, str], list[str]]:
+@dataclasses.dataclass
+class RuleFiles:
+    """What a `rules_dir` holds: rules and inhibitions in file-name order, each with the file it came from."""
+
+    rules: list[Any] = dataclasses.field(default_factory=list)
+    rule_files: list[str] = dataclasses.field(default_factory=list)
+    inhibit: list[Any] = dataclasses.field(default_factory=list)
+    inhibit_files: list[str] = dataclasses.field(default_factory=list)
+    problems: list[str] = dataclasses.field(default_factory=list)
+
+
+def _load_rules_dir(directory: Path) -> RuleFiles:
+    """Every `*.toml` / `*.yaml` / `*.yml` file directly in `directory`, sorted by name.
+
+    A file is one rule table, or `rules` (and optionally `inhibit`) lists: an inhibition that relates the
+    rules of the folder (a type's streak held under its surge) belongs beside them, not in every config
+    that uses the folder.
+    """
+    out = RuleFiles()
     if not directory.is_dir():
-        return [], {}, [f"{directory}: rules_dir is not a directory"]
-    rules: list[Any] = []
-    origins: dict[int, str] = {}
-    problems: list[str] = []
+        out.problems.append(f"{directory}: rules_dir is not a directory")
+        return out
     for f in sorted(directory.iterdir()):
-        if f.suffix not in (".toml", ".yaml", ".yml"):
+        if f.suffix not in (".toml", ".yaml", ".yml") or not f.is_file():
             continue
         try:
             if f.suffix == ".toml":
@@ -746,16 +770,24 @@ def _load_rules_dir(directory: Path, start: int) -> tuple[list[Any], dict[int, s
 
                 data = yaml.safe_load(f.read_text(encoding="utf-8"))
         except Exception as exc:  # noqa: BLE001 - any parse error is reported the same way
-            problems.append(f"{f}: cannot parse: {exc}")
+            out.problems.append(f"{f}: cannot parse: {exc}")
             continue
-        items = data.get("rules", [data]) if isinstance(data, dict) else data
-        if not isinstance(items, list):
-            problems.append(f"{f}: expected a rule table or a `rules` list")
+        if isinstance(data, dict) and ("rules" in data or "inhibit" in data):
+            unknown = sorted(set(data) - {"rules", "inhibit"})
+            if unknown:
+                out.problems.append(f"{f}: {unknown[0]}: unknown key (a rule file holds `rules` and `inhibit`)")
+                continue
+            rules, inhibit = data.get("rules", []), data.get("inhibit", [])
+        else:
+            rules, inhibit = (data if isinstance(data, list) else [data]), []
+        if not isinstance(rules, list) or not isinstance(inhibit, list):
+            out.problems.append(f"{f}: expected a rule table or `rules` / `inhibit` lists")
             continue
-        for item in items:
-            origins[start + len(rules)] = str(f)
-            rules.append(item)
-    return rules, origins, problems
+        out.rules += rules
+        out.rule_files += [str(f)] * len(rules)
+        out.inhibit += inhibit
+        out.inhibit_files += [str(f)] * len(inhibit)
+    return out
 
 
 def summary(cfg: Config) -> str:

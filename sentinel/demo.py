@@ -9,7 +9,10 @@ tool would show it. `/metrics` is served on a free port, printed at start.
 
 from __future__ import annotations
 
+import json
+import math
 import random
+import re
 import sqlite3
 import sys
 import tempfile
@@ -26,7 +29,8 @@ TZ = ZoneInfo("Asia/Shanghai")
 SURGE_TYPE = "物流配送延误"
 STREAK_TYPE = "服务态度"
 PER_DAY = 400
-SURGE_PER_TICK = 10  # 20 a second: the surge passes 1.5 x the daily average within seconds at any hour
+SURGE_PER_TICK = 10  # at least 20 a second (more when the day is young: see Feeder)
+NORMAL_EVERY_TICKS = 4  # one ordinary complaint every 2 s: a live stream that does not itself make surges
 
 
 class DemoCrm:
@@ -66,12 +70,19 @@ class DemoCrm:
         return len(rows)
 
 
+def rules_dir() -> Path:
+    """The seeds' rules as the package ships them (`sentinel/rules` is the top-level `rules/` folder: a
+    link in a checkout, files in a wheel), so the demo runs the same rule files a user starts from."""
+    return Path(__file__).parent / "rules" / "seeds"
+
+
 def demo_config(tmp: Path, crm: Path, sink_url: str, listen: str) -> str:
     return f"""
 timezone = "Asia/Shanghai"
 state_url = "sqlite:///{tmp}/state.db"
 listen = "{listen}"
 locale = "zh_CN"
+rules_dir = {json.dumps(str(rules_dir()))}   # type-surge, same-type-streak, the streak held under its surge
 
 [source]
 url = "sqlite:///{crm}"
@@ -81,30 +92,42 @@ timezone = "UTC"
 poll_interval = "1s"
 record_url = "https://crm.example.internal/complaints/{{id}}"
 
-[[rules]]
-name = "type-surge"
-kind = "threshold"
-group_by = ["type"]
-min_count = 10
-tiers = {{ moderate = 2.0, severe = 3.0 }}
-
-[[rules]]
-name = "same-type-streak"
-kind = "streak"
-length = 5
-hold = "10m"
-max_expected_per_day = 20
-
 [[receivers]]
 name = "demo-chat"
 kind = "wecom"
 url = "{sink_url}"
 rate_limit = "20/min"
+
+# One chat message per complaint type: a surge and the five-in-a-row it brings about arrive within
+# seconds; waiting 5 s lets them meet in one group, where the streak is held under its surge.
+[[routes]]
+receivers = ["demo-chat"]
+group_by = ["type"]
+group_wait = "5s"
+group_interval = "10s"
 """
 
 
+    def counts(self, type_: str, now: datetime, days: int = 7) -> tuple[float, int]:
+        """The type's mean over the previous `days` full local days and its count today so far."""
+        today = now.astimezone(TZ).date()
+        per_day: dict[object, int] = {}
+        with self.lock, sqlite3.connect(self.path) as db:
+            for (created,) in db.execute("SELECT created_at FROM complaints WHERE type = ?", (type_,)):
+                day = datetime.fromisoformat(created).replace(tzinfo=UTC).astimezone(TZ).date()
+                per_day[day] = per_day.get(day, 0) + 1
+        history = [per_day.get(today - timedelta(days=d), 0) for d in range(1, days + 1)]
+        return sum(history) / days, per_day.get(today, 0)
+
+
 class Feeder(threading.Thread):
-    """Writes the live stream: normal traffic, a streak at ~6 s, a surge from ~10 s."""
+    """Writes the live stream: normal traffic, a streak at ~6 s, a surge from ~10 s.
+
+    The surge is sized to pass 1.5 × the type's daily average within about two seconds at any hour (a
+    day-mode rule compares today so far with whole days, so at 01:00 it takes more complaints than at
+    21:00): the surge and the five-in-a-row it brings about land in one chat group wait, and the
+    inhibition of the seed rules tells that crisis once, as the surge.
+    """
 
     def __init__(self, crm: DemoCrm, out: IO[str], stop: threading.Event) -> None:
         super().__init__(name="demo-feeder", daemon=True)
@@ -119,22 +142,28 @@ class Feeder(threading.Thread):
 
     def run(self) -> None:
         start = time.monotonic()
-        streak_done = surge_announced = False
+        streak_done = False
+        surge_per_tick = 0
+        tick = 0
         while not self.stop_event.wait(0.5):
             elapsed = time.monotonic() - start
-            rows = [self.normal()]
+            tick += 1
+            rows = [self.normal()] if tick % NORMAL_EVERY_TICKS == 0 else []
             if elapsed > 6 and not streak_done:
                 now = datetime.now(UTC)
                 rows += [(now + timedelta(milliseconds=i), STREAK_TYPE, "电话热线", f"C9{i:05d}") for i in range(5)]
                 streak_done = True
                 print("demo: five 服务态度 complaints in a row just arrived", file=self.out, flush=True)
             if elapsed > 10:
-                if not surge_announced:
-                    print("demo: a surge of 物流配送延误 starts now", file=self.out, flush=True)
-                    surge_announced = True
+                if not surge_per_tick:
+                    baseline, today = self.crm.counts(SURGE_TYPE, datetime.now(UTC))
+                    surge_per_tick = max(SURGE_PER_TICK, math.ceil((1.5 * baseline - today + 1) / 4))
+                    print(f"demo: a surge of {SURGE_TYPE} starts now ({today} so far today, daily average "
+                          f"{baseline:.1f}; {2 * surge_per_tick} more a second)", file=self.out, flush=True)
                 rows += [(datetime.now(UTC), SURGE_TYPE, self.rng.choice(CHANNELS),
-                          f"C{self.rng.randrange(20000):06d}") for _ in range(SURGE_PER_TICK)]
-            self.crm.insert(rows)
+                          f"C{self.rng.randrange(20000):06d}") for _ in range(surge_per_tick)]
+            if rows:
+                self.crm.insert(rows)
 
 
 def free_port() -> int:

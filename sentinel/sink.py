@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from typing import IO, Any
 
 from sentinel.http import CHAT_PEER, App, Request, Response, Server
@@ -14,14 +15,18 @@ PATH = "/cgi-bin/webhook/send"
 
 
 class ChatSink:
-    def __init__(self, out: IO[str]) -> None:
+    """`explain(n, content)` gives the line printed above message `n`'s panel (what it is, why it fired)."""
+
+    def __init__(self, out: IO[str], listen: str = "127.0.0.1:0",
+                 explain: Callable[[int, str], str | None] | None = None) -> None:
         self.out = out
+        self.explain = explain
         self.count = 0
         self.messages: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         app = App()
         app.route("POST", PATH, self._post)
-        self.server = Server(app, "127.0.0.1:0", limits=CHAT_PEER)
+        self.server = Server(app, listen, limits=CHAT_PEER)
 
     def _post(self, req: Request) -> Response:
         try:
@@ -55,6 +60,9 @@ class ChatSink:
             self.messages.append(body)
             console = Console(file=self.out, width=100, highlight=False, soft_wrap=False)
             rendered = Markdown(content) if kind == "markdown" else content
+            line = self.explain(self.count, content) if self.explain is not None else None
+            if line:
+                console.print(line, markup=False)
             title = f"企业微信群机器人 · message {self.count} ({kind})"
             if mentions:
                 title += " · @" + " @".join(str(m) for m in mentions)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -284,7 +285,14 @@ def test_the_deploy_example_passes_check(tmp_path: Path, monkeypatch: pytest.Mon
                         ("wecom_robot_1", "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=K")):
         (creds / name).write_text(value + "\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
-    example = Path(__file__).parent.parent / "deploy" / "systemd" / "sentinel.toml.example"
-    assert main(["check", "--config", str(example)]) == 0
+    root = Path(__file__).parent.parent
+    # installed as deploy/README.md says: the example as sentinel.toml, rules/recommended/*.toml beside it
+    etc = tmp_path / "etc-sentinel"
+    (etc / "rules").mkdir(parents=True)
+    shutil.copy(root / "deploy" / "systemd" / "sentinel.toml.example", etc / "sentinel.toml")
+    for f in (root / "rules" / "recommended").glob("*.toml"):
+        shutil.copy(f, etc / "rules" / f.name)
+    assert main(["check", "--config", str(etc / "sentinel.toml")]) == 0
     out = capsys.readouterr().out
-    assert "type-surge" in out and "cs-team (wecom)" in out and "key=K" not in out
+    assert "rules: 3" in out and "type-channel-surge, same-type-streak, type-surge" in out, out
+    assert "inhibit rules: 2" in out and "cs-team (wecom)" in out and "key=K" not in out
