@@ -204,7 +204,15 @@ def _bench_arguments(module_name: str, parser: argparse.ArgumentParser) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from sentinel.demo import run_demo
 
-    return run_demo(args.duration, keep=args.keep)
+    return run_demo(args.duration, keep=args.keep, listen=args.listen, sink_listen=args.sink_listen)
+
+
+def _host_port(value: str) -> str:
+    """`HOST:PORT` (`[::1]:PORT` for IPv6), as the configuration's `listen`; argparse reports a bad one."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9732 or 0.0.0.0:9732)")
+    return value
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -400,6 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the whole product on a temporary database with a local chat sink")
     d.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
     d.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    d.add_argument("--listen", type=_host_port, default=None, metavar="HOST:PORT",
+                   help="the status page, API and /metrics (default: a free port on 127.0.0.1)")
+    d.add_argument("--sink-listen", type=_host_port, default="127.0.0.1:0", metavar="HOST:PORT",
+                   help="the local chat robot that prints the messages (default: a free port on 127.0.0.1)")
     d.set_defaults(func=cmd_demo)
 
     be = sub.add_parser("bench", help="measured figures: engine (default), and the others listed below")

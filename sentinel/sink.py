@@ -59,7 +59,9 @@ class ChatSink:
             self.count += 1
             self.messages.append(body)
             console = Console(file=self.out, width=100, highlight=False, soft_wrap=False)
-            rendered = Markdown(content) if kind == "markdown" else content
+            # WeCom breaks the line at every newline (the bold title sits on a line of its own above the
+            # body); CommonMark would join single-newline lines, so they become hard breaks here
+            rendered = Markdown(content.replace("\n", "  \n")) if kind == "markdown" else content
             line = self.explain(self.count, content) if self.explain is not None else None
             if line:
                 console.print(line, markup=False)
