@@ -545,15 +545,15 @@ class Config(BaseSettings):
     def cross_check(self, origin: Callable[[int], str] | None = None) -> Iterator[tuple[str, str]]:
         """Problems no single key can see: references between sections.
 
-        `origin(i)` names the file rule `i` came from (the config file or one in `rules_dir`), so a name
-        defined both inline and in a rule file says where both are.
+        `origin(i)` names the file and key of rule `i` (the config file or one in `rules_dir`), so a name
+        defined twice says where both are.
         """
         seen: dict[str, int] = {}
         for i, rule in enumerate(self.rules):
             if rule.name in seen:
                 first = seen[rule.name]
-                where = f" in {origin(first)}" if origin is not None and origin(first) != origin(i) else ""
-                yield f"rules[{i}].name", f"duplicate rule name {rule.name!r} (also rules[{first}]{where})"
+                also = origin(first) if origin is not None else f"rules[{first}]"
+                yield f"rules[{i}].name", f"duplicate rule name {rule.name!r} (also {also})"
             seen.setdefault(rule.name, i)
             if isinstance(rule, StreakRuleConfig) and rule.distinct == "customer" and self.source is not None \
                     and self.source.table is not None and self.source.columns.customer is None:
@@ -611,7 +611,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         raise ConfigError([f"{path}: TOML syntax error: {exc}"]) from None
 
     problems: list[str] = []
-    origins: dict[str, str] = {}  # "rules[i]" / "inhibit[i]" -> the rule file it came from
+    # "rules[i]" / "inhibit[i]" of the merged lists -> (the rule file it came from, its key path in that file)
+    origins: dict[str, tuple[str, str]] = {}
     base = path.parent
     for key in ("rules_dir", "templates_dir"):
         if isinstance(raw.get(key), str):
@@ -620,16 +621,23 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     if isinstance(rules_dir, str):
         loaded = _load_rules_dir(Path(rules_dir))
         problems += loaded.problems
-        for section, items, files in (("rules", loaded.rules, loaded.rule_files),
-                                      ("inhibit", loaded.inhibit, loaded.inhibit_files)):
+        for section, items, files, locs in (("rules", loaded.rules, loaded.rule_files, loaded.rule_locs),
+                                            ("inhibit", loaded.inhibit, loaded.inhibit_files, loaded.inhibit_locs)):
             inline = raw.get(section, [])
             if items and isinstance(inline, list):
-                origins.update({f"{section}[{len(inline) + i}]": f for i, f in enumerate(files)})
+                origins.update({f"{section}[{len(inline) + i}]": (f, loc)
+                                for i, (f, loc) in enumerate(zip(files, locs, strict=True))})
                 raw[section] = [*inline, *items]
 
     def where_of(loc: str) -> str:
+        """`FILE: KEY` for a key path of the merged configuration: a rule from `rules_dir` is named by
+        its own file and its place there, not by its index in the merged list."""
         m = re.match(r"(rules|inhibit)\[\d+\]", loc)
-        return origins.get(m.group(0), str(path)) if m else str(path)
+        if m is None or m.group(0) not in origins:
+            return f"{path}: {loc or '(top level)'}"
+        file, local = origins[m.group(0)]
+        rest = loc[m.end():]
+        return f"{file}: {(local + rest) if local else rest.lstrip('.') or '(the rule)'}"
 
     raw = _expand_tree(raw, "", problems, where_of, env)
     problems += [f"{path}: {key}: {reason} (set by {name})" for name, key, reason in _unknown_env(env)]
@@ -647,10 +655,10 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
                 msg = "required key is missing"
             envvar = _env_for(loc, env)
             suffix = f" (set by {envvar})" if envvar else ""
-            problems.append(f"{where_of(loc)}: {loc or '(top level)'}: {msg}{suffix}")
+            problems.append(f"{where_of(loc)}: {msg}{suffix}")
         raise ConfigError(problems) from None
     for loc, msg in cfg.cross_check(lambda i: where_of(f"rules[{i}]")):
-        problems.append(f"{where_of(loc)}: {loc}: {msg}")
+        problems.append(f"{where_of(loc)}: {msg}")
     if cfg.templates_dir is not None:
         from sentinel.notify.render import TemplateError, check_templates  # lazy: render imports config
 
@@ -730,7 +738,7 @@ def _expand_tree(node: Any, loc: str, problems: list[str], where_of: Any, env: M
     if isinstance(node, str):
         missing = [m.group(1) for m in _VAR.finditer(node) if m.group(1) not in env]
         for name in missing:
-            problems.append(f"{where_of(loc)}: {loc}: environment variable {name} is not set")
+            problems.append(f"{where_of(loc)}: environment variable {name} is not set")
         if missing:
             return node
         return _VAR.sub(lambda m: env[m.group(1)], node)
@@ -745,6 +753,8 @@ class RuleFiles:
     rule_files: list[str] = dataclasses.field(default_factory=list)
     inhibit: list[Any] = dataclasses.field(default_factory=list)
     inhibit_files: list[str] = dataclasses.field(default_factory=list)
+    rule_locs: list[str] = dataclasses.field(default_factory=list)  # the key path inside its file
+    inhibit_locs: list[str] = dataclasses.field(default_factory=list)
     problems: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -783,10 +793,14 @@ def _load_rules_dir(directory: Path) -> RuleFiles:
         if not isinstance(rules, list) or not isinstance(inhibit, list):
             out.problems.append(f"{f}: expected a rule table or `rules` / `inhibit` lists")
             continue
+        # where a rule sits in its own file: `rules[i]`, `[i]` (a YAML list) or the whole file (one table)
+        in_file = "rules" if isinstance(data, dict) and "rules" in data else "" if isinstance(data, list) else None
         out.rules += rules
         out.rule_files += [str(f)] * len(rules)
+        out.rule_locs += [f"{in_file}[{i}]" if in_file is not None else "" for i in range(len(rules))]
         out.inhibit += inhibit
         out.inhibit_files += [str(f)] * len(inhibit)
+        out.inhibit_locs += [f"inhibit[{i}]" for i in range(len(inhibit))]
     return out
 
 

@@ -97,8 +97,8 @@ def test_a_name_inline_and_in_a_rule_file_is_an_error_naming_both(tmp_path: Path
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     line = next(x for x in err.splitlines() if "duplicate" in x)
-    assert line.startswith(str(tmp_path / "rules" / "type-surge.toml")), err
-    assert "duplicate rule name 'type-surge'" in line and f"in {cfg}" in line, err
+    assert line == (f"error: {tmp_path / 'rules' / 'type-surge.toml'}: rules[0].name: duplicate rule name "
+                    f"'type-surge' (also {cfg}: rules[0])"), err
     assert "Traceback" not in err
 
 
@@ -108,8 +108,8 @@ def test_a_name_in_two_rule_files_names_both(tmp_path: Path, capsys: pytest.Capt
     with pytest.raises(SystemExit):
         main(["check", "--config", str(cfg)])
     err = capsys.readouterr().err
-    assert f"{tmp_path / 'rules' / 'zz-copy.toml'}: rules[" in err, err
-    assert f"in {tmp_path / 'rules' / 'type-surge.toml'}" in err, err
+    assert (f"{tmp_path / 'rules' / 'zz-copy.toml'}: rules[0].name: duplicate rule name 'type-surge' "
+            f"(also {tmp_path / 'rules' / 'type-surge.toml'}: rules[0])") in err, err
 
 
 def test_a_problem_in_a_rule_files_inhibit_names_that_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -120,6 +120,15 @@ def test_a_problem_in_a_rule_files_inhibit_names_that_file(tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert f"{tmp_path / 'rules' / 'streak-under-surge.toml'}: inhibit[0].source.rule: unknown rule 'type-surge'" \
         in err, err
+
+
+def test_a_bad_key_in_a_one_rule_yaml_file_is_named_by_that_file(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = config_using(tmp_path, ROOT / "rules" / "seeds")
+    (tmp_path / "rules" / "extra.yaml").write_text("name: total\nkind: threshold\nfactr: 2\n")
+    with pytest.raises(SystemExit):
+        main(["check", "--config", str(cfg)])
+    assert f"{tmp_path / 'rules' / 'extra.yaml'}: factr: unknown key" in capsys.readouterr().err
 
 
 def test_a_rule_file_with_an_unknown_section_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
