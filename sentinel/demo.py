@@ -275,7 +275,7 @@ def run_demo(duration: float | None, out: IO[str] = sys.stdout, keep: bool = Fal
              sink_listen: str = "127.0.0.1:0") -> int:
     """Run the demo; `listen` is the daemon's status page, API and /metrics (default a free local port),
     `sink_listen` the chat sink's (port 0: any free one). Returns the exit status (2: a port is taken)."""
-    from sentinel.config import load_config
+    from sentinel.config import ConfigError, load_config
     from sentinel.logs import setup_logging
     from sentinel.service import build
     from sentinel.sink import ChatSink
@@ -296,7 +296,11 @@ def run_demo(duration: float | None, out: IO[str] = sys.stdout, keep: bool = Fal
         cfg_path = tmp / "sentinel.toml"
         cfg_path.write_text(demo_config(tmp, crm.path, sink.url, listen or f"127.0.0.1:{free_port()}"),
                             encoding="utf-8")
-        cfg = load_config(cfg_path)
+        try:
+            cfg = load_config(cfg_path)
+        except ConfigError as exc:  # e.g. an installation whose packaged rules/seeds were edited
+            print(f"demo: error: {exc}", file=sys.stderr)
+            return 2
         cfg_holder.append(cfg)
         daemon = build(cfg, config_path=str(cfg_path))
         print(f"demo: working directory {tmp}", file=out)
