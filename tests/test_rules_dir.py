@@ -144,3 +144,9 @@ def test_the_demo_reads_the_packaged_seed_rules() -> None:
     assert demo_rules_dir().is_relative_to(Path(__import__("sentinel").__file__).parent)
     packaged = {f.name: f.read_bytes() for f in demo_rules_dir().glob("*.toml")}
     assert packaged == {f.name: f.read_bytes() for f in (ROOT / "rules" / "seeds").glob("*.toml")}
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.toml")), ids=lambda p: p.name)
+def test_each_example_config_passes_check(example: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--config", str(example)]) == 0
+    assert "same-type-streak" in capsys.readouterr().out
