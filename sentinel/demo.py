@@ -1,10 +1,13 @@
 """`sentinel demo`: the whole product on one machine with nothing configured.
 
 A temporary directory holds an SQLite "CRM" seeded with a week of complaints shaped like the seeds'
-operation; a feeder thread writes a live stream into it (normal traffic, then a surge of 物流配送延误
-and a five-in-a-row streak of 服务态度); the real daemon polls it, detects both within seconds and
-delivers each alert through the real outbox to a local chat sink that prints the message as the chat
-tool would show it. `/metrics` is served on a free port, printed at start.
+operation; a feeder thread writes a live stream into it (ordinary traffic, a five-in-a-row streak of
+服务态度, then a surge of 物流配送延误); the real daemon runs the seeds' rule files (`rules/seeds`, shipped
+in the package), polls the CRM, detects both within seconds and delivers each alert through the real
+outbox to a local chat sink that prints the message as the chat tool would show it, with a line above it
+saying what it is and why it fired. The surge's own run of one type is held under the surge by the rule
+files' inhibition, and the demo says so at the end. The status page and `/metrics` are served on
+`--listen` (default a free port), the sink on `--sink-listen`.
 """
 
 from __future__ import annotations
@@ -251,7 +254,8 @@ def held_under_surges(state: Path, cfg: Config) -> list[str]:
             by = next((other for i, other, _ in alerts if i != inst and i in told and matches(source, other)
                        and all(other.get(k, "") == labels.get(k, "") for k in inh.equal)), None)
             if by is not None:
-                lines.append(f"{labels['rule']} {labels.get('type', '')} (peak {peak:g}) was held under "
+                size = f"a run of {peak:g}" if labels["kind"] == "streak" else f"peak {peak:g}"
+                lines.append(f"{labels['rule']} {labels.get('type', '')} ({size}) was held under "
                              f"{by['rule']} {by.get('type', '')}: the same crisis, told once")
                 break
     return lines
