@@ -158,6 +158,11 @@ class Feeder(threading.Thread):
             t = self.rng.choice(TYPES)
         return datetime.now(UTC), t, self.rng.choice(CHANNELS), f"C{self.rng.randrange(20000):06d}"
 
+    def say(self, text: str) -> None:
+        """One write per line, so the chat sink's panels (another thread) never split it."""
+        self.out.write(text + "\n")
+        self.out.flush()
+
     def surge(self, n: int) -> list[tuple[datetime, str, str, str]]:
         now = datetime.now(UTC)
         return [(now + timedelta(microseconds=i), SURGE_TYPE, self.rng.choice(CHANNELS),
@@ -175,14 +180,13 @@ class Feeder(threading.Thread):
                 now = datetime.now(UTC)
                 rows += [(now + timedelta(milliseconds=i), STREAK_TYPE, "电话热线", f"C9{i:05d}") for i in range(5)]
                 streak_done = True
-                print(f"demo: five {STREAK_TYPE} complaints in a row just arrived", file=self.out, flush=True)
+                self.say(f"demo: five {STREAK_TYPE} complaints in a row just arrived")
             if elapsed > 10:
                 if not surge_started:
                     baseline, today = self.crm.counts(SURGE_TYPE, datetime.now(UTC))
                     burst = max(SURGE_PER_TICK, math.floor(1.5 * baseline) - today + 1 + SURGE_MARGIN)
-                    print(f"demo: a surge of {SURGE_TYPE} starts now: {burst} at once ({today} so far today, "
-                          f"daily average {baseline:.1f}), then {2 * SURGE_PER_TICK} a second", file=self.out,
-                          flush=True)
+                    self.say(f"demo: a surge of {SURGE_TYPE} starts now: {burst} at once ({today} so far today, "
+                             f"daily average {baseline:.1f}), then {2 * SURGE_PER_TICK} a second")
                     rows += self.surge(burst)
                     surge_started = True
                 else:

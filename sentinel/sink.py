@@ -47,9 +47,10 @@ class ChatSink:
         self.server.stop()
 
     def show(self, body: dict[str, Any]) -> None:
-        from rich.console import Console
+        from rich.console import Console, Group
         from rich.markdown import Markdown
         from rich.panel import Panel
+        from rich.text import Text
 
         kind = body.get("msgtype", "?")
         part = body.get(kind, {}) if isinstance(body.get(kind), dict) else {}
@@ -63,9 +64,9 @@ class ChatSink:
             # body); CommonMark would join single-newline lines, so they become hard breaks here
             rendered = Markdown(content.replace("\n", "  \n")) if kind == "markdown" else content
             line = self.explain(self.count, content) if self.explain is not None else None
-            if line:
-                console.print(line, markup=False)
             title = f"企业微信群机器人 · message {self.count} ({kind})"
             if mentions:
                 title += " · @" + " @".join(str(m) for m in mentions)
-            console.print(Panel(rendered, title=title, title_align="left", border_style="cyan"))
+            panel = Panel(rendered, title=title, title_align="left", border_style="cyan")
+            # one print, one write: the demo's own narration (another thread) never lands in between
+            console.print(Group(Text(line), panel) if line else panel)
