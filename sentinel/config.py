@@ -617,6 +617,11 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     for key in ("rules_dir", "templates_dir"):
         if isinstance(raw.get(key), str):
             raw[key] = str((base / raw[key]).resolve()) if not Path(raw[key]).is_absolute() else raw[key]
+    # SENTINEL_RULES_DIR wins over the file like every override, so it is the folder whose rules are read
+    # (relative to the working directory: a variable has no file to be relative to)
+    from_env = next((v for k, v in env.items() if k.upper() == f"{ENV_PREFIX}RULES_DIR"), None)
+    if from_env is not None:
+        raw["rules_dir"] = str(Path(from_env).resolve())
     rules_dir = raw.get("rules_dir")
     if isinstance(rules_dir, str):
         loaded = _load_rules_dir(Path(rules_dir))

@@ -150,3 +150,12 @@ def test_the_demo_reads_the_packaged_seed_rules() -> None:
 def test_each_example_config_passes_check(example: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--config", str(example)]) == 0
     assert "same-type-streak" in capsys.readouterr().out
+
+
+def test_sentinel_rules_dir_in_the_environment_is_the_folder_read(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = config_using(tmp_path, ROOT / "rules" / "seeds")
+    monkeypatch.setenv("SENTINEL_RULES_DIR", str(ROOT / "rules" / "recommended"))
+    loaded = load_config(cfg)
+    streak = next(r for r in loaded.rules if isinstance(r, StreakRuleConfig))
+    assert streak.length == 6 and loaded.rules_dir == ROOT / "rules" / "recommended"
