@@ -1,5 +1,6 @@
 """`sentinel run` loads only what the daemon uses: after the CLI has built and started the daemon and it
-has polled, none of the backtest's, the benchmark's or the migration's libraries are imported.
+has polled, none of the backtest's, the benchmark's or the migration's libraries are imported, and
+requests waits for the first message to send.
 
 A correctness test of what is imported (in a fresh interpreter, through the real command line), not a
 size or speed test: the figures are `sentinel bench footprint`'s job.
@@ -18,7 +19,8 @@ from sentinel.bench import footprint
 from sentinel.config import load_config
 from sentinel.store import migrate
 
-NOT_FOR_THE_DAEMON = ("pyarrow", "matplotlib", "rich", "jinja2", "alembic", "mako", "pygments")
+NOT_FOR_THE_DAEMON = ("pyarrow", "matplotlib", "rich", "jinja2", "alembic", "mako", "pygments", "requests")
+HARNESS = ("sentinel.bench.", "sentinel.demo", "sentinel.simulate", "sentinel.sink")
 
 RUN = r"""
 import json, sys, time
@@ -32,7 +34,7 @@ def run_briefly(self):
         time.sleep(0.05)
     assert self.state is not None and self.state.backfill_done, "the daemon never finished its first poll"
     self.cycle()
-    loaded = sorted({name.split(".")[0] for name in sys.modules})
+    loaded = sorted(sys.modules)
     self.stop()
     print(json.dumps(loaded))
     return 0
@@ -43,10 +45,12 @@ sys.exit(cli.main(["run", "--config", sys.argv[1], "--log-level", "WARNING"]))
 
 
 def run_daemon_once(config: Path) -> set[str]:
+    """Every module name loaded, and the top-level package names."""
     out = subprocess.run([sys.executable, "-c", RUN, str(config)], capture_output=True, text=True, timeout=120,
                          check=False)
     assert out.returncode == 0, out.stderr
-    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+    names = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    return names | {name.split(".")[0] for name in names}
 
 
 def quickstart(tmp_path: Path) -> Path:
@@ -63,6 +67,7 @@ def test_run_loads_only_what_the_daemon_uses(tmp_path: Path) -> None:
     first = run_daemon_once(config)  # a new store: the migration runs, and its libraries are let go
     assert {"numpy", "sqlalchemy", "sentinel"} <= first
     assert sorted(first & set(NOT_FOR_THE_DAEMON)) == []
+    assert sorted(m for m in first if m.startswith(HARNESS)) == []
     again = run_daemon_once(config)  # a current store: no migration
     assert sorted(again & set(NOT_FOR_THE_DAEMON)) == []
 
