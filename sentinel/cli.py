@@ -373,7 +373,10 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAILURE
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, bench_options: bool = True) -> argparse.ArgumentParser:
+    """The whole command line. Each benchmark's options come from importing its module, which pulls in
+    the benchmark harness (demo, simulator, sinks); `main` asks for them only when the command is `bench`,
+    so the daemon that runs for months does not carry them."""
     p = argparse.ArgumentParser(prog="sentinel", description="Early-warning alerting for complaint streams.")
     p.add_argument("--version", action="version", version=f"sentinel {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -408,8 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, (module_name, help_text) in BENCHES.items():
         bp = bsub.add_parser(name, help=help_text)
-        _bench_arguments(module_name, bp)
-    _bench_arguments(BENCHES["engine"][0], be)  # plain `sentinel bench` takes the engine's options
+        if bench_options:
+            _bench_arguments(module_name, bp)
+    if bench_options:
+        _bench_arguments(BENCHES["engine"][0], be)  # plain `sentinel bench` takes the engine's options
     be.set_defaults(func=cmd_bench, bench=None)
 
     st = sub.add_parser("status", help="receivers, outbox and source, from the running daemon's API")
@@ -461,8 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(bench_options=words[:1] == ["bench"])
+    args = parser.parse_args(words)
     try:
         rc: int = args.func(args)
     except KeyboardInterrupt:
