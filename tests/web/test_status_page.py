@@ -165,7 +165,11 @@ def test_chart_of_an_alerted_threshold_series_matches_the_rule(world: Scene) -> 
     svg = article(root, "type-surge", T, world=world).find_all("svg")
     assert len(svg) == 1
     bars = [r for r in svg[0].find_all("rect") if r.find_all("title")]
-    assert len(bars) == status_page.CHART_DAYS
+    # the backfill read 8 days before today: the chart has those and today, no zeros for days never read
+    coverage = world.daemon.state.coverage_start_us if world.daemon.state is not None else None
+    assert coverage is not None
+    first = world.daemon.calendar.date_of(world.daemon.calendar.day_of(coverage))
+    assert len(bars) == (NOW.date() - first).days + 1 < status_page.CHART_DAYS
     tips = [r.find_all("title")[0].all_text() for r in bars]
     # the detector's own view of the series today: the chart's last day must say the same
     engine = world.daemon.extras["detection"].detector.engine
@@ -176,7 +180,8 @@ def test_chart_of_an_alerted_threshold_series_matches_the_rule(world: Scene) -> 
     cur, base = view[json.dumps({"type": T})]
     assert tips[-1] == f"2025-07-08 (today so far): {int(cur)}, baseline {base:g}, threshold {1.5 * base:g}"
     assert tips[-2] == "2025-07-07: 40, baseline 40, threshold 60"
-    assert tips[0].endswith("0, no baseline yet")  # before the source's coverage
+    assert tips[0].startswith(first.isoformat()) and tips[0].endswith("no baseline yet")  # the first day read
+    assert all(not t.split(": ")[1].startswith("0,") for t in tips)
     paths = svg[0].find_all("path")
     assert len(paths) == 2 and {p.attrs.get("stroke-dasharray") for p in paths} == {"4 3", None}
     for rule_name, type_ in (("streak", T), ("streak", SCRIPT)):
@@ -323,3 +328,20 @@ def test_many_alerts_cap_the_charts(world: Scene, monkeypatch: pytest.MonkeyPatc
     charted = [a for a in root.find_all("article") if a.find_all("svg")]
     assert all("tier-severe" in a.classes for a in charted)  # most severe first
     assert "4 more alerted series without a chart" in " ".join(root.all_text().split())
+
+
+def test_the_api_value_agrees_with_today_so_far(world: Scene) -> None:
+    """The alert fired at 61 and the day went on to 69 without a new event: the API reports the series'
+    count now, as the page's "today so far" and the detector do, and keeps the value of the last change."""
+    status, _h, body = call(world.daemon.app, "/api/v1/alerts")
+    assert status == 200
+    listed = {a["instance"]: a for a in json.loads(body)}
+    surge = listed[open_instance(world.daemon, "type-surge", T)]
+    root = parse(page(world))
+    facts = " ".join(article(root, "type-surge", T, world=world).find_all("p", "facts")[0].all_text().split())
+    assert facts.endswith("69 today so far")
+    assert surge["value"] == 69 and surge["valueAtLastChange"] == 61 and surge["peak"] == 69
+    new = listed[open_instance(world.daemon, "type-surge", SCRIPT)]
+    assert new["value"] == 16 and new["valueAtLastChange"] == 15
+    streak = listed[open_instance(world.daemon, "streak", T)]
+    assert streak["value"] == streak["valueAtLastChange"] == 12  # a run's length, not a count of the day
