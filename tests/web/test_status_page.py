@@ -37,7 +37,7 @@ from tests.web.parse import Element, badges, by_id, parse
 
 TAGS = {"html", "head", "meta", "title", "style", "body", "header", "h1", "h2", "h3", "span", "div", "main",
         "section", "p", "article", "a", "b", "code", "table", "tr", "th", "td", "svg", "line", "text", "rect",
-        "path", "g"}
+        "path", "g", "form", "label", "select", "option", "button"}
 
 
 def call(app: App, path: str = "/", method: str = "GET") -> tuple[int, dict[str, str], bytes]:
