@@ -9,6 +9,7 @@ import urllib.request
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import pytest
 from sqlalchemy import select
@@ -31,6 +32,7 @@ from tests.web.builders import (
     drain,
     open_daemon,
     open_instance,
+    scene,
     write_config,
 )
 from tests.web.parse import Element, badges, by_id, parse
@@ -46,13 +48,14 @@ def call(app: App, path: str = "/", method: str = "GET") -> tuple[int, dict[str,
     def start_response(status: str, headers: list[tuple[str, str]]) -> None:
         seen["status"], seen["headers"] = int(status.split(maxsplit=1)[0]), dict(headers)
 
-    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "wsgi.input": io.BytesIO(b"")}
+    path, _, query = path.partition("?")
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "wsgi.input": io.BytesIO(b"")}
     body = b"".join(app(environ, start_response))
     return seen["status"], seen["headers"], body
 
 
-def page(world: Scene) -> str:
-    status, headers, body = call(world.daemon.app)
+def page(world: Scene, path: str = "/") -> str:
+    status, headers, body = call(world.daemon.app, path)
     assert status == 200, body[:500]
     assert headers["Content-Type"] == "text/html; charset=utf-8"
     return body.decode("utf-8")
@@ -345,3 +348,85 @@ def test_the_api_value_agrees_with_today_so_far(world: Scene) -> None:
     assert new["value"] == 16 and new["valueAtLastChange"] == 15
     streak = listed[open_instance(world.daemon, "streak", T)]
     assert streak["value"] == streak["valueAtLastChange"] == 12  # a run's length, not a count of the day
+
+
+# --- filters -----------------------------------------------------------------------------------------
+
+
+def shown(root: Element) -> list[tuple[str, str, str]]:
+    """(tier, rule, type) of each open alert on the page."""
+    out = []
+    for a in root.find_all("article"):
+        tier = next(c for c in a.classes if c.startswith("tier-"))[5:]
+        rule = next(x.all_text() for x in a.find_all("a", "f") if x.all_text().startswith("rule "))
+        types = [x.all_text() for x in a.find_all("b", "lv")]
+        out.append((tier, rule.removeprefix("rule "), types[0]))
+    return out
+
+
+def test_filter_by_tier_rule_and_type_on_the_server(world: Scene) -> None:
+    everything = shown(parse(page(world)))
+    assert len(everything) == 9
+    severe = parse(page(world, "/?tier=severe"))
+    assert [x for x in everything if x[0] == "severe"] == shown(severe) and len(shown(severe)) == 5
+    note = " ".join(by_id(severe, "filter-note").all_text().split())
+    assert note == "showing 5 of 9 open alerts · show all"
+    header = " ".join(severe.find_all("header")[0].all_text().split())
+    assert "9 open alerts: 5 severe, 2 moderate, 2 light" in header  # the header still counts them all
+    by_rule_type = parse(page(world, "/?" + urlencode({"rule": "streak", "type": T})))
+    assert shown(by_rule_type) == [x for x in everything if x[1] == "streak" and x[2] == T] and shown(by_rule_type)
+    # the type filter matches exactly, hostile names included, and what was asked is shown escaped
+    hostile = page(world, "/?" + urlencode({"type": SCRIPT}))
+    assert SCRIPT not in hostile
+    assert {x[2] for x in shown(parse(hostile))} == {SCRIPT} and len(shown(parse(hostile))) == 3
+    assert shown(parse(page(world, "/?tier=severe&rule=no-such-rule"))) == []
+    assert "No open alerts." in page(world, "/?tier=severe&rule=no-such-rule")
+    charts = parse(page(world, "/?rule=streak")).find_all("svg")
+    assert charts == []  # streaks have no chart: the filter decides what is charted too
+
+
+def test_filters_are_a_form_and_links(world: Scene) -> None:
+    root = parse(page(world, "/?tier=light"))
+    (form,) = root.find_all("form")
+    assert form.attrs["method"] == "get" and form.attrs["action"] == "/"
+    selects = {s.attrs["name"]: s for s in form.find_all("select")}
+    assert set(selects) == {"tier", "rule", "type"}
+    chosen = [o.attrs["value"] for o in selects["tier"].find_all("option") if "selected" in o.attrs]
+    assert chosen == ["light"]
+    rules = [o.attrs["value"] for o in selects["rule"].find_all("option")]
+    assert rules == ["", "streak", "type-channel-surge", "type-surge"]
+    assert {SCRIPT, IMG, T} <= {o.attrs["value"] for o in selects["type"].find_all("option")}
+    links = {a.attrs["href"] for a in root.find_all("a")}
+    assert "/?tier=light&rule=type-surge" in links  # a rule link narrows the current view
+    assert "/?tier=light&type=" + quote(T) in links
+    assert "/" in links  # show all
+
+
+# --- language ----------------------------------------------------------------------------------------
+
+
+def test_the_page_speaks_chinese_by_default(tmp_path: Path) -> None:
+    world = scene(tmp_path, locale=None)
+    try:
+        html = page(world)
+    finally:
+        world.daemon.stop()
+    root = parse(html)
+    assert root.find_all("html")[0].attrs["lang"] == "zh-CN"
+    header = " ".join(root.find_all("header")[0].all_text().split())
+    assert "9 条未恢复告警：重度 5，中度 2，轻度 2" in header and "数据源 正常" in header
+    assert "(Asia/Shanghai)" in header  # times in the configured zone
+    surge = by_id(root, "alert-" + open_instance(world.daemon, "type-surge", T))
+    assert badges(surge) == {"已确认"}
+    facts = " ".join(surge.find_all("p", "facts")[0].all_text().split())
+    assert facts.startswith("61 对比基线 40 (× 1.52) 最近变化于") and facts.endswith("69 今日累计")
+    svg = surge.find_all("svg")[0]
+    assert [t.all_text() for t in svg.find_all("text")][-3:] == ["每日数量", "基线", "阈值"]
+    assert svg.find_all("title")[0].all_text().endswith("近 14 天每日投诉")
+    assert "今天" in [t.all_text() for t in svg.find_all("text")]
+    ths = [th.all_text() for th in by_id(root, "receivers").find_all("th")]
+    assert ths[:3] == ["接收方", "类型", "状态"]
+    words = root.find_all("body")[0].all_text()
+    for english in ("Open alerts", "baseline", "today so far", "Receivers", "No active", "acknowledged", "refreshes",
+                    "rule", "started"):
+        assert english not in words, english
