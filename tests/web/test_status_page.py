@@ -348,6 +348,10 @@ def test_the_api_value_agrees_with_today_so_far(world: Scene) -> None:
     assert new["value"] == 16 and new["valueAtLastChange"] == 15
     streak = listed[open_instance(world.daemon, "streak", T)]
     assert streak["value"] == streak["valueAtLastChange"] == 12  # a run's length, not a count of the day
+    status, _h, body = call(world.daemon.app, "/api/v2/alerts")
+    assert status == 200
+    v2 = {a["annotations"]["instance"]: a["annotations"] for a in json.loads(body)}
+    assert v2[surge["instance"]]["value"] == "69" and v2[surge["instance"]]["peak"] == "69"
 
 
 # --- filters -----------------------------------------------------------------------------------------
