@@ -272,7 +272,8 @@ class StatusPage:
         for a in wanted[:MAX_CHARTS]:
             points = series_history(daily, rules[a.rule], a.labels, today=today, coverage_start_us=coverage,
                                     days=CHART_DAYS)
-            title = t("chart.title", rule=a.rule, series=series_name(a.labels, t), n=CHART_DAYS)
+            # the days drawn: fewer than CHART_DAYS while the coverage is younger than that
+            title = t("chart.title", rule=a.rule, series=series_name(a.labels, t), n=len(points))
             a.chart = daily_chart(points, title=title, text=t)
             a.today = points[-1].count
         return max(0, len(wanted) - MAX_CHARTS)
