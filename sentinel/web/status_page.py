@@ -5,7 +5,12 @@ acknowledged, muted), recently resolved alerts, active silences, receivers (stat
 failing or set aside, see `sentinel.notify.health` — failures in a row, pending messages and the
 oldest's age, next attempt, last error and when, last delivery, recent permanent failures; a failing
 or set-aside receiver also gets a banner), the source's health and, for each alerted threshold
-series, a chart of its daily counts against baseline and threshold rebuilt from the raw hourly buckets.
+series, a chart of its daily counts against baseline and threshold rebuilt from the raw hourly buckets
+(the days read only: none before the source's coverage began).
+
+Its words follow `locale` (the catalogue `sentinel.web.catalogue`), its times `timezone`. It can be
+narrowed to a tier, a rule and a type (`?tier=&rule=&type=`, see `Filters`): a GET form and links,
+filtered here on the server — the page runs no script.
 
 Guarantees: every data-derived string (types, channels, rule names, silence comments, errors) goes
 through Jinja2's autoescape or `markupsafe.escape`; the page carries no script and forbids one
