@@ -208,11 +208,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """The daemon's state in the configured `locale`, times in the configured `timezone`."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     from sentinel.client import ApiError, call
+    from sentinel.web.catalogue import Text
 
     cfg = _load(args.config)
     try:
@@ -225,21 +227,23 @@ def cmd_status(args: argparse.Namespace) -> int:
 
         print(json.dumps(data, ensure_ascii=False, indent=2))
         return EXIT_OK
+    t = Text(cfg.locale)
     console = Console(highlight=False)
     src = data["source"]
-    state = "up" if src["up"] else f"DOWN: {src['last_error']}"
-    console.print(f"sentinel {data['version']}{' (dry run)' if data['dry_run'] else ''} — source {src['description']}: "
-                  f"{state}; newest record {src['newest_record']} (lag {src['lag_seconds']} s)")
+    state = t("up") if src["up"] else f"{t('down')}{t('colon')}{src['last_error']}"
+    console.print(escape(t("cli.head", version=data["version"], dry=t("cli.dry") if data["dry_run"] else "",
+                           source=src["description"], state=state, newest=local_time(src["newest_record"], cfg),
+                           lag=src["lag_seconds"])))
     delay_warning = (src.get("commit_delay") or {}).get("warning")
     if delay_warning:
-        console.print(f"[bold yellow]warning:[/] {escape(delay_warning)}")
-    console.print(f"open alerts: {data['alerts']['open'] or 'none'}; outbox pending: {data['outbox']['pending']}")
-    table = Table(title="Receivers")
-    for col in ("name", "kind", "state", "fails", "pending (oldest)", "next attempt", "last delivered"):
-        table.add_column(col, no_wrap=col in ("name", "state", "last delivered"))
+        console.print(f"[bold yellow]{escape(t('cli.warning'))}[/] {escape(delay_warning)}")
+    console.print(escape(t("cli.open", open=data["alerts"]["open"] or t("none"), pending=data["outbox"]["pending"])))
+    table = Table(title=f"{t('cli.receivers')} ({t('cli.times', tz=cfg.timezone)})")
+    for col in ("name", "kind", "state", "fails", "pending_oldest", "next", "delivered"):
+        table.add_column(t("col." + col), no_wrap=col in ("name", "state", "delivered"))
     errors = []
     for r in data["receivers"]:
-        row, error = receiver_lines(r, data["now"])
+        row, error = receiver_lines(r, data["now"], t, cfg)
         table.add_row(*row)
         if error is not None:
             errors.append(error)
@@ -247,11 +251,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     for line in errors:
         console.print(line)
     if data["failed"]:
-        failed = Table(title="Permanent failures (kept)")
+        failed = Table(title=t("cli.failed"))
         for col in ("id", "receiver", "created", "error"):
-            failed.add_column(col)
+            failed.add_column(t("col." + col))
         for f in data["failed"]:
-            failed.add_row(str(f["id"]), f["receiver"], f["created"], f["error"] or "")
+            failed.add_row(str(f["id"]), escape(f["receiver"]), local_time(f["created"], cfg),
+                           escape(f["error"] or ""))
         console.print(failed)
     return EXIT_OK
 
@@ -259,24 +264,40 @@ def cmd_status(args: argparse.Namespace) -> int:
 STATE_STYLE = {"ok": "green", "retrying": "yellow", "failing": "bold red", "set_aside": "red"}
 
 
-def receiver_lines(r: dict[str, Any], now: str) -> tuple[list[str], str | None]:
+def local_time(iso: str | None, cfg: Config, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """An API timestamp (ISO 8601 with its offset) in the configured timezone."""
+    from datetime import datetime
+
+    return "-" if iso is None else datetime.fromisoformat(iso).astimezone(cfg.tz).strftime(fmt)
+
+
+def receiver_lines(r: dict[str, Any], now: str, t: Any = None, cfg: Config | None = None
+                   ) -> tuple[list[str], str | None]:
     """One receiver of `/api/v1/status` as a row of `sentinel status` and its last error as a line below
     the table (an error is too long for a column on an 80-column terminal). The state comes first, so a
-    webhook that refuses connections reads "failing … connection refused", never its last success."""
+    webhook that refuses connections reads "failing … connection refused", never its last success.
+    Words from `t` (a `sentinel.web.catalogue.Text`, English without one), times in `cfg`'s timezone."""
     from datetime import datetime, timedelta
 
     from rich.markup import escape
 
     from sentinel.units import format_duration
+    from sentinel.web.catalogue import Text
+
+    t = t or Text("en")
 
     def when(iso: str | None) -> str:
-        return "-" if iso is None else datetime.fromisoformat(iso).strftime("%m-%d %H:%M:%S")
+        if iso is None:
+            return "-"
+        return local_time(iso, cfg, "%m-%d %H:%M:%S") if cfg is not None else \
+            datetime.fromisoformat(iso).strftime("%m-%d %H:%M:%S")
 
     def seconds(value: float) -> str:
         return format_duration(timedelta(seconds=int(value)))
 
     state = str(r.get("state", "-"))
-    styled = f"[{STATE_STYLE[state]}]{state.replace('_', ' ')}[/]" if state in STATE_STYLE else escape(state)
+    words = escape(t.get("state." + state, state))
+    styled = f"[{STATE_STYLE[state]}]{words}[/]" if state in STATE_STYLE else words
     age = r.get("oldest_pending_age_seconds")
     pending = str(r["pending"]) + ("" if age is None else f" ({seconds(float(age))})")
     nxt = r.get("next_attempt")
@@ -284,15 +305,15 @@ def receiver_lines(r: dict[str, Any], now: str) -> tuple[list[str], str | None]:
         next_text = "-"
     else:
         wait = (datetime.fromisoformat(nxt) - datetime.fromisoformat(now)).total_seconds()
-        next_text = f"in {seconds(wait)}" if wait >= 1 else "due now"
+        next_text = t("in", d=seconds(wait)) if wait >= 1 else t("due_now")
     row = [escape(r["name"]), escape(r["kind"]), styled, str(r.get("consecutive_failures", "-")), pending,
-           next_text, when(r.get("last_delivered"))]
+           escape(next_text), when(r.get("last_delivered"))]
     error = r.get("last_error")
     if not error:
         return row, None
     at = r.get("last_error_at")
-    at_text = when(at) if at else "before the last restart" if state in ("retrying", "failing") else "time unknown"
-    return row, f"{escape(r['name'])}: last error ({at_text}): {escape(str(error))}"
+    at_text = when(at) if at else t("before_restart") if state in ("retrying", "failing") else t("time_unknown")
+    return row, escape(t("cli.last_error", name=r["name"], at=at_text, error=str(error)))
 
 
 def cmd_ack(args: argparse.Namespace) -> int:
