@@ -32,12 +32,14 @@ from sentinel.alerting import silences as silence_store
 from sentinel.alerting.ack import BadToken, verify_token
 from sentinel.alerting.policy import Policy, acked, acknowledge, labels_of
 from sentinel.clock import now_us
+from sentinel.config import ThresholdRuleConfig
 from sentinel.daemon import Daemon
 from sentinel.http import HTTPError, Request, Response
 from sentinel.model import US, to_datetime
 from sentinel.notify import outbox
 from sentinel.notify.health import ReceiverHealth, receiver_health
 from sentinel.store.schema import alerts
+from sentinel.web.history import counts_today
 
 RECENT_S = 24 * 3600
 BY_MAX = 200  # acks.by
@@ -142,18 +144,22 @@ def alerts_json(daemon: Daemon) -> list[dict[str, Any]]:
             .order_by(alerts.c.started_us.desc())).mappings()]
         policy.begin(conn, now)
         by_ack = acked(conn)
+        rules = {r.name: r for r in daemon.cfg.rules if isinstance(r, ThresholdRuleConfig)}
+        today = counts_today(conn, rules, daemon.calendar, rows, now)
     out = []
     for r in rows:
         labels = json.loads(r["labels"])
         routes = router.route(labels_of(r)) if router is not None else []
         hold = policy.hold(r, now, routes)
         ack = by_ack.get(r["instance"])
+        value = today.get(r["instance"], r["value"])
         out.append({
             "instance": r["instance"], "fingerprint": r["fingerprint"], "rule": r["rule"], "kind": r["kind"],
             "labels": labels, "tier": r["tier"], "state": r["status"],
             "startsAt": to_datetime(r["started_us"], tz).isoformat(),
             "endsAt": None if r["resolved_us"] is None else to_datetime(r["resolved_us"], tz).isoformat(),
-            "value": r["value"], "baseline": r["baseline"], "peak": r["peak"],
+            "value": value, "valueAtLastChange": r["value"], "baseline": r["baseline"],
+            "peak": max(r["peak"], value),
             "silenced": hold.silenced is not None, "inhibited": hold.inhibited is not None,
             "acknowledged": ack is not None, "muted": hold.muted and r["status"] == "open",
             "silencedBy": hold.silenced, "inhibitedBy": hold.inhibited,

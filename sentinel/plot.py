@@ -1,11 +1,16 @@
 """`sentinel backtest --plot`: each alerted series' daily counts against its baseline and threshold,
 with the alerts marked: the surge's own alerts by tier, and the warnings on the same series (streak
 alerts, `pace` alerts next to a day-mode rule) that the early-warning report pairs with it, each kind
-once in the legend. Needs the optional `plot` extra (matplotlib)."""
+once in the legend. Needs the optional `plot` extra (matplotlib).
+
+Type names are Chinese, and matplotlib's own DejaVu Sans has no hanzi: a title drawn with it shows
+`type=□□□□` and logs one "Glyph … missing" warning per character. So the plot draws with a font
+chain — DejaVu Sans for Latin, then the subset of Noto Sans SC shipped in `sentinel/fonts/`
+(registered with the font manager at plot time; see its README), then any other CJK font the machine
+has, for characters outside the subset — set for the plot only, not for the rest of the process."""
 
 from __future__ import annotations
 
-import logging
 import statistics
 from collections import defaultdict
 from datetime import date
@@ -25,6 +30,23 @@ TIER_COLOURS = {"light": "#fdae6b", "moderate": "#e6550d", "severe": "#a50f15"}
 WARNING_COLOUR = "#31a354"
 CJK_FONTS = ["Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Zen Hei", "Source Han Sans SC", "Microsoft YaHei",
              "SimHei", "PingFang SC"]
+FONT_FILE = Path(__file__).parent / "fonts" / "NotoSansSC-Regular-GB2312.ttf"
+FONT_FAMILY = "Sentinel Noto Sans SC"
+LATIN_FONT = "DejaVu Sans"  # matplotlib's own, always there
+
+
+def font_families() -> list[str]:
+    """The `font.family` that makes matplotlib draw Chinese: registers the shipped font (once per
+    process) and returns a chain of fonts that exist here, so matplotlib falls back glyph by glyph and
+    never asks for a family it cannot find (which would log a warning of its own)."""
+    from matplotlib import font_manager
+
+    manager = font_manager.fontManager
+    installed = {f.name for f in manager.ttflist}
+    if FONT_FAMILY not in installed:
+        manager.addfont(str(FONT_FILE))
+    others = [name for name in CJK_FONTS if name in installed]
+    return [LATIN_FONT, FONT_FAMILY, *others]
 
 
 def _series_daily(result: Result, cfg: Config, rule: ThresholdRuleConfig, labels: dict[str, str],
@@ -65,12 +87,11 @@ def plot_backtest(result: Result, cfg: Config, path: str | Path) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # a missing fallback font is fine
-    # type names are Chinese: prefer a CJK font when one is installed (fonts-noto-cjk, fonts-wqy-zenhei …)
-    rc = getattr(matplotlib, "rcParams", None)
-    if rc is not None:
-        rc["font.sans-serif"] = [*CJK_FONTS, *rc["font.sans-serif"]]
+    with matplotlib.rc_context({"font.family": font_families()}):
+        return _draw(plt, result, cfg, path)
 
+
+def _draw(plt: Any, result: Result, cfg: Config, path: str | Path) -> int:
     rules = {r.name: r for r in cfg.rules if isinstance(r, ThresholdRuleConfig)}
     surge_rules, warning_rules = roles(cfg)
     alerted: dict[tuple[str, tuple[tuple[str, str], ...]], list[dict[str, Any]]] = defaultdict(list)

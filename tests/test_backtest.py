@@ -4,6 +4,7 @@ as the clock, errors with exit 2, `--plot`, and the progress bar only on a termi
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -460,6 +461,25 @@ def test_plot_writes_a_png_with_the_alerted_series(capsys: pytest.CaptureFixture
     assert series is not None and int(series.group(1)) >= 1
 
 
+@pytest.mark.skipif(not _have_matplotlib(), reason="matplotlib is not installed here (optional extra `plot`)")
+def test_backtest_plot_of_chinese_types_warns_of_no_missing_glyph(capsys: pytest.CaptureFixture[str],
+                                                                  config: Path, data: Path,
+                                                                  tmp_path: Path) -> None:
+    """The fixture's types are Chinese (其他, …): the shipped font draws them."""
+    import warnings
+
+    import matplotlib
+
+    png = tmp_path / "plot.png"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = backtest(capsys, "--config", config, "--input", data, "--plot", png)
+    assert run.code == 0, run.err
+    assert [str(w.message) for w in caught if "Glyph" in str(w.message)] == []
+    assert "Glyph" not in run.err
+    assert matplotlib.rcParams["font.family"] == ["sans-serif"]  # the chain was for the plot only
+
+
 @pytest.mark.skipif(_have_matplotlib(), reason="matplotlib is installed here: the PNG test runs instead")
 def test_plot_without_matplotlib_is_exit_1_with_the_install_hint(capsys: pytest.CaptureFixture[str],
                                                                   config: Path, data: Path, tmp_path: Path) -> None:
@@ -525,8 +545,20 @@ def _fake_matplotlib(monkeypatch: pytest.MonkeyPatch) -> list[_FakeAxes]:
             drawn.append(axes[i, 0])
         return Figure(), axes
 
+    class FontManager:  # the shipped font is registered with it
+        def __init__(self) -> None:
+            self.ttflist: list[Any] = []
+
+        def addfont(self, path: str) -> None:
+            self.ttflist.append(types.SimpleNamespace(name="Sentinel Noto Sans SC", fname=path))
+
     mpl = types.ModuleType("matplotlib")
     mpl.use = lambda backend: None  # type: ignore[attr-defined]
+    mpl.rc_context = lambda rc: contextlib.nullcontext()  # type: ignore[attr-defined]
+    font_manager = types.ModuleType("matplotlib.font_manager")
+    font_manager.fontManager = FontManager()  # type: ignore[attr-defined]
+    mpl.font_manager = font_manager  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "matplotlib.font_manager", font_manager)
     pyplot = types.ModuleType("matplotlib.pyplot")
     pyplot.subplots = subplots  # type: ignore[attr-defined]
     pyplot.close = lambda fig: None  # type: ignore[attr-defined]

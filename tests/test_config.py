@@ -206,6 +206,16 @@ def test_bad_values_in_place(env: dict[str, str], tmp_path: Path, replace: str, 
     assert key in err and words in err, err
 
 
+def test_a_locale_the_page_does_not_speak_names_file_key_and_choices(env: dict[str, str], tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    p = write(tmp_path, 'locale = "fr"\n' + base())
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", "--config", str(p)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{p}: locale: Input should be 'zh_CN' or 'en'" in err and "Traceback" not in err
+
+
 def test_toml_syntax_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = write(tmp_path, "timezone = \n")
     with pytest.raises(SystemExit) as exit_:
