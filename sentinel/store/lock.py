@@ -176,11 +176,13 @@ class AdvisoryLock:
             got = self._try(conn)
             if not got:
                 holder = self._holder(conn)
-                if holder is not None and holder.pid == self._backend_pid:
+                if holder is None:  # released between the two queries
+                    got = self._try(conn)
+                elif holder.pid == self._backend_pid:
                     got = self._end_former_session(conn, holder.pid)
                 if not got:
                     holder = self._holder(conn)
-                    who = "another sentinel" if holder is None else holder.describe()  # gone meanwhile: retry
+                    who = "another sentinel" if holder is None else holder.describe()
                     raise StoreLocked(f"{who} holds the advisory lock of this PostgreSQL state store; stop it "
                                       "first, or give this one its own database")
         except BaseException:
