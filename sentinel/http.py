@@ -31,6 +31,7 @@ from waitress.server import BaseWSGIServer, create_server
 from waitress.utilities import Error
 
 from sentinel.logs import fields
+from sentinel.store.lock import LockLost
 
 log = logging.getLogger("sentinel.http")
 
@@ -162,6 +163,8 @@ class App:
             resp = self.dispatch(req)
         except HTTPError as err:
             resp = Response.json({"error": err.message}, err.status)
+        except LockLost as exc:  # a write while the daemon holds for the store's lock: try again later
+            resp = Response.json({"error": str(exc)}, 503)
         except Exception:
             log.exception("HTTP handler failed")
             resp = Response.json({"error": "internal error"}, 500)
