@@ -386,8 +386,7 @@ class Daemon:
                 log.error(error, extra=fields(retry_in_s=delay))
             self.restore_error = error
             return False
-        if self.restore_failures:
-            log.info("state reloaded from the store; detection resumes", extra=fields(after=self.restore_failures))
+        log.info("state reloaded from the store; detection resumes", extra=fields(after=self.restore_failures))
         self.restore_error, self.restore_failures = None, 0
         return True
 
