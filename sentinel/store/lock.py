@@ -144,9 +144,9 @@ class AdvisoryLock:
     Thread-safe: `held()` and `fence()` are called by the poll, dispatch and delivery threads; the lock's
     connection itself is only ever used by the thread that owns it (the heartbeat)."""
 
-    def __init__(self, url: URL, *, heartbeat_s: float = HEARTBEAT_S, stale_s: float = STALE_S) -> None:
-        self.heartbeat_s = heartbeat_s
-        self.stale_s = stale_s
+    def __init__(self, url: URL, *, heartbeat_s: float | None = None, stale_s: float | None = None) -> None:
+        self.heartbeat_s = HEARTBEAT_S if heartbeat_s is None else heartbeat_s
+        self.stale_s = STALE_S if stale_s is None else stale_s
         self.engine = create_engine(url, poolclass=NullPool,
                                     connect_args={**_LOCK_CONNECT_ARGS, "application_name": _application_name()})
         self._mu = threading.Lock()
