@@ -561,6 +561,9 @@ class Daemon:
 
         if self.config_path is None:
             return False
+        if self.lock_error is not None:  # the rules' state is written with the new rules: not while fenced
+            log.error("reload refused: the state store's lock is lost; reload again once it is re-taken")
+            return False
         self.notifier.reloading()
         try:
             new = load_config(self.config_path)
