@@ -245,7 +245,7 @@ class Daemon:
         """Finish the running cycle, run the stop hooks (outbox flush), stop jobs and the server."""
         self._stop.set()
         self.notifier.stopping()
-        self.lock_watch.stop()
+        self.lock_watch.stop(timeout_s=10.0)  # a re-take in progress ends within its connect timeout
         for waker in self.wakers:
             waker.stop()
         if self.scheduler.running:

@@ -106,7 +106,7 @@ _LOCK_CONNECT_ARGS: dict[str, Any] = {
     "keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 1, "keepalives_count": 2,
     "tcp_user_timeout": 4000,
     "options": "-c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=2 "
-               "-c tcp_user_timeout=4000 -c statement_timeout=3000 -c idle_in_transaction_session_timeout=0",
+               "-c tcp_user_timeout=4000 -c statement_timeout=3000",
 }
 
 # (classid, objid, objsubid) of a bigint advisory lock in pg_locks: high 32 bits, low 32 bits, 1
@@ -213,7 +213,7 @@ class AdvisoryLock:
         it is ours, so end it and take the lock on the new one."""
         log.warning("ending this daemon's former lock session, which the server still holds",
                     extra=fields(backend_pid=pid))
-        conn.execute(text("SELECT pg_terminate_backend(:pid, 2000)"), {"pid": pid})
+        conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:
             if self._try(conn):
