@@ -21,7 +21,7 @@ def lose_lock(store: Store, pg_url: str) -> None:
     """End the lock's session on the server (as a blip or a DBA would) and wait until the heartbeat knows."""
     with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
         conn.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
-                     "WHERE application_name LIKE 'sentinel lock %'")
+                     "WHERE application_name LIKE 'sentinel lock %' AND datname = current_database()")
     deadline = time.monotonic() + 5
     while store.lock_held():
         assert time.monotonic() < deadline

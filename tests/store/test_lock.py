@@ -59,7 +59,8 @@ def admin(pg_url: str) -> psycopg.Connection[object]:
 def lock_pids(pg_url: str) -> list[int]:
     with admin(pg_url) as conn:
         return [int(r[0]) for r in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'sentinel lock %'")]
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE application_name LIKE 'sentinel lock %' AND datname = current_database()")]
 
 
 def wait_lost(store: Store, limit_s: float) -> float:

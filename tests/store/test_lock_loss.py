@@ -92,7 +92,8 @@ class Setup:
     def lock_sessions(self) -> list[tuple[int, str]]:
         with self.admin() as conn:
             return [(int(p), str(a)) for p, a in conn.execute(
-                "SELECT pid, application_name FROM pg_stat_activity WHERE application_name LIKE 'sentinel lock %'")]
+                "SELECT pid, application_name FROM pg_stat_activity "
+                "WHERE application_name LIKE 'sentinel lock %' AND datname = current_database()")]
 
 
 @pytest.fixture
