@@ -312,6 +312,10 @@ class Server:
         self._thread.start()
 
     def stop(self) -> None:
+        """Let the requests being answered finish, then close. (A single listener's `close()` closes the
+        trigger its worker threads write to when a response is done: a probe answered during shutdown then
+        logged a traceback, EBADF.)"""
+        self._server.task_dispatcher.shutdown(timeout=2)
         self._server.close()
         self._thread.join(timeout=5)
 
