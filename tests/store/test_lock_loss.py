@@ -45,6 +45,7 @@ def free_port() -> int:
 def write_config(path: Path, crm: Crm, state_url: str, port: int) -> Path:
     path.write_text(f"""
 timezone = "Asia/Shanghai"
+locale = "en"
 state_url = "{state_url}"
 listen = "127.0.0.1:{port}"
 
@@ -261,7 +262,7 @@ def test_a_cut_without_competitor_is_retaken_and_detection_resumes_exactly(setup
     assert lock["kind"] == "advisory" and lock["held"] and lock["error"] is None and lock["losses"] == 1
     assert "its connection failed" in lock["last_loss"]["reason"] and lock["last_loss"]["retaken_after_s"] > 0
     shown = subprocess.run([*SENTINEL, "status", "--config", str(cfg_a)], capture_output=True, text=True,
-                           env=setup.env, timeout=60, check=False)
+                           env={**setup.env, "COLUMNS": "250"}, timeout=60, check=False)
     assert shown.returncode == 0, shown.stderr
     assert "state store lock: held; lost 1 time(s)" in shown.stdout
 
