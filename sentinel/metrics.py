@@ -126,6 +126,12 @@ class Metrics:
                                       "1 while the LISTEN connection of a PostgreSQL source is up (0: new rows "
                                       "wait for poll_interval, or LISTEN/NOTIFY is not in use).", registry=r)
         self.leader = Gauge("sentinel_leader", "1 when this instance is the active one.", registry=r)
+        self.store_lock_held = Gauge("sentinel_store_lock_held",
+                                     "1 while this daemon holds the state store's one-daemon lock (0: lost, "
+                                     "detection and delivery hold).", registry=r)
+        self.store_lock_losses = Counter("sentinel_store_lock_losses",
+                                         "Times the state store's lock was lost while running (PostgreSQL).",
+                                         registry=r)
         self.config_reload_ok = Gauge("sentinel_config_last_reload_successful",
                                       "1 when the last configuration (re)load succeeded.", registry=r)
         self.config_reload_time = Gauge("sentinel_config_last_reload_success_timestamp_seconds",
