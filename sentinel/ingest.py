@@ -248,6 +248,7 @@ class _Sorter:
         if not rows:
             return
         norm = self.ingest.normaliser
+        norm.learn_ids(row[0] for row in rows)  # before any key is made: keys depend on it
         keyed = [(row, *identity(row, norm)) for row in rows]
         cache = self.ingest.cache
         unknown = [k for _, k, _ in keyed if k not in self.known and k not in self.read and k not in cache]

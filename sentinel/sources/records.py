@@ -159,6 +159,19 @@ class RowNormaliser:
         self.id_type: IdType = id_type
         self.max_future_us = max_future_us
 
+    def learn_ids(self, raw_ids: Iterable[Any]) -> None:
+        """With `id_type = "auto"`, the first usable id says what the source's ids are: numeric ids next
+        to "abc" are then a data error (`bad_id`), not two kinds of complaint key."""
+        if self.id_type != "auto":
+            return
+        for raw in raw_ids:
+            try:
+                rid = canonical_id(raw, "auto")
+            except BadValue:
+                continue
+            self.id_type = "int" if isinstance(rid, int) else "str"
+            return
+
     def normalise(self, rows: Iterable[RawRow], now_us: int | None = None) -> Normalised:
         ids: list[int | str] = []
         ts: list[int] = []
@@ -170,12 +183,9 @@ class RowNormaliser:
         for raw_id, raw_ts, raw_type, raw_channel, raw_customer in rows:
             shown: str | None = None
             try:
+                self.learn_ids((raw_id,))
                 rid = canonical_id(raw_id, self.id_type)
                 shown = str(rid)
-                if self.id_type == "auto":
-                    # the first id says what the source's ids are: numeric ids next to "abc" are a data
-                    # error (bad_id), not two kinds of complaint key
-                    self.id_type = "int" if isinstance(rid, int) else "str"
                 t = parse_time(raw_ts, self.naive_tz)
                 if limit is not None and t > limit:
                     raise BadValue("future_time", "created_at is in the future")
