@@ -233,6 +233,7 @@ class _Sorter:
         self.known = known  # judged earlier in this cycle, not committed yet
         self.read: dict[str, str | None] = {}  # every key read (-> the ledger's digest)
         self.fresh: list[RawRow] = []
+        self.times: list[int | None] = []
         self.entries: list[LedgerEntry] = []
         self.dups: list[Rejected] = []
         self.repeats = 0
@@ -293,23 +294,29 @@ class _Sorter:
             self.dups.append(dup)
         else:
             self.fresh.append(row)
+            self.times.append(created)
 
     def finish(self, now_us: int | None) -> Polled:
-        norm = self.ingest.normaliser.normalise(self.fresh, now_us)
+        norm = self.ingest.normaliser.normalise(self.fresh, now_us, self.times)
         return Polled(norm.batch, norm.rejected + self.dups, self.entries, repeats=self.repeats)
 
 
 def identity(row: RawRow, normaliser: RowNormaliser) -> tuple[str, str]:
     """(ledger key, content digest) of a raw row: the canonical id, or for a row without a usable id a
     digest of all of it. The digest tells a row read again from a different row reusing its id."""
-    content = tuple(_stable(v) for v in row[1:])
-    digest = hashlib.sha1(repr(content).encode("utf-8", "replace"), usedforsecurity=False).hexdigest()[:16]
+    content = row[1:]
+    if not all(v is None or type(v) in _PLAIN for v in content):
+        content = tuple(_stable(v) for v in content)
+    digest = hashlib.blake2b(repr(content).encode("utf-8", "replace"), digest_size=8).hexdigest()
     try:
         key = str(canonical_id(row[0], normaliser.id_type))[:200]
     except Exception:  # noqa: BLE001 - a row without a usable id is keyed by its content
         whole = repr((_stable(row[0]), *content)).encode("utf-8", "replace")
-        key = NOID + hashlib.sha1(whole, usedforsecurity=False).hexdigest()
+        key = NOID + hashlib.blake2b(whole, digest_size=20).hexdigest()
     return key, digest
+
+
+_PLAIN = (str, int, float)
 
 
 def dup_key(key: str, digest: str) -> str:

@@ -172,7 +172,9 @@ class RowNormaliser:
             self.id_type = "int" if isinstance(rid, int) else "str"
             return
 
-    def normalise(self, rows: Iterable[RawRow], now_us: int | None = None) -> Normalised:
+    def normalise(self, rows: Iterable[RawRow], now_us: int | None = None,
+                  times: Sequence[int | None] | None = None) -> Normalised:
+        """`times`, when given, holds each row's created_at already parsed (None: parse it here)."""
         ids: list[int | str] = []
         ts: list[int] = []
         types: list[str] = []
@@ -180,13 +182,14 @@ class RowNormaliser:
         customers: list[str | None] = []
         rejected: list[Rejected] = []
         limit = None if now_us is None or self.max_future_us is None else now_us + self.max_future_us
-        for raw_id, raw_ts, raw_type, raw_channel, raw_customer in rows:
+        for n, (raw_id, raw_ts, raw_type, raw_channel, raw_customer) in enumerate(rows):
             shown: str | None = None
             try:
                 self.learn_ids((raw_id,))
                 rid = canonical_id(raw_id, self.id_type)
                 shown = str(rid)
-                t = parse_time(raw_ts, self.naive_tz)
+                known = times[n] if times is not None else None
+                t = known if known is not None else parse_time(raw_ts, self.naive_tz)
                 if limit is not None and t > limit:
                     raise BadValue("future_time", "created_at is in the future")
                 if raw_type is None:

@@ -297,9 +297,12 @@ class _Table:
         return [int(v or 0) for v in row]
 
     def strays(self, conn: Connection, floor: Any | None, limit: int) -> list[Any]:
-        cond = self._ts.is_(None) if floor is None else sa.or_(self._ts.is_(None), self._ts < sa.bindparam("floor"))
-        stmt = sa.select(*self._cols).where(cond).order_by(self._id).limit(limit)
-        return list(conn.execute(stmt, {"floor": floor}).all())
+        # two index range reads (an OR of both may scan the table)
+        found = list(conn.execute(sa.select(*self._cols).where(self._ts.is_(None)).order_by(self._id).limit(limit)))
+        if floor is not None and len(found) < limit:
+            below = sa.select(*self._cols).where(self._ts < sa.bindparam("floor")).order_by(self._ts, self._id)
+            found += conn.execute(below.limit(limit - len(found)), {"floor": floor}).all()
+        return found
 
     def oldest(self, conn: Connection, since: Any) -> list[Any]:
         """created_at of the first rows after `since` (which keeps '' and such below it out)."""

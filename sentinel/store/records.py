@@ -46,8 +46,8 @@ class LedgerEntry:
     seen_us: int
 
 
-LOOKUP_CHUNK = 500
-"""Keys per `IN (...)` of a lookup: far below every backend's limit on bound parameters."""
+LOOKUP_CHUNK = 900
+"""Keys per `IN (...)` of an SQLite lookup: below the 999 bound parameters of old SQLite builds."""
 
 
 def load_source_state(conn: Connection) -> SourceState | None:
@@ -68,19 +68,36 @@ def save_source_state(conn: Connection, state: SourceState, now_us: int) -> None
 
 
 def add_seen(conn: Connection, entries: Sequence[LedgerEntry]) -> None:
-    if entries:
-        conn.execute(insert(seen_ids), [{"record_id": e.key, "created_us": e.created_us, "digest": e.digest,
-                                         "timed": e.timed, "seen_us": e.seen_us} for e in entries])
+    if not entries:
+        return
+    if conn.dialect.name == "sqlite":  # the driver's executemany: a backfill writes 100,000 of them
+        conn.exec_driver_sql("INSERT INTO seen_ids (record_id, created_us, digest, timed, seen_us) "
+                             "VALUES (?, ?, ?, ?, ?)",
+                             [(e.key, e.created_us, e.digest, e.timed, e.seen_us) for e in entries])
+        return
+    conn.execute(insert(seen_ids), [{"record_id": e.key, "created_us": e.created_us, "digest": e.digest,
+                                     "timed": e.timed, "seen_us": e.seen_us} for e in entries])
 
 
 def lookup_seen(conn: Connection, keys: Iterable[str]) -> dict[str, str | None]:
-    """The ledger's digest for each of `keys` it holds (None for entries from before digests)."""
+    """The ledger's digest for each of `keys` it holds (None for entries from before digests).
+
+    Plain driver SQL: a page of 10,000 keys costs a few index probes, not SQLAlchemy compiling an
+    `IN` of 10,000 bound parameters."""
     wanted = list(dict.fromkeys(keys))
     found: dict[str, str | None] = {}
+    if not wanted:
+        return found
+    if conn.dialect.name == "postgresql":
+        rows = conn.exec_driver_sql("SELECT record_id, digest FROM seen_ids WHERE record_id = ANY(%(keys)s)",
+                                    {"keys": wanted})
+        found.update((k, d) for k, d in rows)
+        return found
     for i in range(0, len(wanted), LOOKUP_CHUNK):
-        chunk = wanted[i:i + LOOKUP_CHUNK]
-        q = select(seen_ids.c.record_id, seen_ids.c.digest).where(seen_ids.c.record_id.in_(chunk))
-        found.update((k, d) for k, d in conn.execute(q))
+        chunk = tuple(wanted[i:i + LOOKUP_CHUNK])
+        rows = conn.exec_driver_sql("SELECT record_id, digest FROM seen_ids WHERE record_id IN "
+                                    f"({', '.join('?' * len(chunk))})", chunk)
+        found.update((k, d) for k, d in rows)
     return found
 
 

@@ -33,7 +33,7 @@ seen_ids = Table(  # the ledger: every row counted or rejected over the history 
     Column("digest", String(16), nullable=True),  # the row's content (NULL: remembered before 0004)
     Column("timed", Boolean, nullable=False, server_default=true()),  # created_us is the row's own time
     Column("seen_us", BigInteger, nullable=False, server_default="0"),  # when first read
-    Index("ix_seen_ids_created_us", "created_us"),
+    Index("ix_seen_ids_created_us", "created_us", "timed"),
 )
 
 hourly_buckets = Table(

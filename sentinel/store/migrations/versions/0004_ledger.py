@@ -28,6 +28,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("timed", sa.Boolean, nullable=False, server_default=sa.true()))
         batch.add_column(sa.Column("seen_us", sa.BigInteger, nullable=False, server_default="0"))
     op.execute("UPDATE seen_ids SET seen_us = created_us")
+    # reconciliation counts timed entries by created_us: from the index alone
+    op.drop_index("ix_seen_ids_created_us", table_name="seen_ids")
+    op.create_index("ix_seen_ids_created_us", "seen_ids", ["created_us", "timed"])
     with op.batch_alter_table("source_state") as batch:
         batch.add_column(sa.Column("ledger_start_us", sa.BigInteger, nullable=True))
     op.execute("UPDATE source_state SET ledger_start_us = "
@@ -37,6 +40,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("source_state") as batch:
         batch.drop_column("ledger_start_us")
+    op.drop_index("ix_seen_ids_created_us", table_name="seen_ids")
+    op.create_index("ix_seen_ids_created_us", "seen_ids", ["created_us"])
     with op.batch_alter_table("seen_ids") as batch:
         batch.drop_column("seen_us")
         batch.drop_column("timed")
