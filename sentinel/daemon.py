@@ -310,8 +310,14 @@ class Daemon:
                                      state.backfill_done or finished, state.started_us, ledger_start)
         reconciled = False
         if not replay and polled.exhausted and now >= self.next_reconcile_us:
-            found = self.ingest.reconcile(self.reconcile_bounds(ledger_start, since, now, window), now, window,
-                                          polled)
+            try:
+                found = self.ingest.reconcile(self.reconcile_bounds(ledger_start, since, now, window), now,
+                                              window, polled)
+            except SourceUnavailable as exc:
+                # the poll's rows are still committed: a failing reconciliation must never stop ingest
+                log.warning("reconciliation failed; tried again after reconcile_interval",
+                            extra=fields(error=str(exc)))
+                found = None
             if found is not None:
                 polled.absorb(found)
             reconciled = True

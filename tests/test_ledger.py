@@ -26,7 +26,7 @@ from sentinel.daemon import Daemon
 from sentinel.model import from_datetime
 from sentinel.service import build
 from sentinel.store.schema import alert_events, hourly_buckets
-from tests.sources.dbs import Db
+from tests.sources.dbs import Db, complaints_table, row
 
 NOW = datetime(2025, 7, 8, 10, 0, tzinfo=UTC)  # 18:00 in Shanghai
 T = "物流配送延误"
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def config(tmp_path: Path, url: str, *, source_tz: str = "UTC", tz: str = "Asia/Shanghai",
-           name: str = "state", rules: str = "", reconcile: str | None = "5m") -> Path:
+           name: str = "state", rules: str = "", reconcile: str | None = "5m", query: str | None = None) -> Path:
     path = tmp_path / f"{name}.toml"
     path.write_text(f"""
 timezone = "{tz}"
@@ -42,7 +42,7 @@ state_url = "sqlite:///{tmp_path}/{name}.db"
 listen = "127.0.0.1:0"
 [source]
 url = "{url}"
-table = "complaints"
+{f'query = "{query}"' if query else 'table = "complaints"'}
 timezone = "{source_tz}"
 lateness = "5m"
 {f'reconcile_interval = "{reconcile}"' if reconcile else ""}
@@ -397,3 +397,37 @@ def test_a_store_upgraded_from_0003_keeps_counting_exactly_once(sqlite_url: str,
         assert seen[-1] == 33 and max(seen) == 33
         assert metric(d, "sentinel_records_reconciled_total") == 1
     engine.dispose()
+
+
+# --- every database, table and query mode ----------------------------------------------------------
+
+QUERY = ("SELECT id, created_at, type, channel FROM complaints WHERE created_at > :since_ts "
+         "OR (created_at = :since_ts AND id > :since_id) ORDER BY created_at, id LIMIT :limit")
+
+
+@pytest.mark.parametrize("mode", ["table", "query"])
+def test_a_late_commit_and_a_null_time_on_every_database(db: Db, tmp_path: Path, mode: str) -> None:
+    """Reconciliation's SQL (counts by range, a range read, the strays) on SQLite, PostgreSQL and MariaDB,
+    over a table and over a user's SELECT wrapped as a derived table."""
+    complaints_table(db)
+
+    def put(i: int, at: datetime | None) -> None:
+        db.insert("complaints", [{**row(db, i, NOW), "created_at": None if at is None else
+                                  db.time(at.astimezone(UTC).replace(tzinfo=None))}])
+
+    put(1, NOW - timedelta(days=1))
+    clock = ManualClock(NOW)
+    with daemon(config(tmp_path, db.url, query=QUERY if mode == "query" else None), clock) as d:
+        drain(d)
+        put(2, NOW + timedelta(minutes=8))
+        clock.set(NOW + timedelta(minutes=9))
+        drain(d)
+        assert counted(d) == 2
+        put(3, NOW + timedelta(minutes=1))  # behind the look-back (since = 03:00) when committed
+        put(4, None)
+        seen = poll_for(d, clock, NOW + timedelta(minutes=10), 12, step_s=60)
+        assert seen[-1] == 3 and max(seen) == 3
+        nulls = 1 if mode == "table" else 0  # a query's created_at > :since_ts never returns a NULL
+        assert rejected(d, "bad_time") == nulls
+        assert metric(d, "sentinel_records_reconciled_total") == 1 + nulls
+        assert metric(d, "sentinel_records_late_total") == 1
