@@ -145,3 +145,37 @@ def test_migrations_match_the_schema_the_code_uses(state_url: str) -> None:
         assert diff == []
     finally:
         store.close()
+
+
+def test_migration_0004_keeps_the_seen_ids_and_says_where_the_ledger_starts(state_url: str) -> None:
+    """A store at 0003 with a watermark and seen ids: after 0004 the ids are the ledger (timed, first read at
+    their created time, digest unknown) and the ledger is complete from just before the oldest of them."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from sentinel.store import migrate
+
+    engine = create_engine(state_url)
+    cfg = migrate._config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+    t0 = 1_751_900_000 * US
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO source_state (key, watermark_us, coverage_start_us, backfill_start_us, "
+                          "backfill_done, started_us, updated_us) VALUES ('source', :w, :c, :c, :t, :c, :c)"),
+                     {"w": t0 + 300 * US, "c": t0 - 86400 * US, "t": True})
+        conn.execute(text("INSERT INTO seen_ids (record_id, created_us) VALUES (:r, :c)"),
+                     [{"r": "41", "c": t0 + 10 * US}, {"r": "42", "c": t0 + 20 * US}])
+    engine.dispose()
+    store = open_store(state_url)
+    try:
+        with store.reading() as conn:
+            state = repo.load_source_state(conn)
+            assert state is not None and state.ledger_start_us == t0 + 10 * US - 1
+            assert repo.lookup_seen(conn, ["41", "42"]) == {"41": None, "42": None}
+            assert repo.seen_counts(conn, [t0, t0 + 15 * US, t0 + 30 * US]) == [1, 1]
+        with store.transaction() as conn:  # first read at their created time: pruned with them
+            assert repo.prune_seen(conn, t0 + 15 * US) == 1
+    finally:
+        store.close()
