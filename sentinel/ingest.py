@@ -108,6 +108,9 @@ class Ingest:
         self.store = store
         self.cache: dict[str, str | None] = {}  # keys (-> digest) of the rows the last committed poll read
         self._pruned_before: int | None = None
+        # ranges whose counts differ although their rows are all in the ledger (the database orders "T" and
+        # " " text, or a BLOB, unlike their parsed time): not read again while both counts stay the same
+        self._settled: dict[tuple[int, int], tuple[int, int]] = {}
 
     def load(self, _conn: Connection) -> None:
         """Start from the store alone: the ledger is there, the cache refills with the next read."""
@@ -174,8 +177,12 @@ class Ingest:
             theirs = src.count_range(bounds)
             with self.store.reading() as conn:
                 ours = repo.seen_counts(conn, bounds)
+            settled = {}
             for start, end, n_src, n_ledger in zip(bounds, bounds[1:], theirs, ours, strict=False):
                 if n_src == n_ledger or rows >= RANGE_LIMIT:
+                    continue
+                if self._settled.get((start, end)) == (n_src, n_ledger):
+                    settled[(start, end)] = (n_src, n_ledger)
                     continue
                 before = len(sorter.entries)
                 cursor: Any = None
@@ -188,6 +195,9 @@ class Ingest:
                     cursor = page.next
                 if len(sorter.entries) > before:
                     sorter.found_in.append(start)
+                elif page.next is None:
+                    settled[(start, end)] = (n_src, n_ledger)
+            self._settled = settled
         strays = src.read_strays()
         rows += len(strays.rows)
         before = len(sorter.entries)

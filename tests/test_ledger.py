@@ -431,3 +431,36 @@ def test_a_late_commit_and_a_null_time_on_every_database(db: Db, tmp_path: Path,
         assert rejected(d, "bad_time") == nulls
         assert metric(d, "sentinel_records_reconciled_total") == 1 + nulls
         assert metric(d, "sentinel_records_late_total") == 1
+
+
+def test_days_whose_counts_differ_only_by_spelling_are_read_once(sqlite_url: str, tmp_path: Path) -> None:
+    """"T" rows sort after every " " row of their date, so a day's range in the database and in parsed time
+    differ by them; once a reconciliation read such a day and found nothing missing, it is not read again
+    while both counts stay the same, and a row committed late there later is still found."""
+    engine = sa.create_engine(sqlite_url)
+    db = Db("sqlite", sqlite_url, engine)
+    text_table(db)
+    for i in range(48):  # two days ago, every half hour, spellings alternating
+        add(db, i + 1, spelled(NOW - timedelta(days=2) + timedelta(minutes=30 * i), " T"[i % 2]))
+    clock = ManualClock(NOW)
+    with daemon(config(tmp_path, sqlite_url), clock) as d:
+        drain(d)
+        assert counted(d) == 48
+        reads: list[tuple[int, int]] = []
+        original = d.source.read_range  # type: ignore[attr-defined]
+
+        def spy(start: int, end: int, cursor: Any, limit: int) -> Any:
+            if cursor is None:
+                reads.append((start, end))
+            return original(start, end, cursor, limit)
+
+        d.source.read_range = spy  # type: ignore[attr-defined]
+        poll_for(d, clock, NOW + timedelta(seconds=1), 1, step_s=60)
+        first = len(reads)
+        assert first >= 2  # the days the "T" rows move between
+        poll_for(d, clock, NOW + timedelta(minutes=5), 11, step_s=60)  # two more reconciliations
+        assert len(reads) == first and counted(d) == 48
+        add(db, 500, spelled(NOW - timedelta(days=2, hours=-3), "T"))  # committed two days late
+        poll_for(d, clock, NOW + timedelta(minutes=16), 6, step_s=60)
+        assert counted(d) == 49 and metric(d, "sentinel_records_reconciled_total") == 1
+    engine.dispose()
