@@ -1,6 +1,8 @@
 """The daemon's HTTP API, for people and for the CLI (which never opens the store itself).
 
-- `GET /api/v1/status` — receivers, outbox, source (feeds `sentinel status`).
+- `GET /api/v1/status` — receivers (each with its delivery state: `state`, `consecutive_failures`,
+  `last_error`, `last_error_at`, `next_attempt`, `oldest_pending_age_seconds`, `last_delivered`; see
+  `sentinel.notify.health`), outbox, source (feeds `sentinel status`).
 - `GET /api/v1/alerts` — open and recently resolved alerts with their silenced / inhibited /
   acknowledged / muted state.
 - `GET|POST /api/v1/silences`, `DELETE /api/v1/silences/<id>` — Alertmanager's silence JSON.
@@ -19,6 +21,7 @@ import functools
 import hmac
 import json
 import unicodedata
+from collections.abc import Callable
 from html import escape
 from typing import Any
 
@@ -29,11 +32,14 @@ from sentinel.alerting import silences as silence_store
 from sentinel.alerting.ack import BadToken, verify_token
 from sentinel.alerting.policy import Policy, acked, acknowledge, labels_of
 from sentinel.clock import now_us
+from sentinel.config import ThresholdRuleConfig
 from sentinel.daemon import Daemon
 from sentinel.http import HTTPError, Request, Response
 from sentinel.model import US, to_datetime
 from sentinel.notify import outbox
+from sentinel.notify.health import ReceiverHealth, receiver_health
 from sentinel.store.schema import alerts
+from sentinel.web.history import counts_today
 
 RECENT_S = 24 * 3600
 BY_MAX = 200  # acks.by
@@ -62,19 +68,26 @@ def status(daemon: Daemon) -> dict[str, Any]:
     def iso(us: int | None) -> str | None:
         return None if us is None else to_datetime(int(us), tz).isoformat()
 
+    delivery = daemon.extras.get("delivery")
+    worker = getattr(delivery, "worker", None)
+    health: dict[str, ReceiverHealth] | None = worker.health() if worker is not None else None
     with daemon.store.reading() as conn:
         pending = outbox.pending_counts(conn)
         last = outbox.last_outcomes(conn)
+        if health is None:  # no delivery stage in this process: the state from the outbox, without retry times
+            health = receiver_health(conn, [rc.name for rc in daemon.cfg.receivers], now)
         failed = outbox.recent(conn, [outbox.FAILED], limit=20)
         open_by_tier = {t: int(n) for t, n in conn.execute(
             select(alerts.c.tier, func.count()).where(alerts.c.status == "open").group_by(alerts.c.tier))}
     receivers = []
     for rc in daemon.cfg.receivers:
         lo = last.get(rc.name)
+        hr = health.get(rc.name)
         receivers.append({
             "name": rc.name, "kind": rc.kind, "urls": len(rc.all_urls()), "pending": pending.get(rc.name, 0),
             "last": None if lo is None else {"status": lo["status"], "at": iso(lo["at_us"]), "error": lo["error"],
                                              "next_attempt": iso(lo.get("next_attempt_us"))},
+            **(receiver_fields(hr, iso) if hr is not None else {}),
         })
     state = daemon.state
     return {
@@ -100,6 +113,19 @@ def status(daemon: Daemon) -> dict[str, Any]:
     }
 
 
+def receiver_fields(h: ReceiverHealth, iso: Callable[[int | None], str | None]) -> dict[str, Any]:
+    """A receiver's delivery state in `/api/v1/status` (see `sentinel.notify.health` for the states)."""
+    return {
+        "state": h.state.value,
+        "consecutive_failures": h.consecutive_failures,
+        "last_error": h.last_error,
+        "last_error_at": iso(h.last_error_at_us),
+        "next_attempt": iso(h.next_attempt_us),
+        "oldest_pending_age_seconds": None if h.oldest_pending_age_s is None else round(h.oldest_pending_age_s, 1),
+        "last_delivered": iso(h.last_delivered_us),
+    }
+
+
 def _policy(daemon: Daemon) -> Policy:
     """A private Policy per request: the dispatcher's own is in use on another thread."""
     return Policy(daemon.cfg)
@@ -118,18 +144,22 @@ def alerts_json(daemon: Daemon) -> list[dict[str, Any]]:
             .order_by(alerts.c.started_us.desc())).mappings()]
         policy.begin(conn, now)
         by_ack = acked(conn)
+        rules = {r.name: r for r in daemon.cfg.rules if isinstance(r, ThresholdRuleConfig)}
+        today = counts_today(conn, rules, daemon.calendar, rows, now)
     out = []
     for r in rows:
         labels = json.loads(r["labels"])
         routes = router.route(labels_of(r)) if router is not None else []
         hold = policy.hold(r, now, routes)
         ack = by_ack.get(r["instance"])
+        value = today.get(r["instance"], r["value"])
         out.append({
             "instance": r["instance"], "fingerprint": r["fingerprint"], "rule": r["rule"], "kind": r["kind"],
             "labels": labels, "tier": r["tier"], "state": r["status"],
             "startsAt": to_datetime(r["started_us"], tz).isoformat(),
             "endsAt": None if r["resolved_us"] is None else to_datetime(r["resolved_us"], tz).isoformat(),
-            "value": r["value"], "baseline": r["baseline"], "peak": r["peak"],
+            "value": value, "valueAtLastChange": r["value"], "baseline": r["baseline"],
+            "peak": max(r["peak"], value),
             "silenced": hold.silenced is not None, "inhibited": hold.inhibited is not None,
             "acknowledged": ack is not None, "muted": hold.muted and r["status"] == "open",
             "silencedBy": hold.silenced, "inhibitedBy": hold.inhibited,

@@ -42,13 +42,14 @@ from sentinel.alerting.policy import Policy, labels_of
 from sentinel.alerting.routing import IMPLICIT, Route, Router
 from sentinel.api import _authorise
 from sentinel.clock import now_us
-from sentinel.config import Config, MatchValue, summary
+from sentinel.config import Config, MatchValue, ThresholdRuleConfig, summary
 from sentinel.daemon import Daemon
 from sentinel.http import HTTPError, Request, Response
 from sentinel.model import US, to_datetime
 from sentinel.notify import outbox
 from sentinel.store.schema import alert_events, alerts
 from sentinel.units import format_duration
+from sentinel.web.history import counts_today
 
 PREFIX = "/api/v2"
 EXPIRED_KEPT_US = 5 * 86_400 * US
@@ -217,6 +218,11 @@ def open_alerts(daemon: Daemon, now: int) -> list[Listed]:
         active = [s for s in silence_store.load(conn, include_expired_after_us=now) if s.state(now) == "active"]
         cursor = outbox.get_cursor(conn, CURSOR) or 0
         waiting = set(conn.execute(select(alert_events.c.instance).where(alert_events.c.seq > cursor)).scalars())
+        thresholds = {rule.name: rule for rule in cfg.rules if isinstance(rule, ThresholdRuleConfig)}
+        today = counts_today(conn, thresholds, daemon.calendar, rows, now)
+    for r in rows:  # the value now, as /api/v1/alerts reports it
+        if r["instance"] in today:
+            r["value"], r["peak"] = today[r["instance"]], max(r["peak"], today[r["instance"]])
     fingerprints = {r["instance"]: r["fingerprint"] for r in rows}
     local = to_datetime(now, cfg.tz).time()  # mute windows are in `timezone`, as the policy reads them
     out = []

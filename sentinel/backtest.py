@@ -3,12 +3,18 @@
 The same `Engine.feed` as the daemon, in large batches: `advance` runs at every deadline and day
 boundary that falls between records (never once per poll interval of a year of data). Output is one
 JSON object per event; the summary (alerts per rule, tier and day, and alerts per day overall) tells
-whether a rule would be too noisy before it is switched on.
+whether a rule would be too noisy before it is switched on, and the early-warning report how early it
+would have warned: for each surge (a threshold alert), whether a streak (or `pace`) alert on the same
+series came first within 24 h and by how long, and for each warning rule its precision (the share of
+its alerts followed by a surge within 24 h). The output ends with that summary as one JSON line
+(`{"summary": {...}}`), so scripts read the figures without parsing the table.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
+import statistics
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -18,12 +24,28 @@ from typing import IO, Any
 
 import numpy as np
 
-from sentinel.config import Config
+from sentinel.config import Config, StreakRuleConfig, ThresholdRuleConfig
 from sentinel.days import Calendar, history_start_us
 from sentinel.detect.base import RuleContext
 from sentinel.detect.engine import Engine
-from sentinel.model import Batch, Event, EventState, Vocab
+from sentinel.detect.workdays import workdays_of
+from sentinel.model import US, Batch, Event, EventState, Vocab, to_datetime
 from sentinel.sources.files import Block, FileReader
+
+WARNING_WINDOW_US = 24 * 3600 * US
+"""How far ahead of a surge a warning still counts as an early warning of it (and a surge after a
+warning as its confirmation)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """An alert as it opened: what the early-warning report pairs up."""
+
+    rule: str
+    at: int
+    labels: tuple[tuple[str, str], ...]
+    tier: str
+    value: float
 
 
 @dataclass
@@ -38,6 +60,7 @@ class Result:
     sorted_input: bool = True
     daily: dict[tuple[int, int, int], int] = field(default_factory=dict)  # (day, type, channel) -> n
     alerts: list[dict[str, Any]] = field(default_factory=list)  # firing / upgraded events, for the plot
+    opened: list[Opened] = field(default_factory=list)  # firing events, for the early-warning report
     vocab_values: dict[int, str] = field(default_factory=dict)  # codes of `daily`
 
     def days(self, cal: Calendar) -> int:
@@ -91,6 +114,7 @@ def run(cfg: Config, input_path: str | Path, out: IO[str], *, encoding: str = "u
         result = _replay(cfg, cal, vocab, slices, lines, keep_daily)
         result.sorted_input = False
     out.writelines(lines)
+    out.write(json.dumps({"summary": summary_json(result, cfg)}, ensure_ascii=False) + "\n")
     return result
 
 
@@ -114,7 +138,7 @@ class _Unsorted(Exception):
 
 def _replay(cfg: Config, cal: Calendar, vocab: Vocab, blocks: Any, lines: list[str], keep_daily: bool) -> Result:
     result = Result()
-    ctx = RuleContext(cal, vocab, None)
+    ctx = RuleContext(cal, vocab, None, workdays_of(cfg))
     if cfg.history_start is not None:
         ctx.coverage_start_us = history_start_us(cfg.history_start, cal)
     engine = Engine(cfg.rules, ctx, cfg.timezone)
@@ -158,6 +182,7 @@ def _emit(events: list[Event], lines: list[str], cfg: Config, cal: Calendar, res
         if ev.state != EventState.RESOLVED:
             result.alerts.append(d)
         if ev.state == EventState.FIRING:
+            result.opened.append(Opened(ev.rule, ev.at, tuple(sorted(ev.labels.items())), ev.tier.label, ev.value))
             result.fired[(ev.rule, ev.tier.label, cal.date_of(cal.day_of(ev.at)).isoformat())] += 1
 
 
@@ -178,11 +203,176 @@ def summary_rows(result: Result, cfg: Config) -> tuple[list[tuple[str, str, str,
     return rows, sum(result.fired.values()) / days
 
 
+@dataclass(frozen=True, slots=True)
+class Warned:
+    """One surge and the earliest warning of it, if any came within the window."""
+
+    surge: Opened
+    warning: Opened | None
+
+    @property
+    def lead_us(self) -> int | None:
+        return None if self.warning is None else self.surge.at - self.warning.at
+
+
+@dataclass(frozen=True, slots=True)
+class Precision:
+    rule: str
+    alerts: int
+    followed: int
+
+    @property
+    def share(self) -> float | None:
+        return self.followed / self.alerts if self.alerts else None
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyWarning:
+    surge_rules: list[str]
+    warning_rules: list[str]
+    surges: list[Warned]
+    precision: list[Precision]
+
+
+def roles(cfg: Config) -> tuple[list[str], list[str]]:
+    """(surge rules, warning rules): threshold rules in `day` or `rolling` mode are the surges; streak
+    rules warn, and so do `pace` rules when there is another threshold rule to confirm them."""
+    thresholds = [r for r in cfg.rules if isinstance(r, ThresholdRuleConfig)]
+    surges = [r.name for r in thresholds if r.mode != "pace"] or [r.name for r in thresholds]
+    warnings = [r.name for r in cfg.rules if isinstance(r, StreakRuleConfig)]
+    warnings += [r.name for r in thresholds if r.name not in surges]
+    return surges, warnings
+
+
+def _related(a: Opened, b: Opened) -> bool:
+    """Alerts about the same series: they share a label (type, channel) and agree on every shared one."""
+    da, db = dict(a.labels), dict(b.labels)
+    shared = da.keys() & db.keys()
+    return bool(shared) and all(da[k] == db[k] for k in shared)
+
+
+class _ByLabel:
+    """Alerts indexed by each (label, value) they carry, in time order, for window look-ups."""
+
+    def __init__(self, alerts: list[Opened]) -> None:
+        self.index: dict[tuple[str, str], list[Opened]] = defaultdict(list)
+        for a in sorted(alerts, key=lambda x: (x.at, x.rule)):
+            for item in a.labels:
+                self.index[item].append(a)
+        self.times = {k: [a.at for a in v] for k, v in self.index.items()}
+
+    def between(self, like: Opened, lo: int, hi: int) -> list[Opened]:
+        """Related alerts with lo <= at <= hi, earliest first."""
+        found: dict[int, Opened] = {}
+        for item in like.labels:
+            alerts, times = self.index.get(item, []), self.times.get(item, [])
+            for a in alerts[bisect.bisect_left(times, lo):bisect.bisect_right(times, hi)]:
+                if _related(like, a):
+                    found[id(a)] = a
+        return sorted(found.values(), key=lambda x: (x.at, x.rule))
+
+
+def early_warning(result: Result, cfg: Config) -> EarlyWarning:
+    surge_rules, warning_rules = roles(cfg)
+    surges = [a for a in result.opened if a.rule in surge_rules]
+    warnings = [a for a in result.opened if a.rule in warning_rules]
+    by_warning, by_surge = _ByLabel(warnings), _ByLabel(surges)
+    warned = []
+    for s in sorted(surges, key=lambda x: (x.at, x.rule)):
+        first = by_warning.between(s, s.at - WARNING_WINDOW_US, s.at)
+        warned.append(Warned(s, first[0] if first else None))
+    precision = []
+    for rule in warning_rules:
+        mine = [w for w in warnings if w.rule == rule]
+        followed = sum(1 for w in mine if by_surge.between(w, w.at, w.at + WARNING_WINDOW_US))
+        precision.append(Precision(rule, len(mine), followed))
+    return EarlyWarning(surge_rules, warning_rules, warned, precision)
+
+
+def _lead(us: int | None) -> str:
+    if us is None:
+        return "-"
+    minutes = us // (60 * US)
+    return f"{minutes // 60}:{minutes % 60:02d}"
+
+
+def summary_json(result: Result, cfg: Config) -> dict[str, Any]:
+    """The summary as data: alerts per rule, and the early-warning report."""
+    cal = Calendar(cfg.tz)
+    days = max(1, result.days(cal))
+    per_rule: dict[str, Counter[str]] = defaultdict(Counter)
+    for (rule, tier, _), n in result.fired.items():
+        per_rule[rule][tier] += n
+    ew = early_warning(result, cfg)
+
+    def when(us: int) -> str:
+        return to_datetime(us, cfg.tz).isoformat()
+
+    warned = [w for w in ew.surges if w.warning is not None]
+    leads = [w.lead_us // US for w in warned if w.lead_us is not None]
+    return {
+        "records": result.records, "days": days, "events": result.events,
+        "alerts_per_day": round(sum(result.fired.values()) / days, 4),
+        "rules": {r.name: {"light": per_rule[r.name]["light"], "moderate": per_rule[r.name]["moderate"],
+                           "severe": per_rule[r.name]["severe"], "alerts": sum(per_rule[r.name].values()),
+                           "per_day": round(sum(per_rule[r.name].values()) / days, 4)} for r in cfg.rules},
+        "early_warning": {
+            "window_s": WARNING_WINDOW_US // US, "surge_rules": ew.surge_rules, "warning_rules": ew.warning_rules,
+            "surges": len(ew.surges), "warned": len(warned),
+            "median_lead_s": int(statistics.median(leads)) if leads else None,
+            "alerts": [{"at": when(w.surge.at), "rule": w.surge.rule, "labels": dict(w.surge.labels),
+                        "tier": w.surge.tier, "value": w.surge.value,
+                        "warned_by": None if w.warning is None else w.warning.rule,
+                        "warned_at": None if w.warning is None else when(w.warning.at),
+                        "lead_s": None if w.lead_us is None else w.lead_us // US} for w in ew.surges],
+            "precision": {p.rule: {"alerts": p.alerts, "followed": p.followed,
+                                   "precision": None if p.share is None else round(p.share, 4)}
+                          for p in ew.precision},
+        },
+    }
+
+
+def print_early_warning(result: Result, cfg: Config, console: Any) -> None:
+    from rich.table import Table
+
+    ew = early_warning(result, cfg)
+    if not ew.surge_rules or not ew.warning_rules:
+        return
+    cal = Calendar(cfg.tz)
+    table = Table(title="Early warning: did a warning come first (within 24 h)?")
+    several = len(ew.surge_rules) > 1
+    cols = ["surge at", *(["rule"] if several else []), "series", "tier", "value", "warned by", "lead"]
+    for col in cols:
+        table.add_column(col, justify="right" if col in ("value", "lead") else "left",
+                         no_wrap=col in ("surge at", "lead"))
+    for w in ew.surges:
+        at = to_datetime(w.surge.at, cfg.tz)
+        table.add_row(at.strftime("%Y-%m-%d %H:%M"), *([w.surge.rule] if several else []),
+                      ", ".join(v for _, v in w.surge.labels) or "(total)", w.surge.tier, f"{w.surge.value:g}",
+                      "-" if w.warning is None else w.warning.rule, _lead(w.lead_us))
+    console.print(table)
+    prec = Table(title="Warning rules: alerts followed by a surge of the same series within 24 h")
+    for col in ("rule", "alerts", "followed", "precision", "per day"):
+        prec.add_column(col, justify="left" if col == "rule" else "right")
+    days = max(1, result.days(cal))
+    for p in ew.precision:
+        prec.add_row(p.rule, str(p.alerts), str(p.followed), "-" if p.share is None else f"{p.share:.0%}",
+                     f"{p.alerts / days:.2f}")
+    console.print(prec)
+    warned = [w for w in ew.surges if w.warning is not None]
+    leads = [w.lead_us for w in warned if w.lead_us is not None]
+    median = _lead(int(statistics.median(leads))) if leads else "-"
+    console.print(f"surges warned first: {len(warned)} of {len(ew.surges)}; median lead {median} (h:mm)",
+                  soft_wrap=True)
+
+
 def print_summary(result: Result, cfg: Config, stream: IO[str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console(file=stream, highlight=False)
+    if not console.is_terminal:
+        console.width = max(console.width, 120)  # a file or a pipe: the early-warning table needs room
     rows, per_day = summary_rows(result, cfg)
     table = Table(title="Alerts opened per rule, tier and day")
     for col in ("day", "rule", "tier", "alerts"):
@@ -201,6 +391,7 @@ def print_summary(result: Result, cfg: Config, stream: IO[str]) -> None:
         c = per_rule.get(rule, Counter())
         totals.add_row(rule, str(c["light"]), str(c["moderate"]), str(c["severe"]), f"{sum(c.values()) / days:.2f}")
     console.print(totals)
+    print_early_warning(result, cfg, console)
     rejected = ", ".join(f"{k}={v}" for k, v in sorted(result.rejected.items())) or "none"
     console.print(f"records: {result.records:,} over {days} day(s); rejected: {rejected}; late: {result.late}; "
                   f"events: {result.events:,}; alerts per day overall: [bold]{per_day:.2f}[/bold]"

@@ -9,6 +9,7 @@ import argparse
 import codecs
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from sentinel import __version__
 from sentinel.config import Config, ConfigError, load_config, summary
@@ -203,15 +204,25 @@ def _bench_arguments(module_name: str, parser: argparse.ArgumentParser) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from sentinel.demo import run_demo
 
-    return run_demo(args.duration, keep=args.keep)
+    return run_demo(args.duration, keep=args.keep, listen=args.listen, sink_listen=args.sink_listen)
+
+
+def _host_port(value: str) -> str:
+    """`HOST:PORT` (`[::1]:PORT` for IPv6), as the configuration's `listen`; argparse reports a bad one."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9732 or 0.0.0.0:9732)")
+    return value
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """The daemon's state in the configured `locale`, times in the configured `timezone`."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     from sentinel.client import ApiError, call
+    from sentinel.web.catalogue import Text
 
     cfg = _load(args.config)
     try:
@@ -224,31 +235,93 @@ def cmd_status(args: argparse.Namespace) -> int:
 
         print(json.dumps(data, ensure_ascii=False, indent=2))
         return EXIT_OK
+    t = Text(cfg.locale)
     console = Console(highlight=False)
     src = data["source"]
-    state = "up" if src["up"] else f"DOWN: {src['last_error']}"
-    console.print(f"sentinel {data['version']}{' (dry run)' if data['dry_run'] else ''} — source {src['description']}: "
-                  f"{state}; newest record {src['newest_record']} (lag {src['lag_seconds']} s)")
+    state = t("up") if src["up"] else f"{t('down')}{t('colon')}{src['last_error']}"
+    console.print(escape(t("cli.head", version=data["version"], dry=t("cli.dry") if data["dry_run"] else "",
+                           source=src["description"], state=state, newest=local_time(src["newest_record"], cfg),
+                           lag=src["lag_seconds"])))
     delay_warning = (src.get("commit_delay") or {}).get("warning")
     if delay_warning:
-        console.print(f"[bold yellow]warning:[/] {escape(delay_warning)}")
-    console.print(f"open alerts: {data['alerts']['open'] or 'none'}; outbox pending: {data['outbox']['pending']}")
-    table = Table(title="Receivers")
-    for col in ("name", "kind", "pending", "last outcome", "at", "error"):
-        table.add_column(col)
+        console.print(f"[bold yellow]{escape(t('cli.warning'))}[/] {escape(delay_warning)}")
+    console.print(escape(t("cli.open", open=data["alerts"]["open"] or t("none"), pending=data["outbox"]["pending"])))
+    table = Table(title=f"{t('cli.receivers')} ({t('cli.times', tz=cfg.timezone)})")
+    for col in ("name", "kind", "state", "fails", "pending_oldest", "next", "delivered"):
+        table.add_column(t("col." + col), no_wrap=col in ("name", "state", "delivered"))
+    errors = []
     for r in data["receivers"]:
-        last = r["last"] or {}
-        table.add_row(r["name"], r["kind"], str(r["pending"]), str(last.get("status", "-")), str(last.get("at") or "-"),
-                      str(last.get("error") or ""))
+        row, error = receiver_lines(r, data["now"], t, cfg)
+        table.add_row(*row)
+        if error is not None:
+            errors.append(error)
     console.print(table)
+    for line in errors:
+        console.print(line)
     if data["failed"]:
-        failed = Table(title="Permanent failures (kept)")
+        failed = Table(title=t("cli.failed"))
         for col in ("id", "receiver", "created", "error"):
-            failed.add_column(col)
+            failed.add_column(t("col." + col))
         for f in data["failed"]:
-            failed.add_row(str(f["id"]), f["receiver"], f["created"], f["error"] or "")
+            failed.add_row(str(f["id"]), escape(f["receiver"]), local_time(f["created"], cfg),
+                           escape(f["error"] or ""))
         console.print(failed)
     return EXIT_OK
+
+
+STATE_STYLE = {"ok": "green", "retrying": "yellow", "failing": "bold red", "set_aside": "red"}
+
+
+def local_time(iso: str | None, cfg: Config, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """An API timestamp (ISO 8601 with its offset) in the configured timezone."""
+    from datetime import datetime
+
+    return "-" if iso is None else datetime.fromisoformat(iso).astimezone(cfg.tz).strftime(fmt)
+
+
+def receiver_lines(r: dict[str, Any], now: str, t: Any = None, cfg: Config | None = None
+                   ) -> tuple[list[str], str | None]:
+    """One receiver of `/api/v1/status` as a row of `sentinel status` and its last error as a line below
+    the table (an error is too long for a column on an 80-column terminal). The state comes first, so a
+    webhook that refuses connections reads "failing … connection refused", never its last success.
+    Words from `t` (a `sentinel.web.catalogue.Text`, English without one), times in `cfg`'s timezone."""
+    from datetime import datetime, timedelta
+
+    from rich.markup import escape
+
+    from sentinel.units import format_duration
+    from sentinel.web.catalogue import Text
+
+    t = t or Text("en")
+
+    def when(iso: str | None) -> str:
+        if iso is None:
+            return "-"
+        return local_time(iso, cfg, "%m-%d %H:%M:%S") if cfg is not None else \
+            datetime.fromisoformat(iso).strftime("%m-%d %H:%M:%S")
+
+    def seconds(value: float) -> str:
+        return format_duration(timedelta(seconds=int(value)))
+
+    state = str(r.get("state", "-"))
+    words = escape(t.get("state." + state, state))
+    styled = f"[{STATE_STYLE[state]}]{words}[/]" if state in STATE_STYLE else words
+    age = r.get("oldest_pending_age_seconds")
+    pending = str(r["pending"]) + ("" if age is None else f" ({seconds(float(age))})")
+    nxt = r.get("next_attempt")
+    if nxt is None:
+        next_text = "-"
+    else:
+        wait = (datetime.fromisoformat(nxt) - datetime.fromisoformat(now)).total_seconds()
+        next_text = t("in", d=seconds(wait)) if wait >= 1 else t("due_now")
+    row = [escape(r["name"]), escape(r["kind"]), styled, str(r.get("consecutive_failures", "-")), pending,
+           escape(next_text), when(r.get("last_delivered"))]
+    error = r.get("last_error")
+    if not error:
+        return row, None
+    at = r.get("last_error_at")
+    at_text = when(at) if at else t("before_restart") if state in ("retrying", "failing") else t("time_unknown")
+    return row, escape(t("cli.last_error", name=r["name"], at=at_text, error=str(error)))
 
 
 def cmd_ack(args: argparse.Namespace) -> int:
@@ -329,7 +402,10 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAILURE
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, bench_options: bool = True) -> argparse.ArgumentParser:
+    """The whole command line. Each benchmark's options come from importing its module, which pulls in
+    the benchmark harness (demo, simulator, sinks); `main` asks for them only when the command is `bench`,
+    so the daemon that runs for months does not carry them."""
     p = argparse.ArgumentParser(prog="sentinel", description="Early-warning alerting for complaint streams.")
     p.add_argument("--version", action="version", version=f"sentinel {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -356,6 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the whole product on a temporary database with a local chat sink")
     d.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
     d.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    d.add_argument("--listen", type=_host_port, default=None, metavar="HOST:PORT",
+                   help="the status page, API and /metrics (default: a free port on 127.0.0.1)")
+    d.add_argument("--sink-listen", type=_host_port, default="127.0.0.1:0", metavar="HOST:PORT",
+                   help="the local chat robot that prints the messages (default: a free port on 127.0.0.1)")
     d.set_defaults(func=cmd_demo)
 
     be = sub.add_parser("bench", help="measured figures: engine (default), and the others listed below")
@@ -364,8 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, (module_name, help_text) in BENCHES.items():
         bp = bsub.add_parser(name, help=help_text)
-        _bench_arguments(module_name, bp)
-    _bench_arguments(BENCHES["engine"][0], be)  # plain `sentinel bench` takes the engine's options
+        if bench_options:
+            _bench_arguments(module_name, bp)
+    if bench_options:
+        _bench_arguments(BENCHES["engine"][0], be)  # plain `sentinel bench` takes the engine's options
     be.set_defaults(func=cmd_bench, bench=None)
 
     st = sub.add_parser("status", help="receivers, outbox and source, from the running daemon's API")
@@ -417,8 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(bench_options=words[:1] == ["bench"])
+    args = parser.parse_args(words)
     try:
         rc: int = args.func(args)
     except KeyboardInterrupt:

@@ -7,10 +7,11 @@ value of a secret. `load_config` raises `ConfigError` (the CLI turns it into exi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -280,6 +281,8 @@ class ThresholdRuleConfig(Model):
     where: Filter = Filter()
     where_not: Filter = Filter()
     max_series: int = Field(10_000, ge=1)
+    baseline_by: Literal["all", "day_kind", "weekday"] = "all"
+    baseline_weeks: int = Field(4, ge=1, le=52)
 
     @field_validator("group_by")
     @classmethod
@@ -310,6 +313,8 @@ class StreakRuleConfig(Model):
     max_gap: Duration | None = None
     hold: Duration = timedelta(hours=1)
     max_expected_per_day: float | None = Field(None, gt=0)
+    history_days: int = Field(7, ge=1, le=366)
+    prior_days: float = Field(7.0, ge=0, le=366)
     where: Filter = Filter()
     where_not: Filter = Filter()
 
@@ -476,6 +481,7 @@ class Config(BaseSettings):
     fallback_receiver: str | None = None
     locale: Literal["zh_CN", "en"] = "zh_CN"
     templates_dir: Path | None = None
+    holidays: str | None = None
     api: ApiConfig = ApiConfig()
     source: SourceConfig | None = None
     rules: list[RuleConfig] = []
@@ -499,6 +505,15 @@ class Config(BaseSettings):
         host, sep, port = v.rpartition(":")
         if not sep or not port.isdigit() or not (0 <= int(port) < 65536) or not host:
             raise ValueError(f"{v!r} is not host:port")
+        return v
+
+    @field_validator("holidays")
+    @classmethod
+    def _holidays(cls, v: str | None) -> str | None:
+        if v is not None:
+            from sentinel.detect.workdays import parse_code
+
+            parse_code(v)
         return v
 
     @field_validator("external_url")
@@ -530,12 +545,18 @@ class Config(BaseSettings):
                 return r
         raise KeyError(name)
 
-    def cross_check(self) -> Iterator[tuple[str, str]]:
-        """Problems no single key can see: references between sections."""
+    def cross_check(self, origin: Callable[[int], str] | None = None) -> Iterator[tuple[str, str]]:
+        """Problems no single key can see: references between sections.
+
+        `origin(i)` names the file and key of rule `i` (the config file or one in `rules_dir`), so a name
+        defined twice says where both are.
+        """
         seen: dict[str, int] = {}
         for i, rule in enumerate(self.rules):
             if rule.name in seen:
-                yield f"rules[{i}].name", f"duplicate rule name {rule.name!r} (also rules[{seen[rule.name]}])"
+                first = seen[rule.name]
+                also = origin(first) if origin is not None else f"rules[{first}]"
+                yield f"rules[{i}].name", f"duplicate rule name {rule.name!r} (also {also})"
             seen.setdefault(rule.name, i)
             if isinstance(rule, StreakRuleConfig) and rule.distinct == "customer" and self.source is not None \
                     and self.source.table is not None and self.source.columns.customer is None:
@@ -593,24 +614,38 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         raise ConfigError([f"{path}: TOML syntax error: {exc}"]) from None
 
     problems: list[str] = []
-    origins: dict[int, str] = {}  # rule index -> file it came from
+    # "rules[i]" / "inhibit[i]" of the merged lists -> (the rule file it came from, its key path in that file)
+    origins: dict[str, tuple[str, str]] = {}
     base = path.parent
     for key in ("rules_dir", "templates_dir"):
         if isinstance(raw.get(key), str):
             raw[key] = str((base / raw[key]).resolve()) if not Path(raw[key]).is_absolute() else raw[key]
+    # SENTINEL_RULES_DIR wins over the file like every override, so it is the folder whose rules are read
+    # (relative to the working directory: a variable has no file to be relative to)
+    from_env = next((v for k, v in env.items() if k.upper() == f"{ENV_PREFIX}RULES_DIR"), None)
+    if from_env is not None:
+        raw["rules_dir"] = str(Path(from_env).resolve())
     rules_dir = raw.get("rules_dir")
     if isinstance(rules_dir, str):
-        extra, extra_origins, extra_problems = _load_rules_dir(Path(rules_dir), start=len(raw.get("rules", [])))
-        problems += extra_problems
-        if extra:
-            raw["rules"] = [*raw.get("rules", []), *extra]
-            origins.update(extra_origins)
+        loaded = _load_rules_dir(Path(rules_dir))
+        problems += loaded.problems
+        for section, items, files, locs in (("rules", loaded.rules, loaded.rule_files, loaded.rule_locs),
+                                            ("inhibit", loaded.inhibit, loaded.inhibit_files, loaded.inhibit_locs)):
+            inline = raw.get(section, [])
+            if items and isinstance(inline, list):
+                origins.update({f"{section}[{len(inline) + i}]": (f, loc)
+                                for i, (f, loc) in enumerate(zip(files, locs, strict=True))})
+                raw[section] = [*inline, *items]
 
     def where_of(loc: str) -> str:
-        m = re.match(r"rules\[(\d+)\]", loc)
-        if m and int(m.group(1)) in origins:
-            return origins[int(m.group(1))]
-        return str(path)
+        """`FILE: KEY` for a key path of the merged configuration: a rule from `rules_dir` is named by
+        its own file and its place there, not by its index in the merged list."""
+        m = re.match(r"(rules|inhibit)\[\d+\]", loc)
+        if m is None or m.group(0) not in origins:
+            return f"{path}: {loc or '(top level)'}"
+        file, local = origins[m.group(0)]
+        rest = loc[m.end():]
+        return f"{file}: {(local + rest) if local else rest.lstrip('.') or '(the rule)'}"
 
     raw = _expand_tree(raw, "", problems, where_of, env)
     problems += [f"{path}: {key}: {reason} (set by {name})" for name, key, reason in _unknown_env(env)]
@@ -628,10 +663,10 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
                 msg = "required key is missing"
             envvar = _env_for(loc, env)
             suffix = f" (set by {envvar})" if envvar else ""
-            problems.append(f"{where_of(loc)}: {loc or '(top level)'}: {msg}{suffix}")
+            problems.append(f"{where_of(loc)}: {msg}{suffix}")
         raise ConfigError(problems) from None
-    for loc, msg in cfg.cross_check():
-        problems.append(f"{where_of(loc)}: {loc}: {msg}")
+    for loc, msg in cfg.cross_check(lambda i: where_of(f"rules[{i}]")):
+        problems.append(f"{where_of(loc)}: {msg}")
     if cfg.templates_dir is not None:
         from sentinel.notify.render import TemplateError, check_templates  # lazy: render imports config
 
@@ -711,21 +746,39 @@ def _expand_tree(node: Any, loc: str, problems: list[str], where_of: Any, env: M
     if isinstance(node, str):
         missing = [m.group(1) for m in _VAR.finditer(node) if m.group(1) not in env]
         for name in missing:
-            problems.append(f"{where_of(loc)}: {loc}: environment variable {name} is not set")
+            problems.append(f"{where_of(loc)}: environment variable {name} is not set")
         if missing:
             return node
         return _VAR.sub(lambda m: env[m.group(1)], node)
     return node
 
 
-def _load_rules_dir(directory: Path, start: int) -> tuple[list[Any], dict[int, str], list[str]]:
+@dataclasses.dataclass
+class RuleFiles:
+    """What a `rules_dir` holds: rules and inhibitions in file-name order, each with the file it came from."""
+
+    rules: list[Any] = dataclasses.field(default_factory=list)
+    rule_files: list[str] = dataclasses.field(default_factory=list)
+    inhibit: list[Any] = dataclasses.field(default_factory=list)
+    inhibit_files: list[str] = dataclasses.field(default_factory=list)
+    rule_locs: list[str] = dataclasses.field(default_factory=list)  # the key path inside its file
+    inhibit_locs: list[str] = dataclasses.field(default_factory=list)
+    problems: list[str] = dataclasses.field(default_factory=list)
+
+
+def _load_rules_dir(directory: Path) -> RuleFiles:
+    """Every `*.toml` / `*.yaml` / `*.yml` file directly in `directory`, sorted by name.
+
+    A file is one rule table, or `rules` (and optionally `inhibit`) lists: an inhibition that relates the
+    rules of the folder (a type's streak held under its surge) belongs beside them, not in every config
+    that uses the folder.
+    """
+    out = RuleFiles()
     if not directory.is_dir():
-        return [], {}, [f"{directory}: rules_dir is not a directory"]
-    rules: list[Any] = []
-    origins: dict[int, str] = {}
-    problems: list[str] = []
+        out.problems.append(f"{directory}: rules_dir is not a directory")
+        return out
     for f in sorted(directory.iterdir()):
-        if f.suffix not in (".toml", ".yaml", ".yml"):
+        if f.suffix not in (".toml", ".yaml", ".yml") or not f.is_file():
             continue
         try:
             if f.suffix == ".toml":
@@ -735,16 +788,28 @@ def _load_rules_dir(directory: Path, start: int) -> tuple[list[Any], dict[int, s
 
                 data = yaml.safe_load(f.read_text(encoding="utf-8"))
         except Exception as exc:  # noqa: BLE001 - any parse error is reported the same way
-            problems.append(f"{f}: cannot parse: {exc}")
+            out.problems.append(f"{f}: cannot parse: {exc}")
             continue
-        items = data.get("rules", [data]) if isinstance(data, dict) else data
-        if not isinstance(items, list):
-            problems.append(f"{f}: expected a rule table or a `rules` list")
+        if isinstance(data, dict) and ("rules" in data or "inhibit" in data):
+            unknown = sorted(set(data) - {"rules", "inhibit"})
+            if unknown:
+                out.problems.append(f"{f}: {unknown[0]}: unknown key (a rule file holds `rules` and `inhibit`)")
+                continue
+            rules, inhibit = data.get("rules", []), data.get("inhibit", [])
+        else:
+            rules, inhibit = (data if isinstance(data, list) else [data]), []
+        if not isinstance(rules, list) or not isinstance(inhibit, list):
+            out.problems.append(f"{f}: expected a rule table or `rules` / `inhibit` lists")
             continue
-        for item in items:
-            origins[start + len(rules)] = str(f)
-            rules.append(item)
-    return rules, origins, problems
+        # where a rule sits in its own file: `rules[i]`, `[i]` (a YAML list) or the whole file (one table)
+        in_file = "rules" if isinstance(data, dict) and "rules" in data else "" if isinstance(data, list) else None
+        out.rules += rules
+        out.rule_files += [str(f)] * len(rules)
+        out.rule_locs += [f"{in_file}[{i}]" if in_file is not None else "" for i in range(len(rules))]
+        out.inhibit += inhibit
+        out.inhibit_files += [str(f)] * len(inhibit)
+        out.inhibit_locs += [f"inhibit[{i}]" for i in range(len(inhibit))]
+    return out
 
 
 def summary(cfg: Config) -> str:

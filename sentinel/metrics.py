@@ -8,12 +8,15 @@ counted, so one runaway type column cannot blow up Prometheus. No secret is ever
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
 from sentinel import __version__
+
+log = logging.getLogger("sentinel.metrics")
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series beside each counter
 
@@ -96,6 +99,17 @@ class Metrics:
                                                      ["receiver", "reason"], registry=r)
         self.outbox_pending = Gauge("sentinel_outbox_pending", "Messages waiting for delivery.",
                                     ["receiver"], registry=r)
+        self.receiver_state = Gauge("sentinel_receiver_state",
+                                    "1 for the receiver's current delivery state, 0 for the others: ok, "
+                                    "retrying, failing (3 failed attempts in a row, or its oldest pending "
+                                    "message 5 min old while attempts fail), set_aside (the last message "
+                                    "was refused for good).", ["receiver", "state"], registry=r)
+        self.receiver_consecutive_failures = Gauge("sentinel_receiver_consecutive_failures",
+                                                   "Failed delivery attempts since the receiver's last "
+                                                   "delivered message.", ["receiver"], registry=r)
+        self.receiver_oldest_pending = Gauge("sentinel_receiver_oldest_pending_seconds",
+                                             "Age of the receiver's oldest message not yet delivered (0: "
+                                             "none).", ["receiver"], registry=r)
         self.notification_delay = Histogram("sentinel_notification_delay_seconds",
                                             "Time from the alert event to the message's delivery.",
                                             ["receiver"], buckets=DELAY_BUCKETS, registry=r)
@@ -123,6 +137,8 @@ class Metrics:
                                 registry=r)
         self.build_info.labels(version=__version__).set(1)
         self.config_reload_ok.set(1)
+        self.collect_hooks: dict[str, Callable[[], None]] = {}
+        """Run before each render, to set gauges that change with time alone (a pending message's age)."""
 
     def series_labels(self, rule: str, labels: Mapping[str, str]) -> tuple[str, str, str]:
         """Fixed (rule, type, channel) label values for a series, capped per rule."""
@@ -137,4 +153,10 @@ class Metrics:
         return capped[0], capped[1]
 
     def render(self) -> bytes:
+        for name, hook in list(self.collect_hooks.items()):
+            try:
+                hook()
+            except Exception as exc:  # noqa: BLE001 - the store is down: the rest goes out, these keep their values
+                log.warning("could not refresh metrics before the scrape",
+                            extra={"fields": {"gauges": name, "error": type(exc).__name__}})
         return generate_latest(self.registry)

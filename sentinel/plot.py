@@ -1,20 +1,52 @@
 """`sentinel backtest --plot`: each alerted series' daily counts against its baseline and threshold,
-with the alerts marked. Needs the optional `plot` extra (matplotlib)."""
+with the alerts marked: the surge's own alerts by tier, and the warnings on the same series (streak
+alerts, `pace` alerts next to a day-mode rule) that the early-warning report pairs with it, each kind
+once in the legend. Needs the optional `plot` extra (matplotlib).
+
+Type names are Chinese, and matplotlib's own DejaVu Sans has no hanzi: a title drawn with it shows
+`type=□□□□` and logs one "Glyph … missing" warning per character. So the plot draws with a font
+chain — DejaVu Sans for Latin, then the subset of Noto Sans SC shipped in `sentinel/fonts/`
+(registered with the font manager at plot time; see its README), then any other CJK font the machine
+has, for characters outside the subset — set for the plot only, not for the rest of the process."""
 
 from __future__ import annotations
 
-import logging
+import statistics
 from collections import defaultdict
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from sentinel.backtest import Result
+from sentinel.backtest import Result, roles
 from sentinel.config import Config, ThresholdRuleConfig, exact
+from sentinel.days import Calendar
+from sentinel.detect.base import RuleContext
+from sentinel.detect.threshold import ThresholdRule
+from sentinel.detect.workdays import workdays_of
+from sentinel.model import Vocab
 
 MAX_PANELS = 12
+TIER_COLOURS = {"light": "#fdae6b", "moderate": "#e6550d", "severe": "#a50f15"}
+WARNING_COLOUR = "#31a354"
 CJK_FONTS = ["Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Zen Hei", "Source Han Sans SC", "Microsoft YaHei",
              "SimHei", "PingFang SC"]
+FONT_FILE = Path(__file__).parent / "fonts" / "NotoSansSC-Regular-GB2312.ttf"
+FONT_FAMILY = "Sentinel Noto Sans SC"
+LATIN_FONT = "DejaVu Sans"  # matplotlib's own, always there
+
+
+def font_families() -> list[str]:
+    """The `font.family` that makes matplotlib draw Chinese: registers the shipped font (once per
+    process) and returns a chain of fonts that exist here, so matplotlib falls back glyph by glyph and
+    never asks for a family it cannot find (which would log a warning of its own)."""
+    from matplotlib import font_manager
+
+    manager = font_manager.fontManager
+    installed = {f.name for f in manager.ttflist}
+    if FONT_FAMILY not in installed:
+        manager.addfont(str(FONT_FILE))
+    others = [name for name in CJK_FONTS if name in installed]
+    return [LATIN_FONT, FONT_FAMILY, *others]
 
 
 def _series_daily(result: Result, cfg: Config, rule: ThresholdRuleConfig, labels: dict[str, str],
@@ -35,6 +67,19 @@ def _series_daily(result: Result, cfg: Config, rule: ThresholdRuleConfig, labels
     return out
 
 
+def _once(named: set[str], label: str) -> str:
+    """A legend entry for the first mark of each kind only."""
+    if label in named:
+        return "_nolegend_"
+    named.add(label)
+    return label
+
+
+def _related(a: dict[str, str], b: dict[str, str]) -> bool:
+    shared = a.keys() & b.keys()
+    return bool(shared) and all(a[k] == b[k] for k in shared)
+
+
 def plot_backtest(result: Result, cfg: Config, path: str | Path) -> int:
     """Writes the PNG; returns how many series were drawn."""
     import matplotlib
@@ -42,17 +87,20 @@ def plot_backtest(result: Result, cfg: Config, path: str | Path) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # a missing fallback font is fine
-    # type names are Chinese: prefer a CJK font when one is installed (fonts-noto-cjk, fonts-wqy-zenhei …)
-    rc = getattr(matplotlib, "rcParams", None)
-    if rc is not None:
-        rc["font.sans-serif"] = [*CJK_FONTS, *rc["font.sans-serif"]]
+    with matplotlib.rc_context({"font.family": font_families()}):
+        return _draw(plt, result, cfg, path)
 
+
+def _draw(plt: Any, result: Result, cfg: Config, path: str | Path) -> int:
     rules = {r.name: r for r in cfg.rules if isinstance(r, ThresholdRuleConfig)}
+    surge_rules, warning_rules = roles(cfg)
     alerted: dict[tuple[str, tuple[tuple[str, str], ...]], list[dict[str, Any]]] = defaultdict(list)
     for a in result.alerts:
-        if a["rule"] in rules:
+        if a["rule"] in rules and (a["rule"] in surge_rules or not warning_rules):
             alerted[(a["rule"], tuple(sorted(a["labels"].items())))].append(a)
+    warnings = [a for a in result.alerts if a["rule"] in warning_rules and a["state"] == "firing"]
+    cal = Calendar(cfg.tz)
+    ctx = RuleContext(cal, Vocab(), None, workdays_of(cfg))
     keys = sorted(alerted, key=lambda k: -len(alerted[k]))[:MAX_PANELS]
     n = max(1, len(keys))
     fig, axes = plt.subplots(n, 1, figsize=(11, 2.8 * n), squeeze=False)
@@ -70,19 +118,27 @@ def plot_backtest(result: Result, cfg: Config, path: str | Path) -> int:
         xs = list(range(first, last + 1))
         counts = [daily.get(d, 0) for d in xs]
         base, thr = [], []
-        for i, _ in enumerate(xs):
-            window = counts[max(0, i - rule.baseline_days):i]
-            b = sum(window) / len(window) if window else float("nan")
+        engine_rule = ThresholdRule(rule, ctx)  # its choice of baseline days (baseline_by)
+        for i, d in enumerate(xs):
+            window = [daily.get(x, 0) for x in engine_rule.baseline_days_of(d, i)]
+            if window:
+                b = statistics.median(window) if rule.baseline == "median" else sum(window) / len(window)
+            else:
+                b = float("nan")
             base.append(b)
             thr.append(max(float(exact(rule.factor)) * b, rule.min_count) if window else float("nan"))
         dates = [date.fromordinal(d) for d in xs]
         ax.bar(dates, counts, color="#9ecae1", label="daily count")
         ax.plot(dates, base, color="#3182bd", label="baseline")
         ax.plot(dates, thr, color="#e6550d", linestyle="--", label="threshold")
+        named: set[str] = set()
         for a in alerted[key]:
-            d = date.fromisoformat(a["at"][:10])
-            ax.axvline(d, color={"light": "#fdae6b", "moderate": "#e6550d", "severe": "#a50f15"}[a["tier"]],
-                       alpha=0.6)
+            ax.axvline(date.fromisoformat(a["at"][:10]), color=TIER_COLOURS[a["tier"]], alpha=0.6,
+                       label=_once(named, f"{key[0]} {a['tier']}"))
+        for w in warnings:
+            if _related(labels, w["labels"]):
+                ax.axvline(date.fromisoformat(w["at"][:10]), color=WARNING_COLOUR, linestyle=":", alpha=0.9,
+                           label=_once(named, f"{w['rule']} ({w['kind']})"))
         ax.set_title(f"{key[0]} {' '.join(f'{k}={v}' for k, v in key[1])}", fontsize=9)
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()

@@ -143,7 +143,7 @@ class DeliveryStage:
         now = now_us(self.daemon.clock)
         day = 86_400_000_000
         with self._lock, self.daemon.store.transaction() as conn:
-            outbox.prune(conn, now - 7 * day, now - 30 * day)
+            outbox.prune(conn, now - outbox.DELIVERED_KEEP_US, now - outbox.FAILED_KEEP_US)
             self.dispatcher.forget_resolved(conn, now - 30 * day)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from typing import IO, Any
 
 from sentinel.http import CHAT_PEER, App, Request, Response, Server
@@ -14,14 +15,18 @@ PATH = "/cgi-bin/webhook/send"
 
 
 class ChatSink:
-    def __init__(self, out: IO[str]) -> None:
+    """`explain(n, content)` gives the line printed above message `n`'s panel (what it is, why it fired)."""
+
+    def __init__(self, out: IO[str], listen: str = "127.0.0.1:0",
+                 explain: Callable[[int, str], str | None] | None = None) -> None:
         self.out = out
+        self.explain = explain
         self.count = 0
         self.messages: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         app = App()
         app.route("POST", PATH, self._post)
-        self.server = Server(app, "127.0.0.1:0", limits=CHAT_PEER)
+        self.server = Server(app, listen, limits=CHAT_PEER)
 
     def _post(self, req: Request) -> Response:
         try:
@@ -42,9 +47,10 @@ class ChatSink:
         self.server.stop()
 
     def show(self, body: dict[str, Any]) -> None:
-        from rich.console import Console
+        from rich.console import Console, Group
         from rich.markdown import Markdown
         from rich.panel import Panel
+        from rich.text import Text
 
         kind = body.get("msgtype", "?")
         part = body.get(kind, {}) if isinstance(body.get(kind), dict) else {}
@@ -54,8 +60,13 @@ class ChatSink:
             self.count += 1
             self.messages.append(body)
             console = Console(file=self.out, width=100, highlight=False, soft_wrap=False)
-            rendered = Markdown(content) if kind == "markdown" else content
+            # WeCom breaks the line at every newline (the bold title sits on a line of its own above the
+            # body); CommonMark would join single-newline lines, so they become hard breaks here
+            rendered = Markdown(content.replace("\n", "  \n")) if kind == "markdown" else content
+            line = self.explain(self.count, content) if self.explain is not None else None
             title = f"企业微信群机器人 · message {self.count} ({kind})"
             if mentions:
                 title += " · @" + " @".join(str(m) for m in mentions)
-            console.print(Panel(rendered, title=title, title_align="left", border_style="cyan"))
+            panel = Panel(rendered, title=title, title_align="left", border_style="cyan")
+            # one print, one write: the demo's own narration (another thread) never lands in between
+            console.print(Group(Text(line), panel) if line else panel)

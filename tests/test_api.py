@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -260,6 +261,27 @@ def test_status_command(running: tuple[Daemon, str, Path], capsys: pytest.Captur
     assert main(["status", "--config", str(cli)]) == 0
     out = capsys.readouterr().out
     assert "cs-team" in out and "sqlite" in out and TOKEN not in out
+
+
+def test_status_command_speaks_the_locale_in_the_timezone(running: tuple[Daemon, str, Path],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """zh_CN by default; `locale = "en"` and another `timezone` in the CLI's file change the words and
+    the clock the times are read on (the API's times carry their offset)."""
+    _, url, cli = running
+    newest = requests.get(f"{url}/api/v1/status", timeout=5).json()["source"]["newest_record"]
+    assert main(["status", "--config", str(cli)]) == 0
+    zh = capsys.readouterr().out
+    shanghai = datetime.fromisoformat(newest).astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M:%S")
+    assert "数据源 sqlite" in zh and f"最新记录 {shanghai}" in zh and "接收方 (时间为 Asia/Shanghai)" in zh
+    assert "未恢复告警：" in zh and "newest record" not in zh and "Receivers" not in zh
+    en_cli = cli.with_name("cli-en.toml")
+    en_cli.write_text('locale = "en"\n' + cli.read_text(encoding="utf-8").replace(
+        'timezone = "Asia/Shanghai"', 'timezone = "America/New_York"', 1), encoding="utf-8")
+    assert main(["status", "--config", str(en_cli)]) == 0
+    en = capsys.readouterr().out
+    new_york = datetime.fromisoformat(newest).astimezone(ZoneInfo("America/New_York")).strftime("%Y-%m-%d %H:%M:%S")
+    assert new_york != shanghai and f"newest record {new_york}" in en
+    assert "Receivers (times in America/New_York)" in en and "open alerts: " in en and "数据源" not in en
 
 
 def test_cli_reports_an_unreachable_daemon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

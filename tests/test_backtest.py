@@ -4,6 +4,7 @@ as the clock, errors with exit 2, `--plot`, and the progress bar only on a termi
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -126,7 +127,21 @@ class Run:
     err: str
 
     def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.out.splitlines() if line.startswith("{")]
+        return [d for d in map(json.loads, (x for x in self.out.splitlines() if x.startswith("{")))
+                if "summary" not in d]
+
+    def summary(self) -> dict[str, Any]:
+        """The output's last line: the summary as JSON."""
+        last = json.loads(self.out.splitlines()[-1])
+        assert set(last) == {"summary"}
+        return last["summary"]  # type: ignore[no-any-return]
+
+
+def file_events(path: Path) -> list[dict[str, Any]]:
+    """The events of an --output file (its last line is the summary)."""
+    lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+    assert set(lines[-1]) == {"summary"} and all("summary" not in d for d in lines[:-1])
+    return lines[:-1]
 
 
 def backtest(capsys: pytest.CaptureFixture[str], *args: str | Path) -> Run:
@@ -196,7 +211,7 @@ def test_output_file_gets_the_same_events_and_stdout_the_summary(capsys: pytest.
 def test_the_summary_counts_alerts_per_rule_tier_and_day(capsys: pytest.CaptureFixture[str], config: Path,
                                                          data: Path, tmp_path: Path) -> None:
     run = backtest(capsys, "--config", config, "--input", data, "--output", tmp_path / "e.jsonl")
-    events = [json.loads(x) for x in (tmp_path / "e.jsonl").read_text(encoding="utf-8").splitlines()]
+    events = file_events(tmp_path / "e.jsonl")
     opened = [e for e in events if e["state"] == "firing"]
     day = SURGE_DAY.date().isoformat()
     surge_opened = sum(1 for e in opened if e["rule"] == "type-surge" and e["at"].startswith(day))
@@ -208,6 +223,71 @@ def test_the_summary_counts_alerts_per_rule_tier_and_day(capsys: pytest.CaptureF
     assert per_day is not None, run.out
     assert float(per_day.group(1)) == pytest.approx(len(opened) / (HISTORY_DAYS + 1), abs=0.005)
     assert re.search(rf"records: {len(complaints()):,} over {HISTORY_DAYS + 1} day", run.out)
+
+
+def test_the_early_warning_report_pairs_each_surge_with_the_streak_before_it(
+        capsys: pytest.CaptureFixture[str], config: Path, data: Path, tmp_path: Path) -> None:
+    """The planted run of eight 物流配送延误 on the surge day warns before the surge: the report gives
+    that lead, the streak rule's precision, and both in the summary line at the end of --output."""
+    later = tmp_path / "later.toml"  # the surge fires at its 20th complaint of the day, hours after the run
+    later.write_text(config.read_text(encoding="utf-8").replace('group_by = ["type"]', 'group_by = ["type"]\n'
+                                                                'min_count = 20'), encoding="utf-8")
+    run = backtest(capsys, "--config", later, "--input", data, "--output", tmp_path / "e.jsonl")
+    assert run.code == 0, run.out
+    events = file_events(tmp_path / "e.jsonl")
+    summary = json.loads((tmp_path / "e.jsonl").read_text(encoding="utf-8").splitlines()[-1])["summary"]
+
+    def at(e: dict[str, Any]) -> datetime:
+        return datetime.fromisoformat(e["at"])
+
+    surges = [e for e in events if e["rule"] == "type-surge" and e["state"] == "firing"]
+    streaks = [e for e in events if e["rule"] == "same-type-streak" and e["state"] == "firing"]
+    window = timedelta(hours=24)
+    planted = [e for e in surges if e["labels"] == {"type": SURGE_TYPE}]
+    assert planted
+    first_streak = min((s for s in streaks if s["labels"] == {"type": SURGE_TYPE}
+                        and at(planted[0]) - window <= at(s) <= at(planted[0])), key=at)
+    ew = summary["early_warning"]
+    assert ew["surge_rules"] == ["type-surge"] and ew["warning_rules"] == ["same-type-streak"]
+    assert ew["window_s"] == 86400 and ew["surges"] == len(surges) == len(ew["alerts"])
+    row = next(a for a in ew["alerts"] if a["labels"] == {"type": SURGE_TYPE})
+    assert row["warned_by"] == "same-type-streak" and row["warned_at"] == first_streak["at"]
+    assert row["lead_s"] == (at(planted[0]) - at(first_streak)).total_seconds() > 0
+    for a in ew["alerts"]:  # a surge of a type no streak preceded is listed as not warned
+        before = [s for s in streaks if s["labels"] == a["labels"]
+                  and at(a) - window <= at(s) <= at(a)]
+        assert (a["warned_by"] is None) == (not before), a
+    followed = sum(1 for s in streaks if any(t["labels"] == s["labels"] and at(s) <= at(t) <= at(s) + window
+                                             for t in surges))
+    assert 0 < followed < len(streaks)  # some streaks are noise: the precision is a real share
+    assert ew["precision"] == {"same-type-streak": {"alerts": len(streaks), "followed": followed,
+                                                    "precision": round(followed / len(streaks), 4)}}
+    assert summary["rules"]["same-type-streak"]["alerts"] == len(streaks)
+    # the table says the same
+    assert "Early warning: did a warning come first (within 24 h)?" in run.out
+    assert re.search(rf"same-type-streak\s*│\s*{len(streaks)}\s*│\s*{followed}\s*│\s*"
+                     rf"{round(100 * followed / len(streaks))}%", run.out), run.out
+    lead = int(row["lead_s"]) // 60
+    assert re.search(rf"{SURGE_TYPE}.*same-type-streak\s*│\s*{lead // 60}:{lead % 60:02d}", run.out), run.out
+
+
+def test_a_pace_rule_next_to_a_day_rule_is_a_warning(capsys: pytest.CaptureFixture[str], config: Path,
+                                                     data: Path, tmp_path: Path) -> None:
+    """`pace` fires hours before `day` on a morning surge: beside a day-mode rule it is an early warning,
+    paired with the day rule's surge like a streak; alone it is the surge."""
+    both = tmp_path / "pace.toml"
+    both.write_text(config.read_text(encoding="utf-8") + '\n[[rules]]\nname = "type-pace"\nkind = "threshold"\n'
+                    'mode = "pace"\n', encoding="utf-8")
+    run = backtest(capsys, "--config", both, "--input", data)
+    ew = run.summary()["early_warning"]
+    assert ew["surge_rules"] == ["type-surge"] and ew["warning_rules"] == ["same-type-streak", "type-pace"]
+    assert set(ew["precision"]) == {"same-type-streak", "type-pace"}
+    assert ew["precision"]["type-pace"]["alerts"] == sum(1 for e in run.events()
+                                                          if e["rule"] == "type-pace" and e["state"] == "firing")
+    alone = tmp_path / "alone.toml"
+    alone.write_text('[[rules]]\nname = "type-pace"\nkind = "threshold"\nmode = "pace"\n', encoding="utf-8")
+    ew = backtest(capsys, "--config", alone, "--input", data).summary()["early_warning"]
+    assert ew["surge_rules"] == ["type-pace"] and ew["warning_rules"] == [] and ew["precision"] == {}
 
 
 def test_rejected_records_are_counted_in_the_summary(capsys: pytest.CaptureFixture[str], config: Path,
@@ -381,6 +461,25 @@ def test_plot_writes_a_png_with_the_alerted_series(capsys: pytest.CaptureFixture
     assert series is not None and int(series.group(1)) >= 1
 
 
+@pytest.mark.skipif(not _have_matplotlib(), reason="matplotlib is not installed here (optional extra `plot`)")
+def test_backtest_plot_of_chinese_types_warns_of_no_missing_glyph(capsys: pytest.CaptureFixture[str],
+                                                                  config: Path, data: Path,
+                                                                  tmp_path: Path) -> None:
+    """The fixture's types are Chinese (其他, …): the shipped font draws them."""
+    import warnings
+
+    import matplotlib
+
+    png = tmp_path / "plot.png"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = backtest(capsys, "--config", config, "--input", data, "--plot", png)
+    assert run.code == 0, run.err
+    assert [str(w.message) for w in caught if "Glyph" in str(w.message)] == []
+    assert "Glyph" not in run.err
+    assert matplotlib.rcParams["font.family"] == ["sans-serif"]  # the chain was for the plot only
+
+
 @pytest.mark.skipif(_have_matplotlib(), reason="matplotlib is installed here: the PNG test runs instead")
 def test_plot_without_matplotlib_is_exit_1_with_the_install_hint(capsys: pytest.CaptureFixture[str],
                                                                   config: Path, data: Path, tmp_path: Path) -> None:
@@ -406,6 +505,7 @@ class _FakeAxes:
         self.bars: list[tuple[list[date], list[int]]] = []
         self.lines: dict[str, list[float]] = {}
         self.marks: list[tuple[date, str]] = []
+        self.mark_labels: list[str] = []
         self.title = ""
 
     def bar(self, x: list[date], heights: list[int], **kw: Any) -> None:
@@ -416,6 +516,7 @@ class _FakeAxes:
 
     def axvline(self, x: date, **kw: Any) -> None:
         self.marks.append((x, kw["color"]))
+        self.mark_labels.append(kw.get("label", "_nolegend_"))
 
     def set_title(self, title: str, **kw: Any) -> None:
         self.title = title
@@ -444,8 +545,20 @@ def _fake_matplotlib(monkeypatch: pytest.MonkeyPatch) -> list[_FakeAxes]:
             drawn.append(axes[i, 0])
         return Figure(), axes
 
+    class FontManager:  # the shipped font is registered with it
+        def __init__(self) -> None:
+            self.ttflist: list[Any] = []
+
+        def addfont(self, path: str) -> None:
+            self.ttflist.append(types.SimpleNamespace(name="Sentinel Noto Sans SC", fname=path))
+
     mpl = types.ModuleType("matplotlib")
     mpl.use = lambda backend: None  # type: ignore[attr-defined]
+    mpl.rc_context = lambda rc: contextlib.nullcontext()  # type: ignore[attr-defined]
+    font_manager = types.ModuleType("matplotlib.font_manager")
+    font_manager.fontManager = FontManager()  # type: ignore[attr-defined]
+    mpl.font_manager = font_manager  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "matplotlib.font_manager", font_manager)
     pyplot = types.ModuleType("matplotlib.pyplot")
     pyplot.subplots = subplots  # type: ignore[attr-defined]
     pyplot.close = lambda fig: None  # type: ignore[attr-defined]
@@ -477,7 +590,16 @@ def test_plot_draws_each_alerted_series_against_its_baseline(capsys: pytest.Capt
     assert ax.lines["baseline"][-1] == pytest.approx(DAILY[SURGE_TYPE])  # the 7 days before
     assert ax.lines["threshold"][-1] == pytest.approx(max(1.5 * DAILY[SURGE_TYPE], 10))
     assert {d for d, _ in ax.marks} == {SURGE_DAY.date()}
-    assert len(ax.marks) == 3  # opened light, upgraded moderate, upgraded severe
+    surge_marks = [lab for lab in ax.mark_labels if not lab.startswith(("same-type-streak", "_"))]
+    assert surge_marks == ["type-surge light", "type-surge moderate", "type-surge severe"]  # opened, upgraded x2
+    # the streak alerts on the same type are marked too, with one legend entry for all of them
+    streaks = [e for e in run.events() if e["rule"] == "same-type-streak" and e["state"] == "firing"
+               and e["labels"] == {"type": SURGE_TYPE}]
+    assert streaks
+    streak_marks = [c for (_, c) in ax.marks if c == "#31a354"]
+    assert len(streak_marks) == len(streaks)
+    assert ax.mark_labels.count("same-type-streak (streak)") == 1
+    assert len(ax.marks) == 3 + len(streaks)
     assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -205,6 +206,16 @@ def test_bad_values_in_place(env: dict[str, str], tmp_path: Path, replace: str, 
     assert key in err and words in err, err
 
 
+def test_a_locale_the_page_does_not_speak_names_file_key_and_choices(env: dict[str, str], tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    p = write(tmp_path, 'locale = "fr"\n' + base())
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", "--config", str(p)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{p}: locale: Input should be 'zh_CN' or 'en'" in err and "Traceback" not in err
+
+
 def test_toml_syntax_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = write(tmp_path, "timezone = \n")
     with pytest.raises(SystemExit) as exit_:
@@ -284,10 +295,17 @@ def test_the_deploy_example_passes_check(tmp_path: Path, monkeypatch: pytest.Mon
                         ("wecom_robot_1", "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=K")):
         (creds / name).write_text(value + "\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
-    example = Path(__file__).parent.parent / "deploy" / "systemd" / "sentinel.toml.example"
-    assert main(["check", "--config", str(example)]) == 0
+    root = Path(__file__).parent.parent
+    # installed as deploy/README.md says: the example as sentinel.toml, rules/recommended/*.toml beside it
+    etc = tmp_path / "etc-sentinel"
+    (etc / "rules").mkdir(parents=True)
+    shutil.copy(root / "deploy" / "systemd" / "sentinel.toml.example", etc / "sentinel.toml")
+    for f in (root / "rules" / "recommended").glob("*.toml"):
+        shutil.copy(f, etc / "rules" / f.name)
+    assert main(["check", "--config", str(etc / "sentinel.toml")]) == 0
     out = capsys.readouterr().out
-    assert "type-surge" in out and "cs-team (wecom)" in out and "key=K" not in out
+    assert "rules: 3" in out and "type-channel-surge, same-type-streak, type-surge" in out, out
+    assert "inhibit rules: 2" in out and "cs-team (wecom)" in out and "key=K" not in out
 
 
 @pytest.mark.parametrize(("value", "words"), [('"2 parsecs"', "not a duration"), ('"0s"', "must be positive")])

@@ -1,5 +1,6 @@
 """`sentinel run` loads only what the daemon uses: after the CLI has built and started the daemon and it
-has polled, none of the backtest's, the benchmark's or the migration's libraries are imported.
+has polled, none of the backtest's, the benchmark's or the migration's libraries are imported, and
+requests waits for the first message to send.
 
 A correctness test of what is imported (in a fresh interpreter, through the real command line), not a
 size or speed test: the figures are `sentinel bench footprint`'s job.
@@ -16,12 +17,15 @@ from pathlib import Path
 
 from sentinel.bench import footprint
 from sentinel.config import load_config
-from sentinel.store import migrate
+from sentinel.store import migrate, open_store
 
-NOT_FOR_THE_DAEMON = ("pyarrow", "matplotlib", "rich", "jinja2", "alembic", "mako", "pygments")
+NOT_FOR_THE_DAEMON = ("pyarrow", "matplotlib", "rich", "jinja2", "alembic", "mako", "pygments", "requests")
+HARNESS = ("sentinel.bench.", "sentinel.demo", "sentinel.simulate", "sentinel.sink")
 
 RUN = r"""
 import json, sys, time
+imported = set()
+sys.addaudithook(lambda event, args: imported.add(args[0]) if event == "import" else None)
 from sentinel import cli
 from sentinel.daemon import Daemon
 
@@ -32,9 +36,9 @@ def run_briefly(self):
         time.sleep(0.05)
     assert self.state is not None and self.state.backfill_done, "the daemon never finished its first poll"
     self.cycle()
-    loaded = sorted({name.split(".")[0] for name in sys.modules})
+    loaded = sorted(sys.modules)
     self.stop()
-    print(json.dumps(loaded))
+    print(json.dumps({"loaded": loaded, "ever": sorted(imported)}))
     return 0
 
 Daemon.run_forever = run_briefly
@@ -42,11 +46,15 @@ sys.exit(cli.main(["run", "--config", sys.argv[1], "--log-level", "WARNING"]))
 """
 
 
-def run_daemon_once(config: Path) -> set[str]:
+def run_daemon_once(config: Path) -> tuple[set[str], set[str]]:
+    """The modules loaded once the daemon has polled, and those ever imported since the interpreter began
+    (both with their top-level package names)."""
     out = subprocess.run([sys.executable, "-c", RUN, str(config)], capture_output=True, text=True, timeout=120,
                          check=False)
     assert out.returncode == 0, out.stderr
-    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    loaded, ever = set(found["loaded"]), set(found["ever"])
+    return loaded | {name.split(".")[0] for name in loaded}, ever | {name.split(".")[0] for name in ever}
 
 
 def quickstart(tmp_path: Path) -> Path:
@@ -60,11 +68,41 @@ def quickstart(tmp_path: Path) -> Path:
 
 def test_run_loads_only_what_the_daemon_uses(tmp_path: Path) -> None:
     config = quickstart(tmp_path)
-    first = run_daemon_once(config)  # a new store: the migration runs, and its libraries are let go
+    first, ever = run_daemon_once(config)  # a new store: built from the schema, Alembic never imported
     assert {"numpy", "sqlalchemy", "sentinel"} <= first
     assert sorted(first & set(NOT_FOR_THE_DAEMON)) == []
-    again = run_daemon_once(config)  # a current store: no migration
+    assert sorted(m for m in first if m.startswith(HARNESS)) == []
+    assert sorted(ever & {"alembic", "mako"}) == []
+    again, ever = run_daemon_once(config)  # a current store: no migration
     assert sorted(again & set(NOT_FOR_THE_DAEMON)) == []
+    assert sorted(ever & {"alembic", "mako"}) == []
+
+
+def test_a_migration_lets_its_libraries_go(tmp_path: Path) -> None:
+    """A store one revision behind is migrated by Alembic at start; its modules are released afterwards."""
+    config = quickstart(tmp_path)
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    cfg = migrate._config()
+    newest = ScriptDirectory.from_config(cfg).get_revision(migrate.head_revision())
+    assert newest is not None and isinstance(newest.down_revision, str)
+    store = open_store(f"sqlite:///{tmp_path}/state.db", upgrade=False)
+    try:
+        with store.engine.begin() as conn:  # as the release before the newest migration left it
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, newest.down_revision)
+        assert migrate.current_revision(store.engine) == newest.down_revision
+    finally:
+        store.close()
+    loaded, ever = run_daemon_once(config)
+    assert "alembic" in ever
+    assert sorted(loaded & set(NOT_FOR_THE_DAEMON)) == []
+    store = open_store(f"sqlite:///{tmp_path}/state.db", upgrade=False)
+    try:
+        assert migrate.current_revision(store.engine) == migrate.head_revision()
+    finally:
+        store.close()
 
 
 def test_head_revision_without_alembic_is_alembics() -> None:

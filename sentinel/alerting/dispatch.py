@@ -37,6 +37,12 @@ from sentinel.store.schema import alerts, dispatch_groups, notify_log
 log = logging.getLogger("sentinel.dispatch")
 
 CURSOR = "dispatcher"
+GROUP_KINDS = frozenset({"webhook"})
+"""Receiver kinds whose payload lists the whole group (the generic webhook, in Alertmanager's format);
+chat tools get only what changed."""
+GROUP_ALERTS_MAX = 1000
+"""At most this many of a group's other alerts ride along in one message (the webhook caps its body at
+1 MiB anyway, counting what it drops in `truncatedAlerts`)."""
 
 
 @dataclass(slots=True)
@@ -207,6 +213,7 @@ class Dispatcher:
 
     def _flush(self, conn: Connection, groups: dict[str, Group], now_us: int) -> int:
         written = 0
+        kinds = {r.name: r.kind for r in self.cfg.receivers}
         for g in groups.values():
             route = self.router.get(g.route)
             if route is None:  # the route went away in a reload: hand its alerts to the current routes
@@ -224,7 +231,10 @@ class Dispatcher:
                     continue
                 repeat = all(_is_repeat(told.get((receiver, v.instance)), v) for v in views)
                 kind = "repeat" if repeat else "alert" if len(views) == 1 else "digest"
-                self._enqueue(conn, receiver, kind, views, rows, now_us, {"group_key": g.key, "group_labels": g.labels})
+                extra: dict[str, Any] = {"group_key": g.key, "group_labels": g.labels}
+                if kinds.get(receiver) in GROUP_KINDS:
+                    extra["group_alerts"] = self._rest_of_group(conn, receiver, g, views, now_us)
+                self._enqueue(conn, receiver, kind, views, rows, now_us, extra)
                 for v in views:
                     self.log_view(conn, receiver, v, route.index, g.key, now_us)
                 written += 1
@@ -262,6 +272,26 @@ class Dispatcher:
                 v = replace(v, state="firing")  # the first these people hear of it: a new alert at its tier
             out.append(v)
         return sorted(out, key=lambda v: (-int(v.tier), v.state == "resolved", -v.at.timestamp()))
+
+    def _rest_of_group(self, conn: Connection, receiver: str, g: Group, views: Sequence[AlertView],
+                       now_us: int) -> list[dict[str, Any]]:
+        """The group's other open alerts this receiver was told of and may still hear about (not silenced
+        or inhibited now), oldest first, as JSON views: with the message's own, every alert of the group
+        with its current status, as Alertmanager's webhook lists them."""
+        shown = {v.instance for v in views}
+        told = (select(notify_log.c.instance)
+                .where(notify_log.c.receiver == receiver, notify_log.c.group_key == g.key,
+                       notify_log.c.last_state == "firing"))
+        rows = conn.execute(select(alerts).where(alerts.c.instance.in_(told), alerts.c.status == "open")
+                            .order_by(alerts.c.started_us).limit(GROUP_ALERTS_MAX + len(shown))).mappings().all()
+        out = []
+        for r in map(dict, rows):
+            if r["instance"] in shown:
+                continue
+            if self.policy is not None and not self.policy.may_send(conn, r, receiver, g, now_us):
+                continue
+            out.append(outbox.view_to_json(self.view(r)))
+        return out[:GROUP_ALERTS_MAX]
 
     def view(self, row: Mapping[str, Any]) -> AlertView:
         payload = json.loads(row["last_event"])

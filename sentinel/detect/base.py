@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from sentinel.config import Filter
 from sentinel.days import Calendar
+from sentinel.detect.workdays import Workdays
 from sentinel.model import Batch, Event, EventState, Tier, Vocab, fingerprint, instance_id
 
 
@@ -27,6 +28,7 @@ class RuleContext:
     calendar: Calendar
     vocab: Vocab
     coverage_start_us: int | None = None
+    workdays: Workdays | None = None  # the `holidays` calendar, for baselines by kind of day
 
     def first_full_day(self) -> int | None:
         """The first local day wholly inside the source's coverage."""

@@ -65,7 +65,7 @@ class Engine:
         self.ctx = ctx
         self.timezone = timezone
         self.rules: list[AnyRule] = [make_rule(c, ctx) for c in rules]
-        self.hashes = {r.name: rule_hash(r.cfg, timezone) for r in self.rules}
+        self.hashes = {r.name: rule_hash(r.cfg, timezone + _calendar_of(r, ctx)) for r in self.rules}
         self.states: dict[str, Any] = {r.name: r.new_state() for r in self.rules}
         self.order = {r.name: i for i, r in enumerate(self.rules)}
         self.told: dict[str, list[Told]] = {r.name: [] for r in self.rules}
@@ -210,6 +210,7 @@ class Engine:
             sst = rule.new_state()
             if clock is not None:
                 sst.clock, sst.day = int(clock), rule.cal.day_of(int(clock))
+                rule.restore_runs(sst, snap.core)  # kept when the edit did not change what a run is
             for alert in old_alerts:
                 if set(alert.labels) == {rule.cfg.field, *rule.cfg.scope}:
                     scope = rule.vocab.code(alert.labels[rule.scope_field]) if rule.scope_field else 0
@@ -221,6 +222,14 @@ class Engine:
         at = int(clock) if clock is not None else 0
         return [resolve_removed(rule.name, rule.kind, a, at, "rule changed") for a in old_alerts
                 if a.fingerprint not in kept]
+
+
+def _calendar_of(rule: AnyRule, ctx: RuleContext) -> str:
+    """A rule comparing workdays with workdays depends on the holiday calendar too: a change rebuilds it.
+    (Nothing for other rules, so their identity is what it always was.)"""
+    if isinstance(rule.cfg, ThresholdRuleConfig) and rule.cfg.baseline_by == "day_kind":
+        return "\x00holidays=" + str(ctx.workdays.code if ctx.workdays is not None else None)
+    return ""
 
 
 def resolve_removed(rule: str, kind: str, alert: OpenAlert, at: int, reason: str) -> Event:

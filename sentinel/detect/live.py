@@ -18,7 +18,8 @@ from sentinel.days import Calendar
 from sentinel.detect.base import OpenAlert, RuleContext
 from sentinel.detect.engine import Engine, resolve_removed, sort_events
 from sentinel.detect.streak import StreakRule
-from sentinel.detect.threshold import ThresholdRule
+from sentinel.detect.threshold import ThresholdRule, lookback_days
+from sentinel.detect.workdays import workdays_of
 from sentinel.logs import fields
 from sentinel.metrics import Metrics
 from sentinel.model import Event, EventState, Tier, Vocab
@@ -28,7 +29,10 @@ log = logging.getLogger("sentinel.detect")
 
 
 def history_days(cfg: Config) -> int:
-    return max([8] + [r.baseline_days + 1 for r in cfg.rules if isinstance(r, ThresholdRuleConfig)])
+    """Days the first start backfills: every rule's window plus the day in progress (a streak rule's run
+    history exists only in its state, so its `history_days` must be replayed too)."""
+    return max([8] + [lookback_days(r) + 1 if isinstance(r, ThresholdRuleConfig) else r.history_days + 1
+                      for r in cfg.rules])
 
 
 class Detector:
@@ -36,7 +40,7 @@ class Detector:
         self.cfg = cfg
         self.metrics = metrics
         self.lateness_us = lateness_us
-        self.ctx = RuleContext(calendar, vocab, None)
+        self.ctx = RuleContext(calendar, vocab, None, workdays_of(cfg))
         self.engine = Engine(cfg.rules, self.ctx, cfg.timezone)
         self._late = 0
         self._counted: list[Event] = []

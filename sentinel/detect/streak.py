@@ -10,10 +10,24 @@ after its run ends; a later run of the same value reaching `length` inside the h
 Runs are found with numpy over the whole batch; only runs that reach `length` (rare) go through the
 small state machine in Python. The rule is self-timed: `process` applies its own deadlines (gap ends,
 hold expiries) inside a batch, so any split of the records gives the same events.
+
+How normal is a run? Real streams are clustered (one caller reporting five street lights, a clerk
+entering a batch), so the independent-arrivals estimate (daily volume x (1 - share) x share^length) is
+100-1000x too optimistic for exactly the values that streak most. The rule therefore also counts, per
+day, the runs of each value that reached `length`, and judges a run by what the series did over the last
+`history_days`: `expected_per_day` is the posterior mean of a Gamma-Poisson model whose prior is the
+independent estimate worth `prior_days` days of observation,
+
+    expected = (runs observed + prior_days x independent) / (days observed + prior_days)
+
+so a rule with no history (a new rule, a first start) relies on the independent estimate, and a new type
+(no share, no runs) can still fire. The run counts cannot be rebuilt from the hourly buckets; they are
+part of the rule's snapshot (version 2; an older snapshot restores with no run history).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,8 +41,8 @@ from sentinel.detect.series import SeriesIndex
 from sentinel.detect.threshold import SAMPLES, Buckets, sample_ids
 from sentinel.model import US, Batch, Event, EventState, IntArray, Tier
 
-SHARE_DAYS = 7
-"""Days of history behind a run's `chance` and `expected_per_day`."""
+SNAPSHOT_VERSION = 2
+"""2: the snapshot carries the daily run counts (`run_counts`, `counted_from`)."""
 
 
 @dataclass(slots=True)
@@ -52,6 +66,9 @@ class StreakState:
     shares: SeriesIndex | None = None  # (scope..., field) combinations, for the share of a value
     counts: dict[int, IntArray] = field(default_factory=dict)  # day -> count per share series
     late: int = 0
+    # day -> (scope, value) -> runs that reached `length` that day: the series' own streak history
+    run_counts: dict[int, dict[tuple[int, int], int]] = field(default_factory=dict)
+    counted_from: int | None = None  # the first full day whose runs are all in `run_counts`
 
 
 class StreakRule:
@@ -68,6 +85,7 @@ class StreakRule:
         self.hold = int(cfg.hold.total_seconds() * US)
         self.levels = (cfg.length, cfg.tiers.moderate, cfg.tiers.severe)
         self.scope_field = cfg.scope[0] if cfg.scope else None
+        self.window = cfg.history_days
 
     def new_state(self) -> StreakState:
         return StreakState(shares=self._share_index())
@@ -79,7 +97,18 @@ class StreakRule:
         return StreakState(clock=state.clock, pending=state.pending, day=state.day, runs=runs,
                            alerts={k: a.copy() for k, a in state.alerts.items()},
                            shares=state.shares.fork() if state.shares is not None else None,
-                           counts={d: a.copy() for d, a in state.counts.items()}, late=state.late)
+                           counts={d: a.copy() for d, a in state.counts.items()}, late=state.late,
+                           run_counts={d: dict(c) for d, c in state.run_counts.items()},
+                           counted_from=state.counted_from)
+
+    def runs_key(self) -> str:
+        """What makes a run: rules agreeing on it count the same runs, so an edit that changes only how
+        runs are judged or told (`max_expected_per_day`, `hold`, `tiers`, `history_days`, ...) keeps
+        the run history."""
+        c = self.cfg
+        text = repr((c.field, c.scope, c.length, c.distinct, c.max_gap, c.where.model_dump_json(),
+                     c.where_not.model_dump_json(), self.cal.tz.key))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def _share_index(self) -> SeriesIndex:
         return SeriesIndex((*self.cfg.scope, self.cfg.field), self.vocab, max_series=1 << 62)
@@ -108,6 +137,11 @@ class StreakRule:
 
     # --- records -------------------------------------------------------------------------------------
     def process(self, batch: Batch, state: StreakState) -> list[Event]:
+        if state.counted_from is None and len(batch):
+            # runs are counted from here on: a day is fully observed when the first record is at its start
+            first = int(batch.ts[0]) if state.clock is None else max(int(batch.ts[0]), state.clock)
+            day = self.cal.day_of(first)
+            state.counted_from = day if first == self.cal.day_start(day) else day + 1
         batch = self.filter.apply(batch)
         if len(batch) == 0:
             return []
@@ -224,9 +258,14 @@ class StreakRule:
         if alert is not None and alert.hold_until is not None and alert.hold_until <= at:
             events.append(self._resolve(key, state, alert.hold_until, "hold expired"))
             alert = None
-        chance, expected = self._chance(scope, run.value, length, state)
-        extra = {"length": length, "chance": chance, "expected_per_day": expected, "samples": samples}
-        facts = {"chance": chance, "expected_per_day": expected}  # kept on the alert for its resolution
+        norm = self._chance(scope, run.value, length, state)
+        if length == self.levels[0]:
+            assert state.day is not None
+            today = state.run_counts.setdefault(state.day, {})
+            today[key] = today.get(key, 0) + 1
+        facts = norm.facts()  # kept on the alert for its resolution
+        expected = norm.expected
+        extra = {"length": length, **facts, "samples": samples}
         tier = self.tier_of(length)
         if run.alert is not None and alert is not None:
             if tier > alert.tier:
@@ -268,9 +307,10 @@ class StreakRule:
 
     def _resolve(self, key: tuple[int, int], state: StreakState, at: int, reason: str) -> Event:
         alert = state.alerts.pop(key)
+        facts = {k: alert.extra.get(k) for k in Normality.KEYS if k in alert.extra}
         return event(self.name, self.kind, EventState.RESOLVED, alert, at, alert.peak, None, None, None,
                      {"length": int(alert.peak), "chance": alert.extra.get("chance"),
-                      "expected_per_day": alert.extra.get("expected_per_day"), "reason": reason,
+                      "expected_per_day": alert.extra.get("expected_per_day"), **facts, "reason": reason,
                       "peak": alert.peak, "duration_s": (at - alert.started) // US})
 
     def _expire(self, state: StreakState, now: int, inclusive: bool) -> list[Event]:
@@ -289,7 +329,7 @@ class StreakRule:
         n = len(state.shares)
         days = self.cal.days_of(batch.ts)
         for d in np.unique(days).tolist():
-            if state.day is not None and d < state.day - SHARE_DAYS:
+            if state.day is not None and d < state.day - self.window:
                 continue
             if weight < 0 and state.day is not None and d > state.day:
                 continue  # a rebuild reads no day after the current one: nothing to take back out
@@ -302,11 +342,12 @@ class StreakRule:
                     old = np.concatenate([old, np.zeros(n - len(old), dtype=old.dtype)])
                 state.counts[d] = old + add
 
-    def _chance(self, scope: int, value: int, length: int, state: StreakState) -> tuple[float | None, float | None]:
+    def _chance(self, scope: int, value: int, length: int, state: StreakState) -> Normality:
+        """How normal a run of `length` of this value is, from the history before today."""
         assert state.day is not None and state.shares is not None
-        n = min(self.ctx.full_days_before(state.day), SHARE_DAYS)
+        n = min(self.ctx.full_days_before(state.day), self.window)
         if n <= 0:
-            return None, None
+            return Normality()
         labels = self.labels(scope, value)
         shares = state.shares
         mine_idx = shares.admit(tuple(labels[g] for g in shares.group_by))
@@ -323,11 +364,25 @@ class StreakRule:
             total += int(c.sum()) if in_scope is None else int(c[in_scope[: len(c)]].sum())
             mine += int(c[mine_idx]) if mine_idx < len(c) else 0
         if total == 0:
-            return None, None
+            return Normality()
         share = mine / total
-        chance = share ** length
-        expected = (total / n) * (1 - share) * chance
-        return _sig(chance), _sig(expected)
+        independent = (total / n) * (1 - share) * share ** length
+        seen = self._days_counted(state, n)
+        runs = sum(state.run_counts.get(d, {}).get((scope, value), 0) for d in range(state.day - seen, state.day))
+        prior = self.cfg.prior_days
+        expected = (runs + prior * independent) / (seen + prior) if seen + prior > 0 else independent
+        # chance: the per-record probability of such a run starting that the expectation implies
+        starts = (total / n) * (1 - share)
+        chance = min(1.0, expected / starts) if starts > 0 else share ** length
+        return Normality(_sig(chance), _sig(expected), _sig(independent),
+                         _sig(runs / seen) if seen else None, runs, seen)
+
+    def _days_counted(self, state: StreakState, n: int) -> int:
+        """How many of the last `n` full days this rule counted the runs of."""
+        assert state.day is not None
+        if state.counted_from is None:
+            return 0
+        return max(0, min(n, state.day - state.counted_from))
 
     # --- time ----------------------------------------------------------------------------------------
     def deadline(self, state: StreakState) -> int | None:
@@ -358,8 +413,10 @@ class StreakRule:
             events += self._expire(state, d, inclusive=True)
             if d >= self.cal.day_end(state.day):
                 state.day += 1
-                for old in [x for x in state.counts if x < state.day - SHARE_DAYS]:
+                for old in [x for x in state.counts if x < state.day - self.window]:
                     del state.counts[old]
+                for old in [x for x in state.run_counts if x < state.day - self.window]:
+                    del state.run_counts[old]
         state.clock = max(state.clock, now)
         return events, self.deadline(state)
 
@@ -367,8 +424,13 @@ class StreakRule:
     def snapshot(self, state: StreakState) -> dict[str, Any]:
         dec = self.vocab.decode
         return {
+            "version": SNAPSHOT_VERSION,
+            "runs_key": self.runs_key(),
             "clock": state.clock,
             "day": state.day,
+            "counted_from": state.counted_from,
+            "run_counts": [[d, dec(k[0]) if self.scope_field else "", dec(k[1]), n]
+                           for d, per in sorted(state.run_counts.items()) for k, n in sorted(per.items())],
             "runs": [{"scope": dec(s) if self.scope_field else "", "value": dec(r.value), "length": r.length,
                       "started": r.started, "last": r.last, "customers": sorted(r.customers),
                       "alert": r.alert is not None, "ids": r.ids} for s, r in state.runs.items()],
@@ -382,6 +444,7 @@ class StreakRule:
             return state
         code = self.vocab.code
         state.clock, state.day = int(snap["clock"]), int(snap["day"])
+        self.restore_runs(state, snap)
         for a in snap.get("alerts", []):
             key = (code(a["scope"]) if self.scope_field else 0, code(a["value"]))
             state.alerts[key] = OpenAlert.from_json(a["alert"])
@@ -393,13 +456,28 @@ class StreakRule:
         self.rebuild_shares(state, buckets)
         return state
 
+    def restore_runs(self, state: StreakState, snap: dict[str, Any]) -> None:
+        """The run history from a snapshot, when it counted runs as this rule does; otherwise (a version
+        1 snapshot, or an edit that changed what a run is) counting starts with the next full day."""
+        assert state.day is not None
+        if int(snap.get("version", 1)) < 2 or snap.get("runs_key") != self.runs_key():
+            state.counted_from = state.day + 1
+            return
+        code = self.vocab.code
+        cf = snap.get("counted_from")
+        state.counted_from = None if cf is None else int(cf)
+        for d, sc, val, n in snap.get("run_counts", []):
+            if int(d) >= state.day - self.window:
+                key = (code(sc) if self.scope_field else 0, code(val))
+                state.run_counts.setdefault(int(d), {})[key] = int(n)
+
     def rebuild_shares(self, state: StreakState, buckets: Buckets) -> None:
         """The share history from the raw hourly buckets (at start and after a reload)."""
         state.counts.clear()
         state.shares = self._share_index()
         if state.day is None or len(buckets.hour_us) == 0:
             return
-        start = self.cal.day_start(state.day - SHARE_DAYS)
+        start = self.cal.day_start(state.day - self.window)
         end = self.cal.day_end(state.day)
         sel = (buckets.hour_us >= start) & (buckets.hour_us < end)
         probe = Batch(np.zeros(int(sel.sum()), dtype=np.int64), buckets.hour_us[sel],
@@ -423,6 +501,25 @@ class StreakRule:
     def run_view(self, state: StreakState) -> list[tuple[dict[str, str], int]]:
         """(labels, current run length) per scope, for the metrics."""
         return [(self.labels(scope, run.value), run.length) for scope, run in state.runs.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class Normality:
+    """How many runs like this one a normal day has: the blended figure and what it is made of."""
+
+    KEYS = ("expected_per_day_observed", "expected_per_day_independent", "runs_observed", "days_observed")
+
+    chance: float | None = None
+    expected: float | None = None  # the blend: what `max_expected_per_day` compares
+    independent: float | None = None  # daily volume x (1 - share) x share^length
+    observed: float | None = None  # runs reaching `length` per day over the days counted
+    runs: int = 0
+    days: int = 0
+
+    def facts(self) -> dict[str, Any]:
+        return {"chance": self.chance, "expected_per_day": self.expected,
+                "expected_per_day_observed": self.observed, "expected_per_day_independent": self.independent,
+                "runs_observed": self.runs, "days_observed": self.days}
 
 
 def _sig(x: float) -> float:

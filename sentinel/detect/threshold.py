@@ -11,6 +11,12 @@ Modes:
 Tiers only go up while an alert is open; one record crossing several tiers gives one event at the
 highest. Day-mode alerts carry over midnight and resolve at the 00:00 ending the first full day that
 never met the firing condition; pace and rolling alerts resolve after `resolve_after` unmet.
+
+Baseline days (`baseline_by`): `all` the previous `baseline_days` days; `day_kind` the previous
+`baseline_days` days of the same kind (a workday against workdays, a rest day, weekend or public holiday,
+against rest days: `holidays` names the calendar), looked for over at most `lookback_days`; `weekday` the
+same weekday in each of the last `baseline_weeks` weeks. Monday after a quiet weekend is then compared
+with other workdays, not with the weekend.
 """
 
 from __future__ import annotations
@@ -34,8 +40,20 @@ from sentinel.detect.baseline import (
     poisson_threshold,
 )
 from sentinel.detect.series import SeriesIndex
+from sentinel.detect.workdays import Workdays
 from sentinel.model import US, Batch, Event, EventState, IntArray, Tier
 from sentinel.model import from_datetime as _from_dt
+
+
+def lookback_days(cfg: ThresholdRuleConfig) -> int:
+    """Days of daily counts a rule keeps: enough to find its baseline days of the right kind."""
+    if cfg.baseline_by == "weekday":
+        return 7 * cfg.baseline_weeks
+    if cfg.baseline_by == "day_kind":
+        # rest days are about 2 in 7 (more around long holidays): five times as many days finds them
+        return min(366, 5 * cfg.baseline_days)
+    return cfg.baseline_days
+
 
 SAMPLES = 5
 """Complaint ids an event carries (the records that made it), for the links in messages."""
@@ -85,7 +103,8 @@ class ThresholdRule:
         # floor-decided series: moderate at min_count, severe at (severe / moderate) x min_count
         floor_sev = self.severe / self.moderate * cfg.min_count
         self.floor_severe = -((-floor_sev.numerator) // floor_sev.denominator)
-        self.window_days = cfg.baseline_days
+        self.window_days = lookback_days(cfg)
+        self.workdays = ctx.workdays if ctx.workdays is not None else Workdays(None)
 
     # --- state -------------------------------------------------------------------------------------
     def new_state(self) -> ThresholdState:
@@ -165,9 +184,8 @@ class ThresholdRule:
         day = state.day
         n_series = len(state.series)
         available = self.ctx.full_days_before(day)
-        n = min(available, self.window_days)
         state.warm = available >= self.cfg.min_history_days  # with no day yet, every series is floor-decided
-        days = list(range(day - n, day))
+        days = self.baseline_days_of(day, available)
         daily = (np.stack([_grow(state.counts.get(d, np.zeros(0, dtype=np.int64)), n_series) for d in days],
                           axis=1)
                  if days else np.zeros((n_series, 0), dtype=np.int64))
@@ -176,6 +194,31 @@ class ThresholdRule:
         state.p_done = np.full(n_series, self.cfg.max_p is None)
         if self.cfg.mode == "pace":
             state.profile, state.profile_den = self._profile(state, days)
+
+    def baseline_days_of(self, day: int, available: int) -> list[int]:
+        """The full days whose counts make `day`'s baseline, oldest first."""
+        n = min(available, self.window_days)
+        if self.cfg.baseline_by == "weekday":
+            return [day - 7 * k for k in range(self.cfg.baseline_weeks, 0, -1) if 7 * k <= n]
+        if self.cfg.baseline_by == "day_kind":
+            kind = self.day_kind(day)
+            same = [d for d in range(day - n, day) if self.day_kind(d) == kind]
+            return same[-self.cfg.baseline_days:]
+        return list(range(day - n, day))
+
+    def day_kind(self, day: int) -> str:
+        return self.workdays.kind(self.cal.date_of(day))
+
+    def _baseline_facts(self, day: int | None) -> dict[str, Any]:
+        """What events say about their baseline days (only when they are not simply the last days)."""
+        if self.cfg.baseline_by == "all" or day is None:
+            return {}
+        facts: dict[str, Any] = {"baseline_by": self.cfg.baseline_by}
+        if self.cfg.baseline_by == "day_kind":
+            facts["day_kind"] = self.day_kind(day)
+        else:
+            facts["weekday"] = self.cal.date_of(day).strftime("%A")
+        return facts
 
     def _profile(self, state: ThresholdState, days: list[int]) -> tuple[IntArray, int]:
         """The baseline days' cumulative count by each local wall-clock hour, as exact integers over a
@@ -290,7 +333,7 @@ class ThresholdRule:
         alert.peak = max(alert.peak, value)
         alert.unmet_since = None
         return [event(self.name, self.kind, st, alert, at, value, baseline, _round(ratio), p,
-                      {"mode": self.cfg.mode, "samples": sample_ids(samples)})]
+                      {"mode": self.cfg.mode, **self._baseline_facts(state.day), "samples": sample_ids(samples)})]
 
     # --- pace ----------------------------------------------------------------------------------------
     def _expected(self, state: ThresholdState, ss: IntArray, wall: IntArray) -> tuple[IntArray, int]:

@@ -74,6 +74,12 @@ class Failed:
     code: str  # the vendor's code ("93000", "HTTP 404", ...)
     reason: str  # what it means, for people
 
+    @property
+    def text(self) -> str:
+        """The failure in one phrase with the code once: "wecom 93000: invalid webhook key", "HTTP 404:
+        webhook not found: …" (a vendor's reason already names its code)."""
+        return self.reason if self.code in self.reason else f"{self.code}: {self.reason}"
+
 
 Outcome = Delivered | RetryAfter | Failed
 

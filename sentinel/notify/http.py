@@ -33,21 +33,26 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
+from functools import cache
 from http.client import RemoteDisconnected
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import requests
 import urllib3
 import urllib3.response
-from requests.adapters import HTTPAdapter as RequestsAdapter
-from requests.structures import CaseInsensitiveDict
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from sentinel import __version__
 from sentinel.config import Mention, ReceiverConfig
 from sentinel.notify.base import Delivered, Failed, Message, Outcome, RetryAfter, Syntax
 from sentinel.notify.escape import clean, truncate_bytes, truncate_chars, utf8_len
+
+if TYPE_CHECKING:
+    import requests
+    from requests.adapters import HTTPAdapter as RequestsAdapter
+
+# requests (with charset_normalizer, idna and its cookie and auth machinery, ~4 MB) is imported at the first
+# send, not at start: a daemon with nothing to say, or one that only replays its backfill, never loads it.
 
 log = logging.getLogger("sentinel.notify")
 
@@ -282,19 +287,26 @@ class _TlsPool(urllib3.HTTPSConnectionPool):
 _POOLS = {"http": _Pool, "https": _TlsPool}
 
 
-class _Transport(RequestsAdapter):
-    """requests' adapter with connections the deadline can cut (direct and through an HTTP proxy;
-    through a SOCKS proxy only the socket timeouts apply)."""
+@cache
+def _transport_class() -> type[RequestsAdapter]:
+    """`_Transport`, defined at the first send (it subclasses requests' adapter, imported then)."""
+    from requests.adapters import HTTPAdapter as RequestsAdapter
 
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _POOLS
+    class _Transport(RequestsAdapter):
+        """requests' adapter with connections the deadline can cut (direct and through an HTTP proxy;
+        through a SOCKS proxy only the socket timeouts apply)."""
 
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if not proxy.lower().startswith("socks"):
-            manager.pool_classes_by_scheme = _POOLS
-        return manager
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = _POOLS
+
+        def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+            manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+            if not proxy.lower().startswith("socks"):
+                manager.pool_classes_by_scheme = _POOLS
+            return manager
+
+    return _Transport
 
 
 # --- the call --------------------------------------------------------------------------------------
@@ -311,24 +323,36 @@ class HttpClient:
         read = timeout.total_seconds()
         self.deadline_s = read
         self.timeout = (min(read, CONNECT_TIMEOUT_CAP), read)
-        self.session = requests.Session()
-        self.session.headers.update({"User-Agent": USER_AGENT})
-        transport = _Transport()
-        self.session.mount("http://", transport)
-        self.session.mount("https://", transport)
-        # The environment's proxies, CA bundle and netrc still apply, but they are looked up once per
-        # host instead of at every request (requests reads every variable and stats ~/.netrc each
-        # time: a large share of a message's cost in a burst). A daemon's environment is fixed.
-        self.session.trust_env = False
+        self._session: requests.Session | None = None
         self._env: dict[str, dict[str, Any]] = {}
         self._attempt: Attempt | None = None
         self._closed = False
+
+    @property
+    def session(self) -> requests.Session:
+        """The receiver's session, made at its first send (so requests is imported only then)."""
+        if self._session is None:
+            import requests
+
+            session = requests.Session()
+            session.headers.update({"User-Agent": USER_AGENT})
+            transport = _transport_class()()
+            session.mount("http://", transport)
+            session.mount("https://", transport)
+            # The environment's proxies, CA bundle and netrc still apply, but they are looked up once per
+            # host instead of at every request (requests reads every variable and stats ~/.netrc each
+            # time: a large share of a message's cost in a burst). A daemon's environment is fixed.
+            session.trust_env = False
+            self._session = session
+        return self._session
 
     def _settings(self, url: str) -> dict[str, Any]:
         parts = urlsplit(url)
         key = f"{parts.scheme}://{parts.netloc}"
         found = self._env.get(key)
         if found is None:
+            import requests
+
             probe = requests.Session()
             try:
                 env = probe.merge_environment_settings(key + "/", {}, None, None, None)
@@ -370,6 +394,9 @@ class HttpClient:
 
     def _post(self, url: str, body: bytes, headers: Mapping[str, str], settings: dict[str, Any],
               attempt: Attempt) -> Reply | RetryAfter | Failed:
+        import requests
+        from requests.structures import CaseInsensitiveDict
+
         try:
             with self.session.post(url, data=body, headers=dict(headers), timeout=self.timeout,
                                    allow_redirects=False, stream=True, **settings) as resp:
@@ -404,7 +431,8 @@ class HttpClient:
         attempt = self._attempt
         if attempt is not None:
             attempt.cut("stopping")
-        self.session.close()
+        if self._session is not None:
+            self._session.close()
 
 
 def _causes(exc: BaseException) -> Iterator[object]:

@@ -28,6 +28,11 @@ from sentinel.store.schema import dispatch_cursor, outbox, rate_state
 
 PENDING, SENDING, DELIVERED, FAILED, DRY_RUN = "pending", "sending", "delivered", "failed", "dry_run"
 
+DELIVERED_KEEP_US = 7 * 86_400_000_000
+"""Delivered (and dry-run) messages are pruned this long after they finished."""
+FAILED_KEEP_US = 30 * 86_400_000_000
+"""Messages given up are kept longer, for the status page's list of permanent failures."""
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sentinel.model import Tier
+from sentinel.notify.base import AlertPayload
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,3 +44,19 @@ class AlertView:
 
 
 MESSAGE_KINDS = ("alert", "digest", "repeat", "escalation", "test")
+
+
+def alert_payload(v: AlertView, base_url: str) -> AlertPayload:
+    """One alert in Alertmanager's webhook shape: labels `alertname` (the rule), `severity` (the tier)
+    and the series labels (`type`, `channel`), plus Sentinel's `rule` and `tier`; `endsAt` is Alertmanager's
+    zero time while the alert fires."""
+    labels: Mapping[str, str] = {"alertname": v.rule, "severity": v.tier.label, **v.labels, "rule": v.rule,
+                                 "tier": v.tier.label}
+    annotations = {"summary": f"{v.rule} {' '.join(f'{k}={x}' for k, x in v.labels.items())}",
+                   "value": str(v.value), "baseline": "" if v.baseline is None else str(v.baseline),
+                   "instance": v.instance}
+    resolved = v.state == "resolved"
+    return AlertPayload(status="resolved" if resolved else "firing", labels=dict(labels), annotations=annotations,
+                        starts_at=v.started.isoformat(),
+                        ends_at=v.at.isoformat() if resolved else "0001-01-01T00:00:00Z",
+                        fingerprint=v.fingerprint, generator_url=f"{base_url}/#alert-{v.instance}")

@@ -1,10 +1,19 @@
 """Generic webhook in Alertmanager's format (version 4), so existing receivers work unchanged.
 
-Body: `version`, `groupKey`, `status`, `receiver`, `groupLabels`, `commonLabels`, `commonAnnotations`,
-`externalURL`, `alerts` (each `status`, `labels`, `annotations`, `startsAt`, `endsAt`, `fingerprint`,
-`generatorURL`) and `truncatedAlerts`, plus Sentinel's own keys `deliveryId`, `tier`, `title` and
-`text` (the rendered message). A body over 1 MiB drops alerts from the end and counts them in
-`truncatedAlerts`, as Alertmanager does.
+Body: `version`, `groupKey`, `truncatedAlerts`, `status`, `receiver`, `groupLabels`, `commonLabels`,
+`commonAnnotations`, `externalURL` and `alerts`, plus Sentinel's own keys `deliveryId`, `tier`, `title`
+and `text` (the rendered message).
+
+- `alerts` lists every alert of the group with its current status, as Alertmanager's does: first those
+  this message tells (new, upgraded, repeated or resolved), then the group's other open alerts this
+  receiver was told of earlier (still firing; silenced or inhibited ones left out). Each has `status`,
+  `labels` (`alertname` = the rule, `severity` = the tier, the series labels `type` / `channel`, and
+  Sentinel's `rule` and `tier`), `annotations` (`summary`, `value`, `baseline`, `instance`), `startsAt`,
+  `endsAt` (`0001-01-01T00:00:00Z` while firing), `generatorURL` (the alert on the status page) and
+  `fingerprint`.
+- `status` is `firing` while any listed alert fires, else `resolved`.
+- `commonLabels` / `commonAnnotations` are those every listed alert shares.
+- A body over 1 MiB drops alerts from the end and counts them in `truncatedAlerts`, as Alertmanager does.
 
 Headers:
 - `X-Sentinel-Delivery: <id>` - the same value as `deliveryId`; stable across retries, so a receiver
@@ -55,6 +64,12 @@ def _alert(a: AlertPayload) -> dict[str, Any]:
             "generatorURL": a.generator_url}
 
 
+def _status(message: Message) -> str:
+    if not message.alerts:
+        return message.status
+    return "firing" if any(a.status == "firing" for a in message.alerts) else "resolved"
+
+
 @register
 class WebhookAdapter(HttpAdapter):
     kind: ClassVar[str] = "webhook"
@@ -68,7 +83,9 @@ class WebhookAdapter(HttpAdapter):
             "version": "4",
             "groupKey": message.group_key,
             "truncatedAlerts": len(message.alerts) - len(alerts),
-            "status": message.status,
+            # Alertmanager's: firing while any alert of the group fires (a message telling only a
+            # resolution still lists the group's open alerts); the message's own status without alerts
+            "status": _status(message),
             "receiver": self.name,
             "groupLabels": dict(message.group_labels),
             "commonLabels": _common([a.labels for a in message.alerts]) or dict(message.group_labels),

@@ -15,6 +15,9 @@
 - Stopping is bounded: `flush` delivers what is due for a while, a send still in flight then gets
   `STOP_GRACE_S` more and is abandoned (its connection cut); its message stays pending and goes after
   the restart (the chat tool may have shown it already: at most that one repeats, as after a crash).
+- Each receiver's delivery state (ok / retrying / failing / set aside, `sentinel.notify.health`) is read
+  from the outbox; the worker adds what the outbox does not hold (when a retried attempt failed, its
+  robots' rate-limit waits) and sets the receiver gauges at each scrape.
 - In dry run nothing is sent: messages are marked `dry_run` so the status page shows what would have
   gone out.
 - A drain starts when the worker is woken (the dispatcher committed messages), at the due time a
@@ -32,7 +35,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +49,9 @@ from sentinel.logs import fields
 from sentinel.metrics import Metrics
 from sentinel.model import US, Tier
 from sentinel.notify import outbox
-from sentinel.notify.base import Adapter, AlertPayload, Delivered, Failed, Message, Outcome, RetryAfter
-from sentinel.notify.views import AlertView
+from sentinel.notify.base import Adapter, Delivered, Failed, Message, Outcome, RetryAfter
+from sentinel.notify.health import AttemptErrors, ReceiverHealth, ReceiverState, receiver_health
+from sentinel.notify.views import alert_payload
 from sentinel.store import Store
 from sentinel.units import Rate
 from sentinel.wake import Waker
@@ -263,7 +267,10 @@ class DeliveryWorker:
         self._again_lock = threading.Lock()
         self.waker = Waker("deliver", self.tick, safety_interval_s or self.SAFETY_INTERVAL_S)
         self._commits = GroupCommit(store)
+        self.attempt_errors = AttemptErrors()  # when each receiver's latest attempt failed (not in the outbox)
+        self._health_exported: set[str] = set()
         self._build(cfg)
+        metrics.collect_hooks["receivers"] = self.refresh_health  # at each scrape: ages grow without events
 
     def _build(self, cfg: Config) -> None:
         old = self.runners
@@ -542,6 +549,8 @@ class DeliveryWorker:
             log.info("message delivered", extra=fields(receiver=name, kind=msg.kind, attempts=msg.attempts + 1))
             return True
         d.ahead.clear()  # the head stays unfinished (retry) or the outbox grew (fallback): read again
+        self.attempt_errors.record(name, msg.id, done, outcome.reason if isinstance(outcome, RetryAfter)
+                                   else outcome.text)
         with self.store.transaction() as conn:
             match outcome:
                 case RetryAfter(reason=reason) if self._stopping_now():
@@ -562,12 +571,12 @@ class DeliveryWorker:
                     # one robot of several refuses for good (bad key, bot removed): set it aside for a
                     # while and give the message to another robot of the same group
                     limiter.block(done + BROKEN_ROBOT_HOLD_US)
-                    outbox.mark_retry(conn, msg.id, done, f"robot #{idx + 1}: {code}: {reason}")
+                    outbox.mark_retry(conn, msg.id, done, f"robot #{idx + 1}: {outcome.text}")
                     self.metrics.notification_requests_failed.labels(receiver=name, reason="permanent").inc()
                     log.error("a robot of this receiver refuses messages; using the others",
                               extra=fields(receiver=name, robot=idx + 1, code=code, reason=reason))
                 case Failed(code=code, reason=reason):
-                    outbox.mark_failed(conn, msg.id, done, f"{code}: {reason}")
+                    outbox.mark_failed(conn, msg.id, done, outcome.text)
                     self.metrics.notification_requests_failed.labels(receiver=name, reason="permanent").inc()
                     self.metrics.notifications.labels(receiver=name, outcome="failed").inc()
                     log.error("delivery failed permanently", extra=fields(receiver=name, code=code, reason=reason))
@@ -634,10 +643,13 @@ class DeliveryWorker:
                       extra=fields(receiver=runner.cfg.name, error=str(exc)))
             title, body = build(None)
         status = str(msg.payload.get("status", "firing"))
+        # the rest of the group (the generic webhook's payload lists every alert of it, as Alertmanager's
+        # does): its other open alerts these people were told of, as they were when the message was queued
+        rest = [outbox.view_from_json(v, self.cfg.tz) for v in msg.payload.get("group_alerts", [])]
         return Message(id=msg.delivery_id, title=title, body=body, tier=Tier.parse(msg.tier), status=status,
                        group_key=str(msg.payload.get("group_key", "")),
                        group_labels=dict(msg.payload.get("group_labels", {})),
-                       alerts=tuple(alert_payload(v, self.cfg.base_url) for v in views),
+                       alerts=tuple(alert_payload(v, self.cfg.base_url) for v in [*views, *rest]),
                        external_url=self.cfg.base_url, mention=status != "resolved")
 
     def _pending_gauge(self, name: str, d: _Drain) -> None:
@@ -650,6 +662,32 @@ class DeliveryWorker:
                 n = outbox.pending_count(conn, name)
         self.metrics.outbox_pending.labels(receiver=name).set(n)
 
+    def health(self) -> dict[str, ReceiverHealth]:
+        """Each configured receiver's delivery state (see `sentinel.notify.health`), with the retry
+        times this worker remembers and its robots' rate-limit waits."""
+        now = now_us(self.clock)
+        runners = dict(self.runners)
+        waits = {} if self.dry_run else {name: r.pick_url(now)[1] for name, r in runners.items()}
+        with self.store.reading() as conn:
+            return receiver_health(conn, runners, now, self.attempt_errors, waits)
+
+    def refresh_health(self) -> None:
+        """Set the receiver gauges (state, consecutive failures, oldest pending age) from the outbox;
+        a receiver a reload removed loses its series."""
+        found = self.health()
+        m = self.metrics
+        for name, h in found.items():
+            for state in ReceiverState:
+                m.receiver_state.labels(receiver=name, state=state.value).set(1 if h.state is state else 0)
+            m.receiver_consecutive_failures.labels(receiver=name).set(h.consecutive_failures)
+            m.receiver_oldest_pending.labels(receiver=name).set(h.oldest_pending_age_s or 0.0)
+        for gone in self._health_exported - set(found):
+            for state in ReceiverState:
+                m.receiver_state.remove(gone, state.value)
+            m.receiver_consecutive_failures.remove(gone)
+            m.receiver_oldest_pending.remove(gone)
+        self._health_exported = set(found)
+
     def refresh_pending(self) -> None:
         with self.store.reading() as conn:
             counts = outbox.pending_counts(conn)
@@ -658,15 +696,3 @@ class DeliveryWorker:
             for outcome in ("delivered", "failed"):
                 self.metrics.notifications.labels(receiver=name, outcome=outcome)
 
-
-def alert_payload(v: AlertView, base_url: str) -> AlertPayload:
-    """One alert in Alertmanager's webhook shape."""
-    labels: Mapping[str, str] = {"alertname": v.rule, **v.labels, "rule": v.rule, "tier": v.tier.label}
-    annotations = {"summary": f"{v.rule} {' '.join(f'{k}={x}' for k, x in v.labels.items())}",
-                   "value": str(v.value), "baseline": "" if v.baseline is None else str(v.baseline),
-                   "instance": v.instance}
-    resolved = v.state == "resolved"
-    return AlertPayload(status="resolved" if resolved else "firing", labels=dict(labels), annotations=annotations,
-                        starts_at=v.started.isoformat(),
-                        ends_at=v.at.isoformat() if resolved else "0001-01-01T00:00:00Z",
-                        fingerprint=v.fingerprint, generator_url=f"{base_url}/#alert-{v.instance}")

@@ -2,9 +2,11 @@
 
 Alembic (with Mako and Pygments behind it) is imported only when a migration actually runs: every
 start asks the store for its revision with one plain query and compares it with the newest revision
-file, so a daemon whose store is current never loads it. After a migration the modules are released
-again (`_release_alembic`), because a daemon that migrated at its first start runs for months and
-should not carry the migration machinery the whole time.
+file, so a daemon whose store is current never loads it. An empty store (a first start) is built from
+`schema.metadata` and stamped with the head revision, without Alembic either. After a migration of an
+older store the modules are released again (`_release_alembic`), because a daemon runs for months and
+should not carry the migration machinery the whole time (some of it stays referenced; see
+`build_from_scratch`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Column, Engine, MetaData, PrimaryKeyConstraint, String, Table, inspect, text
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -72,6 +74,14 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     head = head_revision()
     if before == head:
         return before, head
+    if before is None and build_from_scratch(engine, head):
+        return before, head
+    run_migrations(engine)
+    return before, head
+
+
+def run_migrations(engine: Engine) -> None:
+    """Alembic's `upgrade head` on the store, its modules released afterwards."""
     loaded = set(sys.modules)
     # Mako highlights its HTML error pages with Pygments when it can, loading ~600 lexer rules we never
     # use; an absent plugin makes it take its documented plain fallback.
@@ -89,7 +99,34 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
         if blocked and sys.modules.get(_PYGMENTS_PLUGIN, 0) is None:
             del sys.modules[_PYGMENTS_PLUGIN]
         _release_alembic(loaded)
-    return before, head
+
+
+def _version_table() -> Table:
+    """Alembic's version table, as `alembic.ddl.impl.DefaultImpl.version_table_impl` defines it."""
+    table = Table(VERSION_TABLE, MetaData(), Column("version_num", String(32), nullable=False))
+    table.append_constraint(PrimaryKeyConstraint("version_num", name=f"{VERSION_TABLE}_pkc"))
+    return table
+
+
+def build_from_scratch(engine: Engine, head: str) -> bool:
+    """A store without any of Sentinel's tables gets the newest schema straight from `schema.metadata`, then
+    is stamped with the head revision, in one transaction: Alembic's recipe for building a database from
+    scratch. It is the schema the migrations build (tests/store compares the two, table by table), made
+    without importing Alembic, whose modules a daemon would otherwise carry for months after its first start
+    (about 5 MB: they cannot all be let go, SQLAlchemy's compiler registry and `typing`'s overload registry
+    keep references to them). False, touching nothing, when one of the tables is already there: then only
+    the migrations know what to do."""
+    from sentinel.store.schema import metadata
+
+    version = _version_table()
+    with engine.begin() as conn:
+        present = set(inspect(conn).get_table_names())
+        if present & {*metadata.tables, VERSION_TABLE}:
+            return False
+        metadata.create_all(conn)
+        version.create(conn)
+        conn.execute(version.insert().values(version_num=head))
+    return True
 
 
 def _release_alembic(loaded_before: set[str]) -> None:

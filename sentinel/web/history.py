@@ -10,9 +10,11 @@ full days, where "available" counts full days since the source's coverage began,
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection
@@ -74,8 +76,14 @@ def chartable(cfg: ThresholdRuleConfig, labels: Mapping[str, str]) -> bool:
 
 def series_history(daily: DailyCounts, cfg: ThresholdRuleConfig, labels: Mapping[str, str], *, today: int,
                    coverage_start_us: int | None, days: int) -> list[DayPoint]:
-    """The last `days` local days up to `today` (inclusive): count, baseline and threshold of each."""
-    first = today - days + 1
+    """The last `days` local days up to `today` (inclusive) that were read: count, baseline and threshold
+    of each. Days before the source's coverage began (the backfill window) were never read, so they are
+    left out rather than drawn as zeros; with no coverage recorded, the days before the first bucket."""
+    if coverage_start_us is not None:
+        read_from = daily.calendar.day_of(coverage_start_us)
+    else:
+        read_from = min(daily.by_day, default=today)
+    first = min(today, max(today - days + 1, read_from))
     counts = daily.series(cfg, labels, range(first - cfg.baseline_days, today + 1))
     count_of = dict(zip(range(first - cfg.baseline_days, today + 1), counts, strict=True))
     ctx = RuleContext(daily.calendar, Vocab(), coverage_start_us)
@@ -90,3 +98,24 @@ def series_history(daily: DailyCounts, cfg: ThresholdRuleConfig, labels: Mapping
             threshold = max(cfg.factor * baseline, float(cfg.min_count))
         out.append(DayPoint(daily.calendar.date_of(day), count_of[day], baseline, threshold, day == today))
     return out
+
+
+def counts_today(conn: Connection, rules: Mapping[str, ThresholdRuleConfig], calendar: Calendar,
+                 rows: Iterable[Mapping[str, Any]], now_us: int) -> dict[str, int]:
+    """Instance -> its series' count today so far, for the open threshold alerts whose rule measures the
+    day (`day` and `pace` modes) and whose series the buckets can rebuild. An alert's stored value is the
+    count at its last event; the day goes on without one until the next tier, so this is what the API
+    reports as the value now, the same figure as the status page's "today so far"."""
+    wanted = []
+    for r in rows:
+        rule = rules.get(r["rule"])
+        if r["status"] != "open" or r["kind"] != "threshold" or rule is None or rule.mode == "rolling":
+            continue
+        labels = json.loads(r["labels"]) if isinstance(r["labels"], str) else dict(r["labels"])
+        if chartable(rule, labels):
+            wanted.append((r["instance"], rule, labels))
+    if not wanted:
+        return {}
+    today = calendar.day_of(now_us)
+    daily = DailyCounts.read(conn, calendar, today)
+    return {inst: daily.series(rule, labels, range(today, today + 1))[0] for inst, rule, labels in wanted}

@@ -1,9 +1,16 @@
 """The status page for on-call: `GET /`, server-rendered HTML, refreshed by the browser every 30 s.
 
 It shows open alerts by tier (most severe first) with what holds each back (silenced, inhibited,
-acknowledged, muted), recently resolved alerts, active silences, receivers (last outcome, pending,
-recent permanent failures), the source's health and, for each alerted threshold series, a chart of
-its daily counts against baseline and threshold rebuilt from the raw hourly buckets.
+acknowledged, muted), recently resolved alerts, active silences, receivers (state — ok, retrying,
+failing or set aside, see `sentinel.notify.health` — failures in a row, pending messages and the
+oldest's age, next attempt, last error and when, last delivery, recent permanent failures; a failing
+or set-aside receiver also gets a banner), the source's health and, for each alerted threshold
+series, a chart of its daily counts against baseline and threshold rebuilt from the raw hourly buckets
+(the days read only: none before the source's coverage began).
+
+Its words follow `locale` (the catalogue `sentinel.web.catalogue`), its times `timezone`. It can be
+narrowed to a tier, a rule and a type (`?tier=&rule=&type=`, see `Filters`): a GET form and links,
+filtered here on the server — the page runs no script.
 
 Guarantees: every data-derived string (types, channels, rule names, silence comments, errors) goes
 through Jinja2's autoescape or `markupsafe.escape`; the page carries no script and forbids one
@@ -21,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from markupsafe import Markup
 from sqlalchemy import Connection, select
@@ -34,6 +42,7 @@ from sentinel.daemon import Daemon
 from sentinel.http import Request, Response
 from sentinel.model import US, Tier, to_datetime
 from sentinel.store.schema import alerts
+from sentinel.web.catalogue import Text
 from sentinel.web.history import DailyCounts, chartable, series_history
 from sentinel.web.svg import daily_chart
 
@@ -106,7 +115,6 @@ def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["when"] = _when
-    env.filters["ago"] = _duration
     env.filters["num"] = _num
     return env
 
@@ -116,21 +124,6 @@ def _when(value: datetime | str | None) -> str:
         return "—"
     dt = datetime.fromisoformat(value) if isinstance(value, str) else value
     return dt.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s} s"
-    m, s = divmod(s, 60)
-    if m < 60:
-        return f"{m} min"
-    h, m = divmod(m, 60)
-    if h < 48:
-        return f"{h} h {m} min"
-    return f"{h // 24} d {h % 24} h"
 
 
 def _num(value: float | None) -> str:
@@ -155,22 +148,25 @@ class StatusPage:
             self._env = _environment()
         return self._env
 
-    def handle(self, _req: Request) -> Response:
-        return Response(200, self.render().encode("utf-8"), "text/html; charset=utf-8", headers=dict(HEADERS))
+    def handle(self, req: Request) -> Response:
+        chosen = Filters.of(req.query)
+        return Response(200, self.render(chosen).encode("utf-8"), "text/html; charset=utf-8",
+                        headers=dict(HEADERS))
 
-    def render(self) -> str:
-        return self.env.get_template("status.html.j2").render(self.context())
+    def render(self, chosen: Filters | None = None) -> str:
+        return self.env.get_template("status.html.j2").render(self.context(chosen or Filters()))
 
     # --- what the page shows -------------------------------------------------------------------------
-    def context(self) -> dict[str, Any]:
+    def context(self, chosen: Filters) -> dict[str, Any]:
         d = self.daemon
+        t = Text(d.cfg.locale)
         now = now_us(d.clock)
         problems: list[str] = []
         try:
             status = api.status(d)
         except Exception as exc:  # the page must still say what it can
             log.exception("status page: status unavailable")
-            problems.append(f"state store unreachable: {type(exc).__name__}")
+            problems.append(t("problem_store", error=type(exc).__name__))
             status = {"source": None, "receivers": [], "failed": [], "outbox": {"pending": None}}
         open_items: list[AlertItem] = []
         resolved: list[AlertItem] = []
@@ -179,25 +175,35 @@ class StatusPage:
         if not problems:
             try:
                 with d.store.reading() as conn:
-                    open_items, resolved, silences = self._alerts(conn, now)
-                    capped = self._charts(conn, open_items, now)
+                    open_items, resolved, silences = self._alerts(conn, now, t)
+                    capped = self._charts(conn, [a for a in open_items if chosen.admits(a)], now, t)
             except Exception as exc:
                 log.exception("status page: alerts unavailable")
-                problems.append(f"alerts unavailable: {type(exc).__name__}")
-        tiers = [(t, sorted((a for a in open_items if a.tier is t), key=lambda a: a.started, reverse=True))
-                 for t in sorted(Tier, reverse=True)]
+                problems.append(t("problem_alerts", error=type(exc).__name__))
+        shown = [a for a in open_items if chosen.admits(a)]
+        tiers = [(tier, sorted((a for a in shown if a.tier is tier), key=lambda a: a.started, reverse=True))
+                 for tier in sorted(Tier, reverse=True)]
+        tier_totals = [(tier, sum(1 for a in open_items if a.tier is tier)) for tier in sorted(Tier, reverse=True)]
+        rule_names = sorted({r.name for r in d.cfg.rules} | {a.rule for a in open_items})
+        type_names = sorted({a.labels["type"] for a in [*open_items, *resolved] if "type" in a.labels})
         failed: dict[str, list[dict[str, Any]]] = {}
         for f in status["failed"]:
             failed.setdefault(f["receiver"], [])
             if len(failed[f["receiver"]]) < FAILURES_PER_RECEIVER:
                 failed[f["receiver"]].append(f)
+        receivers = [{**r, "next_in_s": None if r.get("next_attempt") is None else
+                      (datetime.fromisoformat(r["next_attempt"]) - to_datetime(now, d.cfg.tz)).total_seconds()}
+                     for r in status["receivers"]]
         return {
             "now": to_datetime(now, d.cfg.tz), "version": __version__, "refresh": REFRESH_S,
             "dry_run": bool(d.extras.get("dry_run", False)), "problems": problems,
-            "source": status["source"], "receivers": status["receivers"], "failed": failed,
+            "source": status["source"], "receivers": receivers, "failed": failed,
             "pending_total": status["outbox"]["pending"], "tiers": tiers, "open_count": len(open_items),
-            "resolved": resolved, "silences": silences, "charts_capped": capped, "chart_days": CHART_DAYS,
-            "policy_known": self._policy() is not None, "timezone": d.cfg.timezone,
+            "shown_count": len(shown), "tier_totals": tier_totals, "all_tiers": sorted(Tier, reverse=True),
+            "rule_names": rule_names, "type_names": type_names, "chosen": chosen, "filtering": chosen.any,
+            "link": chosen.link, "t": t,
+            "resolved": [a for a in resolved if chosen.admits(a)], "silences": silences, "charts_capped": capped,
+            "chart_days": CHART_DAYS, "policy_known": self._policy() is not None, "timezone": d.cfg.timezone,
         }
 
     def _item(self, row: Mapping[str, Any]) -> AlertItem:
@@ -210,7 +216,8 @@ class StatusPage:
             value=float(row["value"]), baseline=row["baseline"], peak=float(row["peak"]),
             event=json.loads(row["last_event"]))
 
-    def _alerts(self, conn: Connection, now: int) -> tuple[list[AlertItem], list[AlertItem], list[SilenceItem]]:
+    def _alerts(self, conn: Connection, now: int,
+                t: Text) -> tuple[list[AlertItem], list[AlertItem], list[SilenceItem]]:
         tz = self.daemon.cfg.tz
         open_rows = [dict(r) for r in conn.execute(select(alerts).where(alerts.c.status == "open")).mappings()]
         resolved_rows = [dict(r) for r in conn.execute(
@@ -224,7 +231,7 @@ class StatusPage:
             who = acked(conn)
             by_id = {s.id: s for s in active}
             for item, row in zip(items, open_rows, strict=True):
-                item.badges = self._badges(policy, row, now, who, by_id)
+                item.badges = self._badges(policy, row, now, who, by_id, t)
         silences = [SilenceItem(s.id, [matcher_text(m) for m in s.matchers], s.state(now),
                                 to_datetime(s.starts_us, tz), to_datetime(s.ends_us, tz), s.created_by, s.comment)
                     for s in active]
@@ -236,25 +243,26 @@ class StatusPage:
         return Policy(shared.cfg) if isinstance(shared, Policy) else None
 
     def _badges(self, policy: Policy, row: Mapping[str, Any], now: int, who: Mapping[str, tuple[str, int]],
-                silences: Mapping[str, silence_store.Silence]) -> list[Badge]:
+                silences: Mapping[str, silence_store.Silence], t: Text) -> list[Badge]:
         router = getattr(getattr(self.daemon.extras.get("delivery"), "dispatcher", None), "router", None)
         routes = router.route(labels_of(row)) if router is not None else []
         hold = policy.hold(row, now, routes)
         out = []
         if hold.silenced is not None:
             s = silences.get(hold.silenced)
-            detail = f"by {s.created_by}: {s.comment}" if s is not None else hold.silenced
+            detail = t("held.silenced", who=s.created_by, comment=s.comment) if s is not None else hold.silenced
             out.append(Badge("silenced", detail, "#silence-" + hold.silenced))
         if hold.inhibited is not None:
-            out.append(Badge("inhibited", f"by alert {hold.inhibited}", "#alert-" + hold.inhibited))
+            out.append(Badge("inhibited", t("held.inhibited", instance=hold.inhibited), "#alert-" + hold.inhibited))
         if hold.acknowledged:
             by, at = who.get(row["instance"], ("", 0))
-            out.append(Badge("acknowledged", f"by {by} at {_when(to_datetime(at, self.daemon.cfg.tz))}"))
+            when = _when(to_datetime(at, self.daemon.cfg.tz))
+            out.append(Badge("acknowledged", t("held.acknowledged", who=by, when=when)))
         if hold.muted:
-            out.append(Badge("muted", "by a mute window on its route; sent when the window ends"))
+            out.append(Badge("muted", t("held.muted")))
         return out
 
-    def _charts(self, conn: Connection, items: Sequence[AlertItem], now: int) -> int:
+    def _charts(self, conn: Connection, items: Sequence[AlertItem], now: int, t: Text) -> int:
         """Attach a daily chart to each alerted threshold series; returns how many were left without."""
         d = self.daemon
         rules = {r.name: r for r in d.cfg.rules if isinstance(r, ThresholdRuleConfig)}
@@ -269,14 +277,47 @@ class StatusPage:
         for a in wanted[:MAX_CHARTS]:
             points = series_history(daily, rules[a.rule], a.labels, today=today, coverage_start_us=coverage,
                                     days=CHART_DAYS)
-            title = f"{a.rule} {series_name(a.labels)}: daily complaints, last {CHART_DAYS} days"
-            a.chart = daily_chart(points, title=title)
+            # the days drawn: fewer than CHART_DAYS while the coverage is younger than that
+            title = t("chart.title", rule=a.rule, series=series_name(a.labels, t), n=len(points))
+            a.chart = daily_chart(points, title=title, text=t)
             a.today = points[-1].count
         return max(0, len(wanted) - MAX_CHARTS)
 
 
-def series_name(labels: Mapping[str, str]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in labels.items()) or "all complaints"
+def series_name(labels: Mapping[str, str], t: Text | None = None) -> str:
+    return ", ".join(f"{k}={v}" for k, v in labels.items()) or (t or Text("en"))("all_complaints")
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """What the page is asked to show: `?tier=…&rule=…&type=…` (each one exact value, empty: any), from
+    the page's GET form or its links. The filtering is done here, on the server: the page has no script."""
+
+    tier: str = ""
+    rule: str = ""
+    type: str = ""
+
+    @staticmethod
+    def of(query: Mapping[str, list[str]]) -> Filters:
+        def one(name: str) -> str:
+            values = query.get(name) or [""]
+            return values[0].strip()
+
+        return Filters(one("tier").lower(), one("rule"), one("type"))
+
+    @property
+    def any(self) -> bool:
+        return bool(self.tier or self.rule or self.type)
+
+    def admits(self, a: AlertItem) -> bool:
+        return ((not self.tier or a.tier.label == self.tier) and (not self.rule or a.rule == self.rule)
+                and (not self.type or a.labels.get("type") == self.type))
+
+    def link(self, **change: str) -> str:
+        """The page's address with these filters and `change` applied, for links that narrow the view."""
+        query = {"tier": self.tier, "rule": self.rule, "type": self.type, **change}
+        kept = {k: v for k, v in query.items() if v}
+        return "/?" + urlencode(kept) if kept else "/"
 
 
 def register(daemon: Daemon) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from markupsafe import Markup, escape
 
+from sentinel.web.catalogue import Text
 from sentinel.web.history import DayPoint
 
 WIDTH, HEIGHT = 560, 168
@@ -38,9 +39,11 @@ def _step_path(values: Sequence[float | None], xs: Sequence[float], step: float,
     return "".join(parts)
 
 
-def daily_chart(points: Sequence[DayPoint], *, title: str, width: int = WIDTH, height: int = HEIGHT) -> Markup:
+def daily_chart(points: Sequence[DayPoint], *, title: str, width: int = WIDTH, height: int = HEIGHT,
+                text: Text | None = None) -> Markup:
     """Bars of daily counts (today's lighter, days over their threshold red), the baseline as a dashed
-    line and the threshold as a red line."""
+    line and the threshold as a red line; words (legend, tooltips, "today") in `text`'s locale."""
+    t = text or Text("en")
     if not points:
         return Markup("")
     top = max([1.0, *(float(p.count) for p in points),
@@ -63,11 +66,11 @@ def daily_chart(points: Sequence[DayPoint], *, title: str, width: int = WIDTH, h
     for p, x in zip(points, xs, strict=True):
         over = p.threshold is not None and p.count > p.threshold
         fill = BAR_OVER if over else BAR_TODAY if p.partial else BAR
-        tip = f"{p.day.isoformat()}{' (today so far)' if p.partial else ''}: {p.count}"
+        tip = f"{p.day.isoformat()}{t('chart.today_tip') if p.partial else ''}: {p.count}"
         if p.baseline is not None and p.threshold is not None:
-            tip += f", baseline {_num(p.baseline)}, threshold {_num(p.threshold)}"
+            tip += t("chart.tip_lines", baseline=_num(p.baseline), threshold=_num(p.threshold))
         else:
-            tip += ", no baseline yet"
+            tip += t("chart.no_baseline")
         bar_h = y(0) - y(float(p.count))
         out.append(f'<rect x="{x + step * 0.15:.1f}" y="{y(float(p.count)):.1f}" width="{step * 0.7:.1f}" '
                    f'height="{bar_h:.1f}" fill="{fill}"><title>{escape(tip)}</title></rect>')
@@ -80,14 +83,15 @@ def daily_chart(points: Sequence[DayPoint], *, title: str, width: int = WIDTH, h
         out.append(f'<path d="{threshold}" fill="none" stroke="{THRESHOLD}" stroke-width="1.5"/>')
     for i, (p, x) in enumerate(zip(points, xs, strict=True)):
         if (len(points) - 1 - i) % 3 == 0:  # every third day, counted back from the last
-            label = "today" if p.partial else p.day.strftime("%m-%d")
+            label = t("chart.today") if p.partial else p.day.strftime("%m-%d")
             out.append(f'<text x="{x + step / 2:.1f}" y="{height - 6}" font-size="10" text-anchor="middle" '
                        f'fill="#666">{escape(label)}</text>')
     out.append(f'<g font-size="10" fill="#444"><rect x="{LEFT}" y="4" width="10" height="8" fill="{BAR}"/>'
-               f'<text x="{LEFT + 14}" y="12">daily count</text>'
+               f'<text x="{LEFT + 14}" y="12">{escape(t("chart.count"))}</text>'
                f'<line x1="{LEFT + 90}" y1="8" x2="{LEFT + 110}" y2="8" stroke="{BASELINE}" '
-               f'stroke-dasharray="4 3" stroke-width="1.5"/><text x="{LEFT + 114}" y="12">baseline</text>'
+               f'stroke-dasharray="4 3" stroke-width="1.5"/><text x="{LEFT + 114}" y="12">'
+               f'{escape(t("chart.baseline"))}</text>'
                f'<line x1="{LEFT + 170}" y1="8" x2="{LEFT + 190}" y2="8" stroke="{THRESHOLD}" stroke-width="1.5"/>'
-               f'<text x="{LEFT + 194}" y="12">threshold</text></g>')
+               f'<text x="{LEFT + 194}" y="12">{escape(t("chart.threshold"))}</text></g>')
     out.append("</svg>")
     return Markup("".join(out))

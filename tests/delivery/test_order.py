@@ -37,7 +37,7 @@ def test_a_retried_firing_is_delivered_before_its_resolution(wecom: FakeWeCom, p
     texts = [r.json["markdown"]["content"] for r in wecom.requests[1:]]
     assert [t.split("\n", 1)[0] for t in texts] == [
         "**Light alert: 物流配送延误 surge**",
-        "**Moderate alert: 物流配送延误 surge, up to moderate**",
+        "**Moderate alert: 物流配送延误 surge （upgraded）**",
         "**Resolved: 物流配送延误 surge （moderate）**",
     ]
     assert [m.status for m in p.messages("ops")] == ["delivered"] * 3

@@ -18,6 +18,7 @@ ALERTS = {
     "SentinelSourceStale",
     "SentinelOutboxBacklogGrowing",
     "SentinelDeliveriesFailing",
+    "SentinelReceiverFailing",
     "SentinelConfigReloadFailed",
 }
 

@@ -60,6 +60,10 @@ def test_the_wheel_holds_the_package_data(wheel: Path) -> None:
     assert migrations == in_tree and in_tree
     assert any(n.startswith("sentinel/notify/templates/") for n in names)
     assert any(n.startswith("sentinel/web/") and not n.endswith(".py") for n in names)
+    # the top-level rules/ folder (sentinel/rules links to it in a checkout), for the demo and for copying
+    rules = {n for n in names if n.startswith("sentinel/rules/")}
+    assert rules == {f"sentinel/rules/{p.relative_to(ROOT / 'rules')}" for p in (ROOT / "rules").glob("*/*.toml")}
+    assert "sentinel/rules/seeds/type-surge.toml" in rules
 
 
 @pytest.mark.slow
@@ -74,3 +78,4 @@ def test_an_empty_virtualenv_with_the_wheel_runs_sentinel(installed: Path, tmp_p
     delivered = re.search(r"(\d+) message\(s\) delivered", demo.stdout)
     assert delivered and int(delivered.group(1)) >= 1, demo.stdout[-3000:]
     assert "Traceback" not in demo.stderr
+    assert f"rules from {installed.parent}" in demo.stdout, demo.stdout[:2000]  # the wheel's copy of rules/seeds

@@ -16,6 +16,7 @@ from sentinel.config import StreakRuleConfig, ThresholdRuleConfig
 from sentinel.days import Calendar
 from sentinel.detect.base import RuleContext
 from sentinel.detect.engine import Engine, sort_events
+from sentinel.detect.workdays import Workdays
 from sentinel.model import Batch, Event, Vocab, from_datetime
 
 SH = "Asia/Shanghai"
@@ -75,16 +76,18 @@ def make_batch(records: Sequence[Rec], vocab: Vocab, first_id: int = 1) -> Batch
                  customer, values).sorted()
 
 
-def engine(rules: Iterable[Any], tz: str = SH, coverage: int | None = None) -> Engine:
-    ctx = RuleContext(Calendar(tz), Vocab(), coverage)
+def engine(rules: Iterable[Any], tz: str = SH, coverage: int | None = None, holidays: str | None = "CN") -> Engine:
+    """An engine as the backtest builds it; `holidays` is the top-level key (China's calendar by default,
+    so rules with `baseline_by = "day_kind"` see its holidays and adjusted working days)."""
+    ctx = RuleContext(Calendar(tz), Vocab(), coverage, Workdays(holidays))
     return Engine(list(rules), ctx, tz)
 
 
 def run(rules: Iterable[Any], records: Sequence[Rec], tz: str = SH, coverage: int | None = None,
-        until: int | None = None, chunks: Sequence[int] = ()) -> list[Event]:
+        until: int | None = None, chunks: Sequence[int] = (), holidays: str | None = "CN") -> list[Event]:
     """Feed the records through a fresh engine (in chunks split at the given indexes), time moving to
     each chunk's last record, then to `until`."""
-    eng = engine(rules, tz, coverage)
+    eng = engine(rules, tz, coverage, holidays)
     batch = make_batch(records, eng.vocab)
     if eng.ctx.coverage_start_us is None and len(batch):
         eng.ctx.coverage_start_us = int(batch.ts[0])

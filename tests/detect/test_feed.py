@@ -32,9 +32,15 @@ RULES = [
     threshold(name="pace", mode="pace", min_count=3, min_history_days=1, baseline_days=2, resolve_after="2h"),
     threshold(name="roll", mode="rolling", min_count=3, min_history_days=1, baseline_days=2,
               resolve_after="90m", baseline="median"),
-    streak(name="run3", length=3, tiers={"moderate": 4, "severe": 6}, hold="3h", max_gap="5h"),
+    # baselines by kind of day (China's calendar) and by weekday
+    threshold(name="kind", baseline_by="day_kind", min_count=3, min_history_days=1, baseline_days=2),
+    threshold(name="week", mode="pace", baseline_by="weekday", baseline_weeks=1, min_count=3, min_history_days=1,
+              resolve_after="2h"),
+    # the streaks judge runs by their own history: the daily run counts live only in the rule's state
+    streak(name="run3", length=3, tiers={"moderate": 4, "severe": 6}, hold="3h", max_gap="5h",
+           max_expected_per_day=0.6, history_days=2, prior_days=1),
     streak(name="chanrun", length=3, tiers={"moderate": 5, "severe": 7}, scope=["channel"], hold="2h",
-           distinct="customer"),
+           distinct="customer", history_days=3),
 ]
 
 
@@ -87,10 +93,15 @@ def test_the_property_is_not_vacuous() -> None:
                         f"c{int(rng.integers(0, 4))}", id=i + 1))
     ev = run(RULES, recs, coverage=START)
     seen = {(e.rule, e.state.value) for e in ev}
-    for rule in ("day", "chan", "pace", "roll", "run3", "chanrun"):
+    for rule in ("day", "chan", "pace", "roll", "kind", "week", "run3", "chanrun"):
         assert (rule, "firing") in seen, rule
         assert (rule, "resolved") in seen, rule
     assert any(s == "upgraded" for _, s in seen)
+    # the run history is used: runs are judged by runs seen on earlier days, and the gate holds some back
+    assert any(e.extra.get("runs_observed", 0) > 0 for e in ev if e.rule == "run3")
+    ungated = run([RULES[6].model_copy(update={"max_expected_per_day": None})], recs, coverage=START)
+    assert sum(e.state.value == "firing" for e in ungated) > sum(e.rule == "run3" and e.state.value == "firing"
+                                                                 for e in ev)
 
 
 class Buckets_:
@@ -138,12 +149,12 @@ class Live:
 
 
 def daemon_live(records: list[Rec], polls: list[int], lateness: int, restarts: AbstractSet[int] = frozenset(),
-                in_order: bool = False) -> Live:
+                in_order: bool = False, rules: list[Any] = RULES) -> Live:
     """Feed records as a daemon would: at each poll time P, the rows committed by P, horizon P - lateness.
     Each row commits within `lateness` of its creation, in any order (or in time order with `in_order`).
     At the polls listed in `restarts` the engine is snapshotted and a new one restored from the snapshot
     and the buckets."""
-    eng = engine(RULES, coverage=START)
+    eng = engine(rules, coverage=START)
     cal = eng.ctx.calendar
     buckets = Buckets_(cal)
     batch_all = make_batch(records, eng.vocab)
@@ -168,7 +179,7 @@ def daemon_live(records: list[Rec], polls: list[int], lateness: int, restarts: A
         if k in restarts:
             saved = _save(eng)
             vocab = Vocab()
-            eng = engine(RULES, coverage=START)
+            eng = engine(rules, coverage=START)
             eng.ctx.vocab = vocab
             eng = Engine([r.cfg for r in eng.rules], eng.ctx, "Asia/Shanghai")
             events += eng.restore(saved, buckets.columns(vocab), horizon)
@@ -337,7 +348,7 @@ def test_restart_after_every_poll_on_a_busy_stream() -> None:
     one = daemon_live(recs, polls, lateness).events
     many = daemon_live(recs, polls, lateness, restarts=set(range(len(polls)))).events
     assert len(one) > 50
-    assert {e.rule for e in one} == {"day", "chan", "pace", "roll", "run3", "chanrun"}
+    assert {e.rule for e in one} == {"day", "chan", "pace", "roll", "kind", "week", "run3", "chanrun"}
     assert as_json(many) == as_json(one)
 
 
@@ -349,7 +360,69 @@ def test_restart_while_the_first_day_still_waits_for_its_records() -> None:
     recs += [Rec(t + 27 * 3600 * US + i, TYPES[0], CHANNELS[0], "c1", id=100 + i) for i in range(3)]
     lateness = 300 * US
     polls = [START + lateness - 1, recs[-1].ts + 2 * lateness]  # the first poll sees them, settles none
-    one = daemon_live(recs, polls, lateness).events
-    many = daemon_live(recs, polls, lateness, restarts={0}).events
-    assert any(e.extra.get("chance") for e in one)
-    assert as_json(many) == as_json(one)
+    for rules in (RULES, [*RULES, RULES[6].model_copy(update={"name": "ungated", "max_expected_per_day": None})]):
+        one = daemon_live(recs, polls, lateness, rules=rules).events
+        many = daemon_live(recs, polls, lateness, restarts={0}, rules=rules).events
+        assert as_json(many) == as_json(one)
+    # the first day's runs made the gated rule hold its run back; the ungated one shows the figures
+    assert not [e for e in one if e.rule == "run3" and e.at >= recs[-1].ts]
+    assert any(e.extra.get("chance") and e.extra["runs_observed"] > 0 for e in one if e.rule == "ungated")
+
+
+def test_a_snapshot_without_run_history_restores_and_counts_runs_from_the_next_day() -> None:
+    """A version 1 snapshot (before the run history) restores with no runs seen: the rule leans on the
+    independent estimate and counts its own runs from the next full day on."""
+    rule = streak(name="run3", length=3, tiers={"moderate": 4, "severe": 6}, hold="1h", max_gap="1h")
+    day0 = [Rec(START + i * 600 * US, TYPES[0] if i % 4 else TYPES[1], CHANNELS[0], id=i + 1) for i in range(100)]
+    eng = engine([rule], coverage=START)
+    buckets = Buckets_(eng.ctx.calendar)
+    batch = make_batch(day0, eng.vocab)
+    buckets.add(batch, eng.vocab)
+    eng.feed(batch, int(batch.ts[-1]))
+    saved = _save(eng)
+    assert saved["run3"].core["version"] == 2 and saved["run3"].core["run_counts"]
+    old = dict(saved["run3"].core)
+    for key in ("version", "run_counts", "counted_from"):
+        old.pop(key)
+    saved["run3"] = Snapshot(saved["run3"].config_hash, old, None, saved["run3"].pending, [])
+    later = [Rec(START + (26 + 24 * d) * HOUR + i * US, TYPES[0] if i else TYPES[1], CHANNELS[0], id=1000 + 10 * d + i)
+             for d in range(2) for i in range(4)]
+    restored = engine([rule], coverage=START)
+    restored.restore(saved, buckets.columns(restored.vocab), int(batch.ts[-1]))
+    second = make_batch(later, restored.vocab)
+    fired = [e for e in restored.feed(second, int(second.ts[-1])) if e.state.value == "firing"]
+    # day 1: nothing counted yet (day 0's runs were not kept); day 2: day 1's run counted
+    assert [(e.extra["runs_observed"], e.extra["days_observed"]) for e in fired] == [(0, 0), (1, 1)]
+    fresh = run([rule], day0 + later, coverage=START)
+    assert [(e.extra["runs_observed"], e.extra["days_observed"]) for e in fresh if e.state.value == "firing"
+            and e.at >= later[0].ts] == [(25, 1), (26, 2)]
+
+
+def test_an_edit_that_keeps_what_a_run_is_keeps_the_run_history() -> None:
+    """Tuning `max_expected_per_day` (or hold, tiers, history_days) on SIGHUP must not throw away the
+    runs counted so far; changing what a run is (length, field, scope, filters, max_gap) must."""
+    options: dict[str, Any] = {"name": "run3", "length": 3, "tiers": {"moderate": 4, "severe": 6}, "hold": "1h",
+                               "max_gap": "1h"}
+    rule = streak(**options)
+    day0 = [Rec(START + i * 600 * US, TYPES[0] if i % 4 else TYPES[1], CHANNELS[0], id=i + 1) for i in range(100)]
+    later = [Rec(START + 26 * HOUR + i * US, TYPES[0] if i else TYPES[1], CHANNELS[0], id=1000 + i)
+             for i in range(4)]
+
+    def after_edit(**change: Any) -> list[Event]:
+        eng = engine([rule], coverage=START)
+        buckets = Buckets_(eng.ctx.calendar)
+        batch = make_batch(day0, eng.vocab)
+        buckets.add(batch, eng.vocab)
+        eng.feed(batch, int(batch.ts[-1]))
+        saved = _save(eng)
+        edited = engine([streak(**{**options, **change})], coverage=START)
+        assert edited.hashes["run3"] != saved["run3"].config_hash  # an edited rule, not the same one
+        edited.restore(saved, buckets.columns(edited.vocab), int(batch.ts[-1]))
+        second = make_batch(later, edited.vocab)
+        return [e for e in edited.feed(second, int(second.ts[-1])) if e.state.value == "firing"]
+
+    kept = after_edit(max_expected_per_day=100.0, hold="2h")
+    assert [(e.extra["runs_observed"], e.extra["days_observed"]) for e in kept] == [(25, 1)]
+    for change in ({"max_gap": "2h"}, {"where_not": {"channel": ["内部录入"]}}):
+        reset = after_edit(**change)
+        assert [(e.extra["runs_observed"], e.extra["days_observed"]) for e in reset] == [(0, 0)], change

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from sentinel.model import EventState
-from tests.detect.builders import Rec, at, days, run, states, streak
+from tests.detect.builders import SH, Rec, at, days, run, states, streak
 
 A, B = "物流配送延误", "服务态度"
 MIN = 60 * 1_000_000
@@ -118,14 +120,83 @@ def test_ties_ordered_by_id() -> None:
 
 
 def test_chance_and_expected_per_day_and_gate() -> None:
-    # history: A is half of all complaints (100 a day: 50 A, 50 B)
+    # history: A is half of all complaints (100 a day: 50 A, 50 B, alternating: A never streaks)
     hist = days(date(2025, 7, 1), 7, {A: 50, B: 50})
     ev = run([streak()], hist + seq("AAAAAB"))
     today = [e for e in ev if e.at >= at("2025-07-08 10:00")]
-    assert today and today[0].extra["chance"] == pytest.approx(0.5 ** 5)
-    assert today[0].extra["expected_per_day"] == pytest.approx(100 * 0.5 * 0.5 ** 5)
-    gated = run([streak(max_expected_per_day=1.0)], hist + seq("AAAAAB"))
+    independent = 100 * 0.5 * 0.5 ** 5
+    assert today and today[0].extra["expected_per_day_independent"] == pytest.approx(independent)
+    assert today[0].extra["expected_per_day_observed"] == 0.0
+    # no run in 7 days observed, the independent estimate worth 7 days: the blend is half of it
+    assert today[0].extra["expected_per_day"] == pytest.approx(independent / 2)
+    assert today[0].extra["chance"] == pytest.approx(0.5 ** 5 / 2)
+    gated = run([streak(max_expected_per_day=0.5)], hist + seq("AAAAAB"))
     assert [e for e in gated if e.at >= at("2025-07-08 10:00")] == []
+
+
+def history(pattern: str, count: int = 7, start: date = date(2025, 7, 1)) -> list[Rec]:
+    """`count` days, each the 100-record `pattern` spread evenly from 00:00 (A is 20 of every 100)."""
+    assert len(pattern) == 100 and pattern.count("A") == 20
+    out: list[Rec] = []
+    for d in range(count):
+        out += seq(pattern, start=f"{start + timedelta(days=d)} 00:00", step_min=14.4)
+    return out
+
+
+STREAKS_DAILY = "AAAAA" + "B" * 5 + "ABBBB" * 15 + "B" * 15  # one run of five A every day
+NEVER_STREAKS = "ABBBB" * 20  # A as often, never twice in a row
+IND = 100 * 0.8 * 0.2 ** 5  # the independent estimate for both: 0.0256 runs a day
+
+
+@pytest.mark.parametrize(("case", "hist", "today", "options", "fires", "facts"), [
+    # a value that streaks every day: observed 1/day outweighs the optimistic independent estimate
+    ("streaks every day", history(STREAKS_DAILY), "AAAAAB", {}, False,
+     {"runs_observed": 7, "days_observed": 7, "expected_per_day_observed": 1.0,
+      "expected_per_day": (7 + 7 * IND) / 14}),
+    # the same share, never a run: the blend is below the independent estimate, it fires
+    ("never streaks", history(NEVER_STREAKS), "AAAAAB", {}, True,
+     {"runs_observed": 0, "days_observed": 7, "expected_per_day_observed": 0.0,
+      "expected_per_day": 7 * IND / 14}),
+    # a type never seen: no share and no runs, nothing says it is normal
+    ("a new type", history(STREAKS_DAILY), "CCCCCB", {}, True,
+     {"runs_observed": 0, "days_observed": 7, "expected_per_day_independent": 0.0, "expected_per_day": 0.0}),
+    # one day of history: the one run seen counts as one day against the prior's seven
+    ("thin history", history(STREAKS_DAILY, count=1), "AAAAAB", {}, True,
+     {"runs_observed": 1, "days_observed": 1, "expected_per_day": (1 + 7 * IND) / 8}),
+    ("thin history, no prior", history(STREAKS_DAILY, count=1), "AAAAAB", {"prior_days": 0}, False,
+     {"runs_observed": 1, "days_observed": 1, "expected_per_day": 1.0}),
+    # the window: runs older than history_days no longer count
+    ("runs outside the window", history(STREAKS_DAILY, count=3) + history(NEVER_STREAKS, 4, date(2025, 7, 4)),
+     "AAAAAB", {"history_days": 4}, True,
+     {"runs_observed": 0, "days_observed": 4, "expected_per_day": 7 * IND / 11}),
+    ("runs inside the window", history(STREAKS_DAILY, count=3) + history(NEVER_STREAKS, 4, date(2025, 7, 4)),
+     "AAAAAB", {}, False,
+     {"runs_observed": 3, "days_observed": 7, "expected_per_day": (3 + 7 * IND) / 14}),
+])
+def test_expected_per_day_from_the_series_own_runs(case: str, hist: list[Rec], today: str, options: dict[str, Any],
+                                                   fires: bool, facts: dict[str, float]) -> None:
+    start = at(f"{date(2025, 7, 1) + timedelta(days=len(hist) // 100)} 10:00")
+    tomorrow = seq(today, start=str(datetime.fromtimestamp(start / 1e6, ZoneInfo(SH)).replace(tzinfo=None)))
+    probe = run([streak(**options)], hist + tomorrow)
+    mine = [e for e in probe if e.at >= start and e.state == EventState.FIRING]
+    assert len(mine) == 1, case  # without a gate every run fires: its figures are on the event
+    for key, want in facts.items():
+        assert mine[0].extra[key] == pytest.approx(want, rel=1e-5), (case, key)
+    gated = run([streak(max_expected_per_day=0.2, **options)], hist + tomorrow)
+    assert bool([e for e in gated if e.at >= start and e.state == EventState.FIRING]) == fires, case
+
+
+def test_the_history_counts_runs_not_records() -> None:
+    """A run of twelve is one run: the daily rate is of runs reaching `length`, whatever their length."""
+    pattern = "A" * 12 + "B" * 8 + "ABBBB" * 1 + "B" * 75 + "AAAAAAA"
+    pattern = pattern[:100]
+    assert pattern.count("A") == 13
+    recs: list[Rec] = []
+    for d in range(3):
+        recs += seq(pattern, start=f"2025-07-0{d + 1} 00:00", step_min=14.4)
+    ev = run([streak()], recs + seq("AAAAAB", start="2025-07-04 10:00"))
+    last = [e for e in ev if e.state == EventState.FIRING][-1]
+    assert last.extra["runs_observed"] == 3 and last.extra["days_observed"] == 3
 
 
 def test_where_filter_drops_records_from_the_sequence() -> None:

@@ -48,13 +48,13 @@ LOCALES = ["zh_CN", "en"]
 
 W: dict[str, dict[str, str]] = {
     "zh_CN": {"light": "轻度预警", "moderate": "中度预警", "severe": "重度预警", "III": "三级响应", "II": "二级响应",
-              "I": "一级响应", "status": "状态页", "ack": "确认收到", "upgraded": "已升级至重度", "resolved": "已恢复",
+              "I": "一级响应", "status": "状态页", "ack": "确认收到", "upgraded": "已升级", "resolved": "已恢复",
               "reason": "已连续一整天低于阈值", "zero": "新出现：无历史", "handover": "Sentinel 启动前已开始",
               "streak": "连续 5 条", "type": "类型", "channel": "渠道", "more": r"还有 (\d+) 条预警",
               "repeat": "提醒", "escalation": "超过时限未确认", "test": "测试", "title_digest": "500 条预警"},
-    "en": {"light": "Light alert", "moderate": "Moderate alert", "severe": "Severe alert", "III": "level III response",
-           "II": "level II response", "I": "level I response", "status": "Status page", "ack": "Acknowledge",
-           "upgraded": "upgraded to severe", "resolved": "Resolved", "reason": "a full day below the threshold",
+    "en": {"light": "Light alert", "moderate": "Moderate alert", "severe": "Severe alert", "III": "Level III response",
+           "II": "Level II response", "I": "Level I response", "status": "Status page", "ack": "Acknowledge",
+           "upgraded": "upgraded", "resolved": "Resolved", "reason": "a full day below the threshold",
            "zero": "new: no history", "handover": "before Sentinel started",
            "streak": "5 complaints of the same kind in a row",
            "type": "type", "channel": "channel", "more": r"… (\d+) more alerts?", "repeat": "reminder: still open",
@@ -102,6 +102,17 @@ def assert_plain_title(title: str) -> None:
     assert "**" not in title and "](" not in title and "<http" not in title, title
 
 
+TIER_WORDS = {"zh_CN": ("轻度", "中度", "重度"), "en": ("light", "moderate", "severe")}
+
+
+def assert_tier_named_once(title: str, body: str, tier: Tier, locale: str) -> None:
+    """Every chat tool shows the title above the body: the tier is said once, in the title, not again
+    below it (not as "【中度预警】… 【中度预警 · 二级响应】" nor "Severe alert: … up to severe")."""
+    word = TIER_WORDS[locale][tier.value - 1]
+    assert title.lower().count(word) == 1, title
+    assert word not in body.lower(), body
+
+
 def assert_layout(syntax: Syntax, body: str) -> None:
     """Markdown separates lines with a blank line (DingTalk, Teams); the others with one newline."""
     if syntax is Syntax.MARKDOWN:
@@ -123,14 +134,15 @@ def assert_layout(syntax: Syntax, body: str) -> None:
 def test_firing_threshold_alert_has_every_fact(syntax: Syntax, locale: str) -> None:
     w = W[locale]
     title, body = run([threshold()], syntax, locale)
-    for fact in (w["moderate"], w["II"], "type-surge", w["type"], "物流配送延误", w["channel"], "电话热线",
+    for fact in (w["II"], "type-surge", w["type"], "物流配送延误", w["channel"], "电话热线",
                  "151", "100.0", "1.51", "2.1e-06", "2025-07-08 13:43"):
         assert fact in body, (fact, body)
     assert link_of(syntax, "10231", CRM.format(10231)) in body
     assert "10232" in body and CRM.format(10232) not in body  # no URL: listed, not linked
     assert link_of(syntax, w["status"], STATUS) in body
     assert link_of(syntax, w["ack"], ACK) in body
-    assert "物流配送延误" in title and w["moderate"].split()[0] in title
+    assert "物流配送延误" in title and w["moderate"] in title
+    assert_tier_named_once(title, body, Tier.MODERATE, locale)
     assert_plain_title(title)
     assert_layout(syntax, body)
 
@@ -140,11 +152,12 @@ def test_firing_threshold_alert_has_every_fact(syntax: Syntax, locale: str) -> N
 def test_upgrade_says_it_went_up_a_tier(syntax: Syntax, locale: str) -> None:
     w = W[locale]
     title, body = run([threshold(state="upgraded", tier=Tier.SEVERE, value=301.0, ratio=3.01)], syntax, locale)
-    assert w["severe"] in body and w["I"] in body and w["upgraded"] in body
+    assert w["severe"] in title and w["I"] in body and w["upgraded"] in body
     assert "301" in body and "3.01" in body
-    assert ("升级为重度" if locale == "zh_CN" else "up to severe") in title
-    _, firing = run([threshold(tier=Tier.SEVERE)], syntax, locale)
-    assert w["upgraded"] not in firing
+    assert ("（已升级）" if locale == "zh_CN" else "(upgraded)") in title
+    assert_tier_named_once(title, body, Tier.SEVERE, locale)
+    firing_title, firing = run([threshold(tier=Tier.SEVERE)], syntax, locale)
+    assert w["upgraded"] not in firing and w["upgraded"] not in firing_title
 
 
 @pytest.mark.parametrize("locale", LOCALES)
@@ -155,6 +168,7 @@ def test_resolution_says_how_long_the_peak_and_why(syntax: Syntax, locale: str) 
                      started=NOW - timedelta(hours=2, minutes=15))
     title, body = run([view], syntax, locale)
     assert w["resolved"] in body and w["resolved"] in title
+    assert_tier_named_once(title, body, Tier.MODERATE, locale)
     assert format_duration(8100, locale) in body and ("2小时15分" if locale == "zh_CN" else "2h15m") in body
     assert "180" in body and w["reason"] in body
     assert ACK not in body  # nothing left to acknowledge
@@ -168,7 +182,8 @@ def test_resolution_says_how_long_the_peak_and_why(syntax: Syntax, locale: str) 
 def test_streak_says_run_length_expected_runs_and_start(syntax: Syntax, locale: str) -> None:
     w = W[locale]
     title, body = run([streak()], syntax, locale)
-    assert w["streak"] in body and w["light"] in body and w["III"] in body
+    assert w["streak"] in body and w["light"] in title and w["III"] in body
+    assert_tier_named_once(title, body, Tier.LIGHT, locale)
     assert "0.031" in body and "3.2e-04" in body and "2025-07-08 14:00" in body
     assert link_of(syntax, "20001", CRM.format(20001)) in body
     assert "服务态度" in title and "5" in title
@@ -419,7 +434,7 @@ def test_override_replaces_one_template_and_keeps_the_others(tmp_path: Path) -> 
         _, digest = run(crisis(3), syntax, templates_dir=tmp_path)
         assert "预警汇总" in digest and "自定义" not in digest
         _, english = run([threshold()], syntax, "en", templates_dir=tmp_path)
-        assert "Moderate alert" in english and "自定义" not in english
+        assert "Level II response" in english and "自定义" not in english
     check_templates(tmp_path)  # a good override passes the reload check
 
 

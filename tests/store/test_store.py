@@ -1,4 +1,5 @@
-"""State store: migrations from empty, state surviving a restart, one daemon per store."""
+"""State store: migrations from empty, a first start's schema built without them, state surviving a restart,
+one daemon per store."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import Engine, inspect
 
 from sentinel.days import Calendar
 from sentinel.model import US, Batch, Vocab
-from sentinel.store import StoreLocked, open_store
+from sentinel.store import StoreLocked, migrate, open_store
 from sentinel.store import records as repo
 from sentinel.store.migrate import current_revision, head_revision
+from sentinel.store.schema import metadata
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -135,10 +137,10 @@ def test_migrations_match_the_schema_the_code_uses(state_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from sentinel.store.schema import metadata
-
-    store = open_store(state_url)
+    store = open_store(state_url, upgrade=False)
     try:
+        migrate.run_migrations(store.engine)
+        assert current_revision(store.engine) == head_revision()
         with store.engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
             diff = compare_metadata(ctx, metadata)
@@ -177,5 +179,59 @@ def test_migration_0004_keeps_the_seen_ids_and_says_where_the_ledger_starts(stat
             assert repo.seen_counts(conn, [t0, t0 + 15 * US, t0 + 30 * US]) == [1, 1]
         with store.transaction() as conn:  # first read at their created time: pruned with them
             assert repo.prune_seen(conn, t0 + 15 * US) == 1
+    finally:
+        store.close()
+
+
+def schema_of(engine: Engine) -> dict[str, dict[str, object]]:
+    """Everything the database says about each table, as SQLAlchemy reflects it (columns in order)."""
+    insp = inspect(engine)
+    out: dict[str, dict[str, object]] = {}
+    for table in sorted(insp.get_table_names()):
+        out[table] = {
+            "columns": [(c["name"], str(c["type"]), c["nullable"], c.get("default"), c.get("autoincrement"))
+                        for c in insp.get_columns(table)],
+            "primary key": insp.get_pk_constraint(table),
+            "foreign keys": sorted(insp.get_foreign_keys(table), key=repr),
+            "indexes": sorted(insp.get_indexes(table), key=repr),
+            "unique": sorted(insp.get_unique_constraints(table), key=repr),
+            "checks": sorted(insp.get_check_constraints(table), key=repr),
+        }
+    return out
+
+
+def test_a_first_start_builds_the_schema_the_migrations_build(state_url: str) -> None:
+    """An empty store is built from `schema.metadata` and stamped (no Alembic at a first start): table for
+    table, column for column, the same store the migrations make, at the same revision."""
+    store = open_store(state_url, upgrade=False)
+    try:
+        migrate.run_migrations(store.engine)
+        migrated = schema_of(store.engine)
+        with store.engine.begin() as conn:
+            metadata.drop_all(conn)
+            migrate._version_table().drop(conn)
+        assert inspect(store.engine).get_table_names() == []
+        before, after = store.upgrade()
+        assert (before, after) == (None, head_revision())
+        assert current_revision(store.engine) == head_revision()
+        assert schema_of(store.engine) == migrated
+        assert set(migrated) == {*metadata.tables, "alembic_version"}
+        assert store.upgrade() == (head_revision(), head_revision())  # current: nothing to do
+    finally:
+        store.close()
+
+
+def test_a_store_with_some_tables_is_left_to_the_migrations(state_url: str) -> None:
+    """Only a store with none of the tables is built from scratch: one that has some (a half-built or foreign
+    store) is not touched by it, and the migrations decide (here: they refuse, the table exists)."""
+    store = open_store(state_url, upgrade=False)
+    try:
+        with store.engine.begin() as conn:
+            metadata.tables["source_state"].create(conn)
+        assert migrate.build_from_scratch(store.engine, head_revision()) is False
+        assert inspect(store.engine).get_table_names() == ["source_state"]
+        with pytest.raises(Exception, match="source_state"):
+            store.upgrade()
+        assert current_revision(store.engine) is None
     finally:
         store.close()

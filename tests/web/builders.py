@@ -35,8 +35,10 @@ SCRIPT = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror=alert(1)>'
 
 
-def write_config(tmp_path: Path, crm: Crm, extra: str = "") -> Path:
-    return crm_config(tmp_path, crm, f"""
+def write_config(tmp_path: Path, crm: Crm, extra: str = "", *, locale: str | None = "en") -> Path:
+    """The scene's configuration; the page's words in `locale` (the tests read English unless they test
+    the language, which is zh_CN by default for users)."""
+    path = crm_config(tmp_path, crm, f"""
 [[rules]]
 name = "type-surge"
 kind = "threshold"
@@ -77,6 +79,9 @@ target = {{ rule = "type-channel-surge" }}
 equal = ["type"]
 {extra}
 """)
+    if locale is not None:  # None: the default
+        path.write_text(f'locale = "{locale}"\n' + path.read_text(encoding="utf-8"), encoding="utf-8")
+    return path
 
 
 def open_daemon(cfg_path: Path, clock: ManualClock, *, dry_run: bool = False) -> Daemon:
@@ -105,12 +110,12 @@ def surge(crm: Crm) -> None:
     crm.add(NOW - timedelta(minutes=15), type_=IMG, channel="官网客服", n=12, spacing=timedelta(seconds=5))
 
 
-def scene(tmp_path: Path, *, dry_run: bool = False) -> Scene:
+def scene(tmp_path: Path, *, dry_run: bool = False, locale: str | None = "en") -> Scene:
     """The daemon after the backfill and one live poll with the surge; acks, a silence, outbox rows."""
     crm = Crm(tmp_path / "crm.db")
     crm.history()
     clock = ManualClock(NOW)
-    daemon = open_daemon(write_config(tmp_path, crm), clock, dry_run=dry_run)
+    daemon = open_daemon(write_config(tmp_path, crm, locale=locale), clock, dry_run=dry_run)
     drain(daemon)
     surge(crm)
     clock.set(NOW + timedelta(seconds=2))

@@ -61,14 +61,28 @@ def test_baseline_is_the_mean_of_the_previous_days_and_waits_for_history() -> No
     cfg = threshold(baseline_days=3, min_history_days=3, factor=1.5, min_count=10)
     coverage = CAL.day_start(TODAY - 5)
     pts = series_history(d, cfg, {"type": T}, today=TODAY, coverage_start_us=coverage, days=7)
-    assert [p.day for p in pts] == [date.fromordinal(TODAY - k) for k in range(6, -1, -1)]
-    assert [p.count for p in pts] == [0, 15, 14, 13, 12, 11, 30]
-    # days -6..-3 have fewer than 3 full days of coverage before them
-    assert [p.baseline for p in pts[:4]] == [None, None, None, None]
-    assert pts[4].baseline == pytest.approx((15 + 14 + 13) / 3)
-    assert pts[5].baseline == pytest.approx((14 + 13 + 12) / 3)
-    assert pts[6].baseline == pytest.approx(12.0) and pts[6].threshold == pytest.approx(18.0)
-    assert [p.partial for p in pts] == [False] * 6 + [True]
+    # day -6 was never read (before the coverage): not drawn as a zero
+    assert [p.day for p in pts] == [date.fromordinal(TODAY - k) for k in range(5, -1, -1)]
+    assert [p.count for p in pts] == [15, 14, 13, 12, 11, 30]
+    # days -5..-3 have fewer than 3 full days of coverage before them
+    assert [p.baseline for p in pts[:3]] == [None, None, None]
+    assert pts[3].baseline == pytest.approx((15 + 14 + 13) / 3)
+    assert pts[4].baseline == pytest.approx((14 + 13 + 12) / 3)
+    assert pts[5].baseline == pytest.approx(12.0) and pts[5].threshold == pytest.approx(18.0)
+    assert [p.partial for p in pts] == [False] * 5 + [True]
+
+
+def test_only_the_days_read_are_drawn() -> None:
+    """Coverage from 14:00 two days ago: that day was read in part and is drawn; none before it, even with
+    buckets there (a series' history older than the backfill window is not what the daemon read)."""
+    d = daily_of({3: {(T, PHONE): 9}, 2: {(T, PHONE): 4}, 1: {(T, PHONE): 6}})
+    coverage = CAL.day_start(TODAY - 2) + 14 * HOUR_US
+    pts = series_history(d, threshold(), {"type": T}, today=TODAY, coverage_start_us=coverage, days=14)
+    assert [(p.day, p.count) for p in pts] == [(date.fromordinal(TODAY - 2), 4), (date.fromordinal(TODAY - 1), 6),
+                                               (date.fromordinal(TODAY), 0)]
+    today_only = series_history(d, threshold(), {"type": T}, today=TODAY, coverage_start_us=CAL.day_start(TODAY),
+                                days=14)
+    assert [p.day for p in today_only] == [date.fromordinal(TODAY)]
 
 
 def test_min_count_floors_the_threshold_and_median_is_honoured() -> None:

@@ -9,6 +9,7 @@ import urllib.request
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import pytest
 from sqlalchemy import select
@@ -31,13 +32,14 @@ from tests.web.builders import (
     drain,
     open_daemon,
     open_instance,
+    scene,
     write_config,
 )
 from tests.web.parse import Element, badges, by_id, parse
 
 TAGS = {"html", "head", "meta", "title", "style", "body", "header", "h1", "h2", "h3", "span", "div", "main",
         "section", "p", "article", "a", "b", "code", "table", "tr", "th", "td", "svg", "line", "text", "rect",
-        "path", "g"}
+        "path", "g", "form", "label", "select", "option", "button"}
 
 
 def call(app: App, path: str = "/", method: str = "GET") -> tuple[int, dict[str, str], bytes]:
@@ -46,13 +48,14 @@ def call(app: App, path: str = "/", method: str = "GET") -> tuple[int, dict[str,
     def start_response(status: str, headers: list[tuple[str, str]]) -> None:
         seen["status"], seen["headers"] = int(status.split(maxsplit=1)[0]), dict(headers)
 
-    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "wsgi.input": io.BytesIO(b"")}
+    path, _, query = path.partition("?")
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "wsgi.input": io.BytesIO(b"")}
     body = b"".join(app(environ, start_response))
     return seen["status"], seen["headers"], body
 
 
-def page(world: Scene) -> str:
-    status, headers, body = call(world.daemon.app)
+def page(world: Scene, path: str = "/") -> str:
+    status, headers, body = call(world.daemon.app, path)
     assert status == 200, body[:500]
     assert headers["Content-Type"] == "text/html; charset=utf-8"
     return body.decode("utf-8")
@@ -165,7 +168,11 @@ def test_chart_of_an_alerted_threshold_series_matches_the_rule(world: Scene) -> 
     svg = article(root, "type-surge", T, world=world).find_all("svg")
     assert len(svg) == 1
     bars = [r for r in svg[0].find_all("rect") if r.find_all("title")]
-    assert len(bars) == status_page.CHART_DAYS
+    # the backfill read 8 days before today: the chart has those and today, no zeros for days never read
+    coverage = world.daemon.state.coverage_start_us if world.daemon.state is not None else None
+    assert coverage is not None
+    first = world.daemon.calendar.date_of(world.daemon.calendar.day_of(coverage))
+    assert len(bars) == (NOW.date() - first).days + 1 < status_page.CHART_DAYS
     tips = [r.find_all("title")[0].all_text() for r in bars]
     # the detector's own view of the series today: the chart's last day must say the same
     engine = world.daemon.extras["detection"].detector.engine
@@ -176,7 +183,8 @@ def test_chart_of_an_alerted_threshold_series_matches_the_rule(world: Scene) -> 
     cur, base = view[json.dumps({"type": T})]
     assert tips[-1] == f"2025-07-08 (today so far): {int(cur)}, baseline {base:g}, threshold {1.5 * base:g}"
     assert tips[-2] == "2025-07-07: 40, baseline 40, threshold 60"
-    assert tips[0].endswith("0, no baseline yet")  # before the source's coverage
+    assert tips[0].startswith(first.isoformat()) and tips[0].endswith("no baseline yet")  # the first day read
+    assert all(not t.split(": ")[1].startswith("0,") for t in tips)
     paths = svg[0].find_all("path")
     assert len(paths) == 2 and {p.attrs.get("stroke-dasharray") for p in paths} == {"4 3", None}
     for rule_name, type_ in (("streak", T), ("streak", SCRIPT)):
@@ -206,9 +214,16 @@ def test_silences_receivers_and_source(world: Scene) -> None:
 
     ops = [" ".join(td.all_text().split()) for td in by_id(root, "receiver-ops").find_all("td")]
     crisis = [" ".join(td.all_text().split()) for td in by_id(root, "receiver-crisis").find_all("td")]
-    assert ops[:3] == ["ops", "webhook", "1"] and ops[3].startswith("delivered") and ops[4] == "none"
-    assert crisis[:3] == ["crisis", "webhook", "1"] and crisis[3].startswith("failed")
-    assert "HTTP 400: <img src=x onerror=alert(2)> rejected" in crisis[4]
+    # receiver, kind, state, failures in a row, pending (oldest), next attempt, last error, last delivered,
+    # recent permanent failures
+    assert ops == ["ops", "webhook", "ok", "0", "1 (oldest 0 s)", "due now", "none", "2025-07-08 18:00:02", "none"]
+    assert crisis[:6] == ["crisis", "webhook", "set aside", "1", "1 (oldest 0 s)", "due now"]
+    assert crisis[6] == "HTTP 400: <img src=x onerror=alert(2)> rejected 2025-07-08 18:00:02"  # escaped: text
+    assert crisis[7] == "nothing yet"
+    assert "HTTP 400: <img src=x onerror=alert(2)> rejected" in crisis[8]
+    banners = [" ".join(b.all_text().split()) for b in root.find_all("div", "banner")]
+    assert banners == ["Receiver crisis is set aside: HTTP 400: <img src=x onerror=alert(2)> rejected — "
+                       "1 message waiting, details"]
 
     src = {tr.find_all("th")[0].all_text(): " ".join(tr.find_all("td")[0].all_text().split())
            for tr in by_id(root, "source").find_all("tr")}
@@ -223,7 +238,8 @@ def test_source_down_is_a_banner(world: Scene) -> None:
     html = page(world)
     root = parse(html)
     banners = [" ".join(b.all_text().split()) for b in root.find_all("div", "banner")]
-    assert banners == ["Source down: connection refused <b>db</b>"]
+    assert banners[-1] == "Source down: connection refused <b>db</b>"
+    assert [b for b in banners if b.startswith("Receiver ")] == banners[:-1]  # crisis, set aside
 
 
 def test_recently_resolved(world: Scene) -> None:
@@ -315,3 +331,107 @@ def test_many_alerts_cap_the_charts(world: Scene, monkeypatch: pytest.MonkeyPatc
     charted = [a for a in root.find_all("article") if a.find_all("svg")]
     assert all("tier-severe" in a.classes for a in charted)  # most severe first
     assert "4 more alerted series without a chart" in " ".join(root.all_text().split())
+
+
+def test_the_api_value_agrees_with_today_so_far(world: Scene) -> None:
+    """The alert fired at 61 and the day went on to 69 without a new event: the API reports the series'
+    count now, as the page's "today so far" and the detector do, and keeps the value of the last change."""
+    status, _h, body = call(world.daemon.app, "/api/v1/alerts")
+    assert status == 200
+    listed = {a["instance"]: a for a in json.loads(body)}
+    surge = listed[open_instance(world.daemon, "type-surge", T)]
+    root = parse(page(world))
+    facts = " ".join(article(root, "type-surge", T, world=world).find_all("p", "facts")[0].all_text().split())
+    assert facts.endswith("69 today so far")
+    assert surge["value"] == 69 and surge["valueAtLastChange"] == 61 and surge["peak"] == 69
+    new = listed[open_instance(world.daemon, "type-surge", SCRIPT)]
+    assert new["value"] == 16 and new["valueAtLastChange"] == 15
+    streak = listed[open_instance(world.daemon, "streak", T)]
+    assert streak["value"] == streak["valueAtLastChange"] == 12  # a run's length, not a count of the day
+    status, _h, body = call(world.daemon.app, "/api/v2/alerts")
+    assert status == 200
+    v2 = {a["annotations"]["instance"]: a["annotations"] for a in json.loads(body)}
+    assert v2[surge["instance"]]["value"] == "69" and v2[surge["instance"]]["peak"] == "69"
+
+
+# --- filters -----------------------------------------------------------------------------------------
+
+
+def shown(root: Element) -> list[tuple[str, str, str]]:
+    """(tier, rule, type) of each open alert on the page."""
+    out = []
+    for a in root.find_all("article"):
+        tier = next(c for c in a.classes if c.startswith("tier-"))[5:]
+        rule = next(x.all_text() for x in a.find_all("a", "f") if x.all_text().startswith("rule "))
+        types = [x.all_text() for x in a.find_all("b", "lv")]
+        out.append((tier, rule.removeprefix("rule "), types[0]))
+    return out
+
+
+def test_filter_by_tier_rule_and_type_on_the_server(world: Scene) -> None:
+    everything = shown(parse(page(world)))
+    assert len(everything) == 9
+    severe = parse(page(world, "/?tier=severe"))
+    assert [x for x in everything if x[0] == "severe"] == shown(severe) and len(shown(severe)) == 5
+    note = " ".join(by_id(severe, "filter-note").all_text().split())
+    assert note == "showing 5 of 9 open alerts · show all"
+    header = " ".join(severe.find_all("header")[0].all_text().split())
+    assert "9 open alerts: 5 severe, 2 moderate, 2 light" in header  # the header still counts them all
+    by_rule_type = parse(page(world, "/?" + urlencode({"rule": "streak", "type": T})))
+    assert shown(by_rule_type) == [x for x in everything if x[1] == "streak" and x[2] == T] and shown(by_rule_type)
+    # the type filter matches exactly, hostile names included, and what was asked is shown escaped
+    hostile = page(world, "/?" + urlencode({"type": SCRIPT}))
+    assert SCRIPT not in hostile
+    assert {x[2] for x in shown(parse(hostile))} == {SCRIPT} and len(shown(parse(hostile))) == 3
+    assert shown(parse(page(world, "/?tier=severe&rule=no-such-rule"))) == []
+    assert "No open alerts." in page(world, "/?tier=severe&rule=no-such-rule")
+    charts = parse(page(world, "/?rule=streak")).find_all("svg")
+    assert charts == []  # streaks have no chart: the filter decides what is charted too
+
+
+def test_filters_are_a_form_and_links(world: Scene) -> None:
+    root = parse(page(world, "/?tier=light"))
+    (form,) = root.find_all("form")
+    assert form.attrs["method"] == "get" and form.attrs["action"] == "/"
+    selects = {s.attrs["name"]: s for s in form.find_all("select")}
+    assert set(selects) == {"tier", "rule", "type"}
+    chosen = [o.attrs["value"] for o in selects["tier"].find_all("option") if "selected" in o.attrs]
+    assert chosen == ["light"]
+    rules = [o.attrs["value"] for o in selects["rule"].find_all("option")]
+    assert rules == ["", "streak", "type-channel-surge", "type-surge"]
+    assert {SCRIPT, IMG, T} <= {o.attrs["value"] for o in selects["type"].find_all("option")}
+    links = {a.attrs["href"] for a in root.find_all("a")}
+    assert "/?tier=light&rule=type-surge" in links  # a rule link narrows the current view
+    assert "/?tier=light&type=" + quote(T) in links
+    assert "/" in links  # show all
+
+
+# --- language ----------------------------------------------------------------------------------------
+
+
+def test_the_page_speaks_chinese_by_default(tmp_path: Path) -> None:
+    world = scene(tmp_path, locale=None)
+    try:
+        html = page(world)
+    finally:
+        world.daemon.stop()
+    root = parse(html)
+    assert root.find_all("html")[0].attrs["lang"] == "zh-CN"
+    header = " ".join(root.find_all("header")[0].all_text().split())
+    assert "9 条未恢复告警：重度 5，中度 2，轻度 2" in header and "数据源 正常" in header
+    assert "(Asia/Shanghai)" in header  # times in the configured zone
+    surge = by_id(root, "alert-" + open_instance(world.daemon, "type-surge", T))
+    assert badges(surge) == {"已确认"}
+    facts = " ".join(surge.find_all("p", "facts")[0].all_text().split())
+    assert facts.startswith("61 对比基线 40 (× 1.52) 最近变化于") and facts.endswith("69 今日累计")
+    svg = surge.find_all("svg")[0]
+    assert [t.all_text() for t in svg.find_all("text")][-3:] == ["每日数量", "基线", "阈值"]
+    drawn = len([r for r in svg.find_all("rect") if r.find_all("title")])
+    assert drawn < status_page.CHART_DAYS and svg.find_all("title")[0].all_text().endswith(f"近 {drawn} 天每日投诉")
+    assert "今天" in [t.all_text() for t in svg.find_all("text")]
+    ths = [th.all_text() for th in by_id(root, "receivers").find_all("th")]
+    assert ths[:3] == ["接收方", "类型", "状态"]
+    words = root.find_all("body")[0].all_text()
+    for english in ("Open alerts", "baseline", "today so far", "Receivers", "No active", "acknowledged", "refreshes",
+                    "rule", "started"):
+        assert english not in words, english
