@@ -199,6 +199,7 @@ class SourceConfig(Model):
     id_type: Literal["auto", "int", "str"] = "auto"
     poll_interval: Duration = timedelta(seconds=1)
     lateness: Duration = timedelta(minutes=5)
+    reconcile_interval: Duration = timedelta(minutes=5)
     batch_size: int = Field(10_000, ge=1, le=1_000_000)
     record_url: str | None = None
     listen_notify: bool = True
@@ -219,6 +220,8 @@ class SourceConfig(Model):
             raise ValueError("poll_interval must be positive")
         if self.lateness < timedelta(0):
             raise ValueError("lateness must not be negative")
+        if self.reconcile_interval <= timedelta(0):
+            raise ValueError("reconcile_interval must be positive")
         if self.record_url is not None and "{id}" not in self.record_url:
             raise ValueError("record_url must contain {id}")
         # PostgreSQL silently truncates channel names to 63 bytes, so a longer one would never match the

@@ -1,10 +1,11 @@
 """The daemon: scheduled jobs that move complaints through the stages, and the HTTP server.
 
-One poll cycle reads the source, then commits watermark, seen ids, buckets and whatever the cycle
-stages add (the detection engine's rule state and events) in ONE transaction; so stopping at any
-point loses nothing and counts nothing twice. If that transaction fails, every stage reloads its
-in-memory state from the store. Jobs never overlap (APScheduler `max_instances=1`); SIGINT or
-SIGTERM stop the daemon after the running cycle; SIGHUP reloads the configuration.
+One poll cycle reads the source (and, every `reconcile_interval`, reconciles the history window with
+it), then commits watermark, ledger entries, buckets and whatever the cycle stages add (the detection
+engine's rule state and events) in ONE transaction; so stopping at any point loses nothing and counts
+nothing twice. If that transaction fails, every stage reloads its in-memory state from the store.
+Jobs never overlap (APScheduler `max_instances=1`); SIGINT or SIGTERM stop the daemon after the
+running cycle; SIGHUP reloads the configuration.
 
 On PostgreSQL the one-daemon lock can be lost while the daemon runs (its session ended: a network
 blip, a restarted server, a terminated backend). Then detection and delivery hold at once (every
@@ -69,6 +70,7 @@ class Cycle:
     polled: Polled | None = None
     backfill_finished: bool = False
     quiet: bool = False  # nothing new was read: stages write only what time changed (an idle poll costs no fsync)
+    late_records: int = 0  # records found by reconciliation: all committed later than `lateness`
 
 
 class Stage(Protocol):
@@ -133,7 +135,9 @@ class Daemon:
         self.vocab = vocab or Vocab()
         self.normaliser = RowNormaliser(self.vocab, cfg.source_tz, getattr(source, "id_type", cfg.source.id_type))
         self.lateness_us = int(cfg.source.lateness.total_seconds() * US)
-        self.ingest = Ingest(source, self.normaliser, self.lateness_us, cfg.source.batch_size)
+        self.ingest = Ingest(source, self.normaliser, self.lateness_us, cfg.source.batch_size, store)
+        self.reconcile_us = int(cfg.source.reconcile_interval.total_seconds() * US)
+        self.next_reconcile_us = 0  # the first live cycle reconciles: rows committed while we were down
         self.commit_delay = CommitDelay(self.metrics, self.lateness_us)
         self.app = App()
         self.listen = listen or cfg.listen
@@ -333,17 +337,34 @@ class Daemon:
             state = self._first_start(now)
         replay = not state.backfill_done
         since = self._since(state)
-        polled = self.ingest.poll(since, state.watermark_us, now)
+        window = self.history_window_start(now)
+        polled = self.ingest.poll(since, state.watermark_us, now, window)
         finished = replay and polled.exhausted
+        # the ledger knows every row after the first poll's bound: reconciliation never looks before it
+        ledger_start = state.ledger_start_us if state.ledger_start_us is not None else since
         new_state = repo.SourceState(state.watermark_us, state.coverage_start_us, state.backfill_start_us,
-                                     state.backfill_done or finished, state.started_us)
-        quiet = (not replay and state.watermark_us is not None and not polled.new_seen and not polled.rejected
-                 and len(polled.batch) == 0)
-        cycle = Cycle(polled.batch, now, replay, new_state, polled, backfill_finished=finished, quiet=quiet)
+                                     state.backfill_done or finished, state.started_us, ledger_start)
+        reconciled = False
+        if not replay and polled.exhausted and now >= self.next_reconcile_us:
+            try:
+                found = self.ingest.reconcile(self.reconcile_bounds(ledger_start, since, now, window), now,
+                                              window, polled)
+            except SourceUnavailable as exc:
+                # the poll's rows are still committed: a failing reconciliation must never stop ingest
+                log.warning("reconciliation failed; tried again after reconcile_interval",
+                            extra=fields(error=str(exc)))
+                found = None
+            if found is not None:
+                polled.absorb(found)
+            reconciled = True
+        quiet = (not replay and state.watermark_us is not None and not polled.entries and not polled.rejected
+                 and len(polled.batch) == 0 and ledger_start == state.ledger_start_us)
+        cycle = Cycle(polled.batch, now, replay, new_state, polled, backfill_finished=finished, quiet=quiet,
+                      late_records=polled.reconciled_records)
         try:
             with self.store.transaction() as conn:
                 if not quiet:
-                    self.ingest.commit(conn, polled, new_state, now, self.calendar)
+                    self.ingest.commit(conn, polled, new_state, now, self.calendar, window)
                 for stage in self.stages:
                     stage.on_cycle(conn, cycle)
         except LockLost:
@@ -363,13 +384,31 @@ class Daemon:
             self._restore(now)
             raise StoreUnavailable(type(exc).__name__) from None
         self.state = new_state
-        self.ingest.committed(polled)
+        self.ingest.committed(polled, None if quiet else window)
+        if reconciled:
+            self.next_reconcile_us = now + self.reconcile_us
         self._count(polled, now)
         for stage in self.stages:
             stage.committed()
         if finished:
             log.info("backfill finished", extra=fields(records=len(polled.batch)))
         return not polled.exhausted
+
+    def history_window_start(self, now: int) -> int:
+        """Where the days the rules look at begin (the first start's backfill start): the ledger
+        remembers every row after it, rows before it are not counted."""
+        return self.calendar.day_start(self.calendar.day_of(now) - backfill_days(self.cfg))
+
+    def reconcile_bounds(self, ledger_start: int, since: int, now: int, window: int) -> list[int]:
+        """Local days of the history window the ledger covers, up to the poll's look-back (which reads
+        everything after it anyway), on whole seconds so epoch-second columns compare exactly."""
+        lo = -(-max(window, ledger_start + 1) // US) * US
+        hi = self.ingest.read_from(since, now) // US * US
+        if hi <= lo:
+            return []
+        cal = self.calendar
+        inner = [cal.day_start(d) for d in range(cal.day_of(lo) + 1, cal.day_of(hi) + 1)]
+        return [lo, *[b for b in inner if lo < b < hi], hi]
 
     def _restore(self, now: int) -> bool:
         """Reload every stage's state from the store; until it succeeds, detection holds."""
@@ -433,6 +472,13 @@ class Daemon:
             self.commit_delay.observe(batch.ts, now)
         for reason, n in polled.rejected_by_reason.items():
             m.records_rejected.labels(reason=reason).inc(n)
+        if polled.reconciled:
+            m.records_reconciled.inc(polled.reconciled)
+            days = sorted({"no usable time" if d < 0 else self.calendar.date_of(self.calendar.day_of(d)).isoformat()
+                           for d in polled.reconciled_days})
+            log.warning("reconciliation found rows the watermark reads had missed (committed later than "
+                        "lateness, or ordered by the database unlike their time); counted as late records",
+                        extra=fields(rows=polled.reconciled, records=polled.reconciled_records, days=days))
         if self.health.newest_us is None and self.state is not None and self.state.watermark_us is not None:
             self.health.newest_us = self.state.watermark_us
         if self.health.newest_us is not None:

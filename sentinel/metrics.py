@@ -63,6 +63,9 @@ class Metrics:
         self.records_late = Counter("sentinel_records_late",
                                     "Records that arrived after their time had been closed (older than "
                                     "lateness); counted into their day, never alerting for it.", registry=r)
+        self.records_reconciled = Counter("sentinel_records_reconciled",
+                                          "Rows found by reconciliation that the watermark reads had missed "
+                                          "(counted as late records, or rejected).", registry=r)
         self.series_current = Gauge("sentinel_series_current",
                                     "Current value of a threshold series (today so far, or last 24 h).",
                                     series, registry=r)

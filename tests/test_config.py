@@ -306,3 +306,17 @@ def test_the_deploy_example_passes_check(tmp_path: Path, monkeypatch: pytest.Mon
     out = capsys.readouterr().out
     assert "rules: 3" in out and "type-channel-surge, same-type-streak, type-surge" in out, out
     assert "inhibit rules: 2" in out and "cs-team (wecom)" in out and "key=K" not in out
+
+
+@pytest.mark.parametrize(("value", "words"), [('"2 parsecs"', "not a duration"), ('"0s"', "must be positive")])
+def test_reconcile_interval_is_a_positive_duration(env: dict[str, str], tmp_path: Path, value: str, words: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    ok = load_config(write(tmp_path, base().replace('lateness = "5m"', 'lateness = "5m"\nreconcile_interval = "1m"')))
+    assert ok.source is not None and ok.source.reconcile_interval.total_seconds() == 60
+    assert load_config(FIXTURE).source.reconcile_interval.total_seconds() == 300  # type: ignore[union-attr]
+    p = write(tmp_path, base().replace('lateness = "5m"', f'lateness = "5m"\nreconcile_interval = {value}'))
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", "--config", str(p)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "reconcile_interval" in err and words in err, err
