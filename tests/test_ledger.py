@@ -164,6 +164,27 @@ def test_a_blob_created_at_holding_iso_bytes_is_counted_once(sqlite_url: str, tm
     engine.dispose()
 
 
+def test_a_blob_created_at_before_a_full_page_of_later_text_rows_ends_the_poll(sqlite_url: str,
+                                                                               tmp_path: Path) -> None:
+    """A cursor on the BLOB, compared as TEXT, re-reads the text rows after its text and the BLOB again: with
+    a page (10 rows) of them the read never ends. Seen by the duplicate ledger branch; each row counts once."""
+    engine = sa.create_engine(sqlite_url)
+    db = Db("sqlite", sqlite_url, engine)
+    text_table(db)
+    add(db, 1, spelled(NOW - timedelta(minutes=2), " ").encode("ascii"))
+    for i in range(12):
+        add(db, 10 + i, spelled(NOW - timedelta(seconds=60 - i), " "))
+    clock = ManualClock(NOW)
+    with daemon(config(tmp_path, sqlite_url), clock) as d:
+        for _ in range(50):
+            if not d.cycle():
+                break
+        else:
+            pytest.fail("the poll never reached the end of the table")
+        assert counted(d) == 13
+    engine.dispose()
+
+
 # --- (c) rows without a usable created_at ----------------------------------------------------------
 
 def test_rows_without_a_usable_time_are_rejected_once(sqlite_url: str, tmp_path: Path,
@@ -251,6 +272,38 @@ def test_rows_committed_hours_late_count_into_their_closed_day_and_alert_nothing
         assert metric(d, "sentinel_records_late_total") == 60
         assert metric(d, "sentinel_records_reconciled_total") == 60
         assert events == []  # 60 against a baseline of 5 would fire, but 07-08 is closed
+
+
+def test_a_run_of_rows_of_a_closed_day_committed_late_fires_no_streak(tmp_path: Path, sqlite_url: str) -> None:
+    """Ten complaints of one type from yesterday evening, committed two hours late: they count into their
+    day, but a run of them is yesterday's, and a streak alert now would warn of nothing a person can act on."""
+    engine = sa.create_engine(sqlite_url)
+    src = Db("sqlite", sqlite_url, engine)
+    text_table(src)
+    now = datetime(2025, 7, 8, 17, 0, tzinfo=UTC)  # 01:00 on 07-09 in Shanghai: 07-08 is closed
+    for day in range(1, 8):
+        for k, typ in enumerate(("其他", "服务态度", "其他")):
+            add(src, 100 * day + k, spelled(now - timedelta(days=day, hours=3) + timedelta(minutes=k), " "), typ)
+    rules = """
+[[rules]]
+name = "streak"
+kind = "streak"
+length = 5
+"""
+    clock = ManualClock(now)
+    with daemon(config(tmp_path, sqlite_url, rules=rules), clock) as d:
+        drain(d)
+        before = counted(d)
+        late_day = datetime(2025, 7, 8, 14, 50, tzinfo=UTC)  # 22:50 on 07-08 in Shanghai
+        for k in range(10):
+            add(src, 1000 + k, spelled(late_day + timedelta(seconds=10 * k), " "))
+        poll_for(d, clock, now + timedelta(seconds=5), 6, step_s=30)
+        with d.store.reading() as conn:
+            events = conn.execute(select(alert_events)).all()
+        assert counted(d) == before + 10
+        assert metric(d, "sentinel_records_late_total") == 10
+        assert events == []
+    engine.dispose()
 
 
 # --- (f) naive local time across a DST fall-back ---------------------------------------------------

@@ -150,6 +150,12 @@ class StreakRule:
             state.day = self.cal.day_of(state.clock)
         assert state.day is not None
         self._count_shares(batch, state)
+        closed = self.cal.days_of(batch.ts) < self.cal.day_of(state.clock)
+        if closed.any():  # rows of a day already closed (committed hours late): its shares, never a run now
+            state.late += int(closed.sum())
+            batch = batch.take(np.flatnonzero(~closed))
+            if len(batch) == 0:
+                return []
         state.late += int((batch.ts < state.clock).sum())
         # late records take their place in read order: their effective time is the rule's clock
         eff = np.maximum(batch.ts, state.clock)
