@@ -82,14 +82,18 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from sentinel.http import ListenError
     from sentinel.logs import setup_logging
     from sentinel.service import build
-    from sentinel.store import StoreError, StoreLocked
+    from sentinel.sources.sql import missing_sqlite_file
+    from sentinel.store import StoreError, StoreLocked, StoreUnreachable
 
     cfg = _load(args.config)
     problems = []
     if cfg.source is None:
         problems.append(f"{args.config}: source: a [source] section is required to run")
+    elif (missing := missing_sqlite_file(cfg.source.url.get())) is not None:
+        problems.append(f"{args.config}: source.url: {missing}")  # a path typo, not an outage to wait out
     if cfg.state_url is None:
         problems.append(f"{args.config}: state_url: required to run (e.g. sqlite:////var/lib/sentinel/state.db)")
     if problems:
@@ -101,10 +105,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         daemon = build(cfg, config_path=args.config, dry_run=args.dry_run)
         with daemon.store.diagnosing():  # a damaged SQLite file is found by whatever reads it first
             return daemon.run_forever()
-    except StoreLocked as exc:
+    except (StoreLocked, StoreUnreachable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    except StoreError as exc:
+    except (StoreError, ListenError) as exc:
         print(f"error: {args.config}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
@@ -343,7 +347,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
     import getpass
     from datetime import UTC, datetime
 
-    from sentinel.client import ApiError, call, parse_matcher
+    from sentinel.client import ApiError, call, parse_matcher, unknown_label
     from sentinel.units import parse_duration
 
     cfg = _load(args.config)
@@ -354,6 +358,11 @@ def cmd_silence(args: argparse.Namespace) -> int:
                 duration = parse_duration(args.duration)
             except ValueError as exc:
                 print(f"error: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
+            unknown = [why for m in matchers if (why := unknown_label(m)) is not None]
+            if unknown and not args.force:  # such a silence holds nothing, or everything: a typo
+                for why in unknown:
+                    print(f"error: silence add: {why}; --force adds it anyway", file=sys.stderr)
                 return EXIT_CONFIG
             now = datetime.now(UTC)
             # no startsAt: the silence starts when the daemon receives it
@@ -470,6 +479,7 @@ def build_parser(*, bench_options: bool = True) -> argparse.ArgumentParser:
     sa.add_argument("--duration", default="2h", help="how long (default 2h)")
     sa.add_argument("--comment", required=True, help="why, for the next person on call")
     sa.add_argument("--by", help="who (default: your user name)")
+    sa.add_argument("--force", action="store_true", help="add it even if a matcher names a label no alert has")
     sl = sisub.add_parser("list", help="active and pending silences")
     sl.add_argument("--config", required=True, metavar="FILE")
     sl.add_argument("--all", action="store_true", help="include expired ones")

@@ -43,6 +43,24 @@ def call(cfg: Config, method: str, path: str, body: Any = None, timeout: float =
     return data
 
 
+ALERT_LABELS = ("rule", "kind", "tier", "type", "channel", "customer", "alertname", "severity")
+"""The labels an alert can carry: its series' fields, Sentinel's `rule`, `kind` and `tier`, and the names
+the Alertmanager API shows them by (`alertname` = rule, `severity` = tier). A matcher on any other label
+matches nothing, or (`!=`, `!~`) everything."""
+
+
+def unknown_label(matcher: dict[str, Any]) -> str | None:
+    """Why a matcher's label is one no alert has (`tpye=...`), with the close names; None when it is known."""
+    import difflib
+
+    name = str(matcher["name"])
+    if name in ALERT_LABELS:
+        return None
+    close = difflib.get_close_matches(name, ALERT_LABELS, n=2, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    return f"no alert has the label {name!r}{hint}; alerts carry {', '.join(ALERT_LABELS)}"
+
+
 def parse_matcher(text: str) -> dict[str, Any]:
     """`type=物流配送延误`, `channel=~电话.*`, `type!=其他`, `type!~测试.*` -> Alertmanager matcher JSON."""
     for op, regex, equal in (("!~", True, False), ("=~", True, True), ("!=", False, False), ("=", False, True)):

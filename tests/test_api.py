@@ -244,6 +244,20 @@ def test_silences_by_cli_and_api(running: tuple[Daemon, str, Path], capsys: pyte
     assert main(["silence", "expire", sid, "--config", str(cli)]) == 1  # already ended
 
 
+def test_a_silence_on_an_unknown_label_needs_force(running: tuple[Daemon, str, Path],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    _, url, cli = running
+    add = ["silence", "add", "tpye=物流配送延误", "--config", str(cli), "--comment", "carrier outage"]
+    assert main(add) == 2
+    assert "did you mean 'type'?" in capsys.readouterr().err
+    assert requests.get(f"{url}/api/v1/silences", timeout=5).json() == []
+    assert main([*add, "--force"]) == 0
+    sid = capsys.readouterr().out.strip()
+    assert [s["id"] for s in requests.get(f"{url}/api/v1/silences", timeout=5).json()] == [sid]
+    assert main(["silence", "add", "alertname=type-surge", "severity=severe", "--config", str(cli),
+                 "--comment", "Alertmanager's names are labels too"]) == 0
+
+
 def test_silence_validation_answers_400_with_the_field(running: tuple[Daemon, str, Path]) -> None:
     _, url, _ = running
     bad = requests.post(f"{url}/api/v1/silences", json={"matchers": [{"name": "type", "value": "(", "isRegex": True}],
