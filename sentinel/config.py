@@ -655,7 +655,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
             loc = _loc(err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
-                msg = "unknown key"
+                msg = "unknown key" + _close_keys(err["loc"])
             elif err["type"] == "missing":
                 msg = "required key is missing"
             envvar = _env_for(loc, env)
@@ -674,6 +674,31 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def _close_keys(loc: tuple[int | str, ...]) -> str:
+    """`; did you mean 'table'?` for an unknown key whose table has keys spelled like it, or ""."""
+    import difflib
+
+    models: list[type[BaseModel]] = [Config]
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue  # a list's element: the models found for the list already stand for it
+        step = [f.annotation for m in models for name, f in m.model_fields.items() if part in (name, f.alias)]
+        found = [m for a in step for m in _models_in(a)]
+        if not found:  # a discriminated union's tag ("threshold") is in the path but names no field
+            continue
+        models = found
+    keys = sorted({k for m in models for name, f in m.model_fields.items() for k in (name, f.alias) if k})
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models a field's type holds (through lists, unions, `Optional` and `Annotated`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for a in get_args(annotation) for m in _models_in(a)]
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
