@@ -193,10 +193,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
     from sentinel.bench import BENCHES
+    from sentinel.bench.common import BenchError
 
     name = args.bench or "engine"
     module = importlib.import_module(BENCHES[name][0])
-    return int(module.run(args))
+    try:
+        return int(module.run(args))
+    except BenchError as exc:  # says what failed, with the child's own output
+        print(f"error: bench {name}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def _bench_arguments(module_name: str, parser: argparse.ArgumentParser) -> None:
