@@ -19,9 +19,11 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
 
-def _load(path: str) -> Config:
+def _load(path: str, *, receiver_secrets: bool = True) -> Config:
+    """The configuration, or exit 2 with its problems. Commands that never send pass
+    `receiver_secrets=False`, so an unset `${VAR}` of a chat robot does not stop them."""
     try:
-        return load_config(path)
+        return load_config(path, receiver_secrets=receiver_secrets)
     except ConfigError as exc:
         for line in exc.problems:
             print(f"error: {line}", file=sys.stderr)
@@ -39,7 +41,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from sentinel import backtest
     from sentinel.sources.files import InputError
 
-    cfg = _load(args.config)
+    cfg = _load(args.config, receiver_secrets=False)
     try:
         codecs.lookup(args.encoding)
     except LookupError:
@@ -233,7 +235,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from sentinel.client import ApiError, call
     from sentinel.web.catalogue import Text
 
-    cfg = _load(args.config)
+    cfg = _load(args.config, receiver_secrets=False)
     try:
         data = call(cfg, "GET", "/api/v1/status")
     except ApiError as exc:
@@ -338,7 +340,7 @@ def cmd_ack(args: argparse.Namespace) -> int:
 
     from sentinel.client import ApiError, call
 
-    cfg = _load(args.config)
+    cfg = _load(args.config, receiver_secrets=False)
     try:
         data = call(cfg, "POST", "/api/v1/ack", {"instance": args.instance, "by": args.by or getpass.getuser()})
     except ApiError as exc:
@@ -355,7 +357,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
     from sentinel.client import ApiError, call, parse_matcher, unknown_label
     from sentinel.units import parse_duration
 
-    cfg = _load(args.config)
+    cfg = _load(args.config, receiver_secrets=False)
     try:
         if args.silence_command == "add":
             try:
