@@ -9,10 +9,12 @@ import argparse
 import codecs
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sentinel import __version__
-from sentinel.config import Config, ConfigError, load_config, summary
+
+if TYPE_CHECKING:  # each command imports what it needs when it runs: `--help` loads no pydantic, no numpy
+    from sentinel.config import Config
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -22,6 +24,8 @@ EXIT_CONFIG = 2
 def _load(path: str, *, receiver_secrets: bool = True) -> Config:
     """The configuration, or exit 2 with its problems. Commands that never send pass
     `receiver_secrets=False`, so an unset `${VAR}` of a chat robot does not stop them."""
+    from sentinel.config import ConfigError, load_config
+
     try:
         return load_config(path, receiver_secrets=receiver_secrets)
     except ConfigError as exc:
@@ -31,6 +35,8 @@ def _load(path: str, *, receiver_secrets: bool = True) -> Config:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from sentinel.config import summary
+
     cfg = _load(args.config)
     print(f"{args.config}: OK")
     print(summary(cfg))

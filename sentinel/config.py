@@ -32,7 +32,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from sentinel.model import Tier
+from sentinel.tiers import Tier
 from sentinel.units import Rate, TimeWindow, format_duration, parse_duration, parse_rate, parse_window
 
 ENV_PREFIX = "SENTINEL_"
