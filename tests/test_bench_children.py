@@ -4,6 +4,7 @@ with its own error output."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -70,3 +71,17 @@ def test_the_running_package_wins_over_a_pythonpath_decoy(beside_a_decoy: Path,
 
     assert Path(out.strip()) == Path(sentinel.__file__).resolve()
     assert os.environ["PYTHONPATH"] == str(beside_a_decoy)  # the parent's own environment is left alone
+
+
+def test_the_startup_bench_times_the_commands_a_person_types(tmp_path: Path) -> None:
+    """Figures, not a timed test: each command answered as expected (help; the API refused) and was timed."""
+    out = tmp_path / "startup.json"
+    done = subprocess.run([sys.executable, "-m", "sentinel.cli", "bench", "startup", "--runs", "1",
+                           "--output", str(out)], capture_output=True, text=True, timeout=300, check=False,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(out.read_text(encoding="utf-8"))["figures"]
+    assert set(figures) == {"--help", "status", "ack", "silence list", "import sentinel.config"}
+    assert all(0 < f["min_s"] <= f["median_s"] for name, f in figures.items() if name != "import sentinel.config")
+    assert figures["import sentinel.config"]["ms"] > 0
+    assert "sentinel status" in done.stdout
