@@ -280,6 +280,10 @@ class ListenError(Exception):
     """`listen` cannot be bound (port in use, address not on this machine): said in one line naming the
     address, since the person who configured it must pick another or stop what holds it."""
 
+    def __init__(self, listen: str, reason: str) -> None:
+        super().__init__(f"listen: cannot listen on {listen}: {reason}")
+        self.reason = reason
+
 
 class Server:
     """waitress in a background thread; `port` is the real port (useful with port 0)."""
@@ -296,7 +300,7 @@ class Server:
                    errno.EADDRNOTAVAIL: "the address is not one of this machine's",
                    errno.EACCES: "permission denied (ports below 1024 need privileges)"}.get(
                 exc.errno or 0, exc.strerror or str(exc))
-            raise ListenError(f"listen: cannot listen on {listen}: {why}") from None
+            raise ListenError(listen, why) from None
         parser = type("Parser", (_Parser,), {"app": app})
         channel = type("Channel", (_Channel,), {"parser_class": parser, "limits": limits})
         listeners = [server] if isinstance(server, BaseWSGIServer) else \
