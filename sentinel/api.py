@@ -110,6 +110,7 @@ def status(daemon: Daemon) -> dict[str, Any]:
                     "created": iso(m.created_us), "attempts": m.attempts, "instances": m.instances}
                    for m in failed],
         "alerts": {"open": open_by_tier},
+        "lock": daemon.lock_report(),
     }
 
 

@@ -90,6 +90,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from sentinel.daemon import EXIT_LOCK_TAKEN
     from sentinel.http import ListenError
     from sentinel.logs import setup_logging
     from sentinel.service import build
@@ -112,13 +113,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         daemon = build(cfg, config_path=args.config, dry_run=args.dry_run)
         with daemon.store.diagnosing():  # a damaged SQLite file is found by whatever reads it first
-            return daemon.run_forever()
-    except (StoreLocked, StoreUnreachable) as exc:
+            code = daemon.run_forever()
+    except StoreLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_LOCK_TAKEN
+    except StoreUnreachable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except (StoreError, ListenError) as exc:
         print(f"error: {args.config}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if daemon.exit_message is not None:  # it stopped on its own (the store's lock was taken by another daemon)
+        print(f"error: {daemon.exit_message}", file=sys.stderr)
+    return code
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -262,6 +269,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     delay_warning = (src.get("commit_delay") or {}).get("warning")
     if delay_warning:
         console.print(f"[bold yellow]{escape(t('cli.warning'))}[/] {escape(delay_warning)}")
+    lock = data.get("lock") or {}
+    if lock.get("error"):
+        console.print(f"[bold red]{escape(t('cli.lock_lost'))}[/] {escape(lock['error'])}")
+    elif lock.get("losses"):
+        last = lock.get("last_loss") or {}
+        console.print(escape(t("cli.lock_losses", losses=lock["losses"], at=local_time(last.get("at"), cfg),
+                               reason=last.get("reason"), after=last.get("retaken_after_s"))))
     console.print(escape(t("cli.open", open=data["alerts"]["open"] or t("none"), pending=data["outbox"]["pending"])))
     table = Table(title=f"{t('cli.receivers')} ({t('cli.times', tz=cfg.timezone)})")
     for col in ("name", "kind", "state", "fails", "pending_oldest", "next", "delivered"):

@@ -200,6 +200,7 @@ class SourceConfig(Model):
     id_type: Literal["auto", "int", "str"] = "auto"
     poll_interval: Duration = timedelta(seconds=1)
     lateness: Duration = timedelta(minutes=5)
+    reconcile_interval: Duration = timedelta(minutes=5)
     batch_size: int = Field(10_000, ge=1, le=1_000_000)
     record_url: str | None = None
     listen_notify: bool = True
@@ -220,6 +221,8 @@ class SourceConfig(Model):
             raise ValueError("poll_interval must be positive")
         if self.lateness < timedelta(0):
             raise ValueError("lateness must not be negative")
+        if self.reconcile_interval <= timedelta(0):
+            raise ValueError("reconcile_interval must be positive")
         if self.record_url is not None and "{id}" not in self.record_url:
             raise ValueError("record_url must contain {id}")
         # PostgreSQL silently truncates channel names to 63 bytes, so a longer one would never match the
@@ -727,7 +730,7 @@ def _close_keys(loc: tuple[int | str, ...]) -> str:
             continue
         models = found
     keys = sorted({k for m in models for name, f in m.model_fields.items() for k in (name, f.alias) if k})
-    close = difflib.get_close_matches(str(loc[-1]), keys, n=3, cutoff=0.6)
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=3, cutoff=0.75)
     return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
 
 

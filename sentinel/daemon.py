@@ -1,10 +1,17 @@
 """The daemon: scheduled jobs that move complaints through the stages, and the HTTP server.
 
-One poll cycle reads the source, then commits watermark, seen ids, buckets and whatever the cycle
-stages add (the detection engine's rule state and events) in ONE transaction; so stopping at any
-point loses nothing and counts nothing twice. If that transaction fails, every stage reloads its
-in-memory state from the store. Jobs never overlap (APScheduler `max_instances=1`); SIGINT or
-SIGTERM stop the daemon after the running cycle; SIGHUP reloads the configuration.
+One poll cycle reads the source (and, every `reconcile_interval`, reconciles the history window with
+it), then commits watermark, ledger entries, buckets and whatever the cycle stages add (the detection
+engine's rule state and events) in ONE transaction; so stopping at any point loses nothing and counts
+nothing twice. If that transaction fails, every stage reloads its in-memory state from the store.
+Jobs never overlap (APScheduler `max_instances=1`); SIGINT or SIGTERM stop the daemon after the
+running cycle; SIGHUP reloads the configuration.
+
+On PostgreSQL the one-daemon lock can be lost while the daemon runs (its session ended: a network
+blip, a restarted server, a terminated backend). Then detection and delivery hold at once (every
+write is fenced by the lock, see `sentinel.store.lock`), `/readyz` says why, and the lock is taken
+again with backoff: re-taken, every stage reloads its state from the store as after a failed cycle
+and the daemon continues; taken meanwhile by another daemon, this one stops with `EXIT_LOCK_TAKEN`.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from sentinel.clock import Clock, SystemClock, now_us
 from sentinel.commit_delay import CommitDelay
@@ -34,7 +42,7 @@ from sentinel.model import US, Batch, Vocab
 from sentinel.sdnotify import Notifier, watchdog_interval
 from sentinel.sources import Source, SourceUnavailable
 from sentinel.sources.records import REJECT_REASONS, RowNormaliser
-from sentinel.store import Store
+from sentinel.store import LockLost, Store, StoreLocked
 from sentinel.store import records as repo
 from sentinel.wake import Waker
 
@@ -42,6 +50,13 @@ log = logging.getLogger("sentinel.daemon")
 
 BACKOFF_MAX_S = 60.0
 KEEP_BUCKET_DAYS = 62
+LOCK_WATCH_S = 0.25  # how often the daemon looks whether the store's lock is still held
+LOCK_RETRY_FIRST_S = 0.5  # re-taking a lost lock: first retry, doubling up to LOCK_RETRY_MAX_S
+LOCK_RETRY_MAX_S = 10.0
+# `sentinel run` exits with this when another daemon holds the store's lock (at start, or taken while this one
+# had lost it): EX_TEMPFAIL of sysexits.h, "try again later". systemd's Restart=on-failure then starts it
+# again, and it is refused the same way for as long as the other daemon runs.
+EXIT_LOCK_TAKEN = 75
 
 
 @dataclass(slots=True)
@@ -55,6 +70,7 @@ class Cycle:
     polled: Polled | None = None
     backfill_finished: bool = False
     quiet: bool = False  # nothing new was read: stages write only what time changed (an idle poll costs no fsync)
+    late_records: int = 0  # records found by reconciliation: all committed later than `lateness`
 
 
 class Stage(Protocol):
@@ -119,7 +135,9 @@ class Daemon:
         self.vocab = vocab or Vocab()
         self.normaliser = RowNormaliser(self.vocab, cfg.source_tz, getattr(source, "id_type", cfg.source.id_type))
         self.lateness_us = int(cfg.source.lateness.total_seconds() * US)
-        self.ingest = Ingest(source, self.normaliser, self.lateness_us, cfg.source.batch_size)
+        self.ingest = Ingest(source, self.normaliser, self.lateness_us, cfg.source.batch_size, store)
+        self.reconcile_us = int(cfg.source.reconcile_interval.total_seconds() * US)
+        self.next_reconcile_us = 0  # the first live cycle reconciles: rows committed while we were down
         self.commit_delay = CommitDelay(self.metrics, self.lateness_us)
         self.app = App()
         self.listen = listen or cfg.listen
@@ -140,6 +158,18 @@ class Daemon:
         self.restore_failures = 0
         self.restore_retry_monotonic = 0.0
         self.state: repo.SourceState | None = None
+        # The store's lock (PostgreSQL can lose it): why it is not held now, when that was noticed, how often
+        # it was lost, and the last loss (kept after a re-take, for `sentinel status`).
+        self.lock_error: str | None = None
+        self.lock_lost_monotonic = 0.0
+        self.lock_losses = 0
+        self.lock_last_loss: dict[str, Any] | None = None
+        self.lock_retake_failures = 0
+        self.lock_retry_monotonic = 0.0
+        self.on_lock_regained: list[Callable[[], None]] = []  # after a re-take, before detection resumes
+        self.lock_watch = Waker("store-lock", self._watch_lock, LOCK_WATCH_S)
+        self.exit_code = 0
+        self.exit_message: str | None = None  # one line for stderr when the daemon stops on its own
         self.notifier = Notifier.from_env()
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -154,6 +184,7 @@ class Daemon:
     def open(self) -> None:
         """Lock and migrate the store, load state; no threads yet (tests call this alone)."""
         self.store.lock()
+        self.metrics.store_lock_held.set(1)
         before, after = self.store.upgrade()
         if before != after:
             log.info("state store migrated", extra=fields(before=before, after=after))
@@ -183,6 +214,8 @@ class Daemon:
         self.scheduler.start()
         for waker in self.wakers:
             waker.start()
+        if self.store.lock_kind == "advisory":  # a file lock lives as long as the process: nothing to watch
+            self.lock_watch.start()
         self.metrics.leader.set(1)
         for reason in REJECT_REASONS:  # every reason shows as 0 from the start, so dashboards and rate() see it
             self.metrics.records_rejected.labels(reason=reason)
@@ -196,6 +229,8 @@ class Daemon:
                 return
             try:
                 job.func()
+            except LockLost:
+                pass  # reported once by the lock watch; the job runs again once the lock is re-taken
             except Exception:
                 log.exception("job failed", extra=fields(job=job.name))
 
@@ -214,6 +249,7 @@ class Daemon:
         """Finish the running cycle, run the stop hooks (outbox flush), stop jobs and the server."""
         self._stop.set()
         self.notifier.stopping()
+        self.lock_watch.stop(timeout_s=10.0)  # a re-take in progress ends within its connect timeout
         for waker in self.wakers:
             waker.stop()
         if self.scheduler.running:
@@ -249,7 +285,7 @@ class Daemon:
                     self.reload()
         finally:
             self.stop()
-        return 0
+        return self.exit_code
 
     # --- the poll cycle ----------------------------------------------------------------------------
     def wake_poll(self) -> None:
@@ -274,10 +310,14 @@ class Daemon:
         with self._cycle_lock:
             started = time.perf_counter()
             now = now_us(self.clock)
+            if not self.store.lock_held():
+                return False  # another daemon may own the store now: detection holds until the lock is back
             if self.restore_error is not None and not self._restore(now):
                 return False  # detection holds: it never runs on a state that is not the committed one
             try:
                 more = self._cycle(now)
+            except LockLost:
+                return False  # nothing was committed; the lock watch reports it, re-takes it and restores
             except SourceUnavailable as exc:
                 self._mark_source(False, str(exc))
                 return False
@@ -297,33 +337,78 @@ class Daemon:
             state = self._first_start(now)
         replay = not state.backfill_done
         since = self._since(state)
-        polled = self.ingest.poll(since, state.watermark_us, now)
+        window = self.history_window_start(now)
+        polled = self.ingest.poll(since, state.watermark_us, now, window)
         finished = replay and polled.exhausted
+        # the ledger knows every row after the first poll's bound: reconciliation never looks before it
+        ledger_start = state.ledger_start_us if state.ledger_start_us is not None else since
         new_state = repo.SourceState(state.watermark_us, state.coverage_start_us, state.backfill_start_us,
-                                     state.backfill_done or finished, state.started_us)
-        quiet = (not replay and state.watermark_us is not None and not polled.new_seen and not polled.rejected
-                 and len(polled.batch) == 0)
-        cycle = Cycle(polled.batch, now, replay, new_state, polled, backfill_finished=finished, quiet=quiet)
+                                     state.backfill_done or finished, state.started_us, ledger_start)
+        reconciled = False
+        if not replay and polled.exhausted and now >= self.next_reconcile_us:
+            try:
+                found = self.ingest.reconcile(self.reconcile_bounds(ledger_start, since, now, window), now,
+                                              window, polled)
+            except SourceUnavailable as exc:
+                # the poll's rows are still committed: a failing reconciliation must never stop ingest
+                log.warning("reconciliation failed; tried again after reconcile_interval",
+                            extra=fields(error=str(exc)))
+                found = None
+            if found is not None:
+                polled.absorb(found)
+            reconciled = True
+        quiet = (not replay and state.watermark_us is not None and not polled.entries and not polled.rejected
+                 and len(polled.batch) == 0 and ledger_start == state.ledger_start_us)
+        cycle = Cycle(polled.batch, now, replay, new_state, polled, backfill_finished=finished, quiet=quiet,
+                      late_records=polled.reconciled_records)
         try:
             with self.store.transaction() as conn:
                 if not quiet:
-                    self.ingest.commit(conn, polled, new_state, now, self.calendar)
+                    self.ingest.commit(conn, polled, new_state, now, self.calendar, window)
                 for stage in self.stages:
                     stage.on_cycle(conn, cycle)
+        except LockLost:
+            # the fence refused the commit: the stages' memory holds what was not committed; they are
+            # reloaded from the store once the lock is re-taken (never while another daemon may write it)
+            self.restore_error = "the state store's lock was lost during a poll; state not reloaded yet"
+            self.restore_retry_monotonic = 0.0
+            raise
         except Exception as exc:
-            log.exception("poll cycle could not be committed; reloading state from the store")
+            if isinstance(exc, SQLAlchemyError):  # the store is down, full or locked: no traceback for that
+                log.error("poll cycle could not be committed; reloading state from the store",
+                          extra=fields(error=_first_line(exc)))
+            else:
+                log.exception("poll cycle could not be committed; reloading state from the store")
             self.restore_error = f"the poll's transaction failed ({type(exc).__name__}); state not reloaded yet"
             self.restore_retry_monotonic = 0.0
             self._restore(now)
             raise StoreUnavailable(type(exc).__name__) from None
         self.state = new_state
-        self.ingest.committed(polled)
+        self.ingest.committed(polled, None if quiet else window)
+        if reconciled:
+            self.next_reconcile_us = now + self.reconcile_us
         self._count(polled, now)
         for stage in self.stages:
             stage.committed()
         if finished:
             log.info("backfill finished", extra=fields(records=len(polled.batch)))
         return not polled.exhausted
+
+    def history_window_start(self, now: int) -> int:
+        """Where the days the rules look at begin (the first start's backfill start): the ledger
+        remembers every row after it, rows before it are not counted."""
+        return self.calendar.day_start(self.calendar.day_of(now) - backfill_days(self.cfg))
+
+    def reconcile_bounds(self, ledger_start: int, since: int, now: int, window: int) -> list[int]:
+        """Local days of the history window the ledger covers, up to the poll's look-back (which reads
+        everything after it anyway), on whole seconds so epoch-second columns compare exactly."""
+        lo = -(-max(window, ledger_start + 1) // US) * US
+        hi = self.ingest.read_from(since, now) // US * US
+        if hi <= lo:
+            return []
+        cal = self.calendar
+        inner = [cal.day_start(d) for d in range(cal.day_of(lo) + 1, cal.day_of(hi) + 1)]
+        return [lo, *[b for b in inner if lo < b < hi], hi]
 
     def _restore(self, now: int) -> bool:
         """Reload every stage's state from the store; until it succeeds, detection holds."""
@@ -340,8 +425,7 @@ class Daemon:
                 log.error(error, extra=fields(retry_in_s=delay))
             self.restore_error = error
             return False
-        if self.restore_failures:
-            log.info("state reloaded from the store; detection resumes", extra=fields(after=self.restore_failures))
+        log.info("state reloaded from the store; detection resumes", extra=fields(after=self.restore_failures))
         self.restore_error, self.restore_failures = None, 0
         return True
 
@@ -388,6 +472,13 @@ class Daemon:
             self.commit_delay.observe(batch.ts, now)
         for reason, n in polled.rejected_by_reason.items():
             m.records_rejected.labels(reason=reason).inc(n)
+        if polled.reconciled:
+            m.records_reconciled.inc(polled.reconciled)
+            days = sorted({"no usable time" if d < 0 else self.calendar.date_of(self.calendar.day_of(d)).isoformat()
+                           for d in polled.reconciled_days})
+            log.warning("reconciliation found rows the watermark reads had missed (committed later than "
+                        "lateness, or ordered by the database unlike their time); counted as late records",
+                        extra=fields(rows=polled.reconciled, records=polled.reconciled_records, days=days))
         if self.health.newest_us is None and self.state is not None and self.state.watermark_us is not None:
             self.health.newest_us = self.state.watermark_us
         if self.health.newest_us is not None:
@@ -410,6 +501,82 @@ class Daemon:
             self.metrics.source_errors.inc()
         self.metrics.source_up.set(1 if up else 0)
 
+    # --- the store's lock ------------------------------------------------------------------------------
+    def _watch_lock(self) -> float | None:
+        """The lock watch's step: notice a loss, re-take the lock with backoff, or stop when another daemon
+        took it. Runs on its own thread, never under the cycle lock (a cycle may hang on the dead store)."""
+        if self._stop.is_set():
+            return None
+        now = time.monotonic()
+        if self.lock_error is None:
+            if self.store.lock_held():
+                return LOCK_WATCH_S
+            self._lock_lost(now)
+        if now < self.lock_retry_monotonic:
+            return self.lock_retry_monotonic - now
+        try:
+            self.store.retake_lock()
+        except StoreLocked as exc:
+            self.exit_message = f"the state store's lock was lost and {exc}; stopping (exit {EXIT_LOCK_TAKEN})"
+            log.error(self.exit_message)
+            self.exit_code = EXIT_LOCK_TAKEN
+            self._stop.set()
+            return None
+        except Exception as exc:  # noqa: BLE001 - still unreachable: retry with backoff
+            self.lock_retake_failures += 1
+            delay = min(LOCK_RETRY_MAX_S, LOCK_RETRY_FIRST_S * 2.0 ** (self.lock_retake_failures - 1))
+            self.lock_retry_monotonic = time.monotonic() + delay
+            self.lock_error = (f"the state store's lock is lost ({self.lock_last_loss_reason()}); re-taking it "
+                               f"failed {self.lock_retake_failures} time(s), last: {_first_line(exc)}")
+            log.warning("could not re-take the state store's lock yet", extra=fields(
+                error=_first_line(exc), attempt=self.lock_retake_failures, retry_in_s=delay))
+            return delay
+        self._lock_regained()
+        return LOCK_WATCH_S
+
+    def lock_last_loss_reason(self) -> str:
+        return str((self.lock_last_loss or {}).get("reason") or "unknown")
+
+    def _lock_lost(self, now: float) -> None:
+        reason = self.store.lock_lost_reason or "unknown"
+        self.lock_losses += 1
+        self.lock_lost_monotonic = now
+        self.lock_last_loss = {"reason": reason, "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                               "retaken_after_s": None}
+        self.lock_retake_failures = 0
+        self.lock_retry_monotonic = now + LOCK_RETRY_FIRST_S
+        self.lock_error = f"the state store's lock is lost ({reason}); detection and delivery hold while it is re-taken"
+        self.metrics.store_lock_held.set(0)
+        self.metrics.store_lock_losses.inc()
+        self.metrics.leader.set(0)
+        log.error("lost the state store's lock: detection and delivery hold until it is re-taken",
+                  extra=fields(reason=reason))
+
+    def _lock_regained(self) -> None:
+        """Re-taken: every stage reloads from the store (the hold of a failed cycle), then work resumes."""
+        after = round(time.monotonic() - self.lock_lost_monotonic, 2)
+        if self.lock_last_loss is not None:
+            self.lock_last_loss["retaken_after_s"] = after
+        self.restore_error = "the state store's lock was re-taken; state not reloaded from the store yet"
+        self.restore_retry_monotonic, self.restore_failures = 0.0, 0
+        self.lock_error = None
+        self.metrics.store_lock_held.set(1)
+        self.metrics.leader.set(1)
+        log.info("re-took the state store's lock; reloading state from the store", extra=fields(after_s=after))
+        for fn in self.on_lock_regained:
+            try:
+                fn()
+            except Exception:
+                log.exception("a stage could not resume after the lock was re-taken")
+        self.poller.wake()
+
+    def lock_report(self) -> dict[str, Any]:
+        """The lock as `/api/v1/status` and `sentinel status` show it."""
+        last = self.lock_last_loss
+        return {"kind": self.store.lock_kind, "held": self.lock_error is None and self.store.lock_held(),
+                "error": self.lock_error, "losses": self.lock_losses,
+                "last_loss": None if last is None else dict(last)}
+
     # --- other jobs --------------------------------------------------------------------------------
     def _heartbeat(self, limit: float) -> None:
         """WATCHDOG=1 only while the poll job keeps being entered: a hung scheduler stops the pings."""
@@ -418,6 +585,8 @@ class Daemon:
             self.notifier.status(self.status_line())
 
     def housekeeping(self) -> None:
+        if not self.store.lock_held():
+            return  # writes are fenced; the next run after the re-take prunes
         now = now_us(self.clock)
         cutoff = self.calendar.day_start(self.calendar.day_of(now) - KEEP_BUCKET_DAYS)
         with self._cycle_lock, self.store.transaction() as conn:
@@ -429,13 +598,17 @@ class Daemon:
         h = self.health
         src = "source up" if h.up else f"source DOWN ({h.last_error})"
         lag = "" if h.newest_us is None else f", lag {int((now_us(self.clock) - h.newest_us) / US)}s"
-        return f"{src}{lag}"
+        lock = "" if self.lock_error is None else "; state store lock LOST, holding"
+        return f"{src}{lag}{lock}"
 
     def reload(self) -> bool:
         """SIGHUP: read the config file again; a bad one is refused and the old one keeps running."""
         from sentinel.config import ConfigError, load_config
 
         if self.config_path is None:
+            return False
+        if self.lock_error is not None:  # the rules' state is written with the new rules: not while fenced
+            log.error("reload refused: the state store's lock is lost; reload again once it is re-taken")
             return False
         self.notifier.reloading()
         try:
@@ -480,6 +653,8 @@ class Daemon:
 
     def readiness(self) -> list[str]:
         problems = []
+        if self.lock_error is not None:
+            problems.append(self.lock_error)
         try:
             with self.store.reading() as conn:
                 conn.execute(text("SELECT 1"))
@@ -502,3 +677,10 @@ class Daemon:
         if problems:
             return Response.text("not ready: " + "; ".join(problems) + "\n", 503)
         return Response.text("ready\n")
+
+
+def _first_line(exc: BaseException) -> str:
+    """The driver's error in one line (no traceback, never a URL with a password: drivers do not print them)."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {lines[0][:200]}" if lines else type(orig).__name__

@@ -31,6 +31,7 @@ from waitress.server import BaseWSGIServer, create_server
 from waitress.utilities import Error
 
 from sentinel.logs import fields
+from sentinel.store.lock import LockLost
 
 log = logging.getLogger("sentinel.http")
 
@@ -162,6 +163,8 @@ class App:
             resp = self.dispatch(req)
         except HTTPError as err:
             resp = Response.json({"error": err.message}, err.status)
+        except LockLost as exc:  # a write while the daemon holds for the store's lock: try again later
+            resp = Response.json({"error": str(exc)}, 503)
         except Exception:
             log.exception("HTTP handler failed")
             resp = Response.json({"error": "internal error"}, 500)
@@ -332,6 +335,10 @@ class Server:
         self._thread.start()
 
     def stop(self) -> None:
+        """Let the requests being answered finish, then close. (A single listener's `close()` closes the
+        trigger its worker threads write to when a response is done: a probe answered during shutdown then
+        logged a traceback, EBADF.)"""
+        self._server.task_dispatcher.shutdown(timeout=2)
         self._server.close()
         self._thread.join(timeout=5)
 

@@ -63,6 +63,9 @@ class Metrics:
         self.records_late = Counter("sentinel_records_late",
                                     "Records that arrived after their time had been closed (older than "
                                     "lateness); counted into their day, never alerting for it.", registry=r)
+        self.records_reconciled = Counter("sentinel_records_reconciled",
+                                          "Rows found by reconciliation that the watermark reads had missed "
+                                          "(counted as late records, or rejected).", registry=r)
         self.series_current = Gauge("sentinel_series_current",
                                     "Current value of a threshold series (today so far, or last 24 h).",
                                     series, registry=r)
@@ -126,6 +129,12 @@ class Metrics:
                                       "1 while the LISTEN connection of a PostgreSQL source is up (0: new rows "
                                       "wait for poll_interval, or LISTEN/NOTIFY is not in use).", registry=r)
         self.leader = Gauge("sentinel_leader", "1 when this instance is the active one.", registry=r)
+        self.store_lock_held = Gauge("sentinel_store_lock_held",
+                                     "1 while this daemon holds the state store's one-daemon lock (0: lost, "
+                                     "detection and delivery hold).", registry=r)
+        self.store_lock_losses = Counter("sentinel_store_lock_losses",
+                                         "Times the state store's lock was lost while running (PostgreSQL).",
+                                         registry=r)
         self.config_reload_ok = Gauge("sentinel_config_last_reload_successful",
                                       "1 when the last configuration (re)load succeeded.", registry=r)
         self.config_reload_time = Gauge("sentinel_config_last_reload_success_timestamp_seconds",

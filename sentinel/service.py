@@ -7,25 +7,30 @@ clock, listen address or source.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from sentinel.clock import Clock, now_us
 from sentinel.config import Config
 from sentinel.daemon import Cycle, Daemon, Job, Reloadable
 from sentinel.detect.live import Detector
+from sentinel.logs import fields
 from sentinel.metrics import Metrics
 from sentinel.model import US
 from sentinel.sources import Source
-from sentinel.store import Store
+from sentinel.store import LockLost, Store
 from sentinel.wake import Waker
 
 if TYPE_CHECKING:
     from sentinel.sources.pg_notify import Listener
+
+log = logging.getLogger("sentinel.daemon")
 
 
 class DetectionStage:
@@ -116,9 +121,15 @@ class DeliveryStage:
         return written
 
     def _dispatch_step(self) -> float | None:
-        if self.daemon._stop.is_set():
+        if self.daemon._stop.is_set() or not self.daemon.store.lock_held():
+            return None  # (lock lost: `resume` wakes dispatch once it is re-taken)
+        try:
+            self.dispatch()
+        except LockLost:
             return None
-        self.dispatch()
+        except SQLAlchemyError as exc:  # the store is down: try again, without a traceback each time
+            log.warning("dispatch paused: the state store is unavailable", extra=fields(error=type(exc).__name__))
+            return self.DISPATCH_SAFETY_S
         due = self.dispatcher.next_due_us
         return None if due is None else max(0, due - now_us(self.daemon.clock)) / US
 
@@ -130,12 +141,22 @@ class DeliveryStage:
         self.waker.wake()  # new routes and intervals: the next due time is computed again
 
     def stop(self) -> None:
-        """SIGTERM: dispatch what is due and deliver it, within a bounded time; the rest waits."""
+        """SIGTERM: dispatch what is due and deliver it, within a bounded time; the rest waits. With the
+        store's lock lost or the store down, nothing is dispatched or sent: it all waits in the outbox."""
         try:
-            self.dispatch()
-            self.worker.flush(self.FLUSH_ON_STOP_S)
+            if self.daemon.store.lock_held():
+                self.dispatch()
+                self.worker.flush(self.FLUSH_ON_STOP_S)
+        except (LockLost, SQLAlchemyError) as exc:
+            log.warning("nothing dispatched or sent at shutdown: the state store is unavailable; the outbox "
+                        "keeps it for the next start", extra=fields(error=type(exc).__name__))
         finally:
             self.worker.stop()
+
+    def resume(self) -> None:
+        """The store's lock was re-taken: requeue what was claimed meanwhile, then dispatch and deliver."""
+        self.worker.resume()
+        self.waker.wake()
 
     def housekeeping(self) -> None:
         from sentinel.notify import outbox
@@ -203,6 +224,7 @@ def build(cfg: Config, *, config_path: str | None = None, clock: Clock | None = 
     daemon.jobs.append(Job("outbox-housekeeping", delivery.housekeeping, 3600.0))
     daemon.reloadables.append(Reloadable(delivery.reload, "receivers"))
     daemon.on_stop.append(delivery.stop)
+    daemon.on_lock_regained.append(delivery.resume)
     from sentinel import api, api_v2
 
     api.register(daemon)

@@ -323,3 +323,17 @@ def test_a_mistyped_key_gets_did_you_mean_from_its_own_table(tmp_path: Path) -> 
         f"{cfg}: rules[0].factr: unknown key; did you mean 'factor'?",
         f"{cfg}: rules[0].bogus: unknown key",  # nothing close: no guess
     ])
+
+
+@pytest.mark.parametrize(("value", "words"), [('"2 parsecs"', "not a duration"), ('"0s"', "must be positive")])
+def test_reconcile_interval_is_a_positive_duration(env: dict[str, str], tmp_path: Path, value: str, words: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    ok = load_config(write(tmp_path, base().replace('lateness = "5m"', 'lateness = "5m"\nreconcile_interval = "1m"')))
+    assert ok.source is not None and ok.source.reconcile_interval.total_seconds() == 60
+    assert load_config(FIXTURE).source.reconcile_interval.total_seconds() == 300  # type: ignore[union-attr]
+    p = write(tmp_path, base().replace('lateness = "5m"', f'lateness = "5m"\nreconcile_interval = {value}'))
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", "--config", str(p)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "reconcile_interval" in err and words in err, err

@@ -104,7 +104,8 @@ class Detector:
         if not (cycle.quiet and not events and not retracted):
             # an idle poll only moved the rules' clocks: an older snapshot restores to the same events
             self.save(conn, cycle.now_us)
-        self._late += self.engine.late_records()
+        # rows reconciliation found were all committed later than lateness, whatever a rule made of them
+        self._late += max(self.engine.late_records(), getattr(cycle, "late_records", 0))
         self._counted += events
         self._retracted += retracted
         self._to_tell = self._to_tell or bool(told) or (live and bool(settled))

@@ -18,6 +18,9 @@
 - Each receiver's delivery state (ok / retrying / failing / set aside, `sentinel.notify.health`) is read
   from the outbox; the worker adds what the outbox does not hold (when a retried attempt failed, its
   robots' rate-limit waits) and sets the receiver gauges at each scrape.
+- While the state store's lock is lost (PostgreSQL), nothing is claimed or sent: a drain stops before
+  its next claim and before its next send, and its writes are fenced; `resume` (the lock re-taken)
+  queues what was claimed and not confirmed again, as a restart does.
 - In dry run nothing is sent: messages are marked `dry_run` so the status page shows what would have
   gone out.
 - A drain starts when the worker is woken (the dispatcher committed messages), at the due time a
@@ -42,6 +45,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from sentinel.clock import Clock, SystemClock, now_us
 from sentinel.config import Config, ReceiverConfig
@@ -52,7 +56,7 @@ from sentinel.notify import outbox
 from sentinel.notify.base import Adapter, Delivered, Failed, Message, Outcome, RetryAfter
 from sentinel.notify.health import AttemptErrors, ReceiverHealth, ReceiverState, receiver_health
 from sentinel.notify.views import alert_payload
-from sentinel.store import Store
+from sentinel.store import LockLost, Store
 from sentinel.units import Rate
 from sentinel.wake import Waker
 
@@ -351,6 +355,24 @@ class DeliveryWorker:
         for r in self.runners.values():
             r.adapter.close()
 
+    def resume(self) -> None:
+        """The store's lock was re-taken after a loss: the messages claimed and not confirmed meanwhile go
+        again (at most those in flight at the loss are repeated, with their delivery ids), then every
+        receiver drains. Waits for the drains still running (each send ends within its `timeout`)."""
+        held: list[ReceiverRunner] = []
+        try:
+            for r in list(self.runners.values()):
+                r.busy.acquire()
+                held.append(r)
+            with self.store.transaction() as conn:
+                n = outbox.reset_in_flight(conn)
+        finally:
+            for r in held:
+                r.busy.release()
+        if n:
+            log.warning("messages in flight when the store's lock was lost will be sent again", extra=fields(count=n))
+        self.wake()
+
     def _abandon_in_flight(self) -> None:
         """Close every adapter: a send in flight returns at once (a retry), no new one starts."""
         with self._retired_lock:
@@ -379,8 +401,8 @@ class DeliveryWorker:
     def tick(self) -> None:
         """The waker's step: a drain for every idle receiver (each posts its own next due time); a busy
         one drains again right after its drain."""
-        if self._pool is None or self._stopping.is_set():
-            return
+        if self._pool is None or self._stopping.is_set() or not self.store.lock_held():
+            return  # (lock lost: `resume` wakes the worker once it is re-taken)
         self._close_retired()
         for runner in list(self.runners.values()):
             self._kick(runner)
@@ -409,6 +431,12 @@ class DeliveryWorker:
             try:
                 self.drain(runner)
                 due = runner.due_s
+            except LockLost:
+                due = None  # reported by the daemon; `resume` wakes the worker once the lock is re-taken
+            except SQLAlchemyError as exc:  # the store is down: the drain is tried again, no traceback
+                log.warning("delivery paused: the state store is unavailable",
+                            extra=fields(receiver=name, error=type(exc).__name__))
+                due = BACKOFF_BASE_S
             except Exception:
                 log.exception("delivery failed unexpectedly", extra=fields(receiver=name))
                 due = BACKOFF_BASE_S
@@ -438,13 +466,15 @@ class DeliveryWorker:
                 if sent >= limit or self.runners.get(name) is not runner:
                     d.due_s = 0.0
                     break
-                if self._stopping_now():
+                if self._stopping_now() or not self.store.lock_held():
                     d.due_s = None
                     break
                 claimed = self._claim(runner, d)
                 if claimed is None:
                     break
                 msg, idx = claimed
+                if not self.store.lock_held():  # lost since the claim: not sent; `resume` queues it again
+                    break
                 if self.dry_run:
                     sent += 1
                     continue

@@ -7,8 +7,9 @@ sources below only translate that question into their medium.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sentinel.sources.records import RawRow
 
@@ -49,3 +50,22 @@ class Source(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Reconcilable(Protocol):
+    """A source that can count and re-read by time range, so ingest can find rows a watermark read cannot
+    see (committed later than `lateness`, or ordered by the database unlike their parsed time). SQL sources
+    implement it; a source that does not is never reconciled."""
+
+    def count_range(self, bounds: Sequence[int]) -> list[int]:
+        """Rows with created_at in each [bounds[i], bounds[i+1])."""
+        ...
+
+    def read_range(self, start_us: int, end_us: int, cursor: Any | None, limit: int) -> Page:
+        """Rows with start_us <= created_at < end_us, in (created_at, id) order, paged like `read`."""
+        ...
+
+    def read_strays(self, limit: int = ...) -> Page:
+        """Rows whose created_at no `read` can return (NULL, empty, before 1970-01-02)."""
+        ...

@@ -33,7 +33,12 @@ REJECT_REASONS = (
     "oversized_field",
     "bad_encoding",
     "bad_record",
+    "duplicate_id",
 )
+
+TIME_FLOOR_US = 86_400 * US
+"""1970-01-02 00:00 UTC: a created_at before it (0, year 0001, a negative epoch) is a placeholder, not
+the time of a complaint, and is rejected as `bad_time`."""
 
 IdType = Literal["auto", "int", "str"]
 RawRow = tuple[Any, Any, Any, Any, Any]
@@ -95,7 +100,7 @@ def parse_time(value: Any, naive_tz: ZoneInfo) -> int:
             raise BadValue("bad_time", f"created_at {value!r} is not a time")
         mag = abs(value)
         scale = US if mag < 1e11 else 1000 if mag < 1e14 else 1
-        return round(value * scale)
+        return _plausible(round(value * scale))
     elif isinstance(value, str):
         text = value.strip()
         if not text:
@@ -113,7 +118,16 @@ def parse_time(value: Any, naive_tz: ZoneInfo) -> int:
         raise BadValue("bad_time", f"created_at of type {type(value).__name__} is not a time")
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=naive_tz)
-    return from_datetime(dt)
+    try:
+        return _plausible(from_datetime(dt))
+    except OverflowError:  # year 0001 in a zone east of UTC
+        raise BadValue("bad_time", f"created_at {dt.isoformat()[:40]!r} is not a time") from None
+
+
+def _plausible(t: int) -> int:
+    if t < TIME_FLOOR_US:
+        raise BadValue("bad_time", "created_at is before 1970-01-02")
+    return t
 
 
 def canonical_id(value: Any, id_type: IdType) -> int | str:
@@ -145,7 +159,22 @@ class RowNormaliser:
         self.id_type: IdType = id_type
         self.max_future_us = max_future_us
 
-    def normalise(self, rows: Iterable[RawRow], now_us: int | None = None) -> Normalised:
+    def learn_ids(self, raw_ids: Iterable[Any]) -> None:
+        """With `id_type = "auto"`, the first usable id says what the source's ids are: numeric ids next
+        to "abc" are then a data error (`bad_id`), not two kinds of complaint key."""
+        if self.id_type != "auto":
+            return
+        for raw in raw_ids:
+            try:
+                rid = canonical_id(raw, "auto")
+            except BadValue:
+                continue
+            self.id_type = "int" if isinstance(rid, int) else "str"
+            return
+
+    def normalise(self, rows: Iterable[RawRow], now_us: int | None = None,
+                  times: Sequence[int | None] | None = None) -> Normalised:
+        """`times`, when given, holds each row's created_at already parsed (None: parse it here)."""
         ids: list[int | str] = []
         ts: list[int] = []
         types: list[str] = []
@@ -153,12 +182,14 @@ class RowNormaliser:
         customers: list[str | None] = []
         rejected: list[Rejected] = []
         limit = None if now_us is None or self.max_future_us is None else now_us + self.max_future_us
-        for raw_id, raw_ts, raw_type, raw_channel, raw_customer in rows:
+        for n, (raw_id, raw_ts, raw_type, raw_channel, raw_customer) in enumerate(rows):
             shown: str | None = None
             try:
+                self.learn_ids((raw_id,))
                 rid = canonical_id(raw_id, self.id_type)
                 shown = str(rid)
-                t = parse_time(raw_ts, self.naive_tz)
+                known = times[n] if times is not None else None
+                t = known if known is not None else parse_time(raw_ts, self.naive_tz)
                 if limit is not None and t > limit:
                     raise BadValue("future_time", "created_at is in the future")
                 if raw_type is None:

@@ -8,6 +8,10 @@ Guarantees:
   and, for naive columns, would silently shift by the session's time zone.
 - Values come back raw; `RowNormaliser` judges them. One bad row never breaks a fetch (on SQLite,
   text that is not UTF-8 comes back as bytes instead of raising inside the driver).
+- Reconciliation (`Reconcilable`): `count_range` counts the rows of several time ranges in one range
+  scan, `read_range` reads one range, `read_strays` the rows no `created_at > since` read can see (NULL,
+  empty, before 1970-01-02); range bounds are written exactly like `since_us`, so a row falls in the range
+  of its parsed time wherever the column's representation allows it.
 - Any database failure is `SourceUnavailable` whose message names the problem and never a password.
   Pooled connections are pinged before use, so a restarted database is picked up by the next read.
 """
@@ -19,7 +23,7 @@ import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any, Literal
@@ -33,7 +37,7 @@ from sqlalchemy.sql.elements import quoted_name
 from sentinel.config import SourceConfig
 from sentinel.model import US
 from sentinel.sources import Page, SourceUnavailable
-from sentinel.sources.records import BadValue, IdType, RawRow, parse_time
+from sentinel.sources.records import TIME_FLOOR_US, BadValue, IdType, RawRow, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,10 @@ _MYSQL_TYPES: dict[int, Category] = {12: "naive", 10: "naive", 7: "utc", 0: "num
                                      9: "number", 246: "number", 15: "text", 253: "text", 254: "text"}
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}(?:([T ])\d{2}:\d{2}(:\d{2})?(?:\.(\d+))?)?(Z|[+-]\d{2}(?::?\d{2})?)?")
 _PARAM = re.compile(r"(?<![:\w]):(since_ts|since_id)\b")
+ALL_ROWS = 1_000_000_000_000
+"""The `:limit` given to a query-mode SELECT wrapped as a derived table: the outer query bounds it."""
+STRAYS_LIMIT = 10_000
+"""Rows without a usable created_at read per reconciliation (they are rejected once and remembered)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,8 +265,10 @@ class _Table:
         self._id, self._ts = cols[0], cols[1]
         self._dialect = dialect
         self._base = sa.select(*cols).order_by(self._ts, self._id).limit(sa.bindparam("limit"))
+        self._cols, self._table = cols, table
         self.first = self._base.where(self._ts > sa.bindparam("since_ts"))
         self._after: dict[tuple[bool, bool], sa.Select[Any]] = {}
+        self._until: dict[tuple[bool, bool] | None, sa.Executable] = {}
         self.positions = (0, 1, 2, 3, 4 if len(cols) > 4 else -1)
 
     def _time_index(self, insp: sa.Inspector) -> bool:
@@ -280,6 +290,32 @@ class _Table:
                 cond = sa.and_(c_ts >= t, sa.or_(c_ts > t, c_id > i))
             stmt = self._after[key] = self._base.where(cond)
         return stmt
+
+    def until(self, ts: Any, rid: Any, first: bool) -> sa.Executable:
+        """`first` or `after(ts, rid)`, limited to created_at <= :until_ts."""
+        key = None if first else (isinstance(ts, bytes), isinstance(rid, bytes))
+        stmt = self._until.get(key)
+        if stmt is None:
+            base = self.first if first else self.after(ts, rid)
+            assert isinstance(base, sa.Select)
+            stmt = self._until[key] = base.where(self._ts <= sa.bindparam("until_ts"))
+        return stmt
+
+    def count(self, conn: Connection, lo: Any, edges: Sequence[Any]) -> list[int]:
+        """Rows with lo < created_at <= edge, for each edge (cumulative)."""
+        below = [sa.func.sum(sa.case((self._ts <= sa.bindparam(f"e{i}"), 1), else_=0)) for i in range(len(edges))]
+        stmt = sa.select(*below).select_from(self._table).where(
+            self._ts > sa.bindparam("lo"), self._ts <= sa.bindparam(f"e{len(edges) - 1}"))
+        row = conn.execute(stmt, {"lo": lo, **{f"e{i}": e for i, e in enumerate(edges)}}).one()
+        return [int(v or 0) for v in row]
+
+    def strays(self, conn: Connection, floor: Any | None, limit: int) -> list[Any]:
+        # two index range reads (an OR of both may scan the table)
+        found = list(conn.execute(sa.select(*self._cols).where(self._ts.is_(None)).order_by(self._id).limit(limit)))
+        if floor is not None and len(found) < limit:
+            below = sa.select(*self._cols).where(self._ts < sa.bindparam("floor")).order_by(self._ts, self._id)
+            found += conn.execute(below.limit(limit - len(found)), {"floor": floor}).all()
+        return found
 
     def oldest(self, conn: Connection, since: Any) -> list[Any]:
         """created_at of the first rows after `since` (which keeps '' and such below it out)."""
@@ -321,6 +357,8 @@ class _Query:
             raise SourceUnavailable(f"{where}: the query returns no column {', '.join(map(repr, missing))}"
                                     f"{hints} (it returns {', '.join(keys)}); name them with AS")
         pos = [keys.index(f) for f in found if f is not None]
+        self._quote = conn.dialect.identifier_preparer.quote
+        self._id_key, self._ts_key = keys[pos[0]], keys[pos[1]]
         self.positions = (pos[0], pos[1], pos[2], pos[3], pos[4] if len(pos) > 4 else -1)
         dialect = conn.dialect.name
         codes = [d[1] for d in description] if description else [None] * len(keys)
@@ -335,6 +373,26 @@ class _Query:
             stmt = self._casts[key] = sa.text(_PARAM.sub(
                 lambda m: f"CAST(:{m[1]} AS TEXT)" if cast[m[1]] else m[0], self._sql))
         return stmt
+
+    def until(self, ts: Any, rid: Any, first: bool) -> sa.Executable:
+        """The user's SELECT as a derived table, limited to created_at <= :until_ts (its own :limit is
+        `ALL_ROWS`; the outer query orders and limits)."""
+        inner = self.first if first else self.after(ts, rid)
+        assert isinstance(inner, sa.TextClause)
+        q = self._quote
+        ts_col, id_col = f"sentinel_q.{q(self._ts_key)}", f"sentinel_q.{q(self._id_key)}"
+        return sa.text(f"SELECT * FROM ({inner.text}) AS sentinel_q WHERE {ts_col} <= :until_ts "
+                       f"ORDER BY {ts_col}, {id_col} LIMIT :outer_limit")
+
+    def count(self, conn: Connection, lo: Any, edges: Sequence[Any]) -> list[int]:
+        ts_col = f"sentinel_q.{self._quote(self._ts_key)}"
+        below = ", ".join(f"SUM(CASE WHEN {ts_col} <= :e{i} THEN 1 ELSE 0 END)" for i in range(len(edges)))
+        stmt = sa.text(f"SELECT {below} FROM ({self._sql}) AS sentinel_q WHERE {ts_col} <= :e{len(edges) - 1}")
+        params = {"since_ts": lo, "since_id": None, "limit": ALL_ROWS, **{f"e{i}": e for i, e in enumerate(edges)}}
+        return [int(v or 0) for v in conn.execute(stmt, params).one()]
+
+    def strays(self, conn: Connection, floor: Any | None, limit: int) -> list[Any]:
+        return []  # the user's SELECT filters on created_at > :since_ts: a NULL never passes it
 
     def oldest(self, conn: Connection, since: Any) -> list[Any]:
         rows = conn.execute(self.first, {"since_ts": since, "since_id": None, "limit": SAMPLE_ROWS})
@@ -361,6 +419,40 @@ class SqlSource:
     # --- the Source protocol --------------------------------------------------------------------
 
     def read(self, since_us: int, cursor: Any | None, limit: int) -> Page:
+        return self._read(since_us, cursor, limit, None)
+
+    def read_range(self, start_us: int, end_us: int, cursor: Any | None, limit: int) -> Page:
+        """Rows with start_us <= created_at < end_us (cursor None), or after `cursor` within that range."""
+        return self._read(start_us - 1, cursor, limit, end_us)
+
+    def count_range(self, bounds: Sequence[int]) -> list[int]:
+        """Rows in each [bounds[i], bounds[i+1]), in one range scan."""
+        if len(bounds) < 2:
+            return []
+        with self._connect() as conn:
+            shape = self._prepare(conn)
+            codec = self._learn(conn, shape, None)
+            if codec is None:
+                return [0] * (len(bounds) - 1)
+            # b - 1 µs, and <=: a stored value with fewer digits than the bound ("14:00:00" against
+            # "14:00:00.000000") falls on the side of its parsed time
+            cumulative = shape.count(conn, codec.bind(bounds[0] - 1), [codec.bind(b - 1) for b in bounds[1:]])
+        return [n - prev for prev, n in zip([0, *cumulative[:-1]], cumulative, strict=True)]
+
+    def read_strays(self, limit: int = STRAYS_LIMIT) -> Page:
+        """Rows whose created_at is NULL or below 1970-01-02 in the column's order (empty text, year 0001,
+        epoch 0): no watermark read ever returns them, so only this one can have them rejected."""
+        with self._connect() as conn:
+            shape = self._prepare(conn)
+            codec = self._learn(conn, shape, None)
+            floor = None if codec is None else codec.bind(TIME_FLOOR_US)
+            rows = shape.strays(conn, floor, limit)
+        if len(rows) >= limit:
+            log.warning("%s: more than %d rows have no usable created_at; the first %d by id are judged",
+                        self.describe(), limit, limit)
+        return Page(self._raw_rows(shape, codec, rows), None)
+
+    def _read(self, since_us: int, cursor: Any | None, limit: int, until_us: int | None) -> Page:
         with self._connect() as conn:
             shape = self._prepare(conn)
             codec = self._learn(conn, shape, cursor)
@@ -371,19 +463,43 @@ class SqlSource:
             else:
                 ts, rid = cursor
                 stmt, params = shape.after(ts, rid), {"since_ts": ts, "since_id": rid, "limit": limit}
+            if until_us is not None:
+                stmt = shape.until(cursor[0] if cursor else None, cursor[1] if cursor else None, cursor is None)
+                params.update(until_ts=codec.bind(until_us - 1), outer_limit=limit)
+                if isinstance(shape, _Query):
+                    params["limit"] = ALL_ROWS
             rows = conn.execute(stmt, params).all()
+        p_ts, p_id = shape.positions[1], shape.positions[0]
+        out = self._raw_rows(shape, codec, rows)
+        self._widen(out)
+        if rows and not self._sample_ids:
+            self._sample_ids = [rows[0][p_id]]
+        nxt = (rows[-1][p_ts], rows[-1][p_id]) if rows and len(rows) >= limit else None
+        return Page(out, nxt)
+
+    def _widen(self, rows: Sequence[RawRow]) -> None:
+        """Naive ISO text spelled both "2025-07-08 14:03" and "2025-07-08T14:03": bind with the lower
+        separator (" "), or every row spelled the other way on the watermark's date sorts below the
+        bound and is never read (with " ", "T" rows of that date are read again, and deduplicated)."""
+        codec = self._codec
+        if codec is None or codec.kind != "text" or codec.suffix:
+            return
+        for r in rows:
+            v = r[1]
+            if isinstance(v, str) and len(v) > 10 and v[10] in " Tt" and v[10] < codec.sep:
+                self._codec = codec = replace(codec, sep=v[10])
+                log.info("%s: created_at mixes date-time separators; reading with %r", self.describe(), v[10])
+
+    def _raw_rows(self, shape: _Table | _Query, codec: TimeCodec | None, rows: Sequence[Any]) -> list[RawRow]:
         p_id, p_ts, p_type, p_chan, p_cust = shape.positions
-        fix = codec.fixer()
+        fix = codec.fixer() if codec is not None else None
         out: list[RawRow] = []
         for r in rows:
             rid = r[p_id]
             out.append((_plain_number(rid) if isinstance(rid, Decimal) else rid,
                         fix(r[p_ts]) if fix else r[p_ts], r[p_type], r[p_chan],
                         r[p_cust] if p_cust >= 0 else None))
-        if rows and not self._sample_ids:
-            self._sample_ids = [rows[0][p_id]]
-        nxt = (rows[-1][p_ts], rows[-1][p_id]) if rows and len(rows) >= limit else None
-        return Page(out, nxt)
+        return out
 
     def first_record_time(self) -> int | None:
         with self._connect() as conn:
@@ -461,6 +577,10 @@ class SqlSource:
                         f"{self.describe()}: cannot tell how {self._cfg.columns.created_at!r} is stored: values "
                         f"such as {str(samples[0])[:40]!r} are neither ISO 8601 text nor epoch numbers")
                 return None
+            if codec.kind == "text" and not codec.suffix:
+                seps = {v.strip()[10] for v in samples if isinstance(v, str) and len(v.strip()) > 10}
+                low = min(seps & {" ", "T", "t"}, default=codec.sep)
+                codec = replace(codec, sep=min(low, codec.sep))
         self._codec = codec
         log.info("%s: created_at is %s, ids compare as %s", self.describe(), codec.describe(), self.id_type)
         return codec

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
 from sentinel.store import migrate
-from sentinel.store.lock import AdvisoryLock, FileLock
+from sentinel.store.lock import AdvisoryLock, FileLock, LockLost
 
 SUPPORTED = ("sqlite", "postgresql")
 
@@ -81,12 +81,15 @@ class Store:
             event.listen(self.read_engine, "connect", _sqlite_connect)
             event.listen(self.read_engine, "begin", _sqlite_begin)
         else:
-            # every delivery thread, the poll and the HTTP API may hold a connection at once
+            # every delivery thread, the poll and the HTTP API may hold a connection at once; keepalives
+            # and a TCP user timeout make a vanished server an error in seconds, not after the kernel's 2 h
             self.engine = create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20,
-                                        connect_args={"connect_timeout": 10})
+                                        connect_args={"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 5,
+                                                      "keepalives_interval": 2, "keepalives_count": 3,
+                                                      "tcp_user_timeout": 15000})
             self.read_engine = self.engine
-        self._lock: FileLock | AdvisoryLock | None = None
         self._url = parsed
+        self._lock: FileLock | AdvisoryLock | None = None
 
     def __repr__(self) -> str:
         return f"Store({self.description!r})"
@@ -96,9 +99,14 @@ class Store:
         if self.sqlite_path is not None:
             self._lock = FileLock(self.sqlite_path.with_name(self.sqlite_path.name + ".lock"))
         else:
-            self._lock = AdvisoryLock(self.engine)
-        with self._connecting():
-            self._lock.acquire()
+            self._lock = AdvisoryLock(self._url)
+        try:
+            with self._connecting():
+                self._lock.acquire()
+        except BaseException:
+            self._lock.release()
+            self._lock = None
+            raise
 
     @contextmanager
     def _connecting(self) -> Iterator[None]:
@@ -121,6 +129,26 @@ class Store:
                                    f"create it first: {' '.join(create.split())}") from None
             raise StoreUnreachable(f"state_url: cannot connect to the PostgreSQL state store on {where}: "
                                    f"{driver_message(exc, url_secrets(u))}") from None
+
+    def lock_held(self) -> bool:
+        """Whether this process may write: it holds the store's lock (or never took one: tools and tests)."""
+        return self._lock is None or self._lock.held()
+
+    @property
+    def lock_lost_reason(self) -> str | None:
+        """Why the lock is not held since it was lost; None while it is held."""
+        return None if self._lock is None else self._lock.lost_reason
+
+    @property
+    def lock_kind(self) -> str:
+        """How this store is claimed: `file` (SQLite's flock), `advisory` (PostgreSQL) or `none`."""
+        return {FileLock: "file", AdvisoryLock: "advisory"}.get(type(self._lock), "none")
+
+    def retake_lock(self) -> None:
+        """After a loss: take the lock again. `StoreLocked` when another daemon holds it now; the driver's
+        error when the server is still unreachable."""
+        assert self._lock is not None
+        self._lock.retake()
 
     def upgrade(self) -> tuple[str | None, str]:
         with self._write_lock, self.diagnosing(), self._connecting():
@@ -166,9 +194,18 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One atomic write: everything inside commits together or not at all."""
-        with self._write_lock, self.engine.begin() as conn:
-            yield conn
+        """One atomic write: everything inside commits together or not at all.
+
+        Fenced by the store's lock: refused (`LockLost`) before it starts when the lock is known to be lost,
+        and on PostgreSQL checked again in the transaction right before COMMIT, so a daemon that lost the
+        lock between two heartbeats commits nothing either."""
+        with self._write_lock:
+            if not self.lock_held():
+                raise LockLost(f"this daemon no longer holds the state store's lock ({self.lock_lost_reason})")
+            with self.engine.begin() as conn:
+                yield conn
+                if self._lock is not None:
+                    self._lock.fence(conn)
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:

@@ -6,7 +6,7 @@ Instants are BIGINT microseconds since the epoch (UTC), which every backend stor
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text, true
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -23,13 +23,17 @@ source_state = Table(
     Column("backfill_done", Boolean, nullable=False, default=False),
     Column("started_us", BigInteger, nullable=False),  # first start of this store
     Column("updated_us", BigInteger, nullable=False),
+    Column("ledger_start_us", BigInteger, nullable=True),  # the ledger knows every row created after this
 )
 
-seen_ids = Table(
+seen_ids = Table(  # the ledger: every row counted or rejected over the history window
     "seen_ids", metadata,
-    Column("record_id", String(256), primary_key=True),
-    Column("created_us", BigInteger, nullable=False),
-    Index("ix_seen_ids_created_us", "created_us"),
+    Column("record_id", String(256), primary_key=True),  # canonical id, or a content digest for id-less rows
+    Column("created_us", BigInteger, nullable=False),  # the row's time; when first read if it has none
+    Column("digest", String(16), nullable=True),  # the row's content (NULL: remembered before 0004)
+    Column("timed", Boolean, nullable=False, server_default=true()),  # created_us is the row's own time
+    Column("seen_us", BigInteger, nullable=False, server_default="0"),  # when first read
+    Index("ix_seen_ids_created_us", "created_us", "timed"),
 )
 
 hourly_buckets = Table(

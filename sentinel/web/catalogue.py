@@ -113,6 +113,9 @@ EN: dict[str, Entry] = {
     "cli.head": "sentinel {version}{dry} — source {source}: {state}; newest record {newest} (lag {lag} s)",
     "cli.dry": " (dry run)",
     "cli.warning": "warning:",
+    "cli.lock_lost": "state store lock LOST:",
+    "cli.lock_losses": "state store lock: held; lost {losses} time(s), last at {at} ({reason}), "
+                       "re-taken after {after} s",
     "cli.open": "open alerts: {open}; outbox pending: {pending}",
     "cli.times": "times in {tz}",
     "cli.receivers": "Receivers",
@@ -212,6 +215,8 @@ ZH: dict[str, Entry] = {
     "cli.head": "sentinel {version}{dry} — 数据源 {source}：{state}；最新记录 {newest}（延迟 {lag} 秒）",
     "cli.dry": "（演练模式）",
     "cli.warning": "警告：",
+    "cli.lock_lost": "状态库的锁已丢失：",
+    "cli.lock_losses": "状态库的锁：已持有；运行中丢失 {losses} 次，最近一次 {at}（{reason}），{after} 秒后重新取得",
     "cli.open": "未恢复告警：{open}；待发送消息：{pending}",
     "cli.times": "时间为 {tz}",
     "cli.receivers": "接收方",

@@ -72,7 +72,7 @@ RETRIES: list[tuple[str, str, Callable[[FakeVendor], Answer | None], float, str]
     ("webhook-503", "webhook", lambda f: Answer(503, body=b"down"), 10, "HTTP 503"),
     ("webhook-500-retry-after", "webhook", lambda f: Answer(500, headers={"Retry-After": "42"}), 42, "HTTP 500"),
     ("dingtalk-302", "dingtalk", lambda f: Answer(302, headers={"Location": "/elsewhere"}), 600, "302"),
-    ("timeout", "webhook", lambda f: Answer(delay=3), 5, "timed out after 0.3 s"),
+    ("timeout", "webhook", lambda f: Answer(delay=6), 5, "timed out after 1.5 s"),
     ("connection-refused", "wecom", lambda f: None, 5, "connection refused"),
 ]
 
@@ -84,7 +84,8 @@ def test_retry_answer_keeps_the_message_pending_for_at_least_the_vendors_delay(
         pipeline: MakePipeline) -> None:
     with FAKES[kind]() as fake:
         scripted = answer(fake)
-        receiver = fake.receiver(name="ops", timeout=timedelta(seconds=0.3))
+        # 1.5 s: room for the retry's quick answer on a loaded machine, still well short of the 6 s delay.
+        receiver = fake.receiver(name="ops", timeout=timedelta(seconds=1.5))
         if scripted is None:  # nothing listens at the receiver's URL
             receiver = fake.receiver(name="ops", url=closed_port_url())
         else:

@@ -323,7 +323,7 @@ def test_alert_rules_evaluate_on_real_series(prometheus: str) -> None:
             break
         assert time.monotonic() < deadline, "rules were not evaluated"
         time.sleep(0.5)
-    assert len(rules) == 7
+    assert len(rules) == 8
     for rule in rules:
         assert rule["health"] == "ok", f"{rule['name']}: {rule.get('lastError')}"
     # The populated exposition has one failed message on a new series: the first-failure clause fires.

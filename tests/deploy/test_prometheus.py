@@ -20,6 +20,7 @@ ALERTS = {
     "SentinelDeliveriesFailing",
     "SentinelReceiverFailing",
     "SentinelConfigReloadFailed",
+    "SentinelStoreLockLost",
 }
 
 

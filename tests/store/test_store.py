@@ -41,6 +41,10 @@ def test_migrations_from_empty(state_url: str) -> None:
         store.close()
 
 
+def _entry(key: str, created_us: int, timed: bool = True) -> repo.LedgerEntry:
+    return repo.LedgerEntry(key, f"d{key}", created_us, timed, created_us)
+
+
 def test_state_survives_restart(state_url: str) -> None:
     cal = Calendar("Asia/Shanghai")
     vocab = Vocab()
@@ -49,8 +53,9 @@ def test_state_survives_restart(state_url: str) -> None:
                   vocab.encode(["物流配送延误", "物流配送延误", "服务态度"]), vocab.encode(["电话热线"] * 3))
     store = open_store(state_url)
     with store.transaction() as conn:
-        repo.save_source_state(conn, repo.SourceState(t0 + 7200 * US, t0, t0 - 86400 * US, True, t0), t0)
-        repo.add_seen(conn, [("1", t0), ("2", t0 + 60 * US), ("3", t0 + 7200 * US)])
+        repo.save_source_state(conn, repo.SourceState(t0 + 7200 * US, t0, t0 - 86400 * US, True, t0, t0 - 1), t0)
+        repo.add_seen(conn, [_entry("1", t0), _entry("2", t0 + 60 * US), _entry("3", t0 + 7200 * US),
+                             _entry("bad", t0 + 120 * US, timed=False)])
         repo.add_buckets(conn, batch, cal, vocab)
         repo.add_buckets(conn, batch.take([0]), cal, vocab)  # upsert adds to the same bucket
     store.close()
@@ -60,13 +65,19 @@ def test_state_survives_restart(state_url: str) -> None:
         with store.reading() as conn:
             state = repo.load_source_state(conn)
             assert state is not None and state.watermark_us == t0 + 7200 * US and state.backfill_done
-            assert repo.load_seen(conn) == {"1": t0, "2": t0 + 60 * US, "3": t0 + 7200 * US}
+            assert state.ledger_start_us == t0 - 1
+            assert repo.lookup_seen(conn, ["1", "3", "bad", "4"]) == {"1": "d1", "3": "d3", "bad": "dbad"}
+            # untimed entries are in no range: only rows with a time are compared with the source's counts
+            assert repo.seen_counts(conn, [t0, t0 + 61 * US, t0 + 7200 * US, t0 + 7201 * US]) == [2, 0, 1]
             buckets = sorted(repo.read_buckets(conn, 0))
         hour0 = cal.hour_start(t0)
         assert (hour0, "物流配送延误", "电话热线", 3) in buckets
         assert (cal.hour_start(t0 + 7200 * US), "服务态度", "电话热线", 1) in buckets
         with store.transaction() as conn:
-            assert repo.prune_seen(conn, t0 + 60 * US) == 2
+            # only entries both created and first read before the cut are forgotten
+            assert repo.prune_seen(conn, t0 + 61 * US) == 2
+        with store.reading() as conn:
+            assert set(repo.lookup_seen(conn, ["1", "2", "3", "bad"])) == {"3", "bad"}
     finally:
         store.close()
 
@@ -74,10 +85,10 @@ def test_state_survives_restart(state_url: str) -> None:
 def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path}/state.db")
     with pytest.raises(RuntimeError), store.transaction() as conn:
-        repo.add_seen(conn, [("x", 1)])
+        repo.add_seen(conn, [_entry("x", 1)])
         raise RuntimeError("crash in the middle of a cycle")
     with store.reading() as conn:
-        assert repo.load_seen(conn) == {}
+        assert repo.lookup_seen(conn, ["x"]) == {}
     store.close()
 
 
@@ -134,6 +145,40 @@ def test_migrations_match_the_schema_the_code_uses(state_url: str) -> None:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
             diff = compare_metadata(ctx, metadata)
         assert diff == []
+    finally:
+        store.close()
+
+
+def test_migration_0004_keeps_the_seen_ids_and_says_where_the_ledger_starts(state_url: str) -> None:
+    """A store at 0003 with a watermark and seen ids: after 0004 the ids are the ledger (timed, first read at
+    their created time, digest unknown) and the ledger is complete from just before the oldest of them."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from sentinel.store import migrate
+
+    engine = create_engine(state_url)
+    cfg = migrate._config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+    t0 = 1_751_900_000 * US
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO source_state (key, watermark_us, coverage_start_us, backfill_start_us, "
+                          "backfill_done, started_us, updated_us) VALUES ('source', :w, :c, :c, :t, :c, :c)"),
+                     {"w": t0 + 300 * US, "c": t0 - 86400 * US, "t": True})
+        conn.execute(text("INSERT INTO seen_ids (record_id, created_us) VALUES (:r, :c)"),
+                     [{"r": "41", "c": t0 + 10 * US}, {"r": "42", "c": t0 + 20 * US}])
+    engine.dispose()
+    store = open_store(state_url)
+    try:
+        with store.reading() as conn:
+            state = repo.load_source_state(conn)
+            assert state is not None and state.ledger_start_us == t0 + 10 * US - 1
+            assert repo.lookup_seen(conn, ["41", "42"]) == {"41": None, "42": None}
+            assert repo.seen_counts(conn, [t0, t0 + 15 * US, t0 + 30 * US]) == [1, 1]
+        with store.transaction() as conn:  # first read at their created time: pruned with them
+            assert repo.prune_seen(conn, t0 + 15 * US) == 1
     finally:
         store.close()
 
