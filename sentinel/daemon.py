@@ -36,7 +36,7 @@ from sentinel.config import Config
 from sentinel.days import Calendar, history_start_us
 from sentinel.http import App, Request, Response, Server
 from sentinel.ingest import Ingest, Polled
-from sentinel.logs import fields
+from sentinel.logs import error_line, fields
 from sentinel.metrics import Metrics
 from sentinel.model import US, Batch, Vocab
 from sentinel.sdnotify import Notifier, watchdog_interval
@@ -376,7 +376,7 @@ class Daemon:
         except Exception as exc:
             if isinstance(exc, SQLAlchemyError):  # the store is down, full or locked: no traceback for that
                 log.error("poll cycle could not be committed; reloading state from the store",
-                          extra=fields(error=_first_line(exc)))
+                          extra=fields(error=error_line(exc)))
             else:
                 log.exception("poll cycle could not be committed; reloading state from the store")
             self.restore_error = f"the poll's transaction failed ({type(exc).__name__}); state not reloaded yet"
@@ -527,9 +527,9 @@ class Daemon:
             delay = min(LOCK_RETRY_MAX_S, LOCK_RETRY_FIRST_S * 2.0 ** (self.lock_retake_failures - 1))
             self.lock_retry_monotonic = time.monotonic() + delay
             self.lock_error = (f"the state store's lock is lost ({self.lock_last_loss_reason()}); re-taking it "
-                               f"failed {self.lock_retake_failures} time(s), last: {_first_line(exc)}")
+                               f"failed {self.lock_retake_failures} time(s), last: {error_line(exc)}")
             log.warning("could not re-take the state store's lock yet", extra=fields(
-                error=_first_line(exc), attempt=self.lock_retake_failures, retry_in_s=delay))
+                error=error_line(exc), attempt=self.lock_retake_failures, retry_in_s=delay))
             return delay
         self._lock_regained()
         return LOCK_WATCH_S
@@ -678,9 +678,3 @@ class Daemon:
             return Response.text("not ready: " + "; ".join(problems) + "\n", 503)
         return Response.text("ready\n")
 
-
-def _first_line(exc: BaseException) -> str:
-    """The driver's error in one line (no traceback, never a URL with a password: drivers do not print them)."""
-    orig = getattr(exc, "orig", None) or exc
-    lines = str(orig).strip().splitlines()
-    return f"{type(orig).__name__}: {lines[0][:200]}" if lines else type(orig).__name__

@@ -57,3 +57,11 @@ def setup_logging(level: str = "INFO", json_logs: bool | None = None) -> None:
 def fields(**kw: Any) -> dict[str, Any]:
     """`log.info("msg", extra=fields(rows=3))`."""
     return {"fields": kw}
+
+
+def error_line(exc: BaseException) -> str:
+    """The driver's error in one line: what an outage of the store or the source logs instead of a
+    traceback (no URL with a password: drivers do not print them)."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {lines[0][:200]}" if lines else type(orig).__name__

@@ -13,7 +13,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from sentinel.logs import fields
+from sqlalchemy.exc import SQLAlchemyError
+
+from sentinel.logs import error_line, fields
 
 log = logging.getLogger("sentinel.wake")
 
@@ -73,6 +75,9 @@ class Waker:
                 self._due = time.monotonic() + self.interval_s
             try:
                 again = self.step()
+            except SQLAlchemyError as exc:  # the store is down or refused the write: one line, retried next time
+                log.error("stage step failed", extra=fields(stage=self.name, error=error_line(exc)))
+                again = None
             except Exception:
                 log.exception("stage step failed", extra=fields(stage=self.name))
                 again = None

@@ -40,7 +40,7 @@ from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
-from sentinel.logs import fields
+from sentinel.logs import error_line, fields
 
 log = logging.getLogger("sentinel.store")
 
@@ -246,7 +246,7 @@ class AdvisoryLock:
                 try:
                     ok = bool(conn.execute(_HELD_BY, {"pid": pid}).scalar())
                 except Exception as exc:  # noqa: BLE001 - any failure of the session loses the lock
-                    self._lose(gen, f"its connection failed: {_first_line(exc)}")
+                    self._lose(gen, f"its connection failed: {error_line(exc)}")
                     return
                 if not ok:
                     self._lose(gen, "the server no longer lists it for this daemon's session")
@@ -288,8 +288,3 @@ class AdvisoryLock:
         if pid is None or not conn.execute(_HELD_BY, {"pid": pid}).scalar():
             raise LockLost("this daemon no longer holds the state store's lock")
 
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    lines = str(orig).strip().splitlines()
-    return f"{type(orig).__name__}: {lines[0][:200]}" if lines else type(orig).__name__
