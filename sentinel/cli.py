@@ -9,19 +9,25 @@ import argparse
 import codecs
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sentinel import __version__
-from sentinel.config import Config, ConfigError, load_config, summary
+
+if TYPE_CHECKING:  # each command imports what it needs when it runs: `--help` loads no pydantic, no numpy
+    from sentinel.config import Config
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
 
-def _load(path: str) -> Config:
+def _load(path: str, *, receiver_secrets: bool = True) -> Config:
+    """The configuration, or exit 2 with its problems. Commands that never send pass
+    `receiver_secrets=False`, so an unset `${VAR}` of a chat robot does not stop them."""
+    from sentinel.config import ConfigError, load_config
+
     try:
-        return load_config(path)
+        return load_config(path, receiver_secrets=receiver_secrets)
     except ConfigError as exc:
         for line in exc.problems:
             print(f"error: {line}", file=sys.stderr)
@@ -29,6 +35,8 @@ def _load(path: str) -> Config:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from sentinel.config import summary
+
     cfg = _load(args.config)
     print(f"{args.config}: OK")
     print(summary(cfg))
@@ -39,7 +47,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from sentinel import backtest
     from sentinel.sources.files import InputError
 
-    cfg = _load(args.config)
+    cfg = _load(args.config, receiver_secrets=False)
     try:
         codecs.lookup(args.encoding)
     except LookupError:
@@ -83,14 +91,18 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sentinel.daemon import EXIT_LOCK_TAKEN
+    from sentinel.http import ListenError
     from sentinel.logs import setup_logging
     from sentinel.service import build
-    from sentinel.store import StoreError, StoreLocked
+    from sentinel.sources.sql import missing_sqlite_file
+    from sentinel.store import StoreError, StoreLocked, StoreUnreachable
 
     cfg = _load(args.config)
     problems = []
     if cfg.source is None:
         problems.append(f"{args.config}: source: a [source] section is required to run")
+    elif (missing := missing_sqlite_file(cfg.source.url.get())) is not None:
+        problems.append(f"{args.config}: source.url: {missing}")  # a path typo, not an outage to wait out
     if cfg.state_url is None:
         problems.append(f"{args.config}: state_url: required to run (e.g. sqlite:////var/lib/sentinel/state.db)")
     if problems:
@@ -105,7 +117,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StoreLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_LOCK_TAKEN
-    except StoreError as exc:
+    except StoreUnreachable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except (StoreError, ListenError) as exc:
         print(f"error: {args.config}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if daemon.exit_message is not None:  # it stopped on its own (the store's lock was taken by another daemon)
@@ -193,10 +208,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
     from sentinel.bench import BENCHES
+    from sentinel.bench.common import BenchError
 
     name = args.bench or "engine"
     module = importlib.import_module(BENCHES[name][0])
-    return int(module.run(args))
+    try:
+        return int(module.run(args))
+    except BenchError as exc:  # says what failed, with the child's own output
+        print(f"error: bench {name}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def _bench_arguments(module_name: str, parser: argparse.ArgumentParser) -> None:
@@ -228,7 +248,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from sentinel.client import ApiError, call
     from sentinel.web.catalogue import Text
 
-    cfg = _load(args.config)
+    cfg = _load(args.config, receiver_secrets=False)
     try:
         data = call(cfg, "GET", "/api/v1/status")
     except ApiError as exc:
@@ -340,7 +360,7 @@ def cmd_ack(args: argparse.Namespace) -> int:
 
     from sentinel.client import ApiError, call
 
-    cfg = _load(args.config)
+    cfg = _load(args.config, receiver_secrets=False)
     try:
         data = call(cfg, "POST", "/api/v1/ack", {"instance": args.instance, "by": args.by or getpass.getuser()})
     except ApiError as exc:
@@ -354,10 +374,10 @@ def cmd_silence(args: argparse.Namespace) -> int:
     import getpass
     from datetime import UTC, datetime
 
-    from sentinel.client import ApiError, call, parse_matcher
+    from sentinel.client import ApiError, call, parse_matcher, unknown_label
     from sentinel.units import parse_duration
 
-    cfg = _load(args.config)
+    cfg = _load(args.config, receiver_secrets=False)
     try:
         if args.silence_command == "add":
             try:
@@ -365,6 +385,11 @@ def cmd_silence(args: argparse.Namespace) -> int:
                 duration = parse_duration(args.duration)
             except ValueError as exc:
                 print(f"error: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
+            unknown = [why for m in matchers if (why := unknown_label(m)) is not None]
+            if unknown and not args.force:  # such a silence holds nothing, or everything: a typo
+                for why in unknown:
+                    print(f"error: silence add: {why}; --force adds it anyway", file=sys.stderr)
                 return EXIT_CONFIG
             now = datetime.now(UTC)
             # no startsAt: the silence starts when the daemon receives it
@@ -481,6 +506,7 @@ def build_parser(*, bench_options: bool = True) -> argparse.ArgumentParser:
     sa.add_argument("--duration", default="2h", help="how long (default 2h)")
     sa.add_argument("--comment", required=True, help="why, for the next person on call")
     sa.add_argument("--by", help="who (default: your user name)")
+    sa.add_argument("--force", action="store_true", help="add it even if a matcher names a label no alert has")
     sl = sisub.add_parser("list", help="active and pending silences")
     sl.add_argument("--config", required=True, metavar="FILE")
     sl.add_argument("--all", action="store_true", help="include expired ones")

@@ -4,11 +4,11 @@ never to its store. The address comes from `listen` (a wildcard means loopback),
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import TYPE_CHECKING, Any
 
-import requests
-
-from sentinel.config import Config
+if TYPE_CHECKING:
+    from sentinel.config import Config
 
 
 class ApiError(Exception):
@@ -25,22 +25,56 @@ def base_url(cfg: Config) -> str:
 
 
 def call(cfg: Config, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
+    """One request to the daemon's API, JSON both ways. `http.client` rather than requests: these commands
+    are typed by a person waiting for the answer, and requests alone takes longer to import than the call
+    takes (redirects are not followed either way)."""
+    import http.client
+    from urllib.parse import urlsplit
+
     headers = {"Accept": "application/json"}
     if cfg.api.token is not None:
         headers["Authorization"] = f"Bearer {cfg.api.token.get()}"
-    url = base_url(cfg) + path
+    payload = None
+    if body is not None:
+        payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        headers["Content-Type"] = "application/json"
+    where = urlsplit(base_url(cfg))
+    conn = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=timeout)
     try:
-        resp = requests.request(method, url, json=body, headers=headers, timeout=timeout, allow_redirects=False)
-    except requests.RequestException as exc:
+        conn.request(method, path, body=payload, headers=headers)
+        resp = conn.getresponse()
+        raw = resp.read()
+    except (OSError, http.client.HTTPException) as exc:
         raise ApiError(f"cannot reach the daemon at {base_url(cfg)}: {type(exc).__name__}") from None
+    finally:
+        conn.close()
+    text = raw.decode("utf-8", errors="replace")
     try:
-        data = resp.json()
+        data = json.loads(text)
     except ValueError:
         data = None
-    if resp.status_code >= 400:
-        reason = data.get("error") if isinstance(data, dict) else resp.text[:200]
-        raise ApiError(f"{method} {path}: HTTP {resp.status_code}: {reason}", resp.status_code)
+    if resp.status >= 400:
+        reason = data.get("error") if isinstance(data, dict) else text[:200]
+        raise ApiError(f"{method} {path}: HTTP {resp.status}: {reason}", resp.status)
     return data
+
+
+ALERT_LABELS = ("rule", "kind", "tier", "type", "channel", "customer", "alertname", "severity")
+"""The labels an alert can carry: its series' fields, Sentinel's `rule`, `kind` and `tier`, and the names
+the Alertmanager API shows them by (`alertname` = rule, `severity` = tier). A matcher on any other label
+matches nothing, or (`!=`, `!~`) everything."""
+
+
+def unknown_label(matcher: dict[str, Any]) -> str | None:
+    """Why a matcher's label is one no alert has (`tpye=...`), with the close names; None when it is known."""
+    import difflib
+
+    name = str(matcher["name"])
+    if name in ALERT_LABELS:
+        return None
+    close = difflib.get_close_matches(name, ALERT_LABELS, n=2, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    return f"no alert has the label {name!r}{hint}; alerts carry {', '.join(ALERT_LABELS)}"
 
 
 def parse_matcher(text: str) -> dict[str, Any]:

@@ -25,13 +25,14 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from sentinel.model import Tier
+from sentinel.tiers import Tier
 from sentinel.units import Rate, TimeWindow, format_duration, parse_duration, parse_rate, parse_window
 
 ENV_PREFIX = "SENTINEL_"
@@ -470,6 +471,8 @@ class Config(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
                                       frozen=True, arbitrary_types_allowed=True, case_sensitive=False,
                                       populate_by_name=True)
+    # key paths of receiver secrets left unread (`load_config(receiver_secrets=False)`)
+    _unread_receiver_secrets: tuple[str, ...] = PrivateAttr(default=())
 
     timezone: Zone = "Asia/Shanghai"
     state_url: SecretValue | None = None
@@ -539,6 +542,12 @@ class Config(BaseSettings):
     def base_url(self) -> str:
         return self.external_url or f"http://{self.listen}"
 
+    @property
+    def unread_receiver_secrets(self) -> tuple[str, ...]:
+        """The receiver keys whose secrets were not read (empty unless loaded for a command that never sends),
+        so nothing can send with a placeholder without it being seen."""
+        return self._unread_receiver_secrets
+
     def receiver(self, name: str) -> ReceiverConfig:
         for r in self.receivers:
             if r.name == name:
@@ -595,8 +604,14 @@ def _rule_refs(where: str, matchers: Mapping[str, MatchValue], rules: Mapping[st
 # --- loading ---------------------------------------------------------------------------------------
 
 
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None, *, receiver_secrets: bool = True
+                ) -> Config:
     """Read, expand, validate and cross-check a configuration file.
+
+    `receiver_secrets=False` is for the commands that never send (`status`, `ack`, `silence`, `backtest`):
+    a receiver's `${VAR}` that is not set, or its `secret-file:`, is then not read, and stands as a
+    placeholder (`https://unset.invalid/` for a URL) that `Config.unread_receiver_secrets` names, so a
+    person on call need not hold the chat robots' tokens to acknowledge an alert.
 
     Raises `ConfigError` whose lines read `FILE: KEY: REASON`.
     """
@@ -647,6 +662,9 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         rest = loc[m.end():]
         return f"{file}: {(local + rest) if local else rest.lstrip('.') or '(the rule)'}"
 
+    unread: list[str] = []
+    if not receiver_secrets and isinstance(raw.get("receivers"), list):
+        raw["receivers"] = _defer_secrets(raw["receivers"], "receivers", env, unread)
     raw = _expand_tree(raw, "", problems, where_of, env)
     problems += [f"{path}: {key}: {reason} (set by {name})" for name, key, reason in _unknown_env(env)]
     if problems:
@@ -658,7 +676,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
             loc = _loc(err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
-                msg = "unknown key"
+                msg = "unknown key" + _close_keys(err["loc"])
             elif err["type"] == "missing":
                 msg = "required key is missing"
             envvar = _env_for(loc, env)
@@ -676,7 +694,51 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
             problems.append(f"{path}: templates_dir: {exc}")
     if problems:
         raise ConfigError(problems)
+    cfg._unread_receiver_secrets = tuple(unread)
     return cfg
+
+
+UNREAD_URL = "https://unset.invalid/"
+"""What an unread receiver URL stands as (`.invalid` never resolves, RFC 2606)."""
+
+
+def _defer_secrets(node: Any, loc: str, env: Mapping[str, str], unread: list[str]) -> Any:
+    """`node` (under `receivers`) with each value that needs an unset variable or a secret file replaced by
+    a placeholder; `unread` collects their key paths."""
+    if isinstance(node, dict):
+        return {k: _defer_secrets(v, f"{loc}.{k}", env, unread) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_defer_secrets(v, f"{loc}[{i}]", env, unread) for i, v in enumerate(node)]
+    if isinstance(node, str) and (node.strip().startswith("secret-file:")
+                                  or any(m.group(1) not in env for m in _VAR.finditer(node))):
+        unread.append(loc)
+        return UNREAD_URL if re.search(r"\.urls?(\[\d+\])?$", loc) else "unread"
+    return node
+
+
+def _close_keys(loc: tuple[int | str, ...]) -> str:
+    """`; did you mean 'table'?` for an unknown key whose table has keys spelled like it, or ""."""
+    import difflib
+
+    models: list[type[BaseModel]] = [Config]
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue  # a list's element: the models found for the list already stand for it
+        step = [f.annotation for m in models for name, f in m.model_fields.items() if part in (name, f.alias)]
+        found = [m for a in step for m in _models_in(a)]
+        if not found:  # a discriminated union's tag ("threshold") is in the path but names no field
+            continue
+        models = found
+    keys = sorted({k for m in models for name, f in m.model_fields.items() for k in (name, f.alias) if k})
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=3, cutoff=0.75)
+    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models a field's type holds (through lists, unions, `Optional` and `Annotated`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for a in get_args(annotation) for m in _models_in(a)]
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

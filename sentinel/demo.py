@@ -284,6 +284,7 @@ def run_demo(duration: float | None, out: IO[str] = sys.stdout, keep: bool = Fal
     """Run the demo; `listen` is the daemon's status page, API and /metrics (default a free local port),
     `sink_listen` the chat sink's (port 0: any free one). Returns the exit status (2: a port is taken)."""
     from sentinel.config import ConfigError, load_config
+    from sentinel.http import ListenError
     from sentinel.logs import setup_logging
     from sentinel.service import build
     from sentinel.sink import ChatSink
@@ -292,6 +293,9 @@ def run_demo(duration: float | None, out: IO[str] = sys.stdout, keep: bool = Fal
     cfg_holder: list[Config] = []
     try:
         sink = ChatSink(out, listen=sink_listen, explain=lambda n, content: explain(n, content, cfg_holder[0]))
+    except ListenError as exc:
+        print(f"demo: error: --sink-listen {sink_listen}: cannot listen there: {exc.reason}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"demo: error: --sink-listen {sink_listen}: cannot listen there: {exc.strerror or exc}", file=sys.stderr)
         return 2
@@ -316,8 +320,9 @@ def run_demo(duration: float | None, out: IO[str] = sys.stdout, keep: bool = Fal
         print(f"demo: rules from {rules_dir()}: " + "; ".join(_describe(r) for r in cfg.rules), file=out)
         try:
             daemon.start()
-        except OSError as exc:
-            print(f"demo: error: --listen {cfg.listen}: cannot listen there: {exc.strerror or exc}", file=sys.stderr)
+        except (ListenError, OSError) as exc:
+            why = exc.reason if isinstance(exc, ListenError) else exc.strerror or exc
+            print(f"demo: error: --listen {cfg.listen}: cannot listen there: {why}", file=sys.stderr)
             daemon.stop()
             return 2
         assert daemon.server is not None

@@ -279,20 +279,31 @@ class _Channel(HTTPChannel):
         return time.monotonic() - self._waiting_since > limit
 
 
+class ListenError(Exception):
+    """`listen` cannot be bound (port in use, address not on this machine): said in one line naming the
+    address, since the person who configured it must pick another or stop what holds it."""
+
+    def __init__(self, listen: str, reason: str) -> None:
+        super().__init__(f"listen: cannot listen on {listen}: {reason}")
+        self.reason = reason
+
+
 class Server:
     """waitress in a background thread; `port` is the real port (useful with port 0)."""
 
     def __init__(self, app: App, listen: str, threads: int | None = None, limits: Limits = Limits()) -> None:
         host, _, port = listen.rpartition(":")
-        server: Any = create_server(
-            app, host=host.strip("[]"), port=int(port), threads=threads or limits.threads, ident="sentinel",
-            clear_untrusted_proxy_headers=True,
-            max_request_body_size=limits.max_body + 1,  # waitress refuses at >=, the App at >
-            max_request_header_size=limits.max_header,
-            connection_limit=limits.connections + 2,  # the listening socket and waitress's trigger count too
-            channel_timeout=max(1, int(limits.request_timeout + 0.999)),  # no traffic at all: a backstop
-            cleanup_interval=1,
-            asyncore_use_poll=True)  # select() fails on descriptors over 1023
+        try:
+            server = self._bind(app, host, int(port), threads, limits)
+        except OSError as exc:
+            import errno
+
+            why = {errno.EADDRINUSE: "the port is already in use (another sentinel, or another program: "
+                                     f"`ss -ltnp 'sport = :{port}'` shows which)",
+                   errno.EADDRNOTAVAIL: "the address is not one of this machine's",
+                   errno.EACCES: "permission denied (ports below 1024 need privileges)"}.get(
+                exc.errno or 0, exc.strerror or str(exc))
+            raise ListenError(listen, why) from None
         parser = type("Parser", (_Parser,), {"app": app})
         channel = type("Channel", (_Channel,), {"parser_class": parser, "limits": limits})
         listeners = [server] if isinstance(server, BaseWSGIServer) else \
@@ -303,6 +314,18 @@ class Server:
         self.host = host
         self.port: int = int(server.effective_port if listeners == [server] else server.effective_listen[0][1])
         self._thread = threading.Thread(target=self._run, name="http", daemon=True)
+
+    @staticmethod
+    def _bind(app: App, host: str, port: int, threads: int | None, limits: Limits) -> Any:
+        return create_server(
+            app, host=host.strip("[]"), port=port, threads=threads or limits.threads, ident="sentinel",
+            clear_untrusted_proxy_headers=True,
+            max_request_body_size=limits.max_body + 1,  # waitress refuses at >=, the App at >
+            max_request_header_size=limits.max_header,
+            connection_limit=limits.connections + 2,  # the listening socket and waitress's trigger count too
+            channel_timeout=max(1, int(limits.request_timeout + 0.999)),  # no traffic at all: a backstop
+            cleanup_interval=1,
+            asyncore_use_poll=True)  # select() fails on descriptors over 1023
 
     def _run(self) -> None:
         with contextlib.suppress(OSError):  # closed during shutdown

@@ -13,49 +13,20 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
 
+from sentinel.tiers import Tier as Tier  # noqa: PLC0414 - re-exported: config imports it without numpy
+
 US = 1_000_000
 """Microseconds per second: every instant inside Sentinel is an int of microseconds since the epoch."""
 
 IntArray = npt.NDArray[np.int64]
 CodeArray = npt.NDArray[np.int32]
-
-
-class Tier(IntEnum):
-    """Response tiers of seed 004: light 轻度 (level III), moderate 中度 (II), severe 重度 (I)."""
-
-    LIGHT = 1
-    MODERATE = 2
-    SEVERE = 3
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-    @property
-    def zh(self) -> str:
-        return {1: "轻度", 2: "中度", 3: "重度"}[self.value]
-
-    @property
-    def response_zh(self) -> str:
-        return {1: "三级响应", 2: "二级响应", 3: "一级响应"}[self.value]
-
-    @property
-    def response_en(self) -> str:
-        return {1: "level III response", 2: "level II response", 3: "level I response"}[self.value]
-
-    @classmethod
-    def parse(cls, name: str) -> Tier:
-        try:
-            return cls[name.upper()]
-        except KeyError:
-            raise ValueError(f"unknown tier {name!r} (light, moderate, severe)") from None
 
 
 class EventState(StrEnum):

@@ -4,6 +4,7 @@ ack arrived is the server's record, never the client's)."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -244,6 +245,20 @@ def test_silences_by_cli_and_api(running: tuple[Daemon, str, Path], capsys: pyte
     assert main(["silence", "expire", sid, "--config", str(cli)]) == 1  # already ended
 
 
+def test_a_silence_on_an_unknown_label_needs_force(running: tuple[Daemon, str, Path],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    _, url, cli = running
+    add = ["silence", "add", "tpye=物流配送延误", "--config", str(cli), "--comment", "carrier outage"]
+    assert main(add) == 2
+    assert "did you mean 'type'?" in capsys.readouterr().err
+    assert requests.get(f"{url}/api/v1/silences", timeout=5).json() == []
+    assert main([*add, "--force"]) == 0
+    sid = capsys.readouterr().out.strip()
+    assert [s["id"] for s in requests.get(f"{url}/api/v1/silences", timeout=5).json()] == [sid]
+    assert main(["silence", "add", "alertname=type-surge", "severity=severe", "--config", str(cli),
+                 "--comment", "Alertmanager's names are labels too"]) == 0
+
+
 def test_silence_validation_answers_400_with_the_field(running: tuple[Daemon, str, Path]) -> None:
     _, url, _ = running
     bad = requests.post(f"{url}/api/v1/silences", json={"matchers": [{"name": "type", "value": "(", "isRegex": True}],
@@ -289,3 +304,27 @@ def test_cli_reports_an_unreachable_daemon(tmp_path: Path, capsys: pytest.Captur
     cfg.write_text('listen = "127.0.0.1:9"\n', encoding="utf-8")
     assert main(["status", "--config", str(cfg)]) == 1
     assert "cannot reach the daemon" in capsys.readouterr().err
+
+
+def test_commands_that_never_send_do_not_need_receiver_secrets(running: tuple[Daemon, str, Path],
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The person on call has the API token, not the chat robots' tokens: `status`, `ack` and `silence` work
+    with a receiver's `${VAR}` unset and its `secret-file:` unreadable; `check` (and so `run`) still refuse."""
+    _, url, cli = running
+    text = cli.read_text(encoding="utf-8").replace('url = "http://127.0.0.1:9/hook"',
+                                                   'url = "${T_UNSET_ROBOT_URL}"\nhmac_secret = "secret-file:/no/such"')
+    oncall = cli.with_name("oncall.toml")
+    oncall.write_text(text, encoding="utf-8")
+    assert main(["status", "--config", str(oncall), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["receivers"][0]["name"] == "cs-team"
+    assert main(["silence", "add", "type=物流配送延误", "--config", str(oncall), "--comment", "carrier"]) == 0
+    assert main(["silence", "list", "--config", str(oncall)]) == 0
+    assert main(["ack", open_instance(url), "--config", str(oncall), "--by", "ops"]) == 0
+    capsys.readouterr()
+    assert load_config(oncall, receiver_secrets=False).unread_receiver_secrets == (
+        "receivers[0].url", "receivers[0].hmac_secret")
+    with pytest.raises(SystemExit) as refused:
+        main(["check", "--config", str(oncall)])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert "receivers[0].url: environment variable T_UNSET_ROBOT_URL is not set" in err

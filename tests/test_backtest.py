@@ -161,6 +161,20 @@ def comparable(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- output ----------------------------------------------------------------------------------------
 
 
+def test_a_backtest_needs_no_receiver_secret(capsys: pytest.CaptureFixture[str], config: Path, data: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replaying a file sends nothing, so a chat robot's unset `${VAR}` must not stop it (it stops `check`)."""
+    monkeypatch.delenv("T_UNSET_ROBOT_URL", raising=False)
+    config.write_text(config.read_text(encoding="utf-8") + '\n[[receivers]]\nname = "cs"\nkind = "wecom"\n'
+                      'url = "${T_UNSET_ROBOT_URL}"\n', encoding="utf-8")
+    expected = backtest(capsys, "--config", config, "--input", data)
+    assert expected.code == 0, expected.err
+    assert expected.events()
+    with pytest.raises(SystemExit):
+        cli.main(["check", "--config", str(config)])
+    assert "environment variable T_UNSET_ROBOT_URL is not set" in capsys.readouterr().err
+
+
 def test_events_are_json_lines_with_the_design_keys(capsys: pytest.CaptureFixture[str], config: Path,
                                                      data: Path) -> None:
     run = backtest(capsys, "--config", config, "--input", data)

@@ -124,7 +124,8 @@ def test_environment_error_names_variable(env: dict[str, str], monkeypatch: pyte
     ("SENTINEL_BOGUS", "bogus", "unknown key"),
     ("sentinel_pol_interval", "pol_interval", "unknown key"),  # names are not case-sensitive
     ("SENTINEL_TIMEZONE__NAME", "timezone.name", "unknown key: timezone is a single value, set as SENTINEL_TIMEZONE"),
-    ("SENTINEL_SOURCE__POLL_INTERVALL", "source.poll_intervall", "unknown key"),  # nested: as before
+    ("SENTINEL_SOURCE__POLL_INTERVALL", "source.poll_intervall",  # nested: as in the file
+     "unknown key; did you mean 'poll_interval'?"),
 ])
 def test_unknown_environment_override_is_reported(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, var: str,
                                                    key: str, reason: str) -> None:
@@ -306,6 +307,22 @@ def test_the_deploy_example_passes_check(tmp_path: Path, monkeypatch: pytest.Mon
     out = capsys.readouterr().out
     assert "rules: 3" in out and "type-channel-surge, same-type-streak, type-surge" in out, out
     assert "inhibit rules: 2" in out and "cs-team (wecom)" in out and "key=K" not in out
+
+
+def test_a_mistyped_key_gets_did_you_mean_from_its_own_table(tmp_path: Path) -> None:
+    cfg = tmp_path / "typo.toml"
+    cfg.write_text('timezon = "UTC"\n[source]\nurl = "sqlite:////tmp/crm.db"\ntabel = "complaints"\n'
+                   'columns = { typ = "category" }\n[[rules]]\nname = "r"\nkind = "threshold"\nfactr = 2\n'
+                   'bogus = 1\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert sorted(err.value.problems) == sorted([
+        f"{cfg}: timezon: unknown key; did you mean 'timezone'?",
+        f"{cfg}: source.tabel: unknown key; did you mean 'table'?",
+        f"{cfg}: source.columns.typ: unknown key; did you mean 'type'?",
+        f"{cfg}: rules[0].factr: unknown key; did you mean 'factor'?",
+        f"{cfg}: rules[0].bogus: unknown key",  # nothing close: no guess
+    ])
 
 
 @pytest.mark.parametrize(("value", "words"), [('"2 parsecs"', "not a duration"), ('"0s"', "must be positive")])

@@ -13,4 +13,5 @@ BENCHES: dict[str, tuple[str, str]] = {
     "footprint": ("sentinel.bench.footprint", "a running daemon's RSS and CPU-s per hour, idle and at 1,000 series"),
     "latency": ("sentinel.bench.latency", "commit to chat message, Sentinel vs Prometheus + Alertmanager"),
     "delivery": ("sentinel.bench.delivery", "the delivery worker: messages/s from the outbox to local webhooks"),
+    "startup": ("sentinel.bench.startup", "how long --help, status, ack and silence take from start to answer"),
 }

@@ -207,17 +207,51 @@ def wait_http(url: str, timeout: float, proc: Proc | None = None) -> None:
     raise BenchError(f"{url} not ready within {timeout:.0f} s" + (f":\n{proc.tail()}" if proc else ""))
 
 
+def package_root() -> str:
+    """The folder holding the `sentinel` package this process runs (site-packages, or a checkout)."""
+    import sentinel
+
+    return str(Path(sentinel.__file__).resolve().parent.parent)
+
+
+def python_child(code: str, *args: str) -> list[str]:
+    """`python -P -c CODE ARGS`: a child that imports this process's `sentinel`. Plain `-c` puts the working
+    directory first on `sys.path`, so a benchmark started from a folder that holds some `sentinel/` directory
+    (the parent of a checkout named so) would import that instead; `-P` leaves it out, and `child_env` puts
+    the running package's folder first, so a checkout run without installing works too."""
+    return [sys.executable, "-P", "-c", code, *args]
+
+
+def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`env` (default: this process's) with the running package's folder first on PYTHONPATH."""
+    out = dict(os.environ if env is None else env)
+    out["PYTHONPATH"] = os.pathsep.join(p for p in (package_root(), out.get("PYTHONPATH")) if p)
+    return out
+
+
+def run_child(what: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+    """Run a benchmark child to its end and return its stdout; a failure is a `BenchError` with the child's
+    own error output, not a bare `CalledProcessError`."""
+    out = subprocess.run(list(argv), capture_output=True, text=True, env=child_env(env), check=False)
+    if out.returncode != 0:
+        said = (out.stderr.strip() or out.stdout.strip())[-3000:] or "(no output)"
+        raise BenchError(f"{what} exited with status {out.returncode}:\n{said}")
+    return out.stdout
+
+
 def sentinel_command() -> list[str]:
     """The installed `sentinel` script next to this interpreter, as the README runs it."""
     script = Path(sys.executable).with_name("sentinel")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from sentinel.cli import main; sys.exit(main())"]
+    return python_child("import sys; from sentinel.cli import main; sys.exit(main())")
 
 
 def sentinel_env() -> dict[str, str]:
-    """The environment without `SENTINEL_*`: those would override keys of the benchmark's config file."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("SENTINEL_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+    """The environment without `SENTINEL_*` (those would override keys of the benchmark's config file), with
+    the running package first on PYTHONPATH (see `python_child`)."""
+    return child_env({k: v for k, v in os.environ.items()
+                      if not k.startswith(("SENTINEL_", "NOTIFY_SOCKET", "WATCHDOG_"))})
 
 
 

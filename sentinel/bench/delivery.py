@@ -105,8 +105,10 @@ class RemoteSink:
 
     def __init__(self, threads: int) -> None:
         code = f"from sentinel.bench.delivery import serve_stdio; serve_stdio({int(threads)})"
-        self._proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      text=True, encoding="utf-8")
+        from sentinel.bench.common import child_env, python_child
+
+        self._proc = subprocess.Popen(python_child(code), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      text=True, encoding="utf-8", env=child_env())
         self.base = f"http://127.0.0.1:{int(self._read())}"
 
     def _read(self) -> str:

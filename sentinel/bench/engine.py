@@ -13,7 +13,6 @@ import io
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -171,9 +170,10 @@ def peak_rss_of_backtest(config_path: Path, path: Path) -> tuple[float, float]:
             "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
             "print(time.perf_counter() - t, int(hwm) / 1024)\n"
             "sys.exit(rc)\n")
-    out = subprocess.run([sys.executable, "-c", code, str(config_path), str(path)], capture_output=True, text=True,
-                         check=True)
-    secs, rss = out.stdout.strip().splitlines()[-1].split()
+    from sentinel.bench.common import python_child, run_child
+
+    out = run_child("the backtest child", python_child(code, str(config_path), str(path)))
+    secs, rss = out.strip().splitlines()[-1].split()
     return float(secs), float(rss)
 
 

@@ -179,6 +179,17 @@ def _sqlite_text(raw: bytes) -> str | bytes:
         return raw
 
 
+def did_you_mean(wanted: str, names: Sequence[str], what: str = "") -> str:
+    """`; did you mean 'complaints'?` for a mistyped name, listing the close ones (case ignored), or ""."""
+    import difflib
+
+    folded = {n.casefold(): n for n in names}
+    close = [folded[c] for c in difflib.get_close_matches(wanted.casefold(), list(folded), n=3, cutoff=0.6)]
+    if not close:
+        return ""
+    return f"; did you mean {' or '.join(map(repr, close))}{' ' + what if what else ''}?"
+
+
 def _pick(wanted: str, names: Sequence[str]) -> str | None:
     """The stored name for a configured one: exact, else the only case-insensitive match (unquoted
     identifiers fold to lower case in PostgreSQL, while people write them as they think of them)."""
@@ -229,7 +240,8 @@ class _Table:
         views = insp.get_view_names(schema=schema)
         actual = _pick(name, insp.get_table_names(schema=schema) + views)
         if actual is None:
-            raise SourceUnavailable(f"{where}: table {cfg.table!r} does not exist")
+            raise SourceUnavailable(f"{where}: table {cfg.table!r} does not exist"
+                                    f"{did_you_mean(name, insp.get_table_names(schema=schema) + views)}")
         self.name, self.schema, self.is_view = actual, schema, actual in views
         columns = {c["name"]: c for c in insp.get_columns(actual, schema=schema)}
         wanted = [cfg.columns.id, cfg.columns.created_at, cfg.columns.type, cfg.columns.channel]
@@ -238,8 +250,9 @@ class _Table:
         found = [_pick(w, list(columns)) for w in wanted]
         missing = [w for w, f in zip(wanted, found, strict=True) if f is None]
         if missing:
-            raise SourceUnavailable(f"{where}: table {actual!r} has no column {', '.join(map(repr, missing))} "
-                                    f"(it has {', '.join(columns)})")
+            hints = "".join(did_you_mean(m, list(columns), f"for {m!r}") for m in missing)
+            raise SourceUnavailable(f"{where}: table {actual!r} has no column {', '.join(map(repr, missing))}"
+                                    f"{hints} (it has {', '.join(columns)})")
         names = [f for f in found if f is not None]
         dialect = conn.dialect.name
         self.id_name, self.ts_name = names[0], names[1]
@@ -340,8 +353,9 @@ class _Query:
         found = [_pick(w, keys) for w in wanted]
         missing = [w for w, f in zip(wanted, found, strict=True) if f is None]
         if missing:
-            raise SourceUnavailable(f"{where}: the query returns no column {', '.join(map(repr, missing))} "
-                                    f"(it returns {', '.join(keys)}); name them with AS")
+            hints = "".join(did_you_mean(m, keys, f"for {m!r}") for m in missing)
+            raise SourceUnavailable(f"{where}: the query returns no column {', '.join(map(repr, missing))}"
+                                    f"{hints} (it returns {', '.join(keys)}); name them with AS")
         pos = [keys.index(f) for f in found if f is not None]
         self._quote = conn.dialect.identifier_preparer.quote
         self._id_key, self._ts_key = keys[pos[0]], keys[pos[1]]
@@ -397,7 +411,7 @@ class SqlSource:
         self._naive_tz = naive_tz
         self._url = make_url(cfg.url.get())
         self._secrets = url_secrets(self._url)
-        self.engine = _make_engine(self._url)
+        self.engine = _make_engine(read_only(self._url))
         self._shape: _Table | _Query | None = None
         self._codec: TimeCodec | None = None
         self._sample_ids: list[Any] = []
@@ -580,7 +594,47 @@ class SqlSource:
             raise SourceUnavailable(self._explain(exc)) from None
 
     def _explain(self, exc: sa.exc.SQLAlchemyError) -> str:
+        missing = missing_sqlite_file(self._url)
+        if missing is not None:
+            return f"{self.describe()}: {missing}"
         return f"{self.describe()}: {driver_message(exc, self._secrets)}"
+
+
+def _sqlite_path(url: URL) -> str | None:
+    """The file an SQLite URL names (`file:` URIs included), None for other databases and `:memory:`."""
+    db = url.database
+    if url.get_backend_name() != "sqlite" or not db or db == ":memory:":
+        return None
+    if db.startswith("file:"):
+        from urllib.parse import unquote, urlsplit
+
+        return unquote(urlsplit(db).path) or None
+    return db
+
+
+def missing_sqlite_file(url: URL | str) -> str | None:
+    """Why an SQLite source cannot be opened because its file is not there, or None. Said before any
+    connection: SQLite would otherwise create an empty file and the next message would blame the table."""
+    path = _sqlite_path(make_url(url) if isinstance(url, str) else url)
+    if path is None:
+        return None
+    import os
+
+    if os.path.isfile(path):
+        return None
+    if os.path.exists(path):
+        return f"SQLite source {path} is not a file"
+    return f"SQLite source file {path} does not exist (check source.url; sources are opened read-only, never created)"
+
+
+def read_only(url: URL) -> URL:
+    """An SQLite URL as a read-only `file:` URI (`mode=ro`): Sentinel only reads its source, so a typo in the
+    path must not create an empty database, and no write can reach the CRM's file. A URL that already says
+    `uri=true` is the user's own URI and is left alone, as are other databases."""
+    path = _sqlite_path(url)
+    if path is None or "uri" in url.query:
+        return url
+    return url.set(database="file:" + quote(path), query={**url.query, "mode": "ro", "uri": "true"})
 
 
 def url_secrets(url: URL) -> tuple[str, ...]:

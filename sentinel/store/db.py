@@ -7,6 +7,7 @@ its start, so two writers queue on the busy timeout instead of failing at commit
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
 from sentinel.store import migrate
 from sentinel.store.lock import AdvisoryLock, FileLock, LockLost
@@ -25,6 +26,16 @@ SUPPORTED = ("sqlite", "postgresql")
 
 class StoreError(Exception):
     pass
+
+
+class StoreMissing(StoreError):
+    """The PostgreSQL database `state_url` names does not exist: a typo or a step of the install not done,
+    so a person must create it (Sentinel creates tables, never databases)."""
+
+
+class StoreUnreachable(StoreError):
+    """The state store's server did not answer or refused us (down, wrong host, password): a runtime
+    failure, said in one line with the driver's words and no password."""
 
 
 class StoreCorrupt(StoreError):
@@ -90,11 +101,34 @@ class Store:
         else:
             self._lock = AdvisoryLock(self._url)
         try:
-            self._lock.acquire()
+            with self._connecting():
+                self._lock.acquire()
         except BaseException:
             self._lock.release()
             self._lock = None
             raise
+
+    @contextmanager
+    def _connecting(self) -> Iterator[None]:
+        """The first connection to a PostgreSQL store: a database that does not exist becomes `StoreMissing`
+        naming it and the `createdb` that makes it; any other connection failure `StoreUnreachable`, one
+        line each instead of SQLAlchemy's traceback."""
+        try:
+            yield
+        except OperationalError as exc:
+            if self.sqlite_path is not None:
+                raise
+            from sentinel.sources.sql import driver_message, url_secrets
+
+            u = self._url
+            where = f"{u.host or 'localhost'}:{u.port or 5432}"
+            if re.search(r'database "[^"]*" does not exist', str(exc.orig)):
+                create = " ".join(["createdb", f"-h {u.host}" if u.host else "", f"-p {u.port}" if u.port else "",
+                                   f"-U {u.username}" if u.username else "", str(u.database)])
+                raise StoreMissing(f"state_url: PostgreSQL database {u.database!r} does not exist on {where}; "
+                                   f"create it first: {' '.join(create.split())}") from None
+            raise StoreUnreachable(f"state_url: cannot connect to the PostgreSQL state store on {where}: "
+                                   f"{driver_message(exc, url_secrets(u))}") from None
 
     def lock_held(self) -> bool:
         """Whether this process may write: it holds the store's lock (or never took one: tools and tests)."""
@@ -117,7 +151,7 @@ class Store:
         self._lock.retake()
 
     def upgrade(self) -> tuple[str | None, str]:
-        with self._write_lock, self.diagnosing():
+        with self._write_lock, self.diagnosing(), self._connecting():
             self._check_sqlite_file()
             return migrate.upgrade(self.engine)
 
