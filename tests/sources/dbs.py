@@ -62,7 +62,9 @@ def row(db: Db, i: Any, at: datetime, typ: Any = "物流配送延误", channel: 
 
 
 class TcpProxy:
-    """127.0.0.1:port -> the real server, with a switch: stop() closes everything, start() listens again."""
+    """127.0.0.1:port -> the real server, with switches: stop() closes everything, start() listens again;
+    pause() stalls as a hung middlebox does (bytes are acknowledged, none forwarded, no error at either end)
+    until resume()."""
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
@@ -73,6 +75,14 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._socks: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
+
+    def pause(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
 
     def start(self) -> None:
         listener = socket.socket()
@@ -94,10 +104,10 @@ class TcpProxy:
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass

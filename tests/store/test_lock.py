@@ -4,9 +4,6 @@ and names another daemon that holds the lock, and releasing never hangs or raise
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
@@ -22,33 +19,12 @@ from tests.sources.dbs import TcpProxy
 from tests.store.test_store import _hold_lock
 
 
-class StallingProxy(TcpProxy):
-    """A TCP proxy that can stall: while paused it accepts and acknowledges bytes but forwards none, as a hung
-    middlebox does. No error ever reaches either end, and the kernel's timeouts see a healthy peer."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        super().__init__(upstream)
-        self.flowing = threading.Event()
-        self.flowing.set()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:  # type: ignore[override]
-        try:
-            while data := src.recv(65536):
-                self.flowing.wait()
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-
 @pytest.fixture
-def stalling() -> Iterator[StallingProxy]:
-    p = StallingProxy((PG_HOST, PG_PORT))
+def stalling() -> Iterator[TcpProxy]:
+    p = TcpProxy((PG_HOST, PG_PORT))
     p.start()
     yield p
-    p.flowing.set()
+    p.resume()
     p.stop()
 
 
@@ -72,30 +48,30 @@ def wait_lost(store: Store, limit_s: float) -> float:
 
 
 def test_a_stalled_lock_connection_is_lost_in_seconds_then_retaken_and_released_without_hanging(
-        pg_url: str, stalling: StallingProxy) -> None:
+        pg_url: str, stalling: TcpProxy) -> None:
     store = open_store(pg_url.replace(f":{PG_PORT}/", f":{stalling.port}/"), lock=True)
     try:
         assert store.lock_held() and store.lock_kind == "advisory"
         time.sleep(1.5)  # a few heartbeats pass
         assert store.lock_held()
-        stalling.flowing.clear()
+        stalling.pause()
         took = wait_lost(store, lock_mod.STALE_S + lock_mod.HEARTBEAT_S + 1.0)
         assert took > lock_mod.STALE_S - lock_mod.HEARTBEAT_S - 0.5  # a stall is no error: only staleness tells
         assert "not confirmed for 4 s" in str(store.lock_lost_reason)
         with pytest.raises(LockLost), store.transaction():
             pass
         assert len(lock_pids(pg_url)) == 1  # the server still has the stalled session, and its lock
-        stalling.flowing.set()
+        stalling.resume()
         store.retake_lock()  # ends the former session if the server still holds it, then takes the lock
         assert store.lock_held()
         with store.transaction() as conn:
             conn.execute(text("SELECT 1"))
-        stalling.flowing.clear()  # stalled again: releasing must neither hang nor raise
+        stalling.pause()  # stalled again: releasing must neither hang nor raise
         released = time.monotonic()
         store.close()
         assert time.monotonic() - released < lock_mod.RELEASE_WAIT_S + 1.5
     finally:
-        stalling.flowing.set()
+        stalling.resume()
         store.close()
 
 
