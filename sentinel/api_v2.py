@@ -476,12 +476,12 @@ def register(daemon: Daemon) -> None:
         """The reload SIGHUP does, answered when done: 200, or 500 with the configuration's problems
         (phrased as `sentinel check` prints them: file, key and reason, never a value) while the old
         configuration keeps running."""
-        from sentinel.config import ConfigError, load_config
+        from sentinel.loader import ConfigError, load
 
         if daemon.config_path is None:
             raise HTTPError(500, "this daemon was started without a configuration file; nothing to reload")
         try:
-            load_config(daemon.config_path)
+            load(daemon.config_path)
         except ConfigError as exc:
             daemon.reload()  # logs the problems and sets sentinel_config_last_reload_successful to 0
             raise HTTPError(500, "reload refused, the previous configuration keeps running: "

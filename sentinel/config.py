@@ -11,7 +11,7 @@ import dataclasses
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -514,9 +514,9 @@ class Config(BaseSettings):
     @classmethod
     def _holidays(cls, v: str | None) -> str | None:
         if v is not None:
-            from sentinel.detect.workdays import parse_code
+            from sentinel.days import parse_holiday_code
 
-            parse_code(v)
+            parse_holiday_code(v)
         return v
 
     @field_validator("external_url")
@@ -604,9 +604,14 @@ def _rule_refs(where: str, matchers: Mapping[str, MatchValue], rules: Mapping[st
 # --- loading ---------------------------------------------------------------------------------------
 
 
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None, *, receiver_secrets: bool = True
-                ) -> Config:
-    """Read, expand, validate and cross-check a configuration file.
+Check = Callable[["Config"], Iterable[tuple[str, str]]]
+"""A check that a layer above this module adds (`sentinel.loader`): (key path, problem) for each problem it
+finds in a configuration that parsed, reported with the file's own problems."""
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None, *, receiver_secrets: bool = True,
+                checks: Sequence[Check] = ()) -> Config:
+    """Read, expand, validate and cross-check a configuration file (and run `checks` on it).
 
     `receiver_secrets=False` is for the commands that never send (`status`, `ack`, `silence`, `backtest`):
     a receiver's `${VAR}` that is not set, or its `secret-file:`, is then not read, and stands as a
@@ -685,13 +690,10 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None, *, r
         raise ConfigError(problems) from None
     for loc, msg in cfg.cross_check(lambda i: where_of(f"rules[{i}]")):
         problems.append(f"{where_of(loc)}: {msg}")
-    if cfg.templates_dir is not None:
-        from sentinel.notify.render import TemplateError, check_templates  # lazy: render imports config
-
-        try:
-            check_templates(cfg.templates_dir)
-        except TemplateError as exc:
-            problems.append(f"{path}: templates_dir: {exc}")
+    for check in checks:
+        for loc, msg in check(cfg):
+            envvar = _env_for(loc, env)
+            problems.append(f"{where_of(loc)}: {msg}" + (f" (set by {envvar})" if envvar else ""))
     if problems:
         raise ConfigError(problems)
     cfg._unread_receiver_secrets = tuple(unread)

@@ -283,8 +283,8 @@ def run_demo(duration: float | None, out: IO[str] = sys.stdout, keep: bool = Fal
              sink_listen: str = "127.0.0.1:0") -> int:
     """Run the demo; `listen` is the daemon's status page, API and /metrics (default a free local port),
     `sink_listen` the chat sink's (port 0: any free one). Returns the exit status (2: a port is taken)."""
-    from sentinel.config import ConfigError, load_config
     from sentinel.http import ListenError
+    from sentinel.loader import ConfigError, load
     from sentinel.logs import setup_logging
     from sentinel.service import build
     from sentinel.sink import ChatSink
@@ -309,7 +309,7 @@ def run_demo(duration: float | None, out: IO[str] = sys.stdout, keep: bool = Fal
         cfg_path.write_text(demo_config(tmp, crm.path, sink.url, listen or f"127.0.0.1:{free_port()}"),
                             encoding="utf-8")
         try:
-            cfg = load_config(cfg_path)
+            cfg = load(cfg_path)
         except ConfigError as exc:  # e.g. an installation whose packaged rules/seeds were edited
             print(f"demo: error: {exc}", file=sys.stderr)
             return 2

@@ -1,4 +1,4 @@
-"""Persistence of the detection stage: rule snapshots, alert instances and alert events.
+"""Persistence of the detection stage's output: alert instances and alert events.
 
 Events are appended with a monotonically increasing `seq`; the dispatcher reads them by a durable
 cursor. `notify = false` marks events recorded during the first start's backfill: kept and shown,
@@ -8,19 +8,16 @@ never sent. Nothing secret is stored here.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import numpy as np
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import Connection, Table, insert, select, update
 
-from sentinel.detect.engine import Snapshot, dumps
-from sentinel.detect.threshold import Buckets
-from sentinel.model import Event, EventState, Vocab
-from sentinel.store.records import read_buckets
-from sentinel.store.schema import alert_events, alerts, rule_state
+from sentinel.model import Event, EventState
+from sentinel.store.codecs import dumps
+from sentinel.store.schema import alert_events, alerts
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,43 +31,6 @@ class StoredEvent:
     at_us: int
     payload: dict[str, Any]
     notify: bool
-
-
-def load_snapshots(conn: Connection) -> dict[str, Snapshot]:
-    rs = rule_state
-    parts: dict[str, dict[str, tuple[str, str]]] = {}
-    for rule, part, h, data in conn.execute(select(rs.c.rule, rs.c.part, rs.c.config_hash, rs.c.data)):
-        parts.setdefault(rule, {})[part] = (h, data)
-    out = {}
-    for rule, p in parts.items():
-        if "core" not in p:
-            continue
-        h, core = p["core"]
-        series = json.loads(p["series"][1]) if "series" in p else None
-        pending = json.loads(p["pending"][1]) if "pending" in p else {}
-        told = json.loads(p["ahead"][1]) if "ahead" in p else []
-        out[rule] = Snapshot(h, json.loads(core), series, pending, told)
-    return out
-
-
-def save_snapshot(conn: Connection, rule: str, snap: Snapshot, now_us: int) -> None:
-    rs = rule_state
-    parts = {"core": dumps(snap.core), "pending": dumps(snap.pending), "ahead": dumps(snap.ahead)}
-    if snap.series is not None:
-        parts["series"] = dumps(snap.series)
-    for part, data in parts.items():
-        n = conn.execute(update(rs).where(rs.c.rule == rule, rs.c.part == part)
-                         .values(config_hash=snap.config_hash, data=data, updated_us=now_us)).rowcount
-        if n == 0:
-            conn.execute(insert(rs).values(rule=rule, part=part, config_hash=snap.config_hash, data=data,
-                                           updated_us=now_us))
-
-
-def drop_rule_state(conn: Connection, rules: Iterable[str]) -> None:
-    rs = rule_state
-    names = list(rules)
-    if names:
-        conn.execute(delete(rs).where(rs.c.rule.in_(names)))
 
 
 def record_events(conn: Connection, events: Sequence[Event], *, notify: bool, now_us: int, tz: ZoneInfo) -> None:
@@ -120,13 +80,3 @@ def open_alert_rows(conn: Connection, rule: str | None = None) -> list[dict[str,
     if rule is not None:
         q = q.where(al.c.rule == rule)
     return [dict(r._mapping) for r in conn.execute(q.order_by(al.c.started_us))]
-
-
-def load_buckets(conn: Connection, start_us: int, vocab: Vocab) -> Buckets:
-    rows = list(read_buckets(conn, start_us))
-    if not rows:
-        return Buckets.empty()
-    hours, types, chans, counts = zip(*rows, strict=True)
-    return Buckets(np.asarray(hours, dtype=np.int64), vocab.encode(list(types)).astype(np.int64),
-                   vocab.encode(list(chans)).astype(np.int64), np.asarray(counts, dtype=np.int64))
-

@@ -21,10 +21,8 @@ from sqlalchemy import Connection
 
 from sentinel.config import ThresholdRuleConfig
 from sentinel.days import Calendar
-from sentinel.detect.base import RecordFilter, RuleContext
-from sentinel.detect.baseline import baselines
-from sentinel.metrics import OTHER
-from sentinel.model import Vocab
+from sentinel.detect import RecordFilter, RuleContext, baselines
+from sentinel.model import OTHER, Vocab
 from sentinel.store.records import read_buckets
 
 

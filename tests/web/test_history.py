@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 
 from sentinel.days import HOUR_US, Calendar
-from sentinel.metrics import OTHER
+from sentinel.model import OTHER
 from sentinel.web.history import DailyCounts, chartable, series_history
 from tests.detect.builders import SH, at, threshold
 
