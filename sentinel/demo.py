@@ -239,14 +239,20 @@ def explain(n: int, content: str, cfg: Config) -> str:
 def held_under_surges(state: Path, cfg: Config) -> list[str]:
     """Alerts nobody was told of because an inhibition held them under another open alert (a type's
     streak under its surge), each with the alert that told the crisis instead."""
-    from sentinel.alerting.routing import alert_labels, compile_matchers, matches
+    from sqlalchemy import create_engine, select
 
-    with sqlite3.connect(state) as db:
-        rows = db.execute("SELECT instance, rule, kind, tier, labels, peak FROM alerts WHERE NOT replay "
-                          "ORDER BY started_us").fetchall()
-        told = {i for (i,) in db.execute("SELECT DISTINCT instance FROM notify_log")}
-    alerts = [(inst, alert_labels(rule, kind, tier, json.loads(labels)), peak)
-              for inst, rule, kind, tier, labels, peak in rows]
+    from sentinel.alerting.routing import compile_matchers, labels_of, matches
+    from sentinel.store import alerts as alert_store
+    from sentinel.store.schema import notify_log
+
+    engine = create_engine(f"sqlite:///{state}")
+    try:
+        with engine.connect() as conn:
+            stored = alert_store.alerts_in_order(conn, replay=False)
+            told = set(conn.execute(select(notify_log.c.instance).distinct()).scalars())
+    finally:
+        engine.dispose()
+    alerts = [(a.instance, labels_of(a), a.peak) for a in stored]
     lines = []
     for inst, labels, peak in alerts:
         if inst in told:

@@ -63,9 +63,8 @@ class Detector:
         removed = [name for name in saved if name not in self.engine.order]
         at = resume if resume is not None else horizon
         for name in removed:
-            for row in alert_store.open_alert_rows(conn, name):
-                alert = _alert_from_row(row)
-                events.append(resolve_removed(name, row["kind"], alert, at, "rule removed"))
+            for stored in alert_store.open_alerts(conn, rule=name):
+                events.append(resolve_removed(name, stored.kind, _open_alert(stored), at, "rule removed"))
         rule_state.drop_rule_state(conn, removed)
         events = sort_events(events, self.engine.order)
         if events:
@@ -181,8 +180,5 @@ class Detector:
                     m.streak_length.labels(*m.series_labels(rule.name, labels)).set(length)
 
 
-def _alert_from_row(row: dict[str, Any]) -> OpenAlert:
-    import json
-
-    return OpenAlert(json.loads(row["labels"]), row["fingerprint"], row["instance"], int(row["started_us"]),
-                     Tier.parse(row["tier"]), float(row["peak"]), float(row["value"]), row["baseline"])
+def _open_alert(a: alert_store.StoredAlert) -> OpenAlert:
+    return OpenAlert(dict(a.labels), a.fingerprint, a.instance, a.started_us, a.tier, a.peak, a.value, a.baseline)

@@ -55,7 +55,7 @@ from sentinel.model import US, Tier
 from sentinel.notify import outbox
 from sentinel.notify.base import Adapter, Delivered, Failed, Message, Outcome, RetryAfter
 from sentinel.notify.health import AttemptErrors, ReceiverHealth, ReceiverState, receiver_health
-from sentinel.notify.views import alert_payload
+from sentinel.notify.views import alert_payload, view_from_json
 from sentinel.store import LockLost, Store
 from sentinel.units import Rate
 from sentinel.wake import Waker
@@ -647,7 +647,7 @@ class DeliveryWorker:
         fb = self.cfg.fallback_receiver
         if fb is None or fb == failed or fb not in self.runners:
             return
-        views = [outbox.view_from_json(v, self.cfg.tz) for v in msg.payload.get("views", [])]
+        views = [view_from_json(v, self.cfg.tz) for v in msg.payload.get("views", [])]
         outbox.enqueue(conn, fb, "fallback", Tier.parse(msg.tier), views, event_at_us=msg.event_at_us, now_us=now,
                        extra={**{k: v for k, v in msg.payload.items() if k != "views"},
                               "note": f"receiver {failed} failed permanently: {why}", "failed_receiver": failed})
@@ -656,7 +656,7 @@ class DeliveryWorker:
     def message(self, msg: outbox.OutboxMessage, runner: ReceiverRunner) -> Message:
         from sentinel.notify.render import TemplateError, body_budget, render
 
-        views = [outbox.view_from_json(v, self.cfg.tz) for v in msg.payload.get("views", [])]
+        views = [view_from_json(v, self.cfg.tz) for v in msg.payload.get("views", [])]
         adapter = runner.adapter
         kind = {"digest": "alert", "fallback": "alert"}.get(msg.kind, msg.kind)
         max_bytes, max_chars = body_budget(adapter, runner.cfg, Tier.parse(msg.tier))
@@ -675,7 +675,7 @@ class DeliveryWorker:
         status = str(msg.payload.get("status", "firing"))
         # the rest of the group (the generic webhook's payload lists every alert of it, as Alertmanager's
         # does): its other open alerts these people were told of, as they were when the message was queued
-        rest = [outbox.view_from_json(v, self.cfg.tz) for v in msg.payload.get("group_alerts", [])]
+        rest = [view_from_json(v, self.cfg.tz) for v in msg.payload.get("group_alerts", [])]
         return Message(id=msg.delivery_id, title=title, body=body, tier=Tier.parse(msg.tier), status=status,
                        group_key=str(msg.payload.get("group_key", "")),
                        group_labels=dict(msg.payload.get("group_labels", {})),

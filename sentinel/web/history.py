@@ -10,11 +10,9 @@ full days, where "available" counts full days since the source's coverage began,
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection
@@ -23,6 +21,7 @@ from sentinel.config import ThresholdRuleConfig
 from sentinel.days import Calendar
 from sentinel.detect import RecordFilter, RuleContext, baselines
 from sentinel.model import OTHER, Vocab
+from sentinel.store.alerts import StoredAlert
 from sentinel.store.records import read_buckets
 
 
@@ -99,19 +98,18 @@ def series_history(daily: DailyCounts, cfg: ThresholdRuleConfig, labels: Mapping
 
 
 def counts_today(conn: Connection, rules: Mapping[str, ThresholdRuleConfig], calendar: Calendar,
-                 rows: Iterable[Mapping[str, Any]], now_us: int) -> dict[str, int]:
+                 rows: Iterable[StoredAlert], now_us: int) -> dict[str, int]:
     """Instance -> its series' count today so far, for the open threshold alerts whose rule measures the
     day (`day` and `pace` modes) and whose series the buckets can rebuild. An alert's stored value is the
     count at its last event; the day goes on without one until the next tier, so this is what the API
     reports as the value now, the same figure as the status page's "today so far"."""
     wanted = []
     for r in rows:
-        rule = rules.get(r["rule"])
-        if r["status"] != "open" or r["kind"] != "threshold" or rule is None or rule.mode == "rolling":
+        rule = rules.get(r.rule)
+        if not r.is_open or r.kind != "threshold" or rule is None or rule.mode == "rolling":
             continue
-        labels = json.loads(r["labels"]) if isinstance(r["labels"], str) else dict(r["labels"])
-        if chartable(rule, labels):
-            wanted.append((r["instance"], rule, labels))
+        if chartable(rule, r.labels):
+            wanted.append((r.instance, rule, r.labels))
     if not wanted:
         return {}
     today = calendar.day_of(now_us)
