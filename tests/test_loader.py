@@ -69,11 +69,40 @@ def test_a_good_override_loads(tmp_path: Path) -> None:
     assert load(config_with(tmp_path, f'templates_dir = "{d}"\n')).templates_dir == d
 
 
-def test_the_template_problem_comes_with_the_files_other_problems(tmp_path: Path) -> None:
-    """A cross-check problem and a template problem are told together, not one run after the other."""
-    p = config_with(tmp_path, f'templates_dir = "{broken_templates(tmp_path)}"\n',
-                    '[[routes]]\nreceivers = ["nobody"]\n')
+RECEIVER = '\n[[receivers]]\nname = "extra"\nkind = "{kind}"\nurl = "https://chat.example/hook"\n{keys}\n'
+
+
+@pytest.mark.parametrize(("kind", "keys", "problem"), [
+    ("wecom", 'secret = "s"', "`secret` (robot signing) applies to dingtalk, feishu and lark, not wecom"),
+    ("slack", 'keyword = "预警"', "`keyword` applies to dingtalk, feishu and lark, not slack"),
+    ("teams", 'hmac_secret = "h"', "`hmac_secret` applies to webhook, not teams"),
+    ("feishu", 'mention = { severe = { mobiles = ["13800000000"] } }',
+     "mention.severe.mobiles: only wecom and dingtalk mention by mobile"),
+])
+def test_a_key_the_chat_tool_does_not_take_names_the_tools_that_do(tmp_path: Path, kind: str, keys: str,
+                                                                   problem: str) -> None:
+    p = config_with(tmp_path, tail=RECEIVER.format(kind=kind, keys=keys))
+    assert load_config(p).receivers[-1].kind == kind  # the configuration alone knows no chat tool
     with pytest.raises(ConfigError) as err:
         load(p)
-    keys = [line.removeprefix(f"{p}: ").split(":")[0] for line in err.value.problems]
-    assert "templates_dir" in keys and any(k.startswith("routes[") for k in keys), err.value.problems
+    assert err.value.problems == [f"{p}: receivers[2]: {problem}"]
+
+
+@pytest.mark.parametrize(("kind", "keys"), [
+    ("dingtalk", 'secret = "s"\nkeyword = "预警"\nmention = { severe = { mobiles = ["13800000000"] } }'),
+    ("feishu", 'secret = "s"\nkeyword = "预警"'),
+    ("lark", 'secret = "s"'),
+    ("wecom", 'mention = { severe = { mobiles = ["13800000000"], all = true } }'),
+    ("webhook", 'hmac_secret = "h"'),
+])
+def test_the_keys_each_chat_tool_takes_load(tmp_path: Path, kind: str, keys: str) -> None:
+    assert load(config_with(tmp_path, tail=RECEIVER.format(kind=kind, keys=keys))).receivers[-1].kind == kind
+
+
+def test_every_problem_of_a_file_is_told_at_once(tmp_path: Path) -> None:
+    p = config_with(tmp_path, f'templates_dir = "{broken_templates(tmp_path)}"\n',
+                    RECEIVER.format(kind="slack", keys='secret = "s"') + '\n[[routes]]\nreceivers = ["nobody"]\n')
+    with pytest.raises(ConfigError) as err:
+        load(p)
+    keys = {line.removeprefix(f"{p}: ").split(":")[0] for line in err.value.problems}
+    assert {"receivers[2]", "templates_dir"} <= keys and any(k.startswith("routes[") for k in keys)

@@ -29,7 +29,7 @@ from sentinel.alerting.routing import Route, Router, alert_labels, labels_of
 from sentinel.config import Config
 from sentinel.logs import fields
 from sentinel.model import Tier
-from sentinel.notify import outbox
+from sentinel.notify import ADAPTERS, outbox
 from sentinel.notify.views import AlertView, view_from_event, view_to_json
 from sentinel.store import alerts as alert_store
 from sentinel.store.alerts import StoredAlert, events_after
@@ -38,9 +38,6 @@ from sentinel.store.schema import dispatch_groups, notify_log
 log = logging.getLogger("sentinel.dispatch")
 
 CURSOR = "dispatcher"
-GROUP_KINDS = frozenset({"webhook"})
-"""Receiver kinds whose payload lists the whole group (the generic webhook, in Alertmanager's format);
-chat tools get only what changed."""
 GROUP_ALERTS_MAX = 1000
 """At most this many of a group's other alerts ride along in one message (the webhook caps its body at
 1 MiB anyway, counting what it drops in `truncatedAlerts`)."""
@@ -214,7 +211,9 @@ class Dispatcher:
 
     def _flush(self, conn: Connection, groups: dict[str, Group], now_us: int) -> int:
         written = 0
-        kinds = {r.name: r.kind for r in self.cfg.receivers}
+        # receivers whose payload lists the whole group (the generic webhook, in Alertmanager's format);
+        # chat tools get only what changed
+        whole_group = {r.name for r in self.cfg.receivers if ADAPTERS[r.kind].lists_group}
         for g in groups.values():
             route = self.router.get(g.route)
             if route is None:  # the route went away in a reload: hand its alerts to the current routes
@@ -233,7 +232,7 @@ class Dispatcher:
                 repeat = all(_is_repeat(told.get((receiver, v.instance)), v) for v in views)
                 kind = "repeat" if repeat else "alert" if len(views) == 1 else "digest"
                 extra: dict[str, Any] = {"group_key": g.key, "group_labels": g.labels}
-                if kinds.get(receiver) in GROUP_KINDS:
+                if receiver in whole_group:
                     extra["group_alerts"] = self._rest_of_group(conn, receiver, g, views, now_us)
                 self._enqueue(conn, receiver, kind, views, rows, now_us, extra)
                 for v in views:
