@@ -41,7 +41,7 @@ from sentinel.metrics import Metrics
 from sentinel.model import US, Batch, Vocab
 from sentinel.sdnotify import Notifier, watchdog_interval
 from sentinel.sources import Source, SourceUnavailable
-from sentinel.sources.records import REJECT_REASONS, RowNormaliser
+from sentinel.sources.rows import REJECT_REASONS, RowNormaliser
 from sentinel.store import LockLost, Store, StoreLocked
 from sentinel.store import records as repo
 from sentinel.wake import Waker

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from sentinel.notify.base import Message, Outcome, Syntax, register
 from sentinel.notify.escape import escape_markdown, escape_text, safe_id
-from sentinel.notify.http import Code, HttpAdapter, Reply, with_query
+from sentinel.notify.transport import Code, HttpAdapter, Reply, with_query
 from sentinel.units import Rate
 
 BLOCK_SECONDS = 600.0

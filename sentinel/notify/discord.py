@@ -17,7 +17,7 @@ from sentinel.config import ReceiverConfig
 from sentinel.model import Tier
 from sentinel.notify.base import Delivered, Message, Outcome, RetryAfter, Syntax, register
 from sentinel.notify.escape import escape_markdown, safe_id
-from sentinel.notify.http import MAX_RETRY_AFTER, RATE_LIMIT_DELAY, HttpAdapter, Reply, with_query
+from sentinel.notify.transport import MAX_RETRY_AFTER, RATE_LIMIT_DELAY, HttpAdapter, Reply, with_query
 from sentinel.units import Rate
 
 log = logging.getLogger("sentinel.notify")

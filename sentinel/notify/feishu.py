@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from sentinel.notify.base import Failed, Message, Outcome, RetryAfter, Syntax, register
 from sentinel.notify.escape import escape_text, safe_id
-from sentinel.notify.http import Code, HttpAdapter, Reply
+from sentinel.notify.transport import Code, HttpAdapter, Reply
 from sentinel.units import Rate
 
 THROTTLE_DELAY = 60.0

@@ -144,8 +144,9 @@ def ts(dt: datetime, style: str = "full") -> Safe:
     return Safe(dt.strftime(_TS[style]))
 
 
-def format_duration(seconds: float, locale: str) -> str:
-    """The two largest units: "2小时15分" / "2h15m", "1天3小时" / "1d3h", "45秒" / "45s"."""
+def human_duration(seconds: float, locale: str) -> str:
+    """The two largest units, for people reading a message: "2小时15分" / "2h15m", "1天3小时" / "1d3h", "45秒" /
+    "45s" (`sentinel.units.format_duration` writes a configuration value instead: "1m30s")."""
     s = max(0, int(seconds))
     d, h, m = s // 86400, s // 3600 % 24, s // 60 % 60
     names = ("天", "小时", "分", "秒") if locale == "zh_CN" else ("d", "h", "m", "s")
@@ -232,7 +233,7 @@ def _helpers(syntax: Syntax) -> dict[str, Any]:
         if value is None:
             return Safe("–")
         seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-        return Safe(format_duration(seconds, str(ctx.get("locale", "en"))))
+        return Safe(human_duration(seconds, str(ctx.get("locale", "en"))))
 
     return {"bold": bold, "link": link, "series": series, "duration": duration, "num": num, "sci": sci,
             "sig": sig, "ts": ts, "tiers": sorted(Tier, reverse=True)}

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from sentinel.notify.base import Delivered, Message, Outcome, Syntax, register
 from sentinel.notify.escape import escape_slack, safe_id
-from sentinel.notify.http import HttpAdapter, Reply
+from sentinel.notify.transport import HttpAdapter, Reply
 from sentinel.units import Rate
 
 

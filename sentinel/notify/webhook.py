@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 
 from sentinel.notify.base import AlertPayload, Delivered, Message, Outcome, Syntax, register
 from sentinel.notify.escape import truncate_bytes, truncate_chars
-from sentinel.notify.http import HttpAdapter, Reply, dump
+from sentinel.notify.transport import HttpAdapter, Reply, dump
 from sentinel.units import Rate
 
 DELIVERY_HEADER = "X-Sentinel-Delivery"

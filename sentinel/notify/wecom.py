@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from sentinel.notify.base import Message, Outcome, Syntax, register
 from sentinel.notify.escape import escape_markdown, escape_text, markdown_to_text, safe_id
-from sentinel.notify.http import Code, HttpAdapter, Reply
+from sentinel.notify.transport import Code, HttpAdapter, Reply
 from sentinel.units import Rate
 
 CODES: dict[int, Code] = {
