@@ -32,12 +32,12 @@ from sentinel.alerting.routing import labels_of
 from sentinel.clock import now_us
 from sentinel.config import ThresholdRuleConfig
 from sentinel.daemon import Daemon
+from sentinel.history import counts_today
 from sentinel.http import HTTPError, Request, Response
 from sentinel.model import US, to_datetime
 from sentinel.notify import outbox
 from sentinel.notify.health import ReceiverHealth, receiver_health
 from sentinel.store import alerts as alert_store
-from sentinel.web.history import counts_today
 
 RECENT_S = 24 * 3600
 BY_MAX = 200  # acks.by

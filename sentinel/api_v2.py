@@ -43,13 +43,13 @@ from sentinel.api import _authorise
 from sentinel.clock import now_us
 from sentinel.config import Config, MatchValue, ThresholdRuleConfig, summary
 from sentinel.daemon import Daemon
+from sentinel.history import counts_today
 from sentinel.http import HTTPError, Request, Response
 from sentinel.model import US, to_datetime
 from sentinel.notify import outbox
 from sentinel.store import alerts as alert_store
 from sentinel.store.alerts import StoredAlert
 from sentinel.units import format_duration
-from sentinel.web.history import counts_today
 
 PREFIX = "/api/v2"
 EXPIRED_KEPT_US = 5 * 86_400 * US

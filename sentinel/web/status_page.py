@@ -40,12 +40,12 @@ from sentinel.alerting.routing import labels_of
 from sentinel.clock import now_us
 from sentinel.config import ThresholdRuleConfig
 from sentinel.daemon import Daemon
+from sentinel.history import DailyCounts, chartable, series_history
 from sentinel.http import Request, Response
 from sentinel.model import US, Tier, to_datetime
 from sentinel.store import alerts as alert_store
 from sentinel.store.alerts import StoredAlert
 from sentinel.web.catalogue import Text
-from sentinel.web.history import DailyCounts, chartable, series_history
 from sentinel.web.svg import daily_chart
 
 if TYPE_CHECKING:

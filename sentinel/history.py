@@ -1,4 +1,5 @@
-"""Daily history of threshold series, rebuilt from the raw hourly buckets, for the status page's charts.
+"""Daily history of threshold series, rebuilt from the raw hourly buckets: the status page's charts and
+the APIs' "value now" of an open alert (`counts_today`), below both.
 
 A series' daily count is its buckets (local hour x type x channel) summed per local day, for the
 series' labels and after the rule's `where` / `where_not`. Each day's baseline is what the rule
