@@ -5,6 +5,8 @@ only what it knows."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,19 @@ def test_every_problem_of_a_file_is_told_at_once(tmp_path: Path) -> None:
         load(p)
     keys = {line.removeprefix(f"{p}: ").split(":")[0] for line in err.value.problems}
     assert {"receivers[2]", "templates_dir"} <= keys and any(k.startswith("routes[") for k in keys)
+
+
+def test_the_commands_that_never_send_skip_the_chat_tools_checks(tmp_path: Path) -> None:
+    """`status`, `ack`, `silence` and `backtest` build no receiver and render no template: what only the chat
+    tools refuse does not stop them, and they start without importing the chat tools."""
+    p = config_with(tmp_path, f'templates_dir = "{broken_templates(tmp_path)}"\n',
+                    RECEIVER.format(kind="slack", keys='secret = "s"'))
+    with pytest.raises(ConfigError):
+        load(p)
+    assert load(p, receiver_secrets=False).receivers[-1].kind == "slack"
+    probe = ("import sys; from sentinel.loader import load; "
+             f"load({str(p)!r}, receiver_secrets=False); print(sorted(m for m in sys.modules if m.startswith("
+             "('sentinel.notify', 'jinja2'))))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env={**os.environ, **SECRETS})
+    assert out.stdout.strip() == "[]", out.stderr
