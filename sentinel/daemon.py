@@ -401,9 +401,13 @@ class Daemon:
 
     def reconcile_bounds(self, ledger_start: int, since: int, now: int, window: int) -> list[int]:
         """Local days of the history window the ledger covers, up to the poll's look-back (which reads
-        everything after it anyway), on whole seconds so epoch-second columns compare exactly."""
+        everything after it anyway), on whole seconds so epoch-second columns compare exactly.
+
+        The poll reads rows strictly after its bound, so the last range ends one second past it: a row
+        created exactly at the bound (five minutes before the newest row, committed late) is counted
+        here, not lost between the two reads (the ledger makes the overlap harmless)."""
         lo = -(-max(window, ledger_start + 1) // US) * US
-        hi = self.ingest.read_from(since, now) // US * US
+        hi = self.ingest.read_from(since, now) // US * US + US
         if hi <= lo:
             return []
         cal = self.calendar
