@@ -170,9 +170,11 @@ class Store:
             return lease.read(conn)
 
     def retake_lock(self) -> None:
-        """After a loss: take the lock again. `StoreLocked` when another daemon holds it now; the driver's
-        error when the server is still unreachable."""
-        assert self._lock is not None
+        """After a loss, or on a standby: take the lock (again). `StoreLocked` when another daemon holds it
+        now; the driver's error when the server is still unreachable."""
+        if self._lock is None:
+            self.lock()
+            return
         self._lock.retake()
 
     def upgrade(self) -> tuple[str | None, str]:

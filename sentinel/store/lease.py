@@ -26,10 +26,10 @@ watched connection of its own) and having written one's epoch into the `leader_l
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 
 from sentinel.model import US
 
@@ -100,14 +100,18 @@ def claim(conn: Connection, holder: str, ttl_s: float) -> int:
 
 
 def _wait_for_fenced_writes(conn: Connection) -> bool:
-    """Inside the takeover's transaction: take the fence key exclusively, waiting up to `FENCE_WAIT_S`."""
-    deadline = time.monotonic() + FENCE_WAIT_S
-    while True:
-        if conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": FENCE_KEY}).scalar():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
+    """Inside the takeover's transaction: take the fence key exclusively, waiting up to `FENCE_WAIT_S` (False
+    then). While this request waits, every new fenced write is refused at once (a lock request queued behind
+    a conflicting waiter is not granted), so the former leader cannot start writes that hold the takeover off."""
+    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(FENCE_WAIT_S * 1000)}")
+    try:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": FENCE_KEY})
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available: the lock_timeout ran out
+            raise
+        conn.rollback()  # SQLAlchemy's view of the connection; the caller ends the server's transaction
+        return False
+    return True
 
 
 _HI, _LO = FENCE_KEY >> 32, FENCE_KEY & 0xFFFFFFFF
