@@ -29,11 +29,11 @@ def _unescape(field: str) -> str:
     return field
 
 
-def filesystem_of(path: Path, mounts: Path = MOUNTS) -> tuple[str, str] | None:
+def filesystem_of(path: Path, mounts: Path | None = None) -> tuple[str, str] | None:
     """(mount point, filesystem type) of the mount holding `path`: the longest mount point that is a
     prefix of its real directory. None where the mount table cannot be read (not Linux)."""
     try:
-        table = mounts.read_text(encoding="utf-8", errors="replace")
+        table = (mounts or MOUNTS).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
     target = os.path.realpath(path.parent)
@@ -49,7 +49,7 @@ def filesystem_of(path: Path, mounts: Path = MOUNTS) -> tuple[str, str] | None:
     return best
 
 
-def refuse_network_filesystem(db: Path, mounts: Path = MOUNTS) -> None:
+def refuse_network_filesystem(db: Path, mounts: Path | None = None) -> None:
     """Raise `StoreError` when the SQLite store `db` is on a network filesystem (see the module docstring)."""
     found = filesystem_of(db, mounts)
     if found is None or found[1].lower() not in NETWORK_FILESYSTEMS:

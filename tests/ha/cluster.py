@@ -27,6 +27,7 @@ from tests.notify.vendors import FakeWebhook
 from tests.sources.dbs import TcpProxy
 from tests.test_process import Daemon
 
+TOKEN = "haTOKEN-0123456789abcdef"
 TTL = "4s"
 TTL_S = 4.0
 WAIT_S = 60.0  # a generous deadline for anything a failover needs
@@ -157,6 +158,10 @@ listen = "127.0.0.1:{port}"
 
 [state]
 lease_ttl = "{TTL}"
+
+[api]
+token = "{TOKEN}"
+ack_secret = "ackSECRET-ha-0123456789"
 
 [source]
 url = "sqlite:///{self.crm.path}"
