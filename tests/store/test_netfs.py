@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.store import StoreError, open_store
-from sentinel.store import netfs
+from sentinel.store import StoreError, netfs, open_store
 
 
 def mounts(tmp_path: Path, point: Path, kind: str) -> Path:
