@@ -186,6 +186,8 @@ class Daemon:
         if leading:
             self._load()
         else:
+            # should this instance take the lead, its first cycle loads the state before anything else
+            self.restore_error = "a standby: its state is loaded from the store when it takes the lead"
             log.info("standing by; this instance takes the lead when the leader stops or its lease expires",
                      extra=fields(lease_ttl_s=self.store.lease_ttl_s))
 
