@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import yaml
 from sqlalchemy import select
 
 from sentinel import __version__
@@ -378,6 +377,8 @@ def original(cfg: Config) -> str:
         doc["inhibit_rules"] = [{"source_matchers": _am_matchers(i.source), "target_matchers": _am_matchers(i.target),
                                  **({"equal": [_AM_NAME.get(e, e) for e in i.equal]} if i.equal else {})}
                                 for i in cfg.inhibit]
+    import yaml  # only when asked: PyYAML costs an idle daemon about 1 MB for one rarely read answer
+
     header = "".join(f"# {line}\n" for line in comments)
     return header + yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
 

@@ -22,7 +22,7 @@ _CONFORMS: tuple[type[Adapter], ...] = (DingTalkAdapter, DiscordAdapter, FeishuA
 
 
 def create(config: ReceiverConfig) -> Adapter:
-    """The adapter for one receiver (one `requests.Session`; call `close` when the receiver goes)."""
+    """The adapter for one receiver (its own connection pools; call `close` when the receiver goes)."""
     adapter: Adapter = ADAPTERS[config.kind](config)
     return adapter
 

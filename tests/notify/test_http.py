@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 from email.utils import formatdate
+from pathlib import Path
 
 import pytest
 import requests
@@ -200,13 +202,12 @@ def test_invalid_url_is_a_config_failure() -> None:
     assert "SECRETkey1" not in out.reason
 
 
-def test_one_session_per_client_reused(server: FakeWebhook) -> None:
+def test_one_connection_per_client_reused(server: FakeWebhook) -> None:
     client = HttpClient("r", timedelta(seconds=5))
-    session = client.session
     for _ in range(3):
         assert isinstance(client.post(server.url, b"{}", {}), Reply)
-    assert client.session is session
     assert len(server.requests) == 3
+    assert len({r.peer for r in server.requests}) == 1  # kept alive: one TCP connection for the three
     assert server.requests[0].headers["user-agent"].startswith("sentinel/")
     client.close()
 
@@ -217,3 +218,37 @@ def test_urllib3_debug_lines_do_not_carry_the_url(server: FakeWebhook, caplog: p
     assert any(r.name.startswith("urllib3") for r in caplog.records)  # the filter had something to do
     assert "tokSECRET123" not in caplog.text
     assert "/hook" not in caplog.text
+
+
+# --- the environment: proxies and netrc, read as requests reads them --------------------------------
+
+
+def test_an_http_proxy_from_the_environment_carries_the_request(server: FakeWebhook,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("http_proxy", server.base)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    out = HttpClient("r", timedelta(seconds=5)).post("http://robot.example.invalid/hook?k=1", b"{}", {})
+    assert isinstance(out, Reply)
+    # A proxy is asked for the absolute URL; the name is never resolved here.
+    assert server.last.headers["host"] == "robot.example.invalid"
+
+
+def test_no_proxy_bypasses_the_proxy(server: FakeWebhook, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("http_proxy", closed_port_url(""))  # would refuse if it were used
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    out = HttpClient("r", timedelta(seconds=5)).post(server.url, b"{}", {})
+    assert isinstance(out, Reply)
+    assert len(server.requests) == 1
+
+
+def test_netrc_credentials_are_sent_for_their_host(server: FakeWebhook, monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    rc = tmp_path / "netrc"
+    rc.write_text("machine 127.0.0.1 login robot password s3cret\n")
+    monkeypatch.setenv("NETRC", str(rc))
+    HttpClient("r", timedelta(seconds=5)).post(server.url, b"{}", {})
+    assert server.last.headers["authorization"] == "Basic " + base64.b64encode(b"robot:s3cret").decode()
+    rc.write_text("machine elsewhere.example login robot password s3cret\n")
+    HttpClient("r", timedelta(seconds=5)).post(server.url, b"{}", {})
+    assert "authorization" not in server.last.headers
