@@ -7,14 +7,17 @@ PostgreSQL: a session-level advisory lock on a connection of its own (never one 
 server drops it as soon as that session ends, which a network blip can do while the daemon runs, so
 another daemon could then take the store. Hence the lock is watched:
 
-- a heartbeat thread asks the server every `HEARTBEAT_S` whether this session still holds the lock
-  (`pg_locks`, which also sees an unlock or a terminated backend, not only a dead socket);
+- a heartbeat thread asks the server every `HEARTBEAT_S` (`lease_ttl / 6` when shorter) whether this
+  session still holds the lock (`pg_locks`, which also sees an unlock or a terminated backend, not only a
+  dead socket), and every `RENEW_S` (`lease_ttl / 5` when shorter) renews the lease in the same question;
 - the connection has TCP keepalives and a TCP user timeout, so a peer that vanished without a word is an
   error within a few seconds instead of the kernel's two hours;
-- a lock not confirmed for `STALE_S` counts as lost even when its query simply hangs (a stalled proxy
+- a lock not confirmed for `STALE_S` (`lease_ttl / 2` when shorter, so a leader always stops before a
+  standby may take over) counts as lost even when its query simply hangs (a stalled proxy
   that acknowledges packets but forwards nothing: no timeout of the network stack ever fires);
-- every write transaction checks `held()` before it starts and, on PostgreSQL, asks in the same
-  transaction, just before COMMIT, whether the lock's session still holds the lock (`fence`).
+- every write transaction checks `held()` before it starts, begins with the lease's epoch fence
+  (`begin_fence`) and, just before COMMIT, asks in the same transaction whether the lock's session still
+  holds the lock (`fence`).
 
 `retake()` takes the lock again after a loss, or tries to take it for a standby; our own former session,
 if the server still has it (the stalled case), is terminated first, and so is the session of a leader
