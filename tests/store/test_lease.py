@@ -183,3 +183,31 @@ def test_a_leader_that_stops_renewing_is_taken_over_after_the_lease_ttl(pg_url: 
     finally:
         proxy.resume()
         proxy.stop()
+
+
+def test_instances_starting_at_once_on_an_empty_store_migrate_one_after_the_other(pg_url: str,
+                                                                                 stores: list[Store]) -> None:
+    from sentinel.store import migrate
+
+    many = [Store(pg_url) for _ in range(3)]
+    stores += many
+    results: list[tuple[str | None, str]] = []
+    errors: list[BaseException] = []
+    gate = threading.Barrier(len(many))
+
+    def start(store: Store) -> None:
+        gate.wait()
+        try:
+            results.append(store.upgrade())
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(s,)) for s in many]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    head = migrate.head_revision()
+    assert sorted(results, key=repr) == sorted([(None, head), (head, head), (head, head)], key=repr)
+    assert migrate.current_revision(many[0].engine) == head
