@@ -175,8 +175,9 @@ class App:
             resp = Response.json({"error": "internal error"}, 500)
         status = f"{resp.status} {_REASONS.get(resp.status, 'Unknown')}"
         hdrs = [("Content-Type", resp.content_type), ("Content-Length", str(len(resp.body))),
-                ("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"),
-                *resp.headers.items()]
+                ("X-Content-Type-Options", "nosniff"), *resp.headers.items()]
+        if "Cache-Control" not in resp.headers:  # answers are live state; a static asset says otherwise
+            hdrs.append(("Cache-Control", "no-store"))
         start_response(status, hdrs)
         return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else resp.body]
 

@@ -1,4 +1,4 @@
-"""The words of the status page, its charts and `sentinel status`, per `locale` (zh_CN, en).
+"""The words of the status page, its charts, `sentinel status` and `backtest --plot`, per `locale` (zh_CN, en).
 
 One dict per locale, the same keys in each (a test holds them to it), so a page never mixes languages
 and a new string is added in one place. An entry is a `str.format` pattern; an English entry that
@@ -114,6 +114,11 @@ EN: dict[str, Entry] = {
     "chart.count": "daily count", "chart.baseline": "baseline", "chart.threshold": "threshold",
     "chart.today": "today", "chart.today_tip": " (today so far)",
     "chart.tip_lines": ", baseline {baseline}, threshold {threshold}", "chart.no_baseline": ", no baseline yet",
+    # backtest --plot (the legend's count, baseline and threshold are the chart's)
+    "plot.title": "{rule} {series}", "plot.label": "{name}={value}", "plot.all": "all complaints",
+    "plot.alert": "{rule} {tier}", "plot.warning": "{rule} ({kind})",
+    "plot.ylabel": "complaints a day", "plot.xlabel": "day ({tz})",
+    "kind.threshold": "threshold", "kind.streak": "streak",
     # sentinel status
     "cli.head": "sentinel {version}{dry} — source {source}: {state}; newest record {newest} (lag {lag} s)",
     "cli.dry": " (dry run)",
@@ -226,6 +231,10 @@ ZH: dict[str, Entry] = {
     "chart.count": "每日数量", "chart.baseline": "基线", "chart.threshold": "阈值",
     "chart.today": "今天", "chart.today_tip": "（今日累计）",
     "chart.tip_lines": "，基线 {baseline}，阈值 {threshold}", "chart.no_baseline": "，尚无基线",
+    "plot.title": "{rule} {series}", "plot.label": "{name}={value}", "plot.all": "全部投诉",
+    "plot.alert": "{rule} {tier}", "plot.warning": "{rule}（{kind}）",
+    "plot.ylabel": "每日投诉数", "plot.xlabel": "日期（{tz}）",
+    "kind.threshold": "阈值", "kind.streak": "连续同类",
     "cli.head": "sentinel {version}{dry} — 数据源 {source}：{state}；最新记录 {newest}（延迟 {lag} 秒）",
     "cli.dry": "（演练模式）",
     "cli.warning": "警告：",

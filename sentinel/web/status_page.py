@@ -14,9 +14,10 @@ filtered here on the server — the page runs no script.
 
 Guarantees: every data-derived string (types, channels, rule names, silence comments, errors) goes
 through Jinja2's autoescape or `markupsafe.escape`; the page carries no script and forbids one
-(Content-Security-Policy); it only reads — the store through read connections and the alert policy
-through a private `Policy` instance, so a page view never disturbs the dispatcher's state. Messages
-link to `/#alert-<instance>`, the anchor of each alert.
+(Content-Security-Policy); its one asset is the Chinese font for browsers without one (last in the
+font list, after the system CJK fonts; `sentinel.web.static`); it only reads — the store through read
+connections and the alert policy through a private `Policy` instance, so a page view never disturbs the
+dispatcher's state. Messages link to `/#alert-<instance>`, the anchor of each alert.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from sentinel.daemon import Daemon
 from sentinel.http import Request, Response
 from sentinel.model import US, Tier, to_datetime
 from sentinel.store.schema import alerts
+from sentinel.web import static
 from sentinel.web.catalogue import Text
 from sentinel.web.history import DailyCounts, chartable, series_history
 from sentinel.web.svg import daily_chart
@@ -60,6 +62,7 @@ RESOLVED_LIMIT = 25
 FAILURES_PER_RECEIVER = 5
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+                               "font-src 'self'; "
                                "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
@@ -205,6 +208,7 @@ class StatusPage:
             "link": chosen.link, "t": t,
             "resolved": [a for a in resolved if chosen.admits(a)], "silences": silences, "charts_capped": capped,
             "chart_days": CHART_DAYS, "policy_known": self._policy() is not None, "timezone": d.cfg.timezone,
+            "font_face": Markup(static.font_face_css()), "cjk_family": static.CJK_FAMILY,  # constants, no data
         }
 
     @staticmethod
@@ -336,3 +340,4 @@ def register(daemon: Daemon) -> None:
     page = StatusPage(daemon)
     daemon.extras["status_page"] = page
     daemon.app.route("GET", "/", page.handle)
+    static.register(daemon.app)
