@@ -25,11 +25,10 @@ EXIT_CONFIG = 2
 def _load(path: str, *, receiver_secrets: bool = True) -> Config:
     """The configuration, or exit 2 with its problems. Commands that never send pass
     `receiver_secrets=False`, so an unset `${VAR}` of a chat robot does not stop them."""
-    from sentinel.config import load_config
-    from sentinel.config_common import ConfigError
+    from sentinel.loader import ConfigError, load
 
     try:
-        return load_config(path, receiver_secrets=receiver_secrets)
+        return load(path, receiver_secrets=receiver_secrets)
     except ConfigError as exc:
         for line in exc.problems:
             print(f"error: {line}", file=sys.stderr)

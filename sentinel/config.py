@@ -11,7 +11,7 @@ import dataclasses
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -263,7 +263,7 @@ RuleConfig = Annotated[ThresholdRuleConfig | StreakRuleConfig, Field(discriminat
 # --- receivers, routes, inhibition -----------------------------------------------------------------
 
 ReceiverKind = Literal["wecom", "dingtalk", "feishu", "lark", "slack", "teams", "discord", "webhook"]
-RECEIVER_KINDS: tuple[str, ...] = ReceiverKind.__args__  # type: ignore[attr-defined]
+"""The chat tools, one adapter each (`sentinel.notify`); what each accepts is checked there."""
 
 
 class Mention(Model):
@@ -304,16 +304,6 @@ class ReceiverConfig(Model):
             parts = urlsplit(u.get())
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError("url must be an http(s) URL")
-        if self.secret is not None and self.kind not in ("dingtalk", "feishu", "lark"):
-            raise ValueError(f"`secret` (robot signing) applies to dingtalk, feishu and lark, not {self.kind}")
-        if self.keyword is not None and self.kind not in ("dingtalk", "feishu", "lark"):
-            raise ValueError(f"`keyword` applies to dingtalk, feishu and lark, not {self.kind}")
-        if self.hmac_secret is not None and self.kind != "webhook":
-            raise ValueError("`hmac_secret` applies to the generic webhook only")
-        for tier in Tier:
-            m = self.mention.for_tier(tier)
-            if m and m.mobiles and self.kind not in ("wecom", "dingtalk"):
-                raise ValueError(f"mention.{tier.label}.mobiles: only wecom and dingtalk mention by mobile")
         if self.timeout <= timedelta(0):
             raise ValueError("timeout must be positive")
         return self
@@ -447,9 +437,9 @@ class Config(BaseSettings):
     @classmethod
     def _holidays(cls, v: str | None) -> str | None:
         if v is not None:
-            from sentinel.detect.workdays import parse_code
+            from sentinel.days import parse_holiday_code
 
-            parse_code(v)
+            parse_holiday_code(v)
         return v
 
     @field_validator("external_url")
@@ -537,9 +527,14 @@ def _rule_refs(where: str, matchers: Mapping[str, MatchValue], rules: Mapping[st
 # --- loading ---------------------------------------------------------------------------------------
 
 
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None, *, receiver_secrets: bool = True
-                ) -> Config:
-    """Read, expand, validate and cross-check a configuration file.
+Check = Callable[["Config"], Iterable[tuple[str, str]]]
+"""A check that a layer above this module adds (`sentinel.loader`): (key path, problem) for each problem it
+finds in a configuration that parsed, reported with the file's own problems."""
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None, *, receiver_secrets: bool = True,
+                checks: Sequence[Check] = ()) -> Config:
+    """Read, expand, validate and cross-check a configuration file (and run `checks` on it).
 
     `receiver_secrets=False` is for the commands that never send (`status`, `ack`, `silence`, `backtest`):
     a receiver's `${VAR}` that is not set, or its `secret-file:`, is then not read, and stands as a
@@ -609,13 +604,10 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None, *, r
         raise ConfigError(problems) from None
     for loc, msg in cfg.cross_check(lambda i: where_of(f"rules[{i}]")):
         problems.append(f"{where_of(loc)}: {msg}")
-    if cfg.templates_dir is not None:
-        from sentinel.notify.render import TemplateError, check_templates  # lazy: render imports config
-
-        try:
-            check_templates(cfg.templates_dir)
-        except TemplateError as exc:
-            problems.append(f"{path}: templates_dir: {exc}")
+    for check in checks:
+        for loc, msg in check(cfg):
+            envvar = env_for(loc, env)
+            problems.append(f"{where_of(loc)}: {msg}" + (f" (set by {envvar})" if envvar else ""))
     if problems:
         raise ConfigError(problems)
     cfg._unread_receiver_secrets = tuple(unread)

@@ -42,7 +42,7 @@ from sentinel.metrics import Metrics
 from sentinel.model import US, Batch, Vocab
 from sentinel.sdnotify import Notifier, watchdog_interval
 from sentinel.sources import Source, SourceUnavailable
-from sentinel.sources.records import REJECT_REASONS, RowNormaliser
+from sentinel.sources.rows import REJECT_REASONS, RowNormaliser
 from sentinel.store import LockLost, Store
 from sentinel.store import records as repo
 from sentinel.wake import Waker
@@ -105,7 +105,7 @@ class Job:
 
 def backfill_days(cfg: Config) -> int:
     """Days read back on first start: the longest baseline window plus the day in progress."""
-    from sentinel.detect.live import history_days
+    from sentinel.detect import history_days
 
     return history_days(cfg)
 
@@ -555,13 +555,13 @@ class Daemon:
 
     def reload(self) -> bool:
         """SIGHUP: read the config file again; a bad one is refused and the old one keeps running."""
-        from sentinel.config import ConfigError, load_config
+        from sentinel.loader import ConfigError, load
 
         if self.config_path is None:
             return False
         self.notifier.reloading()
         try:
-            new = load_config(self.config_path)
+            new = load(self.config_path)
         except ConfigError as exc:
             for line in exc.problems:
                 log.error("reload refused: %s", line)

@@ -15,13 +15,13 @@ from collections.abc import Callable, Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
 from sentinel import __version__
+from sentinel.model import OTHER
 
 log = logging.getLogger("sentinel.metrics")
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series beside each counter
 
 ALL = "__all__"
-OTHER = "__other__"
 DEFAULT_LABEL_CAP = 1000
 
 DELAY_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)

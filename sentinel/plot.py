@@ -23,9 +23,7 @@ from typing import Any
 from sentinel.backtest import Result, roles
 from sentinel.config import Config, ThresholdRuleConfig, exact
 from sentinel.days import Calendar
-from sentinel.detect.base import RuleContext
-from sentinel.detect.threshold import ThresholdRule
-from sentinel.detect.workdays import workdays_of
+from sentinel.detect import RuleContext, ThresholdRule, workdays_of
 from sentinel.model import Vocab
 from sentinel.web.catalogue import Text
 

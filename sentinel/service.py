@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sentinel.clock import Clock, now_us
 from sentinel.config import Config
 from sentinel.daemon import Cycle, Daemon, Job, Reloadable
-from sentinel.detect.live import Detector
+from sentinel.detection import Detector
 from sentinel.logs import fields
 from sentinel.metrics import Metrics
 from sentinel.model import US

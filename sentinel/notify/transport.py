@@ -52,6 +52,7 @@ from sentinel import __version__
 from sentinel.config import Mention, ReceiverConfig
 from sentinel.notify.base import Delivered, Failed, Message, Outcome, RetryAfter, Syntax
 from sentinel.notify.escape import clean, truncate_bytes, truncate_chars, utf8_len
+from sentinel.units import Rate
 
 log = logging.getLogger("sentinel.notify")
 
@@ -526,8 +527,9 @@ def classify_status(reply: Reply, scrub: Scrubber, redirect_delay: float = REDIR
 class HttpAdapter:
     """What every vendor adapter shares: config, URL choice, session, mention lookup, logging.
 
-    A vendor module subclasses it, sets `kind`, `syntax` and `max_bytes`, and implements `attempt`
-    (build the body for this attempt - signing included - post it, classify the answer).
+    A vendor module subclasses it, sets `kind`, `syntax`, `max_bytes` and `default_limits` (and whatever
+    else of the `Adapter` facts differs from the defaults here), and implements `attempt` (build the body
+    for this attempt - signing included - post it, classify the answer).
 
     One instance serves one receiver from one worker at a time (the outbox keeps at most one message
     in flight per receiver); its connections are not meant to be shared across threads.
@@ -536,6 +538,11 @@ class HttpAdapter:
     kind: ClassVar[str]
     syntax: ClassVar[Syntax]
     max_bytes: ClassVar[int]
+    max_chars: ClassVar[int | None] = None
+    max_text_bytes: ClassVar[int | None] = None
+    default_limits: ClassVar[tuple[Rate, ...]]
+    accepts: ClassVar[frozenset[str]] = frozenset()
+    lists_group: ClassVar[bool] = False
     redirect_delay: ClassVar[float] = REDIRECT_DELAY
 
     def __init__(self, config: ReceiverConfig) -> None:
