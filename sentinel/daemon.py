@@ -157,12 +157,14 @@ class Daemon:
         self.restore_retry_monotonic = 0.0
         self.state: repo.SourceState | None = None
         self.loaded = False  # state loaded and the on_open hooks run (a standby has not, until it leads)
-        from sentinel.leadership import Leadership
-
-        self.leadership = Leadership(self)
         self.exit_code = 0
         self.notifier = Notifier.from_env()
         self._stop = threading.Event()
+        from sentinel.leadership import Leadership
+
+        self.leadership = Leadership(store, self.metrics, self._stop, lambda: self.cfg.tz)
+        self.leadership.on_lost.append(self._lost_lead)
+        self.leadership.on_lead.append(self._took_lead)
         self._reload = threading.Event()
         self._cycle_lock = threading.RLock()
         self._alive = time.monotonic()
@@ -516,6 +518,18 @@ class Daemon:
         self.metrics.source_up.set(1 if up else 0)
 
     # --- leadership ----------------------------------------------------------------------------------
+    def _lost_lead(self) -> None:
+        """What this instance holds in memory is not the store's any more: reloaded when it leads again."""
+        self.restore_error = "this instance lost the lead; its state is loaded from the store when it leads again"
+        self.restore_retry_monotonic = 0.0
+
+    def _took_lead(self) -> None:
+        """The first `on_lead` hook: the next cycle reloads every stage's state before it polls."""
+        self.restore_error = "this instance took the lead; its state is not loaded from the store yet"
+        self.restore_retry_monotonic, self.restore_failures = 0.0, 0
+        self.next_reconcile_us = 0  # rows committed late while another instance led, or while this one held
+        self.poller.wake()
+
     @property
     def leading(self) -> bool:
         return self.leadership.leading

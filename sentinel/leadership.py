@@ -20,20 +20,20 @@ SQLite has one instance per store (a file lock that cannot be lost): that instan
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from sentinel.logs import error_line, fields
+from sentinel.metrics import Metrics
 from sentinel.model import US, to_datetime
-from sentinel.store import StoreLocked
+from sentinel.store import Store, StoreLocked
 from sentinel.store.lease import LeaseRow
 from sentinel.store.lock import instance_name
 from sentinel.wake import Waker
-
-if TYPE_CHECKING:
-    from sentinel.daemon import Daemon
 
 log = logging.getLogger("sentinel.daemon")
 
@@ -44,10 +44,15 @@ STANDBY_RETRY_S = 0.5  # a standby's attempts to take the lead (at most; lease_t
 
 
 class Leadership:
-    """Leader or standby, the moves between them, and what status, metrics and `/readyz` say about it."""
+    """Leader or standby, the moves between them, and what status, metrics and `/readyz` say about it.
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    The daemon hooks in: `on_lost` runs when the lead is lost (it forgets its memory), `on_lead` when the
+    lead is taken while running (the daemon first: its state is reloaded before the first poll; then the
+    stages' hooks)."""
+
+    def __init__(self, store: Store, metrics: Metrics, stopping: threading.Event,
+                 timezone: Callable[[], ZoneInfo]) -> None:
+        self.store, self.metrics, self.stopping, self.timezone = store, metrics, stopping, timezone
         self.identity = instance_name()
         self.leading = False
         self.lock_error: str | None = None  # the lead was lost and no other leader is known yet
@@ -60,27 +65,28 @@ class Leadership:
         self.changes = {"acquired": 0, "lost": 0}
         self.leading_since: str | None = None
         self.on_lead: list[Callable[[], None]] = []  # after taking the lead while running, before the first poll
-        ttl = daemon.store.lease_ttl_s
+        self.on_lost: list[Callable[[], None]] = []  # right after the lead was lost
+        ttl = store.lease_ttl_s
         self.standby_retry_s = min(STANDBY_RETRY_S, ttl / 10)
         self.watch = Waker("store-lock", self.step, LOCK_WATCH_S)
 
     @property
     def watched(self) -> bool:
         """Whether the lead can change while running (PostgreSQL); a file lock lives as long as the process."""
-        return self.daemon.store.lock_kind == "advisory"
+        return self.store.lock_kind == "advisory"
 
     # --- at start --------------------------------------------------------------------------------------
     def begin(self) -> bool:
         """Try to lead at start; True when this instance leads. On PostgreSQL, another leader makes this one
         a standby; on SQLite the refusal (`StoreLocked`) propagates: one daemon per file."""
         try:
-            self.daemon.store.lock()
+            self.store.lock()
         except StoreLocked as exc:
-            if self.daemon.store.lock_kind != "advisory":
+            if self.store.lock_kind != "advisory":
                 raise
             self._standing_by(exc)
-            self.daemon.metrics.leader.set(0)
-            self.daemon.metrics.store_lock_held.set(0)
+            self.metrics.leader.set(0)
+            self.metrics.store_lock_held.set(0)
             return False
         self._took_lead()
         return True
@@ -89,18 +95,17 @@ class Leadership:
     def step(self) -> float | None:
         """The lock watch's step: notice a loss (step down), or try to lead (a standby, or after a loss).
         Runs on its own thread, never under the cycle lock (a cycle may hang on a dead store)."""
-        d = self.daemon
-        if d._stop.is_set():
+        if self.stopping.is_set():
             return None
         now = time.monotonic()
         if self.leading:
-            if d.store.lock_held():
+            if self.store.lock_held():
                 return LOCK_WATCH_S
             self._step_down(now)
         if now < self.retry_monotonic:
             return self.retry_monotonic - now
         try:
-            d.store.retake_lock()
+            self.store.retake_lock()
         except StoreLocked as exc:
             self._standing_by(exc)
             self.retry_monotonic = time.monotonic() + self.standby_retry_s
@@ -123,8 +128,7 @@ class Leadership:
         return str((self.last_loss or {}).get("reason") or "unknown")
 
     def _step_down(self, now: float) -> None:
-        d = self.daemon
-        reason = d.store.lock_lost_reason or "unknown"
+        reason = self.store.lock_lost_reason or "unknown"
         self.leading = False
         self.leading_since = None
         self.losses += 1
@@ -136,10 +140,7 @@ class Leadership:
         self.retry_monotonic = now + min(LOCK_RETRY_FIRST_S, self.standby_retry_s)
         self.lock_error = (f"the state store's lock is lost ({reason}); detection and delivery hold while "
                            "this instance stands by")
-        # what this instance holds in memory is not the store's any more: reloaded when it leads again
-        d.restore_error = "this instance lost the lead; its state is loaded from the store when it leads again"
-        d.restore_retry_monotonic = 0.0
-        m = d.metrics
+        m = self.metrics
         m.store_lock_held.set(0)
         m.store_lock_losses.inc()
         m.leader.set(0)
@@ -147,6 +148,8 @@ class Leadership:
         m.clear_leader_gauges()
         log.error("lost the state store's lock: detection and delivery hold; standing by",
                   extra=fields(reason=reason))
+        for fn in self.on_lost:
+            fn()
 
     def _standing_by(self, exc: StoreLocked) -> None:
         before = self.leader
@@ -159,71 +162,63 @@ class Leadership:
         self.lock_error = None  # a standby, not a failure: another instance does the work
 
     def _took_lead(self) -> None:
-        d = self.daemon
         self.leading = True
         self.leader = None
         self.leading_since = datetime.now(UTC).isoformat(timespec="seconds")
         self.changes["acquired"] += 1
         self.retake_failures = 0
-        m = d.metrics
+        m = self.metrics
         m.store_lock_held.set(1)
         m.leader.set(1)
         m.leadership_changes.labels(change="lost")  # shows as 0 from the start
         m.leadership_changes.labels(change="acquired").inc()
-        epoch = d.store.epoch
+        epoch = self.store.epoch
         if epoch is not None:
             m.leader_epoch.set(epoch)
 
     def _resume(self) -> None:
-        """Took the lead while running: every stage reloads its state from the store before the first poll (as
-        after a restart, or a failed cycle), then the stages' own hooks run (delivery re-queues what was in
-        flight) and the poll is woken."""
-        d = self.daemon
+        """Took the lead while running: the `on_lead` hooks (the daemon's first: every stage reloads its state
+        from the store before the first poll, as after a restart or a failed cycle; then delivery re-queues
+        what was in flight)."""
         if self.last_loss is not None and self.last_loss["retaken_after_s"] is None:
             after = round(time.monotonic() - self.lost_monotonic, 2)
             self.last_loss["retaken_after_s"] = after
             log.info("re-took the state store's lock; reloading state from the store",
-                     extra=fields(after_s=after, epoch=d.store.epoch))
+                     extra=fields(after_s=after, epoch=self.store.epoch))
         else:
-            log.info("took over as the leader; loading state from the store", extra=fields(epoch=d.store.epoch))
+            log.info("took over as the leader; loading state from the store", extra=fields(epoch=self.store.epoch))
         self.lock_error = None
-        d.restore_error = "this instance took the lead; its state is not loaded from the store yet"
-        d.restore_retry_monotonic, d.restore_failures = 0.0, 0
-        d.next_reconcile_us = 0  # rows committed late while another instance led, or while this one held
         for fn in self.on_lead:
             try:
                 fn()
             except Exception:
                 log.exception("a stage could not resume after taking the lead")
-        d.poller.wake()
 
     # --- what it says ------------------------------------------------------------------------------------
     def lease_now(self) -> LeaseRow | None:
         """The lease as the store holds it now (None on SQLite, or the store unreachable)."""
         try:
-            return self.daemon.store.lease()
+            return self.store.lease()
         except Exception:  # noqa: BLE001 - status must answer with what it knows
             return self.leader
 
     def refresh_gauges(self) -> None:
         """At each scrape: the lease's age and epoch as the store holds them."""
-        row = self.daemon.store.lease()
+        row = self.store.lease()
         if row is not None:
-            self.daemon.metrics.leader_lease_age.set(round(row.age_s, 3))
-            self.daemon.metrics.leader_epoch.set(row.epoch)
+            self.metrics.leader_lease_age.set(round(row.age_s, 3))
+            self.metrics.leader_epoch.set(row.epoch)
 
     def lock_report(self) -> dict[str, Any]:
         """The lock as `/api/v1/status` and `sentinel status` show it (`lock`)."""
-        d = self.daemon
         last = self.last_loss
-        return {"kind": d.store.lock_kind, "held": self.leading and d.store.lock_held(), "error": self.lock_error,
+        return {"kind": self.store.lock_kind, "held": self.leading and self.store.lock_held(), "error": self.lock_error,
                 "losses": self.losses, "last_loss": None if last is None else dict(last)}
 
     def report(self) -> dict[str, Any]:
         """`leadership` of `/api/v1/status`: this instance's role and the leader's lease as the store holds it."""
-        d = self.daemon
         row = self.lease_now() if self.watched else None
-        tz = d.cfg.tz
+        tz = self.timezone()
 
         def iso(us: int) -> str:
             return to_datetime(us, tz).isoformat()
@@ -238,8 +233,8 @@ class Leadership:
                       "lease_age_seconds": None, "lease_ttl_seconds": None, "expired": False}
         return {"role": "leader" if self.leading else "standby", "instance": self.identity,
                 "kind": "lease" if self.watched else "file", "leader": leader,
-                "epoch": d.store.epoch if self.leading else None, "leading_since": self.leading_since,
-                "lease_ttl_seconds": d.store.lease_ttl_s if self.watched else None,
+                "epoch": self.store.epoch if self.leading else None, "leading_since": self.leading_since,
+                "lease_ttl_seconds": self.store.lease_ttl_s if self.watched else None,
                 "changes": dict(self.changes)}
 
     def standby_line(self) -> str:
