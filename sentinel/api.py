@@ -36,7 +36,7 @@ from sentinel.history import counts_today
 from sentinel.http import HTTPError, Request, Response
 from sentinel.model import US, to_datetime
 from sentinel.notify import outbox
-from sentinel.notify.health import ReceiverHealth, receiver_health
+from sentinel.notify.health import ReceiverHealth
 from sentinel.store import alerts as alert_store
 from sentinel.store.records import load_source_state
 
@@ -67,14 +67,10 @@ def status(daemon: Daemon) -> dict[str, Any]:
     def iso(us: int | None) -> str | None:
         return None if us is None else to_datetime(int(us), tz).isoformat()
 
-    delivery = daemon.extras.get("delivery")
-    worker = getattr(delivery, "worker", None)
-    health: dict[str, ReceiverHealth] | None = worker.health() if worker is not None else None
+    health: dict[str, ReceiverHealth] = daemon.pipeline.delivery.worker.health()
     with daemon.store.reading() as conn:
         pending = outbox.pending_counts(conn)
         last = outbox.last_outcomes(conn)
-        if health is None:  # no delivery stage in this process: the state from the outbox, without retry times
-            health = receiver_health(conn, [rc.name for rc in daemon.cfg.receivers], now)
         failed = outbox.recent(conn, [outbox.FAILED], limit=20)
         open_by_tier = alert_store.open_counts_by_tier(conn)
         # a standby's memory holds no source state: the leader's, as committed
@@ -92,7 +88,7 @@ def status(daemon: Daemon) -> dict[str, Any]:
     return {
         "version": __version__,
         "now": iso(now),
-        "dry_run": bool(daemon.extras.get("dry_run", False)),
+        "dry_run": daemon.pipeline.dry_run,
         "source": {
             "description": daemon.source.describe(),
             "up": h.up if daemon.leading else None,  # None: a standby does not poll (the leader does)
@@ -137,8 +133,7 @@ def alerts_json(daemon: Daemon) -> list[dict[str, Any]]:
     tz = daemon.cfg.tz
     now = now_us(daemon.clock)
     policy = _policy(daemon)
-    delivery = daemon.extras.get("delivery")
-    router = delivery.dispatcher.router if delivery is not None else None
+    router = daemon.pipeline.dispatch.dispatcher.router
     with daemon.store.reading() as conn:
         rows = alert_store.recent_alerts(conn, now - RECENT_S * US)
         policy.begin(conn, now)
@@ -147,7 +142,7 @@ def alerts_json(daemon: Daemon) -> list[dict[str, Any]]:
         today = counts_today(conn, rules, daemon.calendar, rows, now)
     out = []
     for r in rows:
-        routes = router.route(labels_of(r)) if router is not None else []
+        routes = router.route(labels_of(r))
         hold = policy.hold(r, now, routes)
         ack = by_ack.get(r.instance)
         value = today.get(r.instance, r.value)

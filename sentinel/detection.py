@@ -4,16 +4,21 @@ transaction.
 Guarantees: a poll's watermark, buckets, rule snapshots and events commit together; on start the
 engine is restored from the store (threshold series rebuilt from the raw buckets) so a restart yields
 the events of one uninterrupted run; events of the first start's backfill are recorded but not sent,
-and the alerts still open when it ends are handed on once, as open since they started.
+and the alerts still open when it ends are handed on once, as open since they started. Records are
+settled up to ingest's horizon (`lateness` before now; ingest owns it). After a commit that recorded
+events to be told, dispatch is woken at once; a standby writes nothing (a reload there builds the new
+rules, restored from the store when it leads).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
 
 from sqlalchemy import Connection
 
+from sentinel.clock import Clock
+from sentinel.clock import now_us as read_clock
 from sentinel.config import Config
 from sentinel.days import Calendar
 from sentinel.detect import (
@@ -30,17 +35,24 @@ from sentinel.detect import (
 from sentinel.logs import fields
 from sentinel.metrics import Metrics
 from sentinel.model import Event, EventState, Tier, Vocab
+from sentinel.stage import Cycle, Job, Leading
+from sentinel.store import Store, rule_state
 from sentinel.store import alerts as alert_store
-from sentinel.store import rule_state
+from sentinel.store.records import SourceState
+from sentinel.wake import Waker
 
 log = logging.getLogger("sentinel.detect")
 
 
+Horizon = Callable[[int], int]
+"""now (µs) -> the horizon: records at or before it are settled (ingest's look-back owns `lateness`)."""
+
+
 class Detector:
-    def __init__(self, cfg: Config, calendar: Calendar, vocab: Vocab, metrics: Metrics, lateness_us: int) -> None:
+    def __init__(self, cfg: Config, calendar: Calendar, vocab: Vocab, metrics: Metrics, horizon: Horizon) -> None:
         self.cfg = cfg
         self.metrics = metrics
-        self.lateness_us = lateness_us
+        self.horizon = horizon
         self.ctx = RuleContext(calendar, vocab, None, workdays_of(cfg))
         self.engine = Engine(cfg.rules, self.ctx, cfg.timezone)
         self._late = 0
@@ -54,7 +66,7 @@ class Detector:
         """Rebuild the engine from the store. Returns (and records) the events restoring causes."""
         self.ctx.coverage_start_us = coverage_us
         saved = rule_state.load_snapshots(conn, self.ctx.vocab)
-        horizon = now_us - self.lateness_us
+        horizon = self.horizon(now_us)
         start = self.ctx.calendar.day_start(self.ctx.calendar.day_of(horizon) - history_days(self.cfg))
         buckets = rule_state.load_buckets(conn, start, self.ctx.vocab)
         clocks = [int(s.core["clock"]) for s in saved.values() if s.core.get("clock") is not None]
@@ -82,11 +94,11 @@ class Detector:
         return self.restore(conn, self.ctx.coverage_start_us, now_us)
 
     # --- the poll cycle ------------------------------------------------------------------------------
-    def on_cycle(self, conn: Connection, cycle: Any) -> None:
+    def on_cycle(self, conn: Connection, cycle: Cycle) -> None:
         """The daemon's cycle hook: feed, then record events and snapshots in the same transaction."""
         if self.ctx.coverage_start_us is None:
             self.ctx.coverage_start_us = cycle.state.coverage_start_us
-        horizon = cycle.now_us - self.lateness_us
+        horizon = cycle.horizon_us
         live = not cycle.replay  # the backfill's events are recorded, nobody is told of them
         settled = self.engine.settle(cycle.batch, horizon)
         alert_store.record_events(conn, settled, notify=live, now_us=cycle.now_us, tz=self.cfg.tz)
@@ -105,7 +117,7 @@ class Detector:
             # an idle poll only moved the rules' clocks: an older snapshot restores to the same events
             self.save(conn, cycle.now_us)
         # rows reconciliation found were all committed later than lateness, whatever a rule made of them
-        self._late += max(self.engine.late_records(), getattr(cycle, "late_records", 0))
+        self._late += max(self.engine.late_records(), cycle.late_records)
         self._counted += events
         self._retracted += retracted
         self._to_tell = self._to_tell or bool(told) or (live and bool(settled))
@@ -144,7 +156,7 @@ class Detector:
         self._retracted = []
         return told
 
-    def recover(self, store: Any, now_us: int) -> None:
+    def recover(self, store: Store, now_us: int) -> None:
         """The poll's transaction failed: rebuild the engine from what the store holds."""
         self._late = 0
         self._counted = []
@@ -178,6 +190,78 @@ class Detector:
             elif isinstance(rule, StreakRule):
                 for labels, length in rule.run_view(state):
                     m.streak_length.labels(*m.series_labels(rule.name, labels)).set(length)
+
+
+class DetectionStage:
+    """The `Detector` as a stage of the pipeline.
+
+    After a committed transaction that recorded events to be told it calls `on_events` (the pipeline
+    wires it to the dispatcher's wake-up), so an alert is dispatched in the moment its poll commits, not
+    at the next tick."""
+
+    name = "detection"
+    GAUGES_S = 15.0
+
+    def __init__(self, cfg: Config, store: Store, clock: Clock, metrics: Metrics, *, vocab: Vocab,
+                 horizon: Horizon, leading: Leading, on_events: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.metrics = metrics
+        self.vocab = vocab
+        self.horizon = horizon
+        self.leading = leading
+        self.calendar = Calendar(cfg.tz)
+        self.detector = Detector(cfg, self.calendar, vocab, metrics, horizon)
+        self.on_events = on_events
+        self.fresh = False  # a reload on a standby built a new detector: it starts from the store when it leads
+
+    def open(self, state: SourceState | None, now: int) -> None:
+        with self.store.transaction() as conn:
+            coverage = state.coverage_start_us if state is not None else None
+            self.detector.restore(conn, coverage, now)
+        self.committed()
+
+    def on_cycle(self, conn: Connection, cycle: Cycle) -> None:
+        self.detector.on_cycle(conn, cycle)
+
+    def committed(self) -> None:
+        if self.detector.committed() and self.on_events is not None:
+            self.on_events()
+
+    def recover(self, state: SourceState | None, now: int) -> None:
+        if self.fresh:
+            self.open(state, now)
+            self.fresh = False
+            return
+        self.detector.recover(self.store, now)
+
+    def reload(self, cfg: Config) -> None:
+        if not self.leading():  # a standby writes nothing: the new rules start from the store when it leads
+            self.detector = Detector(cfg, self.calendar, self.vocab, self.metrics, self.horizon)
+            self.fresh = True
+            return
+        with self.store.transaction() as conn:
+            self.detector.reload(cfg, conn, read_clock(self.clock))
+        self.committed()
+
+    def refresh(self) -> None:
+        if self.leading():  # a standby exports no series gauges (they are the leader's)
+            self.detector.refresh_gauges()
+
+    def jobs(self) -> list[Job]:
+        return [Job("gauges", self.refresh, self.GAUGES_S, exclusive=True)]
+
+    def wakers(self) -> list[Waker]:
+        return []
+
+    def start(self) -> None:
+        pass  # detection runs inside the poll's cycle: no thread of its own
+
+    def resume(self) -> None:
+        pass  # the poll cycle's `recover` reloads it before the next poll
+
+    def stop(self) -> None:
+        pass  # nothing held outside the store: the last poll's transaction has everything
 
 
 def _open_alert(a: alert_store.StoredAlert) -> OpenAlert:

@@ -97,6 +97,10 @@ _REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 303: 
             503: "Service Unavailable"}
 
 
+def _regex(pattern: str) -> str:
+    return "^" + re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", pattern) + "$"
+
+
 class App:
     """A WSGI application with a route table that other modules extend."""
 
@@ -107,8 +111,12 @@ class App:
         """`pattern` is a path with `<name>` placeholders for one segment each. `guard` (authentication)
         runs before the handler, and already when the request head has arrived, so a refused client never
         gets its body read."""
-        regex = "^" + re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", pattern) + "$"
-        self._routes.append((method.upper(), re.compile(regex), handler, guard))
+        self._routes.append((method.upper(), re.compile(_regex(pattern)), handler, guard))
+
+    def routed(self, method: str, pattern: str) -> bool:
+        """Whether `pattern` is routed for `method` already (a page registers itself once)."""
+        regex = _regex(pattern)
+        return any(m == method.upper() and r.pattern == regex for m, r, _h, _g in self._routes)
 
     def _match(self, req: Request) -> tuple[Handler, Guard | None] | list[str]:
         """The route for `req` (setting its params), or the methods the path allows."""

@@ -123,6 +123,19 @@ class Ingest:
         with self.store.reading() as conn:
             return repo.lookup_seen(conn, keys)
 
+    def since(self, state: repo.SourceState) -> int:
+        """The look-back: a poll reads the rows after this bound, `lateness` behind the watermark (on the
+        first start, from the backfill's start). The one place `lateness` is applied to the watermark."""
+        if state.watermark_us is not None:
+            return state.watermark_us - self.lateness_us
+        assert state.backfill_start_us is not None
+        return state.backfill_start_us - 1
+
+    def horizon(self, now_us: int) -> int:
+        """Where detection settles: no record older than `lateness` before now is expected any more (one
+        that comes later, through reconciliation, is counted as a late record)."""
+        return now_us - self.lateness_us
+
     def read_from(self, since_us: int, now_us: int) -> int:
         """Where the poll's SQL bound starts: `since_us`, further back across a DST fall-back, where naive
         local times repeat an hour and parse to the first (earlier) one."""

@@ -216,8 +216,7 @@ def test_ack_link_expired_forged_or_for_another_instance(running: tuple[Daemon, 
 
 def test_messages_carry_a_working_ack_link(running: tuple[Daemon, str, Path]) -> None:
     daemon, url, _ = running
-    delivery = daemon.extras["delivery"]
-    delivery.dispatch()
+    daemon.pipeline.dispatch.dispatch()
     from sentinel.notify import outbox
 
     with daemon.store.reading() as conn:

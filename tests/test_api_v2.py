@@ -113,7 +113,7 @@ def running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Running
     daemon.open()
     while daemon.cycle():
         pass
-    daemon.extras["delivery"].dispatch()  # the dispatcher has taken every event: no alert is "unprocessed"
+    daemon.pipeline.dispatch.dispatch()  # the dispatcher has taken every event: no alert is "unprocessed"
     server = Server(daemon.app, "127.0.0.1:0")
     server.start()
     try:
@@ -430,7 +430,7 @@ def test_alerts_are_unprocessed_until_the_dispatcher_takes_their_events(running:
         outbox.set_cursor(conn, CURSOR, 0)
     assert {a["status"]["state"] for a in v2(running, "/alerts")} == {"unprocessed"}
     assert v2(running, "/alerts", unprocessed="false") == []
-    running.daemon.extras["delivery"].dispatch()
+    running.daemon.pipeline.dispatch.dispatch()
     assert {a["status"]["state"] for a in v2(running, "/alerts")} == {"active", "suppressed"}
 
 

@@ -128,7 +128,7 @@ def test_under_one_percent_late_gives_no_warning(scene: tuple[Daemon, Crm, Manua
 def test_what_waited_for_an_outage_is_not_commit_delay(scene: tuple[Daemon, Crm, ManualClock]) -> None:
     daemon, crm, clock = scene
     crm.add(T0, n=150, spacing=timedelta(seconds=1))
-    daemon._mark_source(False, "connection refused")  # the source was down while these were created
+    daemon.health.mark(False, "connection refused")  # the source was down while these were created
     daemon.health.next_try_monotonic = 0.0
     poll_at(daemon, clock, T0 + timedelta(minutes=4))
     assert sample(daemon, "_count") == 0

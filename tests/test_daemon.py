@@ -130,12 +130,12 @@ url = "http://127.0.0.1:9/hook"
 receivers = ["ops"]
 group_wait = "0s"
 """) as (daemon, clock):
-        delivery = daemon.extras["delivery"]
+        dispatch = daemon.pipeline.dispatch
         count = len(events(daemon))
         crm.add(NOW + timedelta(seconds=1), type_="新类型", n=5, spacing=timedelta(seconds=2))
         clock.set(NOW + timedelta(seconds=12))
         daemon.cycle()
-        delivery.dispatch()
+        dispatch.dispatch()
         fired = [e for e in events(daemon)[count:] if e["rule"] == "streak"]
         assert [(e["state"], e["labels"]) for e in fired] == [("firing", {"type": "新类型"})]
         crm.add(NOW + timedelta(seconds=4), type_=OTHER)  # created inside the run, committed late
@@ -148,7 +148,7 @@ group_wait = "0s"
         assert [e["state"] for e in streak] == ["firing", "resolved"]
         assert streak[1]["instance"] == streak[0]["instance"]
         assert streak[1]["reason"].startswith("retracted:") and streak[1]["notify"]
-        delivery.dispatch()
+        dispatch.dispatch()
         with daemon.store.reading() as conn:
             msgs = [(r.receiver, json.loads(r.payload)["status"], json.loads(r.instances))
                     for r in conn.execute(select(outbox_table).order_by(outbox_table.c.id))]
@@ -278,7 +278,7 @@ def test_a_failed_cycle_commits_nothing_and_the_next_one_catches_up(tmp_path: Pa
     with backfilled(tmp_path, crm) as (daemon, clock):
         before = events(daemon)
         crm.add(NOW - timedelta(minutes=20), n=61, spacing=timedelta(seconds=10))
-        detection = daemon.extras["detection"]
+        detection = daemon.pipeline.detection
         real = detection.on_cycle
 
         def broken(conn: Any, cycle: Any) -> None:
@@ -305,7 +305,7 @@ def test_detection_holds_until_the_state_is_reloaded(tmp_path: Path, crm: Crm,
     once a reload succeeds the rows are counted exactly once."""
     with backfilled(tmp_path, crm) as (daemon, clock):
         before = events(daemon)
-        detection = daemon.extras["detection"]
+        detection = daemon.pipeline.detection
         real_cycle, real_recover = detection.on_cycle, detection.recover
         fed: list[int] = []
 
@@ -328,7 +328,7 @@ def test_detection_holds_until_the_state_is_reloaded(tmp_path: Path, crm: Crm,
         assert fed == [3]
         monkeypatch.setattr(detection, "on_cycle", counting)
         for i in range(3):  # the store is still unreachable: held, whatever the backoff says
-            daemon.restore_retry_monotonic = 0.0
+            daemon.poll.restore_retry_monotonic = 0.0
             clock.set(NOW + timedelta(seconds=10 + i))
             assert daemon.cycle() is False
         assert fed == [3]  # nothing fed to the half state
@@ -336,7 +336,7 @@ def test_detection_holds_until_the_state_is_reloaded(tmp_path: Path, crm: Crm,
         assert "reloading state from the store failed" in problems and "detection holds" in problems
         monkeypatch.setattr(detection, "recover", real_recover)
         crm.add(NOW + timedelta(seconds=20), type_="新类型", n=2)  # 5 in a row in the committed order
-        daemon.restore_retry_monotonic = 0.0
+        daemon.poll.restore_retry_monotonic = 0.0
         clock.set(NOW + timedelta(seconds=30))
         daemon.cycle()
         new = [e for e in events(daemon)[len(before):] if e["rule"] == "streak" and e["labels"] == {"type": "新类型"}]

@@ -24,7 +24,7 @@ def run_daemon(tmp_path: Path, crm: Crm, metrics: Metrics, extra: str = "") -> s
     try:
         while daemon.cycle():
             pass
-        daemon.extras["detection"].refresh()
+        daemon.pipeline.detection.refresh()
         return metrics.render().decode()
     finally:
         daemon.stop()

@@ -46,7 +46,7 @@ class Outage:
 
     def deliver(self) -> None:
         """The deliver job, on this thread: one drain of the receiver."""
-        worker = self.daemon.extras["delivery"].worker
+        worker = self.daemon.pipeline.delivery.worker
         worker.drain(worker.runners["cs-team"])
 
     def advance_to(self, us: int) -> None:
@@ -126,7 +126,7 @@ group_interval = "0s"
             crm.add(NOW - timedelta(minutes=20), n=61, spacing=timedelta(seconds=10))  # a surge
             clock.set(NOW + timedelta(seconds=2))
             daemon.cycle()
-            assert daemon.extras["delivery"].dispatch() == 1
+            assert daemon.pipeline.dispatch.dispatch() == 1
             yield out
         finally:
             server.stop()

@@ -201,7 +201,7 @@ class StatusPage:
                      for r in status["receivers"]]
         return {
             "now": to_datetime(now, d.cfg.tz), "version": __version__, "refresh": REFRESH_S,
-            "dry_run": bool(d.extras.get("dry_run", False)), "problems": problems,
+            "dry_run": d.pipeline.dry_run, "problems": problems,
             "standby": self._standby(status.get("leadership"), t),
             "source": status["source"], "receivers": receivers, "failed": failed,
             "pending_total": status["outbox"]["pending"], "tiers": tiers, "open_count": len(open_items),
@@ -209,7 +209,7 @@ class StatusPage:
             "rule_names": rule_names, "type_names": type_names, "chosen": chosen, "filtering": chosen.any,
             "link": chosen.link, "t": t,
             "resolved": [a for a in resolved if chosen.admits(a)], "silences": silences, "charts_capped": capped,
-            "chart_days": CHART_DAYS, "policy_known": self._policy() is not None, "timezone": d.cfg.timezone,
+            "chart_days": CHART_DAYS, "timezone": d.cfg.timezone,
             "font_face": Markup(static.font_face_css()), "cjk_family": static.CJK_FAMILY,  # constants, no data
         }
 
@@ -237,26 +237,23 @@ class StatusPage:
         items = [self._item(r) for r in open_rows]
         active = silence_store.load(conn, include_expired_after_us=now)
         policy = self._policy()
-        if policy is not None:
-            policy.begin(conn, now)
-            who = acked(conn)
-            by_id = {s.id: s for s in active}
-            for item, row in zip(items, open_rows, strict=True):
-                item.badges = self._badges(policy, row, now, who, by_id, t)
+        policy.begin(conn, now)
+        who = acked(conn)
+        by_id = {s.id: s for s in active}
+        for item, row in zip(items, open_rows, strict=True):
+            item.badges = self._badges(policy, row, now, who, by_id, t)
         silences = [SilenceItem(s.id, [matcher_text(m) for m in s.matchers], s.state(now),
                                 to_datetime(s.starts_us, tz), to_datetime(s.ends_us, tz), s.created_by, s.comment)
                     for s in active]
         return items, [self._item(r) for r in resolved_rows], silences
 
-    def _policy(self) -> Policy | None:
-        """A private Policy with the delivery stage's configuration (None: no delivery stage)."""
-        shared = getattr(self.daemon.extras.get("delivery"), "policy", None)
-        return Policy(shared.cfg) if isinstance(shared, Policy) else None
+    def _policy(self) -> Policy:
+        """A private Policy with the dispatch stage's configuration (its own is in use on another thread)."""
+        return Policy(self.daemon.pipeline.dispatch.policy.cfg)
 
     def _badges(self, policy: Policy, row: StoredAlert, now: int, who: Mapping[str, tuple[str, int]],
                 silences: Mapping[str, silence_store.Silence], t: Text) -> list[Badge]:
-        router = getattr(getattr(self.daemon.extras.get("delivery"), "dispatcher", None), "router", None)
-        routes = router.route(labels_of(row)) if router is not None else []
+        routes = self.daemon.pipeline.dispatch.dispatcher.router.route(labels_of(row))
         hold = policy.hold(row, now, routes)
         out = []
         if hold.silenced is not None:
@@ -333,9 +330,8 @@ class Filters:
 
 def register(daemon: Daemon) -> None:
     """Serve the status page at `/` (once, however often it is called)."""
-    if "status_page" in daemon.extras:
+    if daemon.app.routed("GET", "/"):
         return
     page = StatusPage(daemon)
-    daemon.extras["status_page"] = page
     daemon.app.route("GET", "/", page.handle)
     static.register(daemon.app)

@@ -41,7 +41,7 @@ def test_dry_run_sends_nothing_and_shows_what_would_have_gone(how: str, tmp_path
     clock = ManualClock(NOW)
     daemon: Daemon = build(load_config(path), config_path=str(path), clock=clock, dry_run=how == "--dry-run")
     daemon.open()
-    delivery = daemon.extras["delivery"]
+    dispatch, delivery = daemon.pipeline.dispatch, daemon.pipeline.delivery
     delivery.start()
     try:
         while daemon.cycle():
@@ -51,7 +51,7 @@ def test_dry_run_sends_nothing_and_shows_what_would_have_gone(how: str, tmp_path
         daemon.cycle()
         for s in range(3, 10):  # the dispatch and deliver jobs, once a second
             clock.set(NOW + timedelta(seconds=s))
-            delivery.dispatch()
+            dispatch.dispatch()
             for runner in delivery.worker.runners.values():
                 delivery.worker.drain(runner)
 

@@ -21,10 +21,12 @@ from sentinel.alerting import silences
 from sentinel.clock import SystemClock
 from sentinel.config import load_config
 from sentinel.daemon import Daemon
+from sentinel.delivery_stage import DeliveryStage
+from sentinel.dispatch_stage import DispatchStage
 from sentinel.model import US, Tier
 from sentinel.notify import outbox
 from sentinel.notify.worker import DeliveryWorker, GroupCommit
-from sentinel.service import DeliveryStage, build
+from sentinel.service import build
 from sentinel.store import Store
 from sentinel.store import alerts as alert_store
 from sentinel.store.schema import outbox as outbox_table
@@ -64,8 +66,8 @@ def view_message(p: Pipeline, i: int) -> int:
 
 @pytest.fixture
 def slow_safety_nets(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(DeliveryStage, "DISPATCH_SAFETY_S", SAFETY_S)
-    monkeypatch.setattr(DeliveryStage, "DELIVER_SAFETY_S", SAFETY_S)
+    monkeypatch.setattr(DispatchStage, "SAFETY_S", SAFETY_S)
+    monkeypatch.setattr(DeliveryStage, "SAFETY_S", SAFETY_S)
 
 
 @pytest.fixture

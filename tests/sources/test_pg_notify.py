@@ -93,7 +93,7 @@ def daemons() -> Iterator[list[Daemon]]:
 
 def started(cfg_path: Path, daemons: list[Daemon], **kw: Any) -> tuple[Daemon, Listener]:
     d = build(load_config(cfg_path), config_path=str(cfg_path), **kw)
-    listener = d.extras["listener"]
+    listener = d.pipeline.listener
     assert isinstance(listener, Listener)
     listener.backoff_max_s = 2.0  # keep the recovery quick; the doubling itself is what runs
     daemons.append(d)

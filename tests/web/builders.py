@@ -131,7 +131,7 @@ def scene(tmp_path: Path, *, dry_run: bool = False, locale: str | None = "en") -
         done = outbox.enqueue(conn, "ops", "alert", Tier.LIGHT, [], event_at_us=now, now_us=now)
         outbox.mark_delivered(conn, done, now)
     clock.set(NOW + timedelta(seconds=10))  # past group_wait: the dispatcher writes real pending messages
-    daemon.extras["delivery"].dispatch()
+    daemon.pipeline.dispatch.dispatch()
     return Scene(daemon, clock, crm)
 
 

@@ -175,7 +175,7 @@ def test_chart_of_an_alerted_threshold_series_matches_the_rule(world: Scene) -> 
     assert len(bars) == (NOW.date() - first).days + 1 < status_page.CHART_DAYS
     tips = [r.find_all("title")[0].all_text() for r in bars]
     # the detector's own view of the series today: the chart's last day must say the same
-    engine = world.daemon.extras["detection"].detector.engine
+    engine = world.daemon.pipeline.detection.detector.engine
     rule = next(r for r in engine.rules if r.name == "type-surge")
     assert isinstance(rule, ThresholdRule)
     view = {json.dumps(lab, sort_keys=True): (cur, base) for lab, cur, base, _thr, _r in
@@ -284,13 +284,6 @@ def test_dry_run_banner_and_an_empty_page(tmp_path: Path) -> None:
         assert "None in the last 24 hours." in html
     finally:
         daemon.stop()
-
-
-def test_without_a_delivery_stage_nothing_is_claimed(world: Scene) -> None:
-    del world.daemon.extras["delivery"]
-    root = parse(page(world))
-    assert not root.find_all(cls="badge")
-    assert "silences, inhibition, acknowledgements and mute times are not evaluated" in root.all_text()
 
 
 def test_store_failure_is_shown_not_raised(world: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
