@@ -1,6 +1,7 @@
 """Builders for delivery tests: alert events without running rules, configurations around the fake
-vendors, and a `Pipeline` that drives dispatcher -> outbox -> worker on a real SQLite store with a
-manual clock. They build data and move time; assertions stay in the tests."""
+vendors, and a `Pipeline` that drives the daemon's own dispatch and delivery stages (dispatcher ->
+outbox -> worker) on a real SQLite store with a manual clock. They build data and move time; assertions
+stay in the tests."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from sentinel.alerting.dispatch import Dispatcher
-from sentinel.alerting.policy import Policy
 from sentinel.clock import ManualClock, now_us
 from sentinel.config import Config, ReceiverConfig, RouteConfig
+from sentinel.delivery_stage import DeliveryStage
+from sentinel.dispatch_stage import DispatchStage
 from sentinel.metrics import Metrics
 from sentinel.model import US, Event, EventState, Tier, fingerprint, from_datetime, instance_id
 from sentinel.notify import outbox
@@ -103,7 +104,8 @@ def open_store(cfg: Config) -> Store:
 # --- the pipeline ------------------------------------------------------------------------------------
 
 class Pipeline:
-    """Dispatcher, outbox and worker on one store, driven step by step with a manual clock.
+    """The dispatch and delivery stages on one store, driven step by step with a manual clock (their
+wakers are not started: the test is their thread).
 
     `deliver()` drains every receiver synchronously on the calling thread (the scheduler's `tick()`
     runs the same `drain` on pool threads); `restart()` builds a new worker on the same store.
@@ -118,15 +120,17 @@ class Pipeline:
         self.metrics = metrics or Metrics()
         self.dry_run = dry_run
         self.adapter_factory = adapter_factory
-        self.policy = Policy(cfg)
-        self.dispatcher = Dispatcher(cfg, policy=self.policy)
+        self.dispatch_stage = DispatchStage(cfg, store, self.clock, self.metrics, leading=lambda: True)
+        self.policy = self.dispatch_stage.policy
+        self.dispatcher = self.dispatch_stage.dispatcher
         self.worker = self._worker()
 
     def _worker(self) -> DeliveryWorker:
-        worker = DeliveryWorker(self.cfg, self.store, self.metrics, clock=self.clock, dry_run=self.dry_run, seed=7,
-                                adapter_factory=self.adapter_factory)
-        worker.start()
-        return worker
+        stage = DeliveryStage(self.cfg, self.store, self.clock, self.metrics, leading=lambda: True,
+                              dry_run=self.dry_run, seed=7, adapter_factory=self.adapter_factory)
+        stage.start()
+        self.dispatch_stage.on_written = stage.wake
+        return stage.worker
 
     @property
     def now(self) -> int:
@@ -143,8 +147,7 @@ class Pipeline:
             record_events(conn, list(events), notify=True, now_us=self.now, tz=self.cfg.tz)
 
     def dispatch(self) -> int:
-        with self.store.transaction() as conn:
-            return self.dispatcher.step(conn, self.now)
+        return self.dispatch_stage.dispatch()
 
     def deliver(self, receiver: str | None = None) -> int:
         names = [receiver] if receiver is not None else list(self.worker.runners)
