@@ -43,8 +43,7 @@ from sentinel.source_health import SourceHealth
 from sentinel.sources import Source, SourceUnavailable
 from sentinel.sources.rows import REJECT_REASONS
 from sentinel.stage import Job
-from sentinel.store import LockLost, Store
-from sentinel.store import records as repo
+from sentinel.store import LockLost, Store, records
 from sentinel.wake import Waker
 
 log = logging.getLogger("sentinel.daemon")
@@ -91,7 +90,7 @@ class Daemon:
 
     # --- what the API, the status page and the tests read ----------------------------------------------
     @property
-    def state(self) -> repo.SourceState | None:
+    def state(self) -> records.SourceState | None:
         return self.poll.state
 
     @property
@@ -280,7 +279,7 @@ class Daemon:
         now = now_us(self.clock)
         cutoff = self.calendar.day_start(self.calendar.day_of(now) - KEEP_BUCKET_DAYS)
         with self.pipeline.cycle_lock, self.store.transaction() as conn:
-            n = repo.prune_buckets(conn, cutoff)
+            n = records.prune_buckets(conn, cutoff)
         if n:
             log.info("pruned old buckets", extra=fields(rows=n))
 
