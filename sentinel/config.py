@@ -154,6 +154,20 @@ def _window(value: Any) -> TimeWindow:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration), PlainSerializer(format_duration)]
+
+
+def _gap(value: Any) -> timedelta | None:
+    """A streak's `max_gap`: a duration, or "off" (a run then never ends by time alone)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "off"):
+        return None
+    return _duration(value)
+
+
+def _format_gap(value: timedelta | None) -> str:
+    return "off" if value is None else format_duration(value)
+
+
+Gap = Annotated[timedelta | None, BeforeValidator(_gap), PlainSerializer(_format_gap)]
 RateValue = Annotated[Rate, BeforeValidator(_rate), PlainSerializer(str)]
 Window = Annotated[TimeWindow, BeforeValidator(_window), PlainSerializer(str)]
 
@@ -311,7 +325,9 @@ class StreakRuleConfig(Model):
     length: int = Field(5, ge=2)
     tiers: StreakTiers = StreakTiers()
     distinct: Literal["customer"] | None = None
-    max_gap: Duration | None = None
+    # a pause this long ends a run: a quiet night is not "in a row", and a run that never ended would keep
+    # a dominant type's streak open for days ("off" restores that)
+    max_gap: Gap = timedelta(hours=2)
     hold: Duration = timedelta(hours=1)
     max_expected_per_day: float | None = Field(None, gt=0)
     history_days: int = Field(7, ge=1, le=366)

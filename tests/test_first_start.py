@@ -117,7 +117,7 @@ def test_yesterdays_surge_is_not_handed_on_todays_is(tmp_path: Path, crm: Crm) -
     crm.history(8, 40)
     crm.add(NOW - timedelta(days=1, hours=4), n=90, spacing=timedelta(seconds=30))  # yesterday 14:00
     crm.add(NOW - timedelta(hours=3), type_="新类型", n=12, spacing=timedelta(minutes=1))  # today 15:00
-    daemon, _ = first_start(tmp_path, crm, QUICK_START.split("[[rules]]\nname = \"same-type-streak\"")[0])
+    daemon, _ = first_start(tmp_path, crm, QUICK_START.split("[[rules]]\nname = \"same-type-streak\"", 1)[0])
     try:
         surges = [e for e in events(daemon) if e["rule"] == "type-surge"]
         assert any(e["labels"] == {"type": T} and not e["notify"] for e in surges)  # detected in the replay

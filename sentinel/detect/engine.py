@@ -141,6 +141,14 @@ class Engine:
             out += [(rule, a) for a in self.states[rule.name].alerts.values()]
         return out
 
+    def live_alerts(self) -> list[tuple[AnyRule, OpenAlert, dict[str, Any]]]:
+        """Open alerts a person can still act on, with what each rule says about them (the first start
+        hands on only these: a streak whose run is still going, a surge meeting its condition today)."""
+        out: list[tuple[AnyRule, OpenAlert, dict[str, Any]]] = []
+        for rule in self.rules:
+            out += [(rule, a, facts) for a, facts in rule.live(self.states[rule.name])]
+        return out
+
     # --- persistence -------------------------------------------------------------------------------
     def snapshot(self, rule: AnyRule, force_series: bool = False) -> Snapshot:
         state = self.states[rule.name]

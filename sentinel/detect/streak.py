@@ -426,6 +426,22 @@ class StreakRule:
         state.clock = max(state.clock, now)
         return events, self.deadline(state)
 
+    # --- what is live --------------------------------------------------------------------------------
+    def live(self, state: StreakState) -> list[tuple[OpenAlert, dict[str, Any]]]:
+        """Open alerts whose run is still going (not ended by another value or by `max_gap`; with
+        `max_gap = "off"`, its last record today): what the first start hands on, with the run's length.
+        An alert waiting out its hold after its run ended is not live."""
+        out: list[tuple[OpenAlert, dict[str, Any]]] = []
+        for _, run in sorted(state.runs.items()):
+            alert = state.alerts.get(run.alert) if run.alert is not None else None
+            if alert is None:
+                continue
+            if self.gap is None and self.cal.day_of(run.last) != state.day:
+                continue
+            facts = {k: alert.extra[k] for k in ("chance", "expected_per_day", *Normality.KEYS) if k in alert.extra}
+            out.append((alert, {"length": run.length, "run_length": run.length, **facts}))
+        return out
+
     # --- persistence -----------------------------------------------------------------------------------
     def snapshot(self, state: StreakState) -> dict[str, Any]:
         dec = self.vocab.decode

@@ -595,6 +595,29 @@ class ThresholdRule:
         self._start_day(state, state.day + 1)
         return events
 
+    # --- what is live --------------------------------------------------------------------------------
+    def live(self, state: ThresholdState) -> list[tuple[OpenAlert, dict[str, Any]]]:
+        """Open alerts whose series meets the firing condition now: in `day` mode today's count (an alert
+        carried over midnight from yesterday's surge is not live until today meets it too), in `pace` and
+        `rolling` mode the condition is not unmet. What the first start hands on."""
+        if state.day is None:
+            return []
+        out: list[tuple[OpenAlert, dict[str, Any]]] = []
+        today = state.counts.get(state.day)
+        for x in sorted(state.alerts):
+            alert = state.alerts[x]
+            if self.cfg.mode == "day":
+                count = int(today[x]) if today is not None and x < len(today) else 0
+                met = state.warm and count >= state.fire_at[x]
+                if met and not state.p_done[x]:
+                    self._settle_p(state, x)
+                    met = count >= state.fire_at[x]
+            else:
+                met = alert.unmet_since is None
+            if met:
+                out.append((alert, {"mode": self.cfg.mode, **self._baseline_facts(state.day)}))
+        return out
+
     # --- persistence -------------------------------------------------------------------------------
     def snapshot(self, state: ThresholdState) -> dict[str, Any]:
         return {

@@ -200,7 +200,8 @@ def view_to_json(v: AlertView) -> dict[str, Any]:
             "at": v.at.isoformat(), "instance": v.instance, "fingerprint": v.fingerprint, "p": v.p, "mode": v.mode,
             "length": v.length, "chance": v.chance, "expected_per_day": v.expected_per_day, "peak": v.peak,
             "duration_s": v.duration_s, "reason": v.reason, "samples": [list(s) for s in v.samples],
-            "ack_url": v.ack_url, "handover": v.handover}
+            "ack_url": v.ack_url, "handover": v.handover, "open_s": v.open_s, "run_length": v.run_length,
+            "projected": v.projected, "expected": v.expected, "silent_s": v.silent_s}
 
 
 def view_from_json(d: Mapping[str, Any], tz: ZoneInfo) -> AlertView:
@@ -212,7 +213,7 @@ def view_from_json(d: Mapping[str, Any], tz: ZoneInfo) -> AlertView:
         length=d.get("length"), chance=d.get("chance"), expected_per_day=d.get("expected_per_day"),
         peak=d.get("peak"), duration_s=d.get("duration_s"), reason=d.get("reason"),
         samples=tuple((str(a), b) for a, b in d.get("samples", [])), ack_url=d.get("ack_url"),
-        handover=bool(d.get("handover")))
+        handover=bool(d.get("handover")), **_figures(d))
 
 
 def view_from_event(payload: Mapping[str, Any], tz: ZoneInfo, *, record_url: str | None,
@@ -228,7 +229,13 @@ def view_from_event(payload: Mapping[str, Any], tz: ZoneInfo, *, record_url: str
         p=payload.get("p"), mode=payload.get("mode"), length=payload.get("length"), chance=payload.get("chance"),
         expected_per_day=payload.get("expected_per_day"), peak=payload.get("peak"),
         duration_s=payload.get("duration_s"), reason=payload.get("reason"), samples=samples, ack_url=ack_url,
-        handover=bool(payload.get("handover")))
+        handover=bool(payload.get("handover")), **_figures(payload))
+
+
+def _figures(d: Mapping[str, Any]) -> dict[str, Any]:
+    """The optional figures a view carries (absent from events written before they existed)."""
+    return {"open_s": d.get("open_s"), "run_length": d.get("run_length"), "projected": d.get("projected"),
+            "expected": d.get("expected"), "silent_s": d.get("silent_s")}
 
 
 def _url_id(text: str) -> str:
