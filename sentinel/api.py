@@ -21,7 +21,7 @@ import functools
 import hmac
 import json
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from html import escape
 from typing import Any
 
@@ -132,6 +132,14 @@ def _policy(daemon: Daemon) -> Policy:
     return Policy(daemon.cfg)
 
 
+def last_figures(row: Mapping[str, Any]) -> dict[str, float]:
+    """The figures of an alert's last event that its row has no column for: `projected` (a day-mode
+    surge's expected final count of the day at its pace) and `expected` (what a quiet series normally has
+    in its silence)."""
+    payload = json.loads(row["last_event"]) if row.get("last_event") else {}
+    return {k: float(payload[k]) for k in ("projected", "expected") if payload.get(k) is not None}
+
+
 def alerts_json(daemon: Daemon) -> list[dict[str, Any]]:
     """Open alerts and those resolved in the last 24 h, as `/api/v1/alerts` returns them."""
     tz = daemon.cfg.tz
@@ -160,6 +168,7 @@ def alerts_json(daemon: Daemon) -> list[dict[str, Any]]:
             "startsAt": to_datetime(r["started_us"], tz).isoformat(),
             "endsAt": None if r["resolved_us"] is None else to_datetime(r["resolved_us"], tz).isoformat(),
             "value": value, "valueAtLastChange": r["value"], "baseline": r["baseline"],
+            **{k: last_figures(r).get(k) for k in ("projected", "expected")},
             "peak": max(r["peak"], value),
             "silenced": hold.silenced is not None, "inhibited": hold.inhibited is not None,
             "acknowledged": ack is not None, "muted": hold.muted and r["status"] == "open",

@@ -40,7 +40,7 @@ from sentinel.alerting import silences as silence_store
 from sentinel.alerting.dispatch import CURSOR
 from sentinel.alerting.policy import Policy, labels_of
 from sentinel.alerting.routing import IMPLICIT, Route, Router
-from sentinel.api import _authorise
+from sentinel.api import _authorise, last_figures
 from sentinel.clock import now_us
 from sentinel.config import Config, MatchValue, ThresholdRuleConfig, summary
 from sentinel.daemon import Daemon
@@ -178,6 +178,8 @@ class Listed:
                        "peak": f"{r['peak']:g}", "instance": r["instance"]}
         if r["baseline"] is not None:
             annotations["baseline"] = f"{r['baseline']:g}"
+        for key, value in last_figures(r).items():  # projected (day-mode surge), expected (quiet series)
+            annotations[key] = f"{value:g}"
         poll_us = int(cfg.source.poll_interval.total_seconds() * US) if cfg.source is not None else 60 * US
         return {
             "labels": self.labels,

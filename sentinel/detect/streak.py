@@ -166,6 +166,13 @@ class StreakRule:
             idx = np.flatnonzero(scopes == scope) if self.scope_field is not None else np.arange(len(batch))
             events += self._scope(int(scope), batch, idx, eff[idx], values[idx], state)
         last = int(eff[-1])
+        if self.gap is not None:
+            # an alerted run whose scope had no record since its pause passed max_gap ended then: as the
+            # deadline `last + max_gap + 1` would have ended it, had the batch been split there
+            for scope, run in list(state.runs.items()):
+                if run.alert is not None and run.last + self.gap < last:
+                    self._end_run(run, run.last + self.gap, state, run.length)
+                    del state.runs[scope]
         events += self._expire(state, last, inclusive=True)
         state.clock = max(state.clock, last)
         return events

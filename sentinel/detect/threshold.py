@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from sentinel.config import ThresholdRuleConfig, exact
 from sentinel.days import HOUR_US
+from sentinel.detect import projection
 from sentinel.detect.base import OpenAlert, RecordFilter, RuleContext, event, open_alert
 from sentinel.detect.baseline import (
     NEVER,
@@ -80,6 +81,7 @@ class ThresholdState:
     p_done: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
     profile: IntArray = field(default_factory=lambda: np.zeros((0, 25), dtype=np.int64))  # pace, x profile_den
     profile_den: int = 1
+    shape: IntArray = field(default_factory=lambda: np.zeros(25, dtype=np.int64))  # day: all series, cumulative
     warm: bool = False  # enough history to alert today
     alerts: dict[int, OpenAlert] = field(default_factory=dict)
     t_unmet: dict[int, int] = field(default_factory=dict)  # pace: open & met alert turns unmet by time here
@@ -105,6 +107,8 @@ class ThresholdRule:
         self.floor_severe = -((-floor_sev.numerator) // floor_sev.denominator)
         self.window_days = lookback_days(cfg)
         self.workdays = ctx.workdays if ctx.workdays is not None else Workdays(None)
+        # hourly counts per day: the pace profile, and in day mode the projection of the day
+        self.hourly = cfg.mode in ("pace", "day")
 
     # --- state -------------------------------------------------------------------------------------
     def new_state(self) -> ThresholdState:
@@ -119,7 +123,7 @@ class ThresholdRule:
             hours={h: a.copy() for h, a in state.hours.items()}, window=state.window.copy(),
             base=Baselines(state.base.num.copy(), state.base.den), fire_at=state.fire_at.copy(),
             mod_at=state.mod_at.copy(), sev_at=state.sev_at.copy(), p_done=state.p_done.copy(),
-            profile=state.profile.copy(), profile_den=state.profile_den, warm=state.warm,
+            profile=state.profile.copy(), profile_den=state.profile_den, shape=state.shape, warm=state.warm,
             alerts={x: a.copy() for x, a in state.alerts.items()}, t_unmet=dict(state.t_unmet), late=state.late)
 
     def _init(self, state: ThresholdState, at: int) -> None:
@@ -173,7 +177,7 @@ class ThresholdRule:
             state.hourly.pop(d, None)
         n_series = len(state.series)
         state.counts.setdefault(day, np.zeros(n_series, dtype=np.int64))
-        if self.cfg.mode == "pace":
+        if self.hourly:
             state.hourly.setdefault(day, np.zeros((n_series, 24), dtype=np.int64))
         self._baseline(state)
 
@@ -194,6 +198,9 @@ class ThresholdRule:
         state.p_done = np.full(n_series, self.cfg.max_p is None)
         if self.cfg.mode == "pace":
             state.profile, state.profile_den = self._profile(state, days)
+        if self.cfg.mode == "day":  # the whole stream's shape of a day, for projections
+            state.shape = projection.cumulative(
+                [_grow2(state.hourly[d], n_series).sum(axis=0) for d in days if d in state.hourly])
 
     def baseline_days_of(self, day: int, available: int) -> list[int]:
         """The full days whose counts make `day`'s baseline, oldest first."""
@@ -332,8 +339,20 @@ class ThresholdRule:
         alert.value, alert.baseline = value, baseline
         alert.peak = max(alert.peak, value)
         alert.unmet_since = None
+        facts: dict[str, Any] = {"mode": self.cfg.mode, **self._baseline_facts(state.day)}
+        if self.cfg.mode == "day":
+            facts["projected"] = self.projected(state, x, round(value), at)
         return [event(self.name, self.kind, st, alert, at, value, baseline, _round(ratio), p,
-                      {"mode": self.cfg.mode, **self._baseline_facts(state.day), "samples": sample_ids(samples)})]
+                      {**facts, "samples": sample_ids(samples)})]
+
+    def projected(self, state: ThresholdState, x: int, count: int, at: int) -> float | None:
+        """Day mode: today's final count at the pace of the record at `at` (`sentinel.detect.projection`)."""
+        assert state.day is not None
+        days = self.baseline_days_of(state.day, self.ctx.full_days_before(state.day))
+        own = projection.cumulative([state.hourly[d][x] for d in days
+                                     if d in state.hourly and x < len(state.hourly[d])])
+        wall = int(self.cal.wall_seconds_of(np.asarray([at], dtype=np.int64))[0])
+        return projection.projected(count, own, state.shape, wall)
 
     # --- pace ----------------------------------------------------------------------------------------
     def _expected(self, state: ThresholdState, ss: IntArray, wall: IntArray) -> tuple[IntArray, int]:
@@ -479,10 +498,10 @@ class ThresholdRule:
                     continue
                 state.counts[d] = np.zeros(n, dtype=np.int64)
             state.counts[d] += weight * np.bincount(s[m], minlength=n)
-            if self.cfg.mode == "pace":
+            if self.hourly:
                 hours = np.minimum(self.cal.wall_seconds_of(ts[m]) // HOUR_US, 23)
                 h = state.hourly.setdefault(d, np.zeros((n, 24), dtype=np.int64))
-                np.add.at(h, (s[m], hours), weight)
+                h += weight * np.bincount(s[m] * 24 + hours, minlength=n * 24).reshape(n, 24)
         if self.cfg.mode == "rolling" and state.clock is not None:
             hs = self.cal.hour_starts_of(ts)
             lo = self.cal.hour_start(max(state.clock, int(ts.max()))) - 24 * HOUR_US
@@ -614,8 +633,12 @@ class ThresholdRule:
                     met = count >= state.fire_at[x]
             else:
                 met = alert.unmet_since is None
-            if met:
-                out.append((alert, {"mode": self.cfg.mode, **self._baseline_facts(state.day)}))
+            if not met:
+                continue
+            facts: dict[str, Any] = {"mode": self.cfg.mode, **self._baseline_facts(state.day)}
+            if self.cfg.mode == "day" and today is not None and state.clock is not None:
+                facts["projected"] = self.projected(state, x, int(today[x]), state.clock)
+            out.append((alert, facts))
         return out
 
     # --- persistence -------------------------------------------------------------------------------
@@ -674,11 +697,10 @@ class ThresholdRule:
         for d in np.unique(days[days <= day]).tolist():
             m = days == d
             state.counts[d] = np.bincount(s[m], weights=counts[m], minlength=n).astype(np.int64)
-            if self.cfg.mode == "pace":
-                h = np.zeros((n, 24), dtype=np.int64)
+            if self.hourly:
                 wall = np.minimum(self.cal.wall_seconds_of(hours[m]) // HOUR_US, 23)
-                np.add.at(h, (s[m], wall), counts[m])
-                state.hourly[d] = h
+                state.hourly[d] = np.bincount(s[m] * 24 + wall, weights=counts[m],
+                                              minlength=n * 24).astype(np.int64).reshape(n, 24)
         if self.cfg.mode == "rolling":
             lo = self.cal.hour_start(clock) - 24 * HOUR_US
             state.window = np.zeros(n, dtype=np.int64)
