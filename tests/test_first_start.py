@@ -128,3 +128,37 @@ def test_yesterdays_surge_is_not_handed_on_todays_is(tmp_path: Path, crm: Crm) -
         assert handed[0]["open_s"] == int((timedelta(hours=3) - timedelta(minutes=9)).total_seconds())
     finally:
         daemon.stop()
+
+
+def test_a_channel_silent_at_the_start_is_handed_on_and_resolves_on_its_next_complaint(tmp_path: Path,
+                                                                                       crm: Crm) -> None:
+    """The quiet rule through the daemon: WeChat (every 30 minutes, day and night, for eight days) has
+    sent nothing since 14:00 while the phone line flows on; at the first start (18:00) that silence is
+    live, handed on with how long it has been silent; its next complaint resolves it, told at once."""
+    rows = []
+    for k in range(8 * 48 + 36):
+        when = NOW - timedelta(days=8) + timedelta(minutes=30 * k)
+        rows.append((when, T, "电话热线"))
+        if when <= NOW - timedelta(hours=4):
+            rows.append((when + timedelta(seconds=5), OTHER, "微信公众号"))
+    crm.add_rows(rows)
+    rule = '[[rules]]\nname = "channel-quiet"\nkind = "quiet"\nmax_p = 1e-3\n'
+    daemon, clock = first_start(tmp_path, crm, rule)
+    try:
+        handed = [e for e in events(daemon) if e["notify"]]
+        assert [(e["rule"], e["state"], e["labels"]) for e in handed] == [
+            ("channel-quiet", "firing", {"channel": "微信公众号"})]
+        # two complaints an hour: -ln(1e-3) = 6.9 expected after 3 h 27 m of nothing (from 14:00:05)
+        fired = datetime.fromisoformat(handed[0]["started"])
+        assert timedelta(hours=3, minutes=20) < fired - (NOW - timedelta(hours=4)) < timedelta(hours=3, minutes=35)
+        assert handed[0]["handover"] is True and handed[0]["open_s"] == int((NOW - fired).total_seconds())
+        assert handed[0]["expected"] >= 6.9 and handed[0]["p"] <= 1e-3
+        crm.add(NOW + timedelta(seconds=1), type_=OTHER, channel="微信公众号")
+        clock.set(NOW + timedelta(minutes=6))  # the record is settled (lateness 5 m) and resolves it
+        daemon.cycle()
+        resolved = [e for e in events(daemon) if e["state"] == "resolved"]
+        assert [(e["rule"], e["reason"], e["notify"]) for e in resolved] == [
+            ("channel-quiet", "a complaint arrived", True)]
+        assert resolved[0]["instance"] == handed[0]["instance"]
+    finally:
+        daemon.stop()

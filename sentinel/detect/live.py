@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from sentinel.config import Config, ThresholdRuleConfig
+from sentinel.config import Config, QuietRuleConfig, ThresholdRuleConfig
 from sentinel.days import Calendar
 from sentinel.detect.base import OpenAlert, RuleContext
 from sentinel.detect.engine import Engine, resolve_removed, sort_events
@@ -31,8 +31,8 @@ log = logging.getLogger("sentinel.detect")
 def history_days(cfg: Config) -> int:
     """Days the first start backfills: every rule's window plus the day in progress (a streak rule's run
     history exists only in its state, so its `history_days` must be replayed too)."""
-    return max([8] + [lookback_days(r) + 1 if isinstance(r, ThresholdRuleConfig) else r.history_days + 1
-                      for r in cfg.rules])
+    return max([8] + [lookback_days(r) + 1 if isinstance(r, ThresholdRuleConfig | QuietRuleConfig)
+                      else r.history_days + 1 for r in cfg.rules])
 
 
 class Detector:

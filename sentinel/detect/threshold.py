@@ -21,13 +21,14 @@ with other workdays, not with the weekend.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from sentinel.config import ThresholdRuleConfig, exact
+from sentinel.config import QuietRuleConfig, ThresholdRuleConfig, exact
 from sentinel.days import HOUR_US
 from sentinel.detect import projection
 from sentinel.detect.base import OpenAlert, RecordFilter, RuleContext, event, open_alert
@@ -46,7 +47,7 @@ from sentinel.model import US, Batch, Event, EventState, IntArray, Tier
 from sentinel.model import from_datetime as _from_dt
 
 
-def lookback_days(cfg: ThresholdRuleConfig) -> int:
+def lookback_days(cfg: ThresholdRuleConfig | QuietRuleConfig) -> int:
     """Days of daily counts a rule keeps: enough to find its baseline days of the right kind."""
     if cfg.baseline_by == "weekday":
         return 7 * cfg.baseline_weeks
@@ -54,6 +55,20 @@ def lookback_days(cfg: ThresholdRuleConfig) -> int:
         # rest days are about 2 in 7 (more around long holidays): five times as many days finds them
         return min(366, 5 * cfg.baseline_days)
     return cfg.baseline_days
+
+
+def baseline_days_of(cfg: ThresholdRuleConfig | QuietRuleConfig, day_kind: Callable[[int], str], day: int,
+                     available: int) -> list[int]:
+    """The full days whose counts make `day`'s baseline, oldest first (`baseline_by`): the last
+    `baseline_days`, those of the same kind of day, or the same weekday of the last `baseline_weeks`."""
+    n = min(available, lookback_days(cfg))
+    if cfg.baseline_by == "weekday":
+        return [day - 7 * k for k in range(cfg.baseline_weeks, 0, -1) if 7 * k <= n]
+    if cfg.baseline_by == "day_kind":
+        kind = day_kind(day)
+        same = [d for d in range(day - n, day) if day_kind(d) == kind]
+        return same[-cfg.baseline_days:]
+    return list(range(day - n, day))
 
 
 SAMPLES = 5
@@ -204,14 +219,7 @@ class ThresholdRule:
 
     def baseline_days_of(self, day: int, available: int) -> list[int]:
         """The full days whose counts make `day`'s baseline, oldest first."""
-        n = min(available, self.window_days)
-        if self.cfg.baseline_by == "weekday":
-            return [day - 7 * k for k in range(self.cfg.baseline_weeks, 0, -1) if 7 * k <= n]
-        if self.cfg.baseline_by == "day_kind":
-            kind = self.day_kind(day)
-            same = [d for d in range(day - n, day) if self.day_kind(d) == kind]
-            return same[-self.cfg.baseline_days:]
-        return list(range(day - n, day))
+        return baseline_days_of(self.cfg, self.day_kind, day, available)
 
     def day_kind(self, day: int) -> str:
         return self.workdays.kind(self.cal.date_of(day))
