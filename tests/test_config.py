@@ -332,7 +332,7 @@ def test_the_deploy_example_passes_check(tmp_path: Path, monkeypatch: pytest.Mon
         shutil.copy(f, etc / "rules" / f.name)
     assert main(["check", "--config", str(etc / "sentinel.toml")]) == 0
     out = capsys.readouterr().out
-    assert "rules: 3" in out and "type-channel-surge, same-type-streak, type-surge" in out, out
+    assert "rules: 4" in out and "type-channel-surge, channel-quiet, same-type-streak, type-surge" in out, out
     assert "inhibit rules: 2" in out and "cs-team (wecom)" in out and "key=K" not in out
 
 
