@@ -86,7 +86,9 @@ class ThresholdState:
     pending: Batch = field(default_factory=Batch.empty)
     day: int | None = None
     counts: dict[int, IntArray] = field(default_factory=dict)  # day -> count per series
-    hourly: dict[int, IntArray] = field(default_factory=dict)  # pace: day -> [series, 24 wall hours]
+    hourly: dict[int, IntArray] = field(default_factory=dict)  # pace, day: day -> [series, 24 wall hours]
+    shared_hourly: set[int] = field(default_factory=set)  # days whose hourly array a fork shares: copy first
+    hour_totals: dict[int, IntArray] = field(default_factory=dict)  # day: every series' count by wall hour
     hours: dict[int, IntArray] = field(default_factory=dict)  # rolling: hour start -> count per series
     window: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # rolling: last 24 h
     base: Baselines = field(default_factory=lambda: Baselines(np.zeros(0, dtype=np.int64), 1))
@@ -134,7 +136,9 @@ class ThresholdRule:
         return ThresholdState(
             series=state.series.fork(), clock=state.clock, pending=state.pending, day=state.day,
             counts={d: a.copy() for d, a in state.counts.items()},
-            hourly={d: a.copy() for d, a in state.hourly.items()},
+            # hourly arrays are shared: the fork copies one before it first changes it (see _add)
+            hourly=dict(state.hourly), shared_hourly=set(state.hourly),
+            hour_totals={d: a.copy() for d, a in state.hour_totals.items()},
             hours={h: a.copy() for h, a in state.hours.items()}, window=state.window.copy(),
             base=Baselines(state.base.num.copy(), state.base.den), fire_at=state.fire_at.copy(),
             mod_at=state.mod_at.copy(), sev_at=state.sev_at.copy(), p_done=state.p_done.copy(),
@@ -155,8 +159,7 @@ class ThresholdRule:
             return
         for day, arr in state.counts.items():
             state.counts[day] = _grow(arr, n)
-        for day, arr in state.hourly.items():
-            state.hourly[day] = _grow2(arr, n)
+        # hourly arrays grow when counted into (_add), not here: series keep appearing in a long replay
         for h, arr in state.hours.items():
             state.hours[h] = _grow(arr, n)
         state.window = _grow(state.window, n)
@@ -190,6 +193,7 @@ class ThresholdRule:
         for d in [d for d in state.counts if d < day - self.window_days]:
             del state.counts[d]
             state.hourly.pop(d, None)
+            state.hour_totals.pop(d, None)
         n_series = len(state.series)
         state.counts.setdefault(day, np.zeros(n_series, dtype=np.int64))
         if self.hourly:
@@ -214,8 +218,7 @@ class ThresholdRule:
         if self.cfg.mode == "pace":
             state.profile, state.profile_den = self._profile(state, days)
         if self.cfg.mode == "day":  # the whole stream's shape of a day, for projections
-            state.shape = projection.cumulative(
-                [_grow2(state.hourly[d], n_series).sum(axis=0) for d in days if d in state.hourly])
+            state.shape = projection.cumulative([state.hour_totals[d] for d in days if d in state.hour_totals])
 
     def baseline_days_of(self, day: int, available: int) -> list[int]:
         """The full days whose counts make `day`'s baseline, oldest first."""
@@ -244,7 +247,7 @@ class ThresholdRule:
         cums = []
         for d in days:
             h = state.hourly.get(d)
-            h = np.zeros((n_series, 24), dtype=np.int64) if h is None else _grow2(h, n_series)
+            h = np.zeros((n_series, 24), dtype=np.int64) if h is None else _grow2(h, n_series)[:n_series]
             cums.append(np.concatenate([np.zeros((n_series, 1), dtype=np.int64), np.cumsum(h, axis=1)], axis=1))
         stack = np.stack(cums, axis=2)  # [series, 25, days]
         if self.cfg.baseline == "median":
@@ -507,9 +510,20 @@ class ThresholdRule:
                 state.counts[d] = np.zeros(n, dtype=np.int64)
             state.counts[d] += weight * np.bincount(s[m], minlength=n)
             if self.hourly:
-                hours = np.minimum(self.cal.wall_seconds_of(ts[m]) // HOUR_US, 23)
-                h = state.hourly.setdefault(d, np.zeros((n, 24), dtype=np.int64))
-                h += weight * np.bincount(s[m] * 24 + hours, minlength=n * 24).reshape(n, 24)
+                hours = self._wall_hours(d, ts[m])
+                h = state.hourly.get(d)
+                if h is None:
+                    h = state.hourly[d] = np.zeros((n, 24), dtype=np.int64)
+                elif h.shape[0] < n:  # room to grow into, so new series do not copy it every batch
+                    h = state.hourly[d] = _grow2(h, max(n, 2 * h.shape[0]))
+                    state.shared_hourly.discard(d)
+                elif d in state.shared_hourly:  # the state this one was forked from holds it too
+                    h = state.hourly[d] = h.copy()
+                    state.shared_hourly.discard(d)
+                totals = state.hour_totals.get(d)
+                add_totals = weight * np.bincount(hours, minlength=24)
+                state.hour_totals[d] = add_totals if totals is None else totals + add_totals
+                np.add.at(h.reshape(-1), s[m] * 24 + hours, weight)  # flat: a few passes over the records only
         if self.cfg.mode == "rolling" and state.clock is not None:
             hs = self.cal.hour_starts_of(ts)
             lo = self.cal.hour_start(max(state.clock, int(ts.max()))) - 24 * HOUR_US
@@ -520,6 +534,14 @@ class ThresholdRule:
                 add = weight * np.bincount(s[m], minlength=n)
                 state.hours[h] = state.hours.get(h, np.zeros(n, dtype=np.int64)) + add
                 state.window = state.window + add
+
+    def _wall_hours(self, day: int, ts: IntArray) -> IntArray:
+        """Local wall-clock hour (0-23) of instants of `day`: hours since midnight on a 24-hour day,
+        the zone's offsets on a day with a daylight-saving change."""
+        start = self.cal.day_start(day)
+        if self.cal.day_end(day) - start == 24 * HOUR_US:
+            return np.minimum((ts - start) // HOUR_US, 23)
+        return np.minimum(self.cal.wall_seconds_of(ts) // HOUR_US, 23)
 
     # --- time --------------------------------------------------------------------------------------
     def deadline(self, state: ThresholdState) -> int | None:
@@ -709,6 +731,7 @@ class ThresholdRule:
                 wall = np.minimum(self.cal.wall_seconds_of(hours[m]) // HOUR_US, 23)
                 state.hourly[d] = np.bincount(s[m] * 24 + wall, weights=counts[m],
                                               minlength=n * 24).astype(np.int64).reshape(n, 24)
+                state.hour_totals[d] = state.hourly[d].sum(axis=0)
         if self.cfg.mode == "rolling":
             lo = self.cal.hour_start(clock) - 24 * HOUR_US
             state.window = np.zeros(n, dtype=np.int64)

@@ -88,3 +88,24 @@ def test_a_new_type_is_projected_with_the_streams_shape() -> None:
     firing = run([threshold()], recs)[0]
     assert firing.labels == {"type": "新类型"} and firing.value == 10
     assert firing.extra["projected"] == 20.0  # 14:00 is half of an 08:00-20:00 day
+
+
+@pytest.mark.parametrize("day", ["2025-03-08", "2025-03-09", "2025-11-02", "2025-07-08"])
+def test_the_hour_of_day_is_the_wall_clocks_on_daylight_saving_days(day: str) -> None:
+    """The hourly profile counts by local wall-clock hour: on New York's 23- and 25-hour days too."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from sentinel.days import Calendar
+    from sentinel.detect.base import RuleContext
+    from sentinel.detect.threshold import ThresholdRule
+    from sentinel.model import Vocab
+
+    ny = ZoneInfo("America/New_York")
+    cal = Calendar(ny)
+    rule = ThresholdRule(threshold(), RuleContext(cal, Vocab()))
+    d = date.fromisoformat(day).toordinal()
+    ts = np.arange(cal.day_start(d), cal.day_end(d), 7 * 60 * US, dtype=np.int64)
+    expected = [datetime.fromtimestamp(int(t) // US, ny).hour for t in ts]
+    assert rule._wall_hours(d, ts).tolist() == expected
+    assert (2 in expected) == (day != "2025-03-09")  # the hour the spring-forward day skips
