@@ -147,12 +147,12 @@ class QuietRule:
         return np.asarray(self.cal.wall_seconds_of(ts) // US, dtype=np.int64)
 
     @staticmethod
-    def _cum(profile: IntArray, wall_s: IntArray) -> IntArray:
-        """The cumulative profile at wall-clock seconds, x 3600 (exact integers, linear inside the hour)."""
+    def _cum(profile: IntArray, xs: IntArray, wall_s: IntArray) -> IntArray:
+        """Series xs' cumulative profile at wall-clock seconds, x 3600 (exact integers, linear inside the
+        hour); gathers two entries per series, never whole rows."""
         h = np.minimum(wall_s // SEC_HOUR, 23)
         sec = wall_s - h * SEC_HOUR
-        rows = np.arange(len(profile))
-        lo, hi = profile[rows, h], profile[rows, h + 1]
+        lo, hi = profile[xs, h], profile[xs, h + 1]
         return np.asarray(lo * SEC_HOUR + sec * (hi - lo), dtype=np.int64)
 
     def _before_today(self, state: QuietState, xs: IntArray, last: IntArray) -> FloatArray:
@@ -160,13 +160,13 @@ class QuietRule:
         began before today, or minus the part of today already past when it began: E(now) = this + P(now)."""
         assert state.day is not None
         today = last >= self.cal.day_start(state.day)
-        at_last = self._cum(state.profile[xs], self._wall_s(np.where(today, last, self.cal.day_start(state.day))))
+        at_last = self._cum(state.profile, xs, self._wall_s(np.where(today, last, self.cal.day_start(state.day))))
         return np.where(today, -at_last.astype(np.float64), state.acc[xs] * (state.den * SEC_HOUR))
 
     def expected_num(self, state: QuietState, x: int, t: int) -> float:
         """E numerator of series x's silence up to instant t (today's part by today's profile)."""
         xs = np.asarray([x], dtype=np.int64)
-        now = self._cum(state.profile[xs], self._wall_s(np.asarray([t], dtype=np.int64)))
+        now = self._cum(state.profile, xs, self._wall_s(np.asarray([t], dtype=np.int64)))
         return float(self._before_today(state, xs, state.last[xs])[0] + now[0])
 
     def _close_day(self, state: QuietState) -> None:
@@ -177,7 +177,7 @@ class QuietRule:
             return
         start = self.cal.day_start(state.day)
         began = np.maximum(state.last, start)
-        done = self._cum(state.profile, self._wall_s(began))
+        done = self._cum(state.profile, np.arange(n), self._wall_s(began))
         part = (state.profile[:, 24] * SEC_HOUR - done) / (state.den * SEC_HOUR)
         part = np.where(state.last < self.cal.day_end(state.day), np.maximum(part, 0.0), 0.0)
         state.acc = np.where(state.last < start, state.acc, 0.0) + part
@@ -208,8 +208,12 @@ class QuietRule:
         off0 = self.cal.offset(start)
         guess = start + wall
         inst = guess + off0 - self.cal.offsets_of(guess)
-        floor = np.maximum(last + 1, state.clock)
-        return np.asarray(np.where(found, np.maximum(inst, floor), NEVER), dtype=np.int64)
+        inst = np.maximum(inst, np.maximum(last + 1, state.clock))
+        # never early: a wall time in the hour a spring-forward skips maps to an earlier instant
+        early = (found & (inst < self.cal.day_end(state.day))
+                 & (self._cum(state.profile, xs, self._wall_s(inst)) < target))
+        inst = np.where(early, inst + HOUR_US, inst)
+        return np.asarray(np.where(found, inst, NEVER), dtype=np.int64)
 
     # --- records -----------------------------------------------------------------------------------
     def process(self, batch: Batch, state: QuietState) -> list[Event]:
@@ -228,53 +232,65 @@ class QuietRule:
         if late.any() and (days[late] >= state.day - self.window_days).any():
             self._baseline(state)  # a baseline day changed: every deadline follows it
         eff = np.maximum(batch.ts, state.clock)  # late records: a sign of life now, in read order
-        events: list[Event] = []
-        i, n = 0, len(batch)
-        while i < n:
-            # a silence that a record of this batch lets reach its bound ends before the later records: it
-            # is told at its deadline, as it would be had the batch been split there (any split)
-            d = int(state.due.min()) if len(state.due) else NEVER
-            j = int(np.searchsorted(eff, d, side="left"))
-            if j == i:
-                events += self._fire_due(state, d)
-                continue
-            j = self._safe_end(state, s, eff, i, j)
-            events += self._records(state, batch, s[i:j], eff[i:j], i)
-            i = j
-        return events
+        return self._records(state, batch, s, eff)
 
-    def _safe_end(self, state: QuietState, s: IntArray, eff: IntArray, i: int, j: int) -> int:
-        """Shrink the records [i, j) until no silence inside them reaches its bound: after each record,
-        its series' next record (or, for its last one, the end of the records) must come before the
-        deadline that record sets."""
-        while True:
-            seg, times = s[i:j], eff[i:j]
-            order = np.argsort(seg, kind="stable")
-            nxt = np.full(len(seg), int(times[-1]), dtype=np.int64)
-            same = seg[order][1:] == seg[order][:-1]
-            nxt[order[:-1][same]] = times[order[1:][same]]
-            dues = self._dues(state, seg, times)
-            bad = dues <= nxt
-            if not bad.any():
-                return j
-            soonest = int(dues[bad].min())
-            # a deadline lies after the record that sets it, so at least that record stays
-            j = max(i + 1, i + int(np.searchsorted(times, soonest, side="left")))
-
-    def _records(self, state: QuietState, batch: Batch, s: IntArray, eff: IntArray, offset: int) -> list[Event]:
-        """Records in time order, no deadline among them: the first of a silent series resolves its alert."""
+    def _records(self, state: QuietState, batch: Batch, s: IntArray, eff: IntArray) -> list[Event]:
+        """Records of one day in time order. The first of a silent series resolves its alert; after each
+        record, the deadline it sets (vectorised, one per record) is compared with its series' next
+        record here: a silence that reaches its bound before it is told at that deadline and resolved by
+        that next record, exactly as if the batch had been split there (any split gives these events)."""
         assert state.clock is not None
-        uniq, first = np.unique(s, return_index=True)
-        last_idx = len(s) - 1 - np.unique(s[::-1], return_index=True)[1]  # same order as uniq
         events: list[Event] = []
+        # one stable sort by series (time order kept inside each): first, next and last record of each
+        key = s.astype(np.uint16) if len(state.series) < 1 << 16 else s  # radix sort for the usual few series
+        order = np.argsort(key, kind="stable")
+        ss = s[order]
+        starts = np.flatnonzero(np.concatenate([[True], ss[1:] != ss[:-1]]))
+        uniq, first = ss[starts], order[starts]
+        last_idx = order[np.append(starts[1:], len(ss)) - 1]
+        # silences that were due before these records: time reached them (a deadline applies before the
+        # records at or after it), so they are told first, then the series' own first record resolves them
+        first_of = np.full(len(state.due), NEVER, dtype=np.int64)
+        first_of[uniq] = eff[first]
+        passed = np.flatnonzero((state.due <= np.minimum(first_of, int(eff[-1]))) & (state.due < NEVER))
+        for x in sorted(passed.tolist(), key=lambda x: (int(state.due[x]), x)):
+            t = int(state.due[x])
+            events.append(self._fire(state, x, t, self.expected_num(state, x, t) / (state.den * SEC_HOUR)))
         for x, i in zip(uniq.tolist(), first.tolist(), strict=True):
             if x in state.alerts:
-                k = offset + i
-                events.append(self._resolve(state, x, int(eff[i]), batch.ids[k:k + 1]))
+                events.append(self._resolve(state, x, int(eff[i]), batch.ids[i:i + 1]))
+        nxt = np.full(len(s), NEVER, dtype=np.int64)
+        same = s[order][1:] == s[order][:-1]
+        nxt[order[:-1][same]] = eff[order[1:][same]]
+        # a silence between two records of a series can reach its bound only if E over it does: the
+        # deadlines of those few (exact, never early) decide; every record's would cost a pass over the day
+        has_next = nxt < NEVER
+        gap = np.zeros(len(s), dtype=np.int64)
+        if has_next.any() and state.warm:
+            both = np.flatnonzero(has_next)
+            gap[both] = (self._cum(state.profile, s[both], self._wall_s(nxt[both]))
+                         - self._cum(state.profile, s[both], self._wall_s(eff[both])))
+        cand = np.flatnonzero(has_next & (gap >= self._need(state)))
+        cand_dues = self._dues(state, s[cand], eff[cand])
+        for k, due in zip(cand.tolist(), cand_dues.tolist(), strict=True):
+            if due > nxt[k]:
+                continue
+            x = int(s[k])
+            state.last[x] = int(eff[k])
+            expected = self.expected_num(state, x, due) / (state.den * SEC_HOUR)
+            events.append(self._fire(state, x, due, expected))
+            nk = int(np.searchsorted(eff, nxt[k], side="left"))  # the next record: the first at that time
+            while int(s[nk]) != x:
+                nk += 1
+            events.append(self._resolve(state, x, int(nxt[k]), batch.ids[nk:nk + 1]))
         state.last[uniq] = np.maximum(state.last[uniq], eff[last_idx])
         state.acc[uniq] = 0.0
+        state.due[uniq] = self._dues(state, uniq, state.last[uniq])
+        # a series' last record here sets a deadline that later records of other series already passed
+        for x in sorted(uniq[state.due[uniq] <= int(eff[-1])].tolist(), key=lambda x: (int(state.due[x]), x)):
+            t = int(state.due[x])
+            events.append(self._fire(state, x, t, self.expected_num(state, x, t) / (state.den * SEC_HOUR)))
         state.clock = max(state.clock, int(eff[-1]))
-        self._schedule(state, uniq)
         return events
 
     def _add(self, state: QuietState, ts: IntArray, s: IntArray, days: IntArray, weight: int) -> None:
@@ -299,9 +315,15 @@ class QuietRule:
     def deadline(self, state: QuietState) -> int | None:
         if state.clock is None or state.day is None:
             return None
-        end = self.cal.day_end(state.day)
+        # only midnight splits a batch: the silences' deadlines are applied by the rule itself, in
+        # `_records` (records show how far time went) and in `advance` (time alone), like a streak's gaps
+        return max(self.cal.day_end(state.day), state.clock + 1)
+
+    def _next(self, state: QuietState) -> int:
+        """The next instant time alone causes something: a silence's deadline or midnight."""
+        assert state.day is not None and state.clock is not None
         soonest = int(state.due.min()) if len(state.due) else NEVER
-        return max(min(end, soonest), state.clock + 1)
+        return max(min(self.cal.day_end(state.day), soonest), state.clock)
 
     def advance(self, now: int, state: QuietState) -> tuple[list[Event], int | None]:
         if state.clock is None:
@@ -309,10 +331,10 @@ class QuietRule:
         assert state.clock is not None and state.day is not None
         events: list[Event] = []
         while True:
-            d = self.deadline(state)
-            if d is None or d > now:
+            t = self._next(state)
+            if t > now:
                 break
-            events += self._at(d, state)
+            events += self._at(t, state)
         state.clock = max(state.clock, now)
         return events, self.deadline(state)
 
@@ -331,9 +353,9 @@ class QuietRule:
         events: list[Event] = []
         for x in np.flatnonzero(state.due <= t).tolist():
             e_num = self.expected_num(state, x, t)
-            if e_num < self._need(state):  # not yet (a daylight-saving hour): look again from here
+            if e_num < self._need(state):  # not yet (never expected: deadlines are never early): again later
                 self._schedule(state, np.asarray([x], dtype=np.int64))
-                state.due[x] = max(int(state.due[x]), t + US)
+                state.due[x] = max(int(state.due[x]), t + 1)
                 continue
             events.append(self._fire(state, x, t, e_num / (state.den * SEC_HOUR)))
         return events
