@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -71,6 +71,8 @@ def baseline_days_of(cfg: ThresholdRuleConfig | QuietRuleConfig, day_kind: Calla
     return list(range(day - n, day))
 
 
+_N = TypeVar("_N", bound=np.generic)
+
 SAMPLES = 5
 """Complaint ids an event carries (the records that made it), for the links in messages."""
 
@@ -86,7 +88,8 @@ class ThresholdState:
     pending: Batch = field(default_factory=Batch.empty)
     day: int | None = None
     counts: dict[int, IntArray] = field(default_factory=dict)  # day -> count per series
-    hourly: dict[int, IntArray] = field(default_factory=dict)  # pace, day: day -> [series, 24 wall hours]
+    # pace, day: day -> [series (with room to grow), 24 wall hours]; int32 (an hour's count of one series)
+    hourly: dict[int, npt.NDArray[np.int32]] = field(default_factory=dict)
     shared_hourly: set[int] = field(default_factory=set)  # days whose hourly array a fork shares: copy first
     hour_totals: dict[int, IntArray] = field(default_factory=dict)  # day: every series' count by wall hour
     hours: dict[int, IntArray] = field(default_factory=dict)  # rolling: hour start -> count per series
@@ -197,7 +200,7 @@ class ThresholdRule:
         n_series = len(state.series)
         state.counts.setdefault(day, np.zeros(n_series, dtype=np.int64))
         if self.hourly:
-            state.hourly.setdefault(day, np.zeros((n_series, 24), dtype=np.int64))
+            state.hourly.setdefault(day, np.zeros((n_series, 24), dtype=np.int32))
         self._baseline(state)
 
     def _baseline(self, state: ThresholdState) -> None:
@@ -246,8 +249,9 @@ class ThresholdRule:
             return np.zeros((n_series, 25), dtype=np.int64), 1
         cums = []
         for d in days:
-            h = state.hourly.get(d)
-            h = np.zeros((n_series, 24), dtype=np.int64) if h is None else _grow2(h, n_series)[:n_series]
+            got = state.hourly.get(d)
+            h = (np.zeros((n_series, 24), dtype=np.int64) if got is None
+                 else _grow2(got, n_series)[:n_series].astype(np.int64))
             cums.append(np.concatenate([np.zeros((n_series, 1), dtype=np.int64), np.cumsum(h, axis=1)], axis=1))
         stack = np.stack(cums, axis=2)  # [series, 25, days]
         if self.cfg.baseline == "median":
@@ -513,7 +517,7 @@ class ThresholdRule:
                 hours = self._wall_hours(d, ts[m])
                 h = state.hourly.get(d)
                 if h is None:
-                    h = state.hourly[d] = np.zeros((n, 24), dtype=np.int64)
+                    h = state.hourly[d] = np.zeros((n, 24), dtype=np.int32)
                 elif h.shape[0] < n:  # room to grow into, so new series do not copy it every batch
                     h = state.hourly[d] = _grow2(h, max(n, 2 * h.shape[0]))
                     state.shared_hourly.discard(d)
@@ -730,8 +734,8 @@ class ThresholdRule:
             if self.hourly:
                 wall = np.minimum(self.cal.wall_seconds_of(hours[m]) // HOUR_US, 23)
                 state.hourly[d] = np.bincount(s[m] * 24 + wall, weights=counts[m],
-                                              minlength=n * 24).astype(np.int64).reshape(n, 24)
-                state.hour_totals[d] = state.hourly[d].sum(axis=0)
+                                              minlength=n * 24).astype(np.int32).reshape(n, 24)
+                state.hour_totals[d] = state.hourly[d].sum(axis=0, dtype=np.int64)
         if self.cfg.mode == "rolling":
             lo = self.cal.hour_start(clock) - 24 * HOUR_US
             state.window = np.zeros(n, dtype=np.int64)
@@ -800,7 +804,7 @@ def _grow(arr: IntArray, n: int) -> IntArray:
     return np.concatenate([arr, np.zeros(n - len(arr), dtype=arr.dtype)])
 
 
-def _grow2(arr: IntArray, n: int) -> IntArray:
+def _grow2(arr: npt.NDArray[_N], n: int) -> npt.NDArray[_N]:
     if arr.shape[0] >= n:
         return arr
     return np.concatenate([arr, np.zeros((n - arr.shape[0], arr.shape[1]), dtype=arr.dtype)])
