@@ -527,7 +527,7 @@ class ThresholdRule:
                 totals = state.hour_totals.get(d)
                 add_totals = weight * np.bincount(hours, minlength=24)
                 state.hour_totals[d] = add_totals if totals is None else totals + add_totals
-                np.add.at(h.reshape(-1), s[m] * 24 + hours, weight)  # flat: a few passes over the records only
+                np.add.at(h.reshape(-1), s[m] * 24 + hours, np.int32(weight))  # flat, typed: the fast path
         if self.cfg.mode == "rolling" and state.clock is not None:
             hs = self.cal.hour_starts_of(ts)
             lo = self.cal.hour_start(max(state.clock, int(ts.max()))) - 24 * HOUR_US
