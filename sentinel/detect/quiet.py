@@ -34,12 +34,12 @@ import numpy.typing as npt
 
 from sentinel.config import QuietRuleConfig
 from sentinel.days import HOUR_US
-from sentinel.detect.base import OpenAlert, RecordFilter, RuleContext, event, open_alert
+from sentinel.detect.base import OpenAlert, RecordFilter, RuleContext, event, open_alert, sample_ids
 from sentinel.detect.baseline import NEVER
 from sentinel.detect.series import SeriesIndex
-from sentinel.detect.threshold import Buckets, baseline_days_of, lookback_days, sample_ids
+from sentinel.detect.threshold import baseline_days_of, lookback_days
 from sentinel.detect.workdays import Workdays
-from sentinel.model import US, Batch, Event, EventState, IntArray, Tier
+from sentinel.model import US, Batch, Buckets, Event, EventState, IntArray, Tier
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -11,7 +11,7 @@ import pytest
 
 from sentinel.model import Tier
 from sentinel.notify.base import Syntax
-from sentinel.notify.render import format_duration
+from sentinel.notify.render import human_duration
 from sentinel.notify.views import AlertView, alert_payload
 
 from .test_render import LOCALES, NOW, run, streak, threshold
@@ -57,10 +57,10 @@ def test_a_handed_on_alert_says_how_long_it_has_been_open(syntax: Syntax, locale
     view = streak(handover=True, started=NOW - timedelta(hours=9, minutes=40), at=NOW - timedelta(hours=9, minutes=40),
                   open_s=9 * 3600 + 40 * 60, run_length=37, length=37)
     _, body = run([view], syntax, locale)
-    assert format_duration(9 * 3600 + 40 * 60, locale) in body
+    assert human_duration(9 * 3600 + 40 * 60, locale) in body
     assert ("已连续 37 条" if locale == "zh_CN" else "37 in a row so far") in body
     _, fresh = run([streak()], syntax, locale)
-    assert format_duration(9 * 3600 + 40 * 60, locale) not in fresh
+    assert human_duration(9 * 3600 + 40 * 60, locale) not in fresh
 
 
 @pytest.mark.parametrize("locale", LOCALES)
@@ -68,12 +68,12 @@ def test_a_handed_on_alert_says_how_long_it_has_been_open(syntax: Syntax, locale
 def test_a_quiet_series_says_how_long_and_what_it_normally_has(syntax: Syntax, locale: str) -> None:
     title, body = run([quiet()], syntax, locale)
     assert ("无投诉" if locale == "zh_CN" else "gone quiet") in title
-    assert format_duration(3 * 3600 + 20 * 60, locale) in body and "9.4" in body and "8.3e-05" in body
+    assert human_duration(3 * 3600 + 20 * 60, locale) in body and "9.4" in body and "8.3e-05" in body
     _, resolved = run([quiet(state="resolved", duration_s=5400, reason="a complaint arrived")], syntax, locale)
     assert ("又有新投诉进来" if locale == "zh_CN" else "complaints are arriving again") in resolved
-    assert format_duration(5400, locale) in resolved
+    assert human_duration(5400, locale) in resolved
     _, digest = run([quiet(), threshold()], syntax, locale)
-    assert format_duration(3 * 3600 + 20 * 60, locale) in digest
+    assert human_duration(3 * 3600 + 20 * 60, locale) in digest
 
 
 def test_the_webhook_annotations_carry_the_projection_and_the_expectation() -> None:
