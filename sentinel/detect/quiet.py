@@ -14,10 +14,13 @@ for streams whose lulls are longer than Poisson says), and resolves at the serie
 that is normally quiet at night gains almost no E overnight, so a quiet night is not an alert.
 
 Time enters only as the engine's instants: the moment E reaches the bound is a deadline (found exactly
-from the piecewise-linear profile, in whole seconds), and `feed` applies it when the horizon (the
-daemon's `now - lateness`) passes it, so the daemon and the backtest fire at the same instant, whatever
-the split. E over a silence spanning midnights is measured with the current day's profile (recomputed at
-each midnight, when every silence's deadline is found again).
+from the piecewise-linear profile, in whole seconds, never early), applied when time passes it: by
+`advance` (the daemon's horizon, `now - lateness`, or the backtest's) or by later records in a batch,
+which show how far time went. The rule is self-timed like the streak rule's gaps: only midnight splits a
+batch, so a stream whose busy channels have deadlines every minute is not cut into thousands of pieces;
+the daemon and the backtest fire at the same instant, whatever the split. A silence spanning midnights
+adds each past day's part judged by that day's own profile (`acc`, kept in the snapshot); today's part
+comes from today's profile.
 
 Late records (their time already closed) count into their day's hourly counts, and as a sign of life at
 the rule's clock: a sync catching up with records 72 h old resolves the alert and does not re-open it.
