@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sentinel.alerting import silences
-from sentinel.alerting.policy import acknowledge
+from sentinel.alerting.ack import acknowledge
 from sentinel.model import from_datetime
 from tests.alerting.builders import RECEIVERS, T0, Alerts, config, dispatcher, messages, open_test_store, seconds, step
 
