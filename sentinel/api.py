@@ -124,7 +124,8 @@ def receiver_fields(h: ReceiverHealth, iso: Callable[[int | None], str | None]) 
 
 
 def _policy(daemon: Daemon) -> Policy:
-    """A private Policy per request: the dispatcher's own is in use on another thread."""
+    """The policy of the daemon's current configuration, for one request (it keeps no state of its own
+    between questions: each request reads its own moment's mute stages)."""
     return Policy(daemon.cfg)
 
 

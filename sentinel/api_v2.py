@@ -207,7 +207,7 @@ def open_alerts(daemon: Daemon, now: int) -> list[Listed]:
     """Every open alert with its receivers and holds, in fingerprint order (Alertmanager's)."""
     cfg = daemon.cfg
     router = Router(cfg)
-    policy = Policy(cfg)  # a private one: the dispatcher's is in use on another thread
+    policy = Policy(cfg)  # of the current configuration; the mute stages are this request's own moment
     with daemon.store.reading() as conn:
         muting = policy.muting(conn, router, now)
         rows = list(muting.open_alerts)

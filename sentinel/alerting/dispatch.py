@@ -179,7 +179,7 @@ class Dispatcher:
             self._log(conn, t.receiver, view, t.route, t.group_key, now_us)
 
     def _add(self, groups: dict[str, Group], route: Route, key: str, glabels: dict[str, str], instance: str,
-            now_us: int, urgent: bool) -> None:
+             now_us: int, urgent: bool) -> None:
         g = groups.get(key)
         if g is None:
             g = groups[key] = Group(key, route.index, glabels, [], None, None, False, True)
@@ -246,7 +246,7 @@ class Dispatcher:
                 views = self._views_for(receiver, rows, told, held_set)
                 if not views:
                     continue
-                repeat = all((t := told.get((receiver, v.instance))) is not None and t.reminds(v) for v in views)
+                repeat = all(_reminds(told.get((receiver, v.instance)), v) for v in views)
                 kind = "repeat" if repeat else "alert" if len(views) == 1 else "digest"
                 extra: dict[str, Any] = {"group_key": g.key, "group_labels": g.labels}
                 if receiver in whole_group:
@@ -354,3 +354,8 @@ class Dispatcher:
     def forget_resolved(self, conn: Connection, before_us: int) -> None:
         """Housekeeping: notification-log entries of alerts resolved long ago."""
         nflog.forget_resolved(conn, before_us)
+
+
+def _reminds(told: Told | None, v: AlertView) -> bool:
+    """Told before at this tier and still open: the message is a reminder."""
+    return told is not None and told.reminds(v)

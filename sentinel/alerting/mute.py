@@ -32,6 +32,7 @@ from sentinel.alerting.silences import Silencer
 from sentinel.model import from_datetime, to_datetime
 from sentinel.store import alerts as alert_store
 from sentinel.store.alerts import StoredAlert
+from sentinel.units import TimeWindow
 
 
 class Muter(Protocol):
@@ -58,7 +59,7 @@ class MuteStage:
         return [a for a in alerts if self.mutes(a) is None]
 
 
-def window_reason(route: Route, window: object) -> str:
+def window_reason(route: Route, window: TimeWindow) -> str:
     """How a route's mute window is named to people (Alertmanager's `mutedBy`)."""
     return f"route {'default' if route.index == IMPLICIT else route.index + 1} mute {window}"
 
@@ -67,7 +68,6 @@ class MuteWindows:
     """A Muter: the mute windows of the routes an alert takes, at one moment in `tz`'s local time."""
 
     def __init__(self, tz: ZoneInfo, router: Router | None, now_us: int) -> None:
-        self.tz = tz
         self.router = router
         self._local = to_datetime(now_us, tz).time()
 

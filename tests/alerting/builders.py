@@ -44,6 +44,23 @@ kind = "webhook"
 url = "http://127.0.0.1:9/crisis"
 """
 
+INHIBIT = RECEIVERS + """
+[[rules]]
+name = "type-surge"
+kind = "threshold"
+
+[[rules]]
+name = "type-channel-surge"
+kind = "threshold"
+group_by = ["type", "channel"]
+
+[[inhibit]]
+source = { rule = "type-surge" }
+target = { rule = "type-channel-surge" }
+equal = ["type"]
+"""
+"""A type surge inhibits the type x channel surges of the same type."""
+
 
 @dataclass
 class Alerts:

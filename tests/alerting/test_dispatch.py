@@ -10,7 +10,7 @@ import pytest
 from sentinel.alerting import silences
 from sentinel.alerting.ack import acknowledge
 from sentinel.model import from_datetime
-from tests.alerting.builders import RECEIVERS, T0, seconds
+from tests.alerting.builders import INHIBIT, RECEIVERS, T0, seconds
 from tests.alerting.conftest import MakeDesk
 
 L = "物流配送延误"
@@ -107,23 +107,6 @@ def test_repeat_for_open_unacknowledged_alerts_and_ack_stops_it(desk: MakeDesk) 
     d.step(T0 + timedelta(hours=9))
     d.step(T0 + timedelta(hours=9, seconds=30))
     assert [m["kind"] for m in d.messages()] == ["alert", "repeat"]
-
-
-INHIBIT = RECEIVERS + """
-[[rules]]
-name = "type-surge"
-kind = "threshold"
-
-[[rules]]
-name = "type-channel-surge"
-kind = "threshold"
-group_by = ["type", "channel"]
-
-[[inhibit]]
-source = { rule = "type-surge" }
-target = { rule = "type-channel-surge" }
-equal = ["type"]
-"""
 
 
 def test_inhibition_across_rules(desk: MakeDesk) -> None:

@@ -18,7 +18,7 @@ from sentinel.model import US, Tier, from_datetime
 from sentinel.store import Store
 from sentinel.store.alerts import StoredAlert
 from sentinel.units import parse_window
-from tests.alerting.builders import RECEIVERS, T0, Alerts, config, stored
+from tests.alerting.builders import INHIBIT, RECEIVERS, T0, Alerts, config, stored
 
 L = "物流配送延误"
 S = "服务态度"
@@ -44,23 +44,6 @@ def test_a_silence_mutes_only_while_active_the_oldest_named_first() -> None:
 
 
 # --- inhibition ----------------------------------------------------------------------------------------
-
-INHIBIT = RECEIVERS + """
-[[rules]]
-name = "type-surge"
-kind = "threshold"
-
-[[rules]]
-name = "type-channel-surge"
-kind = "threshold"
-group_by = ["type", "channel"]
-
-[[inhibit]]
-source = { rule = "type-surge" }
-target = { rule = "type-channel-surge" }
-equal = ["type"]
-"""
-
 
 def test_an_open_source_inhibits_targets_with_equal_labels(tmp_path: Path) -> None:
     rules = inhibit_rules(config(tmp_path, INHIBIT))
