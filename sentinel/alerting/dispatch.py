@@ -41,7 +41,7 @@ from sentinel.model import Tier
 from sentinel.notify import ADAPTERS, outbox
 from sentinel.notify.views import AlertView, view_from_event, view_to_json
 from sentinel.store import alerts as alert_store
-from sentinel.store.alerts import StoredAlert, events_after
+from sentinel.store.alerts import StoredAlert, StoredEvent, events_after
 from sentinel.store.schema import dispatch_groups
 
 log = logging.getLogger("sentinel.dispatch")
@@ -91,7 +91,7 @@ class Dispatcher:
         for ev in events:
             cursor = ev.seq
             if ev.notify:
-                self._on_event(conn, ev.instance, ev.state, ev.payload, groups, now_us)
+                self._on_event(conn, ev, groups, now_us)
         if events:
             outbox.set_cursor(conn, CURSOR, cursor)
         muting = self.policy.muting(conn, self.router, now_us)
@@ -139,8 +139,8 @@ class Dispatcher:
             due = at if due is None else min(due, at)
         return due
 
-    def _on_event(self, conn: Connection, instance: str, state: str, payload: Mapping[str, Any],
-                  groups: dict[str, Group], now_us: int) -> None:
+    def _on_event(self, conn: Connection, ev: StoredEvent, groups: dict[str, Group], now_us: int) -> None:
+        instance, state, payload = ev.instance, ev.state, ev.payload
         labels = alert_labels(payload["rule"], payload["kind"], payload["tier"], payload["labels"])
         when = min(now_us, int(payload.get("at_us", now_us)))  # group_wait counts from the event itself
         if state == "resolved":
