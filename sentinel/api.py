@@ -37,6 +37,7 @@ from sentinel.model import US, to_datetime
 from sentinel.notify import outbox
 from sentinel.notify.health import ReceiverHealth, receiver_health
 from sentinel.store import alerts as alert_store
+from sentinel.store.records import load_source_state
 
 RECENT_S = 24 * 3600
 BY_MAX = 200  # acks.by
@@ -75,6 +76,8 @@ def status(daemon: Daemon) -> dict[str, Any]:
             health = receiver_health(conn, [rc.name for rc in daemon.cfg.receivers], now)
         failed = outbox.recent(conn, [outbox.FAILED], limit=20)
         open_by_tier = alert_store.open_counts_by_tier(conn)
+        # a standby's memory holds no source state: the leader's, as committed
+        state = daemon.state if daemon.leading else load_source_state(conn)
     receivers = []
     for rc in daemon.cfg.receivers:
         lo = last.get(rc.name)
@@ -85,14 +88,13 @@ def status(daemon: Daemon) -> dict[str, Any]:
                                              "next_attempt": iso(lo.get("next_attempt_us"))},
             **(receiver_fields(hr, iso) if hr is not None else {}),
         })
-    state = daemon.state
     return {
         "version": __version__,
         "now": iso(now),
         "dry_run": bool(daemon.extras.get("dry_run", False)),
         "source": {
             "description": daemon.source.describe(),
-            "up": h.up,
+            "up": h.up if daemon.leading else None,  # None: a standby does not poll (the leader does)
             "last_error": h.last_error,
             "newest_record": iso(h.newest_us),
             "lag_seconds": None if h.newest_us is None else round((now - h.newest_us) / US, 1),
@@ -107,6 +109,7 @@ def status(daemon: Daemon) -> dict[str, Any]:
                    for m in failed],
         "alerts": {"open": open_by_tier},
         "lock": daemon.lock_report(),
+        "leadership": daemon.leadership.report(),
     }
 
 
@@ -193,12 +196,12 @@ def register(daemon: Daemon) -> None:
             matchers, starts, ends, by, comment = silence_store.parse(req.json(), now)
         except silence_store.SilenceError as exc:
             raise HTTPError(400, str(exc)) from None
-        with daemon.store.transaction() as conn:
+        with daemon.store.transaction(fenced=False) as conn:  # any instance may write it
             sid = silence_store.add(conn, matchers, starts, ends, by, comment, now)
         return Response.json({"silenceID": sid})
 
     def expire_silence(req: Request) -> Response:
-        with daemon.store.transaction() as conn:
+        with daemon.store.transaction(fenced=False) as conn:  # any instance may write it
             ok = silence_store.expire(conn, req.params["sid"], now_us(daemon.clock))
         if not ok:
             raise HTTPError(404, "no such active silence")
@@ -219,7 +222,7 @@ def register(daemon: Daemon) -> None:
         except ValueError as exc:
             raise HTTPError(400, f"by: {exc}") from None
         try:
-            with daemon.store.transaction() as conn:
+            with daemon.store.transaction(fenced=False) as conn:  # any instance may write it
                 result = acknowledge(conn, body["instance"], by, "api", now_us(daemon.clock))
         except KeyError:
             raise HTTPError(404, f"no alert instance {body['instance'][:40]!r}") from None
@@ -267,7 +270,7 @@ def ack_page(daemon: Daemon, req: Request, *, confirm: bool) -> Response:
     except ValueError as exc:
         return Response.html(_PAGE.format(title="姓名无效 / Name not valid",
                                           body=summary + f"<p class=bad>Your name: {escape(str(exc))}</p>"), 400)
-    with daemon.store.transaction() as conn:
+    with daemon.store.transaction(fenced=False) as conn:  # any instance may write it
         result = acknowledge(conn, claim.instance, by, "link", now_us(daemon.clock))
     text = "已确认 / Acknowledged" if result == "acknowledged" else "此前已确认 / Already acknowledged"
     return Response.html(_PAGE.format(title=text, body=summary + "<p>Repeats and escalation stop for this alert.</p>"))

@@ -139,8 +139,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (StoreError, ListenError) as exc:
         print(f"error: {args.config}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    if daemon.exit_message is not None:  # it stopped on its own (the store's lock was taken by another daemon)
-        print(f"error: {daemon.exit_message}", file=sys.stderr)
     return code
 
 
@@ -278,13 +276,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     t = Text(cfg.locale)
     console = Console(highlight=False)
     src = data["source"]
-    state = t("up") if src["up"] else f"{t('down')}{t('colon')}{src['last_error']}"
+    if src["up"] is None:
+        state = t("standby_source")
+    else:
+        state = t("up") if src["up"] else f"{t('down')}{t('colon')}{src['last_error']}"
     console.print(escape(t("cli.head", version=data["version"], dry=t("cli.dry") if data["dry_run"] else "",
                            source=src["description"], state=state, newest=local_time(src["newest_record"], cfg),
                            lag=src["lag_seconds"])))
     delay_warning = (src.get("commit_delay") or {}).get("warning")
     if delay_warning:
         console.print(f"[bold yellow]{escape(t('cli.warning'))}[/] {escape(delay_warning)}")
+    console.print(escape(leadership_line(data.get("leadership") or {}, t)))
     lock = data.get("lock") or {}
     if lock.get("error"):
         console.print(f"[bold red]{escape(t('cli.lock_lost'))}[/] {escape(lock['error'])}")
@@ -314,6 +316,18 @@ def cmd_status(args: argparse.Namespace) -> int:
                            escape(f["error"] or ""))
         console.print(failed)
     return EXIT_OK
+
+
+def leadership_line(lead: dict[str, Any], t: Any) -> str:
+    """Who leads, as `sentinel status` says it: this instance or which other one, its epoch and lease age."""
+    me, leader = lead.get("instance", "?"), lead.get("leader")
+    if lead.get("kind") == "file":
+        return str(t("cli.single", me=me))
+    if leader is None:
+        return str(t("cli.standby_none", me=me))
+    key = "cli.leader" if lead.get("role") == "leader" else "cli.standby"
+    return str(t(key, me=me, leader=leader["instance"], epoch=leader["epoch"], age=leader["lease_age_seconds"],
+                 ttl=f"{leader['lease_ttl_seconds']:g}"))
 
 
 STATE_STYLE = {"ok": "green", "retrying": "yellow", "failing": "bold red", "set_aside": "red"}

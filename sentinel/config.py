@@ -364,6 +364,20 @@ class InhibitConfig(Model):
         return v
 
 
+class StateConfig(Model):
+    """How instances sharing a PostgreSQL state store agree who leads (README: Running two instances)."""
+
+    lease_ttl: Duration = timedelta(seconds=15)  # a standby takes over a leader silent this long
+
+    @field_validator("lease_ttl")
+    @classmethod
+    def _lease_ttl(cls, v: timedelta) -> timedelta:
+        if not timedelta(seconds=2) <= v <= timedelta(minutes=10):
+            raise ValueError("lease_ttl must be between 2s and 10m (the leader renews its lease every "
+                             "lease_ttl / 5, at most every 3 s; a standby takes over after lease_ttl)")
+        return v
+
+
 class ApiConfig(Model):
     token: SecretValue | None = None
     ack_secret: SecretValue | None = None
@@ -402,6 +416,7 @@ class Config(BaseSettings):
     templates_dir: Path | None = None
     holidays: str | None = None
     api: Annotated[ApiConfig, BeforeValidator(_api_table)] = ApiConfig()
+    state: StateConfig = StateConfig()
     source: SourceConfig | None = None
     rules: list[RuleConfig] = []
     receivers: list[ReceiverConfig] = []

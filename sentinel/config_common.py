@@ -32,8 +32,8 @@ LOCALES = ("zh_CN", "en")
 TOP_LEVEL_KEYS: Mapping[str, bool] = {
     "timezone": False, "state_url": False, "listen": False, "external_url": False, "rules_dir": False,
     "history_start": False, "notify": False, "fallback_receiver": False, "locale": False,
-    "templates_dir": False, "holidays": False, "api": True, "source": True, "rules": True, "receivers": True,
-    "routes": True, "inhibit": True,
+    "templates_dir": False, "holidays": False, "api": True, "state": True, "source": True, "rules": True,
+    "receivers": True, "routes": True, "inhibit": True,
 }
 """The top-level keys, each with whether it holds keys of its own (a table or a list). The light reader
 cannot ask the pydantic model for them without importing it; a test holds this to `Config`'s fields."""

@@ -309,18 +309,25 @@ class DeliveryWorker:
         it, `tick()` and `drain()` are driven by the caller, as the tests with a manual clock do."""
         with self.store.transaction() as conn:
             n = outbox.reset_in_flight(conn)
-            rates = outbox.load_rate(conn)
+            self._load_rates(conn)
         if n:
             log.warning("messages in flight at the last stop will be sent again", extra=fields(count=n))
-        for (name, idx), (sent, blocked) in rates.items():
-            runner = self.runners.get(name)
-            if runner is not None and idx < len(runner.limiters):
-                runner.limiters[idx].sent = list(sent)
-                runner.limiters[idx].blocked_until = blocked
         self._pool_size = max(1, len(self.runners))
         self._pool = ThreadPoolExecutor(max_workers=self._pool_size, thread_name_prefix="deliver")
         self.refresh_pending()
         self.wake()  # what the last run left in the outbox goes now, not at the safety interval
+
+    def _load_rates(self, conn: Connection) -> None:
+        """The robots' rate windows as the store holds them (written by this instance or a former leader)."""
+        for (name, idx), (sent, blocked) in outbox.load_rate(conn).items():
+            runner = self.runners.get(name)
+            if runner is not None and idx < len(runner.limiters):
+                runner.limiters[idx].sent = list(sent)
+                runner.limiters[idx].blocked_until = blocked
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
 
     def reload(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -360,9 +367,10 @@ class DeliveryWorker:
             r.adapter.close()
 
     def resume(self) -> None:
-        """The store's lock was re-taken after a loss: the messages claimed and not confirmed meanwhile go
-        again (at most those in flight at the loss are repeated, with their delivery ids), then every
-        receiver drains. Waits for the drains still running (each send ends within its `timeout`)."""
+        """This instance leads again after a loss: the messages claimed and not confirmed meanwhile (by it, or
+        by another leader) go again (at most those in flight are repeated, with their delivery ids), the
+        robots' rate windows are read back from the store, then every receiver drains. Waits for the drains
+        still running (each send ends within its `timeout`)."""
         held: list[ReceiverRunner] = []
         try:
             for r in list(self.runners.values()):
@@ -370,11 +378,13 @@ class DeliveryWorker:
                 held.append(r)
             with self.store.transaction() as conn:
                 n = outbox.reset_in_flight(conn)
+                self._load_rates(conn)
         finally:
             for r in held:
                 r.busy.release()
         if n:
-            log.warning("messages in flight when the store's lock was lost will be sent again", extra=fields(count=n))
+            log.warning("messages claimed and not confirmed before this instance took the lead will be sent again",
+                        extra=fields(count=n))
         self.wake()
 
     def _abandon_in_flight(self) -> None:

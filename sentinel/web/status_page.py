@@ -203,6 +203,7 @@ class StatusPage:
         return {
             "now": to_datetime(now, d.cfg.tz), "version": __version__, "refresh": REFRESH_S,
             "dry_run": bool(d.extras.get("dry_run", False)), "problems": problems,
+            "standby": self._standby(status.get("leadership"), t),
             "source": status["source"], "receivers": receivers, "failed": failed,
             "pending_total": status["outbox"]["pending"], "tiers": tiers, "open_count": len(open_items),
             "shown_count": len(shown), "tier_totals": tier_totals, "all_tiers": sorted(Tier, reverse=True),
@@ -212,6 +213,14 @@ class StatusPage:
             "chart_days": CHART_DAYS, "policy_known": self._policy() is not None, "timezone": d.cfg.timezone,
             "font_face": Markup(static.font_face_css()), "cjk_family": static.CJK_FAMILY,  # constants, no data
         }
+
+    @staticmethod
+    def _standby(lead: dict[str, Any] | None, t: Text) -> str | None:
+        """On a standby: who leads (the banner's words); None on the leader."""
+        if lead is None or lead.get("role") != "standby":
+            return None
+        leader = lead.get("leader")
+        return t("no_leader") if leader is None else f"{leader['instance']} (epoch {leader['epoch']})"
 
     def _item(self, a: StoredAlert) -> AlertItem:
         tz = self.daemon.cfg.tz
