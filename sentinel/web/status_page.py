@@ -36,8 +36,8 @@ from sqlalchemy import Connection
 
 from sentinel import __version__, api
 from sentinel.alerting import silences as silence_store
-from sentinel.alerting.policy import Policy, acked
-from sentinel.alerting.routing import labels_of
+from sentinel.alerting.mute import Muting
+from sentinel.alerting.policy import Policy
 from sentinel.clock import now_us
 from sentinel.config import ThresholdRuleConfig
 from sentinel.daemon import Daemon
@@ -236,12 +236,10 @@ class StatusPage:
         resolved_rows = alert_store.resolved_since(conn, now - RESOLVED_WINDOW_US, RESOLVED_LIMIT)
         items = [self._item(r) for r in open_rows]
         active = silence_store.load(conn, include_expired_after_us=now)
-        policy = self._policy()
-        policy.begin(conn, now)
-        who = acked(conn)
+        muting = self._policy().muting(conn, self.daemon.pipeline.dispatch.dispatcher.router, now)
         by_id = {s.id: s for s in active}
         for item, row in zip(items, open_rows, strict=True):
-            item.badges = self._badges(policy, row, now, who, by_id, t)
+            item.badges = self._badges(muting, row, by_id, t)
         silences = [SilenceItem(s.id, [matcher_text(m) for m in s.matchers], s.state(now),
                                 to_datetime(s.starts_us, tz), to_datetime(s.ends_us, tz), s.created_by, s.comment)
                     for s in active]
@@ -251,10 +249,10 @@ class StatusPage:
         """A private Policy with the dispatch stage's configuration (its own is in use on another thread)."""
         return Policy(self.daemon.pipeline.dispatch.policy.cfg)
 
-    def _badges(self, policy: Policy, row: StoredAlert, now: int, who: Mapping[str, tuple[str, int]],
-                silences: Mapping[str, silence_store.Silence], t: Text) -> list[Badge]:
-        routes = self.daemon.pipeline.dispatch.dispatcher.router.route(labels_of(row))
-        hold = policy.hold(row, now, routes)
+    def _badges(self, muting: Muting, row: StoredAlert, silences: Mapping[str, silence_store.Silence],
+                t: Text) -> list[Badge]:
+        hold = muting.hold(row)
+        who = muting.acks.by_instance
         out = []
         if hold.silenced is not None:
             s = silences.get(hold.silenced)
