@@ -127,9 +127,15 @@ def in_commit_order(rows: Sequence[tuple[int, Planned]]) -> bool:
     return True
 
 
+def as_rec(i: int, p: Planned) -> Rec:
+    """The plan's i-th row as the backtest reads it (the test inserts it with id 100 + i)."""
+    assert p.created is not None
+    return Rec(from_datetime(p.created), p.type, "电话热线", id=100 + i)
+
+
 def run(db: Db, plan: list[Planned], work: Path) -> None:
     text_table(db)
-    add(db, HISTORY.id or 1, spelled(T0 - timedelta(days=7), " "), typ=HISTORY.type)
+    add(db, 1, spelled(T0 - timedelta(days=7), " "), typ=HISTORY.type)
     clock = ManualClock(T0)
     cal = Calendar("Asia/Shanghai")
     pending = sorted(enumerate(plan), key=lambda x: x[1].commit)
@@ -170,12 +176,7 @@ def assert_events_match_the_backtest(d: Daemon, valid: list[tuple[int, Planned]]
     assert d.state is not None
     coverage = d.state.coverage_start_us
     assert coverage == HISTORY.ts
-
-    def rec(i: int, p: Planned) -> Rec:
-        assert p.created is not None
-        return Rec(from_datetime(p.created), p.type, "电话热线", id=100 + i)
-
-    replay = backtest(rules, [HISTORY, *(rec(i, p) for i, p in valid)], coverage, horizon)
+    replay = backtest(rules, [HISTORY, *(as_rec(i, p) for i, p in valid)], coverage, horizon)
     told = retractions(d.metrics.render().decode())
     assert_well_formed(events)
     late = [p for _, p in valid if seen_late(p)]
@@ -219,16 +220,12 @@ def assert_late_rows_alert_no_closed_day(d: Daemon, valid: list[tuple[int, Plann
     def read_by(p: Planned) -> datetime:  # the latest poll that reads it: a reconciliation finds it
         return first_poll(p) + (RECONCILE + STEP if seen_late(p) else timedelta(0))
 
-    def rec(i: int, p: Planned) -> Rec:
-        assert p.created is not None
-        return Rec(from_datetime(p.created), p.type, "电话热线", id=100 + i)
-
     def open_when_read(p: Planned) -> bool:
         assert p.created is not None
         return from_datetime(read_by(p)) - lateness < cal.day_end(cal.day_of(from_datetime(p.created)))
 
-    may = backtest(rules, [HISTORY, *(rec(i, p) for i, p in valid)], coverage, horizon)
-    must = backtest(rules, [HISTORY, *(rec(i, p) for i, p in valid if open_when_read(p))], coverage, horizon)
+    may = backtest(rules, [HISTORY, *(as_rec(i, p) for i, p in valid)], coverage, horizon)
+    must = backtest(rules, [HISTORY, *(as_rec(i, p) for i, p in valid if open_when_read(p))], coverage, horizon)
     mine = [e for e in events if e.rule == "surge"]
     assert not [e for e in mine if e.extra.get("retracted")]  # thresholds are never retracted
 
