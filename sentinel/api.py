@@ -19,27 +19,26 @@ from __future__ import annotations
 
 import functools
 import hmac
-import json
 import unicodedata
 from collections.abc import Callable
 from html import escape
 from typing import Any
 
-from sqlalchemy import func, or_, select
-
 from sentinel import __version__
 from sentinel.alerting import silences as silence_store
 from sentinel.alerting.ack import BadToken, verify_token
-from sentinel.alerting.policy import Policy, acked, acknowledge, labels_of
+from sentinel.alerting.policy import Policy, acked, acknowledge
+from sentinel.alerting.routing import labels_of
 from sentinel.clock import now_us
 from sentinel.config import ThresholdRuleConfig
 from sentinel.daemon import Daemon
+from sentinel.history import counts_today
 from sentinel.http import HTTPError, Request, Response
 from sentinel.model import US, to_datetime
 from sentinel.notify import outbox
 from sentinel.notify.health import ReceiverHealth, receiver_health
-from sentinel.store.schema import alerts
-from sentinel.web.history import counts_today
+from sentinel.store import alerts as alert_store
+from sentinel.store.records import load_source_state
 
 RECENT_S = 24 * 3600
 BY_MAX = 200  # acks.by
@@ -77,8 +76,9 @@ def status(daemon: Daemon) -> dict[str, Any]:
         if health is None:  # no delivery stage in this process: the state from the outbox, without retry times
             health = receiver_health(conn, [rc.name for rc in daemon.cfg.receivers], now)
         failed = outbox.recent(conn, [outbox.FAILED], limit=20)
-        open_by_tier = {t: int(n) for t, n in conn.execute(
-            select(alerts.c.tier, func.count()).where(alerts.c.status == "open").group_by(alerts.c.tier))}
+        open_by_tier = alert_store.open_counts_by_tier(conn)
+        # a standby's memory holds no source state: the leader's, as committed
+        state = daemon.state if daemon.leading else load_source_state(conn)
     receivers = []
     for rc in daemon.cfg.receivers:
         lo = last.get(rc.name)
@@ -89,14 +89,13 @@ def status(daemon: Daemon) -> dict[str, Any]:
                                              "next_attempt": iso(lo.get("next_attempt_us"))},
             **(receiver_fields(hr, iso) if hr is not None else {}),
         })
-    state = daemon.state
     return {
         "version": __version__,
         "now": iso(now),
         "dry_run": bool(daemon.extras.get("dry_run", False)),
         "source": {
             "description": daemon.source.describe(),
-            "up": h.up,
+            "up": h.up if daemon.leading else None,  # None: a standby does not poll (the leader does)
             "last_error": h.last_error,
             "newest_record": iso(h.newest_us),
             "lag_seconds": None if h.newest_us is None else round((now - h.newest_us) / US, 1),
@@ -111,6 +110,7 @@ def status(daemon: Daemon) -> dict[str, Any]:
                    for m in failed],
         "alerts": {"open": open_by_tier},
         "lock": daemon.lock_report(),
+        "leadership": daemon.leadership.report(),
     }
 
 
@@ -140,32 +140,29 @@ def alerts_json(daemon: Daemon) -> list[dict[str, Any]]:
     delivery = daemon.extras.get("delivery")
     router = delivery.dispatcher.router if delivery is not None else None
     with daemon.store.reading() as conn:
-        rows = [dict(r) for r in conn.execute(
-            select(alerts).where(or_(alerts.c.status == "open", alerts.c.resolved_us >= now - RECENT_S * US))
-            .order_by(alerts.c.started_us.desc())).mappings()]
+        rows = alert_store.recent_alerts(conn, now - RECENT_S * US)
         policy.begin(conn, now)
         by_ack = acked(conn)
         rules = {r.name: r for r in daemon.cfg.rules if isinstance(r, ThresholdRuleConfig)}
         today = counts_today(conn, rules, daemon.calendar, rows, now)
     out = []
     for r in rows:
-        labels = json.loads(r["labels"])
         routes = router.route(labels_of(r)) if router is not None else []
         hold = policy.hold(r, now, routes)
-        ack = by_ack.get(r["instance"])
-        value = today.get(r["instance"], r["value"])
+        ack = by_ack.get(r.instance)
+        value = today.get(r.instance, r.value)
         out.append({
-            "instance": r["instance"], "fingerprint": r["fingerprint"], "rule": r["rule"], "kind": r["kind"],
-            "labels": labels, "tier": r["tier"], "state": r["status"],
-            "startsAt": to_datetime(r["started_us"], tz).isoformat(),
-            "endsAt": None if r["resolved_us"] is None else to_datetime(r["resolved_us"], tz).isoformat(),
-            "value": value, "valueAtLastChange": r["value"], "baseline": r["baseline"],
-            "peak": max(r["peak"], value),
+            "instance": r.instance, "fingerprint": r.fingerprint, "rule": r.rule, "kind": r.kind,
+            "labels": dict(r.labels), "tier": r.tier.label, "state": r.status,
+            "startsAt": to_datetime(r.started_us, tz).isoformat(),
+            "endsAt": None if r.resolved_us is None else to_datetime(r.resolved_us, tz).isoformat(),
+            "value": value, "valueAtLastChange": r.value, "baseline": r.baseline,
+            "peak": max(r.peak, value),
             "silenced": hold.silenced is not None, "inhibited": hold.inhibited is not None,
-            "acknowledged": ack is not None, "muted": hold.muted and r["status"] == "open",
+            "acknowledged": ack is not None, "muted": hold.muted and r.is_open,
             "silencedBy": hold.silenced, "inhibitedBy": hold.inhibited,
             "acknowledgedBy": None if ack is None else ack[0],
-            "replay": bool(r["replay"]),
+            "replay": r.replay,
         })
     return out
 
@@ -200,12 +197,12 @@ def register(daemon: Daemon) -> None:
             matchers, starts, ends, by, comment = silence_store.parse(req.json(), now)
         except silence_store.SilenceError as exc:
             raise HTTPError(400, str(exc)) from None
-        with daemon.store.transaction() as conn:
+        with daemon.store.transaction(fenced=False) as conn:  # any instance may write it
             sid = silence_store.add(conn, matchers, starts, ends, by, comment, now)
         return Response.json({"silenceID": sid})
 
     def expire_silence(req: Request) -> Response:
-        with daemon.store.transaction() as conn:
+        with daemon.store.transaction(fenced=False) as conn:  # any instance may write it
             ok = silence_store.expire(conn, req.params["sid"], now_us(daemon.clock))
         if not ok:
             raise HTTPError(404, "no such active silence")
@@ -226,7 +223,7 @@ def register(daemon: Daemon) -> None:
         except ValueError as exc:
             raise HTTPError(400, f"by: {exc}") from None
         try:
-            with daemon.store.transaction() as conn:
+            with daemon.store.transaction(fenced=False) as conn:  # any instance may write it
                 result = acknowledge(conn, body["instance"], by, "api", now_us(daemon.clock))
         except KeyError:
             raise HTTPError(404, f"no alert instance {body['instance'][:40]!r}") from None
@@ -259,12 +256,12 @@ def ack_page(daemon: Daemon, req: Request, *, confirm: bool) -> Response:
         return Response.html(_PAGE.format(title="链接无效 / Link not valid",
                                           body=f"<p class=bad>{escape(str(exc))}</p>"), 403)
     with daemon.store.reading() as conn:
-        row = conn.execute(select(alerts).where(alerts.c.instance == claim.instance)).mappings().first()
+        row = alert_store.get_alert(conn, claim.instance)
     if row is None:
         return Response.html(_PAGE.format(title="未找到 / Not found", body="<p class=bad>No such alert.</p>"), 404)
-    labels = " · ".join(f"{escape(k)} {escape(v)}" for k, v in json.loads(row["labels"]).items())
-    summary = (f"<p><b>{escape(row['rule'])}</b> — {labels}<br>tier {escape(row['tier'])}, "
-               f"{escape(row['status'])}, since {to_datetime(row['started_us'], daemon.cfg.tz):%Y-%m-%d %H:%M}</p>")
+    labels = " · ".join(f"{escape(k)} {escape(v)}" for k, v in row.labels.items())
+    summary = (f"<p><b>{escape(row.rule)}</b> — {labels}<br>tier {escape(row.tier.label)}, "
+               f"{escape(row.status)}, since {to_datetime(row.started_us, daemon.cfg.tz):%Y-%m-%d %H:%M}</p>")
     if not confirm:
         form = ('<form method="post"><label>姓名 / Your name <input name="by" maxlength="100"></label> '
                 '<button type="submit">确认 / Acknowledge</button></form>')
@@ -274,7 +271,7 @@ def ack_page(daemon: Daemon, req: Request, *, confirm: bool) -> Response:
     except ValueError as exc:
         return Response.html(_PAGE.format(title="姓名无效 / Name not valid",
                                           body=summary + f"<p class=bad>Your name: {escape(str(exc))}</p>"), 400)
-    with daemon.store.transaction() as conn:
+    with daemon.store.transaction(fenced=False) as conn:  # any instance may write it
         result = acknowledge(conn, claim.instance, by, "link", now_us(daemon.clock))
     text = "已确认 / Acknowledged" if result == "acknowledged" else "此前已确认 / Already acknowledged"
     return Response.html(_PAGE.format(title=text, body=summary + "<p>Repeats and escalation stop for this alert.</p>"))

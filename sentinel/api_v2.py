@@ -28,28 +28,26 @@ import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
-
-import yaml
-from sqlalchemy import select
 
 from sentinel import __version__
 from sentinel.alerting import silences as silence_store
 from sentinel.alerting.dispatch import CURSOR
-from sentinel.alerting.policy import Policy, labels_of
-from sentinel.alerting.routing import IMPLICIT, Route, Router
+from sentinel.alerting.policy import Policy
+from sentinel.alerting.routing import IMPLICIT, Route, Router, labels_of
 from sentinel.api import _authorise
 from sentinel.clock import now_us
 from sentinel.config import Config, MatchValue, ThresholdRuleConfig, summary
 from sentinel.daemon import Daemon
+from sentinel.history import counts_today
 from sentinel.http import HTTPError, Request, Response
 from sentinel.model import US, to_datetime
 from sentinel.notify import outbox
-from sentinel.store.schema import alert_events, alerts
+from sentinel.store import alerts as alert_store
+from sentinel.store.alerts import StoredAlert
 from sentinel.units import format_duration
-from sentinel.web.history import counts_today
 
 PREFIX = "/api/v2"
 EXPIRED_KEPT_US = 5 * 86_400 * US
@@ -155,7 +153,7 @@ def _am_errors(handler: Callable[[Request], Response]) -> Callable[[Request], Re
 class Listed:
     """One open alert as the API shows it, with what holds it and where it goes."""
 
-    row: Mapping[str, Any]
+    row: StoredAlert  # its value and peak as of now (see `open_alerts`)
     labels: dict[str, str]  # Alertmanager's: series labels, kind, alertname, severity
     routes: tuple[Route, ...]
     receivers: tuple[str, ...]
@@ -172,32 +170,30 @@ class Listed:
 
     def to_json(self, cfg: Config, now: int) -> dict[str, Any]:
         r = self.row
-        series = json.loads(r["labels"])
-        summary_text = f"{r['rule']} {' '.join(f'{k}={v}' for k, v in series.items())}".strip()
-        annotations = {"summary": summary_text, "value": f"{r['value']:g}",
-                       "peak": f"{r['peak']:g}", "instance": r["instance"]}
-        if r["baseline"] is not None:
-            annotations["baseline"] = f"{r['baseline']:g}"
+        summary_text = f"{r.rule} {' '.join(f'{k}={v}' for k, v in r.labels.items())}".strip()
+        annotations = {"summary": summary_text, "value": f"{r.value:g}", "peak": f"{r.peak:g}", "instance": r.instance}
+        if r.baseline is not None:
+            annotations["baseline"] = f"{r.baseline:g}"
         poll_us = int(cfg.source.poll_interval.total_seconds() * US) if cfg.source is not None else 60 * US
         return {
             "labels": self.labels,
             "annotations": annotations,
             "receivers": [{"name": n} for n in self.receivers],
-            "fingerprint": r["fingerprint"],
-            "startsAt": _iso(r["started_us"]),
-            "updatedAt": _iso(r["updated_us"]),
+            "fingerprint": r.fingerprint,
+            "startsAt": _iso(r.started_us),
+            "updatedAt": _iso(r.updated_us),
             # open: no end known; like an alert its source keeps re-sending, it ends "soon" unless renewed
-            "endsAt": _iso(max(now, r["updated_us"]) + 2 * poll_us),
-            "generatorURL": f"{cfg.base_url}/#alert-{r['instance']}",
+            "endsAt": _iso(max(now, r.updated_us) + 2 * poll_us),
+            "generatorURL": f"{cfg.base_url}/#alert-{r.instance}",
             "status": {"state": self.state, "silencedBy": list(self.silenced_by),
                        "inhibitedBy": list(self.inhibited_by), "mutedBy": list(self.muted_by)},
         }
 
 
-def am_labels(row: Mapping[str, Any]) -> dict[str, str]:
+def am_labels(alert: StoredAlert) -> dict[str, str]:
     """The labels Alertmanager's tools see: those routes and silences match on (the series labels, `kind`),
     with the rule as `alertname` and the tier as `severity`."""
-    return {**json.loads(row["labels"]), "alertname": row["rule"], "severity": row["tier"], "kind": row["kind"]}
+    return {**alert.labels, "alertname": alert.rule, "severity": alert.tier.label, "kind": alert.kind}
 
 
 def _receivers(routes: Iterable[Route]) -> tuple[str, ...]:
@@ -213,31 +209,31 @@ def open_alerts(daemon: Daemon, now: int) -> list[Listed]:
     router = Router(cfg)
     policy = Policy(cfg)  # a private one: the dispatcher's is in use on another thread
     with daemon.store.reading() as conn:
-        rows = [dict(r) for r in conn.execute(select(alerts).where(alerts.c.status == "open")).mappings()]
+        rows = alert_store.open_alerts(conn)
         policy.begin(conn, now)
         active = [s for s in silence_store.load(conn, include_expired_after_us=now) if s.state(now) == "active"]
         cursor = outbox.get_cursor(conn, CURSOR) or 0
-        waiting = set(conn.execute(select(alert_events.c.instance).where(alert_events.c.seq > cursor)).scalars())
+        waiting = alert_store.instances_with_events_after(conn, cursor)
         thresholds = {rule.name: rule for rule in cfg.rules if isinstance(rule, ThresholdRuleConfig)}
         today = counts_today(conn, thresholds, daemon.calendar, rows, now)
-    for r in rows:  # the value now, as /api/v1/alerts reports it
-        if r["instance"] in today:
-            r["value"], r["peak"] = today[r["instance"]], max(r["peak"], today[r["instance"]])
-    fingerprints = {r["instance"]: r["fingerprint"] for r in rows}
+    # the value now, as /api/v1/alerts reports it
+    rows = [replace(r, value=today[r.instance], peak=max(r.peak, today[r.instance])) if r.instance in today else r
+            for r in rows]
+    fingerprints = {r.instance: r.fingerprint for r in rows}
     local = to_datetime(now, cfg.tz).time()  # mute windows are in `timezone`, as the policy reads them
     out = []
     for r in rows:
         own = labels_of(r)
         routes = tuple(router.route(own))
-        inhibitor = policy.inhibited_by(r["instance"], own)
+        inhibitor = policy.inhibited_by(r.instance, own)
         muted = tuple(f"route {'default' if rt.index == IMPLICIT else rt.index + 1} mute {w}"
                       for rt in routes for w in rt.cfg.mute if w.contains(local))
         out.append(Listed(
             row=r, labels=am_labels(r), routes=routes, receivers=_receivers(routes),
             silenced_by=tuple(s.id for s in active if s.matches(own)),
             inhibited_by=() if inhibitor is None else (fingerprints.get(inhibitor, inhibitor),),
-            muted_by=muted, unprocessed=r["instance"] in waiting))
-    out.sort(key=lambda a: a.row["fingerprint"])
+            muted_by=muted, unprocessed=r.instance in waiting))
+    out.sort(key=lambda a: a.row.fingerprint)
     return out
 
 
@@ -378,6 +374,8 @@ def original(cfg: Config) -> str:
         doc["inhibit_rules"] = [{"source_matchers": _am_matchers(i.source), "target_matchers": _am_matchers(i.target),
                                  **({"equal": [_AM_NAME.get(e, e) for e in i.equal]} if i.equal else {})}
                                 for i in cfg.inhibit]
+    import yaml  # only when asked: PyYAML costs an idle daemon about 1 MB for one rarely read answer
+
     header = "".join(f"# {line}\n" for line in comments)
     return header + yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
 
@@ -441,7 +439,7 @@ def register(daemon: Daemon) -> None:
         sid = body.get("id") if isinstance(body, dict) else None
         if sid is not None and not isinstance(sid, str):
             raise HTTPError(400, "silence not valid: id must be a string")
-        with daemon.store.transaction() as conn:
+        with daemon.store.transaction(fenced=False) as conn:  # any instance may write it
             if sid:
                 try:
                     sid = silence_store.update(conn, sid, matchers, starts, ends, by, comment, now)
@@ -454,7 +452,7 @@ def register(daemon: Daemon) -> None:
     def delete_silence(req: Request) -> Response:
         sid = req.params["sid"]
         now = now_us(daemon.clock)
-        with daemon.store.transaction() as conn:
+        with daemon.store.transaction(fenced=False) as conn:  # any instance may write it
             s = silence_store.get(conn, sid)
             if s is None:
                 raise HTTPError(404, f"silence {sid[:40]!r} not found")
@@ -476,12 +474,12 @@ def register(daemon: Daemon) -> None:
         """The reload SIGHUP does, answered when done: 200, or 500 with the configuration's problems
         (phrased as `sentinel check` prints them: file, key and reason, never a value) while the old
         configuration keeps running."""
-        from sentinel.config import ConfigError, load_config
+        from sentinel.loader import ConfigError, load
 
         if daemon.config_path is None:
             raise HTTPError(500, "this daemon was started without a configuration file; nothing to reload")
         try:
-            load_config(daemon.config_path)
+            load(daemon.config_path)
         except ConfigError as exc:
             daemon.reload()  # logs the problems and sets sentinel_config_last_reload_successful to 0
             raise HTTPError(500, "reload refused, the previous configuration keeps running: "

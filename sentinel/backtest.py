@@ -26,9 +26,7 @@ import numpy as np
 
 from sentinel.config import Config, StreakRuleConfig, ThresholdRuleConfig
 from sentinel.days import Calendar, history_start_us
-from sentinel.detect.base import RuleContext
-from sentinel.detect.engine import Engine
-from sentinel.detect.workdays import workdays_of
+from sentinel.detect import Engine, RuleContext, workdays_of
 from sentinel.model import US, Batch, Event, EventState, Vocab, to_datetime
 from sentinel.sources.files import Block, FileReader
 

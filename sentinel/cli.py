@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sentinel import __version__
 
 if TYPE_CHECKING:  # each command imports what it needs when it runs: `--help` loads no pydantic, no numpy
+    from sentinel.client_config import ClientConfig
     from sentinel.config import Config
 
 EXIT_OK = 0
@@ -24,10 +25,25 @@ EXIT_CONFIG = 2
 def _load(path: str, *, receiver_secrets: bool = True) -> Config:
     """The configuration, or exit 2 with its problems. Commands that never send pass
     `receiver_secrets=False`, so an unset `${VAR}` of a chat robot does not stop them."""
-    from sentinel.config import ConfigError, load_config
+    from sentinel.loader import ConfigError, load
 
     try:
-        return load_config(path, receiver_secrets=receiver_secrets)
+        return load(path, receiver_secrets=receiver_secrets)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"error: {line}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def _load_client(path: str) -> ClientConfig:
+    """What `status`, `ack` and `silence` need (the API's address and token, the person's language and
+    time zone), read without the full configuration's pydantic models, or exit 2 as `_load` does with
+    the same lines for those keys. The daemon, `check` and `run` judge the rest of the file."""
+    from sentinel.client_config import load_client_config
+    from sentinel.config_common import ConfigError
+
+    try:
+        return load_client_config(path)
     except ConfigError as exc:
         for line in exc.problems:
             print(f"error: {line}", file=sys.stderr)
@@ -123,8 +139,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (StoreError, ListenError) as exc:
         print(f"error: {args.config}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    if daemon.exit_message is not None:  # it stopped on its own (the store's lock was taken by another daemon)
-        print(f"error: {daemon.exit_message}", file=sys.stderr)
     return code
 
 
@@ -248,7 +262,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from sentinel.client import ApiError, call
     from sentinel.web.catalogue import Text
 
-    cfg = _load(args.config, receiver_secrets=False)
+    cfg = _load_client(args.config)
     try:
         data = call(cfg, "GET", "/api/v1/status")
     except ApiError as exc:
@@ -262,13 +276,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     t = Text(cfg.locale)
     console = Console(highlight=False)
     src = data["source"]
-    state = t("up") if src["up"] else f"{t('down')}{t('colon')}{src['last_error']}"
+    if src["up"] is None:
+        state = t("standby_source")
+    else:
+        state = t("up") if src["up"] else f"{t('down')}{t('colon')}{src['last_error']}"
     console.print(escape(t("cli.head", version=data["version"], dry=t("cli.dry") if data["dry_run"] else "",
                            source=src["description"], state=state, newest=local_time(src["newest_record"], cfg),
                            lag=src["lag_seconds"])))
     delay_warning = (src.get("commit_delay") or {}).get("warning")
     if delay_warning:
         console.print(f"[bold yellow]{escape(t('cli.warning'))}[/] {escape(delay_warning)}")
+    console.print(escape(leadership_line(data.get("leadership") or {}, t)))
     lock = data.get("lock") or {}
     if lock.get("error"):
         console.print(f"[bold red]{escape(t('cli.lock_lost'))}[/] {escape(lock['error'])}")
@@ -300,17 +318,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def leadership_line(lead: dict[str, Any], t: Any) -> str:
+    """Who leads, as `sentinel status` says it: this instance or which other one, its epoch and lease age."""
+    me, leader = lead.get("instance", "?"), lead.get("leader")
+    if lead.get("kind") == "file":
+        return str(t("cli.single", me=me))
+    if leader is None:
+        return str(t("cli.standby_none", me=me))
+    key = "cli.leader" if lead.get("role") == "leader" else "cli.standby"
+    return str(t(key, me=me, leader=leader["instance"], epoch=leader["epoch"], age=leader["lease_age_seconds"],
+                 ttl=f"{leader['lease_ttl_seconds']:g}"))
+
+
 STATE_STYLE = {"ok": "green", "retrying": "yellow", "failing": "bold red", "set_aside": "red"}
 
 
-def local_time(iso: str | None, cfg: Config, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+def local_time(iso: str | None, cfg: ClientConfig, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     """An API timestamp (ISO 8601 with its offset) in the configured timezone."""
     from datetime import datetime
 
     return "-" if iso is None else datetime.fromisoformat(iso).astimezone(cfg.tz).strftime(fmt)
 
 
-def receiver_lines(r: dict[str, Any], now: str, t: Any = None, cfg: Config | None = None
+def receiver_lines(r: dict[str, Any], now: str, t: Any = None, cfg: ClientConfig | None = None
                    ) -> tuple[list[str], str | None]:
     """One receiver of `/api/v1/status` as a row of `sentinel status` and its last error as a line below
     the table (an error is too long for a column on an 80-column terminal). The state comes first, so a
@@ -360,7 +390,7 @@ def cmd_ack(args: argparse.Namespace) -> int:
 
     from sentinel.client import ApiError, call
 
-    cfg = _load(args.config, receiver_secrets=False)
+    cfg = _load_client(args.config)
     try:
         data = call(cfg, "POST", "/api/v1/ack", {"instance": args.instance, "by": args.by or getpass.getuser()})
     except ApiError as exc:
@@ -377,7 +407,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
     from sentinel.client import ApiError, call, parse_matcher, unknown_label
     from sentinel.units import parse_duration
 
-    cfg = _load(args.config, receiver_secrets=False)
+    cfg = _load_client(args.config)
     try:
         if args.silence_command == "add":
             try:

@@ -1,6 +1,7 @@
 """The CLI's side of the HTTP API: `sentinel status`, `ack` and `silence` talk to the running daemon,
 never to its store. The address comes from `listen` (a wildcard means loopback), the bearer token from
-`[api] token` in the same configuration file."""
+`[api] token` in the same configuration file, read by `sentinel.client_config` (not the full configuration:
+see there why)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sentinel.config import Config
+    from sentinel.client_config import ClientConfig
 
 
 class ApiError(Exception):
@@ -17,14 +18,14 @@ class ApiError(Exception):
         self.status = status
 
 
-def base_url(cfg: Config) -> str:
+def base_url(cfg: ClientConfig) -> str:
     host, _, port = cfg.listen.rpartition(":")
     if host in ("0.0.0.0", "::", "[::]", ""):
         host = "127.0.0.1"
     return f"http://{host}:{port}"
 
 
-def call(cfg: Config, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
+def call(cfg: ClientConfig, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
     """One request to the daemon's API, JSON both ways. `http.client` rather than requests: these commands
     are typed by a person waiting for the answer, and requests alone takes longer to import than the call
     takes (redirects are not followed either way)."""
@@ -32,8 +33,8 @@ def call(cfg: Config, method: str, path: str, body: Any = None, timeout: float =
     from urllib.parse import urlsplit
 
     headers = {"Accept": "application/json"}
-    if cfg.api.token is not None:
-        headers["Authorization"] = f"Bearer {cfg.api.token.get()}"
+    if cfg.token is not None:
+        headers["Authorization"] = f"Bearer {cfg.token.get()}"
     payload = None
     if body is not None:
         payload = json.dumps(body, ensure_ascii=False).encode("utf-8")

@@ -11,13 +11,13 @@ import dataclasses
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     BaseModel,
@@ -32,98 +32,29 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from sentinel.config_common import (
+    DEFAULT_LISTEN,
+    DEFAULT_LOCALE,
+    DEFAULT_TIMEZONE,
+    ENV_PREFIX,
+    VAR,
+    Secret,
+    check_listen,
+    check_locale,
+    check_table,
+    check_zone,
+    did_you_mean,
+    env_for,
+    env_problems,
+    expand_tree,
+    read_toml,
+    to_secret,
+)
+from sentinel.config_common import ConfigError as ConfigError  # noqa: PLC0414  # re-exported: load_config raises it
 from sentinel.tiers import Tier
 from sentinel.units import Rate, TimeWindow, format_duration, parse_duration, parse_rate, parse_window
 
-ENV_PREFIX = "SENTINEL_"
-# SENTINEL_* variables that are not configuration: the test suite's and the benchmarks' database addresses
-# (SENTINEL_TEST_PG_HOST, ...; see tests/conftest.py). Every other SENTINEL_* variable must name a key.
-NOT_CONFIG_PREFIXES = ("SENTINEL_TEST_",)
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-class ConfigError(Exception):
-    """A configuration problem, already phrased for the person who wrote the file."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-# --- secrets ---------------------------------------------------------------------------------------
-
-
-class Secret:
-    """A value that must never be printed, logged, stored or put into an exception."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('********')"
-
-    def __str__(self) -> str:
-        return "********"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __reduce__(self) -> Any:  # pickling would write it somewhere
-        raise TypeError("secrets are not picklable")
-
-
-def read_secret_file(spec: str) -> str:
-    """`secret-file:/path` or `secret-file:name` (relative to systemd's $CREDENTIALS_DIRECTORY)."""
-    name = spec[len("secret-file:"):].strip()
-    path = Path(name)
-    if not path.is_absolute():
-        creds = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not creds:
-            raise ValueError(f"secret file {name!r} is relative and $CREDENTIALS_DIRECTORY is not set")
-        path = Path(creds) / name
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ValueError(f"cannot read secret file {str(path)!r}: {exc.strerror or exc}") from None
-
-
-def _to_secret(value: Any) -> Secret:
-    if isinstance(value, Secret):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    value = _expand_vars(value, strict=True)
-    if value.startswith("secret-file:"):
-        value = read_secret_file(value)
-    if not value:
-        raise ValueError("is empty")
-    return Secret(value)
-
-
-SecretValue = Annotated[Secret, BeforeValidator(_to_secret), PlainSerializer(str)]
-
-
-def _expand_vars(text: str, strict: bool) -> str:
-    def sub(m: re.Match[str]) -> str:
-        name = m.group(1)
-        if name in os.environ:
-            return os.environ[name]
-        if strict:
-            raise ValueError(f"environment variable {name} is not set")
-        return m.group(0)
-
-    return _VAR.sub(sub, text)
+SecretValue = Annotated[Secret, BeforeValidator(to_secret), PlainSerializer(str)]
 
 
 # --- units -----------------------------------------------------------------------------------------
@@ -158,17 +89,8 @@ RateValue = Annotated[Rate, BeforeValidator(_rate), PlainSerializer(str)]
 Window = Annotated[TimeWindow, BeforeValidator(_window), PlainSerializer(str)]
 
 
-def _zone(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("must be a time zone name such as Asia/Shanghai")
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Asia/Shanghai)") from None
-    return value
-
-
-Zone = Annotated[str, BeforeValidator(_zone)]
+Zone = Annotated[str, BeforeValidator(check_zone)]
+Locale = Annotated[Literal["zh_CN", "en"], BeforeValidator(check_locale)]
 
 
 def exact(value: float) -> Fraction:
@@ -341,7 +263,7 @@ RuleConfig = Annotated[ThresholdRuleConfig | StreakRuleConfig, Field(discriminat
 # --- receivers, routes, inhibition -----------------------------------------------------------------
 
 ReceiverKind = Literal["wecom", "dingtalk", "feishu", "lark", "slack", "teams", "discord", "webhook"]
-RECEIVER_KINDS: tuple[str, ...] = ReceiverKind.__args__  # type: ignore[attr-defined]
+"""The chat tools, one adapter each (`sentinel.notify`); what each accepts is checked there."""
 
 
 class Mention(Model):
@@ -382,16 +304,6 @@ class ReceiverConfig(Model):
             parts = urlsplit(u.get())
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError("url must be an http(s) URL")
-        if self.secret is not None and self.kind not in ("dingtalk", "feishu", "lark"):
-            raise ValueError(f"`secret` (robot signing) applies to dingtalk, feishu and lark, not {self.kind}")
-        if self.keyword is not None and self.kind not in ("dingtalk", "feishu", "lark"):
-            raise ValueError(f"`keyword` applies to dingtalk, feishu and lark, not {self.kind}")
-        if self.hmac_secret is not None and self.kind != "webhook":
-            raise ValueError("`hmac_secret` applies to the generic webhook only")
-        for tier in Tier:
-            m = self.mention.for_tier(tier)
-            if m and m.mobiles and self.kind not in ("wecom", "dingtalk"):
-                raise ValueError(f"mention.{tier.label}.mobiles: only wecom and dingtalk mention by mobile")
         if self.timeout <= timedelta(0):
             raise ValueError("timeout must be positive")
         return self
@@ -452,10 +364,28 @@ class InhibitConfig(Model):
         return v
 
 
+class StateConfig(Model):
+    """How instances sharing a PostgreSQL state store agree who leads (README: Running two instances)."""
+
+    lease_ttl: Duration = timedelta(seconds=15)  # a standby takes over a leader silent this long
+
+    @field_validator("lease_ttl")
+    @classmethod
+    def _lease_ttl(cls, v: timedelta) -> timedelta:
+        if not timedelta(seconds=2) <= v <= timedelta(minutes=10):
+            raise ValueError("lease_ttl must be between 2s and 10m (the leader renews its lease every "
+                             "lease_ttl / 5, at most every 3 s; a standby takes over after lease_ttl)")
+        return v
+
+
 class ApiConfig(Model):
     token: SecretValue | None = None
     ack_secret: SecretValue | None = None
     ack_ttl: Duration = timedelta(days=7)
+
+
+def _api_table(value: Any) -> Any:
+    return value if isinstance(value, ApiConfig) else check_table(value)
 
 
 # --- the whole file --------------------------------------------------------------------------------
@@ -465,7 +395,7 @@ class Config(BaseSettings):
     """The whole configuration; environment variables `SENTINEL_A__B` override file keys `a.b`.
 
     A `SENTINEL_*` variable that names no key is a configuration error like an unknown key in the file
-    (`_unknown_env`), except the test suite's `SENTINEL_TEST_*`.
+    (`config_common.env_problems`), except the test suite's `SENTINEL_TEST_*`.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
@@ -474,18 +404,19 @@ class Config(BaseSettings):
     # key paths of receiver secrets left unread (`load_config(receiver_secrets=False)`)
     _unread_receiver_secrets: tuple[str, ...] = PrivateAttr(default=())
 
-    timezone: Zone = "Asia/Shanghai"
+    timezone: Zone = DEFAULT_TIMEZONE
     state_url: SecretValue | None = None
-    listen: str = "127.0.0.1:9732"
+    listen: Annotated[str, BeforeValidator(check_listen)] = DEFAULT_LISTEN
     external_url: str | None = None
     rules_dir: Path | None = None
     history_start: date | datetime | None = None
     notify: bool = True
     fallback_receiver: str | None = None
-    locale: Literal["zh_CN", "en"] = "zh_CN"
+    locale: Locale = DEFAULT_LOCALE
     templates_dir: Path | None = None
     holidays: str | None = None
-    api: ApiConfig = ApiConfig()
+    api: Annotated[ApiConfig, BeforeValidator(_api_table)] = ApiConfig()
+    state: StateConfig = StateConfig()
     source: SourceConfig | None = None
     rules: list[RuleConfig] = []
     receivers: list[ReceiverConfig] = []
@@ -502,21 +433,13 @@ class Config(BaseSettings):
         # The environment wins over the file (the file is passed as init values).
         return (env_settings, init_settings)
 
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, v: str) -> str:
-        host, sep, port = v.rpartition(":")
-        if not sep or not port.isdigit() or not (0 <= int(port) < 65536) or not host:
-            raise ValueError(f"{v!r} is not host:port")
-        return v
-
     @field_validator("holidays")
     @classmethod
     def _holidays(cls, v: str | None) -> str | None:
         if v is not None:
-            from sentinel.detect.workdays import parse_code
+            from sentinel.days import parse_holiday_code
 
-            parse_code(v)
+            parse_holiday_code(v)
         return v
 
     @field_validator("external_url")
@@ -604,9 +527,14 @@ def _rule_refs(where: str, matchers: Mapping[str, MatchValue], rules: Mapping[st
 # --- loading ---------------------------------------------------------------------------------------
 
 
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None, *, receiver_secrets: bool = True
-                ) -> Config:
-    """Read, expand, validate and cross-check a configuration file.
+Check = Callable[["Config"], Iterable[tuple[str, str]]]
+"""A check that a layer above this module adds (`sentinel.loader`): (key path, problem) for each problem it
+finds in a configuration that parsed, reported with the file's own problems."""
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None, *, receiver_secrets: bool = True,
+                checks: Sequence[Check] = ()) -> Config:
+    """Read, expand, validate and cross-check a configuration file (and run `checks` on it).
 
     `receiver_secrets=False` is for the commands that never send (`status`, `ack`, `silence`, `backtest`):
     a receiver's `${VAR}` that is not set, or its `secret-file:`, is then not read, and stands as a
@@ -617,16 +545,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None, *, r
     """
     path = Path(path)
     env = os.environ if environ is None else environ
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: file not found"]) from None
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: TOML syntax error: {exc}"]) from None
+    raw = read_toml(path)
 
     problems: list[str] = []
     # "rules[i]" / "inhibit[i]" of the merged lists -> (the rule file it came from, its key path in that file)
@@ -665,8 +584,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None, *, r
     unread: list[str] = []
     if not receiver_secrets and isinstance(raw.get("receivers"), list):
         raw["receivers"] = _defer_secrets(raw["receivers"], "receivers", env, unread)
-    raw = _expand_tree(raw, "", problems, where_of, env)
-    problems += [f"{path}: {key}: {reason} (set by {name})" for name, key, reason in _unknown_env(env)]
+    raw = expand_tree(raw, "", problems, where_of, env)
+    problems += env_problems(path, env, config_fields())
     if problems:
         raise ConfigError(problems)
     try:
@@ -679,19 +598,16 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None, *, r
                 msg = "unknown key" + _close_keys(err["loc"])
             elif err["type"] == "missing":
                 msg = "required key is missing"
-            envvar = _env_for(loc, env)
+            envvar = env_for(loc, env)
             suffix = f" (set by {envvar})" if envvar else ""
             problems.append(f"{where_of(loc)}: {msg}{suffix}")
         raise ConfigError(problems) from None
     for loc, msg in cfg.cross_check(lambda i: where_of(f"rules[{i}]")):
         problems.append(f"{where_of(loc)}: {msg}")
-    if cfg.templates_dir is not None:
-        from sentinel.notify.render import TemplateError, check_templates  # lazy: render imports config
-
-        try:
-            check_templates(cfg.templates_dir)
-        except TemplateError as exc:
-            problems.append(f"{path}: templates_dir: {exc}")
+    for check in checks:
+        for loc, msg in check(cfg):
+            envvar = env_for(loc, env)
+            problems.append(f"{where_of(loc)}: {msg}" + (f" (set by {envvar})" if envvar else ""))
     if problems:
         raise ConfigError(problems)
     cfg._unread_receiver_secrets = tuple(unread)
@@ -710,7 +626,7 @@ def _defer_secrets(node: Any, loc: str, env: Mapping[str, str], unread: list[str
     if isinstance(node, list):
         return [_defer_secrets(v, f"{loc}[{i}]", env, unread) for i, v in enumerate(node)]
     if isinstance(node, str) and (node.strip().startswith("secret-file:")
-                                  or any(m.group(1) not in env for m in _VAR.finditer(node))):
+                                  or any(m.group(1) not in env for m in VAR.finditer(node))):
         unread.append(loc)
         return UNREAD_URL if re.search(r"\.urls?(\[\d+\])?$", loc) else "unread"
     return node
@@ -718,8 +634,6 @@ def _defer_secrets(node: Any, loc: str, env: Mapping[str, str], unread: list[str
 
 def _close_keys(loc: tuple[int | str, ...]) -> str:
     """`; did you mean 'table'?` for an unknown key whose table has keys spelled like it, or ""."""
-    import difflib
-
     models: list[type[BaseModel]] = [Config]
     for part in loc[:-1]:
         if isinstance(part, int):
@@ -729,9 +643,8 @@ def _close_keys(loc: tuple[int | str, ...]) -> str:
         if not found:  # a discriminated union's tag ("threshold") is in the path but names no field
             continue
         models = found
-    keys = sorted({k for m in models for name, f in m.model_fields.items() for k in (name, f.alias) if k})
-    close = difflib.get_close_matches(str(loc[-1]), keys, n=3, cutoff=0.75)
-    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+    return did_you_mean(str(loc[-1]), {k for m in models for name, f in m.model_fields.items()
+                                        for k in (name, f.alias) if k})
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
@@ -756,40 +669,12 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _env_for(loc: str, env: Mapping[str, str]) -> str | None:
-    parts = [p for p in re.split(r"[.\[\]]+", loc) if p]
-    for n in range(len(parts), 0, -1):
-        name = ENV_PREFIX + "__".join(parts[:n]).upper()
-        for k in env:
-            if k.upper() == name:
-                return k
-    if len(parts) == 1:  # SENTINEL_RULES__X makes the list `rules` a table: the error is at `rules`, the variable below
-        deeper = ENV_PREFIX + parts[0].upper() + "__"
-        for k in sorted(env):
-            if k.upper().startswith(deeper):
-                return k
-    return None
-
-
-def _unknown_env(env: Mapping[str, str]) -> Iterator[tuple[str, str, str]]:
-    """(variable, key, reason) for each SENTINEL_* variable that overrides nothing.
-
-    pydantic-settings reads only the variables named after a top-level key, so `SENTINEL_BOGUS` and
-    `SENTINEL_TIMEZONE__X` would be ignored without a word, while a typo below a table
-    (`SENTINEL_SOURCE__BOGUS`) is an unknown key: both kinds are reported here the same way.
-    """
-    fields = {name: f.annotation for name, f in Config.model_fields.items()}
-    fields.update({f.alias: f.annotation for f in Config.model_fields.values() if f.alias})
-    for name in sorted(env):
-        upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper.startswith(NOT_CONFIG_PREFIXES):
-            continue
-        parts = name[len(ENV_PREFIX):].lower().split("__")
-        key = ".".join(parts)
-        if parts[0] not in fields:
-            yield name, key or "(top level)", "unknown key"
-        elif len(parts) > 1 and not _takes_sub_keys(fields[parts[0]]):
-            yield name, key, f"unknown key: {parts[0]} is a single value, set as {ENV_PREFIX}{parts[0].upper()}"
+def config_fields() -> dict[str, bool]:
+    """The top-level keys (and aliases), each with whether it holds keys of its own: what `env_problems`
+    judges a `SENTINEL_*` variable by."""
+    fields = {name: _takes_sub_keys(f.annotation) for name, f in Config.model_fields.items()}
+    fields.update({f.alias: _takes_sub_keys(f.annotation) for f in Config.model_fields.values() if f.alias})
+    return fields
 
 
 def _takes_sub_keys(annotation: Any) -> bool:
@@ -797,22 +682,6 @@ def _takes_sub_keys(annotation: Any) -> bool:
     if get_origin(annotation) is list or (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
         return True
     return any(_takes_sub_keys(a) for a in get_args(annotation) if a is not type(None))
-
-
-def _expand_tree(node: Any, loc: str, problems: list[str], where_of: Any, env: Mapping[str, str]) -> Any:
-    """Replace ${VAR} in every string, reporting unset variables by key path."""
-    if isinstance(node, dict):
-        return {k: _expand_tree(v, f"{loc}.{k}" if loc else k, problems, where_of, env) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_expand_tree(v, f"{loc}[{i}]", problems, where_of, env) for i, v in enumerate(node)]
-    if isinstance(node, str):
-        missing = [m.group(1) for m in _VAR.finditer(node) if m.group(1) not in env]
-        for name in missing:
-            problems.append(f"{where_of(loc)}: environment variable {name} is not set")
-        if missing:
-            return node
-        return _VAR.sub(lambda m: env[m.group(1)], node)
-    return node
 
 
 @dataclasses.dataclass

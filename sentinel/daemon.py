@@ -7,11 +7,12 @@ nothing twice. If that transaction fails, every stage reloads its in-memory stat
 Jobs never overlap (APScheduler `max_instances=1`); SIGINT or SIGTERM stop the daemon after the
 running cycle; SIGHUP reloads the configuration.
 
-On PostgreSQL the one-daemon lock can be lost while the daemon runs (its session ended: a network
-blip, a restarted server, a terminated backend). Then detection and delivery hold at once (every
-write is fenced by the lock, see `sentinel.store.lock`), `/readyz` says why, and the lock is taken
-again with backoff: re-taken, every stage reloads its state from the store as after a failed cycle
-and the daemon continues; taken meanwhile by another daemon, this one stops with `EXIT_LOCK_TAKEN`.
+On PostgreSQL several daemons may share one store: one leads, the others stand by
+(`sentinel.leadership`). The lead can be lost while the daemon runs (its lock session ended: a network
+blip, a restarted server, a terminated backend, or a takeover after it paused). Then detection and
+delivery hold at once (every write is fenced by the lock and the lease's epoch, see `sentinel.store.lock`
+and `sentinel.store.lease`) and the daemon stands by; whenever it takes the lead, every stage reloads its
+state from the store as after a failed cycle and the daemon continues.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ from sentinel.metrics import Metrics
 from sentinel.model import US, Batch, Vocab
 from sentinel.sdnotify import Notifier, watchdog_interval
 from sentinel.sources import Source, SourceUnavailable
-from sentinel.sources.records import REJECT_REASONS, RowNormaliser
-from sentinel.store import LockLost, Store, StoreLocked
+from sentinel.sources.rows import REJECT_REASONS, RowNormaliser
+from sentinel.store import LockLost, Store
 from sentinel.store import records as repo
 from sentinel.wake import Waker
 
@@ -50,12 +51,9 @@ log = logging.getLogger("sentinel.daemon")
 
 BACKOFF_MAX_S = 60.0
 KEEP_BUCKET_DAYS = 62
-LOCK_WATCH_S = 0.25  # how often the daemon looks whether the store's lock is still held
-LOCK_RETRY_FIRST_S = 0.5  # re-taking a lost lock: first retry, doubling up to LOCK_RETRY_MAX_S
-LOCK_RETRY_MAX_S = 10.0
-# `sentinel run` exits with this when another daemon holds the store's lock (at start, or taken while this one
-# had lost it): EX_TEMPFAIL of sysexits.h, "try again later". systemd's Restart=on-failure then starts it
-# again, and it is refused the same way for as long as the other daemon runs.
+# `sentinel run` exits with this when another daemon holds an SQLite store's file lock: EX_TEMPFAIL of
+# sysexits.h, "try again later". systemd's Restart=on-failure then starts it again, and it is refused the
+# same way for as long as the other daemon runs. (On PostgreSQL a second daemon stands by instead.)
 EXIT_LOCK_TAKEN = 75
 
 
@@ -107,7 +105,7 @@ class Job:
 
 def backfill_days(cfg: Config) -> int:
     """Days read back on first start: the longest baseline window plus the day in progress."""
-    from sentinel.detect.live import history_days
+    from sentinel.detect import history_days
 
     return history_days(cfg)
 
@@ -158,20 +156,15 @@ class Daemon:
         self.restore_failures = 0
         self.restore_retry_monotonic = 0.0
         self.state: repo.SourceState | None = None
-        # The store's lock (PostgreSQL can lose it): why it is not held now, when that was noticed, how often
-        # it was lost, and the last loss (kept after a re-take, for `sentinel status`).
-        self.lock_error: str | None = None
-        self.lock_lost_monotonic = 0.0
-        self.lock_losses = 0
-        self.lock_last_loss: dict[str, Any] | None = None
-        self.lock_retake_failures = 0
-        self.lock_retry_monotonic = 0.0
-        self.on_lock_regained: list[Callable[[], None]] = []  # after a re-take, before detection resumes
-        self.lock_watch = Waker("store-lock", self._watch_lock, LOCK_WATCH_S)
+        self.loaded = False  # state loaded and the on_open hooks run (a standby has not, until it leads)
         self.exit_code = 0
-        self.exit_message: str | None = None  # one line for stderr when the daemon stops on its own
         self.notifier = Notifier.from_env()
         self._stop = threading.Event()
+        from sentinel.leadership import Leadership
+
+        self.leadership = Leadership(store, self.metrics, self._stop, lambda: self.cfg.tz)
+        self.leadership.on_lost.append(self._lost_lead)
+        self.leadership.on_lead.append(self._took_lead)
         self._reload = threading.Event()
         self._cycle_lock = threading.RLock()
         self._alive = time.monotonic()
@@ -182,17 +175,37 @@ class Daemon:
 
     # --- lifecycle -------------------------------------------------------------------------------
     def open(self) -> None:
-        """Lock and migrate the store, load state; no threads yet (tests call this alone)."""
-        self.store.lock()
-        self.metrics.store_lock_held.set(1)
+        """Migrate the store and try to lead; as the leader load state; no threads yet (tests call this alone).
+
+        PostgreSQL migrates first (serialised between instances; the lease needs its table) and a daemon
+        that does not get the lead stands by. SQLite locks first, so a refused second daemon migrates nothing."""
+        pg = self.store.sqlite_path is None
+        if pg:
+            self._upgrade()
+        leading = self.leadership.begin()
+        if not pg:
+            self._upgrade()
+        if leading:
+            self._load()
+        else:
+            # should this instance take the lead, its first cycle loads the state before anything else
+            self.restore_error = "a standby: its state is loaded from the store when it takes the lead"
+            log.info("standing by; this instance takes the lead when the leader stops or its lease expires",
+                     extra=fields(lease_ttl_s=self.store.lease_ttl_s))
+
+    def _upgrade(self) -> None:
         before, after = self.store.upgrade()
         if before != after:
             log.info("state store migrated", extra=fields(before=before, after=after))
+
+    def _load(self) -> None:
+        """As the leader: the committed state from the store, then the stages' start hooks (the engine's restore)."""
         with self.store.reading() as conn:
             self.state = repo.load_source_state(conn)
             self.ingest.load(conn)
         for fn in self.on_open:
             fn()
+        self.loaded = True
 
     def start(self) -> None:
         self.open()
@@ -214,9 +227,9 @@ class Daemon:
         self.scheduler.start()
         for waker in self.wakers:
             waker.start()
-        if self.store.lock_kind == "advisory":  # a file lock lives as long as the process: nothing to watch
-            self.lock_watch.start()
-        self.metrics.leader.set(1)
+        if self.leadership.watched:  # a file lock lives as long as the process: nothing to watch
+            self.metrics.collect_hooks["leadership"] = self.leadership.refresh_gauges
+            self.leadership.watch.start()
         for reason in REJECT_REASONS:  # every reason shows as 0 from the start, so dashboards and rate() see it
             self.metrics.records_rejected.labels(reason=reason)
         for fn in self.on_ready:
@@ -249,7 +262,7 @@ class Daemon:
         """Finish the running cycle, run the stop hooks (outbox flush), stop jobs and the server."""
         self._stop.set()
         self.notifier.stopping()
-        self.lock_watch.stop(timeout_s=10.0)  # a re-take in progress ends within its connect timeout
+        self.leadership.watch.stop(timeout_s=10.0)  # an attempt in progress ends within its connect timeout
         for waker in self.wakers:
             waker.stop()
         if self.scheduler.running:
@@ -311,13 +324,13 @@ class Daemon:
             started = time.perf_counter()
             now = now_us(self.clock)
             if not self.store.lock_held():
-                return False  # another daemon may own the store now: detection holds until the lock is back
+                return False  # a standby, or the lead was lost: detection holds until this instance leads
             if self.restore_error is not None and not self._restore(now):
                 return False  # detection holds: it never runs on a state that is not the committed one
             try:
                 more = self._cycle(now)
             except LockLost:
-                return False  # nothing was committed; the lock watch reports it, re-takes it and restores
+                return False  # nothing was committed; the lock watch steps down and restores when it leads
             except SourceUnavailable as exc:
                 self._mark_source(False, str(exc))
                 return False
@@ -369,7 +382,7 @@ class Daemon:
                     stage.on_cycle(conn, cycle)
         except LockLost:
             # the fence refused the commit: the stages' memory holds what was not committed; they are
-            # reloaded from the store once the lock is re-taken (never while another daemon may write it)
+            # reloaded from the store once this instance leads again (never while another one may write it)
             self.restore_error = "the state store's lock was lost during a poll; state not reloaded yet"
             self.restore_retry_monotonic = 0.0
             raise
@@ -401,9 +414,13 @@ class Daemon:
 
     def reconcile_bounds(self, ledger_start: int, since: int, now: int, window: int) -> list[int]:
         """Local days of the history window the ledger covers, up to the poll's look-back (which reads
-        everything after it anyway), on whole seconds so epoch-second columns compare exactly."""
+        everything after it anyway), on whole seconds so epoch-second columns compare exactly.
+
+        The poll reads rows strictly after its bound, so the last range ends one second past it: a row
+        created exactly at the bound (five minutes before the newest row, committed late) is counted
+        here, not lost between the two reads (the ledger makes the overlap harmless)."""
         lo = -(-max(window, ledger_start + 1) // US) * US
-        hi = self.ingest.read_from(since, now) // US * US
+        hi = self.ingest.read_from(since, now) // US * US + US
         if hi <= lo:
             return []
         cal = self.calendar
@@ -430,6 +447,9 @@ class Daemon:
         return True
 
     def _recover(self, now: int) -> None:
+        if not self.loaded:  # a standby that now leads: its first load, as a start does
+            self._load()
+            return
         with self.store.reading() as conn:
             self.state = repo.load_source_state(conn)
             self.ingest.load(conn)
@@ -501,81 +521,30 @@ class Daemon:
             self.metrics.source_errors.inc()
         self.metrics.source_up.set(1 if up else 0)
 
-    # --- the store's lock ------------------------------------------------------------------------------
-    def _watch_lock(self) -> float | None:
-        """The lock watch's step: notice a loss, re-take the lock with backoff, or stop when another daemon
-        took it. Runs on its own thread, never under the cycle lock (a cycle may hang on the dead store)."""
-        if self._stop.is_set():
-            return None
-        now = time.monotonic()
-        if self.lock_error is None:
-            if self.store.lock_held():
-                return LOCK_WATCH_S
-            self._lock_lost(now)
-        if now < self.lock_retry_monotonic:
-            return self.lock_retry_monotonic - now
-        try:
-            self.store.retake_lock()
-        except StoreLocked as exc:
-            self.exit_message = f"the state store's lock was lost and {exc}; stopping (exit {EXIT_LOCK_TAKEN})"
-            log.error(self.exit_message)
-            self.exit_code = EXIT_LOCK_TAKEN
-            self._stop.set()
-            return None
-        except Exception as exc:  # noqa: BLE001 - still unreachable: retry with backoff
-            self.lock_retake_failures += 1
-            delay = min(LOCK_RETRY_MAX_S, LOCK_RETRY_FIRST_S * 2.0 ** (self.lock_retake_failures - 1))
-            self.lock_retry_monotonic = time.monotonic() + delay
-            self.lock_error = (f"the state store's lock is lost ({self.lock_last_loss_reason()}); re-taking it "
-                               f"failed {self.lock_retake_failures} time(s), last: {error_line(exc)}")
-            log.warning("could not re-take the state store's lock yet", extra=fields(
-                error=error_line(exc), attempt=self.lock_retake_failures, retry_in_s=delay))
-            return delay
-        self._lock_regained()
-        return LOCK_WATCH_S
+    # --- leadership ----------------------------------------------------------------------------------
+    def _lost_lead(self) -> None:
+        """What this instance holds in memory is not the store's any more: reloaded when it leads again."""
+        self.restore_error = "this instance lost the lead; its state is loaded from the store when it leads again"
+        self.restore_retry_monotonic = 0.0
 
-    def lock_last_loss_reason(self) -> str:
-        return str((self.lock_last_loss or {}).get("reason") or "unknown")
-
-    def _lock_lost(self, now: float) -> None:
-        reason = self.store.lock_lost_reason or "unknown"
-        self.lock_losses += 1
-        self.lock_lost_monotonic = now
-        self.lock_last_loss = {"reason": reason, "at": datetime.now(UTC).isoformat(timespec="seconds"),
-                               "retaken_after_s": None}
-        self.lock_retake_failures = 0
-        self.lock_retry_monotonic = now + LOCK_RETRY_FIRST_S
-        self.lock_error = f"the state store's lock is lost ({reason}); detection and delivery hold while it is re-taken"
-        self.metrics.store_lock_held.set(0)
-        self.metrics.store_lock_losses.inc()
-        self.metrics.leader.set(0)
-        log.error("lost the state store's lock: detection and delivery hold until it is re-taken",
-                  extra=fields(reason=reason))
-
-    def _lock_regained(self) -> None:
-        """Re-taken: every stage reloads from the store (the hold of a failed cycle), then work resumes."""
-        after = round(time.monotonic() - self.lock_lost_monotonic, 2)
-        if self.lock_last_loss is not None:
-            self.lock_last_loss["retaken_after_s"] = after
-        self.restore_error = "the state store's lock was re-taken; state not reloaded from the store yet"
+    def _took_lead(self) -> None:
+        """The first `on_lead` hook: the next cycle reloads every stage's state before it polls."""
+        self.restore_error = "this instance took the lead; its state is not loaded from the store yet"
         self.restore_retry_monotonic, self.restore_failures = 0.0, 0
-        self.lock_error = None
-        self.metrics.store_lock_held.set(1)
-        self.metrics.leader.set(1)
-        log.info("re-took the state store's lock; reloading state from the store", extra=fields(after_s=after))
-        for fn in self.on_lock_regained:
-            try:
-                fn()
-            except Exception:
-                log.exception("a stage could not resume after the lock was re-taken")
+        self.next_reconcile_us = 0  # rows committed late while another instance led, or while this one held
         self.poller.wake()
+
+    @property
+    def leading(self) -> bool:
+        return self.leadership.leading
+
+    @property
+    def lock_error(self) -> str | None:
+        return self.leadership.lock_error
 
     def lock_report(self) -> dict[str, Any]:
         """The lock as `/api/v1/status` and `sentinel status` show it."""
-        last = self.lock_last_loss
-        return {"kind": self.store.lock_kind, "held": self.lock_error is None and self.store.lock_held(),
-                "error": self.lock_error, "losses": self.lock_losses,
-                "last_loss": None if last is None else dict(last)}
+        return self.leadership.lock_report()
 
     # --- other jobs --------------------------------------------------------------------------------
     def _heartbeat(self, limit: float) -> None:
@@ -598,28 +567,26 @@ class Daemon:
         h = self.health
         src = "source up" if h.up else f"source DOWN ({h.last_error})"
         lag = "" if h.newest_us is None else f", lag {int((now_us(self.clock) - h.newest_us) / US)}s"
-        lock = "" if self.lock_error is None else "; state store lock LOST, holding"
-        return f"{src}{lag}{lock}"
+        if not self.leading:
+            return "standby" if self.lock_error is None else "state store lock LOST, standing by"
+        return f"{src}{lag}"
 
     def reload(self) -> bool:
         """SIGHUP: read the config file again; a bad one is refused and the old one keeps running."""
-        from sentinel.config import ConfigError, load_config
+        from sentinel.loader import ConfigError, load
 
         if self.config_path is None:
             return False
-        if self.lock_error is not None:  # the rules' state is written with the new rules: not while fenced
-            log.error("reload refused: the state store's lock is lost; reload again once it is re-taken")
-            return False
         self.notifier.reloading()
         try:
-            new = load_config(self.config_path)
+            new = load(self.config_path)
         except ConfigError as exc:
             for line in exc.problems:
                 log.error("reload refused: %s", line)
             self.metrics.config_reload_ok.set(0)
             self.notifier.ready(self.status_line())
             return False
-        for key in ("state_url", "listen", "timezone"):
+        for key in ("state_url", "listen", "timezone", "state"):
             if getattr(new, key) != getattr(self.cfg, key):
                 log.warning("reload: %s changed; it takes effect at the next restart", key)
         if new.source != self.cfg.source:
@@ -652,14 +619,18 @@ class Daemon:
         return Response(200, self.metrics.render(), CONTENT_TYPE_LATEST)
 
     def readiness(self) -> list[str]:
+        """What keeps this instance from being ready (empty: ready). A standby is ready when it can serve
+        reads from the store (the leader polls the source); a leader also needs its source and its jobs."""
         problems = []
-        if self.lock_error is not None:
-            problems.append(self.lock_error)
         try:
             with self.store.reading() as conn:
                 conn.execute(text("SELECT 1"))
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             problems.append(f"state store unreachable: {type(exc).__name__}")
+        if not self.leading:
+            if problems and self.lock_error is not None:
+                problems.insert(0, self.lock_error)
+            return problems
         if self.store_error is not None:
             problems.append(f"state store write failed: {self.store_error}")
         if self.restore_error is not None:
@@ -676,5 +647,7 @@ class Daemon:
         problems = self.readiness()
         if problems:
             return Response.text("not ready: " + "; ".join(problems) + "\n", 503)
+        if not self.leading:
+            return Response.text(self.leadership.standby_line() + "\n")
         return Response.text("ready\n")
 

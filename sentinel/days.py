@@ -7,6 +7,7 @@ buckets and half-hour zones (Asia/Kolkata) bucket by their own hours.
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -16,6 +17,24 @@ from sentinel.model import US, IntArray, from_datetime
 
 HOUR_US = 3600 * US
 DAY_US = 86400 * US
+
+HOLIDAY_CODE = re.compile(r"^([A-Z]{2,3})(?:-([A-Z0-9]{1,6}))?$")
+
+
+def parse_holiday_code(code: str) -> tuple[str, str | None]:
+    """The top-level `holidays` key: 'US-MA' -> ('US', 'MA'); a ValueError names what is wrong (for
+    `sentinel check`). Here, below both the configuration and the rules, since both read it."""
+    m = HOLIDAY_CODE.match(code)
+    if m is None:
+        raise ValueError(f"{code!r} is not a country code with an optional subdivision, e.g. \"CN\" or \"US-MA\"")
+    country, subdiv = m.group(1), m.group(2)
+    import holidays
+
+    try:
+        holidays.country_holidays(country, subdiv=subdiv, years=2025)
+    except NotImplementedError as exc:
+        raise ValueError(f"{code!r}: {exc}") from None
+    return country, subdiv
 
 
 class Calendar:

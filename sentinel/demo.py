@@ -239,14 +239,20 @@ def explain(n: int, content: str, cfg: Config) -> str:
 def held_under_surges(state: Path, cfg: Config) -> list[str]:
     """Alerts nobody was told of because an inhibition held them under another open alert (a type's
     streak under its surge), each with the alert that told the crisis instead."""
-    from sentinel.alerting.routing import alert_labels, compile_matchers, matches
+    from sqlalchemy import create_engine, select
 
-    with sqlite3.connect(state) as db:
-        rows = db.execute("SELECT instance, rule, kind, tier, labels, peak FROM alerts WHERE NOT replay "
-                          "ORDER BY started_us").fetchall()
-        told = {i for (i,) in db.execute("SELECT DISTINCT instance FROM notify_log")}
-    alerts = [(inst, alert_labels(rule, kind, tier, json.loads(labels)), peak)
-              for inst, rule, kind, tier, labels, peak in rows]
+    from sentinel.alerting.routing import compile_matchers, labels_of, matches
+    from sentinel.store import alerts as alert_store
+    from sentinel.store.schema import notify_log
+
+    engine = create_engine(f"sqlite:///{state}")
+    try:
+        with engine.connect() as conn:
+            stored = alert_store.alerts_in_order(conn, replay=False)
+            told = set(conn.execute(select(notify_log.c.instance).distinct()).scalars())
+    finally:
+        engine.dispose()
+    alerts = [(a.instance, labels_of(a), a.peak) for a in stored]
     lines = []
     for inst, labels, peak in alerts:
         if inst in told:
@@ -283,8 +289,8 @@ def run_demo(duration: float | None, out: IO[str] = sys.stdout, keep: bool = Fal
              sink_listen: str = "127.0.0.1:0") -> int:
     """Run the demo; `listen` is the daemon's status page, API and /metrics (default a free local port),
     `sink_listen` the chat sink's (port 0: any free one). Returns the exit status (2: a port is taken)."""
-    from sentinel.config import ConfigError, load_config
     from sentinel.http import ListenError
+    from sentinel.loader import ConfigError, load
     from sentinel.logs import setup_logging
     from sentinel.service import build
     from sentinel.sink import ChatSink
@@ -309,7 +315,7 @@ def run_demo(duration: float | None, out: IO[str] = sys.stdout, keep: bool = Fal
         cfg_path.write_text(demo_config(tmp, crm.path, sink.url, listen or f"127.0.0.1:{free_port()}"),
                             encoding="utf-8")
         try:
-            cfg = load_config(cfg_path)
+            cfg = load(cfg_path)
         except ConfigError as exc:  # e.g. an installation whose packaged rules/seeds were edited
             print(f"demo: error: {exc}", file=sys.stderr)
             return 2

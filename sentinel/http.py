@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from sqlalchemy.exc import OperationalError
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import BaseWSGIServer, create_server
 from waitress.utilities import Error
 
-from sentinel.logs import fields
+from sentinel.logs import error_line, fields
 from sentinel.store.lock import LockLost
 
 log = logging.getLogger("sentinel.http")
@@ -165,13 +166,18 @@ class App:
             resp = Response.json({"error": err.message}, err.status)
         except LockLost as exc:  # a write while the daemon holds for the store's lock: try again later
             resp = Response.json({"error": str(exc)}, 503)
+        except OperationalError as exc:  # the store is unreachable: an outage to wait out, not a bug
+            log.warning("HTTP request failed: the state store is unavailable",
+                        extra=fields(path=environ.get("PATH_INFO", ""), error=error_line(exc)))
+            resp = Response.json({"error": f"the state store is unavailable ({type(exc.orig).__name__})"}, 503)
         except Exception:
             log.exception("HTTP handler failed")
             resp = Response.json({"error": "internal error"}, 500)
         status = f"{resp.status} {_REASONS.get(resp.status, 'Unknown')}"
         hdrs = [("Content-Type", resp.content_type), ("Content-Length", str(len(resp.body))),
-                ("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"),
-                *resp.headers.items()]
+                ("X-Content-Type-Options", "nosniff"), *resp.headers.items()]
+        if "Cache-Control" not in resp.headers:  # answers are live state; a static asset says otherwise
+            hdrs.append(("Cache-Control", "no-store"))
         start_response(status, hdrs)
         return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else resp.body]
 

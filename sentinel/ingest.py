@@ -39,7 +39,7 @@ from sqlalchemy import Connection
 
 from sentinel.model import US, Batch
 from sentinel.sources import Reconcilable, Source
-from sentinel.sources.records import BadValue, RawRow, Rejected, RowNormaliser, canonical_id, parse_time
+from sentinel.sources.rows import BadValue, RawRow, Rejected, RowNormaliser, canonical_id, parse_time
 from sentinel.store import records as repo
 from sentinel.store.records import LedgerEntry
 

@@ -15,13 +15,13 @@ from collections.abc import Callable, Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
 from sentinel import __version__
+from sentinel.model import OTHER
 
 log = logging.getLogger("sentinel.metrics")
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series beside each counter
 
 ALL = "__all__"
-OTHER = "__other__"
 DEFAULT_LABEL_CAP = 1000
 
 DELAY_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -128,7 +128,17 @@ class Metrics:
         self.source_listen_up = Gauge("sentinel_source_listen_up",
                                       "1 while the LISTEN connection of a PostgreSQL source is up (0: new rows "
                                       "wait for poll_interval, or LISTEN/NOTIFY is not in use).", registry=r)
-        self.leader = Gauge("sentinel_leader", "1 when this instance is the active one.", registry=r)
+        self.leader = Gauge("sentinel_leader", "1 when this instance leads (polls, detects, sends); 0 on a standby.",
+                            registry=r)
+        self.leader_epoch = Gauge("sentinel_leader_epoch",
+                                  "The leader lease's epoch in the state store (PostgreSQL; +1 at every takeover).",
+                                  registry=r)
+        self.leader_lease_age = Gauge("sentinel_leader_lease_age_seconds",
+                                      "Seconds since the leader last renewed its lease (the store's clock).",
+                                      registry=r)
+        self.leadership_changes = Counter("sentinel_leadership_changes",
+                                          "Times this instance took the lead (acquired) or lost it (lost).",
+                                          ["change"], registry=r)
         self.store_lock_held = Gauge("sentinel_store_lock_held",
                                      "1 while this daemon holds the state store's one-daemon lock (0: lost, "
                                      "detection and delivery hold).", registry=r)
@@ -157,6 +167,13 @@ class Metrics:
     def ingest_labels(self, type_: str, channel: str) -> tuple[str, str]:
         capped, _ = self.cap.admit("__ingest__", (type_, channel))
         return capped[0], capped[1]
+
+    def clear_leader_gauges(self) -> None:
+        """A standby exports no series or alert gauges: they are the leader's (two instances showing the
+        same series would count it twice on a dashboard summing over instances)."""
+        for family in (self.series_current, self.series_baseline, self.series_threshold, self.series_ratio,
+                       self.streak_length, self.alerts_firing):
+            family.clear()
 
     def render(self) -> bytes:
         for name, hook in list(self.collect_hooks.items()):

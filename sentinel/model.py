@@ -28,6 +28,9 @@ US = 1_000_000
 IntArray = npt.NDArray[np.int64]
 CodeArray = npt.NDArray[np.int32]
 
+OTHER = "__other__"
+"""The label value that stands for every combination past a cap (a rule's `max_series`, a metric's label cap)."""
+
 
 class EventState(StrEnum):
     FIRING = "firing"
@@ -155,6 +158,22 @@ class Batch:
         return Batch(ids, np.concatenate([b.ts for b in batches]),
                      np.concatenate([b.type for b in batches]),
                      np.concatenate([b.channel for b in batches]), customer, values)
+
+
+@dataclass(frozen=True, slots=True)
+class Buckets:
+    """Raw hourly buckets as columns (codes in the process's Vocab): what ingest stores and every rule's
+    series are rebuilt from."""
+
+    hour_us: IntArray
+    type: IntArray
+    channel: IntArray
+    count: IntArray
+
+    @staticmethod
+    def empty() -> Buckets:
+        z = np.zeros(0, dtype=np.int64)
+        return Buckets(z, z.astype(np.int32), z.astype(np.int32), z)
 
 
 def _concat_ids(parts: list[npt.NDArray[Any]]) -> npt.NDArray[Any]:

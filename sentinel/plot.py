@@ -7,7 +7,10 @@ Type names are Chinese, and matplotlib's own DejaVu Sans has no hanzi: a title d
 `type=□□□□` and logs one "Glyph … missing" warning per character. So the plot draws with a font
 chain — DejaVu Sans for Latin, then the subset of Noto Sans SC shipped in `sentinel/fonts/`
 (registered with the font manager at plot time; see its README), then any other CJK font the machine
-has, for characters outside the subset — set for the plot only, not for the rest of the process."""
+has, for characters outside the subset — set for the plot only, not for the rest of the process.
+
+Its words (titles, legend, axis labels, tier and rule-kind names) follow `locale`, from the catalogue the
+status page and its charts use (`sentinel.web.catalogue`), so the same thing has the same name in each."""
 
 from __future__ import annotations
 
@@ -20,10 +23,9 @@ from typing import Any
 from sentinel.backtest import Result, roles
 from sentinel.config import Config, ThresholdRuleConfig, exact
 from sentinel.days import Calendar
-from sentinel.detect.base import RuleContext
-from sentinel.detect.threshold import ThresholdRule
-from sentinel.detect.workdays import workdays_of
+from sentinel.detect import RuleContext, ThresholdRule, workdays_of
 from sentinel.model import Vocab
+from sentinel.web.catalogue import Text
 
 MAX_PANELS = 12
 TIER_COLOURS = {"light": "#fdae6b", "moderate": "#e6550d", "severe": "#a50f15"}
@@ -91,7 +93,15 @@ def plot_backtest(result: Result, cfg: Config, path: str | Path) -> int:
         return _draw(plt, result, cfg, path)
 
 
+def series_title(t: Text, rule: str, labels: tuple[tuple[str, str], ...]) -> str:
+    """`type-surge 类型=物流配送延误` (en: `type=…`): the rule, then the series' labels by their names in the
+    locale; a series over all complaints (`group_by = []`) says so."""
+    series = " ".join(t("plot.label", name=t.get("label." + k, k), value=v) for k, v in labels)
+    return t("plot.title", rule=rule, series=series or t("plot.all"))
+
+
 def _draw(plt: Any, result: Result, cfg: Config, path: str | Path) -> int:
+    t = Text(cfg.locale)
     rules = {r.name: r for r in cfg.rules if isinstance(r, ThresholdRuleConfig)}
     surge_rules, warning_rules = roles(cfg)
     alerted: dict[tuple[str, tuple[tuple[str, str], ...]], list[dict[str, Any]]] = defaultdict(list)
@@ -128,19 +138,23 @@ def _draw(plt: Any, result: Result, cfg: Config, path: str | Path) -> int:
             base.append(b)
             thr.append(max(float(exact(rule.factor)) * b, rule.min_count) if window else float("nan"))
         dates = [date.fromordinal(d) for d in xs]
-        ax.bar(dates, counts, color="#9ecae1", label="daily count")
-        ax.plot(dates, base, color="#3182bd", label="baseline")
-        ax.plot(dates, thr, color="#e6550d", linestyle="--", label="threshold")
+        ax.bar(dates, counts, color="#9ecae1", label=t("chart.count"))
+        ax.plot(dates, base, color="#3182bd", label=t("chart.baseline"))
+        ax.plot(dates, thr, color="#e6550d", linestyle="--", label=t("chart.threshold"))
         named: set[str] = set()
         for a in alerted[key]:
+            tier = t.get("tier." + a["tier"], a["tier"])
             ax.axvline(date.fromisoformat(a["at"][:10]), color=TIER_COLOURS[a["tier"]], alpha=0.6,
-                       label=_once(named, f"{key[0]} {a['tier']}"))
+                       label=_once(named, t("plot.alert", rule=key[0], tier=tier)))
         for w in warnings:
             if _related(labels, w["labels"]):
+                kind = t.get("kind." + w["kind"], w["kind"])
                 ax.axvline(date.fromisoformat(w["at"][:10]), color=WARNING_COLOUR, linestyle=":", alpha=0.9,
-                           label=_once(named, f"{w['rule']} ({w['kind']})"))
-        ax.set_title(f"{key[0]} {' '.join(f'{k}={v}' for k, v in key[1])}", fontsize=9)
+                           label=_once(named, t("plot.warning", rule=w["rule"], kind=kind)))
+        ax.set_title(series_title(t, key[0], key[1]), fontsize=9)
+        ax.set_ylabel(t("plot.ylabel"), fontsize=8)
         ax.legend(fontsize=7, loc="upper left")
+    axes[-1, 0].set_xlabel(t("plot.xlabel", tz=cfg.timezone), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sentinel.clock import Clock, now_us
 from sentinel.config import Config
 from sentinel.daemon import Cycle, Daemon, Job, Reloadable
-from sentinel.detect.live import Detector
+from sentinel.detection import Detector
 from sentinel.logs import fields
 from sentinel.metrics import Metrics
 from sentinel.model import US
@@ -44,6 +44,7 @@ class DetectionStage:
         self.daemon = daemon
         self.detector = Detector(daemon.cfg, daemon.calendar, daemon.vocab, daemon.metrics, daemon.lateness_us)
         self.on_events = on_events
+        self.fresh = False  # a reload on a standby built a new detector: it starts from the store when it leads
 
     def start(self) -> None:
         d = self.daemon
@@ -60,17 +61,26 @@ class DetectionStage:
             self.on_events()
 
     def recover(self, store: Store, now: int) -> None:
+        if self.fresh:
+            self.start()
+            self.fresh = False
+            return
         self.detector.recover(store, now)
 
     def reload(self, cfg: Config) -> None:
         d = self.daemon
+        if not d.leading:  # a standby writes nothing: the new rules start from the store when it leads
+            self.detector = Detector(cfg, d.calendar, d.vocab, d.metrics, d.lateness_us)
+            self.fresh = True
+            return
         with d.store.transaction() as conn:
             self.detector.reload(cfg, conn, now_us(d.clock))
         self.committed()
 
     def refresh(self) -> None:
         with self.daemon._cycle_lock:
-            self.detector.refresh_gauges()
+            if self.daemon.leading:  # a standby exports no series gauges (they are the leader's)
+                self.detector.refresh_gauges()
 
 
 class DeliveryStage:
@@ -106,7 +116,10 @@ class DeliveryStage:
         return [self.waker, self.worker.waker]
 
     def start(self) -> None:
-        self.worker.start()
+        """At the daemon's start: a leader starts delivery (re-queueing what a crash left in flight); a standby
+        starts it when it takes the lead (`resume`)."""
+        if self.daemon.leading:
+            self.worker.start()
 
     def wake_dispatch(self) -> None:
         """Events were committed: dispatch now (group_wait and group_interval still decide what goes)."""
@@ -154,13 +167,19 @@ class DeliveryStage:
             self.worker.stop()
 
     def resume(self) -> None:
-        """The store's lock was re-taken: requeue what was claimed meanwhile, then dispatch and deliver."""
-        self.worker.resume()
+        """This instance took the lead: requeue what was claimed and not confirmed (by it before a loss, or by
+        the former leader), then dispatch and deliver."""
+        if self.worker.started:
+            self.worker.resume()
+        else:
+            self.worker.start()
         self.waker.wake()
 
     def housekeeping(self) -> None:
         from sentinel.notify import outbox
 
+        if not self.daemon.leading:
+            return
         now = now_us(self.daemon.clock)
         day = 86_400_000_000
         with self._lock, self.daemon.store.transaction() as conn:
@@ -206,7 +225,8 @@ def build(cfg: Config, *, config_path: str | None = None, clock: Clock | None = 
         raise ValueError("[source] is required to run the daemon")
     if cfg.state_url is None:
         raise ValueError("state_url is required to run the daemon")
-    daemon = Daemon(cfg, source=source or make_source(cfg), store=store or Store(cfg.state_url.get()),
+    store = store or Store(cfg.state_url.get(), lease_ttl_s=cfg.state.lease_ttl.total_seconds())
+    daemon = Daemon(cfg, source=source or make_source(cfg), store=store,
                     clock=clock, metrics=metrics, listen=listen, config_path=config_path)
     detection = DetectionStage(daemon)
     daemon.stages.append(detection)
@@ -224,7 +244,7 @@ def build(cfg: Config, *, config_path: str | None = None, clock: Clock | None = 
     daemon.jobs.append(Job("outbox-housekeeping", delivery.housekeeping, 3600.0))
     daemon.reloadables.append(Reloadable(delivery.reload, "receivers"))
     daemon.on_stop.append(delivery.stop)
-    daemon.on_lock_regained.append(delivery.resume)
+    daemon.leadership.on_lead.append(delivery.resume)
     from sentinel import api, api_v2
 
     api.register(daemon)

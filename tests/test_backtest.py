@@ -11,6 +11,7 @@ import io
 import json
 import random
 import re
+import shutil
 import sys
 import types
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ length = 5
 hold = "1h"
 """
 
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 DESIGN_KEYS = {"at", "rule", "kind", "state", "tier", "labels", "value", "baseline", "ratio", "p", "fingerprint",
                "instance"}
 STREAK_KEYS = {"length", "chance", "expected_per_day"}
@@ -494,6 +496,39 @@ def test_backtest_plot_of_chinese_types_warns_of_no_missing_glyph(capsys: pytest
     assert matplotlib.rcParams["font.family"] == ["sans-serif"]  # the chain was for the plot only
 
 
+@pytest.mark.skipif(not _have_matplotlib(), reason="matplotlib is not installed here (optional extra `plot`)")
+def test_the_zh_cn_plot_draws_its_chinese_legend_and_labels_without_a_missing_glyph(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, config: Path, data: Path,
+        tmp_path: Path) -> None:
+    """Real matplotlib, the default locale: the figure's title, legend and axis labels are the Chinese
+    ones, and drawing them (saving the PNG) raises no missing-glyph warning."""
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    figures: list[Any] = []
+    close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: (figures.append(fig), close(fig)))
+    png = tmp_path / "plot.png"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = backtest(capsys, "--config", config, "--input", data, "--plot", png)
+    assert run.code == 0, run.err
+    assert [str(w.message) for w in caught if "Glyph" in str(w.message)] == []
+    (fig,) = figures
+    ax = fig.axes[0]
+    words = PLOT_WORDS["zh_CN"]
+    assert ax.get_title() == words["title"] and ax.get_ylabel() == words["ylabel"]
+    assert fig.axes[-1].get_xlabel() == words["xlabel"]
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert legend[:2] == words["lines"] and legend[-1] == words["count"]  # matplotlib lists bars last
+    assert set(words["surges"]) <= set(legend) and words["streak"] in legend
+    assert not any(w in " ".join(legend) for w in ("baseline", "threshold", "daily count", "light", "severe"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copyfile(png, ARTIFACTS / "backtest-plot-zh.png")
+
+
 @pytest.mark.skipif(_have_matplotlib(), reason="matplotlib is installed here: the PNG test runs instead")
 def test_plot_without_matplotlib_is_exit_1_with_the_install_hint(capsys: pytest.CaptureFixture[str],
                                                                   config: Path, data: Path, tmp_path: Path) -> None:
@@ -521,9 +556,12 @@ class _FakeAxes:
         self.marks: list[tuple[date, str]] = []
         self.mark_labels: list[str] = []
         self.title = ""
+        self.ylabel = self.xlabel = ""
+        self.bar_labels: list[str] = []
 
     def bar(self, x: list[date], heights: list[int], **kw: Any) -> None:
         self.bars.append((list(x), list(heights)))
+        self.bar_labels.append(kw["label"])
 
     def plot(self, x: list[date], y: list[float], **kw: Any) -> None:
         self.lines[kw["label"]] = list(y)
@@ -534,6 +572,12 @@ class _FakeAxes:
 
     def set_title(self, title: str, **kw: Any) -> None:
         self.title = title
+
+    def set_ylabel(self, label: str, **kw: Any) -> None:
+        self.ylabel = label
+
+    def set_xlabel(self, label: str, **kw: Any) -> None:
+        self.xlabel = label
 
     def legend(self, **kw: Any) -> None:
         pass
@@ -582,12 +626,28 @@ def _fake_matplotlib(monkeypatch: pytest.MonkeyPatch) -> list[_FakeAxes]:
     return drawn
 
 
+# the plot's words in each locale, spelled out (not read back from the catalogue the plot uses)
+PLOT_WORDS = {
+    "en": {"title": f"type-surge type={SURGE_TYPE}", "count": "daily count", "lines": ["baseline", "threshold"],
+           "surges": ["type-surge light", "type-surge moderate", "type-surge severe"],
+           "streak": "same-type-streak (streak)", "ylabel": "complaints a day", "xlabel": "day (Asia/Shanghai)"},
+    "zh_CN": {"title": f"type-surge 类型={SURGE_TYPE}", "count": "每日数量", "lines": ["基线", "阈值"],
+              "surges": ["type-surge 轻度", "type-surge 中度", "type-surge 重度"],
+              "streak": "same-type-streak（连续同类）", "ylabel": "每日投诉数", "xlabel": "日期（Asia/Shanghai）"},
+}
+
+
+@pytest.mark.parametrize("locale", ["en", "zh_CN"])
 def test_plot_draws_each_alerted_series_against_its_baseline(capsys: pytest.CaptureFixture[str],
-                                                             monkeypatch: pytest.MonkeyPatch, config: Path,
-                                                             rows: list[Row], tmp_path: Path) -> None:
+                                                             monkeypatch: pytest.MonkeyPatch, rows: list[Row],
+                                                             tmp_path: Path, locale: str) -> None:
     """What the chart shows, whatever draws it: the alerted series' daily counts, the baseline (mean of
-    the previous days), the threshold (factor x baseline, at least min_count) and the alerts marked."""
+    the previous days), the threshold (factor x baseline, at least min_count) and the alerts marked, each
+    named in the configured `locale`."""
     drawn = _fake_matplotlib(monkeypatch)
+    config = tmp_path / "sentinel.toml"
+    config.write_text(f'locale = "{locale}"\n' + CONFIG, encoding="utf-8")
+    words = PLOT_WORDS[locale]
     mine = list(rows)
     random.Random(5).shuffle(mine)  # the sorted replay keeps the daily counts too
     run = backtest(capsys, "--config", config, "--input", write_csv(tmp_path / "s.csv", mine),
@@ -595,24 +655,27 @@ def test_plot_draws_each_alerted_series_against_its_baseline(capsys: pytest.Capt
     assert run.code == 0, run.err
     assert "plot: " in run.err and "(1 series)" in run.err  # one threshold series alerted; streaks not charted
     (ax,) = drawn
-    assert ax.title == f"type-surge type={SURGE_TYPE}"
+    assert ax.title == words["title"]
+    assert (ax.bar_labels, list(ax.lines), ax.ylabel, ax.xlabel) == (
+        [words["count"]], words["lines"], words["ylabel"], words["xlabel"])
+    baseline, threshold = words["lines"]
     (days, counts), = ax.bars
     want = [DAILY[SURGE_TYPE]] * HISTORY_DAYS + [sum(1 for r in rows if r.type == SURGE_TYPE
                                                      and r.at.date() == SURGE_DAY.date())]
     assert days == [(START + timedelta(days=d)).date() for d in range(HISTORY_DAYS + 1)]
     assert counts == want
-    assert ax.lines["baseline"][-1] == pytest.approx(DAILY[SURGE_TYPE])  # the 7 days before
-    assert ax.lines["threshold"][-1] == pytest.approx(max(1.5 * DAILY[SURGE_TYPE], 10))
+    assert ax.lines[baseline][-1] == pytest.approx(DAILY[SURGE_TYPE])  # the 7 days before
+    assert ax.lines[threshold][-1] == pytest.approx(max(1.5 * DAILY[SURGE_TYPE], 10))
     assert {d for d, _ in ax.marks} == {SURGE_DAY.date()}
     surge_marks = [lab for lab in ax.mark_labels if not lab.startswith(("same-type-streak", "_"))]
-    assert surge_marks == ["type-surge light", "type-surge moderate", "type-surge severe"]  # opened, upgraded x2
+    assert surge_marks == words["surges"]  # opened, upgraded x2
     # the streak alerts on the same type are marked too, with one legend entry for all of them
     streaks = [e for e in run.events() if e["rule"] == "same-type-streak" and e["state"] == "firing"
                and e["labels"] == {"type": SURGE_TYPE}]
     assert streaks
     streak_marks = [c for (_, c) in ax.marks if c == "#31a354"]
     assert len(streak_marks) == len(streaks)
-    assert ax.mark_labels.count("same-type-streak (streak)") == 1
+    assert ax.mark_labels.count(words["streak"]) == 1
     assert len(ax.marks) == 3 + len(streaks)
     assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
 
@@ -627,11 +690,11 @@ def test_plot_of_a_new_type_shows_its_zero_days_and_a_zero_baseline(capsys: pyte
     run = backtest(capsys, "--config", config, "--input", write_csv(tmp_path / "n.csv", rows + new),
                    "--plot", tmp_path / "p.png")
     assert run.code == 0, run.err
-    (ax,) = [a for a in drawn if a.title == "type-surge type=新类型"]
+    (ax,) = [a for a in drawn if a.title == "type-surge 类型=新类型"]  # the default locale, zh_CN
     (days, counts), = ax.bars
     assert days[0] == START.date() and counts == [0] * HISTORY_DAYS + [15]
-    assert ax.lines["baseline"][-1] == 0.0
-    assert ax.lines["threshold"][-1] == 10  # min_count decides over a zero baseline
+    assert ax.lines["基线"][-1] == 0.0
+    assert ax.lines["阈值"][-1] == 10  # min_count decides over a zero baseline
 
 
 # --- progress --------------------------------------------------------------------------------------

@@ -337,3 +337,18 @@ def test_reconcile_interval_is_a_positive_duration(env: dict[str, str], tmp_path
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "reconcile_interval" in err and words in err, err
+
+
+@pytest.mark.parametrize(("value", "words"), [('"1s"', "between 2s and 10m"), ('"11m"', "between 2s and 10m"),
+                                              ('"soon"', "not a duration")])
+def test_lease_ttl_is_validated(env: dict[str, str], tmp_path: Path, value: str, words: str,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert load_config(FIXTURE).state.lease_ttl.total_seconds() == 15
+    ok = load_config(write(tmp_path, base() + '\n[state]\nlease_ttl = "30s"\n'))
+    assert ok.state.lease_ttl.total_seconds() == 30
+    p = write(tmp_path, base() + f"\n[state]\nlease_ttl = {value}\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", "--config", str(p)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "state.lease_ttl" in err and words in err and "Traceback" not in err, err

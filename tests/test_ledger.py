@@ -267,6 +267,24 @@ def test_a_future_row_does_not_hide_the_rows_dated_now(src: Db, tmp_path: Path) 
         assert metric(d, "sentinel_records_reconciled_total") == 0
 
 
+def test_a_row_created_exactly_at_the_look_back_bound_and_committed_late_is_counted(src: Db,
+                                                                                     tmp_path: Path) -> None:
+    """Old code (found by the property test): the poll reads rows after its bound, reconciliation the
+    ranges before it, so a row created exactly `lateness` before the newest row, committed after that
+    row, fell between the two reads and was never counted."""
+    text_table(src)
+    add(src, 1, spelled(NOW - timedelta(days=1), " "))
+    clock = ManualClock(NOW)
+    with daemon(config(tmp_path, src.url), clock) as d:
+        drain(d)
+        add(src, 2, spelled(NOW, " "))
+        drain(d)
+        add(src, 3, spelled(NOW - timedelta(minutes=5), " "))  # lateness before the newest, committed after it
+        seen = poll_for(d, clock, NOW + timedelta(minutes=1), 12, step_s=60)  # two reconciliations
+        assert seen[-1] == 3
+        assert metric(d, "sentinel_records_reconciled_total") == 1
+
+
 # --- (e) a row committed hours after its created_at ------------------------------------------------
 
 def test_rows_committed_hours_late_count_into_their_closed_day_and_alert_nothing(src: Db, tmp_path: Path) -> None:

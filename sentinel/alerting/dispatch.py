@@ -25,21 +25,19 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, update
 
 from sentinel.alerting.ack import ack_url
-from sentinel.alerting.routing import Route, Router, alert_labels
+from sentinel.alerting.routing import Route, Router, alert_labels, labels_of
 from sentinel.config import Config
 from sentinel.logs import fields
 from sentinel.model import Tier
-from sentinel.notify import outbox
-from sentinel.notify.views import AlertView
-from sentinel.store.alerts import events_after
-from sentinel.store.schema import alerts, dispatch_groups, notify_log
+from sentinel.notify import ADAPTERS, outbox
+from sentinel.notify.views import AlertView, view_from_event, view_to_json
+from sentinel.store import alerts as alert_store
+from sentinel.store.alerts import StoredAlert, events_after
+from sentinel.store.schema import dispatch_groups, notify_log
 
 log = logging.getLogger("sentinel.dispatch")
 
 CURSOR = "dispatcher"
-GROUP_KINDS = frozenset({"webhook"})
-"""Receiver kinds whose payload lists the whole group (the generic webhook, in Alertmanager's format);
-chat tools get only what changed."""
 GROUP_ALERTS_MAX = 1000
 """At most this many of a group's other alerts ride along in one message (the webhook caps its body at
 1 MiB anyway, counting what it drops in `truncatedAlerts`)."""
@@ -154,7 +152,7 @@ class Dispatcher:
 
     def _resolve_directly(self, conn: Connection, instance: str, whom: Sequence[Told], now_us: int) -> None:
         """A resolution, ungrouped, to receivers told of the alert outside its route's receivers."""
-        rows = self._alert_rows(conn, [instance]) if whom else {}
+        rows = alert_store.alerts_by_instance(conn, [instance]) if whom else {}
         if instance not in rows:
             return
         known = {r.name for r in self.cfg.receivers}
@@ -213,7 +211,9 @@ class Dispatcher:
 
     def _flush(self, conn: Connection, groups: dict[str, Group], now_us: int) -> int:
         written = 0
-        kinds = {r.name: r.kind for r in self.cfg.receivers}
+        # receivers whose payload lists the whole group (the generic webhook, in Alertmanager's format);
+        # chat tools get only what changed
+        whole_group = {r.name for r in self.cfg.receivers if ADAPTERS[r.kind].lists_group}
         for g in groups.values():
             route = self.router.get(g.route)
             if route is None:  # the route went away in a reload: hand its alerts to the current routes
@@ -223,7 +223,7 @@ class Dispatcher:
                 continue
             if self.policy is not None and self.policy.hold_group(g, route, now_us):
                 continue
-            rows = self._alert_rows(conn, g.pending)
+            rows = alert_store.alerts_by_instance(conn, g.pending)
             told = self._told_about(conn, rows)
             for receiver in route.cfg.receivers:
                 views = self._views_for(conn, receiver, rows, told, g, now_us)
@@ -232,7 +232,7 @@ class Dispatcher:
                 repeat = all(_is_repeat(told.get((receiver, v.instance)), v) for v in views)
                 kind = "repeat" if repeat else "alert" if len(views) == 1 else "digest"
                 extra: dict[str, Any] = {"group_key": g.key, "group_labels": g.labels}
-                if kinds.get(receiver) in GROUP_KINDS:
+                if receiver in whole_group:
                     extra["group_alerts"] = self._rest_of_group(conn, receiver, g, views, now_us)
                 self._enqueue(conn, receiver, kind, views, rows, now_us, extra)
                 for v in views:
@@ -247,9 +247,9 @@ class Dispatcher:
         return written
 
     def _reroute(self, conn: Connection, g: Group, groups: dict[str, Group], now_us: int) -> None:
-        rows = self._alert_rows(conn, g.pending)
+        rows = alert_store.alerts_by_instance(conn, g.pending)
         for inst, row in rows.items():
-            labels = alert_labels(row["rule"], row["kind"], row["tier"], json.loads(row["labels"]))
+            labels = labels_of(row)
             for route in self.router.route(labels):
                 key, glabels = route.group_key(labels)
                 if key != g.key:
@@ -257,12 +257,12 @@ class Dispatcher:
         g.pending = []
         g.dirty = True
 
-    def _views_for(self, conn: Connection, receiver: str, rows: Mapping[str, Mapping[str, Any]],
+    def _views_for(self, conn: Connection, receiver: str, rows: Mapping[str, StoredAlert],
                    told: Mapping[tuple[str, str], Told], g: Group, now_us: int) -> list[AlertView]:
         out = []
         for inst, row in rows.items():
             t = told.get((receiver, inst))
-            if row["status"] == "resolved":
+            if not row.is_open:
                 if t is None or t.last_state == "resolved":
                     continue  # never told of it (or told already): nothing to resolve for these people
             elif self.policy is not None and not self.policy.may_send(conn, row, receiver, g, now_us):
@@ -282,36 +282,34 @@ class Dispatcher:
         told = (select(notify_log.c.instance)
                 .where(notify_log.c.receiver == receiver, notify_log.c.group_key == g.key,
                        notify_log.c.last_state == "firing"))
-        rows = conn.execute(select(alerts).where(alerts.c.instance.in_(told), alerts.c.status == "open")
-                            .order_by(alerts.c.started_us).limit(GROUP_ALERTS_MAX + len(shown))).mappings().all()
         out = []
-        for r in map(dict, rows):
-            if r["instance"] in shown:
+        for r in alert_store.open_alerts(conn, among=told, limit=GROUP_ALERTS_MAX + len(shown)):
+            if r.instance in shown:
                 continue
             if self.policy is not None and not self.policy.may_send(conn, r, receiver, g, now_us):
                 continue
-            out.append(outbox.view_to_json(self.view(r)))
+            out.append(view_to_json(self.view(r)))
         return out[:GROUP_ALERTS_MAX]
 
-    def view(self, row: Mapping[str, Any]) -> AlertView:
-        payload = json.loads(row["last_event"])
+    def view(self, alert: StoredAlert) -> AlertView:
+        """The alert as its last event left it, with an acknowledgement link while it is open."""
         secret = self.cfg.api.ack_secret.get() if self.cfg.api.ack_secret is not None else None
         link = None
-        if row["status"] == "open":
-            link = ack_url(self.cfg.base_url, secret, row["instance"], self.cfg.api.ack_ttl.total_seconds())
+        if alert.is_open:
+            link = ack_url(self.cfg.base_url, secret, alert.instance, self.cfg.api.ack_ttl.total_seconds())
         record_url = self.cfg.source.record_url if self.cfg.source is not None else None
-        return outbox.view_from_event(payload, self.cfg.tz, record_url=record_url, ack_url=link)
+        return view_from_event(alert.last_event, self.cfg.tz, record_url=record_url, ack_url=link)
 
     def _enqueue(self, conn: Connection, receiver: str, kind: str, views: Sequence[AlertView],
-                 rows: Mapping[str, Mapping[str, Any]], now_us: int, extra: Mapping[str, Any]) -> None:
+                 rows: Mapping[str, StoredAlert], now_us: int, extra: Mapping[str, Any]) -> None:
         tier = max((v.tier for v in views), default=Tier.LIGHT)
-        event_at = min(int(json.loads(rows[v.instance]["last_event"])["at_us"]) for v in views)
+        event_at = min(rows[v.instance].last_event_at_us for v in views)
         status = "resolved" if all(v.state == "resolved" for v in views) else "firing"
         outbox.enqueue(conn, receiver, kind, tier, views, event_at_us=min(event_at, now_us), now_us=now_us,
                        extra={**extra, "status": status})
         log.info("message queued", extra=fields(receiver=receiver, kind=kind, alerts=len(views), tier=tier.label))
 
-    def enqueue_views(self, conn: Connection, receiver: str, kind: str, rows: Mapping[str, Mapping[str, Any]],
+    def enqueue_views(self, conn: Connection, receiver: str, kind: str, rows: Mapping[str, StoredAlert],
                       now_us: int, extra: Mapping[str, Any] | None = None) -> None:
         views = [self.view(r) for r in rows.values()]
         if views:
@@ -366,18 +364,9 @@ class Dispatcher:
                 conn.execute(insert(dispatch_groups).values(group_key=g.key, **values))
             g.dirty = False
 
-    def _alert_rows(self, conn: Connection, instances: Iterable[str]) -> dict[str, dict[str, Any]]:
-        ids = list(instances)
-        if not ids:
-            return {}
-        rows = conn.execute(select(alerts).where(alerts.c.instance.in_(ids))).mappings().all()
-        by_id = {r["instance"]: dict(r) for r in rows}
-        return {i: by_id[i] for i in ids if i in by_id}
-
     def forget_resolved(self, conn: Connection, before_us: int) -> None:
         """Housekeeping: notification-log rows of alerts resolved long ago."""
-        old = select(alerts.c.instance).where(alerts.c.status == "resolved", alerts.c.resolved_us < before_us)
-        conn.execute(delete(notify_log).where(notify_log.c.instance.in_(old)))
+        conn.execute(delete(notify_log).where(notify_log.c.instance.in_(alert_store.resolved_before(before_us))))
 
 
 def _is_repeat(told: Told | None, v: AlertView) -> bool:

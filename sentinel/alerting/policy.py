@@ -13,18 +13,19 @@ repeats and escalation. The dispatcher asks this module; nothing here sends anyt
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, insert, select
 
 from sentinel.alerting import silences as silence_store
-from sentinel.alerting.routing import Matcher, Route, alert_labels, compile_matchers, matches
+from sentinel.alerting.routing import Matcher, Route, compile_matchers, labels_of, matches
 from sentinel.config import Config
-from sentinel.model import US, from_datetime, to_datetime
-from sentinel.store.schema import acks, alert_events, alerts, escalations, notify_log
+from sentinel.model import US, Tier, from_datetime, to_datetime
+from sentinel.store import alerts as alert_store
+from sentinel.store.alerts import StoredAlert
+from sentinel.store.schema import acks, escalations, notify_log
 
 if TYPE_CHECKING:
     from sentinel.alerting.dispatch import Dispatcher, Group
@@ -45,15 +46,12 @@ class Hold:
     muted: bool
 
 
-def labels_of(row: Mapping[str, Any]) -> dict[str, str]:
-    return alert_labels(row["rule"], row["kind"], row["tier"], json.loads(row["labels"]))
-
-
 class Policy:
     def __init__(self, cfg: Config) -> None:
         self.reload(cfg)
         self._silences: list[silence_store.Silence] = []
         self._open: list[tuple[str, dict[str, str]]] = []
+        self._open_alerts: dict[str, StoredAlert] = {}  # of this step, oldest first
         self._acked: set[str] = set()
         self.next_due_us: int | None = None  # after `schedule`: the earliest repeat or escalation due
 
@@ -65,18 +63,18 @@ class Policy:
     # --- the facts of this step ------------------------------------------------------------------------
     def begin(self, conn: Connection, now_us: int) -> None:
         self._silences = silence_store.load(conn, include_expired_after_us=now_us)
-        rows = [dict(r) for r in conn.execute(select(alerts).where(alerts.c.status == "open")).mappings()]
-        self._open = [(r["instance"], labels_of(r)) for r in rows]
+        self._open_alerts = {a.instance: a for a in alert_store.open_alerts(conn)}
+        self._open = [(i, labels_of(a)) for i, a in self._open_alerts.items()]
         self._acked = set(conn.execute(select(acks.c.instance)).scalars())
         self.next_due_us = None
 
     def _due_later(self, at_us: int) -> None:
         self.next_due_us = at_us if self.next_due_us is None else min(self.next_due_us, at_us)
 
-    def hold(self, row: Mapping[str, Any], now_us: int, routes: Sequence[Route] = ()) -> Hold:
-        labels = labels_of(row)
+    def hold(self, alert: StoredAlert, now_us: int, routes: Sequence[Route] = ()) -> Hold:
+        labels = labels_of(alert)
         s = silence_store.silenced_by(self._silences, labels, now_us)
-        return Hold(s.id if s else None, self.inhibited_by(row["instance"], labels), row["instance"] in self._acked,
+        return Hold(s.id if s else None, self.inhibited_by(alert.instance, labels), alert.instance in self._acked,
                     any(self.muted(r, now_us) for r in routes))
 
     def inhibited_by(self, instance: str, labels: Mapping[str, str]) -> str | None:
@@ -97,8 +95,8 @@ class Policy:
         return any(w.contains(local) for w in route.cfg.mute)
 
     # --- the dispatcher's questions ------------------------------------------------------------------
-    def may_send(self, conn: Connection, row: Mapping[str, Any], receiver: str, g: Group, now_us: int) -> bool:
-        h = self.hold(row, now_us)
+    def may_send(self, conn: Connection, alert: StoredAlert, receiver: str, g: Group, now_us: int) -> bool:
+        h = self.hold(alert, now_us)
         return h.silenced is None and h.inhibited is None
 
     def hold_group(self, g: Group, route: Route, now_us: int) -> bool:
@@ -111,12 +109,12 @@ class Policy:
         ends = [from_datetime(w.end_after(local)) for w in route.cfg.mute if w.contains(local.time())]
         return min(ends) if ends else None
 
-    def still_pending(self, conn: Connection, g: Group, rows: Mapping[str, Any], now_us: int) -> list[str]:
+    def still_pending(self, conn: Connection, g: Group, rows: Mapping[str, StoredAlert], now_us: int) -> list[str]:
         """Open alerts held back by a silence or an inhibition stay in their group, so they are told at
         the group's next interval after the silence expires or the inhibiting alert resolves."""
         kept = []
         for inst, row in rows.items():
-            if row["status"] != "open":
+            if not row.is_open:
                 continue
             h = self.hold(row, now_us)
             if h.silenced or h.inhibited:
@@ -130,33 +128,31 @@ class Policy:
         self._escalate(conn, dispatcher, now_us)
 
     def _repeats(self, conn: Connection, dispatcher: Dispatcher, groups: dict[str, Group], now_us: int) -> None:
-        q = (select(notify_log, alerts.c.rule, alerts.c.kind, alerts.c.tier, alerts.c.labels, alerts.c.instance)
-             .join(alerts, alerts.c.instance == notify_log.c.instance)
-             .where(alerts.c.status == "open", notify_log.c.last_state == "firing"))
-        for r in [dict(x) for x in conn.execute(q).mappings()]:
-            route = dispatcher.router.get(r["route"])
-            if route is None or r["instance"] in self._acked:
+        told = conn.execute(select(notify_log.c.instance, notify_log.c.route, notify_log.c.last_sent_us)
+                            .where(notify_log.c.last_state == "firing"))
+        for instance, route_index, last_sent_us in told:
+            alert = self._open_alerts.get(instance)
+            route = dispatcher.router.get(route_index)
+            if alert is None or route is None or instance in self._acked:
                 continue
-            repeat_at = r["last_sent_us"] + int(route.cfg.repeat_interval.total_seconds() * US)
+            repeat_at = last_sent_us + int(route.cfg.repeat_interval.total_seconds() * US)
             if now_us < repeat_at:
                 self._due_later(repeat_at)
                 continue
-            h = self.hold(r, now_us)
+            h = self.hold(alert, now_us)
             if h.silenced or h.inhibited:
                 continue
-            labels = labels_of(r)
-            key, glabels = route.group_key(labels)
+            key, glabels = route.group_key(labels_of(alert))
             g = groups.get(key)
-            if g is not None and r["instance"] in g.pending:
+            if g is not None and instance in g.pending:
                 continue
-            dispatcher.add(groups, route, key, glabels, r["instance"], now_us, urgent=False)
+            dispatcher.add(groups, route, key, glabels, instance, now_us, urgent=False)
 
     def _escalate(self, conn: Connection, dispatcher: Dispatcher, now_us: int) -> None:
-        rows = [dict(r) for r in conn.execute(select(alerts).where(
-            alerts.c.status == "open", alerts.c.tier.in_(("moderate", "severe")))).mappings()]
+        rows = [a for a in self._open_alerts.values() if a.tier >= Tier.MODERATE]
         done = {(i, t) for i, t in conn.execute(select(escalations.c.instance, escalations.c.tier))}
         for row in rows:
-            inst, tier = row["instance"], row["tier"]
+            inst, tier = row.instance, row.tier.label
             if inst in self._acked or (inst, tier) in done:
                 continue
             h = self.hold(row, now_us)
@@ -173,16 +169,14 @@ class Policy:
                 continue
             receivers = sorted({name for r in due for name in r.cfg.escalate_to})
             for name in receivers:
-                dispatcher.enqueue_views(conn, name, "escalation", {inst: dict(row)}, now_us,
+                dispatcher.enqueue_views(conn, name, "escalation", {inst: row}, now_us,
                                          {"escalated_after_s": (now_us - since) // US})
                 dispatcher.log_view(conn, name, dispatcher.view(row), due[0].index, "escalation", now_us)
             conn.execute(insert(escalations).values(instance=inst, tier=tier, at_us=now_us))
 
     def reached(self, conn: Connection, instance: str, tier: str) -> int:
         """When the alert first reached `tier` (its firing or upgrade to it)."""
-        v = conn.execute(select(func.min(alert_events.c.at_us)).where(alert_events.c.instance == instance,
-                                                                      alert_events.c.tier == tier)).scalar()
-        return int(v) if v is not None else 0
+        return alert_store.first_event_at(conn, instance, tier) or 0
 
 
 AckVia = Literal["api", "link"]  # decided by the server from how the ack arrived: bearer token or signed link
@@ -190,8 +184,7 @@ AckVia = Literal["api", "link"]  # decided by the server from how the ack arrive
 
 def acknowledge(conn: Connection, instance: str, by: str, via: AckVia, now_us: int) -> str:
     """Record an acknowledgement; returns "acknowledged", "already" or raises KeyError (unknown)."""
-    row = conn.execute(select(alerts.c.status).where(alerts.c.instance == instance)).first()
-    if row is None:
+    if alert_store.get_alert(conn, instance) is None:
         raise KeyError(instance)
     if conn.execute(select(acks.c.instance).where(acks.c.instance == instance)).first() is not None:
         return "already"

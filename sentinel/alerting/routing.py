@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sentinel.config import Config, MatchValue, RouteConfig
+from sentinel.store.alerts import StoredAlert
 
 IMPLICIT = -1
 
@@ -46,6 +47,11 @@ def matches(matchers: Sequence[Matcher], labels: Mapping[str, str]) -> bool:
 
 def alert_labels(rule: str, kind: str, tier: str, labels: Mapping[str, str]) -> dict[str, str]:
     return {**labels, "rule": rule, "kind": kind, "tier": tier}
+
+
+def labels_of(alert: StoredAlert) -> dict[str, str]:
+    """The labels routes, silences and inhibitions match a stored alert on."""
+    return alert_labels(alert.rule, alert.kind, alert.tier.label, alert.labels)
 
 
 @dataclass(frozen=True, slots=True)

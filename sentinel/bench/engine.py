@@ -26,8 +26,7 @@ import numpy as np
 
 from sentinel.config import Config, load_config
 from sentinel.days import Calendar
-from sentinel.detect.base import RuleContext
-from sentinel.detect.engine import Engine
+from sentinel.detect import Engine, RuleContext
 from sentinel.model import US, Batch, Vocab, from_datetime
 from sentinel.simulate import CHANNELS, generate
 
@@ -114,7 +113,7 @@ def time_live_cycle(series: int = 10_000, history_days: int = 8) -> dict[str, fl
     """One daemon cycle's detection work with 10,000 live series: a poll's new records fed as the daemon
     does (settled up to a horizon 5 minutes behind, the newer ones run ahead on a fork of the state: fire
     on sight), and the rule snapshots serialised (what the poll transaction writes)."""
-    from sentinel.detect.engine import dumps
+    from sentinel.store.codecs import batch_to_json, dumps
 
     cfg = load_config_text(BENCH_RULES)
     vocab = Vocab()
@@ -143,7 +142,7 @@ def time_live_cycle(series: int = 10_000, history_days: int = 8) -> dict[str, fl
         for rule in engine.rules:
             snap = engine.snapshot(rule)
             dumps(snap.core)
-            dumps(snap.pending)
+            dumps(batch_to_json(snap.pending, vocab))
         timings.append(time.perf_counter() - t)
         now = int(new_ts[-1])
     return {"series": float(live_series), "median_ms": float(np.median(timings) * 1000),

@@ -20,6 +20,13 @@ from sentinel.days import Calendar
 from sentinel.detect.workdays import Workdays
 from sentinel.model import Batch, Event, EventState, Tier, Vocab, fingerprint, instance_id
 
+SAMPLES = 5
+"""Complaint ids an event carries (the records that made it), for the links in messages."""
+
+
+def sample_ids(ids: npt.NDArray[Any]) -> list[str]:
+    return [str(i) for i in ids.tolist()][-SAMPLES:]
+
 
 @dataclass(slots=True)
 class RuleContext:

@@ -10,21 +10,18 @@ again gives exactly the events of one uninterrupted run.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from sentinel.config import RuleConfig, StreakRuleConfig, ThresholdRuleConfig
+from sentinel.config import Config, RuleConfig, StreakRuleConfig, ThresholdRuleConfig
 from sentinel.detect import ahead as la
 from sentinel.detect.ahead import Told
 from sentinel.detect.base import OpenAlert, RuleContext, event
 from sentinel.detect.feed import feed
 from sentinel.detect.streak import StreakRule, StreakState
-from sentinel.detect.threshold import Buckets, ThresholdRule, ThresholdState
-from sentinel.model import Batch, Event, EventState, Vocab
+from sentinel.detect.threshold import ThresholdRule, ThresholdState, lookback_days
+from sentinel.model import Batch, Buckets, Event, EventState, Vocab
 
 AnyRule = ThresholdRule | StreakRule
 
@@ -44,6 +41,13 @@ def rule_hash(cfg: RuleConfig, timezone: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def history_days(cfg: Config) -> int:
+    """Days the first start backfills: every rule's window plus the day in progress (a streak rule's run
+    history exists only in its state, so its `history_days` must be replayed too)."""
+    return max([8] + [lookback_days(r) + 1 if isinstance(r, ThresholdRuleConfig) else r.history_days + 1
+                      for r in cfg.rules])
+
+
 def sort_events(events: list[Event], order: dict[str, int]) -> list[Event]:
     """One deterministic order, whatever the batch split: time, rule, series, resolved first."""
     return sorted(events, key=lambda e: (e.at, order.get(e.rule, 1 << 30), e.fingerprint, _STATE_RANK[e.state]))
@@ -56,7 +60,7 @@ class Snapshot:
     config_hash: str
     core: dict[str, Any]
     series: list[list[str]] | None
-    pending: dict[str, Any]
+    pending: Batch  # records not settled yet (the store writes them with their strings, not codes)
     ahead: list[dict[str, Any]] = field(default_factory=list)  # escalations told ahead (see detect.ahead)
 
 
@@ -152,7 +156,7 @@ class Engine:
                 state.series.changed = False
         else:
             core = rule.snapshot(state)
-        return Snapshot(self.hashes[rule.name], core, series, batch_to_json(state.pending, self.vocab),
+        return Snapshot(self.hashes[rule.name], core, series, state.pending,
                         [t.to_json() for t in self.told[rule.name]])
 
     def restore(self, saved: dict[str, Snapshot], buckets: Buckets, now_horizon: int | None) -> list[Event]:
@@ -177,7 +181,7 @@ class Engine:
         return sort_events(events, self.order)
 
     def _restore_one(self, rule: AnyRule, snap: Snapshot, buckets: Buckets) -> Any:
-        pending = batch_from_json(snap.pending, self.vocab)
+        pending = snap.pending
         if isinstance(rule, ThresholdRule):
             st: ThresholdState = rule.restore(snap.core, snap.series or [], buckets)
             st.pending = pending
@@ -197,7 +201,7 @@ class Engine:
             if clock is not None:
                 rule.rebuild(st, buckets, int(clock))
                 # pending records of the old definition are re-fed as new ones
-                st.pending = batch_from_json(snap.pending, self.vocab)
+                st.pending = snap.pending
                 rule.subtract_pending(st)
             keep = {tuple(lab.get(g, "") for g in rule.cfg.group_by): a for a in old_alerts
                     for lab in [a.labels] if set(lab) == set(rule.cfg.group_by)}
@@ -241,38 +245,3 @@ def _alerts_in(core: dict[str, Any]) -> list[OpenAlert]:
     raw = core.get("alerts", {})
     items = raw.values() if isinstance(raw, dict) else [a["alert"] for a in raw]
     return [OpenAlert.from_json(a) for a in items]
-
-
-def batch_to_json(batch: Batch, vocab: Vocab) -> dict[str, Any]:
-    if len(batch) == 0:
-        return {}
-    out: dict[str, Any] = {
-        "ids": [int(i) if batch.ids.dtype != object else str(i) for i in batch.ids.tolist()],
-        "ts": batch.ts.tolist(),
-        "type": [vocab.decode(int(c)) for c in batch.type.tolist()],
-        "channel": [vocab.decode(int(c)) for c in batch.channel.tolist()],
-    }
-    if batch.customer is not None:
-        out["customer"] = [batch.customer_of(i) for i in range(len(batch))]
-    return out
-
-
-def batch_from_json(data: dict[str, Any], vocab: Vocab) -> Batch:
-    if not data:
-        return Batch.empty()
-    ids = data["ids"]
-    id_arr = (np.asarray(ids, dtype=np.int64) if all(isinstance(i, int) for i in ids)
-              else np.asarray([str(i) for i in ids], dtype=object))
-    customer = None
-    values = None
-    if "customer" in data:
-        local: dict[str, int] = {}
-        codes = [-1 if c is None else local.setdefault(c, len(local)) for c in data["customer"]]
-        customer = np.asarray(codes, dtype=np.int32)
-        values = np.asarray(list(local), dtype=object)
-    return Batch(id_arr, np.asarray(data["ts"], dtype=np.int64), vocab.encode(data["type"]),
-                 vocab.encode(data["channel"]), customer, values)
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))

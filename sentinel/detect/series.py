@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sentinel.metrics import OTHER
-from sentinel.model import Batch, IntArray, Vocab
+from sentinel.model import OTHER, Batch, IntArray, Vocab
 
 
 class SeriesIndex:

@@ -36,10 +36,9 @@ import numpy as np
 import numpy.typing as npt
 
 from sentinel.config import StreakRuleConfig
-from sentinel.detect.base import OpenAlert, RecordFilter, RuleContext, event, open_alert
+from sentinel.detect.base import SAMPLES, OpenAlert, RecordFilter, RuleContext, event, open_alert, sample_ids
 from sentinel.detect.series import SeriesIndex
-from sentinel.detect.threshold import SAMPLES, Buckets, sample_ids
-from sentinel.model import US, Batch, Event, EventState, IntArray, Tier
+from sentinel.model import US, Batch, Buckets, Event, EventState, IntArray, Tier
 
 SNAPSHOT_VERSION = 2
 """2: the snapshot carries the daily run counts (`run_counts`, `counted_from`)."""

@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from sentinel.config import ThresholdRuleConfig, exact
 from sentinel.days import HOUR_US
-from sentinel.detect.base import OpenAlert, RecordFilter, RuleContext, event, open_alert
+from sentinel.detect.base import SAMPLES, OpenAlert, RecordFilter, RuleContext, event, open_alert, sample_ids
 from sentinel.detect.baseline import (
     NEVER,
     Baselines,
@@ -41,7 +41,7 @@ from sentinel.detect.baseline import (
 )
 from sentinel.detect.series import SeriesIndex
 from sentinel.detect.workdays import Workdays
-from sentinel.model import US, Batch, Event, EventState, IntArray, Tier
+from sentinel.model import US, Batch, Buckets, Event, EventState, IntArray, Tier
 from sentinel.model import from_datetime as _from_dt
 
 
@@ -53,14 +53,6 @@ def lookback_days(cfg: ThresholdRuleConfig) -> int:
         # rest days are about 2 in 7 (more around long holidays): five times as many days finds them
         return min(366, 5 * cfg.baseline_days)
     return cfg.baseline_days
-
-
-SAMPLES = 5
-"""Complaint ids an event carries (the records that made it), for the links in messages."""
-
-
-def sample_ids(ids: npt.NDArray[Any]) -> list[str]:
-    return [str(i) for i in ids.tolist()][-SAMPLES:]
 
 
 @dataclass(eq=False)
@@ -688,21 +680,6 @@ class ThresholdRule:
             thr = float(state.fire_at[x]) if state.fire_at[x] < NEVER else float("nan")
             out.append((labels, float(cur[x]), b, thr, float(cur[x]) / b if b > 0 else None))
         return out
-
-
-@dataclass(frozen=True, slots=True)
-class Buckets:
-    """Raw hourly buckets as columns (codes in the process's Vocab)."""
-
-    hour_us: IntArray
-    type: IntArray
-    channel: IntArray
-    count: IntArray
-
-    @staticmethod
-    def empty() -> Buckets:
-        z = np.zeros(0, dtype=np.int64)
-        return Buckets(z, z.astype(np.int32), z.astype(np.int32), z)
 
 
 def _by_series(s: IntArray, before: IntArray) -> tuple[IntArray, IntArray, npt.NDArray[np.bool_], IntArray, IntArray]:

@@ -12,30 +12,13 @@ detection stays pure and the daemon still equals the backtest.
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
+from sentinel.days import parse_holiday_code
+
 if TYPE_CHECKING:
     from sentinel.config import Config
-
-CODE = re.compile(r"^([A-Z]{2,3})(?:-([A-Z0-9]{1,6}))?$")
-
-
-def parse_code(code: str) -> tuple[str, str | None]:
-    """'US-MA' -> ('US', 'MA'); a ValueError names what is wrong (for `sentinel check`)."""
-    m = CODE.match(code)
-    if m is None:
-        raise ValueError(f"{code!r} is not a country code with an optional subdivision, e.g. \"CN\" or \"US-MA\"")
-    country, subdiv = m.group(1), m.group(2)
-    import holidays
-
-    try:
-        holidays.country_holidays(country, subdiv=subdiv, years=2025)
-    except NotImplementedError as exc:
-        raise ValueError(f"{code!r}: {exc}") from None
-    return country, subdiv
-
 
 class Workdays:
     """Which local dates are workdays, memoised per year."""
@@ -46,7 +29,7 @@ class Workdays:
         if code is not None:
             import holidays
 
-            country, subdiv = parse_code(code)
+            country, subdiv = parse_holiday_code(code)
             self._cal = holidays.country_holidays(country, subdiv=subdiv)
         self._known: dict[date, bool] = {}
 

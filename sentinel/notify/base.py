@@ -11,9 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
 
-from sentinel.model import Tier
+from sentinel.tiers import Tier
+from sentinel.units import Rate
+
+if TYPE_CHECKING:
+    from sentinel.config import ReceiverConfig
 
 
 class Syntax(StrEnum):
@@ -84,20 +88,43 @@ class Failed:
 Outcome = Delivered | RetryAfter | Failed
 
 
+RECEIVER_OPTIONS = ("secret", "keyword", "hmac_secret", "mobiles")
+"""Receiver keys that only some chat tools take (each adapter's `accepts` names its own)."""
+
+
 class Adapter(Protocol):
+    """One chat tool: what it is (the facts below, read by the worker, the renderer, the dispatcher and
+    the configuration check) and how it sends."""
+
     kind: ClassVar[str]
     syntax: ClassVar[Syntax]
-    max_bytes: ClassVar[int]  # body limit in UTF-8 bytes (Discord: characters, see `max_chars`)
+    max_bytes: ClassVar[int]  # body limit in UTF-8 bytes
+    default_limits: ClassVar[tuple[Rate, ...]]  # the vendor's published rate limits per robot (`rate_limit` wins)
+    accepts: ClassVar[frozenset[str]]  # which of `RECEIVER_OPTIONS` it takes
+    lists_group: ClassVar[bool]  # its payload lists the whole group (Alertmanager's webhook format)
+
+    def __init__(self, config: ReceiverConfig) -> None: ...
+
+    @property
+    def max_chars(self) -> int | None:
+        """A limit in characters as well (Discord), or None."""
+
+    @property
+    def max_text_bytes(self) -> int | None:
+        """The smaller limit of a message that mentions everyone or by mobile (WeCom's text messages), or None."""
 
     def send(self, message: Message, url_index: int = 0) -> Outcome: ...
 
     def close(self) -> None: ...
 
 
-ADAPTERS: dict[str, type[Any]] = {}
+ADAPTERS: dict[str, type[Adapter]] = {}
 """kind -> adapter class; each vendor module registers itself with `register`."""
 
+A = TypeVar("A", bound=type[Adapter])
 
-def register(cls: type[Any]) -> type[Any]:
+
+def register(cls: A) -> A:
+    """Class decorator: `cls` is the adapter of its `kind` (mypy checks here that it is an `Adapter`)."""
     ADAPTERS[cls.kind] = cls
     return cls

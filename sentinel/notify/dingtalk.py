@@ -24,7 +24,8 @@ from typing import Any, ClassVar
 
 from sentinel.notify.base import Message, Outcome, Syntax, register
 from sentinel.notify.escape import escape_markdown, escape_text, safe_id
-from sentinel.notify.http import Code, HttpAdapter, Reply, with_query
+from sentinel.notify.transport import Code, HttpAdapter, Reply, with_query
+from sentinel.units import Rate
 
 BLOCK_SECONDS = 600.0
 
@@ -49,6 +50,8 @@ class DingTalkAdapter(HttpAdapter):
     syntax: ClassVar[Syntax] = Syntax.MARKDOWN
     max_bytes: ClassVar[int] = 19_000  # the text; with title, mentions and JSON the body stays under 20,000
     max_body_bytes: ClassVar[int] = 20_000
+    default_limits: ClassVar[tuple[Rate, ...]] = (Rate(20, 60),)
+    accepts: ClassVar[frozenset[str]] = frozenset({"secret", "keyword", "mobiles"})
     redirect_delay: ClassVar[float] = BLOCK_SECONDS  # DingTalk answers throttling with a 302
 
     def body(self, message: Message) -> bytes:

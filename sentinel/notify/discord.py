@@ -14,10 +14,11 @@ import logging
 from typing import Any, ClassVar
 
 from sentinel.config import ReceiverConfig
-from sentinel.model import Tier
 from sentinel.notify.base import Delivered, Message, Outcome, RetryAfter, Syntax, register
 from sentinel.notify.escape import escape_markdown, safe_id
-from sentinel.notify.http import MAX_RETRY_AFTER, RATE_LIMIT_DELAY, HttpAdapter, Reply, with_query
+from sentinel.notify.transport import MAX_RETRY_AFTER, RATE_LIMIT_DELAY, HttpAdapter, Reply, with_query
+from sentinel.tiers import Tier
+from sentinel.units import Rate
 
 log = logging.getLogger("sentinel.notify")
 
@@ -28,6 +29,7 @@ class DiscordAdapter(HttpAdapter):
     syntax: ClassVar[Syntax] = Syntax.MARKDOWN
     max_chars: ClassVar[int] = 2000
     max_bytes: ClassVar[int] = 2000  # a byte budget of 2000 never exceeds 2000 characters
+    default_limits: ClassVar[tuple[Rate, ...]] = (Rate(5, 2),)
 
     def __init__(self, config: ReceiverConfig) -> None:
         super().__init__(config)

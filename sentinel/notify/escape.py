@@ -110,9 +110,6 @@ def escape_text(value: str, max_chars: int | None = FIELD_MAX_CHARS) -> str:
     return _defang(clean(value, max_chars)).translate(_TEXT_MAP)
 
 
-escape_lark_text = escape_text
-"""Feishu/Lark text and card text: the same rules as plain text (no `<`/`>` survives, so no `<at>`)."""
-
 _ESCAPERS: dict[Syntax, Callable[[str, int | None], str]] = {
     Syntax.MARKDOWN: escape_markdown,
     Syntax.SLACK: escape_slack,

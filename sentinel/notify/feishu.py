@@ -23,7 +23,8 @@ from typing import Any, ClassVar
 
 from sentinel.notify.base import Failed, Message, Outcome, RetryAfter, Syntax, register
 from sentinel.notify.escape import escape_text, safe_id
-from sentinel.notify.http import Code, HttpAdapter, Reply
+from sentinel.notify.transport import Code, HttpAdapter, Reply
+from sentinel.units import Rate
 
 THROTTLE_DELAY = 60.0
 _THROTTLED = re.compile(r"too many|frequen|rate limit|limit exceed", re.IGNORECASE)
@@ -50,6 +51,8 @@ class FeishuAdapter(HttpAdapter):
     syntax: ClassVar[Syntax] = Syntax.TEXT
     max_bytes: ClassVar[int] = 19 * 1024  # the text; with signature and JSON the body stays under 20 KB
     max_body_bytes: ClassVar[int] = 20 * 1024
+    default_limits: ClassVar[tuple[Rate, ...]] = (Rate(100, 60), Rate(5, 1))  # Lark's are the same
+    accepts: ClassVar[frozenset[str]] = frozenset({"secret", "keyword"})
 
     def signature(self) -> dict[str, str]:
         """`timestamp` and `sign` for this attempt (empty when the bot has no secret)."""

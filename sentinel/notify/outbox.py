@@ -16,14 +16,12 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
-from sentinel.model import Tier, to_datetime
-from sentinel.notify.views import AlertView
+from sentinel.model import Tier
+from sentinel.notify.views import AlertView, view_to_json
 from sentinel.store.schema import dispatch_cursor, outbox, rate_state
 
 PENDING, SENDING, DELIVERED, FAILED, DRY_RUN = "pending", "sending", "delivered", "failed", "dry_run"
@@ -190,50 +188,3 @@ def set_cursor(conn: Connection, name: str, seq: int) -> None:
     n = conn.execute(update(dispatch_cursor).where(dispatch_cursor.c.name == name).values(seq=seq)).rowcount
     if n == 0:
         conn.execute(insert(dispatch_cursor).values(name=name, seq=seq))
-
-
-# --- views as JSON -----------------------------------------------------------------------------------
-
-def view_to_json(v: AlertView) -> dict[str, Any]:
-    return {"rule": v.rule, "kind": v.kind, "state": v.state, "tier": v.tier.label, "labels": dict(v.labels),
-            "value": v.value, "baseline": v.baseline, "ratio": v.ratio, "started": v.started.isoformat(),
-            "at": v.at.isoformat(), "instance": v.instance, "fingerprint": v.fingerprint, "p": v.p, "mode": v.mode,
-            "length": v.length, "chance": v.chance, "expected_per_day": v.expected_per_day, "peak": v.peak,
-            "duration_s": v.duration_s, "reason": v.reason, "samples": [list(s) for s in v.samples],
-            "ack_url": v.ack_url, "handover": v.handover}
-
-
-def view_from_json(d: Mapping[str, Any], tz: ZoneInfo) -> AlertView:
-    return AlertView(
-        rule=d["rule"], kind=d["kind"], state=d["state"], tier=Tier.parse(d["tier"]), labels=dict(d["labels"]),
-        value=d["value"], baseline=d["baseline"], ratio=d["ratio"],
-        started=datetime.fromisoformat(d["started"]).astimezone(tz), at=datetime.fromisoformat(d["at"]).astimezone(tz),
-        instance=d["instance"], fingerprint=d["fingerprint"], p=d.get("p"), mode=d.get("mode"),
-        length=d.get("length"), chance=d.get("chance"), expected_per_day=d.get("expected_per_day"),
-        peak=d.get("peak"), duration_s=d.get("duration_s"), reason=d.get("reason"),
-        samples=tuple((str(a), b) for a, b in d.get("samples", [])), ack_url=d.get("ack_url"),
-        handover=bool(d.get("handover")))
-
-
-def view_from_event(payload: Mapping[str, Any], tz: ZoneInfo, *, record_url: str | None,
-                    ack_url: str | None) -> AlertView:
-    """An AlertView from a stored event's payload (as `Event.to_json` wrote it)."""
-    samples = tuple((str(i), record_url.replace("{id}", _url_id(str(i))) if record_url else None)
-                    for i in payload.get("samples", []))
-    return AlertView(
-        rule=payload["rule"], kind=payload["kind"], state=payload["state"], tier=Tier.parse(payload["tier"]),
-        labels=dict(payload["labels"]), value=payload["value"], baseline=payload.get("baseline"),
-        ratio=payload.get("ratio"), started=to_datetime(int(payload["started_us"]), tz),
-        at=to_datetime(int(payload["at_us"]), tz), instance=payload["instance"], fingerprint=payload["fingerprint"],
-        p=payload.get("p"), mode=payload.get("mode"), length=payload.get("length"), chance=payload.get("chance"),
-        expected_per_day=payload.get("expected_per_day"), peak=payload.get("peak"),
-        duration_s=payload.get("duration_s"), reason=payload.get("reason"), samples=samples, ack_url=ack_url,
-        handover=bool(payload.get("handover")))
-
-
-def _url_id(text: str) -> str:
-    from urllib.parse import quote
-
-    return quote(text, safe="")
-
-

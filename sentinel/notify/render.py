@@ -144,8 +144,9 @@ def ts(dt: datetime, style: str = "full") -> Safe:
     return Safe(dt.strftime(_TS[style]))
 
 
-def format_duration(seconds: float, locale: str) -> str:
-    """The two largest units: "2小时15分" / "2h15m", "1天3小时" / "1d3h", "45秒" / "45s"."""
+def human_duration(seconds: float, locale: str) -> str:
+    """The two largest units, for people reading a message: "2小时15分" / "2h15m", "1天3小时" / "1d3h", "45秒" /
+    "45s" (`sentinel.units.format_duration` writes a configuration value instead: "1m30s")."""
     s = max(0, int(seconds))
     d, h, m = s // 86400, s // 3600 % 24, s // 60 % 60
     names = ("天", "小时", "分", "秒") if locale == "zh_CN" else ("d", "h", "m", "s")
@@ -232,7 +233,7 @@ def _helpers(syntax: Syntax) -> dict[str, Any]:
         if value is None:
             return Safe("–")
         seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-        return Safe(format_duration(seconds, str(ctx.get("locale", "en"))))
+        return Safe(human_duration(seconds, str(ctx.get("locale", "en"))))
 
     return {"bold": bold, "link": link, "series": series, "duration": duration, "num": num, "sci": sci,
             "sig": sig, "ts": ts, "tiers": sorted(Tier, reverse=True)}
@@ -377,18 +378,17 @@ def body_budget(adapter: Adapter, receiver: ReceiverConfig, tier: Tier) -> tuple
     Adapters put the title, the configured mentions and a keyword around the body and cap the whole
     at their limit; cutting there would drop a digest's last line, the count of alerts that did not
     fit. WeCom sends a tier that mentions everyone or by mobile as a text message with a smaller limit
-    (`max_text_bytes`).
+    (`max_text_bytes`); Discord counts characters too (`max_chars`). Both are facts of the adapter class.
     """
     m = receiver.mention.for_tier(tier)
     limit = adapter.max_bytes
-    text_limit = getattr(adapter, "max_text_bytes", None)
-    if m is not None and (m.all or m.mobiles) and isinstance(text_limit, int):
-        limit = min(limit, text_limit)
+    if m is not None and (m.all or m.mobiles) and adapter.max_text_bytes is not None:
+        limit = min(limit, adapter.max_text_bytes)
     ids = [*m.users, *m.mobiles] if m is not None else []
     tail = " ".join([f"<@{i}>" for i in ids] + ([receiver.keyword] if receiver.keyword else []))
     extra = utf8_len(tail) + 64 * bool(m is not None and m.all)  # `<at user_id="all">所有人</at>`, `<!channel>`
-    max_chars = getattr(adapter, "max_chars", None)
-    chars = max(max_chars - TITLE_RESERVE_CHARS - len(tail) - 64, 1) if isinstance(max_chars, int) else None
+    max_chars = adapter.max_chars
+    chars = max(max_chars - TITLE_RESERVE_CHARS - len(tail) - 64, 1) if max_chars is not None else None
     return max(limit - TITLE_RESERVE_BYTES - extra, 1), chars
 
 

@@ -12,7 +12,8 @@ from typing import ClassVar
 
 from sentinel.notify.base import Delivered, Message, Outcome, Syntax, register
 from sentinel.notify.escape import escape_slack, safe_id
-from sentinel.notify.http import HttpAdapter, Reply
+from sentinel.notify.transport import HttpAdapter, Reply
+from sentinel.units import Rate
 
 
 @register
@@ -20,6 +21,7 @@ class SlackAdapter(HttpAdapter):
     kind: ClassVar[str] = "slack"
     syntax: ClassVar[Syntax] = Syntax.SLACK
     max_bytes: ClassVar[int] = 40_000  # Slack truncates `text` past 40,000 characters; bytes are stricter
+    default_limits: ClassVar[tuple[Rate, ...]] = (Rate(1, 1),)
 
     def text(self, message: Message) -> str:
         m = self.mention(message)

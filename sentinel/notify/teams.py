@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sentinel.model import Tier
 from sentinel.notify.base import Delivered, Message, Outcome, Syntax, register
 from sentinel.notify.escape import escape_markdown, safe_id, truncate_bytes, utf8_len
-from sentinel.notify.http import HttpAdapter, Reply
+from sentinel.notify.transport import HttpAdapter, Reply
+from sentinel.tiers import Tier
+from sentinel.units import Rate
 
 _COLOR = {Tier.LIGHT: "Accent", Tier.MODERATE: "Warning", Tier.SEVERE: "Attention"}
 
@@ -25,6 +26,7 @@ class TeamsAdapter(HttpAdapter):
     syntax: ClassVar[Syntax] = Syntax.MARKDOWN
     max_bytes: ClassVar[int] = 24_000  # the text's budget; the card's JSON must stay under 28 KB
     max_body_bytes: ClassVar[int] = 28_000
+    default_limits: ClassVar[tuple[Rate, ...]] = (Rate(4, 1),)
 
     def body(self, message: Message) -> bytes:
         m = self.mention(message)

@@ -8,10 +8,13 @@ renderer for the target syntax.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
-from sentinel.model import Tier
+from sentinel.model import Tier, to_datetime
 from sentinel.notify.base import AlertPayload
 
 
@@ -44,6 +47,61 @@ class AlertView:
 
 
 MESSAGE_KINDS = ("alert", "digest", "repeat", "escalation", "test")
+
+
+# --- the one codec: views in the outbox are JSON, read back as they were written ----------------------
+
+_TIMES = frozenset({"started", "at"})
+
+
+def view_to_json(v: AlertView) -> dict[str, Any]:
+    """Every field of the view, times as ISO 8601 in the view's zone, the tier by its label."""
+    out: dict[str, Any] = {}
+    for f in fields(AlertView):
+        value = getattr(v, f.name)
+        if f.name in _TIMES:
+            value = value.isoformat()
+        elif f.name == "tier":
+            value = value.label
+        elif f.name == "samples":
+            value = [list(s) for s in value]
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        out[f.name] = value
+    return out
+
+
+def view_from_json(d: Mapping[str, Any], tz: ZoneInfo) -> AlertView:
+    """The view `view_to_json` wrote, in the reader's zone `tz` (keys it lacks take their defaults)."""
+    times = {k: datetime.fromisoformat(d[k]).astimezone(tz) for k in _TIMES}
+    return _view({**d, **times, "samples": [(str(a), b) for a, b in d.get("samples", [])]})
+
+
+def view_from_event(payload: Mapping[str, Any], tz: ZoneInfo, *, record_url: str | None,
+                    ack_url: str | None) -> AlertView:
+    """A view of a stored event's payload (as `Event.to_json` wrote it, with `at_us` and `started_us`),
+    each sample linked to the CRM when `record_url` is set."""
+    samples = [(str(i), record_url.replace("{id}", quote(str(i), safe="")) if record_url else None)
+               for i in payload.get("samples", [])]
+    return _view({**payload, "started": to_datetime(int(payload["started_us"]), tz),
+                  "at": to_datetime(int(payload["at_us"]), tz), "samples": samples, "ack_url": ack_url})
+
+
+def _view(d: Mapping[str, Any]) -> AlertView:
+    """An AlertView of the keys of `d` that name its fields; a missing field without a default is a KeyError."""
+    values: dict[str, Any] = {}
+    for f in fields(AlertView):
+        if f.name in d:
+            values[f.name] = d[f.name]
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise KeyError(f.name)
+    values["tier"] = Tier.parse(values["tier"])
+    values["labels"] = dict(values["labels"])
+    values["samples"] = tuple((str(a), b) for a, b in values.get("samples", ()))
+    values["handover"] = bool(values.get("handover"))
+    if "extra" in values:
+        values["extra"] = dict(values["extra"] or {})
+    return AlertView(**values)
 
 
 def alert_payload(v: AlertView, base_url: str) -> AlertPayload:

@@ -40,7 +40,8 @@ from typing import Any, ClassVar
 
 from sentinel.notify.base import AlertPayload, Delivered, Message, Outcome, Syntax, register
 from sentinel.notify.escape import truncate_bytes, truncate_chars
-from sentinel.notify.http import HttpAdapter, Reply, dump
+from sentinel.notify.transport import HttpAdapter, Reply, dump
+from sentinel.units import Rate
 
 DELIVERY_HEADER = "X-Sentinel-Delivery"
 TIMESTAMP_HEADER = "X-Sentinel-Timestamp"
@@ -76,6 +77,9 @@ class WebhookAdapter(HttpAdapter):
     syntax: ClassVar[Syntax] = Syntax.TEXT
     max_bytes: ClassVar[int] = 64 * 1024  # the `text` key; the whole body may reach `max_body_bytes`
     max_body_bytes: ClassVar[int] = 1024 * 1024
+    default_limits: ClassVar[tuple[Rate, ...]] = ()  # a receiver of our own: no vendor limit
+    accepts: ClassVar[frozenset[str]] = frozenset({"hmac_secret"})
+    lists_group: ClassVar[bool] = True  # every alert of the group, as Alertmanager's webhook
 
     def payload(self, message: Message, keep: int | None = None) -> dict[str, Any]:
         alerts = message.alerts if keep is None else message.alerts[:keep]

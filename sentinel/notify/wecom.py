@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 
 from sentinel.notify.base import Message, Outcome, Syntax, register
 from sentinel.notify.escape import escape_markdown, escape_text, markdown_to_text, safe_id
-from sentinel.notify.http import Code, HttpAdapter, Reply
+from sentinel.notify.transport import Code, HttpAdapter, Reply
+from sentinel.units import Rate
 
 CODES: dict[int, Code] = {
     45009: Code("rate limited (20 messages a minute per robot)", retry=60.0),
@@ -28,7 +29,9 @@ class WeComAdapter(HttpAdapter):
     kind: ClassVar[str] = "wecom"
     syntax: ClassVar[Syntax] = Syntax.MARKDOWN
     max_bytes: ClassVar[int] = 4096
-    max_text_bytes: ClassVar[int] = 2048
+    max_text_bytes: ClassVar[int] = 2048  # a text message: how WeCom mentions everyone or by mobile
+    default_limits: ClassVar[tuple[Rate, ...]] = (Rate(20, 60),)
+    accepts: ClassVar[frozenset[str]] = frozenset({"mobiles"})
 
     def payload(self, message: Message) -> dict[str, Any]:
         m = self.mention(message)

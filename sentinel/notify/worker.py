@@ -55,7 +55,7 @@ from sentinel.model import US, Tier
 from sentinel.notify import outbox
 from sentinel.notify.base import Adapter, Delivered, Failed, Message, Outcome, RetryAfter
 from sentinel.notify.health import AttemptErrors, ReceiverHealth, ReceiverState, receiver_health
-from sentinel.notify.views import alert_payload
+from sentinel.notify.views import alert_payload, view_from_json
 from sentinel.store import LockLost, Store
 from sentinel.units import Rate
 from sentinel.wake import Waker
@@ -65,18 +65,6 @@ log = logging.getLogger("sentinel.deliver")
 BACKOFF_BASE_S = 2.0
 BROKEN_ROBOT_HOLD_US = 3600 * US  # a robot that refused for good is tried again after an hour
 BACKOFF_MAX_S = 600.0
-
-DEFAULT_LIMITS: dict[str, tuple[Rate, ...]] = {
-    "wecom": (Rate(20, 60),),
-    "dingtalk": (Rate(20, 60),),
-    "feishu": (Rate(100, 60), Rate(5, 1)),
-    "lark": (Rate(100, 60), Rate(5, 1)),
-    "slack": (Rate(1, 1),),
-    "teams": (Rate(4, 1),),
-    "discord": (Rate(5, 2),),
-    "webhook": (),
-}
-
 
 @dataclass(slots=True)
 class RateLimiter:
@@ -121,7 +109,7 @@ class ReceiverRunner:
     def __init__(self, cfg: ReceiverConfig, adapter: Adapter, busy: threading.Lock | None = None) -> None:
         self.cfg = cfg
         self.adapter = adapter
-        limits = (cfg.rate_limit,) if cfg.rate_limit is not None else DEFAULT_LIMITS.get(cfg.kind, ())
+        limits = (cfg.rate_limit,) if cfg.rate_limit is not None else adapter.default_limits
         self.limiters = [RateLimiter(limits) for _ in cfg.all_urls()]
         self.busy = busy or threading.Lock()  # held while a message of this receiver is in flight
         self.next_url = 0
@@ -263,6 +251,8 @@ class DeliveryWorker:
         self._retired: list[ReceiverRunner] = []  # replaced by a reload; closed when no drain uses them
         self._retired_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
+        self._old_pools: list[ThreadPoolExecutor] = []  # replaced by a larger one, finishing their drains
         self._stopping = threading.Event()
         self._deadline = math.inf  # time.monotonic() at which running drains stop (set by `flush`)
         # Receivers asked to drain again while a drain of theirs held the in-flight lock; by name, so
@@ -319,24 +309,45 @@ class DeliveryWorker:
         it, `tick()` and `drain()` are driven by the caller, as the tests with a manual clock do."""
         with self.store.transaction() as conn:
             n = outbox.reset_in_flight(conn)
-            rates = outbox.load_rate(conn)
+            self._load_rates(conn)
         if n:
             log.warning("messages in flight at the last stop will be sent again", extra=fields(count=n))
-        for (name, idx), (sent, blocked) in rates.items():
+        self._pool_size = max(1, len(self.runners))
+        self._pool = ThreadPoolExecutor(max_workers=self._pool_size, thread_name_prefix="deliver")
+        self.refresh_pending()
+        self.wake()  # what the last run left in the outbox goes now, not at the safety interval
+
+    def _load_rates(self, conn: Connection) -> None:
+        """The robots' rate windows as the store holds them (written by this instance or a former leader)."""
+        for (name, idx), (sent, blocked) in outbox.load_rate(conn).items():
             runner = self.runners.get(name)
             if runner is not None and idx < len(runner.limiters):
                 runner.limiters[idx].sent = list(sent)
                 runner.limiters[idx].blocked_until = blocked
-        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.runners)), thread_name_prefix="deliver")
-        self.refresh_pending()
-        self.wake()  # what the last run left in the outbox goes now, not at the safety interval
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
 
     def reload(self, cfg: Config) -> None:
         self.cfg = cfg
         self._build(cfg)
         if self._pool is not None:
-            self._pool._max_workers = max(self._pool._max_workers, len(self.runners))
+            self._grow_pool()
             self.wake()  # a new or changed receiver may have messages waiting
+
+    def _grow_pool(self) -> None:
+        """A thread per receiver, so no receiver's drain waits for another's: a reload that added
+        receivers hands new drains to a larger pool (a pool's size is fixed); the old one finishes the
+        drains it runs, and `stop` waits for it too. A kick that raced the swap is repeated by the wake
+        that follows the reload."""
+        if self._pool is None or len(self.runners) <= self._pool_size:
+            return
+        old = self._pool
+        self._pool_size = len(self.runners)
+        self._pool = ThreadPoolExecutor(max_workers=self._pool_size, thread_name_prefix="deliver")
+        self._old_pools.append(old)
+        old.shutdown(wait=False)
 
     def stop(self) -> None:
         """Stop within about `STOP_GRACE_S` (less after a `flush` that used its time): sends in flight
@@ -349,16 +360,17 @@ class DeliveryWorker:
             if r.busy.acquire(timeout=max(0.0, until - time.monotonic())):
                 r.busy.release()
         self._abandon_in_flight()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)  # the drains only record what their cut sends returned
+        for pool in [*self._old_pools, *([self._pool] if self._pool is not None else [])]:
+            pool.shutdown(wait=True)  # the drains only record what their cut sends returned
         self._close_retired(wait=True)
         for r in self.runners.values():
             r.adapter.close()
 
     def resume(self) -> None:
-        """The store's lock was re-taken after a loss: the messages claimed and not confirmed meanwhile go
-        again (at most those in flight at the loss are repeated, with their delivery ids), then every
-        receiver drains. Waits for the drains still running (each send ends within its `timeout`)."""
+        """This instance leads again after a loss: the messages claimed and not confirmed meanwhile (by it, or
+        by another leader) go again (at most those in flight are repeated, with their delivery ids), the
+        robots' rate windows are read back from the store, then every receiver drains. Waits for the drains
+        still running (each send ends within its `timeout`)."""
         held: list[ReceiverRunner] = []
         try:
             for r in list(self.runners.values()):
@@ -366,11 +378,13 @@ class DeliveryWorker:
                 held.append(r)
             with self.store.transaction() as conn:
                 n = outbox.reset_in_flight(conn)
+                self._load_rates(conn)
         finally:
             for r in held:
                 r.busy.release()
         if n:
-            log.warning("messages in flight when the store's lock was lost will be sent again", extra=fields(count=n))
+            log.warning("messages claimed and not confirmed before this instance took the lead will be sent again",
+                        extra=fields(count=n))
         self.wake()
 
     def _abandon_in_flight(self) -> None:
@@ -413,7 +427,7 @@ class DeliveryWorker:
         if self._pool is not None and runner.busy.acquire(blocking=False):
             try:
                 self._pool.submit(self._drain_released, runner)
-            except RuntimeError:  # the pool shut down meanwhile (stop)
+            except RuntimeError:  # the pool shut down meanwhile (stop, or replaced by a larger one: see `_grow_pool`)
                 runner.busy.release()
 
     def _drain_released(self, runner: ReceiverRunner) -> None:
@@ -647,7 +661,7 @@ class DeliveryWorker:
         fb = self.cfg.fallback_receiver
         if fb is None or fb == failed or fb not in self.runners:
             return
-        views = [outbox.view_from_json(v, self.cfg.tz) for v in msg.payload.get("views", [])]
+        views = [view_from_json(v, self.cfg.tz) for v in msg.payload.get("views", [])]
         outbox.enqueue(conn, fb, "fallback", Tier.parse(msg.tier), views, event_at_us=msg.event_at_us, now_us=now,
                        extra={**{k: v for k, v in msg.payload.items() if k != "views"},
                               "note": f"receiver {failed} failed permanently: {why}", "failed_receiver": failed})
@@ -656,7 +670,7 @@ class DeliveryWorker:
     def message(self, msg: outbox.OutboxMessage, runner: ReceiverRunner) -> Message:
         from sentinel.notify.render import TemplateError, body_budget, render
 
-        views = [outbox.view_from_json(v, self.cfg.tz) for v in msg.payload.get("views", [])]
+        views = [view_from_json(v, self.cfg.tz) for v in msg.payload.get("views", [])]
         adapter = runner.adapter
         kind = {"digest": "alert", "fallback": "alert"}.get(msg.kind, msg.kind)
         max_bytes, max_chars = body_budget(adapter, runner.cfg, Tier.parse(msg.tier))
@@ -675,7 +689,7 @@ class DeliveryWorker:
         status = str(msg.payload.get("status", "firing"))
         # the rest of the group (the generic webhook's payload lists every alert of it, as Alertmanager's
         # does): its other open alerts these people were told of, as they were when the message was queued
-        rest = [outbox.view_from_json(v, self.cfg.tz) for v in msg.payload.get("group_alerts", [])]
+        rest = [view_from_json(v, self.cfg.tz) for v in msg.payload.get("group_alerts", [])]
         return Message(id=msg.delivery_id, title=title, body=body, tier=Tier.parse(msg.tier), status=status,
                        group_key=str(msg.payload.get("group_key", "")),
                        group_labels=dict(msg.payload.get("group_labels", {})),

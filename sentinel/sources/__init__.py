@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from sentinel.sources.records import RawRow
+from sentinel.sources.rows import RawRow
 
 
 @dataclass(slots=True)

@@ -28,7 +28,7 @@ import pyarrow.csv as pcsv
 
 from sentinel.days import DAY_US, Calendar
 from sentinel.model import Batch, IntArray, Vocab
-from sentinel.sources.records import (
+from sentinel.sources.rows import (
     MAX_FIELD_CHARS,
     UNKNOWN_CHANNEL,
     BadValue,

@@ -37,7 +37,7 @@ from sqlalchemy.sql.elements import quoted_name
 from sentinel.config import SourceConfig
 from sentinel.model import US
 from sentinel.sources import Page, SourceUnavailable
-from sentinel.sources.records import TIME_FLOOR_US, BadValue, IdType, RawRow, parse_time
+from sentinel.sources.rows import TIME_FLOOR_US, BadValue, IdType, RawRow, parse_time
 
 log = logging.getLogger(__name__)
 

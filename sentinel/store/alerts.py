@@ -1,4 +1,4 @@
-"""Persistence of the detection stage: rule snapshots, alert instances and alert events.
+"""Persistence of the detection stage's output: alert instances and alert events.
 
 Events are appended with a monotonically increasing `seq`; the dispatcher reads them by a durable
 cursor. `notify = false` marks events recorded during the first start's backfill: kept and shown,
@@ -13,14 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import numpy as np
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import Connection, Select, Table, func, insert, or_, select, update
 
-from sentinel.detect.engine import Snapshot, dumps
-from sentinel.detect.threshold import Buckets
-from sentinel.model import Event, EventState, Vocab
-from sentinel.store.records import read_buckets
-from sentinel.store.schema import alert_events, alerts, rule_state
+from sentinel.model import Event, EventState, Tier
+from sentinel.store.codecs import dumps
+from sentinel.store.schema import alert_events, alerts
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,43 +31,6 @@ class StoredEvent:
     at_us: int
     payload: dict[str, Any]
     notify: bool
-
-
-def load_snapshots(conn: Connection) -> dict[str, Snapshot]:
-    rs = rule_state
-    parts: dict[str, dict[str, tuple[str, str]]] = {}
-    for rule, part, h, data in conn.execute(select(rs.c.rule, rs.c.part, rs.c.config_hash, rs.c.data)):
-        parts.setdefault(rule, {})[part] = (h, data)
-    out = {}
-    for rule, p in parts.items():
-        if "core" not in p:
-            continue
-        h, core = p["core"]
-        series = json.loads(p["series"][1]) if "series" in p else None
-        pending = json.loads(p["pending"][1]) if "pending" in p else {}
-        told = json.loads(p["ahead"][1]) if "ahead" in p else []
-        out[rule] = Snapshot(h, json.loads(core), series, pending, told)
-    return out
-
-
-def save_snapshot(conn: Connection, rule: str, snap: Snapshot, now_us: int) -> None:
-    rs = rule_state
-    parts = {"core": dumps(snap.core), "pending": dumps(snap.pending), "ahead": dumps(snap.ahead)}
-    if snap.series is not None:
-        parts["series"] = dumps(snap.series)
-    for part, data in parts.items():
-        n = conn.execute(update(rs).where(rs.c.rule == rule, rs.c.part == part)
-                         .values(config_hash=snap.config_hash, data=data, updated_us=now_us)).rowcount
-        if n == 0:
-            conn.execute(insert(rs).values(rule=rule, part=part, config_hash=snap.config_hash, data=data,
-                                           updated_us=now_us))
-
-
-def drop_rule_state(conn: Connection, rules: Iterable[str]) -> None:
-    rs = rule_state
-    names = list(rules)
-    if names:
-        conn.execute(delete(rs).where(rs.c.rule.in_(names)))
 
 
 def record_events(conn: Connection, events: Sequence[Event], *, notify: bool, now_us: int, tz: ZoneInfo) -> None:
@@ -114,19 +74,119 @@ def events_after(conn: Connection, seq: int, limit: int = 1000) -> list[StoredEv
                         bool(r.notify)) for r in conn.execute(q)]
 
 
-def open_alert_rows(conn: Connection, rule: str | None = None) -> list[dict[str, Any]]:
+def instances_with_events_after(conn: Connection, seq: int) -> set[str]:
+    """Instances with an event after `seq` (those the dispatcher has not read yet)."""
+    ev = alert_events
+    return set(conn.execute(select(ev.c.instance).where(ev.c.seq > seq)).scalars())
+
+
+def first_event_at(conn: Connection, instance: str, tier: str) -> int | None:
+    """When the instance first had an event at `tier` (its firing or its upgrade to it), if ever."""
+    ev = alert_events
+    v = conn.execute(select(func.min(ev.c.at_us)).where(ev.c.instance == instance, ev.c.tier == tier)).scalar()
+    return None if v is None else int(v)
+
+
+# --- alert instances, as the rest of Sentinel reads them ----------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class StoredAlert:
+    """One alert instance as the store keeps it, its JSON columns parsed once, here: the dispatcher, the
+    policy, the API and the pages read these, never the `alerts` table."""
+
+    instance: str
+    fingerprint: str
+    rule: str
+    kind: str  # "threshold" | "streak"
+    labels: dict[str, str]  # the series labels (`type`, `channel`)
+    tier: Tier  # the highest reached (never lowered while open)
+    status: str  # "open" | "resolved"
+    started_us: int
+    updated_us: int
+    resolved_us: int | None
+    value: float  # at the last event
+    baseline: float | None
+    peak: float
+    last_event: dict[str, Any]  # the last event's payload, as `record_events` wrote it
+    replay: bool  # opened during the first start's backfill (recorded, never sent)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "open"
+
+    @property
+    def last_event_at_us(self) -> int:
+        return int(self.last_event["at_us"])
+
+
+def _stored(r: Any) -> StoredAlert:
+    return StoredAlert(r.instance, r.fingerprint, r.rule, r.kind, json.loads(r.labels), Tier.parse(r.tier), r.status,
+                       int(r.started_us), int(r.updated_us), None if r.resolved_us is None else int(r.resolved_us),
+                       float(r.value), r.baseline, float(r.peak), json.loads(r.last_event), bool(r.replay))
+
+
+Instances = Iterable[str] | Select[tuple[str]]
+"""Alert instances: a collection, or a query that selects them (run inside the store's own query)."""
+
+
+def open_alerts(conn: Connection, *, rule: str | None = None, among: Instances | None = None,
+                limit: int | None = None) -> list[StoredAlert]:
+    """Open alerts, oldest first: all of them, a rule's, or those among `among`."""
     al = alerts
     q = select(al).where(al.c.status == "open")
     if rule is not None:
         q = q.where(al.c.rule == rule)
-    return [dict(r._mapping) for r in conn.execute(q.order_by(al.c.started_us))]
+    if among is not None:
+        q = q.where(al.c.instance.in_(among if isinstance(among, Select) else list(among)))
+    q = q.order_by(al.c.started_us)
+    if limit is not None:
+        q = q.limit(limit)
+    return [_stored(r) for r in conn.execute(q)]
 
 
-def load_buckets(conn: Connection, start_us: int, vocab: Vocab) -> Buckets:
-    rows = list(read_buckets(conn, start_us))
-    if not rows:
-        return Buckets.empty()
-    hours, types, chans, counts = zip(*rows, strict=True)
-    return Buckets(np.asarray(hours, dtype=np.int64), vocab.encode(list(types)).astype(np.int64),
-                   vocab.encode(list(chans)).astype(np.int64), np.asarray(counts, dtype=np.int64))
+def alerts_by_instance(conn: Connection, instances: Iterable[str]) -> dict[str, StoredAlert]:
+    """instance -> alert for those that exist, in the order asked."""
+    ids = list(instances)
+    if not ids:
+        return {}
+    by_id = {r.instance: _stored(r) for r in conn.execute(select(alerts).where(alerts.c.instance.in_(ids)))}
+    return {i: by_id[i] for i in ids if i in by_id}
 
+
+def get_alert(conn: Connection, instance: str) -> StoredAlert | None:
+    return alerts_by_instance(conn, [instance]).get(instance)
+
+
+def recent_alerts(conn: Connection, since_us: int) -> list[StoredAlert]:
+    """Open alerts and those resolved since `since_us`, newest first (`/api/v1/alerts`)."""
+    al = alerts
+    q = select(al).where(or_(al.c.status == "open", al.c.resolved_us >= since_us)).order_by(al.c.started_us.desc())
+    return [_stored(r) for r in conn.execute(q)]
+
+
+def resolved_since(conn: Connection, since_us: int, limit: int) -> list[StoredAlert]:
+    """Alerts resolved since `since_us`, the latest resolved first, at most `limit`."""
+    al = alerts
+    q = (select(al).where(al.c.status == "resolved", al.c.resolved_us >= since_us)
+         .order_by(al.c.resolved_us.desc()).limit(limit))
+    return [_stored(r) for r in conn.execute(q)]
+
+
+def alerts_in_order(conn: Connection, *, replay: bool | None = None) -> list[StoredAlert]:
+    """Every alert, oldest first; `replay=False` leaves out those of the first start's backfill."""
+    q = select(alerts)
+    if replay is not None:
+        q = q.where(alerts.c.replay == replay)
+    return [_stored(r) for r in conn.execute(q.order_by(alerts.c.started_us))]
+
+
+def open_counts_by_tier(conn: Connection) -> dict[str, int]:
+    """tier -> open alerts (tiers with none left out)."""
+    al = alerts
+    return {t: int(n) for t, n in conn.execute(select(al.c.tier, func.count()).where(al.c.status == "open")
+                                                .group_by(al.c.tier))}
+
+
+def resolved_before(before_us: int) -> Select[tuple[str]]:
+    """A query of the instances resolved before `before_us` (for housekeeping of what refers to them)."""
+    return select(alerts.c.instance).where(alerts.c.status == "resolved", alerts.c.resolved_us < before_us)

@@ -18,8 +18,8 @@ from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
-from sentinel.store import migrate
-from sentinel.store.lock import AdvisoryLock, FileLock, LockLost
+from sentinel.store import lease, migrate
+from sentinel.store.lock import DEFAULT_LEASE_TTL_S, AdvisoryLock, FileLock, LockLost, StoreLocked, instance_name
 
 SUPPORTED = ("sqlite", "postgresql")
 
@@ -54,7 +54,7 @@ def _is_corrupt(exc: BaseException | None) -> bool:
 class Store:
     """The state store. `transaction()` is the only way to write."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, lease_ttl_s: float = DEFAULT_LEASE_TTL_S) -> None:
         try:
             parsed = make_url(url)
         except ArgumentError:
@@ -63,6 +63,7 @@ class Store:
         if self.dialect not in SUPPORTED:
             raise StoreError(f"state_url: {self.dialect} is not supported as a state store (use sqlite or postgresql)")
         self.description = parsed.render_as_string(hide_password=True)
+        self.lease_ttl_s = lease_ttl_s
         self._write_lock = threading.RLock()
         self.sqlite_path: Path | None = None
         if self.dialect == "sqlite":
@@ -86,7 +87,9 @@ class Store:
             self.engine = create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20,
                                         connect_args={"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 5,
                                                       "keepalives_interval": 2, "keepalives_count": 3,
-                                                      "tcp_user_timeout": 15000})
+                                                      "tcp_user_timeout": 15000,
+                                                      # which instance a session belongs to (pg_stat_activity)
+                                                      "application_name": f"sentinel {instance_name()}"})
             self.read_engine = self.engine
         self._url = parsed
         self._lock: FileLock | AdvisoryLock | None = None
@@ -95,14 +98,24 @@ class Store:
         return f"Store({self.description!r})"
 
     def lock(self) -> None:
-        """Claim the store for this daemon; raises `StoreLocked` when another one has it."""
+        """Claim the store for this daemon; raises `StoreLocked` when another one has it. On PostgreSQL the
+        lock stays set up after that refusal, so `retake_lock` can try again (a standby); the store must be
+        migrated first (the lease row's table)."""
         if self.sqlite_path is not None:
+            from sentinel.store.netfs import refuse_network_filesystem
+
+            refuse_network_filesystem(self.sqlite_path)
             self._lock = FileLock(self.sqlite_path.with_name(self.sqlite_path.name + ".lock"))
         else:
-            self._lock = AdvisoryLock(self._url)
+            self._lock = AdvisoryLock(self._url, lease_ttl_s=self.lease_ttl_s)
         try:
             with self._connecting():
                 self._lock.acquire()
+        except StoreLocked:
+            if isinstance(self._lock, FileLock):
+                self._lock.release()
+                self._lock = None
+            raise
         except BaseException:
             self._lock.release()
             self._lock = None
@@ -144,16 +157,40 @@ class Store:
         """How this store is claimed: `file` (SQLite's flock), `advisory` (PostgreSQL) or `none`."""
         return {FileLock: "file", AdvisoryLock: "advisory"}.get(type(self._lock), "none")
 
+    @property
+    def epoch(self) -> int | None:
+        """The epoch this instance leads (or last led) with on PostgreSQL; None on SQLite or before it led."""
+        return None if self._lock is None else self._lock.epoch
+
+    def lease(self) -> lease.LeaseRow | None:
+        """The leader's lease as the store holds it now (PostgreSQL; None on SQLite or before anyone led)."""
+        if self.sqlite_path is not None:
+            return None
+        with self.reading() as conn:
+            return lease.read(conn)
+
     def retake_lock(self) -> None:
-        """After a loss: take the lock again. `StoreLocked` when another daemon holds it now; the driver's
-        error when the server is still unreachable."""
-        assert self._lock is not None
+        """After a loss, or on a standby: take the lock (again). `StoreLocked` when another daemon holds it
+        now; the driver's error when the server is still unreachable."""
+        if self._lock is None:
+            self.lock()
+            return
         self._lock.retake()
 
     def upgrade(self) -> tuple[str | None, str]:
+        """Bring the store to the newest schema. On PostgreSQL several instances may start at once: a session
+        advisory lock of its own makes them migrate one after the other (the later ones find it current)."""
         with self._write_lock, self.diagnosing(), self._connecting():
             self._check_sqlite_file()
-            return migrate.upgrade(self.engine)
+            if self.sqlite_path is not None:
+                return migrate.upgrade(self.engine)
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql(f"SELECT pg_advisory_lock({migrate.PG_MIGRATION_KEY})")
+                try:
+                    return migrate.upgrade(self.engine)
+                finally:
+                    conn.exec_driver_sql(f"SELECT pg_advisory_unlock({migrate.PG_MIGRATION_KEY})")
+                    conn.rollback()
 
     def _check_sqlite_file(self) -> None:
         """`PRAGMA quick_check` before anything else reads or migrates the file (a migration would build on the
@@ -193,19 +230,25 @@ class Store:
             raise self._corrupt(str(exc.orig)) from None
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
+    def transaction(self, *, fenced: bool = True) -> Iterator[Connection]:
         """One atomic write: everything inside commits together or not at all.
 
-        Fenced by the store's lock: refused (`LockLost`) before it starts when the lock is known to be lost,
-        and on PostgreSQL checked again in the transaction right before COMMIT, so a daemon that lost the
-        lock between two heartbeats commits nothing either."""
+        Fenced by the store's lock: refused (`LockLost`) before it starts when the lock is known to be lost;
+        on PostgreSQL it begins with the lease's epoch fence (refused once another instance took over, and
+        no takeover completes while it is open: `sentinel.store.lease`) and checks right before COMMIT that
+        the lock's session still holds the lock. `fenced=False` is for what any instance may write to a
+        shared store, leader or standby: silences and acknowledgements, which the leader reads each time it
+        dispatches."""
         with self._write_lock:
-            if not self.lock_held():
+            lock = self._lock if fenced else None
+            if lock is not None and not lock.held():
                 raise LockLost(f"this daemon no longer holds the state store's lock ({self.lock_lost_reason})")
             with self.engine.begin() as conn:
+                if lock is not None:
+                    lock.begin_fence(conn)
                 yield conn
-                if self._lock is not None:
-                    self._lock.fence(conn)
+                if lock is not None:
+                    lock.fence(conn)
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -240,11 +283,16 @@ def _sqlite_begin(conn: Connection) -> None:
 
 
 def open_store(url: str, *, lock: bool = False, upgrade: bool = True) -> Store:
+    """Open (and by default migrate) a store; `lock=True` claims it too, after the migration on PostgreSQL
+    (the lease needs its table) and before it on SQLite (no second daemon migrates under a running one)."""
     store = Store(url)
     try:
+        first = store.sqlite_path is None
+        if upgrade and first:
+            store.upgrade()
         if lock:
             store.lock()
-        if upgrade:
+        if upgrade and not first:
             store.upgrade()
     except Exception:
         store.close()

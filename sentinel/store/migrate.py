@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version"
+PG_MIGRATION_KEY = 0x53454E54494E4D  # "SENTINM": instances sharing a PostgreSQL store migrate one at a time
 _RELEASED = ("alembic", "mako", "pygments")
 _PYGMENTS_PLUGIN = "mako.ext.pygmentplugin"
 _REVISION = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*(None|[\"']([^\"']+)[\"'])", re.MULTILINE)

@@ -177,3 +177,14 @@ escalations = Table(
     Column("tier", String(16), primary_key=True),
     Column("at_us", BigInteger, nullable=False),
 )
+
+leader_lease = Table(
+    "leader_lease", metadata,  # PostgreSQL: who leads the instances sharing this store (sentinel.store.lease)
+    Column("name", String(32), primary_key=True),  # one row, "leader"
+    Column("epoch", BigInteger, nullable=False),  # +1 at every takeover; every fenced write compares it
+    Column("holder", String(128), nullable=False),  # "HOST pid PID" of the leader
+    Column("backend_pid", Integer, nullable=False),  # the leader's lock session on the server
+    Column("acquired_us", BigInteger, nullable=False),  # the server's clock, as are the two below
+    Column("renewed_us", BigInteger, nullable=False),
+    Column("ttl_us", BigInteger, nullable=False),  # the leader's lease_ttl: standbys take over after it
+)

@@ -1,4 +1,4 @@
-"""The words of the status page, its charts and `sentinel status`, per `locale` (zh_CN, en).
+"""The words of the status page, its charts, `sentinel status` and `backtest --plot`, per `locale` (zh_CN, en).
 
 One dict per locale, the same keys in each (a test holds them to it), so a page never mixes languages
 and a new string is added in one place. An entry is a `str.format` pattern; an English entry that
@@ -34,6 +34,11 @@ EN: dict[str, Entry] = {
     "details": "details",
     "source_down": "Source down: {error}",
     "not_polled": "not polled yet",
+    "standby_source": "polled by the leader",
+    "standby_banner": "Standby: this instance stands by and takes over if the leader stops; the leader is {leader}. "
+                      "This page shows the shared state store; silences and acknowledgements made here take effect "
+                      "on the leader.",
+    "no_leader": "no instance right now",
     "open_heading": "Open alerts ({n})",
     "no_open": "No open alerts.",
     "no_policy": "No delivery stage: silences, inhibition, acknowledgements and mute times are not evaluated.",
@@ -109,6 +114,11 @@ EN: dict[str, Entry] = {
     "chart.count": "daily count", "chart.baseline": "baseline", "chart.threshold": "threshold",
     "chart.today": "today", "chart.today_tip": " (today so far)",
     "chart.tip_lines": ", baseline {baseline}, threshold {threshold}", "chart.no_baseline": ", no baseline yet",
+    # backtest --plot (the legend's count, baseline and threshold are the chart's)
+    "plot.title": "{rule} {series}", "plot.label": "{name}={value}", "plot.all": "all complaints",
+    "plot.alert": "{rule} {tier}", "plot.warning": "{rule} ({kind})",
+    "plot.ylabel": "complaints a day", "plot.xlabel": "day ({tz})",
+    "kind.threshold": "threshold", "kind.streak": "streak",
     # sentinel status
     "cli.head": "sentinel {version}{dry} — source {source}: {state}; newest record {newest} (lag {lag} s)",
     "cli.dry": " (dry run)",
@@ -116,6 +126,11 @@ EN: dict[str, Entry] = {
     "cli.lock_lost": "state store lock LOST:",
     "cli.lock_losses": "state store lock: held; lost {losses} time(s), last at {at} ({reason}), "
                        "re-taken after {after} s",
+    "cli.leader": "leader: this instance ({me}), epoch {epoch}, lease renewed {age} s ago (lease_ttl {ttl} s)",
+    "cli.single": "leader: this instance ({me}), the only one of its SQLite state store",
+    "cli.standby": "standby: this instance ({me}); the leader is {leader}, epoch {epoch}, lease renewed {age} s ago "
+                   "(lease_ttl {ttl} s)",
+    "cli.standby_none": "standby: this instance ({me}); no instance leads right now",
     "cli.open": "open alerts: {open}; outbox pending: {pending}",
     "cli.times": "times in {tz}",
     "cli.receivers": "Receivers",
@@ -143,6 +158,10 @@ ZH: dict[str, Entry] = {
     "details": "详情",
     "source_down": "数据源中断：{error}",
     "not_polled": "尚未读取",
+    "standby_source": "由主实例读取",
+    "standby_banner": "备用实例：本实例待命，主实例停止时接管；当前主实例为 {leader}。本页显示共享状态库的内容；"
+                      "在此设置的静默和确认由主实例生效。",
+    "no_leader": "暂无",
     "open_heading": "未恢复告警（{n}）",
     "no_open": "没有未恢复的告警。",
     "no_policy": "未启用投递：不评估静默、抑制、确认和静音时段。",
@@ -212,11 +231,20 @@ ZH: dict[str, Entry] = {
     "chart.count": "每日数量", "chart.baseline": "基线", "chart.threshold": "阈值",
     "chart.today": "今天", "chart.today_tip": "（今日累计）",
     "chart.tip_lines": "，基线 {baseline}，阈值 {threshold}", "chart.no_baseline": "，尚无基线",
+    "plot.title": "{rule} {series}", "plot.label": "{name}={value}", "plot.all": "全部投诉",
+    "plot.alert": "{rule} {tier}", "plot.warning": "{rule}（{kind}）",
+    "plot.ylabel": "每日投诉数", "plot.xlabel": "日期（{tz}）",
+    "kind.threshold": "阈值", "kind.streak": "连续同类",
     "cli.head": "sentinel {version}{dry} — 数据源 {source}：{state}；最新记录 {newest}（延迟 {lag} 秒）",
     "cli.dry": "（演练模式）",
     "cli.warning": "警告：",
     "cli.lock_lost": "状态库的锁已丢失：",
     "cli.lock_losses": "状态库的锁：已持有；运行中丢失 {losses} 次，最近一次 {at}（{reason}），{after} 秒后重新取得",
+    "cli.leader": "主实例：本实例（{me}），任期 {epoch}，租约 {age} 秒前续期（lease_ttl {ttl} 秒）",
+    "cli.single": "主实例：本实例（{me}），其 SQLite 状态库的唯一实例",
+    "cli.standby": "备用实例：本实例（{me}）；主实例为 {leader}，任期 {epoch}，"
+                   "租约 {age} 秒前续期（lease_ttl {ttl} 秒）",
+    "cli.standby_none": "备用实例：本实例（{me}）；暂无主实例",
     "cli.open": "未恢复告警：{open}；待发送消息：{pending}",
     "cli.times": "时间为 {tz}",
     "cli.receivers": "接收方",

@@ -14,9 +14,10 @@ filtered here on the server — the page runs no script.
 
 Guarantees: every data-derived string (types, channels, rule names, silence comments, errors) goes
 through Jinja2's autoescape or `markupsafe.escape`; the page carries no script and forbids one
-(Content-Security-Policy); it only reads — the store through read connections and the alert policy
-through a private `Policy` instance, so a page view never disturbs the dispatcher's state. Messages
-link to `/#alert-<instance>`, the anchor of each alert.
+(Content-Security-Policy); its one asset is the Chinese font for browsers without one (last in the
+font list, after the system CJK fonts; `sentinel.web.static`); it only reads — the store through read
+connections and the alert policy through a private `Policy` instance, so a page view never disturbs the
+dispatcher's state. Messages link to `/#alert-<instance>`, the anchor of each alert.
 """
 
 from __future__ import annotations
@@ -31,19 +32,22 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from markupsafe import Markup
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from sentinel import __version__, api
 from sentinel.alerting import silences as silence_store
-from sentinel.alerting.policy import Policy, acked, labels_of
+from sentinel.alerting.policy import Policy, acked
+from sentinel.alerting.routing import labels_of
 from sentinel.clock import now_us
 from sentinel.config import ThresholdRuleConfig
 from sentinel.daemon import Daemon
+from sentinel.history import DailyCounts, chartable, series_history
 from sentinel.http import Request, Response
 from sentinel.model import US, Tier, to_datetime
-from sentinel.store.schema import alerts
+from sentinel.store import alerts as alert_store
+from sentinel.store.alerts import StoredAlert
+from sentinel.web import static
 from sentinel.web.catalogue import Text
-from sentinel.web.history import DailyCounts, chartable, series_history
 from sentinel.web.svg import daily_chart
 
 if TYPE_CHECKING:
@@ -60,6 +64,7 @@ RESOLVED_LIMIT = 25
 FAILURES_PER_RECEIVER = 5
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+                               "font-src 'self'; "
                                "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
@@ -197,6 +202,7 @@ class StatusPage:
         return {
             "now": to_datetime(now, d.cfg.tz), "version": __version__, "refresh": REFRESH_S,
             "dry_run": bool(d.extras.get("dry_run", False)), "problems": problems,
+            "standby": self._standby(status.get("leadership"), t),
             "source": status["source"], "receivers": receivers, "failed": failed,
             "pending_total": status["outbox"]["pending"], "tiers": tiers, "open_count": len(open_items),
             "shown_count": len(shown), "tier_totals": tier_totals, "all_tiers": sorted(Tier, reverse=True),
@@ -204,25 +210,30 @@ class StatusPage:
             "link": chosen.link, "t": t,
             "resolved": [a for a in resolved if chosen.admits(a)], "silences": silences, "charts_capped": capped,
             "chart_days": CHART_DAYS, "policy_known": self._policy() is not None, "timezone": d.cfg.timezone,
+            "font_face": Markup(static.font_face_css()), "cjk_family": static.CJK_FAMILY,  # constants, no data
         }
 
-    def _item(self, row: Mapping[str, Any]) -> AlertItem:
+    @staticmethod
+    def _standby(lead: dict[str, Any] | None, t: Text) -> str | None:
+        """On a standby: who leads (the banner's words); None on the leader."""
+        if lead is None or lead.get("role") != "standby":
+            return None
+        leader = lead.get("leader")
+        return t("no_leader") if leader is None else f"{leader['instance']} (epoch {leader['epoch']})"
+
+    def _item(self, a: StoredAlert) -> AlertItem:
         tz = self.daemon.cfg.tz
         return AlertItem(
-            instance=row["instance"], fingerprint=row["fingerprint"], rule=row["rule"], kind=row["kind"],
-            labels=json.loads(row["labels"]), tier=Tier.parse(row["tier"]),
-            started=to_datetime(int(row["started_us"]), tz), updated=to_datetime(int(row["updated_us"]), tz),
-            resolved=None if row["resolved_us"] is None else to_datetime(int(row["resolved_us"]), tz),
-            value=float(row["value"]), baseline=row["baseline"], peak=float(row["peak"]),
-            event=json.loads(row["last_event"]))
+            instance=a.instance, fingerprint=a.fingerprint, rule=a.rule, kind=a.kind, labels=dict(a.labels),
+            tier=a.tier, started=to_datetime(a.started_us, tz), updated=to_datetime(a.updated_us, tz),
+            resolved=None if a.resolved_us is None else to_datetime(a.resolved_us, tz),
+            value=a.value, baseline=a.baseline, peak=a.peak, event=a.last_event)
 
     def _alerts(self, conn: Connection, now: int,
                 t: Text) -> tuple[list[AlertItem], list[AlertItem], list[SilenceItem]]:
         tz = self.daemon.cfg.tz
-        open_rows = [dict(r) for r in conn.execute(select(alerts).where(alerts.c.status == "open")).mappings()]
-        resolved_rows = [dict(r) for r in conn.execute(
-            select(alerts).where(alerts.c.status == "resolved", alerts.c.resolved_us >= now - RESOLVED_WINDOW_US)
-            .order_by(alerts.c.resolved_us.desc()).limit(RESOLVED_LIMIT)).mappings()]
+        open_rows = alert_store.open_alerts(conn)
+        resolved_rows = alert_store.resolved_since(conn, now - RESOLVED_WINDOW_US, RESOLVED_LIMIT)
         items = [self._item(r) for r in open_rows]
         active = silence_store.load(conn, include_expired_after_us=now)
         policy = self._policy()
@@ -242,7 +253,7 @@ class StatusPage:
         shared = getattr(self.daemon.extras.get("delivery"), "policy", None)
         return Policy(shared.cfg) if isinstance(shared, Policy) else None
 
-    def _badges(self, policy: Policy, row: Mapping[str, Any], now: int, who: Mapping[str, tuple[str, int]],
+    def _badges(self, policy: Policy, row: StoredAlert, now: int, who: Mapping[str, tuple[str, int]],
                 silences: Mapping[str, silence_store.Silence], t: Text) -> list[Badge]:
         router = getattr(getattr(self.daemon.extras.get("delivery"), "dispatcher", None), "router", None)
         routes = router.route(labels_of(row)) if router is not None else []
@@ -255,7 +266,7 @@ class StatusPage:
         if hold.inhibited is not None:
             out.append(Badge("inhibited", t("held.inhibited", instance=hold.inhibited), "#alert-" + hold.inhibited))
         if hold.acknowledged:
-            by, at = who.get(row["instance"], ("", 0))
+            by, at = who.get(row.instance, ("", 0))
             when = _when(to_datetime(at, self.daemon.cfg.tz))
             out.append(Badge("acknowledged", t("held.acknowledged", who=by, when=when)))
         if hold.muted:
@@ -327,3 +338,4 @@ def register(daemon: Daemon) -> None:
     page = StatusPage(daemon)
     daemon.extras["status_page"] = page
     daemon.app.route("GET", "/", page.handle)
+    static.register(daemon.app)

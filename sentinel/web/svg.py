@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 
 from markupsafe import Markup, escape
 
+from sentinel.history import DayPoint
 from sentinel.web.catalogue import Text
-from sentinel.web.history import DayPoint
 
 WIDTH, HEIGHT = 560, 168
 LEFT, RIGHT, TOP, BOTTOM = 40, 8, 20, 20

@@ -47,7 +47,8 @@ def test_a_slow_receiver_does_not_delay_another(wecom: FakeWeCom, pipeline: Make
         assert len(wecom.requests) == 3
         # the slow one is still busy with its first message, the others wait behind it
         assert p.worker.runners["slow"].busy.locked()
-        assert len(slow.requests) == 1 and statuses(p, "slow") == ["sending", "pending", "pending"]
+        # (its request may reach the server after the fast ones were all answered, on a loaded machine)
+        assert wait_for(lambda: len(slow.requests) == 1) and statuses(p, "slow") == ["sending", "pending", "pending"]
         p.worker.tick()  # a tick while it is busy starts no second drain for it
         assert wait_for(lambda: ticked(p) and statuses(p, "slow") == ["delivered"] * 3, timeout=15)
         p.worker.stop()  # every drain has finished: what the server saw is final
@@ -110,3 +111,27 @@ def test_stop_flush_is_bounded_while_a_drain_is_busy(pipeline: MakePipeline) -> 
         assert time.monotonic() - started < 3.0
         assert 2 <= len(hook.requests) < 10
         assert statuses(p, "hook").count("delivered") == len(hook.requests)
+
+
+def test_a_receiver_a_reload_adds_gets_a_thread_of_its_own(tmp_path: Path, wecom: FakeWeCom,
+                                                            pipeline: MakePipeline) -> None:
+    """The worker started with one receiver (one drain thread); the receiver a reload adds is not queued
+    behind the first one's slow send."""
+    with FakeWebhook() as slow:
+        slow.script(Answer(delay=5))
+        hook = slow.receiver(name="slow", timeout=timedelta(seconds=60))
+        p = pipeline([hook], [route(["slow"], group_by=["type"])])
+        p.record(Alert("物流配送延误", p.now).firing())
+        p.dispatch()
+        p.worker.tick()
+        assert wait_for(lambda: len(slow.requests) == 1)  # in flight for 5 s
+        both = make_config(tmp_path, [hook, wecom.receiver(name="fast")], [route(["slow", "fast"], group_by=["type"])])
+        p.worker.reload(both)
+        p.dispatcher.reload(both)
+        p.record(Alert("服务态度", p.now).firing())
+        p.dispatch()
+        p.worker.tick()
+        assert wait_for(lambda: statuses(p, "fast") == ["delivered"])
+        assert p.worker.runners["slow"].busy.locked() and statuses(p, "slow")[0] == "sending"  # still in its send
+        assert wait_for(lambda: ticked(p) and statuses(p, "slow") == ["delivered"] * 2, timeout=15)
+        p.worker.stop()

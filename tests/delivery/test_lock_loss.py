@@ -31,8 +31,8 @@ def lose_lock(store: Store, pg_url: str) -> None:
 @pytest.fixture
 def pg_store(pg_url: str) -> Store:
     store = Store(pg_url)
+    store.upgrade()  # first: the lock writes the leader lease, whose table the migration makes
     store.lock()
-    store.upgrade()
     return store
 
 

@@ -267,6 +267,8 @@ class Flaky:
     def __init__(self, real: Adapter, failures: int) -> None:
         self.real, self.failures = real, failures
         self.kind, self.syntax, self.max_bytes = real.kind, real.syntax, real.max_bytes
+        self.max_chars, self.max_text_bytes = real.max_chars, real.max_text_bytes
+        self.default_limits, self.accepts, self.lists_group = real.default_limits, real.accepts, real.lists_group
 
     def send(self, message: Message, url_index: int = 0) -> Outcome:
         if self.failures > 0:

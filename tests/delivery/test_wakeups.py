@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, update
 
 from sentinel.alerting import silences
 from sentinel.clock import SystemClock
@@ -26,7 +26,7 @@ from sentinel.notify import outbox
 from sentinel.notify.worker import DeliveryWorker, GroupCommit
 from sentinel.service import DeliveryStage, build
 from sentinel.store import Store
-from sentinel.store.schema import alerts
+from sentinel.store import alerts as alert_store
 from sentinel.store.schema import outbox as outbox_table
 from sentinel.wake import Waker
 from tests.crm import Crm
@@ -52,8 +52,9 @@ def view_message(p: Pipeline, i: int) -> int:
     ev = alert.firing()
     p.record(ev)
     with p.store.reading() as conn:
-        row = conn.execute(select(alerts).where(alerts.c.instance == alert.instance)).mappings().one()
-    view = p.dispatcher.view(dict(row))
+        stored = alert_store.get_alert(conn, alert.instance)
+    assert stored is not None
+    view = p.dispatcher.view(stored)
     with p.store.transaction() as conn:
         return outbox.enqueue(conn, "hook", "alert", Tier.LIGHT, [view], event_at_us=p.now, now_us=p.now,
                               extra={"group_key": f"g{i}", "status": "firing"})

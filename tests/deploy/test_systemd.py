@@ -228,3 +228,47 @@ def test_env_example_configures_sentinel(monkeypatch: pytest.MonkeyPatch) -> Non
     assert cfg.source.url.get() == env["SENTINEL_SOURCE__URL"]
     urls = [u.get() for u in cfg.receiver("cs-team").all_urls()]
     assert urls == [env["WECOM_ROBOT_1"], env["WECOM_ROBOT_2"]]
+
+
+# --- two-hosts.conf --------------------------------------------------------------------------------
+
+
+def test_the_two_hosts_drop_in_verifies_with_the_unit(tmp_path: Path) -> None:
+    unit = _unit_copy(tmp_path)
+    drop_ins = tmp_path / "sentinel.service.d"
+    drop_ins.mkdir()
+    (drop_ins / "two-hosts.conf").write_text((SYSTEMD / "two-hosts.conf").read_text(encoding="utf-8"),
+                                             encoding="utf-8")
+    rc, ours = _verify(unit)
+    assert ours == [], "systemd-analyze verify complains about two-hosts.conf:\n" + "\n".join(ours)
+    assert rc == 0
+
+
+def test_the_two_hosts_drop_in_loads_the_shared_store_url_as_a_credential(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keys its comments name, applied to sentinel.toml.example, pass `sentinel check` with the credential
+    where LoadCredential= puts it."""
+    drop_in = parse_unit((SYSTEMD / "two-hosts.conf").read_text(encoding="utf-8"))
+    assert drop_in["Service"]["LoadCredential"] == ["state_url:/etc/sentinel/credentials/state_url"]
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    for name, value in (("api_token", "t"), ("ack_secret", "a"), ("state_url", "postgresql+psycopg://s:PW@pg/s"),
+                        ("wecom_robot_1", "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=K")):
+        (creds / name).write_text(value + "\n", encoding="utf-8")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    example = (SYSTEMD / "sentinel.toml.example").read_text(encoding="utf-8")
+    keys = re.findall(r"^#     ((?:state_url|listen|external_url|lease_ttl) = \"[^\"]*\")",
+                      (SYSTEMD / "two-hosts.conf").read_text(encoding="utf-8"), flags=re.MULTILINE)
+    assert len(keys) == 4
+    for key in keys[:3]:
+        name = key.split(" ", 1)[0]
+        example, n = re.subn(rf"^{name} = .*$", key, example, count=1, flags=re.MULTILINE)
+        assert n == 1, name
+    (tmp_path / "rules").mkdir()
+    for f in (ROOT / "rules" / "recommended").glob("*.toml"):
+        (tmp_path / "rules" / f.name).write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
+    config = tmp_path / "sentinel.toml"
+    config.write_text(example + f"\n[state]\n{keys[3]}\n", encoding="utf-8")
+    cfg = load_config(config)
+    assert cfg.state_url is not None and cfg.state_url.get().startswith("postgresql+psycopg://")
+    assert cfg.listen == "10.0.0.11:9732" and cfg.state.lease_ttl.total_seconds() == 15

@@ -134,7 +134,7 @@ def test_the_first_start_backfills_what_the_baselines_need() -> None:
     """The daemon's first start reads back each rule's window: a weekday baseline needs its weeks, a
     day-kind baseline the days it looks back over for rest days, a streak rule its run history."""
     from sentinel.config import Config
-    from sentinel.detect.live import history_days
+    from sentinel.detect import history_days
     from tests.detect.builders import streak
 
     def days_for(*rules: object) -> int:

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from sentinel.days import Calendar
 from sentinel.detect.engine import Engine, Snapshot, sort_events
-from sentinel.detect.threshold import Buckets
-from sentinel.model import US, Batch, Event, Vocab
+from sentinel.model import US, Batch, Buckets, Event, Vocab
+from sentinel.store.codecs import batch_from_json, batch_to_json, dumps
 from sentinel.store.records import bucket_counts
 from tests.detect.builders import Rec, at, engine, make_batch, run, streak, threshold
 
@@ -125,15 +125,17 @@ class Buckets_:
                        np.asarray([self.rows[k] for k in keys], dtype=np.int64))
 
 
-def _save(eng: Engine) -> dict[str, Snapshot]:
+def _save(eng: Engine, into: Vocab) -> dict[str, Snapshot]:
+    """Every rule's snapshot through JSON, as the store writes and reads it, coded in the `into` vocab (the
+    restarted process's)."""
     import json
 
-    # through JSON, as the store does
     out = {}
     for rule in eng.rules:
         snap = eng.snapshot(rule, force_series=True)
-        out[rule.name] = Snapshot(snap.config_hash, json.loads(json.dumps(snap.core)), snap.series,
-                                  json.loads(json.dumps(snap.pending)), json.loads(json.dumps(snap.ahead)))
+        pending = batch_from_json(json.loads(dumps(batch_to_json(snap.pending, eng.vocab))), into)
+        out[rule.name] = Snapshot(snap.config_hash, json.loads(dumps(snap.core)), snap.series, pending,
+                                  json.loads(dumps(snap.ahead)))
     return out
 
 
@@ -177,8 +179,8 @@ def daemon_live(records: list[Rec], polls: list[int], lateness: int, restarts: A
         events += new
         retractions += eng.take_retractions()
         if k in restarts:
-            saved = _save(eng)
             vocab = Vocab()
+            saved = _save(eng, vocab)
             eng = engine(rules, coverage=START)
             eng.ctx.vocab = vocab
             eng = Engine([r.cfg for r in eng.rules], eng.ctx, "Asia/Shanghai")
@@ -380,7 +382,8 @@ def test_a_snapshot_without_run_history_restores_and_counts_runs_from_the_next_d
     batch = make_batch(day0, eng.vocab)
     buckets.add(batch, eng.vocab)
     eng.feed(batch, int(batch.ts[-1]))
-    saved = _save(eng)
+    restored = engine([rule], coverage=START)
+    saved = _save(eng, restored.vocab)
     assert saved["run3"].core["version"] == 2 and saved["run3"].core["run_counts"]
     old = dict(saved["run3"].core)
     for key in ("version", "run_counts", "counted_from"):
@@ -388,7 +391,6 @@ def test_a_snapshot_without_run_history_restores_and_counts_runs_from_the_next_d
     saved["run3"] = Snapshot(saved["run3"].config_hash, old, None, saved["run3"].pending, [])
     later = [Rec(START + (26 + 24 * d) * HOUR + i * US, TYPES[0] if i else TYPES[1], CHANNELS[0], id=1000 + 10 * d + i)
              for d in range(2) for i in range(4)]
-    restored = engine([rule], coverage=START)
     restored.restore(saved, buckets.columns(restored.vocab), int(batch.ts[-1]))
     second = make_batch(later, restored.vocab)
     fired = [e for e in restored.feed(second, int(second.ts[-1])) if e.state.value == "firing"]
@@ -415,8 +417,8 @@ def test_an_edit_that_keeps_what_a_run_is_keeps_the_run_history() -> None:
         batch = make_batch(day0, eng.vocab)
         buckets.add(batch, eng.vocab)
         eng.feed(batch, int(batch.ts[-1]))
-        saved = _save(eng)
         edited = engine([streak(**{**options, **change})], coverage=START)
+        saved = _save(eng, edited.vocab)
         assert edited.hashes["run3"] != saved["run3"].config_hash  # an edited rule, not the same one
         edited.restore(saved, buckets.columns(edited.vocab), int(batch.ts[-1]))
         second = make_batch(later, edited.vocab)

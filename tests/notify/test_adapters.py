@@ -8,22 +8,23 @@ import json
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
-from sentinel.config import ReceiverConfig
+from sentinel.config import ReceiverConfig, ReceiverKind
 from sentinel.model import Tier
 from sentinel.notify import ADAPTERS
-from sentinel.notify.base import Adapter, Delivered, Failed, RetryAfter
+from sentinel.notify.base import RECEIVER_OPTIONS, Adapter, Delivered, Failed, RetryAfter
 from sentinel.notify.dingtalk import DingTalkAdapter
 from sentinel.notify.discord import DiscordAdapter
 from sentinel.notify.feishu import FeishuAdapter, LarkAdapter
-from sentinel.notify.http import NETWORK_DELAY
 from sentinel.notify.slack import SlackAdapter
 from sentinel.notify.teams import TeamsAdapter
+from sentinel.notify.transport import NETWORK_DELAY
 from sentinel.notify.webhook import WebhookAdapter
 from sentinel.notify.wecom import WeComAdapter
+from sentinel.notify.worker import ReceiverRunner
 
 from .builders import hostile_message, message
 from .vendors import (
@@ -101,10 +102,25 @@ def test_registry_has_every_kind() -> None:
     expected = {"wecom": WeComAdapter, "dingtalk": DingTalkAdapter, "feishu": FeishuAdapter, "lark": LarkAdapter,
                 "slack": SlackAdapter, "teams": TeamsAdapter, "discord": DiscordAdapter, "webhook": WebhookAdapter}
     assert {k: ADAPTERS[k] for k in expected} == expected
+    assert set(ADAPTERS) == set(get_args(ReceiverKind))  # a kind the configuration takes is a chat tool we have
     for cls in expected.values():
         assert cls.max_bytes > 0
         assert cls.syntax is not None
+        assert cls.accepts <= set(RECEIVER_OPTIONS)
     assert DiscordAdapter.max_chars == 2000
+    assert [k for k, cls in ADAPTERS.items() if cls.lists_group] == ["webhook"]
+
+
+@pytest.mark.parametrize(("kind", "limits"), [
+    ("wecom", "20/1m"), ("dingtalk", "20/1m"), ("feishu", "100/1m 5/1s"), ("lark", "100/1m 5/1s"),
+    ("slack", "1/1s"), ("teams", "4/1s"), ("discord", "5/2s"), ("webhook", ""),
+])
+def test_each_robot_gets_its_vendors_published_limits_unless_rate_limit_says_otherwise(kind: str, limits: str) -> None:
+    cfg = ReceiverConfig(name="r", kind=kind, urls=["https://a.example/x", "https://b.example/y"])  # type: ignore[arg-type]
+    runner = ReceiverRunner(cfg, ADAPTERS[kind](cfg))
+    assert [" ".join(map(str, lim.limits)) for lim in runner.limiters] == [limits, limits]
+    own = ReceiverConfig(name="r", kind=kind, url="https://a.example/x", rate_limit="3/min")  # type: ignore[arg-type]
+    assert [str(r) for r in ReceiverRunner(own, ADAPTERS[kind](own)).limiters[0].limits] == ["3/1m"]
 
 
 def test_plain_message_is_delivered(fake: FakeVendor) -> None:

@@ -26,7 +26,7 @@ from sentinel.notify.render import (
     body_budget,
     check_templates,
     environment,
-    format_duration,
+    human_duration,
     num,
     render,
     safe_url,
@@ -169,7 +169,7 @@ def test_resolution_says_how_long_the_peak_and_why(syntax: Syntax, locale: str) 
     title, body = run([view], syntax, locale)
     assert w["resolved"] in body and w["resolved"] in title
     assert_tier_named_once(title, body, Tier.MODERATE, locale)
-    assert format_duration(8100, locale) in body and ("2小时15分" if locale == "zh_CN" else "2h15m") in body
+    assert human_duration(8100, locale) in body and ("2小时15分" if locale == "zh_CN" else "2h15m") in body
     assert "180" in body and w["reason"] in body
     assert ACK not in body  # nothing left to acknowledge
     assert link_of(syntax, w["status"], STATUS) in body
@@ -204,7 +204,7 @@ def test_handover_says_open_since_started(syntax: Syntax, locale: str) -> None:
     view = threshold(handover=True, started=NOW - timedelta(hours=3))
     _, body = run([view], syntax, locale)
     assert W[locale]["handover"] in body and "2025-07-08 11:03" in body
-    assert format_duration(3 * 3600, locale) in body
+    assert human_duration(3 * 3600, locale) in body
     _, fresh = run([threshold()], syntax, locale)
     assert W[locale]["handover"] not in fresh
 
@@ -546,7 +546,7 @@ def test_slack_link_escapes_ampersand_and_invalid_urls_lose_the_link() -> None:
     (90000, "1天1小时", "1d1h"), (86400 + 59, "1天", "1d"), (600, "10分", "10m"), (-5, "0秒", "0s"),
 ])
 def test_durations(seconds: int, zh: str, en: str) -> None:
-    assert format_duration(seconds, "zh_CN") == zh and format_duration(seconds, "en") == en
+    assert human_duration(seconds, "zh_CN") == zh and human_duration(seconds, "en") == en
 
 
 def test_number_formats() -> None:

@@ -52,6 +52,7 @@ class Request:
     body: bytes
     json: Any  # None when the body is not JSON
     at: float  # the server's clock (time.time(), so freezegun moves it)
+    peer: tuple[str, int] = ("", 0)  # the client's address: one port for requests on one kept-alive connection
 
 
 @dataclass
@@ -178,7 +179,7 @@ class FakeVendor:
         except ValueError:
             parsed = None
         req = Request(h.command, parts.path, parse_qs(parts.query, keep_blank_values=True), parts.query,
-                      {k.lower(): v for k, v in h.headers.items()}, body, parsed, self.now())
+                      {k.lower(): v for k, v in h.headers.items()}, body, parsed, self.now(), h.client_address[:2])
         with self._lock:
             self.requests.append(req)
             scripted = self._script.popleft() if self._script else None

@@ -24,7 +24,7 @@ from sentinel.days import Calendar
 from sentinel.model import Vocab, from_datetime
 from sentinel.sources import files
 from sentinel.sources.files import Block, FileReader, InputError
-from sentinel.sources.records import IdType, Rejected
+from sentinel.sources.rows import IdType, Rejected
 
 SH = ZoneInfo("Asia/Shanghai")
 NY = ZoneInfo("America/New_York")

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sentinel.config import SourceConfig
 from sentinel.model import US, Vocab, from_datetime
 from sentinel.sources import SourceUnavailable
-from sentinel.sources.records import RawRow, RowNormaliser
+from sentinel.sources.rows import RawRow, RowNormaliser
 from sentinel.sources.sql import SqlSource
 from tests.sources.dbs import TYPES, Db, TcpProxy, complaints_table, row
 

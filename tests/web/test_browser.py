@@ -1,6 +1,8 @@
 """The status page in a real headless browser (Debian's `chromium`): the DOM it builds holds every
 alert and not one element injected by hostile type names, and it paints a real page (the screenshot is
-kept in `test-artifacts/` at the repository root)."""
+kept in `test-artifacts/` at the repository root); on this machine, which has no CJK font, it paints the
+Chinese page with the font the daemon serves, and a machine with a CJK font uses its own (chromium
+driven over its DevTools pipe, `tests/web/cdp.py`, asked which font painted each element)."""
 
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from sentinel.http import Server
+from sentinel.http import HTTPError, Request, Response, Server
 from sentinel.store.schema import alerts
-from tests.web.builders import IMG, SCRIPT, Scene, T
+from sentinel.web import static
+from tests.web import cdp
+from tests.web.builders import IMG, SCRIPT, Scene, T, scene
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -117,3 +121,114 @@ def test_screenshot_is_a_real_page(url: str, tmp_path: Path) -> None:
     assert (width, height) == (WIDTH, HEIGHT)
     assert len(data) > 30_000, f"{len(data)} bytes: an (almost) empty page"
     assert len(set(raw)) > 64, "too few distinct byte values for a page with text, colours and charts"
+
+
+# --- the Chinese font, for a browser on a machine without one -----------------------------------------
+
+ELEMENTS = ["h2", "h3", ".pill", "header.top", ".alert", "form.filter b", "form.filter button", "th"]
+# the page's text left with only its Chinese characters (CJK punctuation and full-width forms included),
+# so that every glyph painted in an element is one of them
+CHINESE_ONLY = r"""(() => {
+  const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  let left = 0;
+  for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+    n.data = (n.data.match(/[\u3000-\u9fff\uff00-\uffef]/g) || []).join("");
+    left += n.data.length;
+  }
+  return left;
+})()"""
+
+
+@pytest.fixture
+def zh_url(tmp_path: Path) -> Iterator[tuple[str, list[tuple[str, int]]]]:
+    """The zh_CN page's address and the (path, status) of every request the server answers."""
+    world = scene(tmp_path, locale="zh_CN")
+    seen: list[tuple[str, int]] = []
+    dispatch = world.daemon.app.dispatch
+
+    def recorded(req: Request) -> Response:
+        try:
+            resp = dispatch(req)
+        except HTTPError as err:
+            seen.append((req.path, err.status))
+            raise
+        seen.append((req.path, resp.status))
+        return resp
+
+    world.daemon.app.dispatch = recorded  # type: ignore[method-assign]
+    server = Server(world.daemon.app, "127.0.0.1:0")
+    server.start()
+    try:
+        yield server.url + "/", seen
+    finally:
+        server.stop()
+        world.daemon.stop()
+
+
+def _painted(url: str, profile: Path, env: dict[str, str] | None = None,
+             shot: str | None = None) -> dict[str, set[str]]:
+    """{selector: the fonts that paint its Chinese characters, a web font marked with "*"}, asked of
+    chromium once the page's fonts are ready and its other characters are taken out of the text."""
+    out = {}
+    with cdp.browser(CHROMIUM, FLAGS, profile, env) as b:
+        page = b.page(url)
+        assert page.evaluate("document.fonts.ready.then(() => document.fonts.size)") >= 1
+        if shot is not None:
+            ARTIFACTS.mkdir(exist_ok=True)
+            png_facts(page.screenshot(ARTIFACTS / shot, WIDTH, HEIGHT))
+        assert page.evaluate(CHINESE_ONLY) > 200
+        for selector in ELEMENTS:
+            out[selector] = {f["postScriptName"] + ("*" if f["isCustomFont"] else "") for f in page.fonts_of(selector)}
+            assert out[selector], f"{selector}: no Chinese text"
+    return out
+
+
+def test_without_a_cjk_font_the_page_paints_chinese_with_the_served_one(
+        zh_url: tuple[str, list[tuple[str, int]]], tmp_path: Path) -> None:
+    """This machine has no CJK font (asserted): every Chinese character of the headings, pills, the
+    filter form and the alerts is painted by the served font, fetched once; none by a missing glyph."""
+    installed = subprocess.run(["fc-list", ":charset=4e00"], capture_output=True, text=True, check=True).stdout
+    assert not installed.strip(), f"a CJK font is installed, this test needs a machine without one: {installed}"
+    url, seen = zh_url
+    painted = _painted(url, tmp_path / "profile-font", shot="status-page-zh.png")
+    assert painted == {selector: {"SentinelNotoSansSC-Regular*"} for selector in ELEMENTS}
+    assert [s for s in seen if s[0].startswith("/static/")] == [(static.font_url(), 200)]
+
+
+def test_without_the_served_font_the_same_page_has_boxes(zh_url: tuple[str, list[tuple[str, int]]],
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The contrast that makes the test above mean something: with the font's address not found, the
+    same characters are painted by fonts that have no such glyphs."""
+    monkeypatch.setattr(static, "FONT_TYPES", {})
+    url, seen = zh_url
+    painted = _painted(url, tmp_path / "profile-nofont")
+    assert all(not any(f.endswith("*") for f in fonts) for fonts in painted.values()), painted
+    assert [s for s in seen if s[0].startswith("/static/")] == [(static.font_url(), 404)]
+
+
+def test_a_machine_with_a_cjk_font_uses_it_and_downloads_nothing(zh_url: tuple[str, list[tuple[str, int]]],
+                                                                 tmp_path: Path) -> None:
+    """The system's CJK fonts come first: a fontconfig folder holding a font named Noto Sans CJK SC (our
+    subset renamed), and chromium paints with it and never asks for the served one."""
+    from fontTools.ttLib import TTFont
+
+    fonts = tmp_path / "fonts"
+    fonts.mkdir()
+    font = TTFont(str(static.FONTS_DIR / static.CJK_FONT))
+    for nid, value in ((1, "Noto Sans CJK SC"), (4, "Noto Sans CJK SC"), (6, "NotoSansCJKsc-Regular"),
+                       (3, "NotoSansCJKsc-Regular")):
+        font["name"].setName(value, nid, 3, 1, 0x409)
+        font["name"].setName(value, nid, 1, 0, 0)
+    font.save(str(fonts / "NotoSansCJKsc-Regular.ttf"))
+    conf = tmp_path / "fonts.conf"
+    conf.write_text(f'<?xml version="1.0"?><!DOCTYPE fontconfig SYSTEM "fonts.dtd"><fontconfig>'
+                    f'<include ignore_missing="yes">/etc/fonts/fonts.conf</include><dir>{fonts}</dir>'
+                    f'<cachedir>{tmp_path / "fc-cache"}</cachedir></fontconfig>', encoding="utf-8")
+    env = {**os.environ, "FONTCONFIG_FILE": str(conf)}
+    listed = subprocess.run(["fc-list", ":charset=4e00", "family"], capture_output=True, text=True, env=env,
+                            check=True)
+    assert "Noto Sans CJK SC" in listed.stdout, listed
+    url, seen = zh_url
+    painted = _painted(url, tmp_path / "profile-system", env)
+    assert painted == {selector: {"NotoSansCJKsc-Regular"} for selector in ELEMENTS}
+    assert [s for s in seen if s[0].startswith("/static/")] == []

@@ -5,8 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from datetime import date, timedelta
 
+from sentinel.history import DayPoint
 from sentinel.web import svg
-from sentinel.web.history import DayPoint
 
 NS = "{http://www.w3.org/2000/svg}"
 D0 = date(2025, 7, 1)

@@ -1,4 +1,5 @@
-"""Detection inside the daemon: the engine fed by each poll, persisted in the poll's transaction.
+"""The detection stage: the pure engine (`sentinel.detect`) fed by each poll, persisted in the poll's
+transaction.
 
 Guarantees: a poll's watermark, buckets, rule snapshots and events commit together; on start the
 engine is restored from the store (threshold series rebuilt from the raw buckets) so a restart yields
@@ -13,26 +14,26 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from sentinel.config import Config, ThresholdRuleConfig
+from sentinel.config import Config
 from sentinel.days import Calendar
-from sentinel.detect.base import OpenAlert, RuleContext
-from sentinel.detect.engine import Engine, resolve_removed, sort_events
-from sentinel.detect.streak import StreakRule
-from sentinel.detect.threshold import ThresholdRule, lookback_days
-from sentinel.detect.workdays import workdays_of
+from sentinel.detect import (
+    Engine,
+    OpenAlert,
+    RuleContext,
+    StreakRule,
+    ThresholdRule,
+    history_days,
+    resolve_removed,
+    sort_events,
+    workdays_of,
+)
 from sentinel.logs import fields
 from sentinel.metrics import Metrics
 from sentinel.model import Event, EventState, Tier, Vocab
-from sentinel.store import alerts as repo
+from sentinel.store import alerts as alert_store
+from sentinel.store import rule_state
 
 log = logging.getLogger("sentinel.detect")
-
-
-def history_days(cfg: Config) -> int:
-    """Days the first start backfills: every rule's window plus the day in progress (a streak rule's run
-    history exists only in its state, so its `history_days` must be replayed too)."""
-    return max([8] + [lookback_days(r) + 1 if isinstance(r, ThresholdRuleConfig) else r.history_days + 1
-                      for r in cfg.rules])
 
 
 class Detector:
@@ -52,23 +53,22 @@ class Detector:
     def restore(self, conn: Connection, coverage_us: int | None, now_us: int) -> list[Event]:
         """Rebuild the engine from the store. Returns (and records) the events restoring causes."""
         self.ctx.coverage_start_us = coverage_us
-        saved = repo.load_snapshots(conn)
+        saved = rule_state.load_snapshots(conn, self.ctx.vocab)
         horizon = now_us - self.lateness_us
         start = self.ctx.calendar.day_start(self.ctx.calendar.day_of(horizon) - history_days(self.cfg))
-        buckets = repo.load_buckets(conn, start, self.ctx.vocab)
+        buckets = rule_state.load_buckets(conn, start, self.ctx.vocab)
         clocks = [int(s.core["clock"]) for s in saved.values() if s.core.get("clock") is not None]
         resume = max(clocks) if clocks else None
         events = self.engine.restore(saved, buckets, resume)
         removed = [name for name in saved if name not in self.engine.order]
         at = resume if resume is not None else horizon
         for name in removed:
-            for row in repo.open_alert_rows(conn, name):
-                alert = _alert_from_row(row)
-                events.append(resolve_removed(name, row["kind"], alert, at, "rule removed"))
-        repo.drop_rule_state(conn, removed)
+            for stored in alert_store.open_alerts(conn, rule=name):
+                events.append(resolve_removed(name, stored.kind, _open_alert(stored), at, "rule removed"))
+        rule_state.drop_rule_state(conn, removed)
         events = sort_events(events, self.engine.order)
         if events:
-            repo.record_events(conn, events, notify=True, now_us=now_us, tz=self.cfg.tz)
+            alert_store.record_events(conn, events, notify=True, now_us=now_us, tz=self.cfg.tz)
             log.info("rules changed since the last run", extra=fields(resolved=len(events), removed=removed))
             self._to_tell = True
         self._counted += events
@@ -89,7 +89,7 @@ class Detector:
         horizon = cycle.now_us - self.lateness_us
         live = not cycle.replay  # the backfill's events are recorded, nobody is told of them
         settled = self.engine.settle(cycle.batch, horizon)
-        repo.record_events(conn, settled, notify=live, now_us=cycle.now_us, tz=self.cfg.tz)
+        alert_store.record_events(conn, settled, notify=live, now_us=cycle.now_us, tz=self.cfg.tz)
         told: list[Event] = []
         if cycle.backfill_finished:
             told += self.handover()
@@ -98,7 +98,7 @@ class Detector:
         if live or cycle.backfill_finished:
             # fire on sight: records newer than the horizon run ahead at once (sentinel.detect.ahead)
             told += self.engine.look_ahead()
-        repo.record_events(conn, told, notify=True, now_us=cycle.now_us, tz=self.cfg.tz)
+        alert_store.record_events(conn, told, notify=True, now_us=cycle.now_us, tz=self.cfg.tz)
         events = settled + told
         retracted = self.engine.take_retractions()
         if not (cycle.quiet and not events and not retracted):
@@ -124,7 +124,7 @@ class Detector:
 
     def save(self, conn: Connection, now_us: int) -> None:
         for rule in self.engine.rules:
-            repo.save_snapshot(conn, rule.name, self.engine.snapshot(rule), now_us)
+            rule_state.save_snapshot(conn, rule.name, self.engine.snapshot(rule), now_us, self.ctx.vocab)
 
     # --- after commit --------------------------------------------------------------------------------
     def committed(self) -> bool:
@@ -180,8 +180,5 @@ class Detector:
                     m.streak_length.labels(*m.series_labels(rule.name, labels)).set(length)
 
 
-def _alert_from_row(row: dict[str, Any]) -> OpenAlert:
-    import json
-
-    return OpenAlert(json.loads(row["labels"]), row["fingerprint"], row["instance"], int(row["started_us"]),
-                     Tier.parse(row["tier"]), float(row["peak"]), float(row["value"]), row["baseline"])
+def _open_alert(a: alert_store.StoredAlert) -> OpenAlert:
+    return OpenAlert(dict(a.labels), a.fingerprint, a.instance, a.started_us, a.tier, a.peak, a.value, a.baseline)

@@ -1,7 +1,8 @@
 """The HTTP call every adapter makes, and the classification every vendor shares.
 
 Guarantees, so no vendor module has to remember them:
-- one `requests.Session` per adapter instance (connections reused, nothing shared across receivers);
+- one set of urllib3 connection pools per adapter instance (connections reused, nothing shared across
+  receivers), with requests' reading of the environment (proxies, CA bundle, netrc);
 - a hard deadline per attempt: the receiver's `timeout` bounds connect, request, headers and body
   together, whatever the peer does. Socket timeouts alone cannot (each byte restarts them: a robot
   that drips one byte every few seconds would hold the attempt for ever), so a watchdog thread shuts
@@ -12,33 +13,38 @@ Guarantees, so no vendor module has to remember them:
 - answers are read up to `MAX_ANSWER_BYTES`: a misconfigured URL cannot make the daemon buffer a
   video;
 - network exceptions become `RetryAfter` values whose reasons name what happened ("connection
-  refused") but never the exception text, because requests puts the full URL - key and token
+  refused") but never the exception text, because urllib3 puts the full URL - key and token
   included - into it;
 - logs name the receiver, never its URL; vendor messages are scrubbed of every secret the receiver has.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import heapq
 import itertools
 import json
 import logging
 import math
+import netrc
+import os
 import re
 import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
-from functools import cache
 from http.client import RemoteDisconnected
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import certifi
 import urllib3
+import urllib3.exceptions
 import urllib3.response
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
@@ -46,13 +52,7 @@ from sentinel import __version__
 from sentinel.config import Mention, ReceiverConfig
 from sentinel.notify.base import Delivered, Failed, Message, Outcome, RetryAfter, Syntax
 from sentinel.notify.escape import clean, truncate_bytes, truncate_chars, utf8_len
-
-if TYPE_CHECKING:
-    import requests
-    from requests.adapters import HTTPAdapter as RequestsAdapter
-
-# requests (with charset_normalizer, idna and its cookie and auth machinery, ~4 MB) is imported at the first
-# send, not at start: a daemon with nothing to say, or one that only replays its backfill, never loads it.
+from sentinel.units import Rate
 
 log = logging.getLogger("sentinel.notify")
 
@@ -245,7 +245,7 @@ class Watchdog:
 
 
 WATCHDOG = Watchdog()
-_current = threading.local()  # .attempt: the Attempt this thread is making (requests is synchronous)
+_current = threading.local()  # .attempt: the Attempt this thread is making (urllib3 is synchronous)
 
 
 def _note(phase: str, conn: HTTPConnection) -> None:
@@ -287,91 +287,104 @@ class _TlsPool(urllib3.HTTPSConnectionPool):
 _POOLS = {"http": _Pool, "https": _TlsPool}
 
 
-@cache
-def _transport_class() -> type[RequestsAdapter]:
-    """`_Transport`, defined at the first send (it subclasses requests' adapter, imported then)."""
-    from requests.adapters import HTTPAdapter as RequestsAdapter
+# --- where a request goes: the environment's proxies, CA bundle and netrc -------------------------
 
-    class _Transport(RequestsAdapter):
-        """requests' adapter with connections the deadline can cut (direct and through an HTTP proxy;
-        through a SOCKS proxy only the socket timeouts apply)."""
 
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = _POOLS
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How to reach one scheme://host: through which proxy (or none), checking TLS against which CA
+    bundle, with which netrc credentials. Read from the environment once per host (a daemon's
+    environment is fixed), with requests' conventions, so a deployment that set `HTTPS_PROXY`,
+    `NO_PROXY`, `REQUESTS_CA_BUNDLE` or a `~/.netrc` for requests keeps working."""
 
-        def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-            manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-            if not proxy.lower().startswith("socks"):
-                manager.pool_classes_by_scheme = _POOLS
-            return manager
+    proxy: str | None
+    ca_certs: str
+    authorization: str | None
 
-    return _Transport
+
+def _route(scheme: str, host: str, port: int | None) -> Route:
+    netloc = host if port is None else f"{host}:{port}"
+    proxy = None
+    if not urllib.request.proxy_bypass(netloc):
+        proxies = urllib.request.getproxies_environment()
+        proxy = proxies.get(scheme) or proxies.get("all")
+    ca_certs = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+    return Route(proxy, ca_certs, _netrc_authorization(host))
+
+
+def _netrc_authorization(host: str) -> str | None:
+    """A Basic `Authorization` header from `$NETRC` or `~/.netrc` for `host`, as requests sends it."""
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    if not os.path.isfile(path):
+        return None
+    try:
+        found = netrc.netrc(path).authenticators(host)
+    except (netrc.NetrcParseError, OSError):
+        return None  # requests ignores a broken netrc too
+    if found is None:
+        return None
+    login, _, password = found
+    return "Basic " + base64.b64encode(f"{login}:{password or ''}".encode()).decode("ascii")
+
+
+def _manager(route: Route) -> urllib3.PoolManager:
+    """A pool manager whose connections the deadline can cut (direct and through an HTTP proxy;
+    through a SOCKS proxy only the socket timeouts apply)."""
+    options: dict[str, Any] = {"num_pools": 4, "maxsize": 1, "retries": False, "ca_certs": route.ca_certs}
+    if route.proxy is None:
+        manager = urllib3.PoolManager(**options)
+    elif route.proxy.lower().startswith("socks"):
+        from urllib3.contrib.socks import SOCKSProxyManager  # needs PySocks, as requests does
+
+        return SOCKSProxyManager(route.proxy, **options)
+    else:
+        manager = urllib3.ProxyManager(route.proxy, **options)
+    manager.pool_classes_by_scheme = _POOLS
+    return manager
 
 
 # --- the call --------------------------------------------------------------------------------------
 
 
 class HttpClient:
-    """One receiver's session: posts a body and returns a `Reply`, or the outcome of a network error.
+    """One receiver's connections: posts a body and returns a `Reply`, or the outcome of a network error.
 
     `timeout` is the whole attempt's deadline (connect, request, headers, body); the socket timeouts
-    (connect capped at `CONNECT_TIMEOUT_CAP`) only make a silent peer fail sooner."""
+    (connect capped at `CONNECT_TIMEOUT_CAP`) only make a silent peer fail sooner. urllib3 is used
+    directly (it is what requests sends with): importing requests cost the first message after a
+    start 70-190 ms, and its per-request machinery (cookies, hooks, environment merging) a share of
+    every message in a burst."""
 
     def __init__(self, receiver: str, timeout: timedelta) -> None:
         self.receiver = receiver
         read = timeout.total_seconds()
         self.deadline_s = read
         self.timeout = (min(read, CONNECT_TIMEOUT_CAP), read)
-        self._session: requests.Session | None = None
-        self._env: dict[str, dict[str, Any]] = {}
+        self._managers: dict[tuple[str, str, int | None], tuple[Route, urllib3.PoolManager]] = {}
         self._attempt: Attempt | None = None
         self._closed = False
 
-    @property
-    def session(self) -> requests.Session:
-        """The receiver's session, made at its first send (so requests is imported only then)."""
-        if self._session is None:
-            import requests
-
-            session = requests.Session()
-            session.headers.update({"User-Agent": USER_AGENT})
-            transport = _transport_class()()
-            session.mount("http://", transport)
-            session.mount("https://", transport)
-            # The environment's proxies, CA bundle and netrc still apply, but they are looked up once per
-            # host instead of at every request (requests reads every variable and stats ~/.netrc each
-            # time: a large share of a message's cost in a burst). A daemon's environment is fixed.
-            session.trust_env = False
-            self._session = session
-        return self._session
-
-    def _settings(self, url: str) -> dict[str, Any]:
+    def _manager_for(self, url: str) -> tuple[Route, urllib3.PoolManager]:
         parts = urlsplit(url)
-        key = f"{parts.scheme}://{parts.netloc}"
-        found = self._env.get(key)
+        scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
+        if scheme not in _POOLS or not host:
+            raise ValueError("not an http(s) URL")
+        key = (scheme, host, port)
+        found = self._managers.get(key)
         if found is None:
-            import requests
-
-            probe = requests.Session()
-            try:
-                env = probe.merge_environment_settings(key + "/", {}, None, None, None)
-            finally:
-                probe.close()
-            found = {"proxies": env.get("proxies") or {}, "verify": env.get("verify", True)}
-            auth = requests.utils.get_netrc_auth(key + "/")
-            if auth is not None:
-                found["auth"] = auth
-            self._env[key] = found
+            route = _route(scheme, host, port)
+            found = self._managers[key] = (route, _manager(route))
         return found
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply | RetryAfter | Failed:
         """One attempt, over within `deadline_s` whatever the peer does (a name lookup excepted: the
         system resolver bounds it)."""
         try:
-            settings = self._settings(url)
-        except ValueError:  # urlsplit refuses it (a broken IPv6 host): the same answer requests gives
-            return Failed("config", "invalid webhook URL or header (check the receiver's configuration)")
+            route, manager = self._manager_for(url)
+        except (ValueError, urllib3.exceptions.LocationValueError):  # the same answer for every bad URL
+            return _INVALID
+        except ImportError:
+            return Failed("config", "a SOCKS proxy is set in the environment but PySocks is not installed")
         attempt = Attempt(self.deadline_s)
         self._attempt = _current.attempt = attempt
         if self._closed:  # checked after `_attempt` is set: a close() racing this start cuts it either way
@@ -379,8 +392,11 @@ class HttpClient:
             attempt.why = "stopping"
             return attempt.outcome()
         WATCHDOG.arm(attempt)
+        sent = {"User-Agent": USER_AGENT, **headers}  # urllib3 sends a request's headers or the defaults
+        if route.authorization is not None and "Authorization" not in sent:
+            sent["Authorization"] = route.authorization
         try:
-            out = self._post(url, body, headers, settings, attempt)
+            out = self._post(manager, url, body, sent, attempt)
         except Exception:
             if attempt.why is None:
                 raise
@@ -392,36 +408,44 @@ class HttpClient:
         # the answer.
         return attempt.outcome() if attempt.why is not None else out
 
-    def _post(self, url: str, body: bytes, headers: Mapping[str, str], settings: dict[str, Any],
+    def _post(self, manager: urllib3.PoolManager, url: str, body: bytes, headers: Mapping[str, str],
               attempt: Attempt) -> Reply | RetryAfter | Failed:
-        import requests
-        from requests.structures import CaseInsensitiveDict
-
+        errors = urllib3.exceptions
+        timeout = urllib3.Timeout(connect=self.timeout[0], read=self.timeout[1])
         try:
-            with self.session.post(url, data=body, headers=dict(headers), timeout=self.timeout,
-                                   allow_redirects=False, stream=True, **settings) as resp:
+            resp = manager.request("POST", url, body=body, headers=headers, timeout=timeout, redirect=False,
+                                   retries=False, preload_content=False)
+            read_all = False
+            try:
                 attempt.phase = READING
                 data = bytearray()
-                for chunk in resp.iter_content(chunk_size=8192):
+                for chunk in resp.stream(8192):
                     data += chunk
                     if len(data) >= MAX_ANSWER_BYTES:
                         del data[MAX_ANSWER_BYTES:]
                         break
                     if time.monotonic() > attempt.deadline:
                         return attempt.outcome()
-                return Reply(resp.status_code, CaseInsensitiveDict(resp.headers), bytes(data))
-        except requests.exceptions.ConnectTimeout:
-            return RetryAfter(NETWORK_DELAY, f"connect timeout after {self.timeout[0]:g} s")
-        except requests.exceptions.ReadTimeout:
-            return attempt.outcome()  # the socket timeout ran out first: the peer fell silent
-        except requests.exceptions.SSLError:
-            return RetryAfter(REDIRECT_DELAY, "TLS error (handshake or certificate verification failed)")
-        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                requests.exceptions.InvalidSchema, requests.exceptions.InvalidHeader):
-            return Failed("config", "invalid webhook URL or header (check the receiver's configuration)")
-        except requests.exceptions.ConnectionError as exc:
+                else:
+                    read_all = True
+                return Reply(resp.status, resp.headers, bytes(data))
+            finally:
+                if not read_all:  # the rest of the answer is still on the connection: it cannot be reused
+                    resp.close()
+                resp.release_conn()
+        except errors.NewConnectionError as exc:  # before ConnectTimeoutError: it is one in urllib3 2
             return RetryAfter(NETWORK_DELAY, _connection_error(exc))
-        except requests.exceptions.RequestException as exc:
+        except errors.ConnectTimeoutError:
+            return RetryAfter(NETWORK_DELAY, f"connect timeout after {self.timeout[0]:g} s")
+        except errors.ReadTimeoutError:
+            return attempt.outcome()  # the socket timeout ran out first: the peer fell silent
+        except errors.SSLError:
+            return RetryAfter(REDIRECT_DELAY, "TLS error (handshake or certificate verification failed)")
+        except (errors.LocationValueError, errors.InvalidHeader, ValueError):
+            return _INVALID
+        except (errors.ProtocolError, errors.ProxyError, OSError) as exc:
+            return RetryAfter(NETWORK_DELAY, _connection_error(exc))
+        except errors.HTTPError as exc:
             return RetryAfter(NETWORK_DELAY, f"HTTP error ({type(exc).__name__})")
 
     def close(self) -> None:
@@ -431,8 +455,11 @@ class HttpClient:
         attempt = self._attempt
         if attempt is not None:
             attempt.cut("stopping")
-        if self._session is not None:
-            self._session.close()
+        for _, manager in list(self._managers.values()):
+            manager.clear()
+
+
+_INVALID = Failed("config", "invalid webhook URL or header (check the receiver's configuration)")
 
 
 def _causes(exc: BaseException) -> Iterator[object]:
@@ -500,16 +527,22 @@ def classify_status(reply: Reply, scrub: Scrubber, redirect_delay: float = REDIR
 class HttpAdapter:
     """What every vendor adapter shares: config, URL choice, session, mention lookup, logging.
 
-    A vendor module subclasses it, sets `kind`, `syntax` and `max_bytes`, and implements `attempt`
-    (build the body for this attempt - signing included - post it, classify the answer).
+    A vendor module subclasses it, sets `kind`, `syntax`, `max_bytes` and `default_limits` (and whatever
+    else of the `Adapter` facts differs from the defaults here), and implements `attempt` (build the body
+    for this attempt - signing included - post it, classify the answer).
 
     One instance serves one receiver from one worker at a time (the outbox keeps at most one message
-    in flight per receiver); its `requests.Session` is not meant to be shared across threads.
+    in flight per receiver); its connections are not meant to be shared across threads.
     """
 
     kind: ClassVar[str]
     syntax: ClassVar[Syntax]
     max_bytes: ClassVar[int]
+    max_chars: ClassVar[int | None] = None
+    max_text_bytes: ClassVar[int | None] = None
+    default_limits: ClassVar[tuple[Rate, ...]]
+    accepts: ClassVar[frozenset[str]] = frozenset()
+    lists_group: ClassVar[bool] = False
     redirect_delay: ClassVar[float] = REDIRECT_DELAY
 
     def __init__(self, config: ReceiverConfig) -> None:

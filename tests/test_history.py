@@ -8,8 +8,8 @@ from datetime import date
 import pytest
 
 from sentinel.days import HOUR_US, Calendar
-from sentinel.metrics import OTHER
-from sentinel.web.history import DailyCounts, chartable, series_history
+from sentinel.history import DailyCounts, chartable, series_history
+from sentinel.model import OTHER
 from tests.detect.builders import SH, at, threshold
 
 CAL = Calendar(SH)

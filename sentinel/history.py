@@ -1,4 +1,5 @@
-"""Daily history of threshold series, rebuilt from the raw hourly buckets, for the status page's charts.
+"""Daily history of threshold series, rebuilt from the raw hourly buckets: the status page's charts and
+the APIs' "value now" of an open alert (`counts_today`), below both.
 
 A series' daily count is its buckets (local hour x type x channel) summed per local day, for the
 series' labels and after the rule's `where` / `where_not`. Each day's baseline is what the rule
@@ -10,21 +11,18 @@ full days, where "available" counts full days since the source's coverage began,
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection
 
 from sentinel.config import ThresholdRuleConfig
 from sentinel.days import Calendar
-from sentinel.detect.base import RecordFilter, RuleContext
-from sentinel.detect.baseline import baselines
-from sentinel.metrics import OTHER
-from sentinel.model import Vocab
+from sentinel.detect import RecordFilter, RuleContext, baselines
+from sentinel.model import OTHER, Vocab
+from sentinel.store.alerts import StoredAlert
 from sentinel.store.records import read_buckets
 
 
@@ -101,19 +99,18 @@ def series_history(daily: DailyCounts, cfg: ThresholdRuleConfig, labels: Mapping
 
 
 def counts_today(conn: Connection, rules: Mapping[str, ThresholdRuleConfig], calendar: Calendar,
-                 rows: Iterable[Mapping[str, Any]], now_us: int) -> dict[str, int]:
+                 rows: Iterable[StoredAlert], now_us: int) -> dict[str, int]:
     """Instance -> its series' count today so far, for the open threshold alerts whose rule measures the
     day (`day` and `pace` modes) and whose series the buckets can rebuild. An alert's stored value is the
     count at its last event; the day goes on without one until the next tier, so this is what the API
     reports as the value now, the same figure as the status page's "today so far"."""
     wanted = []
     for r in rows:
-        rule = rules.get(r["rule"])
-        if r["status"] != "open" or r["kind"] != "threshold" or rule is None or rule.mode == "rolling":
+        rule = rules.get(r.rule)
+        if not r.is_open or r.kind != "threshold" or rule is None or rule.mode == "rolling":
             continue
-        labels = json.loads(r["labels"]) if isinstance(r["labels"], str) else dict(r["labels"])
-        if chartable(rule, labels):
-            wanted.append((r["instance"], rule, labels))
+        if chartable(rule, r.labels):
+            wanted.append((r.instance, rule, r.labels))
     if not wanted:
         return {}
     today = calendar.day_of(now_us)

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 from email.utils import formatdate
+from pathlib import Path
 
 import pytest
 import requests
 from freezegun import freeze_time
 
-from sentinel.notify import http
+from sentinel.notify import transport
 from sentinel.notify.base import Failed, RetryAfter
-from sentinel.notify.http import (
+from sentinel.notify.transport import (
     MAX_ANSWER_BYTES,
     HttpClient,
     Reply,
@@ -46,7 +48,7 @@ def test_retry_after_seconds_and_dates() -> None:
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after(" 1.5 ") == 1.5
     assert parse_retry_after("-3") == 0.0
-    assert parse_retry_after("999999999") == http.MAX_RETRY_AFTER
+    assert parse_retry_after("999999999") == transport.MAX_RETRY_AFTER
     assert parse_retry_after(None) is None
     assert parse_retry_after("") is None
     assert parse_retry_after("soon") is None
@@ -62,9 +64,9 @@ def test_retry_after_seconds_and_dates() -> None:
 
 @pytest.mark.parametrize(("status", "kind", "seconds"), [
     (200, None, None), (202, None, None), (204, None, None),
-    (301, RetryAfter, http.REDIRECT_DELAY), (302, RetryAfter, http.REDIRECT_DELAY),
-    (408, RetryAfter, http.SERVER_ERROR_DELAY), (429, RetryAfter, http.RATE_LIMIT_DELAY),
-    (500, RetryAfter, http.SERVER_ERROR_DELAY), (503, RetryAfter, http.SERVER_ERROR_DELAY),
+    (301, RetryAfter, transport.REDIRECT_DELAY), (302, RetryAfter, transport.REDIRECT_DELAY),
+    (408, RetryAfter, transport.SERVER_ERROR_DELAY), (429, RetryAfter, transport.RATE_LIMIT_DELAY),
+    (500, RetryAfter, transport.SERVER_ERROR_DELAY), (503, RetryAfter, transport.SERVER_ERROR_DELAY),
     (400, Failed, None), (401, Failed, None), (403, Failed, None), (404, Failed, None), (410, Failed, None),
 ])
 def test_classify_status(status: int, kind: type | None, seconds: float | None) -> None:
@@ -124,13 +126,13 @@ def test_redirects_are_not_followed(server: FakeWebhook) -> None:
 def test_timeout_from_config_on_every_call(server: FakeWebhook) -> None:
     client = HttpClient("r", timedelta(seconds=0.3))
     assert client.timeout == (0.3, 0.3)
-    assert HttpClient("r", timedelta(seconds=30)).timeout == (http.CONNECT_TIMEOUT_CAP, 30.0)
+    assert HttpClient("r", timedelta(seconds=30)).timeout == (transport.CONNECT_TIMEOUT_CAP, 30.0)
     server.script(Answer(delay=3))
     started = time.monotonic()
     out = client.post(server.url, b"{}", {})
     assert time.monotonic() - started < 2.5
     assert isinstance(out, RetryAfter)
-    assert out.seconds == http.NETWORK_DELAY
+    assert out.seconds == transport.NETWORK_DELAY
     assert out.reason.startswith("timed out after 0.3 s while waiting for the answer")
     assert "tokSECRET123" not in out.reason and "127.0.0.1" not in out.reason
 
@@ -144,7 +146,7 @@ def test_an_answer_that_drips_ends_at_the_deadline(server: FakeWebhook, drip_hea
     started = time.monotonic()
     out = client.post(server.url, b"{}", {})
     elapsed = time.monotonic() - started
-    assert out == RetryAfter(http.NETWORK_DELAY, f"timed out after 1 s while {phase} "
+    assert out == RetryAfter(transport.NETWORK_DELAY, f"timed out after 1 s while {phase} "
                                                  "(the message may have been delivered)")
     assert elapsed < 5.0, elapsed  # the deadline plus a slow CI's margin, far from the dripped 30 s
     assert isinstance(client.post(server.url, b"{}", {}), Reply)  # the cut connection is not reused
@@ -166,7 +168,7 @@ def test_close_abandons_the_attempt_in_flight(server: FakeWebhook) -> None:
     client.close()
     sender.join(10)
     assert not sender.is_alive() and time.monotonic() - started < 3.0
-    assert result == [RetryAfter(http.NETWORK_DELAY, "abandoned while reading the answer: the daemon is stopping "
+    assert result == [RetryAfter(transport.NETWORK_DELAY, "abandoned while reading the answer: the daemon is stopping "
                                                      "(the message may have been delivered)")]
     out = client.post(server.url, b"{}", {})  # a closed client sends nothing more
     assert isinstance(out, RetryAfter) and out.reason.startswith("abandoned")
@@ -176,7 +178,7 @@ def test_close_abandons_the_attempt_in_flight(server: FakeWebhook) -> None:
 def test_connection_refused() -> None:
     url = closed_port_url("/hook?key=refusedSECRET1")
     out = HttpClient("r", timedelta(seconds=2)).post(url, b"{}", {})
-    assert out == RetryAfter(http.NETWORK_DELAY, "connection refused")
+    assert out == RetryAfter(transport.NETWORK_DELAY, "connection refused")
 
 
 def test_connection_closed_without_answer(server: FakeWebhook) -> None:
@@ -200,13 +202,12 @@ def test_invalid_url_is_a_config_failure() -> None:
     assert "SECRETkey1" not in out.reason
 
 
-def test_one_session_per_client_reused(server: FakeWebhook) -> None:
+def test_one_connection_per_client_reused(server: FakeWebhook) -> None:
     client = HttpClient("r", timedelta(seconds=5))
-    session = client.session
     for _ in range(3):
         assert isinstance(client.post(server.url, b"{}", {}), Reply)
-    assert client.session is session
     assert len(server.requests) == 3
+    assert len({r.peer for r in server.requests}) == 1  # kept alive: one TCP connection for the three
     assert server.requests[0].headers["user-agent"].startswith("sentinel/")
     client.close()
 
@@ -217,3 +218,37 @@ def test_urllib3_debug_lines_do_not_carry_the_url(server: FakeWebhook, caplog: p
     assert any(r.name.startswith("urllib3") for r in caplog.records)  # the filter had something to do
     assert "tokSECRET123" not in caplog.text
     assert "/hook" not in caplog.text
+
+
+# --- the environment: proxies and netrc, read as requests reads them --------------------------------
+
+
+def test_an_http_proxy_from_the_environment_carries_the_request(server: FakeWebhook,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("http_proxy", server.base)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    out = HttpClient("r", timedelta(seconds=5)).post("http://robot.example.invalid/hook?k=1", b"{}", {})
+    assert isinstance(out, Reply)
+    # A proxy is asked for the absolute URL; the name is never resolved here.
+    assert server.last.headers["host"] == "robot.example.invalid"
+
+
+def test_no_proxy_bypasses_the_proxy(server: FakeWebhook, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("http_proxy", closed_port_url(""))  # would refuse if it were used
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    out = HttpClient("r", timedelta(seconds=5)).post(server.url, b"{}", {})
+    assert isinstance(out, Reply)
+    assert len(server.requests) == 1
+
+
+def test_netrc_credentials_are_sent_for_their_host(server: FakeWebhook, monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    rc = tmp_path / "netrc"
+    rc.write_text("machine 127.0.0.1 login robot password s3cret\n")
+    monkeypatch.setenv("NETRC", str(rc))
+    HttpClient("r", timedelta(seconds=5)).post(server.url, b"{}", {})
+    assert server.last.headers["authorization"] == "Basic " + base64.b64encode(b"robot:s3cret").decode()
+    rc.write_text("machine elsewhere.example login robot password s3cret\n")
+    HttpClient("r", timedelta(seconds=5)).post(server.url, b"{}", {})
+    assert "authorization" not in server.last.headers
