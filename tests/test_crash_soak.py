@@ -131,8 +131,15 @@ class Writer:
     rng: random.Random
     stop: threading.Event = field(default_factory=threading.Event)
     rows: int = 0
+    error: BaseException | None = None
 
     def run(self) -> None:
+        try:
+            self._write()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test, not lost in the thread
+            self.error = exc
+
+    def _write(self) -> None:
         while not self.stop.is_set():
             kind = self.rng.choice(["streak", "streak", "surge", "noise"])
             typ = self.rng.choice(TYPES)
@@ -261,6 +268,7 @@ def soak(tmp_path: Path, state_url: str, direct_url: str,
             time.sleep(rng.uniform(2.0, 4.0))
             writer.stop.set()
             thread.join(10)
+            assert writer.error is None, writer.error
             time.sleep(HOLD_S + LATENESS_S + 2.0)  # every streak's hold has run out, and settled
             s.wait("every message delivered", lambda: bool(state.rows("SELECT 1 FROM outbox")) and not state.rows(
                 "SELECT 1 FROM outbox WHERE status != 'delivered'"), timeout=120)
@@ -273,7 +281,8 @@ def soak(tmp_path: Path, state_url: str, direct_url: str,
         figures = check(tmp_path, config, crm, state, s, requests)
     finally:
         state.close()
-    figures.update(outage_failed_a_poll=failed in log.read_text(errors="replace"), kills=s.kills, rows=writer.rows,
+    figures.update(outage_failed_a_poll=failed in log.read_text(errors="replace"), kills=s.kills, starts=s.starts,
+                   rows=writer.rows,
                    seconds=round(time.monotonic() - started, 1))
     print(f"\nfigures: {json.dumps(figures)}")
     return figures
