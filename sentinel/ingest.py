@@ -18,7 +18,8 @@ failed commit reads the same rows again and counts them then.
 
 A row committed after the look-back has passed its `created_at` is found by reconciliation
 (`reconcile`): the source's row count per day of the history window is compared with the ledger's, and
-the days that differ are read again; the rows the ledger lacks are counted as late records. Rows whose
+the days that differ are read again (where the database orders rows unlike their parsed time, every day whose
+counts changed); the rows the ledger lacks are counted as late records. Rows whose
 `created_at` no watermark read returns (NULL, empty, before 1970) are read the same way and rejected once.
 """
 
