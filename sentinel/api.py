@@ -26,9 +26,8 @@ from typing import Any
 
 from sentinel import __version__
 from sentinel.alerting import silences as silence_store
-from sentinel.alerting.ack import BadToken, verify_token
-from sentinel.alerting.policy import Policy, acked, acknowledge
-from sentinel.alerting.routing import labels_of
+from sentinel.alerting.ack import BadToken, acknowledge, verify_token
+from sentinel.alerting.policy import Policy
 from sentinel.clock import now_us
 from sentinel.config import ThresholdRuleConfig
 from sentinel.daemon import Daemon
@@ -128,8 +127,16 @@ def receiver_fields(h: ReceiverHealth, iso: Callable[[int | None], str | None]) 
 
 
 def _policy(daemon: Daemon) -> Policy:
-    """A private Policy per request: the dispatcher's own is in use on another thread."""
+    """The policy of the daemon's current configuration, for one request (it keeps no state of its own
+    between questions: each request reads its own moment's mute stages)."""
     return Policy(daemon.cfg)
+
+
+def last_figures(row: alert_store.StoredAlert) -> dict[str, float]:
+    """The figures of an alert's last event that its row has no column for: `projected` (a day-mode
+    surge's expected final count of the day at its pace) and `expected` (what a quiet series normally has
+    in its silence)."""
+    return {k: float(row.last_event[k]) for k in ("projected", "expected") if row.last_event.get(k) is not None}
 
 
 def alerts_json(daemon: Daemon) -> list[dict[str, Any]]:
@@ -141,14 +148,13 @@ def alerts_json(daemon: Daemon) -> list[dict[str, Any]]:
     router = delivery.dispatcher.router if delivery is not None else None
     with daemon.store.reading() as conn:
         rows = alert_store.recent_alerts(conn, now - RECENT_S * US)
-        policy.begin(conn, now)
-        by_ack = acked(conn)
+        muting = policy.muting(conn, router, now)
+        by_ack = muting.acks.by_instance
         rules = {r.name: r for r in daemon.cfg.rules if isinstance(r, ThresholdRuleConfig)}
         today = counts_today(conn, rules, daemon.calendar, rows, now)
     out = []
     for r in rows:
-        routes = router.route(labels_of(r)) if router is not None else []
-        hold = policy.hold(r, now, routes)
+        hold = muting.hold(r)
         ack = by_ack.get(r.instance)
         value = today.get(r.instance, r.value)
         out.append({
@@ -157,6 +163,7 @@ def alerts_json(daemon: Daemon) -> list[dict[str, Any]]:
             "startsAt": to_datetime(r.started_us, tz).isoformat(),
             "endsAt": None if r.resolved_us is None else to_datetime(r.resolved_us, tz).isoformat(),
             "value": value, "valueAtLastChange": r.value, "baseline": r.baseline,
+            **{k: last_figures(r).get(k) for k in ("projected", "expected")},
             "peak": max(r.peak, value),
             "silenced": hold.silenced is not None, "inhibited": hold.inhibited is not None,
             "acknowledged": ack is not None, "muted": hold.muted and r.is_open,

@@ -37,13 +37,13 @@ from sentinel.alerting import silences as silence_store
 from sentinel.alerting.dispatch import CURSOR
 from sentinel.alerting.policy import Policy
 from sentinel.alerting.routing import IMPLICIT, Route, Router, labels_of
-from sentinel.api import _authorise
+from sentinel.api import _authorise, last_figures
 from sentinel.clock import now_us
 from sentinel.config import Config, MatchValue, ThresholdRuleConfig, summary
 from sentinel.daemon import Daemon
 from sentinel.history import counts_today
 from sentinel.http import HTTPError, Request, Response
-from sentinel.model import US, to_datetime
+from sentinel.model import US
 from sentinel.notify import outbox
 from sentinel.store import alerts as alert_store
 from sentinel.store.alerts import StoredAlert
@@ -174,6 +174,8 @@ class Listed:
         annotations = {"summary": summary_text, "value": f"{r.value:g}", "peak": f"{r.peak:g}", "instance": r.instance}
         if r.baseline is not None:
             annotations["baseline"] = f"{r.baseline:g}"
+        for key, value in last_figures(r).items():  # projected (day-mode surge), expected (quiet series)
+            annotations[key] = f"{value:g}"
         poll_us = int(cfg.source.poll_interval.total_seconds() * US) if cfg.source is not None else 60 * US
         return {
             "labels": self.labels,
@@ -207,11 +209,10 @@ def open_alerts(daemon: Daemon, now: int) -> list[Listed]:
     """Every open alert with its receivers and holds, in fingerprint order (Alertmanager's)."""
     cfg = daemon.cfg
     router = Router(cfg)
-    policy = Policy(cfg)  # a private one: the dispatcher's is in use on another thread
+    policy = Policy(cfg)  # of the current configuration; the mute stages are this request's own moment
     with daemon.store.reading() as conn:
-        rows = alert_store.open_alerts(conn)
-        policy.begin(conn, now)
-        active = [s for s in silence_store.load(conn, include_expired_after_us=now) if s.state(now) == "active"]
+        muting = policy.muting(conn, router, now)
+        rows = list(muting.open_alerts)
         cursor = outbox.get_cursor(conn, CURSOR) or 0
         waiting = alert_store.instances_with_events_after(conn, cursor)
         thresholds = {rule.name: rule for rule in cfg.rules if isinstance(rule, ThresholdRuleConfig)}
@@ -220,19 +221,16 @@ def open_alerts(daemon: Daemon, now: int) -> list[Listed]:
     rows = [replace(r, value=today[r.instance], peak=max(r.peak, today[r.instance])) if r.instance in today else r
             for r in rows]
     fingerprints = {r.instance: r.fingerprint for r in rows}
-    local = to_datetime(now, cfg.tz).time()  # mute windows are in `timezone`, as the policy reads them
     out = []
     for r in rows:
-        own = labels_of(r)
-        routes = tuple(router.route(own))
-        inhibitor = policy.inhibited_by(r.instance, own)
-        muted = tuple(f"route {'default' if rt.index == IMPLICIT else rt.index + 1} mute {w}"
-                      for rt in routes for w in rt.cfg.mute if w.contains(local))
+        routes = tuple(router.route(labels_of(r)))
+        inhibitor = muting.inhibition.mutes(r)
         out.append(Listed(
             row=r, labels=am_labels(r), routes=routes, receivers=_receivers(routes),
-            silenced_by=tuple(s.id for s in active if s.matches(own)),
+            silenced_by=muting.silences.all_muting(r),
             inhibited_by=() if inhibitor is None else (fingerprints.get(inhibitor, inhibitor),),
-            muted_by=muted, unprocessed=r.instance in waiting))
+            muted_by=tuple(m for rt in routes for m in muting.windows.route_reasons(rt)),
+            unprocessed=r.instance in waiting))
     out.sort(key=lambda a: a.row.fingerprint)
     return out
 

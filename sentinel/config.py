@@ -85,6 +85,20 @@ def _window(value: Any) -> TimeWindow:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration), PlainSerializer(format_duration)]
+
+
+def _gap(value: Any) -> timedelta | None:
+    """A streak's `max_gap`: a duration, or "off" (a run then never ends by time alone)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "off"):
+        return None
+    return _duration(value)
+
+
+def _format_gap(value: timedelta | None) -> str:
+    return "off" if value is None else format_duration(value)
+
+
+Gap = Annotated[timedelta | None, BeforeValidator(_gap), PlainSerializer(_format_gap)]
 RateValue = Annotated[Rate, BeforeValidator(_rate), PlainSerializer(str)]
 Window = Annotated[TimeWindow, BeforeValidator(_window), PlainSerializer(str)]
 
@@ -233,7 +247,9 @@ class StreakRuleConfig(Model):
     length: int = Field(5, ge=2)
     tiers: StreakTiers = StreakTiers()
     distinct: Literal["customer"] | None = None
-    max_gap: Duration | None = None
+    # a pause this long ends a run: a quiet night is not "in a row", and a run that never ended would keep
+    # a dominant type's streak open for days ("off" restores that)
+    max_gap: Gap = timedelta(hours=2)
     hold: Duration = timedelta(hours=1)
     max_expected_per_day: float | None = Field(None, gt=0)
     history_days: int = Field(7, ge=1, le=366)
@@ -257,7 +273,34 @@ class StreakRuleConfig(Model):
         return self
 
 
-RuleConfig = Annotated[ThresholdRuleConfig | StreakRuleConfig, Field(discriminator="kind")]
+class QuietRuleConfig(Model):
+    """A series that normally has traffic has had nothing for longer than chance explains (an intake
+    channel whose sync broke while the others still flow)."""
+
+    name: str = Field(pattern=_NAME)
+    kind: Literal["quiet"]
+    group_by: list[Field_] = ["channel"]
+    max_p: float = Field(1e-6, gt=0, lt=1)  # Poisson chance of no complaint in the silence, given its profile
+    min_expected: float = Field(5.0, gt=0)  # and at least this many expected in it
+    baseline_days: int = Field(7, ge=1, le=366)
+    min_history_days: int = Field(3, ge=0, le=366)
+    # a weekend is not a workday's silence: compared with days of its kind unless told otherwise
+    baseline_by: Literal["all", "day_kind", "weekday"] = "day_kind"
+    baseline_weeks: int = Field(4, ge=1, le=52)
+    tier: Literal["light", "moderate", "severe"] = "moderate"
+    where: Filter = Filter()
+    where_not: Filter = Filter()
+    max_series: int = Field(1_000, ge=1)
+
+    @field_validator("group_by")
+    @classmethod
+    def _unique_group(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("lists a field twice")
+        return v
+
+
+RuleConfig = Annotated[ThresholdRuleConfig | StreakRuleConfig | QuietRuleConfig, Field(discriminator="kind")]
 
 
 # --- receivers, routes, inhibition -----------------------------------------------------------------
@@ -656,7 +699,7 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
-    skip_tags = {"threshold", "streak"}
+    skip_tags = {"threshold", "streak", "quiet"}
     for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"

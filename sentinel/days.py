@@ -95,7 +95,7 @@ class Calendar:
             lo_day = min(lo_day, self._range[0])
             hi_day = max(hi_day, self._range[1])
         lo_day -= 2
-        hi_day += 2
+        hi_day += 32  # time moves forward: a month ahead, so a replay of a year rebuilds these a dozen times
         self._range = (lo_day, hi_day)
         self._starts = np.asarray([self.day_start(d) for d in range(lo_day, hi_day + 2)], dtype=np.int64)
         trans_at = [self._starts[0]]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from sentinel.config import StreakRuleConfig, ThresholdRuleConfig
+from sentinel.config import QuietRuleConfig, StreakRuleConfig, ThresholdRuleConfig
 from sentinel.simulate import CHANNELS, TYPES, generate
 
 if TYPE_CHECKING:
@@ -360,7 +360,10 @@ def run_demo(duration: float | None, out: IO[str] = sys.stdout, keep: bool = Fal
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _describe(rule: ThresholdRuleConfig | StreakRuleConfig) -> str:
+def _describe(rule: ThresholdRuleConfig | StreakRuleConfig | QuietRuleConfig) -> str:
     if isinstance(rule, StreakRuleConfig):
         return f"{rule.name} fires at {rule.length} of one {rule.field} in a row"
+    if isinstance(rule, QuietRuleConfig):
+        series = "/".join(rule.group_by) or "stream"
+        return f"{rule.name} fires when a {series} goes quiet for longer than chance explains"
     return f"{rule.name} fires above {rule.factor:g} × the daily average (at least {rule.min_count})"

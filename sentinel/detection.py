@@ -92,7 +92,7 @@ class Detector:
         alert_store.record_events(conn, settled, notify=live, now_us=cycle.now_us, tz=self.cfg.tz)
         told: list[Event] = []
         if cycle.backfill_finished:
-            told += self.handover()
+            told += self.handover(cycle.now_us)
             if told:
                 log.info("alerts open at the end of the backfill are handed on", extra=fields(count=len(told)))
         if live or cycle.backfill_finished:
@@ -110,16 +110,20 @@ class Detector:
         self._retracted += retracted
         self._to_tell = self._to_tell or bool(told) or (live and bool(settled))
 
-    def handover(self) -> list[Event]:
-        """Alerts open when the backfill ends: one `firing` each, as open since they started."""
+    def handover(self, now_us: int) -> list[Event]:
+        """Live alerts when the backfill ends (a streak whose run is still going, a surge meeting its
+        condition today): one `firing` each, as open since they started, saying for how long (`open_s`).
+        The others stay recorded and shown, untold: a person can no longer act on them; one that upgrades
+        later is told then, as a new alert at its tier."""
         out = []
-        for rule, alert in self.engine.open_alerts():
+        for rule, alert, facts in self.engine.live_alerts():
             out.append(Event(at=alert.started, rule=rule.name, kind=rule.kind, state=EventState.FIRING,
                              tier=alert.tier, labels=dict(alert.labels), value=alert.value,
                              baseline=alert.baseline,
                              ratio=round(alert.value / alert.baseline, 4) if alert.baseline else None,
                              fingerprint=alert.fingerprint, instance=alert.instance, started=alert.started,
-                             extra={"handover": True, "peak": alert.peak}))
+                             extra={"handover": True, "peak": alert.peak,
+                                    "open_s": max(0, now_us - alert.started) // 1_000_000, **facts}))
         return sort_events(out, self.engine.order)
 
     def save(self, conn: Connection, now_us: int) -> None:

@@ -409,6 +409,8 @@ def test_receivers_and_groups_follow_the_routes(running: Running) -> None:
 
 def test_alert_filters_by_state_and_matchers(running: Running) -> None:
     assert set(by_name(v2(running, "/alerts"))) == {"type-surge", "channel-surge"}
+    # only a day-mode surge projects its day (these rules are rolling; test_api.py has a day-mode one)
+    assert all("projected" not in a["annotations"] and "summary" in a["annotations"] for a in v2(running, "/alerts"))
     assert set(by_name(v2(running, "/alerts", active="false"))) == {"channel-surge"}
     assert set(by_name(v2(running, "/alerts", inhibited="false"))) == {"type-surge"}
     assert set(by_name(v2(running, "/alerts", filter=[f'type="{T}"', 'channel=~"电话.*"']))) == {"channel-surge"}

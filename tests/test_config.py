@@ -162,6 +162,16 @@ ERRORS = [
     ('[[rules]]\nname = "x"\nkind = "streak"\ntiers = { moderate = 4, severe = 12 }\n', "rules[3]",
      "must be above length"),
     ('[[rules]]\nname = "x"\nkind = "sliding"\n', "rules[3]", "kind"),
+    ('[[rules]]\nname = "x"\nkind = "streak"\nmax_gap = "soon"\n', "rules[3].max_gap", "not a duration"),
+    ('[[rules]]\nname = "x"\nkind = "streak"\nmax_gap = "0s"\n', "rules[3]", "max_gap must be positive"),
+    ('[[rules]]\nname = "x"\nkind = "quiet"\nmax_p = 1.5\n', "rules[3].max_p", "less than 1"),
+    ('[[rules]]\nname = "x"\nkind = "quiet"\nmax_p = 0\n', "rules[3].max_p", "greater than 0"),
+    ('[[rules]]\nname = "x"\nkind = "quiet"\nmin_expected = -1\n', "rules[3].min_expected", "greater than 0"),
+    ('[[rules]]\nname = "x"\nkind = "quiet"\ngroup_by = ["customer"]\n', "rules[3].group_by[0]", "Input should be"),
+    ('[[rules]]\nname = "x"\nkind = "quiet"\ngroup_by = ["channel", "channel"]\n', "rules[3].group_by",
+     "lists a field twice"),
+    ('[[rules]]\nname = "x"\nkind = "quiet"\ntier = "critical"\n', "rules[3].tier", "Input should be"),
+    ('[[rules]]\nname = "x"\nkind = "quiet"\nmax_pp = 0.1\n', "rules[3].max_pp", "did you mean 'max_p'"),
     ('[[routes]]\nreceivers = ["nobody"]\n', "routes[2].receivers[0]", "unknown receiver 'nobody'"),
     ('[[routes]]\nreceivers = ["cs-team"]\nescalate_to = ["ghost"]\n', "routes[2].escalate_to[0]",
      "unknown receiver"),
@@ -242,6 +252,23 @@ def test_secret_not_in_error_output(env: dict[str, str], tmp_path: Path, capsys:
     assert "receivers[2]" in err and "SECRET-PW" not in err
 
 
+def test_quiet_rule_defaults_and_streak_max_gap_off(tmp_path: Path, env: dict[str, str]) -> None:
+    from datetime import timedelta
+
+    from sentinel.config import QuietRuleConfig, StreakRuleConfig
+
+    rules = ('[[rules]]\nname = "q"\nkind = "quiet"\n[[rules]]\nname = "s"\nkind = "streak"\nmax_gap = "off"\n'
+             '[[rules]]\nname = "s2"\nkind = "streak"\n')
+    cfg = load_config(write(tmp_path, base(rules)))
+    quiet, off, default = cfg.rules[3:]
+    assert isinstance(quiet, QuietRuleConfig) and quiet.group_by == ["channel"] and quiet.max_p == 1e-6
+    assert quiet.min_expected == 5.0 and quiet.tier == "moderate" and quiet.baseline_days == 7
+    assert quiet.baseline_by == "day_kind"
+    assert isinstance(off, StreakRuleConfig) and off.max_gap is None
+    assert isinstance(default, StreakRuleConfig) and default.max_gap == timedelta(hours=2)
+    assert '"max_gap":"off"' in off.model_dump_json()
+
+
 def test_rules_dir_toml_and_yaml(env: dict[str, str], tmp_path: Path) -> None:
     rules = tmp_path / "rules"
     rules.mkdir()
@@ -305,7 +332,7 @@ def test_the_deploy_example_passes_check(tmp_path: Path, monkeypatch: pytest.Mon
         shutil.copy(f, etc / "rules" / f.name)
     assert main(["check", "--config", str(etc / "sentinel.toml")]) == 0
     out = capsys.readouterr().out
-    assert "rules: 3" in out and "type-channel-surge, same-type-streak, type-surge" in out, out
+    assert "rules: 4" in out and "type-channel-surge, channel-quiet, same-type-streak, type-surge" in out, out
     assert "inhibit rules: 2" in out and "cs-team (wecom)" in out and "key=K" not in out
 
 

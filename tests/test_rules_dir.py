@@ -38,14 +38,16 @@ def config_using(tmp_path: Path, folder: Path, extra: str = "") -> Path:
 
 def test_the_folders_are_there() -> None:
     assert [p.name for p in FOLDERS] == ["recommended", "seeds"]
-    assert len(STANDALONE) == 4
+    assert len(STANDALONE) == 5
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
 def test_each_folder_passes_check(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--config", str(config_using(tmp_path, folder))]) == 0
     out = capsys.readouterr().out
-    assert "rules: 2 (1 streak, 1 threshold): same-type-streak, type-surge" in out, out
+    expected = {"seeds": "rules: 2 (1 streak, 1 threshold): same-type-streak, type-surge",
+                "recommended": "rules: 3 (1 quiet, 1 streak, 1 threshold): channel-quiet, same-type-streak, type-surge"}
+    assert expected[folder.name] in out, out
     assert "inhibit rules: 1" in out
 
 

@@ -9,22 +9,31 @@ Grouping follows Alertmanager: the first alert of a group waits `group_wait`, la
 batched and sent at most every `group_interval`; an upgrade is sent at once. A group with nothing
 waiting is forgotten once its interval has passed, so a new wave after a quiet spell waits
 `group_wait` like the first one, and a step's cost follows the alerts in flight, not every group ever
-seen. What holds an alert back
-(silences, inhibition, mute times) and what brings it back (repeats, escalation) is decided in
-`sentinel.alerting.policy`.
+seen.
+
+A step is a pipeline in one direction, as Alertmanager's notify stages: new events go into their
+groups; the policy (`sentinel.alerting.policy`) is handed the step's facts and returns repeats and
+escalations as values, which the step applies; due groups pass the mute stages
+(`sentinel.alerting.mute`: a route's mute windows hold whole groups, silences and inhibition single
+alerts); what goes out is recorded in the notification log (`sentinel.alerting.nflog`) in the same
+transaction as the outbox messages and the event cursor, so a crash never loses or doubles a message.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
+from sentinel.alerting import nflog
 from sentinel.alerting.ack import ack_url
+from sentinel.alerting.mute import Muting, window_end
+from sentinel.alerting.nflog import Told
+from sentinel.alerting.policy import Policy, Schedule
 from sentinel.alerting.routing import Route, Router, alert_labels, labels_of
 from sentinel.config import Config
 from sentinel.logs import fields
@@ -32,8 +41,8 @@ from sentinel.model import Tier
 from sentinel.notify import ADAPTERS, outbox
 from sentinel.notify.views import AlertView, view_from_event, view_to_json
 from sentinel.store import alerts as alert_store
-from sentinel.store.alerts import StoredAlert, events_after
-from sentinel.store.schema import dispatch_groups, notify_log
+from sentinel.store.alerts import StoredAlert, StoredEvent, events_after
+from sentinel.store.schema import dispatch_groups
 
 log = logging.getLogger("sentinel.dispatch")
 
@@ -41,16 +50,6 @@ CURSOR = "dispatcher"
 GROUP_ALERTS_MAX = 1000
 """At most this many of a group's other alerts ride along in one message (the webhook caps its body at
 1 MiB anyway, counting what it drops in `truncatedAlerts`)."""
-
-
-@dataclass(slots=True)
-class Told:
-    receiver: str
-    route: int
-    group_key: str
-    last_sent_us: int
-    last_state: str
-    last_tier: str
 
 
 @dataclass(slots=True)
@@ -71,7 +70,7 @@ class Dispatcher:
     """A group still due after a step is held (a silence, an inhibition): it is looked at again a
     second later, as the old 1 s dispatch tick did, never in a loop."""
 
-    def __init__(self, cfg: Config, *, policy: Any = None) -> None:
+    def __init__(self, cfg: Config, *, policy: Policy) -> None:
         self.cfg = cfg
         self.router = Router(cfg)
         self.policy = policy
@@ -92,22 +91,38 @@ class Dispatcher:
         for ev in events:
             cursor = ev.seq
             if ev.notify:
-                self._on_event(conn, ev.instance, ev.state, ev.payload, groups, now_us)
+                self._on_event(conn, ev, groups, now_us)
         if events:
             outbox.set_cursor(conn, CURSOR, cursor)
-        if self.policy is not None:
-            self.policy.schedule(conn, self, groups, now_us)
-        written = self._flush(conn, groups, now_us)
+        muting = self.policy.muting(conn, self.router, now_us)
+        schedule = self.policy.schedule(conn, muting, self.router, now_us)
+        self._apply(conn, schedule, groups, now_us)
+        written = self._flush(conn, groups, muting, now_us)
         self._forget_settled(conn, groups, now_us)
         self._save_groups(conn, groups)
-        self.next_due_us = now_us if len(events) >= self.EVENTS_PER_STEP else self._next_due(groups, now_us)
+        if len(events) >= self.EVENTS_PER_STEP:
+            self.next_due_us = now_us
+        else:
+            self.next_due_us = self._next_due(groups, schedule.next_due_us, now_us)
         return written
 
-    def _next_due(self, groups: Mapping[str, Group], now_us: int) -> int | None:
+    def _apply(self, conn: Connection, schedule: Schedule, groups: dict[str, Group], now_us: int) -> None:
+        """The policy's decisions: repeats into their groups, escalations straight out (and recorded)."""
+        for r in schedule.repeats:
+            self._add(groups, r.route, r.group_key, r.group_labels, r.instance, now_us, urgent=False)
+        for e in schedule.escalations:
+            view = self.view(e.alert)
+            rows = {e.alert.instance: e.alert}
+            for name in e.receivers:
+                self._enqueue(conn, name, "escalation", [view], rows, now_us, {"escalated_after_s": e.after_s})
+                self._log(conn, name, view, e.route, nflog.ESCALATION_GROUP, now_us)
+            nflog.record_escalation(conn, e.alert.instance, e.alert.tier.label, now_us)
+
+    def _next_due(self, groups: Mapping[str, Group], policy_due_us: int | None, now_us: int) -> int | None:
         """The earliest time a step would write something without a new event: a group's
         group_wait/group_interval, a mute window's end, the policy's repeats and escalations. The
         daemon sleeps until then instead of stepping every second."""
-        due: int | None = self.policy.next_due_us if self.policy is not None else None
+        due = policy_due_us
         if self._told_due_us is not None:
             due = self._told_due_us if due is None else min(due, self._told_due_us)
         for g in groups.values():
@@ -115,8 +130,8 @@ class Dispatcher:
             at = self._due_at(g, route, now_us) if route is not None else (now_us if g.pending else None)
             if at is None:
                 continue
-            if route is not None and self.policy is not None:
-                held = self.policy.hold_until_us(route, max(at, now_us))
+            if route is not None:
+                held = window_end(route, self.cfg.tz, max(at, now_us))
                 if held is not None:
                     at = max(at, held)
             if at <= now_us:
@@ -124,16 +139,16 @@ class Dispatcher:
             due = at if due is None else min(due, at)
         return due
 
-    def _on_event(self, conn: Connection, instance: str, state: str, payload: Mapping[str, Any],
-                  groups: dict[str, Group], now_us: int) -> None:
+    def _on_event(self, conn: Connection, ev: StoredEvent, groups: dict[str, Group], now_us: int) -> None:
+        instance, state, payload = ev.instance, ev.state, ev.payload
         labels = alert_labels(payload["rule"], payload["kind"], payload["tier"], payload["labels"])
         when = min(now_us, int(payload.get("at_us", now_us)))  # group_wait counts from the event itself
         if state == "resolved":
             # to everyone who was told of it, through the group that told them; straight to those no
             # current route reaches (escalation receivers, a route a reload removed or changed)
             direct: list[Told] = []
-            for t in self.told(conn, instance):
-                if t.last_state == "resolved":
+            for t in nflog.told(conn, instance):
+                if not t.owed_resolution:
                     continue
                 route = self.router.get(t.route)
                 if route is None or t.receiver not in route.cfg.receivers:
@@ -143,12 +158,12 @@ class Dispatcher:
                     key, glabels = t.group_key, groups[t.group_key].labels
                 else:
                     key, glabels = route.group_key(labels)
-                self.add(groups, route, key, glabels, instance, when, urgent=False)
+                self._add(groups, route, key, glabels, instance, when, urgent=False)
             self._resolve_directly(conn, instance, direct, now_us)
             return
         for route in self.router.route(labels):
             key, glabels = route.group_key(labels)
-            self.add(groups, route, key, glabels, instance, when, urgent=state == "upgraded")
+            self._add(groups, route, key, glabels, instance, when, urgent=state == "upgraded")
 
     def _resolve_directly(self, conn: Connection, instance: str, whom: Sequence[Told], now_us: int) -> None:
         """A resolution, ungrouped, to receivers told of the alert outside its route's receivers."""
@@ -161,10 +176,10 @@ class Dispatcher:
             if t.receiver not in known:
                 continue  # the receiver itself is gone
             self._enqueue(conn, t.receiver, "alert", [view], rows, now_us, {"group_key": t.group_key})
-            self.log_view(conn, t.receiver, view, t.route, t.group_key, now_us)
+            self._log(conn, t.receiver, view, t.route, t.group_key, now_us)
 
-    def add(self, groups: dict[str, Group], route: Route, key: str, glabels: dict[str, str], instance: str,
-            now_us: int, urgent: bool) -> None:
+    def _add(self, groups: dict[str, Group], route: Route, key: str, glabels: dict[str, str], instance: str,
+             now_us: int, urgent: bool) -> None:
         g = groups.get(key)
         if g is None:
             g = groups[key] = Group(key, route.index, glabels, [], None, None, False, True)
@@ -209,7 +224,7 @@ class Dispatcher:
         for i in range(0, len(gone), 500):
             conn.execute(delete(dispatch_groups).where(dispatch_groups.c.group_key.in_(gone[i:i + 500])))
 
-    def _flush(self, conn: Connection, groups: dict[str, Group], now_us: int) -> int:
+    def _flush(self, conn: Connection, groups: dict[str, Group], muting: Muting, now_us: int) -> int:
         written = 0
         # receivers whose payload lists the whole group (the generic webhook, in Alertmanager's format);
         # chat tools get only what changed
@@ -219,28 +234,29 @@ class Dispatcher:
             if route is None:  # the route went away in a reload: hand its alerts to the current routes
                 self._reroute(conn, g, groups, now_us)
                 continue
-            if not self._due(g, route, now_us):
-                continue
-            if self.policy is not None and self.policy.hold_group(g, route, now_us):
+            if not self._due(g, route, now_us) or muting.windows.holds(route):
                 continue
             rows = alert_store.alerts_by_instance(conn, g.pending)
-            told = self._told_about(conn, rows)
+            # open alerts a silence or an inhibition holds stay in their group, so they are told at the
+            # group's next interval after the silence expires or the inhibiting alert resolves
+            held = [i for i, row in rows.items() if row.is_open and muting.notify.mutes(row) is not None]
+            held_set = set(held)
+            told = nflog.told_about(conn, rows)
             for receiver in route.cfg.receivers:
-                views = self._views_for(conn, receiver, rows, told, g, now_us)
+                views = self._views_for(receiver, rows, told, held_set)
                 if not views:
                     continue
-                repeat = all(_is_repeat(told.get((receiver, v.instance)), v) for v in views)
+                repeat = all(_reminds(told.get((receiver, v.instance)), v) for v in views)
                 kind = "repeat" if repeat else "alert" if len(views) == 1 else "digest"
                 extra: dict[str, Any] = {"group_key": g.key, "group_labels": g.labels}
                 if receiver in whole_group:
-                    extra["group_alerts"] = self._rest_of_group(conn, receiver, g, views, now_us)
+                    extra["group_alerts"] = self._rest_of_group(conn, receiver, g, views, muting)
                 self._enqueue(conn, receiver, kind, views, rows, now_us, extra)
                 for v in views:
-                    self.log_view(conn, receiver, v, route.index, g.key, now_us)
+                    self._log(conn, receiver, v, route.index, g.key, now_us)
                 written += 1
-            kept = self.policy.still_pending(conn, g, rows, now_us) if self.policy is not None else []
-            g.pending = kept
-            g.first_pending_us = now_us if kept else None
+            g.pending = held
+            g.first_pending_us = now_us if held else None
             g.last_flush_us = now_us
             g.urgent = False
             g.dirty = True
@@ -253,19 +269,19 @@ class Dispatcher:
             for route in self.router.route(labels):
                 key, glabels = route.group_key(labels)
                 if key != g.key:
-                    self.add(groups, route, key, glabels, inst, now_us, urgent=False)
+                    self._add(groups, route, key, glabels, inst, now_us, urgent=False)
         g.pending = []
         g.dirty = True
 
-    def _views_for(self, conn: Connection, receiver: str, rows: Mapping[str, StoredAlert],
-                   told: Mapping[tuple[str, str], Told], g: Group, now_us: int) -> list[AlertView]:
+    def _views_for(self, receiver: str, rows: Mapping[str, StoredAlert], told: Mapping[tuple[str, str], Told],
+                   held: set[str]) -> list[AlertView]:
         out = []
         for inst, row in rows.items():
             t = told.get((receiver, inst))
             if not row.is_open:
-                if t is None or t.last_state == "resolved":
+                if t is None or not t.owed_resolution:
                     continue  # never told of it (or told already): nothing to resolve for these people
-            elif self.policy is not None and not self.policy.may_send(conn, row, receiver, g, now_us):
+            elif inst in held:
                 continue
             v = self.view(row)
             if t is None and v.state == "upgraded":
@@ -274,19 +290,15 @@ class Dispatcher:
         return sorted(out, key=lambda v: (-int(v.tier), v.state == "resolved", -v.at.timestamp()))
 
     def _rest_of_group(self, conn: Connection, receiver: str, g: Group, views: Sequence[AlertView],
-                       now_us: int) -> list[dict[str, Any]]:
+                       muting: Muting) -> list[dict[str, Any]]:
         """The group's other open alerts this receiver was told of and may still hear about (not silenced
         or inhibited now), oldest first, as JSON views: with the message's own, every alert of the group
         with its current status, as Alertmanager's webhook lists them."""
         shown = {v.instance for v in views}
-        told = (select(notify_log.c.instance)
-                .where(notify_log.c.receiver == receiver, notify_log.c.group_key == g.key,
-                       notify_log.c.last_state == "firing"))
+        told = nflog.firing_in_group(receiver, g.key)
         out = []
         for r in alert_store.open_alerts(conn, among=told, limit=GROUP_ALERTS_MAX + len(shown)):
-            if r.instance in shown:
-                continue
-            if self.policy is not None and not self.policy.may_send(conn, r, receiver, g, now_us):
+            if r.instance in shown or muting.notify.mutes(r) is not None:
                 continue
             out.append(view_to_json(self.view(r)))
         return out[:GROUP_ALERTS_MAX]
@@ -309,39 +321,14 @@ class Dispatcher:
                        extra={**extra, "status": status})
         log.info("message queued", extra=fields(receiver=receiver, kind=kind, alerts=len(views), tier=tier.label))
 
-    def enqueue_views(self, conn: Connection, receiver: str, kind: str, rows: Mapping[str, StoredAlert],
-                      now_us: int, extra: Mapping[str, Any] | None = None) -> None:
-        views = [self.view(r) for r in rows.values()]
-        if views:
-            self._enqueue(conn, receiver, kind, views, rows, now_us, extra or {})
-
-    # --- notification log ----------------------------------------------------------------------------
-    def told(self, conn: Connection, instance: str) -> list[Told]:
-        q = select(notify_log).where(notify_log.c.instance == instance)
-        return [Told(r.receiver, r.route, r.group_key, r.last_sent_us, r.last_state, r.last_tier)
-                for r in conn.execute(q)]
-
-    def _told_about(self, conn: Connection, instances: Iterable[str]) -> dict[tuple[str, str], Told]:
-        """Who was told what about these alerts, in one query: (receiver, instance) -> Told."""
-        ids = list(instances)
-        if not ids:
-            return {}
-        q = select(notify_log).where(notify_log.c.instance.in_(ids))
-        return {(r.receiver, r.instance): Told(r.receiver, r.route, r.group_key, r.last_sent_us, r.last_state,
-                                               r.last_tier) for r in conn.execute(q)}
-
-    def log_view(self, conn: Connection, receiver: str, v: AlertView, route: int, group_key: str,
-                 now_us: int) -> None:
-        values = {"route": route, "group_key": group_key, "last_sent_us": now_us,
-                  "last_state": "resolved" if v.state == "resolved" else "firing", "last_tier": v.tier.label}
+    def _log(self, conn: Connection, receiver: str, v: AlertView, route: int, group_key: str, now_us: int) -> None:
+        """Record in the notification log that `receiver` was told `v`; an open alert's repeat becomes a
+        due time of this step."""
+        nflog.record(conn, receiver, v, route, group_key, now_us)
         r = self.router.get(route)
-        if v.state != "resolved" and r is not None:  # told of an open alert: its repeat is a due time
+        if v.state != "resolved" and r is not None:
             repeat = now_us + int(r.cfg.repeat_interval.total_seconds() * 1_000_000)
             self._told_due_us = repeat if self._told_due_us is None else min(self._told_due_us, repeat)
-        n = conn.execute(update(notify_log).where(notify_log.c.receiver == receiver,
-                                                  notify_log.c.instance == v.instance).values(**values)).rowcount
-        if n == 0:
-            conn.execute(insert(notify_log).values(receiver=receiver, instance=v.instance, **values))
 
     # --- persistence of groups -----------------------------------------------------------------------
     def _load_groups(self, conn: Connection) -> dict[str, Group]:
@@ -365,10 +352,10 @@ class Dispatcher:
             g.dirty = False
 
     def forget_resolved(self, conn: Connection, before_us: int) -> None:
-        """Housekeeping: notification-log rows of alerts resolved long ago."""
-        conn.execute(delete(notify_log).where(notify_log.c.instance.in_(alert_store.resolved_before(before_us))))
+        """Housekeeping: notification-log entries of alerts resolved long ago."""
+        nflog.forget_resolved(conn, before_us)
 
 
-def _is_repeat(told: Told | None, v: AlertView) -> bool:
+def _reminds(told: Told | None, v: AlertView) -> bool:
     """Told before at this tier and still open: the message is a reminder."""
-    return v.state != "resolved" and told is not None and told.last_state == "firing" and told.last_tier == v.tier.label
+    return told is not None and told.reminds(v)

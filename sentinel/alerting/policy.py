@@ -1,197 +1,135 @@
-"""What holds an alert back and what brings it back: silences, inhibition, mute times, acknowledgement,
-repeats and escalation. The dispatcher asks this module; nothing here sends anything itself.
+"""The alert policy: what brings an alert back, decided as values the dispatcher applies.
 
-- Silenced or inhibited alerts are recorded and shown, never sent, repeated or escalated.
-- Inhibition: while a `source` alert is open, `target` alerts with the same `equal` label values are
-  held (one surge seen at total, type and type x channel level tells people once).
-- A muted route holds its groups while the window lasts; they go out as one digest when it ends
-  (alerts that resolved meanwhile, never told, are dropped). Escalations are never muted.
-- Repeats: an open, unacknowledged alert is told again every `repeat_interval`.
+The policy reads (the notification log, the open alerts, the mute stages of the moment) and returns a
+`Schedule`; it writes nothing and sends nothing. Data flows one way: the dispatcher hands it the
+facts of its step, applies the repeats and escalations it gets back, and records them in the
+notification log in the same transaction as the messages.
+
+What the schedule guarantees:
+
+- Repeats: an open alert a receiver was told of comes back into its route's group every
+  `repeat_interval` after it was last told; an acknowledged one never does, a silenced or inhibited
+  one waits (it is due, but held, and comes back once the silence or the inhibition ends).
 - Escalation: a `moderate` or `severe` alert not acknowledged within `escalate_after` of reaching that
-  tier goes to the route's `escalate_to` receivers, once per tier.
+  tier goes to the route's `escalate_to` receivers, once per tier (the notification log remembers),
+  never while it is silenced or inhibited; mute windows do not hold it.
+- `next_due_us`: the earliest moment a repeat or an escalation not due yet will be, so the daemon can
+  sleep until then.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection
 
-from sentinel.alerting import silences as silence_store
-from sentinel.alerting.routing import Matcher, Route, compile_matchers, labels_of, matches
+from sentinel.alerting import nflog
+from sentinel.alerting.inhibit import inhibit_rules
+from sentinel.alerting.mute import Muting
+from sentinel.alerting.routing import Route, Router, labels_of
 from sentinel.config import Config
-from sentinel.model import US, Tier, from_datetime, to_datetime
+from sentinel.model import US, Tier
 from sentinel.store import alerts as alert_store
 from sentinel.store.alerts import StoredAlert
-from sentinel.store.schema import acks, escalations, notify_log
-
-if TYPE_CHECKING:
-    from sentinel.alerting.dispatch import Dispatcher, Group
 
 
 @dataclass(frozen=True, slots=True)
-class Inhibit:
-    source: tuple[Matcher, ...]
-    target: tuple[Matcher, ...]
-    equal: tuple[str, ...]
+class Repeat:
+    """An open alert told long enough ago: back into its route's group, told at the group's next flush."""
+
+    instance: str
+    route: Route
+    group_key: str
+    group_labels: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
-class Hold:
-    silenced: str | None  # silence id
-    inhibited: str | None  # instance of the inhibiting alert
-    acknowledged: bool
-    muted: bool
+class Escalation:
+    """An alert to tell `receivers` at once, ungrouped, as unacknowledged for `after_s` at its tier."""
+
+    alert: StoredAlert
+    receivers: tuple[str, ...]
+    route: int  # the route whose `escalate_to` it follows (the notification log's entry names it)
+    after_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """The time-driven notifications of one step, and when the next one not due yet will be."""
+
+    repeats: tuple[Repeat, ...]
+    escalations: tuple[Escalation, ...]
+    next_due_us: int | None
 
 
 class Policy:
+    """The configuration's inhibition rules and the decisions of each step; long-lived, reloaded."""
+
     def __init__(self, cfg: Config) -> None:
         self.reload(cfg)
-        self._silences: list[silence_store.Silence] = []
-        self._open: list[tuple[str, dict[str, str]]] = []
-        self._open_alerts: dict[str, StoredAlert] = {}  # of this step, oldest first
-        self._acked: set[str] = set()
-        self.next_due_us: int | None = None  # after `schedule`: the earliest repeat or escalation due
 
     def reload(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.inhibits = [Inhibit(compile_matchers(i.source), compile_matchers(i.target), tuple(i.equal))
-                         for i in cfg.inhibit]
+        self.inhibits = inhibit_rules(cfg)
 
-    # --- the facts of this step ------------------------------------------------------------------------
-    def begin(self, conn: Connection, now_us: int) -> None:
-        self._silences = silence_store.load(conn, include_expired_after_us=now_us)
-        self._open_alerts = {a.instance: a for a in alert_store.open_alerts(conn)}
-        self._open = [(i, labels_of(a)) for i, a in self._open_alerts.items()]
-        self._acked = set(conn.execute(select(acks.c.instance)).scalars())
-        self.next_due_us = None
+    def muting(self, conn: Connection, router: Router | None, now_us: int) -> Muting:
+        """The mute stages at `now_us`, from one read of the store (`router`: for the mute windows of an
+        alert's routes; None where no routes apply)."""
+        return Muting.load(conn, rules=self.inhibits, tz=self.cfg.tz, router=router, now_us=now_us)
 
-    def _due_later(self, at_us: int) -> None:
-        self.next_due_us = at_us if self.next_due_us is None else min(self.next_due_us, at_us)
+    def schedule(self, conn: Connection, muting: Muting, router: Router, now_us: int) -> Schedule:
+        """Repeats and escalations due at `now_us`, given the step's mute stages and routes."""
+        open_by_id = {a.instance: a for a in muting.open_alerts}
+        repeats, repeat_due = self._repeats(conn, muting, router, open_by_id, now_us)
+        escalations, escalation_due = self._escalations(conn, muting, router, now_us)
+        dues = [d for d in (repeat_due, escalation_due) if d is not None]
+        return Schedule(tuple(repeats), tuple(escalations), min(dues) if dues else None)
 
-    def hold(self, alert: StoredAlert, now_us: int, routes: Sequence[Route] = ()) -> Hold:
-        labels = labels_of(alert)
-        s = silence_store.silenced_by(self._silences, labels, now_us)
-        return Hold(s.id if s else None, self.inhibited_by(alert.instance, labels), alert.instance in self._acked,
-                    any(self.muted(r, now_us) for r in routes))
-
-    def inhibited_by(self, instance: str, labels: Mapping[str, str]) -> str | None:
-        for rule in self.inhibits:
-            if not matches(rule.target, labels):
-                continue
-            for other, olabels in self._open:
-                if other == instance or not matches(rule.source, olabels):
-                    continue
-                if all(olabels.get(k, "") == labels.get(k, "") for k in rule.equal):
-                    return other
-        return None
-
-    def muted(self, route: Route, now_us: int) -> bool:
-        if not route.cfg.mute:
-            return False
-        local = to_datetime(now_us, self.cfg.tz).time()
-        return any(w.contains(local) for w in route.cfg.mute)
-
-    # --- the dispatcher's questions ------------------------------------------------------------------
-    def may_send(self, conn: Connection, alert: StoredAlert, receiver: str, g: Group, now_us: int) -> bool:
-        h = self.hold(alert, now_us)
-        return h.silenced is None and h.inhibited is None
-
-    def hold_group(self, g: Group, route: Route, now_us: int) -> bool:
-        return self.muted(route, now_us)
-
-    def hold_until_us(self, route: Route, now_us: int) -> int | None:
-        """When a group held by the route's mute windows at `now_us` may go (the earliest end of the
-        windows that contain it; a window that starts as another ends is seen at that step), else None."""
-        local = to_datetime(now_us, self.cfg.tz)
-        ends = [from_datetime(w.end_after(local)) for w in route.cfg.mute if w.contains(local.time())]
-        return min(ends) if ends else None
-
-    def still_pending(self, conn: Connection, g: Group, rows: Mapping[str, StoredAlert], now_us: int) -> list[str]:
-        """Open alerts held back by a silence or an inhibition stay in their group, so they are told at
-        the group's next interval after the silence expires or the inhibiting alert resolves."""
-        kept = []
-        for inst, row in rows.items():
-            if not row.is_open:
-                continue
-            h = self.hold(row, now_us)
-            if h.silenced or h.inhibited:
-                kept.append(inst)
-        return kept
-
-    def schedule(self, conn: Connection, dispatcher: Dispatcher, groups: dict[str, Group], now_us: int) -> None:
-        """Time-driven notifications: repeats go into their groups, escalations straight out."""
-        self.begin(conn, now_us)
-        self._repeats(conn, dispatcher, groups, now_us)
-        self._escalate(conn, dispatcher, now_us)
-
-    def _repeats(self, conn: Connection, dispatcher: Dispatcher, groups: dict[str, Group], now_us: int) -> None:
-        told = conn.execute(select(notify_log.c.instance, notify_log.c.route, notify_log.c.last_sent_us)
-                            .where(notify_log.c.last_state == "firing"))
-        for instance, route_index, last_sent_us in told:
-            alert = self._open_alerts.get(instance)
-            route = dispatcher.router.get(route_index)
-            if alert is None or route is None or instance in self._acked:
-                continue
+    def _repeats(self, conn: Connection, muting: Muting, router: Router, open_by_id: dict[str, StoredAlert],
+                 now_us: int) -> tuple[list[Repeat], int | None]:
+        out: list[Repeat] = []
+        seen: set[tuple[str, str]] = set()
+        due: int | None = None
+        for instance, route_index, last_sent_us in nflog.told_firing(conn):
+            alert = open_by_id.get(instance)
+            route = router.get(route_index)
+            if alert is None or route is None or muting.acks.mutes(alert) is not None:
+                continue  # resolved, its route gone, or acknowledged: no reminder is ever due
             repeat_at = last_sent_us + int(route.cfg.repeat_interval.total_seconds() * US)
             if now_us < repeat_at:
-                self._due_later(repeat_at)
+                due = repeat_at if due is None else min(due, repeat_at)
                 continue
-            h = self.hold(alert, now_us)
-            if h.silenced or h.inhibited:
-                continue
+            if muting.notify.mutes(alert) is not None:
+                continue  # due, but held: it comes back once the silence or the inhibition ends
             key, glabels = route.group_key(labels_of(alert))
-            g = groups.get(key)
-            if g is not None and instance in g.pending:
-                continue
-            dispatcher.add(groups, route, key, glabels, instance, now_us, urgent=False)
+            if (key, instance) not in seen:  # one entry per receiver told: one repeat per group
+                seen.add((key, instance))
+                out.append(Repeat(instance, route, key, glabels))
+        return out, due
 
-    def _escalate(self, conn: Connection, dispatcher: Dispatcher, now_us: int) -> None:
-        rows = [a for a in self._open_alerts.values() if a.tier >= Tier.MODERATE]
-        done = {(i, t) for i, t in conn.execute(select(escalations.c.instance, escalations.c.tier))}
-        for row in rows:
-            inst, tier = row.instance, row.tier.label
-            if inst in self._acked or (inst, tier) in done:
+    def _escalations(self, conn: Connection, muting: Muting, router: Router,
+                     now_us: int) -> tuple[list[Escalation], int | None]:
+        out: list[Escalation] = []
+        due: int | None = None
+        done = nflog.escalated(conn)
+        for row in muting.open_alerts:
+            if row.tier < Tier.MODERATE or (row.instance, row.tier.label) in done:
                 continue
-            h = self.hold(row, now_us)
-            if h.silenced or h.inhibited:
+            if muting.remind.mutes(row) is not None:
                 continue
-            labels = labels_of(row)
-            targets = [r for r in dispatcher.router.route(labels) if r.cfg.escalate_to]
+            targets = [r for r in router.route(labels_of(row)) if r.cfg.escalate_to]
             if not targets:
                 continue
-            since = self.reached(conn, inst, tier)
-            due = [r for r in targets if now_us >= since + int(r.cfg.escalate_after.total_seconds() * US)]
-            if not due:
-                self._due_later(since + min(int(r.cfg.escalate_after.total_seconds() * US) for r in targets))
+            since = self.reached(conn, row.instance, row.tier.label)
+            ready = [r for r in targets if now_us >= since + int(r.cfg.escalate_after.total_seconds() * US)]
+            if not ready:
+                at = since + min(int(r.cfg.escalate_after.total_seconds() * US) for r in targets)
+                due = at if due is None else min(due, at)
                 continue
-            receivers = sorted({name for r in due for name in r.cfg.escalate_to})
-            for name in receivers:
-                dispatcher.enqueue_views(conn, name, "escalation", {inst: row}, now_us,
-                                         {"escalated_after_s": (now_us - since) // US})
-                dispatcher.log_view(conn, name, dispatcher.view(row), due[0].index, "escalation", now_us)
-            conn.execute(insert(escalations).values(instance=inst, tier=tier, at_us=now_us))
+            receivers = tuple(sorted({name for r in ready for name in r.cfg.escalate_to}))
+            out.append(Escalation(row, receivers, ready[0].index, (now_us - since) // US))
+        return out, due
 
     def reached(self, conn: Connection, instance: str, tier: str) -> int:
         """When the alert first reached `tier` (its firing or upgrade to it)."""
         return alert_store.first_event_at(conn, instance, tier) or 0
-
-
-AckVia = Literal["api", "link"]  # decided by the server from how the ack arrived: bearer token or signed link
-
-
-def acknowledge(conn: Connection, instance: str, by: str, via: AckVia, now_us: int) -> str:
-    """Record an acknowledgement; returns "acknowledged", "already" or raises KeyError (unknown)."""
-    if alert_store.get_alert(conn, instance) is None:
-        raise KeyError(instance)
-    if conn.execute(select(acks.c.instance).where(acks.c.instance == instance)).first() is not None:
-        return "already"
-    conn.execute(insert(acks).values(instance=instance, by=by[:200] or "unknown", via=via, at_us=now_us))
-    return "acknowledged"
-
-
-def acked(conn: Connection) -> dict[str, tuple[str, int]]:
-    return {i: (b, t) for i, b, t in conn.execute(select(acks.c.instance, acks.c.by, acks.c.at_us))}
-

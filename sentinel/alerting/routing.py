@@ -4,6 +4,11 @@ Matchers are `label = "value"` (exact), `label = "~regex"` (fully matched) or a 
 them). The labels an alert is matched on are its series labels plus `rule`, `kind` and `tier`. Routes
 are tried in order; the first that matches wins unless it says `continue = true`. With no routes
 configured, one implicit route sends everything to every receiver.
+
+What routing guarantees: the same labels always take the same routes (the order of the file, nothing
+else); an alert no configured route matches is told to no one (it is still recorded and shown); a
+group key depends only on the route and the values of its `group_by` labels, so it is the same after
+a restart and different for the same labels under another route.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Silences: label matchers with a time window, in Alertmanager's JSON so people's habits carry over.
 
 A silenced alert is still detected, recorded and shown; it is only not sent (nor repeated or
-escalated) while an active silence matches it.
+escalated) while an active silence matches it. `Silencer` is the mute stage: the silences active at
+one moment, asked of each alert (a pending silence holds nothing yet, an expired one nothing any more).
 
 A silence is matched against the alert's labels (its series labels plus `rule`, `kind` and `tier`) and
 against Alertmanager's names for two of them, `alertname` (the rule) and `severity` (the tier), so a
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,7 +24,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, RowMapping, insert, select
 from sqlalchemy import update as update_
 
+from sentinel.alerting.routing import labels_of
 from sentinel.model import from_datetime, to_datetime
+from sentinel.store.alerts import StoredAlert
 from sentinel.store.schema import silences
 
 
@@ -203,3 +206,24 @@ def silenced_by(active: Sequence[Silence], labels: Mapping[str, str], now_us: in
         if s.state(now_us) == "active" and s.matches(labels):
             return s
     return None
+
+
+class Silencer:
+    """A Muter: the silences at `now_us`; `mutes` names the first active one (oldest first) that matches."""
+
+    def __init__(self, loaded: Iterable[Silence], now_us: int) -> None:
+        self.now_us = now_us
+        self.active = [s for s in loaded if s.state(now_us) == "active"]
+
+    @classmethod
+    def load(cls, conn: Connection, now_us: int) -> Silencer:
+        return cls(load(conn, include_expired_after_us=now_us), now_us)
+
+    def mutes(self, alert: StoredAlert) -> str | None:
+        s = silenced_by(self.active, labels_of(alert), self.now_us)
+        return None if s is None else s.id
+
+    def all_muting(self, alert: StoredAlert) -> tuple[str, ...]:
+        """Every active silence that matches (Alertmanager's `silencedBy` lists them all)."""
+        labels = labels_of(alert)
+        return tuple(s.id for s in self.active if s.matches(labels))

@@ -14,23 +14,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sentinel.config import Config, RuleConfig, StreakRuleConfig, ThresholdRuleConfig
+from sentinel.config import Config, QuietRuleConfig, RuleConfig, StreakRuleConfig, ThresholdRuleConfig
 from sentinel.detect import ahead as la
 from sentinel.detect.ahead import Told
 from sentinel.detect.base import OpenAlert, RuleContext, event
 from sentinel.detect.feed import feed
+from sentinel.detect.quiet import QuietRule, QuietState
 from sentinel.detect.streak import StreakRule, StreakState
 from sentinel.detect.threshold import ThresholdRule, ThresholdState, lookback_days
 from sentinel.model import Batch, Buckets, Event, EventState, Vocab
 
-AnyRule = ThresholdRule | StreakRule
+AnyRule = ThresholdRule | StreakRule | QuietRule
+SeriesRule = ThresholdRule | QuietRule  # rules whose series are rebuilt from the raw buckets
 
-_STATE_RANK = {EventState.RESOLVED: 0, EventState.FIRING: 1, EventState.UPGRADED: 2}
+_STATE_RANK = {EventState.FIRING: 0, EventState.UPGRADED: 1, EventState.RESOLVED: 2}
 
 
 def make_rule(cfg: RuleConfig, ctx: RuleContext) -> AnyRule:
     if isinstance(cfg, ThresholdRuleConfig):
         return ThresholdRule(cfg, ctx)
+    if isinstance(cfg, QuietRuleConfig):
+        return QuietRule(cfg, ctx)
     assert isinstance(cfg, StreakRuleConfig)
     return StreakRule(cfg, ctx)
 
@@ -44,13 +48,16 @@ def rule_hash(cfg: RuleConfig, timezone: str) -> str:
 def history_days(cfg: Config) -> int:
     """Days the first start backfills: every rule's window plus the day in progress (a streak rule's run
     history exists only in its state, so its `history_days` must be replayed too)."""
-    return max([8] + [lookback_days(r) + 1 if isinstance(r, ThresholdRuleConfig) else r.history_days + 1
-                      for r in cfg.rules])
+    return max([8] + [lookback_days(r) + 1 if isinstance(r, ThresholdRuleConfig | QuietRuleConfig)
+                      else r.history_days + 1 for r in cfg.rules])
 
 
 def sort_events(events: list[Event], order: dict[str, int]) -> list[Event]:
-    """One deterministic order, whatever the batch split: time, rule, series, resolved first."""
-    return sorted(events, key=lambda e: (e.at, order.get(e.rule, 1 << 30), e.fingerprint, _STATE_RANK[e.state]))
+    """One deterministic order, whatever the batch split: time, rule, series, the older instance first
+    (an alert resolving as a new one of its series opens), and within one instance firing, upgraded,
+    resolved (a quiet series told at the instant a complaint arrives)."""
+    return sorted(events, key=lambda e: (e.at, order.get(e.rule, 1 << 30), e.fingerprint, e.started,
+                                         _STATE_RANK[e.state]))
 
 
 @dataclass(slots=True)
@@ -118,7 +125,8 @@ class Engine:
         out: list[Event] = []
         for rule in self.rules:
             state = self.states[rule.name]
-            if not len(state.pending):
+            if not len(state.pending) or isinstance(rule, QuietRule):
+                # a quiet series is told by time alone (its records only resolve): that waits for the horizon
                 continue
             fork = rule.fork(state)
             end = int(state.pending.ts.max())
@@ -145,11 +153,19 @@ class Engine:
             out += [(rule, a) for a in self.states[rule.name].alerts.values()]
         return out
 
+    def live_alerts(self) -> list[tuple[AnyRule, OpenAlert, dict[str, Any]]]:
+        """Open alerts a person can still act on, with what each rule says about them (the first start
+        hands on only these: a streak whose run is still going, a surge meeting its condition today)."""
+        out: list[tuple[AnyRule, OpenAlert, dict[str, Any]]] = []
+        for rule in self.rules:
+            out += [(rule, a, facts) for a, facts in rule.live(self.states[rule.name])]
+        return out
+
     # --- persistence -------------------------------------------------------------------------------
     def snapshot(self, rule: AnyRule, force_series: bool = False) -> Snapshot:
         state = self.states[rule.name]
         series = None
-        if isinstance(rule, ThresholdRule):
+        if isinstance(rule, SeriesRule):
             core = rule.snapshot(state)
             if state.series.changed or force_series:
                 series = state.series.snapshot()
@@ -178,6 +194,10 @@ class Engine:
                 st = rule.new_state()
                 rule.rebuild(st, buckets, now_horizon)
                 self.states[rule.name] = st
+            elif isinstance(rule, QuietRule) and now_horizon is not None:
+                qst = rule.new_state()
+                rule.rebuild(qst, buckets, now_horizon)
+                self.states[rule.name] = qst
         return sort_events(events, self.order)
 
     def _restore_one(self, rule: AnyRule, snap: Snapshot, buckets: Buckets) -> Any:
@@ -187,6 +207,11 @@ class Engine:
             st.pending = pending
             rule.subtract_pending(st)
             return st
+        if isinstance(rule, QuietRule):
+            qst: QuietState = rule.restore(snap.core, snap.series or [], buckets)
+            qst.pending = pending
+            rule.subtract_pending(qst)
+            return qst
         sst: StreakState = rule.restore(snap.core, buckets)
         sst.pending = pending
         rule.subtract_pending(sst)
@@ -196,7 +221,16 @@ class Engine:
         """An edited rule keeps the open alerts whose fingerprints remain; the others resolve."""
         clock = snap.core.get("clock")
         old_alerts = _alerts_in(snap.core)
-        if isinstance(rule, ThresholdRule):
+        if isinstance(rule, QuietRule):
+            qst = rule.new_state()
+            if clock is not None:
+                rule.rebuild(qst, buckets, int(clock), {k: snap.core.get(k) for k in ("group_by", "last", "acc")})
+                qst.pending = snap.pending
+                rule.subtract_pending(qst)
+            rule.adopt(qst, [a for a in old_alerts if set(a.labels) == set(rule.cfg.group_by)])
+            self.states[rule.name] = qst
+            kept = {a.fingerprint for a in qst.alerts.values()}
+        elif isinstance(rule, ThresholdRule):
             st = rule.new_state()
             if clock is not None:
                 rule.rebuild(st, buckets, int(clock))
@@ -231,7 +265,7 @@ class Engine:
 def _calendar_of(rule: AnyRule, ctx: RuleContext) -> str:
     """A rule comparing workdays with workdays depends on the holiday calendar too: a change rebuilds it.
     (Nothing for other rules, so their identity is what it always was.)"""
-    if isinstance(rule.cfg, ThresholdRuleConfig) and rule.cfg.baseline_by == "day_kind":
+    if isinstance(rule.cfg, ThresholdRuleConfig | QuietRuleConfig) and rule.cfg.baseline_by == "day_kind":
         return "\x00holidays=" + str(ctx.workdays.code if ctx.workdays is not None else None)
     return ""
 

@@ -165,6 +165,13 @@ class StreakRule:
             idx = np.flatnonzero(scopes == scope) if self.scope_field is not None else np.arange(len(batch))
             events += self._scope(int(scope), batch, idx, eff[idx], values[idx], state)
         last = int(eff[-1])
+        if self.gap is not None:
+            # an alerted run whose scope had no record since its pause passed max_gap ended then: as the
+            # deadline `last + max_gap + 1` would have ended it, had the batch been split there
+            for scope, run in list(state.runs.items()):
+                if run.alert is not None and run.last + self.gap < last:
+                    self._end_run(run, run.last + self.gap, state, run.length)
+                    del state.runs[scope]
         events += self._expire(state, last, inclusive=True)
         state.clock = max(state.clock, last)
         return events
@@ -424,6 +431,22 @@ class StreakRule:
                     del state.run_counts[old]
         state.clock = max(state.clock, now)
         return events, self.deadline(state)
+
+    # --- what is live --------------------------------------------------------------------------------
+    def live(self, state: StreakState) -> list[tuple[OpenAlert, dict[str, Any]]]:
+        """Open alerts whose run is still going (not ended by another value or by `max_gap`; with
+        `max_gap = "off"`, its last record today): what the first start hands on, with the run's length.
+        An alert waiting out its hold after its run ended is not live."""
+        out: list[tuple[OpenAlert, dict[str, Any]]] = []
+        for _, run in sorted(state.runs.items()):
+            alert = state.alerts.get(run.alert) if run.alert is not None else None
+            if alert is None:
+                continue
+            if self.gap is None and self.cal.day_of(run.last) != state.day:
+                continue
+            facts = {k: alert.extra[k] for k in ("chance", "expected_per_day", *Normality.KEYS) if k in alert.extra}
+            out.append((alert, {"length": run.length, "run_length": run.length, **facts}))
+        return out
 
     # --- persistence -----------------------------------------------------------------------------------
     def snapshot(self, state: StreakState) -> dict[str, Any]:

@@ -21,14 +21,16 @@ with other workdays, not with the weekend.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from sentinel.config import ThresholdRuleConfig, exact
+from sentinel.config import QuietRuleConfig, ThresholdRuleConfig, exact
 from sentinel.days import HOUR_US
+from sentinel.detect import projection
 from sentinel.detect.base import SAMPLES, OpenAlert, RecordFilter, RuleContext, event, open_alert, sample_ids
 from sentinel.detect.baseline import (
     NEVER,
@@ -45,7 +47,7 @@ from sentinel.model import US, Batch, Buckets, Event, EventState, IntArray, Tier
 from sentinel.model import from_datetime as _from_dt
 
 
-def lookback_days(cfg: ThresholdRuleConfig) -> int:
+def lookback_days(cfg: ThresholdRuleConfig | QuietRuleConfig) -> int:
     """Days of daily counts a rule keeps: enough to find its baseline days of the right kind."""
     if cfg.baseline_by == "weekday":
         return 7 * cfg.baseline_weeks
@@ -55,6 +57,23 @@ def lookback_days(cfg: ThresholdRuleConfig) -> int:
     return cfg.baseline_days
 
 
+def baseline_days_of(cfg: ThresholdRuleConfig | QuietRuleConfig, day_kind: Callable[[int], str], day: int,
+                     available: int) -> list[int]:
+    """The full days whose counts make `day`'s baseline, oldest first (`baseline_by`): the last
+    `baseline_days`, those of the same kind of day, or the same weekday of the last `baseline_weeks`."""
+    n = min(available, lookback_days(cfg))
+    if cfg.baseline_by == "weekday":
+        return [day - 7 * k for k in range(cfg.baseline_weeks, 0, -1) if 7 * k <= n]
+    if cfg.baseline_by == "day_kind":
+        kind = day_kind(day)
+        same = [d for d in range(day - n, day) if day_kind(d) == kind]
+        return same[-cfg.baseline_days:]
+    return list(range(day - n, day))
+
+
+_N = TypeVar("_N", bound=np.generic)
+
+
 @dataclass(eq=False)
 class ThresholdState:
     series: SeriesIndex
@@ -62,7 +81,10 @@ class ThresholdState:
     pending: Batch = field(default_factory=Batch.empty)
     day: int | None = None
     counts: dict[int, IntArray] = field(default_factory=dict)  # day -> count per series
-    hourly: dict[int, IntArray] = field(default_factory=dict)  # pace: day -> [series, 24 wall hours]
+    # pace, day: day -> [series (with room to grow), 24 wall hours]; int32 (an hour's count of one series)
+    hourly: dict[int, npt.NDArray[np.int32]] = field(default_factory=dict)
+    shared_hourly: set[int] = field(default_factory=set)  # days whose hourly array a fork shares: copy first
+    hour_totals: dict[int, IntArray] = field(default_factory=dict)  # day: every series' count by wall hour
     hours: dict[int, IntArray] = field(default_factory=dict)  # rolling: hour start -> count per series
     window: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # rolling: last 24 h
     base: Baselines = field(default_factory=lambda: Baselines(np.zeros(0, dtype=np.int64), 1))
@@ -72,6 +94,7 @@ class ThresholdState:
     p_done: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
     profile: IntArray = field(default_factory=lambda: np.zeros((0, 25), dtype=np.int64))  # pace, x profile_den
     profile_den: int = 1
+    shape: IntArray = field(default_factory=lambda: np.zeros(25, dtype=np.int64))  # day: all series, cumulative
     warm: bool = False  # enough history to alert today
     alerts: dict[int, OpenAlert] = field(default_factory=dict)
     t_unmet: dict[int, int] = field(default_factory=dict)  # pace: open & met alert turns unmet by time here
@@ -97,6 +120,8 @@ class ThresholdRule:
         self.floor_severe = -((-floor_sev.numerator) // floor_sev.denominator)
         self.window_days = lookback_days(cfg)
         self.workdays = ctx.workdays if ctx.workdays is not None else Workdays(None)
+        # hourly counts per day: the pace profile, and in day mode the projection of the day
+        self.hourly = cfg.mode in ("pace", "day")
 
     # --- state -------------------------------------------------------------------------------------
     def new_state(self) -> ThresholdState:
@@ -107,11 +132,13 @@ class ThresholdRule:
         return ThresholdState(
             series=state.series.fork(), clock=state.clock, pending=state.pending, day=state.day,
             counts={d: a.copy() for d, a in state.counts.items()},
-            hourly={d: a.copy() for d, a in state.hourly.items()},
+            # hourly arrays are shared: the fork copies one before it first changes it (see _add)
+            hourly=dict(state.hourly), shared_hourly=set(state.hourly),
+            hour_totals={d: a.copy() for d, a in state.hour_totals.items()},
             hours={h: a.copy() for h, a in state.hours.items()}, window=state.window.copy(),
             base=Baselines(state.base.num.copy(), state.base.den), fire_at=state.fire_at.copy(),
             mod_at=state.mod_at.copy(), sev_at=state.sev_at.copy(), p_done=state.p_done.copy(),
-            profile=state.profile.copy(), profile_den=state.profile_den, warm=state.warm,
+            profile=state.profile.copy(), profile_den=state.profile_den, shape=state.shape, warm=state.warm,
             alerts={x: a.copy() for x, a in state.alerts.items()}, t_unmet=dict(state.t_unmet), late=state.late)
 
     def _init(self, state: ThresholdState, at: int) -> None:
@@ -128,8 +155,7 @@ class ThresholdRule:
             return
         for day, arr in state.counts.items():
             state.counts[day] = _grow(arr, n)
-        for day, arr in state.hourly.items():
-            state.hourly[day] = _grow2(arr, n)
+        # hourly arrays grow when counted into (_add), not here: series keep appearing in a long replay
         for h, arr in state.hours.items():
             state.hours[h] = _grow(arr, n)
         state.window = _grow(state.window, n)
@@ -163,10 +189,11 @@ class ThresholdRule:
         for d in [d for d in state.counts if d < day - self.window_days]:
             del state.counts[d]
             state.hourly.pop(d, None)
+            state.hour_totals.pop(d, None)
         n_series = len(state.series)
         state.counts.setdefault(day, np.zeros(n_series, dtype=np.int64))
-        if self.cfg.mode == "pace":
-            state.hourly.setdefault(day, np.zeros((n_series, 24), dtype=np.int64))
+        if self.hourly:
+            state.hourly.setdefault(day, np.zeros((n_series, 24), dtype=np.int32))
         self._baseline(state)
 
     def _baseline(self, state: ThresholdState) -> None:
@@ -186,17 +213,12 @@ class ThresholdRule:
         state.p_done = np.full(n_series, self.cfg.max_p is None)
         if self.cfg.mode == "pace":
             state.profile, state.profile_den = self._profile(state, days)
+        if self.cfg.mode == "day":  # the whole stream's shape of a day, for projections
+            state.shape = projection.cumulative([state.hour_totals[d] for d in days if d in state.hour_totals])
 
     def baseline_days_of(self, day: int, available: int) -> list[int]:
         """The full days whose counts make `day`'s baseline, oldest first."""
-        n = min(available, self.window_days)
-        if self.cfg.baseline_by == "weekday":
-            return [day - 7 * k for k in range(self.cfg.baseline_weeks, 0, -1) if 7 * k <= n]
-        if self.cfg.baseline_by == "day_kind":
-            kind = self.day_kind(day)
-            same = [d for d in range(day - n, day) if self.day_kind(d) == kind]
-            return same[-self.cfg.baseline_days:]
-        return list(range(day - n, day))
+        return baseline_days_of(self.cfg, self.day_kind, day, available)
 
     def day_kind(self, day: int) -> str:
         return self.workdays.kind(self.cal.date_of(day))
@@ -220,8 +242,9 @@ class ThresholdRule:
             return np.zeros((n_series, 25), dtype=np.int64), 1
         cums = []
         for d in days:
-            h = state.hourly.get(d)
-            h = np.zeros((n_series, 24), dtype=np.int64) if h is None else _grow2(h, n_series)
+            got = state.hourly.get(d)
+            h = (np.zeros((n_series, 24), dtype=np.int64) if got is None
+                 else _grow2(got, n_series)[:n_series].astype(np.int64))
             cums.append(np.concatenate([np.zeros((n_series, 1), dtype=np.int64), np.cumsum(h, axis=1)], axis=1))
         stack = np.stack(cums, axis=2)  # [series, 25, days]
         if self.cfg.baseline == "median":
@@ -324,8 +347,20 @@ class ThresholdRule:
         alert.value, alert.baseline = value, baseline
         alert.peak = max(alert.peak, value)
         alert.unmet_since = None
+        facts: dict[str, Any] = {"mode": self.cfg.mode, **self._baseline_facts(state.day)}
+        if self.cfg.mode == "day":
+            facts["projected"] = self.projected(state, x, round(value), at)
         return [event(self.name, self.kind, st, alert, at, value, baseline, _round(ratio), p,
-                      {"mode": self.cfg.mode, **self._baseline_facts(state.day), "samples": sample_ids(samples)})]
+                      {**facts, "samples": sample_ids(samples)})]
+
+    def projected(self, state: ThresholdState, x: int, count: int, at: int) -> float | None:
+        """Day mode: today's final count at the pace of the record at `at` (`sentinel.detect.projection`)."""
+        assert state.day is not None
+        days = self.baseline_days_of(state.day, self.ctx.full_days_before(state.day))
+        own = projection.cumulative([state.hourly[d][x] for d in days
+                                     if d in state.hourly and x < len(state.hourly[d])])
+        wall = int(self.cal.wall_seconds_of(np.asarray([at], dtype=np.int64))[0])
+        return projection.projected(count, own, state.shape, wall)
 
     # --- pace ----------------------------------------------------------------------------------------
     def _expected(self, state: ThresholdState, ss: IntArray, wall: IntArray) -> tuple[IntArray, int]:
@@ -471,10 +506,21 @@ class ThresholdRule:
                     continue
                 state.counts[d] = np.zeros(n, dtype=np.int64)
             state.counts[d] += weight * np.bincount(s[m], minlength=n)
-            if self.cfg.mode == "pace":
-                hours = np.minimum(self.cal.wall_seconds_of(ts[m]) // HOUR_US, 23)
-                h = state.hourly.setdefault(d, np.zeros((n, 24), dtype=np.int64))
-                np.add.at(h, (s[m], hours), weight)
+            if self.hourly:
+                hours = self._wall_hours(d, ts[m])
+                h = state.hourly.get(d)
+                if h is None:
+                    h = state.hourly[d] = np.zeros((n, 24), dtype=np.int32)
+                elif h.shape[0] < n:  # room to grow into, so new series do not copy it every batch
+                    h = state.hourly[d] = _grow2(h, max(n, 2 * h.shape[0]))
+                    state.shared_hourly.discard(d)
+                elif d in state.shared_hourly:  # the state this one was forked from holds it too
+                    h = state.hourly[d] = h.copy()
+                    state.shared_hourly.discard(d)
+                totals = state.hour_totals.get(d)
+                add_totals = weight * np.bincount(hours, minlength=24)
+                state.hour_totals[d] = add_totals if totals is None else totals + add_totals
+                np.add.at(h.reshape(-1), s[m] * 24 + hours, np.int32(weight))  # flat, typed: the fast path
         if self.cfg.mode == "rolling" and state.clock is not None:
             hs = self.cal.hour_starts_of(ts)
             lo = self.cal.hour_start(max(state.clock, int(ts.max()))) - 24 * HOUR_US
@@ -485,6 +531,14 @@ class ThresholdRule:
                 add = weight * np.bincount(s[m], minlength=n)
                 state.hours[h] = state.hours.get(h, np.zeros(n, dtype=np.int64)) + add
                 state.window = state.window + add
+
+    def _wall_hours(self, day: int, ts: IntArray) -> IntArray:
+        """Local wall-clock hour (0-23) of instants of `day`: hours since midnight on a 24-hour day,
+        the zone's offsets on a day with a daylight-saving change."""
+        start = self.cal.day_start(day)
+        if self.cal.day_end(day) - start == 24 * HOUR_US:
+            return np.minimum((ts - start) // HOUR_US, 23)
+        return np.minimum(self.cal.wall_seconds_of(ts) // HOUR_US, 23)
 
     # --- time --------------------------------------------------------------------------------------
     def deadline(self, state: ThresholdState) -> int | None:
@@ -587,6 +641,33 @@ class ThresholdRule:
         self._start_day(state, state.day + 1)
         return events
 
+    # --- what is live --------------------------------------------------------------------------------
+    def live(self, state: ThresholdState) -> list[tuple[OpenAlert, dict[str, Any]]]:
+        """Open alerts whose series meets the firing condition now: in `day` mode today's count (an alert
+        carried over midnight from yesterday's surge is not live until today meets it too), in `pace` and
+        `rolling` mode the condition is not unmet. What the first start hands on."""
+        if state.day is None:
+            return []
+        out: list[tuple[OpenAlert, dict[str, Any]]] = []
+        today = state.counts.get(state.day)
+        for x in sorted(state.alerts):
+            alert = state.alerts[x]
+            if self.cfg.mode == "day":
+                count = int(today[x]) if today is not None and x < len(today) else 0
+                met = state.warm and count >= state.fire_at[x]
+                if met and not state.p_done[x]:
+                    self._settle_p(state, x)
+                    met = count >= state.fire_at[x]
+            else:
+                met = alert.unmet_since is None
+            if not met:
+                continue
+            facts: dict[str, Any] = {"mode": self.cfg.mode, **self._baseline_facts(state.day)}
+            if self.cfg.mode == "day" and today is not None and state.clock is not None:
+                facts["projected"] = self.projected(state, x, int(today[x]), state.clock)
+            out.append((alert, facts))
+        return out
+
     # --- persistence -------------------------------------------------------------------------------
     def snapshot(self, state: ThresholdState) -> dict[str, Any]:
         return {
@@ -643,11 +724,11 @@ class ThresholdRule:
         for d in np.unique(days[days <= day]).tolist():
             m = days == d
             state.counts[d] = np.bincount(s[m], weights=counts[m], minlength=n).astype(np.int64)
-            if self.cfg.mode == "pace":
-                h = np.zeros((n, 24), dtype=np.int64)
+            if self.hourly:
                 wall = np.minimum(self.cal.wall_seconds_of(hours[m]) // HOUR_US, 23)
-                np.add.at(h, (s[m], wall), counts[m])
-                state.hourly[d] = h
+                state.hourly[d] = np.bincount(s[m] * 24 + wall, weights=counts[m],
+                                              minlength=n * 24).astype(np.int32).reshape(n, 24)
+                state.hour_totals[d] = state.hourly[d].sum(axis=0, dtype=np.int64)
         if self.cfg.mode == "rolling":
             lo = self.cal.hour_start(clock) - 24 * HOUR_US
             state.window = np.zeros(n, dtype=np.int64)
@@ -701,7 +782,7 @@ def _grow(arr: IntArray, n: int) -> IntArray:
     return np.concatenate([arr, np.zeros(n - len(arr), dtype=arr.dtype)])
 
 
-def _grow2(arr: IntArray, n: int) -> IntArray:
+def _grow2(arr: npt.NDArray[_N], n: int) -> npt.NDArray[_N]:
     if arr.shape[0] >= n:
         return arr
     return np.concatenate([arr, np.zeros((n - arr.shape[0], arr.shape[1]), dtype=arr.dtype)])

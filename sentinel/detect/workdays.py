@@ -52,8 +52,9 @@ class Workdays:
 
 def workdays_of(cfg: Config) -> Workdays | None:
     """The configuration's workday calendar, when a rule compares by kind of day."""
-    from sentinel.config import ThresholdRuleConfig
+    from sentinel.config import QuietRuleConfig, ThresholdRuleConfig
 
-    if not any(isinstance(r, ThresholdRuleConfig) and r.baseline_by == "day_kind" for r in cfg.rules):
+    if not any(isinstance(r, ThresholdRuleConfig | QuietRuleConfig) and r.baseline_by == "day_kind"
+               for r in cfg.rules):
         return None
     return Workdays(cfg.holidays)

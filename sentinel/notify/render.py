@@ -398,7 +398,7 @@ def sample_view(now: datetime, tier: Tier = Tier.MODERATE, ack_url: str | None =
                      labels={"type": "物流配送延误", "channel": "电话热线"}, value=151.0, baseline=100.0,
                      ratio=1.51, started=now - timedelta(minutes=12), at=now, instance="sample",
                      fingerprint="sample", p=2.1e-06, mode="day", samples=(("10231", None), ("10232", None)),
-                     ack_url=ack_url)
+                     ack_url=ack_url, projected=302.0)
 
 
 def check_templates(templates_dir: Path, status_url: str = "http://127.0.0.1:9732/") -> None:
@@ -425,10 +425,14 @@ def check_templates(templates_dir: Path, status_url: str = "http://127.0.0.1:973
                          labels={"type": "服务态度"}, value=5, baseline=None, ratio=None,
                          started=now - timedelta(hours=2), at=now, instance="s2", fingerprint="s2", length=5,
                          chance=3e-4, expected_per_day=0.03, peak=6, duration_s=7200, reason="hold expired")
+    quiet = AlertView(rule="channel-quiet", kind="quiet", state="firing", tier=Tier.MODERATE,
+                      labels={"channel": "微信公众号"}, value=0, baseline=9.4, ratio=None,
+                      started=now - timedelta(hours=2), at=now - timedelta(hours=2), instance="s3", fingerprint="s3",
+                      p=8.3e-05, expected=9.4, silent_s=10800, handover=True, open_s=7200)
     locales = {p.name for p in templates_dir.iterdir() if any((p / n).is_file() for n in TEMPLATES)} or set(LOCALES)
     for loc in sorted(locales):
         for syntax in Syntax:
             for kind in ("alert", "repeat", "escalation", "test"):
-                for views in ([firing], [resolved], [firing, resolved]):
+                for views in ([firing], [resolved], [quiet], [firing, resolved, quiet]):
                     render(views, syntax=syntax, locale=loc, max_bytes=4096, status_url=status_url,
                            kind=kind, note="note", templates_dir=templates_dir)

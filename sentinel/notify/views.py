@@ -21,7 +21,7 @@ from sentinel.notify.base import AlertPayload
 @dataclass(frozen=True, slots=True)
 class AlertView:
     rule: str
-    kind: str  # "threshold" | "streak"
+    kind: str  # "threshold" | "streak" | "quiet"
     state: str  # "firing" | "upgraded" | "resolved"
     tier: Tier
     labels: Mapping[str, str]
@@ -43,6 +43,11 @@ class AlertView:
     samples: tuple[tuple[str, str | None], ...] = ()  # (complaint id, link to the CRM or None), at most 5
     ack_url: str | None = None
     handover: bool = False  # open when Sentinel started: "open since <started>"
+    open_s: int | None = None  # handover: how long it had been open when Sentinel started
+    run_length: int | None = None  # handover of a streak: the run still going, so far
+    projected: float | None = None  # threshold, day mode: the day's expected final count at this pace
+    expected: float | None = None  # quiet: complaints the series normally has in the silence so far
+    silent_s: int | None = None  # quiet: how long the series has had nothing
     extra: Mapping[str, object] = field(default_factory=dict)
 
 
@@ -113,6 +118,10 @@ def alert_payload(v: AlertView, base_url: str) -> AlertPayload:
     annotations = {"summary": f"{v.rule} {' '.join(f'{k}={x}' for k, x in v.labels.items())}",
                    "value": str(v.value), "baseline": "" if v.baseline is None else str(v.baseline),
                    "instance": v.instance}
+    if v.projected is not None:  # the day's expected final count at this pace (threshold, day mode)
+        annotations["projected"] = str(v.projected)
+    if v.expected is not None:  # quiet: the complaints normally seen in the silence
+        annotations["expected"] = str(v.expected)
     resolved = v.state == "resolved"
     return AlertPayload(status="resolved" if resolved else "firing", labels=dict(labels), annotations=annotations,
                         starts_at=v.started.isoformat(),

@@ -97,7 +97,7 @@ class StoredAlert:
     instance: str
     fingerprint: str
     rule: str
-    kind: str  # "threshold" | "streak"
+    kind: str  # "threshold" | "streak" | "quiet"
     labels: dict[str, str]  # the series labels (`type`, `channel`)
     tier: Tier  # the highest reached (never lowered while open)
     status: str  # "open" | "resolved"

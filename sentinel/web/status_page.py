@@ -36,8 +36,9 @@ from sqlalchemy import Connection
 
 from sentinel import __version__, api
 from sentinel.alerting import silences as silence_store
-from sentinel.alerting.policy import Policy, acked
-from sentinel.alerting.routing import labels_of
+from sentinel.alerting.mute import Muting
+from sentinel.alerting.policy import Policy
+from sentinel.alerting.routing import Router
 from sentinel.clock import now_us
 from sentinel.config import ThresholdRuleConfig
 from sentinel.daemon import Daemon
@@ -238,11 +239,10 @@ class StatusPage:
         active = silence_store.load(conn, include_expired_after_us=now)
         policy = self._policy()
         if policy is not None:
-            policy.begin(conn, now)
-            who = acked(conn)
+            muting = policy.muting(conn, self._router(), now)
             by_id = {s.id: s for s in active}
             for item, row in zip(items, open_rows, strict=True):
-                item.badges = self._badges(policy, row, now, who, by_id, t)
+                item.badges = self._badges(muting, row, by_id, t)
         silences = [SilenceItem(s.id, [matcher_text(m) for m in s.matchers], s.state(now),
                                 to_datetime(s.starts_us, tz), to_datetime(s.ends_us, tz), s.created_by, s.comment)
                     for s in active]
@@ -253,11 +253,15 @@ class StatusPage:
         shared = getattr(self.daemon.extras.get("delivery"), "policy", None)
         return Policy(shared.cfg) if isinstance(shared, Policy) else None
 
-    def _badges(self, policy: Policy, row: StoredAlert, now: int, who: Mapping[str, tuple[str, int]],
-                silences: Mapping[str, silence_store.Silence], t: Text) -> list[Badge]:
+    def _router(self) -> Router | None:
+        """The delivery stage's routes (the mute windows of an alert are its routes')."""
         router = getattr(getattr(self.daemon.extras.get("delivery"), "dispatcher", None), "router", None)
-        routes = router.route(labels_of(row)) if router is not None else []
-        hold = policy.hold(row, now, routes)
+        return router if isinstance(router, Router) else None
+
+    def _badges(self, muting: Muting, row: StoredAlert, silences: Mapping[str, silence_store.Silence],
+                t: Text) -> list[Badge]:
+        hold = muting.hold(row)
+        who = muting.acks.by_instance
         out = []
         if hold.silenced is not None:
             s = silences.get(hold.silenced)

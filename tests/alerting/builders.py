@@ -1,14 +1,17 @@
-"""Builders for dispatcher tests: a configuration from TOML text, a migrated store, and alert events
-written the way the detection stage writes them."""
+"""Builders for alerting tests: a configuration from TOML text, a migrated store, alert events written
+the way the detection stage writes them, stored alerts made up for the mute stages, and `Desk`, the one
+setup of every dispatcher test (configuration, store, dispatcher and event writer, stepped with a moved
+clock)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
@@ -17,7 +20,7 @@ from sentinel.alerting.policy import Policy
 from sentinel.config import Config, load_config
 from sentinel.model import Event, EventState, Tier, fingerprint, from_datetime, instance_id
 from sentinel.store import Store, open_store
-from sentinel.store.alerts import record_events
+from sentinel.store.alerts import StoredAlert, record_events
 from sentinel.store.schema import outbox
 
 T0 = datetime(2025, 7, 8, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
@@ -41,13 +44,30 @@ kind = "webhook"
 url = "http://127.0.0.1:9/crisis"
 """
 
+INHIBIT = RECEIVERS + """
+[[rules]]
+name = "type-surge"
+kind = "threshold"
+
+[[rules]]
+name = "type-channel-surge"
+kind = "threshold"
+group_by = ["type", "channel"]
+
+[[inhibit]]
+source = { rule = "type-surge" }
+target = { rule = "type-channel-surge" }
+equal = ["type"]
+"""
+"""A type surge inhibits the type x channel surges of the same type."""
+
 
 @dataclass
 class Alerts:
     """Writes firing / upgraded / resolved events for named series, as the rules would."""
 
     store: Store
-    tz: Any
+    tz: ZoneInfo
     started: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def event(self, state: str, rule: str, type_: str, tier: str, at: datetime, value: float = 151,
@@ -72,15 +92,12 @@ def open_test_store(tmp_path: Path) -> Store:
 
 
 def dispatcher(cfg: Config) -> Dispatcher:
+    """The dispatcher as the delivery stage builds it."""
     return Dispatcher(cfg, policy=Policy(cfg))
 
 
-def step(d: Dispatcher, store: Store, at: datetime) -> int:
-    with store.transaction() as conn:
-        return d.step(conn, from_datetime(at))
-
-
 def messages(store: Store) -> list[dict[str, Any]]:
+    """The outbox in order, each message as the facts tests compare."""
     with store.reading() as conn:
         rows = conn.execute(select(outbox).order_by(outbox.c.id)).mappings().all()
     out = []
@@ -92,12 +109,43 @@ def messages(store: Store) -> list[dict[str, Any]]:
     return out
 
 
+@dataclass
+class Desk:
+    """A dispatcher on a migrated store with the events that feed it: stepped at given times, its
+    messages read back from the outbox."""
+
+    cfg: Config
+    store: Store
+    dispatcher: Dispatcher
+    alerts: Alerts
+
+    @classmethod
+    def build(cls, tmp_path: Path, body: str) -> Desk:
+        cfg = config(tmp_path, body)
+        store = open_test_store(tmp_path)
+        return cls(cfg, store, dispatcher(cfg), Alerts(store, cfg.tz))
+
+    def event(self, state: str, rule: str, type_: str, tier: str, at: datetime, value: float = 151,
+              channel: str | None = None) -> Event:
+        return self.alerts.event(state, rule, type_, tier, at, value, channel)
+
+    def step(self, at: datetime) -> int:
+        """One dispatcher step at `at`; the messages it wrote."""
+        with self.store.transaction() as conn:
+            return self.dispatcher.step(conn, from_datetime(at))
+
+    def messages(self) -> list[dict[str, Any]]:
+        return messages(self.store)
+
+
+def stored(rule: str = "surge", labels: Mapping[str, str] | None = None, tier: Tier = Tier.LIGHT,
+           started_us: int = 0, *, kind: str = "threshold", status: str = "open") -> StoredAlert:
+    """An alert as the store returns it, for the stages that only read one."""
+    series = dict(labels if labels is not None else {"type": "物流配送延误"})
+    fp = fingerprint(rule, series)
+    return StoredAlert(instance_id(fp, started_us), fp, rule, kind, series, tier, status, started_us, started_us,
+                       None if status == "open" else started_us, 151.0, 100.0, 151.0, {"at_us": started_us}, False)
+
+
 def seconds(n: float) -> timedelta:
     return timedelta(seconds=n)
-
-
-def times(start: datetime, step_s: float, n: int) -> Iterator[datetime]:
-    for i in range(n):
-        yield start + timedelta(seconds=i * step_s)
-
-

@@ -13,8 +13,6 @@ from typing import Any
 
 from sqlalchemy import select
 
-from sentinel.alerting.dispatch import Dispatcher
-from sentinel.alerting.policy import Policy
 from sentinel.clock import ManualClock, now_us
 from sentinel.config import Config, ReceiverConfig, RouteConfig
 from sentinel.metrics import Metrics
@@ -25,6 +23,7 @@ from sentinel.notify.worker import DeliveryWorker
 from sentinel.store import Store
 from sentinel.store.alerts import record_events
 from sentinel.store.schema import outbox as outbox_table
+from tests.alerting.builders import dispatcher
 
 T0 = datetime(2025, 7, 8, 10, 0, tzinfo=UTC)  # 18:00 in Shanghai
 RULE = "type-surge"
@@ -118,8 +117,7 @@ class Pipeline:
         self.metrics = metrics or Metrics()
         self.dry_run = dry_run
         self.adapter_factory = adapter_factory
-        self.policy = Policy(cfg)
-        self.dispatcher = Dispatcher(cfg, policy=self.policy)
+        self.dispatcher = dispatcher(cfg)
         self.worker = self._worker()
 
     def _worker(self) -> DeliveryWorker:

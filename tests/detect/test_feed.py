@@ -14,6 +14,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sentinel.config import QuietRuleConfig
 from sentinel.days import Calendar
 from sentinel.detect.engine import Engine, Snapshot, sort_events
 from sentinel.model import US, Batch, Buckets, Event, Vocab
@@ -41,7 +42,12 @@ RULES = [
            max_expected_per_day=0.6, history_days=2, prior_days=1),
     streak(name="chanrun", length=3, tiers={"moderate": 5, "severe": 7}, scope=["channel"], hold="2h",
            distinct="customer", history_days=3),
+    # quiet series: told by time alone once the horizon passes the silence's bound, resolved by a record
+    QuietRuleConfig(name="quiet", kind="quiet", max_p=0.05, min_expected=1.0, baseline_days=2, min_history_days=1),
+    QuietRuleConfig(name="qtype", kind="quiet", group_by=["type"], max_p=0.3, min_expected=0.5, baseline_days=3,
+                    min_history_days=1, where_not={"type": ["其他"]}),
 ]
+TIME_TOLD = {"quiet", "qtype"}  # rules whose firings time alone causes
 
 
 @st.composite
@@ -93,7 +99,7 @@ def test_the_property_is_not_vacuous() -> None:
                         f"c{int(rng.integers(0, 4))}", id=i + 1))
     ev = run(RULES, recs, coverage=START)
     seen = {(e.rule, e.state.value) for e in ev}
-    for rule in ("day", "chan", "pace", "roll", "kind", "week", "run3", "chanrun"):
+    for rule in ("day", "chan", "pace", "roll", "kind", "week", "run3", "chanrun", "quiet", "qtype"):
         assert (rule, "firing") in seen, rule
         assert (rule, "resolved") in seen, rule
     assert any(s == "upgraded" for _, s in seen)
@@ -227,17 +233,23 @@ def test_daemon_with_moved_clock_gives_the_backtests_events(records: list[Rec], 
     replay = run(RULES, records, coverage=START, until=live.horizon)
     assert as_json(live.events) == as_json(replay)
     assert live.retractions == []
-    assert_told_on_sight(live, records, polls)
+    assert_told_on_sight(live, records, polls, lateness)
 
 
-def assert_told_on_sight(live: Live, records: list[Rec], polls: list[int]) -> None:
-    """Every firing / upgrade is recorded by the first poll after a record of its time was committed."""
+def assert_told_on_sight(live: Live, records: list[Rec], polls: list[int], lateness: int) -> None:
+    """Every firing / upgrade is recorded by the first poll after a record of its time was committed;
+    a quiet series' firing, caused by time alone, once the horizon (poll - lateness) has passed it."""
     commits: dict[int, list[int]] = {}
     for r in records:
         assert r.id is not None
         commits.setdefault(r.ts, []).append(live.commit[r.id])
     for e in live.events:
         if e.state.value == "resolved":
+            continue
+        if e.rule in TIME_TOLD:
+            told = live.told_at[id(e)]
+            first = polls[int(np.searchsorted(polls, e.at + lateness, side="left"))]
+            assert told == first, (e.rule, e.at, told)
             continue
         told = live.told_at[id(e)]
         first = min(commits[e.at])
@@ -261,7 +273,7 @@ def assert_nothing_missed_nothing_doubled(live: Live, replay: list[Event], rules
     def per_fp(events: list[Event], state: str) -> Counter[str]:
         return Counter(e.fingerprint for e in events if e.state.value == state)
 
-    kinds = {r.name: ("threshold" if r.kind == "threshold" else "streak") for r in rules}
+    kinds = {r.name: ("streak" if r.kind == "streak" else "threshold") for r in rules}  # quiet: never ahead
     retracted = [e for e in live.events if e.extra.get("retracted")]
     assert len(retracted) == sum(1 for _, what in live.retractions if what == "firing")
     assert all(kinds[e.rule] == "streak" for e in retracted)
@@ -351,7 +363,8 @@ def test_restart_after_every_poll_on_a_busy_stream() -> None:
     one = daemon_live(recs, polls, lateness).events
     many = daemon_live(recs, polls, lateness, restarts=set(range(len(polls)))).events
     assert len(one) > 50
-    assert {e.rule for e in one} == {"day", "chan", "pace", "roll", "kind", "week", "run3", "chanrun"}
+    assert {e.rule for e in one} == {"day", "chan", "pace", "roll", "kind", "week", "run3", "chanrun", "quiet",
+                                     "qtype"}
     assert as_json(many) == as_json(one)
 
 

@@ -57,7 +57,7 @@ def test_second_run_inside_hold_continues_the_alert() -> None:
     # no second firing: the second run continues the alert and upgrades it to moderate at its 8th
     assert [e.state.value for e in ev] == ["firing", "upgraded"]
     assert len({e.instance for e in ev}) == 1
-    # the second run has not ended (no breaking record, no max_gap): the alert stays open
+    # the second run has not ended (no breaking record, max_gap not passed): the alert stays open
     assert ev[1].extra["length"] == 8
 
 
@@ -233,3 +233,26 @@ def test_a_pause_of_exactly_max_gap_continues_the_run_whatever_the_split() -> No
     assert states(run([streak(max_gap="10m")], across_midnight)) == [("firing", "light", 5)]
     longer = [*across_midnight[:4], Rec(at("2025-07-09 00:00") + 1, A)]
     assert run([streak(max_gap="10m")], longer) == []
+
+
+def test_max_gap_ends_an_alerted_run_in_a_scope_that_fell_silent_whatever_the_split() -> None:
+    """Found by the daemon = backtest property once `max_gap` had a default: with `scope = ["channel"]`,
+    a run alerted on one channel whose channel then fell silent must end at its last record + max_gap
+    even when records of another channel carry the batch far past that (no deadline split in between)."""
+    rule = streak(length=3, tiers={"moderate": 4, "severe": 6}, scope=["channel"], max_gap="2h", hold="2h")
+    recs = seq("AAA", channel="电话热线") + seq("AAA", channel="微信公众号") + [
+        Rec(at("2025-07-08 19:00"), A, "微信公众号")]
+    whole = run([rule], recs)
+    for cut in range(1, len(recs)):
+        assert [(e.state.value, e.labels["channel"], e.at) for e in run([rule], recs, chunks=[cut])] == \
+            [(e.state.value, e.labels["channel"], e.at) for e in whole]
+    phone = [e for e in whole if e.labels["channel"] == "电话热线"]
+    # the phone run's last record was 10:02: ended by the pause at 12:02, resolved when its hold ran out
+    assert [(e.state.value, e.at) for e in phone] == [("firing", at("2025-07-08 10:02")),
+                                                     ("resolved", at("2025-07-08 14:02"))]
+
+
+def test_max_gap_off_lets_a_run_go_on_across_a_quiet_night() -> None:
+    night = seq("AAA", start="2025-07-08 21:00") + seq("AA", start="2025-07-09 08:00")
+    assert states(run([streak(max_gap="off")], night)) == [("firing", "light", 5)]
+    assert run([streak()], night) == []  # the default 2h ends the run over the night

@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from sentinel.alerting import silences as silence_store
-from sentinel.alerting.policy import acknowledge
+from sentinel.alerting.ack import acknowledge
 from sentinel.clock import ManualClock, now_us
 from sentinel.config import load_config
 from sentinel.daemon import Daemon
