@@ -499,8 +499,9 @@ class ThresholdRule:
         if len(ts) == 0:
             return
         n = len(state.series)
-        for d in np.unique(days).tolist():
-            m = days == d
+        one_day = int(days.min()) == int(days.max())  # the usual batch: no mask, no sort for unique
+        for d in ([int(days[0])] if one_day else np.unique(days).tolist()):
+            m: npt.NDArray[np.bool_] | slice = slice(None) if one_day else days == d
             if d not in state.counts:
                 if state.day is None or d < state.day - self.window_days or d > state.day:
                     continue
