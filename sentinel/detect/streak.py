@@ -241,7 +241,8 @@ class StreakRule:
             return np.ones(n, dtype=np.int64)
         cust = batch.customer[idx].astype(np.int64)
         key = run_id.astype(np.int64) * (1 << 32) + (cust + 1)
-        order = np.argsort(key, kind="stable")  # ties in record order, as lexsort with arange
+        # ties in record order, as a lexsort with arange did; runs come in order, which timsort sees at once
+        order = np.argsort(key, kind="stable")
         first = np.ones(n, dtype=bool)
         sk = key[order]
         first[1:] = sk[1:] != sk[:-1]

@@ -238,8 +238,8 @@ class FileReader:
 
     def _coded(self, column: pa.Array, codes: _RawCodes, required: bool) -> npt.NDArray[np.int32]:
         """Vocab codes of a type or channel column (channel: empty means unknown). Raw values seen before
-        skip normalisation: a cache from the bytes in the file to the code, looked up by pyarrow in one
-        hash pass over the column when every value is known (the usual block: no Python per value)."""
+        skip normalisation: a cache from the bytes in the file to the code, looked up by pyarrow over the
+        block's distinct values when every one is known (the usual block: no Python per value)."""
         d = _encoded(column)
         if codes.keys is not None and len(d.dictionary):
             pos = pc.index_in(d.dictionary, value_set=codes.keys)
