@@ -137,6 +137,7 @@ class Daemon:
         self.reconcile_us = int(cfg.source.reconcile_interval.total_seconds() * US)
         self.next_reconcile_us = 0  # the first live cycle reconciles: rows committed while we were down
         self.commit_delay = CommitDelay(self.metrics, self.lateness_us)
+        self._counted_us: int | None = None  # when the last committed poll began
         self.app = App()
         self.listen = listen or cfg.listen
         self.server: Server | None = None
@@ -487,9 +488,13 @@ class Daemon:
                 lt, lc = m.ingest_labels(self.vocab.decode(t), self.vocab.decode(c))
                 m.records_ingested.labels(type=lt, channel=lc).inc(n)
             self.health.newest_us = max(self.health.newest_us or 0, int(batch.ts.max()))
-            if self.commit_delay.horizon_us is None or self.store_error is not None or not self.health.up:
-                self.commit_delay.restart_at(now)  # first poll, or after an outage: they waited for us
+            # first poll, after an outage, or after a gap longer than lateness since the last committed poll
+            # (the daemon did not look: a cycle waited out a locked store): what was created before waited for us
+            gap = self._counted_us is not None and now - self._counted_us > self.lateness_us
+            if self.commit_delay.horizon_us is None or self.store_error is not None or not self.health.up or gap:
+                self.commit_delay.restart_at(now)
             self.commit_delay.observe(batch.ts, now)
+        self._counted_us = now
         for reason, n in polled.rejected_by_reason.items():
             m.records_rejected.labels(reason=reason).inc(n)
         if polled.reconciled:

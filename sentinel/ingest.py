@@ -18,12 +18,14 @@ failed commit reads the same rows again and counts them then.
 
 A row committed after the look-back has passed its `created_at` is found by reconciliation
 (`reconcile`): the source's row count per day of the history window is compared with the ledger's, and
-the days that differ are read again; the rows the ledger lacks are counted as late records. Rows whose
+the days that differ are read again (where the database orders rows unlike their parsed time, every day whose
+counts changed); the rows the ledger lacks are counted as late records. Rows whose
 `created_at` no watermark read returns (NULL, empty, before 1970) are read the same way and rejected once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections import Counter
@@ -54,6 +56,10 @@ rest of the process's life; 10,000 rows cost +18 MB, at the same backfill speed 
 RANGE_LIMIT = 200_000
 """Rows one reconciliation reads at most (8 days x 12,000 complaints = 96,000 when every day differs);
 days beyond it are read by the next reconciliation."""
+
+ORDER_SLACK_US = 1000
+"""A row a poll returns dated this much before the poll's bound is out of the database's order (less may be
+the rounding of a float epoch bound)."""
 
 DUP = "\x1fdup:"
 NOID = "\x1fnoid:"  # \x1f, not \x00: PostgreSQL text cannot hold NUL
@@ -108,9 +114,12 @@ class Ingest:
         self.store = store
         self.cache: dict[str, str | None] = {}  # keys (-> digest) of the rows the last committed poll read
         self._pruned_before: int | None = None
-        # ranges whose counts differ although their rows are all in the ledger (the database orders "T" and
-        # " " text, or a BLOB, unlike their parsed time): not read again while both counts stay the same
-        self._settled: dict[tuple[int, int], tuple[int, int]] = {}
+        # range start -> (end, source count, ledger count) at its last read that found every row in the
+        # ledger: not read again while they stay the same (see `_read_ranges`)
+        self._settled: dict[int, tuple[int, int, int]] = {}
+        # the database orders some rows unlike their parsed time (a poll returned one dated before its bound,
+        # or a range was complete with counts that differ): equal counts prove nothing (see `_read_ranges`)
+        self.mixed = False
 
     def load(self, _conn: Connection) -> None:
         """Start from the store alone: the ledger is there, the cache refills with the next read."""
@@ -135,11 +144,11 @@ class Ingest:
         `window_us` is where the history window begins: a row older than it (a BLOB that sorts after
         every text, read at every poll) is outside every day the rules look at and is not counted."""
         now = now_us if now_us is not None else since_us
-        sorter = _Sorter(self, now, window_us, {})
+        start = self.read_from(since_us, now)
+        sorter = _Sorter(self, now, window_us, {}, floor_us=start)
         cursor: Any = None
         rows = 0
         exhausted = True
-        start = self.read_from(since_us, now)
         while True:
             page = self.source.read(start, cursor, self.batch_size)
             rows += len(page.rows)
@@ -177,26 +186,13 @@ class Ingest:
             theirs = src.count_range(bounds)
             with self.store.reading() as conn:
                 ours = repo.seen_counts(conn, bounds)
-            settled = {}
-            for start, end, n_src, n_ledger in zip(bounds, bounds[1:], theirs, ours, strict=False):
-                if n_src == n_ledger or rows >= RANGE_LIMIT:
-                    continue
-                if self._settled.get((start, end)) == (n_src, n_ledger):
-                    settled[(start, end)] = (n_src, n_ledger)
-                    continue
-                before = len(sorter.entries)
-                cursor: Any = None
-                while True:
-                    page = src.read_range(start, end, cursor, self.batch_size)
-                    rows += len(page.rows)
-                    sorter.add(page.rows)
-                    if page.next is None or rows >= RANGE_LIMIT:
-                        break
-                    cursor = page.next
-                if len(sorter.entries) > before:
-                    sorter.found_in.append(start)
-                elif page.next is None:
-                    settled[(start, end)] = (n_src, n_ledger)
+            ranges = list(zip(bounds, bounds[1:], theirs, ours, strict=False))
+            settled: dict[int, tuple[int, int, int]] = {}
+            done: set[int] = set()
+            mixed = self.mixed
+            rows = self._read_ranges(src, ranges, sorter, settled, done, rows)
+            if self.mixed and not mixed:  # equal counts proved nothing in the ranges just skipped
+                rows = self._read_ranges(src, ranges, sorter, settled, done, rows)
             self._settled = settled
         strays = src.read_strays()
         rows += len(strays.rows)
@@ -210,6 +206,40 @@ class Ingest:
         if len(sorter.entries) > before:
             found.reconciled_days.append(-1)  # -1: rows without a usable time
         return found
+
+    def _read_ranges(self, src: Reconcilable, ranges: Sequence[tuple[int, int, int, int]], sorter: _Sorter,
+                     settled: dict[int, tuple[int, int, int]], done: set[int], rows: int) -> int:
+        """Read the ranges (start, end, source count, ledger count) that may hold rows the ledger lacks.
+
+        Equal counts prove a range complete only while the database orders rows as their parsed time
+        does. Once a read found a range complete with counts that differ ("T" and " " text, a BLOB: rows
+        the database sorts into another range), a missing row can hide behind such a row in equal counts,
+        so from then on a range is read whenever its counts are not those of its last complete read (a row
+        committed late always adds to the source's count of the range it sorts into)."""
+        for start, end, n_src, n_ledger in ranges:
+            if start in done or rows >= RANGE_LIMIT:
+                continue
+            if n_src == n_ledger and not self.mixed:
+                continue
+            done.add(start)
+            if self._settled.get(start) == (end, n_src, n_ledger):
+                settled[start] = (end, n_src, n_ledger)
+                continue
+            before = len(sorter.entries)
+            cursor: Any = None
+            while True:
+                page = src.read_range(start, end, cursor, self.batch_size)
+                rows += len(page.rows)
+                sorter.add(page.rows)
+                if page.next is None or rows >= RANGE_LIMIT:
+                    break
+                cursor = page.next
+            if len(sorter.entries) > before:
+                sorter.found_in.append(start)
+            elif page.next is None:
+                settled[start] = (end, n_src, n_ledger)
+                self.mixed = self.mixed or n_src != n_ledger
+        return rows
 
     def commit(self, conn: Connection, polled: Polled, state: repo.SourceState, now_us: int,
                calendar: Any, window_us: int | None = None) -> None:
@@ -236,8 +266,10 @@ class Ingest:
 class _Sorter:
     """Sorts the rows of one read into new ones, repeats and different rows reusing a counted id."""
 
-    def __init__(self, ingest: Ingest, now_us: int, window_us: int | None, known: dict[str, str | None]) -> None:
+    def __init__(self, ingest: Ingest, now_us: int, window_us: int | None, known: dict[str, str | None],
+                 floor_us: int | None = None) -> None:
         self.ingest = ingest
+        self.floor_us = floor_us  # a poll's SQL bound: a row it returns dated before it is out of order
         self.now_us = now_us
         self.window_us = window_us
         self.known = known  # judged earlier in this cycle, not committed yet
@@ -280,6 +312,9 @@ class _Sorter:
             self.read[k] = digest
             if digest is None or digest == d:
                 self.repeats += 1
+                if self.floor_us is not None and not self.ingest.mixed:
+                    with contextlib.suppress(BadValue):
+                        self._check_order(parse_time(row[1], norm.naive_tz))
                 continue
             dk = dup_key(k, d)
             if self._held(dk, found)[0]:
@@ -294,6 +329,7 @@ class _Sorter:
             created: int | None = parse_time(row[1], self.ingest.normaliser.naive_tz)
         except BadValue:
             created = None
+        self._check_order(created)
         self.read[key] = digest
         if created is not None and self.window_us is not None and created < self.window_us:
             return  # outside the history window: no day the rules look at
@@ -305,6 +341,13 @@ class _Sorter:
         else:
             self.fresh.append(row)
             self.times.append(created)
+
+    def _check_order(self, created: int | None) -> None:
+        """A poll's `created_at > bound` returned a row dated well before the bound: the database orders
+        this column unlike its parsed time (mixed "T" and " " text, a BLOB among text, naive local time
+        across a DST fall-back), so equal counts no longer prove a reconciled range complete."""
+        if created is not None and self.floor_us is not None and created < self.floor_us - ORDER_SLACK_US:
+            self.ingest.mixed = True
 
     def finish(self, now_us: int | None) -> Polled:
         norm = self.ingest.normaliser.normalise(self.fresh, now_us, self.times)

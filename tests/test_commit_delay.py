@@ -49,6 +49,15 @@ def poll_at(daemon: Daemon, clock: ManualClock, at: Any) -> None:
         pass
 
 
+def polling(daemon: Daemon, clock: ManualClock, start: Any, end: Any) -> None:
+    """Poll every minute from `start` to `end`, as a running daemon does (finding nothing new): a gap longer
+    than lateness between polls means the daemon did not look, and what it then reads is not the CRM's delay."""
+    at = start
+    while at <= end:
+        poll_at(daemon, clock, at)
+        at += timedelta(minutes=1)
+
+
 def sample(daemon: Daemon, suffix: str, **labels: str) -> float:
     value = daemon.metrics.registry.get_sample_value(METRIC + suffix, labels)
     return 0.0 if value is None else value
@@ -85,6 +94,7 @@ def test_a_batch_import_later_than_lateness_warns_once_an_hour(scene: tuple[Daem
                                                                caplog: pytest.LogCaptureFixture) -> None:
     daemon, crm, clock = scene
     # the CRM commits every 8 minutes what was created since: 100 rows over 480 s, read 1 s after the last
+    polling(daemon, clock, T0, T0 + timedelta(seconds=475.2))
     crm.add(T0, n=100, spacing=timedelta(seconds=4.8))
     with caplog.at_level(logging.WARNING, "sentinel"):
         poll_at(daemon, clock, T0 + timedelta(seconds=476.2))
@@ -97,6 +107,7 @@ def test_a_batch_import_later_than_lateness_warns_once_an_hour(scene: tuple[Daem
 
     caplog.clear()
     start = T0 + timedelta(seconds=480)
+    polling(daemon, clock, start, start + timedelta(seconds=475.2))
     crm.add(start, n=100, spacing=timedelta(seconds=4.8))  # the next batch, as late
     with caplog.at_level(logging.WARNING, "sentinel"):
         poll_at(daemon, clock, start + timedelta(seconds=476.2))
@@ -104,6 +115,7 @@ def test_a_batch_import_later_than_lateness_warns_once_an_hour(scene: tuple[Daem
     assert status(daemon)["source"]["commit_delay"]["warning"] is not None  # ... shown while it lasts
 
     start = T0 + timedelta(hours=1)
+    polling(daemon, clock, T0 + timedelta(seconds=1020), start + timedelta(seconds=475.2))
     crm.add(start, n=100, spacing=timedelta(seconds=4.8))
     with caplog.at_level(logging.WARNING, "sentinel"):
         poll_at(daemon, clock, start + timedelta(seconds=476.2))
@@ -113,9 +125,11 @@ def test_a_batch_import_later_than_lateness_warns_once_an_hour(scene: tuple[Daem
 def test_under_one_percent_late_gives_no_warning(scene: tuple[Daemon, Crm, ManualClock],
                                                  caplog: pytest.LogCaptureFixture) -> None:
     daemon, crm, clock = scene
+    polling(daemon, clock, T0, T0 + timedelta(seconds=298))
     crm.add(T0, n=298, spacing=timedelta(seconds=1))  # T0 .. T0+297 s
     with caplog.at_level(logging.WARNING, "sentinel"):
         poll_at(daemon, clock, T0 + timedelta(seconds=299))  # delays 2 .. 299 s: all within lateness
+        polling(daemon, clock, T0 + timedelta(seconds=359), T0 + timedelta(seconds=697))
         crm.add(T0 + timedelta(seconds=298), n=2, spacing=timedelta(seconds=1))  # committed 400 s late
         poll_at(daemon, clock, T0 + timedelta(seconds=698))
     assert sample(daemon, "_count") == 300
@@ -133,6 +147,25 @@ def test_what_waited_for_an_outage_is_not_commit_delay(scene: tuple[Daemon, Crm,
     poll_at(daemon, clock, T0 + timedelta(minutes=4))
     assert sample(daemon, "_count") == 0
     assert status(daemon)["source"]["commit_delay"]["warning"] is None
+
+
+def test_rows_that_waited_for_a_daemon_that_did_not_poll_are_not_commit_delay(
+        scene: tuple[Daemon, Crm, ManualClock], caplog: pytest.LogCaptureFixture) -> None:
+    """Found by the crash soak: a poll that waited 30 s for a SQLite store another process had locked, then
+    committed; the next poll read 30 s of rows the CRM had committed in time and warned "79 % of records were
+    committed more than 3s after their created_at: set lateness to at least 40s". A gap between polls longer
+    than lateness is the daemon's, not the CRM's."""
+    daemon, crm, clock = scene
+    polling(daemon, clock, T0, T0 + timedelta(minutes=2))
+    crm.add(T0 + timedelta(minutes=2, seconds=1), n=200, spacing=timedelta(seconds=2))  # committed as created
+    with caplog.at_level(logging.WARNING, "sentinel"):
+        poll_at(daemon, clock, T0 + timedelta(minutes=9, seconds=2))  # the next poll, 7 minutes on
+    assert sample(daemon, "_count") == 0
+    assert status(daemon)["source"]["commit_delay"]["warning"] is None
+    assert delay_warnings(caplog) == []
+    crm.add(T0 + timedelta(minutes=9, seconds=3), n=3, spacing=timedelta(seconds=1))
+    poll_at(daemon, clock, T0 + timedelta(minutes=9, seconds=10))  # polling again: measured again
+    assert sample(daemon, "_count") == 3
 
 
 def test_advice_is_a_round_figure() -> None:

@@ -142,6 +142,32 @@ def test_mixed_t_and_space_spellings_are_each_counted_once(src: Db, tmp_path: Pa
         assert rejected(d, "duplicate_id") == 0
 
 
+def test_a_late_row_hidden_by_equal_counts_of_a_day_with_mixed_spellings_is_found(sqlite_url: str,
+                                                                                  tmp_path: Path) -> None:
+    """Found by tests/test_ledger_property.py: a "T" row sorts after the reconciled range's end (the look-back),
+    so the source's count of its day lacks it while the ledger has it; a row committed 10 minutes late makes
+    the two counts equal again. Old code trusted equal counts and never counted that row."""
+    engine = sa.create_engine(sqlite_url)
+    db = Db("sqlite", sqlite_url, engine)
+    text_table(db)
+    add(db, 1, spelled(NOW - timedelta(days=7), " "))
+    at = NOW + timedelta(milliseconds=500)
+    clock = ManualClock(NOW)
+    with daemon(config(tmp_path, sqlite_url), clock) as d:
+        drain(d)
+        add(db, 100, spelled(at, " "))
+        add(db, 102, spelled(at, " "))
+        add(db, 103, spelled(at, "T"))
+        poll_for(d, clock, NOW, 5, step_s=60)
+        add(db, 101, spelled(at - timedelta(minutes=5, seconds=1), " "))  # committed 10 minutes late
+        add(db, 104, spelled(at + timedelta(minutes=5, seconds=1), " "))
+        seen = poll_for(d, clock, NOW + timedelta(minutes=6), 12, step_s=60)
+        assert seen[-1] == 6 and max(seen) == 6
+        assert metric(d, "sentinel_records_reconciled_total") == 1
+        assert metric(d, "sentinel_records_late_total") == 1
+    engine.dispose()
+
+
 # --- (b) a BLOB created_at -------------------------------------------------------------------------
 
 def test_a_blob_created_at_holding_iso_bytes_is_counted_once(sqlite_url: str, tmp_path: Path) -> None:

@@ -265,14 +265,15 @@ def top_tiers(events: list[Event]) -> list[int]:
     return sorted(top.values())
 
 
-def assert_nothing_missed_nothing_doubled(live: Live, replay: list[Event]) -> None:
+def assert_nothing_missed_nothing_doubled(live: Live, replay: list[Event], rules: list[Any] = RULES) -> None:
     """Rows committed out of order within lateness: threshold alerts are told exactly as the settled
     order has them (never missed, never twice); a streak told on sight that the settled order does not
-    confirm is retracted, and only then."""
+    confirm is retracted, and only then. `live` needs only its events and retractions (the real
+    daemon's, read from its store and metrics, in `tests/test_ledger_property.py`)."""
     def per_fp(events: list[Event], state: str) -> Counter[str]:
         return Counter(e.fingerprint for e in events if e.state.value == state)
 
-    kinds = {r.name: ("streak" if r.kind == "streak" else "threshold") for r in RULES}  # quiet: never ahead
+    kinds = {r.name: ("streak" if r.kind == "streak" else "threshold") for r in rules}  # quiet: never ahead
     retracted = [e for e in live.events if e.extra.get("retracted")]
     assert len(retracted) == sum(1 for _, what in live.retractions if what == "firing")
     assert all(kinds[e.rule] == "streak" for e in retracted)
