@@ -121,8 +121,12 @@ class Calendar:
         """Day ordinal of every instant."""
         if len(ts) == 0:
             return np.zeros(0, dtype=np.int64)
-        self._ensure(int(ts.min()), int(ts.max()))
+        lo, hi = int(ts.min()), int(ts.max())
+        self._ensure(lo, hi)
         assert self._range is not None
+        first, last = np.searchsorted(self._starts, [lo, hi], side="right") - 1
+        if first == last:  # the usual batch lies within one day: no per-instant search
+            return np.full(len(ts), int(first) + self._range[0], dtype=np.int64)
         idx = np.searchsorted(self._starts, ts, side="right") - 1
         return idx.astype(np.int64) + self._range[0]
 

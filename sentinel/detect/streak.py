@@ -68,6 +68,10 @@ class StreakState:
     # day -> (scope, value) -> runs that reached `length` that day: the series' own streak history
     run_counts: dict[int, dict[tuple[int, int], int]] = field(default_factory=dict)
     counted_from: int | None = None  # the first full day whose runs are all in `run_counts`
+    # (day, scope value or None) -> (that day's counts array, its total in the scope): `chance` asks for
+    # the same past days' totals at every crossing; valid while `counts[day]` is that very array (counts
+    # are replaced, never changed in place), so a late record's new array recomputes it
+    day_totals: dict[tuple[int, str | None], tuple[IntArray, int]] = field(default_factory=dict)
 
 
 class StreakRule:
@@ -237,7 +241,8 @@ class StreakRule:
             return np.ones(n, dtype=np.int64)
         cust = batch.customer[idx].astype(np.int64)
         key = run_id.astype(np.int64) * (1 << 32) + (cust + 1)
-        order = np.lexsort((np.arange(n), key))
+        # ties in record order, as a lexsort with arange did; runs come in order, which timsort sees at once
+        order = np.argsort(key, kind="stable")
         first = np.ones(n, dtype=bool)
         sk = key[order]
         first[1:] = sk[1:] != sk[:-1]
@@ -340,12 +345,13 @@ class StreakRule:
         x = state.shares.of_batch(batch)
         n = len(state.shares)
         days = self.cal.days_of(batch.ts)
-        for d in np.unique(days).tolist():
+        one_day = len(days) > 0 and int(days.min()) == int(days.max())  # the usual batch: no mask, no sort
+        for d in ([int(days[0])] if one_day else np.unique(days).tolist()):
             if state.day is not None and d < state.day - self.window:
                 continue
             if weight < 0 and state.day is not None and d > state.day:
                 continue  # a rebuild reads no day after the current one: nothing to take back out
-            add = weight * np.bincount(x[days == d], minlength=n)
+            add = weight * np.bincount(x if one_day else x[days == d], minlength=n)
             old = state.counts.get(d)
             if old is None:
                 state.counts[d] = add
@@ -364,16 +370,23 @@ class StreakRule:
         shares = state.shares
         mine_idx = shares.admit(tuple(labels[g] for g in shares.group_by))
         in_scope: npt.NDArray[np.bool_] | None = None
-        if self.scope_field is not None:
-            want = labels[self.scope_field]
-            in_scope = np.fromiter((lab[self.scope_field] == want for lab in shares.labels), dtype=bool,
-                                   count=len(shares.labels))
+        field_name = self.scope_field
+        want = labels[field_name] if field_name is not None else None
         total = mine = 0
         for d in range(state.day - n, state.day):
             c = state.counts.get(d)
             if c is None:
                 continue
-            total += int(c.sum()) if in_scope is None else int(c[in_scope[: len(c)]].sum())
+            cached = state.day_totals.get((d, want))
+            if cached is not None and cached[0] is c:
+                total += cached[1]
+            else:
+                if field_name is not None and in_scope is None:
+                    in_scope = np.fromiter((lab[field_name] == want for lab in shares.labels), dtype=bool,
+                                           count=len(shares.labels))
+                day_total = int(c.sum()) if in_scope is None else int(c[in_scope[: len(c)]].sum())
+                state.day_totals[(d, want)] = (c, day_total)
+                total += day_total
             mine += int(c[mine_idx]) if mine_idx < len(c) else 0
         if total == 0:
             return Normality()
@@ -429,6 +442,8 @@ class StreakRule:
                     del state.counts[old]
                 for old in [x for x in state.run_counts if x < state.day - self.window]:
                     del state.run_counts[old]
+                for key in [k for k in state.day_totals if k[0] < state.day - self.window]:
+                    del state.day_totals[key]
         state.clock = max(state.clock, now)
         return events, self.deadline(state)
 

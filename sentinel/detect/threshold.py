@@ -31,7 +31,16 @@ import numpy.typing as npt
 from sentinel.config import QuietRuleConfig, ThresholdRuleConfig, exact
 from sentinel.days import HOUR_US
 from sentinel.detect import projection
-from sentinel.detect.base import SAMPLES, OpenAlert, RecordFilter, RuleContext, event, open_alert, sample_ids
+from sentinel.detect.base import (
+    SAMPLES,
+    OpenAlert,
+    RecordFilter,
+    RuleContext,
+    event,
+    open_alert,
+    sample_ids,
+    stable_order,
+)
 from sentinel.detect.baseline import (
     NEVER,
     Baselines,
@@ -499,8 +508,9 @@ class ThresholdRule:
         if len(ts) == 0:
             return
         n = len(state.series)
-        for d in np.unique(days).tolist():
-            m = days == d
+        one_day = int(days.min()) == int(days.max())  # the usual batch: no mask, no sort for unique
+        for d in ([int(days[0])] if one_day else np.unique(days).tolist()):
+            m: npt.NDArray[np.bool_] | slice = slice(None) if one_day else days == d
             if d not in state.counts:
                 if state.day is None or d < state.day - self.window_days or d > state.day:
                     continue
@@ -766,7 +776,7 @@ class ThresholdRule:
 def _by_series(s: IntArray, before: IntArray) -> tuple[IntArray, IntArray, npt.NDArray[np.bool_], IntArray, IntArray]:
     """Records grouped by series, time order kept inside each group: (order, series in that order,
     first-of-group flags, each record's group start, the series' count once that record is counted)."""
-    order = np.argsort(s, kind="stable")
+    order = stable_order(s)
     ss = s[order]
     first = np.ones(len(ss), dtype=bool)
     first[1:] = ss[1:] != ss[:-1]

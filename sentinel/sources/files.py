@@ -40,6 +40,32 @@ from sentinel.sources.rows import (
 REQUIRED = ("id", "created_at", "type", "channel")
 BLOCK_BYTES = 1 << 19
 USE_THREADS = False
+CODED_COLUMNS = ("type", "channel", "customer")
+CODED = pa.dictionary(pa.int32(), pa.binary())
+"""Few distinct values per block: pyarrow's parser dictionary-encodes them as it converts (cheaper than
+encoding the parsed column again), and normalisation runs once per distinct value."""
+
+
+def _encoded(column: pa.Array) -> Any:
+    """The column as a dictionary array (the parser's, or encoded here)."""
+    return column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
+
+
+class _RawCodes:
+    """A column's raw values (bytes as in the file) -> vocab codes: the dict that grows, and the same as a
+    pyarrow value set with the codes in its order, for a vectorised look-up."""
+
+    def __init__(self) -> None:
+        self.cache: dict[bytes | None, int] = {}
+        self.keys: pa.Array | None = None
+        self.codes: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
+        self.indexed = 0  # len(cache) when keys were built
+
+    def index(self) -> None:
+        known = [(k, c) for k, c in self.cache.items() if k is not None]  # a null never matches: slow path
+        self.keys = pa.array([k for k, _ in known], type=pa.binary())
+        self.codes = np.asarray([c for _, c in known], dtype=np.int32)
+        self.indexed = len(self.cache)
 
 
 class InputError(Exception):
@@ -109,8 +135,8 @@ class FileReader:
         self.format = format_of(self.path)
         self.rows_normaliser = RowNormaliser(vocab, naive_tz, id_type, max_future_us=None)
         self.size = self.path.stat().st_size
-        self._type_codes: dict[bytes | None, int] = {}  # raw bytes in the file -> vocab code
-        self._channel_codes: dict[bytes | None, int] = {}
+        self._type_codes = _RawCodes()  # raw bytes in the file -> vocab code
+        self._channel_codes = _RawCodes()
 
     def _stream(self) -> IO[bytes]:
         raw = _open_binary(self.path)
@@ -140,7 +166,7 @@ class FileReader:
                     read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=USE_THREADS),
                     parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
                     convert_options=pcsv.ConvertOptions(
-                        column_types={c: pa.binary() for c in (*REQUIRED, "customer")},
+                        column_types={**{c: pa.binary() for c in REQUIRED}, **{c: CODED for c in CODED_COLUMNS}},
                         strings_can_be_null=False, quoted_strings_can_be_null=False),
                 )
             except pa.ArrowInvalid as exc:
@@ -185,19 +211,19 @@ class FileReader:
         type_codes = self._coded(cols["type"], self._type_codes, required=True)
         chan_codes = self._coded(cols["channel"], self._channel_codes, required=False)
         ids = pc.utf8_trim_whitespace(pc.cast(cols["id"], pa.string()))  # raises on invalid UTF-8
-        if pc.any(pc.equal(pc.utf8_length(ids), 0)).as_py() or (pc.max(pc.utf8_length(ids)).as_py() or 0) > \
-                MAX_FIELD_CHARS:
+        id_len = pc.min_max(pc.utf8_length(ids)).as_py()  # one pass: an empty id or an over-long one
+        if id_len["min"] == 0 or (id_len["max"] or 0) > MAX_FIELD_CHARS:
             raise _SlowPath
         ts = self._times(pc.utf8_trim_whitespace(pc.cast(cols["created_at"], pa.string())))
         id_arr = self._ids(ids)
         cust = cust_values = None
         if "customer" in cols:
-            cd = pc.dictionary_encode(cols["customer"])
+            cd = _encoded(cols["customer"])
             text = self._normalised(cd.dictionary)
-            empty = pc.equal(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
+            empty = np.asarray(pc.utf8_length(text).to_numpy()) == 0  # no nulls left: zero-copy
             remap = np.where(empty, -1, np.arange(len(text))).astype(np.int32)
             cust = remap[cd.indices.to_numpy()] if len(remap) else np.full(n, -1, dtype=np.int32)
-            cust_values = np.asarray(text.to_pylist(), dtype=object)
+            cust_values = np.asarray(text.to_numpy(zero_copy_only=False), dtype=object)  # str objects, in C
         batch = Batch(id_arr, ts, type_codes, chan_codes, cust, cust_values)
         return Block(batch, [], n, pos)
 
@@ -210,10 +236,16 @@ class FileReader:
             raise _SlowPath
         return pc.fill_null(text, "")
 
-    def _coded(self, column: pa.Array, cache: dict[bytes | None, int], required: bool) -> npt.NDArray[np.int32]:
+    def _coded(self, column: pa.Array, codes: _RawCodes, required: bool) -> npt.NDArray[np.int32]:
         """Vocab codes of a type or channel column (channel: empty means unknown). Raw values seen before
-        skip normalisation: a cache from the bytes in the file to the code."""
-        d = pc.dictionary_encode(column)
+        skip normalisation: a cache from the bytes in the file to the code, looked up by pyarrow over the
+        block's distinct values when every one is known (the usual block: no Python per value)."""
+        d = _encoded(column)
+        if codes.keys is not None and len(d.dictionary):
+            pos = pc.index_in(d.dictionary, value_set=codes.keys)
+            if pos.null_count == 0:
+                return np.asarray(codes.codes[pos.to_numpy()][d.indices.to_numpy()], dtype=np.int32)
+        cache = codes.cache
         raw = d.dictionary.to_pylist()
         if any(v not in cache for v in raw):
             text = self._normalised(d.dictionary).to_pylist()
@@ -222,6 +254,8 @@ class FileReader:
                     raise _SlowPath
                 cache[r] = self.vocab.code(v or UNKNOWN_CHANNEL)
         mapping = np.fromiter((cache[v] for v in raw), dtype=np.int32, count=len(raw))
+        if len(cache) != codes.indexed:
+            codes.index()
         return mapping[d.indices.to_numpy()] if len(mapping) else np.zeros(0, dtype=np.int32)
 
     def _ids(self, ids: pa.Array) -> Any:

@@ -418,6 +418,24 @@ def test_customers_are_normalised_and_empty_means_none(tmp_path: Path) -> None:
         assert [r[4] for r in got.records] == ["客户甲", None, "客户甲"]
 
 
+def test_raw_spellings_across_blocks_read_as_on_the_row_by_row_path(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small blocks: a block whose raw values were all seen before is coded by a vectorised look-up, one
+    with a new spelling (added blocks later) goes through normalisation; both agree with the row path."""
+    monkeypatch.setattr(files, "BLOCK_BYTES", 256)
+    spellings = ["物流配送延误", " 物\uf9ca配送延误\t", "Cafe\u0301", "Café"]
+    channels = ["电话热线", " 电话热线 ", "", "   "]
+    rows: list[Row] = [(str(i), f"2025-07-08 10:{i % 60:02d}", spellings[(i // 30) % 4],
+                        channels[(i // 40) % 4], [" c1 ", "", "c1", f"c{i % 7}"][i % 4]) for i in range(1, 300)]
+    fast = read(write_csv(tmp_path / "fast.csv", rows))
+    slow = read(write_csv(tmp_path / "slow.csv", [BAD_ROW, *rows]))  # the bad row: the first block goes row by row
+    assert len(fast.blocks) > 10
+    assert fast.records == [r for r in slow.records if r[0] != 999]
+    assert {r[2] for r in fast.records} == {"物流配送延误", "Café"}
+    assert {r[3] for r in fast.records} == {"电话热线", "unknown"}
+    assert [r[4] for r in fast.records] == [row[4].strip() or None for row in rows]
+
+
 # --- whole-file errors -----------------------------------------------------------------------------
 
 
