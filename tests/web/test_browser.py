@@ -14,6 +14,7 @@ import subprocess
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import pytest
 from sqlalchemy import select
@@ -183,14 +184,35 @@ def _painted(url: str, profile: Path, env: dict[str, str] | None = None,
     return out
 
 
+def _fontconfig(tmp_path: Path, extra: Path | None = None) -> dict[str, str]:
+    """An environment whose fontconfig is the system's with every installed CJK font rejected (CI installs
+    one for the plots), plus `extra`'s fonts: a machine without a CJK font, or with exactly ours."""
+    cjk = subprocess.run(["fc-list", ":charset=4e00", "file"], capture_output=True, text=True, check=True).stdout
+    files = sorted({line.split(":")[0].strip() for line in cjk.splitlines() if line.strip()})
+    rejects = "".join(f"<glob>{escape(f)}</glob>" for f in files)
+    conf = tmp_path / ("fonts-extra.conf" if extra else "fonts.conf")
+    conf.write_text('<?xml version="1.0"?><!DOCTYPE fontconfig SYSTEM "fonts.dtd"><fontconfig>'
+                    '<include ignore_missing="yes">/etc/fonts/fonts.conf</include>'
+                    + (f"<dir>{escape(str(extra))}</dir>" if extra else "")
+                    + f'<selectfont><rejectfont>{rejects}</rejectfont></selectfont>'
+                    f'<cachedir>{escape(str(tmp_path / "fc-cache"))}</cachedir></fontconfig>', encoding="utf-8")
+    return {**os.environ, "FONTCONFIG_FILE": str(conf)}
+
+
+def _cjk_families(env: dict[str, str]) -> str:
+    return subprocess.run(["fc-list", ":charset=4e00", "family"], capture_output=True, text=True, env=env,
+                          check=True).stdout
+
+
 def test_without_a_cjk_font_the_page_paints_chinese_with_the_served_one(
         zh_url: tuple[str, list[tuple[str, int]]], tmp_path: Path) -> None:
-    """This machine has no CJK font (asserted): every Chinese character of the headings, pills, the
-    filter form and the alerts is painted by the served font, fetched once; none by a missing glyph."""
-    installed = subprocess.run(["fc-list", ":charset=4e00"], capture_output=True, text=True, check=True).stdout
-    assert not installed.strip(), f"a CJK font is installed, this test needs a machine without one: {installed}"
+    """With no CJK font (the installed ones rejected, asserted): every Chinese character of the headings,
+    pills, the filter form and the alerts is painted by the served font, fetched once; none by a missing
+    glyph."""
+    env = _fontconfig(tmp_path)
+    assert not _cjk_families(env).strip()
     url, seen = zh_url
-    painted = _painted(url, tmp_path / "profile-font", shot="status-page-zh.png")
+    painted = _painted(url, tmp_path / "profile-font", env, shot="status-page-zh.png")
     assert painted == {selector: {"SentinelNotoSansSC-Regular*"} for selector in ELEMENTS}
     assert [s for s in seen if s[0].startswith("/static/")] == [(static.font_url(), 200)]
 
@@ -201,7 +223,7 @@ def test_without_the_served_font_the_same_page_has_boxes(zh_url: tuple[str, list
     same characters are painted by fonts that have no such glyphs."""
     monkeypatch.setattr(static, "FONT_TYPES", {})
     url, seen = zh_url
-    painted = _painted(url, tmp_path / "profile-nofont")
+    painted = _painted(url, tmp_path / "profile-nofont", _fontconfig(tmp_path))
     assert all(not any(f.endswith("*") for f in fonts) for fonts in painted.values()), painted
     assert [s for s in seen if s[0].startswith("/static/")] == [(static.font_url(), 404)]
 
@@ -220,14 +242,9 @@ def test_a_machine_with_a_cjk_font_uses_it_and_downloads_nothing(zh_url: tuple[s
         font["name"].setName(value, nid, 3, 1, 0x409)
         font["name"].setName(value, nid, 1, 0, 0)
     font.save(str(fonts / "NotoSansCJKsc-Regular.ttf"))
-    conf = tmp_path / "fonts.conf"
-    conf.write_text(f'<?xml version="1.0"?><!DOCTYPE fontconfig SYSTEM "fonts.dtd"><fontconfig>'
-                    f'<include ignore_missing="yes">/etc/fonts/fonts.conf</include><dir>{fonts}</dir>'
-                    f'<cachedir>{tmp_path / "fc-cache"}</cachedir></fontconfig>', encoding="utf-8")
-    env = {**os.environ, "FONTCONFIG_FILE": str(conf)}
-    listed = subprocess.run(["fc-list", ":charset=4e00", "family"], capture_output=True, text=True, env=env,
-                            check=True)
-    assert "Noto Sans CJK SC" in listed.stdout, listed
+    env = _fontconfig(tmp_path, fonts)  # the machine's own CJK fonts rejected: ours is the only one
+    listed = _cjk_families(env)
+    assert "Noto Sans CJK SC" in listed and "WenQuanYi" not in listed, listed
     url, seen = zh_url
     painted = _painted(url, tmp_path / "profile-system", env)
     assert painted == {selector: {"NotoSansCJKsc-Regular"} for selector in ELEMENTS}
