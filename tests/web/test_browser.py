@@ -247,5 +247,8 @@ def test_a_machine_with_a_cjk_font_uses_it_and_downloads_nothing(zh_url: tuple[s
     assert "Noto Sans CJK SC" in listed and "WenQuanYi" not in listed, listed
     url, seen = zh_url
     painted = _painted(url, tmp_path / "profile-system", env)
-    assert painted == {selector: {"NotoSansCJKsc-Regular"} for selector in ELEMENTS}
+    # The system's CJK font paints every element and the served one none (a Latin font may still paint
+    # a punctuation mark of a bold heading: which one fontconfig picks for those varies between runs).
+    assert all("NotoSansCJKsc-Regular" in fonts and not any(f.endswith("*") for f in fonts)
+               for fonts in painted.values()), painted
     assert [s for s in seen if s[0].startswith("/static/")] == []
