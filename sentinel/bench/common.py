@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,19 @@ STREAK_RULE = "same-type-streak"
 
 class BenchError(Exception):
     """Something the benchmark needs did not work; the message says what, with the process log tail."""
+
+
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def libpq_url(url: str) -> str:
+    """`postgresql+psycopg://user@host:port/db` -> a libpq URL, refusing any host but this machine."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname not in LOOPBACK:
+        raise BenchError(f"--pg-url must point at 127.0.0.1 (the benchmark talks to this machine only), "
+                         f"not {parts.hostname!r}")
+    return urllib.parse.urlunsplit(("postgresql", *parts[1:]))
 
 
 @dataclass(frozen=True, slots=True)

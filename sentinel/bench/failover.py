@@ -38,19 +38,19 @@ from pathlib import Path
 from typing import Any
 
 from sentinel.bench.common import (
+    DEFAULT_PG_URL,
     BenchError,
     Proc,
     Processes,
     Row,
     SqliteTable,
+    libpq_url,
     quickstart_config,
     sentinel_command,
     sentinel_env,
     to_toml,
 )
 
-DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 STREAK = 5
 STREAKS_BEFORE = 5  # streaks committed before each failure, so that their messages are on their way at it
 RESOLVED = "state reloaded from the store; detection resumes"
@@ -110,13 +110,6 @@ class Sink:
 
 
 # --- the store -----------------------------------------------------------------------------------------
-def _libpq(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.hostname not in LOOPBACK:
-        raise BenchError(f"--pg-url must point at 127.0.0.1 (the benchmark talks to this machine only), "
-                         f"not {parts.hostname!r}")
-    return urllib.parse.urlunsplit(("postgresql", *parts[1:]))
-
 
 class StateDb:
     """A fresh PostgreSQL database for the shared state store, dropped at the end."""
@@ -124,7 +117,7 @@ class StateDb:
     def __init__(self, admin_url: str) -> None:
         import psycopg
 
-        self.admin = _libpq(admin_url)
+        self.admin = libpq_url(admin_url)
         self.name = f"sentinel_bench_failover_{uuid.uuid4().hex[:10]}"
         try:
             with psycopg.connect(self.admin, autocommit=True, connect_timeout=5) as conn:
@@ -133,7 +126,7 @@ class StateDb:
             raise BenchError(f"cannot create the state store's database on {admin_url}: {exc}") from None
         parts = urllib.parse.urlsplit(admin_url)
         self.url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, f"/{self.name}", "", ""))
-        self.libpq = _libpq(self.url)
+        self.libpq = libpq_url(self.url)
 
     def sql(self, query: str) -> list[tuple[Any, ...]]:
         import psycopg

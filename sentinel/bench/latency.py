@@ -88,6 +88,7 @@ from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 from sentinel.bench.common import (
+    DEFAULT_PG_URL,
     STREAK_RULE,
     SURGE_RULE,
     BenchError,
@@ -96,6 +97,7 @@ from sentinel.bench.common import (
     Row,
     SqliteTable,
     Table,
+    libpq_url,
     quickstart_config,
     sentinel_command,
     sentinel_env,
@@ -115,8 +117,6 @@ HISTORY_DAYS = 8  # baseline_days + 1: what the first start backfills
 TZ = ZoneInfo("Asia/Shanghai")
 # 40 a day, in the seeds' proportions (系统操作错误 30.7 %, 服务态度, 物流配送延误, 产品相关, 其他)
 HISTORY_TYPES: dict[str, int] = {"系统操作错误": 12, "服务态度": 10, "物流配送延误": 9, "产品相关": 5, "其他": 4}
-DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 SENTINEL_SETTINGS = ("quickstart", "fastest")
 PEER_SETTINGS = ("typical", "aggressive")
@@ -238,14 +238,6 @@ class Exporter:
 # --- the complaint table ---------------------------------------------------------------------------
 
 
-def _libpq(url: str) -> str:
-    """`postgresql+psycopg://user@host:port/db` -> a libpq URL, refusing any host but this machine."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.hostname not in LOOPBACK:
-        raise BenchError(f"--pg-url must point at 127.0.0.1 (the benchmark talks to this machine only), "
-                         f"not {parts.hostname!r}")
-    return urllib.parse.urlunsplit(("postgresql", *parts[1:]))
-
 
 class PgTable:
     """A table of its own (unique name) in an existing database, dropped by `close`."""
@@ -255,7 +247,7 @@ class PgTable:
 
         self.name = f"latbench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
         self.url = url
-        self._conn = psycopg.connect(_libpq(url))
+        self._conn = psycopg.connect(libpq_url(url))
         self._conn.execute(f"CREATE TABLE {self.name} (id BIGINT PRIMARY KEY, created_at TIMESTAMP NOT NULL, "
                            "category TEXT, channel TEXT)")
         self._conn.execute(f"CREATE INDEX {self.name}_created_at_id_idx ON {self.name} (created_at, id)")

@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 import requests
 
+from sentinel.demo import free_port
 from tests.crm import Crm
 from tests.notify.vendors import FakeWebhook
 from tests.sources.dbs import TcpProxy
@@ -32,14 +33,6 @@ TTL = "4s"
 TTL_S = 4.0
 WAIT_S = 60.0  # a generous deadline for anything a failover needs
 TYPES = ["物流配送延误", "服务态度", "系统操作错误", "产品相关", "账单争议", "退款", "其他", "网络故障"]
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
 
 
 def wait_until(what: str, pred: Callable[[], bool], timeout: float = WAIT_S, log: Callable[[], str] | None = None
