@@ -18,11 +18,23 @@ What was told ahead is remembered per rule as `Told` entries until the settled r
   everyone told of it hears so; a told upgrade stays (tiers never go down while an alert is open) and
   the settled alert is raised to it. Both are counted (`Engine.retractions`).
 
+An instance is a hash of the series and the alert's start, so a settled alert that took a told instance
+carries a start that is not its own: the time of the record that crossed in the run ahead, which may lie
+after the settled run's clock (a row dated in the future). Once that alert resolves, a later alert of
+the series can start at that very time (the same future row crossing again) and would derive the same
+instance: two alerts, one instance. So the entry of a resolved alert stays, `spent`, while its start is
+ahead of the settled run, and an alert opening under an instance already given is given a fresh one
+(`fresh_instance`), ahead or settled alike. The entries are part of the snapshot, so a restart gives
+the instances of one uninterrupted run; no alert starts before the settled clock, so a spent entry is
+dropped once the settled run passes its start. For rows committed in order no told instance is ever
+renamed, and the instances are exactly the backtest's.
+
 Everything here is pure: rules, states and instants in, events out.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, replace
 from typing import Any
@@ -48,6 +60,7 @@ class Told:
     opened: bool  # told as a new alert (the settled run had not opened it)
     matched: bool  # the settled run holds this instance
     settled_tier: Tier  # the settled alert's tier (once matched)
+    spent: bool = False  # the alert resolved: only its instance is kept, while its start is ahead
 
     @staticmethod
     def opening(e: Event) -> Told:
@@ -57,23 +70,43 @@ class Told:
     def to_json(self) -> dict[str, Any]:
         return {"fingerprint": self.fingerprint, "instance": self.instance, "kind": self.kind, "labels": self.labels,
                 "started": self.started, "tier": int(self.tier), "at": self.at, "value": self.value,
-                "opened": self.opened, "matched": self.matched, "settled_tier": int(self.settled_tier)}
+                "opened": self.opened, "matched": self.matched, "settled_tier": int(self.settled_tier),
+                "spent": self.spent}
 
     @staticmethod
     def from_json(d: Mapping[str, Any]) -> Told:
         return Told(d["fingerprint"], d["instance"], d["kind"], dict(d["labels"]), int(d["started"]), Tier(d["tier"]),
-                    int(d["at"]), float(d["value"]), bool(d["opened"]), bool(d["matched"]), Tier(d["settled_tier"]))
+                    int(d["at"]), float(d["value"]), bool(d["opened"]), bool(d["matched"]), Tier(d["settled_tier"]),
+                    bool(d.get("spent", False)))
 
 
 def by_instance(told: list[Told], instance: str) -> Told | None:
-    return next((t for t in told if t.instance == instance), None)
+    """The entry of the open alert told under `instance` (spent entries belong to no open alert)."""
+    return next((t for t in told if t.instance == instance and not t.spent), None)
 
 
 def unmatched_opening(told: list[Told], fingerprint: str, exclude: Set[str] = frozenset()) -> Told | None:
     """The earliest alert of this series told ahead that the settled run has not opened yet."""
-    cands = [t for t in told if t.opened and not t.matched and t.fingerprint == fingerprint
+    cands = [t for t in told if t.opened and not t.matched and not t.spent and t.fingerprint == fingerprint
              and t.instance not in exclude]
     return min(cands, key=lambda t: t.at) if cands else None
+
+
+def fresh_instance(fingerprint: str, started: int, taken: Set[str]) -> str:
+    """An instance for an alert whose derived one (series + start) was already given to another alert:
+    the same hash with a counter, the first not taken. Deterministic, so the run ahead, the settled run
+    and a restarted daemon all derive the same."""
+    n = 1
+    while True:
+        candidate = hashlib.sha256(f"{fingerprint}\x00{started}\x00{n}".encode()).hexdigest()[:16]
+        if candidate not in taken:
+            return candidate
+        n += 1
+
+
+def given(told: list[Told]) -> set[str]:
+    """Instances an alert of this rule holds or held while its start is still ahead of the settled run."""
+    return {t.instance for t in told}
 
 
 @dataclass(slots=True)
@@ -89,7 +122,8 @@ def settle(e: Event, told: list[Told], renamed: dict[str, tuple[str, int]]) -> S
     reconciliation renamed to (told instance, told start): the settled run's later events in the same
     batch were made before the rename, and must reach the same people. What the settled run did to
     that alert before it was told is told as happening when it opened (an alert has no upgrade before
-    its firing)."""
+    its firing). A resolved alert's entry stays, spent, until `passed` sees the settled run past its
+    start; a settled alert opening under an instance given before takes a fresh one."""
     if e.instance in renamed:
         instance, started = renamed[e.instance]
         e = replace(e, instance=instance, started=started)
@@ -98,12 +132,16 @@ def settle(e: Event, told: list[Told], renamed: dict[str, tuple[str, int]]) -> S
     if e.state is EventState.RESOLVED:
         t = by_instance(told, e.instance)
         if t is not None:
-            told.remove(t)
+            t.spent = True
         return Settled([e])
     if e.state is EventState.FIRING:
         t = by_instance(told, e.instance) or unmatched_opening(told, e.fingerprint)
         if t is None:
-            return Settled([e])
+            if e.instance not in given(told):
+                return Settled([e])
+            instance = fresh_instance(e.fingerprint, e.started, given(told))
+            renamed[e.instance] = (instance, e.started)
+            return Settled([replace(e, instance=instance)], (e.instance, instance, e.started))
         rename = None
         if t.instance != e.instance:
             rename = (e.instance, t.instance, t.started)
@@ -127,11 +165,13 @@ def settle(e: Event, told: list[Told], renamed: dict[str, tuple[str, int]]) -> S
 
 def passed(rule: str, told: list[Told], horizon: int) -> tuple[list[Event], list[tuple[str, Tier]], list[str]]:
     """Entries the settled run has passed: (retraction events, tiers to keep on settled alerts as
-    (instance, tier), what was not confirmed: "firing" or "upgrade" per entry)."""
+    (instance, tier), what was not confirmed: "firing" or "upgrade" per entry). A spent entry goes once
+    the settled run is past its start: no alert can start there any more."""
     events: list[Event] = []
     keep_tier: list[tuple[str, Tier]] = []
     unconfirmed: list[str] = []
-    for t in [t for t in told if t.at <= horizon]:
+    told[:] = [t for t in told if not (t.spent and t.started < horizon)]
+    for t in [t for t in told if t.at <= horizon and not t.spent]:
         told.remove(t)
         if t.opened and not t.matched:
             events.append(retraction(rule, t, horizon))
@@ -151,7 +191,9 @@ def retraction(rule: str, t: Told, at: int, reason: str = RETRACTED) -> Event:
 
 def ahead(fork_events: list[Event], told: list[Told], settled_tier: Mapping[str, Tier]) -> list[Event]:
     """Escalations of the run ahead that were not told yet. `settled_tier` gives the tier of each
-    alert the settled state holds (an upgrade ahead of one of them is told as an upgrade)."""
+    alert the settled state holds (an upgrade ahead of one of them is told as an upgrade). A firing
+    after the fork resolved the alert of its very instance is another alert (it starts where a renamed
+    one was told to start): it is told under a fresh instance, as is one whose instance was given before."""
     out: list[Event] = []
     alias: dict[str, str] = {}  # instance in the fork -> instance told
     gone: set[str] = set()  # told instances the fork resolved in this run
@@ -160,8 +202,13 @@ def ahead(fork_events: list[Event], told: list[Told], settled_tier: Mapping[str,
             gone.add(alias.get(e.instance, e.instance))
             continue
         if e.state is EventState.FIRING:
-            t = by_instance(told, e.instance) or unmatched_opening(told, e.fingerprint, gone)
+            same = by_instance(told, e.instance)
+            t = (same if same is not None and same.instance not in gone else None) or \
+                unmatched_opening(told, e.fingerprint, gone)
             if t is None:
+                if e.instance in given(told):
+                    alias[e.instance] = fresh_instance(e.fingerprint, e.started, given(told))
+                    e = replace(e, instance=alias[e.instance])
                 told.append(Told.opening(e))
                 out.append(e)
                 continue
