@@ -145,7 +145,7 @@ def run(db: Db, plan: list[Planned], work: Path) -> None:
     with daemon(cfg, clock) as d:
         drain(d)
         at = T0
-        newest = max([p.created for _, p in valid], default=T0)
+        newest = max([p.created for _, p in valid if p.created is not None], default=T0)
         # two reconciliations after the last commit, and the rules' time past the newest row
         end = max(max(p.commit for p in plan) + timedelta(minutes=12), newest + LATENESS + 2 * STEP)
         while at <= end:
@@ -254,7 +254,7 @@ def assert_late_rows_alert_no_closed_day(d: Daemon, valid: list[tuple[int, Plann
         assert len(lo) <= len(hi) and all(x <= y for x, y in zip(lo[::-1], hi[::-1], strict=False)), (lo, hi)
     with d.store.reading() as conn:
         made = conn.execute(sa.text("SELECT instance, created_us FROM alert_events WHERE state = 'firing'")).all()
-    recorded_at = dict(made)
+    recorded_at: dict[str, int] = {str(i): int(c) for i, c in made}
     step = int(STEP.total_seconds()) * US
     for e in events:
         if e.state.value == "firing":  # recorded by a poll that found the day of its time still open

@@ -206,11 +206,12 @@ def ahead(fork_events: list[Event], told: list[Told], settled_tier: Mapping[str,
             t = (same if same is not None and same.instance not in gone else None) or \
                 unmatched_opening(told, e.fingerprint, gone)
             if t is None:
+                opening = e
                 if e.instance in given(told):
                     alias[e.instance] = fresh_instance(e.fingerprint, e.started, given(told))
-                    e = replace(e, instance=alias[e.instance])
-                told.append(Told.opening(e))
-                out.append(e)
+                    opening = replace(e, instance=alias[e.instance])
+                told.append(Told.opening(opening))
+                out.append(opening)
                 continue
             alias[e.instance] = t.instance
             if e.tier > t.tier:
