@@ -160,9 +160,16 @@ def run(db: Db, plan: list[Planned], work: Path) -> None:
         want = Counter(cal.hour_start(from_datetime(p.created)) for _, p in valid if p.created is not None)
         want[cal.hour_start(HISTORY.ts)] += 1
         with d.store.reading() as conn:
-            got = Counter({int(h): int(n) for h, n in conn.execute(
-                select(hourly_buckets.c.hour_us, sa.func.sum(hourly_buckets.c.count)).group_by(
-                    hourly_buckets.c.hour_us))})
+            got = Counter(
+                {
+                    int(h): int(n)
+                    for h, n in conn.execute(
+                        select(hourly_buckets.c.hour_us, sa.func.sum(hourly_buckets.c.count)).group_by(
+                            hourly_buckets.c.hour_us
+                        )
+                    )
+                }
+            )
             events = recorded(conn)
         assert got == want
         assert rejected(d, "bad_time") == len(plan) - len(valid)
@@ -178,8 +185,9 @@ def event(label: str) -> None:
         hypothesis_event(label)
 
 
-def assert_events_match_the_backtest(d: Daemon, valid: list[tuple[int, Planned]], events: list[Event],
-                                     horizon: int) -> None:
+def assert_events_match_the_backtest(
+    d: Daemon, valid: list[tuple[int, Planned]], events: list[Event], horizon: int
+) -> None:
     rules = load_config(d.config_path or "").rules
     assert d.state is not None
     coverage = d.state.coverage_start_us
@@ -215,8 +223,14 @@ def assert_well_formed(events: list[Event]) -> None:
         assert states[0] == "firing" and states.count("firing") == 1 and "resolved" not in states[:-1], states
 
 
-def assert_late_rows_alert_no_closed_day(d: Daemon, valid: list[tuple[int, Planned]], events: list[Event],
-                                         rules: list[Any], coverage: int | None, horizon: int) -> None:
+def assert_late_rows_alert_no_closed_day(
+    d: Daemon,
+    valid: list[tuple[int, Planned]],
+    events: list[Event],
+    rules: list[Any],
+    coverage: int | None,
+    horizon: int,
+) -> None:
     """Rows committed later than lateness. The thresholds here are decided by the day's count alone, so
     the daemon, which counts a late row into an open day and never into a closed day's alert, fires each
     series no earlier than the backtest of every row (`may`) and no later than the backtest of only the
@@ -238,8 +252,9 @@ def assert_late_rows_alert_no_closed_day(d: Daemon, valid: list[tuple[int, Plann
     assert not [e for e in mine if e.extra.get("retracted")]  # thresholds are never retracted
 
     def first_day(evs: list[Event], fp: str) -> float:
-        days = [cal.day_of(e.at) for e in evs if e.rule == "surge" and e.fingerprint == fp
-                and e.state.value == "firing"]
+        days = [
+            cal.day_of(e.at) for e in evs if e.rule == "surge" and e.fingerprint == fp and e.state.value == "firing"
+        ]
         return min(days) if days else float("inf")
 
     def fired(evs: list[Event], fp: str) -> int:
@@ -264,8 +279,9 @@ def assert_late_rows_alert_no_closed_day(d: Daemon, valid: list[tuple[int, Plann
     assert surely <= metric(d, "sentinel_records_late_total") <= len([p for _, p in valid if seen_late(p)])
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(plan=plans())
 def test_every_row_counted_once_and_the_events_are_the_backtests_sqlite(plan: list[Planned]) -> None:
     work = Path(tempfile.mkdtemp(prefix="ledger_prop_"))
@@ -278,8 +294,9 @@ def test_every_row_counted_once_and_the_events_are_the_backtests_sqlite(plan: li
         shutil.rmtree(work, ignore_errors=True)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                HealthCheck.too_slow])
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(plan=plans())
 def test_every_row_counted_once_and_the_events_are_the_backtests_postgres(pg_url: str, plan: list[Planned]) -> None:
     work = Path(tempfile.mkdtemp(prefix="ledger_prop_"))
@@ -304,16 +321,18 @@ def test_a_row_dated_ahead_gives_no_two_alerts_one_instance(tmp_path: Path) -> N
     the next run, told on sight with the future row third, derives the very same instance (hash of series and
     start). It must be told as another alert, under an instance of its own (`sentinel.detect.ahead`)."""
     t, other = TYPES[0], TYPES[3]
-    plan = [Planned(_at(15, 46, 41) + timedelta(milliseconds=500), " ", _at(15, 46, 41), t),
-            Planned(_at(15, 43, 26) + timedelta(milliseconds=500), " ", _at(15, 43, 26), t),
-            Planned(_at(15, 43, 28) + timedelta(milliseconds=500), " ", _at(15, 45, 8), other),
-            Planned(_at(15, 43, 1) + timedelta(milliseconds=500), " ", _at(15, 43, 1), t),
-            Planned(_at(15, 40, 0) + timedelta(milliseconds=500), " ", _at(15, 40, 0), t),
-            Planned(_at(16, 10, 40) + timedelta(milliseconds=500), " ", _at(15, 43, 0), t),
-            Planned(_at(15, 40, 0) + timedelta(milliseconds=500), " ", _at(15, 40, 0), t),
-            Planned(_at(15, 43, 1) + timedelta(milliseconds=500), " ", _at(15, 43, 1), t),
-            Planned(_at(16, 0, 40) + timedelta(milliseconds=500), " ", _at(16, 0, 40), t),
-            Planned(_at(16, 0, 40) + timedelta(milliseconds=500), " ", _at(15, 55, 28), t)]
+    plan = [
+        Planned(_at(15, 46, 41) + timedelta(milliseconds=500), " ", _at(15, 46, 41), t),
+        Planned(_at(15, 43, 26) + timedelta(milliseconds=500), " ", _at(15, 43, 26), t),
+        Planned(_at(15, 43, 28) + timedelta(milliseconds=500), " ", _at(15, 45, 8), other),
+        Planned(_at(15, 43, 1) + timedelta(milliseconds=500), " ", _at(15, 43, 1), t),
+        Planned(_at(15, 40, 0) + timedelta(milliseconds=500), " ", _at(15, 40, 0), t),
+        Planned(_at(16, 10, 40) + timedelta(milliseconds=500), " ", _at(15, 43, 0), t),
+        Planned(_at(15, 40, 0) + timedelta(milliseconds=500), " ", _at(15, 40, 0), t),
+        Planned(_at(15, 43, 1) + timedelta(milliseconds=500), " ", _at(15, 43, 1), t),
+        Planned(_at(16, 0, 40) + timedelta(milliseconds=500), " ", _at(16, 0, 40), t),
+        Planned(_at(16, 0, 40) + timedelta(milliseconds=500), " ", _at(15, 55, 28), t),
+    ]
     url = f"sqlite:///{tmp_path}/source.db"
     engine = sa.create_engine(url)
     try:

@@ -64,20 +64,52 @@ class Told:
 
     @staticmethod
     def opening(e: Event) -> Told:
-        return Told(e.fingerprint, e.instance, e.kind, dict(e.labels), e.started, e.tier, e.at, e.value,
-                    opened=True, matched=False, settled_tier=Tier.LIGHT)
+        return Told(
+            e.fingerprint,
+            e.instance,
+            e.kind,
+            dict(e.labels),
+            e.started,
+            e.tier,
+            e.at,
+            e.value,
+            opened=True,
+            matched=False,
+            settled_tier=Tier.LIGHT,
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"fingerprint": self.fingerprint, "instance": self.instance, "kind": self.kind, "labels": self.labels,
-                "started": self.started, "tier": int(self.tier), "at": self.at, "value": self.value,
-                "opened": self.opened, "matched": self.matched, "settled_tier": int(self.settled_tier),
-                "spent": self.spent}
+        return {
+            "fingerprint": self.fingerprint,
+            "instance": self.instance,
+            "kind": self.kind,
+            "labels": self.labels,
+            "started": self.started,
+            "tier": int(self.tier),
+            "at": self.at,
+            "value": self.value,
+            "opened": self.opened,
+            "matched": self.matched,
+            "settled_tier": int(self.settled_tier),
+            "spent": self.spent,
+        }
 
     @staticmethod
     def from_json(d: Mapping[str, Any]) -> Told:
-        return Told(d["fingerprint"], d["instance"], d["kind"], dict(d["labels"]), int(d["started"]), Tier(d["tier"]),
-                    int(d["at"]), float(d["value"]), bool(d["opened"]), bool(d["matched"]), Tier(d["settled_tier"]),
-                    bool(d.get("spent", False)))
+        return Told(
+            d["fingerprint"],
+            d["instance"],
+            d["kind"],
+            dict(d["labels"]),
+            int(d["started"]),
+            Tier(d["tier"]),
+            int(d["at"]),
+            float(d["value"]),
+            bool(d["opened"]),
+            bool(d["matched"]),
+            Tier(d["settled_tier"]),
+            bool(d.get("spent", False)),
+        )
 
 
 def by_instance(told: list[Told], instance: str) -> Told | None:
@@ -87,8 +119,11 @@ def by_instance(told: list[Told], instance: str) -> Told | None:
 
 def unmatched_opening(told: list[Told], fingerprint: str, exclude: Set[str] = frozenset()) -> Told | None:
     """The earliest alert of this series told ahead that the settled run has not opened yet."""
-    cands = [t for t in told if t.opened and not t.matched and not t.spent and t.fingerprint == fingerprint
-             and t.instance not in exclude]
+    cands = [
+        t
+        for t in told
+        if t.opened and not t.matched and not t.spent and t.fingerprint == fingerprint and t.instance not in exclude
+    ]
     return min(cands, key=lambda t: t.at) if cands else None
 
 
@@ -183,10 +218,21 @@ def passed(rule: str, told: list[Told], horizon: int) -> tuple[list[Event], list
 
 
 def retraction(rule: str, t: Told, at: int, reason: str = RETRACTED) -> Event:
-    return Event(at=at, rule=rule, kind=t.kind, state=EventState.RESOLVED, tier=t.tier, labels=dict(t.labels),
-                 value=t.value, baseline=None, ratio=None, fingerprint=t.fingerprint, instance=t.instance,
-                 started=t.started, extra={"reason": reason, "retracted": True, "peak": t.value,
-                                           "duration_s": max(0, at - t.started) // US})
+    return Event(
+        at=at,
+        rule=rule,
+        kind=t.kind,
+        state=EventState.RESOLVED,
+        tier=t.tier,
+        labels=dict(t.labels),
+        value=t.value,
+        baseline=None,
+        ratio=None,
+        fingerprint=t.fingerprint,
+        instance=t.instance,
+        started=t.started,
+        extra={"reason": reason, "retracted": True, "peak": t.value, "duration_s": max(0, at - t.started) // US},
+    )
 
 
 def ahead(fork_events: list[Event], told: list[Told], settled_tier: Mapping[str, Tier]) -> list[Event]:
@@ -203,8 +249,9 @@ def ahead(fork_events: list[Event], told: list[Told], settled_tier: Mapping[str,
             continue
         if e.state is EventState.FIRING:
             same = by_instance(told, e.instance)
-            t = (same if same is not None and same.instance not in gone else None) or \
-                unmatched_opening(told, e.fingerprint, gone)
+            t = (same if same is not None and same.instance not in gone else None) or unmatched_opening(
+                told, e.fingerprint, gone
+            )
             if t is None:
                 opening = e
                 if e.instance in given(told):
@@ -221,8 +268,19 @@ def ahead(fork_events: list[Event], told: list[Told], settled_tier: Mapping[str,
         instance = alias.get(e.instance, e.instance)
         t = by_instance(told, instance)
         if t is None:
-            t = Told(e.fingerprint, instance, e.kind, dict(e.labels), e.started, e.tier, e.at, e.value, opened=False,
-                     matched=True, settled_tier=settled_tier.get(instance, Tier.LIGHT))
+            t = Told(
+                e.fingerprint,
+                instance,
+                e.kind,
+                dict(e.labels),
+                e.started,
+                e.tier,
+                e.at,
+                e.value,
+                opened=False,
+                matched=True,
+                settled_tier=settled_tier.get(instance, Tier.LIGHT),
+            )
             told.append(t)
             out.append(e)
         elif e.tier > t.tier:

@@ -128,15 +128,37 @@ def test_a_restart_after_every_poll_gives_the_same_instances() -> None:
 
 
 def _told(instance: str, started: int, **kw: bool) -> Told:
-    return Told("fp", instance, "streak", {"type": A}, started, Tier.LIGHT, started, 3.0,
-                opened=kw.get("opened", True), matched=kw.get("matched", True), settled_tier=Tier.LIGHT,
-                spent=kw.get("spent", False))
+    return Told(
+        "fp",
+        instance,
+        "streak",
+        {"type": A},
+        started,
+        Tier.LIGHT,
+        started,
+        3.0,
+        opened=kw.get("opened", True),
+        matched=kw.get("matched", True),
+        settled_tier=Tier.LIGHT,
+        spent=kw.get("spent", False),
+    )
 
 
 def _firing(instance: str, started: int) -> Event:
-    return Event(at=started, rule="run", kind="streak", state=EventState.FIRING, tier=Tier.LIGHT,
-                 labels={"type": A}, value=3.0, baseline=None, ratio=None, fingerprint="fp", instance=instance,
-                 started=started)
+    return Event(
+        at=started,
+        rule="run",
+        kind="streak",
+        state=EventState.FIRING,
+        tier=Tier.LIGHT,
+        labels={"type": A},
+        value=3.0,
+        baseline=None,
+        ratio=None,
+        fingerprint="fp",
+        instance=instance,
+        started=started,
+    )
 
 
 def test_a_settled_alert_opening_under_a_spent_instance_is_renamed_to_a_fresh_one() -> None:
