@@ -63,20 +63,25 @@ class Told:
     spent: bool = False  # the alert resolved: only its instance is kept, while its start is ahead
 
     @staticmethod
-    def opening(e: Event) -> Told:
+    def of(e: Event, instance: str, *, opened: bool, matched: bool, settled_tier: Tier) -> Told:
+        """What people were told by event `e`, under `instance` (a rename may have given it another)."""
         return Told(
             e.fingerprint,
-            e.instance,
+            instance,
             e.kind,
             dict(e.labels),
             e.started,
             e.tier,
             e.at,
             e.value,
-            opened=True,
-            matched=False,
-            settled_tier=Tier.LIGHT,
+            opened=opened,
+            matched=matched,
+            settled_tier=settled_tier,
         )
+
+    @staticmethod
+    def opening(e: Event) -> Told:
+        return Told.of(e, e.instance, opened=True, matched=False, settled_tier=Tier.LIGHT)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -268,19 +273,7 @@ def ahead(fork_events: list[Event], told: list[Told], settled_tier: Mapping[str,
         instance = alias.get(e.instance, e.instance)
         t = by_instance(told, instance)
         if t is None:
-            t = Told(
-                e.fingerprint,
-                instance,
-                e.kind,
-                dict(e.labels),
-                e.started,
-                e.tier,
-                e.at,
-                e.value,
-                opened=False,
-                matched=True,
-                settled_tier=settled_tier.get(instance, Tier.LIGHT),
-            )
+            t = Told.of(e, instance, opened=False, matched=True, settled_tier=settled_tier.get(instance, Tier.LIGHT))
             told.append(t)
             out.append(e)
         elif e.tier > t.tier:
