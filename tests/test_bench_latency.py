@@ -10,21 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.bench.latency import (
-    BASELINE_DAYS,
-    MIN_COUNT,
-    TZ,
-    Exporter,
-    Measurement,
-    Row,
-    apply_override,
-    parse_override,
-    percentile,
-    schedule,
-    sentinel_config,
-    summarize,
-    to_toml,
-)
+from sentinel.bench.common import Row, to_toml
+from sentinel.bench.latency import apply_override, parse_override, sentinel_config
+from sentinel.bench.latency_figures import percentile, summarize
+from sentinel.bench.latency_peer import Exporter
+from sentinel.bench.latency_workload import BASELINE_DAYS, MIN_COUNT, TZ, Measurement, schedule
 from sentinel.config import load_config
 
 
@@ -86,8 +76,10 @@ def test_schedule_pairs_surges_and_spreads_streaks() -> None:
 def test_exporter_fires_at_the_tenth_row_of_a_new_type_and_knows_the_baseline() -> None:
     exporter = Exporter()
     today = datetime.now(TZ).replace(hour=12, minute=0, second=0, microsecond=0)
-    history = [Row(i, (today - timedelta(days=1 + i % 8)).astimezone(UTC).replace(tzinfo=None), "known", "c")
-               for i in range(80)]
+    history = [
+        Row(i, (today - timedelta(days=1 + i % 8)).astimezone(UTC).replace(tzinfo=None), "known", "c")
+        for i in range(80)
+    ]
     exporter.add(history)
     new = [Row(100 + i, datetime.now(UTC).replace(tzinfo=None), "surge-1", "c") for i in range(MIN_COUNT)]
     exporter.add(new)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import signal
 import sqlite3
 import subprocess
@@ -17,11 +18,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Protocol
+from types import FrameType
+from typing import IO, Any, Protocol, TypedDict
 
 SURGE_RULE = "type-surge"
 STREAK_RULE = "same-type-streak"
@@ -39,8 +41,9 @@ def libpq_url(url: str) -> str:
     """`postgresql+psycopg://user@host:port/db` -> a libpq URL, refusing any host but this machine."""
     parts = urllib.parse.urlsplit(url)
     if parts.hostname not in LOOPBACK:
-        raise BenchError(f"--pg-url must point at 127.0.0.1 (the benchmark talks to this machine only), "
-                         f"not {parts.hostname!r}")
+        raise BenchError(
+            f"--pg-url must point at 127.0.0.1 (the benchmark talks to this machine only), not {parts.hostname!r}"
+        )
     return urllib.parse.urlunsplit(("postgresql", *parts[1:]))
 
 
@@ -71,15 +74,17 @@ class SqliteTable:
         self.url = f"sqlite:///{path}"
         self.name = "complaints"
         self._db = sqlite3.connect(path, timeout=30, check_same_thread=False)  # a feeder thread may insert
-        self._db.execute("CREATE TABLE complaints (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, "
-                         "category TEXT, channel TEXT)")
+        self._db.execute(
+            "CREATE TABLE complaints (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, category TEXT, channel TEXT)"
+        )
         self._db.execute("CREATE INDEX ix_complaints_created_at_id ON complaints (created_at, id)")
         self._db.commit()
 
     def insert(self, rows: Sequence[Row]) -> float:
-        self._db.executemany("INSERT INTO complaints VALUES (?, ?, ?, ?)",
-                             [(r.id, r.created_at.isoformat(sep=" ", timespec="microseconds"), r.type, r.channel)
-                              for r in rows])
+        self._db.executemany(
+            "INSERT INTO complaints VALUES (?, ?, ?, ?)",
+            [(r.id, r.created_at.isoformat(sep=" ", timespec="microseconds"), r.type, r.channel) for r in rows],
+        )
         self._db.commit()
         return time.time()
 
@@ -123,8 +128,15 @@ def to_toml(cfg: Mapping[str, Any]) -> str:
     return "\n".join(head + tables + arrays) + "\n"
 
 
-def quickstart_config(source_url: str, table: str, state_url: str, receiver: dict[str, Any], *,
-                      listen: str = "127.0.0.1:0", surge_group_by: Sequence[str] | None = None) -> dict[str, Any]:
+def quickstart_config(
+    source_url: str,
+    table: str,
+    state_url: str,
+    receiver: dict[str, Any],
+    *,
+    listen: str = "127.0.0.1:0",
+    surge_group_by: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """README "Quick start against your own database" with this machine's source, state store, port and
     receiver (for `to_toml`); `surge_group_by` sets the threshold rule's `group_by`."""
     surge: dict[str, Any] = {"name": SURGE_RULE, "kind": "threshold"}
@@ -134,9 +146,12 @@ def quickstart_config(source_url: str, table: str, state_url: str, receiver: dic
         "timezone": "Asia/Shanghai",
         "state_url": state_url,
         "listen": listen,
-        "source": {"url": source_url, "table": table,
-                   "columns": {"id": "id", "created_at": "created_at", "type": "category", "channel": "channel"},
-                   "timezone": "UTC"},
+        "source": {
+            "url": source_url,
+            "table": table,
+            "columns": {"id": "id", "created_at": "created_at", "type": "category", "channel": "channel"},
+            "timezone": "UTC",
+        },
         "rules": [surge, {"name": STREAK_RULE, "kind": "streak"}],
         "receivers": [receiver],
     }
@@ -176,8 +191,14 @@ class Processes:
         log_path = self.workdir / f"{name}.log"
         log = log_path.open("wb")
         try:
-            popen = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                     env=dict(env) if env is not None else None, start_new_session=True)
+            popen = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(env) if env is not None else None,
+                start_new_session=True,
+            )
         except OSError:
             log.close()
             raise
@@ -264,10 +285,9 @@ def sentinel_command() -> list[str]:
 def sentinel_env() -> dict[str, str]:
     """The environment without `SENTINEL_*` (those would override keys of the benchmark's config file), with
     the running package first on PYTHONPATH (see `python_child`)."""
-    return child_env({k: v for k, v in os.environ.items()
-                      if not k.startswith(("SENTINEL_", "NOTIFY_SOCKET", "WATCHDOG_"))})
-
-
+    return child_env(
+        {k: v for k, v in os.environ.items() if not k.startswith(("SENTINEL_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+    )
 
 
 def start_sentinel(procs: Processes, name: str, config: Path, timeout: float) -> Proc:
@@ -275,3 +295,44 @@ def start_sentinel(procs: Processes, name: str, config: Path, timeout: float) ->
     proc = procs.start(name, [*sentinel_command(), "run", "--config", str(config)], sentinel_env())
     proc.wait_for_log("backfill finished", timeout)
     return proc
+
+
+class Machine(TypedDict):
+    """Where a benchmark ran, as its report says it."""
+
+    nproc: int | None
+    cpu_model: str
+    python: str
+    platform: str
+    loadavg_at_start: list[float]
+
+
+def machine() -> Machine:
+    """This machine, taken before a run: the load average says how busy the shared machine was."""
+    model = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_at_start": list(os.getloadavg()),
+    }
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so every `finally` runs and every process is stopped."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

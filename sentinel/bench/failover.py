@@ -58,15 +58,22 @@ RESOLVED = "state reloaded from the store; detection resumes"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--failovers", type=int, default=10, help="failovers to measure (default 10)")
-    parser.add_argument("--how", choices=("kill", "stop"), default="kill",
-                        help="kill -9 the leader (default), or SIGSTOP it (the standby waits out the lease)")
+    parser.add_argument(
+        "--how",
+        choices=("kill", "stop"),
+        default="kill",
+        help="kill -9 the leader (default), or SIGSTOP it (the standby waits out the lease)",
+    )
     parser.add_argument("--lease-ttl", default="15s", help="[state] lease_ttl of both instances (default 15s)")
-    parser.add_argument("--sink-delay", type=float, default=0.2,
-                        help="seconds the sink takes to answer, like a chat tool (default 0.2)")
+    parser.add_argument(
+        "--sink-delay", type=float, default=0.2, help="seconds the sink takes to answer, like a chat tool (default 0.2)"
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the moments of the kills (default 1)")
-    parser.add_argument("--pg-url", default=DEFAULT_PG_URL,
-                        help=f"PostgreSQL server for the state store; a database is made and dropped "
-                             f"(default {DEFAULT_PG_URL})")
+    parser.add_argument(
+        "--pg-url",
+        default=DEFAULT_PG_URL,
+        help=f"PostgreSQL server for the state store; a database is made and dropped (default {DEFAULT_PG_URL})",
+    )
     parser.add_argument("--output", default="bench-failover.json", help="JSON report (default bench-failover.json)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
 
@@ -90,8 +97,9 @@ class Sink:
                 body = json.loads(req.body)
             except ValueError:
                 body = {}
-            types = tuple(str(a.get("labels", {}).get("type", "")) for a in body.get("alerts", [])
-                          if a.get("status") == "firing")[:1]  # the alert the message tells comes first
+            types = tuple(
+                str(a.get("labels", {}).get("type", "")) for a in body.get("alerts", []) if a.get("status") == "firing"
+            )[:1]  # the alert the message tells comes first
             with self._lock:
                 self.got.append((arrived, req.params["who"], req.headers.get("x-sentinel-delivery", ""), types))
             time.sleep(self.delay)
@@ -110,6 +118,7 @@ class Sink:
 
 
 # --- the store -----------------------------------------------------------------------------------------
+
 
 class StateDb:
     """A fresh PostgreSQL database for the shared state store, dropped at the end."""
@@ -212,9 +221,13 @@ class Bench:
         from sentinel.demo import free_port
 
         port = free_port()
-        cfg = quickstart_config(self.crm.url, self.crm.name, self.db.url,
-                                {"name": "sink", "kind": "webhook", "url": f"{self.sink.server.url}/{name}"},
-                                listen=f"127.0.0.1:{port}")
+        cfg = quickstart_config(
+            self.crm.url,
+            self.crm.name,
+            self.db.url,
+            {"name": "sink", "kind": "webhook", "url": f"{self.sink.server.url}/{name}"},
+            listen=f"127.0.0.1:{port}",
+        )
         cfg["state"] = {"lease_ttl": self.args.lease_ttl}
         cfg["routes"] = [{"receivers": ["sink"], "group_by": ["rule", "type"]}]
         path = self.workdir / f"{name}.toml"
@@ -223,8 +236,9 @@ class Bench:
 
     def start(self, inst: Instance) -> None:
         inst.runs += 1
-        inst.proc = self.procs.start(f"{inst.name}{inst.runs}", [*sentinel_command(), "run", "--config",
-                                                                   str(inst.config)], sentinel_env())
+        inst.proc = self.procs.start(
+            f"{inst.name}{inst.runs}", [*sentinel_command(), "run", "--config", str(inst.config)], sentinel_env()
+        )
 
     def streak(self, type_: str) -> float:
         """Five of a new type in a row, one COMMIT; returns when it committed."""
@@ -275,8 +289,11 @@ class Bench:
         after = f"故障{n}-后"
         committed = self.streak(after)
         wait("the new leader's first poll", lambda: new.log_time_after(RESOLVED, killed) is not None, self.timeout)
-        wait("the message of the streak after the failover", lambda: self.sink.first_firing(after) is not None,
-             self.timeout)
+        wait(
+            "the message of the streak after the failover",
+            lambda: self.sink.first_firing(after) is not None,
+            self.timeout,
+        )
         took = new.log_time_after(RESOLVED, killed)
         arrived = self.sink.first_firing(after)
         assert took is not None and arrived is not None
@@ -289,13 +306,20 @@ class Bench:
         return Round(n, old.name, in_flight, round(took - killed, 3), round(arrived - committed, 3))
 
     def finish(self) -> dict[str, Any]:
-        wait("every message delivered", lambda: self.db.sql(
-            "SELECT count(*) FROM outbox WHERE status <> 'delivered'")[0][0] == 0, self.timeout)
+        wait(
+            "every message delivered",
+            lambda: self.db.sql("SELECT count(*) FROM outbox WHERE status <> 'delivered'")[0][0] == 0,
+            self.timeout,
+        )
         time.sleep(1.0)
         lost = [t for t in self.types if self.sink.first_firing(t) is None]
         counts = self.sink.deliveries()
-        return {"lost": lost, "duplicates": sum(n - 1 for n in counts.values()), "messages": len(counts),
-                "epoch": int(self.db.sql("SELECT epoch FROM leader_lease")[0][0])}
+        return {
+            "lost": lost,
+            "duplicates": sum(n - 1 for n in counts.values()),
+            "messages": len(counts),
+            "epoch": int(self.db.sql("SELECT epoch FROM leader_lease")[0][0]),
+        }
 
 
 def _seconds(duration: str) -> float:
@@ -305,12 +329,11 @@ def _seconds(duration: str) -> float:
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"median": round(statistics.median(values), 3), "max": round(max(values), 3),
-            "min": round(min(values), 3)}
+    return {"median": round(statistics.median(values), 3), "max": round(max(values), 3), "min": round(min(values), 3)}
 
 
 def run(args: argparse.Namespace) -> int:
-    from sentinel.bench.latency import _sigterm_unwinds, machine
+    from sentinel.bench.common import machine, sigterm_unwinds
 
     if args.failovers < 1:
         print("error: --failovers must be at least 1", file=sys.stderr)
@@ -329,16 +352,18 @@ def run(args: argparse.Namespace) -> int:
     db: StateDb | None = None
     rounds: list[Round] = []
     try:
-        with _sigterm_unwinds():
+        with sigterm_unwinds():
             db = StateDb(args.pg_url)
             bench = Bench(args, workdir, procs, sink, db)
             bench.setup()
             for n in range(1, args.failovers + 1):
                 r = bench.failover(n)
                 rounds.append(r)
-                print(f"failover {n}: {r.leader} {'killed' if args.how == 'kill' else 'paused'}, takeover "
-                      f"{r.takeover_s:.2f} s, surge to message {r.surge_to_message_s:.2f} s, in flight {r.in_flight}",
-                      file=sys.stderr)
+                print(
+                    f"failover {n}: {r.leader} {'killed' if args.how == 'kill' else 'paused'}, takeover "
+                    f"{r.takeover_s:.2f} s, surge to message {r.surge_to_message_s:.2f} s, in flight {r.in_flight}",
+                    file=sys.stderr,
+                )
             end = bench.finish()
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -362,22 +387,37 @@ def run(args: argparse.Namespace) -> int:
 
     in_flight = sum(r.in_flight for r in rounds)
     report = {
-        "benchmark": "failover", "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "sentinel_version": __version__, "duration_s": round(time.time() - began, 1), "machine": host,
-        "workload": {"failovers": args.failovers, "how": args.how, "lease_ttl_s": ttl, "sink_delay_s": args.sink_delay,
-                     "seed": args.seed, "streaks_per_round": STREAKS_BEFORE + 1},
+        "benchmark": "failover",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "sentinel_version": __version__,
+        "duration_s": round(time.time() - began, 1),
+        "machine": host,
+        "workload": {
+            "failovers": args.failovers,
+            "how": args.how,
+            "lease_ttl_s": ttl,
+            "sink_delay_s": args.sink_delay,
+            "seed": args.seed,
+            "streaks_per_round": STREAKS_BEFORE + 1,
+        },
         "takeover_s": summary([r.takeover_s for r in rounds]),
         "surge_to_message_s": summary([r.surge_to_message_s for r in rounds]),
-        "lost": len(end["lost"]), "lost_types": end["lost"], "duplicates": end["duplicates"],
-        "in_flight_at_failovers": in_flight, "messages": end["messages"], "final_epoch": end["epoch"],
+        "lost": len(end["lost"]),
+        "lost_types": end["lost"],
+        "duplicates": end["duplicates"],
+        "in_flight_at_failovers": in_flight,
+        "messages": end["messages"],
+        "final_epoch": end["epoch"],
         "rounds": [asdict(r) for r in rounds],
     }
     t, s = report["takeover_s"], report["surge_to_message_s"]
     print(f"\nfailover ({args.how}, lease_ttl {ttl:g} s, {len(rounds)} failovers):")
     print(f"  takeover (failure -> first poll of the new leader): median {t['median']:.2f} s, max {t['max']:.2f} s")
     print(f"  surge to message across the failover:              median {s['median']:.2f} s, max {s['max']:.2f} s")
-    print(f"  lost {report['lost']}; duplicate deliveries {report['duplicates']} (messages in flight at the "
-          f"failovers: {in_flight}); {report['messages']} messages, final epoch {report['final_epoch']}")
+    print(
+        f"  lost {report['lost']}; duplicate deliveries {report['duplicates']} (messages in flight at the "
+        f"failovers: {in_flight}); {report['messages']} messages, final epoch {report['final_epoch']}"
+    )
     Path(args.output).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"\nwritten {args.output}")
     ok = report["lost"] == 0 and report["duplicates"] <= in_flight and t["max"] <= ttl + 5
