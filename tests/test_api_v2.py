@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from sentinel import __version__
 from sentinel.alerting.dispatch import CURSOR
-from sentinel.api_v2 import filter_matches, parse_matcher
+from sentinel.api_v2.codec import filter_matches, parse_matcher
 from sentinel.clock import SystemClock
 from sentinel.config import load_config
 from sentinel.daemon import Daemon
@@ -348,7 +348,7 @@ def test_amtool_reads_the_routing_tree(running: Running) -> None:
 def test_every_kind_of_route_is_a_valid_alertmanager_configuration(tmp_path: Path) -> None:
     """`amtool check-config` (Alertmanager's own loader) accepts what `config.original` says for several
     receivers on a route, lists, regexes, tiers, mute windows, escalation, continue, and no routes at all."""
-    from sentinel.api_v2 import original
+    from sentinel.api_v2.codec import original
     from tests.alerting.builders import RECEIVERS, config
 
     cases = {"none": RECEIVERS, "routes": RECEIVERS + """

@@ -20,6 +20,9 @@ inhibition or a route's mute window holds it, else `active`.
 
 Reads are open like `/api/v1`'s; writes (silences, reload) need the same bearer token, judged by the same
 guard before a body is read. Errors are a JSON string, as Alertmanager answers them (amtool prints it).
+
+This module holds the handlers and what they ask the store (`open_alerts`); the wire forms that need no
+request (matchers, times, silences, `config.original`) are `sentinel.api_v2.codec`.
 """
 
 from __future__ import annotations
@@ -27,19 +30,31 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from sentinel import __version__
 from sentinel.alerting import silences as silence_store
 from sentinel.alerting.dispatch import CURSOR
 from sentinel.alerting.policy import Policy
-from sentinel.alerting.routing import IMPLICIT, Route, Router, labels_of
+from sentinel.alerting.routing import Route, Router, labels_of
 from sentinel.api import _authorise, last_figures
+from sentinel.api_v2.codec import (
+    AM_NAME,
+    NO_RECEIVER,
+    STATE_ORDER,
+    am_labels,
+    filter_matches,
+    iso,
+    original,
+    parse_matcher,
+    silence_filter_hit,
+    silence_json,
+    silence_order,
+)
 from sentinel.clock import now_us
-from sentinel.config import Config, MatchValue, ThresholdRuleConfig, summary
+from sentinel.config import Config, ThresholdRuleConfig
 from sentinel.daemon import Daemon
 from sentinel.history import counts_today
 from sentinel.http import HTTPError, Request, Response
@@ -47,57 +62,14 @@ from sentinel.model import US
 from sentinel.notify import outbox
 from sentinel.store import alerts as alert_store
 from sentinel.store.alerts import StoredAlert
-from sentinel.units import format_duration
 
 PREFIX = "/api/v2"
 EXPIRED_KEPT_US = 5 * 86_400 * US
 """Expired silences stay listed this long (Alertmanager's default retention, `--data.retention=120h`)."""
-NO_RECEIVER = "-"  # the implicit route's stand-in when no receiver is configured
-
-
-# --- matchers in Prometheus's text form ------------------------------------------------------------
-
-_MATCHER = re.compile(r'\s*(?P<name>[^\s=!~"{},]+)\s*(?P<op>=~|!~|!=|=)\s*(?P<value>.*?)\s*', re.S)
-
-
-def parse_matcher(text: str) -> silence_store.SilenceMatcher:
-    """`name=value`, `name!=value`, `name=~regex`, `name!~regex`, the value bare or double-quoted with
-    Go's escapes, as amtool and Grafana send them in `filter`. Raises ValueError saying what is wrong."""
-    m = _MATCHER.fullmatch(text)
-    if m is None:
-        raise ValueError(f"bad matcher {text[:80]!r}: expected name=value, name!=value, name=~regex or "
-                         "name!~regex")
-    value = m["value"]
-    if value.startswith('"'):
-        try:
-            unquoted = json.loads(value)
-        except json.JSONDecodeError:
-            unquoted = None
-        if not isinstance(unquoted, str):
-            raise ValueError(f"bad matcher {text[:80]!r}: the quoted value is not closed or has a bad escape")
-        value = unquoted
-    is_regex = "~" in m["op"]
-    if is_regex:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"bad matcher {text[:80]!r}: bad regular expression: {exc}") from None
-    return silence_store.SilenceMatcher(m["name"], value, is_regex, not m["op"].startswith("!"))
-
-
-def filter_matches(matchers: Sequence[silence_store.SilenceMatcher], labels: Mapping[str, str]) -> bool:
-    """Alertmanager's filter: as the matcher says, except that an empty value also accepts the label's
-    absence (`=`/`=~`) or its presence (`!=`/`!~`) — `foo=""` asks for alerts without `foo`."""
-    for m in matchers:
-        present = m.name in labels
-        if m.value == "" and present != m.is_equal:
-            continue
-        if not m(labels):
-            return False
-    return True
 
 
 # --- request helpers ---------------------------------------------------------------------------------
+
 
 def _flag(req: Request, name: str, default: bool = True) -> bool:
     values = req.query.get(name)
@@ -128,12 +100,6 @@ def _receiver_filter(req: Request) -> re.Pattern[str] | None:
         raise HTTPError(400, f"failed to parse receiver param: {exc}") from None
 
 
-def _iso(us: int) -> str:
-    """RFC 3339 in UTC with milliseconds, as Alertmanager writes times."""
-    dt = datetime.fromtimestamp(us // US, UTC).replace(microsecond=us % US)
-    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _am_errors(handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
     """Errors as a JSON string, Alertmanager's error body, so amtool shows the reason."""
 
@@ -148,6 +114,7 @@ def _am_errors(handler: Callable[[Request], Response]) -> Callable[[Request], Re
 
 
 # --- alerts ----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Listed:
@@ -182,20 +149,18 @@ class Listed:
             "annotations": annotations,
             "receivers": [{"name": n} for n in self.receivers],
             "fingerprint": r.fingerprint,
-            "startsAt": _iso(r.started_us),
-            "updatedAt": _iso(r.updated_us),
+            "startsAt": iso(r.started_us),
+            "updatedAt": iso(r.updated_us),
             # open: no end known; like an alert its source keeps re-sending, it ends "soon" unless renewed
-            "endsAt": _iso(max(now, r.updated_us) + 2 * poll_us),
+            "endsAt": iso(max(now, r.updated_us) + 2 * poll_us),
             "generatorURL": f"{cfg.base_url}/#alert-{r.instance}",
-            "status": {"state": self.state, "silencedBy": list(self.silenced_by),
-                       "inhibitedBy": list(self.inhibited_by), "mutedBy": list(self.muted_by)},
+            "status": {
+                "state": self.state,
+                "silencedBy": list(self.silenced_by),
+                "inhibitedBy": list(self.inhibited_by),
+                "mutedBy": list(self.muted_by),
+            },
         }
-
-
-def am_labels(alert: StoredAlert) -> dict[str, str]:
-    """The labels Alertmanager's tools see: those routes and silences match on (the series labels, `kind`),
-    with the rule as `alertname` and the tier as `severity`."""
-    return {**alert.labels, "alertname": alert.rule, "severity": alert.tier.label, "kind": alert.kind}
 
 
 def _receivers(routes: Iterable[Route]) -> tuple[str, ...]:
@@ -218,19 +183,27 @@ def open_alerts(daemon: Daemon, now: int) -> list[Listed]:
         thresholds = {rule.name: rule for rule in cfg.rules if isinstance(rule, ThresholdRuleConfig)}
         today = counts_today(conn, thresholds, daemon.calendar, rows, now)
     # the value now, as /api/v1/alerts reports it
-    rows = [replace(r, value=today[r.instance], peak=max(r.peak, today[r.instance])) if r.instance in today else r
-            for r in rows]
+    rows = [
+        replace(r, value=today[r.instance], peak=max(r.peak, today[r.instance])) if r.instance in today else r
+        for r in rows
+    ]
     fingerprints = {r.instance: r.fingerprint for r in rows}
     out = []
     for r in rows:
         routes = tuple(router.route(labels_of(r)))
         inhibitor = muting.inhibition.mutes(r)
-        out.append(Listed(
-            row=r, labels=am_labels(r), routes=routes, receivers=_receivers(routes),
-            silenced_by=muting.silences.all_muting(r),
-            inhibited_by=() if inhibitor is None else (fingerprints.get(inhibitor, inhibitor),),
-            muted_by=tuple(m for rt in routes for m in muting.windows.route_reasons(rt)),
-            unprocessed=r.instance in waiting))
+        out.append(
+            Listed(
+                row=r,
+                labels=am_labels(r),
+                routes=routes,
+                receivers=_receivers(routes),
+                silenced_by=muting.silences.all_muting(r),
+                inhibited_by=() if inhibitor is None else (fingerprints.get(inhibitor, inhibitor),),
+                muted_by=tuple(m for rt in routes for m in muting.windows.route_reasons(rt)),
+                unprocessed=r.instance in waiting,
+            )
+        )
     out.sort(key=lambda a: a.row.fingerprint)
     return out
 
@@ -263,11 +236,9 @@ def _wanted(req: Request, *, unprocessed_flag: bool) -> Callable[[Listed], bool]
     return keep
 
 
-_AM_NAME = {own: am for am, own in silence_store.ALIASES.items()}  # rule -> alertname, tier -> severity
-
-
-def groups_json(listed: Sequence[Listed], cfg: Config, now: int, receiver: re.Pattern[str] | None
-                ) -> list[dict[str, Any]]:
+def groups_json(
+    listed: Sequence[Listed], cfg: Config, now: int, receiver: re.Pattern[str] | None
+) -> list[dict[str, Any]]:
     """Alerts per (route group, receiver), as Sentinel's dispatcher groups them: a route's `group_by`
     labels (Sentinel's `rule` and `tier` shown as `alertname` and `severity`) for each of its receivers."""
     groups: dict[tuple[int, str, str], dict[str, Any]] = {}
@@ -275,107 +246,16 @@ def groups_json(listed: Sequence[Listed], cfg: Config, now: int, receiver: re.Pa
         own = labels_of(a.row)
         for route in a.routes:
             key, glabels = route.group_key(own)
-            shown = {_AM_NAME.get(k, k): v for k, v in glabels.items()}
+            shown = {AM_NAME.get(k, k): v for k, v in glabels.items()}
             for name in route.cfg.receivers:
                 if name == NO_RECEIVER or (receiver is not None and not receiver.fullmatch(name)):
                     continue
-                g = groups.setdefault((route.index, key, name), {"labels": shown, "routeLabels": {},
-                                                                 "receiver": {"name": name}, "alerts": []})
+                g = groups.setdefault(
+                    (route.index, key, name),
+                    {"labels": shown, "routeLabels": {}, "receiver": {"name": name}, "alerts": []},
+                )
                 g["alerts"].append(a.to_json(cfg, now))
     return [groups[k] for k in sorted(groups, key=lambda k: (k[2], k[0], json.dumps(groups[k]["labels"])))]
-
-
-# --- silences --------------------------------------------------------------------------------------
-
-_STATE_ORDER = {"active": 0, "pending": 1, "expired": 2}
-
-
-def silence_json(s: silence_store.Silence, now: int) -> dict[str, Any]:
-    return {"id": s.id, "status": {"state": s.state(now)}, "updatedAt": _iso(s.updated_us),
-            "matchers": [m.to_json() for m in s.matchers], "startsAt": _iso(s.starts_us), "endsAt": _iso(s.ends_us),
-            "createdBy": s.created_by, "comment": s.comment, "annotations": {}}
-
-
-def _sort_key(s: silence_store.Silence, now: int) -> tuple[int, int]:
-    """Alertmanager's order: active (soonest end first), pending (soonest start), expired (latest end)."""
-    state = s.state(now)
-    at = {"active": s.ends_us, "pending": s.starts_us, "expired": -s.ends_us}[state]
-    return _STATE_ORDER[state], at
-
-
-def _silence_filter_hit(s: silence_store.Silence, filters: Sequence[silence_store.SilenceMatcher]) -> bool:
-    """Alertmanager's silence filter: every filter matcher appears among the silence's matchers, same name,
-    kind and value."""
-    return all(f in s.matchers for f in filters)
-
-
-# --- the routes ------------------------------------------------------------------------------------
-
-UNROUTED = "sentinel-unrouted"
-"""`config.original`'s receiver for alerts no route matches: Sentinel tells no one of them."""
-
-
-def _am_matchers(spec: Mapping[str, MatchValue]) -> list[str]:
-    """Sentinel's route matchers (`value`, `~regex`, or a list of either) as Alertmanager's matcher text,
-    with Sentinel's label names as this API shows them (`rule` -> `alertname`, `tier` -> `severity`)."""
-    out = []
-    for name, value in spec.items():
-        items = [value] if isinstance(value, str) else list(value)
-        shown = _AM_NAME.get(name, name)
-        if len(items) == 1 and not items[0].startswith("~"):
-            out.append(f"{shown}={json.dumps(items[0], ensure_ascii=False)}")
-            continue
-        either = "|".join(v[1:] if v.startswith("~") else re.escape(v) for v in items)
-        out.append(f"{shown}=~{json.dumps(either if len(items) == 1 else f'(?:{either})', ensure_ascii=False)}")
-    return out
-
-
-def original(cfg: Config) -> str:
-    """`config.original`: Sentinel's routes, receivers (names only) and inhibitions as an Alertmanager
-    configuration, so `amtool config routes` and Grafana's notification policies can read them, under a
-    comment with the rest in brief. Never a URL, a token or a secret: receivers keep only their name.
-
-    A Sentinel route names several receivers; in Alertmanager's tree it becomes a route whose children,
-    one per receiver, all match (`continue`), so the alert reaches each. The root's receiver stands for
-    Sentinel's "no route matched: nobody is told"."""
-    router = Router(cfg)
-    comments = [f"Sentinel {__version__}'s routing in Alertmanager's form, for amtool and Grafana to read "
-                "(Sentinel's own configuration is its TOML file).",
-                *summary(cfg).splitlines()]
-    children = []
-    for route in router.routes:
-        rc = route.cfg
-        where = "default route" if route.index == IMPLICIT else f"route {route.index + 1}"
-        if rc.mute:
-            comments.append(f"{where}: muted {', '.join(map(str, rc.mute))} ({cfg.timezone})")
-        if rc.escalate_to:
-            comments.append(f"{where}: escalates to {', '.join(rc.escalate_to)} after "
-                            f"{format_duration(rc.escalate_after)} unacknowledged")
-        node: dict[str, Any] = {}
-        if rc.match:
-            node["matchers"] = _am_matchers(rc.match)
-        names = [UNROUTED if n == NO_RECEIVER else n for n in rc.receivers]
-        if len(names) == 1:
-            node["receiver"] = names[0]
-        else:
-            node["routes"] = [{"receiver": n, "continue": i < len(names) - 1} for i, n in enumerate(names)]
-        node.update({"group_by": [_AM_NAME.get(g, g) for g in rc.group_by],
-                     "group_wait": format_duration(rc.group_wait),
-                     "group_interval": format_duration(rc.group_interval),
-                     "repeat_interval": format_duration(rc.repeat_interval), "continue": rc.continue_})
-        children.append(node)
-    doc: dict[str, Any] = {
-        "route": {"receiver": UNROUTED, "routes": children},
-        "receivers": [{"name": r.name} for r in cfg.receivers] + [{"name": UNROUTED}],
-    }
-    if cfg.inhibit:
-        doc["inhibit_rules"] = [{"source_matchers": _am_matchers(i.source), "target_matchers": _am_matchers(i.target),
-                                 **({"equal": [_AM_NAME.get(e, e) for e in i.equal]} if i.equal else {})}
-                                for i in cfg.inhibit]
-    import yaml  # only when asked: PyYAML costs an idle daemon about 1 MB for one rarely read answer
-
-    header = "".join(f"# {line}\n" for line in comments)
-    return header + yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
 
 
 def register(daemon: Daemon) -> None:
@@ -388,13 +268,21 @@ def register(daemon: Daemon) -> None:
 
     def status(_req: Request) -> Response:
         cfg = daemon.cfg
-        return Response.json({
-            "cluster": {"status": "disabled", "peers": []},
-            "versionInfo": {"version": __version__, "revision": "", "branch": "", "buildUser": "sentinel",
-                            "buildDate": "", "goVersion": "none (Sentinel, Python)"},
-            "config": {"original": original(cfg)},
-            "uptime": _iso(started_us),
-        })
+        return Response.json(
+            {
+                "cluster": {"status": "disabled", "peers": []},
+                "versionInfo": {
+                    "version": __version__,
+                    "revision": "",
+                    "branch": "",
+                    "buildUser": "sentinel",
+                    "buildDate": "",
+                    "goVersion": "none (Sentinel, Python)",
+                },
+                "config": {"original": original(cfg)},
+                "uptime": iso(started_us),
+            }
+        )
 
     def receivers(_req: Request) -> Response:
         return Response.json([{"name": r.name} for r in daemon.cfg.receivers])
@@ -412,12 +300,14 @@ def register(daemon: Daemon) -> None:
 
     def get_silences(req: Request) -> Response:
         filters = _filters(req)
-        states = {state for state in _STATE_ORDER if _flag(req, state)}  # Alertmanager 0.28 and later
+        states = {state for state in STATE_ORDER if _flag(req, state)}  # Alertmanager 0.28 and later
         now = now_us(daemon.clock)
         with daemon.store.reading() as conn:
             items = silence_store.load(conn, include_expired_after_us=now - EXPIRED_KEPT_US)
-        items = sorted((s for s in items if s.state(now) in states and _silence_filter_hit(s, filters)),
-                       key=lambda s: _sort_key(s, now))
+        items = sorted(
+            (s for s in items if s.state(now) in states and silence_filter_hit(s, filters)),
+            key=lambda s: silence_order(s, now),
+        )
         return Response.json([silence_json(s, now) for s in items])
 
     def get_silence(req: Request) -> Response:
@@ -480,8 +370,9 @@ def register(daemon: Daemon) -> None:
             load(daemon.config_path)
         except ConfigError as exc:
             daemon.reload()  # logs the problems and sets sentinel_config_last_reload_successful to 0
-            raise HTTPError(500, "reload refused, the previous configuration keeps running: "
-                                 + "; ".join(exc.problems)) from None
+            raise HTTPError(
+                500, "reload refused, the previous configuration keeps running: " + "; ".join(exc.problems)
+            ) from None
         if not daemon.reload():
             raise HTTPError(500, "reload failed, the previous configuration keeps running (see the daemon's log)")
         return Response.text("OK")
@@ -497,4 +388,3 @@ def register(daemon: Daemon) -> None:
     route("GET", "/-/healthy", healthy)
     route("GET", "/-/ready", ready)
     route("POST", "/-/reload", reload, guarded=True)
-
