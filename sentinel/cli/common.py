@@ -19,7 +19,7 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
 
-def load(path: str, *, receiver_secrets: bool = True) -> Config:
+def load_or_exit(path: str, *, receiver_secrets: bool = True) -> Config:
     """The configuration, or exit 2 with its problems. Commands that never send pass
     `receiver_secrets=False`, so an unset `${VAR}` of a chat robot does not stop them."""
     from sentinel.loader import ConfigError, load
@@ -32,9 +32,9 @@ def load(path: str, *, receiver_secrets: bool = True) -> Config:
         raise SystemExit(EXIT_CONFIG) from None
 
 
-def load_client(path: str) -> ClientConfig:
+def load_client_or_exit(path: str) -> ClientConfig:
     """What `status`, `ack` and `silence` need (the API's address and token, the person's language and
-    time zone), read without the full configuration's pydantic models, or exit 2 as `load` does with
+    time zone), read without the full configuration's pydantic models, or exit 2 as `load_or_exit` does with
     the same lines for those keys. The daemon, `check` and `run` judge the rest of the file."""
     from sentinel.client_config import load_client_config
     from sentinel.config_common import ConfigError

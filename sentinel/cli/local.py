@@ -11,13 +11,13 @@ import argparse
 import codecs
 import sys
 
-from sentinel.cli.common import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, load
+from sentinel.cli.common import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, load_or_exit
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from sentinel.config import summary
 
-    cfg = load(args.config)
+    cfg = load_or_exit(args.config)
     print(f"{args.config}: OK")
     print(summary(cfg))
     return EXIT_OK
@@ -27,7 +27,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from sentinel import backtest
     from sentinel.sources.files import InputError
 
-    cfg = load(args.config, receiver_secrets=False)
+    cfg = load_or_exit(args.config, receiver_secrets=False)
     try:
         codecs.lookup(args.encoding)
     except LookupError:
@@ -76,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sentinel.sources.sql import missing_sqlite_file
     from sentinel.store import StoreError, StoreLocked, StoreUnreachable
 
-    cfg = load(args.config)
+    cfg = load_or_exit(args.config)
     problems = []
     if cfg.source is None:
         problems.append(f"{args.config}: source: a [source] section is required to run")
@@ -129,7 +129,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_notify_test(args: argparse.Namespace) -> int:
     from sentinel.notify.sample import send_test
 
-    cfg = load(args.config)
+    cfg = load_or_exit(args.config)
     try:
         receiver = cfg.receiver(args.receiver)
     except KeyError:

@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from sentinel.cli.common import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, load_client
+from sentinel.cli.common import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, load_client_or_exit
 
 if TYPE_CHECKING:
     from sentinel.client_config import ClientConfig
@@ -28,7 +28,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from sentinel.client import ApiError, call
     from sentinel.web.catalogue import Text
 
-    cfg = load_client(args.config)
+    cfg = load_client_or_exit(args.config)
     try:
         data = call(cfg, "GET", "/api/v1/status")
     except ApiError as exc:
@@ -193,7 +193,7 @@ def cmd_ack(args: argparse.Namespace) -> int:
 
     from sentinel.client import ApiError, call
 
-    cfg = load_client(args.config)
+    cfg = load_client_or_exit(args.config)
     try:
         data = call(cfg, "POST", "/api/v1/ack", {"instance": args.instance, "by": args.by or getpass.getuser()})
     except ApiError as exc:
@@ -210,7 +210,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
     from sentinel.client import ApiError, call, parse_matcher, unknown_label
     from sentinel.units import parse_duration
 
-    cfg = load_client(args.config)
+    cfg = load_client_or_exit(args.config)
     try:
         if args.silence_command == "add":
             try:
