@@ -4,13 +4,13 @@ Guarantees:
 - Every read is one range query that starts at the watermark or at the page cursor, ordered by
   `(created_at, id)`, so a poll costs what the new rows cost, not what the table holds (given the index
   `TableShape.index_statement` proposes). The cursor condition is the one each dialect turns into an
-  index range: a row comparison on PostgreSQL, two ranges on MySQL/MariaDB, a range with ties filtered
-  elsewhere.
+  index range: a row comparison on PostgreSQL, two ranges on MySQL/MariaDB, a range from the
+  cursor's time with its ties filtered on the others (SQLite).
 - Table mode reflects the table and quotes the stored names exactly; a configured table or column is
   found case-insensitively when that is unambiguous, and a missing one is named with the close matches.
-- Query mode runs the user's SELECT as written with `:since_ts`, `:since_id` and `:limit`, and learns its
-  columns from a `LIMIT 0` run; bounded reads wrap it as a derived table, never edit its text except to
-  cast a bytes parameter.
+- Query mode runs the user's SELECT with `:since_ts`, `:since_id` and `:limit` and learns its columns
+  from a `LIMIT 0` run; its text is never edited except to cast a bytes parameter (bounded reads and
+  counts wrap it as a derived table).
 - On SQLite, bytes parameters are compared as TEXT, so a cursor read back as bytes keeps its place in
   the text order.
 - Both shapes return values raw, in the positions `positions` names.
