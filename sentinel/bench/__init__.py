@@ -1,9 +1,10 @@
 """`sentinel bench NAME`: measured figures, printed and written to a JSON file (never asserted by tests).
 
 Each benchmark is a module here with `add_arguments(parser)` and `run(args) -> int`; `BENCHES` names
-them for the command line (`common` and the `latency_*` modules are their parts, not benchmarks). `sentinel bench` alone runs `engine`. The CLI imports every module here to build
-its options, `sentinel run` included, so a module's heavy imports (pyarrow, ...) belong inside the
-functions that use them, never at its top: otherwise the daemon would carry them for nothing.
+them for the command line (`common` and the `latency_*` modules are their parts, not benchmarks).
+`sentinel bench` alone runs `engine`. The CLI imports every benchmark module to build its options when the
+command is `bench`, so a module's heavy imports (pyarrow, ...) belong inside the functions that use them,
+never at its top.
 """
 
 from __future__ import annotations
