@@ -51,8 +51,18 @@ def backfill_days(cfg: Config) -> int:
 
 
 class PollCycle:
-    def __init__(self, cfg: Config, store: Store, clock: Clock, metrics: Metrics, *, source: Source,
-                 pipeline: Pipeline, vocab: Vocab, stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        clock: Clock,
+        metrics: Metrics,
+        *,
+        source: Source,
+        pipeline: Pipeline,
+        vocab: Vocab,
+        stopping: threading.Event,
+    ) -> None:
         assert cfg.source is not None
         self.cfg = cfg  # the running configuration (a reload replaces it)
         self.store = store
@@ -144,16 +154,37 @@ class PollCycle:
         finished = replay and polled.exhausted
         # the ledger knows every row after the first poll's bound: reconciliation never looks before it
         ledger_start = state.ledger_start_us if state.ledger_start_us is not None else since
-        new_state = records.SourceState(state.watermark_us, state.coverage_start_us, state.backfill_start_us,
-                                        state.backfill_done or finished, state.started_us, ledger_start)
+        new_state = records.SourceState(
+            state.watermark_us,
+            state.coverage_start_us,
+            state.backfill_start_us,
+            state.backfill_done or finished,
+            state.started_us,
+            ledger_start,
+        )
         reconciled = False
         if not replay and polled.exhausted and now >= self.next_reconcile_us:
             self._reconcile(polled, ledger_start, since, now, window)
             reconciled = True
-        quiet = (not replay and state.watermark_us is not None and not polled.entries and not polled.rejected
-                 and len(polled.batch) == 0 and ledger_start == state.ledger_start_us)
-        cycle = Cycle(polled.batch, now, self.ingest.horizon(now), replay, new_state, polled,
-                      backfill_finished=finished, quiet=quiet, late_records=polled.reconciled_records)
+        quiet = (
+            not replay
+            and state.watermark_us is not None
+            and not polled.entries
+            and not polled.rejected
+            and len(polled.batch) == 0
+            and ledger_start == state.ledger_start_us
+        )
+        cycle = Cycle(
+            polled.batch,
+            now,
+            self.ingest.horizon(now),
+            replay,
+            new_state,
+            polled,
+            backfill_finished=finished,
+            quiet=quiet,
+            late_records=polled.reconciled_records,
+        )
         self._commit(cycle, polled, window)
         self.state = new_state
         self.ingest.committed(polled, None if quiet else window)
@@ -167,8 +198,7 @@ class PollCycle:
 
     def _reconcile(self, polled: Polled, ledger_start: int, since: int, now: int, window: int) -> None:
         try:
-            found = self.ingest.reconcile(self.reconcile_bounds(ledger_start, since, now, window), now, window,
-                                          polled)
+            found = self.ingest.reconcile(self.reconcile_bounds(ledger_start, since, now, window), now, window, polled)
         except SourceUnavailable as exc:
             # the poll's rows are still committed: a failing reconciliation must never stop ingest
             log.warning("reconciliation failed; tried again after reconcile_interval", extra=fields(error=str(exc)))
@@ -189,8 +219,10 @@ class PollCycle:
             raise
         except Exception as exc:
             if isinstance(exc, SQLAlchemyError):  # the store is down, full or locked: no traceback for that
-                log.error("poll cycle could not be committed; reloading state from the store",
-                          extra=fields(error=error_line(exc)))
+                log.error(
+                    "poll cycle could not be committed; reloading state from the store",
+                    extra=fields(error=error_line(exc)),
+                )
             else:
                 log.exception("poll cycle could not be committed; reloading state from the store")
             self.hold(f"the poll's transaction failed ({type(exc).__name__}); state not reloaded yet")
@@ -255,10 +287,13 @@ class PollCycle:
             coverage: int | None = history_start_us(self.cfg.history_start, self.calendar)
         else:
             coverage = None if first is None else max(first, start)
-        log.info("first start: reading back the baseline window",
-                 extra=fields(days=days, since=self.calendar.date_of(today - days).isoformat()))
-        return records.SourceState(watermark_us=None, coverage_start_us=coverage, backfill_start_us=start,
-                                   backfill_done=False, started_us=now)
+        log.info(
+            "first start: reading back the baseline window",
+            extra=fields(days=days, since=self.calendar.date_of(today - days).isoformat()),
+        )
+        return records.SourceState(
+            watermark_us=None, coverage_start_us=coverage, backfill_start_us=start, backfill_done=False, started_us=now
+        )
 
     # --- after commit --------------------------------------------------------------------------------
     def _count(self, polled: Polled, now: int) -> None:
@@ -283,11 +318,17 @@ class PollCycle:
             m.records_rejected.labels(reason=reason).inc(n)
         if polled.reconciled:
             m.records_reconciled.inc(polled.reconciled)
-            days = sorted({"no usable time" if d < 0 else self.calendar.date_of(self.calendar.day_of(d)).isoformat()
-                           for d in polled.reconciled_days})
-            log.warning("reconciliation found rows the watermark reads had missed (committed later than "
-                        "lateness, or ordered by the database unlike their time); counted as late records",
-                        extra=fields(rows=polled.reconciled, records=polled.reconciled_records, days=days))
+            days = sorted(
+                {
+                    "no usable time" if d < 0 else self.calendar.date_of(self.calendar.day_of(d)).isoformat()
+                    for d in polled.reconciled_days
+                }
+            )
+            log.warning(
+                "reconciliation found rows the watermark reads had missed (committed later than "
+                "lateness, or ordered by the database unlike their time); counted as late records",
+                extra=fields(rows=polled.reconciled, records=polled.reconciled_records, days=days),
+            )
         if self.health.newest_us is None and self.state is not None and self.state.watermark_us is not None:
             self.health.newest_us = self.state.watermark_us
         if self.health.newest_us is not None:
