@@ -31,10 +31,24 @@ DEFAULT_LOCALE: Final = "zh_CN"
 LOCALES = ("zh_CN", "en")
 
 TOP_LEVEL_KEYS: Mapping[str, bool] = {
-    "timezone": False, "state_url": False, "listen": False, "external_url": False, "rules_dir": False,
-    "history_start": False, "notify": False, "fallback_receiver": False, "locale": False,
-    "templates_dir": False, "holidays": False, "api": True, "state": True, "source": True, "rules": True,
-    "receivers": True, "routes": True, "inhibit": True,
+    "timezone": False,
+    "state_url": False,
+    "listen": False,
+    "external_url": False,
+    "rules_dir": False,
+    "history_start": False,
+    "notify": False,
+    "fallback_receiver": False,
+    "locale": False,
+    "templates_dir": False,
+    "holidays": False,
+    "api": True,
+    "state": True,
+    "source": True,
+    "rules": True,
+    "receivers": True,
+    "routes": True,
+    "inhibit": True,
 }
 """The top-level keys, each with whether it holds keys of its own (a table or a list). The light reader
 cannot ask the pydantic model for them without importing it; a test holds this to `Config`'s fields."""
@@ -105,7 +119,7 @@ class Secret:
 
 def read_secret_file(spec: str) -> str:
     """`secret-file:/path` or `secret-file:name` (relative to systemd's $CREDENTIALS_DIRECTORY)."""
-    name = spec[len("secret-file:"):].strip()
+    name = spec[len("secret-file:") :].strip()
     path = Path(name)
     if not path.is_absolute():
         creds = os.environ.get("CREDENTIALS_DIRECTORY")
@@ -147,17 +161,20 @@ def expand_vars(text: str, strict: bool, env: Mapping[str, str] | None = None) -
 
 
 @overload
-def expand_tree(node: dict[str, RawValue], loc: str, problems: list[str], where_of: Callable[[str], str],
-                env: Mapping[str, str]) -> dict[str, RawValue]: ...
+def expand_tree(
+    node: dict[str, RawValue], loc: str, problems: list[str], where_of: Callable[[str], str], env: Mapping[str, str]
+) -> dict[str, RawValue]: ...
 
 
 @overload
-def expand_tree(node: RawValue, loc: str, problems: list[str], where_of: Callable[[str], str],
-                env: Mapping[str, str]) -> RawValue: ...
+def expand_tree(
+    node: RawValue, loc: str, problems: list[str], where_of: Callable[[str], str], env: Mapping[str, str]
+) -> RawValue: ...
 
 
-def expand_tree(node: RawValue, loc: str, problems: list[str], where_of: Callable[[str], str],
-                env: Mapping[str, str]) -> RawValue:
+def expand_tree(
+    node: RawValue, loc: str, problems: list[str], where_of: Callable[[str], str], env: Mapping[str, str]
+) -> RawValue:
     """Replace ${VAR} in every string, reporting unset variables by key path."""
     if isinstance(node, dict):
         return {k: expand_tree(v, f"{loc}.{k}" if loc else k, problems, where_of, env) for k, v in node.items()}
@@ -245,7 +262,7 @@ def config_vars(env: Mapping[str, str]) -> Iterator[tuple[str, list[str]]]:
     for name in sorted(env):
         upper = name.upper()
         if upper.startswith(ENV_PREFIX) and not upper.startswith(NOT_CONFIG_PREFIXES):
-            yield name, name[len(ENV_PREFIX):].lower().split("__")
+            yield name, name[len(ENV_PREFIX) :].lower().split("__")
 
 
 def env_problems(path: Path, env: Mapping[str, str], fields: Mapping[str, bool]) -> list[str]:
@@ -265,8 +282,10 @@ def env_problems(path: Path, env: Mapping[str, str], fields: Mapping[str, bool])
         elif len(parts) > 1 and not fields[parts[0]]:
             reason = f"unknown key: {parts[0]} is a single value, set as {ENV_PREFIX}{parts[0].upper()}"
         elif len(parts) == 1 and fields[parts[0]] and (why := _not_json(env[name])) is not None:
-            reason = (f"not JSON ({why}); set a table or list as JSON, or its keys one by one as "
-                      f"{ENV_PREFIX}{parts[0].upper()}__KEY")
+            reason = (
+                f"not JSON ({why}); set a table or list as JSON, or its keys one by one as "
+                f"{ENV_PREFIX}{parts[0].upper()}__KEY"
+            )
         else:
             continue
         problems.append(f"{path}: {key or '(top level)'}: {reason} (set by {name})")

@@ -36,8 +36,13 @@ Check = Callable[[Config], Iterable[tuple[str, str]]]
 finds in a configuration that parsed, reported with the file's own problems."""
 
 
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None, *, receiver_secrets: bool = True,
-                checks: Sequence[Check] = ()) -> Config:
+def load_config(
+    path: str | Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    receiver_secrets: bool = True,
+    checks: Sequence[Check] = (),
+) -> Config:
     """Read, expand, validate and cross-check a configuration file (and run `checks` on it).
 
     `receiver_secrets=False` is for the commands that never send (`status`, `ack`, `silence`, `backtest`):
@@ -67,12 +72,18 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None, *, r
     if isinstance(rules_dir, str):
         loaded = load_rules_dir(Path(rules_dir))
         problems += loaded.problems
-        for section, items, files, locs in (("rules", loaded.rules, loaded.rule_files, loaded.rule_locs),
-                                            ("inhibit", loaded.inhibit, loaded.inhibit_files, loaded.inhibit_locs)):
+        for section, items, files, locs in (
+            ("rules", loaded.rules, loaded.rule_files, loaded.rule_locs),
+            ("inhibit", loaded.inhibit, loaded.inhibit_files, loaded.inhibit_locs),
+        ):
             inline = raw.get(section, [])
             if items and isinstance(inline, list):
-                origins.update({f"{section}[{len(inline) + i}]": (f, loc)
-                                for i, (f, loc) in enumerate(zip(files, locs, strict=True))})
+                origins.update(
+                    {
+                        f"{section}[{len(inline) + i}]": (f, loc)
+                        for i, (f, loc) in enumerate(zip(files, locs, strict=True))
+                    }
+                )
                 raw[section] = [*inline, *items]
 
     def where_of(loc: str) -> str:
@@ -82,7 +93,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None, *, r
         if m is None or m.group(0) not in origins:
             return f"{path}: {loc or '(top level)'}"
         file, local = origins[m.group(0)]
-        rest = loc[m.end():]
+        rest = loc[m.end() :]
         return f"{file}: {(local + rest) if local else rest.lstrip('.') or '(the rule)'}"
 
     unread: list[str] = []
@@ -132,8 +143,9 @@ def _defer_secrets(node: RawValue, loc: str, env: Mapping[str, str], unread: lis
         return {k: _defer_secrets(v, f"{loc}.{k}", env, unread) for k, v in node.items()}
     if isinstance(node, list):
         return [_defer_secrets(v, f"{loc}[{i}]", env, unread) for i, v in enumerate(node)]
-    if isinstance(node, str) and (node.strip().startswith("secret-file:")
-                                  or any(m.group(1) not in env for m in VAR.finditer(node))):
+    if isinstance(node, str) and (
+        node.strip().startswith("secret-file:") or any(m.group(1) not in env for m in VAR.finditer(node))
+    ):
         unread.append(loc)
         return UNREAD_URL if re.search(r"\.urls?(\[\d+\])?$", loc) else "unread"
     return node
@@ -150,8 +162,9 @@ def _close_keys(loc: tuple[int | str, ...]) -> str:
         if not found:  # a discriminated union's tag ("threshold") is in the path but names no field
             continue
         models = found
-    return did_you_mean(str(loc[-1]), {k for m in models for name, f in m.model_fields.items()
-                                        for k in (name, f.alias) if k})
+    return did_you_mean(
+        str(loc[-1]), {k for m in models for name, f in m.model_fields.items() for k in (name, f.alias) if k}
+    )
 
 
 def _models_in(annotation: object) -> list[type[BaseModel]]:
@@ -189,5 +202,3 @@ def _takes_sub_keys(annotation: object) -> bool:
     if get_origin(annotation) is list or (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
         return True
     return any(_takes_sub_keys(a) for a in get_args(annotation) if a is not type(None))
-
-

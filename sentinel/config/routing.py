@@ -120,5 +120,3 @@ class InhibitConfig(Model):
             raise ValueError("needs at least one matcher")
         _check_matchers(v)
         return v
-
-

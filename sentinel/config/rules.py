@@ -73,8 +73,7 @@ class ThresholdRuleConfig(Model):
         if m <= f:
             raise ValueError(f"tiers.moderate ({self.tiers.moderate}) must be above factor ({self.factor})")
         if s <= m:
-            raise ValueError(f"tiers.severe ({self.tiers.severe}) must be above tiers.moderate "
-                             f"({self.tiers.moderate})")
+            raise ValueError(f"tiers.severe ({self.tiers.severe}) must be above tiers.moderate ({self.tiers.moderate})")
         return self
 
 
@@ -105,8 +104,7 @@ class StreakRuleConfig(Model):
         if self.tiers.moderate <= self.length:
             raise ValueError(f"tiers.moderate ({self.tiers.moderate}) must be above length ({self.length})")
         if self.tiers.severe <= self.tiers.moderate:
-            raise ValueError(f"tiers.severe ({self.tiers.severe}) must be above tiers.moderate "
-                             f"({self.tiers.moderate})")
+            raise ValueError(f"tiers.severe ({self.tiers.severe}) must be above tiers.moderate ({self.tiers.moderate})")
         if self.max_gap is not None and self.max_gap <= timedelta(0):
             raise ValueError("max_gap must be positive")
         return self

@@ -71,4 +71,3 @@ def load_rules_dir(directory: Path) -> RuleFiles:
         out.inhibit_files += [str(f)] * len(inhibit)
         out.inhibit_locs += [f"inhibit[{i}]" for i in range(len(inhibit))]
     return out
-

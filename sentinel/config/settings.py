@@ -53,9 +53,15 @@ class Config(BaseSettings):
     (`config_common.env_problems`), except the test suite's `SENTINEL_TEST_*`.
     """
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
-                                      frozen=True, arbitrary_types_allowed=True, case_sensitive=False,
-                                      populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        arbitrary_types_allowed=True,
+        case_sensitive=False,
+        populate_by_name=True,
+    )
     # key paths of receiver secrets left unread (`load_config(receiver_secrets=False)`)
     _unread_receiver_secrets: tuple[str, ...] = PrivateAttr(default=())
 
@@ -79,12 +85,14 @@ class Config(BaseSettings):
     inhibit: list[InhibitConfig] = []
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
-                                   init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment wins over the file (the file is passed as init values).
         return (env_settings, init_settings)
 
@@ -145,10 +153,17 @@ class Config(BaseSettings):
                 also = origin(first) if origin is not None else f"rules[{first}]"
                 yield f"rules[{i}].name", f"duplicate rule name {rule.name!r} (also {also})"
             seen.setdefault(rule.name, i)
-            if isinstance(rule, StreakRuleConfig) and rule.distinct == "customer" and self.source is not None \
-                    and self.source.table is not None and self.source.columns.customer is None:
-                yield (f"rules[{i}].distinct",
-                       "distinct = \"customer\" needs source.columns.customer (the customer column)")
+            if (
+                isinstance(rule, StreakRuleConfig)
+                and rule.distinct == "customer"
+                and self.source is not None
+                and self.source.table is not None
+                and self.source.columns.customer is None
+            ):
+                yield (
+                    f"rules[{i}].distinct",
+                    'distinct = "customer" needs source.columns.customer (the customer column)',
+                )
         names: dict[str, int] = {}
         for i, rec in enumerate(self.receivers):
             if rec.name in names:
@@ -169,12 +184,10 @@ class Config(BaseSettings):
             yield "fallback_receiver", f"unknown receiver {self.fallback_receiver!r}"
 
 
-def _rule_refs(where: str, matchers: Mapping[str, MatchValue], rules: Mapping[str, int]
-               ) -> Iterator[tuple[str, str]]:
+def _rule_refs(where: str, matchers: Mapping[str, MatchValue], rules: Mapping[str, int]) -> Iterator[tuple[str, str]]:
     value = matchers.get("rule")
     if value is None:
         return
     for v in [value] if isinstance(value, str) else value:
         if not v.startswith("~") and v not in rules:
             yield f"{where}.rule", f"unknown rule {v!r}"
-

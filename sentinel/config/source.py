@@ -48,8 +48,9 @@ class SourceConfig(Model):
             missing = [p for p in (":since_ts", ":since_id", ":limit") if p not in self.query]
             if missing:
                 raise ValueError(f"query must bind {', '.join(missing)}")
-        if self.table is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?",
-                                                         self.table):
+        if self.table is not None and not re.fullmatch(
+            r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?", self.table
+        ):
             raise ValueError(f"table {self.table!r} is not a plain (schema.)table name")
         if self.poll_interval <= timedelta(0):
             raise ValueError("poll_interval must be positive")
@@ -61,10 +62,11 @@ class SourceConfig(Model):
             raise ValueError("record_url must contain {id}")
         # PostgreSQL silently truncates channel names to 63 bytes, so a longer one would never match the
         # trigger's; identifier characters keep LISTEN and pg_notify() spelling it the same way.
-        if self.notify_channel is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]{0,62}",
-                                                                self.notify_channel):
-            raise ValueError(f"notify_channel {self.notify_channel!r} must be 1-63 letters, digits, _ or $, "
-                             "starting with a letter or _")
+        if self.notify_channel is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]{0,62}", self.notify_channel):
+            raise ValueError(
+                f"notify_channel {self.notify_channel!r} must be 1-63 letters, digits, _ or $, "
+                "starting with a letter or _"
+            )
         return self
 
 
@@ -77,8 +79,8 @@ class StateConfig(Model):
     @classmethod
     def _lease_ttl(cls, v: timedelta) -> timedelta:
         if not timedelta(seconds=2) <= v <= timedelta(minutes=10):
-            raise ValueError("lease_ttl must be between 2s and 10m (the leader renews its lease every "
-                             "lease_ttl / 5, at most every 3 s; a standby takes over after lease_ttl)")
+            raise ValueError(
+                "lease_ttl must be between 2s and 10m (the leader renews its lease every "
+                "lease_ttl / 5, at most every 3 s; a standby takes over after lease_ttl)"
+            )
         return v
-
-

@@ -23,8 +23,10 @@ def summary(cfg: Config) -> str:
     ]
     if cfg.source is not None:
         what = f"table {cfg.source.table}" if cfg.source.table else "custom query"
-        lines.append(f"source: {redact_url(cfg.source.url.get())} ({what}), poll every "
-                     f"{format_duration(cfg.source.poll_interval)}, lateness {format_duration(cfg.source.lateness)}")
+        lines.append(
+            f"source: {redact_url(cfg.source.url.get())} ({what}), poll every "
+            f"{format_duration(cfg.source.poll_interval)}, lateness {format_duration(cfg.source.lateness)}"
+        )
     if cfg.state_url is not None:
         lines.append(f"state: {redact_url(cfg.state_url.get())}")
     return "\n".join(lines)
