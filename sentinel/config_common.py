@@ -315,8 +315,9 @@ def env_values(env: Mapping[str, str], keys: Iterable[str]) -> dict[str, RawValu
         else:
             table = nested.setdefault(parts[0], {})
             for part in parts[1:-1]:
-                # a key set as text before (`SENTINEL_API__TOKEN`) stays text, and the assignment below then
-                # fails as it always has; the cast only tells the type checker what is expected here
+                # the cast checks nothing: a key on the way already set as text (`SENTINEL_API__TOKEN` beside
+                # `SENTINEL_API__TOKEN__X`) is returned as text, and the assignment below raises TypeError,
+                # as it did before these types
                 table = cast("dict[str, RawValue]", table.setdefault(part, {}))
             table[parts[-1]] = env[name]
     for key, table in nested.items():

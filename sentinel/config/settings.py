@@ -33,6 +33,8 @@ from sentinel.config_common import (
 
 
 class ApiConfig(Model):
+    """`[api]`: the bearer token of the HTTP API, and the secret and lifetime of signed acknowledgement links."""
+
     token: SecretValue | None = None
     ack_secret: SecretValue | None = None
     ack_ttl: Duration = timedelta(days=7)

@@ -80,4 +80,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
 
 
 class Model(BaseModel):
+    """Every section's base: an unknown key is an error (a typo must not pass for a default), and a loaded
+    configuration is frozen (a reload builds a new one)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
