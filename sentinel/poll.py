@@ -35,7 +35,7 @@ from sentinel.model import US, Vocab
 from sentinel.pipeline import Pipeline
 from sentinel.source_health import SourceHealth, backoff_s
 from sentinel.sources import Source, SourceUnavailable
-from sentinel.sources.sql import driver_message, url_secrets
+from sentinel.sources.sql_connect import driver_message, url_secrets
 from sentinel.stage import Cycle
 from sentinel.store import LockLost, Store, records
 from sentinel.wake import Waker
