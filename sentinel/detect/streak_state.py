@@ -2,12 +2,12 @@
 
 Guarantees:
 
-- `StreakState.fork` is a copy that shares nothing mutable with its source: feeding it (the look-ahead
-  run) leaves the source as it was.
+- `StreakState.fork` is a copy that shares nothing feeding changes (the pending batch, never changed in
+  place, is shared): feeding it (the look-ahead run) leaves the source as it was.
 - `encode` and `decode_open` / `decode_run_counts` are inverse: a restored state carries the same runs,
-  open alerts and run history as the one snapshotted (`SNAPSHOT_VERSION` 2). A version 1 snapshot, or
-  one whose `runs_key` differs (an edit changed what a run is), restores with no run history: counting
-  starts with the next full day, never from counts made under another definition.
+  open alerts and run history (the window's days) as the one snapshotted (`SNAPSHOT_VERSION` 2). A
+  version 1 snapshot, or one whose `runs_key` differs (an edit changed what a run is), restores with no
+  run history: counting starts with the next full day, never from counts made under another definition.
 - `new_in_run` and `add_counts` are vectorised over a batch and give what a record-at-a-time walk would.
 
 Everything here is a function of its arguments (the state handed in is the only thing changed): no
