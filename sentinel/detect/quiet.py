@@ -37,7 +37,16 @@ import numpy.typing as npt
 
 from sentinel.config import QuietRuleConfig
 from sentinel.days import HOUR_US
-from sentinel.detect.base import OpenAlert, RecordFilter, RuleContext, event, open_alert, sample_ids
+from sentinel.detect.base import (
+    Gauges,
+    OpenAlert,
+    RecordFilter,
+    RuleContext,
+    Snapshot,
+    event,
+    open_alert,
+    sample_ids,
+)
 from sentinel.detect.baseline import NEVER
 from sentinel.detect.series import SeriesIndex
 from sentinel.detect.threshold import baseline_days_of, lookback_days
@@ -463,6 +472,42 @@ class QuietRule:
         self._fit(state)
         self._add(state, b.ts, s, self.cal.days_of(b.ts), -1)
         self._baseline(state)
+
+    # --- the engine's `Rule` -----------------------------------------------------------------------
+    looks_ahead = False  # a quiet series is told by time alone (its records only resolve): that waits for the horizon
+
+    @property
+    def uses_holidays(self) -> bool:
+        return self.cfg.baseline_by == "day_kind"
+
+    def series_snapshot(self, state: QuietState, force: bool) -> list[list[str]] | None:
+        if not (state.series.changed or force):
+            return None
+        state.series.changed = False
+        return state.series.snapshot()
+
+    def restore_saved(self, snap: Snapshot, buckets: Buckets) -> QuietState:
+        state = self.restore(snap.core, snap.series or [], buckets)
+        state.pending = snap.pending
+        self.subtract_pending(state)
+        return state
+
+    def restore_edited(self, snap: Snapshot, buckets: Buckets, alerts: list[OpenAlert]) -> QuietState:
+        state = self.new_state()
+        if snap.clock is not None:
+            self.rebuild(state, buckets, snap.clock, {k: snap.core.get(k) for k in ("group_by", "last", "acc")})
+            state.pending = snap.pending
+            self.subtract_pending(state)
+        self.adopt(state, [a for a in alerts if set(a.labels) == set(self.cfg.group_by)])
+        return state
+
+    def rebuilt(self, buckets: Buckets, clock: int) -> QuietState:
+        state = self.new_state()
+        self.rebuild(state, buckets, clock)
+        return state
+
+    def gauges(self, state: QuietState) -> Gauges:
+        return Gauges()  # its series export no gauges (an open alert is the news)
 
 
 def _sig(x: float) -> float:
