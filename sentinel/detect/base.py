@@ -13,7 +13,7 @@ is `RuleState`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeAlias, TypeVar
 
@@ -119,30 +119,72 @@ class OpenAlert:
         return replace(self, labels=dict(self.labels), extra=dict(self.extra))
 
     def to_json(self) -> dict[str, Any]:
-        return {"labels": self.labels, "fingerprint": self.fingerprint, "instance": self.instance,
-                "started": self.started, "tier": int(self.tier), "peak": self.peak, "value": self.value,
-                "baseline": self.baseline, "unmet_since": self.unmet_since, "hold_until": self.hold_until,
-                "extra": self.extra}
+        return {
+            "labels": self.labels,
+            "fingerprint": self.fingerprint,
+            "instance": self.instance,
+            "started": self.started,
+            "tier": int(self.tier),
+            "peak": self.peak,
+            "value": self.value,
+            "baseline": self.baseline,
+            "unmet_since": self.unmet_since,
+            "hold_until": self.hold_until,
+            "extra": self.extra,
+        }
 
     @staticmethod
     def from_json(d: Mapping[str, Any]) -> OpenAlert:
-        return OpenAlert(dict(d["labels"]), d["fingerprint"], d["instance"], int(d["started"]), Tier(d["tier"]),
-                         float(d["peak"]), float(d.get("value", 0.0)), d.get("baseline"), d.get("unmet_since"),
-                         d.get("hold_until"), dict(d.get("extra") or {}))
+        return OpenAlert(
+            dict(d["labels"]),
+            d["fingerprint"],
+            d["instance"],
+            int(d["started"]),
+            Tier(d["tier"]),
+            float(d["peak"]),
+            float(d.get("value", 0.0)),
+            d.get("baseline"),
+            d.get("unmet_since"),
+            d.get("hold_until"),
+            dict(d.get("extra") or {}),
+        )
 
 
-def open_alert(rule: str, labels: dict[str, str], at: int, tier: Tier, value: float,
-               baseline: float | None) -> OpenAlert:
+def open_alert(
+    rule: str, labels: dict[str, str], at: int, tier: Tier, value: float, baseline: float | None
+) -> OpenAlert:
     fp = fingerprint(rule, labels)
     return OpenAlert(labels, fp, instance_id(fp, at), at, tier, value, value, baseline)
 
 
-def event(rule: str, kind: str, state: EventState, alert: OpenAlert, at: int, value: float,
-          baseline: float | None, ratio: float | None, p: float | None = None,
-          extra: Mapping[str, Any] | None = None) -> Event:
-    return Event(at=at, rule=rule, kind=kind, state=state, tier=alert.tier, labels=dict(alert.labels),
-                 value=value, baseline=baseline, ratio=ratio, fingerprint=alert.fingerprint,
-                 instance=alert.instance, started=alert.started, p=p, extra=dict(extra or {}))
+def event(
+    rule: str,
+    kind: str,
+    state: EventState,
+    alert: OpenAlert,
+    at: int,
+    value: float,
+    baseline: float | None,
+    ratio: float | None,
+    p: float | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Event:
+    return Event(
+        at=at,
+        rule=rule,
+        kind=kind,
+        state=state,
+        tier=alert.tier,
+        labels=dict(alert.labels),
+        value=value,
+        baseline=baseline,
+        ratio=ratio,
+        fingerprint=alert.fingerprint,
+        instance=alert.instance,
+        started=alert.started,
+        p=p,
+        extra=dict(extra or {}),
+    )
 
 
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
@@ -186,7 +228,6 @@ class Gauges:
     runs: list[tuple[dict[str, str], int]] = field(default_factory=list)  # streak: labels, current run length
 
 
-
 class RuleState(Protocol):
     """What the engine reads and sets of every rule's state."""
 
@@ -201,6 +242,14 @@ class RuleState(Protocol):
 
 
 S = TypeVar("S", bound=RuleState)
+
+
+def resumed(state: S, pending: Batch, subtract: Callable[[S], None]) -> S:
+    """`state` rebuilt from buckets that count the records still pending when it was saved: they wait
+    again, and `subtract` takes them back out of its counts (they are counted when they are fed)."""
+    state.pending = pending
+    subtract(state)
+    return state
 
 
 class Rule(Protocol[S]):

@@ -27,8 +27,17 @@ from sentinel.detect.streak import StreakRule, StreakState
 from sentinel.detect.threshold import ThresholdRule, ThresholdState, lookback_days
 from sentinel.model import Batch, Buckets, Event, EventState, Vocab
 
-__all__ = ["AnyRule", "AnyState", "Engine", "Snapshot", "history_days", "make_slot", "resolve_removed", "rule_hash",
-           "sort_events"]
+__all__ = [
+    "AnyRule",
+    "AnyState",
+    "Engine",
+    "Snapshot",
+    "history_days",
+    "make_slot",
+    "resolve_removed",
+    "rule_hash",
+    "sort_events",
+]
 
 AnyState = ThresholdState | StreakState | QuietState
 AnyRule = Rule[ThresholdState] | Rule[StreakState] | Rule[QuietState]
@@ -110,8 +119,9 @@ def sort_events(events: list[Event], order: dict[str, int]) -> list[Event]:
     """One deterministic order, whatever the batch split: time, rule, series, the older instance first
     (an alert resolving as a new one of its series opens), and within one instance firing, upgraded,
     resolved (a quiet series told at the instant a complaint arrives)."""
-    return sorted(events, key=lambda e: (e.at, order.get(e.rule, 1 << 30), e.fingerprint, e.started,
-                                         _STATE_RANK[e.state]))
+    return sorted(
+        events, key=lambda e: (e.at, order.get(e.rule, 1 << 30), e.fingerprint, e.started, _STATE_RANK[e.state])
+    )
 
 
 class Engine:
@@ -237,8 +247,11 @@ class Engine:
                 events += self._restore_edited(slot, snap, buckets)
                 # alerts told ahead under the old definition that it never settled: closed with it
                 at = snap.clock or 0
-                events += [la.retraction(name, t, at, "rule changed") for t in map(Told.from_json, snap.ahead)
-                           if t.opened and not t.matched]
+                events += [
+                    la.retraction(name, t, at, "rule changed")
+                    for t in map(Told.from_json, snap.ahead)
+                    if t.opened and not t.matched
+                ]
             elif now_horizon is not None:
                 slot.rebuild(buckets, now_horizon)
         return sort_events(events, self.order)
@@ -249,8 +262,11 @@ class Engine:
         slot.restore_edited(snap, buckets, old_alerts)
         kept = {a.fingerprint for a in slot.state.alerts.values()}
         at = snap.clock if snap.clock is not None else 0
-        return [resolve_removed(slot.rule.name, slot.rule.kind, a, at, "rule changed") for a in old_alerts
-                if a.fingerprint not in kept]
+        return [
+            resolve_removed(slot.rule.name, slot.rule.kind, a, at, "rule changed")
+            for a in old_alerts
+            if a.fingerprint not in kept
+        ]
 
 
 def _calendar_of(rule: AnyRule, ctx: RuleContext) -> str:
@@ -262,8 +278,18 @@ def _calendar_of(rule: AnyRule, ctx: RuleContext) -> str:
 
 
 def resolve_removed(rule: str, kind: str, alert: OpenAlert, at: int, reason: str) -> Event:
-    return event(rule, kind, EventState.RESOLVED, alert, at, alert.peak, alert.baseline, None, None,
-                 {"reason": reason, "peak": alert.peak, "duration_s": max(0, at - alert.started) // 1_000_000})
+    return event(
+        rule,
+        kind,
+        EventState.RESOLVED,
+        alert,
+        at,
+        alert.peak,
+        alert.baseline,
+        None,
+        None,
+        {"reason": reason, "peak": alert.peak, "duration_s": max(0, at - alert.started) // 1_000_000},
+    )
 
 
 def _alerts_in(core: Mapping[str, JsonValue]) -> list[OpenAlert]:

@@ -30,25 +30,18 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from sentinel.config import StreakRuleConfig
-from sentinel.detect.base import (
-    SAMPLES,
-    Gauges,
-    OpenAlert,
-    RecordFilter,
-    RuleContext,
-    Snapshot,
-    event,
-    open_alert,
-    sample_ids,
-)
+from sentinel.detect.base import SAMPLES, Gauges, OpenAlert, RecordFilter, RuleContext, event, open_alert, sample_ids
 from sentinel.detect.series import SeriesIndex
 from sentinel.model import US, Batch, Buckets, Event, EventState, IntArray, Tier
+
+if TYPE_CHECKING:
+    from sentinel.detect.base import Snapshot
 
 SNAPSHOT_VERSION = 2
 """2: the snapshot carries the daily run counts (`run_counts`, `counted_from`)."""
@@ -573,11 +566,10 @@ class StreakRule:
         if snap.clock is not None:
             state.clock, state.day = snap.clock, self.cal.day_of(snap.clock)
             self.restore_runs(state, snap.core)  # kept when the edit did not change what a run is
-        for alert in alerts:
-            if set(alert.labels) == {self.cfg.field, *self.cfg.scope}:
-                scope = self.vocab.code(alert.labels[self.scope_field]) if self.scope_field else 0
-                alert.hold_until = alert.hold_until or state.clock
-                state.alerts[(scope, self.vocab.code(alert.labels[self.cfg.field]))] = alert
+        for alert in [a for a in alerts if set(a.labels) == {self.cfg.field, *self.cfg.scope}]:
+            scope = self.vocab.code(alert.labels[self.scope_field]) if self.scope_field else 0
+            alert.hold_until = alert.hold_until or state.clock
+            state.alerts[(scope, self.vocab.code(alert.labels[self.cfg.field]))] = alert
         self.rebuild_shares(state, buckets)
         return state
 

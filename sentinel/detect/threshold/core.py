@@ -71,16 +71,30 @@ class ThresholdCore:
     def fork(self, state: ThresholdState) -> ThresholdState:
         """A copy to run ahead on: arrays and alerts copied, the series index forked."""
         return ThresholdState(
-            series=state.series.fork(), clock=state.clock, pending=state.pending, day=state.day,
+            series=state.series.fork(),
+            clock=state.clock,
+            pending=state.pending,
+            day=state.day,
             counts={d: a.copy() for d, a in state.counts.items()},
             # hourly arrays are shared: the fork copies one before it first changes it (see add)
-            hourly=dict(state.hourly), shared_hourly=set(state.hourly),
+            hourly=dict(state.hourly),
+            shared_hourly=set(state.hourly),
             hour_totals={d: a.copy() for d, a in state.hour_totals.items()},
-            hours={h: a.copy() for h, a in state.hours.items()}, window=state.window.copy(),
-            base=Baselines(state.base.num.copy(), state.base.den), fire_at=state.fire_at.copy(),
-            mod_at=state.mod_at.copy(), sev_at=state.sev_at.copy(), p_done=state.p_done.copy(),
-            profile=state.profile.copy(), profile_den=state.profile_den, shape=state.shape, warm=state.warm,
-            alerts={x: a.copy() for x, a in state.alerts.items()}, t_unmet=dict(state.t_unmet), late=state.late)
+            hours={h: a.copy() for h, a in state.hours.items()},
+            window=state.window.copy(),
+            base=Baselines(state.base.num.copy(), state.base.den),
+            fire_at=state.fire_at.copy(),
+            mod_at=state.mod_at.copy(),
+            sev_at=state.sev_at.copy(),
+            p_done=state.p_done.copy(),
+            profile=state.profile.copy(),
+            profile_den=state.profile_den,
+            shape=state.shape,
+            warm=state.warm,
+            alerts={x: a.copy() for x, a in state.alerts.items()},
+            t_unmet=dict(state.t_unmet),
+            late=state.late,
+        )
 
     def _init(self, state: ThresholdState, at: int) -> None:
         if state.clock is None:
@@ -102,10 +116,10 @@ class ThresholdCore:
         state.window = grow(state.window, n)
         num = grow(state.base.num, n)
         state.base = Baselines(num, state.base.den)
-        state.profile = (np.concatenate([state.profile, np.zeros((n - old, 25), dtype=np.int64)])
-                         if n > old else state.profile)
-        fire, mod, sev, _ = self._thresholds(Baselines(np.zeros(n - old, dtype=np.int64), state.base.den),
-                                             state.warm)
+        state.profile = (
+            np.concatenate([state.profile, np.zeros((n - old, 25), dtype=np.int64)]) if n > old else state.profile
+        )
+        fire, mod, sev, _ = self._thresholds(Baselines(np.zeros(n - old, dtype=np.int64), state.base.den), state.warm)
         state.fire_at = np.concatenate([state.fire_at, fire])
         state.mod_at = np.concatenate([state.mod_at, mod])
         state.sev_at = np.concatenate([state.sev_at, sev])
@@ -146,9 +160,11 @@ class ThresholdCore:
         available = self.ctx.full_days_before(day)
         state.warm = available >= self.cfg.min_history_days  # with no day yet, every series is floor-decided
         days = self.baseline_days_of(day, available)
-        daily = (np.stack([grow(state.counts.get(d, np.zeros(0, dtype=np.int64)), n_series) for d in days],
-                          axis=1)
-                 if days else np.zeros((n_series, 0), dtype=np.int64))
+        daily = (
+            np.stack([grow(state.counts.get(d, np.zeros(0, dtype=np.int64)), n_series) for d in days], axis=1)
+            if days
+            else np.zeros((n_series, 0), dtype=np.int64)
+        )
         state.base = baselines(daily, self.cfg.baseline)
         state.fire_at, state.mod_at, state.sev_at, _ = self._thresholds(state.base, state.warm)
         state.p_done = np.full(n_series, self.cfg.max_p is None)
@@ -215,8 +231,15 @@ class ThresholdCore:
         for pos in cand[np.argsort(order[cand], kind="stable")].tolist():
             x = int(ss[pos])
             lo = max(int(group_start[pos]), pos - SAMPLES + 1)
-            events += self.raise_alert(state, x, int(level[pos]), int(count[pos]), int(batch.ts[order[pos]]),
-                                       state.base.value(x), batch.ids[order[lo:pos + 1]])
+            events += self.raise_alert(
+                state,
+                x,
+                int(level[pos]),
+                int(count[pos]),
+                int(batch.ts[order[pos]]),
+                state.base.value(x),
+                batch.ids[order[lo : pos + 1]],
+            )
         return events
 
     def _levels(self, count: IntArray, ss: IntArray, state: ThresholdState) -> IntArray:
@@ -233,8 +256,16 @@ class ThresholdCore:
         state.sev_at[x] = max(int(state.sev_at[x]), fire)
         state.p_done[x] = True
 
-    def raise_alert(self, state: ThresholdState, x: int, level: int, value: float, at: int,
-                    baseline: float, samples: npt.NDArray[Any]) -> list[Event]:
+    def raise_alert(
+        self,
+        state: ThresholdState,
+        x: int,
+        level: int,
+        value: float,
+        at: int,
+        baseline: float,
+        samples: npt.NDArray[Any],
+    ) -> list[Event]:
         """Open the series' alert or move it up a tier."""
         ratio = value / baseline if baseline > 0 else None
         p = poisson_sf(round(value), baseline) if self.cfg.max_p is not None else None
@@ -253,8 +284,20 @@ class ThresholdCore:
         alert.peak = max(alert.peak, value)
         alert.unmet_since = None
         facts = self.facts(state, x, round(value), at)
-        return [event(self.name, self.kind, st, alert, at, value, baseline, round4(ratio), p,
-                      {**facts, "samples": sample_ids(samples)})]
+        return [
+            event(
+                self.name,
+                self.kind,
+                st,
+                alert,
+                at,
+                value,
+                baseline,
+                round4(ratio),
+                p,
+                {**facts, "samples": sample_ids(samples)},
+            )
+        ]
 
     def facts(self, state: ThresholdState, x: int, count: int, at: int) -> dict[str, Any]:
         """What an event of series x says besides its figures: the mode, the baseline days, the mode's own."""
@@ -267,7 +310,7 @@ class ThresholdCore:
             return
         n = len(state.series)
         one_day = int(days.min()) == int(days.max())  # the usual batch: no mask, no sort for unique
-        for d in ([int(days[0])] if one_day else np.unique(days).tolist()):
+        for d in [int(days[0])] if one_day else np.unique(days).tolist():
             m: npt.NDArray[np.bool_] | slice = slice(None) if one_day else days == d
             if d not in state.counts:
                 if state.day is None or d < state.day - self.window_days or d > state.day:
@@ -341,10 +384,18 @@ class ThresholdCore:
     def resolve(self, state: ThresholdState, x: int, at: int, reason: str) -> Event:
         alert = state.alerts.pop(x)
         state.t_unmet.pop(x, None)
-        return event(self.name, self.kind, EventState.RESOLVED, alert, at, alert.value, alert.baseline,
-                     round4(alert.value / alert.baseline) if alert.baseline else None, None,
-                     {"mode": self.cfg.mode, "reason": reason, "peak": alert.peak,
-                      "duration_s": (at - alert.started) // US})
+        return event(
+            self.name,
+            self.kind,
+            EventState.RESOLVED,
+            alert,
+            at,
+            alert.value,
+            alert.baseline,
+            round4(alert.value / alert.baseline) if alert.baseline else None,
+            None,
+            {"mode": self.cfg.mode, "reason": reason, "peak": alert.peak, "duration_s": (at - alert.started) // US},
+        )
 
     def update_peaks(self, state: ThresholdState) -> None:
         """The day (or window) ending: each open alert's peak takes its series' count."""

@@ -89,7 +89,8 @@ class DayMode:
         assert state.day is not None
         rule = self.rule
         days = rule.baseline_days_of(state.day, rule.ctx.full_days_before(state.day))
-        own = projection.cumulative([state.hourly[d][x] for d in days
-                                     if d in state.hourly and x < len(state.hourly[d])])
+        own = projection.cumulative(
+            [state.hourly[d][x] for d in days if d in state.hourly and x < len(state.hourly[d])]
+        )
         wall = int(rule.cal.wall_seconds_of(np.asarray([at], dtype=np.int64))[0])
         return projection.projected(count, own, state.shape, wall)

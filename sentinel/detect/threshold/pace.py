@@ -46,8 +46,11 @@ class PaceMode:
         cums = []
         for d in days:
             got = state.hourly.get(d)
-            h = (np.zeros((n_series, 24), dtype=np.int64) if got is None
-                 else grow2(got, n_series)[:n_series].astype(np.int64))
+            h = (
+                np.zeros((n_series, 24), dtype=np.int64)
+                if got is None
+                else grow2(got, n_series)[:n_series].astype(np.int64)
+            )
             cums.append(np.concatenate([np.zeros((n_series, 1), dtype=np.int64), np.cumsum(h, axis=1)], axis=1))
         stack = np.stack(cums, axis=2)  # [series, 25, days]
         if self.rule.cfg.baseline == "median":
@@ -79,8 +82,11 @@ class PaceMode:
         mc = rule.cfg.min_count
         floor = f.numerator * en < mc * f.denominator * ed
         fires = (count * ed * f.denominator > f.numerator * en) & (count >= mc)
-        by_ratio = (1 + (count * ed * m.denominator >= m.numerator * en).astype(np.int64)
-                    + (count * ed * sv.denominator >= sv.numerator * en))
+        by_ratio = (
+            1
+            + (count * ed * m.denominator >= m.numerator * en).astype(np.int64)
+            + (count * ed * sv.denominator >= sv.numerator * en)
+        )
         by_count = 2 + (count >= rule.floor_severe).astype(np.int64)
         return np.where(fires, np.where(floor, by_count, by_ratio), 0)
 
@@ -107,8 +113,9 @@ class PaceMode:
                 c, n_k, lv = int(count[k]), int(en[k]), int(level[k])
                 e = n_k / ed
                 if lv > (int(alert.tier) if alert else 0) and (max_p is None or poisson_sf(c, e) <= max_p):
-                    events += rule.raise_alert(state, x, lv, c, t, e,
-                                               batch.ids[order[mine[max(0, j - SAMPLES + 1):j + 1]]])
+                    events += rule.raise_alert(
+                        state, x, lv, c, t, e, batch.ids[order[mine[max(0, j - SAMPLES + 1) : j + 1]]]
+                    )
                     alert = state.alerts[x]
                 if alert is None:
                     continue

@@ -15,7 +15,7 @@ import numpy as np
 
 from sentinel.config import ThresholdRuleConfig
 from sentinel.days import HOUR_US
-from sentinel.detect.base import Gauges, OpenAlert, RuleContext, SeriesGauge, Snapshot
+from sentinel.detect.base import Gauges, OpenAlert, RuleContext, SeriesGauge, Snapshot, resumed
 from sentinel.detect.baseline import NEVER
 from sentinel.detect.threshold.core import ThresholdCore
 from sentinel.detect.threshold.day import DayMode
@@ -51,8 +51,9 @@ class ThresholdRule(ThresholdCore):
             "day": state.day,
             "alerts": {self._key(state, x): a.to_json() for x, a in state.alerts.items()},
             "t_unmet": {self._key(state, x): t for x, t in state.t_unmet.items()},
-            "p_done": sorted(int(x) for x in np.flatnonzero(state.p_done & (state.fire_at < NEVER))
-                             if self.cfg.max_p is not None),
+            "p_done": sorted(
+                int(x) for x in np.flatnonzero(state.p_done & (state.fire_at < NEVER)) if self.cfg.max_p is not None
+            ),
         }
 
     def restore(self, snap: Mapping[str, Any], series: list[list[str]], buckets: Buckets) -> ThresholdState:
@@ -80,12 +81,15 @@ class ThresholdRule(ThresholdCore):
         start = self.cal.day_start(day - self.window_days)
         state.clock = clock
         sel = buckets.hour_us >= start
-        hours, types, chans, counts = (buckets.hour_us[sel], buckets.type[sel], buckets.channel[sel],
-                                       buckets.count[sel])
+        hours, types, chans, counts = (
+            buckets.hour_us[sel],
+            buckets.type[sel],
+            buckets.channel[sel],
+            buckets.count[sel],
+        )
         keep = np.ones(len(hours), dtype=bool)
         if self.filter.active:
-            probe = Batch(np.zeros(len(hours), dtype=np.int64), hours, types.astype(np.int32),
-                          chans.astype(np.int32))
+            probe = Batch(np.zeros(len(hours), dtype=np.int64), hours, types.astype(np.int32), chans.astype(np.int32))
             keep = self.filter.mask(probe)
         hours, types, chans, counts = hours[keep], types[keep], chans[keep], counts[keep]
         s = state.series.of_codes(types, chans)
@@ -99,8 +103,9 @@ class ThresholdRule(ThresholdCore):
             state.counts[d] = np.bincount(s[m], weights=counts[m], minlength=n).astype(np.int64)
             if self.mode.hourly:
                 wall = np.minimum(self.cal.wall_seconds_of(hours[m]) // HOUR_US, 23)
-                state.hourly[d] = np.bincount(s[m] * 24 + wall, weights=counts[m],
-                                              minlength=n * 24).astype(np.int32).reshape(n, 24)
+                state.hourly[d] = (
+                    np.bincount(s[m] * 24 + wall, weights=counts[m], minlength=n * 24).astype(np.int32).reshape(n, 24)
+                )
                 state.hour_totals[d] = state.hourly[d].sum(axis=0, dtype=np.int64)
         self.mode.rebuilt(state, hours, s, counts, clock)
         self.start_day(state, day)
@@ -130,24 +135,16 @@ class ThresholdRule(ThresholdCore):
 
     # --- the engine's `Rule` -----------------------------------------------------------------------
     def series_snapshot(self, state: ThresholdState, force: bool) -> list[list[str]] | None:
-        if not (state.series.changed or force):
-            return None
-        state.series.changed = False
-        return state.series.snapshot()
+        return state.series.changes(force)
 
     def restore_saved(self, snap: Snapshot, buckets: Buckets) -> ThresholdState:
-        state = self.restore(snap.core, snap.series or [], buckets)
-        state.pending = snap.pending
-        self.subtract_pending(state)
-        return state
+        return resumed(self.restore(snap.core, snap.series or [], buckets), snap.pending, self.subtract_pending)
 
     def restore_edited(self, snap: Snapshot, buckets: Buckets, alerts: list[OpenAlert]) -> ThresholdState:
         state = self.new_state()
         if snap.clock is not None:
             self.rebuild(state, buckets, snap.clock)
-            # pending records of the old definition are re-fed as new ones
-            state.pending = snap.pending
-            self.subtract_pending(state)
+            resumed(state, snap.pending, self.subtract_pending)  # re-fed as records of the new definition
         group_by = self.cfg.group_by
         keep = {tuple(a.labels.get(g, "") for g in group_by): a for a in alerts if set(a.labels) == set(group_by)}
         for key, alert in keep.items():
@@ -161,5 +158,4 @@ class ThresholdRule(ThresholdCore):
         return state
 
     def gauges(self, state: ThresholdState) -> Gauges:
-        return Gauges(folded=state.series.folded,
-                      series=[SeriesGauge(*view) for view in self.series_view(state)])
+        return Gauges(folded=state.series.folded, series=[SeriesGauge(*view) for view in self.series_view(state)])

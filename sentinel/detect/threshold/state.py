@@ -32,8 +32,9 @@ def lookback_days(cfg: ThresholdRuleConfig | QuietRuleConfig) -> int:
     return cfg.baseline_days
 
 
-def baseline_days_of(cfg: ThresholdRuleConfig | QuietRuleConfig, day_kind: Callable[[int], str], day: int,
-                     available: int) -> list[int]:
+def baseline_days_of(
+    cfg: ThresholdRuleConfig | QuietRuleConfig, day_kind: Callable[[int], str], day: int, available: int
+) -> list[int]:
     """The full days whose counts make `day`'s baseline, oldest first (`baseline_by`): the last
     `baseline_days`, those of the same kind of day, or the same weekday of the last `baseline_weeks`."""
     n = min(available, lookback_days(cfg))
@@ -42,7 +43,7 @@ def baseline_days_of(cfg: ThresholdRuleConfig | QuietRuleConfig, day_kind: Calla
     if cfg.baseline_by == "day_kind":
         kind = day_kind(day)
         same = [d for d in range(day - n, day) if day_kind(d) == kind]
-        return same[-cfg.baseline_days:]
+        return same[-cfg.baseline_days :]
     return list(range(day - n, day))
 
 
