@@ -283,11 +283,11 @@ class Rule(Protocol[S]):
         """An independent copy of `state`: feeding it leaves `state` unchanged (the look-ahead run)."""
         ...
 
-    def live(self, state: S) -> list[tuple[OpenAlert, dict[str, Any]]]:
+    def live(self, state: S) -> list[tuple[OpenAlert, dict[str, JsonValue]]]:
         """Open alerts a person can still act on, with what the rule says about each."""
         ...
 
-    def snapshot(self, state: S) -> dict[str, Any]:
+    def snapshot(self, state: S) -> dict[str, JsonValue]:
         """What only the state knows (JSON): its clock, open alerts, and what buckets cannot give back."""
         ...
 

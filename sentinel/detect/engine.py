@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic
+from typing import Generic
 
 from sentinel.config import Config, QuietRuleConfig, RuleConfig, StreakRuleConfig, ThresholdRuleConfig
 from sentinel.detect import ahead as la
@@ -61,7 +61,7 @@ class Slot(Generic[S]):
     def fork(self) -> Slot[S]:
         return Slot(self.rule, self.rule.fork(self.state), self.told)
 
-    def live(self) -> list[tuple[OpenAlert, dict[str, Any]]]:
+    def live(self) -> list[tuple[OpenAlert, dict[str, JsonValue]]]:
         return self.rule.live(self.state)
 
     def gauges(self) -> Gauges:
@@ -217,10 +217,10 @@ class Engine:
             out += [(slot.rule, a) for a in slot.state.alerts.values()]
         return out
 
-    def live_alerts(self) -> list[tuple[AnyRule, OpenAlert, dict[str, Any]]]:
+    def live_alerts(self) -> list[tuple[AnyRule, OpenAlert, dict[str, JsonValue]]]:
         """Open alerts a person can still act on, with what each rule says about them (the first start
         hands on only these: a streak whose run is still going, a surge meeting its condition today)."""
-        out: list[tuple[AnyRule, OpenAlert, dict[str, Any]]] = []
+        out: list[tuple[AnyRule, OpenAlert, dict[str, JsonValue]]] = []
         for slot in self.slots:
             out += [(slot.rule, a, facts) for a, facts in slot.live()]
         return out
