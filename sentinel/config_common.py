@@ -275,12 +275,17 @@ def env_problems(path: Path, env: Mapping[str, str], fields: Mapping[str, bool])
     reads `SENTINEL_API` as JSON, raising an exception of its own on anything else.
     """
     problems = []
+    values = {tuple(parts): name for name, parts in config_vars(env)}  # key path -> the variable setting it
     for name, parts in config_vars(env):
         key = ".".join(parts)
+        # `SENTINEL_API__TOKEN` beside `SENTINEL_API__TOKEN__X`: one sets a single value, the other a key in it
+        inside = next((values[tuple(parts[:k])] for k in range(2, len(parts)) if tuple(parts[:k]) in values), None)
         if parts[0] not in fields:
             reason = "unknown key"
         elif len(parts) > 1 and not fields[parts[0]]:
             reason = f"unknown key: {parts[0]} is a single value, set as {ENV_PREFIX}{parts[0].upper()}"
+        elif inside is not None:
+            reason = f"unknown key: {'.'.join(parts[:-1])} is a single value, set by {inside}"
         elif len(parts) == 1 and fields[parts[0]] and (why := _not_json(env[name])) is not None:
             reason = (
                 f"not JSON ({why}); set a table or list as JSON, or its keys one by one as "
@@ -315,9 +320,8 @@ def env_values(env: Mapping[str, str], keys: Iterable[str]) -> dict[str, RawValu
         else:
             table = nested.setdefault(parts[0], {})
             for part in parts[1:-1]:
-                # the cast checks nothing: a key on the way already set as text (`SENTINEL_API__TOKEN` beside
-                # `SENTINEL_API__TOKEN__X`) is returned as text, and the assignment below raises TypeError,
-                # as it did before these types
+                # a key on the way set as text (`SENTINEL_API__TOKEN` beside `SENTINEL_API__TOKEN__X`) is a
+                # problem `env_problems` reports, so every key on the way here is a table
                 table = cast("dict[str, RawValue]", table.setdefault(part, {}))
             table[parts[-1]] = env[name]
     for key, table in nested.items():

@@ -48,6 +48,7 @@ BAD = [
     ('', {"SENTINEL_API": "not json"}),  # a traceback of pydantic-settings before
     ('', {"SENTINEL_API": '{"token": "${T_CLIENT_UNSET}"}'}),
     ('', {"SENTINEL_BOGUS": "1"}),
+    ('', {"SENTINEL_API__TOKEN": "x", "SENTINEL_API__TOKEN__X": "y"}),  # a traceback of `status` before
     ('', {"SENTINEL_TIMEZONE__NAME": "UTC"}),
     ('[api]\ntoken = "${T_CLIENT_UNSET}"\n', {"SENTINEL_BOGUS": "1"}),
 ]
