@@ -23,14 +23,13 @@ independent estimate worth `prior_days` days of observation,
 so a rule with no history (a new rule, a first start) relies on the independent estimate, and a new type
 (no share, no runs) can still fire. The run counts cannot be rebuilt from the hourly buckets; they are
 part of the rule's snapshot (version 2; an older snapshot restores with no run history), whose codec is in
-`detect.streak_state` with the rule's state and its vectorised counting: this module is the rule itself.
+`detect.streak_state` with the rule's state, its vectorised counting and the blend above (`normality`):
+this module is the rule itself.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,6 +39,7 @@ from sentinel.config import StreakRuleConfig
 from sentinel.detect.base import SAMPLES, Gauges, OpenAlert, RecordFilter, RuleContext, event, open_alert, sample_ids
 from sentinel.detect.series import SeriesIndex
 from sentinel.detect.streak_state import (
+    Normality,
     Run,
     StreakState,
     add_counts,
@@ -49,6 +49,7 @@ from sentinel.detect.streak_state import (
     decode_run_counts,
     encode,
     new_in_run,
+    normality,
 )
 from sentinel.model import US, Batch, Buckets, Event, EventState, IntArray, Tier
 
@@ -297,45 +298,12 @@ class StreakRule:
 
     def _chance(self, scope: int, value: int, length: int, state: StreakState) -> Normality:
         """How normal a run of `length` of this value is, from the history before today."""
-        assert state.day is not None and state.shares is not None
+        assert state.day is not None
         n = min(self.ctx.full_days_before(state.day), self.window)
         if n <= 0:
             return Normality()
-        labels = self.labels(scope, value)
-        shares = state.shares
-        mine_idx = shares.admit(tuple(labels[g] for g in shares.group_by))
-        in_scope: npt.NDArray[np.bool_] | None = None
-        field_name = self.scope_field
-        want = labels[field_name] if field_name is not None else None
-        total = mine = 0
-        for d in range(state.day - n, state.day):
-            c = state.counts.get(d)
-            if c is None:
-                continue
-            cached = state.day_totals.get((d, want))
-            if cached is not None and cached[0] is c:
-                total += cached[1]
-            else:
-                if field_name is not None and in_scope is None:
-                    in_scope = np.fromiter((lab[field_name] == want for lab in shares.labels), dtype=bool,
-                                           count=len(shares.labels))
-                day_total = int(c.sum()) if in_scope is None else int(c[in_scope[: len(c)]].sum())
-                state.day_totals[(d, want)] = (c, day_total)
-                total += day_total
-            mine += int(c[mine_idx]) if mine_idx < len(c) else 0
-        if total == 0:
-            return Normality()
-        share = mine / total
-        independent = (total / n) * (1 - share) * share ** length
-        seen = self._days_counted(state, n)
-        runs = sum(state.run_counts.get(d, {}).get((scope, value), 0) for d in range(state.day - seen, state.day))
-        prior = self.cfg.prior_days
-        expected = (runs + prior * independent) / (seen + prior) if seen + prior > 0 else independent
-        # chance: the per-record probability of such a run starting that the expectation implies
-        starts = (total / n) * (1 - share)
-        chance = min(1.0, expected / starts) if starts > 0 else share ** length
-        return Normality(_sig(chance), _sig(expected), _sig(independent),
-                         _sig(runs / seen) if seen else None, runs, seen)
+        return normality(state, (scope, value), self.labels(scope, value), self.scope_field, length, n,
+                         self._days_counted(state, n), self.cfg.prior_days)
 
     def _days_counted(self, state: StreakState, n: int) -> int:
         """How many of the last `n` full days this rule counted the runs of."""
@@ -458,28 +426,3 @@ class StreakRule:
 
     def gauges(self, state: StreakState) -> Gauges:
         return Gauges(runs=self.run_view(state))
-
-
-@dataclass(frozen=True, slots=True)
-class Normality:
-    """How many runs like this one a normal day has: the blended figure and what it is made of."""
-
-    KEYS = ("expected_per_day_observed", "expected_per_day_independent", "runs_observed", "days_observed")
-
-    chance: float | None = None
-    expected: float | None = None  # the blend: what `max_expected_per_day` compares
-    independent: float | None = None  # daily volume x (1 - share) x share^length
-    observed: float | None = None  # runs reaching `length` per day over the days counted
-    runs: int = 0
-    days: int = 0
-
-    def facts(self) -> dict[str, Any]:
-        return {"chance": self.chance, "expected_per_day": self.expected,
-                "expected_per_day_observed": self.observed, "expected_per_day_independent": self.independent,
-                "runs_observed": self.runs, "days_observed": self.days}
-
-
-def _sig(x: float) -> float:
-    if x == 0 or not math.isfinite(x):
-        return x
-    return float(f"{x:.6g}")

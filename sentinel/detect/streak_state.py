@@ -1,4 +1,4 @@
-"""The streak rule's state, its snapshot codec and the counting that needs no rule (see `detect.streak`).
+"""The streak rule's state, its snapshot codec, and the counting and figures that need no rule (`detect.streak`).
 
 Guarantees:
 
@@ -9,6 +9,8 @@ Guarantees:
   version 1 snapshot, or one whose `runs_key` differs (an edit changed what a run is), restores with no
   run history: counting starts with the next full day, never from counts made under another definition.
 - `new_in_run` and `add_counts` are vectorised over a batch and give what a record-at-a-time walk would.
+- `normality` reads the share counts and run history of the days before `state.day` only (its cache of
+  day totals is valid while a day's counts are the same array: counts are replaced, never changed).
 
 Everything here is a function of its arguments (the state handed in is the only thing changed): no
 clock, no store, no metrics, as everywhere under `detect/`.
@@ -16,10 +18,12 @@ clock, no store, no metrics, as everywhere under `detect/`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from sentinel.days import Calendar
 from sentinel.detect.base import OpenAlert, RecordFilter
@@ -123,6 +127,85 @@ def customers_of(batch: Batch, idx: IntArray, before: set[str]) -> set[str]:
     for c in np.unique(codes[codes >= 0]).tolist():
         out.add(str(batch.customer_values[c]))
     return out
+
+
+# --- how normal a run is ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Normality:
+    """How many runs like this one a normal day has: the blended figure and what it is made of."""
+
+    KEYS = ("expected_per_day_observed", "expected_per_day_independent", "runs_observed", "days_observed")
+
+    chance: float | None = None
+    expected: float | None = None  # the blend: what `max_expected_per_day` compares
+    independent: float | None = None  # daily volume x (1 - share) x share^length
+    observed: float | None = None  # runs reaching `length` per day over the days counted
+    runs: int = 0
+    days: int = 0
+
+    def facts(self) -> dict[str, Any]:
+        return {
+            "chance": self.chance,
+            "expected_per_day": self.expected,
+            "expected_per_day_observed": self.observed,
+            "expected_per_day_independent": self.independent,
+            "runs_observed": self.runs,
+            "days_observed": self.days,
+        }
+
+
+def normality(
+    state: StreakState,
+    key: tuple[int, int],
+    labels: dict[str, str],
+    scope_field: str | None,
+    length: int,
+    n: int,
+    seen: int,
+    prior_days: float,
+) -> Normality:
+    """How normal a run of `length` of the series `key` (`labels`) is, from the `n` days before `state.day`
+    (`seen` of them with their runs counted): the Gamma-Poisson blend of `detect.streak`'s docstring.
+    Each past day's total in the scope is cached in `state.day_totals` while its counts stay the same array."""
+    assert state.day is not None and state.shares is not None
+    shares = state.shares
+    mine_idx = shares.admit(tuple(labels[g] for g in shares.group_by))
+    in_scope: npt.NDArray[np.bool_] | None = None
+    want = labels[scope_field] if scope_field is not None else None
+    total = mine = 0
+    for d in range(state.day - n, state.day):
+        c = state.counts.get(d)
+        if c is None:
+            continue
+        cached = state.day_totals.get((d, want))
+        if cached is not None and cached[0] is c:
+            total += cached[1]
+        else:
+            if scope_field is not None and in_scope is None:
+                in_scope = np.fromiter(
+                    (lab[scope_field] == want for lab in shares.labels), dtype=bool, count=len(shares.labels)
+                )
+            day_total = int(c.sum()) if in_scope is None else int(c[in_scope[: len(c)]].sum())
+            state.day_totals[(d, want)] = (c, day_total)
+            total += day_total
+        mine += int(c[mine_idx]) if mine_idx < len(c) else 0
+    if total == 0:
+        return Normality()
+    share = mine / total
+    independent = (total / n) * (1 - share) * share**length
+    runs = sum(state.run_counts.get(d, {}).get(key, 0) for d in range(state.day - seen, state.day))
+    expected = (runs + prior_days * independent) / (seen + prior_days) if seen + prior_days > 0 else independent
+    # chance: the per-record probability of such a run starting that the expectation implies
+    starts = (total / n) * (1 - share)
+    chance = min(1.0, expected / starts) if starts > 0 else share**length
+    return Normality(sig(chance), sig(expected), sig(independent), sig(runs / seen) if seen else None, runs, seen)
+
+
+def sig(x: float) -> float:
+    """`x` to 6 significant digits, as the events carry it."""
+    if x == 0 or not math.isfinite(x):
+        return x
+    return float(f"{x:.6g}")
 
 
 # --- share counts ------------------------------------------------------------------------------------
