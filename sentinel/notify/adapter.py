@@ -89,10 +89,12 @@ class HttpAdapter:
             return None
         return m
 
-    def post_json(self, url: str, payload: object, headers: Mapping[str, str] | None = None
-                  ) -> Reply | RetryAfter | Failed:
-        return self.http.post(url, dump(payload), {"Content-Type": "application/json; charset=utf-8",
-                                                   **(headers or {})})
+    def post_json(
+        self, url: str, payload: object, headers: Mapping[str, str] | None = None
+    ) -> Reply | RetryAfter | Failed:
+        return self.http.post(
+            url, dump(payload), {"Content-Type": "application/json; charset=utf-8", **(headers or {})}
+        )
 
     def status_outcome(self, reply: Reply) -> Outcome | None:
         return classify_status(reply, self.scrub, self.redirect_delay)
@@ -101,8 +103,7 @@ class HttpAdapter:
     def truncated_marker(self) -> str:
         return "…（内容过长，已截断）" if self.zh else "… (truncated)"
 
-    def fit_text(self, head: str, body: str, tail: str, limit: int, sep: str = "\n", *,
-                 chars: bool = False) -> str:
+    def fit_text(self, head: str, body: str, tail: str, limit: int, sep: str = "\n", *, chars: bool = False) -> str:
         """`head`, `body` and `tail` joined by `sep`, the body cut (with the marker) so the whole stays
         within `limit` UTF-8 bytes (characters when `chars`). Head and tail are kept whole: the title
         is already capped by its escape and the tail is configured mentions."""
@@ -129,8 +130,14 @@ class HttpAdapter:
             data = dump(build(truncate_bytes(body, keep, self.truncated_marker) if keep else ""))
         return data
 
-    def classify_coded(self, reply: Reply, vendor: str, table: Mapping[int, Code],
-                       code_keys: tuple[str, ...], msg_keys: tuple[str, ...]) -> Outcome:
+    def classify_coded(
+        self,
+        reply: Reply,
+        vendor: str,
+        table: Mapping[int, Code],
+        code_keys: tuple[str, ...],
+        msg_keys: tuple[str, ...],
+    ) -> Outcome:
         """WeCom, DingTalk and Feishu answer HTTP 200 with a code in the JSON body: the code decides
         (`answers.classify_coded`, with this receiver's scrubber and redirect delay)."""
         return classify_coded(reply, vendor, table, code_keys, msg_keys, self.scrub, self.redirect_delay)
@@ -147,7 +154,6 @@ def with_query(url: str, params: Mapping[str, str]) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-
 def dump(payload: object) -> bytes:
     """Compact UTF-8 JSON (Chinese stays 3 bytes, not a 6-byte \\u escape)."""
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -158,8 +164,6 @@ def _log(receiver: str, kind: str, delivery: str, url_index: int, outcome: Outco
         case Delivered():
             log.debug("receiver %s (%s): delivered %s via URL #%d", receiver, kind, delivery, url_index)
         case RetryAfter(seconds=seconds, reason=reason):
-            log.warning("receiver %s (%s): %s will be retried in %.0f s: %s", receiver, kind, delivery,
-                        seconds, reason)
+            log.warning("receiver %s (%s): %s will be retried in %.0f s: %s", receiver, kind, delivery, seconds, reason)
         case Failed(code=code, reason=reason):
             log.error("receiver %s (%s): %s failed permanently (%s): %s", receiver, kind, delivery, code, reason)
-

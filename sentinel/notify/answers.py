@@ -82,8 +82,13 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 _STATUS_MEANING = {
-    400: "bad request", 401: "unauthorized (bad token)", 403: "forbidden", 404: "webhook not found",
-    405: "method not allowed", 410: "webhook gone (revoked or deleted)", 413: "message too large",
+    400: "bad request",
+    401: "unauthorized (bad token)",
+    403: "forbidden",
+    404: "webhook not found",
+    405: "method not allowed",
+    410: "webhook gone (revoked or deleted)",
+    413: "message too large",
 }
 
 
@@ -97,8 +102,10 @@ def classify_status(reply: Reply, scrub: Scrubber, redirect_delay: float = REDIR
         return None
     wait = reply.retry_after()
     if 300 <= status < 400:
-        return RetryAfter(wait if wait is not None else redirect_delay,
-                          f"HTTP {status}: redirect not followed (the vendor may be throttling)")
+        return RetryAfter(
+            wait if wait is not None else redirect_delay,
+            f"HTTP {status}: redirect not followed (the vendor may be throttling)",
+        )
     if status == 429:
         return RetryAfter(wait if wait is not None else RATE_LIMIT_DELAY, "HTTP 429: rate limited")
     if status == 408 or status >= 500:
@@ -116,21 +123,30 @@ class Code:
     retry: float | None = None
 
 
-def classify_code(vendor: str, code: int, message: str, table: Mapping[int, Code],
-                  retry_after: float | None = None) -> Outcome:
+def classify_code(
+    vendor: str, code: int, message: str, table: Mapping[int, Code], retry_after: float | None = None
+) -> Outcome:
     if code == 0:
         return Delivered()
     entry = table.get(code)
     if entry is None:
-        return Failed(str(code), f"{vendor} {code}: unknown error: {message}" if message
-                      else f"{vendor} {code}: unknown error")
+        return Failed(
+            str(code), f"{vendor} {code}: unknown error: {message}" if message else f"{vendor} {code}: unknown error"
+        )
     if entry.retry is not None:
         return RetryAfter(max(entry.retry, retry_after or 0.0), f"{vendor} {code}: {entry.meaning}")
     return Failed(str(code), f"{vendor} {code}: {entry.meaning}" + (f" ({message})" if message else ""))
 
 
-def classify_coded(reply: Reply, vendor: str, table: Mapping[int, Code], code_keys: tuple[str, ...],
-                   msg_keys: tuple[str, ...], scrub: Scrubber, redirect_delay: float = REDIRECT_DELAY) -> Outcome:
+def classify_coded(
+    reply: Reply,
+    vendor: str,
+    table: Mapping[int, Code],
+    code_keys: tuple[str, ...],
+    msg_keys: tuple[str, ...],
+    scrub: Scrubber,
+    redirect_delay: float = REDIRECT_DELAY,
+) -> Outcome:
     """WeCom, DingTalk and Feishu answer HTTP 200 with a code in the JSON body: the code decides.
 
     Without a code the status decides; a 2xx without a code is not counted as delivered.
@@ -148,5 +164,8 @@ def classify_coded(reply: Reply, vendor: str, table: Mapping[int, Code], code_ke
     status = classify_status(reply, scrub, redirect_delay)
     if status is not None:
         return status
-    return Failed("no-code", f"{vendor}: HTTP {reply.status} without `{code_keys[0]}` in the answer "
-                             f"(not counted as delivered; is the URL right?)")
+    return Failed(
+        "no-code",
+        f"{vendor}: HTTP {reply.status} without `{code_keys[0]}` in the answer "
+        f"(not counted as delivered; is the URL right?)",
+    )

@@ -37,22 +37,39 @@ def compose(cfg: Config, runner: ReceiverRunner, msg: OutboxMessage) -> Message:
     max_bytes, max_chars = body_budget(adapter, runner.cfg, Tier.parse(msg.tier))
 
     def build(templates_dir: Path | None) -> tuple[str, str]:
-        return render(views, syntax=adapter.syntax, locale=runner.cfg.locale or cfg.locale,
-                      max_bytes=max_bytes, max_chars=max_chars, status_url=cfg.base_url + "/", kind=kind,
-                      note=msg.payload.get("note"), templates_dir=templates_dir)
+        return render(
+            views,
+            syntax=adapter.syntax,
+            locale=runner.cfg.locale or cfg.locale,
+            max_bytes=max_bytes,
+            max_chars=max_chars,
+            status_url=cfg.base_url + "/",
+            kind=kind,
+            note=msg.payload.get("note"),
+            templates_dir=templates_dir,
+        )
 
     try:
         title, body = build(cfg.templates_dir)
     except TemplateError as exc:  # edited after the reload check: an alert must still go out
-        log.error("template failed; sending with the built-in templates",
-                  extra=fields(receiver=runner.cfg.name, error=str(exc)))
+        log.error(
+            "template failed; sending with the built-in templates",
+            extra=fields(receiver=runner.cfg.name, error=str(exc)),
+        )
         title, body = build(None)
     status = str(msg.payload.get("status", "firing"))
     # the rest of the group (the generic webhook's payload lists every alert of it, as Alertmanager's
     # does): its other open alerts these people were told of, as they were when the message was queued
     rest = [view_from_json(v, cfg.tz) for v in msg.payload.get("group_alerts", [])]
-    return Message(id=msg.delivery_id, title=title, body=body, tier=Tier.parse(msg.tier), status=status,
-                   group_key=str(msg.payload.get("group_key", "")),
-                   group_labels=dict(msg.payload.get("group_labels", {})),
-                   alerts=tuple(alert_payload(v, cfg.base_url) for v in [*views, *rest]),
-                   external_url=cfg.base_url, mention=status != "resolved")
+    return Message(
+        id=msg.delivery_id,
+        title=title,
+        body=body,
+        tier=Tier.parse(msg.tier),
+        status=status,
+        group_key=str(msg.payload.get("group_key", "")),
+        group_labels=dict(msg.payload.get("group_labels", {})),
+        alerts=tuple(alert_payload(v, cfg.base_url) for v in [*views, *rest]),
+        external_url=cfg.base_url,
+        mention=status != "resolved",
+    )

@@ -174,4 +174,3 @@ class _TlsPool(urllib3.HTTPSConnectionPool):
 
 POOLS: dict[str, type[urllib3.HTTPConnectionPool]] = {"http": _Pool, "https": _TlsPool}
 """The pool class per scheme whose connections a deadline can cut."""
-

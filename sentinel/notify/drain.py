@@ -95,8 +95,17 @@ class Drainer:
 
     READ_AHEAD = 32
 
-    def __init__(self, host: Host, store: Store, metrics: Metrics, clock: Clock, *, dry_run: bool,
-                 rng: random.Random, attempt_errors: AttemptErrors) -> None:
+    def __init__(
+        self,
+        host: Host,
+        store: Store,
+        metrics: Metrics,
+        clock: Clock,
+        *,
+        dry_run: bool,
+        rng: random.Random,
+        attempt_errors: AttemptErrors,
+    ) -> None:
         self.host = host
         self.store = store
         self.metrics = metrics
@@ -154,8 +163,9 @@ class Drainer:
         d.delivered = None  # committed: only now is the previous message's mark durable
         return claimed
 
-    def _claim_in(self, conn: Connection, runner: ReceiverRunner, d: _Drain,
-                  now: int) -> tuple[outbox.OutboxMessage, int] | None:
+    def _claim_in(
+        self, conn: Connection, runner: ReceiverRunner, d: _Drain, now: int
+    ) -> tuple[outbox.OutboxMessage, int] | None:
         name = runner.cfg.name
         if d.delivered is not None:
             self._mark_delivered(conn, runner, d.delivered)
@@ -219,12 +229,24 @@ class Drainer:
             log.info("message delivered", extra=fields(receiver=name, kind=msg.kind, attempts=msg.attempts + 1))
             return True
         d.ahead.clear()  # the head stays unfinished (retry) or the outbox grew (fallback): read again
-        self.attempt_errors.record(name, msg.id, done, outcome.reason if isinstance(outcome, RetryAfter)
-                                   else outcome.text)
+        self.attempt_errors.record(
+            name, msg.id, done, outcome.reason if isinstance(outcome, RetryAfter) else outcome.text
+        )
         cfg = self.host.cfg
         with self.store.transaction() as conn:
-            due = record_setback(conn, cfg, self.host.runners, self.metrics, self.rng, runner, msg, idx, outcome,
-                                 done, stopping=self.host.stopping_now())
+            due = record_setback(
+                conn,
+                cfg,
+                self.host.runners,
+                self.metrics,
+                self.rng,
+                runner,
+                msg,
+                idx,
+                outcome,
+                done,
+                stopping=self.host.stopping_now(),
+            )
             if due is not None:
                 d.due_s = due
             save_window(conn, runner, idx)

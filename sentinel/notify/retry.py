@@ -42,9 +42,20 @@ def retry_backoff_s(attempts: int, rng: random.Random) -> float:
     return float(base * (0.5 + rng.random() / 2))
 
 
-def record_setback(conn: Connection, cfg: Config, receivers: Container[str], metrics: Metrics, rng: random.Random,
-                   runner: ReceiverRunner, msg: outbox.OutboxMessage, idx: int, outcome: RetryAfter | Failed,
-                   done: int, *, stopping: bool) -> float | None:
+def record_setback(
+    conn: Connection,
+    cfg: Config,
+    receivers: Container[str],
+    metrics: Metrics,
+    rng: random.Random,
+    runner: ReceiverRunner,
+    msg: outbox.OutboxMessage,
+    idx: int,
+    outcome: RetryAfter | Failed,
+    done: int,
+    *,
+    stopping: bool,
+) -> float | None:
     """Write what `outcome` (robot `idx`'s answer at `done`) means for `msg`; returns the seconds until
     the message is due again when it waits for a backoff, else None. `receivers` are the names
     configured now (a fallback goes only to one of them)."""
@@ -55,15 +66,18 @@ def record_setback(conn: Connection, cfg: Config, receivers: Container[str], met
             # abandoned (or failed) while stopping: due at once when the daemon runs again
             outbox.mark_retry(conn, msg.id, done, reason)
             metrics.notification_requests_failed.labels(receiver=name, reason="retry").inc()
-            log.warning("delivery abandoned at shutdown; the message is sent after the restart",
-                        extra=fields(receiver=name, reason=reason))
+            log.warning(
+                "delivery abandoned at shutdown; the message is sent after the restart",
+                extra=fields(receiver=name, reason=reason),
+            )
         case RetryAfter(seconds=seconds, reason=reason):
             delay = max(seconds, retry_backoff_s(msg.attempts + 1, rng))
             limiter.block(done + int(seconds * US))
             outbox.mark_retry(conn, msg.id, done + int(delay * US), reason)
             metrics.notification_requests_failed.labels(receiver=name, reason="retry").inc()
-            log.warning("delivery will be retried",
-                        extra=fields(receiver=name, reason=reason, retry_in_s=round(delay, 1)))
+            log.warning(
+                "delivery will be retried", extra=fields(receiver=name, reason=reason, retry_in_s=round(delay, 1))
+            )
             return delay
         case Failed(code=code, reason=reason) if runner.other_robot_usable(idx, done):
             # one robot of several refuses for good (bad key, bot removed): set it aside for a
@@ -71,8 +85,10 @@ def record_setback(conn: Connection, cfg: Config, receivers: Container[str], met
             limiter.block(done + BROKEN_ROBOT_HOLD_US)
             outbox.mark_retry(conn, msg.id, done, f"robot #{idx + 1}: {outcome.text}")
             metrics.notification_requests_failed.labels(receiver=name, reason="permanent").inc()
-            log.error("a robot of this receiver refuses messages; using the others",
-                      extra=fields(receiver=name, robot=idx + 1, code=code, reason=reason))
+            log.error(
+                "a robot of this receiver refuses messages; using the others",
+                extra=fields(receiver=name, robot=idx + 1, code=code, reason=reason),
+            )
         case Failed(code=code, reason=reason):
             outbox.mark_failed(conn, msg.id, done, outcome.text)
             metrics.notification_requests_failed.labels(receiver=name, reason="permanent").inc()
@@ -82,13 +98,25 @@ def record_setback(conn: Connection, cfg: Config, receivers: Container[str], met
     return None
 
 
-def enqueue_fallback(conn: Connection, cfg: Config, receivers: Container[str], msg: outbox.OutboxMessage,
-                     failed: str, why: str, now: int) -> None:
+def enqueue_fallback(
+    conn: Connection, cfg: Config, receivers: Container[str], msg: outbox.OutboxMessage, failed: str, why: str, now: int
+) -> None:
     """Queue `msg` again for `fallback_receiver`, with a note naming the receiver that failed and why."""
     fb = cfg.fallback_receiver
     if fb is None or fb == failed or fb not in receivers:
         return
     views = [view_from_json(v, cfg.tz) for v in msg.payload.get("views", [])]
-    outbox.enqueue(conn, fb, "fallback", Tier.parse(msg.tier), views, event_at_us=msg.event_at_us, now_us=now,
-                   extra={**{k: v for k, v in msg.payload.items() if k != "views"},
-                          "note": f"receiver {failed} failed permanently: {why}", "failed_receiver": failed})
+    outbox.enqueue(
+        conn,
+        fb,
+        "fallback",
+        Tier.parse(msg.tier),
+        views,
+        event_at_us=msg.event_at_us,
+        now_us=now,
+        extra={
+            **{k: v for k, v in msg.payload.items() if k != "views"},
+            "note": f"receiver {failed} failed permanently: {why}",
+            "failed_receiver": failed,
+        },
+    )

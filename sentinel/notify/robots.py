@@ -83,8 +83,9 @@ class ReceiverRunner:
 
     def other_robot_usable(self, idx: int, now: int) -> bool:
         """Whether another robot URL of this receiver is not set aside as broken."""
-        return any(i != idx and lim.blocked_until - now < BROKEN_ROBOT_HOLD_US // 2
-                   for i, lim in enumerate(self.limiters))
+        return any(
+            i != idx and lim.blocked_until - now < BROKEN_ROBOT_HOLD_US // 2 for i, lim in enumerate(self.limiters)
+        )
 
     def pick_url(self, now: int) -> tuple[int, int]:
         """(url index, µs to wait): the robot that can take a message soonest, round robin on ties."""

@@ -181,13 +181,22 @@ class HttpClient:
         # the answer.
         return attempt.outcome() if attempt.why is not None else out
 
-    def _post(self, manager: urllib3.PoolManager, url: str, body: bytes, headers: Mapping[str, str],
-              attempt: Attempt) -> Reply | RetryAfter | Failed:
+    def _post(
+        self, manager: urllib3.PoolManager, url: str, body: bytes, headers: Mapping[str, str], attempt: Attempt
+    ) -> Reply | RetryAfter | Failed:
         errors = urllib3.exceptions
         timeout = urllib3.Timeout(connect=self.timeout[0], read=self.timeout[1])
         try:
-            resp = manager.request("POST", url, body=body, headers=headers, timeout=timeout, redirect=False,
-                                   retries=False, preload_content=False)
+            resp = manager.request(
+                "POST",
+                url,
+                body=body,
+                headers=headers,
+                timeout=timeout,
+                redirect=False,
+                retries=False,
+                preload_content=False,
+            )
             read_all = False
             try:
                 attempt.phase = READING
@@ -263,4 +272,3 @@ def _connection_error(exc: BaseException) -> str:
         if isinstance(e, TimeoutError | socket.timeout) or type(e).__name__ == "ReadTimeoutError":
             return "read timeout (the message may have been delivered)"
     return "connection error"
-

@@ -77,9 +77,18 @@ class DeliveryWorker:
     SAFETY_INTERVAL_S = 10.0
     MIN_WAIT_S = 0.005  # a due time never asks for less: a waiting receiver cannot make a busy loop
 
-    def __init__(self, cfg: Config, store: Store, metrics: Metrics, *, clock: Clock | None = None,
-                 dry_run: bool = False, adapter_factory: Callable[[ReceiverConfig], Adapter] | None = None,
-                 seed: int | None = None, safety_interval_s: float | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        metrics: Metrics,
+        *,
+        clock: Clock | None = None,
+        dry_run: bool = False,
+        adapter_factory: Callable[[ReceiverConfig], Adapter] | None = None,
+        seed: int | None = None,
+        safety_interval_s: float | None = None,
+    ) -> None:
         self.cfg = cfg
         self.store = store
         self.metrics = metrics
@@ -105,8 +114,9 @@ class DeliveryWorker:
         self._again_lock = threading.Lock()
         self.waker = Waker("deliver", self.tick, safety_interval_s or self.SAFETY_INTERVAL_S)
         self.attempt_errors = AttemptErrors()  # when each receiver's latest attempt failed (not in the outbox)
-        self._drainer = Drainer(self, store, metrics, self.clock, dry_run=dry_run, rng=self.rng,
-                                attempt_errors=self.attempt_errors)
+        self._drainer = Drainer(
+            self, store, metrics, self.clock, dry_run=dry_run, rng=self.rng, attempt_errors=self.attempt_errors
+        )
         self._health_exported: set[str] = set()
         self._build(cfg)
         metrics.collect_hooks["receivers"] = self.refresh_health  # at each scrape: ages grow without events
@@ -190,8 +200,9 @@ class DeliveryWorker:
         may finish meanwhile, then they are cut and their messages stay pending."""
         self._stopping.set()
         self.waker.stop()
-        until = time.monotonic() + min(self.STOP_GRACE_S, max(0.0, self._deadline + self.STOP_GRACE_S
-                                                                   - time.monotonic()))
+        until = time.monotonic() + min(
+            self.STOP_GRACE_S, max(0.0, self._deadline + self.STOP_GRACE_S - time.monotonic())
+        )
         for r in list(self.runners.values()):
             if r.busy.acquire(timeout=max(0.0, until - time.monotonic())):
                 r.busy.release()
@@ -219,8 +230,10 @@ class DeliveryWorker:
             for r in held:
                 r.busy.release()
         if n:
-            log.warning("messages claimed and not confirmed before this instance took the lead will be sent again",
-                        extra=fields(count=n))
+            log.warning(
+                "messages claimed and not confirmed before this instance took the lead will be sent again",
+                extra=fields(count=n),
+            )
         self.wake()
 
     def _abandon_in_flight(self) -> None:
@@ -285,8 +298,10 @@ class DeliveryWorker:
             except LockLost:
                 due = None  # reported by the daemon; `resume` wakes the worker once the lock is re-taken
             except SQLAlchemyError as exc:  # the store is down: the drain is tried again, no traceback
-                log.warning("delivery paused: the state store is unavailable",
-                            extra=fields(receiver=name, error=type(exc).__name__))
+                log.warning(
+                    "delivery paused: the state store is unavailable",
+                    extra=fields(receiver=name, error=type(exc).__name__),
+                )
                 due = BACKOFF_BASE_S
             except Exception:
                 log.exception("delivery failed unexpectedly", extra=fields(receiver=name))
@@ -384,4 +399,3 @@ class DeliveryWorker:
             self.metrics.outbox_pending.labels(receiver=name).set(counts.get(name, 0))
             for outcome in ("delivered", "failed"):
                 self.metrics.notifications.labels(receiver=name, outcome=outcome)
-
