@@ -39,7 +39,7 @@ from sentinel.notify.base import Delivered, Failed, Outcome, RetryAfter
 from sentinel.notify.compose import compose
 from sentinel.notify.group_commit import GroupCommit
 from sentinel.notify.health import AttemptErrors
-from sentinel.notify.retry import record_setback
+from sentinel.notify.retry import Setbacks
 from sentinel.notify.robots import ReceiverRunner, save_window
 from sentinel.store import Store
 
@@ -111,8 +111,8 @@ class Drainer:
         self.metrics = metrics
         self.clock = clock
         self.dry_run = dry_run
-        self.rng = rng
         self.attempt_errors = attempt_errors
+        self.setbacks = Setbacks(metrics, rng)
         self.commits = GroupCommit(store)
 
     def drain(self, runner: ReceiverRunner, limit: int) -> Drained:
@@ -234,18 +234,8 @@ class Drainer:
         )
         cfg = self.host.cfg
         with self.store.transaction() as conn:
-            due = record_setback(
-                conn,
-                cfg,
-                self.host.runners,
-                self.metrics,
-                self.rng,
-                runner,
-                msg,
-                idx,
-                outcome,
-                done,
-                stopping=self.host.stopping_now(),
+            due = self.setbacks.record(
+                conn, cfg, self.host.runners, runner, msg, idx, outcome, done, stopping=self.host.stopping_now()
             )
             if due is not None:
                 d.due_s = due

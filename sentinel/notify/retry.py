@@ -42,60 +42,67 @@ def retry_backoff_s(attempts: int, rng: random.Random) -> float:
     return float(base * (0.5 + rng.random() / 2))
 
 
-def record_setback(
-    conn: Connection,
-    cfg: Config,
-    receivers: Container[str],
-    metrics: Metrics,
-    rng: random.Random,
-    runner: ReceiverRunner,
-    msg: outbox.OutboxMessage,
-    idx: int,
-    outcome: RetryAfter | Failed,
-    done: int,
-    *,
-    stopping: bool,
-) -> float | None:
-    """Write what `outcome` (robot `idx`'s answer at `done`) means for `msg`; returns the seconds until
-    the message is due again when it waits for a backoff, else None. `receivers` are the names
-    configured now (a fallback goes only to one of them)."""
-    name = runner.cfg.name
-    limiter = runner.limiters[idx]
-    match outcome:
-        case RetryAfter(reason=reason) if stopping:
-            # abandoned (or failed) while stopping: due at once when the daemon runs again
-            outbox.mark_retry(conn, msg.id, done, reason)
-            metrics.notification_requests_failed.labels(receiver=name, reason="retry").inc()
-            log.warning(
-                "delivery abandoned at shutdown; the message is sent after the restart",
-                extra=fields(receiver=name, reason=reason),
-            )
-        case RetryAfter(seconds=seconds, reason=reason):
-            delay = max(seconds, retry_backoff_s(msg.attempts + 1, rng))
-            limiter.block(done + int(seconds * US))
-            outbox.mark_retry(conn, msg.id, done + int(delay * US), reason)
-            metrics.notification_requests_failed.labels(receiver=name, reason="retry").inc()
-            log.warning(
-                "delivery will be retried", extra=fields(receiver=name, reason=reason, retry_in_s=round(delay, 1))
-            )
-            return delay
-        case Failed(code=code, reason=reason) if runner.other_robot_usable(idx, done):
-            # one robot of several refuses for good (bad key, bot removed): set it aside for a
-            # while and give the message to another robot of the same group
-            limiter.block(done + BROKEN_ROBOT_HOLD_US)
-            outbox.mark_retry(conn, msg.id, done, f"robot #{idx + 1}: {outcome.text}")
-            metrics.notification_requests_failed.labels(receiver=name, reason="permanent").inc()
-            log.error(
-                "a robot of this receiver refuses messages; using the others",
-                extra=fields(receiver=name, robot=idx + 1, code=code, reason=reason),
-            )
-        case Failed(code=code, reason=reason):
-            outbox.mark_failed(conn, msg.id, done, outcome.text)
-            metrics.notification_requests_failed.labels(receiver=name, reason="permanent").inc()
-            metrics.notifications.labels(receiver=name, outcome="failed").inc()
-            log.error("delivery failed permanently", extra=fields(receiver=name, code=code, reason=reason))
-            enqueue_fallback(conn, cfg, receivers, msg, name, f"{code} {reason}", done)
-    return None
+class Setbacks:
+    """Records attempts that did not deliver, for one worker (its metrics, its backoff's jitter)."""
+
+    def __init__(self, metrics: Metrics, rng: random.Random) -> None:
+        self.metrics = metrics
+        self.rng = rng
+
+    def record(
+        self,
+        conn: Connection,
+        cfg: Config,
+        receivers: Container[str],
+        runner: ReceiverRunner,
+        msg: outbox.OutboxMessage,
+        idx: int,
+        outcome: RetryAfter | Failed,
+        done: int,
+        *,
+        stopping: bool,
+    ) -> float | None:
+        """Write what `outcome` (robot `idx`'s answer at `done`) means for `msg`; returns the seconds
+        until the message is due again when it waits for a backoff, else None. `receivers` are the
+        names configured now (a fallback goes only to one of them)."""
+        metrics = self.metrics
+        name = runner.cfg.name
+        limiter = runner.limiters[idx]
+        match outcome:
+            case RetryAfter(reason=reason) if stopping:
+                # abandoned (or failed) while stopping: due at once when the daemon runs again
+                outbox.mark_retry(conn, msg.id, done, reason)
+                metrics.notification_requests_failed.labels(receiver=name, reason="retry").inc()
+                log.warning(
+                    "delivery abandoned at shutdown; the message is sent after the restart",
+                    extra=fields(receiver=name, reason=reason),
+                )
+            case RetryAfter(seconds=seconds, reason=reason):
+                delay = max(seconds, retry_backoff_s(msg.attempts + 1, self.rng))
+                limiter.block(done + int(seconds * US))
+                outbox.mark_retry(conn, msg.id, done + int(delay * US), reason)
+                metrics.notification_requests_failed.labels(receiver=name, reason="retry").inc()
+                log.warning(
+                    "delivery will be retried", extra=fields(receiver=name, reason=reason, retry_in_s=round(delay, 1))
+                )
+                return delay
+            case Failed(code=code, reason=reason) if runner.other_robot_usable(idx, done):
+                # one robot of several refuses for good (bad key, bot removed): set it aside for a
+                # while and give the message to another robot of the same group
+                limiter.block(done + BROKEN_ROBOT_HOLD_US)
+                outbox.mark_retry(conn, msg.id, done, f"robot #{idx + 1}: {outcome.text}")
+                metrics.notification_requests_failed.labels(receiver=name, reason="permanent").inc()
+                log.error(
+                    "a robot of this receiver refuses messages; using the others",
+                    extra=fields(receiver=name, robot=idx + 1, code=code, reason=reason),
+                )
+            case Failed(code=code, reason=reason):
+                outbox.mark_failed(conn, msg.id, done, outcome.text)
+                metrics.notification_requests_failed.labels(receiver=name, reason="permanent").inc()
+                metrics.notifications.labels(receiver=name, outcome="failed").inc()
+                log.error("delivery failed permanently", extra=fields(receiver=name, code=code, reason=reason))
+                enqueue_fallback(conn, cfg, receivers, msg, name, f"{code} {reason}", done)
+        return None
 
 
 def enqueue_fallback(
