@@ -110,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sentinel.http import ListenError
     from sentinel.logs import setup_logging
     from sentinel.service import build
-    from sentinel.sources.sql import missing_sqlite_file
+    from sentinel.sources.sql_connect import missing_sqlite_file
     from sentinel.store import StoreError, StoreLocked, StoreUnreachable
 
     cfg = _load(args.config)

@@ -28,7 +28,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from sentinel.logs import fields
-from sentinel.sources.sql import driver_message, postgres_connect_args, url_secrets
+from sentinel.sources.sql_connect import driver_message, postgres_connect_args, url_secrets
 
 log = logging.getLogger("sentinel.sources.listen")
 

@@ -131,7 +131,7 @@ class Store:
         except OperationalError as exc:
             if self.sqlite_path is not None:
                 raise
-            from sentinel.sources.sql import driver_message, url_secrets
+            from sentinel.sources.sql_connect import driver_message, url_secrets
 
             u = self._url
             where = f"{u.host or 'localhost'}:{u.port or 5432}"
