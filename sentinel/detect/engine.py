@@ -226,8 +226,19 @@ class Engine:
         return out
 
     def gauges(self) -> list[tuple[AnyRule, Gauges]]:
-        """Each rule's gauges (the series it judges, the runs going on), for the metrics."""
-        return [(slot.rule, slot.gauges()) for slot in self.slots]
+        """Each rule's gauges (the series it judges, the runs going on), for the metrics, counting the
+        records seen as `look_ahead` does: a rule that fires on sight shows the count it fired at, not
+        the settled count `lateness` behind it (a quiet rule, told by time alone, shows the settled one)."""
+        out: list[tuple[AnyRule, Gauges]] = []
+        for slot in self.slots:
+            pending = slot.state.pending
+            if len(pending) and slot.rule.looks_ahead:
+                fork = slot.fork()
+                fork.feed(Batch.empty(), int(pending.ts.max()), self.ctx.coverage_start_us)
+                out.append((slot.rule, fork.gauges()))
+            else:
+                out.append((slot.rule, slot.gauges()))
+        return out
 
     # --- persistence -------------------------------------------------------------------------------
     def snapshot(self, rule: AnyRule, force_series: bool = False) -> Snapshot:

@@ -417,3 +417,20 @@ def test_gauges_give_each_rule_its_own_figures() -> None:
     assert by_type[T].ratio == 2.0
     assert gauges["streak"].runs == [({"type": OTHER}, 3)] and gauges["streak"].series == []
     assert gauges["quiet"].series == [] and gauges["quiet"].folded == 0
+
+
+def test_gauges_count_the_records_seen_ahead_of_the_horizon() -> None:
+    """The daemon fires on sight: the gauges show the count it fired at, pending records included, while
+    the settled state stays `lateness` behind; the quiet rule (told by time alone) stays settled."""
+    recs = surge_records() + [Rec(at("2025-07-08 21:00") + i * US, OTHER, WX) for i in range(3)]
+    eng, batch = started([threshold(), streak(where={"channel": [WX]}), quiet()], recs)
+    horizon = at("2025-07-08 14:00")  # the surge's rows after 14:00 and the run of three still pending
+    eng.feed_live(batch, horizon)
+    gauges = {r.name: g for r, g in eng.gauges()}
+    by_type = {g.labels["type"]: g for g in gauges["surge"].series}
+    assert by_type[T].current == 200.0
+    assert gauges["streak"].runs == [({"type": OTHER}, 3)]
+    assert [r.name for r in eng.rules] == ["surge", "streak", "quiet"]
+    settled = {r.name: r.gauges(s) for r, s in zip(eng.rules, eng.states.values(), strict=True)}
+    settled_by_type = {g.labels["type"]: g for g in settled["surge"].series}
+    assert settled_by_type[T].current < 200.0  # the state itself was not moved
