@@ -15,8 +15,9 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any, Final
+from typing import Final, NoReturn, TypeAlias, cast, overload
 
 ENV_PREFIX = "SENTINEL_"
 # SENTINEL_* variables that are not configuration: the test suite's and the benchmarks' database addresses
@@ -30,16 +31,35 @@ DEFAULT_LOCALE: Final = "zh_CN"
 LOCALES = ("zh_CN", "en")
 
 TOP_LEVEL_KEYS: Mapping[str, bool] = {
-    "timezone": False, "state_url": False, "listen": False, "external_url": False, "rules_dir": False,
-    "history_start": False, "notify": False, "fallback_receiver": False, "locale": False,
-    "templates_dir": False, "holidays": False, "api": True, "state": True, "source": True, "rules": True,
-    "receivers": True, "routes": True, "inhibit": True,
+    "timezone": False,
+    "state_url": False,
+    "listen": False,
+    "external_url": False,
+    "rules_dir": False,
+    "history_start": False,
+    "notify": False,
+    "fallback_receiver": False,
+    "locale": False,
+    "templates_dir": False,
+    "holidays": False,
+    "api": True,
+    "state": True,
+    "source": True,
+    "rules": True,
+    "receivers": True,
+    "routes": True,
+    "inhibit": True,
 }
 """The top-level keys, each with whether it holds keys of its own (a table or a list). The light reader
 cannot ask the pydantic model for them without importing it; a test holds this to `Config`'s fields."""
 
 API_KEYS = ("token", "ack_secret", "ack_ttl")
 """The keys of `[api]` (held to `ApiConfig`'s fields by the same test)."""
+
+RawValue: TypeAlias = "str | int | float | bool | date | datetime | time | list[RawValue] | dict[str, RawValue] | None"
+"""A value as the file gives it before validation: what TOML, YAML (`rules_dir`) and the JSON of a
+`SENTINEL_*` variable can hold. The checks below take `object` instead where a pydantic validator hands
+them whatever it was given (a model's own value included) and narrow it themselves."""
 
 
 class ConfigError(Exception):
@@ -50,7 +70,7 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-def read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, RawValue]:
     """The file's tables, or `ConfigError` naming the file and what is wrong with it."""
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
@@ -93,13 +113,13 @@ class Secret:
     def __bool__(self) -> bool:
         return bool(self._value)
 
-    def __reduce__(self) -> Any:  # pickling would write it somewhere
+    def __reduce__(self) -> NoReturn:  # pickling would write it somewhere
         raise TypeError("secrets are not picklable")
 
 
 def read_secret_file(spec: str) -> str:
     """`secret-file:/path` or `secret-file:name` (relative to systemd's $CREDENTIALS_DIRECTORY)."""
-    name = spec[len("secret-file:"):].strip()
+    name = spec[len("secret-file:") :].strip()
     path = Path(name)
     if not path.is_absolute():
         creds = os.environ.get("CREDENTIALS_DIRECTORY")
@@ -112,7 +132,7 @@ def read_secret_file(spec: str) -> str:
         raise ValueError(f"cannot read secret file {str(path)!r}: {exc.strerror or exc}") from None
 
 
-def to_secret(value: Any) -> Secret:
+def to_secret(value: object) -> Secret:
     """A secret key's value (`${VAR}` expanded, `secret-file:` read) as a `Secret`; `ValueError` saying why not."""
     if isinstance(value, Secret):
         return value
@@ -140,8 +160,21 @@ def expand_vars(text: str, strict: bool, env: Mapping[str, str] | None = None) -
     return VAR.sub(sub, text)
 
 
-def expand_tree(node: Any, loc: str, problems: list[str], where_of: Callable[[str], str],
-                env: Mapping[str, str]) -> Any:
+@overload
+def expand_tree(
+    node: dict[str, RawValue], loc: str, problems: list[str], where_of: Callable[[str], str], env: Mapping[str, str]
+) -> dict[str, RawValue]: ...
+
+
+@overload
+def expand_tree(
+    node: RawValue, loc: str, problems: list[str], where_of: Callable[[str], str], env: Mapping[str, str]
+) -> RawValue: ...
+
+
+def expand_tree(
+    node: RawValue, loc: str, problems: list[str], where_of: Callable[[str], str], env: Mapping[str, str]
+) -> RawValue:
     """Replace ${VAR} in every string, reporting unset variables by key path."""
     if isinstance(node, dict):
         return {k: expand_tree(v, f"{loc}.{k}" if loc else k, problems, where_of, env) for k, v in node.items()}
@@ -160,7 +193,7 @@ def expand_tree(node: Any, loc: str, problems: list[str], where_of: Callable[[st
 # --- the checks of single keys ---------------------------------------------------------------------
 
 
-def check_zone(value: Any) -> str:
+def check_zone(value: object) -> str:
     """An IANA time zone name (`timezone`, `source.timezone`)."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -173,7 +206,7 @@ def check_zone(value: Any) -> str:
     return value
 
 
-def check_listen(value: Any) -> str:
+def check_listen(value: object) -> str:
     """`listen`: HOST:PORT, the daemon's address and the one the CLI's commands call."""
     if not isinstance(value, str):
         raise ValueError("Input should be a valid string")
@@ -183,14 +216,14 @@ def check_listen(value: Any) -> str:
     return value
 
 
-def check_locale(value: Any) -> str:
+def check_locale(value: object) -> str:
     """`locale` (and a receiver's): one the status page and the messages speak."""
     if not isinstance(value, str) or value not in LOCALES:
         raise ValueError(f"Input should be {' or '.join(map(repr, LOCALES))}")
     return value
 
 
-def check_table(value: Any) -> dict[str, Any]:
+def check_table(value: object) -> dict[str, object]:
     """A key that holds keys of its own (`[api]`), given as something else."""
     if not isinstance(value, dict):
         raise ValueError("must be a table of keys")
@@ -229,7 +262,7 @@ def config_vars(env: Mapping[str, str]) -> Iterator[tuple[str, list[str]]]:
     for name in sorted(env):
         upper = name.upper()
         if upper.startswith(ENV_PREFIX) and not upper.startswith(NOT_CONFIG_PREFIXES):
-            yield name, name[len(ENV_PREFIX):].lower().split("__")
+            yield name, name[len(ENV_PREFIX) :].lower().split("__")
 
 
 def env_problems(path: Path, env: Mapping[str, str], fields: Mapping[str, bool]) -> list[str]:
@@ -242,15 +275,22 @@ def env_problems(path: Path, env: Mapping[str, str], fields: Mapping[str, bool])
     reads `SENTINEL_API` as JSON, raising an exception of its own on anything else.
     """
     problems = []
+    values = {tuple(parts): name for name, parts in config_vars(env)}  # key path -> the variable setting it
     for name, parts in config_vars(env):
         key = ".".join(parts)
+        # `SENTINEL_API__TOKEN` beside `SENTINEL_API__TOKEN__X`: one sets a single value, the other a key in it
+        inside = next((values[tuple(parts[:k])] for k in range(2, len(parts)) if tuple(parts[:k]) in values), None)
         if parts[0] not in fields:
             reason = "unknown key"
         elif len(parts) > 1 and not fields[parts[0]]:
             reason = f"unknown key: {parts[0]} is a single value, set as {ENV_PREFIX}{parts[0].upper()}"
+        elif inside is not None:
+            reason = f"unknown key: {'.'.join(parts[:-1])} is a single value, set by {inside}"
         elif len(parts) == 1 and fields[parts[0]] and (why := _not_json(env[name])) is not None:
-            reason = (f"not JSON ({why}); set a table or list as JSON, or its keys one by one as "
-                      f"{ENV_PREFIX}{parts[0].upper()}__KEY")
+            reason = (
+                f"not JSON ({why}); set a table or list as JSON, or its keys one by one as "
+                f"{ENV_PREFIX}{parts[0].upper()}__KEY"
+            )
         else:
             continue
         problems.append(f"{path}: {key or '(top level)'}: {reason} (set by {name})")
@@ -265,13 +305,13 @@ def _not_json(text: str) -> str | None:
     return None
 
 
-def env_values(env: Mapping[str, str], keys: Iterable[str]) -> dict[str, Any]:
+def env_values(env: Mapping[str, str], keys: Iterable[str]) -> dict[str, RawValue]:
     """The values the `SENTINEL_*` variables give the top-level `keys`, as pydantic-settings reads them:
     `SENTINEL_KEY` as the value (JSON for a table), `SENTINEL_KEY__SUB` as a key of the table. Call after
     `env_problems` found none (it rejects a table's value that is not JSON)."""
     wanted = set(keys)
-    out: dict[str, Any] = {}
-    nested: dict[str, dict[str, Any]] = {}
+    out: dict[str, RawValue] = {}
+    nested: dict[str, dict[str, RawValue]] = {}
     for name, parts in config_vars(env):
         if parts[0] not in wanted:
             continue
@@ -280,22 +320,25 @@ def env_values(env: Mapping[str, str], keys: Iterable[str]) -> dict[str, Any]:
         else:
             table = nested.setdefault(parts[0], {})
             for part in parts[1:-1]:
-                table = table.setdefault(part, {})
+                # a key on the way set as text (`SENTINEL_API__TOKEN` beside `SENTINEL_API__TOKEN__X`) is a
+                # problem `env_problems` reports, so every key on the way here is a table
+                table = cast("dict[str, RawValue]", table.setdefault(part, {}))
             table[parts[-1]] = env[name]
     for key, table in nested.items():
         if key not in out:
             out[key] = table
-        elif isinstance(out[key], dict):
-            out[key] = deep_update(out[key], table)
+        elif isinstance(given := out[key], dict):
+            out[key] = deep_update(given, table)
         # else `SENTINEL_KEY` set the table to something else, which stands (and is reported as such)
     return out
 
 
-def deep_update(base: Mapping[str, Any], *updates: Mapping[str, Any]) -> dict[str, Any]:
+def deep_update(base: Mapping[str, RawValue], *updates: Mapping[str, RawValue]) -> dict[str, RawValue]:
     """`base` with each of `updates` merged in, table into table (pydantic-settings' merging of the
     environment over the file)."""
     out = dict(base)
     for update in updates:
         for k, v in update.items():
-            out[k] = deep_update(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
+            old = out.get(k)
+            out[k] = deep_update(old, v) if isinstance(old, dict) and isinstance(v, dict) else v
     return out

@@ -36,8 +36,14 @@ TZ = ZoneInfo("Asia/Shanghai")
 SURGE_TYPE = "物流配送延误"
 STREAK_TYPE = "服务态度"
 PER_DAY = 400
-SEED = 40  # a week whose "today" stays within 1.05 x the daily average for every type at every hour: no
-# alert is open before the live stream starts, whatever the time of day the demo runs
+SEED = 143
+"""The seeded week: no alert is open, nor opening, when the live stream starts, whatever the date and time
+of day the demo runs (the week is the same relative to local midnight on every date; Asia/Shanghai has no
+DST): "today" stays within 1.05 x the daily average for every type (the surge rule fires at 1.5 x), and no
+run of one type ending after 21:00 yesterday reaches the streak rule's 5, nor three 产品相关 (the feeder's
+first two ordinary complaints are 产品相关). With seed 40 a run of 系统操作错误 was still going at 19:30
+and another opened at 09:30, each then told as an alert of the seeded history (tests/test_demo.py runs the
+seeded week through the engine at a start every 10 minutes of the day)."""
 SURGE_PER_TICK = 10  # 20 a second after the opening burst (see Feeder)
 SURGE_MARGIN = 3  # the burst goes this many complaints past 1.5 x the daily average
 NORMAL_EVERY_TICKS = 4  # one ordinary complaint every 2 s: a live stream that does not itself make surges
@@ -51,31 +57,31 @@ class DemoCrm:
         self.lock = threading.Lock()
         self.next_id = 1
         with sqlite3.connect(path) as db:
-            db.execute("CREATE TABLE complaints (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, "
-                       "type TEXT NOT NULL, channel TEXT NOT NULL, customer TEXT)")
+            db.execute(
+                "CREATE TABLE complaints (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, "
+                "type TEXT NOT NULL, channel TEXT NOT NULL, customer TEXT)"
+            )
             db.execute("CREATE INDEX ix_complaints_created_at_id ON complaints (created_at, id)")
 
     def insert(self, rows: list[tuple[datetime, str, str, str]]) -> None:
         with self.lock, sqlite3.connect(self.path) as db:
             out = []
             for when, type_, channel, customer in rows:
-                out.append((self.next_id, when.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" "),
-                            type_, channel, customer))
+                out.append(
+                    (
+                        self.next_id,
+                        when.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" "),
+                        type_,
+                        channel,
+                        customer,
+                    )
+                )
                 self.next_id += 1
             db.executemany("INSERT INTO complaints VALUES (?, ?, ?, ?, ?)", out)
 
     def seed(self, now: datetime, days: int = 7) -> int:
         """A week of history plus today up to now."""
-        start = (now.astimezone(TZ) - timedelta(days=days)).date()
-        stream = generate(start, days + 1, PER_DAY, TZ, seed=SEED)
-        now_us = int(now.timestamp() * 1_000_000)
-        rows = []
-        for i in range(len(stream)):
-            ts = int(stream.ts[i])
-            if ts >= now_us - 60_000_000:
-                break
-            rows.append((datetime.fromtimestamp(ts / 1e6, UTC), stream.types[int(stream.type[i])],
-                         CHANNELS[int(stream.channel[i])], f"C{int(stream.customer[i]):06d}"))
+        rows = seeded_rows(now, days)
         self.insert(rows)
         return len(rows)
 
@@ -92,6 +98,27 @@ class DemoCrm:
         first_full = datetime.fromisoformat(first).replace(tzinfo=UTC).astimezone(TZ).date() + timedelta(days=1)
         n = max(1, min(days, (today - first_full).days))
         return sum(per_day.get(today - timedelta(days=d), 0) for d in range(1, n + 1)) / n, per_day.get(today, 0)
+
+
+def seeded_rows(now: datetime, days: int = 7) -> list[tuple[datetime, str, str, str]]:
+    """The seeded history (`SEED`): `days` whole local days, then today up to a minute before `now`."""
+    start = (now.astimezone(TZ) - timedelta(days=days)).date()
+    stream = generate(start, days + 1, PER_DAY, TZ, seed=SEED)
+    now_us = int(now.timestamp() * 1_000_000)
+    rows = []
+    for i in range(len(stream)):
+        ts = int(stream.ts[i])
+        if ts >= now_us - 60_000_000:
+            break
+        rows.append(
+            (
+                datetime.fromtimestamp(ts / 1e6, UTC),
+                stream.types[int(stream.type[i])],
+                CHANNELS[int(stream.channel[i])],
+                f"C{int(stream.customer[i]):06d}",
+            )
+        )
+    return rows
 
 
 def rules_dir() -> Path:
@@ -125,18 +152,6 @@ rate_limit = "20/min"
 """
 
 
-    def counts(self, type_: str, now: datetime, days: int = 7) -> tuple[float, int]:
-        """The type's mean over the previous `days` full local days and its count today so far."""
-        today = now.astimezone(TZ).date()
-        per_day: dict[object, int] = {}
-        with self.lock, sqlite3.connect(self.path) as db:
-            for (created,) in db.execute("SELECT created_at FROM complaints WHERE type = ?", (type_,)):
-                day = datetime.fromisoformat(created).replace(tzinfo=UTC).astimezone(TZ).date()
-                per_day[day] = per_day.get(day, 0) + 1
-        history = [per_day.get(today - timedelta(days=d), 0) for d in range(1, days + 1)]
-        return sum(history) / days, per_day.get(today, 0)
-
-
 class Feeder(threading.Thread):
     """Writes the live stream: an ordinary complaint every 2 s, five 服务态度 in a row at ~6 s, and from
     ~10 s a surge of 物流配送延误.
@@ -165,8 +180,15 @@ class Feeder(threading.Thread):
 
     def surge(self, n: int) -> list[tuple[datetime, str, str, str]]:
         now = datetime.now(UTC)
-        return [(now + timedelta(microseconds=i), SURGE_TYPE, self.rng.choice(CHANNELS),
-                 f"C{self.rng.randrange(20000):06d}") for i in range(n)]
+        return [
+            (
+                now + timedelta(microseconds=i),
+                SURGE_TYPE,
+                self.rng.choice(CHANNELS),
+                f"C{self.rng.randrange(20000):06d}",
+            )
+            for i in range(n)
+        ]
 
     def run(self) -> None:
         start = time.monotonic()
@@ -185,8 +207,10 @@ class Feeder(threading.Thread):
                 if not surge_started:
                     baseline, today = self.crm.counts(SURGE_TYPE, datetime.now(UTC))
                     burst = max(SURGE_PER_TICK, math.floor(1.5 * baseline) - today + 1 + SURGE_MARGIN)
-                    self.say(f"demo: a surge of {SURGE_TYPE} starts now: {burst} at once ({today} so far today, "
-                             f"daily average {baseline:.1f}), then {2 * SURGE_PER_TICK} a second")
+                    self.say(
+                        f"demo: a surge of {SURGE_TYPE} starts now: {burst} at once ({today} so far today, "
+                        f"daily average {baseline:.1f}), then {2 * SURGE_PER_TICK} a second"
+                    )
                     rows += self.surge(burst)
                     surge_started = True
                 else:
@@ -196,9 +220,14 @@ class Feeder(threading.Thread):
 
 
 TIERS = {"轻度": "light", "中度": "moderate", "重度": "severe"}
-WHAT = (("Sentinel 启动前已开始", "an alert already open in the seeded history when the daemon started, told once"),
-        ("提醒：仍未恢复", "a reminder"), ("超过时限未确认", "an escalation"), ("已升级", "an upgrade"),
-        ("【已恢复】", "a resolution"), ("新预警", "a new alert"))
+WHAT = (
+    ("Sentinel 启动前已开始", "an alert already open in the seeded history when the daemon started, told once"),
+    ("提醒：仍未恢复", "a reminder"),
+    ("超过时限未确认", "an escalation"),
+    ("已升级", "an upgrade"),
+    ("【已恢复】", "a resolution"),
+    ("新预警", "a new alert"),
+)
 
 
 def explain(n: int, content: str, cfg: Config) -> str:
@@ -232,8 +261,10 @@ def explain(n: int, content: str, cfg: Config) -> str:
     assert isinstance(rule, ThresholdRuleConfig)
     steps_x = {"light": rule.factor, "moderate": rule.tiers.moderate, "severe": rule.tiers.severe}
     why = f"; {tier} from {steps_x[tier]:g} ×" if tier in ("moderate", "severe") else ""
-    return (f"{head}: {series} has {value} complaints today, above {rule.factor:g} × its daily average of "
-            f"{baseline} ({ratio} ×{why})")
+    return (
+        f"{head}: {series} has {value} complaints today, above {rule.factor:g} × its daily average of "
+        f"{baseline} ({ratio} ×{why})"
+    )
 
 
 def held_under_surges(state: Path, cfg: Config) -> list[str]:
@@ -261,12 +292,23 @@ def held_under_surges(state: Path, cfg: Config) -> list[str]:
             source, target = compile_matchers(inh.source), compile_matchers(inh.target)
             if not matches(target, labels):
                 continue
-            by = next((other for i, other, _ in alerts if i != inst and i in told and matches(source, other)
-                       and all(other.get(k, "") == labels.get(k, "") for k in inh.equal)), None)
+            by = next(
+                (
+                    other
+                    for i, other, _ in alerts
+                    if i != inst
+                    and i in told
+                    and matches(source, other)
+                    and all(other.get(k, "") == labels.get(k, "") for k in inh.equal)
+                ),
+                None,
+            )
             if by is not None:
                 size = f"a run of {peak:g}" if labels["kind"] == "streak" else f"peak {peak:g}"
-                lines.append(f"{labels['rule']} {labels.get('type', '')} ({size}) was held under "
-                             f"{by['rule']} {by.get('type', '')}: the same crisis, told once")
+                lines.append(
+                    f"{labels['rule']} {labels.get('type', '')} ({size}) was held under "
+                    f"{by['rule']} {by.get('type', '')}: the same crisis, told once"
+                )
                 break
     return lines
 
@@ -285,8 +327,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_demo(duration: float | None, out: IO[str] = sys.stdout, keep: bool = False, listen: str | None = None,
-             sink_listen: str = "127.0.0.1:0") -> int:
+def run_demo(
+    duration: float | None,
+    out: IO[str] = sys.stdout,
+    keep: bool = False,
+    listen: str | None = None,
+    sink_listen: str = "127.0.0.1:0",
+) -> int:
     """Run the demo; `listen` is the daemon's status page, API and /metrics (default a free local port),
     `sink_listen` the chat sink's (port 0: any free one). Returns the exit status (2: a port is taken)."""
     from sentinel.http import ListenError
@@ -312,8 +359,9 @@ def run_demo(duration: float | None, out: IO[str] = sys.stdout, keep: bool = Fal
         n = crm.seed(now)
         sink.start()
         cfg_path = tmp / "sentinel.toml"
-        cfg_path.write_text(demo_config(tmp, crm.path, sink.url, listen or f"127.0.0.1:{free_port()}"),
-                            encoding="utf-8")
+        cfg_path.write_text(
+            demo_config(tmp, crm.path, sink.url, listen or f"127.0.0.1:{free_port()}"), encoding="utf-8"
+        )
         try:
             cfg = load(cfg_path)
         except ConfigError as exc:  # e.g. an installation whose packaged rules/seeds were edited
@@ -332,8 +380,11 @@ def run_demo(duration: float | None, out: IO[str] = sys.stdout, keep: bool = Fal
             daemon.stop()
             return 2
         assert daemon.server is not None
-        print(f"demo: metrics at {daemon.server.url}/metrics, status at {daemon.server.url}/, "
-              f"chat sink at {sink.server.url}", file=out)
+        print(
+            f"demo: metrics at {daemon.server.url}/metrics, status at {daemon.server.url}/, "
+            f"chat sink at {sink.server.url}",
+            file=out,
+        )
         print("demo: watching the live stream (Ctrl-C to stop)", file=out, flush=True)
         stop = threading.Event()
         feeder = Feeder(crm, out, stop)

@@ -7,6 +7,10 @@ ONE transaction; so stopping at any point loses nothing and counts nothing twice
 fails, every stage reloads its state from the store, and until that reload succeeded (retried with
 backoff) nothing is fed: detection never runs on a state that is not the committed one. Cycles never
 overlap (the pipeline's cycle lock); a standby, or a leader that lost its lock, does not poll.
+
+A state store that cannot be reached (a read, the commit or the reload failing with a database error) is
+one outage: logged once when it begins, with the driver's reason (passwords in the state URL masked), and
+once when a poll commits again, with how long it was out; the failed polls in between log at debug.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import threading
 import time
 
 import numpy as np
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from sentinel.clock import Clock, now_us
 from sentinel.commit_delay import CommitDelay
@@ -30,6 +35,7 @@ from sentinel.model import US, Vocab
 from sentinel.pipeline import Pipeline
 from sentinel.source_health import SourceHealth, backoff_s
 from sentinel.sources import Source, SourceUnavailable
+from sentinel.sources.sql_connect import driver_message, url_secrets
 from sentinel.stage import Cycle
 from sentinel.store import LockLost, Store, records
 from sentinel.wake import Waker
@@ -50,9 +56,31 @@ def backfill_days(cfg: Config) -> int:
     return history_days(cfg)
 
 
+def store_reason(exc: BaseException, state_url: str | None) -> str:
+    """The driver's words on one line, the state URL's password (and secret query parameters) masked:
+    drivers do not print them, but a message quoting the URL would."""
+    secrets: tuple[str, ...] = ()
+    if state_url is not None:
+        try:
+            secrets = url_secrets(make_url(state_url))
+        except ArgumentError:
+            secrets = ()
+    return driver_message(exc, secrets)
+
+
 class PollCycle:
-    def __init__(self, cfg: Config, store: Store, clock: Clock, metrics: Metrics, *, source: Source,
-                 pipeline: Pipeline, vocab: Vocab, stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        clock: Clock,
+        metrics: Metrics,
+        *,
+        source: Source,
+        pipeline: Pipeline,
+        vocab: Vocab,
+        stopping: threading.Event,
+    ) -> None:
         assert cfg.source is not None
         self.cfg = cfg  # the running configuration (a reload replaces it)
         self.store = store
@@ -77,6 +105,8 @@ class PollCycle:
         self.restore_error: str | None = None
         self.restore_failures = 0
         self.restore_retry_monotonic = 0.0
+        self.store_out_since: float | None = None  # monotonic start of the current state-store outage
+        self.store_out_failures = 0  # failed store operations in it
         self.alive = time.monotonic()  # the last time the poll job was entered (the watchdog's proof of life)
         self.waker = Waker("poll", self.poll_job, cfg.source.poll_interval.total_seconds())
 
@@ -128,7 +158,14 @@ class PollCycle:
                 self.store_error = str(exc)
                 self.health.next_try_monotonic = time.monotonic() + STORE_RETRY_S
                 return False
+            except SQLAlchemyError as exc:
+                # a read of the store (the ledger, the reconciliation's counts) before the commit: nothing
+                # was committed or changed in memory, the same rows are read again next time
+                self.store_down("poll cycle could not read the state store; polls retried", exc)
+                self.health.next_try_monotonic = time.monotonic() + STORE_RETRY_S
+                return False
             self.store_error = None
+            self.store_up()
             self.health.mark(True, None)
             self.metrics.poll_duration.observe(time.perf_counter() - started)
             return more
@@ -144,16 +181,37 @@ class PollCycle:
         finished = replay and polled.exhausted
         # the ledger knows every row after the first poll's bound: reconciliation never looks before it
         ledger_start = state.ledger_start_us if state.ledger_start_us is not None else since
-        new_state = records.SourceState(state.watermark_us, state.coverage_start_us, state.backfill_start_us,
-                                        state.backfill_done or finished, state.started_us, ledger_start)
+        new_state = records.SourceState(
+            state.watermark_us,
+            state.coverage_start_us,
+            state.backfill_start_us,
+            state.backfill_done or finished,
+            state.started_us,
+            ledger_start,
+        )
         reconciled = False
         if not replay and polled.exhausted and now >= self.next_reconcile_us:
             self._reconcile(polled, ledger_start, since, now, window)
             reconciled = True
-        quiet = (not replay and state.watermark_us is not None and not polled.entries and not polled.rejected
-                 and len(polled.batch) == 0 and ledger_start == state.ledger_start_us)
-        cycle = Cycle(polled.batch, now, self.ingest.horizon(now), replay, new_state, polled,
-                      backfill_finished=finished, quiet=quiet, late_records=polled.reconciled_records)
+        quiet = (
+            not replay
+            and state.watermark_us is not None
+            and not polled.entries
+            and not polled.rejected
+            and len(polled.batch) == 0
+            and ledger_start == state.ledger_start_us
+        )
+        cycle = Cycle(
+            polled.batch,
+            now,
+            self.ingest.horizon(now),
+            replay,
+            new_state,
+            polled,
+            backfill_finished=finished,
+            quiet=quiet,
+            late_records=polled.reconciled_records,
+        )
         self._commit(cycle, polled, window)
         self.state = new_state
         self.ingest.committed(polled, None if quiet else window)
@@ -167,8 +225,7 @@ class PollCycle:
 
     def _reconcile(self, polled: Polled, ledger_start: int, since: int, now: int, window: int) -> None:
         try:
-            found = self.ingest.reconcile(self.reconcile_bounds(ledger_start, since, now, window), now, window,
-                                          polled)
+            found = self.ingest.reconcile(self.reconcile_bounds(ledger_start, since, now, window), now, window, polled)
         except SourceUnavailable as exc:
             # the poll's rows are still committed: a failing reconciliation must never stop ingest
             log.warning("reconciliation failed; tried again after reconcile_interval", extra=fields(error=str(exc)))
@@ -189,8 +246,7 @@ class PollCycle:
             raise
         except Exception as exc:
             if isinstance(exc, SQLAlchemyError):  # the store is down, full or locked: no traceback for that
-                log.error("poll cycle could not be committed; reloading state from the store",
-                          extra=fields(error=error_line(exc)))
+                self.store_down("poll cycle could not be committed; reloading state from the store", exc)
             else:
                 log.exception("poll cycle could not be committed; reloading state from the store")
             self.hold(f"the poll's transaction failed ({type(exc).__name__}); state not reloaded yet")
@@ -229,13 +285,40 @@ class PollCycle:
             delay = backoff_s(self.restore_failures)
             self.restore_retry_monotonic = time.monotonic() + delay
             error = f"reloading state from the store failed ({type(exc).__name__}); detection holds"
-            if error != self.restore_error:
-                log.error(error, extra=fields(retry_in_s=delay))
+            if isinstance(exc, SQLAlchemyError):
+                self.store_down(error, exc, retry_in_s=delay)
+            elif error != self.restore_error:
+                log.error(error, extra=fields(retry_in_s=delay, error=error_line(exc)))
             self.restore_error = error
             return False
         log.info("state reloaded from the store; detection resumes", extra=fields(after=self.restore_failures))
         self.restore_error, self.restore_failures = None, 0
         return True
+
+    # --- state-store outages ----------------------------------------------------------------------------
+    def store_down(self, what: str, exc: BaseException, **extra: object) -> None:
+        """A store operation of the poll failed: the first failure of an outage logs `what` and the reason
+        (an error), the others only at debug (polls fail every few seconds while it lasts)."""
+        self.store_out_failures += 1
+        reason = store_reason(exc, self.cfg.state_url.get() if self.cfg.state_url is not None else None)
+        if self.store_out_since is None:
+            self.store_out_since = time.monotonic()
+            log.error(
+                what, extra=fields(error=reason, outage="logged once; a line follows when the store is back", **extra)
+            )
+        else:
+            log.debug(what, extra=fields(error=reason, failures=self.store_out_failures, **extra))
+
+    def store_up(self) -> None:
+        """A poll committed: an outage of the store, if one was going, ended (logged once, with its length)."""
+        if self.store_out_since is None:
+            return
+        out_s = time.monotonic() - self.store_out_since
+        log.info(
+            "state store is back; polls commit again",
+            extra=fields(outage_s=round(out_s, 1), failures=self.store_out_failures),
+        )
+        self.store_out_since, self.store_out_failures = None, 0
 
     def _recover(self, now: int) -> None:
         if not self.loaded:  # a standby that now leads: its first load, as a start does
@@ -255,10 +338,13 @@ class PollCycle:
             coverage: int | None = history_start_us(self.cfg.history_start, self.calendar)
         else:
             coverage = None if first is None else max(first, start)
-        log.info("first start: reading back the baseline window",
-                 extra=fields(days=days, since=self.calendar.date_of(today - days).isoformat()))
-        return records.SourceState(watermark_us=None, coverage_start_us=coverage, backfill_start_us=start,
-                                   backfill_done=False, started_us=now)
+        log.info(
+            "first start: reading back the baseline window",
+            extra=fields(days=days, since=self.calendar.date_of(today - days).isoformat()),
+        )
+        return records.SourceState(
+            watermark_us=None, coverage_start_us=coverage, backfill_start_us=start, backfill_done=False, started_us=now
+        )
 
     # --- after commit --------------------------------------------------------------------------------
     def _count(self, polled: Polled, now: int) -> None:
@@ -283,11 +369,17 @@ class PollCycle:
             m.records_rejected.labels(reason=reason).inc(n)
         if polled.reconciled:
             m.records_reconciled.inc(polled.reconciled)
-            days = sorted({"no usable time" if d < 0 else self.calendar.date_of(self.calendar.day_of(d)).isoformat()
-                           for d in polled.reconciled_days})
-            log.warning("reconciliation found rows the watermark reads had missed (committed later than "
-                        "lateness, or ordered by the database unlike their time); counted as late records",
-                        extra=fields(rows=polled.reconciled, records=polled.reconciled_records, days=days))
+            days = sorted(
+                {
+                    "no usable time" if d < 0 else self.calendar.date_of(self.calendar.day_of(d)).isoformat()
+                    for d in polled.reconciled_days
+                }
+            )
+            log.warning(
+                "reconciliation found rows the watermark reads had missed (committed later than "
+                "lateness, or ordered by the database unlike their time); counted as late records",
+                extra=fields(rows=polled.reconciled, records=polled.reconciled_records, days=days),
+            )
         if self.health.newest_us is None and self.state is not None and self.state.watermark_us is not None:
             self.health.newest_us = self.state.watermark_us
         if self.health.newest_us is not None:

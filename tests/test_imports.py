@@ -3,7 +3,7 @@
 - detection is pure: nothing under `sentinel/detect/` imports the store, the notifiers, the sources, the
   metrics, the command line or any other runtime part, nor a database, network or clock library;
 - no two parts of the package import each other, directly or round a longer loop (a part is a
-  subpackage, such as `sentinel/store/`, or a top-level module, such as `sentinel/config.py`).
+  subpackage, such as `sentinel/store/`, or a top-level module, such as `sentinel/loader.py`).
 
 Every import counts: at the top, inside a function, under `TYPE_CHECKING`.
 """

@@ -22,56 +22,41 @@ independent estimate worth `prior_days` days of observation,
 
 so a rule with no history (a new rule, a first start) relies on the independent estimate, and a new type
 (no share, no runs) can still fire. The run counts cannot be rebuilt from the hourly buckets; they are
-part of the rule's snapshot (version 2; an older snapshot restores with no run history).
+part of the rule's snapshot (version 2; an older snapshot restores with no run history), whose codec is in
+`detect.streak_state` with the rule's state, its vectorised counting and the blend above (`normality`):
+this module is the rule itself.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from sentinel.config import StreakRuleConfig
-from sentinel.detect.base import SAMPLES, OpenAlert, RecordFilter, RuleContext, event, open_alert, sample_ids
+from sentinel.detect.base import SAMPLES, Gauges, OpenAlert, RecordFilter, RuleContext, event, open_alert, sample_ids
 from sentinel.detect.series import SeriesIndex
+from sentinel.detect.streak_state import (
+    Normality,
+    Run,
+    StreakState,
+    add_counts,
+    counts_from_buckets,
+    customers_of,
+    decode_open,
+    decode_run_counts,
+    encode,
+    new_in_run,
+    normality,
+)
 from sentinel.model import US, Batch, Buckets, Event, EventState, IntArray, Tier
 
-SNAPSHOT_VERSION = 2
-"""2: the snapshot carries the daily run counts (`run_counts`, `counted_from`)."""
+__all__ = ["Normality", "Run", "StreakRule", "StreakState"]  # the state's types are imported from here
 
-
-@dataclass(slots=True)
-class Run:
-    value: int  # vocab code of the field's value
-    length: int
-    started: int
-    last: int
-    customers: set[str] = field(default_factory=set)
-    alert: tuple[int, int] | None = None  # key of the alert this run carries
-    ids: list[str] = field(default_factory=list)  # its last few complaint ids, for the message
-
-
-@dataclass(eq=False)
-class StreakState:
-    clock: int | None = None
-    pending: Batch = field(default_factory=Batch.empty)
-    day: int | None = None
-    runs: dict[int, Run] = field(default_factory=dict)  # scope code -> current run
-    alerts: dict[tuple[int, int], OpenAlert] = field(default_factory=dict)  # (scope, value) -> alert
-    shares: SeriesIndex | None = None  # (scope..., field) combinations, for the share of a value
-    counts: dict[int, IntArray] = field(default_factory=dict)  # day -> count per share series
-    late: int = 0
-    # day -> (scope, value) -> runs that reached `length` that day: the series' own streak history
-    run_counts: dict[int, dict[tuple[int, int], int]] = field(default_factory=dict)
-    counted_from: int | None = None  # the first full day whose runs are all in `run_counts`
-    # (day, scope value or None) -> (that day's counts array, its total in the scope): `chance` asks for
-    # the same past days' totals at every crossing; valid while `counts[day]` is that very array (counts
-    # are replaced, never changed in place), so a late record's new array recomputes it
-    day_totals: dict[tuple[int, str | None], tuple[IntArray, int]] = field(default_factory=dict)
+if TYPE_CHECKING:
+    from sentinel.detect.base import Snapshot
 
 
 class StreakRule:
@@ -95,14 +80,7 @@ class StreakRule:
 
     def fork(self, state: StreakState) -> StreakState:
         """A copy to run ahead on: runs, alerts and share counts copied."""
-        runs = {k: Run(r.value, r.length, r.started, r.last, set(r.customers), r.alert, list(r.ids))
-                for k, r in state.runs.items()}
-        return StreakState(clock=state.clock, pending=state.pending, day=state.day, runs=runs,
-                           alerts={k: a.copy() for k, a in state.alerts.items()},
-                           shares=state.shares.fork() if state.shares is not None else None,
-                           counts={d: a.copy() for d, a in state.counts.items()}, late=state.late,
-                           run_counts={d: dict(c) for d, c in state.run_counts.items()},
-                           counted_from=state.counted_from)
+        return state.fork()
 
     def runs_key(self) -> str:
         """What makes a run: rules agreeing on it count the same runs, so an edit that changes only how
@@ -236,35 +214,10 @@ class StreakRule:
 
     def _is_new(self, batch: Batch, idx: IntArray, run_id: IntArray, carried: Run | None) -> IntArray:
         """1 where a record makes its run longer: always, or for a customer new to the run."""
-        n = len(idx)
-        if self.cfg.distinct != "customer" or batch.customer is None:
-            return np.ones(n, dtype=np.int64)
-        cust = batch.customer[idx].astype(np.int64)
-        key = run_id.astype(np.int64) * (1 << 32) + (cust + 1)
-        # ties in record order, as a lexsort with arange did; runs come in order, which timsort sees at once
-        order = np.argsort(key, kind="stable")
-        first = np.ones(n, dtype=bool)
-        sk = key[order]
-        first[1:] = sk[1:] != sk[:-1]
-        new = np.zeros(n, dtype=np.int64)
-        new[order] = first
-        new[cust < 0] = 1  # without a customer we cannot tell: count it
-        if carried is not None and carried.customers and batch.customer_values is not None:
-            values = batch.customer_values
-            known = [int(i) for c in carried.customers for i in np.flatnonzero(values == c)]
-            if known:
-                in_run0 = (run_id == 0) & np.isin(cust, list(known))
-                new[in_run0] = 0
-        return new
+        return new_in_run(batch, idx, run_id, carried, self.cfg.distinct == "customer")
 
     def _customers_of(self, batch: Batch, idx: IntArray, before: set[str]) -> set[str]:
-        out = set(before)
-        if batch.customer is None or batch.customer_values is None:
-            return out
-        codes = batch.customer[idx]
-        for c in np.unique(codes[codes >= 0]).tolist():
-            out.add(str(batch.customer_values[c]))
-        return out
+        return customers_of(batch, idx, before)
 
     # --- the small state machine ------------------------------------------------------------------
     def _cross(self, scope: int, run: Run, length: int, at: int, state: StreakState,
@@ -341,66 +294,16 @@ class StreakRule:
     # --- chance ------------------------------------------------------------------------------------
     def _count_shares(self, batch: Batch, state: StreakState, weight: int = 1) -> None:
         """Daily counts per (scope, value), vectorised: the history behind `chance`."""
-        assert state.shares is not None
-        x = state.shares.of_batch(batch)
-        n = len(state.shares)
-        days = self.cal.days_of(batch.ts)
-        one_day = len(days) > 0 and int(days.min()) == int(days.max())  # the usual batch: no mask, no sort
-        for d in ([int(days[0])] if one_day else np.unique(days).tolist()):
-            if state.day is not None and d < state.day - self.window:
-                continue
-            if weight < 0 and state.day is not None and d > state.day:
-                continue  # a rebuild reads no day after the current one: nothing to take back out
-            add = weight * np.bincount(x if one_day else x[days == d], minlength=n)
-            old = state.counts.get(d)
-            if old is None:
-                state.counts[d] = add
-            else:
-                if len(old) < n:
-                    old = np.concatenate([old, np.zeros(n - len(old), dtype=old.dtype)])
-                state.counts[d] = old + add
+        add_counts(state, batch, self.cal, self.window, weight)
 
     def _chance(self, scope: int, value: int, length: int, state: StreakState) -> Normality:
         """How normal a run of `length` of this value is, from the history before today."""
-        assert state.day is not None and state.shares is not None
+        assert state.day is not None
         n = min(self.ctx.full_days_before(state.day), self.window)
         if n <= 0:
             return Normality()
-        labels = self.labels(scope, value)
-        shares = state.shares
-        mine_idx = shares.admit(tuple(labels[g] for g in shares.group_by))
-        in_scope: npt.NDArray[np.bool_] | None = None
-        field_name = self.scope_field
-        want = labels[field_name] if field_name is not None else None
-        total = mine = 0
-        for d in range(state.day - n, state.day):
-            c = state.counts.get(d)
-            if c is None:
-                continue
-            cached = state.day_totals.get((d, want))
-            if cached is not None and cached[0] is c:
-                total += cached[1]
-            else:
-                if field_name is not None and in_scope is None:
-                    in_scope = np.fromiter((lab[field_name] == want for lab in shares.labels), dtype=bool,
-                                           count=len(shares.labels))
-                day_total = int(c.sum()) if in_scope is None else int(c[in_scope[: len(c)]].sum())
-                state.day_totals[(d, want)] = (c, day_total)
-                total += day_total
-            mine += int(c[mine_idx]) if mine_idx < len(c) else 0
-        if total == 0:
-            return Normality()
-        share = mine / total
-        independent = (total / n) * (1 - share) * share ** length
-        seen = self._days_counted(state, n)
-        runs = sum(state.run_counts.get(d, {}).get((scope, value), 0) for d in range(state.day - seen, state.day))
-        prior = self.cfg.prior_days
-        expected = (runs + prior * independent) / (seen + prior) if seen + prior > 0 else independent
-        # chance: the per-record probability of such a run starting that the expectation implies
-        starts = (total / n) * (1 - share)
-        chance = min(1.0, expected / starts) if starts > 0 else share ** length
-        return Normality(_sig(chance), _sig(expected), _sig(independent),
-                         _sig(runs / seen) if seen else None, runs, seen)
+        return normality(state, (scope, value), self.labels(scope, value), self.scope_field, length, n,
+                         self._days_counted(state, n), self.cfg.prior_days)
 
     def _days_counted(self, state: StreakState, n: int) -> int:
         """How many of the last `n` full days this rule counted the runs of."""
@@ -438,12 +341,7 @@ class StreakRule:
             events += self._expire(state, d, inclusive=True)
             if d >= self.cal.day_end(state.day):
                 state.day += 1
-                for old in [x for x in state.counts if x < state.day - self.window]:
-                    del state.counts[old]
-                for old in [x for x in state.run_counts if x < state.day - self.window]:
-                    del state.run_counts[old]
-                for key in [k for k in state.day_totals if k[0] < state.day - self.window]:
-                    del state.day_totals[key]
+                state.forget_before(state.day - self.window)
         state.clock = max(state.clock, now)
         return events, self.deadline(state)
 
@@ -465,75 +363,28 @@ class StreakRule:
 
     # --- persistence -----------------------------------------------------------------------------------
     def snapshot(self, state: StreakState) -> dict[str, Any]:
-        dec = self.vocab.decode
-        return {
-            "version": SNAPSHOT_VERSION,
-            "runs_key": self.runs_key(),
-            "clock": state.clock,
-            "day": state.day,
-            "counted_from": state.counted_from,
-            "run_counts": [[d, dec(k[0]) if self.scope_field else "", dec(k[1]), n]
-                           for d, per in sorted(state.run_counts.items()) for k, n in sorted(per.items())],
-            "runs": [{"scope": dec(s) if self.scope_field else "", "value": dec(r.value), "length": r.length,
-                      "started": r.started, "last": r.last, "customers": sorted(r.customers),
-                      "alert": r.alert is not None, "ids": r.ids} for s, r in state.runs.items()],
-            "alerts": [{"scope": dec(k[0]) if self.scope_field else "", "value": dec(k[1]), "alert": a.to_json()}
-                       for k, a in state.alerts.items()],
-        }
+        return encode(state, self.vocab, self.scope_field is not None, self.runs_key())
 
     def restore(self, snap: dict[str, Any], buckets: Buckets) -> StreakState:
         state = StreakState()
         if snap.get("clock") is None:
             return state
-        code = self.vocab.code
         state.clock, state.day = int(snap["clock"]), int(snap["day"])
         self.restore_runs(state, snap)
-        for a in snap.get("alerts", []):
-            key = (code(a["scope"]) if self.scope_field else 0, code(a["value"]))
-            state.alerts[key] = OpenAlert.from_json(a["alert"])
-        for r in snap.get("runs", []):
-            scope = code(r["scope"]) if self.scope_field else 0
-            value = code(r["value"])
-            state.runs[scope] = Run(value, int(r["length"]), int(r["started"]), int(r["last"]), set(r["customers"]),
-                                    (scope, value) if r["alert"] else None, list(r.get("ids", [])))
+        decode_open(state, snap, self.vocab, self.scope_field is not None)
         self.rebuild_shares(state, buckets)
         return state
 
     def restore_runs(self, state: StreakState, snap: dict[str, Any]) -> None:
         """The run history from a snapshot, when it counted runs as this rule does; otherwise (a version
         1 snapshot, or an edit that changed what a run is) counting starts with the next full day."""
-        assert state.day is not None
-        if int(snap.get("version", 1)) < 2 or snap.get("runs_key") != self.runs_key():
-            state.counted_from = state.day + 1
-            return
-        code = self.vocab.code
-        cf = snap.get("counted_from")
-        state.counted_from = None if cf is None else int(cf)
-        for d, sc, val, n in snap.get("run_counts", []):
-            if int(d) >= state.day - self.window:
-                key = (code(sc) if self.scope_field else 0, code(val))
-                state.run_counts.setdefault(int(d), {})[key] = int(n)
+        decode_run_counts(state, snap, self.vocab, self.scope_field is not None, self.runs_key(), self.window)
 
     def rebuild_shares(self, state: StreakState, buckets: Buckets) -> None:
         """The share history from the raw hourly buckets (at start and after a reload)."""
         state.counts.clear()
         state.shares = self._share_index()
-        if state.day is None or len(buckets.hour_us) == 0:
-            return
-        start = self.cal.day_start(state.day - self.window)
-        end = self.cal.day_end(state.day)
-        sel = (buckets.hour_us >= start) & (buckets.hour_us < end)
-        probe = Batch(np.zeros(int(sel.sum()), dtype=np.int64), buckets.hour_us[sel],
-                      buckets.type[sel].astype(np.int32), buckets.channel[sel].astype(np.int32))
-        keep = self.filter.mask(probe) if self.filter.active else np.ones(len(probe), dtype=bool)
-        weights = buckets.count[sel][keep]
-        probe = probe.take(np.flatnonzero(keep))
-        x = state.shares.of_batch(probe)
-        n = len(state.shares)
-        days = self.cal.days_of(probe.ts)
-        for d in np.unique(days).tolist():
-            m = days == d
-            state.counts[d] = np.bincount(x[m], weights=weights[m], minlength=n).astype(np.int64)
+        counts_from_buckets(state, buckets, self.cal, self.window, self.filter)
 
     def subtract_pending(self, state: StreakState) -> None:
         """Take records not yet processed back out of the share counts rebuilt from buckets."""
@@ -545,27 +396,33 @@ class StreakRule:
         """(labels, current run length) per scope, for the metrics."""
         return [(self.labels(scope, run.value), run.length) for scope, run in state.runs.items()]
 
+    # --- the engine's `Rule` -----------------------------------------------------------------------
+    looks_ahead = True
+    uses_holidays = False
 
-@dataclass(frozen=True, slots=True)
-class Normality:
-    """How many runs like this one a normal day has: the blended figure and what it is made of."""
+    def series_snapshot(self, state: StreakState, force: bool) -> list[list[str]] | None:
+        return None  # its share series come back from the buckets
 
-    KEYS = ("expected_per_day_observed", "expected_per_day_independent", "runs_observed", "days_observed")
+    def restore_saved(self, snap: Snapshot, buckets: Buckets) -> StreakState:
+        state = self.restore(snap.core, buckets)
+        state.pending = snap.pending
+        self.subtract_pending(state)
+        return state
 
-    chance: float | None = None
-    expected: float | None = None  # the blend: what `max_expected_per_day` compares
-    independent: float | None = None  # daily volume x (1 - share) x share^length
-    observed: float | None = None  # runs reaching `length` per day over the days counted
-    runs: int = 0
-    days: int = 0
+    def restore_edited(self, snap: Snapshot, buckets: Buckets, alerts: list[OpenAlert]) -> StreakState:
+        state = self.new_state()
+        if snap.clock is not None:
+            state.clock, state.day = snap.clock, self.cal.day_of(snap.clock)
+            self.restore_runs(state, snap.core)  # kept when the edit did not change what a run is
+        for alert in [a for a in alerts if set(a.labels) == {self.cfg.field, *self.cfg.scope}]:
+            scope = self.vocab.code(alert.labels[self.scope_field]) if self.scope_field else 0
+            alert.hold_until = alert.hold_until or state.clock
+            state.alerts[(scope, self.vocab.code(alert.labels[self.cfg.field]))] = alert
+        self.rebuild_shares(state, buckets)
+        return state
 
-    def facts(self) -> dict[str, Any]:
-        return {"chance": self.chance, "expected_per_day": self.expected,
-                "expected_per_day_observed": self.observed, "expected_per_day_independent": self.independent,
-                "runs_observed": self.runs, "days_observed": self.days}
+    def rebuilt(self, buckets: Buckets, clock: int) -> StreakState:
+        return self.new_state()  # runs exist only in snapshots: a rule never saved starts with none
 
-
-def _sig(x: float) -> float:
-    if x == 0 or not math.isfinite(x):
-        return x
-    return float(f"{x:.6g}")
+    def gauges(self, state: StreakState) -> Gauges:
+        return Gauges(runs=self.run_view(state))
