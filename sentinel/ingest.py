@@ -33,13 +33,14 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
 
+from sentinel.days import Calendar
 from sentinel.model import US, Batch
-from sentinel.sources import Reconcilable, Source
+from sentinel.sources import Cursor, Reconcilable, Source
 from sentinel.sources.rows import BadValue, RawRow, Rejected, RowNormaliser, canonical_id, parse_time
 from sentinel.store import records as repo
 from sentinel.store.records import LedgerEntry
@@ -159,7 +160,7 @@ class Ingest:
         now = now_us if now_us is not None else since_us
         start = self.read_from(since_us, now)
         sorter = _Sorter(self, now, window_us, {}, floor_us=start)
-        cursor: Any = None
+        cursor: Cursor | None = None
         rows = 0
         exhausted = True
         while True:
@@ -239,7 +240,7 @@ class Ingest:
                 settled[start] = (end, n_src, n_ledger)
                 continue
             before = len(sorter.entries)
-            cursor: Any = None
+            cursor: Cursor | None = None
             while True:
                 page = src.read_range(start, end, cursor, self.batch_size)
                 rows += len(page.rows)
@@ -255,7 +256,7 @@ class Ingest:
         return rows
 
     def commit(self, conn: Connection, polled: Polled, state: repo.SourceState, now_us: int,
-               calendar: Any, window_us: int | None = None) -> None:
+               calendar: Calendar, window_us: int | None = None) -> None:
         """Write the poll's watermark, ledger entries and buckets into the cycle's transaction."""
         repo.add_seen(conn, polled.entries)
         if polled.watermark_us is not None:
@@ -370,7 +371,7 @@ class _Sorter:
 def identity(row: RawRow, normaliser: RowNormaliser) -> tuple[str, str]:
     """(ledger key, content digest) of a raw row: the canonical id, or for a row without a usable id a
     digest of all of it. The digest tells a row read again from a different row reusing its id."""
-    content = row[1:]
+    content: tuple[object, ...] = row[1:]
     if not all(v is None or type(v) in _PLAIN for v in content):
         content = tuple(_stable(v) for v in content)
     digest = hashlib.blake2b(repr(content).encode("utf-8", "replace"), digest_size=8).hexdigest()
@@ -389,7 +390,7 @@ def dup_key(key: str, digest: str) -> str:
     return key[:200] + DUP + digest
 
 
-def _stable(value: Any) -> Any:
+def _stable(value: object) -> object:
     """The same value however the session shows it (an aware datetime in UTC, a memoryview as bytes)."""
     if isinstance(value, datetime) and value.tzinfo is not None:
         return value.astimezone(UTC)
