@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -33,9 +33,13 @@ from sentinel.sources.rows import (
     UNKNOWN_CHANNEL,
     BadValue,
     IdType,
+    RawRow,
     Rejected,
     RowNormaliser,
 )
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 REQUIRED = ("id", "created_at", "type", "channel")
 BLOCK_BYTES = 1 << 19
@@ -46,7 +50,7 @@ CODED = pa.dictionary(pa.int32(), pa.binary())
 encoding the parsed column again), and normalisation runs once per distinct value."""
 
 
-def _encoded(column: pa.Array) -> Any:
+def _encoded(column: pa.Array) -> pa.DictionaryArray:  # pyarrow has no stubs: both are Any to mypy
     """The column as a dictionary array (the parser's, or encoded here)."""
     return column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
 
@@ -98,14 +102,15 @@ class _Transcoder(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b: Any) -> int:
+    def readinto(self, b: WriteableBuffer) -> int:
         while not self._buf:
             chunk = self._raw.read(1 << 16)
             self._buf = self._dec.decode(chunk, final=not chunk).encode("utf-8")
             if not chunk:
                 break
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
+        view = memoryview(b).cast("B")
+        n = min(len(view), len(self._buf))
+        view[:n] = self._buf[:n]
         self._buf = self._buf[n:]
         return n
 
@@ -155,7 +160,7 @@ class FileReader:
         stream = self._stream()
         invalid: list[tuple[int | None, str]] = []  # rows with the wrong number of fields, skipped
 
-        def on_invalid(row: Any) -> str:
+        def on_invalid(row: pcsv.InvalidRow) -> str:
             invalid.append((row.number, row.text))
             return "skip"
 
@@ -258,10 +263,10 @@ class FileReader:
             codes.index()
         return mapping[d.indices.to_numpy()] if len(mapping) else np.zeros(0, dtype=np.int32)
 
-    def _ids(self, ids: pa.Array) -> Any:
+    def _ids(self, ids: pa.Array) -> npt.NDArray[np.int64] | npt.NDArray[np.object_]:
         if self.id_type != "str":
             try:
-                return pc.cast(ids, pa.int64()).to_numpy()
+                return np.asarray(pc.cast(ids, pa.int64()).to_numpy(), dtype=np.int64)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 if self.id_type == "int":
                     raise _SlowPath from None
@@ -298,11 +303,11 @@ class FileReader:
 
     def _slow_block(self, cols: dict[str, pa.Array], n: int, pos: int) -> Block:
         py = {c: a.to_pylist() for c, a in cols.items()}
-        rows: list[list[Any]] = []
+        rows: list[list[object]] = []
         pre_rejected: list[Rejected] = []
         for i in range(n):
             raw_id = py["id"][i]
-            vals = []
+            vals: list[object] = []
             bad = None
             for c in ("id", "created_at", "type", "channel", "customer"):
                 v = py[c][i] if c in py else None
@@ -332,7 +337,7 @@ class FileReader:
     def _jsonl(self) -> Iterator[Block]:
         stream = self._stream()
         try:
-            buf: list[tuple[Any, ...]] = []
+            buf: list[RawRow] = []
             rejected: list[Rejected] = []
             count = 0
             transcoded = self.encoding != "utf-8"  # undecodable bytes arrive as U+FFFD
@@ -380,7 +385,7 @@ class FileReader:
             shown = str(obj["id"])[:60]
         return Rejected(shown, "bad_encoding", f"line {lineno} is not valid {self.encoding}")
 
-    def _rows_block(self, rows: list[tuple[Any, ...]], rejected: list[Rejected], n: int, pos: int) -> Block:
+    def _rows_block(self, rows: list[RawRow], rejected: list[Rejected], n: int, pos: int) -> Block:
         norm = self.rows_normaliser.normalise(rows)
         return Block(norm.batch, rejected + norm.rejected, n, pos)
 
@@ -397,7 +402,7 @@ def _invalid_row(number: int | None, text: str, names: list[str]) -> Rejected:
     return Rejected(shown, "bad_record", f"{where} has {len(fields)} fields, the header {len(names)}")
 
 
-def _numeric_ids(rows: list[list[Any]]) -> None:
+def _numeric_ids(rows: list[list[object]]) -> None:
     """Ids that are all integers (in int64) become ints, in place: as the fast path reads the block, so a
     block with one bad row still has a numeric id column (ties ordered by number, not as text)."""
     ints: list[int | None] = []
@@ -406,6 +411,8 @@ def _numeric_ids(rows: list[list[Any]]) -> None:
         if text is None:
             ints.append(None)
             continue
+        if not isinstance(text, str):  # the slow path decodes every id (bytes in the file) to text
+            return
         text = text.strip()
         if len(text) > 20 or not _INTEGER.fullmatch(text):
             return

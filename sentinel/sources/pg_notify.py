@@ -21,14 +21,15 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import TupleRow
 from sqlalchemy.engine import make_url
 
 from sentinel.logs import fields
-from sentinel.sources.sql_connect import driver_message, postgres_connect_args, url_secrets
+from sentinel.sources.sql_connect import ConnectArg, driver_message, postgres_connect_args, url_secrets
 
 log = logging.getLogger("sentinel.sources.listen")
 
@@ -65,6 +66,9 @@ def channel_for(table: str | None, configured: str | None) -> str | None:
 
 # --- connections ------------------------------------------------------------------------------------
 
+PgConnection = psycopg.Connection[TupleRow]
+"""A psycopg connection with the default row factory: rows are tuples."""
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -72,7 +76,7 @@ class Target:
 
     conninfo: str
     secrets: tuple[str, ...]
-    options: dict[str, Any]
+    options: dict[str, ConnectArg]
 
     @classmethod
     def from_url(cls, url: str, application_name: str) -> Target:
@@ -83,8 +87,10 @@ class Target:
         conninfo = u.set(drivername="postgresql").render_as_string(hide_password=False)
         return cls(conninfo, url_secrets(u), options)
 
-    def connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.conninfo, autocommit=True, **self.options)
+    def connect(self) -> PgConnection:
+        # what `connect(conninfo, **options)` does inside; merged first, since `connect`'s own keywords
+        # (row_factory, context...) would take any option of the same name
+        return psycopg.connect(make_conninfo(self.conninfo, **self.options), autocommit=True)
 
     def explain(self, exc: BaseException) -> str:
         """The driver's words on one line, secrets masked."""
@@ -116,7 +122,7 @@ WHERE lower(c.relname) = lower(%(name)s) AND c.relkind IN ('r', 'p', 'v', 'm', '
 """
 
 
-def resolve_table(conn: psycopg.Connection[Any], table: str) -> TableRef:
+def resolve_table(conn: PgConnection, table: str) -> TableRef:
     """The stored table `source.table` names, found the way the SQL source finds it (schema as written,
     else the current schema; the name exactly, else the only case-insensitive match), because the
     trigger must sit on the very table that is polled. Raises `ListenSetupError` for a missing table or a
@@ -161,13 +167,13 @@ def trigger_script(ref: TableRef, channel: str) -> str:
     return f"-- Sentinel: NOTIFY {channel} after each INSERT statement on {ref}\nBEGIN;\n\n{body};\n\nCOMMIT;\n"
 
 
-def install_trigger(conn: psycopg.Connection[Any], ref: TableRef, channel: str) -> None:
+def install_trigger(conn: PgConnection, ref: TableRef, channel: str) -> None:
     with conn.transaction():
         for statement in trigger_statements(ref, channel):
             conn.execute(statement)
 
 
-def trigger_problem(conn: psycopg.Connection[Any], ref: TableRef, channel: str) -> str | None:
+def trigger_problem(conn: PgConnection, ref: TableRef, channel: str) -> str | None:
     """Why inserts into the table would not notify `channel`, or None when an enabled trigger does.
 
     Any trigger counts whose argument or function body names the channel: people who wrote their own
@@ -264,7 +270,7 @@ class Listener:
             delay = min(self.backoff_max_s, delay * 2)
         self._set_connected(False)
 
-    def _listen(self, conn: psycopg.Connection[Any]) -> None:
+    def _listen(self, conn: PgConnection) -> None:
         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
         if not self._checked:
             self._checked = True
@@ -281,7 +287,7 @@ class Listener:
         self.on_notify()
         self._set_connected(True)
 
-    def _wait(self, conn: psycopg.Connection[Any]) -> None:
+    def _wait(self, conn: PgConnection) -> None:
         while not self._stop.is_set():
             for _ in conn.notifies(timeout=WAIT_S):
                 self.notifications += 1
@@ -289,7 +295,7 @@ class Listener:
                 if self._stop.is_set():
                     return
 
-    def _check_trigger(self, conn: psycopg.Connection[Any]) -> None:
+    def _check_trigger(self, conn: PgConnection) -> None:
         if self.table is None:
             return  # a query source: whoever set notify_channel owns the trigger
         try:
