@@ -17,18 +17,25 @@ import json
 import statistics
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from sentinel.config import Config, StreakRuleConfig, ThresholdRuleConfig
 from sentinel.days import Calendar, history_start_us
 from sentinel.detect import Engine, RuleContext, workdays_of
-from sentinel.model import US, Batch, Event, EventState, Vocab, to_datetime
+from sentinel.model import US, Batch, Event, EventState, JsonObject, Vocab, to_datetime
 from sentinel.sources.files import Block, FileReader
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+Progressed = Callable[[int], None]
+"""Told the bytes read so far, after each block (the progress bar's `update`)."""
 
 WARNING_WINDOW_US = 24 * 3600 * US
 """How far ahead of a surge a warning still counts as an early warning of it (and a surge after a
@@ -57,7 +64,8 @@ class Result:
     fired: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (rule, tier, day) -> firing
     sorted_input: bool = True
     daily: dict[tuple[int, int, int], int] = field(default_factory=dict)  # (day, type, channel) -> n
-    alerts: list[dict[str, Any]] = field(default_factory=list)  # firing / upgraded events, for the plot
+    # firing / upgraded events as `Event.to_json` writes them, for the plot (which indexes them by key)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
     opened: list[Opened] = field(default_factory=list)  # firing events, for the early-warning report
     vocab_values: dict[int, str] = field(default_factory=dict)  # codes of `daily`
 
@@ -67,7 +75,7 @@ class Result:
         return cal.day_of(self.last_us) - cal.day_of(self.first_us) + 1
 
 
-def _blocks(reader: FileReader, progress: Any) -> Iterator[Block]:
+def _blocks(reader: FileReader, progress: Progressed | None) -> Iterator[Block]:
     for block in reader:
         if progress is not None:
             progress(block.bytes_read)
@@ -82,7 +90,7 @@ def _is_sorted(batch: Batch, after: int | None) -> bool:
     return bool(np.all(np.diff(batch.ts) >= 0))
 
 
-def _id_before(a: Any, b: Any) -> bool:
+def _id_before(a: object, b: object) -> bool:
     """`a` orders before `b` as `Batch.sorted` orders ids: as numbers when both are, else as text."""
     if isinstance(a, int | np.integer) and isinstance(b, int | np.integer):
         return int(a) < int(b)
@@ -90,7 +98,7 @@ def _id_before(a: Any, b: Any) -> bool:
 
 
 def run(cfg: Config, input_path: str | Path, out: IO[str], *, encoding: str = "utf-8",
-        progress: Any = None, keep_daily: bool = False) -> Result:
+        progress: Progressed | None = None, keep_daily: bool = False) -> Result:
     """Replay `input_path`; events go to `out` as JSON lines (written once the replay is complete)."""
     _lean_arrow_memory()
     cal = Calendar(cfg.tz)
@@ -134,14 +142,15 @@ class _Unsorted(Exception):
     pass
 
 
-def _replay(cfg: Config, cal: Calendar, vocab: Vocab, blocks: Any, lines: list[str], keep_daily: bool) -> Result:
+def _replay(cfg: Config, cal: Calendar, vocab: Vocab, blocks: Iterable[Block], lines: list[str],
+            keep_daily: bool) -> Result:
     result = Result()
     ctx = RuleContext(cal, vocab, None, workdays_of(cfg))
     if cfg.history_start is not None:
         ctx.coverage_start_us = history_start_us(cfg.history_start, cal)
     engine = Engine(cfg.rules, ctx, cfg.timezone)
     last: int | None = None
-    last_id: Any = None
+    last_id: object = None
     try:
         for block in blocks:
             result.rejected.update(r.reason for r in block.rejected)
@@ -294,7 +303,7 @@ def _lead(us: int | None) -> str:
     return f"{minutes // 60}:{minutes % 60:02d}"
 
 
-def summary_json(result: Result, cfg: Config) -> dict[str, Any]:
+def summary_json(result: Result, cfg: Config) -> JsonObject:
     """The summary as data: alerts per rule, and the early-warning report."""
     cal = Calendar(cfg.tz)
     days = max(1, result.days(cal))
@@ -315,7 +324,8 @@ def summary_json(result: Result, cfg: Config) -> dict[str, Any]:
                            "severe": per_rule[r.name]["severe"], "alerts": sum(per_rule[r.name].values()),
                            "per_day": round(sum(per_rule[r.name].values()) / days, 4)} for r in cfg.rules},
         "early_warning": {
-            "window_s": WARNING_WINDOW_US // US, "surge_rules": ew.surge_rules, "warning_rules": ew.warning_rules,
+            "window_s": WARNING_WINDOW_US // US, "surge_rules": [*ew.surge_rules],
+            "warning_rules": [*ew.warning_rules],
             "surges": len(ew.surges), "warned": len(warned),
             "median_lead_s": int(statistics.median(leads)) if leads else None,
             "alerts": [{"at": when(w.surge.at), "rule": w.surge.rule, "labels": dict(w.surge.labels),
@@ -330,7 +340,7 @@ def summary_json(result: Result, cfg: Config) -> dict[str, Any]:
     }
 
 
-def print_early_warning(result: Result, cfg: Config, console: Any) -> None:
+def print_early_warning(result: Result, cfg: Config, console: Console) -> None:
     from rich.table import Table
 
     ew = early_warning(result, cfg)
@@ -397,7 +407,7 @@ def print_summary(result: Result, cfg: Config, stream: IO[str]) -> None:
                   soft_wrap=True)  # one line, whatever the width: logs and scripts grep it
 
 
-def progress_bar(total: int) -> tuple[Any, Any]:
+def progress_bar(total: int) -> tuple[Progress | None, Progressed | None]:
     """A rich progress bar over bytes read, when stderr is a terminal."""
     if not sys.stderr.isatty():
         return None, None
