@@ -25,7 +25,6 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
@@ -37,7 +36,7 @@ from sentinel.alerting.policy import Policy, Schedule
 from sentinel.alerting.routing import Route, Router, alert_labels, labels_of
 from sentinel.config import Config
 from sentinel.logs import fields
-from sentinel.model import Tier
+from sentinel.model import JsonObject, Tier
 from sentinel.notify import ADAPTERS, outbox
 from sentinel.notify.views import AlertView, view_from_event, view_to_json
 from sentinel.store import alerts as alert_store
@@ -141,8 +140,9 @@ class Dispatcher:
 
     def _on_event(self, conn: Connection, ev: StoredEvent, groups: dict[str, Group], now_us: int) -> None:
         instance, state, payload = ev.instance, ev.state, ev.payload
-        labels = alert_labels(payload["rule"], payload["kind"], payload["tier"], payload["labels"])
-        when = min(now_us, int(payload.get("at_us", now_us)))  # group_wait counts from the event itself
+        labels = alert_labels(ev.text("rule"), ev.text("kind"), ev.text("tier"), ev.labels)
+        at = payload.get("at_us", now_us)  # group_wait counts from the event itself
+        when = min(now_us, int(at) if isinstance(at, int | float | str) else now_us)
         if state == "resolved":
             # to everyone who was told of it, through the group that told them; straight to those no
             # current route reaches (escalation receivers, a route a reload removed or changed)
@@ -248,7 +248,7 @@ class Dispatcher:
                     continue
                 repeat = all(_reminds(told.get((receiver, v.instance)), v) for v in views)
                 kind = "repeat" if repeat else "alert" if len(views) == 1 else "digest"
-                extra: dict[str, Any] = {"group_key": g.key, "group_labels": g.labels}
+                extra: dict[str, object] = {"group_key": g.key, "group_labels": g.labels}
                 if receiver in whole_group:
                     extra["group_alerts"] = self._rest_of_group(conn, receiver, g, views, muting)
                 self._enqueue(conn, receiver, kind, views, rows, now_us, extra)
@@ -290,7 +290,7 @@ class Dispatcher:
         return sorted(out, key=lambda v: (-int(v.tier), v.state == "resolved", -v.at.timestamp()))
 
     def _rest_of_group(self, conn: Connection, receiver: str, g: Group, views: Sequence[AlertView],
-                       muting: Muting) -> list[dict[str, Any]]:
+                       muting: Muting) -> list[JsonObject]:
         """The group's other open alerts this receiver was told of and may still hear about (not silenced
         or inhibited now), oldest first, as JSON views: with the message's own, every alert of the group
         with its current status, as Alertmanager's webhook lists them."""
@@ -313,7 +313,7 @@ class Dispatcher:
         return view_from_event(alert.last_event, self.cfg.tz, record_url=record_url, ack_url=link)
 
     def _enqueue(self, conn: Connection, receiver: str, kind: str, views: Sequence[AlertView],
-                 rows: Mapping[str, StoredAlert], now_us: int, extra: Mapping[str, Any]) -> None:
+                 rows: Mapping[str, StoredAlert], now_us: int, extra: Mapping[str, object]) -> None:
         tier = max((v.tier for v in views), default=Tier.LIGHT)
         event_at = min(rows[v.instance].last_event_at_us for v in views)
         status = "resolved" if all(v.state == "resolved" for v in views) else "firing"

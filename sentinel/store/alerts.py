@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Select, Table, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, Select, Table, func, insert, or_, select, update
 
-from sentinel.model import Event, EventState, Tier
+from sentinel.model import Event, EventState, JsonObject, Tier
 from sentinel.store.codecs import dumps
 from sentinel.store.schema import alert_events, alerts
 
@@ -29,8 +29,24 @@ class StoredEvent:
     state: str
     tier: str
     at_us: int
-    payload: dict[str, Any]
+    payload: JsonObject  # as `record_events` wrote it: `Event.to_json` with `at_us` and `started_us`
     notify: bool
+
+    def text(self, key: str) -> str:
+        """A text field of the payload (`rule`, `kind`, `tier`): always written as a string."""
+        value = self.payload[key]
+        if not isinstance(value, str):
+            raise TypeError(f"event {self.seq}: {key} is a {type(value).__name__}, not text")
+        return value
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The series labels of the payload (a JSON object of strings)."""
+        value = self.payload["labels"]
+        labels = {k: v for k, v in value.items() if isinstance(v, str)} if isinstance(value, dict) else {}
+        if not isinstance(value, dict) or len(labels) != len(value):
+            raise TypeError(f"event {self.seq}: labels are not an object of strings")
+        return labels
 
 
 def record_events(conn: Connection, events: Sequence[Event], *, notify: bool, now_us: int, tz: ZoneInfo) -> None:
@@ -50,10 +66,11 @@ def record_events(conn: Connection, events: Sequence[Event], *, notify: bool, no
     conn.execute(insert(ev), rows)
 
 
-def _upsert_alert(conn: Connection, al: Table, e: Event, payload: dict[str, Any], notify: bool,
+def _upsert_alert(conn: Connection, al: Table, e: Event, payload: JsonObject, notify: bool,
                   now_us: int) -> None:
     status = "resolved" if e.state == EventState.RESOLVED else "open"
-    peak = float(payload.get("peak", e.value) or e.value)
+    raw_peak = payload.get("peak", e.value)  # a rule's `extra`: a number, or None when it has none
+    peak = float(raw_peak) if isinstance(raw_peak, int | float | str) and raw_peak else float(e.value)
     values = {"tier": e.tier.label, "status": status, "updated_us": now_us, "value": float(e.value),
               "baseline": e.baseline, "last_event": dumps(payload),
               "resolved_us": e.at if status == "resolved" else None}
@@ -107,7 +124,9 @@ class StoredAlert:
     value: float  # at the last event
     baseline: float | None
     peak: float
-    last_event: dict[str, Any]  # the last event's payload, as `record_events` wrote it
+    # the last event's payload, as `record_events` wrote it; Any, not JsonObject, while api.py reads numbers
+    # out of it without narrowing
+    last_event: dict[str, Any]
     replay: bool  # opened during the first start's backfill (recorded, never sent)
 
     @property
@@ -119,7 +138,7 @@ class StoredAlert:
         return int(self.last_event["at_us"])
 
 
-def _stored(r: Any) -> StoredAlert:
+def _stored(r: Row[tuple[object, ...]]) -> StoredAlert:  # a row of `select(alerts)`
     return StoredAlert(r.instance, r.fingerprint, r.rule, r.kind, json.loads(r.labels), Tier.parse(r.tier), r.status,
                        int(r.started_us), int(r.updated_us), None if r.resolved_us is None else int(r.resolved_us),
                        float(r.value), r.baseline, float(r.peak), json.loads(r.last_event), bool(r.replay))

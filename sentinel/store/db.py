@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import make_url
@@ -20,6 +20,11 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
 from sentinel.store import lease, migrate
 from sentinel.store.lock import DEFAULT_LEASE_TTL_S, AdvisoryLock, FileLock, LockLost, StoreLocked, instance_name
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 SUPPORTED = ("sqlite", "postgresql")
 
@@ -264,7 +269,8 @@ class Store:
             self.read_engine.dispose()
 
 
-def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_conn: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
+    """Listens to `connect` of a SQLite engine only, so the DBAPI connection is the stdlib's."""
     dbapi_conn.isolation_level = None  # SQLAlchemy's `begin` event issues BEGIN itself
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")

@@ -38,7 +38,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import URL
@@ -120,7 +119,7 @@ RELEASE_WAIT_S = 2.0  # at shutdown, how long the heartbeat gets to close the se
 # libpq settings of the lock's connection: keepalive probes after 2 s idle, every 1 s, dead after 2 missed
 # ones; unacknowledged data for 4 s is an error too. The server gets the same keepalive settings for this
 # session, so it also notices a vanished daemon in seconds and frees the lock for the next one.
-_LOCK_CONNECT_ARGS: dict[str, Any] = {
+_LOCK_CONNECT_ARGS: dict[str, int | str] = {
     "connect_timeout": CONNECT_TIMEOUT_S,
     "keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 1, "keepalives_count": 2,
     "tcp_user_timeout": 4000,

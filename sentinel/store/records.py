@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import Connection, and_, case, delete, func, insert, select, update
@@ -21,6 +21,13 @@ from sqlalchemy import Connection, and_, case, delete, func, insert, select, upd
 from sentinel.days import Calendar
 from sentinel.model import Batch, IntArray, Vocab
 from sentinel.store.schema import hourly_buckets, seen_ids, source_state
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sqlalchemy import Table
+    from sqlalchemy.dialects.postgresql import Insert as PgInsert
+    from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 
 KEY = "source"
 
@@ -160,7 +167,7 @@ def prune_buckets(conn: Connection, before_us: int) -> int:
     return conn.execute(delete(hourly_buckets).where(hourly_buckets.c.hour_us < before_us)).rowcount
 
 
-def _upsert(dialect: str) -> Any:
+def _upsert(dialect: str) -> Callable[[Table], SqliteInsert | PgInsert]:
     """The dialect's INSERT ... ON CONFLICT; imported here so a daemon loads only its own store's dialect."""
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
