@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from sqlalchemy.exc import OperationalError
@@ -33,6 +33,9 @@ from waitress.utilities import Error
 
 from sentinel.logs import error_line, fields
 from sentinel.store.lock import LockLost
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 log = logging.getLogger("sentinel.http")
 
@@ -49,7 +52,7 @@ class Request:
     params: dict[str, str] = field(default_factory=dict)
     remote: str = ""
 
-    def json(self) -> Any:
+    def json(self) -> Any:  # JSON as parsed; Any, not JsonValue, while api.py reads fields without narrowing
         try:
             return json.loads(self.body.decode("utf-8") or "null")
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -67,7 +70,7 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
     @staticmethod
-    def json(data: Any, status: int = 200) -> Response:
+    def json(data: object, status: int = 200) -> Response:
         return Response(status, json.dumps(data, ensure_ascii=False, default=str).encode(),
                         "application/json; charset=utf-8")
 
@@ -154,7 +157,7 @@ class App:
             return err
         return None
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -229,6 +232,7 @@ class _Refusal(Error):
         self.code = err.status
         self.reason = _REASONS.get(err.status, "Unknown")
 
+    # Any: waitress's stub says the body is str; it is bytes here, which waitress writes as they are
     def to_response(self, ident: str | None = None) -> tuple[str, list[tuple[str, str]], Any]:
         body = json.dumps({"error": self.body}).encode()
         return f"{self.code} {self.reason}", [("Content-Type", "application/json; charset=utf-8")], body
@@ -330,6 +334,7 @@ class Server:
         self._thread = threading.Thread(target=self._run, name="http", daemon=True)
 
     @staticmethod
+    # Any: waitress's stubs lack `effective_port` / `effective_listen`, which its servers have at run time
     def _bind(app: App, host: str, port: int, threads: int | None, limits: Limits) -> Any:
         return create_server(
             app, host=host.strip("[]"), port=port, threads=threads or limits.threads, ident="sentinel",

@@ -18,14 +18,13 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, RowMapping, insert, select
 from sqlalchemy import update as update_
 
 from sentinel.alerting.routing import labels_of
-from sentinel.model import from_datetime, to_datetime
+from sentinel.model import JsonObject, from_datetime, to_datetime
 from sentinel.store.alerts import StoredAlert
 from sentinel.store.schema import silences
 
@@ -42,7 +41,7 @@ class SilenceMatcher:
         hit = bool(re.fullmatch(self.value, v)) if self.is_regex else v == self.value
         return hit if self.is_equal else not hit
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {"name": self.name, "value": self.value, "isRegex": self.is_regex, "isEqual": self.is_equal}
 
 
@@ -65,7 +64,7 @@ class Silence:
         seen = matchable(labels)
         return all(m(seen) for m in self.matchers)
 
-    def to_api(self, tz: ZoneInfo, now_us: int) -> dict[str, Any]:
+    def to_api(self, tz: ZoneInfo, now_us: int) -> JsonObject:
         return {"id": self.id, "matchers": [m.to_json() for m in self.matchers],
                 "startsAt": to_datetime(self.starts_us, tz).isoformat(),
                 "endsAt": to_datetime(self.ends_us, tz).isoformat(),
@@ -87,7 +86,7 @@ def matchable(labels: Mapping[str, str]) -> Mapping[str, str]:
     return {**labels, **extra} if extra else labels
 
 
-def _time(value: Any, what: str) -> int:
+def _time(value: object, what: str) -> int:
     if not isinstance(value, str):
         raise SilenceError(f"{what} must be an RFC 3339 time")
     try:
@@ -99,7 +98,7 @@ def _time(value: Any, what: str) -> int:
     return from_datetime(dt)
 
 
-def parse(body: Any, now_us: int) -> tuple[tuple[SilenceMatcher, ...], int, int, str, str]:
+def parse(body: object, now_us: int) -> tuple[tuple[SilenceMatcher, ...], int, int, str, str]:
     """Validate Alertmanager's silence JSON; errors say which field and why."""
     if not isinstance(body, dict):
         raise SilenceError("expected a JSON object")
