@@ -10,7 +10,6 @@ Notification messages have their own templates (`sentinel/notify/templates/<loca
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 Entry = str | tuple[str, str]
 
@@ -262,7 +261,7 @@ class Text:
         self.locale = locale if locale in CATALOGUE else "en"
         self.strings = CATALOGUE[self.locale]
 
-    def __call__(self, key: str, n: int | None = None, **values: Any) -> str:
+    def __call__(self, key: str, n: int | None = None, **values: object) -> str:
         entry = self.strings[key]
         if isinstance(entry, tuple):
             entry = entry[0] if n == 1 else entry[1]

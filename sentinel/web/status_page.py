@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from markupsafe import Markup
@@ -43,7 +43,7 @@ from sentinel.config import ThresholdRuleConfig
 from sentinel.daemon import Daemon
 from sentinel.history import DailyCounts, chartable, series_history
 from sentinel.http import Request, Response
-from sentinel.model import US, Tier, to_datetime
+from sentinel.model import US, JsonObject, Tier, to_datetime
 from sentinel.store import alerts as alert_store
 from sentinel.store.alerts import StoredAlert
 from sentinel.web import static
@@ -92,7 +92,7 @@ class AlertItem:
     value: float
     baseline: float | None
     peak: float
-    event: dict[str, Any]  # the last event's payload: ratio, p, mode, length, reason, ...
+    event: JsonObject  # the last event's payload: ratio, p, mode, length, reason, ...
     badges: list[Badge] = field(default_factory=list)
     chart: Markup | None = None
     today: int | None = None  # the series' count today so far, from the buckets (charted series)
@@ -162,7 +162,8 @@ class StatusPage:
         return self.env.get_template("status.html.j2").render(self.context(chosen or Filters()))
 
     # --- what the page shows -------------------------------------------------------------------------
-    def context(self, chosen: Filters) -> dict[str, Any]:
+    def context(self, chosen: Filters) -> dict[str, object]:
+        """The template's variables (values of every kind: rows, `Text`, markup)."""
         d = self.daemon
         t = Text(d.cfg.locale)
         now = now_us(d.clock)
@@ -191,7 +192,7 @@ class StatusPage:
         tier_totals = [(tier, sum(1 for a in open_items if a.tier is tier)) for tier in sorted(Tier, reverse=True)]
         rule_names = sorted({r.name for r in d.cfg.rules} | {a.rule for a in open_items})
         type_names = sorted({a.labels["type"] for a in [*open_items, *resolved] if "type" in a.labels})
-        failed: dict[str, list[dict[str, Any]]] = {}
+        failed: dict[str, list[JsonObject]] = {}
         for f in status["failed"]:
             failed.setdefault(f["receiver"], [])
             if len(failed[f["receiver"]]) < FAILURES_PER_RECEIVER:
@@ -214,9 +215,10 @@ class StatusPage:
         }
 
     @staticmethod
-    def _standby(lead: dict[str, Any] | None, t: Text) -> str | None:
-        """On a standby: who leads (the banner's words); None on the leader."""
-        if lead is None or lead.get("role") != "standby":
+    def _standby(lead: object, t: Text) -> str | None:
+        """On a standby: who leads (the banner's words); None on the leader (`lead` is the status's
+        `leadership` object, or None without one)."""
+        if not isinstance(lead, dict) or lead.get("role") != "standby":
             return None
         leader = lead.get("leader")
         return t("no_leader") if leader is None else f"{leader['instance']} (epoch {leader['epoch']})"
