@@ -50,7 +50,7 @@ CODED = pa.dictionary(pa.int32(), pa.binary())
 encoding the parsed column again), and normalisation runs once per distinct value."""
 
 
-def _encoded(column: pa.Array) -> pa.DictionaryArray:  # pyarrow has no stubs: both are Any to mypy
+def _encoded(column: pa.Array) -> pa.DictionaryArray:  # pyarrow has no stubs: unchecked
     """The column as a dictionary array (the parser's, or encoded here)."""
     return column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
 
