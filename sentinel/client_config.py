@@ -116,5 +116,9 @@ def load_client_config(path: str | Path, environ: Mapping[str, str] | None = Non
             problem(k, ValueError("unknown key" + did_you_mean(k, TOP_LEVEL_KEYS)))
     if problems:
         raise ConfigError(problems)
-    return ClientConfig(values.get("timezone", DEFAULT_TIMEZONE), values.get("listen", DEFAULT_LISTEN),
-                        values.get("locale", DEFAULT_LOCALE), token)
+    return ClientConfig(
+        values.get("timezone", DEFAULT_TIMEZONE),
+        values.get("listen", DEFAULT_LISTEN),
+        values.get("locale", DEFAULT_LOCALE),
+        token,
+    )

@@ -71,8 +71,9 @@ class Response:
 
     @staticmethod
     def json(data: object, status: int = 200) -> Response:
-        return Response(status, json.dumps(data, ensure_ascii=False, default=str).encode(),
-                        "application/json; charset=utf-8")
+        return Response(
+            status, json.dumps(data, ensure_ascii=False, default=str).encode(), "application/json; charset=utf-8"
+        )
 
     @staticmethod
     def text(text: str, status: int = 200) -> Response:
@@ -94,10 +95,22 @@ Handler = Callable[[Request], Response]
 Guard = Callable[[Request], None]
 """Raises `HTTPError` to refuse a request from its head alone (method, path, headers; the body is empty)."""
 
-_REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 303: "See Other", 400: "Bad Request",
-            401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-            409: "Conflict", 413: "Payload Too Large", 500: "Internal Server Error",
-            503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    201: "Created",
+    202: "Accepted",
+    204: "No Content",
+    303: "See Other",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 def _regex(pattern: str) -> str:
@@ -169,24 +182,35 @@ class App:
             headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
             if environ.get("CONTENT_TYPE"):
                 headers["content-type"] = environ["CONTENT_TYPE"]
-            req = Request(environ.get("REQUEST_METHOD", "GET").upper(), environ.get("PATH_INFO", "/") or "/",
-                          parse_qs(environ.get("QUERY_STRING", "")), headers, body,
-                          remote=environ.get("REMOTE_ADDR", ""))
+            req = Request(
+                environ.get("REQUEST_METHOD", "GET").upper(),
+                environ.get("PATH_INFO", "/") or "/",
+                parse_qs(environ.get("QUERY_STRING", "")),
+                headers,
+                body,
+                remote=environ.get("REMOTE_ADDR", ""),
+            )
             resp = self.dispatch(req)
         except HTTPError as err:
             resp = Response.json({"error": err.message}, err.status)
         except LockLost as exc:  # a write while the daemon holds for the store's lock: try again later
             resp = Response.json({"error": str(exc)}, 503)
         except OperationalError as exc:  # the store is unreachable: an outage to wait out, not a bug
-            log.warning("HTTP request failed: the state store is unavailable",
-                        extra=fields(path=environ.get("PATH_INFO", ""), error=error_line(exc)))
+            log.warning(
+                "HTTP request failed: the state store is unavailable",
+                extra=fields(path=environ.get("PATH_INFO", ""), error=error_line(exc)),
+            )
             resp = Response.json({"error": f"the state store is unavailable ({type(exc.orig).__name__})"}, 503)
         except Exception:
             log.exception("HTTP handler failed")
             resp = Response.json({"error": "internal error"}, 500)
         status = f"{resp.status} {_REASONS.get(resp.status, 'Unknown')}"
-        hdrs = [("Content-Type", resp.content_type), ("Content-Length", str(len(resp.body))),
-                ("X-Content-Type-Options", "nosniff"), *resp.headers.items()]
+        hdrs = [
+            ("Content-Type", resp.content_type),
+            ("Content-Length", str(len(resp.body))),
+            ("X-Content-Type-Options", "nosniff"),
+            *resp.headers.items(),
+        ]
         if "Cache-Control" not in resp.headers:  # answers are live state; a static asset says otherwise
             hdrs.append(("Cache-Control", "no-store"))
         start_response(status, hdrs)
@@ -316,16 +340,20 @@ class Server:
         except OSError as exc:
             import errno
 
-            why = {errno.EADDRINUSE: "the port is already in use (another sentinel, or another program: "
-                                     f"`ss -ltnp 'sport = :{port}'` shows which)",
-                   errno.EADDRNOTAVAIL: "the address is not one of this machine's",
-                   errno.EACCES: "permission denied (ports below 1024 need privileges)"}.get(
-                exc.errno or 0, exc.strerror or str(exc))
+            why = {
+                errno.EADDRINUSE: "the port is already in use (another sentinel, or another program: "
+                f"`ss -ltnp 'sport = :{port}'` shows which)",
+                errno.EADDRNOTAVAIL: "the address is not one of this machine's",
+                errno.EACCES: "permission denied (ports below 1024 need privileges)",
+            }.get(exc.errno or 0, exc.strerror or str(exc))
             raise ListenError(listen, why) from None
         parser = type("Parser", (_Parser,), {"app": app})
         channel = type("Channel", (_Channel,), {"parser_class": parser, "limits": limits})
-        listeners = [server] if isinstance(server, BaseWSGIServer) else \
-            [s for s in (server.map or {}).values() if isinstance(s, BaseWSGIServer)]
+        listeners = (
+            [server]
+            if isinstance(server, BaseWSGIServer)
+            else [s for s in (server.map or {}).values() if isinstance(s, BaseWSGIServer)]
+        )
         for one in listeners:
             one.channel_class = channel
         self._server = server
@@ -337,14 +365,19 @@ class Server:
     # Any: waitress's stubs lack `effective_port` / `effective_listen`, which its servers have at run time
     def _bind(app: App, host: str, port: int, threads: int | None, limits: Limits) -> Any:
         return create_server(
-            app, host=host.strip("[]"), port=port, threads=threads or limits.threads, ident="sentinel",
+            app,
+            host=host.strip("[]"),
+            port=port,
+            threads=threads or limits.threads,
+            ident="sentinel",
             clear_untrusted_proxy_headers=True,
             max_request_body_size=limits.max_body + 1,  # waitress refuses at >=, the App at >
             max_request_header_size=limits.max_header,
             connection_limit=limits.connections + 2,  # the listening socket and waitress's trigger count too
             channel_timeout=max(1, int(limits.request_timeout + 0.999)),  # no traffic at all: a backstop
             cleanup_interval=1,
-            asyncore_use_poll=True)  # select() fails on descriptors over 1023
+            asyncore_use_poll=True,
+        )  # select() fails on descriptors over 1023
 
     def _run(self) -> None:
         with contextlib.suppress(OSError):  # closed during shutdown

@@ -105,8 +105,15 @@ class Polled:
 
 
 class Ingest:
-    def __init__(self, source: Source, normaliser: RowNormaliser, lateness_us: int, batch_size: int,
-                 store: Reader, max_rows: int = MAX_ROWS_PER_POLL) -> None:
+    def __init__(
+        self,
+        source: Source,
+        normaliser: RowNormaliser,
+        lateness_us: int,
+        batch_size: int,
+        store: Reader,
+        max_rows: int = MAX_ROWS_PER_POLL,
+    ) -> None:
         self.source = source
         self.normaliser = normaliser
         self.lateness_us = lateness_us
@@ -151,8 +158,7 @@ class Ingest:
         local times repeat an hour and parse to the first (earlier) one."""
         return since_us - fold_margin_us(self.normaliser.naive_tz, since_us, now_us)
 
-    def poll(self, since_us: int, watermark_us: int | None, now_us: int | None,
-             window_us: int | None = None) -> Polled:
+    def poll(self, since_us: int, watermark_us: int | None, now_us: int | None, window_us: int | None = None) -> Polled:
         """Read every row with created_at > since_us not counted before (up to `max_rows`).
 
         `window_us` is where the history window begins: a row older than it (a BLOB that sorts after
@@ -170,7 +176,7 @@ class Ingest:
             if page.next is None:
                 break
             if len(sorter.entries) >= self.max_rows:  # new rows only: re-read ones cost no memory to speak of,
-                exhausted = False                       # and stopping on them would read them again forever
+                exhausted = False  # and stopping on them would read them again forever
                 break
             cursor = page.next
         polled = sorter.finish(now_us)
@@ -221,8 +227,15 @@ class Ingest:
             found.reconciled_days.append(-1)  # -1: rows without a usable time
         return found
 
-    def _read_ranges(self, src: Reconcilable, ranges: Sequence[tuple[int, int, int, int]], sorter: _Sorter,
-                     settled: dict[int, tuple[int, int, int]], done: set[int], rows: int) -> int:
+    def _read_ranges(
+        self,
+        src: Reconcilable,
+        ranges: Sequence[tuple[int, int, int, int]],
+        sorter: _Sorter,
+        settled: dict[int, tuple[int, int, int]],
+        done: set[int],
+        rows: int,
+    ) -> int:
         """Read the ranges (start, end, source count, ledger count) that may hold rows the ledger lacks.
 
         Equal counts prove a range complete only while the database orders rows as their parsed time
@@ -255,8 +268,15 @@ class Ingest:
                 self.mixed = self.mixed or n_src != n_ledger
         return rows
 
-    def commit(self, conn: Connection, polled: Polled, state: repo.SourceState, now_us: int,
-               calendar: Calendar, window_us: int | None = None) -> None:
+    def commit(
+        self,
+        conn: Connection,
+        polled: Polled,
+        state: repo.SourceState,
+        now_us: int,
+        calendar: Calendar,
+        window_us: int | None = None,
+    ) -> None:
         """Write the poll's watermark, ledger entries and buckets into the cycle's transaction."""
         repo.add_seen(conn, polled.entries)
         if polled.watermark_us is not None:
@@ -280,8 +300,14 @@ class Ingest:
 class _Sorter:
     """Sorts the rows of one read into new ones, repeats and different rows reusing a counted id."""
 
-    def __init__(self, ingest: Ingest, now_us: int, window_us: int | None, known: dict[str, str | None],
-                 floor_us: int | None = None) -> None:
+    def __init__(
+        self,
+        ingest: Ingest,
+        now_us: int,
+        window_us: int | None,
+        known: dict[str, str | None],
+        floor_us: int | None = None,
+    ) -> None:
         self.ingest = ingest
         self.floor_us = floor_us  # a poll's SQL bound: a row it returns dated before it is out of order
         self.now_us = now_us
@@ -335,8 +361,9 @@ class _Sorter:
                 self.read[dk] = d
                 self.repeats += 1
                 continue
-            self._judge(row, dk, d, Rejected(str(k)[:60], "duplicate_id",
-                                             "the id of a counted record, with different content"))
+            self._judge(
+                row, dk, d, Rejected(str(k)[:60], "duplicate_id", "the id of a counted record, with different content")
+            )
 
     def _judge(self, row: RawRow, key: str, digest: str, dup: Rejected | None) -> None:
         try:
@@ -348,8 +375,9 @@ class _Sorter:
         if created is not None and self.window_us is not None and created < self.window_us:
             return  # outside the history window: no day the rules look at
         self.known[key] = digest
-        self.entries.append(LedgerEntry(key, digest, created if created is not None else self.now_us,
-                                        created is not None, self.now_us))
+        self.entries.append(
+            LedgerEntry(key, digest, created if created is not None else self.now_us, created is not None, self.now_us)
+        )
         if dup is not None:
             self.dups.append(dup)
         else:

@@ -65,11 +65,16 @@ class Silence:
         return all(m(seen) for m in self.matchers)
 
     def to_api(self, tz: ZoneInfo, now_us: int) -> JsonObject:
-        return {"id": self.id, "matchers": [m.to_json() for m in self.matchers],
-                "startsAt": to_datetime(self.starts_us, tz).isoformat(),
-                "endsAt": to_datetime(self.ends_us, tz).isoformat(),
-                "updatedAt": to_datetime(self.updated_us, tz).isoformat(),
-                "createdBy": self.created_by, "comment": self.comment, "status": {"state": self.state(now_us)}}
+        return {
+            "id": self.id,
+            "matchers": [m.to_json() for m in self.matchers],
+            "startsAt": to_datetime(self.starts_us, tz).isoformat(),
+            "endsAt": to_datetime(self.ends_us, tz).isoformat(),
+            "updatedAt": to_datetime(self.updated_us, tz).isoformat(),
+            "createdBy": self.created_by,
+            "comment": self.comment,
+            "status": {"state": self.state(now_us)},
+        }
 
 
 class SilenceError(ValueError):
@@ -133,12 +138,28 @@ def parse(body: object, now_us: int) -> tuple[tuple[SilenceMatcher, ...], int, i
     return tuple(matchers), starts, ends, created_by[:200], comment[:2000]
 
 
-def add(conn: Connection, matchers: Sequence[SilenceMatcher], starts_us: int, ends_us: int, created_by: str,
-        comment: str, now_us: int) -> str:
+def add(
+    conn: Connection,
+    matchers: Sequence[SilenceMatcher],
+    starts_us: int,
+    ends_us: int,
+    created_by: str,
+    comment: str,
+    now_us: int,
+) -> str:
     sid = str(uuid.uuid4())
-    conn.execute(insert(silences).values(id=sid, matchers=_matchers_json(matchers), starts_us=starts_us,
-                                         ends_us=ends_us, created_by=created_by, comment=comment,
-                                         created_us=now_us, updated_us=now_us))
+    conn.execute(
+        insert(silences).values(
+            id=sid,
+            matchers=_matchers_json(matchers),
+            starts_us=starts_us,
+            ends_us=ends_us,
+            created_by=created_by,
+            comment=comment,
+            created_us=now_us,
+            updated_us=now_us,
+        )
+    )
     return sid
 
 
@@ -148,13 +169,24 @@ def expire(conn: Connection, sid: str, now_us: int) -> bool:
     row = conn.execute(select(silences.c.starts_us, silences.c.ends_us).where(silences.c.id == sid)).first()
     if row is None or row[1] <= now_us:
         return False
-    conn.execute(update_(silences).where(silences.c.id == sid).values(
-        starts_us=min(row[0], now_us), ends_us=now_us, updated_us=now_us))
+    conn.execute(
+        update_(silences)
+        .where(silences.c.id == sid)
+        .values(starts_us=min(row[0], now_us), ends_us=now_us, updated_us=now_us)
+    )
     return True
 
 
-def update(conn: Connection, sid: str, matchers: Sequence[SilenceMatcher], starts_us: int, ends_us: int,
-           created_by: str, comment: str, now_us: int) -> str:
+def update(
+    conn: Connection,
+    sid: str,
+    matchers: Sequence[SilenceMatcher],
+    starts_us: int,
+    ends_us: int,
+    created_by: str,
+    comment: str,
+    now_us: int,
+) -> str:
     """Change silence `sid` as Alertmanager does, returning the id that now carries it. With the same
     matchers it changes in place while pending (a new start, not in the past, and end) or while active
     with the same start (a longer or shorter end, a new comment); otherwise the old one is expired (if it
@@ -167,11 +199,21 @@ def update(conn: Connection, sid: str, matchers: Sequence[SilenceMatcher], start
     same = tuple(matchers) == prev.matchers
     in_place = same and (
         (state == "pending" and starts_us >= now_us)
-        or (state == "active" and abs(starts_us - prev.starts_us) < 1000 and ends_us > now_us))  # ms on the wire
+        or (state == "active" and abs(starts_us - prev.starts_us) < 1000 and ends_us > now_us)
+    )  # ms on the wire
     if in_place:
-        conn.execute(update_(silences).where(silences.c.id == sid).values(
-            matchers=_matchers_json(matchers), starts_us=prev.starts_us if state == "active" else starts_us,
-            ends_us=ends_us, created_by=created_by, comment=comment, updated_us=now_us))
+        conn.execute(
+            update_(silences)
+            .where(silences.c.id == sid)
+            .values(
+                matchers=_matchers_json(matchers),
+                starts_us=prev.starts_us if state == "active" else starts_us,
+                ends_us=ends_us,
+                created_by=created_by,
+                comment=comment,
+                updated_us=now_us,
+            )
+        )
         return sid
     if state != "expired":
         expire(conn, sid, now_us)
@@ -191,8 +233,10 @@ def load(conn: Connection, *, include_expired_after_us: int | None = None) -> li
 
 
 def _silence(r: RowMapping) -> Silence:
-    ms = tuple(SilenceMatcher(m["name"], m["value"], bool(m.get("isRegex")), bool(m.get("isEqual", True)))
-               for m in json.loads(r["matchers"]))
+    ms = tuple(
+        SilenceMatcher(m["name"], m["value"], bool(m.get("isRegex")), bool(m.get("isEqual", True)))
+        for m in json.loads(r["matchers"])
+    )
     return Silence(r["id"], ms, r["starts_us"], r["ends_us"], r["created_by"], r["comment"], r["updated_us"])
 
 

@@ -127,8 +127,9 @@ def format_of(path: Path) -> str:
 class FileReader:
     """Streams a complaints file as validated batches (in file order)."""
 
-    def __init__(self, path: str | Path, vocab: Vocab, naive_tz: ZoneInfo, encoding: str = "utf-8",
-                 id_type: IdType = "auto") -> None:
+    def __init__(
+        self, path: str | Path, vocab: Vocab, naive_tz: ZoneInfo, encoding: str = "utf-8", id_type: IdType = "auto"
+    ) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise InputError(f"{self.path}: file not found")
@@ -172,15 +173,19 @@ class FileReader:
                     parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
                     convert_options=pcsv.ConvertOptions(
                         column_types={**{c: pa.binary() for c in REQUIRED}, **{c: CODED for c in CODED_COLUMNS}},
-                        strings_can_be_null=False, quoted_strings_can_be_null=False),
+                        strings_can_be_null=False,
+                        quoted_strings_can_be_null=False,
+                    ),
                 )
             except pa.ArrowInvalid as exc:
                 raise InputError(f"{self.path}: not a CSV file with a header: {exc}") from None
             names = reader.schema.names
             missing = [c for c in REQUIRED if c not in names]
             if missing:
-                raise InputError(f"{self.path}: missing column(s) {', '.join(missing)} "
-                                 f"(need {','.join(REQUIRED)}[,customer]; found {','.join(names)})")
+                raise InputError(
+                    f"{self.path}: missing column(s) {', '.join(missing)} "
+                    f"(need {','.join(REQUIRED)}[,customer]; found {','.join(names)})"
+                )
             has_customer = "customer" in names
             while True:
                 try:
@@ -198,8 +203,9 @@ class FileReader:
                     invalid.clear()
                 yield block
             if invalid:
-                yield Block(Batch.empty(), [_invalid_row(n, text, names) for n, text in invalid], len(invalid),
-                            _tell(stream))
+                yield Block(
+                    Batch.empty(), [_invalid_row(n, text, names) for n, text in invalid], len(invalid), _tell(stream)
+                )
         finally:
             stream.close()
 
@@ -274,8 +280,7 @@ class FileReader:
 
     def _times(self, text: pa.Array) -> IntArray:
         try:
-            return np.asarray(pc.cast(text, pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(),
-                              dtype=np.int64)
+            return np.asarray(pc.cast(text, pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(), dtype=np.int64)
         except pa.ArrowInvalid:
             pass
         try:
@@ -363,8 +368,9 @@ class FileReader:
                     missing = [c for c in REQUIRED if c not in obj]
                     if missing:
                         raise InputError(f"{self.path}: line {lineno} lacks {', '.join(missing)}")
-                buf.append((obj.get("id"), obj.get("created_at"), obj.get("type"), obj.get("channel"),
-                            obj.get("customer")))
+                buf.append(
+                    (obj.get("id"), obj.get("created_at"), obj.get("type"), obj.get("channel"), obj.get("customer"))
+                )
                 if len(buf) >= 100_000:
                     yield self._rows_block(buf, rejected, count, _tell(stream))
                     buf, rejected, count = [], [], 0
@@ -438,4 +444,3 @@ def _tell(stream: IO[bytes]) -> int:
         return int(getattr(stream, "fileobj", stream).tell())
     except (OSError, ValueError, AttributeError):
         return 0
-

@@ -136,9 +136,12 @@ def resolve_table(conn: PgConnection, table: str) -> TableRef:
         raise ListenSetupError("source.table", f"no table {table!r} in {where}")
     oid, nsp, rel, kind = found[0]
     if kind in ("v", "m"):
-        raise ListenSetupError("source.table", f"{table!r} is a view; inserts into the table behind it never "
-                                               "fire a trigger on the view: put the trigger on that table "
-                                               "(see docs/sources.md) and set source.notify_channel")
+        raise ListenSetupError(
+            "source.table",
+            f"{table!r} is a view; inserts into the table behind it never "
+            "fire a trigger on the view: put the trigger on that table "
+            "(see docs/sources.md) and set source.notify_channel",
+        )
     return TableRef(int(oid), str(nsp), str(rel))
 
 
@@ -148,16 +151,19 @@ def trigger_statements(ref: TableRef, channel: str) -> list[sql.Composed]:
     function = sql.Identifier(ref.schema, FUNCTION)
     trigger = sql.Identifier(TRIGGER)
     return [
-        sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $sentinel$\n"
-                "BEGIN\n"
-                "  -- Wake Sentinel's poll; the rows themselves are read through its watermark.\n"
-                "  PERFORM pg_notify(TG_ARGV[0], '');\n"
-                "  RETURN NULL;\n"
-                "END\n"
-                "$sentinel$").format(function),
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $sentinel$\n"
+            "BEGIN\n"
+            "  -- Wake Sentinel's poll; the rows themselves are read through its watermark.\n"
+            "  PERFORM pg_notify(TG_ARGV[0], '');\n"
+            "  RETURN NULL;\n"
+            "END\n"
+            "$sentinel$"
+        ).format(function),
         sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, ref.qualified),
         sql.SQL("CREATE TRIGGER {} AFTER INSERT ON {}\n  FOR EACH STATEMENT EXECUTE FUNCTION {}({})").format(
-            trigger, ref.qualified, function, sql.Literal(channel)),
+            trigger, ref.qualified, function, sql.Literal(channel)
+        ),
     ]
 
 
@@ -180,7 +186,9 @@ def trigger_problem(conn: PgConnection, ref: TableRef, channel: str) -> str | No
     (a row-level one, say) need no warning."""
     rows = conn.execute(
         "SELECT t.tgname, t.tgenabled, t.tgargs, p.prosrc FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid "
-        "WHERE t.tgrelid = %s AND NOT t.tgisinternal", (ref.oid,)).fetchall()
+        "WHERE t.tgrelid = %s AND NOT t.tgisinternal",
+        (ref.oid,),
+    ).fetchall()
     ours = None
     for name, enabled, args, source in rows:
         arguments = bytes(args or b"").split(b"\x00")
@@ -191,8 +199,10 @@ def trigger_problem(conn: PgConnection, ref: TableRef, channel: str) -> str | No
         if name == TRIGGER:
             ours = [a.decode(errors="replace") for a in arguments if a]
     if ours is not None:
-        return (f"the trigger {TRIGGER!r} on {ref} notifies {', '.join(ours) or 'nothing'}, "
-                f"not the channel {channel!r} that is listened to")
+        return (
+            f"the trigger {TRIGGER!r} on {ref} notifies {', '.join(ours) or 'nothing'}, "
+            f"not the channel {channel!r} that is listened to"
+        )
     return f"no trigger on {ref} notifies the channel {channel!r}"
 
 
@@ -206,10 +216,19 @@ class Listener:
     poll). `connected`, `connects` and `notifications` show what happened, for tests and the status.
     """
 
-    def __init__(self, target: Target, channel: str, on_notify: Callable[[], None], *, table: str | None = None,
-                 describe: str = "PostgreSQL source", fix_hint: str = "sentinel db notify-trigger --apply",
-                 on_state: Callable[[bool], None] | None = None, backoff_start_s: float = BACKOFF_START_S,
-                 backoff_max_s: float = BACKOFF_MAX_S) -> None:
+    def __init__(
+        self,
+        target: Target,
+        channel: str,
+        on_notify: Callable[[], None],
+        *,
+        table: str | None = None,
+        describe: str = "PostgreSQL source",
+        fix_hint: str = "sentinel db notify-trigger --apply",
+        on_state: Callable[[bool], None] | None = None,
+        backoff_start_s: float = BACKOFF_START_S,
+        backoff_max_s: float = BACKOFF_MAX_S,
+    ) -> None:
         self.target = target
         self.channel = channel
         self.on_notify = on_notify
@@ -276,8 +295,9 @@ class Listener:
             self._checked = True
             self._check_trigger(conn)
         if self.failures:
-            log.info("listening for notifications again", extra=fields(source=self.describe,
-                                                                       after_failures=self.failures))
+            log.info(
+                "listening for notifications again", extra=fields(source=self.describe, after_failures=self.failures)
+            )
         elif self.connects == 0:
             log.info("listening for notifications", extra=fields(source=self.describe, channel=self.channel))
         self.connects += 1
@@ -308,15 +328,21 @@ class Listener:
             problem = exc.reason
         if problem is not None:
             self.trigger_warning = problem
-            log.warning("%s: %s, so new rows wait for the next poll (poll_interval); install it with: %s",
-                        self.describe, problem, self.fix_hint)
+            log.warning(
+                "%s: %s, so new rows wait for the next poll (poll_interval); install it with: %s",
+                self.describe,
+                problem,
+                self.fix_hint,
+            )
 
     def _lost(self, error: str, retry_in_s: float) -> None:
         self._set_connected(False)
         self.failures += 1
         if self.failures == 1:  # once per outage; the attempts that follow are only debug lines
-            log.warning("LISTEN connection unavailable; polling every poll_interval until it is back",
-                        extra=fields(source=self.describe, error=error, retry_in_s=retry_in_s))
+            log.warning(
+                "LISTEN connection unavailable; polling every poll_interval until it is back",
+                extra=fields(source=self.describe, error=error, retry_in_s=retry_in_s),
+            )
         else:
             log.debug("LISTEN reconnect failed", extra=fields(error=error, retry_in_s=retry_in_s))
 

@@ -161,8 +161,9 @@ def _as_int(value: object) -> int:
 class RowNormaliser:
     """Validates raw rows into batches; one per source, sharing the process's `Vocab`."""
 
-    def __init__(self, vocab: Vocab, naive_tz: ZoneInfo, id_type: IdType = "auto",
-                 max_future_us: int | None = 3600 * US) -> None:
+    def __init__(
+        self, vocab: Vocab, naive_tz: ZoneInfo, id_type: IdType = "auto", max_future_us: int | None = 3600 * US
+    ) -> None:
         self.vocab = vocab
         self.naive_tz = naive_tz
         self.id_type: IdType = id_type
@@ -181,8 +182,9 @@ class RowNormaliser:
             self.id_type = "int" if isinstance(rid, int) else "str"
             return
 
-    def normalise(self, rows: Iterable[RawRow], now_us: int | None = None,
-                  times: Sequence[int | None] | None = None) -> Normalised:
+    def normalise(
+        self, rows: Iterable[RawRow], now_us: int | None = None, times: Sequence[int | None] | None = None
+    ) -> Normalised:
         """`times`, when given, holds each row's created_at already parsed (None: parse it here)."""
         ids: list[int | str] = []
         ts: list[int] = []
@@ -220,12 +222,21 @@ class RowNormaliser:
             customers.append(cust)
         return Normalised(self.build(ids, ts, types, channels, customers), rejected)
 
-    def build(self, ids: Sequence[int | str], ts: Sequence[int], types: Sequence[str],
-              channels: Sequence[str], customers: Sequence[str | None] | None) -> Batch:
+    def build(
+        self,
+        ids: Sequence[int | str],
+        ts: Sequence[int],
+        types: Sequence[str],
+        channels: Sequence[str],
+        customers: Sequence[str | None] | None,
+    ) -> Batch:
         if not ts:
             return Batch.empty()
-        id_arr = (np.asarray(ids, dtype=np.int64) if all(isinstance(i, int) for i in ids)
-                  else np.asarray([str(i) for i in ids], dtype=object))
+        id_arr = (
+            np.asarray(ids, dtype=np.int64)
+            if all(isinstance(i, int) for i in ids)
+            else np.asarray([str(i) for i in ids], dtype=object)
+        )
         cust_codes = None
         cust_values = None
         if customers is not None and any(c is not None for c in customers):
@@ -233,8 +244,14 @@ class RowNormaliser:
             codes = [-1 if c is None else local.setdefault(c, len(local)) for c in customers]
             cust_codes = np.asarray(codes, dtype=np.int32)
             cust_values = np.asarray(list(local), dtype=object)
-        batch = Batch(id_arr, np.asarray(ts, dtype=np.int64), self.vocab.encode(types),
-                      self.vocab.encode(channels), cust_codes, cust_values)
+        batch = Batch(
+            id_arr,
+            np.asarray(ts, dtype=np.int64),
+            self.vocab.encode(types),
+            self.vocab.encode(channels),
+            cust_codes,
+            cust_values,
+        )
         return batch.sorted()
 
 

@@ -33,8 +33,11 @@ def batch_from_json(data: JsonObject, vocab: Vocab) -> Batch:
     if not data:
         return Batch.empty()
     ids = _list(data, "ids")
-    id_arr = (np.asarray(ids, dtype=np.int64) if all(isinstance(i, int) for i in ids)
-              else np.asarray([str(i) for i in ids], dtype=object))
+    id_arr = (
+        np.asarray(ids, dtype=np.int64)
+        if all(isinstance(i, int) for i in ids)
+        else np.asarray([str(i) for i in ids], dtype=object)
+    )
     customer = None
     values = None
     if "customer" in data:
@@ -42,8 +45,14 @@ def batch_from_json(data: JsonObject, vocab: Vocab) -> Batch:
         codes = [-1 if c is None else local.setdefault(_str(c), len(local)) for c in _list(data, "customer")]
         customer = np.asarray(codes, dtype=np.int32)
         values = np.asarray(list(local), dtype=object)
-    return Batch(id_arr, np.asarray(data["ts"], dtype=np.int64), vocab.encode([_str(t) for t in _list(data, "type")]),
-                 vocab.encode([_str(c) for c in _list(data, "channel")]), customer, values)
+    return Batch(
+        id_arr,
+        np.asarray(data["ts"], dtype=np.int64),
+        vocab.encode([_str(t) for t in _list(data, "type")]),
+        vocab.encode([_str(c) for c in _list(data, "channel")]),
+        customer,
+        values,
+    )
 
 
 def _list(data: JsonObject, key: str) -> list[JsonValue]:
