@@ -25,8 +25,6 @@ from sentinel.detect import (
     Engine,
     OpenAlert,
     RuleContext,
-    StreakRule,
-    ThresholdRule,
     history_days,
     resolve_removed,
     sort_events,
@@ -69,7 +67,7 @@ class Detector:
         horizon = self.horizon(now_us)
         start = self.ctx.calendar.day_start(self.ctx.calendar.day_of(horizon) - history_days(self.cfg))
         buckets = rule_state.load_buckets(conn, start, self.ctx.vocab)
-        clocks = [int(s.core["clock"]) for s in saved.values() if s.core.get("clock") is not None]
+        clocks = [s.clock for s in saved.values() if s.clock is not None]
         resume = max(clocks) if clocks else None
         events = self.engine.restore(saved, buckets, resume)
         removed = [name for name in saved if name not in self.engine.order]
@@ -178,22 +176,19 @@ class Detector:
             firing[(rule.name, alert.tier.label)] += 1
         for (rule_name, tier), n in firing.items():
             m.alerts_firing.labels(rule=rule_name, tier=tier).set(n)
-        for rule in self.engine.rules:
-            state = self.engine.states[rule.name]
-            if isinstance(rule, ThresholdRule):
-                folded = state.series.folded - self._folded.get(rule.name, 0)
-                if folded > 0:  # combinations past max_series, folded into __other__
-                    m.series_folded.labels(rule=rule.name).inc(folded)
-                    self._folded[rule.name] = state.series.folded
-                for labels, cur, base, thr, ratio in rule.series_view(state):
-                    lab = m.series_labels(rule.name, labels)
-                    m.series_current.labels(*lab).set(cur)
-                    m.series_baseline.labels(*lab).set(base)
-                    m.series_threshold.labels(*lab).set(thr)
-                    m.series_ratio.labels(*lab).set(ratio if ratio is not None else float("nan"))
-            elif isinstance(rule, StreakRule):
-                for labels, length in rule.run_view(state):
-                    m.streak_length.labels(*m.series_labels(rule.name, labels)).set(length)
+        for rule, gauges in self.engine.gauges():
+            folded = gauges.folded - self._folded.get(rule.name, 0)
+            if folded > 0:  # combinations past max_series, folded into __other__
+                m.series_folded.labels(rule=rule.name).inc(folded)
+                self._folded[rule.name] = gauges.folded
+            for g in gauges.series:
+                lab = m.series_labels(rule.name, g.labels)
+                m.series_current.labels(*lab).set(g.current)
+                m.series_baseline.labels(*lab).set(g.baseline)
+                m.series_threshold.labels(*lab).set(g.threshold)
+                m.series_ratio.labels(*lab).set(g.ratio if g.ratio is not None else float("nan"))
+            for labels, length in gauges.runs:
+                m.streak_length.labels(*m.series_labels(rule.name, labels)).set(length)
 
 
 class DetectionStage:

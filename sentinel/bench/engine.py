@@ -28,6 +28,7 @@ import numpy as np
 from sentinel.config import Config, load_config
 from sentinel.days import Calendar
 from sentinel.detect import Engine, RuleContext
+from sentinel.detect.threshold import ThresholdState
 from sentinel.model import US, Batch, Vocab, from_datetime
 from sentinel.simulate import CHANNELS, generate
 
@@ -140,7 +141,9 @@ def time_live_cycle(series: int = 10_000, history_days: int = 8) -> dict[str, fl
     ctx = RuleContext(cal, vocab, day0)
     engine = Engine(cfg.rules, ctx, cfg.timezone)
     engine.feed(batch, int(ts[-1]))
-    live_series = len(engine.states["type-channel-surge"].series)
+    surge = engine.states["type-channel-surge"]
+    assert isinstance(surge, ThresholdState)
+    live_series = len(surge.series)
     timings = []
     now = int(ts[-1])
     for k in range(30):

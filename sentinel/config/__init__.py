@@ -20,7 +20,7 @@ this package: importing anything in here imports pydantic, which those commands 
 """
 
 from sentinel.config.loading import UNREAD_URL, Check, config_fields, load_config
-from sentinel.config.routing import (
+from sentinel.config.receivers import (
     InhibitConfig,
     MatchValue,
     Mention,

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BeforeValidator, PrivateAttr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from sentinel.config.routing import InhibitConfig, MatchValue, ReceiverConfig, RouteConfig
+from sentinel.config.receivers import InhibitConfig, MatchValue, ReceiverConfig, RouteConfig
 from sentinel.config.rules import RuleConfig, StreakRuleConfig
 from sentinel.config.source import SourceConfig, StateConfig
 from sentinel.config.values import Duration, Locale, Model, SecretValue, Zone

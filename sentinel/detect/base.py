@@ -4,21 +4,26 @@ A rule is `process(batch, state)` for records and `advance(now, state)` for what
 It never touches the store, the network or the clock: the engine hands it batches and instants, and
 persists what it returns. Events caused by a record carry that record's time; events caused by time
 carry the deadline's time, whenever `advance` happens to be called.
+
+The engine knows a rule only through `Rule`: how to feed it, fork it for the look-ahead, save it
+(`snapshot`, `series_snapshot`), put it back (`restore_saved`, `restore_edited`, `rebuilt`) and read
+its gauges. Each rule has a state class of its own (`Rule[S]`); what the engine reads of any state
+is `RuleState`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from sentinel.config import Filter
+from sentinel.config import Filter, RuleConfig
 from sentinel.days import Calendar
 from sentinel.detect.workdays import Workdays
-from sentinel.model import Batch, Event, EventState, Tier, Vocab, fingerprint, instance_id
+from sentinel.model import Batch, Buckets, Event, EventState, Tier, Vocab, fingerprint, instance_id
 
 SAMPLES = 5
 """Complaint ids an event carries (the records that made it), for the links in messages."""
@@ -56,23 +61,6 @@ class RuleContext:
     def full_days_before(self, day: int) -> int:
         first = self.first_full_day()
         return 0 if first is None else max(0, day - first)
-
-
-class Rule(Protocol):
-    name: str
-    kind: str
-
-    def new_state(self) -> Any: ...
-
-    def process(self, batch: Batch, state: Any) -> list[Event]: ...
-
-    def advance(self, now: int, state: Any) -> tuple[list[Event], int | None]: ...
-
-    def deadline(self, state: Any) -> int | None: ...
-
-    def fork(self, state: Any) -> Any:
-        """An independent copy of `state`: feeding it leaves `state` unchanged (the look-ahead run)."""
-        ...
 
 
 class RecordFilter:
@@ -131,27 +119,193 @@ class OpenAlert:
         return replace(self, labels=dict(self.labels), extra=dict(self.extra))
 
     def to_json(self) -> dict[str, Any]:
-        return {"labels": self.labels, "fingerprint": self.fingerprint, "instance": self.instance,
-                "started": self.started, "tier": int(self.tier), "peak": self.peak, "value": self.value,
-                "baseline": self.baseline, "unmet_since": self.unmet_since, "hold_until": self.hold_until,
-                "extra": self.extra}
+        return {
+            "labels": self.labels,
+            "fingerprint": self.fingerprint,
+            "instance": self.instance,
+            "started": self.started,
+            "tier": int(self.tier),
+            "peak": self.peak,
+            "value": self.value,
+            "baseline": self.baseline,
+            "unmet_since": self.unmet_since,
+            "hold_until": self.hold_until,
+            "extra": self.extra,
+        }
 
     @staticmethod
     def from_json(d: Mapping[str, Any]) -> OpenAlert:
-        return OpenAlert(dict(d["labels"]), d["fingerprint"], d["instance"], int(d["started"]), Tier(d["tier"]),
-                         float(d["peak"]), float(d.get("value", 0.0)), d.get("baseline"), d.get("unmet_since"),
-                         d.get("hold_until"), dict(d.get("extra") or {}))
+        return OpenAlert(
+            dict(d["labels"]),
+            d["fingerprint"],
+            d["instance"],
+            int(d["started"]),
+            Tier(d["tier"]),
+            float(d["peak"]),
+            float(d.get("value", 0.0)),
+            d.get("baseline"),
+            d.get("unmet_since"),
+            d.get("hold_until"),
+            dict(d.get("extra") or {}),
+        )
 
 
-def open_alert(rule: str, labels: dict[str, str], at: int, tier: Tier, value: float,
-               baseline: float | None) -> OpenAlert:
+def open_alert(
+    rule: str, labels: dict[str, str], at: int, tier: Tier, value: float, baseline: float | None
+) -> OpenAlert:
     fp = fingerprint(rule, labels)
     return OpenAlert(labels, fp, instance_id(fp, at), at, tier, value, value, baseline)
 
 
-def event(rule: str, kind: str, state: EventState, alert: OpenAlert, at: int, value: float,
-          baseline: float | None, ratio: float | None, p: float | None = None,
-          extra: Mapping[str, Any] | None = None) -> Event:
-    return Event(at=at, rule=rule, kind=kind, state=state, tier=alert.tier, labels=dict(alert.labels),
-                 value=value, baseline=baseline, ratio=ratio, fingerprint=alert.fingerprint,
-                 instance=alert.instance, started=alert.started, p=p, extra=dict(extra or {}))
+def event(
+    rule: str,
+    kind: str,
+    state: EventState,
+    alert: OpenAlert,
+    at: int,
+    value: float,
+    baseline: float | None,
+    ratio: float | None,
+    p: float | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Event:
+    return Event(
+        at=at,
+        rule=rule,
+        kind=kind,
+        state=state,
+        tier=alert.tier,
+        labels=dict(alert.labels),
+        value=value,
+        baseline=baseline,
+        ratio=ratio,
+        fingerprint=alert.fingerprint,
+        instance=alert.instance,
+        started=alert.started,
+        p=p,
+        extra=dict(extra or {}),
+    )
+
+
+JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
+"""What a snapshot holds: it is written and read as JSON by the store."""
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What the store keeps of one rule between cycles."""
+
+    config_hash: str
+    core: dict[str, JsonValue]  # the rule's own `snapshot` (its clock, open alerts, what buckets cannot give)
+    series: list[list[str]] | None  # the series' labels when they changed (threshold and quiet rules)
+    pending: Batch  # records not settled yet (the store writes them with their strings, not codes)
+    ahead: list[dict[str, JsonValue]] = field(default_factory=list)  # told ahead (see detect.ahead)
+
+    @property
+    def clock(self) -> int | None:
+        """The rule's clock when it was saved (None: it had seen nothing yet)."""
+        clock = self.core.get("clock")
+        return clock if isinstance(clock, int) else None
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesGauge:
+    """One threshold series now: what the metrics export of it."""
+
+    labels: dict[str, str]
+    current: float
+    baseline: float
+    threshold: float  # NaN while the series cannot fire
+    ratio: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Gauges:
+    """What a rule says about its series for the gauges (the metrics themselves are the caller's)."""
+
+    folded: int = 0  # series folded into `__other__` so far (past `max_series`)
+    series: list[SeriesGauge] = field(default_factory=list)
+    runs: list[tuple[dict[str, str], int]] = field(default_factory=list)  # streak: labels, current run length
+
+
+class RuleState(Protocol):
+    """What the engine reads and sets of every rule's state."""
+
+    clock: int | None
+    pending: Batch  # records past the horizon, waiting (see detect.feed)
+    late: int  # records that arrived after their time was closed, since the engine last asked
+
+    @property
+    def alerts(self) -> Mapping[int, OpenAlert] | Mapping[tuple[int, int], OpenAlert]:
+        """The open alerts, by the rule's own key of a series."""
+        ...
+
+
+S = TypeVar("S", bound=RuleState)
+
+
+def resumed(state: S, pending: Batch, subtract: Callable[[S], None]) -> S:
+    """`state` rebuilt from buckets that count the records still pending when it was saved: they wait
+    again, and `subtract` takes them back out of its counts (they are counted when they are fed)."""
+    state.pending = pending
+    subtract(state)
+    return state
+
+
+class Rule(Protocol[S]):
+    """A rule as the engine drives it, with its own kind of state `S`."""
+
+    name: str
+    kind: str
+
+    @property
+    def cfg(self) -> RuleConfig: ...
+
+    @property
+    def looks_ahead(self) -> bool:
+        """Pending records run ahead on a fork of its state (a quiet rule is told by time alone)."""
+        ...
+
+    @property
+    def uses_holidays(self) -> bool:
+        """Its baseline depends on the holiday calendar (a change of calendar rebuilds it)."""
+        ...
+
+    def new_state(self) -> S: ...
+
+    def process(self, batch: Batch, state: S) -> list[Event]: ...
+
+    def advance(self, now: int, state: S) -> tuple[list[Event], int | None]: ...
+
+    def deadline(self, state: S) -> int | None: ...
+
+    def fork(self, state: S) -> S:
+        """An independent copy of `state`: feeding it leaves `state` unchanged (the look-ahead run)."""
+        ...
+
+    def live(self, state: S) -> list[tuple[OpenAlert, dict[str, JsonValue]]]:
+        """Open alerts a person can still act on, with what the rule says about each."""
+        ...
+
+    def snapshot(self, state: S) -> dict[str, JsonValue]:
+        """What only the state knows (JSON): its clock, open alerts, and what buckets cannot give back."""
+        ...
+
+    def series_snapshot(self, state: S, force: bool) -> list[list[str]] | None:
+        """The series' labels to save, when they changed since the last call (or `force`); else None."""
+        ...
+
+    def restore_saved(self, snap: Snapshot, buckets: Buckets) -> S:
+        """The state saved in `snap` under this very definition, counts rebuilt from the raw buckets."""
+        ...
+
+    def restore_edited(self, snap: Snapshot, buckets: Buckets, alerts: list[OpenAlert]) -> S:
+        """A state for this definition, which `snap` saved under another: rebuilt from the buckets as of
+        the saved clock, keeping those of the saved open `alerts` whose series it still has."""
+        ...
+
+    def rebuilt(self, buckets: Buckets, clock: int) -> S:
+        """A state for a rule never saved, as of `clock`: what the buckets can give back."""
+        ...
+
+    def gauges(self, state: S) -> Gauges: ...

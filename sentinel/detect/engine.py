@@ -5,38 +5,103 @@ states into the poll's transaction and restores them at start. Restoring rebuild
 series from the raw hourly buckets (so a new or edited rule has its full history at once) and takes
 the rest (open alerts, runs, pending records) from the snapshot; stopping at any point and starting
 again gives exactly the events of one uninterrupted run.
+
+The engine knows the kinds of rule in one place, `make_slot`; everything else it does through the
+`Rule` protocol (`sentinel.detect.base`), on a `Slot` that keeps each rule with its own state.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic
 
 from sentinel.config import Config, QuietRuleConfig, RuleConfig, StreakRuleConfig, ThresholdRuleConfig
 from sentinel.detect import ahead as la
 from sentinel.detect.ahead import Told
-from sentinel.detect.base import OpenAlert, RuleContext, event
+from sentinel.detect.base import Gauges, JsonValue, OpenAlert, Rule, RuleContext, S, Snapshot, event
 from sentinel.detect.feed import feed
 from sentinel.detect.quiet import QuietRule, QuietState
 from sentinel.detect.streak import StreakRule, StreakState
 from sentinel.detect.threshold import ThresholdRule, ThresholdState, lookback_days
 from sentinel.model import Batch, Buckets, Event, EventState, Vocab
 
-AnyRule = ThresholdRule | StreakRule | QuietRule
-SeriesRule = ThresholdRule | QuietRule  # rules whose series are rebuilt from the raw buckets
+__all__ = [
+    "AnyRule",
+    "AnyState",
+    "Engine",
+    "Snapshot",
+    "history_days",
+    "make_slot",
+    "resolve_removed",
+    "rule_hash",
+    "sort_events",
+]
+
+AnyState = ThresholdState | StreakState | QuietState
+AnyRule = Rule[ThresholdState] | Rule[StreakState] | Rule[QuietState]
 
 _STATE_RANK = {EventState.FIRING: 0, EventState.UPGRADED: 1, EventState.RESOLVED: 2}
 
 
-def make_rule(cfg: RuleConfig, ctx: RuleContext) -> AnyRule:
+@dataclass(slots=True)
+class Slot(Generic[S]):
+    """One rule of the engine with its own kind of state, and the escalations it told ahead. The pair is
+    kept together so a rule is only ever handed its own state: the engine speaks to a slot, the slot to
+    its rule, through `Rule` alone."""
+
+    rule: Rule[S]
+    state: S
+    told: list[Told]
+
+    def feed(self, batch: Batch, horizon: int, start: int | None) -> list[Event]:
+        return feed(self.rule, self.state, batch, horizon, start=start)
+
+    def fork(self) -> Slot[S]:
+        return Slot(self.rule, self.rule.fork(self.state), self.told)
+
+    def live(self) -> list[tuple[OpenAlert, dict[str, JsonValue]]]:
+        return self.rule.live(self.state)
+
+    def gauges(self) -> Gauges:
+        return self.rule.gauges(self.state)
+
+    def save(self, config_hash: str, force_series: bool) -> Snapshot:
+        core = self.rule.snapshot(self.state)
+        series = self.rule.series_snapshot(self.state, force_series)
+        return Snapshot(config_hash, core, series, self.state.pending, [t.to_json() for t in self.told])
+
+    def restore_saved(self, snap: Snapshot, buckets: Buckets) -> None:
+        self.state = self.rule.restore_saved(snap, buckets)
+        self.told = [Told.from_json(t) for t in snap.ahead]
+
+    def restore_edited(self, snap: Snapshot, buckets: Buckets, alerts: list[OpenAlert]) -> None:
+        self.state = self.rule.restore_edited(snap, buckets, alerts)
+
+    def rebuild(self, buckets: Buckets, clock: int) -> None:
+        self.state = self.rule.rebuilt(buckets, clock)
+
+
+AnySlot = Slot[ThresholdState] | Slot[StreakState] | Slot[QuietState]
+
+
+def make_slot(cfg: RuleConfig, ctx: RuleContext) -> AnySlot:
+    """The rule a config describes, with a fresh state: the one place that knows the kinds of rule."""
     if isinstance(cfg, ThresholdRuleConfig):
-        return ThresholdRule(cfg, ctx)
+        t = ThresholdRule(cfg, ctx)
+        return Slot(t, t.new_state(), [])
     if isinstance(cfg, QuietRuleConfig):
-        return QuietRule(cfg, ctx)
-    assert isinstance(cfg, StreakRuleConfig)
-    return StreakRule(cfg, ctx)
+        q = QuietRule(cfg, ctx)
+        return Slot(q, q.new_state(), [])
+    s = StreakRule(cfg, ctx)
+    return Slot(s, s.new_state(), [])
+
+
+def _days_kept(cfg: RuleConfig) -> int:
+    """Full days of history a rule reads at start (a streak's run history exists only in its state, so
+    its `history_days` must be replayed too)."""
+    return cfg.history_days if isinstance(cfg, StreakRuleConfig) else lookback_days(cfg)
 
 
 def rule_hash(cfg: RuleConfig, timezone: str) -> str:
@@ -46,51 +111,54 @@ def rule_hash(cfg: RuleConfig, timezone: str) -> str:
 
 
 def history_days(cfg: Config) -> int:
-    """Days the first start backfills: every rule's window plus the day in progress (a streak rule's run
-    history exists only in its state, so its `history_days` must be replayed too)."""
-    return max([8] + [lookback_days(r) + 1 if isinstance(r, ThresholdRuleConfig | QuietRuleConfig)
-                      else r.history_days + 1 for r in cfg.rules])
+    """Days the first start backfills: every rule's window plus the day in progress."""
+    return max([8] + [_days_kept(r) + 1 for r in cfg.rules])
 
 
 def sort_events(events: list[Event], order: dict[str, int]) -> list[Event]:
     """One deterministic order, whatever the batch split: time, rule, series, the older instance first
     (an alert resolving as a new one of its series opens), and within one instance firing, upgraded,
     resolved (a quiet series told at the instant a complaint arrives)."""
-    return sorted(events, key=lambda e: (e.at, order.get(e.rule, 1 << 30), e.fingerprint, e.started,
-                                         _STATE_RANK[e.state]))
-
-
-@dataclass(slots=True)
-class Snapshot:
-    """What the store keeps of one rule between cycles."""
-
-    config_hash: str
-    core: dict[str, Any]
-    series: list[list[str]] | None
-    pending: Batch  # records not settled yet (the store writes them with their strings, not codes)
-    ahead: list[dict[str, Any]] = field(default_factory=list)  # escalations told ahead (see detect.ahead)
+    return sorted(
+        events, key=lambda e: (e.at, order.get(e.rule, 1 << 30), e.fingerprint, e.started, _STATE_RANK[e.state])
+    )
 
 
 class Engine:
     def __init__(self, rules: Sequence[RuleConfig], ctx: RuleContext, timezone: str) -> None:
         self.ctx = ctx
         self.timezone = timezone
-        self.rules: list[AnyRule] = [make_rule(c, ctx) for c in rules]
-        self.hashes = {r.name: rule_hash(r.cfg, timezone + _calendar_of(r, ctx)) for r in self.rules}
-        self.states: dict[str, Any] = {r.name: r.new_state() for r in self.rules}
-        self.order = {r.name: i for i, r in enumerate(self.rules)}
-        self.told: dict[str, list[Told]] = {r.name: [] for r in self.rules}
+        self.slots: list[AnySlot] = [make_slot(c, ctx) for c in rules]
+        self.hashes = {s.rule.name: rule_hash(s.rule.cfg, timezone + _calendar_of(s.rule, ctx)) for s in self.slots}
+        self.order = {s.rule.name: i for i, s in enumerate(self.slots)}
         self.retractions: list[tuple[str, str]] = []  # (rule, "firing" | "upgrade") since the last take
 
     @property
     def vocab(self) -> Vocab:
         return self.ctx.vocab
 
+    @property
+    def rules(self) -> list[AnyRule]:
+        return [s.rule for s in self.slots]
+
+    @property
+    def states(self) -> Mapping[str, AnyState]:
+        """Each rule's state by rule name (a view: restoring replaces the states, not this mapping's)."""
+        return {s.rule.name: s.state for s in self.slots}
+
+    @property
+    def told(self) -> Mapping[str, list[Told]]:
+        """What each rule told ahead, not settled yet (see detect.ahead)."""
+        return {s.rule.name: s.told for s in self.slots}
+
+    def _slot(self, name: str) -> AnySlot:
+        return self.slots[self.order[name]]
+
     def feed(self, batch: Batch, horizon: int) -> list[Event]:
         """Records (sorted) in, events out, every rule's time moved to `horizon`."""
         events: list[Event] = []
-        for rule in self.rules:
-            events += feed(rule, self.states[rule.name], batch, horizon, start=self.ctx.coverage_start_us)
+        for slot in self.slots:
+            events += slot.feed(batch, horizon, self.ctx.coverage_start_us)
         return sort_events(events, self.order)
 
     def feed_live(self, batch: Batch, horizon: int) -> list[Event]:
@@ -102,20 +170,19 @@ class Engine:
         """The settled run moved to `horizon` as `feed` does, its events reconciled with what was told
         ahead (confirmed ones are not told again; what it passed unconfirmed is retracted or kept)."""
         out: list[Event] = []
-        for rule in self.rules:
-            state = self.states[rule.name]
-            told = self.told[rule.name]
-            settled = feed(rule, state, batch, horizon, start=self.ctx.coverage_start_us)
+        for slot in self.slots:
+            name, told = slot.rule.name, slot.told
+            settled = slot.feed(batch, horizon, self.ctx.coverage_start_us)
             renamed: dict[str, tuple[str, int]] = {}
             for e in sort_events(settled, self.order):
                 done = la.settle(e, told, renamed)
                 if done.rename is not None:
-                    la.rename_alert(state.alerts, *done.rename)
+                    la.rename_alert(slot.state.alerts, *done.rename)
                 out += done.events
-            retracted, keep_tier, unconfirmed = la.passed(rule.name, told, horizon)
+            retracted, keep_tier, unconfirmed = la.passed(name, told, horizon)
             for instance, tier in keep_tier:
-                la.raise_tier(state.alerts, instance, tier)
-            self.retractions += [(rule.name, what) for what in unconfirmed]
+                la.raise_tier(slot.state.alerts, instance, tier)
+            self.retractions += [(name, what) for what in unconfirmed]
             out += retracted
         return sort_events(out, self.order)
 
@@ -123,16 +190,13 @@ class Engine:
         """The records still pending run on a fork of each rule's state: the escalations found there
         that were not told yet."""
         out: list[Event] = []
-        for rule in self.rules:
-            state = self.states[rule.name]
-            if not len(state.pending) or isinstance(rule, QuietRule):
-                # a quiet series is told by time alone (its records only resolve): that waits for the horizon
+        for slot in self.slots:
+            pending = slot.state.pending
+            if not len(pending) or not slot.rule.looks_ahead:
                 continue
-            fork = rule.fork(state)
-            end = int(state.pending.ts.max())
-            events = feed(rule, fork, Batch.empty(), end, start=self.ctx.coverage_start_us)
-            tiers = {a.instance: a.tier for a in state.alerts.values()}
-            out += la.ahead(sort_events(events, self.order), self.told[rule.name], tiers)
+            events = slot.fork().feed(Batch.empty(), int(pending.ts.max()), self.ctx.coverage_start_us)
+            tiers = {a.instance: a.tier for a in slot.state.alerts.values()}
+            out += la.ahead(sort_events(events, self.order), slot.told, tiers)
         return sort_events(out, self.order)
 
     def take_retractions(self) -> list[tuple[str, str]]:
@@ -142,140 +206,111 @@ class Engine:
     def late_records(self) -> int:
         """Records that arrived after their time was closed, since the last call (max over rules)."""
         late = 0
-        for st in self.states.values():
-            late = max(late, st.late)
-            st.late = 0
+        for slot in self.slots:
+            late = max(late, slot.state.late)
+            slot.state.late = 0
         return late
 
     def open_alerts(self) -> list[tuple[AnyRule, OpenAlert]]:
         out: list[tuple[AnyRule, OpenAlert]] = []
-        for rule in self.rules:
-            out += [(rule, a) for a in self.states[rule.name].alerts.values()]
+        for slot in self.slots:
+            out += [(slot.rule, a) for a in slot.state.alerts.values()]
         return out
 
-    def live_alerts(self) -> list[tuple[AnyRule, OpenAlert, dict[str, Any]]]:
+    def live_alerts(self) -> list[tuple[AnyRule, OpenAlert, dict[str, JsonValue]]]:
         """Open alerts a person can still act on, with what each rule says about them (the first start
         hands on only these: a streak whose run is still going, a surge meeting its condition today)."""
-        out: list[tuple[AnyRule, OpenAlert, dict[str, Any]]] = []
-        for rule in self.rules:
-            out += [(rule, a, facts) for a, facts in rule.live(self.states[rule.name])]
+        out: list[tuple[AnyRule, OpenAlert, dict[str, JsonValue]]] = []
+        for slot in self.slots:
+            out += [(slot.rule, a, facts) for a, facts in slot.live()]
+        return out
+
+    def gauges(self) -> list[tuple[AnyRule, Gauges]]:
+        """Each rule's gauges (the series it judges, the runs going on), for the metrics, counting the
+        records seen as `look_ahead` does: a rule that fires on sight shows the count it fired at, not
+        the settled count `lateness` behind it (a quiet rule, told by time alone, shows the settled one)."""
+        out: list[tuple[AnyRule, Gauges]] = []
+        for slot in self.slots:
+            pending = slot.state.pending
+            if len(pending) and slot.rule.looks_ahead:
+                fork = slot.fork()
+                fork.feed(Batch.empty(), int(pending.ts.max()), self.ctx.coverage_start_us)
+                out.append((slot.rule, fork.gauges()))
+            else:
+                out.append((slot.rule, slot.gauges()))
         return out
 
     # --- persistence -------------------------------------------------------------------------------
     def snapshot(self, rule: AnyRule, force_series: bool = False) -> Snapshot:
-        state = self.states[rule.name]
-        series = None
-        if isinstance(rule, SeriesRule):
-            core = rule.snapshot(state)
-            if state.series.changed or force_series:
-                series = state.series.snapshot()
-                state.series.changed = False
-        else:
-            core = rule.snapshot(state)
-        return Snapshot(self.hashes[rule.name], core, series, state.pending,
-                        [t.to_json() for t in self.told[rule.name]])
+        """What the store keeps of `rule` (its series only when they changed, or `force_series`)."""
+        return self._slot(rule.name).save(self.hashes[rule.name], force_series)
 
-    def restore(self, saved: dict[str, Snapshot], buckets: Buckets, now_horizon: int | None) -> list[Event]:
+    def restore(self, saved: Mapping[str, Snapshot], buckets: Buckets, now_horizon: int | None) -> list[Event]:
         """Put every rule back; returns the events restoring causes (alerts of edited rules that lost
-        their series resolve). Rules absent from `saved` start fresh (threshold: rebuilt from buckets)."""
+        their series resolve). Rules absent from `saved` start fresh (series rebuilt from buckets)."""
         events: list[Event] = []
-        for rule in self.rules:
-            snap = saved.get(rule.name)
-            if snap is not None and snap.config_hash == self.hashes[rule.name]:
-                self.states[rule.name] = self._restore_one(rule, snap, buckets)
-                self.told[rule.name] = [Told.from_json(t) for t in snap.ahead]
+        for slot in self.slots:
+            name = slot.rule.name
+            snap = saved.get(name)
+            if snap is not None and snap.config_hash == self.hashes[name]:
+                slot.restore_saved(snap, buckets)
             elif snap is not None:
-                events += self._restore_edited(rule, snap, buckets)
+                events += self._restore_edited(slot, snap, buckets)
                 # alerts told ahead under the old definition that it never settled: closed with it
-                at = int(snap.core.get("clock") or 0)
-                events += [la.retraction(rule.name, t, at, "rule changed") for t in map(Told.from_json, snap.ahead)
-                           if t.opened and not t.matched]
-            elif isinstance(rule, ThresholdRule) and now_horizon is not None:
-                st = rule.new_state()
-                rule.rebuild(st, buckets, now_horizon)
-                self.states[rule.name] = st
-            elif isinstance(rule, QuietRule) and now_horizon is not None:
-                qst = rule.new_state()
-                rule.rebuild(qst, buckets, now_horizon)
-                self.states[rule.name] = qst
+                at = snap.clock or 0
+                events += [
+                    la.retraction(name, t, at, "rule changed")
+                    for t in map(Told.from_json, snap.ahead)
+                    if t.opened and not t.matched
+                ]
+            elif now_horizon is not None:
+                slot.rebuild(buckets, now_horizon)
         return sort_events(events, self.order)
 
-    def _restore_one(self, rule: AnyRule, snap: Snapshot, buckets: Buckets) -> Any:
-        pending = snap.pending
-        if isinstance(rule, ThresholdRule):
-            st: ThresholdState = rule.restore(snap.core, snap.series or [], buckets)
-            st.pending = pending
-            rule.subtract_pending(st)
-            return st
-        if isinstance(rule, QuietRule):
-            qst: QuietState = rule.restore(snap.core, snap.series or [], buckets)
-            qst.pending = pending
-            rule.subtract_pending(qst)
-            return qst
-        sst: StreakState = rule.restore(snap.core, buckets)
-        sst.pending = pending
-        rule.subtract_pending(sst)
-        return sst
-
-    def _restore_edited(self, rule: AnyRule, snap: Snapshot, buckets: Buckets) -> list[Event]:
+    def _restore_edited(self, slot: AnySlot, snap: Snapshot, buckets: Buckets) -> list[Event]:
         """An edited rule keeps the open alerts whose fingerprints remain; the others resolve."""
-        clock = snap.core.get("clock")
         old_alerts = _alerts_in(snap.core)
-        if isinstance(rule, QuietRule):
-            qst = rule.new_state()
-            if clock is not None:
-                rule.rebuild(qst, buckets, int(clock), {k: snap.core.get(k) for k in ("group_by", "last", "acc")})
-                qst.pending = snap.pending
-                rule.subtract_pending(qst)
-            rule.adopt(qst, [a for a in old_alerts if set(a.labels) == set(rule.cfg.group_by)])
-            self.states[rule.name] = qst
-            kept = {a.fingerprint for a in qst.alerts.values()}
-        elif isinstance(rule, ThresholdRule):
-            st = rule.new_state()
-            if clock is not None:
-                rule.rebuild(st, buckets, int(clock))
-                # pending records of the old definition are re-fed as new ones
-                st.pending = snap.pending
-                rule.subtract_pending(st)
-            keep = {tuple(lab.get(g, "") for g in rule.cfg.group_by): a for a in old_alerts
-                    for lab in [a.labels] if set(lab) == set(rule.cfg.group_by)}
-            for key, alert in keep.items():
-                st.alerts[st.series.admit(key)] = alert
-            rule._fit(st)
-            self.states[rule.name] = st
-            kept = {a.fingerprint for a in st.alerts.values()}
-        else:
-            sst = rule.new_state()
-            if clock is not None:
-                sst.clock, sst.day = int(clock), rule.cal.day_of(int(clock))
-                rule.restore_runs(sst, snap.core)  # kept when the edit did not change what a run is
-            for alert in old_alerts:
-                if set(alert.labels) == {rule.cfg.field, *rule.cfg.scope}:
-                    scope = rule.vocab.code(alert.labels[rule.scope_field]) if rule.scope_field else 0
-                    alert.hold_until = alert.hold_until or sst.clock
-                    sst.alerts[(scope, rule.vocab.code(alert.labels[rule.cfg.field]))] = alert
-            rule.rebuild_shares(sst, buckets)
-            self.states[rule.name] = sst
-            kept = {a.fingerprint for a in sst.alerts.values()}
-        at = int(clock) if clock is not None else 0
-        return [resolve_removed(rule.name, rule.kind, a, at, "rule changed") for a in old_alerts
-                if a.fingerprint not in kept]
+        slot.restore_edited(snap, buckets, old_alerts)
+        kept = {a.fingerprint for a in slot.state.alerts.values()}
+        at = snap.clock if snap.clock is not None else 0
+        return [
+            resolve_removed(slot.rule.name, slot.rule.kind, a, at, "rule changed")
+            for a in old_alerts
+            if a.fingerprint not in kept
+        ]
 
 
 def _calendar_of(rule: AnyRule, ctx: RuleContext) -> str:
     """A rule comparing workdays with workdays depends on the holiday calendar too: a change rebuilds it.
     (Nothing for other rules, so their identity is what it always was.)"""
-    if isinstance(rule.cfg, ThresholdRuleConfig | QuietRuleConfig) and rule.cfg.baseline_by == "day_kind":
+    if rule.uses_holidays:
         return "\x00holidays=" + str(ctx.workdays.code if ctx.workdays is not None else None)
     return ""
 
 
 def resolve_removed(rule: str, kind: str, alert: OpenAlert, at: int, reason: str) -> Event:
-    return event(rule, kind, EventState.RESOLVED, alert, at, alert.peak, alert.baseline, None, None,
-                 {"reason": reason, "peak": alert.peak, "duration_s": max(0, at - alert.started) // 1_000_000})
+    return event(
+        rule,
+        kind,
+        EventState.RESOLVED,
+        alert,
+        at,
+        alert.peak,
+        alert.baseline,
+        None,
+        None,
+        {"reason": reason, "peak": alert.peak, "duration_s": max(0, at - alert.started) // 1_000_000},
+    )
 
 
-def _alerts_in(core: dict[str, Any]) -> list[OpenAlert]:
-    raw = core.get("alerts", {})
-    items = raw.values() if isinstance(raw, dict) else [a["alert"] for a in raw]
-    return [OpenAlert.from_json(a) for a in items]
+def _alerts_in(core: Mapping[str, JsonValue]) -> list[OpenAlert]:
+    """The open alerts of a saved core, whatever kind of rule saved it (a rule may change kind in an
+    edit): by series key (threshold, quiet) or as a list of entries (streak)."""
+    raw = core.get("alerts")
+    if isinstance(raw, dict):
+        items = list(raw.values())
+    elif isinstance(raw, list):
+        items = [a["alert"] for a in raw if isinstance(a, dict)]
+    else:
+        items = []
+    return [OpenAlert.from_json(a) for a in items if isinstance(a, dict)]

@@ -9,15 +9,13 @@ events, and the daemon gives the backtest's events for rows that become visible 
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from sentinel.detect.base import Rule
+from sentinel.detect.base import Rule, S
 from sentinel.model import Batch, Event
 
 
-def feed(rule: Rule, state: Any, batch: Batch, horizon: int, start: int | None = None) -> list[Event]:
+def feed(rule: Rule[S], state: S, batch: Batch, horizon: int, start: int | None = None) -> list[Event]:
     """Give `batch` (sorted) to `rule` and move its time up to `horizon`.
 
     Records later than `horizon` wait in `state.pending`: a row created earlier may still arrive

@@ -125,6 +125,13 @@ class SeriesIndex:
         """Admitted series in admission order (restoring in this order folds exactly the same way)."""
         return [[lab[g] for g in self.group_by] for lab in self.labels]
 
+    def changes(self, force: bool = False) -> list[list[str]] | None:
+        """The labels to save (`snapshot`) when series were admitted since the last call, or `force`."""
+        if not (self.changed or force):
+            return None
+        self.changed = False
+        return self.snapshot()
+
     def restore(self, rows: Sequence[Sequence[str]]) -> None:
         for values in rows:
             self.admit(tuple(values))

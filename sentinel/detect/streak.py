@@ -30,15 +30,18 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from sentinel.config import StreakRuleConfig
-from sentinel.detect.base import SAMPLES, OpenAlert, RecordFilter, RuleContext, event, open_alert, sample_ids
+from sentinel.detect.base import SAMPLES, Gauges, OpenAlert, RecordFilter, RuleContext, event, open_alert, sample_ids
 from sentinel.detect.series import SeriesIndex
 from sentinel.model import US, Batch, Buckets, Event, EventState, IntArray, Tier
+
+if TYPE_CHECKING:
+    from sentinel.detect.base import Snapshot
 
 SNAPSHOT_VERSION = 2
 """2: the snapshot carries the daily run counts (`run_counts`, `counted_from`)."""
@@ -544,6 +547,37 @@ class StreakRule:
     def run_view(self, state: StreakState) -> list[tuple[dict[str, str], int]]:
         """(labels, current run length) per scope, for the metrics."""
         return [(self.labels(scope, run.value), run.length) for scope, run in state.runs.items()]
+
+    # --- the engine's `Rule` -----------------------------------------------------------------------
+    looks_ahead = True
+    uses_holidays = False
+
+    def series_snapshot(self, state: StreakState, force: bool) -> list[list[str]] | None:
+        return None  # its share series come back from the buckets
+
+    def restore_saved(self, snap: Snapshot, buckets: Buckets) -> StreakState:
+        state = self.restore(snap.core, buckets)
+        state.pending = snap.pending
+        self.subtract_pending(state)
+        return state
+
+    def restore_edited(self, snap: Snapshot, buckets: Buckets, alerts: list[OpenAlert]) -> StreakState:
+        state = self.new_state()
+        if snap.clock is not None:
+            state.clock, state.day = snap.clock, self.cal.day_of(snap.clock)
+            self.restore_runs(state, snap.core)  # kept when the edit did not change what a run is
+        for alert in [a for a in alerts if set(a.labels) == {self.cfg.field, *self.cfg.scope}]:
+            scope = self.vocab.code(alert.labels[self.scope_field]) if self.scope_field else 0
+            alert.hold_until = alert.hold_until or state.clock
+            state.alerts[(scope, self.vocab.code(alert.labels[self.cfg.field]))] = alert
+        self.rebuild_shares(state, buckets)
+        return state
+
+    def rebuilt(self, buckets: Buckets, clock: int) -> StreakState:
+        return self.new_state()  # runs exist only in snapshots: a rule never saved starts with none
+
+    def gauges(self, state: StreakState) -> Gauges:
+        return Gauges(runs=self.run_view(state))
 
 
 @dataclass(frozen=True, slots=True)

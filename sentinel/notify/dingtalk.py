@@ -22,9 +22,10 @@ import hmac
 import time
 from typing import Any, ClassVar
 
+from sentinel.notify.adapter import HttpAdapter, with_query
+from sentinel.notify.answers import Code, Reply
 from sentinel.notify.base import Message, Outcome, Syntax, register
 from sentinel.notify.escape import escape_markdown, escape_text, safe_id
-from sentinel.notify.transport import Code, HttpAdapter, Reply, with_query
 from sentinel.units import Rate
 
 BLOCK_SECONDS = 600.0

@@ -14,9 +14,10 @@ import logging
 from typing import Any, ClassVar
 
 from sentinel.config import ReceiverConfig
+from sentinel.notify.adapter import HttpAdapter, with_query
+from sentinel.notify.answers import MAX_RETRY_AFTER, RATE_LIMIT_DELAY, Reply
 from sentinel.notify.base import Delivered, Message, Outcome, RetryAfter, Syntax, register
 from sentinel.notify.escape import escape_markdown, safe_id
-from sentinel.notify.transport import MAX_RETRY_AFTER, RATE_LIMIT_DELAY, HttpAdapter, Reply, with_query
 from sentinel.tiers import Tier
 from sentinel.units import Rate
 

@@ -21,9 +21,10 @@ import re
 import time
 from typing import Any, ClassVar
 
+from sentinel.notify.adapter import HttpAdapter
+from sentinel.notify.answers import Code, Reply
 from sentinel.notify.base import Failed, Message, Outcome, RetryAfter, Syntax, register
 from sentinel.notify.escape import escape_text, safe_id
-from sentinel.notify.transport import Code, HttpAdapter, Reply
 from sentinel.units import Rate
 
 THROTTLE_DELAY = 60.0

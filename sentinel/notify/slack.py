@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from sentinel.notify.adapter import HttpAdapter
+from sentinel.notify.answers import Reply
 from sentinel.notify.base import Delivered, Message, Outcome, Syntax, register
 from sentinel.notify.escape import escape_slack, safe_id
-from sentinel.notify.transport import HttpAdapter, Reply
 from sentinel.units import Rate
 
 

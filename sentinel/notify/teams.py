@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from sentinel.notify.adapter import HttpAdapter
+from sentinel.notify.answers import Reply
 from sentinel.notify.base import Delivered, Message, Outcome, Syntax, register
 from sentinel.notify.escape import escape_markdown, safe_id, truncate_bytes, utf8_len
-from sentinel.notify.transport import HttpAdapter, Reply
 from sentinel.tiers import Tier
 from sentinel.units import Rate
 

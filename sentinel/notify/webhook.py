@@ -38,9 +38,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from sentinel.notify.adapter import HttpAdapter, dump
+from sentinel.notify.answers import Reply
 from sentinel.notify.base import AlertPayload, Delivered, Message, Outcome, Syntax, register
 from sentinel.notify.escape import truncate_bytes, truncate_chars
-from sentinel.notify.transport import HttpAdapter, Reply, dump
 from sentinel.units import Rate
 
 DELIVERY_HEADER = "X-Sentinel-Delivery"

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from sentinel.notify.adapter import HttpAdapter
+from sentinel.notify.answers import Code, Reply
 from sentinel.notify.base import Message, Outcome, Syntax, register
 from sentinel.notify.escape import escape_markdown, escape_text, markdown_to_text, safe_id
-from sentinel.notify.transport import Code, HttpAdapter, Reply
 from sentinel.units import Rate
 
 CODES: dict[int, Code] = {

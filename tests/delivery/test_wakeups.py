@@ -25,7 +25,8 @@ from sentinel.delivery_stage import DeliveryStage
 from sentinel.dispatch_stage import DispatchStage
 from sentinel.model import US, Tier
 from sentinel.notify import outbox
-from sentinel.notify.worker import DeliveryWorker, GroupCommit
+from sentinel.notify.group_commit import GroupCommit
+from sentinel.notify.worker import DeliveryWorker
 from sentinel.service import build
 from sentinel.store import Store
 from sentinel.store import alerts as alert_store

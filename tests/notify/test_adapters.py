@@ -15,16 +15,16 @@ import pytest
 from sentinel.config import ReceiverConfig, ReceiverKind
 from sentinel.model import Tier
 from sentinel.notify import ADAPTERS
+from sentinel.notify.answers import NETWORK_DELAY
 from sentinel.notify.base import RECEIVER_OPTIONS, Adapter, Delivered, Failed, RetryAfter
 from sentinel.notify.dingtalk import DingTalkAdapter
 from sentinel.notify.discord import DiscordAdapter
 from sentinel.notify.feishu import FeishuAdapter, LarkAdapter
+from sentinel.notify.robots import ReceiverRunner
 from sentinel.notify.slack import SlackAdapter
 from sentinel.notify.teams import TeamsAdapter
-from sentinel.notify.transport import NETWORK_DELAY
 from sentinel.notify.webhook import WebhookAdapter
 from sentinel.notify.wecom import WeComAdapter
-from sentinel.notify.worker import ReceiverRunner
 
 from .builders import hostile_message, message
 from .vendors import (

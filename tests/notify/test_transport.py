@@ -15,18 +15,12 @@ import pytest
 import requests
 from freezegun import freeze_time
 
-from sentinel.notify import transport
+from sentinel.notify import answers, transport
+from sentinel.notify.adapter import with_query
+from sentinel.notify.answers import Reply, classify_status, parse_retry_after
 from sentinel.notify.base import Failed, RetryAfter
-from sentinel.notify.transport import (
-    MAX_ANSWER_BYTES,
-    HttpClient,
-    Reply,
-    Scrubber,
-    classify_status,
-    parse_retry_after,
-    url_secrets,
-    with_query,
-)
+from sentinel.notify.redact import Scrubber, webhook_url_secrets
+from sentinel.notify.transport import MAX_ANSWER_BYTES, HttpClient
 
 from .vendors import Answer, FakeWebhook, closed_port_url
 
@@ -48,7 +42,7 @@ def test_retry_after_seconds_and_dates() -> None:
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after(" 1.5 ") == 1.5
     assert parse_retry_after("-3") == 0.0
-    assert parse_retry_after("999999999") == transport.MAX_RETRY_AFTER
+    assert parse_retry_after("999999999") == answers.MAX_RETRY_AFTER
     assert parse_retry_after(None) is None
     assert parse_retry_after("") is None
     assert parse_retry_after("soon") is None
@@ -64,9 +58,9 @@ def test_retry_after_seconds_and_dates() -> None:
 
 @pytest.mark.parametrize(("status", "kind", "seconds"), [
     (200, None, None), (202, None, None), (204, None, None),
-    (301, RetryAfter, transport.REDIRECT_DELAY), (302, RetryAfter, transport.REDIRECT_DELAY),
-    (408, RetryAfter, transport.SERVER_ERROR_DELAY), (429, RetryAfter, transport.RATE_LIMIT_DELAY),
-    (500, RetryAfter, transport.SERVER_ERROR_DELAY), (503, RetryAfter, transport.SERVER_ERROR_DELAY),
+    (301, RetryAfter, answers.REDIRECT_DELAY), (302, RetryAfter, answers.REDIRECT_DELAY),
+    (408, RetryAfter, answers.SERVER_ERROR_DELAY), (429, RetryAfter, answers.RATE_LIMIT_DELAY),
+    (500, RetryAfter, answers.SERVER_ERROR_DELAY), (503, RetryAfter, answers.SERVER_ERROR_DELAY),
     (400, Failed, None), (401, Failed, None), (403, Failed, None), (404, Failed, None), (410, Failed, None),
 ])
 def test_classify_status(status: int, kind: type | None, seconds: float | None) -> None:
@@ -90,15 +84,15 @@ def test_retry_after_header_wins_over_defaults() -> None:
 
 
 def test_vendor_messages_are_scrubbed_of_secrets() -> None:
-    scrub = Scrubber(url_secrets("https://x.example/hook/abc123DEF456?key=KEY-99&v=1"))
+    scrub = Scrubber(webhook_url_secrets("https://x.example/hook/abc123DEF456?key=KEY-99&v=1"))
     out = classify_status(reply(403, b"bad key KEY-99 for /hook/abc123DEF456\n\x1b[31m"), scrub)
     assert isinstance(out, Failed)
     assert "KEY-99" not in out.reason and "abc123DEF456" not in out.reason
     assert "\n" not in out.reason and "\x1b" not in out.reason
 
 
-def test_url_secrets() -> None:
-    found = url_secrets("https://u:pw12@h.example/api/webhooks/1234567890/tokABC123xyz?wait=true&key=K123")
+def test_webhook_url_secrets() -> None:
+    found = webhook_url_secrets("https://u:pw12@h.example/api/webhooks/1234567890/tokABC123xyz?wait=true&key=K123")
     assert {"pw12", "1234567890", "tokABC123xyz", "K123", "true"} <= set(found)
     assert "webhooks" not in found and "api" not in found
 
@@ -132,7 +126,7 @@ def test_timeout_from_config_on_every_call(server: FakeWebhook) -> None:
     out = client.post(server.url, b"{}", {})
     assert time.monotonic() - started < 2.5
     assert isinstance(out, RetryAfter)
-    assert out.seconds == transport.NETWORK_DELAY
+    assert out.seconds == answers.NETWORK_DELAY
     assert out.reason.startswith("timed out after 0.3 s while waiting for the answer")
     assert "tokSECRET123" not in out.reason and "127.0.0.1" not in out.reason
 
@@ -146,7 +140,7 @@ def test_an_answer_that_drips_ends_at_the_deadline(server: FakeWebhook, drip_hea
     started = time.monotonic()
     out = client.post(server.url, b"{}", {})
     elapsed = time.monotonic() - started
-    assert out == RetryAfter(transport.NETWORK_DELAY, f"timed out after 1 s while {phase} "
+    assert out == RetryAfter(answers.NETWORK_DELAY, f"timed out after 1 s while {phase} "
                                                  "(the message may have been delivered)")
     assert elapsed < 5.0, elapsed  # the deadline plus a slow CI's margin, far from the dripped 30 s
     assert isinstance(client.post(server.url, b"{}", {}), Reply)  # the cut connection is not reused
@@ -168,7 +162,7 @@ def test_close_abandons_the_attempt_in_flight(server: FakeWebhook) -> None:
     client.close()
     sender.join(10)
     assert not sender.is_alive() and time.monotonic() - started < 3.0
-    assert result == [RetryAfter(transport.NETWORK_DELAY, "abandoned while reading the answer: the daemon is stopping "
+    assert result == [RetryAfter(answers.NETWORK_DELAY, "abandoned while reading the answer: the daemon is stopping "
                                                      "(the message may have been delivered)")]
     out = client.post(server.url, b"{}", {})  # a closed client sends nothing more
     assert isinstance(out, RetryAfter) and out.reason.startswith("abandoned")
@@ -178,7 +172,7 @@ def test_close_abandons_the_attempt_in_flight(server: FakeWebhook) -> None:
 def test_connection_refused() -> None:
     url = closed_port_url("/hook?key=refusedSECRET1")
     out = HttpClient("r", timedelta(seconds=2)).post(url, b"{}", {})
-    assert out == RetryAfter(transport.NETWORK_DELAY, "connection refused")
+    assert out == RetryAfter(answers.NETWORK_DELAY, "connection refused")
 
 
 def test_connection_closed_without_answer(server: FakeWebhook) -> None:

@@ -1,31 +1,10 @@
-"""The quiet rule: "a channel that normally has traffic has had nothing for too long".
+"""What the quiet rule does between saving and restoring: each series' profile, its silence's
+expectation E and the deadline at which E reaches the bound, records, time, what is live.
 
-An intake channel whose sync broke (the seeds describe a CRM sync 72 h behind) sends nothing, while the
-other channels still flow, so the source-level staleness alert cannot see it. For each series (a
-channel, a type, or the total) the rule knows the baseline days' average count by local wall-clock hour
-(the profile the threshold rule's `pace` mode uses, linear inside the hour), so it knows how many
-complaints the series normally has between its last record and now: E. The chance of none at all in that
-time is exp(-E) (Poisson). The rule fires once
-
-    exp(-E) <= max_p   and   E >= min_expected
-
-(whichever needs the longer silence decides: max_p is a probability, min_expected a floor in complaints
-for streams whose lulls are longer than Poisson says), and resolves at the series' next record. A channel
-that is normally quiet at night gains almost no E overnight, so a quiet night is not an alert.
-
-Time enters only as the engine's instants: the moment E reaches the bound is a deadline (found exactly
-from the piecewise-linear profile, in whole seconds, never early), applied when time passes it: by
-`advance` (the daemon's horizon, `now - lateness`, or the backtest's) or by later records in a batch,
-which show how far time went. The rule is self-timed like the streak rule's gaps: only midnight splits a
-batch, so a stream whose busy channels have deadlines every minute is not cut into thousands of pieces;
-the daemon and the backtest fire at the same instant, whatever the split. A silence spanning midnights
-adds each past day's part judged by that day's own profile (`acc`, kept in the snapshot); today's part
-comes from today's profile.
-
-Late records (their time already closed) count into their day's hourly counts, and as a sign of life at
-the rule's clock: a sync catching up with records 72 h old resolves the alert and does not re-open it.
+The deadline is exact (the first whole second at which E reaches the bound, from the piecewise-linear
+profile) and never early; any split of the records into batches gives the same events. See the
+package's docstring (`sentinel.detect.quiet`) for the rule itself.
 """
-
 from __future__ import annotations
 
 import math
@@ -37,12 +16,19 @@ import numpy.typing as npt
 
 from sentinel.config import QuietRuleConfig
 from sentinel.days import HOUR_US
-from sentinel.detect.base import OpenAlert, RecordFilter, RuleContext, event, open_alert, sample_ids
+from sentinel.detect.base import (
+    OpenAlert,
+    RecordFilter,
+    RuleContext,
+    event,
+    open_alert,
+    sample_ids,
+)
 from sentinel.detect.baseline import NEVER
 from sentinel.detect.series import SeriesIndex
 from sentinel.detect.threshold import baseline_days_of, lookback_days
 from sentinel.detect.workdays import Workdays
-from sentinel.model import US, Batch, Buckets, Event, EventState, IntArray, Tier
+from sentinel.model import US, Batch, Event, EventState, IntArray, Tier
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -67,7 +53,7 @@ class QuietState:
     late: int = 0
 
 
-class QuietRule:
+class QuietCore:
     kind = "quiet"
 
     def __init__(self, cfg: QuietRuleConfig, ctx: RuleContext) -> None:
@@ -383,86 +369,6 @@ class QuietRule:
             out.append((a, {"expected": _sig(expected), "p": _sig(math.exp(-expected)),
                             "silent_s": (state.clock - int(state.last[x])) // US}))
         return out
-
-    # --- persistence -------------------------------------------------------------------------------
-    def _key(self, state: QuietState, x: int) -> str:
-        return "\x1f".join(state.series.labels[x][g] for g in self.cfg.group_by)
-
-    def _admit(self, state: QuietState, key: str) -> int:
-        return state.series.admit(tuple(key.split("\x1f")) if self.cfg.group_by else ())
-
-    def snapshot(self, state: QuietState) -> dict[str, Any]:
-        return {"clock": state.clock, "day": state.day, "group_by": self.cfg.group_by,
-                "alerts": {self._key(state, x): a.to_json() for x, a in state.alerts.items()},
-                "last": {self._key(state, x): int(state.last[x]) for x in range(len(state.last))},
-                "acc": {self._key(state, x): float(state.acc[x]) for x in np.flatnonzero(state.acc).tolist()}}
-
-    def restore(self, snap: dict[str, Any], series: list[list[str]], buckets: Buckets) -> QuietState:
-        state = self.new_state()
-        state.series.restore(series)
-        clock = snap.get("clock")
-        if clock is None or snap.get("day") is None:
-            return state
-        self.rebuild(state, buckets, int(clock), snap)
-        return state
-
-    def rebuild(self, state: QuietState, buckets: Buckets, clock: int, snap: dict[str, Any] | None = None) -> None:
-        """Hourly counts of the window from the raw buckets; each series' last sign of life from the
-        snapshot, or (a series it does not know: a new rule) the end of its last hour with records."""
-        day = self.cal.day_of(clock)
-        sel = buckets.hour_us >= self.cal.day_start(day - self.window_days)
-        hours, counts = buckets.hour_us[sel], buckets.count[sel]
-        probe = Batch(np.zeros(len(hours), dtype=np.int64), hours, buckets.type[sel].astype(np.int32),
-                      buckets.channel[sel].astype(np.int32))
-        keep = self.filter.mask(probe) if self.filter.active else np.ones(len(hours), dtype=bool)
-        hours, counts, probe = hours[keep], counts[keep], probe.take(np.flatnonzero(keep))
-        s = state.series.of_batch(probe)
-        state.clock, state.day = clock, day
-        self._fit(state)
-        n = len(state.series)
-        days = self.cal.days_of(hours)
-        for d in np.unique(days[days <= day]).tolist():
-            m = days == d
-            wall = np.minimum(self.cal.wall_seconds_of(hours[m]) // HOUR_US, 23)
-            state.hourly[d] = np.bincount(s[m] * 24 + wall, weights=counts[m],
-                                          minlength=n * 24).astype(np.int64).reshape(n, 24)
-        if len(s):
-            seen = np.full(n, -1, dtype=np.int64)
-            np.maximum.at(seen, s, hours + HOUR_US)
-            state.last = np.where(seen >= 0, np.minimum(seen, clock), state.last)
-        same = snap is not None and snap.get("group_by") == self.cfg.group_by  # else its keys mean other series
-        known = (snap or {}).get("last") or {} if same else {}
-        for key, t in known.items():
-            x = self._admit(state, key)
-            self._fit(state)
-            state.last[x] = int(t)
-        for key, e in ((snap or {}).get("acc") or {} if same else {}).items():
-            x = self._admit(state, key)
-            self._fit(state)
-            state.acc[x] = float(e)
-        for key, a in (snap or {}).get("alerts", {}).items():
-            state.alerts[self._admit(state, key)] = OpenAlert.from_json(a)
-        self._fit(state)
-        self._start_day(state, day)
-        state.series.changed = False
-
-    def adopt(self, state: QuietState, alerts: list[OpenAlert]) -> None:
-        """An edited rule keeps the open alerts of series it still has (no deadline for those)."""
-        for alert in alerts:
-            state.alerts[state.series.admit(tuple(alert.labels[g] for g in self.cfg.group_by))] = alert
-        self._fit(state)
-        if state.day is not None and state.clock is not None:
-            self._baseline(state)
-
-    def subtract_pending(self, state: QuietState) -> None:
-        """Take records not yet processed back out of the hourly counts rebuilt from buckets."""
-        b = self.filter.apply(state.pending)
-        if len(b) == 0 or state.day is None:
-            return
-        s = state.series.of_batch(b)
-        self._fit(state)
-        self._add(state, b.ts, s, self.cal.days_of(b.ts), -1)
-        self._baseline(state)
 
 
 def _sig(x: float) -> float:
