@@ -17,18 +17,25 @@ import json
 import statistics
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from sentinel.config import Config, StreakRuleConfig, ThresholdRuleConfig
 from sentinel.days import Calendar, history_start_us
 from sentinel.detect import Engine, RuleContext, workdays_of
-from sentinel.model import US, Batch, Event, EventState, Vocab, to_datetime
+from sentinel.model import US, Batch, Event, EventState, JsonObject, Vocab, to_datetime
 from sentinel.sources.files import Block, FileReader
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+Progressed = Callable[[int], None]
+"""Told the bytes read so far, after each block (the progress bar's `update`)."""
 
 WARNING_WINDOW_US = 24 * 3600 * US
 """How far ahead of a surge a warning still counts as an early warning of it (and a surge after a
@@ -57,7 +64,8 @@ class Result:
     fired: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (rule, tier, day) -> firing
     sorted_input: bool = True
     daily: dict[tuple[int, int, int], int] = field(default_factory=dict)  # (day, type, channel) -> n
-    alerts: list[dict[str, Any]] = field(default_factory=list)  # firing / upgraded events, for the plot
+    # firing / upgraded events as `Event.to_json` writes them, for the plot (which indexes them by key)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
     opened: list[Opened] = field(default_factory=list)  # firing events, for the early-warning report
     vocab_values: dict[int, str] = field(default_factory=dict)  # codes of `daily`
 
@@ -67,7 +75,7 @@ class Result:
         return cal.day_of(self.last_us) - cal.day_of(self.first_us) + 1
 
 
-def _blocks(reader: FileReader, progress: Any) -> Iterator[Block]:
+def _blocks(reader: FileReader, progress: Progressed | None) -> Iterator[Block]:
     for block in reader:
         if progress is not None:
             progress(block.bytes_read)
@@ -82,15 +90,22 @@ def _is_sorted(batch: Batch, after: int | None) -> bool:
     return bool(np.all(np.diff(batch.ts) >= 0))
 
 
-def _id_before(a: Any, b: Any) -> bool:
+def _id_before(a: object, b: object) -> bool:
     """`a` orders before `b` as `Batch.sorted` orders ids: as numbers when both are, else as text."""
     if isinstance(a, int | np.integer) and isinstance(b, int | np.integer):
         return int(a) < int(b)
     return str(a) < str(b)
 
 
-def run(cfg: Config, input_path: str | Path, out: IO[str], *, encoding: str = "utf-8",
-        progress: Any = None, keep_daily: bool = False) -> Result:
+def run(
+    cfg: Config,
+    input_path: str | Path,
+    out: IO[str],
+    *,
+    encoding: str = "utf-8",
+    progress: Progressed | None = None,
+    keep_daily: bool = False,
+) -> Result:
     """Replay `input_path`; events go to `out` as JSON lines (written once the replay is complete)."""
     _lean_arrow_memory()
     cal = Calendar(cfg.tz)
@@ -106,8 +121,10 @@ def run(cfg: Config, input_path: str | Path, out: IO[str], *, encoding: str = "u
         blocks = list(_blocks(reader, progress))
         whole = Batch.concat([b.batch for b in blocks]).sorted()
         rejected = [r for b in blocks for r in b.rejected]
-        slices = [Block(whole.slice(i, i + SORTED_SLICE), rejected if i == 0 else [], 0, 0)
-                  for i in range(0, max(len(whole), 1), SORTED_SLICE)]
+        slices = [
+            Block(whole.slice(i, i + SORTED_SLICE), rejected if i == 0 else [], 0, 0)
+            for i in range(0, max(len(whole), 1), SORTED_SLICE)
+        ]
         lines = []
         result = _replay(cfg, cal, vocab, slices, lines, keep_daily)
         result.sorted_input = False
@@ -134,14 +151,16 @@ class _Unsorted(Exception):
     pass
 
 
-def _replay(cfg: Config, cal: Calendar, vocab: Vocab, blocks: Any, lines: list[str], keep_daily: bool) -> Result:
+def _replay(
+    cfg: Config, cal: Calendar, vocab: Vocab, blocks: Iterable[Block], lines: list[str], keep_daily: bool
+) -> Result:
     result = Result()
     ctx = RuleContext(cal, vocab, None, workdays_of(cfg))
     if cfg.history_start is not None:
         ctx.coverage_start_us = history_start_us(cfg.history_start, cal)
     engine = Engine(cfg.rules, ctx, cfg.timezone)
     last: int | None = None
-    last_id: Any = None
+    last_id: object = None
     try:
         for block in blocks:
             result.rejected.update(r.reason for r in block.rejected)
@@ -264,7 +283,7 @@ class _ByLabel:
         found: dict[int, Opened] = {}
         for item in like.labels:
             alerts, times = self.index.get(item, []), self.times.get(item, [])
-            for a in alerts[bisect.bisect_left(times, lo):bisect.bisect_right(times, hi)]:
+            for a in alerts[bisect.bisect_left(times, lo) : bisect.bisect_right(times, hi)]:
                 if _related(like, a):
                     found[id(a)] = a
         return sorted(found.values(), key=lambda x: (x.at, x.rule))
@@ -294,7 +313,7 @@ def _lead(us: int | None) -> str:
     return f"{minutes // 60}:{minutes % 60:02d}"
 
 
-def summary_json(result: Result, cfg: Config) -> dict[str, Any]:
+def summary_json(result: Result, cfg: Config) -> JsonObject:
     """The summary as data: alerts per rule, and the early-warning report."""
     cal = Calendar(cfg.tz)
     days = max(1, result.days(cal))
@@ -309,28 +328,53 @@ def summary_json(result: Result, cfg: Config) -> dict[str, Any]:
     warned = [w for w in ew.surges if w.warning is not None]
     leads = [w.lead_us // US for w in warned if w.lead_us is not None]
     return {
-        "records": result.records, "days": days, "events": result.events,
+        "records": result.records,
+        "days": days,
+        "events": result.events,
         "alerts_per_day": round(sum(result.fired.values()) / days, 4),
-        "rules": {r.name: {"light": per_rule[r.name]["light"], "moderate": per_rule[r.name]["moderate"],
-                           "severe": per_rule[r.name]["severe"], "alerts": sum(per_rule[r.name].values()),
-                           "per_day": round(sum(per_rule[r.name].values()) / days, 4)} for r in cfg.rules},
+        "rules": {
+            r.name: {
+                "light": per_rule[r.name]["light"],
+                "moderate": per_rule[r.name]["moderate"],
+                "severe": per_rule[r.name]["severe"],
+                "alerts": sum(per_rule[r.name].values()),
+                "per_day": round(sum(per_rule[r.name].values()) / days, 4),
+            }
+            for r in cfg.rules
+        },
         "early_warning": {
-            "window_s": WARNING_WINDOW_US // US, "surge_rules": ew.surge_rules, "warning_rules": ew.warning_rules,
-            "surges": len(ew.surges), "warned": len(warned),
+            "window_s": WARNING_WINDOW_US // US,
+            "surge_rules": [*ew.surge_rules],
+            "warning_rules": [*ew.warning_rules],
+            "surges": len(ew.surges),
+            "warned": len(warned),
             "median_lead_s": int(statistics.median(leads)) if leads else None,
-            "alerts": [{"at": when(w.surge.at), "rule": w.surge.rule, "labels": dict(w.surge.labels),
-                        "tier": w.surge.tier, "value": w.surge.value,
-                        "warned_by": None if w.warning is None else w.warning.rule,
-                        "warned_at": None if w.warning is None else when(w.warning.at),
-                        "lead_s": None if w.lead_us is None else w.lead_us // US} for w in ew.surges],
-            "precision": {p.rule: {"alerts": p.alerts, "followed": p.followed,
-                                   "precision": None if p.share is None else round(p.share, 4)}
-                          for p in ew.precision},
+            "alerts": [
+                {
+                    "at": when(w.surge.at),
+                    "rule": w.surge.rule,
+                    "labels": dict(w.surge.labels),
+                    "tier": w.surge.tier,
+                    "value": w.surge.value,
+                    "warned_by": None if w.warning is None else w.warning.rule,
+                    "warned_at": None if w.warning is None else when(w.warning.at),
+                    "lead_s": None if w.lead_us is None else w.lead_us // US,
+                }
+                for w in ew.surges
+            ],
+            "precision": {
+                p.rule: {
+                    "alerts": p.alerts,
+                    "followed": p.followed,
+                    "precision": None if p.share is None else round(p.share, 4),
+                }
+                for p in ew.precision
+            },
         },
     }
 
 
-def print_early_warning(result: Result, cfg: Config, console: Any) -> None:
+def print_early_warning(result: Result, cfg: Config, console: Console) -> None:
     from rich.table import Table
 
     ew = early_warning(result, cfg)
@@ -341,27 +385,40 @@ def print_early_warning(result: Result, cfg: Config, console: Any) -> None:
     several = len(ew.surge_rules) > 1
     cols = ["surge at", *(["rule"] if several else []), "series", "tier", "value", "warned by", "lead"]
     for col in cols:
-        table.add_column(col, justify="right" if col in ("value", "lead") else "left",
-                         no_wrap=col in ("surge at", "lead"))
+        table.add_column(
+            col, justify="right" if col in ("value", "lead") else "left", no_wrap=col in ("surge at", "lead")
+        )
     for w in ew.surges:
         at = to_datetime(w.surge.at, cfg.tz)
-        table.add_row(at.strftime("%Y-%m-%d %H:%M"), *([w.surge.rule] if several else []),
-                      ", ".join(v for _, v in w.surge.labels) or "(total)", w.surge.tier, f"{w.surge.value:g}",
-                      "-" if w.warning is None else w.warning.rule, _lead(w.lead_us))
+        table.add_row(
+            at.strftime("%Y-%m-%d %H:%M"),
+            *([w.surge.rule] if several else []),
+            ", ".join(v for _, v in w.surge.labels) or "(total)",
+            w.surge.tier,
+            f"{w.surge.value:g}",
+            "-" if w.warning is None else w.warning.rule,
+            _lead(w.lead_us),
+        )
     console.print(table)
     prec = Table(title="Warning rules: alerts followed by a surge of the same series within 24 h")
     for col in ("rule", "alerts", "followed", "precision", "per day"):
         prec.add_column(col, justify="left" if col == "rule" else "right")
     days = max(1, result.days(cal))
     for p in ew.precision:
-        prec.add_row(p.rule, str(p.alerts), str(p.followed), "-" if p.share is None else f"{p.share:.0%}",
-                     f"{p.alerts / days:.2f}")
+        prec.add_row(
+            p.rule,
+            str(p.alerts),
+            str(p.followed),
+            "-" if p.share is None else f"{p.share:.0%}",
+            f"{p.alerts / days:.2f}",
+        )
     console.print(prec)
     warned = [w for w in ew.surges if w.warning is not None]
     leads = [w.lead_us for w in warned if w.lead_us is not None]
     median = _lead(int(statistics.median(leads))) if leads else "-"
-    console.print(f"surges warned first: {len(warned)} of {len(ew.surges)}; median lead {median} (h:mm)",
-                  soft_wrap=True)
+    console.print(
+        f"surges warned first: {len(warned)} of {len(ew.surges)}; median lead {median} (h:mm)", soft_wrap=True
+    )
 
 
 def print_summary(result: Result, cfg: Config, stream: IO[str]) -> None:
@@ -391,13 +448,15 @@ def print_summary(result: Result, cfg: Config, stream: IO[str]) -> None:
     console.print(totals)
     print_early_warning(result, cfg, console)
     rejected = ", ".join(f"{k}={v}" for k, v in sorted(result.rejected.items())) or "none"
-    console.print(f"records: {result.records:,} over {days} day(s); rejected: {rejected}; late: {result.late}; "
-                  f"events: {result.events:,}; alerts per day overall: [bold]{per_day:.2f}[/bold]"
-                  + ("" if result.sorted_input else " (input was not in time order: sorted first)"),
-                  soft_wrap=True)  # one line, whatever the width: logs and scripts grep it
+    console.print(
+        f"records: {result.records:,} over {days} day(s); rejected: {rejected}; late: {result.late}; "
+        f"events: {result.events:,}; alerts per day overall: [bold]{per_day:.2f}[/bold]"
+        + ("" if result.sorted_input else " (input was not in time order: sorted first)"),
+        soft_wrap=True,
+    )  # one line, whatever the width: logs and scripts grep it
 
 
-def progress_bar(total: int) -> tuple[Any, Any]:
+def progress_bar(total: int) -> tuple[Progress | None, Progressed | None]:
     """A rich progress bar over bytes read, when stderr is a terminal."""
     if not sys.stderr.isatty():
         return None, None
@@ -406,8 +465,14 @@ def progress_bar(total: int) -> tuple[Any, Any]:
 
     # on stderr, the terminal that was checked: stdout carries the events (rich's default console is
     # stdout, where the bar would vanish when stdout is redirected, or interleave with the events)
-    prog = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                    TimeRemainingColumn(), transient=True, console=Console(file=sys.stderr))
+    prog = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+        console=Console(file=sys.stderr),
+    )
     task = prog.add_task("replaying", total=total)
     prog.start()
 

@@ -16,7 +16,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sentinel.config_common import (
     API_KEYS,
@@ -25,6 +25,7 @@ from sentinel.config_common import (
     DEFAULT_TIMEZONE,
     TOP_LEVEL_KEYS,
     ConfigError,
+    RawValue,
     Secret,
     check_listen,
     check_locale,
@@ -74,9 +75,10 @@ def load_client_config(path: str | Path, environ: Mapping[str, str] | None = Non
         return f"{path}: {loc or '(top level)'}"
 
     problems: list[str] = []
-    picked: dict[str, Any] = {k: raw[k] for k in READ if k in raw}
-    if isinstance(picked.get("api"), dict):  # the token (and any typo): the daemon's ack secret is not the caller's
-        picked["api"] = {k: v for k, v in picked["api"].items() if k == "token" or k not in API_KEYS}
+    picked: dict[str, RawValue] = {k: raw[k] for k in READ if k in raw}
+    api_table = picked.get("api")
+    if isinstance(api_table, dict):  # the token (and any typo): the daemon's ack secret is not the caller's
+        picked["api"] = {k: v for k, v in api_table.items() if k == "token" or k not in API_KEYS}
     picked = expand_tree(picked, "", problems, where_of, env)
     problems += env_problems(path, env, TOP_LEVEL_KEYS)
     if problems:
@@ -87,7 +89,8 @@ def load_client_config(path: str | Path, environ: Mapping[str, str] | None = Non
         envvar = env_for(loc, env)
         problems.append(f"{where_of(loc)}: {exc}" + (f" (set by {envvar})" if envvar else ""))
 
-    values: dict[str, Any] = {}
+    values: dict[str, str] = {}  # timezone, listen, locale
+    token: Secret | None = None
     for key, check in (("timezone", check_zone), ("listen", check_listen), ("locale", check_locale)):
         if key in merged:
             try:
@@ -102,7 +105,7 @@ def load_client_config(path: str | Path, environ: Mapping[str, str] | None = Non
         else:
             if "token" in api:
                 try:
-                    values["token"] = to_secret(api["token"])
+                    token = to_secret(api["token"])
                 except ValueError as exc:
                     problem("api.token", exc)
             for k in api:
@@ -113,4 +116,9 @@ def load_client_config(path: str | Path, environ: Mapping[str, str] | None = Non
             problem(k, ValueError("unknown key" + did_you_mean(k, TOP_LEVEL_KEYS)))
     if problems:
         raise ConfigError(problems)
-    return ClientConfig(**values)
+    return ClientConfig(
+        values.get("timezone", DEFAULT_TIMEZONE),
+        values.get("listen", DEFAULT_LISTEN),
+        values.get("locale", DEFAULT_LOCALE),
+        token,
+    )

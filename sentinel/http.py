@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from sqlalchemy.exc import OperationalError
@@ -33,6 +33,9 @@ from waitress.utilities import Error
 
 from sentinel.logs import error_line, fields
 from sentinel.store.lock import LockLost
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 log = logging.getLogger("sentinel.http")
 
@@ -49,7 +52,7 @@ class Request:
     params: dict[str, str] = field(default_factory=dict)
     remote: str = ""
 
-    def json(self) -> Any:
+    def json(self) -> Any:  # JSON as parsed; Any, not JsonValue, while api.py reads fields without narrowing
         try:
             return json.loads(self.body.decode("utf-8") or "null")
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -67,9 +70,10 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
     @staticmethod
-    def json(data: Any, status: int = 200) -> Response:
-        return Response(status, json.dumps(data, ensure_ascii=False, default=str).encode(),
-                        "application/json; charset=utf-8")
+    def json(data: object, status: int = 200) -> Response:
+        return Response(
+            status, json.dumps(data, ensure_ascii=False, default=str).encode(), "application/json; charset=utf-8"
+        )
 
     @staticmethod
     def text(text: str, status: int = 200) -> Response:
@@ -91,10 +95,22 @@ Handler = Callable[[Request], Response]
 Guard = Callable[[Request], None]
 """Raises `HTTPError` to refuse a request from its head alone (method, path, headers; the body is empty)."""
 
-_REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 303: "See Other", 400: "Bad Request",
-            401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-            409: "Conflict", 413: "Payload Too Large", 500: "Internal Server Error",
-            503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    201: "Created",
+    202: "Accepted",
+    204: "No Content",
+    303: "See Other",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 def _regex(pattern: str) -> str:
@@ -154,7 +170,7 @@ class App:
             return err
         return None
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -166,24 +182,35 @@ class App:
             headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
             if environ.get("CONTENT_TYPE"):
                 headers["content-type"] = environ["CONTENT_TYPE"]
-            req = Request(environ.get("REQUEST_METHOD", "GET").upper(), environ.get("PATH_INFO", "/") or "/",
-                          parse_qs(environ.get("QUERY_STRING", "")), headers, body,
-                          remote=environ.get("REMOTE_ADDR", ""))
+            req = Request(
+                environ.get("REQUEST_METHOD", "GET").upper(),
+                environ.get("PATH_INFO", "/") or "/",
+                parse_qs(environ.get("QUERY_STRING", "")),
+                headers,
+                body,
+                remote=environ.get("REMOTE_ADDR", ""),
+            )
             resp = self.dispatch(req)
         except HTTPError as err:
             resp = Response.json({"error": err.message}, err.status)
         except LockLost as exc:  # a write while the daemon holds for the store's lock: try again later
             resp = Response.json({"error": str(exc)}, 503)
         except OperationalError as exc:  # the store is unreachable: an outage to wait out, not a bug
-            log.warning("HTTP request failed: the state store is unavailable",
-                        extra=fields(path=environ.get("PATH_INFO", ""), error=error_line(exc)))
+            log.warning(
+                "HTTP request failed: the state store is unavailable",
+                extra=fields(path=environ.get("PATH_INFO", ""), error=error_line(exc)),
+            )
             resp = Response.json({"error": f"the state store is unavailable ({type(exc.orig).__name__})"}, 503)
         except Exception:
             log.exception("HTTP handler failed")
             resp = Response.json({"error": "internal error"}, 500)
         status = f"{resp.status} {_REASONS.get(resp.status, 'Unknown')}"
-        hdrs = [("Content-Type", resp.content_type), ("Content-Length", str(len(resp.body))),
-                ("X-Content-Type-Options", "nosniff"), *resp.headers.items()]
+        hdrs = [
+            ("Content-Type", resp.content_type),
+            ("Content-Length", str(len(resp.body))),
+            ("X-Content-Type-Options", "nosniff"),
+            *resp.headers.items(),
+        ]
         if "Cache-Control" not in resp.headers:  # answers are live state; a static asset says otherwise
             hdrs.append(("Cache-Control", "no-store"))
         start_response(status, hdrs)
@@ -229,6 +256,7 @@ class _Refusal(Error):
         self.code = err.status
         self.reason = _REASONS.get(err.status, "Unknown")
 
+    # Any: waitress's stub says the body is str; it is bytes here, which waitress writes as they are
     def to_response(self, ident: str | None = None) -> tuple[str, list[tuple[str, str]], Any]:
         body = json.dumps({"error": self.body}).encode()
         return f"{self.code} {self.reason}", [("Content-Type", "application/json; charset=utf-8")], body
@@ -312,16 +340,20 @@ class Server:
         except OSError as exc:
             import errno
 
-            why = {errno.EADDRINUSE: "the port is already in use (another sentinel, or another program: "
-                                     f"`ss -ltnp 'sport = :{port}'` shows which)",
-                   errno.EADDRNOTAVAIL: "the address is not one of this machine's",
-                   errno.EACCES: "permission denied (ports below 1024 need privileges)"}.get(
-                exc.errno or 0, exc.strerror or str(exc))
+            why = {
+                errno.EADDRINUSE: "the port is already in use (another sentinel, or another program: "
+                f"`ss -ltnp 'sport = :{port}'` shows which)",
+                errno.EADDRNOTAVAIL: "the address is not one of this machine's",
+                errno.EACCES: "permission denied (ports below 1024 need privileges)",
+            }.get(exc.errno or 0, exc.strerror or str(exc))
             raise ListenError(listen, why) from None
         parser = type("Parser", (_Parser,), {"app": app})
         channel = type("Channel", (_Channel,), {"parser_class": parser, "limits": limits})
-        listeners = [server] if isinstance(server, BaseWSGIServer) else \
-            [s for s in (server.map or {}).values() if isinstance(s, BaseWSGIServer)]
+        listeners = (
+            [server]
+            if isinstance(server, BaseWSGIServer)
+            else [s for s in (server.map or {}).values() if isinstance(s, BaseWSGIServer)]
+        )
         for one in listeners:
             one.channel_class = channel
         self._server = server
@@ -330,16 +362,22 @@ class Server:
         self._thread = threading.Thread(target=self._run, name="http", daemon=True)
 
     @staticmethod
+    # Any: waitress's stubs lack `effective_port` / `effective_listen`, which its servers have at run time
     def _bind(app: App, host: str, port: int, threads: int | None, limits: Limits) -> Any:
         return create_server(
-            app, host=host.strip("[]"), port=port, threads=threads or limits.threads, ident="sentinel",
+            app,
+            host=host.strip("[]"),
+            port=port,
+            threads=threads or limits.threads,
+            ident="sentinel",
             clear_untrusted_proxy_headers=True,
             max_request_body_size=limits.max_body + 1,  # waitress refuses at >=, the App at >
             max_request_header_size=limits.max_header,
             connection_limit=limits.connections + 2,  # the listening socket and waitress's trigger count too
             channel_timeout=max(1, int(limits.request_timeout + 0.999)),  # no traffic at all: a backstop
             cleanup_interval=1,
-            asyncore_use_poll=True)  # select() fails on descriptors over 1023
+            asyncore_use_poll=True,
+        )  # select() fails on descriptors over 1023
 
     def _run(self) -> None:
         with contextlib.suppress(OSError):  # closed during shutdown

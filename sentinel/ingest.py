@@ -33,13 +33,14 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
 
+from sentinel.days import Calendar
 from sentinel.model import US, Batch
-from sentinel.sources import Reconcilable, Source
+from sentinel.sources import Cursor, Reconcilable, Source
 from sentinel.sources.rows import BadValue, RawRow, Rejected, RowNormaliser, canonical_id, parse_time
 from sentinel.store import records as repo
 from sentinel.store.records import LedgerEntry
@@ -104,8 +105,15 @@ class Polled:
 
 
 class Ingest:
-    def __init__(self, source: Source, normaliser: RowNormaliser, lateness_us: int, batch_size: int,
-                 store: Reader, max_rows: int = MAX_ROWS_PER_POLL) -> None:
+    def __init__(
+        self,
+        source: Source,
+        normaliser: RowNormaliser,
+        lateness_us: int,
+        batch_size: int,
+        store: Reader,
+        max_rows: int = MAX_ROWS_PER_POLL,
+    ) -> None:
         self.source = source
         self.normaliser = normaliser
         self.lateness_us = lateness_us
@@ -150,8 +158,7 @@ class Ingest:
         local times repeat an hour and parse to the first (earlier) one."""
         return since_us - fold_margin_us(self.normaliser.naive_tz, since_us, now_us)
 
-    def poll(self, since_us: int, watermark_us: int | None, now_us: int | None,
-             window_us: int | None = None) -> Polled:
+    def poll(self, since_us: int, watermark_us: int | None, now_us: int | None, window_us: int | None = None) -> Polled:
         """Read every row with created_at > since_us not counted before (up to `max_rows`).
 
         `window_us` is where the history window begins: a row older than it (a BLOB that sorts after
@@ -159,7 +166,7 @@ class Ingest:
         now = now_us if now_us is not None else since_us
         start = self.read_from(since_us, now)
         sorter = _Sorter(self, now, window_us, {}, floor_us=start)
-        cursor: Any = None
+        cursor: Cursor | None = None
         rows = 0
         exhausted = True
         while True:
@@ -169,7 +176,7 @@ class Ingest:
             if page.next is None:
                 break
             if len(sorter.entries) >= self.max_rows:  # new rows only: re-read ones cost no memory to speak of,
-                exhausted = False                       # and stopping on them would read them again forever
+                exhausted = False  # and stopping on them would read them again forever
                 break
             cursor = page.next
         polled = sorter.finish(now_us)
@@ -220,8 +227,15 @@ class Ingest:
             found.reconciled_days.append(-1)  # -1: rows without a usable time
         return found
 
-    def _read_ranges(self, src: Reconcilable, ranges: Sequence[tuple[int, int, int, int]], sorter: _Sorter,
-                     settled: dict[int, tuple[int, int, int]], done: set[int], rows: int) -> int:
+    def _read_ranges(
+        self,
+        src: Reconcilable,
+        ranges: Sequence[tuple[int, int, int, int]],
+        sorter: _Sorter,
+        settled: dict[int, tuple[int, int, int]],
+        done: set[int],
+        rows: int,
+    ) -> int:
         """Read the ranges (start, end, source count, ledger count) that may hold rows the ledger lacks.
 
         Equal counts prove a range complete only while the database orders rows as their parsed time
@@ -239,7 +253,7 @@ class Ingest:
                 settled[start] = (end, n_src, n_ledger)
                 continue
             before = len(sorter.entries)
-            cursor: Any = None
+            cursor: Cursor | None = None
             while True:
                 page = src.read_range(start, end, cursor, self.batch_size)
                 rows += len(page.rows)
@@ -254,8 +268,15 @@ class Ingest:
                 self.mixed = self.mixed or n_src != n_ledger
         return rows
 
-    def commit(self, conn: Connection, polled: Polled, state: repo.SourceState, now_us: int,
-               calendar: Any, window_us: int | None = None) -> None:
+    def commit(
+        self,
+        conn: Connection,
+        polled: Polled,
+        state: repo.SourceState,
+        now_us: int,
+        calendar: Calendar,
+        window_us: int | None = None,
+    ) -> None:
         """Write the poll's watermark, ledger entries and buckets into the cycle's transaction."""
         repo.add_seen(conn, polled.entries)
         if polled.watermark_us is not None:
@@ -279,8 +300,14 @@ class Ingest:
 class _Sorter:
     """Sorts the rows of one read into new ones, repeats and different rows reusing a counted id."""
 
-    def __init__(self, ingest: Ingest, now_us: int, window_us: int | None, known: dict[str, str | None],
-                 floor_us: int | None = None) -> None:
+    def __init__(
+        self,
+        ingest: Ingest,
+        now_us: int,
+        window_us: int | None,
+        known: dict[str, str | None],
+        floor_us: int | None = None,
+    ) -> None:
         self.ingest = ingest
         self.floor_us = floor_us  # a poll's SQL bound: a row it returns dated before it is out of order
         self.now_us = now_us
@@ -334,8 +361,9 @@ class _Sorter:
                 self.read[dk] = d
                 self.repeats += 1
                 continue
-            self._judge(row, dk, d, Rejected(str(k)[:60], "duplicate_id",
-                                             "the id of a counted record, with different content"))
+            self._judge(
+                row, dk, d, Rejected(str(k)[:60], "duplicate_id", "the id of a counted record, with different content")
+            )
 
     def _judge(self, row: RawRow, key: str, digest: str, dup: Rejected | None) -> None:
         try:
@@ -347,8 +375,9 @@ class _Sorter:
         if created is not None and self.window_us is not None and created < self.window_us:
             return  # outside the history window: no day the rules look at
         self.known[key] = digest
-        self.entries.append(LedgerEntry(key, digest, created if created is not None else self.now_us,
-                                        created is not None, self.now_us))
+        self.entries.append(
+            LedgerEntry(key, digest, created if created is not None else self.now_us, created is not None, self.now_us)
+        )
         if dup is not None:
             self.dups.append(dup)
         else:
@@ -370,7 +399,7 @@ class _Sorter:
 def identity(row: RawRow, normaliser: RowNormaliser) -> tuple[str, str]:
     """(ledger key, content digest) of a raw row: the canonical id, or for a row without a usable id a
     digest of all of it. The digest tells a row read again from a different row reusing its id."""
-    content = row[1:]
+    content: tuple[object, ...] = row[1:]
     if not all(v is None or type(v) in _PLAIN for v in content):
         content = tuple(_stable(v) for v in content)
     digest = hashlib.blake2b(repr(content).encode("utf-8", "replace"), digest_size=8).hexdigest()
@@ -389,7 +418,7 @@ def dup_key(key: str, digest: str) -> str:
     return key[:200] + DUP + digest
 
 
-def _stable(value: Any) -> Any:
+def _stable(value: object) -> object:
     """The same value however the session shows it (an aware datetime in UTC, a memoryview as bytes)."""
     if isinstance(value, datetime) and value.tzinfo is not None:
         return value.astimezone(UTC)

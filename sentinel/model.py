@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeAlias
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -24,6 +24,12 @@ from sentinel.tiers import Tier as Tier  # noqa: PLC0414 - re-exported: config i
 
 US = 1_000_000
 """Microseconds per second: every instant inside Sentinel is an int of microseconds since the epoch."""
+
+JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, JsonValue] | None"
+"""A value as `json.loads` returns it (a stored payload, a request body): narrow it with `isinstance`."""
+
+JsonObject: TypeAlias = "dict[str, JsonValue]"
+"""A JSON object: a stored event's payload, a silence, a response body."""
 
 IntArray = npt.NDArray[np.int64]
 CodeArray = npt.NDArray[np.int32]

@@ -25,7 +25,6 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
@@ -37,7 +36,7 @@ from sentinel.alerting.policy import Policy, Schedule
 from sentinel.alerting.routing import Route, Router, alert_labels, labels_of
 from sentinel.config import Config
 from sentinel.logs import fields
-from sentinel.model import Tier
+from sentinel.model import JsonObject, Tier
 from sentinel.notify import ADAPTERS, outbox
 from sentinel.notify.views import AlertView, view_from_event, view_to_json
 from sentinel.store import alerts as alert_store
@@ -141,8 +140,9 @@ class Dispatcher:
 
     def _on_event(self, conn: Connection, ev: StoredEvent, groups: dict[str, Group], now_us: int) -> None:
         instance, state, payload = ev.instance, ev.state, ev.payload
-        labels = alert_labels(payload["rule"], payload["kind"], payload["tier"], payload["labels"])
-        when = min(now_us, int(payload.get("at_us", now_us)))  # group_wait counts from the event itself
+        labels = alert_labels(ev.text("rule"), ev.text("kind"), ev.text("tier"), ev.labels)
+        at = payload.get("at_us", now_us)  # group_wait counts from the event itself
+        when = min(now_us, int(at) if isinstance(at, int | float | str) else now_us)
         if state == "resolved":
             # to everyone who was told of it, through the group that told them; straight to those no
             # current route reaches (escalation receivers, a route a reload removed or changed)
@@ -178,8 +178,16 @@ class Dispatcher:
             self._enqueue(conn, t.receiver, "alert", [view], rows, now_us, {"group_key": t.group_key})
             self._log(conn, t.receiver, view, t.route, t.group_key, now_us)
 
-    def _add(self, groups: dict[str, Group], route: Route, key: str, glabels: dict[str, str], instance: str,
-             now_us: int, urgent: bool) -> None:
+    def _add(
+        self,
+        groups: dict[str, Group],
+        route: Route,
+        key: str,
+        glabels: dict[str, str],
+        instance: str,
+        now_us: int,
+        urgent: bool,
+    ) -> None:
         g = groups.get(key)
         if g is None:
             g = groups[key] = Group(key, route.index, glabels, [], None, None, False, True)
@@ -222,7 +230,7 @@ class Dispatcher:
         for key in gone:
             del groups[key]
         for i in range(0, len(gone), 500):
-            conn.execute(delete(dispatch_groups).where(dispatch_groups.c.group_key.in_(gone[i:i + 500])))
+            conn.execute(delete(dispatch_groups).where(dispatch_groups.c.group_key.in_(gone[i : i + 500])))
 
     def _flush(self, conn: Connection, groups: dict[str, Group], muting: Muting, now_us: int) -> int:
         written = 0
@@ -248,7 +256,7 @@ class Dispatcher:
                     continue
                 repeat = all(_reminds(told.get((receiver, v.instance)), v) for v in views)
                 kind = "repeat" if repeat else "alert" if len(views) == 1 else "digest"
-                extra: dict[str, Any] = {"group_key": g.key, "group_labels": g.labels}
+                extra: dict[str, object] = {"group_key": g.key, "group_labels": g.labels}
                 if receiver in whole_group:
                     extra["group_alerts"] = self._rest_of_group(conn, receiver, g, views, muting)
                 self._enqueue(conn, receiver, kind, views, rows, now_us, extra)
@@ -273,8 +281,9 @@ class Dispatcher:
         g.pending = []
         g.dirty = True
 
-    def _views_for(self, receiver: str, rows: Mapping[str, StoredAlert], told: Mapping[tuple[str, str], Told],
-                   held: set[str]) -> list[AlertView]:
+    def _views_for(
+        self, receiver: str, rows: Mapping[str, StoredAlert], told: Mapping[tuple[str, str], Told], held: set[str]
+    ) -> list[AlertView]:
         out = []
         for inst, row in rows.items():
             t = told.get((receiver, inst))
@@ -289,8 +298,9 @@ class Dispatcher:
             out.append(v)
         return sorted(out, key=lambda v: (-int(v.tier), v.state == "resolved", -v.at.timestamp()))
 
-    def _rest_of_group(self, conn: Connection, receiver: str, g: Group, views: Sequence[AlertView],
-                       muting: Muting) -> list[dict[str, Any]]:
+    def _rest_of_group(
+        self, conn: Connection, receiver: str, g: Group, views: Sequence[AlertView], muting: Muting
+    ) -> list[JsonObject]:
         """The group's other open alerts this receiver was told of and may still hear about (not silenced
         or inhibited now), oldest first, as JSON views: with the message's own, every alert of the group
         with its current status, as Alertmanager's webhook lists them."""
@@ -312,13 +322,29 @@ class Dispatcher:
         record_url = self.cfg.source.record_url if self.cfg.source is not None else None
         return view_from_event(alert.last_event, self.cfg.tz, record_url=record_url, ack_url=link)
 
-    def _enqueue(self, conn: Connection, receiver: str, kind: str, views: Sequence[AlertView],
-                 rows: Mapping[str, StoredAlert], now_us: int, extra: Mapping[str, Any]) -> None:
+    def _enqueue(
+        self,
+        conn: Connection,
+        receiver: str,
+        kind: str,
+        views: Sequence[AlertView],
+        rows: Mapping[str, StoredAlert],
+        now_us: int,
+        extra: Mapping[str, object],
+    ) -> None:
         tier = max((v.tier for v in views), default=Tier.LIGHT)
         event_at = min(rows[v.instance].last_event_at_us for v in views)
         status = "resolved" if all(v.state == "resolved" for v in views) else "firing"
-        outbox.enqueue(conn, receiver, kind, tier, views, event_at_us=min(event_at, now_us), now_us=now_us,
-                       extra={**extra, "status": status})
+        outbox.enqueue(
+            conn,
+            receiver,
+            kind,
+            tier,
+            views,
+            event_at_us=min(event_at, now_us),
+            now_us=now_us,
+            extra={**extra, "status": status},
+        )
         log.info("message queued", extra=fields(receiver=receiver, kind=kind, alerts=len(views), tier=tier.label))
 
     def _log(self, conn: Connection, receiver: str, v: AlertView, route: int, group_key: str, now_us: int) -> None:
@@ -334,19 +360,32 @@ class Dispatcher:
     def _load_groups(self, conn: Connection) -> dict[str, Group]:
         out = {}
         for r in conn.execute(select(dispatch_groups)):
-            out[r.group_key] = Group(r.group_key, r.route, json.loads(r.labels), json.loads(r.pending),
-                                     r.first_pending_us, r.last_flush_us, bool(r.urgent))
+            out[r.group_key] = Group(
+                r.group_key,
+                r.route,
+                json.loads(r.labels),
+                json.loads(r.pending),
+                r.first_pending_us,
+                r.last_flush_us,
+                bool(r.urgent),
+            )
         return out
 
     def _save_groups(self, conn: Connection, groups: Mapping[str, Group]) -> None:
         for g in groups.values():
             if not g.dirty:
                 continue
-            values = {"route": g.route, "labels": json.dumps(g.labels, ensure_ascii=False),
-                      "pending": json.dumps(g.pending), "first_pending_us": g.first_pending_us,
-                      "last_flush_us": g.last_flush_us, "urgent": g.urgent}
-            n = conn.execute(update(dispatch_groups).where(dispatch_groups.c.group_key == g.key)
-                             .values(**values)).rowcount
+            values = {
+                "route": g.route,
+                "labels": json.dumps(g.labels, ensure_ascii=False),
+                "pending": json.dumps(g.pending),
+                "first_pending_us": g.first_pending_us,
+                "last_flush_us": g.last_flush_us,
+                "urgent": g.urgent,
+            }
+            n = conn.execute(
+                update(dispatch_groups).where(dispatch_groups.c.group_key == g.key).values(**values)
+            ).rowcount
             if n == 0:
                 conn.execute(insert(dispatch_groups).values(group_key=g.key, **values))
             g.dirty = False

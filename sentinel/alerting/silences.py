@@ -18,14 +18,13 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, RowMapping, insert, select
 from sqlalchemy import update as update_
 
 from sentinel.alerting.routing import labels_of
-from sentinel.model import from_datetime, to_datetime
+from sentinel.model import JsonObject, from_datetime, to_datetime
 from sentinel.store.alerts import StoredAlert
 from sentinel.store.schema import silences
 
@@ -42,7 +41,7 @@ class SilenceMatcher:
         hit = bool(re.fullmatch(self.value, v)) if self.is_regex else v == self.value
         return hit if self.is_equal else not hit
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {"name": self.name, "value": self.value, "isRegex": self.is_regex, "isEqual": self.is_equal}
 
 
@@ -65,12 +64,17 @@ class Silence:
         seen = matchable(labels)
         return all(m(seen) for m in self.matchers)
 
-    def to_api(self, tz: ZoneInfo, now_us: int) -> dict[str, Any]:
-        return {"id": self.id, "matchers": [m.to_json() for m in self.matchers],
-                "startsAt": to_datetime(self.starts_us, tz).isoformat(),
-                "endsAt": to_datetime(self.ends_us, tz).isoformat(),
-                "updatedAt": to_datetime(self.updated_us, tz).isoformat(),
-                "createdBy": self.created_by, "comment": self.comment, "status": {"state": self.state(now_us)}}
+    def to_api(self, tz: ZoneInfo, now_us: int) -> JsonObject:
+        return {
+            "id": self.id,
+            "matchers": [m.to_json() for m in self.matchers],
+            "startsAt": to_datetime(self.starts_us, tz).isoformat(),
+            "endsAt": to_datetime(self.ends_us, tz).isoformat(),
+            "updatedAt": to_datetime(self.updated_us, tz).isoformat(),
+            "createdBy": self.created_by,
+            "comment": self.comment,
+            "status": {"state": self.state(now_us)},
+        }
 
 
 class SilenceError(ValueError):
@@ -87,7 +91,7 @@ def matchable(labels: Mapping[str, str]) -> Mapping[str, str]:
     return {**labels, **extra} if extra else labels
 
 
-def _time(value: Any, what: str) -> int:
+def _time(value: object, what: str) -> int:
     if not isinstance(value, str):
         raise SilenceError(f"{what} must be an RFC 3339 time")
     try:
@@ -99,7 +103,7 @@ def _time(value: Any, what: str) -> int:
     return from_datetime(dt)
 
 
-def parse(body: Any, now_us: int) -> tuple[tuple[SilenceMatcher, ...], int, int, str, str]:
+def parse(body: object, now_us: int) -> tuple[tuple[SilenceMatcher, ...], int, int, str, str]:
     """Validate Alertmanager's silence JSON; errors say which field and why."""
     if not isinstance(body, dict):
         raise SilenceError("expected a JSON object")
@@ -134,12 +138,28 @@ def parse(body: Any, now_us: int) -> tuple[tuple[SilenceMatcher, ...], int, int,
     return tuple(matchers), starts, ends, created_by[:200], comment[:2000]
 
 
-def add(conn: Connection, matchers: Sequence[SilenceMatcher], starts_us: int, ends_us: int, created_by: str,
-        comment: str, now_us: int) -> str:
+def add(
+    conn: Connection,
+    matchers: Sequence[SilenceMatcher],
+    starts_us: int,
+    ends_us: int,
+    created_by: str,
+    comment: str,
+    now_us: int,
+) -> str:
     sid = str(uuid.uuid4())
-    conn.execute(insert(silences).values(id=sid, matchers=_matchers_json(matchers), starts_us=starts_us,
-                                         ends_us=ends_us, created_by=created_by, comment=comment,
-                                         created_us=now_us, updated_us=now_us))
+    conn.execute(
+        insert(silences).values(
+            id=sid,
+            matchers=_matchers_json(matchers),
+            starts_us=starts_us,
+            ends_us=ends_us,
+            created_by=created_by,
+            comment=comment,
+            created_us=now_us,
+            updated_us=now_us,
+        )
+    )
     return sid
 
 
@@ -149,13 +169,24 @@ def expire(conn: Connection, sid: str, now_us: int) -> bool:
     row = conn.execute(select(silences.c.starts_us, silences.c.ends_us).where(silences.c.id == sid)).first()
     if row is None or row[1] <= now_us:
         return False
-    conn.execute(update_(silences).where(silences.c.id == sid).values(
-        starts_us=min(row[0], now_us), ends_us=now_us, updated_us=now_us))
+    conn.execute(
+        update_(silences)
+        .where(silences.c.id == sid)
+        .values(starts_us=min(row[0], now_us), ends_us=now_us, updated_us=now_us)
+    )
     return True
 
 
-def update(conn: Connection, sid: str, matchers: Sequence[SilenceMatcher], starts_us: int, ends_us: int,
-           created_by: str, comment: str, now_us: int) -> str:
+def update(
+    conn: Connection,
+    sid: str,
+    matchers: Sequence[SilenceMatcher],
+    starts_us: int,
+    ends_us: int,
+    created_by: str,
+    comment: str,
+    now_us: int,
+) -> str:
     """Change silence `sid` as Alertmanager does, returning the id that now carries it. With the same
     matchers it changes in place while pending (a new start, not in the past, and end) or while active
     with the same start (a longer or shorter end, a new comment); otherwise the old one is expired (if it
@@ -168,11 +199,21 @@ def update(conn: Connection, sid: str, matchers: Sequence[SilenceMatcher], start
     same = tuple(matchers) == prev.matchers
     in_place = same and (
         (state == "pending" and starts_us >= now_us)
-        or (state == "active" and abs(starts_us - prev.starts_us) < 1000 and ends_us > now_us))  # ms on the wire
+        or (state == "active" and abs(starts_us - prev.starts_us) < 1000 and ends_us > now_us)
+    )  # ms on the wire
     if in_place:
-        conn.execute(update_(silences).where(silences.c.id == sid).values(
-            matchers=_matchers_json(matchers), starts_us=prev.starts_us if state == "active" else starts_us,
-            ends_us=ends_us, created_by=created_by, comment=comment, updated_us=now_us))
+        conn.execute(
+            update_(silences)
+            .where(silences.c.id == sid)
+            .values(
+                matchers=_matchers_json(matchers),
+                starts_us=prev.starts_us if state == "active" else starts_us,
+                ends_us=ends_us,
+                created_by=created_by,
+                comment=comment,
+                updated_us=now_us,
+            )
+        )
         return sid
     if state != "expired":
         expire(conn, sid, now_us)
@@ -192,8 +233,10 @@ def load(conn: Connection, *, include_expired_after_us: int | None = None) -> li
 
 
 def _silence(r: RowMapping) -> Silence:
-    ms = tuple(SilenceMatcher(m["name"], m["value"], bool(m.get("isRegex")), bool(m.get("isEqual", True)))
-               for m in json.loads(r["matchers"]))
+    ms = tuple(
+        SilenceMatcher(m["name"], m["value"], bool(m.get("isRegex")), bool(m.get("isEqual", True)))
+        for m in json.loads(r["matchers"])
+    )
     return Silence(r["id"], ms, r["starts_us"], r["ends_us"], r["created_by"], r["comment"], r["updated_us"])
 
 

@@ -9,20 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from sentinel.sources.rows import RawRow
+
+Cursor = tuple[object, object]
+"""Where a page ended: the raw (created_at, id) of its last row, as the source returned them. Ingest never
+looks inside; it hands `Page.next` back to the same source, which reads strictly after that key."""
 
 
 @dataclass(slots=True)
 class Page:
     """Rows in (created_at, id) order, as the source returned them (not yet validated).
 
-    `next` is an opaque cursor for the following page, or None when the source had no more rows.
+    `next` is the cursor for the following page (opaque to ingest), or None when the source had no more rows.
     """
 
     rows: list[RawRow] = field(default_factory=list)
-    next: Any | None = None
+    next: Cursor | None = None
 
 
 class SourceUnavailable(Exception):
@@ -33,7 +37,7 @@ class SourceUnavailable(Exception):
 
 
 class Source(Protocol):
-    def read(self, since_us: int, cursor: Any | None, limit: int) -> Page:
+    def read(self, since_us: int, cursor: Cursor | None, limit: int) -> Page:
         """Rows with created_at > since_us (cursor None), or strictly after `cursor`."""
         ...
 
@@ -62,7 +66,7 @@ class Reconcilable(Protocol):
         """Rows with created_at in each [bounds[i], bounds[i+1])."""
         ...
 
-    def read_range(self, start_us: int, end_us: int, cursor: Any | None, limit: int) -> Page:
+    def read_range(self, start_us: int, end_us: int, cursor: Cursor | None, limit: int) -> Page:
         """Rows with start_us <= created_at < end_us, in (created_at, id) order, paged like `read`."""
         ...
 

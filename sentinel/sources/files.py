@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -33,9 +33,13 @@ from sentinel.sources.rows import (
     UNKNOWN_CHANNEL,
     BadValue,
     IdType,
+    RawRow,
     Rejected,
     RowNormaliser,
 )
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 REQUIRED = ("id", "created_at", "type", "channel")
 BLOCK_BYTES = 1 << 19
@@ -46,7 +50,7 @@ CODED = pa.dictionary(pa.int32(), pa.binary())
 encoding the parsed column again), and normalisation runs once per distinct value."""
 
 
-def _encoded(column: pa.Array) -> Any:
+def _encoded(column: pa.Array) -> pa.DictionaryArray:  # pyarrow has no stubs: unchecked
     """The column as a dictionary array (the parser's, or encoded here)."""
     return column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
 
@@ -98,14 +102,15 @@ class _Transcoder(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b: Any) -> int:
+    def readinto(self, b: WriteableBuffer) -> int:
         while not self._buf:
             chunk = self._raw.read(1 << 16)
             self._buf = self._dec.decode(chunk, final=not chunk).encode("utf-8")
             if not chunk:
                 break
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
+        view = memoryview(b).cast("B")
+        n = min(len(view), len(self._buf))
+        view[:n] = self._buf[:n]
         self._buf = self._buf[n:]
         return n
 
@@ -122,8 +127,9 @@ def format_of(path: Path) -> str:
 class FileReader:
     """Streams a complaints file as validated batches (in file order)."""
 
-    def __init__(self, path: str | Path, vocab: Vocab, naive_tz: ZoneInfo, encoding: str = "utf-8",
-                 id_type: IdType = "auto") -> None:
+    def __init__(
+        self, path: str | Path, vocab: Vocab, naive_tz: ZoneInfo, encoding: str = "utf-8", id_type: IdType = "auto"
+    ) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise InputError(f"{self.path}: file not found")
@@ -155,7 +161,7 @@ class FileReader:
         stream = self._stream()
         invalid: list[tuple[int | None, str]] = []  # rows with the wrong number of fields, skipped
 
-        def on_invalid(row: Any) -> str:
+        def on_invalid(row: pcsv.InvalidRow) -> str:
             invalid.append((row.number, row.text))
             return "skip"
 
@@ -167,15 +173,19 @@ class FileReader:
                     parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
                     convert_options=pcsv.ConvertOptions(
                         column_types={**{c: pa.binary() for c in REQUIRED}, **{c: CODED for c in CODED_COLUMNS}},
-                        strings_can_be_null=False, quoted_strings_can_be_null=False),
+                        strings_can_be_null=False,
+                        quoted_strings_can_be_null=False,
+                    ),
                 )
             except pa.ArrowInvalid as exc:
                 raise InputError(f"{self.path}: not a CSV file with a header: {exc}") from None
             names = reader.schema.names
             missing = [c for c in REQUIRED if c not in names]
             if missing:
-                raise InputError(f"{self.path}: missing column(s) {', '.join(missing)} "
-                                 f"(need {','.join(REQUIRED)}[,customer]; found {','.join(names)})")
+                raise InputError(
+                    f"{self.path}: missing column(s) {', '.join(missing)} "
+                    f"(need {','.join(REQUIRED)}[,customer]; found {','.join(names)})"
+                )
             has_customer = "customer" in names
             while True:
                 try:
@@ -193,8 +203,9 @@ class FileReader:
                     invalid.clear()
                 yield block
             if invalid:
-                yield Block(Batch.empty(), [_invalid_row(n, text, names) for n, text in invalid], len(invalid),
-                            _tell(stream))
+                yield Block(
+                    Batch.empty(), [_invalid_row(n, text, names) for n, text in invalid], len(invalid), _tell(stream)
+                )
         finally:
             stream.close()
 
@@ -258,10 +269,10 @@ class FileReader:
             codes.index()
         return mapping[d.indices.to_numpy()] if len(mapping) else np.zeros(0, dtype=np.int32)
 
-    def _ids(self, ids: pa.Array) -> Any:
+    def _ids(self, ids: pa.Array) -> npt.NDArray[np.int64] | npt.NDArray[np.object_]:
         if self.id_type != "str":
             try:
-                return pc.cast(ids, pa.int64()).to_numpy()
+                return np.asarray(pc.cast(ids, pa.int64()).to_numpy(), dtype=np.int64)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 if self.id_type == "int":
                     raise _SlowPath from None
@@ -269,8 +280,7 @@ class FileReader:
 
     def _times(self, text: pa.Array) -> IntArray:
         try:
-            return np.asarray(pc.cast(text, pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(),
-                              dtype=np.int64)
+            return np.asarray(pc.cast(text, pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(), dtype=np.int64)
         except pa.ArrowInvalid:
             pass
         try:
@@ -298,11 +308,11 @@ class FileReader:
 
     def _slow_block(self, cols: dict[str, pa.Array], n: int, pos: int) -> Block:
         py = {c: a.to_pylist() for c, a in cols.items()}
-        rows: list[list[Any]] = []
+        rows: list[list[object]] = []
         pre_rejected: list[Rejected] = []
         for i in range(n):
             raw_id = py["id"][i]
-            vals = []
+            vals: list[object] = []
             bad = None
             for c in ("id", "created_at", "type", "channel", "customer"):
                 v = py[c][i] if c in py else None
@@ -332,7 +342,7 @@ class FileReader:
     def _jsonl(self) -> Iterator[Block]:
         stream = self._stream()
         try:
-            buf: list[tuple[Any, ...]] = []
+            buf: list[RawRow] = []
             rejected: list[Rejected] = []
             count = 0
             transcoded = self.encoding != "utf-8"  # undecodable bytes arrive as U+FFFD
@@ -358,8 +368,9 @@ class FileReader:
                     missing = [c for c in REQUIRED if c not in obj]
                     if missing:
                         raise InputError(f"{self.path}: line {lineno} lacks {', '.join(missing)}")
-                buf.append((obj.get("id"), obj.get("created_at"), obj.get("type"), obj.get("channel"),
-                            obj.get("customer")))
+                buf.append(
+                    (obj.get("id"), obj.get("created_at"), obj.get("type"), obj.get("channel"), obj.get("customer"))
+                )
                 if len(buf) >= 100_000:
                     yield self._rows_block(buf, rejected, count, _tell(stream))
                     buf, rejected, count = [], [], 0
@@ -380,7 +391,7 @@ class FileReader:
             shown = str(obj["id"])[:60]
         return Rejected(shown, "bad_encoding", f"line {lineno} is not valid {self.encoding}")
 
-    def _rows_block(self, rows: list[tuple[Any, ...]], rejected: list[Rejected], n: int, pos: int) -> Block:
+    def _rows_block(self, rows: list[RawRow], rejected: list[Rejected], n: int, pos: int) -> Block:
         norm = self.rows_normaliser.normalise(rows)
         return Block(norm.batch, rejected + norm.rejected, n, pos)
 
@@ -397,7 +408,7 @@ def _invalid_row(number: int | None, text: str, names: list[str]) -> Rejected:
     return Rejected(shown, "bad_record", f"{where} has {len(fields)} fields, the header {len(names)}")
 
 
-def _numeric_ids(rows: list[list[Any]]) -> None:
+def _numeric_ids(rows: list[list[object]]) -> None:
     """Ids that are all integers (in int64) become ints, in place: as the fast path reads the block, so a
     block with one bad row still has a numeric id column (ties ordered by number, not as text)."""
     ints: list[int | None] = []
@@ -406,6 +417,8 @@ def _numeric_ids(rows: list[list[Any]]) -> None:
         if text is None:
             ints.append(None)
             continue
+        if not isinstance(text, str):  # the slow path decodes every id (bytes in the file) to text
+            return
         text = text.strip()
         if len(text) > 20 or not _INTEGER.fullmatch(text):
             return
@@ -431,4 +444,3 @@ def _tell(stream: IO[bytes]) -> int:
         return int(getattr(stream, "fileobj", stream).tell())
     except (OSError, ValueError, AttributeError):
         return 0
-

@@ -21,14 +21,15 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import TupleRow
 from sqlalchemy.engine import make_url
 
 from sentinel.logs import fields
-from sentinel.sources.sql_connect import driver_message, postgres_connect_args, url_secrets
+from sentinel.sources.sql_connect import ConnectArg, driver_message, postgres_connect_args, url_secrets
 
 log = logging.getLogger("sentinel.sources.listen")
 
@@ -65,6 +66,9 @@ def channel_for(table: str | None, configured: str | None) -> str | None:
 
 # --- connections ------------------------------------------------------------------------------------
 
+PgConnection = psycopg.Connection[TupleRow]
+"""A psycopg connection with the default row factory: rows are tuples."""
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -72,7 +76,7 @@ class Target:
 
     conninfo: str
     secrets: tuple[str, ...]
-    options: dict[str, Any]
+    options: dict[str, ConnectArg]
 
     @classmethod
     def from_url(cls, url: str, application_name: str) -> Target:
@@ -83,8 +87,10 @@ class Target:
         conninfo = u.set(drivername="postgresql").render_as_string(hide_password=False)
         return cls(conninfo, url_secrets(u), options)
 
-    def connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.conninfo, autocommit=True, **self.options)
+    def connect(self) -> PgConnection:
+        # what `connect(conninfo, **options)` does inside; merged first, since `connect`'s own keywords
+        # (row_factory, context...) would take any option of the same name
+        return psycopg.connect(make_conninfo(self.conninfo, **self.options), autocommit=True)
 
     def explain(self, exc: BaseException) -> str:
         """The driver's words on one line, secrets masked."""
@@ -116,7 +122,7 @@ WHERE lower(c.relname) = lower(%(name)s) AND c.relkind IN ('r', 'p', 'v', 'm', '
 """
 
 
-def resolve_table(conn: psycopg.Connection[Any], table: str) -> TableRef:
+def resolve_table(conn: PgConnection, table: str) -> TableRef:
     """The stored table `source.table` names, found the way the SQL source finds it (schema as written,
     else the current schema; the name exactly, else the only case-insensitive match), because the
     trigger must sit on the very table that is polled. Raises `ListenSetupError` for a missing table or a
@@ -130,9 +136,12 @@ def resolve_table(conn: psycopg.Connection[Any], table: str) -> TableRef:
         raise ListenSetupError("source.table", f"no table {table!r} in {where}")
     oid, nsp, rel, kind = found[0]
     if kind in ("v", "m"):
-        raise ListenSetupError("source.table", f"{table!r} is a view; inserts into the table behind it never "
-                                               "fire a trigger on the view: put the trigger on that table "
-                                               "(see docs/sources.md) and set source.notify_channel")
+        raise ListenSetupError(
+            "source.table",
+            f"{table!r} is a view; inserts into the table behind it never "
+            "fire a trigger on the view: put the trigger on that table "
+            "(see docs/sources.md) and set source.notify_channel",
+        )
     return TableRef(int(oid), str(nsp), str(rel))
 
 
@@ -142,16 +151,19 @@ def trigger_statements(ref: TableRef, channel: str) -> list[sql.Composed]:
     function = sql.Identifier(ref.schema, FUNCTION)
     trigger = sql.Identifier(TRIGGER)
     return [
-        sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $sentinel$\n"
-                "BEGIN\n"
-                "  -- Wake Sentinel's poll; the rows themselves are read through its watermark.\n"
-                "  PERFORM pg_notify(TG_ARGV[0], '');\n"
-                "  RETURN NULL;\n"
-                "END\n"
-                "$sentinel$").format(function),
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $sentinel$\n"
+            "BEGIN\n"
+            "  -- Wake Sentinel's poll; the rows themselves are read through its watermark.\n"
+            "  PERFORM pg_notify(TG_ARGV[0], '');\n"
+            "  RETURN NULL;\n"
+            "END\n"
+            "$sentinel$"
+        ).format(function),
         sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, ref.qualified),
         sql.SQL("CREATE TRIGGER {} AFTER INSERT ON {}\n  FOR EACH STATEMENT EXECUTE FUNCTION {}({})").format(
-            trigger, ref.qualified, function, sql.Literal(channel)),
+            trigger, ref.qualified, function, sql.Literal(channel)
+        ),
     ]
 
 
@@ -161,20 +173,22 @@ def trigger_script(ref: TableRef, channel: str) -> str:
     return f"-- Sentinel: NOTIFY {channel} after each INSERT statement on {ref}\nBEGIN;\n\n{body};\n\nCOMMIT;\n"
 
 
-def install_trigger(conn: psycopg.Connection[Any], ref: TableRef, channel: str) -> None:
+def install_trigger(conn: PgConnection, ref: TableRef, channel: str) -> None:
     with conn.transaction():
         for statement in trigger_statements(ref, channel):
             conn.execute(statement)
 
 
-def trigger_problem(conn: psycopg.Connection[Any], ref: TableRef, channel: str) -> str | None:
+def trigger_problem(conn: PgConnection, ref: TableRef, channel: str) -> str | None:
     """Why inserts into the table would not notify `channel`, or None when an enabled trigger does.
 
     Any trigger counts whose argument or function body names the channel: people who wrote their own
     (a row-level one, say) need no warning."""
     rows = conn.execute(
         "SELECT t.tgname, t.tgenabled, t.tgargs, p.prosrc FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid "
-        "WHERE t.tgrelid = %s AND NOT t.tgisinternal", (ref.oid,)).fetchall()
+        "WHERE t.tgrelid = %s AND NOT t.tgisinternal",
+        (ref.oid,),
+    ).fetchall()
     ours = None
     for name, enabled, args, source in rows:
         arguments = bytes(args or b"").split(b"\x00")
@@ -185,8 +199,10 @@ def trigger_problem(conn: psycopg.Connection[Any], ref: TableRef, channel: str) 
         if name == TRIGGER:
             ours = [a.decode(errors="replace") for a in arguments if a]
     if ours is not None:
-        return (f"the trigger {TRIGGER!r} on {ref} notifies {', '.join(ours) or 'nothing'}, "
-                f"not the channel {channel!r} that is listened to")
+        return (
+            f"the trigger {TRIGGER!r} on {ref} notifies {', '.join(ours) or 'nothing'}, "
+            f"not the channel {channel!r} that is listened to"
+        )
     return f"no trigger on {ref} notifies the channel {channel!r}"
 
 
@@ -200,10 +216,19 @@ class Listener:
     poll). `connected`, `connects` and `notifications` show what happened, for tests and the status.
     """
 
-    def __init__(self, target: Target, channel: str, on_notify: Callable[[], None], *, table: str | None = None,
-                 describe: str = "PostgreSQL source", fix_hint: str = "sentinel db notify-trigger --apply",
-                 on_state: Callable[[bool], None] | None = None, backoff_start_s: float = BACKOFF_START_S,
-                 backoff_max_s: float = BACKOFF_MAX_S) -> None:
+    def __init__(
+        self,
+        target: Target,
+        channel: str,
+        on_notify: Callable[[], None],
+        *,
+        table: str | None = None,
+        describe: str = "PostgreSQL source",
+        fix_hint: str = "sentinel db notify-trigger --apply",
+        on_state: Callable[[bool], None] | None = None,
+        backoff_start_s: float = BACKOFF_START_S,
+        backoff_max_s: float = BACKOFF_MAX_S,
+    ) -> None:
         self.target = target
         self.channel = channel
         self.on_notify = on_notify
@@ -264,14 +289,15 @@ class Listener:
             delay = min(self.backoff_max_s, delay * 2)
         self._set_connected(False)
 
-    def _listen(self, conn: psycopg.Connection[Any]) -> None:
+    def _listen(self, conn: PgConnection) -> None:
         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
         if not self._checked:
             self._checked = True
             self._check_trigger(conn)
         if self.failures:
-            log.info("listening for notifications again", extra=fields(source=self.describe,
-                                                                       after_failures=self.failures))
+            log.info(
+                "listening for notifications again", extra=fields(source=self.describe, after_failures=self.failures)
+            )
         elif self.connects == 0:
             log.info("listening for notifications", extra=fields(source=self.describe, channel=self.channel))
         self.connects += 1
@@ -281,7 +307,7 @@ class Listener:
         self.on_notify()
         self._set_connected(True)
 
-    def _wait(self, conn: psycopg.Connection[Any]) -> None:
+    def _wait(self, conn: PgConnection) -> None:
         while not self._stop.is_set():
             for _ in conn.notifies(timeout=WAIT_S):
                 self.notifications += 1
@@ -289,7 +315,7 @@ class Listener:
                 if self._stop.is_set():
                     return
 
-    def _check_trigger(self, conn: psycopg.Connection[Any]) -> None:
+    def _check_trigger(self, conn: PgConnection) -> None:
         if self.table is None:
             return  # a query source: whoever set notify_channel owns the trigger
         try:
@@ -302,15 +328,21 @@ class Listener:
             problem = exc.reason
         if problem is not None:
             self.trigger_warning = problem
-            log.warning("%s: %s, so new rows wait for the next poll (poll_interval); install it with: %s",
-                        self.describe, problem, self.fix_hint)
+            log.warning(
+                "%s: %s, so new rows wait for the next poll (poll_interval); install it with: %s",
+                self.describe,
+                problem,
+                self.fix_hint,
+            )
 
     def _lost(self, error: str, retry_in_s: float) -> None:
         self._set_connected(False)
         self.failures += 1
         if self.failures == 1:  # once per outage; the attempts that follow are only debug lines
-            log.warning("LISTEN connection unavailable; polling every poll_interval until it is back",
-                        extra=fields(source=self.describe, error=error, retry_in_s=retry_in_s))
+            log.warning(
+                "LISTEN connection unavailable; polling every poll_interval until it is back",
+                extra=fields(source=self.describe, error=error, retry_in_s=retry_in_s),
+            )
         else:
             log.debug("LISTEN reconnect failed", extra=fields(error=error, retry_in_s=retry_in_s))
 

@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Literal, SupportsIndex, SupportsInt
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -41,8 +41,9 @@ TIME_FLOOR_US = 86_400 * US
 the time of a complaint, and is rejected as `bad_time`."""
 
 IdType = Literal["auto", "int", "str"]
-RawRow = tuple[Any, Any, Any, Any, Any]
-"""(id, created_at, type, channel, customer) exactly as the source returned them."""
+RawRow = tuple[object, object, object, object, object]
+"""(id, created_at, type, channel, customer) exactly as the source returned them: any driver value, so
+every reader narrows by `isinstance` before use."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,7 @@ class BadValue(Exception):
         self.detail = detail
 
 
-def normalise_text(value: Any, what: str) -> str:
+def normalise_text(value: object, what: str) -> str:
     """NFC, surrounding whitespace stripped; bytes must be UTF-8."""
     if isinstance(value, bytes | bytearray | memoryview):
         try:
@@ -80,7 +81,7 @@ def normalise_text(value: Any, what: str) -> str:
     return text
 
 
-def parse_time(value: Any, naive_tz: ZoneInfo) -> int:
+def parse_time(value: object, naive_tz: ZoneInfo) -> int:
     """Microseconds since the epoch; naive values are read in `naive_tz`.
 
     Accepts datetimes, dates, ISO 8601 strings (with or without zone, "T" or space) and epoch numbers
@@ -130,14 +131,14 @@ def _plausible(t: int) -> int:
     return t
 
 
-def canonical_id(value: Any, id_type: IdType) -> int | str:
+def canonical_id(value: object, id_type: IdType) -> int | str:
     if value is None or (isinstance(value, str) and not value.strip()):
         raise BadValue("missing_id", "id is missing")
     if isinstance(value, bytes | bytearray):
         value = normalise_text(value, "id")
     if id_type == "int" or (id_type == "auto" and isinstance(value, int) and not isinstance(value, bool)):
         try:
-            number = int(value)
+            number = _as_int(value)
         except (TypeError, ValueError):
             raise BadValue("bad_id", f"id {str(value)[:40]!r} is not an integer") from None
         if not -(1 << 63) <= number < (1 << 63):
@@ -149,17 +150,26 @@ def canonical_id(value: Any, id_type: IdType) -> int | str:
     return text
 
 
+def _as_int(value: object) -> int:
+    """`int(value)` of a driver value: text, bytes, or anything with `__int__` / `__index__` (Decimal,
+    numpy integers, UUID); anything else is not an id number (TypeError, as `int()` itself raises)."""
+    if isinstance(value, str | bytes | bytearray | memoryview | SupportsInt | SupportsIndex):
+        return int(value)
+    raise TypeError(f"{type(value).__name__} is not a number")
+
+
 class RowNormaliser:
     """Validates raw rows into batches; one per source, sharing the process's `Vocab`."""
 
-    def __init__(self, vocab: Vocab, naive_tz: ZoneInfo, id_type: IdType = "auto",
-                 max_future_us: int | None = 3600 * US) -> None:
+    def __init__(
+        self, vocab: Vocab, naive_tz: ZoneInfo, id_type: IdType = "auto", max_future_us: int | None = 3600 * US
+    ) -> None:
         self.vocab = vocab
         self.naive_tz = naive_tz
         self.id_type: IdType = id_type
         self.max_future_us = max_future_us
 
-    def learn_ids(self, raw_ids: Iterable[Any]) -> None:
+    def learn_ids(self, raw_ids: Iterable[object]) -> None:
         """With `id_type = "auto"`, the first usable id says what the source's ids are: numeric ids next
         to "abc" are then a data error (`bad_id`), not two kinds of complaint key."""
         if self.id_type != "auto":
@@ -172,8 +182,9 @@ class RowNormaliser:
             self.id_type = "int" if isinstance(rid, int) else "str"
             return
 
-    def normalise(self, rows: Iterable[RawRow], now_us: int | None = None,
-                  times: Sequence[int | None] | None = None) -> Normalised:
+    def normalise(
+        self, rows: Iterable[RawRow], now_us: int | None = None, times: Sequence[int | None] | None = None
+    ) -> Normalised:
         """`times`, when given, holds each row's created_at already parsed (None: parse it here)."""
         ids: list[int | str] = []
         ts: list[int] = []
@@ -211,12 +222,21 @@ class RowNormaliser:
             customers.append(cust)
         return Normalised(self.build(ids, ts, types, channels, customers), rejected)
 
-    def build(self, ids: Sequence[int | str], ts: Sequence[int], types: Sequence[str],
-              channels: Sequence[str], customers: Sequence[str | None] | None) -> Batch:
+    def build(
+        self,
+        ids: Sequence[int | str],
+        ts: Sequence[int],
+        types: Sequence[str],
+        channels: Sequence[str],
+        customers: Sequence[str | None] | None,
+    ) -> Batch:
         if not ts:
             return Batch.empty()
-        id_arr = (np.asarray(ids, dtype=np.int64) if all(isinstance(i, int) for i in ids)
-                  else np.asarray([str(i) for i in ids], dtype=object))
+        id_arr = (
+            np.asarray(ids, dtype=np.int64)
+            if all(isinstance(i, int) for i in ids)
+            else np.asarray([str(i) for i in ids], dtype=object)
+        )
         cust_codes = None
         cust_values = None
         if customers is not None and any(c is not None for c in customers):
@@ -224,12 +244,18 @@ class RowNormaliser:
             codes = [-1 if c is None else local.setdefault(c, len(local)) for c in customers]
             cust_codes = np.asarray(codes, dtype=np.int32)
             cust_values = np.asarray(list(local), dtype=object)
-        batch = Batch(id_arr, np.asarray(ts, dtype=np.int64), self.vocab.encode(types),
-                      self.vocab.encode(channels), cust_codes, cust_values)
+        batch = Batch(
+            id_arr,
+            np.asarray(ts, dtype=np.int64),
+            self.vocab.encode(types),
+            self.vocab.encode(channels),
+            cust_codes,
+            cust_values,
+        )
         return batch.sorted()
 
 
-def _show_id(raw: Any) -> str:
+def _show_id(raw: object) -> str:
     if isinstance(raw, bytes | bytearray):
         return bytes(raw)[:40].decode("utf-8", "replace")
     return str(raw)[:60]

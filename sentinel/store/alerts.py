@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Select, Table, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, Select, Table, func, insert, or_, select, update
 
-from sentinel.model import Event, EventState, Tier
+from sentinel.model import Event, EventState, JsonObject, Tier
 from sentinel.store.codecs import dumps
 from sentinel.store.schema import alert_events, alerts
 
@@ -29,8 +29,24 @@ class StoredEvent:
     state: str
     tier: str
     at_us: int
-    payload: dict[str, Any]
+    payload: JsonObject  # as `record_events` wrote it: `Event.to_json` with `at_us` and `started_us`
     notify: bool
+
+    def text(self, key: str) -> str:
+        """A text field of the payload (`rule`, `kind`, `tier`): always written as a string."""
+        value = self.payload[key]
+        if not isinstance(value, str):
+            raise TypeError(f"event {self.seq}: {key} is a {type(value).__name__}, not text")
+        return value
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The series labels of the payload (a JSON object of strings)."""
+        value = self.payload["labels"]
+        labels = {k: v for k, v in value.items() if isinstance(v, str)} if isinstance(value, dict) else {}
+        if not isinstance(value, dict) or len(labels) != len(value):
+            raise TypeError(f"event {self.seq}: labels are not an object of strings")
+        return labels
 
 
 def record_events(conn: Connection, events: Sequence[Event], *, notify: bool, now_us: int, tz: ZoneInfo) -> None:
@@ -43,35 +59,68 @@ def record_events(conn: Connection, events: Sequence[Event], *, notify: bool, no
         payload = e.to_json(tz)
         payload["at_us"] = e.at
         payload["started_us"] = e.started
-        rows.append({"instance": e.instance, "fingerprint": e.fingerprint, "rule": e.rule, "state": e.state.value,
-                     "tier": e.tier.label, "at_us": e.at, "payload": dumps(payload), "notify": notify,
-                     "created_us": now_us})
+        rows.append(
+            {
+                "instance": e.instance,
+                "fingerprint": e.fingerprint,
+                "rule": e.rule,
+                "state": e.state.value,
+                "tier": e.tier.label,
+                "at_us": e.at,
+                "payload": dumps(payload),
+                "notify": notify,
+                "created_us": now_us,
+            }
+        )
         _upsert_alert(conn, al, e, payload, notify, now_us)
     conn.execute(insert(ev), rows)
 
 
-def _upsert_alert(conn: Connection, al: Table, e: Event, payload: dict[str, Any], notify: bool,
-                  now_us: int) -> None:
+def _upsert_alert(conn: Connection, al: Table, e: Event, payload: JsonObject, notify: bool, now_us: int) -> None:
     status = "resolved" if e.state == EventState.RESOLVED else "open"
-    peak = float(payload.get("peak", e.value) or e.value)
-    values = {"tier": e.tier.label, "status": status, "updated_us": now_us, "value": float(e.value),
-              "baseline": e.baseline, "last_event": dumps(payload),
-              "resolved_us": e.at if status == "resolved" else None}
+    raw_peak = payload.get("peak", e.value)  # a rule's `extra`: a number, or None when it has none
+    peak = float(raw_peak) if isinstance(raw_peak, int | float | str) and raw_peak else float(e.value)
+    values = {
+        "tier": e.tier.label,
+        "status": status,
+        "updated_us": now_us,
+        "value": float(e.value),
+        "baseline": e.baseline,
+        "last_event": dumps(payload),
+        "resolved_us": e.at if status == "resolved" else None,
+    }
     row = conn.execute(select(al.c.peak, al.c.replay).where(al.c.instance == e.instance)).first()
     if row is None:
-        conn.execute(insert(al).values(instance=e.instance, fingerprint=e.fingerprint, rule=e.rule,
-                                       kind=e.kind, labels=dumps(dict(e.labels)), started_us=e.started,
-                                       peak=peak, replay=not notify, **values))
+        conn.execute(
+            insert(al).values(
+                instance=e.instance,
+                fingerprint=e.fingerprint,
+                rule=e.rule,
+                kind=e.kind,
+                labels=dumps(dict(e.labels)),
+                started_us=e.started,
+                peak=peak,
+                replay=not notify,
+                **values,
+            )
+        )
     else:
-        conn.execute(update(al).where(al.c.instance == e.instance)
-                     .values(peak=max(float(row[0]), peak), replay=bool(row[1]) and not notify, **values))
+        conn.execute(
+            update(al)
+            .where(al.c.instance == e.instance)
+            .values(peak=max(float(row[0]), peak), replay=bool(row[1]) and not notify, **values)
+        )
 
 
 def events_after(conn: Connection, seq: int, limit: int = 1000) -> list[StoredEvent]:
     ev = alert_events
     q = select(ev).where(ev.c.seq > seq).order_by(ev.c.seq).limit(limit)
-    return [StoredEvent(r.seq, r.instance, r.fingerprint, r.rule, r.state, r.tier, r.at_us, json.loads(r.payload),
-                        bool(r.notify)) for r in conn.execute(q)]
+    return [
+        StoredEvent(
+            r.seq, r.instance, r.fingerprint, r.rule, r.state, r.tier, r.at_us, json.loads(r.payload), bool(r.notify)
+        )
+        for r in conn.execute(q)
+    ]
 
 
 def instances_with_events_after(conn: Connection, seq: int) -> set[str]:
@@ -88,6 +137,7 @@ def first_event_at(conn: Connection, instance: str, tier: str) -> int | None:
 
 
 # --- alert instances, as the rest of Sentinel reads them ----------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class StoredAlert:
@@ -107,7 +157,9 @@ class StoredAlert:
     value: float  # at the last event
     baseline: float | None
     peak: float
-    last_event: dict[str, Any]  # the last event's payload, as `record_events` wrote it
+    # the last event's payload, as `record_events` wrote it; Any, not JsonObject, while api.py reads numbers
+    # out of it without narrowing
+    last_event: dict[str, Any]
     replay: bool  # opened during the first start's backfill (recorded, never sent)
 
     @property
@@ -119,18 +171,33 @@ class StoredAlert:
         return int(self.last_event["at_us"])
 
 
-def _stored(r: Any) -> StoredAlert:
-    return StoredAlert(r.instance, r.fingerprint, r.rule, r.kind, json.loads(r.labels), Tier.parse(r.tier), r.status,
-                       int(r.started_us), int(r.updated_us), None if r.resolved_us is None else int(r.resolved_us),
-                       float(r.value), r.baseline, float(r.peak), json.loads(r.last_event), bool(r.replay))
+def _stored(r: Row[tuple[object, ...]]) -> StoredAlert:  # a row of `select(alerts)`
+    return StoredAlert(
+        r.instance,
+        r.fingerprint,
+        r.rule,
+        r.kind,
+        json.loads(r.labels),
+        Tier.parse(r.tier),
+        r.status,
+        int(r.started_us),
+        int(r.updated_us),
+        None if r.resolved_us is None else int(r.resolved_us),
+        float(r.value),
+        r.baseline,
+        float(r.peak),
+        json.loads(r.last_event),
+        bool(r.replay),
+    )
 
 
 Instances = Iterable[str] | Select[tuple[str]]
 """Alert instances: a collection, or a query that selects them (run inside the store's own query)."""
 
 
-def open_alerts(conn: Connection, *, rule: str | None = None, among: Instances | None = None,
-                limit: int | None = None) -> list[StoredAlert]:
+def open_alerts(
+    conn: Connection, *, rule: str | None = None, among: Instances | None = None, limit: int | None = None
+) -> list[StoredAlert]:
     """Open alerts, oldest first: all of them, a rule's, or those among `among`."""
     al = alerts
     q = select(al).where(al.c.status == "open")
@@ -167,8 +234,12 @@ def recent_alerts(conn: Connection, since_us: int) -> list[StoredAlert]:
 def resolved_since(conn: Connection, since_us: int, limit: int) -> list[StoredAlert]:
     """Alerts resolved since `since_us`, the latest resolved first, at most `limit`."""
     al = alerts
-    q = (select(al).where(al.c.status == "resolved", al.c.resolved_us >= since_us)
-         .order_by(al.c.resolved_us.desc()).limit(limit))
+    q = (
+        select(al)
+        .where(al.c.status == "resolved", al.c.resolved_us >= since_us)
+        .order_by(al.c.resolved_us.desc())
+        .limit(limit)
+    )
     return [_stored(r) for r in conn.execute(q)]
 
 
@@ -183,8 +254,10 @@ def alerts_in_order(conn: Connection, *, replay: bool | None = None) -> list[Sto
 def open_counts_by_tier(conn: Connection) -> dict[str, int]:
     """tier -> open alerts (tiers with none left out)."""
     al = alerts
-    return {t: int(n) for t, n in conn.execute(select(al.c.tier, func.count()).where(al.c.status == "open")
-                                                .group_by(al.c.tier))}
+    return {
+        t: int(n)
+        for t, n in conn.execute(select(al.c.tier, func.count()).where(al.c.status == "open").group_by(al.c.tier))
+    }
 
 
 def resolved_before(before_us: int) -> Select[tuple[str]]:

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import make_url
@@ -20,6 +20,11 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
 from sentinel.store import lease, migrate
 from sentinel.store.lock import DEFAULT_LEASE_TTL_S, AdvisoryLock, FileLock, LockLost, StoreLocked, instance_name
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 SUPPORTED = ("sqlite", "postgresql")
 
@@ -84,12 +89,22 @@ class Store:
         else:
             # every delivery thread, the poll and the HTTP API may hold a connection at once; keepalives
             # and a TCP user timeout make a vanished server an error in seconds, not after the kernel's 2 h
-            self.engine = create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20,
-                                        connect_args={"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 5,
-                                                      "keepalives_interval": 2, "keepalives_count": 3,
-                                                      "tcp_user_timeout": 15000,
-                                                      # which instance a session belongs to (pg_stat_activity)
-                                                      "application_name": f"sentinel {instance_name()}"})
+            self.engine = create_engine(
+                parsed,
+                pool_pre_ping=True,
+                pool_size=10,
+                max_overflow=20,
+                connect_args={
+                    "connect_timeout": 10,
+                    "keepalives": 1,
+                    "keepalives_idle": 5,
+                    "keepalives_interval": 2,
+                    "keepalives_count": 3,
+                    "tcp_user_timeout": 15000,
+                    # which instance a session belongs to (pg_stat_activity)
+                    "application_name": f"sentinel {instance_name()}",
+                },
+            )
             self.read_engine = self.engine
         self._url = parsed
         self._lock: FileLock | AdvisoryLock | None = None
@@ -136,12 +151,23 @@ class Store:
             u = self._url
             where = f"{u.host or 'localhost'}:{u.port or 5432}"
             if re.search(r'database "[^"]*" does not exist', str(exc.orig)):
-                create = " ".join(["createdb", f"-h {u.host}" if u.host else "", f"-p {u.port}" if u.port else "",
-                                   f"-U {u.username}" if u.username else "", str(u.database)])
-                raise StoreMissing(f"state_url: PostgreSQL database {u.database!r} does not exist on {where}; "
-                                   f"create it first: {' '.join(create.split())}") from None
-            raise StoreUnreachable(f"state_url: cannot connect to the PostgreSQL state store on {where}: "
-                                   f"{driver_message(exc, url_secrets(u))}") from None
+                create = " ".join(
+                    [
+                        "createdb",
+                        f"-h {u.host}" if u.host else "",
+                        f"-p {u.port}" if u.port else "",
+                        f"-U {u.username}" if u.username else "",
+                        str(u.database),
+                    ]
+                )
+                raise StoreMissing(
+                    f"state_url: PostgreSQL database {u.database!r} does not exist on {where}; "
+                    f"create it first: {' '.join(create.split())}"
+                ) from None
+            raise StoreUnreachable(
+                f"state_url: cannot connect to the PostgreSQL state store on {where}: "
+                f"{driver_message(exc, url_secrets(u))}"
+            ) from None
 
     def lock_held(self) -> bool:
         """Whether this process may write: it holds the store's lock (or never took one: tools and tests)."""
@@ -216,7 +242,8 @@ class Store:
         return StoreCorrupt(
             f"state store {self.sqlite_path} is damaged (SQLite: {detail}); restore it from a backup, or move it and "
             f"its -wal and -shm files aside to start an empty store (history is read again from the source; "
-            f"silences, acknowledgements and undelivered messages are lost)")
+            f"silences, acknowledgements and undelivered messages are lost)"
+        )
 
     @contextmanager
     def diagnosing(self) -> Iterator[None]:
@@ -264,7 +291,8 @@ class Store:
             self.read_engine.dispose()
 
 
-def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_conn: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
+    """Listens to `connect` of a SQLite engine only, so the DBAPI connection is the stdlib's."""
     dbapi_conn.isolation_level = None  # SQLAlchemy's `begin` event issues BEGIN itself
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")

@@ -38,7 +38,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import URL
@@ -77,7 +76,8 @@ class FileLock:
             os.close(fd)
             raise StoreLocked(
                 f"another sentinel (pid {holder}) is running on this state store ({self.path.with_suffix('')}); "
-                "stop it first, or give this one its own state_url") from None
+                "stop it first, or give this one its own state_url"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
@@ -120,12 +120,15 @@ RELEASE_WAIT_S = 2.0  # at shutdown, how long the heartbeat gets to close the se
 # libpq settings of the lock's connection: keepalive probes after 2 s idle, every 1 s, dead after 2 missed
 # ones; unacknowledged data for 4 s is an error too. The server gets the same keepalive settings for this
 # session, so it also notices a vanished daemon in seconds and frees the lock for the next one.
-_LOCK_CONNECT_ARGS: dict[str, Any] = {
+_LOCK_CONNECT_ARGS: dict[str, int | str] = {
     "connect_timeout": CONNECT_TIMEOUT_S,
-    "keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 1, "keepalives_count": 2,
+    "keepalives": 1,
+    "keepalives_idle": 2,
+    "keepalives_interval": 1,
+    "keepalives_count": 2,
     "tcp_user_timeout": 4000,
     "options": "-c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=2 "
-               "-c tcp_user_timeout=4000 -c statement_timeout=3000",
+    "-c tcp_user_timeout=4000 -c statement_timeout=3000",
 }
 
 # (classid, objid, objsubid) of a bigint advisory lock in pg_locks: high 32 bits, low 32 bits, 1
@@ -149,7 +152,7 @@ class Holder:
     def describe(self) -> str:
         prefix = "sentinel lock "
         if self.application_name.startswith(prefix):  # host and pid, as `_application_name` wrote them
-            return f"another sentinel ({self.application_name[len(prefix):]}, PostgreSQL backend pid {self.pid})"
+            return f"another sentinel ({self.application_name[len(prefix) :]}, PostgreSQL backend pid {self.pid})"
         return f"another session (PostgreSQL backend pid {self.pid})"
 
 
@@ -171,14 +174,21 @@ class AdvisoryLock:
     connection itself is only ever used by the thread that owns it (the heartbeat; a standby's attempts run on
     the lock watch's thread, on a connection kept between them)."""
 
-    def __init__(self, url: URL, *, lease_ttl_s: float = DEFAULT_LEASE_TTL_S, heartbeat_s: float | None = None,
-                 stale_s: float | None = None) -> None:
+    def __init__(
+        self,
+        url: URL,
+        *,
+        lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
+        heartbeat_s: float | None = None,
+        stale_s: float | None = None,
+    ) -> None:
         self.lease_ttl_s = lease_ttl_s
         self.heartbeat_s = min(HEARTBEAT_S, lease_ttl_s / 6) if heartbeat_s is None else heartbeat_s
         self.stale_s = min(STALE_S, lease_ttl_s / 2) if stale_s is None else stale_s
         self.renew_s = min(RENEW_S, lease_ttl_s / 5)
-        self.engine = create_engine(url, poolclass=NullPool,
-                                    connect_args={**_LOCK_CONNECT_ARGS, "application_name": _application_name()})
+        self.engine = create_engine(
+            url, poolclass=NullPool, connect_args={**_LOCK_CONNECT_ARGS, "application_name": _application_name()}
+        )
         self.identity = instance_name()
         self._mu = threading.Lock()
         self._gen = 0  # one per session that held the lock; a heartbeat of an older one stops
@@ -214,11 +224,15 @@ class AdvisoryLock:
                 row = lease.read(conn)
                 holder = self._holder(conn)
                 who = "another sentinel" if holder is None else holder.describe()
-                led = "" if row is None or holder is None or row.backend_pid != holder.pid else \
-                    f", epoch {row.epoch}, lease renewed {row.age_s:.1f} s ago"
+                led = (
+                    ""
+                    if row is None or holder is None or row.backend_pid != holder.pid
+                    else f", epoch {row.epoch}, lease renewed {row.age_s:.1f} s ago"
+                )
                 self._spare = conn
-                raise StoreLocked(f"{who} holds the advisory lock of this PostgreSQL state store{led}",
-                                  row if led else None)
+                raise StoreLocked(
+                    f"{who} holds the advisory lock of this PostgreSQL state store{led}", row if led else None
+                )
             epoch = lease.claim(conn, self.identity, self.lease_ttl_s)
         except StoreLocked:
             raise
@@ -243,16 +257,22 @@ class AdvisoryLock:
         if holder is None:  # released between the two queries
             return self._try(conn)
         if holder.pid == self._backend_pid:
-            log.warning("ending this daemon's former lock session, which the server still holds",
-                        extra=fields(backend_pid=holder.pid))
+            log.warning(
+                "ending this daemon's former lock session, which the server still holds",
+                extra=fields(backend_pid=holder.pid),
+            )
             return self._end_session(conn, holder.pid)
         row = lease.read(conn)
         if row is not None and row.backend_pid == holder.pid:
             self._unleased = None
             if not row.expired:
                 return False
-            log.warning("the leader's lease expired: ending its lock session to take over", extra=fields(
-                leader=row.holder, epoch=row.epoch, renewed_s_ago=round(row.age_s, 1), ttl_s=row.ttl_us / 1e6))
+            log.warning(
+                "the leader's lease expired: ending its lock session to take over",
+                extra=fields(
+                    leader=row.holder, epoch=row.epoch, renewed_s_ago=round(row.age_s, 1), ttl_s=row.ttl_us / 1e6
+                ),
+            )
             return self._end_session(conn, holder.pid)
         # the holder has not written its epoch yet (it is taking over right now) or never will (it hangs)
         now = time.monotonic()
@@ -261,8 +281,10 @@ class AdvisoryLock:
             return False
         if now - self._unleased[1] <= self.lease_ttl_s:
             return False
-        log.warning("the lock's holder wrote no lease within lease_ttl: ending its session to take over",
-                    extra=fields(backend_pid=holder.pid))
+        log.warning(
+            "the lock's holder wrote no lease within lease_ttl: ending its session to take over",
+            extra=fields(backend_pid=holder.pid),
+        )
         return self._end_session(conn, holder.pid)
 
     @staticmethod
@@ -271,8 +293,12 @@ class AdvisoryLock:
 
     @staticmethod
     def _holder(conn: Connection) -> Holder | None:
-        row = conn.execute(text(f"SELECT h.pid, coalesce(a.application_name, '') FROM ({_HOLDERS}) h "
-                                "LEFT JOIN pg_stat_activity a ON a.pid = h.pid")).first()
+        row = conn.execute(
+            text(
+                f"SELECT h.pid, coalesce(a.application_name, '') FROM ({_HOLDERS}) h "
+                "LEFT JOIN pg_stat_activity a ON a.pid = h.pid"
+            )
+        ).first()
         return None if row is None else Holder(int(row[0]), str(row[1]))
 
     def _end_session(self, conn: Connection, pid: int) -> bool:

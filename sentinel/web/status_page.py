@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from markupsafe import Markup
@@ -43,7 +43,7 @@ from sentinel.config import ThresholdRuleConfig
 from sentinel.daemon import Daemon
 from sentinel.history import DailyCounts, chartable, series_history
 from sentinel.http import Request, Response
-from sentinel.model import US, Tier, to_datetime
+from sentinel.model import US, JsonObject, Tier, to_datetime
 from sentinel.store import alerts as alert_store
 from sentinel.store.alerts import StoredAlert
 from sentinel.web import static
@@ -64,8 +64,8 @@ RESOLVED_LIMIT = 25
 FAILURES_PER_RECEIVER = 5
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
-                               "font-src 'self'; "
-                               "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "font-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
@@ -92,7 +92,7 @@ class AlertItem:
     value: float
     baseline: float | None
     peak: float
-    event: dict[str, Any]  # the last event's payload: ratio, p, mode, length, reason, ...
+    event: JsonObject  # the last event's payload: ratio, p, mode, length, reason, ...
     badges: list[Badge] = field(default_factory=list)
     chart: Markup | None = None
     today: int | None = None  # the series' count today so far, from the buckets (charted series)
@@ -117,8 +117,13 @@ class SilenceItem:
 def _environment() -> jinja2.Environment:
     import jinja2  # at the first page view: a daemon nobody looks at does not carry the template engine
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["when"] = _when
     env.filters["num"] = _num
     return env
@@ -155,14 +160,14 @@ class StatusPage:
 
     def handle(self, req: Request) -> Response:
         chosen = Filters.of(req.query)
-        return Response(200, self.render(chosen).encode("utf-8"), "text/html; charset=utf-8",
-                        headers=dict(HEADERS))
+        return Response(200, self.render(chosen).encode("utf-8"), "text/html; charset=utf-8", headers=dict(HEADERS))
 
     def render(self, chosen: Filters | None = None) -> str:
         return self.env.get_template("status.html.j2").render(self.context(chosen or Filters()))
 
     # --- what the page shows -------------------------------------------------------------------------
-    def context(self, chosen: Filters) -> dict[str, Any]:
+    def context(self, chosen: Filters) -> dict[str, object]:
+        """The template's variables (values of every kind: rows, `Text`, markup)."""
         d = self.daemon
         t = Text(d.cfg.locale)
         now = now_us(d.clock)
@@ -186,37 +191,63 @@ class StatusPage:
                 log.exception("status page: alerts unavailable")
                 problems.append(t("problem_alerts", error=type(exc).__name__))
         shown = [a for a in open_items if chosen.admits(a)]
-        tiers = [(tier, sorted((a for a in shown if a.tier is tier), key=lambda a: a.started, reverse=True))
-                 for tier in sorted(Tier, reverse=True)]
+        tiers = [
+            (tier, sorted((a for a in shown if a.tier is tier), key=lambda a: a.started, reverse=True))
+            for tier in sorted(Tier, reverse=True)
+        ]
         tier_totals = [(tier, sum(1 for a in open_items if a.tier is tier)) for tier in sorted(Tier, reverse=True)]
         rule_names = sorted({r.name for r in d.cfg.rules} | {a.rule for a in open_items})
         type_names = sorted({a.labels["type"] for a in [*open_items, *resolved] if "type" in a.labels})
-        failed: dict[str, list[dict[str, Any]]] = {}
+        failed: dict[str, list[JsonObject]] = {}
         for f in status["failed"]:
             failed.setdefault(f["receiver"], [])
             if len(failed[f["receiver"]]) < FAILURES_PER_RECEIVER:
                 failed[f["receiver"]].append(f)
-        receivers = [{**r, "next_in_s": None if r.get("next_attempt") is None else
-                      (datetime.fromisoformat(r["next_attempt"]) - to_datetime(now, d.cfg.tz)).total_seconds()}
-                     for r in status["receivers"]]
+        receivers = [
+            {
+                **r,
+                "next_in_s": None
+                if r.get("next_attempt") is None
+                else (datetime.fromisoformat(r["next_attempt"]) - to_datetime(now, d.cfg.tz)).total_seconds(),
+            }
+            for r in status["receivers"]
+        ]
         return {
-            "now": to_datetime(now, d.cfg.tz), "version": __version__, "refresh": REFRESH_S,
-            "dry_run": d.pipeline.dry_run, "problems": problems,
+            "now": to_datetime(now, d.cfg.tz),
+            "version": __version__,
+            "refresh": REFRESH_S,
+            "dry_run": d.pipeline.dry_run,
+            "problems": problems,
             "standby": self._standby(status.get("leadership"), t),
-            "source": status["source"], "receivers": receivers, "failed": failed,
-            "pending_total": status["outbox"]["pending"], "tiers": tiers, "open_count": len(open_items),
-            "shown_count": len(shown), "tier_totals": tier_totals, "all_tiers": sorted(Tier, reverse=True),
-            "rule_names": rule_names, "type_names": type_names, "chosen": chosen, "filtering": chosen.any,
-            "link": chosen.link, "t": t,
-            "resolved": [a for a in resolved if chosen.admits(a)], "silences": silences, "charts_capped": capped,
-            "chart_days": CHART_DAYS, "timezone": d.cfg.timezone,
-            "font_face": Markup(static.font_face_css()), "cjk_family": static.CJK_FAMILY,  # constants, no data
+            "source": status["source"],
+            "receivers": receivers,
+            "failed": failed,
+            "pending_total": status["outbox"]["pending"],
+            "tiers": tiers,
+            "open_count": len(open_items),
+            "shown_count": len(shown),
+            "tier_totals": tier_totals,
+            "all_tiers": sorted(Tier, reverse=True),
+            "rule_names": rule_names,
+            "type_names": type_names,
+            "chosen": chosen,
+            "filtering": chosen.any,
+            "link": chosen.link,
+            "t": t,
+            "resolved": [a for a in resolved if chosen.admits(a)],
+            "silences": silences,
+            "charts_capped": capped,
+            "chart_days": CHART_DAYS,
+            "timezone": d.cfg.timezone,
+            "font_face": Markup(static.font_face_css()),
+            "cjk_family": static.CJK_FAMILY,  # constants, no data
         }
 
     @staticmethod
-    def _standby(lead: dict[str, Any] | None, t: Text) -> str | None:
-        """On a standby: who leads (the banner's words); None on the leader."""
-        if lead is None or lead.get("role") != "standby":
+    def _standby(lead: object, t: Text) -> str | None:
+        """On a standby: who leads (the banner's words); None on the leader (`lead` is the status's
+        `leadership` object, or None without one)."""
+        if not isinstance(lead, dict) or lead.get("role") != "standby":
             return None
         leader = lead.get("leader")
         return t("no_leader") if leader is None else f"{leader['instance']} (epoch {leader['epoch']})"
@@ -224,13 +255,24 @@ class StatusPage:
     def _item(self, a: StoredAlert) -> AlertItem:
         tz = self.daemon.cfg.tz
         return AlertItem(
-            instance=a.instance, fingerprint=a.fingerprint, rule=a.rule, kind=a.kind, labels=dict(a.labels),
-            tier=a.tier, started=to_datetime(a.started_us, tz), updated=to_datetime(a.updated_us, tz),
+            instance=a.instance,
+            fingerprint=a.fingerprint,
+            rule=a.rule,
+            kind=a.kind,
+            labels=dict(a.labels),
+            tier=a.tier,
+            started=to_datetime(a.started_us, tz),
+            updated=to_datetime(a.updated_us, tz),
             resolved=None if a.resolved_us is None else to_datetime(a.resolved_us, tz),
-            value=a.value, baseline=a.baseline, peak=a.peak, event=a.last_event)
+            value=a.value,
+            baseline=a.baseline,
+            peak=a.peak,
+            event=a.last_event,
+        )
 
-    def _alerts(self, conn: Connection, now: int,
-                t: Text) -> tuple[list[AlertItem], list[AlertItem], list[SilenceItem]]:
+    def _alerts(
+        self, conn: Connection, now: int, t: Text
+    ) -> tuple[list[AlertItem], list[AlertItem], list[SilenceItem]]:
         tz = self.daemon.cfg.tz
         open_rows = alert_store.open_alerts(conn)
         resolved_rows = alert_store.resolved_since(conn, now - RESOLVED_WINDOW_US, RESOLVED_LIMIT)
@@ -240,17 +282,27 @@ class StatusPage:
         by_id = {s.id: s for s in active}
         for item, row in zip(items, open_rows, strict=True):
             item.badges = self._badges(muting, row, by_id, t)
-        silences = [SilenceItem(s.id, [matcher_text(m) for m in s.matchers], s.state(now),
-                                to_datetime(s.starts_us, tz), to_datetime(s.ends_us, tz), s.created_by, s.comment)
-                    for s in active]
+        silences = [
+            SilenceItem(
+                s.id,
+                [matcher_text(m) for m in s.matchers],
+                s.state(now),
+                to_datetime(s.starts_us, tz),
+                to_datetime(s.ends_us, tz),
+                s.created_by,
+                s.comment,
+            )
+            for s in active
+        ]
         return items, [self._item(r) for r in resolved_rows], silences
 
     def _policy(self) -> Policy:
         """A private Policy with the dispatch stage's configuration (its own is in use on another thread)."""
         return Policy(self.daemon.pipeline.dispatch.policy.cfg)
 
-    def _badges(self, muting: Muting, row: StoredAlert, silences: Mapping[str, silence_store.Silence],
-                t: Text) -> list[Badge]:
+    def _badges(
+        self, muting: Muting, row: StoredAlert, silences: Mapping[str, silence_store.Silence], t: Text
+    ) -> list[Badge]:
         hold = muting.hold(row)
         who = muting.acks.by_instance
         out = []
@@ -281,8 +333,9 @@ class StatusPage:
         daily = DailyCounts.read(conn, d.calendar, today - CHART_DAYS + 1 - longest)
         coverage = d.state.coverage_start_us if d.state is not None else None
         for a in wanted[:MAX_CHARTS]:
-            points = series_history(daily, rules[a.rule], a.labels, today=today, coverage_start_us=coverage,
-                                    days=CHART_DAYS)
+            points = series_history(
+                daily, rules[a.rule], a.labels, today=today, coverage_start_us=coverage, days=CHART_DAYS
+            )
             # the days drawn: fewer than CHART_DAYS while the coverage is younger than that
             title = t("chart.title", rule=a.rule, series=series_name(a.labels, t), n=len(points))
             a.chart = daily_chart(points, title=title, text=t)
@@ -316,8 +369,11 @@ class Filters:
         return bool(self.tier or self.rule or self.type)
 
     def admits(self, a: AlertItem) -> bool:
-        return ((not self.tier or a.tier.label == self.tier) and (not self.rule or a.rule == self.rule)
-                and (not self.type or a.labels.get("type") == self.type))
+        return (
+            (not self.tier or a.tier.label == self.tier)
+            and (not self.rule or a.rule == self.rule)
+            and (not self.type or a.labels.get("type") == self.type)
+        )
 
     def link(self, **change: str) -> str:
         """The page's address with these filters and `change` applied, for links that narrow the view."""
