@@ -16,7 +16,7 @@ from sentinel.cli.common import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, load_or_exit
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from sentinel.store import StoreError, open_store
 
-    cfg = load_or_exit(args.config)
+    cfg = load_or_exit(args.config, receiver_secrets=False)  # a DBA runs it: the chat robots are not its business
     if cfg.state_url is None:
         print(f"error: {args.config}: state_url: not set", file=sys.stderr)
         return EXIT_CONFIG
@@ -40,7 +40,7 @@ def cmd_db_notify_trigger(args: argparse.Namespace) -> int:
     """Print (or install) the trigger that makes inserts wake the daemon; see docs/sources.md."""
     from sqlalchemy.engine import make_url
 
-    cfg = load_or_exit(args.config)
+    cfg = load_or_exit(args.config, receiver_secrets=False)  # a DBA runs it: the chat robots are not its business
     src = cfg.source
     if src is None:
         print(f"error: {args.config}: source: no [source] section to put a trigger on", file=sys.stderr)

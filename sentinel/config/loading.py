@@ -45,7 +45,7 @@ def load_config(
 ) -> Config:
     """Read, expand, validate and cross-check a configuration file (and run `checks` on it).
 
-    `receiver_secrets=False` is for the commands that never send (`status`, `ack`, `silence`, `backtest`):
+    `receiver_secrets=False` is for the commands that never send (`status`, `ack`, `silence`, `backtest`, `db`):
     a receiver's `${VAR}` that is not set, or its `secret-file:`, is then not read, and stands as a
     placeholder (`https://unset.invalid/` for a URL) that `Config.unread_receiver_secrets` names, so a
     person on call need not hold the chat robots' tokens to acknowledge an alert.

@@ -121,6 +121,22 @@ def test_printed_sql_once_applied_makes_an_insert_notify(pg: Db, tmp_path: Path,
     assert [(n.channel, n.payload) for n in got] == [("sentinel_complaints", "")]
 
 
+def test_the_db_commands_do_not_need_the_chat_robots_secrets(pg: Db, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A DBA installs the trigger and upgrades the store from the service's file without the robots'
+    variables (the quick-start trial stopped at `receivers[0].url: environment variable ... is not set`)."""
+    complaints_table(pg)
+    robot = '\n[[receivers]]\nname = "cs-team"\nkind = "wecom"\nurl = "${T_PG_NOTIFY_ROBOT_UNSET}"\n'
+    path = write_config(tmp_path, pg.url, extra=robot)
+    with pytest.raises(SystemExit) as refused:
+        main(["check", "--config", str(path)])  # what sends still needs them
+    assert refused.value.code == 2
+    capsys.readouterr()
+    assert trigger(path) == 0
+    assert main(["db", "upgrade", "--config", str(path)]) == 0
+    assert "not set" not in capsys.readouterr().err
+
+
 def test_apply_is_idempotent_on_a_schema_qualified_table_with_capitals(
         pg: Db, tmp_path: Path, listen_conn: Any, capsys: pytest.CaptureFixture[str]) -> None:
     pg.run('CREATE SCHEMA crm')
