@@ -39,8 +39,11 @@ START = datetime(2025, 1, 1)
 START_US = int((START - datetime(1970, 1, 1)).total_seconds()) * US
 NEW_ROWS = 1_000
 BATCH_SIZE = 10_000
-PG = (os.environ.get("SENTINEL_TEST_PG_HOST", "127.0.0.1"), os.environ.get("SENTINEL_TEST_PG_PORT", "5432"),
-      os.environ.get("SENTINEL_TEST_PG_USER", "postgres"))
+PG = (
+    os.environ.get("SENTINEL_TEST_PG_HOST", "127.0.0.1"),
+    os.environ.get("SENTINEL_TEST_PG_PORT", "5432"),
+    os.environ.get("SENTINEL_TEST_PG_USER", "postgres"),
+)
 MY = (os.environ.get("SENTINEL_TEST_MYSQL_HOST", "127.0.0.1"), os.environ.get("SENTINEL_TEST_MYSQL_PORT", "3306"))
 TYPES = ["系统操作错误", "服务态度", "物流配送延误", "产品相关", "其他"]
 CHANNELS = ["官网客服", "微信公众号", "电话热线", "其他渠道"]
@@ -64,14 +67,26 @@ def sqlite_db() -> Iterator[Callable[[int], str]]:
         path = os.path.join(tmp, f"poll_{n}.db")
         conn = sqlite3.connect(path)
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("CREATE TABLE complaints (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, type TEXT, "
-                     "channel TEXT, customer TEXT)")
+        conn.execute(
+            "CREATE TABLE complaints (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, type TEXT, "
+            "channel TEXT, customer TEXT)"
+        )
         chunk = 200_000
         with conn:  # one transaction
             for lo in range(1, n + 1, chunk):
-                conn.executemany("INSERT INTO complaints VALUES (?, ?, ?, ?, ?)", (
-                    (i, (START + timedelta(seconds=(i - 1) // 2)).isoformat(" "), TYPES[i % 5], CHANNELS[i % 4],
-                     f"c{i % 50_000}") for i in range(lo, min(lo + chunk, n + 1))))
+                conn.executemany(
+                    "INSERT INTO complaints VALUES (?, ?, ?, ?, ?)",
+                    (
+                        (
+                            i,
+                            (START + timedelta(seconds=(i - 1) // 2)).isoformat(" "),
+                            TYPES[i % 5],
+                            CHANNELS[i % 4],
+                            f"c{i % 50_000}",
+                        )
+                        for i in range(lo, min(lo + chunk, n + 1))
+                    ),
+                )
         conn.execute("CREATE INDEX complaints_created_at_id_idx ON complaints (created_at, id)")
         conn.execute("ANALYZE")
         conn.close()
@@ -96,11 +111,15 @@ def postgresql_db() -> Iterator[Callable[[int], str]]:
     def build(n: int) -> str:
         table = f"complaints_{n}"
         with psycopg.connect(f"host={host} port={port} user={user} dbname={name}", autocommit=True) as conn:
-            conn.execute(f"CREATE TABLE {table} (id BIGINT PRIMARY KEY, created_at TIMESTAMP NOT NULL, "
-                         "type TEXT, channel TEXT, customer TEXT)")
-            conn.execute(f"INSERT INTO {table} SELECT g, TIMESTAMP '2025-01-01' + ((g - 1) / 2) * INTERVAL '1 second', "
-                         f"(ARRAY{TYPES})[g % 5 + 1], (ARRAY{CHANNELS})[g % 4 + 1], 'c' || (g % 50000) "
-                         f"FROM generate_series(1, {n}) g")
+            conn.execute(
+                f"CREATE TABLE {table} (id BIGINT PRIMARY KEY, created_at TIMESTAMP NOT NULL, "
+                "type TEXT, channel TEXT, customer TEXT)"
+            )
+            conn.execute(
+                f"INSERT INTO {table} SELECT g, TIMESTAMP '2025-01-01' + ((g - 1) / 2) * INTERVAL '1 second', "
+                f"(ARRAY{TYPES})[g % 5 + 1], (ARRAY{CHANNELS})[g % 4 + 1], 'c' || (g % 50000) "
+                f"FROM generate_series(1, {n}) g"
+            )
             conn.execute(f"CREATE INDEX {table}_created_at_id_idx ON {table} (created_at, id)")
             conn.execute(f"VACUUM ANALYZE {table}")
         return f"postgresql+psycopg://{user}@{host}:{port}/{name}#{table}"
@@ -130,10 +149,14 @@ def mariadb_db() -> Iterator[Callable[[int], str]]:
         types = "ELT(seq MOD 5 + 1, " + ", ".join(f"'{t}'" for t in TYPES) + ")"
         channels = "ELT(seq MOD 4 + 1, " + ", ".join(f"'{c}'" for c in CHANNELS) + ")"
         with connect(name) as conn, conn.cursor() as cur:
-            cur.execute(f"CREATE TABLE {table} (id BIGINT PRIMARY KEY, created_at DATETIME NOT NULL, "
-                        "type VARCHAR(50), channel VARCHAR(50), customer VARCHAR(50))")
-            cur.execute(f"INSERT INTO {table} SELECT seq, TIMESTAMP '2025-01-01 00:00:00' + INTERVAL ((seq - 1) DIV 2) "
-                        f"SECOND, {types}, {channels}, CONCAT('c', seq MOD 50000) FROM seq_1_to_{n}")
+            cur.execute(
+                f"CREATE TABLE {table} (id BIGINT PRIMARY KEY, created_at DATETIME NOT NULL, "
+                "type VARCHAR(50), channel VARCHAR(50), customer VARCHAR(50))"
+            )
+            cur.execute(
+                f"INSERT INTO {table} SELECT seq, TIMESTAMP '2025-01-01 00:00:00' + INTERVAL ((seq - 1) DIV 2) "
+                f"SECOND, {types}, {channels}, CONCAT('c', seq MOD 50000) FROM seq_1_to_{n}"
+            )
             cur.execute(f"CREATE INDEX {table}_created_at_id_idx ON {table} (created_at, id)")
             cur.execute(f"ANALYZE TABLE {table}")
         return f"mysql+pymysql://root@{host}:{port}/{name}?charset=utf8mb4#{table}"
@@ -188,14 +211,20 @@ def bench(database: str, sizes: list[int], runs: int) -> None:
             assert source.check() == [], source.check()
             results[n] = time_poll(source, watermark_us(n), runs)
             source.close()
-            print(f"{database:<11} {n:>10,} rows  built in {built:6.1f} s  poll of {NEW_ROWS:,} new rows: "
-                  f"{results[n] * 1000:7.2f} ms (median of {runs})", flush=True)
+            print(
+                f"{database:<11} {n:>10,} rows  built in {built:6.1f} s  poll of {NEW_ROWS:,} new rows: "
+                f"{results[n] * 1000:7.2f} ms (median of {runs})",
+                flush=True,
+            )
         small, large = min(sizes), max(sizes)
         print(f"{database:<11} ratio {large:,} / {small:,} rows: {results[large] / results[small]:.2f}", flush=True)
         drop_index(target, large)
         source = source_for(target)
-        print(f"{database:<11} without the index, {large:,} rows: "
-              f"{time_poll(source, watermark_us(large), 3) * 1000:9.2f} ms (median of 3)", flush=True)
+        print(
+            f"{database:<11} without the index, {large:,} rows: "
+            f"{time_poll(source, watermark_us(large), 3) * 1000:9.2f} ms (median of 3)",
+            flush=True,
+        )
         source.close()
 
 
@@ -205,8 +234,10 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,5000000", help="comma-separated table sizes (rows)")
     parser.add_argument("--runs", type=int, default=21, help="timed reads per table (median reported)")
     args = parser.parse_args()
-    print(f"{datetime.now().isoformat(timespec='seconds')}  {platform.node()}  {platform.platform()}  "
-          f"Python {platform.python_version()}  CPUs {os.cpu_count()}")
+    print(
+        f"{datetime.now().isoformat(timespec='seconds')}  {platform.node()}  {platform.platform()}  "
+        f"Python {platform.python_version()}  CPUs {os.cpu_count()}"
+    )
     sizes = [int(s) for s in args.sizes.split(",")]
     for n in sizes:
         watermark_us(n)

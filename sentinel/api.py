@@ -78,12 +78,23 @@ def status(daemon: Daemon) -> dict[str, Any]:
     for rc in daemon.cfg.receivers:
         lo = last.get(rc.name)
         hr = health.get(rc.name)
-        receivers.append({
-            "name": rc.name, "kind": rc.kind, "urls": len(rc.all_urls()), "pending": pending.get(rc.name, 0),
-            "last": None if lo is None else {"status": lo["status"], "at": iso(lo["at_us"]), "error": lo["error"],
-                                             "next_attempt": iso(lo.get("next_attempt_us"))},
-            **(receiver_fields(hr, iso) if hr is not None else {}),
-        })
+        receivers.append(
+            {
+                "name": rc.name,
+                "kind": rc.kind,
+                "urls": len(rc.all_urls()),
+                "pending": pending.get(rc.name, 0),
+                "last": None
+                if lo is None
+                else {
+                    "status": lo["status"],
+                    "at": iso(lo["at_us"]),
+                    "error": lo["error"],
+                    "next_attempt": iso(lo.get("next_attempt_us")),
+                },
+                **(receiver_fields(hr, iso) if hr is not None else {}),
+            }
+        )
     return {
         "version": __version__,
         "now": iso(now),
@@ -100,9 +111,19 @@ def status(daemon: Daemon) -> dict[str, Any]:
         },
         "receivers": receivers,
         "outbox": {"pending": sum(pending.values())},
-        "failed": [{"id": m.id, "receiver": m.receiver, "kind": m.kind, "tier": m.tier, "error": m.last_error,
-                    "created": iso(m.created_us), "attempts": m.attempts, "instances": m.instances}
-                   for m in failed],
+        "failed": [
+            {
+                "id": m.id,
+                "receiver": m.receiver,
+                "kind": m.kind,
+                "tier": m.tier,
+                "error": m.last_error,
+                "created": iso(m.created_us),
+                "attempts": m.attempts,
+                "instances": m.instances,
+            }
+            for m in failed
+        ],
         "alerts": {"open": open_by_tier},
         "lock": daemon.lock_report(),
         "leadership": daemon.leadership.report(),
@@ -152,20 +173,32 @@ def alerts_json(daemon: Daemon) -> list[dict[str, Any]]:
         hold = muting.hold(r)
         ack = by_ack.get(r.instance)
         value = today.get(r.instance, r.value)
-        out.append({
-            "instance": r.instance, "fingerprint": r.fingerprint, "rule": r.rule, "kind": r.kind,
-            "labels": dict(r.labels), "tier": r.tier.label, "state": r.status,
-            "startsAt": to_datetime(r.started_us, tz).isoformat(),
-            "endsAt": None if r.resolved_us is None else to_datetime(r.resolved_us, tz).isoformat(),
-            "value": value, "valueAtLastChange": r.value, "baseline": r.baseline,
-            **{k: last_figures(r).get(k) for k in ("projected", "expected")},
-            "peak": max(r.peak, value),
-            "silenced": hold.silenced is not None, "inhibited": hold.inhibited is not None,
-            "acknowledged": ack is not None, "muted": hold.muted and r.is_open,
-            "silencedBy": hold.silenced, "inhibitedBy": hold.inhibited,
-            "acknowledgedBy": None if ack is None else ack[0],
-            "replay": r.replay,
-        })
+        out.append(
+            {
+                "instance": r.instance,
+                "fingerprint": r.fingerprint,
+                "rule": r.rule,
+                "kind": r.kind,
+                "labels": dict(r.labels),
+                "tier": r.tier.label,
+                "state": r.status,
+                "startsAt": to_datetime(r.started_us, tz).isoformat(),
+                "endsAt": None if r.resolved_us is None else to_datetime(r.resolved_us, tz).isoformat(),
+                "value": value,
+                "valueAtLastChange": r.value,
+                "baseline": r.baseline,
+                **{k: last_figures(r).get(k) for k in ("projected", "expected")},
+                "peak": max(r.peak, value),
+                "silenced": hold.silenced is not None,
+                "inhibited": hold.inhibited is not None,
+                "acknowledged": ack is not None,
+                "muted": hold.muted and r.is_open,
+                "silencedBy": hold.silenced,
+                "inhibitedBy": hold.inhibited,
+                "acknowledgedBy": None if ack is None else ack[0],
+                "replay": r.replay,
+            }
+        )
     return out
 
 
@@ -213,13 +246,16 @@ def register(daemon: Daemon) -> None:
     def ack(req: Request) -> Response:
         body = req.json()
         if not isinstance(body, dict) or not isinstance(body.get("instance"), str):
-            raise HTTPError(400, "expected {\"instance\": …, \"by\": …}")
+            raise HTTPError(400, 'expected {"instance": …, "by": …}')
         if "via" in body:
-            raise HTTPError(400, "via: set by the server from how the acknowledgement arrives (\"api\" with the "
-                                 "bearer token, \"link\" through a signed link); do not send it")
+            raise HTTPError(
+                400,
+                'via: set by the server from how the acknowledgement arrives ("api" with the '
+                'bearer token, "link" through a signed link); do not send it',
+            )
         unknown = sorted(set(body) - {"instance", "by"})
         if unknown:
-            raise HTTPError(400, f"unknown field {unknown[0][:40]!r} (expected \"instance\" and \"by\")")
+            raise HTTPError(400, f'unknown field {unknown[0][:40]!r} (expected "instance" and "by")')
         try:
             by = ack_by(body.get("by"), default="api")
         except ValueError as exc:
@@ -250,29 +286,43 @@ padding:0 1rem}}button{{font-size:1.1rem;padding:.5rem 1.5rem}}.bad{{color:#a50f
 def ack_page(daemon: Daemon, req: Request, *, confirm: bool) -> Response:
     secret = daemon.cfg.api.ack_secret
     if secret is None:
-        return Response.html(_PAGE.format(title="确认预警 / Acknowledge", body="<p class=bad>Acknowledgement links are "
-                                          "disabled ([api] ack_secret is not set).</p>"), 404)
+        return Response.html(
+            _PAGE.format(
+                title="确认预警 / Acknowledge",
+                body="<p class=bad>Acknowledgement links are disabled ([api] ack_secret is not set).</p>",
+            ),
+            404,
+        )
     try:
         claim = verify_token(secret.get(), req.params["token"], now_us(daemon.clock) / US)
     except BadToken as exc:
-        return Response.html(_PAGE.format(title="链接无效 / Link not valid",
-                                          body=f"<p class=bad>{escape(str(exc))}</p>"), 403)
+        return Response.html(
+            _PAGE.format(title="链接无效 / Link not valid", body=f"<p class=bad>{escape(str(exc))}</p>"), 403
+        )
     with daemon.store.reading() as conn:
         row = alert_store.get_alert(conn, claim.instance)
     if row is None:
         return Response.html(_PAGE.format(title="未找到 / Not found", body="<p class=bad>No such alert.</p>"), 404)
     labels = " · ".join(f"{escape(k)} {escape(v)}" for k, v in row.labels.items())
-    summary = (f"<p><b>{escape(row.rule)}</b> — {labels}<br>tier {escape(row.tier.label)}, "
-               f"{escape(row.status)}, since {to_datetime(row.started_us, daemon.cfg.tz):%Y-%m-%d %H:%M}</p>")
+    summary = (
+        f"<p><b>{escape(row.rule)}</b> — {labels}<br>tier {escape(row.tier.label)}, "
+        f"{escape(row.status)}, since {to_datetime(row.started_us, daemon.cfg.tz):%Y-%m-%d %H:%M}</p>"
+    )
     if not confirm:
-        form = ('<form method="post"><label>姓名 / Your name <input name="by" maxlength="100"></label> '
-                '<button type="submit">确认 / Acknowledge</button></form>')
+        form = (
+            '<form method="post"><label>姓名 / Your name <input name="by" maxlength="100"></label> '
+            '<button type="submit">确认 / Acknowledge</button></form>'
+        )
         return Response.html(_PAGE.format(title="确认预警 / Acknowledge alert", body=summary + form))
     try:
         by = ack_by(req.form().get("by"), default="link")
     except ValueError as exc:
-        return Response.html(_PAGE.format(title="姓名无效 / Name not valid",
-                                          body=summary + f"<p class=bad>Your name: {escape(str(exc))}</p>"), 400)
+        return Response.html(
+            _PAGE.format(
+                title="姓名无效 / Name not valid", body=summary + f"<p class=bad>Your name: {escape(str(exc))}</p>"
+            ),
+            400,
+        )
     with daemon.store.transaction(fenced=False) as conn:  # any instance may write it
         result = acknowledge(conn, claim.instance, by, "link", now_us(daemon.clock))
     text = "已确认 / Acknowledged" if result == "acknowledged" else "此前已确认 / Already acknowledged"

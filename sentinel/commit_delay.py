@@ -52,10 +52,15 @@ class DelayReport:
     warning: str | None
 
     def as_json(self) -> dict[str, object]:
-        return {"records": self.records, "late": self.late, "late_share": round(self.late_share, 4),
-                "p99_seconds": None if self.p99_s is None else round(self.p99_s, 3),
-                "max_seconds": None if self.max_s is None else round(self.max_s, 3),
-                "lateness_seconds": self.lateness_s, "warning": self.warning}
+        return {
+            "records": self.records,
+            "late": self.late,
+            "late_share": round(self.late_share, 4),
+            "p99_seconds": None if self.p99_s is None else round(self.p99_s, 3),
+            "max_seconds": None if self.max_s is None else round(self.max_s, 3),
+            "lateness_seconds": self.lateness_s,
+            "warning": self.warning,
+        }
 
 
 class CommitDelay:
@@ -95,8 +100,15 @@ class CommitDelay:
         if len(window) == 0:
             return DelayReport(0, 0, 0.0, None, None, lateness_s, None)
         late = int(np.count_nonzero(window > lateness_s))
-        return DelayReport(len(window), late, late / len(window), float(np.quantile(window, 0.99)),
-                           float(window.max()), lateness_s, self.warning)
+        return DelayReport(
+            len(window),
+            late,
+            late / len(window),
+            float(np.quantile(window, 0.99)),
+            float(window.max()),
+            lateness_s,
+            self.warning,
+        )
 
     def _judge(self, now_us: int) -> None:
         r = self.report()
@@ -105,14 +117,23 @@ class CommitDelay:
             return
         # the p99 can sit at or below lateness when just over 1 % are late: advise past the latest of them
         needed = max(r.p99_s, self._latest_late_quantile())
-        self.warning = (f"{percent(r.late_share)} of records were committed more than "
-                        f"{format_duration(timedelta(microseconds=self.lateness_us))} after their created_at "
-                        f"(p99 {format_duration(timedelta(seconds=r.p99_s))}): set [source] lateness to at "
-                        f"least {format_duration(timedelta(seconds=suggest(needed)))}")
+        self.warning = (
+            f"{percent(r.late_share)} of records were committed more than "
+            f"{format_duration(timedelta(microseconds=self.lateness_us))} after their created_at "
+            f"(p99 {format_duration(timedelta(seconds=r.p99_s))}): set [source] lateness to at "
+            f"least {format_duration(timedelta(seconds=suggest(needed)))}"
+        )
         if self._last_log_us is None or now_us - self._last_log_us >= LOG_EVERY_US:
             self._last_log_us = now_us
-            log.warning(self.warning, extra=fields(late_share=round(r.late_share, 4), records=r.records,
-                                                   p99_s=round(r.p99_s, 1), lateness_s=r.lateness_s))
+            log.warning(
+                self.warning,
+                extra=fields(
+                    late_share=round(r.late_share, 4),
+                    records=r.records,
+                    p99_s=round(r.p99_s, 1),
+                    lateness_s=r.lateness_s,
+                ),
+            )
 
     def _latest_late_quantile(self) -> float:
         """The delay that at most 1 % of the window exceeds (the figure that brings the share under 1 %)."""

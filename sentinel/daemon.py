@@ -56,9 +56,19 @@ EXIT_LOCK_TAKEN = 75
 
 
 class Daemon:
-    def __init__(self, cfg: Config, *, source: Source, store: Store, clock: Clock | None = None,
-                 metrics: Metrics | None = None, listen: str | None = None, config_path: str | None = None,
-                 vocab: Vocab | None = None, dry_run: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        source: Source,
+        store: Store,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
+        listen: str | None = None,
+        config_path: str | None = None,
+        vocab: Vocab | None = None,
+        dry_run: bool = False,
+    ) -> None:
         assert cfg.source is not None
         self.cfg = cfg
         self.config_path = config_path
@@ -76,11 +86,27 @@ class Daemon:
         self.notifier = Notifier.from_env()
         self._stop = threading.Event()
         self.leadership = Leadership(store, self.metrics, self._stop, lambda: self.cfg.tz)
-        self.pipeline = Pipeline.build(cfg, store, self.clock, self.metrics, source=source, vocab=self.vocab,
-                                       leading=lambda: self.leadership.leading, stopping=self._stop,
-                                       dry_run=dry_run)
-        self.poll = PollCycle(cfg, store, self.clock, self.metrics, source=source, pipeline=self.pipeline,
-                              vocab=self.vocab, stopping=self._stop)
+        self.pipeline = Pipeline.build(
+            cfg,
+            store,
+            self.clock,
+            self.metrics,
+            source=source,
+            vocab=self.vocab,
+            leading=lambda: self.leadership.leading,
+            stopping=self._stop,
+            dry_run=dry_run,
+        )
+        self.poll = PollCycle(
+            cfg,
+            store,
+            self.clock,
+            self.metrics,
+            source=source,
+            pipeline=self.pipeline,
+            vocab=self.vocab,
+            stopping=self._stop,
+        )
         self.leadership.on_lost.append(self._lost_lead)
         self.leadership.on_lead.append(self._took_lead)
         self.leadership.on_lead.append(self.pipeline.resume)
@@ -145,8 +171,10 @@ class Daemon:
         else:
             # should this instance take the lead, its first cycle loads the state before anything else
             self.poll.restore_error = "a standby: its state is loaded from the store when it takes the lead"
-            log.info("standing by; this instance takes the lead when the leader stops or its lease expires",
-                     extra=fields(lease_ttl_s=self.store.lease_ttl_s))
+            log.info(
+                "standing by; this instance takes the lead when the leader stops or its lease expires",
+                extra=fields(lease_ttl_s=self.store.lease_ttl_s),
+            )
 
     def _upgrade(self) -> None:
         before, after = self.store.upgrade()
@@ -162,14 +190,29 @@ class Daemon:
         log.info("listening", extra=fields(url=self.server.url))
         first = datetime.now(UTC)
         for job in self.pipeline.jobs():
-            self.scheduler.add_job(self._guarded(job), "interval", seconds=job.seconds, id=job.name,
-                                   max_instances=1, coalesce=True, next_run_time=first)
-        self.scheduler.add_job(self.housekeeping, "interval", seconds=600, id="housekeeping", max_instances=1,
-                               coalesce=True)
+            self.scheduler.add_job(
+                self._guarded(job),
+                "interval",
+                seconds=job.seconds,
+                id=job.name,
+                max_instances=1,
+                coalesce=True,
+                next_run_time=first,
+            )
+        self.scheduler.add_job(
+            self.housekeeping, "interval", seconds=600, id="housekeeping", max_instances=1, coalesce=True
+        )
         wd = watchdog_interval()
         if wd is not None:
-            self.scheduler.add_job(self._heartbeat, "interval", seconds=max(wd / 3, 0.5), id="watchdog",
-                                   max_instances=1, coalesce=True, args=(wd,))
+            self.scheduler.add_job(
+                self._heartbeat,
+                "interval",
+                seconds=max(wd / 3, 0.5),
+                id="watchdog",
+                max_instances=1,
+                coalesce=True,
+                args=(wd,),
+            )
         self.scheduler.start()
         for waker in self.wakers:
             waker.start()
@@ -220,6 +263,7 @@ class Daemon:
 
     def run_forever(self) -> int:
         """Run until SIGINT/SIGTERM; returns the exit status."""
+
         def on_signal(signum: int, _frame: FrameType | None) -> None:
             if signum == signal.SIGHUP:
                 self._reload.set()
@@ -325,4 +369,3 @@ class Daemon:
         log.info("configuration reloaded", extra=fields(rules=len(new.rules), receivers=len(new.receivers)))
         self.notifier.ready(self.status_line())
         return True
-

@@ -26,7 +26,7 @@ def parse_holiday_code(code: str) -> tuple[str, str | None]:
     `sentinel check`). Here, below both the configuration and the rules, since both read it."""
     m = HOLIDAY_CODE.match(code)
     if m is None:
-        raise ValueError(f"{code!r} is not a country code with an optional subdivision, e.g. \"CN\" or \"US-MA\"")
+        raise ValueError(f'{code!r} is not a country code with an optional subdivision, e.g. "CN" or "US-MA"')
     country, subdiv = m.group(1), m.group(2)
     import holidays
 

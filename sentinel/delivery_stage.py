@@ -36,14 +36,31 @@ class DeliveryStage:
     FLUSH_ON_STOP_S = 10.0
     SAFETY_S = 10.0
 
-    def __init__(self, cfg: Config, store: Store, clock: Clock, metrics: Metrics, *, leading: Leading,
-                 dry_run: bool = False, seed: int | None = None,
-                 adapter_factory: Callable[[ReceiverConfig], Adapter] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        clock: Clock,
+        metrics: Metrics,
+        *,
+        leading: Leading,
+        dry_run: bool = False,
+        seed: int | None = None,
+        adapter_factory: Callable[[ReceiverConfig], Adapter] | None = None,
+    ) -> None:
         self.store = store
         self.leading = leading
         self.dry_run = dry_run
-        self.worker = DeliveryWorker(cfg, store, metrics, clock=clock, dry_run=dry_run, seed=seed,
-                                     adapter_factory=adapter_factory, safety_interval_s=self.SAFETY_S)
+        self.worker = DeliveryWorker(
+            cfg,
+            store,
+            metrics,
+            clock=clock,
+            dry_run=dry_run,
+            seed=seed,
+            adapter_factory=adapter_factory,
+            safety_interval_s=self.SAFETY_S,
+        )
 
     def wake(self) -> None:
         """Messages were committed: drain now."""
@@ -92,7 +109,9 @@ class DeliveryStage:
             if self.store.lock_held():
                 self.worker.flush(self.FLUSH_ON_STOP_S)
         except (LockLost, SQLAlchemyError) as exc:
-            log.warning("nothing sent at shutdown: the state store is unavailable; the outbox keeps it for "
-                        "the next start", extra=fields(error=type(exc).__name__))
+            log.warning(
+                "nothing sent at shutdown: the state store is unavailable; the outbox keeps it for the next start",
+                extra=fields(error=type(exc).__name__),
+            )
         finally:
             self.worker.stop()

@@ -127,13 +127,28 @@ class Detector:
         later is told then, as a new alert at its tier."""
         out = []
         for rule, alert, facts in self.engine.live_alerts():
-            out.append(Event(at=alert.started, rule=rule.name, kind=rule.kind, state=EventState.FIRING,
-                             tier=alert.tier, labels=dict(alert.labels), value=alert.value,
-                             baseline=alert.baseline,
-                             ratio=round(alert.value / alert.baseline, 4) if alert.baseline else None,
-                             fingerprint=alert.fingerprint, instance=alert.instance, started=alert.started,
-                             extra={"handover": True, "peak": alert.peak,
-                                    "open_s": max(0, now_us - alert.started) // 1_000_000, **facts}))
+            out.append(
+                Event(
+                    at=alert.started,
+                    rule=rule.name,
+                    kind=rule.kind,
+                    state=EventState.FIRING,
+                    tier=alert.tier,
+                    labels=dict(alert.labels),
+                    value=alert.value,
+                    baseline=alert.baseline,
+                    ratio=round(alert.value / alert.baseline, 4) if alert.baseline else None,
+                    fingerprint=alert.fingerprint,
+                    instance=alert.instance,
+                    started=alert.started,
+                    extra={
+                        "handover": True,
+                        "peak": alert.peak,
+                        "open_s": max(0, now_us - alert.started) // 1_000_000,
+                        **facts,
+                    },
+                )
+            )
         return sort_events(out, self.engine.order)
 
     def save(self, conn: Connection, now_us: int) -> None:
@@ -201,8 +216,18 @@ class DetectionStage:
     name = "detection"
     GAUGES_S = 15.0
 
-    def __init__(self, cfg: Config, store: Store, clock: Clock, metrics: Metrics, *, vocab: Vocab,
-                 horizon: Horizon, leading: Leading, on_events: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        clock: Clock,
+        metrics: Metrics,
+        *,
+        vocab: Vocab,
+        horizon: Horizon,
+        leading: Leading,
+        on_events: Callable[[], None] | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.metrics = metrics

@@ -42,8 +42,17 @@ class DispatchStage:
     HOUSEKEEPING_S = 3600.0
     RESOLVED_KEEP_US = 30 * DAY_US
 
-    def __init__(self, cfg: Config, store: Store, clock: Clock, metrics: Metrics, *, leading: Leading,
-                 stopping: threading.Event | None = None, on_written: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        clock: Clock,
+        metrics: Metrics,
+        *,
+        leading: Leading,
+        stopping: threading.Event | None = None,
+        on_written: Callable[[], None] | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.metrics = metrics
@@ -118,8 +127,10 @@ class DispatchStage:
             if self.store.lock_held():
                 self.dispatch()
         except (LockLost, SQLAlchemyError) as exc:
-            log.warning("nothing dispatched at shutdown: the state store is unavailable; the events wait "
-                        "for the next start", extra=fields(error=type(exc).__name__))
+            log.warning(
+                "nothing dispatched at shutdown: the state store is unavailable; the events wait for the next start",
+                extra=fields(error=type(exc).__name__),
+            )
 
     def housekeeping(self) -> None:
         """Old delivered and failed messages, and alerts resolved long ago, leave the store."""

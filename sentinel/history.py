@@ -72,8 +72,15 @@ def chartable(cfg: ThresholdRuleConfig, labels: Mapping[str, str]) -> bool:
     return all(g in labels and labels[g] != OTHER for g in cfg.group_by)
 
 
-def series_history(daily: DailyCounts, cfg: ThresholdRuleConfig, labels: Mapping[str, str], *, today: int,
-                   coverage_start_us: int | None, days: int) -> list[DayPoint]:
+def series_history(
+    daily: DailyCounts,
+    cfg: ThresholdRuleConfig,
+    labels: Mapping[str, str],
+    *,
+    today: int,
+    coverage_start_us: int | None,
+    days: int,
+) -> list[DayPoint]:
     """The last `days` local days up to `today` (inclusive) that were read: count, baseline and threshold
     of each. Days before the source's coverage began (the backfill window) were never read, so they are
     left out rather than drawn as zeros; with no coverage recorded, the days before the first bucket."""
@@ -98,8 +105,13 @@ def series_history(daily: DailyCounts, cfg: ThresholdRuleConfig, labels: Mapping
     return out
 
 
-def counts_today(conn: Connection, rules: Mapping[str, ThresholdRuleConfig], calendar: Calendar,
-                 rows: Iterable[StoredAlert], now_us: int) -> dict[str, int]:
+def counts_today(
+    conn: Connection,
+    rules: Mapping[str, ThresholdRuleConfig],
+    calendar: Calendar,
+    rows: Iterable[StoredAlert],
+    now_us: int,
+) -> dict[str, int]:
     """Instance -> its series' count today so far, for the open threshold alerts whose rule measures the
     day (`day` and `pace` modes) and whose series the buckets can rebuild. An alert's stored value is the
     count at its last event; the day goes on without one until the next tier, so this is what the API

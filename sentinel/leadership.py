@@ -50,8 +50,9 @@ class Leadership:
     lead is taken while running (the daemon first: its state is reloaded before the first poll; then the
     stages' hooks)."""
 
-    def __init__(self, store: Store, metrics: Metrics, stopping: threading.Event,
-                 timezone: Callable[[], ZoneInfo]) -> None:
+    def __init__(
+        self, store: Store, metrics: Metrics, stopping: threading.Event, timezone: Callable[[], ZoneInfo]
+    ) -> None:
         self.store, self.metrics, self.stopping, self.timezone = store, metrics, stopping, timezone
         self.identity = instance_name()
         self.leading = False
@@ -115,10 +116,14 @@ class Leadership:
             delay = min(LOCK_RETRY_MAX_S, LOCK_RETRY_FIRST_S * 2.0 ** (self.retake_failures - 1))
             self.retry_monotonic = time.monotonic() + delay
             if self.lock_error is not None:
-                self.lock_error = (f"the state store's lock is lost ({self.last_loss_reason()}); taking it again "
-                                   f"failed {self.retake_failures} time(s), last: {error_line(exc)}")
-            log.warning("could not take the state store's lock yet", extra=fields(
-                error=error_line(exc), attempt=self.retake_failures, retry_in_s=delay))
+                self.lock_error = (
+                    f"the state store's lock is lost ({self.last_loss_reason()}); taking it again "
+                    f"failed {self.retake_failures} time(s), last: {error_line(exc)}"
+                )
+            log.warning(
+                "could not take the state store's lock yet",
+                extra=fields(error=error_line(exc), attempt=self.retake_failures, retry_in_s=delay),
+            )
             return delay
         self._took_lead()
         self._resume()
@@ -134,31 +139,41 @@ class Leadership:
         self.losses += 1
         self.changes["lost"] += 1
         self.lost_monotonic = now
-        self.last_loss = {"reason": reason, "at": datetime.now(UTC).isoformat(timespec="seconds"),
-                          "retaken_after_s": None}
+        self.last_loss = {
+            "reason": reason,
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "retaken_after_s": None,
+        }
         self.retake_failures = 0
         self.retry_monotonic = now + min(LOCK_RETRY_FIRST_S, self.standby_retry_s)
-        self.lock_error = (f"the state store's lock is lost ({reason}); detection and delivery hold while "
-                           "this instance stands by")
+        self.lock_error = (
+            f"the state store's lock is lost ({reason}); detection and delivery hold while this instance stands by"
+        )
         m = self.metrics
         m.store_lock_held.set(0)
         m.store_lock_losses.inc()
         m.leader.set(0)
         m.leadership_changes.labels(change="lost").inc()
         m.clear_leader_gauges()
-        log.error("lost the state store's lock: detection and delivery hold; standing by",
-                  extra=fields(reason=reason))
+        log.error("lost the state store's lock: detection and delivery hold; standing by", extra=fields(reason=reason))
         for fn in self.on_lost:
             fn()
 
     def _standing_by(self, exc: StoreLocked) -> None:
         before = self.leader
         self.leader = exc.lease
-        if self.lock_error is not None or (before is None) != (exc.lease is None) or (
-                before is not None and exc.lease is not None and before.epoch != exc.lease.epoch):
-            log.info("standing by: another instance leads the state store",
-                     extra=fields(leader=str(exc) if exc.lease is None else exc.lease.holder,
-                                  epoch=None if exc.lease is None else exc.lease.epoch))
+        if (
+            self.lock_error is not None
+            or (before is None) != (exc.lease is None)
+            or (before is not None and exc.lease is not None and before.epoch != exc.lease.epoch)
+        ):
+            log.info(
+                "standing by: another instance leads the state store",
+                extra=fields(
+                    leader=str(exc) if exc.lease is None else exc.lease.holder,
+                    epoch=None if exc.lease is None else exc.lease.epoch,
+                ),
+            )
         self.lock_error = None  # a standby, not a failure: another instance does the work
 
     def _took_lead(self) -> None:
@@ -183,8 +198,10 @@ class Leadership:
         if self.last_loss is not None and self.last_loss["retaken_after_s"] is None:
             after = round(time.monotonic() - self.lost_monotonic, 2)
             self.last_loss["retaken_after_s"] = after
-            log.info("re-took the state store's lock; reloading state from the store",
-                     extra=fields(after_s=after, epoch=self.store.epoch))
+            log.info(
+                "re-took the state store's lock; reloading state from the store",
+                extra=fields(after_s=after, epoch=self.store.epoch),
+            )
         else:
             log.info("took over as the leader; loading state from the store", extra=fields(epoch=self.store.epoch))
         self.lock_error = None
@@ -212,8 +229,13 @@ class Leadership:
     def lock_report(self) -> dict[str, Any]:
         """The lock as `/api/v1/status` and `sentinel status` show it (`lock`)."""
         last = self.last_loss
-        return {"kind": self.store.lock_kind, "held": self.leading and self.store.lock_held(), "error": self.lock_error,
-                "losses": self.losses, "last_loss": None if last is None else dict(last)}
+        return {
+            "kind": self.store.lock_kind,
+            "held": self.leading and self.store.lock_held(),
+            "error": self.lock_error,
+            "losses": self.losses,
+            "last_loss": None if last is None else dict(last),
+        }
 
     def report(self) -> dict[str, Any]:
         """`leadership` of `/api/v1/status`: this instance's role and the leader's lease as the store holds it."""
@@ -225,17 +247,35 @@ class Leadership:
 
         leader = None
         if row is not None and row.epoch > 0:
-            leader = {"instance": row.holder, "epoch": row.epoch, "acquired": iso(row.acquired_us),
-                      "renewed": iso(row.renewed_us), "lease_age_seconds": round(row.age_s, 1),
-                      "lease_ttl_seconds": row.ttl_us / US, "expired": row.expired}
+            leader = {
+                "instance": row.holder,
+                "epoch": row.epoch,
+                "acquired": iso(row.acquired_us),
+                "renewed": iso(row.renewed_us),
+                "lease_age_seconds": round(row.age_s, 1),
+                "lease_ttl_seconds": row.ttl_us / US,
+                "expired": row.expired,
+            }
         elif not self.watched and self.leading:
-            leader = {"instance": self.identity, "epoch": None, "acquired": self.leading_since, "renewed": None,
-                      "lease_age_seconds": None, "lease_ttl_seconds": None, "expired": False}
-        return {"role": "leader" if self.leading else "standby", "instance": self.identity,
-                "kind": "lease" if self.watched else "file", "leader": leader,
-                "epoch": self.store.epoch if self.leading else None, "leading_since": self.leading_since,
-                "lease_ttl_seconds": self.store.lease_ttl_s if self.watched else None,
-                "changes": dict(self.changes)}
+            leader = {
+                "instance": self.identity,
+                "epoch": None,
+                "acquired": self.leading_since,
+                "renewed": None,
+                "lease_age_seconds": None,
+                "lease_ttl_seconds": None,
+                "expired": False,
+            }
+        return {
+            "role": "leader" if self.leading else "standby",
+            "instance": self.identity,
+            "kind": "lease" if self.watched else "file",
+            "leader": leader,
+            "epoch": self.store.epoch if self.leading else None,
+            "leading_since": self.leading_since,
+            "lease_ttl_seconds": self.store.lease_ttl_s if self.watched else None,
+            "changes": dict(self.changes),
+        }
 
     def standby_line(self) -> str:
         """`/readyz` on a standby: ready, and who leads."""

@@ -103,18 +103,34 @@ class Batch:
 
     @staticmethod
     def empty() -> Batch:
-        return Batch(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
-                     np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int32))
+        return Batch(
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0, dtype=np.int32),
+            np.zeros(0, dtype=np.int32),
+        )
 
     def take(self, index: npt.ArrayLike) -> Batch:
         idx = np.asarray(index)
-        return Batch(self.ids[idx], self.ts[idx], self.type[idx], self.channel[idx],
-                     None if self.customer is None else self.customer[idx], self.customer_values)
+        return Batch(
+            self.ids[idx],
+            self.ts[idx],
+            self.type[idx],
+            self.channel[idx],
+            None if self.customer is None else self.customer[idx],
+            self.customer_values,
+        )
 
     def slice(self, start: int, stop: int) -> Batch:
         sl = slice(start, stop)
-        return Batch(self.ids[sl], self.ts[sl], self.type[sl], self.channel[sl],
-                     None if self.customer is None else self.customer[sl], self.customer_values)
+        return Batch(
+            self.ids[sl],
+            self.ts[sl],
+            self.type[sl],
+            self.channel[sl],
+            None if self.customer is None else self.customer[sl],
+            self.customer_values,
+        )
 
     def customer_of(self, i: int) -> str | None:
         if self.customer is None or self.customer_values is None:
@@ -156,14 +172,20 @@ class Batch:
                 if b.customer is None or b.customer_values is None:
                     parts.append(np.full(len(b), -1, dtype=np.int32))
                     continue
-                remap = np.asarray([index.setdefault(v, len(index)) for v in b.customer_values.tolist()] + [-1],
-                                   dtype=np.int32)
+                remap = np.asarray(
+                    [index.setdefault(v, len(index)) for v in b.customer_values.tolist()] + [-1], dtype=np.int32
+                )
                 parts.append(remap[b.customer])  # code -1 picks the trailing -1
             customer = np.concatenate(parts)
             values = np.asarray(list(index), dtype=object)
-        return Batch(ids, np.concatenate([b.ts for b in batches]),
-                     np.concatenate([b.type for b in batches]),
-                     np.concatenate([b.channel for b in batches]), customer, values)
+        return Batch(
+            ids,
+            np.concatenate([b.ts for b in batches]),
+            np.concatenate([b.type for b in batches]),
+            np.concatenate([b.channel for b in batches]),
+            customer,
+            values,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,8 +47,9 @@ log = logging.getLogger("sentinel.daemon")
 
 
 class Pipeline:
-    def __init__(self, ingest: Ingest, detection: DetectionStage, dispatch: DispatchStage,
-                 delivery: DeliveryStage) -> None:
+    def __init__(
+        self, ingest: Ingest, detection: DetectionStage, dispatch: DispatchStage, delivery: DeliveryStage
+    ) -> None:
         self.ingest = ingest
         self.detection = detection
         self.dispatch = dispatch
@@ -60,18 +61,31 @@ class Pipeline:
         dispatch.on_written = delivery.wake
 
     @classmethod
-    def build(cls, cfg: Config, store: Store, clock: Clock, metrics: Metrics, *, source: Source, vocab: Vocab,
-              leading: Leading, stopping: threading.Event, dry_run: bool = False) -> Pipeline:
+    def build(
+        cls,
+        cfg: Config,
+        store: Store,
+        clock: Clock,
+        metrics: Metrics,
+        *,
+        source: Source,
+        vocab: Vocab,
+        leading: Leading,
+        stopping: threading.Event,
+        dry_run: bool = False,
+    ) -> Pipeline:
         """Every stage of `cfg` on `store`; `leading` tells whether this instance may write, `stopping` is
         set once the daemon stops (dispatch then starts no new step)."""
         assert cfg.source is not None
         normaliser = RowNormaliser(vocab, cfg.source_tz, getattr(source, "id_type", cfg.source.id_type))
         lateness_us = int(cfg.source.lateness.total_seconds() * US)
         ingest = Ingest(source, normaliser, lateness_us, cfg.source.batch_size, store)
-        return cls(ingest,
-                   DetectionStage(cfg, store, clock, metrics, vocab=vocab, horizon=ingest.horizon, leading=leading),
-                   DispatchStage(cfg, store, clock, metrics, leading=leading, stopping=stopping),
-                   DeliveryStage(cfg, store, clock, metrics, leading=leading, dry_run=dry_run))
+        return cls(
+            ingest,
+            DetectionStage(cfg, store, clock, metrics, vocab=vocab, horizon=ingest.horizon, leading=leading),
+            DispatchStage(cfg, store, clock, metrics, leading=leading, stopping=stopping),
+            DeliveryStage(cfg, store, clock, metrics, leading=leading, dry_run=dry_run),
+        )
 
     @property
     def stages(self) -> list[Stage]:
@@ -107,8 +121,11 @@ class Pipeline:
 
     def jobs(self) -> list[Job]:
         """Every stage's scheduled jobs; the exclusive ones take the cycle lock."""
-        return [Job(j.name, self._locked(j.func), j.seconds) if j.exclusive else j
-                for stage in self.stages for j in stage.jobs()]
+        return [
+            Job(j.name, self._locked(j.func), j.seconds) if j.exclusive else j
+            for stage in self.stages
+            for j in stage.jobs()
+        ]
 
     def _locked(self, func: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:

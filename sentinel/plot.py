@@ -30,8 +30,15 @@ from sentinel.web.catalogue import Text
 MAX_PANELS = 12
 TIER_COLOURS = {"light": "#fdae6b", "moderate": "#e6550d", "severe": "#a50f15"}
 WARNING_COLOUR = "#31a354"
-CJK_FONTS = ["Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Zen Hei", "Source Han Sans SC", "Microsoft YaHei",
-             "SimHei", "PingFang SC"]
+CJK_FONTS = [
+    "Noto Sans CJK SC",
+    "Noto Sans SC",
+    "WenQuanYi Zen Hei",
+    "Source Han Sans SC",
+    "Microsoft YaHei",
+    "SimHei",
+    "PingFang SC",
+]
 FONT_FILE = Path(__file__).parent / "fonts" / "NotoSansSC-Regular-GB2312.ttf"
 FONT_FAMILY = "Sentinel Noto Sans SC"
 LATIN_FONT = "DejaVu Sans"  # matplotlib's own, always there
@@ -51,8 +58,9 @@ def font_families() -> list[str]:
     return [LATIN_FONT, FONT_FAMILY, *others]
 
 
-def _series_daily(result: Result, cfg: Config, rule: ThresholdRuleConfig, labels: dict[str, str],
-                  vocab_values: dict[int, str]) -> dict[int, int]:
+def _series_daily(
+    result: Result, cfg: Config, rule: ThresholdRuleConfig, labels: dict[str, str], vocab_values: dict[int, str]
+) -> dict[int, int]:
     out: dict[int, int] = defaultdict(int)
     for (day, t, c), n in result.daily.items():
         vals = {"type": vocab_values.get(t, ""), "channel": vocab_values.get(c, "")}
@@ -144,13 +152,22 @@ def _draw(plt: Any, result: Result, cfg: Config, path: str | Path) -> int:
         named: set[str] = set()
         for a in alerted[key]:
             tier = t.get("tier." + a["tier"], a["tier"])
-            ax.axvline(date.fromisoformat(a["at"][:10]), color=TIER_COLOURS[a["tier"]], alpha=0.6,
-                       label=_once(named, t("plot.alert", rule=key[0], tier=tier)))
+            ax.axvline(
+                date.fromisoformat(a["at"][:10]),
+                color=TIER_COLOURS[a["tier"]],
+                alpha=0.6,
+                label=_once(named, t("plot.alert", rule=key[0], tier=tier)),
+            )
         for w in warnings:
             if _related(labels, w["labels"]):
                 kind = t.get("kind." + w["kind"], w["kind"])
-                ax.axvline(date.fromisoformat(w["at"][:10]), color=WARNING_COLOUR, linestyle=":", alpha=0.9,
-                           label=_once(named, t("plot.warning", rule=w["rule"], kind=kind)))
+                ax.axvline(
+                    date.fromisoformat(w["at"][:10]),
+                    color=WARNING_COLOUR,
+                    linestyle=":",
+                    alpha=0.9,
+                    label=_once(named, t("plot.warning", rule=w["rule"], kind=kind)),
+                )
         ax.set_title(series_title(t, key[0], key[1]), fontsize=9)
         ax.set_ylabel(t("plot.ylabel"), fontsize=8)
         ax.legend(fontsize=7, loc="upper left")

@@ -21,8 +21,9 @@ from sentinel.store import Store
 
 
 class Probes:
-    def __init__(self, store: Store, metrics: Metrics, leadership: Leadership, poll: PollCycle,
-                 scheduler: BaseScheduler) -> None:
+    def __init__(
+        self, store: Store, metrics: Metrics, leadership: Leadership, poll: PollCycle, scheduler: BaseScheduler
+    ) -> None:
         self.store = store
         self.metrics = metrics
         self.leadership = leadership
@@ -31,7 +32,10 @@ class Probes:
 
     def register(self, app: App) -> None:
         routes: dict[str, Callable[[Request], Response]] = {
-            "/healthz": lambda _r: Response.text("ok\n"), "/metrics": self._metrics, "/readyz": self._readyz}
+            "/healthz": lambda _r: Response.text("ok\n"),
+            "/metrics": self._metrics,
+            "/readyz": self._readyz,
+        }
         for path, handler in routes.items():
             app.route("GET", path, handler)
 

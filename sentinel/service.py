@@ -39,10 +39,15 @@ def make_listener(daemon: Daemon, config_path: str | None) -> Listener | None:
     if channel is None:
         return None
     gauge = daemon.metrics.source_listen_up
-    return Listener(Target.from_url(url, "sentinel-listen"), channel, daemon.wake_poll, table=src.table,
-                    describe=daemon.source.describe(),
-                    fix_hint=f"sentinel db notify-trigger --config {config_path or 'FILE'} --apply",
-                    on_state=lambda up: gauge.set(1 if up else 0))
+    return Listener(
+        Target.from_url(url, "sentinel-listen"),
+        channel,
+        daemon.wake_poll,
+        table=src.table,
+        describe=daemon.source.describe(),
+        fix_hint=f"sentinel db notify-trigger --config {config_path or 'FILE'} --apply",
+        on_state=lambda up: gauge.set(1 if up else 0),
+    )
 
 
 def make_source(cfg: Config) -> Source:
@@ -52,16 +57,32 @@ def make_source(cfg: Config) -> Source:
     return SqlSource(cfg.source, ZoneInfo(cfg.source.timezone or cfg.timezone))
 
 
-def build(cfg: Config, *, config_path: str | None = None, clock: Clock | None = None, listen: str | None = None,
-          source: Source | None = None, store: Store | None = None, metrics: Metrics | None = None,
-          dry_run: bool = False) -> Daemon:
+def build(
+    cfg: Config,
+    *,
+    config_path: str | None = None,
+    clock: Clock | None = None,
+    listen: str | None = None,
+    source: Source | None = None,
+    store: Store | None = None,
+    metrics: Metrics | None = None,
+    dry_run: bool = False,
+) -> Daemon:
     if cfg.source is None:
         raise ValueError("[source] is required to run the daemon")
     if cfg.state_url is None:
         raise ValueError("state_url is required to run the daemon")
     store = store or Store(cfg.state_url.get(), lease_ttl_s=cfg.state.lease_ttl.total_seconds())
-    daemon = Daemon(cfg, source=source or make_source(cfg), store=store, clock=clock, metrics=metrics,
-                    listen=listen, config_path=config_path, dry_run=dry_run or not cfg.notify)
+    daemon = Daemon(
+        cfg,
+        source=source or make_source(cfg),
+        store=store,
+        clock=clock,
+        metrics=metrics,
+        listen=listen,
+        config_path=config_path,
+        dry_run=dry_run or not cfg.notify,
+    )
     from sentinel import api, api_v2
 
     api.register(daemon)

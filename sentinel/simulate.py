@@ -43,8 +43,13 @@ class Stream:
 
     def rows(self, tz: ZoneInfo) -> Iterator[tuple[int, str, str, str, str]]:
         for i in range(len(self.ts)):
-            yield (int(self.ids[i]), datetime.fromtimestamp(int(self.ts[i]) / US, tz).isoformat(),
-                   self.types[int(self.type[i])], CHANNELS[int(self.channel[i])], f"C{int(self.customer[i]):06d}")
+            yield (
+                int(self.ids[i]),
+                datetime.fromtimestamp(int(self.ts[i]) / US, tz).isoformat(),
+                self.types[int(self.type[i])],
+                CHANNELS[int(self.channel[i])],
+                f"C{int(self.customer[i]):06d}",
+            )
 
 
 def day_times(rng: np.random.Generator, start_us: int, n: int) -> npt.NDArray[np.int64]:
@@ -54,8 +59,16 @@ def day_times(rng: np.random.Generator, start_us: int, n: int) -> npt.NDArray[np
     return np.asarray(start_us + hours * 3600 * US + rng.integers(0, 3600 * US, size=n), dtype=np.int64)
 
 
-def generate(start: date, days: int, per_day: float, tz: ZoneInfo, seed: int = 7,
-             rare_types: int = 0, rare_share: float = 0.0, customers: int = 20_000) -> Stream:
+def generate(
+    start: date,
+    days: int,
+    per_day: float,
+    tz: ZoneInfo,
+    seed: int = 7,
+    rare_types: int = 0,
+    rare_share: float = 0.0,
+    customers: int = 20_000,
+) -> Stream:
     """`days` days of normal traffic (Poisson daily totals around `per_day`)."""
     rng = np.random.default_rng(seed)
     types = TYPES + tuple(f"罕见问题-{i:04d}" for i in range(rare_types))
@@ -70,8 +83,14 @@ def generate(start: date, days: int, per_day: float, tz: ZoneInfo, seed: int = 7
         ts_parts.append(day_times(rng, day0, n))
     ts = np.sort(np.concatenate(ts_parts)) if ts_parts else np.zeros(0, dtype=np.int64)
     n = len(ts)
-    return Stream(np.arange(1, n + 1, dtype=np.int64), ts, rng.choice(len(types), size=n, p=share),
-                  rng.choice(len(CHANNELS), size=n, p=CHANNEL_SHARE), rng.integers(0, customers, size=n), types)
+    return Stream(
+        np.arange(1, n + 1, dtype=np.int64),
+        ts,
+        rng.choice(len(types), size=n, p=share),
+        rng.choice(len(CHANNELS), size=n, p=CHANNEL_SHARE),
+        rng.integers(0, customers, size=n),
+        types,
+    )
 
 
 def write_csv(stream: Stream, path: Path, tz: ZoneInfo) -> None:

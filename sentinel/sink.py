@@ -17,8 +17,9 @@ PATH = "/cgi-bin/webhook/send"
 class ChatSink:
     """`explain(n, content)` gives the line printed above message `n`'s panel (what it is, why it fired)."""
 
-    def __init__(self, out: IO[str], listen: str = "127.0.0.1:0",
-                 explain: Callable[[int, str], str | None] | None = None) -> None:
+    def __init__(
+        self, out: IO[str], listen: str = "127.0.0.1:0", explain: Callable[[int, str], str | None] | None = None
+    ) -> None:
         self.out = out
         self.explain = explain
         self.count = 0

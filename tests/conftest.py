@@ -82,6 +82,7 @@ def sqlite_url(tmp_path: object) -> str:
 
 # --- source databases (helpers in tests/sources/dbs.py) ---------------------------------------
 
+
 @pytest.fixture(params=["sqlite", "postgres", "mariadb"])
 def db(request: pytest.FixtureRequest) -> Iterator[Db]:
     fixture = {"sqlite": "sqlite_url", "postgres": "pg_url", "mariadb": "mariadb_url"}[request.param]
@@ -112,4 +113,3 @@ def proxy() -> Iterator[TcpProxy]:
     p.start()
     yield p
     p.stop()
-

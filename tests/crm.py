@@ -19,12 +19,20 @@ class Crm:
         self.path = path
         self.next_id = 1
         with sqlite3.connect(path) as db:
-            db.execute("CREATE TABLE complaints (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, "
-                       "category TEXT, channel TEXT, customer_id TEXT)")
+            db.execute(
+                "CREATE TABLE complaints (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, "
+                "category TEXT, channel TEXT, customer_id TEXT)"
+            )
             db.execute("CREATE INDEX ix_complaints_created ON complaints (created_at, id)")
 
-    def add(self, when: datetime, type_: str = T, channel: str = PHONE, n: int = 1,
-            spacing: timedelta = timedelta(seconds=1)) -> None:
+    def add(
+        self,
+        when: datetime,
+        type_: str = T,
+        channel: str = PHONE,
+        n: int = 1,
+        spacing: timedelta = timedelta(seconds=1),
+    ) -> None:
         self.add_rows([(when + i * spacing, type_, channel) for i in range(n)])
 
     def add_rows(self, rows: Sequence[tuple[datetime, str, str]]) -> None:
@@ -32,8 +40,9 @@ class Crm:
         values = []
         for when, type_, channel in rows:
             t = when.astimezone(UTC).replace(tzinfo=None)
-            values.append((self.next_id, t.isoformat(sep=" ", timespec="microseconds"), type_, channel,
-                           f"c{self.next_id}"))
+            values.append(
+                (self.next_id, t.isoformat(sep=" ", timespec="microseconds"), type_, channel, f"c{self.next_id}")
+            )
             self.next_id += 1
         with sqlite3.connect(self.path, timeout=30) as db:  # a running daemon may be reading it
             db.executemany("INSERT INTO complaints VALUES (?, ?, ?, ?, ?)", values)
@@ -50,7 +59,8 @@ def write_config(tmp_path: Path, crm: Crm, body: str) -> Path:
     """A `sentinel run` configuration reading this CRM (state next to it, any free port); `body` holds
     the rules, receivers and the rest as TOML."""
     p = tmp_path / "sentinel.toml"
-    p.write_text(f"""
+    p.write_text(
+        f"""
 timezone = "Asia/Shanghai"
 state_url = "sqlite:///{tmp_path}/state.db"
 listen = "127.0.0.1:0"
@@ -61,5 +71,7 @@ table = "complaints"
 columns = {{ id = "id", created_at = "created_at", type = "category", channel = "channel", customer = "customer_id" }}
 timezone = "UTC"
 lateness = "5m"
-{body}""", encoding="utf-8")
+{body}""",
+        encoding="utf-8",
+    )
     return p

@@ -29,8 +29,12 @@ def insert(crm: Crm, types: Sequence[str], when: Sequence[datetime] | None = Non
     """One transaction; rows created now unless `when` (aware datetimes) says otherwise; the channels
     taken in turn."""
     now = datetime.now(UTC)
-    crm.add_rows([(now if when is None else when[i], t, CHANNELS[(crm.next_id + i) % len(CHANNELS)])
-                  for i, t in enumerate(types)])
+    crm.add_rows(
+        [
+            (now if when is None else when[i], t, CHANNELS[(crm.next_id + i) % len(CHANNELS)])
+            for i, t in enumerate(types)
+        ]
+    )
 
 
 def seed_history(crm: Crm, days: int = 8) -> None:
@@ -58,9 +62,10 @@ def quickstart_config(tmp_path: Path, crm: Crm, sink_url: str) -> Path:
     """README "Quick start against your own database", word for word except: the source is this SQLite CRM,
     the state store is in `tmp_path`, the receiver is a `webhook` to the sink, and any free port."""
     path = tmp_path / "sentinel.toml"
-    path.write_text(f"""
+    path.write_text(
+        f"""
 timezone = "Asia/Shanghai"
-state_url = "sqlite:///{tmp_path / 'state.db'}"
+state_url = "sqlite:///{tmp_path / "state.db"}"
 listen = "127.0.0.1:0"
 
 [source]
@@ -81,7 +86,9 @@ kind = "streak"
 name = "cs-team"
 kind = "webhook"
 url = "{sink_url}"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -104,8 +111,10 @@ def bodies(hook: FakeWebhook) -> list[dict[str, Any]]:
 
 def names(body: dict[str, Any], rule: str, type_: str) -> bool:
     """Whether a webhook body carries a firing alert of `rule` for complaint type `type_`."""
-    return any(a.get("status") == "firing" and a["labels"].get("rule") == rule and a["labels"].get("type") == type_
-               for a in body.get("alerts", []))
+    return any(
+        a.get("status") == "firing" and a["labels"].get("rule") == rule and a["labels"].get("type") == type_
+        for a in body.get("alerts", [])
+    )
 
 
 @contextmanager

@@ -15,8 +15,23 @@ from sentinel.model import Event, EventState, Tier
 from sentinel.store.schema import alert_events
 from tests.detect.builders import Rec, run
 
-_KEYS = {"at", "rule", "kind", "state", "tier", "labels", "value", "baseline", "ratio", "p", "fingerprint",
-         "instance", "started", "at_us", "started_us"}
+_KEYS = {
+    "at",
+    "rule",
+    "kind",
+    "state",
+    "tier",
+    "labels",
+    "value",
+    "baseline",
+    "ratio",
+    "p",
+    "fingerprint",
+    "instance",
+    "started",
+    "at_us",
+    "started_us",
+}
 
 
 def recorded(conn: Connection) -> list[Event]:
@@ -24,11 +39,24 @@ def recorded(conn: Connection) -> list[Event]:
     out = []
     for (payload,) in conn.execute(select(alert_events.c.payload).order_by(alert_events.c.seq)):
         p = json.loads(payload)
-        out.append(Event(at=int(p["at_us"]), rule=p["rule"], kind=p["kind"], state=EventState(p["state"]),
-                         tier=Tier.parse(p["tier"]), labels=p["labels"], value=p["value"], baseline=p["baseline"],
-                         ratio=p["ratio"], fingerprint=p["fingerprint"], instance=p["instance"],
-                         started=int(p["started_us"]), p=p.get("p"),
-                         extra={k: v for k, v in p.items() if k not in _KEYS}))
+        out.append(
+            Event(
+                at=int(p["at_us"]),
+                rule=p["rule"],
+                kind=p["kind"],
+                state=EventState(p["state"]),
+                tier=Tier.parse(p["tier"]),
+                labels=p["labels"],
+                value=p["value"],
+                baseline=p["baseline"],
+                ratio=p["ratio"],
+                fingerprint=p["fingerprint"],
+                instance=p["instance"],
+                started=int(p["started_us"]),
+                p=p.get("p"),
+                extra={k: v for k, v in p.items() if k not in _KEYS},
+            )
+        )
     return out
 
 
@@ -38,7 +66,7 @@ def retractions(metrics_text: str) -> list[tuple[str, str]]:
     for line in metrics_text.splitlines():
         if line.startswith("sentinel_alert_retractions_total{"):
             labels, value = line.rsplit(" ", 1)
-            parts = dict(kv.split("=", 1) for kv in labels[labels.index("{") + 1:-1].split(","))
+            parts = dict(kv.split("=", 1) for kv in labels[labels.index("{") + 1 : -1].split(","))
             out += [(parts["rule"].strip('"'), parts["what"].strip('"'))] * int(float(value))
     return out
 

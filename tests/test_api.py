@@ -87,8 +87,19 @@ def test_alerts_list_states(running: tuple[Daemon, str, Path]) -> None:
     alerts = requests.get(f"{url}/api/v1/alerts", timeout=5).json()
     a = alerts[0]
     assert a["rule"] == "type-surge" and a["labels"] == {"type": "物流配送延误"} and a["state"] == "open"
-    for key in ("instance", "fingerprint", "tier", "startsAt", "endsAt", "value", "baseline", "silenced", "inhibited",
-                "acknowledged", "muted"):
+    for key in (
+        "instance",
+        "fingerprint",
+        "tier",
+        "startsAt",
+        "endsAt",
+        "value",
+        "baseline",
+        "silenced",
+        "inhibited",
+        "acknowledged",
+        "muted",
+    ):
         assert key in a
     assert a["silenced"] is False and a["acknowledged"] is False
     # the surge under way since 17:00 is projected to the day's end at its pace (day mode), beyond what it
@@ -141,12 +152,14 @@ def stored_acks(daemon: Daemon) -> dict[str, tuple[str, str]]:
         return {i: (b, v) for i, b, v in conn.execute(select(acks.c.instance, acks.c.by, acks.c.via))}
 
 
-def test_ack_via_is_decided_by_the_server(running: tuple[Daemon, str, Path],
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_ack_via_is_decided_by_the_server(
+    running: tuple[Daemon, str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     daemon, url, cli = running
     inst = open_instance(url)
-    claimed = requests.post(f"{url}/api/v1/ack", json={"instance": inst, "by": "x", "via": "link"}, headers=auth(),
-                            timeout=5)
+    claimed = requests.post(
+        f"{url}/api/v1/ack", json={"instance": inst, "by": "x", "via": "link"}, headers=auth(), timeout=5
+    )
     assert claimed.status_code == 400 and "via" in claimed.json()["error"] and "server" in claimed.json()["error"]
     long = requests.post(f"{url}/api/v1/ack", json={"instance": inst, "via": "v" * 300}, headers=auth(), timeout=5)
     assert long.status_code == 400
@@ -156,12 +169,15 @@ def test_ack_via_is_decided_by_the_server(running: tuple[Daemon, str, Path],
     assert stored_acks(daemon) == {inst: ("lisi", "api")}
 
 
-@pytest.mark.parametrize(("body", "error"), [
-    ({"by": "n" * 201}, "by: at most 200 characters"),
-    ({"by": 7}, "by: must be a string"),
-    ({"by": "a\x00b"}, "by: contains control characters"),
-    ({"by": "x", "note": "hi"}, "unknown field 'note'"),
-])
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"by": "n" * 201}, "by: at most 200 characters"),
+        ({"by": 7}, "by: must be a string"),
+        ({"by": "a\x00b"}, "by: contains control characters"),
+        ({"by": "x", "note": "hi"}, "unknown field 'note'"),
+    ],
+)
 def test_ack_body_is_validated(running: tuple[Daemon, str, Path], body: dict[str, Any], error: str) -> None:
     daemon, url, _ = running
     inst = open_instance(url)
@@ -191,7 +207,7 @@ def test_ack_link_get_shows_a_page_and_only_post_acknowledges(running: tuple[Dae
     expiry = int(NOW.timestamp()) + 3600
     link = _token_url(url, inst, expiry)
     page = requests.get(link, timeout=5)
-    assert page.status_code == 200 and "<form method=\"post\"" in page.text
+    assert page.status_code == 200 and '<form method="post"' in page.text
     assert requests.get(f"{url}/api/v1/alerts", timeout=5).json()[0]["acknowledged"] is False  # GET did not ack
     done = requests.post(link, data={"by": "王五"}, timeout=5)
     assert done.status_code == 200 and "Acknowledged" in done.text
@@ -235,8 +251,25 @@ def test_messages_carry_a_working_ack_link(running: tuple[Daemon, str, Path]) ->
 
 def test_silences_by_cli_and_api(running: tuple[Daemon, str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     _, url, cli = running
-    assert main(["silence", "add", "type=物流配送延误", "channel=~电话.*", "--config", str(cli),
-                 "--duration", "2h", "--comment", "known carrier outage", "--by", "ops"]) == 0
+    assert (
+        main(
+            [
+                "silence",
+                "add",
+                "type=物流配送延误",
+                "channel=~电话.*",
+                "--config",
+                str(cli),
+                "--duration",
+                "2h",
+                "--comment",
+                "known carrier outage",
+                "--by",
+                "ops",
+            ]
+        )
+        == 0
+    )
     sid = capsys.readouterr().out.strip()
     assert re.fullmatch(r"[0-9a-f-]{36}", sid)
     listed: list[dict[str, Any]] = requests.get(f"{url}/api/v1/silences", timeout=5).json()
@@ -249,8 +282,9 @@ def test_silences_by_cli_and_api(running: tuple[Daemon, str, Path], capsys: pyte
     assert main(["silence", "expire", sid, "--config", str(cli)]) == 1  # already ended
 
 
-def test_a_silence_on_an_unknown_label_needs_force(running: tuple[Daemon, str, Path],
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_silence_on_an_unknown_label_needs_force(
+    running: tuple[Daemon, str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     _, url, cli = running
     add = ["silence", "add", "tpye=物流配送延误", "--config", str(cli), "--comment", "carrier outage"]
     assert main(add) == 2
@@ -259,19 +293,43 @@ def test_a_silence_on_an_unknown_label_needs_force(running: tuple[Daemon, str, P
     assert main([*add, "--force"]) == 0
     sid = capsys.readouterr().out.strip()
     assert [s["id"] for s in requests.get(f"{url}/api/v1/silences", timeout=5).json()] == [sid]
-    assert main(["silence", "add", "alertname=type-surge", "severity=severe", "--config", str(cli),
-                 "--comment", "Alertmanager's names are labels too"]) == 0
+    assert (
+        main(
+            [
+                "silence",
+                "add",
+                "alertname=type-surge",
+                "severity=severe",
+                "--config",
+                str(cli),
+                "--comment",
+                "Alertmanager's names are labels too",
+            ]
+        )
+        == 0
+    )
 
 
 def test_silence_validation_answers_400_with_the_field(running: tuple[Daemon, str, Path]) -> None:
     _, url, _ = running
-    bad = requests.post(f"{url}/api/v1/silences", json={"matchers": [{"name": "type", "value": "(", "isRegex": True}],
-                                                        "endsAt": "2099-01-01T00:00:00Z", "createdBy": "a",
-                                                        "comment": "b"}, headers=auth(), timeout=5)
+    bad = requests.post(
+        f"{url}/api/v1/silences",
+        json={
+            "matchers": [{"name": "type", "value": "(", "isRegex": True}],
+            "endsAt": "2099-01-01T00:00:00Z",
+            "createdBy": "a",
+            "comment": "b",
+        },
+        headers=auth(),
+        timeout=5,
+    )
     assert bad.status_code == 400 and "matchers[0].value" in bad.json()["error"]
-    no_comment = requests.post(f"{url}/api/v1/silences", json={"matchers": [{"name": "type", "value": "x"}],
-                                                               "endsAt": "2099-01-01T00:00:00Z", "createdBy": "a"},
-                               headers=auth(), timeout=5)
+    no_comment = requests.post(
+        f"{url}/api/v1/silences",
+        json={"matchers": [{"name": "type", "value": "x"}], "endsAt": "2099-01-01T00:00:00Z", "createdBy": "a"},
+        headers=auth(),
+        timeout=5,
+    )
     assert no_comment.status_code == 400 and "comment" in no_comment.json()["error"]
 
 
@@ -282,8 +340,9 @@ def test_status_command(running: tuple[Daemon, str, Path], capsys: pytest.Captur
     assert "cs-team" in out and "sqlite" in out and TOKEN not in out
 
 
-def test_status_command_speaks_the_locale_in_the_timezone(running: tuple[Daemon, str, Path],
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_command_speaks_the_locale_in_the_timezone(
+    running: tuple[Daemon, str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     """zh_CN by default; `locale = "en"` and another `timezone` in the CLI's file change the words and
     the clock the times are read on (the API's times carry their offset)."""
     _, url, cli = running
@@ -294,8 +353,11 @@ def test_status_command_speaks_the_locale_in_the_timezone(running: tuple[Daemon,
     assert "数据源 sqlite" in zh and f"最新记录 {shanghai}" in zh and "接收方 (时间为 Asia/Shanghai)" in zh
     assert "未恢复告警：" in zh and "newest record" not in zh and "Receivers" not in zh
     en_cli = cli.with_name("cli-en.toml")
-    en_cli.write_text('locale = "en"\n' + cli.read_text(encoding="utf-8").replace(
-        'timezone = "Asia/Shanghai"', 'timezone = "America/New_York"', 1), encoding="utf-8")
+    en_cli.write_text(
+        'locale = "en"\n'
+        + cli.read_text(encoding="utf-8").replace('timezone = "Asia/Shanghai"', 'timezone = "America/New_York"', 1),
+        encoding="utf-8",
+    )
     assert main(["status", "--config", str(en_cli)]) == 0
     en = capsys.readouterr().out
     new_york = datetime.fromisoformat(newest).astimezone(ZoneInfo("America/New_York")).strftime("%Y-%m-%d %H:%M:%S")
@@ -310,13 +372,15 @@ def test_cli_reports_an_unreachable_daemon(tmp_path: Path, capsys: pytest.Captur
     assert "cannot reach the daemon" in capsys.readouterr().err
 
 
-def test_commands_that_never_send_do_not_need_receiver_secrets(running: tuple[Daemon, str, Path],
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_commands_that_never_send_do_not_need_receiver_secrets(
+    running: tuple[Daemon, str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     """The person on call has the API token, not the chat robots' tokens: `status`, `ack` and `silence` work
     with a receiver's `${VAR}` unset and its `secret-file:` unreadable; `check` (and so `run`) still refuse."""
     _, url, cli = running
-    text = cli.read_text(encoding="utf-8").replace('url = "http://127.0.0.1:9/hook"',
-                                                   'url = "${T_UNSET_ROBOT_URL}"\nhmac_secret = "secret-file:/no/such"')
+    text = cli.read_text(encoding="utf-8").replace(
+        'url = "http://127.0.0.1:9/hook"', 'url = "${T_UNSET_ROBOT_URL}"\nhmac_secret = "secret-file:/no/such"'
+    )
     oncall = cli.with_name("oncall.toml")
     oncall.write_text(text, encoding="utf-8")
     assert main(["status", "--config", str(oncall), "--json"]) == 0
@@ -326,7 +390,9 @@ def test_commands_that_never_send_do_not_need_receiver_secrets(running: tuple[Da
     assert main(["ack", open_instance(url), "--config", str(oncall), "--by", "ops"]) == 0
     capsys.readouterr()
     assert load_config(oncall, receiver_secrets=False).unread_receiver_secrets == (
-        "receivers[0].url", "receivers[0].hmac_secret")
+        "receivers[0].url",
+        "receivers[0].hmac_secret",
+    )
     with pytest.raises(SystemExit) as refused:
         main(["check", "--config", str(oncall)])
     assert refused.value.code == 2

@@ -58,7 +58,10 @@ class Running(Endpoint):
 def _config(tmp_path: Path, crm: Crm) -> Path:
     """Two rolling rules (so the surge is one whatever the hour), routes to two receivers and an inhibition:
     the type × channel alert is held while its type's surge is open."""
-    return write_config(tmp_path, crm, """
+    return write_config(
+        tmp_path,
+        crm,
+        """
 [api]
 token = "${T_API_TOKEN}"
 
@@ -96,7 +99,8 @@ group_by = ["rule"]
 source = { rule = "type-surge" }
 target = { rule = "channel-surge" }
 equal = ["type"]
-""")
+""",
+    )
 
 
 @pytest.fixture
@@ -141,8 +145,9 @@ def amtool_json(r: Endpoint, *args: str) -> Any:
     return json.loads(done.stdout)
 
 
-needs_amtool = pytest.mark.skipif(AMTOOL is None, reason="amtool is not installed (Debian package "
-                                                          "prometheus-alertmanager; .ci/run installs it)")
+needs_amtool = pytest.mark.skipif(
+    AMTOOL is None, reason="amtool is not installed (Debian package prometheus-alertmanager; .ci/run installs it)"
+)
 
 
 def v2(r: Endpoint, path: str, **params: Any) -> Any:
@@ -163,8 +168,12 @@ def test_amtool_alert_query_lists_the_open_alerts_with_their_labels(running: Run
     active = by_name(amtool_json(running, "alert", "query"))
     assert set(active) == {"type-surge"}
     surge = active["type-surge"]
-    assert surge["labels"] == {"alertname": "type-surge", "severity": surge["labels"]["severity"], "type": T,
-                               "kind": "threshold"}
+    assert surge["labels"] == {
+        "alertname": "type-surge",
+        "severity": surge["labels"]["severity"],
+        "type": T,
+        "kind": "threshold",
+    }
     assert surge["labels"]["severity"] in ("light", "moderate", "severe")
     assert surge["status"] == {"state": "active", "silencedBy": [], "inhibitedBy": []}
     assert surge["receivers"] == [{"name": "cs-team"}] and "summary" in surge["annotations"]
@@ -174,10 +183,13 @@ def test_amtool_alert_query_lists_the_open_alerts_with_their_labels(running: Run
     assert channel["status"]["inhibitedBy"] == [surge["fingerprint"]]
     assert channel["receivers"] == [{"name": "ops"}]
     # matchers: a regex, a negative one, and a bare first argument taken as the alertname
-    assert set(by_name(amtool_json(running, "alert", "query", "-i", "-a", "alertname=~.*-surge"))) == \
-        {"type-surge", "channel-surge"}
-    assert set(by_name(amtool_json(running, "alert", "query", "-i", "-a", "alertname!=type-surge"))) == \
-        {"channel-surge"}
+    assert set(by_name(amtool_json(running, "alert", "query", "-i", "-a", "alertname=~.*-surge"))) == {
+        "type-surge",
+        "channel-surge",
+    }
+    assert set(by_name(amtool_json(running, "alert", "query", "-i", "-a", "alertname!=type-surge"))) == {
+        "channel-surge"
+    }
     assert set(by_name(amtool_json(running, "alert", "query", "-i", "-a", "channel-surge"))) == {"channel-surge"}
     assert amtool_json(running, "alert", "query", "-i", "-a", f'type="{OTHER}"') == []
     assert set(by_name(amtool_json(running, "alert", "query", "-i", "-a", "--receiver=o.s"))) == {"channel-surge"}
@@ -185,8 +197,15 @@ def test_amtool_alert_query_lists_the_open_alerts_with_their_labels(running: Run
 
 @needs_amtool
 def test_amtool_silences_need_the_token_and_hold_the_alert(running: Running) -> None:
-    add = ("silence", "add", "alertname=type-surge", f"type={T}", "--comment=carrier outage, known",
-           "--duration=1h", "--author=zhangsan")
+    add = (
+        "silence",
+        "add",
+        "alertname=type-surge",
+        f"type={T}",
+        "--comment=carrier outage, known",
+        "--duration=1h",
+        "--author=zhangsan",
+    )
     for token in (None, "wrong-token"):
         refused = amtool(running, *add, token=token)
         assert refused.returncode != 0 and "401" in refused.stderr
@@ -206,8 +225,10 @@ def test_amtool_silences_need_the_token_and_hold_the_alert(running: Running) -> 
 
     listed = amtool_json(running, "silence", "query")
     assert [s["id"] for s in listed] == [sid]
-    assert listed[0]["matchers"] == [{"name": "alertname", "value": "type-surge", "isRegex": False, "isEqual": True},
-                                     {"name": "type", "value": T, "isRegex": False, "isEqual": True}]
+    assert listed[0]["matchers"] == [
+        {"name": "alertname", "value": "type-surge", "isRegex": False, "isEqual": True},
+        {"name": "type", "value": T, "isRegex": False, "isEqual": True},
+    ]
     assert listed[0]["createdBy"] == "zhangsan" and listed[0]["comment"] == "carrier outage, known"
     assert listed[0]["status"] == {"state": "active"}
     assert sid in amtool(running, "silence", "query", "-q").stdout
@@ -231,8 +252,10 @@ def test_amtool_silence_update_and_negative_regex_matchers(running: Running) -> 
     assert made.returncode == 0, made.stderr
     sid = made.stdout.strip()
     (s,) = amtool_json(running, "silence", "query")
-    assert s["matchers"] == [{"name": "alertname", "value": ".*-surge", "isRegex": True, "isEqual": True},
-                             {"name": "type", "value": f"{OTHER}|x", "isRegex": True, "isEqual": False}]
+    assert s["matchers"] == [
+        {"name": "alertname", "value": ".*-surge", "isRegex": True, "isEqual": True},
+        {"name": "type", "value": f"{OTHER}|x", "isRegex": True, "isEqual": False},
+    ]
     held = by_name(v2(running, "/alerts"))
     assert held["type-surge"]["status"]["silencedBy"] == [sid]
     assert held["channel-surge"]["status"]["silencedBy"] == [sid]
@@ -278,27 +301,47 @@ def check(spec_path: Path, path: str, method: str, body: Any, status: str = "200
     if "$ref" in response:  # '#/responses/BadRequest'
         response = spec["responses"][response["$ref"].rsplit("/", 1)[1]]
     schema = response["schema"]
-    validator = jsonschema.Draft4Validator({"definitions": spec["definitions"], "allOf": [schema]},
-                                           format_checker=FORMATS)
+    validator = jsonschema.Draft4Validator(
+        {"definitions": spec["definitions"], "allOf": [schema]}, format_checker=FORMATS
+    )
     errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(body)]
     assert not errors, f"{spec_path.name} {method.upper()} {path}: {errors}"
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem.rsplit("-", 1)[1])
 def test_every_endpoint_answers_in_the_specs_shapes(running: Running, spec: Path) -> None:
-    made = requests.post(f"{running.url}/api/v2/silences", json={
-        "matchers": [{"name": "alertname", "value": "type-surge", "isRegex": False, "isEqual": True}],
-        "startsAt": "2000-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z", "createdBy": "ops",
-        "comment": "shape"}, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+    made = requests.post(
+        f"{running.url}/api/v2/silences",
+        json={
+            "matchers": [{"name": "alertname", "value": "type-surge", "isRegex": False, "isEqual": True}],
+            "startsAt": "2000-01-01T00:00:00Z",
+            "endsAt": "2099-01-01T00:00:00Z",
+            "createdBy": "ops",
+            "comment": "shape",
+        },
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=5,
+    )
     assert made.status_code == 200, made.text
     check(spec, "/silences", "post", made.json())
     sid = made.json()["silenceID"]
-    assert requests.delete(f"{running.url}/api/v2/silence/{sid}", headers={"Authorization": f"Bearer {TOKEN}"},
-                           timeout=5).status_code == 200
-    requests.post(f"{running.url}/api/v2/silences", json={
-        "matchers": [{"name": "type", "value": "服.*", "isRegex": True, "isEqual": False}],
-        "endsAt": "2099-01-01T00:00:00Z", "createdBy": "ops", "comment": "still on"},
-        headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5).raise_for_status()
+    assert (
+        requests.delete(
+            f"{running.url}/api/v2/silence/{sid}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
+        ).status_code
+        == 200
+    )
+    requests.post(
+        f"{running.url}/api/v2/silences",
+        json={
+            "matchers": [{"name": "type", "value": "服.*", "isRegex": True, "isEqual": False}],
+            "endsAt": "2099-01-01T00:00:00Z",
+            "createdBy": "ops",
+            "comment": "still on",
+        },
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=5,
+    ).raise_for_status()
 
     status = v2(running, "/status")
     check(spec, "/status", "get", status)
@@ -327,8 +370,13 @@ def test_status_config_is_the_routing_in_alertmanagers_form(running: Running) ->
     doc = yaml.safe_load(original)
     assert doc["receivers"] == [{"name": "cs-team"}, {"name": "ops"}, {"name": "sentinel-unrouted"}]
     assert [r.get("matchers") for r in doc["route"]["routes"]] == [['alertname="channel-surge"'], None]
-    assert doc["inhibit_rules"] == [{"source_matchers": ['alertname="type-surge"'],
-                                     "target_matchers": ['alertname="channel-surge"'], "equal": ["type"]}]
+    assert doc["inhibit_rules"] == [
+        {
+            "source_matchers": ['alertname="type-surge"'],
+            "target_matchers": ['alertname="channel-surge"'],
+            "equal": ["type"],
+        }
+    ]
     assert status["versionInfo"]["version"] == __version__
     uptime = datetime.fromisoformat(status["uptime"].replace("Z", "+00:00"))
     assert timedelta(0) <= datetime.now(UTC) - uptime < timedelta(minutes=5)
@@ -351,7 +399,10 @@ def test_every_kind_of_route_is_a_valid_alertmanager_configuration(tmp_path: Pat
     from sentinel.api_v2.codec import original
     from tests.alerting.builders import RECEIVERS, config
 
-    cases = {"none": RECEIVERS, "routes": RECEIVERS + """
+    cases = {
+        "none": RECEIVERS,
+        "routes": RECEIVERS
+        + """
 [[rules]]
 name = "a.b"
 kind = "threshold"
@@ -375,23 +426,32 @@ repeat_interval = "1d"
 source = { tier = "severe" }
 target = { tier = ["light", "moderate"] }
 equal = ["type"]
-"""}
+""",
+    }
     for name, body in cases.items():
         folder = tmp_path / name
         folder.mkdir()
         text = original(config(folder, body))
         (folder / "am.yml").write_text(text, encoding="utf-8")
         assert AMTOOL is not None
-        checked = subprocess.run([AMTOOL, "check-config", str(folder / "am.yml")], capture_output=True, text=True,
-                                 timeout=30, check=False)
+        checked = subprocess.run(
+            [AMTOOL, "check-config", str(folder / "am.yml")], capture_output=True, text=True, timeout=30, check=False
+        )
         assert checked.returncode == 0 and "SUCCESS" in checked.stdout, text + checked.stdout + checked.stderr
     doc = yaml.safe_load(text)
     first, second = doc["route"]["routes"]
     assert first["matchers"] == ['severity=~"(?:moderate|severe)"', 'type=~"物流.*"', 'alertname=~"(?:a\\\\.b|c-.*)"']
     assert first["routes"] == [{"receiver": "cs-team", "continue": True}, {"receiver": "crisis", "continue": False}]
     assert first["continue"] is True and first["group_by"] == ["alertname", "severity", "type"]
-    assert second == {"matchers": ['kind="streak"'], "receiver": "cs-team", "group_by": ["alertname"],
-                      "group_wait": "1s", "group_interval": "1m", "repeat_interval": "1d", "continue": False}
+    assert second == {
+        "matchers": ['kind="streak"'],
+        "receiver": "cs-team",
+        "group_by": ["alertname"],
+        "group_wait": "1s",
+        "group_interval": "1m",
+        "repeat_interval": "1d",
+        "continue": False,
+    }
     assert "# route 1: muted 22:00-08:00 (Asia/Shanghai)" in text
     assert "# route 1: escalates to crisis after 30m unacknowledged" in text
 
@@ -419,10 +479,12 @@ def test_alert_filters_by_state_and_matchers(running: Running) -> None:
     assert v2(running, "/alerts", receiver="nobody") == []
     assert v2(running, "/alerts", receiver_matchers="team=a") == []  # Sentinel's receivers carry no labels
     assert len(v2(running, "/alerts", receiver_matchers='team=""')) == 2
-    for params, error in [({"active": "maybe"}, "active: 'maybe' is not a boolean"),
-                          ({"filter": "type"}, "filter: bad matcher 'type'"),
-                          ({"filter": 'type="open'}, "quoted value is not closed"),
-                          ({"receiver": "("}, "failed to parse receiver param")]:
+    for params, error in [
+        ({"active": "maybe"}, "active: 'maybe' is not a boolean"),
+        ({"filter": "type"}, "filter: bad matcher 'type'"),
+        ({"filter": 'type="open'}, "quoted value is not closed"),
+        ({"receiver": "("}, "failed to parse receiver param"),
+    ]:
         bad = requests.get(f"{running.url}/api/v2/alerts", params=params, timeout=5)
         assert bad.status_code == 400 and isinstance(bad.json(), str) and error in bad.json(), bad.text
 
@@ -436,15 +498,18 @@ def test_alerts_are_unprocessed_until_the_dispatcher_takes_their_events(running:
     assert {a["status"]["state"] for a in v2(running, "/alerts")} == {"active", "suppressed"}
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("type=物流", ("type", "物流", False, True)),
-    ('type = "a \\"quoted\\" \\\\ value"', ("type", 'a "quoted" \\ value', False, True)),
-    ("channel!=电话", ("channel", "电话", False, False)),
-    ('alertname=~"type-.*"', ("alertname", "type-.*", True, True)),
-    ("alertname!~x|y", ("alertname", "x|y", True, False)),
-    ('type=""', ("type", "", False, True)),
-    ("type==x", ("type", "=x", False, True)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("type=物流", ("type", "物流", False, True)),
+        ('type = "a \\"quoted\\" \\\\ value"', ("type", 'a "quoted" \\ value', False, True)),
+        ("channel!=电话", ("channel", "电话", False, False)),
+        ('alertname=~"type-.*"', ("alertname", "type-.*", True, True)),
+        ("alertname!~x|y", ("alertname", "x|y", True, False)),
+        ('type=""', ("type", "", False, True)),
+        ("type==x", ("type", "=x", False, True)),
+    ],
+)
 def test_matcher_text(text: str, expected: tuple[str, str, bool, bool]) -> None:
     m = parse_matcher(text)
     assert (m.name, m.value, m.is_regex, m.is_equal) == expected
@@ -468,13 +533,18 @@ def test_filter_semantics_of_an_empty_value() -> None:
 
 # --- silences over plain HTTP ------------------------------------------------------------------------
 
+
 def post_silence(r: Running, body: dict[str, Any], token: str | None = TOKEN) -> requests.Response:
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     return requests.post(f"{r.url}/api/v2/silences", json=body, headers=headers, timeout=5)
 
 
-SILENCE = {"matchers": [{"name": "severity", "value": "light|moderate|severe", "isRegex": True}],
-           "endsAt": "2099-01-01T00:00:00Z", "createdBy": "ops", "comment": "maintenance"}
+SILENCE = {
+    "matchers": [{"name": "severity", "value": "light|moderate|severe", "isRegex": True}],
+    "endsAt": "2099-01-01T00:00:00Z",
+    "createdBy": "ops",
+    "comment": "maintenance",
+}
 
 
 def test_silence_writes_refused_without_the_token(running: Running) -> None:
@@ -492,8 +562,12 @@ def test_silence_by_severity_holds_like_sentinels_tier(running: Running) -> None
     sid = made.json()["silenceID"]
     assert all(a["status"]["silencedBy"] == [sid] for a in v2(running, "/alerts"))
     v1 = requests.get(f"{running.url}/api/v1/silences", timeout=5).json()  # /api/v1 keeps its shape
-    assert v1[0]["id"] == sid and v1[0]["matchers"][0] == {"name": "severity", "value": "light|moderate|severe",
-                                                           "isRegex": True, "isEqual": True}
+    assert v1[0]["id"] == sid and v1[0]["matchers"][0] == {
+        "name": "severity",
+        "value": "light|moderate|severe",
+        "isRegex": True,
+        "isEqual": True,
+    }
     assert all(a["silenced"] for a in requests.get(f"{running.url}/api/v1/alerts", timeout=5).json())
 
 
@@ -508,20 +582,23 @@ def test_silence_errors_answer_with_the_reason(running: Running) -> None:
         assert resp.status_code == status and error in resp.json(), resp.text
     missing = requests.get(f"{running.url}/api/v2/silence/no-such-id", timeout=5)
     assert missing.status_code == 404 and "not found" in missing.json()
-    gone = requests.delete(f"{running.url}/api/v2/silence/no-such-id", headers={"Authorization": f"Bearer {TOKEN}"},
-                           timeout=5)
+    gone = requests.delete(
+        f"{running.url}/api/v2/silence/no-such-id", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
+    )
     assert gone.status_code == 404
 
 
 def test_expired_silences_are_listed_for_five_days(running: Running) -> None:
     sid = post_silence(running, SILENCE).json()["silenceID"]
     old = post_silence(running, SILENCE).json()["silenceID"]
-    requests.delete(f"{running.url}/api/v2/silence/{old}", headers={"Authorization": f"Bearer {TOKEN}"},
-                    timeout=5).raise_for_status()
+    requests.delete(
+        f"{running.url}/api/v2/silence/{old}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
+    ).raise_for_status()
     assert [s["id"] for s in v2(running, "/silences")] == [sid, old]
     with running.daemon.store.transaction() as conn:  # ended six days ago
-        conn.execute(silences.update().where(silences.c.id == old).values(
-            ends_us=silences.c.ends_us - 6 * 86_400 * 1_000_000))
+        conn.execute(
+            silences.update().where(silences.c.id == old).values(ends_us=silences.c.ends_us - 6 * 86_400 * 1_000_000)
+        )
     assert [s["id"] for s in v2(running, "/silences")] == [sid]
     assert v2(running, f"/silence/{old}")["status"]["state"] == "expired"  # still there by its id
     filtered = v2(running, "/silences", filter='severity=~"light|moderate|severe"')
@@ -533,6 +610,7 @@ def test_expired_silences_are_listed_for_five_days(running: Running) -> None:
 
 # --- health, readiness, reload -----------------------------------------------------------------------
 
+
 def test_healthy_and_ready(running: Running) -> None:
     assert requests.get(f"{running.url}/-/healthy", timeout=5).status_code == 200
     ready = requests.get(f"{running.url}/-/ready", timeout=5)  # the fixture never started the scheduler
@@ -543,8 +621,10 @@ def test_healthy_and_ready(running: Running) -> None:
 def test_reload_with_the_token_reads_the_configuration_again(running: Running) -> None:
     auth = {"Authorization": f"Bearer {TOKEN}"}
     text = running.config.read_text(encoding="utf-8")
-    running.config.write_text(text + '\n[[receivers]]\nname = "night-desk"\nkind = "webhook"\n'
-                              'url = "http://127.0.0.1:9/night"\n', encoding="utf-8")
+    running.config.write_text(
+        text + '\n[[receivers]]\nname = "night-desk"\nkind = "webhook"\nurl = "http://127.0.0.1:9/night"\n',
+        encoding="utf-8",
+    )
     done = requests.post(f"{running.url}/-/reload", headers=auth, timeout=10)
     assert done.status_code == 200, done.text
     assert {"name": "night-desk"} in v2(running, "/receivers")
@@ -558,10 +638,13 @@ def test_reload_with_the_token_reads_the_configuration_again(running: Running) -
 def test_a_mute_window_shows_as_muted_by_the_route(running: Running) -> None:
     text = running.config.read_text(encoding="utf-8")
     windows = 'mute = ["00:00-12:00", "12:00-24:00"]\n'
-    running.config.write_text(text.replace('receivers = ["cs-team"]\n', f'receivers = ["cs-team"]\n{windows}'),
-                              encoding="utf-8")
-    assert requests.post(f"{running.url}/-/reload", headers={"Authorization": f"Bearer {TOKEN}"},
-                         timeout=10).status_code == 200
+    running.config.write_text(
+        text.replace('receivers = ["cs-team"]\n', f'receivers = ["cs-team"]\n{windows}'), encoding="utf-8"
+    )
+    assert (
+        requests.post(f"{running.url}/-/reload", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).status_code
+        == 200
+    )
     surge = by_name(v2(running, "/alerts"))["type-surge"]
     assert surge["status"]["state"] == "suppressed"
     # only the window holding it now (which half of the day, in Shanghai, depends on when the test runs)
@@ -579,12 +662,19 @@ def test_amtool_configured_as_the_readme_says(running: Running) -> None:
     home = running.tmp / "home"
     (home / ".config" / "prometheus").mkdir(parents=True)
     (home / ".config" / "prometheus" / "amtool.yml").write_text(
-        f"alertmanager.url: {running.url}\nhttp.config.file: {http_config}\nversion-check: false\n", encoding="utf-8")
+        f"alertmanager.url: {running.url}\nhttp.config.file: {http_config}\nversion-check: false\n", encoding="utf-8"
+    )
     assert AMTOOL is not None
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([AMTOOL, *args], capture_output=True, text=True, timeout=30, check=False,
-                              env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
+        return subprocess.run(
+            [AMTOOL, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+        )
 
     made = run("silence", "add", "alertname=type-surge", "--comment=from the config file", "--duration=30m")
     assert made.returncode == 0 and made.stderr == "", made.stderr  # no version warning either
@@ -615,8 +705,10 @@ def test_a_real_daemon_with_amtool_and_reload(tmp_path: Path) -> None:
         assert set(by_name(amtool_json(r, "alert", "query", "--silenced"))) == {"type-surge"}
         assert amtool_json(r, "alert", "query") == []
         assert requests.post(f"{r.url}/-/reload", timeout=5).status_code == 401
-        assert requests.post(f"{r.url}/-/reload", headers={"Authorization": f"Bearer {TOKEN}"},
-                             timeout=10).status_code == 200
+        assert (
+            requests.post(f"{r.url}/-/reload", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).status_code
+            == 200
+        )
         d.wait_for("configuration reloaded")
         d.proc.send_signal(signal.SIGTERM)
         assert d.proc.wait(30) == 0
@@ -628,8 +720,10 @@ def test_a_real_daemon_with_amtool_and_reload(tmp_path: Path) -> None:
 def test_without_a_configured_token_writes_are_disabled(running: Running) -> None:
     text = running.config.read_text(encoding="utf-8")
     running.config.write_text(text.replace('[api]\ntoken = "${T_API_TOKEN}"\n', ""), encoding="utf-8")
-    assert requests.post(f"{running.url}/-/reload", headers={"Authorization": f"Bearer {TOKEN}"},
-                         timeout=10).status_code == 200
+    assert (
+        requests.post(f"{running.url}/-/reload", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).status_code
+        == 200
+    )
     refused = amtool(running, "silence", "add", "alertname=type-surge", "--comment=c", "--duration=1h")
     assert refused.returncode != 0 and "403" in refused.stderr
     resp = post_silence(running, SILENCE)
@@ -642,7 +736,9 @@ def test_an_unauthenticated_v2_write_is_refused_before_its_body(running: Running
     """The same guard as `/api/v1`: judged from the head, so a client that asks first is told no at once."""
     host, port = urlsplit(running.url).hostname, urlsplit(running.url).port
     with socket.create_connection((host, port), timeout=5) as sock:
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\nExpect: 100-continue\r\n"
-                     "Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n".encode())
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\nExpect: 100-continue\r\n"
+            "Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n".encode()
+        )
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 401 "), answer

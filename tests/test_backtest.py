@@ -51,8 +51,20 @@ hold = "1h"
 """
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-DESIGN_KEYS = {"at", "rule", "kind", "state", "tier", "labels", "value", "baseline", "ratio", "p", "fingerprint",
-               "instance"}
+DESIGN_KEYS = {
+    "at",
+    "rule",
+    "kind",
+    "state",
+    "tier",
+    "labels",
+    "value",
+    "baseline",
+    "ratio",
+    "p",
+    "fingerprint",
+    "instance",
+}
 STREAK_KEYS = {"length", "chance", "expected_per_day"}
 
 
@@ -68,8 +80,16 @@ class Row:
         return [str(self.id), self.at.strftime("%Y-%m-%d %H:%M:%S"), self.type, self.channel, self.customer]
 
     def json(self) -> str:
-        return json.dumps({"id": self.id, "created_at": self.at.isoformat(), "type": self.type,
-                           "channel": self.channel, "customer": self.customer}, ensure_ascii=False)
+        return json.dumps(
+            {
+                "id": self.id,
+                "created_at": self.at.isoformat(),
+                "type": self.type,
+                "channel": self.channel,
+                "customer": self.customer,
+            },
+            ensure_ascii=False,
+        )
 
 
 def complaints(seed: int = 7) -> list[Row]:
@@ -129,8 +149,9 @@ class Run:
     err: str
 
     def events(self) -> list[dict[str, Any]]:
-        return [d for d in map(json.loads, (x for x in self.out.splitlines() if x.startswith("{")))
-                if "summary" not in d]
+        return [
+            d for d in map(json.loads, (x for x in self.out.splitlines() if x.startswith("{"))) if "summary" not in d
+        ]
 
     def summary(self) -> dict[str, Any]:
         """The output's last line: the summary as JSON."""
@@ -163,12 +184,16 @@ def comparable(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- output ----------------------------------------------------------------------------------------
 
 
-def test_a_backtest_needs_no_receiver_secret(capsys: pytest.CaptureFixture[str], config: Path, data: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_backtest_needs_no_receiver_secret(
+    capsys: pytest.CaptureFixture[str], config: Path, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Replaying a file sends nothing, so a chat robot's unset `${VAR}` must not stop it (it stops `check`)."""
     monkeypatch.delenv("T_UNSET_ROBOT_URL", raising=False)
-    config.write_text(config.read_text(encoding="utf-8") + '\n[[receivers]]\nname = "cs"\nkind = "wecom"\n'
-                      'url = "${T_UNSET_ROBOT_URL}"\n', encoding="utf-8")
+    config.write_text(
+        config.read_text(encoding="utf-8") + '\n[[receivers]]\nname = "cs"\nkind = "wecom"\n'
+        'url = "${T_UNSET_ROBOT_URL}"\n',
+        encoding="utf-8",
+    )
     expected = backtest(capsys, "--config", config, "--input", data)
     assert expected.code == 0, expected.err
     assert expected.events()
@@ -177,8 +202,9 @@ def test_a_backtest_needs_no_receiver_secret(capsys: pytest.CaptureFixture[str],
     assert "environment variable T_UNSET_ROBOT_URL is not set" in capsys.readouterr().err
 
 
-def test_events_are_json_lines_with_the_design_keys(capsys: pytest.CaptureFixture[str], config: Path,
-                                                     data: Path) -> None:
+def test_events_are_json_lines_with_the_design_keys(
+    capsys: pytest.CaptureFixture[str], config: Path, data: Path
+) -> None:
     run = backtest(capsys, "--config", config, "--input", data)
     assert run.code == 0, run.err
     lines = run.out.splitlines()
@@ -211,8 +237,9 @@ def test_events_are_json_lines_with_the_design_keys(capsys: pytest.CaptureFixtur
     assert "alerts per day overall" in run.err
 
 
-def test_output_file_gets_the_same_events_and_stdout_the_summary(capsys: pytest.CaptureFixture[str],
-                                                                 config: Path, data: Path, tmp_path: Path) -> None:
+def test_output_file_gets_the_same_events_and_stdout_the_summary(
+    capsys: pytest.CaptureFixture[str], config: Path, data: Path, tmp_path: Path
+) -> None:
     to_stdout = backtest(capsys, "--config", config, "--input", data)
     out_file = tmp_path / "events.jsonl"
     to_file = backtest(capsys, "--config", config, "--input", data, "--output", out_file)
@@ -224,8 +251,9 @@ def test_output_file_gets_the_same_events_and_stdout_the_summary(capsys: pytest.
     assert to_file.err == ""
 
 
-def test_the_summary_counts_alerts_per_rule_tier_and_day(capsys: pytest.CaptureFixture[str], config: Path,
-                                                         data: Path, tmp_path: Path) -> None:
+def test_the_summary_counts_alerts_per_rule_tier_and_day(
+    capsys: pytest.CaptureFixture[str], config: Path, data: Path, tmp_path: Path
+) -> None:
     run = backtest(capsys, "--config", config, "--input", data, "--output", tmp_path / "e.jsonl")
     events = file_events(tmp_path / "e.jsonl")
     opened = [e for e in events if e["state"] == "firing"]
@@ -242,12 +270,15 @@ def test_the_summary_counts_alerts_per_rule_tier_and_day(capsys: pytest.CaptureF
 
 
 def test_the_early_warning_report_pairs_each_surge_with_the_streak_before_it(
-        capsys: pytest.CaptureFixture[str], config: Path, data: Path, tmp_path: Path) -> None:
+    capsys: pytest.CaptureFixture[str], config: Path, data: Path, tmp_path: Path
+) -> None:
     """The planted run of eight 物流配送延误 on the surge day warns before the surge: the report gives
     that lead, the streak rule's precision, and both in the summary line at the end of --output."""
     later = tmp_path / "later.toml"  # the surge fires at its 20th complaint of the day, hours after the run
-    later.write_text(config.read_text(encoding="utf-8").replace('group_by = ["type"]', 'group_by = ["type"]\n'
-                                                                'min_count = 20'), encoding="utf-8")
+    later.write_text(
+        config.read_text(encoding="utf-8").replace('group_by = ["type"]', 'group_by = ["type"]\nmin_count = 20'),
+        encoding="utf-8",
+    )
     run = backtest(capsys, "--config", later, "--input", data, "--output", tmp_path / "e.jsonl")
     assert run.code == 0, run.out
     events = file_events(tmp_path / "e.jsonl")
@@ -261,8 +292,14 @@ def test_the_early_warning_report_pairs_each_surge_with_the_streak_before_it(
     window = timedelta(hours=24)
     planted = [e for e in surges if e["labels"] == {"type": SURGE_TYPE}]
     assert planted
-    first_streak = min((s for s in streaks if s["labels"] == {"type": SURGE_TYPE}
-                        and at(planted[0]) - window <= at(s) <= at(planted[0])), key=at)
+    first_streak = min(
+        (
+            s
+            for s in streaks
+            if s["labels"] == {"type": SURGE_TYPE} and at(planted[0]) - window <= at(s) <= at(planted[0])
+        ),
+        key=at,
+    )
     ew = summary["early_warning"]
     assert ew["surge_rules"] == ["type-surge"] and ew["warning_rules"] == ["same-type-streak"]
     assert ew["window_s"] == 86400 and ew["surges"] == len(surges) == len(ew["alerts"])
@@ -270,44 +307,57 @@ def test_the_early_warning_report_pairs_each_surge_with_the_streak_before_it(
     assert row["warned_by"] == "same-type-streak" and row["warned_at"] == first_streak["at"]
     assert row["lead_s"] == (at(planted[0]) - at(first_streak)).total_seconds() > 0
     for a in ew["alerts"]:  # a surge of a type no streak preceded is listed as not warned
-        before = [s for s in streaks if s["labels"] == a["labels"]
-                  and at(a) - window <= at(s) <= at(a)]
+        before = [s for s in streaks if s["labels"] == a["labels"] and at(a) - window <= at(s) <= at(a)]
         assert (a["warned_by"] is None) == (not before), a
-    followed = sum(1 for s in streaks if any(t["labels"] == s["labels"] and at(s) <= at(t) <= at(s) + window
-                                             for t in surges))
+    followed = sum(
+        1 for s in streaks if any(t["labels"] == s["labels"] and at(s) <= at(t) <= at(s) + window for t in surges)
+    )
     assert 0 < followed < len(streaks)  # some streaks are noise: the precision is a real share
-    assert ew["precision"] == {"same-type-streak": {"alerts": len(streaks), "followed": followed,
-                                                    "precision": round(followed / len(streaks), 4)}}
+    assert ew["precision"] == {
+        "same-type-streak": {
+            "alerts": len(streaks),
+            "followed": followed,
+            "precision": round(followed / len(streaks), 4),
+        }
+    }
     assert summary["rules"]["same-type-streak"]["alerts"] == len(streaks)
     # the table says the same
     assert "Early warning: did a warning come first (within 24 h)?" in run.out
-    assert re.search(rf"same-type-streak\s*│\s*{len(streaks)}\s*│\s*{followed}\s*│\s*"
-                     rf"{round(100 * followed / len(streaks))}%", run.out), run.out
+    assert re.search(
+        rf"same-type-streak\s*│\s*{len(streaks)}\s*│\s*{followed}\s*│\s*"
+        rf"{round(100 * followed / len(streaks))}%",
+        run.out,
+    ), run.out
     lead = int(row["lead_s"]) // 60
     assert re.search(rf"{SURGE_TYPE}.*same-type-streak\s*│\s*{lead // 60}:{lead % 60:02d}", run.out), run.out
 
 
-def test_a_pace_rule_next_to_a_day_rule_is_a_warning(capsys: pytest.CaptureFixture[str], config: Path,
-                                                     data: Path, tmp_path: Path) -> None:
+def test_a_pace_rule_next_to_a_day_rule_is_a_warning(
+    capsys: pytest.CaptureFixture[str], config: Path, data: Path, tmp_path: Path
+) -> None:
     """`pace` fires hours before `day` on a morning surge: beside a day-mode rule it is an early warning,
     paired with the day rule's surge like a streak; alone it is the surge."""
     both = tmp_path / "pace.toml"
-    both.write_text(config.read_text(encoding="utf-8") + '\n[[rules]]\nname = "type-pace"\nkind = "threshold"\n'
-                    'mode = "pace"\n', encoding="utf-8")
+    both.write_text(
+        config.read_text(encoding="utf-8") + '\n[[rules]]\nname = "type-pace"\nkind = "threshold"\nmode = "pace"\n',
+        encoding="utf-8",
+    )
     run = backtest(capsys, "--config", both, "--input", data)
     ew = run.summary()["early_warning"]
     assert ew["surge_rules"] == ["type-surge"] and ew["warning_rules"] == ["same-type-streak", "type-pace"]
     assert set(ew["precision"]) == {"same-type-streak", "type-pace"}
-    assert ew["precision"]["type-pace"]["alerts"] == sum(1 for e in run.events()
-                                                          if e["rule"] == "type-pace" and e["state"] == "firing")
+    assert ew["precision"]["type-pace"]["alerts"] == sum(
+        1 for e in run.events() if e["rule"] == "type-pace" and e["state"] == "firing"
+    )
     alone = tmp_path / "alone.toml"
     alone.write_text('[[rules]]\nname = "type-pace"\nkind = "threshold"\nmode = "pace"\n', encoding="utf-8")
     ew = backtest(capsys, "--config", alone, "--input", data).summary()["early_warning"]
     assert ew["surge_rules"] == ["type-pace"] and ew["warning_rules"] == [] and ew["precision"] == {}
 
 
-def test_rejected_records_are_counted_in_the_summary(capsys: pytest.CaptureFixture[str], config: Path,
-                                                     rows: list[Row], tmp_path: Path) -> None:
+def test_rejected_records_are_counted_in_the_summary(
+    capsys: pytest.CaptureFixture[str], config: Path, rows: list[Row], tmp_path: Path
+) -> None:
     bad = "9001,2021-03-03 10:00:00,,电话热线,\n9002,yesterday,其他,电话热线,\n"
     run = backtest(capsys, "--config", config, "--input", write_csv(tmp_path / "bad.csv", rows, bad))
     assert run.code == 0
@@ -319,11 +369,12 @@ def test_rejected_records_are_counted_in_the_summary(capsys: pytest.CaptureFixtu
 # --- order and compression -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["shuffled.csv", "sorted.csv.gz", "shuffled.csv.gz", "sorted.jsonl",
-                                     "shuffled.jsonl.gz"])
-def test_any_order_or_compression_gives_the_same_events(capsys: pytest.CaptureFixture[str], config: Path,
-                                                        data: Path, rows: list[Row], tmp_path: Path,
-                                                        variant: str) -> None:
+@pytest.mark.parametrize(
+    "variant", ["shuffled.csv", "sorted.csv.gz", "shuffled.csv.gz", "sorted.jsonl", "shuffled.jsonl.gz"]
+)
+def test_any_order_or_compression_gives_the_same_events(
+    capsys: pytest.CaptureFixture[str], config: Path, data: Path, rows: list[Row], tmp_path: Path, variant: str
+) -> None:
     reference = backtest(capsys, "--config", config, "--input", data)
     assert reference.code == 0 and reference.events()
     mine = list(rows)
@@ -338,9 +389,14 @@ def test_any_order_or_compression_gives_the_same_events(capsys: pytest.CaptureFi
         assert ("sorted first" in run.err) == variant.startswith("shuffled")
 
 
-def test_shuffled_across_many_blocks_gives_the_same_events(capsys: pytest.CaptureFixture[str],
-                                                           monkeypatch: pytest.MonkeyPatch, config: Path,
-                                                           data: Path, rows: list[Row], tmp_path: Path) -> None:
+def test_shuffled_across_many_blocks_gives_the_same_events(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    config: Path,
+    data: Path,
+    rows: list[Row],
+    tmp_path: Path,
+) -> None:
     reference = backtest(capsys, "--config", config, "--input", data)
     monkeypatch.setattr(files, "BLOCK_BYTES", 2048)  # dozens of blocks: the sort spans them all
     mine = list(rows)
@@ -349,8 +405,9 @@ def test_shuffled_across_many_blocks_gives_the_same_events(capsys: pytest.Captur
     assert comparable(run.events()) == comparable(reference.events())
 
 
-def test_ties_in_time_are_ordered_by_id_across_blocks(capsys: pytest.CaptureFixture[str],
-                                                      monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_ties_in_time_are_ordered_by_id_across_blocks(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """Records are ordered by (created_at, id). A file in time order whose equal times are not in id order
     is not sorted: a streak must see the id order even where a block boundary splits the tie."""
     cfg = tmp_path / "streak.toml"
@@ -374,8 +431,9 @@ def test_ties_in_time_are_ordered_by_id_across_blocks(capsys: pytest.CaptureFixt
 # --- event time ------------------------------------------------------------------------------------
 
 
-def test_event_times_are_the_records_times(capsys: pytest.CaptureFixture[str], config: Path, data: Path,
-                                           rows: list[Row]) -> None:
+def test_event_times_are_the_records_times(
+    capsys: pytest.CaptureFixture[str], config: Path, data: Path, rows: list[Row]
+) -> None:
     run = backtest(capsys, "--config", config, "--input", data)
     record_times = {from_datetime(r.at) for r in rows}
     first, last = min(record_times), max(record_times)
@@ -405,8 +463,7 @@ def test_a_missing_input_file_is_exit_2(capsys: pytest.CaptureFixture[str], conf
     assert run.out == ""
 
 
-def test_a_missing_column_is_exit_2_naming_it(capsys: pytest.CaptureFixture[str], config: Path,
-                                              tmp_path: Path) -> None:
+def test_a_missing_column_is_exit_2_naming_it(capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path) -> None:
     path = tmp_path / "nochannel.csv"
     path.write_text("id,created_at,type\n1,2021-03-01 10:00,其他\n", encoding="utf-8")
     run = backtest(capsys, "--config", config, "--input", path)
@@ -444,8 +501,9 @@ def test_a_broken_config_is_exit_2(capsys: pytest.CaptureFixture[str], data: Pat
     assert "bad.toml" in run.err and "factor" in run.err
 
 
-def test_an_encoded_input_gives_the_utf8_events(capsys: pytest.CaptureFixture[str], config: Path, data: Path,
-                                                tmp_path: Path) -> None:
+def test_an_encoded_input_gives_the_utf8_events(
+    capsys: pytest.CaptureFixture[str], config: Path, data: Path, tmp_path: Path
+) -> None:
     gbk = tmp_path / "gbk.csv"
     gbk.write_bytes(data.read_text(encoding="utf-8").encode("gbk"))
     run = backtest(capsys, "--config", config, "--input", gbk, "--encoding", "gbk")
@@ -465,8 +523,9 @@ def _have_matplotlib() -> bool:
 
 
 @pytest.mark.skipif(not _have_matplotlib(), reason="matplotlib is not installed here (optional extra `plot`)")
-def test_plot_writes_a_png_with_the_alerted_series(capsys: pytest.CaptureFixture[str], config: Path, data: Path,
-                                                   tmp_path: Path) -> None:
+def test_plot_writes_a_png_with_the_alerted_series(
+    capsys: pytest.CaptureFixture[str], config: Path, data: Path, tmp_path: Path
+) -> None:
     png = tmp_path / "plot.png"
     run = backtest(capsys, "--config", config, "--input", data, "--plot", png)
     assert run.code == 0, run.err
@@ -478,9 +537,9 @@ def test_plot_writes_a_png_with_the_alerted_series(capsys: pytest.CaptureFixture
 
 
 @pytest.mark.skipif(not _have_matplotlib(), reason="matplotlib is not installed here (optional extra `plot`)")
-def test_backtest_plot_of_chinese_types_warns_of_no_missing_glyph(capsys: pytest.CaptureFixture[str],
-                                                                  config: Path, data: Path,
-                                                                  tmp_path: Path) -> None:
+def test_backtest_plot_of_chinese_types_warns_of_no_missing_glyph(
+    capsys: pytest.CaptureFixture[str], config: Path, data: Path, tmp_path: Path
+) -> None:
     """The fixture's types are Chinese (其他, …): the shipped font draws them."""
     import warnings
 
@@ -498,8 +557,8 @@ def test_backtest_plot_of_chinese_types_warns_of_no_missing_glyph(capsys: pytest
 
 @pytest.mark.skipif(not _have_matplotlib(), reason="matplotlib is not installed here (optional extra `plot`)")
 def test_the_zh_cn_plot_draws_its_chinese_legend_and_labels_without_a_missing_glyph(
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, config: Path, data: Path,
-        tmp_path: Path) -> None:
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, config: Path, data: Path, tmp_path: Path
+) -> None:
     """Real matplotlib, the default locale: the figure's title, legend and axis labels are the Chinese
     ones, and drawing them (saving the PNG) raises no missing-glyph warning."""
     import warnings
@@ -530,8 +589,9 @@ def test_the_zh_cn_plot_draws_its_chinese_legend_and_labels_without_a_missing_gl
 
 
 @pytest.mark.skipif(_have_matplotlib(), reason="matplotlib is installed here: the PNG test runs instead")
-def test_plot_without_matplotlib_is_exit_1_with_the_install_hint(capsys: pytest.CaptureFixture[str],
-                                                                  config: Path, data: Path, tmp_path: Path) -> None:
+def test_plot_without_matplotlib_is_exit_1_with_the_install_hint(
+    capsys: pytest.CaptureFixture[str], config: Path, data: Path, tmp_path: Path
+) -> None:
     png = tmp_path / "plot.png"
     run = backtest(capsys, "--config", config, "--input", data, "--plot", png)
     assert run.code == 1
@@ -539,9 +599,9 @@ def test_plot_without_matplotlib_is_exit_1_with_the_install_hint(capsys: pytest.
     assert not png.exists()
 
 
-def test_plot_without_matplotlib_when_it_is_hidden(capsys: pytest.CaptureFixture[str],
-                                                   monkeypatch: pytest.MonkeyPatch, config: Path, data: Path,
-                                                   tmp_path: Path) -> None:
+def test_plot_without_matplotlib_when_it_is_hidden(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, config: Path, data: Path, tmp_path: Path
+) -> None:
     """Whether or not it is installed: with matplotlib unimportable the command says how to get it."""
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import raises ImportError
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
@@ -628,19 +688,31 @@ def _fake_matplotlib(monkeypatch: pytest.MonkeyPatch) -> list[_FakeAxes]:
 
 # the plot's words in each locale, spelled out (not read back from the catalogue the plot uses)
 PLOT_WORDS = {
-    "en": {"title": f"type-surge type={SURGE_TYPE}", "count": "daily count", "lines": ["baseline", "threshold"],
-           "surges": ["type-surge light", "type-surge moderate", "type-surge severe"],
-           "streak": "same-type-streak (streak)", "ylabel": "complaints a day", "xlabel": "day (Asia/Shanghai)"},
-    "zh_CN": {"title": f"type-surge 类型={SURGE_TYPE}", "count": "每日数量", "lines": ["基线", "阈值"],
-              "surges": ["type-surge 轻度", "type-surge 中度", "type-surge 重度"],
-              "streak": "same-type-streak（连续同类）", "ylabel": "每日投诉数", "xlabel": "日期（Asia/Shanghai）"},
+    "en": {
+        "title": f"type-surge type={SURGE_TYPE}",
+        "count": "daily count",
+        "lines": ["baseline", "threshold"],
+        "surges": ["type-surge light", "type-surge moderate", "type-surge severe"],
+        "streak": "same-type-streak (streak)",
+        "ylabel": "complaints a day",
+        "xlabel": "day (Asia/Shanghai)",
+    },
+    "zh_CN": {
+        "title": f"type-surge 类型={SURGE_TYPE}",
+        "count": "每日数量",
+        "lines": ["基线", "阈值"],
+        "surges": ["type-surge 轻度", "type-surge 中度", "type-surge 重度"],
+        "streak": "same-type-streak（连续同类）",
+        "ylabel": "每日投诉数",
+        "xlabel": "日期（Asia/Shanghai）",
+    },
 }
 
 
 @pytest.mark.parametrize("locale", ["en", "zh_CN"])
-def test_plot_draws_each_alerted_series_against_its_baseline(capsys: pytest.CaptureFixture[str],
-                                                             monkeypatch: pytest.MonkeyPatch, rows: list[Row],
-                                                             tmp_path: Path, locale: str) -> None:
+def test_plot_draws_each_alerted_series_against_its_baseline(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, rows: list[Row], tmp_path: Path, locale: str
+) -> None:
     """What the chart shows, whatever draws it: the alerted series' daily counts, the baseline (mean of
     the previous days), the threshold (factor x baseline, at least min_count) and the alerts marked, each
     named in the configured `locale`."""
@@ -650,18 +722,24 @@ def test_plot_draws_each_alerted_series_against_its_baseline(capsys: pytest.Capt
     words = PLOT_WORDS[locale]
     mine = list(rows)
     random.Random(5).shuffle(mine)  # the sorted replay keeps the daily counts too
-    run = backtest(capsys, "--config", config, "--input", write_csv(tmp_path / "s.csv", mine),
-                   "--plot", tmp_path / "p.png")
+    run = backtest(
+        capsys, "--config", config, "--input", write_csv(tmp_path / "s.csv", mine), "--plot", tmp_path / "p.png"
+    )
     assert run.code == 0, run.err
     assert "plot: " in run.err and "(1 series)" in run.err  # one threshold series alerted; streaks not charted
     (ax,) = drawn
     assert ax.title == words["title"]
     assert (ax.bar_labels, list(ax.lines), ax.ylabel, ax.xlabel) == (
-        [words["count"]], words["lines"], words["ylabel"], words["xlabel"])
+        [words["count"]],
+        words["lines"],
+        words["ylabel"],
+        words["xlabel"],
+    )
     baseline, threshold = words["lines"]
-    (days, counts), = ax.bars
-    want = [DAILY[SURGE_TYPE]] * HISTORY_DAYS + [sum(1 for r in rows if r.type == SURGE_TYPE
-                                                     and r.at.date() == SURGE_DAY.date())]
+    ((days, counts),) = ax.bars
+    want = [DAILY[SURGE_TYPE]] * HISTORY_DAYS + [
+        sum(1 for r in rows if r.type == SURGE_TYPE and r.at.date() == SURGE_DAY.date())
+    ]
     assert days == [(START + timedelta(days=d)).date() for d in range(HISTORY_DAYS + 1)]
     assert counts == want
     assert ax.lines[baseline][-1] == pytest.approx(DAILY[SURGE_TYPE])  # the 7 days before
@@ -670,8 +748,11 @@ def test_plot_draws_each_alerted_series_against_its_baseline(capsys: pytest.Capt
     surge_marks = [lab for lab in ax.mark_labels if not lab.startswith(("same-type-streak", "_"))]
     assert surge_marks == words["surges"]  # opened, upgraded x2
     # the streak alerts on the same type are marked too, with one legend entry for all of them
-    streaks = [e for e in run.events() if e["rule"] == "same-type-streak" and e["state"] == "firing"
-               and e["labels"] == {"type": SURGE_TYPE}]
+    streaks = [
+        e
+        for e in run.events()
+        if e["rule"] == "same-type-streak" and e["state"] == "firing" and e["labels"] == {"type": SURGE_TYPE}
+    ]
     assert streaks
     streak_marks = [c for (_, c) in ax.marks if c == "#31a354"]
     assert len(streak_marks) == len(streaks)
@@ -680,18 +761,19 @@ def test_plot_draws_each_alerted_series_against_its_baseline(capsys: pytest.Capt
     assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_plot_of_a_new_type_shows_its_zero_days_and_a_zero_baseline(capsys: pytest.CaptureFixture[str],
-                                                                    monkeypatch: pytest.MonkeyPatch, config: Path,
-                                                                    rows: list[Row], tmp_path: Path) -> None:
+def test_plot_of_a_new_type_shows_its_zero_days_and_a_zero_baseline(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, config: Path, rows: list[Row], tmp_path: Path
+) -> None:
     """A type first seen on the surge day had zero complaints on the earlier days (design: "Records,
     time and history"); the engine fires on its count against a zero baseline, and the chart shows that."""
     drawn = _fake_matplotlib(monkeypatch)
     new = [Row(10_000 + i, SURGE_DAY + timedelta(hours=12, minutes=i), "新类型", "电话热线", "") for i in range(15)]
-    run = backtest(capsys, "--config", config, "--input", write_csv(tmp_path / "n.csv", rows + new),
-                   "--plot", tmp_path / "p.png")
+    run = backtest(
+        capsys, "--config", config, "--input", write_csv(tmp_path / "n.csv", rows + new), "--plot", tmp_path / "p.png"
+    )
     assert run.code == 0, run.err
     (ax,) = [a for a in drawn if a.title == "type-surge 类型=新类型"]  # the default locale, zh_CN
-    (days, counts), = ax.bars
+    ((days, counts),) = ax.bars
     assert days[0] == START.date() and counts == [0] * HISTORY_DAYS + [15]
     assert ax.lines["基线"][-1] == 0.0
     assert ax.lines["阈值"][-1] == 10  # min_count decides over a zero baseline
@@ -705,17 +787,18 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_no_progress_output_when_stderr_is_not_a_terminal(capsys: pytest.CaptureFixture[str], config: Path,
-                                                          data: Path) -> None:
+def test_no_progress_output_when_stderr_is_not_a_terminal(
+    capsys: pytest.CaptureFixture[str], config: Path, data: Path
+) -> None:
     run = backtest(capsys, "--config", config, "--input", data)
     assert "replaying" not in run.err and "replaying" not in run.out
     assert "\x1b[" not in run.err and "\x1b[" not in run.out  # no cursor movement, no colours
     assert all(line.startswith("{") for line in run.out.splitlines())
 
 
-def test_a_progress_bar_on_a_terminal_goes_to_stderr(capsys: pytest.CaptureFixture[str],
-                                                     monkeypatch: pytest.MonkeyPatch, config: Path,
-                                                     data: Path) -> None:
+def test_a_progress_bar_on_a_terminal_goes_to_stderr(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, config: Path, data: Path
+) -> None:
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     monkeypatch.setenv("TERM", "xterm-256color")

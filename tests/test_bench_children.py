@@ -24,8 +24,9 @@ def beside_a_decoy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     named `sentinel`, say)."""
     decoy = tmp_path / "sentinel"
     decoy.mkdir()
-    (decoy / "__init__.py").write_text("raise ImportError('the decoy in the working directory was imported')\n",
-                                       encoding="utf-8")
+    (decoy / "__init__.py").write_text(
+        "raise ImportError('the decoy in the working directory was imported')\n", encoding="utf-8"
+    )
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -64,8 +65,9 @@ def test_a_failing_child_shows_its_own_error_output(beside_a_decoy: Path) -> Non
     assert str(beside_a_decoy) not in message.split("sentinel from ")[1]  # the running package, not the decoy
 
 
-def test_the_running_package_wins_over_a_pythonpath_decoy(beside_a_decoy: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_running_package_wins_over_a_pythonpath_decoy(
+    beside_a_decoy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PYTHONPATH", str(beside_a_decoy))
     out = run_child("child", python_child("import sentinel; print(sentinel.__file__)"))
     import sentinel
@@ -77,9 +79,14 @@ def test_the_running_package_wins_over_a_pythonpath_decoy(beside_a_decoy: Path,
 def test_the_startup_bench_times_the_commands_a_person_types(tmp_path: Path) -> None:
     """Figures, not a timed test: each command answered as expected (help; the API refused) and was timed."""
     out = tmp_path / "startup.json"
-    done = subprocess.run([sys.executable, "-m", "sentinel.cli", "bench", "startup", "--runs", "1",
-                           "--output", str(out)], capture_output=True, text=True, timeout=300, check=False,
-                          cwd=Path(__file__).resolve().parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-m", "sentinel.cli", "bench", "startup", "--runs", "1", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert done.returncode == 0, done.stderr
     figures = json.loads(out.read_text(encoding="utf-8"))["figures"]
     imports = {"import sentinel.client_config", "import sentinel.config"}
@@ -97,6 +104,7 @@ def test_the_startup_bench_counts_instructions_under_callgrind(tmp_path: Path) -
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONSTARTUP"}
     small = instructions([sys.executable, "-c", "print('done')"], env, str(tmp_path), "done")
-    large = instructions([sys.executable, "-c", "import json, tomllib; sum(range(10**6)); print('done')"], env,
-                         str(tmp_path), "done")
+    large = instructions(
+        [sys.executable, "-c", "import json, tomllib; sum(range(10**6)); print('done')"], env, str(tmp_path), "done"
+    )
     assert small is not None and large is not None and 0 < small < large

@@ -19,13 +19,16 @@ from sentinel.model import US, from_datetime
 HOUR = 3600 * US
 
 
-@pytest.mark.parametrize(("zone", "start", "hours"), [
-    ("Asia/Shanghai", datetime(2025, 6, 1, 0, 0), 23.99),  # inside one day: the short cut
-    ("Asia/Shanghai", datetime(2025, 6, 1, 22, 0), 5),  # across midnight
-    ("America/New_York", datetime(2025, 3, 8, 20, 0), 30),  # across a spring-forward day
-    ("America/New_York", datetime(2025, 11, 2, 0, 0), 24.5),  # the 25-hour day
-    ("America/Santiago", datetime(2025, 9, 6, 20, 0), 8),  # a zone that skips midnight
-])
+@pytest.mark.parametrize(
+    ("zone", "start", "hours"),
+    [
+        ("Asia/Shanghai", datetime(2025, 6, 1, 0, 0), 23.99),  # inside one day: the short cut
+        ("Asia/Shanghai", datetime(2025, 6, 1, 22, 0), 5),  # across midnight
+        ("America/New_York", datetime(2025, 3, 8, 20, 0), 30),  # across a spring-forward day
+        ("America/New_York", datetime(2025, 11, 2, 0, 0), 24.5),  # the 25-hour day
+        ("America/Santiago", datetime(2025, 9, 6, 20, 0), 8),  # a zone that skips midnight
+    ],
+)
 def test_days_of_a_batch_is_day_of_each_instant(zone: str, start: datetime, hours: float) -> None:
     tz = ZoneInfo(zone)
     cal = Calendar(tz)

@@ -38,8 +38,9 @@ def one_error(out: subprocess.CompletedProcess[str]) -> str:
 
 def config(tmp_path: Path, *, source: str, state: str | None = None, listen: str = "127.0.0.1:0") -> Path:
     p = tmp_path / "sentinel.toml"
-    p.write_text(f"""
-state_url = "{state or f'sqlite:///{tmp_path}/state.db'}"
+    p.write_text(
+        f"""
+state_url = "{state or f"sqlite:///{tmp_path}/state.db"}"
 listen = "{listen}"
 [source]
 url = "{source}"
@@ -49,7 +50,9 @@ timezone = "UTC"
 [[rules]]
 name = "type-surge"
 kind = "threshold"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return p
 
 
@@ -64,8 +67,9 @@ def test_a_sqlite_source_that_is_not_there_is_named_and_not_created(tmp_path: Pa
 
 def test_sqlite_sources_are_opened_read_only(tmp_path: Path) -> None:
     crm = Crm(tmp_path / "crm.db")
-    source = SqlSource(SourceConfig(url=f"sqlite:///{crm.path}", table="complaints",
-                                    columns={"type": "category"}), ZoneInfo("UTC"))
+    source = SqlSource(
+        SourceConfig(url=f"sqlite:///{crm.path}", table="complaints", columns={"type": "category"}), ZoneInfo("UTC")
+    )
     try:
         assert source.read(0, None, 10).rows == []
         with source.engine.connect() as conn, pytest.raises(sa.exc.OperationalError, match="readonly"):
@@ -88,8 +92,12 @@ def test_a_mistyped_table_or_column_gets_did_you_mean(tmp_path: Path) -> None:
     with pytest.raises(SourceUnavailable, match=r"table 'complaint' does not exist; did you mean 'complaints'\?"):
         wrong_table.check()
     wrong_table.close()
-    wrong_column = SqlSource(SourceConfig(url=f"sqlite:///{crm.path}", table="complaints",
-                                          columns={"type": "categroy", "channel": "chanel"}), ZoneInfo("UTC"))
+    wrong_column = SqlSource(
+        SourceConfig(
+            url=f"sqlite:///{crm.path}", table="complaints", columns={"type": "categroy", "channel": "chanel"}
+        ),
+        ZoneInfo("UTC"),
+    )
     with pytest.raises(SourceUnavailable) as got:
         wrong_column.check()
     wrong_column.close()
@@ -121,8 +129,9 @@ def test_a_listen_port_in_use_is_one_line(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        out = sentinel("run", "--config",
-                       str(config(tmp_path, source=f"sqlite:///{crm.path}", listen=f"127.0.0.1:{port}")))
+        out = sentinel(
+            "run", "--config", str(config(tmp_path, source=f"sqlite:///{crm.path}", listen=f"127.0.0.1:{port}"))
+        )
     assert out.returncode == 2
     assert f"listen: cannot listen on 127.0.0.1:{port}: the port is already in use" in one_error(out)
 

@@ -90,16 +90,19 @@ def test_each_record_is_observed_once_with_its_delay(scene: tuple[Daemon, Crm, M
     assert f"# TYPE {METRIC} histogram" in text
 
 
-def test_a_batch_import_later_than_lateness_warns_once_an_hour(scene: tuple[Daemon, Crm, ManualClock],
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_a_batch_import_later_than_lateness_warns_once_an_hour(
+    scene: tuple[Daemon, Crm, ManualClock], caplog: pytest.LogCaptureFixture
+) -> None:
     daemon, crm, clock = scene
     # the CRM commits every 8 minutes what was created since: 100 rows over 480 s, read 1 s after the last
     polling(daemon, clock, T0, T0 + timedelta(seconds=475.2))
     crm.add(T0, n=100, spacing=timedelta(seconds=4.8))
     with caplog.at_level(logging.WARNING, "sentinel"):
         poll_at(daemon, clock, T0 + timedelta(seconds=476.2))
-    expected = ("37 % of records were committed more than 5m after their created_at (p99 7m51s): "
-                "set [source] lateness to at least 8m")
+    expected = (
+        "37 % of records were committed more than 5m after their created_at (p99 7m51s): "
+        "set [source] lateness to at least 8m"
+    )
     assert delay_warnings(caplog) == [expected]
     report = status(daemon)["source"]["commit_delay"]
     assert report["warning"] == expected
@@ -122,8 +125,9 @@ def test_a_batch_import_later_than_lateness_warns_once_an_hour(scene: tuple[Daem
     assert len(delay_warnings(caplog)) == 1  # an hour later it is said again
 
 
-def test_under_one_percent_late_gives_no_warning(scene: tuple[Daemon, Crm, ManualClock],
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_under_one_percent_late_gives_no_warning(
+    scene: tuple[Daemon, Crm, ManualClock], caplog: pytest.LogCaptureFixture
+) -> None:
     daemon, crm, clock = scene
     polling(daemon, clock, T0, T0 + timedelta(seconds=298))
     crm.add(T0, n=298, spacing=timedelta(seconds=1))  # T0 .. T0+297 s
@@ -150,7 +154,8 @@ def test_what_waited_for_an_outage_is_not_commit_delay(scene: tuple[Daemon, Crm,
 
 
 def test_rows_that_waited_for_a_daemon_that_did_not_poll_are_not_commit_delay(
-        scene: tuple[Daemon, Crm, ManualClock], caplog: pytest.LogCaptureFixture) -> None:
+    scene: tuple[Daemon, Crm, ManualClock], caplog: pytest.LogCaptureFixture
+) -> None:
     """Found by the crash soak: a poll that waited 30 s for a SQLite store another process had locked, then
     committed; the next poll read 30 s of rows the CRM had committed in time and warned "79 % of records were
     committed more than 3s after their created_at: set lateness to at least 40s". A gap between polls longer

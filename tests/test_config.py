@@ -82,8 +82,9 @@ def test_secrets_never_printed(env: dict[str, str], caplog: pytest.LogCaptureFix
     assert "********" in text
 
 
-def test_secret_file_and_credentials_directory(env: dict[str, str], tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secret_file_and_credentials_directory(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "token").write_text("from-credentials\n")
@@ -120,15 +121,26 @@ def test_environment_error_names_variable(env: dict[str, str], monkeypatch: pyte
     assert "source.lateness" in str(err.value) and "SENTINEL_SOURCE__LATENESS" in str(err.value)
 
 
-@pytest.mark.parametrize(("var", "key", "reason"), [
-    ("SENTINEL_BOGUS", "bogus", "unknown key"),
-    ("sentinel_pol_interval", "pol_interval", "unknown key"),  # names are not case-sensitive
-    ("SENTINEL_TIMEZONE__NAME", "timezone.name", "unknown key: timezone is a single value, set as SENTINEL_TIMEZONE"),
-    ("SENTINEL_SOURCE__POLL_INTERVALL", "source.poll_intervall",  # nested: as in the file
-     "unknown key; did you mean 'poll_interval'?"),
-])
-def test_unknown_environment_override_is_reported(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, var: str,
-                                                   key: str, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("var", "key", "reason"),
+    [
+        ("SENTINEL_BOGUS", "bogus", "unknown key"),
+        ("sentinel_pol_interval", "pol_interval", "unknown key"),  # names are not case-sensitive
+        (
+            "SENTINEL_TIMEZONE__NAME",
+            "timezone.name",
+            "unknown key: timezone is a single value, set as SENTINEL_TIMEZONE",
+        ),
+        (
+            "SENTINEL_SOURCE__POLL_INTERVALL",
+            "source.poll_intervall",  # nested: as in the file
+            "unknown key; did you mean 'poll_interval'?",
+        ),
+    ],
+)
+def test_unknown_environment_override_is_reported(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, var: str, key: str, reason: str
+) -> None:
     monkeypatch.setenv(var, "1")
     with pytest.raises(ConfigError) as err:
         load_config(FIXTURE)
@@ -143,24 +155,39 @@ def test_test_suite_variables_are_not_configuration(env: dict[str, str], monkeyp
 @pytest.mark.parametrize("command", ["check", "run"])
 def test_unknown_environment_override_stops_check_and_run(env: dict[str, str], command: str) -> None:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_") or k.startswith("SENTINEL_TEST_")}
-    out = subprocess.run([sys.executable, "-m", "sentinel.cli", command, "--config", str(FIXTURE)],
-                         capture_output=True, text=True, env={**clean, "SENTINEL_BOGUS": "1"}, timeout=60, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "sentinel.cli", command, "--config", str(FIXTURE)],
+        capture_output=True,
+        text=True,
+        env={**clean, "SENTINEL_BOGUS": "1"},
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 2
     assert out.stderr == f"error: {FIXTURE}: bogus: unknown key (set by SENTINEL_BOGUS)\n"
 
 
 ERRORS = [
     # (snippet appended or replacing, expected key path, expected words)
-    ('bogus = 1\n', "bogus", "unknown key"),
+    ("bogus = 1\n", "bogus", "unknown key"),
     ('[[rules]]\nname = "x"\nkind = "threshold"\nfactor = 1.5\nwindow = 3\n', "rules[3].window", "unknown key"),
     ('[[rules]]\nname = "x"\nkind = "streak"\nhold = "10 minutes"\n', "rules[3].hold", "not a duration"),
     ('[[rules]]\nname = "type-surge"\nkind = "threshold"\n', "rules[3].name", "duplicate rule name"),
-    ('[[rules]]\nname = "x"\nkind = "threshold"\ntiers = { moderate = 1.4, severe = 3.0 }\n', "rules[3]",
-     "must be above factor"),
-    ('[[rules]]\nname = "x"\nkind = "threshold"\ntiers = { moderate = 2.5, severe = 2.0 }\n', "rules[3]",
-     "must be above tiers.moderate"),
-    ('[[rules]]\nname = "x"\nkind = "streak"\ntiers = { moderate = 4, severe = 12 }\n', "rules[3]",
-     "must be above length"),
+    (
+        '[[rules]]\nname = "x"\nkind = "threshold"\ntiers = { moderate = 1.4, severe = 3.0 }\n',
+        "rules[3]",
+        "must be above factor",
+    ),
+    (
+        '[[rules]]\nname = "x"\nkind = "threshold"\ntiers = { moderate = 2.5, severe = 2.0 }\n',
+        "rules[3]",
+        "must be above tiers.moderate",
+    ),
+    (
+        '[[rules]]\nname = "x"\nkind = "streak"\ntiers = { moderate = 4, severe = 12 }\n',
+        "rules[3]",
+        "must be above length",
+    ),
     ('[[rules]]\nname = "x"\nkind = "sliding"\n', "rules[3]", "kind"),
     ('[[rules]]\nname = "x"\nkind = "streak"\nmax_gap = "soon"\n', "rules[3].max_gap", "not a duration"),
     ('[[rules]]\nname = "x"\nkind = "streak"\nmax_gap = "0s"\n', "rules[3]", "max_gap must be positive"),
@@ -168,28 +195,40 @@ ERRORS = [
     ('[[rules]]\nname = "x"\nkind = "quiet"\nmax_p = 0\n', "rules[3].max_p", "greater than 0"),
     ('[[rules]]\nname = "x"\nkind = "quiet"\nmin_expected = -1\n', "rules[3].min_expected", "greater than 0"),
     ('[[rules]]\nname = "x"\nkind = "quiet"\ngroup_by = ["customer"]\n', "rules[3].group_by[0]", "Input should be"),
-    ('[[rules]]\nname = "x"\nkind = "quiet"\ngroup_by = ["channel", "channel"]\n', "rules[3].group_by",
-     "lists a field twice"),
+    (
+        '[[rules]]\nname = "x"\nkind = "quiet"\ngroup_by = ["channel", "channel"]\n',
+        "rules[3].group_by",
+        "lists a field twice",
+    ),
     ('[[rules]]\nname = "x"\nkind = "quiet"\ntier = "critical"\n', "rules[3].tier", "Input should be"),
     ('[[rules]]\nname = "x"\nkind = "quiet"\nmax_pp = 0.1\n', "rules[3].max_pp", "did you mean 'max_p'"),
     ('[[routes]]\nreceivers = ["nobody"]\n', "routes[2].receivers[0]", "unknown receiver 'nobody'"),
-    ('[[routes]]\nreceivers = ["cs-team"]\nescalate_to = ["ghost"]\n', "routes[2].escalate_to[0]",
-     "unknown receiver"),
+    ('[[routes]]\nreceivers = ["cs-team"]\nescalate_to = ["ghost"]\n', "routes[2].escalate_to[0]", "unknown receiver"),
     ('[[routes]]\nreceivers = ["cs-team"]\nmute = ["25:00-08:00"]\n', "routes[2].mute[0]", "not a time of day"),
     ('[[routes]]\nreceivers = ["cs-team"]\nmatch = { type = "~([" }\n', "routes[2].match", "regular expression"),
-    ('[[inhibit]]\nsource = { rule = "nope" }\ntarget = { rule = "type-surge" }\n', "inhibit[1].source.rule",
-     "unknown rule"),
-    ('[[receivers]]\nname = "r"\nkind = "wecom"\nurl = "https://x"\nrate_limit = "fast"\n',
-     "receivers[2].rate_limit", "not a rate"),
+    (
+        '[[inhibit]]\nsource = { rule = "nope" }\ntarget = { rule = "type-surge" }\n',
+        "inhibit[1].source.rule",
+        "unknown rule",
+    ),
+    (
+        '[[receivers]]\nname = "r"\nkind = "wecom"\nurl = "https://x"\nrate_limit = "fast"\n',
+        "receivers[2].rate_limit",
+        "not a rate",
+    ),
     ('[[receivers]]\nname = "r"\nkind = "icq"\nurl = "https://x"\n', "receivers[2].kind", "Input should be"),
-    ('[[receivers]]\nname = "r"\nkind = "slack"\nurl = "${NOT_SET_ANYWHERE}"\n', "receivers[2].url",
-     "NOT_SET_ANYWHERE is not set"),
+    (
+        '[[receivers]]\nname = "r"\nkind = "slack"\nurl = "${NOT_SET_ANYWHERE}"\n',
+        "receivers[2].url",
+        "NOT_SET_ANYWHERE is not set",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("snippet", "key", "words"), ERRORS)
-def test_errors_name_file_key_and_reason(env: dict[str, str], tmp_path: Path, snippet: str, key: str,
-                                         words: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_errors_name_file_key_and_reason(
+    env: dict[str, str], tmp_path: Path, snippet: str, key: str, words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     p = write(tmp_path, base(snippet) if not snippet.startswith("bogus") else snippet + base())
     with pytest.raises(SystemExit) as exit_:
         main(["check", "--config", str(p)])
@@ -200,13 +239,17 @@ def test_errors_name_file_key_and_reason(env: dict[str, str], tmp_path: Path, sn
     assert words in err, err
 
 
-@pytest.mark.parametrize(("replace", "key", "words"), [
-    ('timezone = "Asia/Shanghai"', "timezone", "unknown time zone"),
-    ('poll_interval = "2s"', "source.poll_interval", "not a duration"),
-    ('lateness = "5m"', "source.lateness", "not a duration"),
-])
-def test_bad_values_in_place(env: dict[str, str], tmp_path: Path, replace: str, key: str, words: str,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("replace", "key", "words"),
+    [
+        ('timezone = "Asia/Shanghai"', "timezone", "unknown time zone"),
+        ('poll_interval = "2s"', "source.poll_interval", "not a duration"),
+        ('lateness = "5m"', "source.lateness", "not a duration"),
+    ],
+)
+def test_bad_values_in_place(
+    env: dict[str, str], tmp_path: Path, replace: str, key: str, words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     name, _, _ = replace.partition(" = ")
     broken = base().replace(replace, f'{name} = "Mars/Olympus"' if name == "timezone" else f'{name} = "2 parsecs"')
     p = write(tmp_path, broken)
@@ -217,8 +260,9 @@ def test_bad_values_in_place(env: dict[str, str], tmp_path: Path, replace: str, 
     assert key in err and words in err, err
 
 
-def test_a_locale_the_page_does_not_speak_names_file_key_and_choices(env: dict[str, str], tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_locale_the_page_does_not_speak_names_file_key_and_choices(
+    env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     p = write(tmp_path, 'locale = "fr"\n' + base())
     with pytest.raises(SystemExit) as exit_:
         main(["check", "--config", str(p)])
@@ -242,8 +286,9 @@ def test_distinct_needs_customer_column(env: dict[str, str], tmp_path: Path) -> 
     assert "rules[2].distinct" in str(err.value)
 
 
-def test_secret_not_in_error_output(env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secret_not_in_error_output(
+    env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BAD_URL", "ftp://user:SECRET-PW@host/x")
     p = write(tmp_path, base('[[receivers]]\nname = "r"\nkind = "slack"\nurl = "${BAD_URL}"\n'))
     with pytest.raises(SystemExit):
@@ -257,8 +302,10 @@ def test_quiet_rule_defaults_and_streak_max_gap_off(tmp_path: Path, env: dict[st
 
     from sentinel.config import QuietRuleConfig, StreakRuleConfig
 
-    rules = ('[[rules]]\nname = "q"\nkind = "quiet"\n[[rules]]\nname = "s"\nkind = "streak"\nmax_gap = "off"\n'
-             '[[rules]]\nname = "s2"\nkind = "streak"\n')
+    rules = (
+        '[[rules]]\nname = "q"\nkind = "quiet"\n[[rules]]\nname = "s"\nkind = "streak"\nmax_gap = "off"\n'
+        '[[rules]]\nname = "s2"\nkind = "streak"\n'
+    )
     cfg = load_config(write(tmp_path, base(rules)))
     quiet, off, default = cfg.rules[3:]
     assert isinstance(quiet, QuietRuleConfig) and quiet.group_by == ["channel"] and quiet.max_p == 1e-6
@@ -285,13 +332,20 @@ def test_rules_dir_toml_and_yaml(env: dict[str, str], tmp_path: Path) -> None:
 
 
 def test_check_runs_as_console_script(env: dict[str, str]) -> None:
-    out = subprocess.run([sys.executable, "-m", "sentinel.cli", "check", "--config", str(FIXTURE)],
-                         capture_output=True, text=True, env={**os.environ}, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "sentinel.cli", "check", "--config", str(FIXTURE)],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("15s", 15), ("5m", 300), ("24h", 86400), ("7d", 604800),
-                                               ("1h30m", 5400), ("250ms", 0.25), ("0s", 0)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("15s", 15), ("5m", 300), ("24h", 86400), ("7d", 604800), ("1h30m", 5400), ("250ms", 0.25), ("0s", 0)],
+)
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text).total_seconds() == seconds
 
@@ -314,13 +368,17 @@ def test_rates_and_windows() -> None:
     assert day.contains(time(13, 0)) and not day.contains(time(13, 30))
 
 
-def test_the_deploy_example_passes_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_deploy_example_passes_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """deploy/systemd/sentinel.toml.example, with its credentials where LoadCredential= puts them."""
     creds = tmp_path / "credentials"
     creds.mkdir()
-    for name, value in (("api_token", "t"), ("ack_secret", "a"),
-                        ("wecom_robot_1", "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=K")):
+    for name, value in (
+        ("api_token", "t"),
+        ("ack_secret", "a"),
+        ("wecom_robot_1", "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=K"),
+    ):
         (creds / name).write_text(value + "\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     root = Path(__file__).parent.parent
@@ -338,23 +396,29 @@ def test_the_deploy_example_passes_check(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_a_mistyped_key_gets_did_you_mean_from_its_own_table(tmp_path: Path) -> None:
     cfg = tmp_path / "typo.toml"
-    cfg.write_text('timezon = "UTC"\n[source]\nurl = "sqlite:////tmp/crm.db"\ntabel = "complaints"\n'
-                   'columns = { typ = "category" }\n[[rules]]\nname = "r"\nkind = "threshold"\nfactr = 2\n'
-                   'bogus = 1\n', encoding="utf-8")
+    cfg.write_text(
+        'timezon = "UTC"\n[source]\nurl = "sqlite:////tmp/crm.db"\ntabel = "complaints"\n'
+        'columns = { typ = "category" }\n[[rules]]\nname = "r"\nkind = "threshold"\nfactr = 2\n'
+        "bogus = 1\n",
+        encoding="utf-8",
+    )
     with pytest.raises(ConfigError) as err:
         load_config(cfg)
-    assert sorted(err.value.problems) == sorted([
-        f"{cfg}: timezon: unknown key; did you mean 'timezone'?",
-        f"{cfg}: source.tabel: unknown key; did you mean 'table'?",
-        f"{cfg}: source.columns.typ: unknown key; did you mean 'type'?",
-        f"{cfg}: rules[0].factr: unknown key; did you mean 'factor'?",
-        f"{cfg}: rules[0].bogus: unknown key",  # nothing close: no guess
-    ])
+    assert sorted(err.value.problems) == sorted(
+        [
+            f"{cfg}: timezon: unknown key; did you mean 'timezone'?",
+            f"{cfg}: source.tabel: unknown key; did you mean 'table'?",
+            f"{cfg}: source.columns.typ: unknown key; did you mean 'type'?",
+            f"{cfg}: rules[0].factr: unknown key; did you mean 'factor'?",
+            f"{cfg}: rules[0].bogus: unknown key",  # nothing close: no guess
+        ]
+    )
 
 
 @pytest.mark.parametrize(("value", "words"), [('"2 parsecs"', "not a duration"), ('"0s"', "must be positive")])
-def test_reconcile_interval_is_a_positive_duration(env: dict[str, str], tmp_path: Path, value: str, words: str,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_reconcile_interval_is_a_positive_duration(
+    env: dict[str, str], tmp_path: Path, value: str, words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     ok = load_config(write(tmp_path, base().replace('lateness = "5m"', 'lateness = "5m"\nreconcile_interval = "1m"')))
     assert ok.source is not None and ok.source.reconcile_interval.total_seconds() == 60
     assert load_config(FIXTURE).source.reconcile_interval.total_seconds() == 300  # type: ignore[union-attr]
@@ -366,10 +430,12 @@ def test_reconcile_interval_is_a_positive_duration(env: dict[str, str], tmp_path
     assert "reconcile_interval" in err and words in err, err
 
 
-@pytest.mark.parametrize(("value", "words"), [('"1s"', "between 2s and 10m"), ('"11m"', "between 2s and 10m"),
-                                              ('"soon"', "not a duration")])
-def test_lease_ttl_is_validated(env: dict[str, str], tmp_path: Path, value: str, words: str,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("value", "words"), [('"1s"', "between 2s and 10m"), ('"11m"', "between 2s and 10m"), ('"soon"', "not a duration")]
+)
+def test_lease_ttl_is_validated(
+    env: dict[str, str], tmp_path: Path, value: str, words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert load_config(FIXTURE).state.lease_ttl.total_seconds() == 15
     ok = load_config(write(tmp_path, base() + '\n[state]\nlease_ttl = "30s"\n'))
     assert ok.state.lease_ttl.total_seconds() == 30

@@ -147,8 +147,9 @@ class Writer:
             if kind == "streak":
                 batches = [[typ] for _ in range(self.rng.randint(5, 13))] + [[self.rng.choice(others)]]
             elif kind == "surge":
-                batches = [[typ] * self.rng.randint(2, 6) + [self.rng.choice(others)]
-                           for _ in range(self.rng.randint(2, 5))]
+                batches = [
+                    [typ] * self.rng.randint(2, 6) + [self.rng.choice(others)] for _ in range(self.rng.randint(2, 5))
+                ]
             else:
                 batches = [[self.rng.choice(TYPES)] for _ in range(self.rng.randint(2, 5))]
             for types in batches:
@@ -195,8 +196,9 @@ class Soak:
 
     def catch(self) -> None:
         """Remember the messages in flight now (killed, or the store gone: they may be sent again)."""
-        self.in_flight.append({d for (d,) in self.state.rows(
-            "SELECT delivery_id FROM outbox WHERE status = 'sending'")})
+        self.in_flight.append(
+            {d for (d,) in self.state.rows("SELECT delivery_id FROM outbox WHERE status = 'sending'")}
+        )
 
     def committed_after(self, us: int) -> Callable[[], bool]:
         return lambda: any(int(u) > us for (u,) in self.state.rows("SELECT updated_us FROM source_state"))
@@ -210,8 +212,9 @@ def wall_us() -> int:
 
 
 @contextlib.contextmanager
-def sqlite_write_lock(path: Path, seconds: float, until: Callable[[], bool] = lambda: True,
-                      longest: float = 240.0) -> Iterator[None]:
+def sqlite_write_lock(
+    path: Path, seconds: float, until: Callable[[], bool] = lambda: True, longest: float = 240.0
+) -> Iterator[None]:
     """Another connection holds the store's write lock for `seconds` (past the daemon's 30 s busy timeout),
     and on until `until()` holds (a poll has failed under it: on a loaded machine the writers' queue may
     put a poll's wait past the first `seconds`), `longest` at most."""
@@ -228,8 +231,13 @@ def sqlite_write_lock(path: Path, seconds: float, until: Callable[[], bool] = la
         conn.close()
 
 
-def soak(tmp_path: Path, state_url: str, direct_url: str,
-         outage: Callable[[], contextlib.AbstractContextManager[None]], failed: str) -> dict[str, Any]:
+def soak(
+    tmp_path: Path,
+    state_url: str,
+    direct_url: str,
+    outage: Callable[[], contextlib.AbstractContextManager[None]],
+    failed: str,
+) -> dict[str, Any]:
     """`outage()` makes the store unavailable while it is entered, until some time after its body; the same
     process goes on afterwards (no restart). `failed` is what the log says when a poll failed meanwhile
     (rather than waited the outage out)."""
@@ -243,13 +251,17 @@ def soak(tmp_path: Path, state_url: str, direct_url: str,
     thread = threading.Thread(target=writer.run, name="writer", daemon=True)
     with SlowWebhook() as hook:
         config = tmp_path / "sentinel.toml"
-        config.write_text(CONFIG.format(state_url=state_url, crm=crm.path, url=hook.url, lateness=LATENESS_S,
-                                        hold=HOLD_S), encoding="utf-8")
+        config.write_text(
+            CONFIG.format(state_url=state_url, crm=crm.path, url=hook.url, lateness=LATENESS_S, hold=HOLD_S),
+            encoding="utf-8",
+        )
         s = Soak(config, log, state)
         s.start()
         try:
-            s.wait("the first start's backfill",
-                   lambda: [bool(r[0]) for r in state.rows("SELECT backfill_done FROM source_state")] == [True])
+            s.wait(
+                "the first start's backfill",
+                lambda: [bool(r[0]) for r in state.rows("SELECT backfill_done FROM source_state")] == [True],
+            )
             thread.start()
             for k in range(KILLS):
                 if rng.random() < 0.2:  # while it starts: migrations, the restore, the first poll
@@ -275,8 +287,14 @@ def soak(tmp_path: Path, state_url: str, direct_url: str,
             thread.join(10)
             assert writer.error is None, writer.error
             time.sleep(HOLD_S + LATENESS_S + 2.0)  # every streak's hold has run out, and settled
-            s.wait("every message delivered", lambda: bool(state.rows("SELECT 1 FROM outbox")) and not state.rows(
-                "SELECT 1 FROM outbox WHERE status != 'delivered'"), timeout=120)
+            s.wait(
+                "every message delivered",
+                lambda: (
+                    bool(state.rows("SELECT 1 FROM outbox"))
+                    and not state.rows("SELECT 1 FROM outbox WHERE status != 'delivered'")
+                ),
+                timeout=120,
+            )
         finally:
             writer.stop.set()
             code = stop(s.proc)
@@ -286,9 +304,13 @@ def soak(tmp_path: Path, state_url: str, direct_url: str,
         figures = check(tmp_path, config, crm, state, s, requests)
     finally:
         state.close()
-    figures.update(outage_failed_a_poll=failed in log.read_text(errors="replace"), kills=s.kills, starts=s.starts,
-                   rows=writer.rows,
-                   seconds=round(time.monotonic() - started, 1))
+    figures.update(
+        outage_failed_a_poll=failed in log.read_text(errors="replace"),
+        kills=s.kills,
+        starts=s.starts,
+        rows=writer.rows,
+        seconds=round(time.monotonic() - started, 1),
+    )
     print(f"\nfigures: {json.dumps(figures)}")
     return figures
 
@@ -297,23 +319,44 @@ def check(tmp_path: Path, config: Path, crm: Crm, state: State, s: Soak, request
     cal = Calendar("Asia/Shanghai")
     with sqlite3.connect(crm.path) as db:
         source = db.execute("SELECT id, created_at, category, channel FROM complaints ORDER BY id").fetchall()
-    rows = [Rec(from_datetime(datetime.fromisoformat(t).replace(tzinfo=UTC)), typ, ch, id=i)
-            for i, t, typ, ch in source]
+    rows = [
+        Rec(from_datetime(datetime.fromisoformat(t).replace(tzinfo=UTC)), typ, ch, id=i) for i, t, typ, ch in source
+    ]
     # 1. the buckets are the source's rows, by hour, type and channel
     want = Counter((cal.hour_start(r.ts), r.type, r.channel) for r in rows)
     with state.engine.connect() as conn:
-        got = Counter({(int(h), t, c): int(n) for h, t, c, n in conn.execute(
-            sa.select(hourly_buckets.c.hour_us, hourly_buckets.c.type, hourly_buckets.c.channel,
-                      hourly_buckets.c.count))})
+        got = Counter(
+            {
+                (int(h), t, c): int(n)
+                for h, t, c, n in conn.execute(
+                    sa.select(
+                        hourly_buckets.c.hour_us,
+                        hourly_buckets.c.type,
+                        hourly_buckets.c.channel,
+                        hourly_buckets.c.count,
+                    )
+                )
+            }
+        )
         events = recorded(conn)
         coverage = conn.execute(sa.text("SELECT coverage_start_us FROM source_state")).scalar_one()
-        clocks = [json.loads(d).get("clock") for (d,) in conn.execute(sa.text(
-            "SELECT data FROM rule_state WHERE part = 'core'"))]
+        clocks = [
+            json.loads(d).get("clock")
+            for (d,) in conn.execute(sa.text("SELECT data FROM rule_state WHERE part = 'core'"))
+        ]
         notified = {r[0] for r in conn.execute(sa.text("SELECT DISTINCT instance FROM alert_events WHERE notify"))}
-        recorded_at = {(i, st): int(c) for i, st, c in conn.execute(sa.text(
-            "SELECT instance, state, MIN(created_us) FROM alert_events GROUP BY instance, state"))}
-        resolved = {r[0] for r in conn.execute(sa.text(
-            "SELECT DISTINCT instance FROM alert_events WHERE notify AND state = 'resolved'"))}
+        recorded_at = {
+            (i, st): int(c)
+            for i, st, c in conn.execute(
+                sa.text("SELECT instance, state, MIN(created_us) FROM alert_events GROUP BY instance, state")
+            )
+        }
+        resolved = {
+            r[0]
+            for r in conn.execute(
+                sa.text("SELECT DISTINCT instance FROM alert_events WHERE notify AND state = 'resolved'")
+            )
+        }
         outbox = [r[0] for r in conn.execute(sa.text("SELECT delivery_id FROM outbox ORDER BY id"))]
     assert got == want
     # 2. the events are the backtest's (compared in event-time order: fire on sight records an escalation
@@ -344,10 +387,15 @@ def check(tmp_path: Path, config: Path, crm: Crm, state: State, s: Soak, request
     twice = {d: n for d, n in received.items() if n > 1}
     assert all(n <= 1 + caught[d] for d, n in twice.items()), (twice, caught)
     assert "messages in flight at the last stop will be sent again" in s.log.read_text(errors="replace") or not caught
-    return {"events": len(events), "alerts": len({e.instance for e in events}), "messages": len(outbox),
-            "deliveries": sum(received.values()), "duplicates": sum(n - 1 for n in twice.values()),
-            "unannounced_alerts": len(unseen),
-            "in_flight_caught": sum(len(x) for x in s.in_flight)}
+    return {
+        "events": len(events),
+        "alerts": len({e.instance for e in events}),
+        "messages": len(outbox),
+        "deliveries": sum(received.values()),
+        "duplicates": sum(n - 1 for n in twice.values()),
+        "unannounced_alerts": len(unseen),
+        "in_flight_caught": sum(len(x) for x in s.in_flight),
+    }
 
 
 @pytest.mark.slow
@@ -358,8 +406,13 @@ def test_kill_9_soak_over_a_sqlite_store_with_its_write_lock_held(tmp_path: Path
     def poll_failed() -> bool:
         return failed in (tmp_path / "sentinel.log").read_text(errors="replace")
 
-    figures = soak(tmp_path, f"sqlite:///{path}", f"sqlite:///{path}",
-                   lambda: sqlite_write_lock(path, OUTAGE_SQLITE_S, until=poll_failed), failed)
+    figures = soak(
+        tmp_path,
+        f"sqlite:///{path}",
+        f"sqlite:///{path}",
+        lambda: sqlite_write_lock(path, OUTAGE_SQLITE_S, until=poll_failed),
+        failed,
+    )
     assert figures["kills"] == KILLS and figures["events"] > 20 and figures["outage_failed_a_poll"]
 
 

@@ -28,7 +28,10 @@ def crm(tmp_path: Path) -> Crm:
 
 
 def config(tmp_path: Path, crm: Crm, extra: str = "") -> Path:
-    return write_config(tmp_path, crm, f"""
+    return write_config(
+        tmp_path,
+        crm,
+        f"""
 [[rules]]
 name = "type-surge"
 kind = "threshold"
@@ -39,7 +42,8 @@ name = "streak"
 kind = "streak"
 length = 5
 {extra}
-""")
+""",
+    )
 
 
 def start(cfg_path: Path, clock: ManualClock) -> Daemon:
@@ -60,8 +64,10 @@ def surge_after_backfill(daemon: Daemon, crm: Crm, clock: ManualClock) -> None:
 def events(daemon: Daemon) -> list[dict[str, Any]]:
     with daemon.store.reading() as conn:
         rows = conn.execute(select(alert_events).order_by(alert_events.c.seq)).mappings().all()
-    return [{"state": r["state"], "rule": r["rule"], "tier": r["tier"], "notify": r["notify"],
-             **json.loads(r["payload"])} for r in rows]
+    return [
+        {"state": r["state"], "rule": r["rule"], "tier": r["tier"], "notify": r["notify"], **json.loads(r["payload"])}
+        for r in rows
+    ]
 
 
 def history(crm: Crm, days: int = 8, per_day: int = 40) -> None:
@@ -108,9 +114,12 @@ def test_records_are_evaluated_in_the_poll_that_reads_them(tmp_path: Path, crm: 
         daemon.cycle()
         new = [e for e in events(daemon)[count:] if e["notify"]]
         assert [(e["rule"], e["state"], e["tier"], e["labels"]) for e in new] == [
-            ("streak", "firing", "light", {"type": "新类型"}), ("streak", "firing", "light", {"type": T}),
-            ("streak", "upgraded", "moderate", {"type": T}), ("streak", "upgraded", "severe", {"type": T}),
-            ("type-surge", "firing", "light", {"type": T})]
+            ("streak", "firing", "light", {"type": "新类型"}),
+            ("streak", "firing", "light", {"type": T}),
+            ("streak", "upgraded", "moderate", {"type": T}),
+            ("streak", "upgraded", "severe", {"type": T}),
+            ("type-surge", "firing", "light", {"type": T}),
+        ]
         assert new[0]["value"] == 5
         surge = new[4]
         assert surge["value"] == 61 and surge["at"] == "2025-07-08T18:00:11.200000+08:00"  # the 61st of today
@@ -120,7 +129,10 @@ def test_a_late_row_that_breaks_a_told_streak_retracts_it_to_everyone_told(tmp_p
     """A five-in-a-row told on sight; then a row created inside the run is committed late (within
     lateness). Once the settled order passes the run, the alert is closed as retracted, the people told
     of it hear so, and the retraction is counted."""
-    with backfilled(tmp_path, crm, """
+    with backfilled(
+        tmp_path,
+        crm,
+        """
 [[receivers]]
 name = "ops"
 kind = "webhook"
@@ -129,7 +141,8 @@ url = "http://127.0.0.1:9/hook"
 [[routes]]
 receivers = ["ops"]
 group_wait = "0s"
-""") as (daemon, clock):
+""",
+    ) as (daemon, clock):
         dispatch = daemon.pipeline.dispatch
         count = len(events(daemon))
         crm.add(NOW + timedelta(seconds=1), type_="新类型", n=5, spacing=timedelta(seconds=2))
@@ -150,8 +163,10 @@ group_wait = "0s"
         assert streak[1]["reason"].startswith("retracted:") and streak[1]["notify"]
         dispatch.dispatch()
         with daemon.store.reading() as conn:
-            msgs = [(r.receiver, json.loads(r.payload)["status"], json.loads(r.instances))
-                    for r in conn.execute(select(outbox_table).order_by(outbox_table.c.id))]
+            msgs = [
+                (r.receiver, json.loads(r.payload)["status"], json.loads(r.instances))
+                for r in conn.execute(select(outbox_table).order_by(outbox_table.c.id))
+            ]
         told = [m for m in msgs if streak[0]["instance"] in m[2]]
         assert [(r, status) for r, status, _ in told] == [("ops", "firing"), ("ops", "resolved")]
         exposition = daemon.metrics.render().decode()
@@ -175,9 +190,10 @@ def test_restart_continues_without_repeating(tmp_path: Path, crm: Crm) -> None:
         crm.add(NOW - timedelta(minutes=1), n=20, spacing=timedelta(seconds=1))  # 81 >= 2 x 40
         clock.set(NOW + timedelta(minutes=5))  # records are evaluated once `lateness` (5 min) old
         daemon.cycle()
-        new = events(daemon)[len(first):]
+        new = events(daemon)[len(first) :]
         assert [(e["state"], e["tier"], e["value"]) for e in new if e["rule"] == "type-surge"] == [
-            ("upgraded", "moderate", 80)]
+            ("upgraded", "moderate", 80)
+        ]
         assert new[0]["instance"] == [e for e in first if e["rule"] == "type-surge"][-1]["instance"]
     finally:
         daemon.stop()
@@ -257,8 +273,10 @@ def test_sighup_adds_a_rule_with_full_history_and_removes_one(tmp_path: Path, cr
         assert [e["rule"] for e in events(daemon) if e["notify"] and e["rule"] != "streak"] == ["type-surge"]
         text = cfg.read_text(encoding="utf-8")
         new_rule = '[[rules]]\nname = "per-channel"\nkind = "threshold"\ngroup_by = ["type", "channel"]\n'
-        cfg.write_text(text.replace('[[rules]]\nname = "type-surge"\nkind = "threshold"\nmin_count = 10\n', new_rule),
-                       encoding="utf-8")
+        cfg.write_text(
+            text.replace('[[rules]]\nname = "type-surge"\nkind = "threshold"\nmin_count = 10\n', new_rule),
+            encoding="utf-8",
+        )
         assert daemon.reload() is True
         crm.add(NOW + timedelta(seconds=3))
         clock.set(NOW + timedelta(minutes=5, seconds=4))
@@ -273,8 +291,9 @@ def test_sighup_adds_a_rule_with_full_history_and_removes_one(tmp_path: Path, cr
         daemon.stop()
 
 
-def test_a_failed_cycle_commits_nothing_and_the_next_one_catches_up(tmp_path: Path, crm: Crm,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_cycle_commits_nothing_and_the_next_one_catches_up(
+    tmp_path: Path, crm: Crm, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with backfilled(tmp_path, crm) as (daemon, clock):
         before = events(daemon)
         crm.add(NOW - timedelta(minutes=20), n=61, spacing=timedelta(seconds=10))
@@ -293,13 +312,12 @@ def test_a_failed_cycle_commits_nothing_and_the_next_one_catches_up(tmp_path: Pa
         monkeypatch.setattr(detection, "on_cycle", real)
         clock.set(NOW + timedelta(seconds=4))
         daemon.cycle()
-        new = [e for e in events(daemon)[len(before):] if e["rule"] == "type-surge"]
+        new = [e for e in events(daemon)[len(before) :] if e["rule"] == "type-surge"]
         assert [(e["state"], e["value"]) for e in new] == [("firing", 61)]  # exactly once, from the reloaded state
         assert not any("state store" in p for p in daemon.readiness())
 
 
-def test_detection_holds_until_the_state_is_reloaded(tmp_path: Path, crm: Crm,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_detection_holds_until_the_state_is_reloaded(tmp_path: Path, crm: Crm, monkeypatch: pytest.MonkeyPatch) -> None:
     """A cycle's transaction fails after the engine moved in memory, and the store stays unreachable for
     the reload too: no record is fed to that engine (no false streak or surge), /readyz says why, and
     once a reload succeeds the rows are counted exactly once."""
@@ -339,7 +357,7 @@ def test_detection_holds_until_the_state_is_reloaded(tmp_path: Path, crm: Crm,
         daemon.poll.restore_retry_monotonic = 0.0
         clock.set(NOW + timedelta(seconds=30))
         daemon.cycle()
-        new = [e for e in events(daemon)[len(before):] if e["rule"] == "streak" and e["labels"] == {"type": "新类型"}]
+        new = [e for e in events(daemon)[len(before) :] if e["rule"] == "streak" and e["labels"] == {"type": "新类型"}]
         assert [(e["state"], e["value"]) for e in new] == [("firing", 5)]  # once, from 5 rows, not 3 + 3 + 2
         assert daemon.restore_error is None and not any("holds" in p for p in daemon.readiness())
 
@@ -356,14 +374,17 @@ def _stream(seed: int, start: datetime, n: int) -> list[tuple[datetime, str, str
     return out
 
 
-def _replay_daemon(tmp_path: Path, rows: list[tuple[datetime, str, str]], polls: list[datetime],
-                   restarts: set[int]) -> list[dict[str, Any]]:
+def _replay_daemon(
+    tmp_path: Path, rows: list[tuple[datetime, str, str]], polls: list[datetime], restarts: set[int]
+) -> list[dict[str, Any]]:
     tmp_path.mkdir()
     crm = Crm(tmp_path / "crm.db")
     history(crm, days=8, per_day=12)
-    extra = ('[[rules]]\nname = "pace"\nkind = "threshold"\nmode = "pace"\nmin_count = 3\n'
-             '[[rules]]\nname = "roll"\nkind = "threshold"\nmode = "rolling"\nmin_count = 3\n'
-             'resolve_after = "30m"\n')
+    extra = (
+        '[[rules]]\nname = "pace"\nkind = "threshold"\nmode = "pace"\nmin_count = 3\n'
+        '[[rules]]\nname = "roll"\nkind = "threshold"\nmode = "rolling"\nmin_count = 3\n'
+        'resolve_after = "30m"\n'
+    )
     cfg = config(tmp_path, crm, extra)
     clock = ManualClock(polls[0])
     daemon = start(cfg, clock)

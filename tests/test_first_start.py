@@ -90,7 +90,8 @@ def test_a_dominant_type_hands_on_todays_run_not_a_streak_open_for_days(tmp_path
         # every earlier day's streak ended with its quiet night: recorded, resolved, never told
         replayed = [e for e in events(daemon) if not e["notify"] and e["rule"] == "same-type-streak"]
         assert {local_day(e["started"]) for e in replayed if e["state"] == "firing"} >= {
-            f"2025-07-0{d}" for d in range(1, 8)}
+            f"2025-07-0{d}" for d in range(1, 8)
+        }
         assert all(local_day(e["started"]) == "2025-07-08" for e in handed)
     finally:
         daemon.stop()
@@ -117,7 +118,7 @@ def test_yesterdays_surge_is_not_handed_on_todays_is(tmp_path: Path, crm: Crm) -
     crm.history(8, 40)
     crm.add(NOW - timedelta(days=1, hours=4), n=90, spacing=timedelta(seconds=30))  # yesterday 14:00
     crm.add(NOW - timedelta(hours=3), type_="新类型", n=12, spacing=timedelta(minutes=1))  # today 15:00
-    daemon, _ = first_start(tmp_path, crm, QUICK_START.split("[[rules]]\nname = \"same-type-streak\"", 1)[0])
+    daemon, _ = first_start(tmp_path, crm, QUICK_START.split('[[rules]]\nname = "same-type-streak"', 1)[0])
     try:
         surges = [e for e in events(daemon) if e["rule"] == "type-surge"]
         assert any(e["labels"] == {"type": T} and not e["notify"] for e in surges)  # detected in the replay
@@ -130,8 +131,9 @@ def test_yesterdays_surge_is_not_handed_on_todays_is(tmp_path: Path, crm: Crm) -
         daemon.stop()
 
 
-def test_a_channel_silent_at_the_start_is_handed_on_and_resolves_on_its_next_complaint(tmp_path: Path,
-                                                                                       crm: Crm) -> None:
+def test_a_channel_silent_at_the_start_is_handed_on_and_resolves_on_its_next_complaint(
+    tmp_path: Path, crm: Crm
+) -> None:
     """The quiet rule through the daemon: WeChat (every 30 minutes, day and night, for eight days) has
     sent nothing since 14:00 while the phone line flows on; at the first start (18:00) that silence is
     live, handed on with how long it has been silent; its next complaint resolves it, told at once."""
@@ -147,7 +149,8 @@ def test_a_channel_silent_at_the_start_is_handed_on_and_resolves_on_its_next_com
     try:
         handed = [e for e in events(daemon) if e["notify"]]
         assert [(e["rule"], e["state"], e["labels"]) for e in handed] == [
-            ("channel-quiet", "firing", {"channel": "微信公众号"})]
+            ("channel-quiet", "firing", {"channel": "微信公众号"})
+        ]
         # two complaints an hour: -ln(1e-3) = 6.9 expected after 3 h 27 m of nothing (from 14:00:05)
         fired = datetime.fromisoformat(handed[0]["started"])
         assert timedelta(hours=3, minutes=20) < fired - (NOW - timedelta(hours=4)) < timedelta(hours=3, minutes=35)
@@ -158,7 +161,8 @@ def test_a_channel_silent_at_the_start_is_handed_on_and_resolves_on_its_next_com
         daemon.cycle()
         resolved = [e for e in events(daemon) if e["state"] == "resolved"]
         assert [(e["rule"], e["reason"], e["notify"]) for e in resolved] == [
-            ("channel-quiet", "a complaint arrived", True)]
+            ("channel-quiet", "a complaint arrived", True)
+        ]
         assert resolved[0]["instance"] == handed[0]["instance"]
     finally:
         daemon.stop()

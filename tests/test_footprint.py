@@ -49,8 +49,9 @@ sys.exit(cli.main(["run", "--config", sys.argv[1], "--log-level", "WARNING"]))
 def run_daemon_once(config: Path) -> tuple[set[str], set[str]]:
     """The modules loaded once the daemon has polled, and those ever imported since the interpreter began
     (both with their top-level package names)."""
-    out = subprocess.run([sys.executable, "-c", RUN, str(config)], capture_output=True, text=True, timeout=120,
-                         check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", RUN, str(config)], capture_output=True, text=True, timeout=120, check=False
+    )
     assert out.returncode == 0, out.stderr
     found = json.loads(out.stdout.strip().splitlines()[-1])
     loaded, ever = set(found["loaded"]), set(found["ever"])
@@ -61,8 +62,10 @@ def quickstart(tmp_path: Path) -> Path:
     crm = footprint._Crm(tmp_path / "crm.db")
     crm.history(footprint.IDLE, datetime.now(UTC), random.Random(1))
     config = tmp_path / "sentinel.toml"
-    config.write_text(footprint.quickstart_config(tmp_path, crm.path, "http://127.0.0.1:9/cgi-bin/webhook/send?key=k",
-                                                  0), encoding="utf-8")
+    config.write_text(
+        footprint.quickstart_config(tmp_path, crm.path, "http://127.0.0.1:9/cgi-bin/webhook/send?key=k", 0),
+        encoding="utf-8",
+    )
     return config
 
 

@@ -33,9 +33,12 @@ def daily_of(spec: dict[int, dict[tuple[str, str], int]]) -> DailyCounts:
 def test_hours_are_summed_into_their_local_day() -> None:
     day = date(2025, 7, 7)
     local_midnight = at("2025-07-07 00:00")
-    data = [(local_midnight - HOUR_US, T, PHONE, 3),  # 23:00 on July 6
-            (local_midnight, T, PHONE, 2), (local_midnight + 23 * HOUR_US, T, PHONE, 5),
-            (local_midnight + 5 * HOUR_US, T, WECHAT, 7)]
+    data = [
+        (local_midnight - HOUR_US, T, PHONE, 3),  # 23:00 on July 6
+        (local_midnight, T, PHONE, 2),
+        (local_midnight + 23 * HOUR_US, T, PHONE, 5),
+        (local_midnight + 5 * HOUR_US, T, WECHAT, 7),
+    ]
     d = DailyCounts(data, CAL)
     cfg = threshold(group_by=["type"])
     assert d.series(cfg, {"type": T}, range(day.toordinal() - 1, day.toordinal() + 1)) == [3, 14]
@@ -78,29 +81,41 @@ def test_only_the_days_read_are_drawn() -> None:
     d = daily_of({3: {(T, PHONE): 9}, 2: {(T, PHONE): 4}, 1: {(T, PHONE): 6}})
     coverage = CAL.day_start(TODAY - 2) + 14 * HOUR_US
     pts = series_history(d, threshold(), {"type": T}, today=TODAY, coverage_start_us=coverage, days=14)
-    assert [(p.day, p.count) for p in pts] == [(date.fromordinal(TODAY - 2), 4), (date.fromordinal(TODAY - 1), 6),
-                                               (date.fromordinal(TODAY), 0)]
-    today_only = series_history(d, threshold(), {"type": T}, today=TODAY, coverage_start_us=CAL.day_start(TODAY),
-                                days=14)
+    assert [(p.day, p.count) for p in pts] == [
+        (date.fromordinal(TODAY - 2), 4),
+        (date.fromordinal(TODAY - 1), 6),
+        (date.fromordinal(TODAY), 0),
+    ]
+    today_only = series_history(
+        d, threshold(), {"type": T}, today=TODAY, coverage_start_us=CAL.day_start(TODAY), days=14
+    )
     assert [p.day for p in today_only] == [date.fromordinal(TODAY)]
 
 
 def test_min_count_floors_the_threshold_and_median_is_honoured() -> None:
     d = daily_of({1: {(T, PHONE): 1}, 2: {(T, PHONE): 2}, 3: {(T, PHONE): 90}, 4: {(T, PHONE): 3}})
     coverage = CAL.day_start(TODAY - 30)
-    mean = series_history(d, threshold(baseline_days=4, min_count=10), {"type": T}, today=TODAY,
-                          coverage_start_us=coverage, days=1)[0]
+    mean = series_history(
+        d, threshold(baseline_days=4, min_count=10), {"type": T}, today=TODAY, coverage_start_us=coverage, days=1
+    )[0]
     assert mean.baseline == pytest.approx(24.0) and mean.threshold == pytest.approx(36.0)
-    median = series_history(d, threshold(baseline_days=4, baseline="median", min_count=10), {"type": T},
-                            today=TODAY, coverage_start_us=coverage, days=1)[0]
+    median = series_history(
+        d,
+        threshold(baseline_days=4, baseline="median", min_count=10),
+        {"type": T},
+        today=TODAY,
+        coverage_start_us=coverage,
+        days=1,
+    )[0]
     assert median.baseline == pytest.approx(2.5) and median.threshold == 10.0
 
 
 def test_fewer_available_days_than_the_window_average_what_there_is() -> None:
     d = daily_of({1: {(T, PHONE): 6}, 2: {(T, PHONE): 4}, 3: {(T, PHONE): 2}})
     coverage = CAL.day_start(TODAY - 3)
-    p = series_history(d, threshold(baseline_days=7, min_history_days=3), {"type": T}, today=TODAY,
-                       coverage_start_us=coverage, days=1)[0]
+    p = series_history(
+        d, threshold(baseline_days=7, min_history_days=3), {"type": T}, today=TODAY, coverage_start_us=coverage, days=1
+    )[0]
     assert p.baseline == pytest.approx(4.0)
 
 

@@ -33,13 +33,17 @@ def url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("T_API_TOKEN", TOKEN)
     crm = Crm(tmp_path / "crm.db")
     crm.add(NOW, n=3)
-    cfg = write_config(tmp_path, crm, """
+    cfg = write_config(
+        tmp_path,
+        crm,
+        """
 [api]
 token = "${T_API_TOKEN}"
 [[rules]]
 name = "type-surge"
 kind = "threshold"
-""")
+""",
+    )
     daemon = build(load_config(cfg), config_path=str(cfg), clock=ManualClock(NOW))
     daemon.open()
     while daemon.cycle():
@@ -139,11 +143,21 @@ def test_connections_over_the_cap_wait_only_until_the_held_ones_are_cut(tmp_path
         server.stop()
 
 
-@pytest.mark.parametrize("drip", [
-    pytest.param((b"GET /healthz HTTP/1.1\r\nHost: x\r\n", b"X-a: b\r\n"), id="head"),
-    pytest.param((b"POST /api/v1/ack HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode()
-                  + b"\r\nContent-Length: 1000\r\n\r\n", b"x"), id="body"),
-])
+@pytest.mark.parametrize(
+    "drip",
+    [
+        pytest.param((b"GET /healthz HTTP/1.1\r\nHost: x\r\n", b"X-a: b\r\n"), id="head"),
+        pytest.param(
+            (
+                b"POST /api/v1/ack HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                + TOKEN.encode()
+                + b"\r\nContent-Length: 1000\r\n\r\n",
+                b"x",
+            ),
+            id="body",
+        ),
+    ],
+)
 def test_a_slow_drip_is_cut_while_health_answers(url: str, drip: tuple[bytes, bytes]) -> None:
     first, more = drip
     sock = connect(url)
@@ -187,8 +201,10 @@ def test_a_chunked_flood_is_refused_after_about_the_limit(url: str, auth: str, s
 def test_a_declared_length_over_the_limit_is_refused_before_any_body(url: str) -> None:
     sock = connect(url)
     try:
-        sock.sendall(f"POST /api/v1/silences HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
-                     "Content-Length: 50000000\r\n\r\n".encode())
+        sock.sendall(
+            f"POST /api/v1/silences HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            "Content-Length: 50000000\r\n\r\n".encode()
+        )
         assert status_of(sock) == 413  # at once, without waiting for the 50 MB the old server waited for
     finally:
         sock.close()
@@ -208,8 +224,10 @@ def test_a_declared_length_under_what_is_sent_does_not_let_the_rest_in(url: str)
 def test_an_unauthenticated_write_is_refused_before_its_body(url: str) -> None:
     sock = connect(url)
     try:  # a client that asks first is told no, not "100 Continue"
-        sock.sendall(b"POST /api/v1/ack HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n"
-                     b"Expect: 100-continue\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n")
+        sock.sendall(
+            b"POST /api/v1/ack HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n"
+            b"Expect: 100-continue\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n"
+        )
         answer = b""
         while not answer.endswith(b"}"):  # the head and the body may arrive in separate segments
             chunk = sock.recv(4096)
@@ -220,6 +238,7 @@ def test_an_unauthenticated_write_is_refused_before_its_body(url: str) -> None:
         assert answer.endswith(b'{"error": "missing or wrong bearer token"}')
     finally:
         sock.close()
-    r = requests.post(url + "/api/v1/ack", json={"instance": "nope"}, headers={"Authorization": f"Bearer {TOKEN}"},
-                      timeout=5)
+    r = requests.post(
+        url + "/api/v1/ack", json={"instance": "nope"}, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
+    )
     assert r.status_code == 404  # with the token the same route still works

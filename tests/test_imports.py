@@ -20,13 +20,36 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sentinel"
 
 DETECT_MUST_NOT_IMPORT = (
     # the parts named by the rule
-    "sentinel.store", "sentinel.notify", "sentinel.sources", "sentinel.metrics", "sentinel.cli",
+    "sentinel.store",
+    "sentinel.notify",
+    "sentinel.sources",
+    "sentinel.metrics",
+    "sentinel.cli",
     # the rest of the runtime: detection is what they call, never what calls them
-    "sentinel.detection", "sentinel.daemon", "sentinel.service", "sentinel.ingest", "sentinel.alerting",
-    "sentinel.web", "sentinel.api", "sentinel.api_v2", "sentinel.http", "sentinel.loader", "sentinel.clock",
-    "sentinel.backtest", "sentinel.demo", "sentinel.bench",
+    "sentinel.detection",
+    "sentinel.daemon",
+    "sentinel.service",
+    "sentinel.ingest",
+    "sentinel.alerting",
+    "sentinel.web",
+    "sentinel.api",
+    "sentinel.api_v2",
+    "sentinel.http",
+    "sentinel.loader",
+    "sentinel.clock",
+    "sentinel.backtest",
+    "sentinel.demo",
+    "sentinel.bench",
     # what the store, the network and the clock are made of
-    "sqlalchemy", "psycopg", "pymysql", "requests", "urllib3", "socket", "http", "prometheus_client", "time",
+    "sqlalchemy",
+    "psycopg",
+    "pymysql",
+    "requests",
+    "urllib3",
+    "socket",
+    "http",
+    "prometheus_client",
+    "time",
 )
 
 
@@ -121,8 +144,9 @@ def cycles(graph: dict[str, dict[str, set[str]]]) -> list[list[str]]:
 
 
 def describe(graph: dict[str, dict[str, set[str]]], component: list[str]) -> str:
-    ties = [f"{a} -> {b} ({', '.join(sorted(graph[a][b]))})" for a in component for b in component
-            if b in graph.get(a, {})]
+    ties = [
+        f"{a} -> {b} ({', '.join(sorted(graph[a][b]))})" for a in component for b in component if b in graph.get(a, {})
+    ]
     return "; ".join(ties)
 
 
@@ -162,10 +186,13 @@ def broken(tmp_path: Path) -> Path:
 
 
 def test_the_rules_catch_what_they_forbid(broken: Path) -> None:
-    assert detect_violations(broken) == ["sentinel/detect/rule.py:1 imports sentinel.store",
-                                         "sentinel/detect/rule.py:1 imports sentinel.store.alerts",
-                                         "sentinel/detect/rule.py:4 imports time"]
+    assert detect_violations(broken) == [
+        "sentinel/detect/rule.py:1 imports sentinel.store",
+        "sentinel/detect/rule.py:1 imports sentinel.store.alerts",
+        "sentinel/detect/rule.py:4 imports time",
+    ]
     graph = part_graph(broken)
     assert cycles(graph) == [["a", "b", "c"], ["config", "notify"]]
-    assert describe(graph, ["config", "notify"]) == ("config -> notify (sentinel/config.py:2); "
-                                                     "notify -> config (sentinel/notify/__init__.py:1)")
+    assert describe(graph, ["config", "notify"]) == (
+        "config -> notify (sentinel/config.py:2); notify -> config (sentinel/notify/__init__.py:1)"
+    )

@@ -29,7 +29,8 @@ def naive(dt: datetime) -> datetime:
 def make_daemon(tmp_path: Path, url: str, clock: ManualClock, name: str = "state", **source: Any) -> Daemon:
     extra = "".join(f'{k} = "{v}"\n' for k, v in source.items())
     cfg = tmp_path / f"{name}.toml"
-    cfg.write_text(f"""
+    cfg.write_text(
+        f"""
 timezone = "Asia/Shanghai"
 state_url = "sqlite:///{tmp_path}/{name}.db"
 listen = "127.0.0.1:0"
@@ -43,7 +44,9 @@ batch_size = 10
 [[rules]]
 name = "type-surge"
 kind = "threshold"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     d = build(load_config(cfg), config_path=str(cfg), clock=clock)
     d.open()
     return d
@@ -131,9 +134,14 @@ def test_first_start_reads_back_only_the_baseline_window(db: Db, tmp_path: Path)
 def test_bad_records_are_rejected_with_their_reason_once(db: Db, tmp_path: Path) -> None:
     complaints_table(db)
     insert(db, 1, [NOW - timedelta(minutes=1)])
-    db.insert("complaints", [row(db, 2, naive(NOW - timedelta(seconds=30)), typ=""),
-                             row(db, 3, naive(NOW - timedelta(seconds=20)), typ="x" * 201),
-                             row(db, 4, naive(NOW - timedelta(seconds=10)), typ="  ")])
+    db.insert(
+        "complaints",
+        [
+            row(db, 2, naive(NOW - timedelta(seconds=30)), typ=""),
+            row(db, 3, naive(NOW - timedelta(seconds=20)), typ="x" * 201),
+            row(db, 4, naive(NOW - timedelta(seconds=10)), typ="  "),
+        ],
+    )
     clock = ManualClock(NOW)
     d = make_daemon(tmp_path, db.url, clock)
     try:
@@ -148,8 +156,7 @@ def test_bad_records_are_rejected_with_their_reason_once(db: Db, tmp_path: Path)
         d.stop()
 
 
-def test_source_outage_is_retried_and_reported_then_recovers(pg_url: str, proxy: TcpProxy,
-                                                             tmp_path: Path) -> None:
+def test_source_outage_is_retried_and_reported_then_recovers(pg_url: str, proxy: TcpProxy, tmp_path: Path) -> None:
     import sqlalchemy as sa
 
     engine = sa.create_engine(pg_url)
@@ -181,4 +188,3 @@ def test_source_outage_is_retried_and_reported_then_recovers(pg_url: str, proxy:
     finally:
         d.stop()
         engine.dispose()
-

@@ -27,8 +27,11 @@ def undrawn(root: Path, readme: str) -> list[str]:
     `__init__.py` and the Alembic migrations, which the section names as a folder, aside)."""
     section = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
     words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", section))
-    return [str(path.relative_to(root.parent)) for path in sorted(root.rglob("*.py"))
-            if path.name != "__init__.py" and "migrations" not in path.parts and path.stem not in words]
+    return [
+        str(path.relative_to(root.parent))
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "__init__.py" and "migrations" not in path.parts and path.stem not in words
+    ]
 
 
 def test_no_module_is_longer_than_a_sitting() -> None:

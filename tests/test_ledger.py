@@ -33,10 +33,20 @@ T = "物流配送延误"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def config(tmp_path: Path, url: str, *, source_tz: str = "UTC", tz: str = "Asia/Shanghai",
-           name: str = "state", rules: str = "", reconcile: str | None = "5m", query: str | None = None) -> Path:
+def config(
+    tmp_path: Path,
+    url: str,
+    *,
+    source_tz: str = "UTC",
+    tz: str = "Asia/Shanghai",
+    name: str = "state",
+    rules: str = "",
+    reconcile: str | None = "5m",
+    query: str | None = None,
+) -> Path:
     path = tmp_path / f"{name}.toml"
-    path.write_text(f"""
+    path.write_text(
+        f"""
 timezone = "{tz}"
 state_url = "sqlite:///{tmp_path}/{name}.db"
 listen = "127.0.0.1:0"
@@ -47,11 +57,16 @@ timezone = "{source_tz}"
 lateness = "5m"
 {f'reconcile_interval = "{reconcile}"' if reconcile else ""}
 batch_size = 10
-{rules or '''
+{
+            rules
+            or '''
 [[rules]]
 name = "type-surge"
 kind = "threshold"
-'''}""", encoding="utf-8")
+'''
+        }""",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -88,8 +103,7 @@ def rejected(d: Daemon, reason: str) -> float:
 
 def text_table(db: Db) -> None:
     """created_at as TEXT whatever the database: the place where spellings and storage classes mix."""
-    db.create("complaints", {"id": "id", "created_at": "text", "type": "text", "channel": "text"},
-              ("created_at", "id"))
+    db.create("complaints", {"id": "id", "created_at": "text", "type": "text", "channel": "text"}, ("created_at", "id"))
 
 
 def add(db: Db, i: int, created: Any, typ: str = T, channel: str = "电话热线") -> None:
@@ -121,6 +135,7 @@ def src(request: pytest.FixtureRequest) -> Iterator[Db]:
 
 # --- (a) mixed "T" / " " spellings ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("first", [" ", "T"])
 def test_mixed_t_and_space_spellings_are_each_counted_once(src: Db, tmp_path: Path, first: str) -> None:
     """Old code: 15 rows became 147 counted (re-read and re-counted) or 5 of them were lost."""
@@ -142,8 +157,9 @@ def test_mixed_t_and_space_spellings_are_each_counted_once(src: Db, tmp_path: Pa
         assert rejected(d, "duplicate_id") == 0
 
 
-def test_a_late_row_hidden_by_equal_counts_of_a_day_with_mixed_spellings_is_found(sqlite_url: str,
-                                                                                  tmp_path: Path) -> None:
+def test_a_late_row_hidden_by_equal_counts_of_a_day_with_mixed_spellings_is_found(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     """Found by tests/test_ledger_property.py: a "T" row sorts after the reconciled range's end (the look-back),
     so the source's count of its day lacks it while the ledger has it; a row committed 10 minutes late makes
     the two counts equal again. Old code trusted equal counts and never counted that row."""
@@ -170,6 +186,7 @@ def test_a_late_row_hidden_by_equal_counts_of_a_day_with_mixed_spellings_is_foun
 
 # --- (b) a BLOB created_at -------------------------------------------------------------------------
 
+
 def test_a_blob_created_at_holding_iso_bytes_is_counted_once(sqlite_url: str, tmp_path: Path) -> None:
     """SQLite sorts a BLOB after every TEXT, so every poll reads it again; old code counted it 25 times."""
     engine = sa.create_engine(sqlite_url)
@@ -190,8 +207,7 @@ def test_a_blob_created_at_holding_iso_bytes_is_counted_once(sqlite_url: str, tm
     engine.dispose()
 
 
-def test_a_blob_created_at_before_a_full_page_of_later_text_rows_ends_the_poll(sqlite_url: str,
-                                                                               tmp_path: Path) -> None:
+def test_a_blob_created_at_before_a_full_page_of_later_text_rows_ends_the_poll(sqlite_url: str, tmp_path: Path) -> None:
     """A cursor on the BLOB, compared as TEXT, re-reads the text rows after its text and the BLOB again: with
     a page (10 rows) of them the read never ends. Seen by the duplicate ledger branch; each row counts once."""
     engine = sa.create_engine(sqlite_url)
@@ -213,8 +229,10 @@ def test_a_blob_created_at_before_a_full_page_of_later_text_rows_ends_the_poll(s
 
 # --- (c) rows without a usable created_at ----------------------------------------------------------
 
-def test_rows_without_a_usable_time_are_rejected_once(sqlite_url: str, tmp_path: Path,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+
+def test_rows_without_a_usable_time_are_rejected_once(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Old code: 'not a time' rejected again every lateness window (bad_time 1 -> 7); NULL, '' and year 0001
     never read and never counted as rejected."""
     engine = sa.create_engine(sqlite_url)
@@ -244,6 +262,7 @@ def test_rows_without_a_usable_time_are_rejected_once(sqlite_url: str, tmp_path:
 
 # --- (d) a future row ------------------------------------------------------------------------------
 
+
 def test_a_future_row_does_not_hide_the_rows_dated_now(src: Db, tmp_path: Path) -> None:
     """Old code: the row dated now + 30 min moved the watermark ahead; the next 20 rows were never read."""
     text_table(src)
@@ -267,8 +286,7 @@ def test_a_future_row_does_not_hide_the_rows_dated_now(src: Db, tmp_path: Path) 
         assert metric(d, "sentinel_records_reconciled_total") == 0
 
 
-def test_a_row_created_exactly_at_the_look_back_bound_and_committed_late_is_counted(src: Db,
-                                                                                     tmp_path: Path) -> None:
+def test_a_row_created_exactly_at_the_look_back_bound_and_committed_late_is_counted(src: Db, tmp_path: Path) -> None:
     """Old code (found by the property test): the poll reads rows after its bound, reconciliation the
     ranges before it, so a row created exactly `lateness` before the newest row, committed after that
     row, fell between the two reads and was never counted."""
@@ -286,6 +304,7 @@ def test_a_row_created_exactly_at_the_look_back_bound_and_committed_late_is_coun
 
 
 # --- (e) a row committed hours after its created_at ------------------------------------------------
+
 
 def test_rows_committed_hours_late_count_into_their_closed_day_and_alert_nothing(src: Db, tmp_path: Path) -> None:
     """Old code: committed 2 h after their created_at, they were never read, not counted late, not rejected."""
@@ -309,8 +328,9 @@ def test_rows_committed_hours_late_count_into_their_closed_day_and_alert_nothing
         assert seen[-1] == before + 60 and max(seen) == before + 60
         day_start = from_datetime(datetime(2025, 7, 8, 14, 0, tzinfo=UTC))  # the local hour 22:00 of 07-08
         with d.store.reading() as conn:
-            hour = conn.execute(select(func.sum(hourly_buckets.c.count)).where(
-                hourly_buckets.c.hour_us == day_start)).scalar_one()
+            hour = conn.execute(
+                select(func.sum(hourly_buckets.c.count)).where(hourly_buckets.c.hour_us == day_start)
+            ).scalar_one()
             events = conn.execute(select(alert_events)).all()
         assert hour == 60
         assert metric(d, "sentinel_records_late_total") == 60
@@ -352,12 +372,14 @@ length = 5
 
 # --- (f) naive local time across a DST fall-back ---------------------------------------------------
 
+
 def test_naive_berlin_times_across_the_fall_back_are_each_counted_once(src: Db, tmp_path: Path) -> None:
     """Old code: 55 of 180 complaints of the repeated hour 02:00-03:00 were lost (the UTC control lost 0)."""
     berlin = ZoneInfo("Europe/Berlin")
     if src.kind == "postgres":
-        src.create("complaints", {"id": "id", "created_at": "time", "type": "text", "channel": "text"},
-                   ("created_at", "id"))
+        src.create(
+            "complaints", {"id": "id", "created_at": "time", "type": "text", "channel": "text"}, ("created_at", "id")
+        )
     else:
         text_table(src)
     start = datetime(2025, 10, 25, 23, 30, tzinfo=UTC)  # 01:30 CEST; the fall-back is at 01:00 UTC
@@ -381,13 +403,16 @@ def test_naive_berlin_times_across_the_fall_back_are_each_counted_once(src: Db, 
 
 # --- (g) a reused id -------------------------------------------------------------------------------
 
-def test_a_different_row_reusing_a_counted_id_is_rejected_once(sqlite_url: str, tmp_path: Path,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+
+def test_a_different_row_reusing_a_counted_id_is_rejected_once(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Old code dropped it silently."""
     engine = sa.create_engine(sqlite_url)
     db = Db("sqlite", sqlite_url, engine)
-    db.create("complaints", {"id": "id", "created_at": "text", "type": "text", "channel": "text"},
-              ("created_at", "id"))  # no primary key: a CRM export can hold an id twice
+    db.create(
+        "complaints", {"id": "id", "created_at": "text", "type": "text", "channel": "text"}, ("created_at", "id")
+    )  # no primary key: a CRM export can hold an id twice
     add(db, 1, spelled(NOW - timedelta(hours=1), " "))
     clock = ManualClock(NOW)
     caplog.set_level(logging.WARNING, logger="sentinel.ingest")
@@ -409,11 +434,13 @@ def test_auto_ids_that_are_numeric_refuse_a_text_id(sqlite_url: str, tmp_path: P
     """Old code accepted `abc` next to numeric ids with id_type = "auto"."""
     engine = sa.create_engine(sqlite_url)
     db = Db("sqlite", sqlite_url, engine)
-    db.create("complaints", {"id": "", "created_at": "text", "type": "text", "channel": "text"},
-              ("created_at", "id"))  # no declared type: SQLite keeps what it is given
+    db.create(
+        "complaints", {"id": "", "created_at": "text", "type": "text", "channel": "text"}, ("created_at", "id")
+    )  # no declared type: SQLite keeps what it is given
     add(db, 1, spelled(NOW - timedelta(minutes=2), " "))
-    db.insert("complaints", [{"id": "abc", "created_at": spelled(NOW - timedelta(minutes=1), " "), "type": T,
-                              "channel": "x"}])
+    db.insert(
+        "complaints", [{"id": "abc", "created_at": spelled(NOW - timedelta(minutes=1), " "), "type": T, "channel": "x"}]
+    )
     clock = ManualClock(NOW)
     with daemon(config(tmp_path, sqlite_url), clock) as d:
         poll_for(d, clock, NOW, 2)
@@ -447,12 +474,27 @@ def main_tree(tmp_path: Path) -> Path:
     """The code of revision 0003 (the merge base's sentinel package), extracted from git."""
     out = tmp_path / "old"
     out.mkdir()
-    base = subprocess.run(["git", "-C", str(REPO), "log", "--format=%H", "-1", "--",
-                           "sentinel/store/migrations/versions/0003_delivery.py"], capture_output=True, text=True,
-                          check=True).stdout.strip()
-    commits = subprocess.run(["git", "-C", str(REPO), "rev-list", "HEAD", "--",
-                              "sentinel/store/migrations/versions/0004_ledger.py"], capture_output=True, text=True,
-                             check=True).stdout.split()
+    base = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(REPO),
+            "log",
+            "--format=%H",
+            "-1",
+            "--",
+            "sentinel/store/migrations/versions/0003_delivery.py",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    commits = subprocess.run(
+        ["git", "-C", str(REPO), "rev-list", "HEAD", "--", "sentinel/store/migrations/versions/0004_ledger.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     ref = f"{commits[-1]}~1" if commits else base
     archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "sentinel"], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
@@ -464,13 +506,28 @@ def test_a_store_upgraded_from_0003_keeps_counting_exactly_once(sqlite_url: str,
     db = Db("sqlite", sqlite_url, engine)
     text_table(db)
     for i in range(30):  # history, and 10 rows inside the old seen window (the last 5 minutes)
-        add(db, i + 1, spelled(NOW - timedelta(hours=2) + timedelta(minutes=4 * i) if i < 20
-                               else NOW - timedelta(seconds=250 - 20 * (i - 20)), " "))
+        add(
+            db,
+            i + 1,
+            spelled(
+                NOW - timedelta(hours=2) + timedelta(minutes=4 * i)
+                if i < 20
+                else NOW - timedelta(seconds=250 - 20 * (i - 20)),
+                " ",
+            ),
+        )
     cfg = config(tmp_path, sqlite_url, reconcile=None)  # the old code knows no such key; 5m is the default
     old = main_tree(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(old)}
-    run = subprocess.run([sys.executable, "-c", OLD_DAEMON, str(cfg), NOW.isoformat()], env=env, cwd=old,
-                         capture_output=True, text=True, timeout=120, check=False)
+    run = subprocess.run(
+        [sys.executable, "-c", OLD_DAEMON, str(cfg), NOW.isoformat()],
+        env=env,
+        cwd=old,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     state = sa.create_engine(f"sqlite:///{tmp_path}/state.db")
     with state.connect() as conn:
@@ -498,8 +555,10 @@ def test_a_store_upgraded_from_0003_keeps_counting_exactly_once(sqlite_url: str,
 
 # --- every database, table and query mode ----------------------------------------------------------
 
-QUERY = ("SELECT id, created_at, type, channel FROM complaints WHERE created_at > :since_ts "
-         "OR (created_at = :since_ts AND id > :since_id) ORDER BY created_at, id LIMIT :limit")
+QUERY = (
+    "SELECT id, created_at, type, channel FROM complaints WHERE created_at > :since_ts "
+    "OR (created_at = :since_ts AND id > :since_id) ORDER BY created_at, id LIMIT :limit"
+)
 
 
 @pytest.mark.parametrize("mode", ["table", "query"])
@@ -509,8 +568,15 @@ def test_a_late_commit_and_a_null_time_on_every_database(db: Db, tmp_path: Path,
     complaints_table(db)
 
     def put(i: int, at: datetime | None) -> None:
-        db.insert("complaints", [{**row(db, i, NOW), "created_at": None if at is None else
-                                  db.time(at.astimezone(UTC).replace(tzinfo=None))}])
+        db.insert(
+            "complaints",
+            [
+                {
+                    **row(db, i, NOW),
+                    "created_at": None if at is None else db.time(at.astimezone(UTC).replace(tzinfo=None)),
+                }
+            ],
+        )
 
     put(1, NOW - timedelta(days=1))
     clock = ManualClock(NOW)
@@ -531,7 +597,7 @@ def test_a_late_commit_and_a_null_time_on_every_database(db: Db, tmp_path: Path,
 
 
 def test_days_whose_counts_differ_only_by_spelling_are_read_once(sqlite_url: str, tmp_path: Path) -> None:
-    """"T" rows sort after every " " row of their date, so a day's range in the database and in parsed time
+    """ "T" rows sort after every " " row of their date, so a day's range in the database and in parsed time
     differ by them; once a reconciliation read such a day and found nothing missing, it is not read again
     while both counts stay the same, and a row committed late there later is still found."""
     engine = sa.create_engine(sqlite_url)

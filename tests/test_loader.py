@@ -49,8 +49,9 @@ def broken_templates(tmp_path: Path) -> Path:
     return d
 
 
-def test_a_broken_template_override_is_a_problem_of_the_file(tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_broken_template_override_is_a_problem_of_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     p = config_with(tmp_path, f'templates_dir = "{broken_templates(tmp_path)}"\n')
     assert load_config(p).templates_dir is not None  # the configuration alone does not render templates
     with pytest.raises(ConfigError) as err:
@@ -74,15 +75,22 @@ def test_a_good_override_loads(tmp_path: Path) -> None:
 RECEIVER = '\n[[receivers]]\nname = "extra"\nkind = "{kind}"\nurl = "https://chat.example/hook"\n{keys}\n'
 
 
-@pytest.mark.parametrize(("kind", "keys", "problem"), [
-    ("wecom", 'secret = "s"', "`secret` (robot signing) applies to dingtalk, feishu and lark, not wecom"),
-    ("slack", 'keyword = "预警"', "`keyword` applies to dingtalk, feishu and lark, not slack"),
-    ("teams", 'hmac_secret = "h"', "`hmac_secret` applies to webhook, not teams"),
-    ("feishu", 'mention = { severe = { mobiles = ["13800000000"] } }',
-     "mention.severe.mobiles: only wecom and dingtalk mention by mobile"),
-])
-def test_a_key_the_chat_tool_does_not_take_names_the_tools_that_do(tmp_path: Path, kind: str, keys: str,
-                                                                   problem: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "keys", "problem"),
+    [
+        ("wecom", 'secret = "s"', "`secret` (robot signing) applies to dingtalk, feishu and lark, not wecom"),
+        ("slack", 'keyword = "预警"', "`keyword` applies to dingtalk, feishu and lark, not slack"),
+        ("teams", 'hmac_secret = "h"', "`hmac_secret` applies to webhook, not teams"),
+        (
+            "feishu",
+            'mention = { severe = { mobiles = ["13800000000"] } }',
+            "mention.severe.mobiles: only wecom and dingtalk mention by mobile",
+        ),
+    ],
+)
+def test_a_key_the_chat_tool_does_not_take_names_the_tools_that_do(
+    tmp_path: Path, kind: str, keys: str, problem: str
+) -> None:
     p = config_with(tmp_path, tail=RECEIVER.format(kind=kind, keys=keys))
     assert load_config(p).receivers[-1].kind == kind  # the configuration alone knows no chat tool
     with pytest.raises(ConfigError) as err:
@@ -90,20 +98,26 @@ def test_a_key_the_chat_tool_does_not_take_names_the_tools_that_do(tmp_path: Pat
     assert err.value.problems == [f"{p}: receivers[2]: {problem}"]
 
 
-@pytest.mark.parametrize(("kind", "keys"), [
-    ("dingtalk", 'secret = "s"\nkeyword = "预警"\nmention = { severe = { mobiles = ["13800000000"] } }'),
-    ("feishu", 'secret = "s"\nkeyword = "预警"'),
-    ("lark", 'secret = "s"'),
-    ("wecom", 'mention = { severe = { mobiles = ["13800000000"], all = true } }'),
-    ("webhook", 'hmac_secret = "h"'),
-])
+@pytest.mark.parametrize(
+    ("kind", "keys"),
+    [
+        ("dingtalk", 'secret = "s"\nkeyword = "预警"\nmention = { severe = { mobiles = ["13800000000"] } }'),
+        ("feishu", 'secret = "s"\nkeyword = "预警"'),
+        ("lark", 'secret = "s"'),
+        ("wecom", 'mention = { severe = { mobiles = ["13800000000"], all = true } }'),
+        ("webhook", 'hmac_secret = "h"'),
+    ],
+)
 def test_the_keys_each_chat_tool_takes_load(tmp_path: Path, kind: str, keys: str) -> None:
     assert load(config_with(tmp_path, tail=RECEIVER.format(kind=kind, keys=keys))).receivers[-1].kind == kind
 
 
 def test_every_problem_of_a_file_is_told_at_once(tmp_path: Path) -> None:
-    p = config_with(tmp_path, f'templates_dir = "{broken_templates(tmp_path)}"\n',
-                    RECEIVER.format(kind="slack", keys='secret = "s"') + '\n[[routes]]\nreceivers = ["nobody"]\n')
+    p = config_with(
+        tmp_path,
+        f'templates_dir = "{broken_templates(tmp_path)}"\n',
+        RECEIVER.format(kind="slack", keys='secret = "s"') + '\n[[routes]]\nreceivers = ["nobody"]\n',
+    )
     with pytest.raises(ConfigError) as err:
         load(p)
     keys = {line.removeprefix(f"{p}: ").split(":")[0] for line in err.value.problems}
@@ -113,14 +127,20 @@ def test_every_problem_of_a_file_is_told_at_once(tmp_path: Path) -> None:
 def test_the_commands_that_never_send_skip_the_chat_tools_checks(tmp_path: Path) -> None:
     """`status`, `ack`, `silence` and `backtest` build no receiver and render no template: what only the chat
     tools refuse does not stop them, and they start without importing the chat tools."""
-    p = config_with(tmp_path, f'templates_dir = "{broken_templates(tmp_path)}"\n',
-                    RECEIVER.format(kind="slack", keys='secret = "s"'))
+    p = config_with(
+        tmp_path,
+        f'templates_dir = "{broken_templates(tmp_path)}"\n',
+        RECEIVER.format(kind="slack", keys='secret = "s"'),
+    )
     with pytest.raises(ConfigError):
         load(p)
     assert load(p, receiver_secrets=False).receivers[-1].kind == "slack"
-    probe = ("import sys; from sentinel.loader import load; "
-             f"load({str(p)!r}, receiver_secrets=False); print(sorted(m for m in sys.modules if m.startswith("
-             "('sentinel.notify', 'jinja2'))))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
-                         env={**os.environ, **SECRETS})
+    probe = (
+        "import sys; from sentinel.loader import load; "
+        f"load({str(p)!r}, receiver_secrets=False); print(sorted(m for m in sys.modules if m.startswith("
+        "('sentinel.notify', 'jinja2'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env={**os.environ, **SECRETS}
+    )
     assert out.stdout.strip() == "[]", out.stderr

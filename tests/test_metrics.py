@@ -52,8 +52,11 @@ def test_label_values_are_capped_and_the_excess_counted(tmp_path: Path) -> None:
     for t in ("甲", "乙", "丙", "丁"):
         crm.add(NOW - timedelta(hours=2), type_=t, n=2)
     text = run_daemon(tmp_path, crm, Metrics(label_cap=3))
-    series = [line for line in text.splitlines() if line.startswith('sentinel_series_current{') and
-              'rule="type-surge"' in line]
+    series = [
+        line
+        for line in text.splitlines()
+        if line.startswith("sentinel_series_current{") and 'rule="type-surge"' in line
+    ]
     assert len(series) == 4  # three admitted label sets plus __other__
     assert any('type="__other__"' in line for line in series)
     assert 'sentinel_series_folded_total{rule="type-surge"} 3.0' in text
@@ -66,8 +69,9 @@ def test_max_series_folding_is_counted(tmp_path: Path) -> None:
         crm.add(NOW - timedelta(hours=2), type_=t, n=2)
     extra = '[[rules]]\nname = "capped"\nkind = "threshold"\nmax_series = 2\n'
     text = run_daemon(tmp_path, crm, Metrics(), extra)
-    capped = [line for line in text.splitlines() if line.startswith('sentinel_series_current{') and
-              'rule="capped"' in line]
+    capped = [
+        line for line in text.splitlines() if line.startswith("sentinel_series_current{") and 'rule="capped"' in line
+    ]
     assert len(capped) == 3 and any('type="__other__"' in line for line in capped)
     assert 'sentinel_series_folded_total{rule="capped"} 4.0' in text
 

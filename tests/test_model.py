@@ -10,9 +10,14 @@ from sentinel.model import Batch, Vocab
 def _batch(vocab: Vocab, ids: list[int], ts: list[int], customers: list[str | None]) -> Batch:
     local: dict[str, int] = {}
     codes = [-1 if c is None else local.setdefault(c, len(local)) for c in customers]
-    return Batch(np.asarray(ids, dtype=np.int64), np.asarray(ts, dtype=np.int64), vocab.encode(["a"] * len(ids)),
-                 vocab.encode(["x"] * len(ids)), np.asarray(codes, dtype=np.int32),
-                 np.asarray(list(local), dtype=object))
+    return Batch(
+        np.asarray(ids, dtype=np.int64),
+        np.asarray(ts, dtype=np.int64),
+        vocab.encode(["a"] * len(ids)),
+        vocab.encode(["x"] * len(ids)),
+        np.asarray(codes, dtype=np.int32),
+        np.asarray(list(local), dtype=object),
+    )
 
 
 def test_concat_gives_one_code_per_customer() -> None:

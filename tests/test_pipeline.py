@@ -43,8 +43,9 @@ def test_the_stages_need_no_daemon(tmp_path: Path) -> None:
     store = Store(cfg.state_url.get())
     store.upgrade()
     clock, metrics, vocab, source, stopping = ManualClock(NOW), Metrics(), Vocab(), make_source(cfg), threading.Event()
-    pipeline = Pipeline.build(cfg, store, clock, metrics, source=source, vocab=vocab, leading=lambda: True,
-                              stopping=stopping)
+    pipeline = Pipeline.build(
+        cfg, store, clock, metrics, source=source, vocab=vocab, leading=lambda: True, stopping=stopping
+    )
     poll = PollCycle(cfg, store, clock, metrics, source=source, pipeline=pipeline, vocab=vocab, stopping=stopping)
     try:
         now = now_us(clock)
@@ -92,8 +93,7 @@ def test_an_exclusive_job_waits_for_the_running_cycle(tmp_path: Path, monkeypatc
         daemon.stop()
 
 
-def test_stop_stops_the_listener_then_dispatches_then_delivers(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stop_stops_the_listener_then_dispatches_then_delivers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     crm = Crm(tmp_path / "crm.db")
     history(crm)
     path = config(tmp_path, crm, ROUTED)

@@ -28,8 +28,9 @@ class Daemon:
     """A `sentinel run` subprocess whose JSON log lines are collected as they come."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([*SENTINEL, *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     env=env)
+        self.proc = subprocess.Popen(
+            [*SENTINEL, *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
         self.lines: list[dict[str, Any]] = []
         self.raw: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -68,7 +69,8 @@ def setup(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     for d in range(1, 9):
         crm.add(now - timedelta(days=d), n=20, spacing=timedelta(minutes=20))
     cfg = tmp_path / "sentinel.toml"
-    cfg.write_text(f"""
+    cfg.write_text(
+        f"""
 timezone = "Asia/Shanghai"
 state_url = "sqlite:///{tmp_path}/state.db"
 listen = "127.0.0.1:0"
@@ -82,7 +84,9 @@ lateness = "2s"
 [[rules]]
 name = "type-surge"
 kind = "threshold"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTINEL_", "NOTIFY_SOCKET", "WATCHDOG_"))}
     return cfg, env
 
@@ -123,8 +127,9 @@ def wait_until(pred: Any, timeout: float = 20) -> None:
 
 
 @pytest.mark.slow
-def test_run_logs_json_serves_health_reloads_and_stops_cleanly(setup: tuple[Path, dict[str, str]],
-                                                               notify_socket: tuple[str, list[str]]) -> None:
+def test_run_logs_json_serves_health_reloads_and_stops_cleanly(
+    setup: tuple[Path, dict[str, str]], notify_socket: tuple[str, list[str]]
+) -> None:
     cfg, env = setup
     sock_path, notes = notify_socket
     env = {**env, "NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "2000000"}
@@ -144,8 +149,9 @@ def test_run_logs_json_serves_health_reloads_and_stops_cleanly(setup: tuple[Path
         cfg.write_text(good + "\nbogus = 1\n", encoding="utf-8")
         d.proc.send_signal(signal.SIGHUP)
         d.wait_for("reload refused")
-        wait_until(lambda: "sentinel_config_last_reload_successful 0.0" in requests.get(f"{url}/metrics",
-                                                                                        timeout=5).text)
+        wait_until(
+            lambda: "sentinel_config_last_reload_successful 0.0" in requests.get(f"{url}/metrics", timeout=5).text
+        )
         assert any("RELOADING=1" in n for n in notes)
         cfg.write_text(good.replace('kind = "threshold"', 'kind = "threshold"\nmin_count = 12'), encoding="utf-8")
         d.proc.send_signal(signal.SIGHUP)
@@ -165,8 +171,9 @@ def test_second_daemon_on_the_same_store_is_refused(setup: tuple[Path, dict[str,
     first = Daemon(["run", "--config", str(cfg)], env)
     try:
         first.wait_for("listening")
-        second = subprocess.run([*SENTINEL, "run", "--config", str(cfg)], capture_output=True, text=True, env=env,
-                                timeout=60, check=False)
+        second = subprocess.run(
+            [*SENTINEL, "run", "--config", str(cfg)], capture_output=True, text=True, env=env, timeout=60, check=False
+        )
         assert second.returncode == 75  # EX_TEMPFAIL: systemd's Restart= tries again later
         assert f"another sentinel (pid {first.proc.pid})" in second.stderr
     finally:
@@ -178,7 +185,8 @@ def test_second_daemon_on_the_same_store_is_refused(setup: tuple[Path, dict[str,
 def test_run_without_source_or_state_is_a_config_error(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('[[rules]]\nname = "r"\nkind = "threshold"\n', encoding="utf-8")
-    out = subprocess.run([*SENTINEL, "run", "--config", str(cfg)], capture_output=True, text=True, timeout=60,
-                         check=False)
+    out = subprocess.run(
+        [*SENTINEL, "run", "--config", str(cfg)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert out.returncode == 2
     assert "source" in out.stderr and "state_url" in out.stderr

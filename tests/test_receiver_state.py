@@ -60,8 +60,10 @@ class Outage:
 
     def metrics(self) -> dict[str, float]:
         text = requests.get(f"{self.url}/metrics", timeout=5).text
-        return {m.group(1): float(m.group(2)) for m in
-                re.finditer(r'^(sentinel_receiver_\w+\{[^}]*\}) (\S+)$', text, re.MULTILINE)}
+        return {
+            m.group(1): float(m.group(2))
+            for m in re.finditer(r"^(sentinel_receiver_\w+\{[^}]*\}) (\S+)$", text, re.MULTILINE)
+        }
 
     def row(self) -> list[str]:
         root = parse(requests.get(self.url + "/", timeout=5).text)
@@ -133,8 +135,9 @@ group_interval = "0s"
             daemon.stop()
 
 
-def test_a_refusing_webhook_shows_retrying_then_failing_then_ok(outage: Outage,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_refusing_webhook_shows_retrying_then_failing_then_ok(
+    outage: Outage, capsys: pytest.CaptureFixture[str]
+) -> None:
     o = outage
     before = o.receiver()
     assert (before["state"], before["consecutive_failures"], before["last_error"]) == ("ok", 0, None)

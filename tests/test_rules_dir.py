@@ -45,8 +45,10 @@ def test_the_folders_are_there() -> None:
 def test_each_folder_passes_check(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--config", str(config_using(tmp_path, folder))]) == 0
     out = capsys.readouterr().out
-    expected = {"seeds": "rules: 2 (1 streak, 1 threshold): same-type-streak, type-surge",
-                "recommended": "rules: 3 (1 quiet, 1 streak, 1 threshold): channel-quiet, same-type-streak, type-surge"}
+    expected = {
+        "seeds": "rules: 2 (1 streak, 1 threshold): same-type-streak, type-surge",
+        "recommended": "rules: 3 (1 quiet, 1 streak, 1 threshold): channel-quiet, same-type-streak, type-surge",
+    }
     assert expected[folder.name] in out, out
     assert "inhibit rules: 1" in out
 
@@ -84,23 +86,30 @@ def test_the_recommended_rules_are_the_calibrated_ones(tmp_path: Path) -> None:
 
 def test_rules_dir_merges_with_inline_rules_and_relative_to_the_config(tmp_path: Path) -> None:
     (tmp_path / "etc").mkdir()
-    cfg = config_using(tmp_path / "etc", ROOT / "rules" / "seeds",
-                       '[[rules]]\nname = "total-surge"\nkind = "threshold"\ngroup_by = []\n')
+    cfg = config_using(
+        tmp_path / "etc",
+        ROOT / "rules" / "seeds",
+        '[[rules]]\nname = "total-surge"\nkind = "threshold"\ngroup_by = []\n',
+    )
     loaded = load_config(cfg)  # read from another working directory: the folder is found beside the file
     assert [r.name for r in loaded.rules] == ["total-surge", "same-type-streak", "type-surge"]
 
 
-def test_a_name_inline_and_in_a_rule_file_is_an_error_naming_both(tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = config_using(tmp_path, ROOT / "rules" / "seeds",
-                       '[[rules]]\nname = "type-surge"\nkind = "threshold"\nmin_count = 30\n')
+def test_a_name_inline_and_in_a_rule_file_is_an_error_naming_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = config_using(
+        tmp_path, ROOT / "rules" / "seeds", '[[rules]]\nname = "type-surge"\nkind = "threshold"\nmin_count = 30\n'
+    )
     with pytest.raises(SystemExit) as exit_:
         main(["check", "--config", str(cfg)])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     line = next(x for x in err.splitlines() if "duplicate" in x)
-    assert line == (f"error: {tmp_path / 'rules' / 'type-surge.toml'}: rules[0].name: duplicate rule name "
-                    f"'type-surge' (also {cfg}: rules[0])"), err
+    assert line == (
+        f"error: {tmp_path / 'rules' / 'type-surge.toml'}: rules[0].name: duplicate rule name "
+        f"'type-surge' (also {cfg}: rules[0])"
+    ), err
     assert "Traceback" not in err
 
 
@@ -110,8 +119,10 @@ def test_a_name_in_two_rule_files_names_both(tmp_path: Path, capsys: pytest.Capt
     with pytest.raises(SystemExit):
         main(["check", "--config", str(cfg)])
     err = capsys.readouterr().err
-    assert (f"{tmp_path / 'rules' / 'zz-copy.toml'}: rules[0].name: duplicate rule name 'type-surge' "
-            f"(also {tmp_path / 'rules' / 'type-surge.toml'}: rules[0])") in err, err
+    assert (
+        f"{tmp_path / 'rules' / 'zz-copy.toml'}: rules[0].name: duplicate rule name 'type-surge' "
+        f"(also {tmp_path / 'rules' / 'type-surge.toml'}: rules[0])"
+    ) in err, err
 
 
 def test_a_problem_in_a_rule_files_inhibit_names_that_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -120,12 +131,14 @@ def test_a_problem_in_a_rule_files_inhibit_names_that_file(tmp_path: Path, capsy
     with pytest.raises(SystemExit):
         main(["check", "--config", str(cfg)])
     err = capsys.readouterr().err
-    assert f"{tmp_path / 'rules' / 'streak-under-surge.toml'}: inhibit[0].source.rule: unknown rule 'type-surge'" \
-        in err, err
+    assert (
+        f"{tmp_path / 'rules' / 'streak-under-surge.toml'}: inhibit[0].source.rule: unknown rule 'type-surge'" in err
+    ), err
 
 
-def test_a_bad_key_in_a_one_rule_yaml_file_is_named_by_that_file(tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_bad_key_in_a_one_rule_yaml_file_is_named_by_that_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = config_using(tmp_path, ROOT / "rules" / "seeds")
     (tmp_path / "rules" / "extra.yaml").write_text("name: total\nkind: threshold\nfactr: 2\n")
     with pytest.raises(SystemExit):
@@ -154,8 +167,9 @@ def test_each_example_config_passes_check(example: Path, capsys: pytest.CaptureF
     assert "same-type-streak" in capsys.readouterr().out
 
 
-def test_sentinel_rules_dir_in_the_environment_is_the_folder_read(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sentinel_rules_dir_in_the_environment_is_the_folder_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = config_using(tmp_path, ROOT / "rules" / "seeds")
     monkeypatch.setenv("SENTINEL_RULES_DIR", str(ROOT / "rules" / "recommended"))
     loaded = load_config(cfg)

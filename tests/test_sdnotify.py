@@ -44,8 +44,7 @@ class Receiver:
 @pytest.fixture
 def path_receiver() -> Iterator[Receiver]:
     # Not tmp_path: AF_UNIX paths are limited to 108 bytes and pytest's directories can be longer.
-    with tempfile.TemporaryDirectory(prefix="sdn-") as d, \
-            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+    with tempfile.TemporaryDirectory(prefix="sdn-") as d, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         path = os.path.join(d, "notify.sock")
         sock.bind(path)
         sock.settimeout(2.0)

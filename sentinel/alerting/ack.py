@@ -66,8 +66,9 @@ def verify_token(secret: str, token: str, now: float | None = None) -> AckClaim:
     return AckClaim(instance, expiry)
 
 
-def ack_url(base_url: str, secret: str | None, instance: str, ttl_seconds: float,
-            now: float | None = None) -> str | None:
+def ack_url(
+    base_url: str, secret: str | None, instance: str, ttl_seconds: float, now: float | None = None
+) -> str | None:
     if not secret:
         return None
     expiry = int((time.time() if now is None else now) + ttl_seconds)

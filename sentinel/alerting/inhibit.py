@@ -26,8 +26,9 @@ class InhibitRule:
 
 
 def inhibit_rules(cfg: Config) -> tuple[InhibitRule, ...]:
-    return tuple(InhibitRule(compile_matchers(i.source), compile_matchers(i.target), tuple(i.equal))
-                 for i in cfg.inhibit)
+    return tuple(
+        InhibitRule(compile_matchers(i.source), compile_matchers(i.target), tuple(i.equal)) for i in cfg.inhibit
+    )
 
 
 class Inhibitor:

@@ -111,8 +111,15 @@ class Hold:
 class Muting:
     """The muters of one moment, from one read of the store."""
 
-    def __init__(self, now_us: int, open_alerts: Sequence[StoredAlert], silences: Silencer, inhibition: Inhibitor,
-                 acks: Acknowledged, windows: MuteWindows) -> None:
+    def __init__(
+        self,
+        now_us: int,
+        open_alerts: Sequence[StoredAlert],
+        silences: Silencer,
+        inhibition: Inhibitor,
+        acks: Acknowledged,
+        windows: MuteWindows,
+    ) -> None:
         self.now_us = now_us
         self.open_alerts = tuple(open_alerts)  # oldest first
         self.silences = silences
@@ -125,12 +132,23 @@ class Muting:
         """What holds a repeat or an escalation."""
 
     @classmethod
-    def load(cls, conn: Connection, *, rules: Sequence[InhibitRule], tz: ZoneInfo, router: Router | None,
-             now_us: int) -> Muting:
+    def load(
+        cls, conn: Connection, *, rules: Sequence[InhibitRule], tz: ZoneInfo, router: Router | None, now_us: int
+    ) -> Muting:
         open_alerts = alert_store.open_alerts(conn)
-        return cls(now_us, open_alerts, Silencer.load(conn, now_us), Inhibitor(rules, open_alerts),
-                   Acknowledged.load(conn), MuteWindows(tz, router, now_us))
+        return cls(
+            now_us,
+            open_alerts,
+            Silencer.load(conn, now_us),
+            Inhibitor(rules, open_alerts),
+            Acknowledged.load(conn),
+            MuteWindows(tz, router, now_us),
+        )
 
     def hold(self, alert: StoredAlert) -> Hold:
-        return Hold(self.silences.mutes(alert), self.inhibition.mutes(alert), self.acks.mutes(alert) is not None,
-                    self.windows.mutes(alert) is not None)
+        return Hold(
+            self.silences.mutes(alert),
+            self.inhibition.mutes(alert),
+            self.acks.mutes(alert) is not None,
+            self.windows.mutes(alert) is not None,
+        )

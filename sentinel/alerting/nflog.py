@@ -73,24 +73,33 @@ def told_about(conn: Connection, instances: Iterable[str]) -> dict[tuple[str, st
 def told_firing(conn: Connection) -> list[tuple[str, int, int]]:
     """(instance, route, last sent) of every entry that says `firing`: the candidates for a repeat."""
     q = select(notify_log.c.instance, notify_log.c.route, notify_log.c.last_sent_us).where(
-        notify_log.c.last_state == "firing")
+        notify_log.c.last_state == "firing"
+    )
     return [(i, int(route), int(sent)) for i, route, sent in conn.execute(q)]
 
 
 def firing_in_group(receiver: str, group_key: str) -> Select[tuple[str]]:
     """A query of the instances `receiver` was told of, still firing, through group `group_key` (run
     inside the store's own query: the rest of a group a webhook lists)."""
-    return select(notify_log.c.instance).where(notify_log.c.receiver == receiver,
-                                               notify_log.c.group_key == group_key,
-                                               notify_log.c.last_state == "firing")
+    return select(notify_log.c.instance).where(
+        notify_log.c.receiver == receiver, notify_log.c.group_key == group_key, notify_log.c.last_state == "firing"
+    )
 
 
 def record(conn: Connection, receiver: str, view: AlertView, route: int, group_key: str, now_us: int) -> None:
     """`receiver` was told `view` now, through `route`'s group `group_key` (replaces its last entry)."""
-    values = {"route": route, "group_key": group_key, "last_sent_us": now_us,
-              "last_state": "resolved" if view.state == "resolved" else "firing", "last_tier": view.tier.label}
-    n = conn.execute(update(notify_log).where(notify_log.c.receiver == receiver,
-                                              notify_log.c.instance == view.instance).values(**values)).rowcount
+    values = {
+        "route": route,
+        "group_key": group_key,
+        "last_sent_us": now_us,
+        "last_state": "resolved" if view.state == "resolved" else "firing",
+        "last_tier": view.tier.label,
+    }
+    n = conn.execute(
+        update(notify_log)
+        .where(notify_log.c.receiver == receiver, notify_log.c.instance == view.instance)
+        .values(**values)
+    ).rowcount
     if n == 0:
         conn.execute(insert(notify_log).values(receiver=receiver, instance=view.instance, **values))
 

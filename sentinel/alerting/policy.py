@@ -85,8 +85,9 @@ class Policy:
         dues = [d for d in (repeat_due, escalation_due) if d is not None]
         return Schedule(tuple(repeats), tuple(escalations), min(dues) if dues else None)
 
-    def _repeats(self, conn: Connection, muting: Muting, router: Router, open_by_id: dict[str, StoredAlert],
-                 now_us: int) -> tuple[list[Repeat], int | None]:
+    def _repeats(
+        self, conn: Connection, muting: Muting, router: Router, open_by_id: dict[str, StoredAlert], now_us: int
+    ) -> tuple[list[Repeat], int | None]:
         out: list[Repeat] = []
         seen: set[tuple[str, str]] = set()
         due: int | None = None
@@ -107,8 +108,9 @@ class Policy:
                 out.append(Repeat(instance, route, key, glabels))
         return out, due
 
-    def _escalations(self, conn: Connection, muting: Muting, router: Router,
-                     now_us: int) -> tuple[list[Escalation], int | None]:
+    def _escalations(
+        self, conn: Connection, muting: Muting, router: Router, now_us: int
+    ) -> tuple[list[Escalation], int | None]:
         out: list[Escalation] = []
         due: int | None = None
         done = nflog.escalated(conn)

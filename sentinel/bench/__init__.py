@@ -15,6 +15,9 @@ BENCHES: dict[str, tuple[str, str]] = {
     "latency": ("sentinel.bench.latency", "commit to chat message, Sentinel vs Prometheus + Alertmanager"),
     "delivery": ("sentinel.bench.delivery", "the delivery worker: messages/s from the outbox to local webhooks"),
     "startup": ("sentinel.bench.startup", "how long --help, status, ack and silence take from start to answer"),
-    "failover": ("sentinel.bench.failover", "two instances on one PostgreSQL store: takeover and surge-to-message "
-                                            "across 10 failovers, lost and duplicated messages"),
+    "failover": (
+        "sentinel.bench.failover",
+        "two instances on one PostgreSQL store: takeover and surge-to-message "
+        "across 10 failovers, lost and duplicated messages",
+    ),
 }

@@ -107,8 +107,14 @@ class RemoteSink:
         code = f"from sentinel.bench.delivery import serve_stdio; serve_stdio({int(threads)})"
         from sentinel.bench.common import child_env, python_child
 
-        self._proc = subprocess.Popen(python_child(code), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      text=True, encoding="utf-8", env=child_env())
+        self._proc = subprocess.Popen(
+            python_child(code),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            env=child_env(),
+        )
         self.base = f"http://127.0.0.1:{int(self._read())}"
 
     def _read(self) -> str:
@@ -179,10 +185,24 @@ def _view(i: int) -> AlertView:
     from sentinel.notify.views import AlertView
 
     at = datetime(2025, 7, 8, 10, 0, tzinfo=UTC)
-    return AlertView(rule="type-surge", kind="threshold", state="firing", tier=Tier.LIGHT,
-                     labels={"type": f"物流配送延误{i % 50}"}, value=61.0, baseline=40.0, ratio=1.525, started=at,
-                     at=at, instance=f"inst{i:08d}", fingerprint=f"fp{i:08d}", p=1e-6, mode="day", peak=61.0,
-                     samples=(("101", None), ("102", None)))
+    return AlertView(
+        rule="type-surge",
+        kind="threshold",
+        state="firing",
+        tier=Tier.LIGHT,
+        labels={"type": f"物流配送延误{i % 50}"},
+        value=61.0,
+        baseline=40.0,
+        ratio=1.525,
+        started=at,
+        at=at,
+        instance=f"inst{i:08d}",
+        fingerprint=f"fp{i:08d}",
+        p=1e-6,
+        mode="day",
+        peak=61.0,
+        samples=(("101", None), ("102", None)),
+    )
 
 
 def _fill(store: Store, names: list[str], messages: int) -> None:
@@ -194,8 +214,16 @@ def _fill(store: Store, names: list[str], messages: int) -> None:
     with store.transaction() as conn:
         for i in range(messages):
             for name in names:
-                outbox.enqueue(conn, name, "alert", Tier.LIGHT, [_view(i)], event_at_us=now, now_us=now,
-                               extra={"group_key": f"g{i}", "group_labels": {"type": f"t{i}"}, "status": "firing"})
+                outbox.enqueue(
+                    conn,
+                    name,
+                    "alert",
+                    Tier.LIGHT,
+                    [_view(i)],
+                    event_at_us=now,
+                    now_us=now,
+                    extra={"group_key": f"g{i}", "group_labels": {"type": f"t{i}"}, "status": "firing"},
+                )
 
 
 def measure_throughput(receivers: int, messages: int) -> dict[str, float]:
@@ -209,11 +237,17 @@ def measure_throughput(receivers: int, messages: int) -> dict[str, float]:
     from sentinel.notify.worker import DeliveryWorker
     from sentinel.store import Store
 
-    with (tempfile.TemporaryDirectory(prefix="sentinel-bench-delivery-") as tmp, sink(receivers) as s,
-          daemon_logging(Path(tmp) / "sentinel.log")):
+    with (
+        tempfile.TemporaryDirectory(prefix="sentinel-bench-delivery-") as tmp,
+        sink(receivers) as s,
+        daemon_logging(Path(tmp) / "sentinel.log"),
+    ):
         names = [f"hook{i}" for i in range(receivers)]
-        cfg = Config(state_url=f"sqlite:///{Path(tmp) / 'state.db'}", locale="en",
-                     receivers=[ReceiverConfig(name=n, kind="webhook", url=f"{s.base}/{n}") for n in names])
+        cfg = Config(
+            state_url=f"sqlite:///{Path(tmp) / 'state.db'}",
+            locale="en",
+            receivers=[ReceiverConfig(name=n, kind="webhook", url=f"{s.base}/{n}") for n in names],
+        )
         assert cfg.state_url is not None
         store = Store(cfg.state_url.get())
         store.upgrade()
@@ -236,18 +270,29 @@ def measure_throughput(receivers: int, messages: int) -> dict[str, float]:
         seen = s.delivery_ids()
         in_order = seen == order
         arrived_n = sum(len(ids) for ids in seen.values())
-        return {"receivers": float(receivers), "messages_per_receiver": float(messages), "total": float(total),
-                "arrived": float(arrived_n), "complete": float(arrived and in_order), "seconds": seconds,
-                "messages_per_s": arrived_n / seconds if seconds > 0 else 0.0,
-                "per_receiver_per_s": arrived_n / seconds / receivers if seconds > 0 else 0.0,
-                "cpu_ms_per_message": 1000 * cpu / max(1, arrived_n),
-                "claim_transactions_per_message": worker.claim_transactions / max(1, arrived_n)}
+        return {
+            "receivers": float(receivers),
+            "messages_per_receiver": float(messages),
+            "total": float(total),
+            "arrived": float(arrived_n),
+            "complete": float(arrived and in_order),
+            "seconds": seconds,
+            "messages_per_s": arrived_n / seconds if seconds > 0 else 0.0,
+            "per_receiver_per_s": arrived_n / seconds / receivers if seconds > 0 else 0.0,
+            "cpu_ms_per_message": 1000 * cpu / max(1, arrived_n),
+            "claim_transactions_per_message": worker.claim_transactions / max(1, arrived_n),
+        }
 
 
 def add_arguments(parser: Any) -> None:
     parser.add_argument("--messages", type=int, default=DEFAULT_MESSAGES, help="messages per receiver (300)")
-    parser.add_argument("--receivers", type=int, action="append", default=None,
-                        help="receivers in one run; repeat for several runs (default: 1 and 10)")
+    parser.add_argument(
+        "--receivers",
+        type=int,
+        action="append",
+        default=None,
+        help="receivers in one run; repeat for several runs (default: 1 and 10)",
+    )
     parser.add_argument("--output", default="bench-results-delivery.json", help="where the figures go as JSON")
 
 
@@ -257,11 +302,13 @@ def run(args: Any) -> int:
         r = measure_throughput(receivers, args.messages)
         results.append(r)
         ok = "" if r["complete"] else "  (INCOMPLETE: not every message arrived once and in order)"
-        print(f"delivery, {receivers} receiver(s) x {args.messages} messages: {r['messages_per_s']:.1f} messages/s "
-              f"({r['per_receiver_per_s']:.1f} per receiver, {r['seconds']:.2f} s, "
-              f"{r['cpu_ms_per_message']:.2f} ms CPU and {r['claim_transactions_per_message']:.2f} claim transactions "
-              f"per message){ok}", flush=True)
-    Path(args.output).write_text(json.dumps({"bench": "delivery", "runs": results}, indent=2) + "\n",
-                                 encoding="utf-8")
+        print(
+            f"delivery, {receivers} receiver(s) x {args.messages} messages: {r['messages_per_s']:.1f} messages/s "
+            f"({r['per_receiver_per_s']:.1f} per receiver, {r['seconds']:.2f} s, "
+            f"{r['cpu_ms_per_message']:.2f} ms CPU and {r['claim_transactions_per_message']:.2f} claim transactions "
+            f"per message){ok}",
+            flush=True,
+        )
+    Path(args.output).write_text(json.dumps({"bench": "delivery", "runs": results}, indent=2) + "\n", encoding="utf-8")
     print(f"written to {args.output}")
     return 0 if all(r["complete"] for r in results) else 1

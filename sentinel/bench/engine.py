@@ -73,15 +73,22 @@ def write_input(path: Path, records: int, days: int, rare_types: int, seed: int 
     import pyarrow as pa  # here, not at the top: the CLI imports every benchmark to list its options
     import pyarrow.csv as pcsv
 
-    stream = generate(START, days, records / days, TZ, seed=seed, rare_types=rare_types, rare_share=0.05,
-                      customers=200_000)
+    stream = generate(
+        START, days, records / days, TZ, seed=seed, rare_types=rare_types, rare_share=0.05, customers=200_000
+    )
     offset = 8 * 3600 * US  # Asia/Shanghai has no DST
     local = (stream.ts + offset).astype("datetime64[us]")
     text = np.char.add(np.datetime_as_string(local, unit="us"), "+08:00")
     types = np.asarray(stream.types, dtype=object)[stream.type]
-    table = pa.table({"id": stream.ids, "created_at": text, "type": types,
-                      "channel": np.asarray(CHANNELS, dtype=object)[stream.channel],
-                      "customer": np.char.add("C", stream.customer.astype(str))})
+    table = pa.table(
+        {
+            "id": stream.ids,
+            "created_at": text,
+            "type": types,
+            "channel": np.asarray(CHANNELS, dtype=object)[stream.channel],
+            "customer": np.char.add("C", stream.customer.astype(str)),
+        }
+    )
     pcsv.write_csv(table, path)
     return len(stream)
 
@@ -136,8 +143,12 @@ def time_live_cycle(series: int = 10_000, history_days: int = 8) -> dict[str, fl
     ts = np.sort(day0 + rng.integers(0, history_days * 86400 * US, size=per_day * history_days))
     types = vocab.encode([f"类型-{i:05d}" for i in range(n_types)])
     chans = vocab.encode(list(CHANNELS))
-    batch = Batch(np.arange(len(ts), dtype=np.int64), ts.astype(np.int64),
-                  types[rng.integers(0, n_types, size=len(ts))], chans[rng.integers(0, 4, size=len(ts))])
+    batch = Batch(
+        np.arange(len(ts), dtype=np.int64),
+        ts.astype(np.int64),
+        types[rng.integers(0, n_types, size=len(ts))],
+        chans[rng.integers(0, 4, size=len(ts))],
+    )
     ctx = RuleContext(cal, vocab, day0)
     engine = Engine(cfg.rules, ctx, cfg.timezone)
     engine.feed(batch, int(ts[-1]))
@@ -148,8 +159,12 @@ def time_live_cycle(series: int = 10_000, history_days: int = 8) -> dict[str, fl
     now = int(ts[-1])
     for k in range(30):
         new_ts = np.sort(now + rng.integers(1, 2 * US, size=50))
-        poll = Batch(np.arange(10**8 + k * 50, 10**8 + (k + 1) * 50, dtype=np.int64), new_ts.astype(np.int64),
-                     types[rng.integers(0, n_types, size=50)], chans[rng.integers(0, 4, size=50)])
+        poll = Batch(
+            np.arange(10**8 + k * 50, 10**8 + (k + 1) * 50, dtype=np.int64),
+            new_ts.astype(np.int64),
+            types[rng.integers(0, n_types, size=50)],
+            chans[rng.integers(0, 4, size=50)],
+        )
         t = time.perf_counter()
         engine.feed_live(poll, int(new_ts[-1]) - 300 * US)
         for rule in engine.rules:
@@ -158,8 +173,11 @@ def time_live_cycle(series: int = 10_000, history_days: int = 8) -> dict[str, fl
             dumps(batch_to_json(snap.pending, vocab))
         timings.append(time.perf_counter() - t)
         now = int(new_ts[-1])
-    return {"series": float(live_series), "median_ms": float(np.median(timings) * 1000),
-            "p95_ms": float(np.percentile(timings, 95) * 1000)}
+    return {
+        "series": float(live_series),
+        "median_ms": float(np.median(timings) * 1000),
+        "p95_ms": float(np.percentile(timings, 95) * 1000),
+    }
 
 
 def load_config_text(text: str) -> Config:
@@ -175,13 +193,15 @@ def load_config_text(text: str) -> Config:
 def peak_rss_of_backtest(config_path: Path, path: Path) -> tuple[float, float]:
     """(seconds, peak RSS MB) of `sentinel backtest` in a fresh process."""
     # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork+exec, so a child would report its parent's peak.
-    code = ("import sys, time\n"
-            "from sentinel.cli import main\n"
-            "t = time.perf_counter()\n"
-            "rc = main(['backtest', '--config', sys.argv[1], '--input', sys.argv[2], '--output', '/dev/null'])\n"
-            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
-            "print(time.perf_counter() - t, int(hwm) / 1024)\n"
-            "sys.exit(rc)\n")
+    code = (
+        "import sys, time\n"
+        "from sentinel.cli import main\n"
+        "t = time.perf_counter()\n"
+        "rc = main(['backtest', '--config', sys.argv[1], '--input', sys.argv[2], '--output', '/dev/null'])\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
+        "print(time.perf_counter() - t, int(hwm) / 1024)\n"
+        "sys.exit(rc)\n"
+    )
     from sentinel.bench.common import python_child, run_child
 
     out = run_child("the backtest child", python_child(code, str(config_path), str(path)))
@@ -189,8 +209,9 @@ def peak_rss_of_backtest(config_path: Path, path: Path) -> tuple[float, float]:
     return float(secs), float(rss)
 
 
-def run_bench(records: int = 2_000_000, days: int = 30, rare_types: int = 1000,
-              say: Callable[[str], None] = print) -> dict[str, Any]:
+def run_bench(
+    records: int = 2_000_000, days: int = 30, rare_types: int = 1000, say: Callable[[str], None] = print
+) -> dict[str, Any]:
     cfg_text = BENCH_RULES
     with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as tmp:
         d = Path(tmp)
@@ -205,27 +226,43 @@ def run_bench(records: int = 2_000_000, days: int = 30, rare_types: int = 1000,
         parse_s, parsed = time_csv_parse(path)
         say(f"parse with Python's csv module: {parse_s:.2f} s ({parsed / parse_s / 1e6:.2f} M rows/s)")
         rules_s, fed, events = time_rules(cfg, path)
-        say(f"rules alone: {rules_s:.2f} s for {fed:,} records = {fed / rules_s / 1e6:.2f} M records/s "
-            f"(goal >= 1.0), {events:,} events")
+        say(
+            f"rules alone: {rules_s:.2f} s for {fed:,} records = {fed / rules_s / 1e6:.2f} M records/s "
+            f"(goal >= 1.0), {events:,} events"
+        )
         bt_s, bt_events = time_backtest(cfg, path)
-        say(f"full backtest (parse + rules + output): {bt_s:.2f} s = {bt_s / parse_s:.2f} x the csv parse "
-            f"(goal <= 1.5), {bt_events:,} events")
+        say(
+            f"full backtest (parse + rules + output): {bt_s:.2f} s = {bt_s / parse_s:.2f} x the csv parse "
+            f"(goal <= 1.5), {bt_events:,} events"
+        )
         quiet_s, _ = time_backtest(load_config_text(cfg_text + QUIET_RULE), path)
         say(f"the same with a quiet rule per channel: {quiet_s:.2f} s = {quiet_s / parse_s:.2f} x the csv parse")
         sub_s, rss = peak_rss_of_backtest(cfg_path, path)
         say(f"backtest in a fresh process: {sub_s:.2f} s, peak RSS {rss:.0f} MB (goal < 150)")
         live = time_live_cycle()
-        say(f"live cycle over {live['series']:.0f} series: median {live['median_ms']:.1f} ms, "
-            f"p95 {live['p95_ms']:.1f} ms (goal < 50)")
-    result = {"records": n, "csv_mb": round(size_mb, 1), "csv_parse_s": round(parse_s, 3),
-              "rules_s": round(rules_s, 3), "rules_records_per_s": round(fed / rules_s),
-              "backtest_s": round(bt_s, 3), "backtest_over_parse": round(bt_s / parse_s, 3),
-              "backtest_quiet_s": round(quiet_s, 3), "backtest_quiet_over_parse": round(quiet_s / parse_s, 3),
-              "backtest_process_s": round(sub_s, 3), "backtest_peak_rss_mb": round(rss, 1),
-              "live_cycle_median_ms": round(live["median_ms"], 2), "live_cycle_p95_ms": round(live["p95_ms"], 2),
-              "live_series": int(live["series"]), "events": bt_events,
-              "machine": f"{os.cpu_count()} CPU, Python {sys.version.split()[0]}",
-              "self_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+        say(
+            f"live cycle over {live['series']:.0f} series: median {live['median_ms']:.1f} ms, "
+            f"p95 {live['p95_ms']:.1f} ms (goal < 50)"
+        )
+    result = {
+        "records": n,
+        "csv_mb": round(size_mb, 1),
+        "csv_parse_s": round(parse_s, 3),
+        "rules_s": round(rules_s, 3),
+        "rules_records_per_s": round(fed / rules_s),
+        "backtest_s": round(bt_s, 3),
+        "backtest_over_parse": round(bt_s / parse_s, 3),
+        "backtest_quiet_s": round(quiet_s, 3),
+        "backtest_quiet_over_parse": round(quiet_s / parse_s, 3),
+        "backtest_process_s": round(sub_s, 3),
+        "backtest_peak_rss_mb": round(rss, 1),
+        "live_cycle_median_ms": round(live["median_ms"], 2),
+        "live_cycle_p95_ms": round(live["p95_ms"], 2),
+        "live_series": int(live["series"]),
+        "events": bt_events,
+        "machine": f"{os.cpu_count()} CPU, Python {sys.version.split()[0]}",
+        "self_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
     say(json.dumps(result))
     return result
 

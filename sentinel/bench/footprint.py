@@ -51,15 +51,18 @@ class Scene:
 
 
 IDLE = Scene("idle", TYPES, PER_DAY_IDLE, ("type",), live=False)
-BUSY = Scene("busy", tuple(f"问题-{i:03d}" for i in range(BUSY_TYPES)), PER_DAY_BUSY, ("type", "channel"),
-             live=True)
+BUSY = Scene("busy", tuple(f"问题-{i:03d}" for i in range(BUSY_TYPES)), PER_DAY_BUSY, ("type", "channel"), live=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="measurement window per scene (default 60)")
     parser.add_argument("--quick", action="store_true", help="a 20 s window per scene")
-    parser.add_argument("--output", default="bench-results-footprint.json", metavar="FILE",
-                        help="where to write the figures as JSON (default bench-results-footprint.json)")
+    parser.add_argument(
+        "--output",
+        default="bench-results-footprint.json",
+        metavar="FILE",
+        help="where to write the figures as JSON (default bench-results-footprint.json)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,11 +72,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'scene':<6} {'RSS MB':>8} {'peak MB':>8} {'CPU-s/h':>8} {'threads':>8}")
     for scene in (IDLE, BUSY):
         p = scene.name
-        print(f"{p:<6} {figures[p + '_rss_mb']:8.1f} {figures[p + '_peak_rss_mb']:8.1f} "
-              f"{figures[p + '_cpu_s_per_h']:8.1f} {figures[p + '_threads']:8.0f}")
+        print(
+            f"{p:<6} {figures[p + '_rss_mb']:8.1f} {figures[p + '_peak_rss_mb']:8.1f} "
+            f"{figures[p + '_cpu_s_per_h']:8.1f} {figures[p + '_threads']:8.0f}"
+        )
     print("goals: idle < 80 MB, busy < 120 MB, idle CPU no higher than before (33-43 CPU-s/h)")
-    Path(args.output).write_text(json.dumps({"footprint": figures, "window_s": seconds}, indent=2) + "\n",
-                                 encoding="utf-8")
+    Path(args.output).write_text(
+        json.dumps({"footprint": figures, "window_s": seconds}, indent=2) + "\n", encoding="utf-8"
+    )
     print(f"written: {args.output}")
     return 0
 
@@ -135,12 +141,18 @@ def measure_scene(scene: Scene, seconds: float) -> dict[str, float]:
         }
 
 
-def quickstart_config(tmp: Path, crm: Path, sink_url: str, port: int,
-                      group_by: tuple[str, ...] = ("type",)) -> str:
+def quickstart_config(tmp: Path, crm: Path, sink_url: str, port: int, group_by: tuple[str, ...] = ("type",)) -> str:
     """The README's quick start, with this machine's paths and a local chat sink."""
-    return to_toml(common.quickstart_config(f"sqlite:///{crm}", "complaints", f"sqlite:///{tmp}/state.db",
-                                            {"name": "cs-team", "kind": "wecom", "url": sink_url},
-                                            listen=f"127.0.0.1:{port}", surge_group_by=group_by))
+    return to_toml(
+        common.quickstart_config(
+            f"sqlite:///{crm}",
+            "complaints",
+            f"sqlite:///{tmp}/state.db",
+            {"name": "cs-team", "kind": "wecom", "url": sink_url},
+            listen=f"127.0.0.1:{port}",
+            surge_group_by=group_by,
+        )
+    )
 
 
 class _Crm:
@@ -163,8 +175,9 @@ class _Crm:
         start = now - timedelta(days=HISTORY_DAYS)
         n = scene.per_day * HISTORY_DAYS
         span = (now - timedelta(minutes=1) - start).total_seconds()
-        rows = [(start + timedelta(seconds=span * i / n), rng.choice(scene.types), rng.choice(CHANNELS))
-                for i in range(n)]
+        rows = [
+            (start + timedelta(seconds=span * i / n), rng.choice(scene.types), rng.choice(CHANNELS)) for i in range(n)
+        ]
         self.insert(rows)
 
     def live(self, scene: Scene, rng: random.Random, stop: threading.Event) -> None:
@@ -177,7 +190,7 @@ class _Crm:
 def _cpu_seconds(pid: int) -> float:
     """utime + stime of the process (all its threads), from /proc/PID/stat."""
     raw = Path(f"/proc/{pid}/stat").read_text()
-    fields = raw[raw.rindex(")") + 2:].split()
+    fields = raw[raw.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -189,4 +202,3 @@ def _proc_status(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM", "Threads"):
             out[key] = int(value.split()[0])
     return out
-

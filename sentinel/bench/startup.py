@@ -46,10 +46,17 @@ url = "${{T_BENCH_UNSET_ROBOT_URL}}"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=7, help="runs per command (default 7)")
-    parser.add_argument("--instructions", action="store_true",
-                        help="also count each command's instructions under valgrind (slow; needs valgrind)")
-    parser.add_argument("--output", default="bench-results-startup.json", metavar="FILE",
-                        help="where to write the figures as JSON (default bench-results-startup.json)")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count each command's instructions under valgrind (slow; needs valgrind)",
+    )
+    parser.add_argument(
+        "--output",
+        default="bench-results-startup.json",
+        metavar="FILE",
+        help="where to write the figures as JSON (default bench-results-startup.json)",
+    )
 
 
 def _closed_port() -> int:
@@ -68,8 +75,10 @@ def _check(argv: list[str], out: subprocess.CompletedProcess[str], expect: str) 
     """The answer must be the expected one (`expect` in its output), or a command that failed early on,
     say, its configuration would pass for a fast one."""
     if expect not in out.stdout + out.stderr:
-        raise BenchError(f"{' '.join(argv[-4:])}: expected {expect!r}, got (status {out.returncode}):\n"
-                         f"{(out.stderr or out.stdout)[-2000:]}")
+        raise BenchError(
+            f"{' '.join(argv[-4:])}: expected {expect!r}, got (status {out.returncode}):\n"
+            f"{(out.stderr or out.stdout)[-2000:]}"
+        )
 
 
 def _timed(argv: list[str], env: dict[str, str], cwd: str, expect: str) -> tuple[float, float]:
@@ -100,8 +109,15 @@ def instructions(argv: list[str], env: dict[str, str], cwd: str, expect: str) ->
 def import_ms(module: str, env: dict[str, str], cwd: str) -> float:
     """Cumulative `-X importtime` of `module` (ms)."""
     child = python_child(f"import {module}")
-    out = subprocess.run([child[0], "-X", "importtime", *child[1:]], capture_output=True, text=True, env=env,
-                         cwd=cwd, check=False, timeout=120)
+    out = subprocess.run(
+        [child[0], "-X", "importtime", *child[1:]],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        check=False,
+        timeout=120,
+    )
     for line in out.stderr.splitlines():
         parts = [p.strip() for p in line.split("|")]
         if len(parts) == 3 and parts[2] == module:
@@ -121,16 +137,22 @@ def measure_startup(runs: int, count_instructions: bool = False) -> dict[str, di
         cfg = Path(tmp) / "sentinel.toml"
         cfg.write_text(CONFIG.format(port=_closed_port()), encoding="utf-8")
         refused = "cannot reach the daemon"
-        commands = {"--help": (["--help"], "usage: sentinel"), "status": (["status", "--config", str(cfg)], refused),
-                    "ack": (["ack", "x", "--config", str(cfg)], refused),
-                    "silence list": (["silence", "list", "--config", str(cfg)], refused)}
+        commands = {
+            "--help": (["--help"], "usage: sentinel"),
+            "status": (["status", "--config", str(cfg)], refused),
+            "ack": (["ack", "x", "--config", str(cfg)], refused),
+            "silence list": (["silence", "list", "--config", str(cfg)], refused),
+        }
         figures: dict[str, dict[str, float]] = {}
         for name, (args, expect) in commands.items():
             argv = [*sentinel_command(), *args]
             timed = [_timed(argv, env, tmp, expect) for _ in range(max(1, runs))]
             walls = [wall for wall, _ in timed]
-            figures[name] = {"median_s": statistics.median(walls), "min_s": min(walls),
-                             "cpu_median_s": statistics.median(cpu for _, cpu in timed)}
+            figures[name] = {
+                "median_s": statistics.median(walls),
+                "min_s": min(walls),
+                "cpu_median_s": statistics.median(cpu for _, cpu in timed),
+            }
             if count_instructions and (n := instructions(argv, env, tmp, expect)) is not None:
                 figures[name]["instructions"] = n
         for module in IMPORTS:
@@ -143,16 +165,21 @@ def run(args: argparse.Namespace) -> int:
     figures = measure_startup(args.runs, args.instructions)
     if args.instructions and shutil.which("valgrind") is None:
         print("note: --instructions needs valgrind, which is not installed")
-    print(f"CLI start-up, {args.runs} runs each (goal: at most {GOAL_S} s), load average "
-          f"{load:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPU")
+    print(
+        f"CLI start-up, {args.runs} runs each (goal: at most {GOAL_S} s), load average "
+        f"{load:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPU"
+    )
     for name, f in figures.items():
         if "ms" in f:
             print(f"  {name:<29} {f['ms']:6.0f} ms (python -X importtime, cumulative)")
         else:
             counted = f", {f['instructions'] / 1e6:,.0f} M instructions" if "instructions" in f else ""
-            print(f"  sentinel {name:<13} median {f['median_s']:6.3f} s, min {f['min_s']:6.3f} s, "
-                  f"CPU {f['cpu_median_s']:6.3f} s{counted}")
-    Path(args.output).write_text(json.dumps({"bench": "startup", "runs": args.runs, "figures": figures},
-                                            indent=2) + "\n", encoding="utf-8")
+            print(
+                f"  sentinel {name:<13} median {f['median_s']:6.3f} s, min {f['min_s']:6.3f} s, "
+                f"CPU {f['cpu_median_s']:6.3f} s{counted}"
+            )
+    Path(args.output).write_text(
+        json.dumps({"bench": "startup", "runs": args.runs, "figures": figures}, indent=2) + "\n", encoding="utf-8"
+    )
     print(f"written: {args.output}")
     return 0

@@ -10,11 +10,20 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from sentinel.config.values import NAME_PATTERN, Duration, Gap, Model, exact
 
 Field_ = Literal["type", "channel"]
+
+
+def _each_once(fields: list[Field_]) -> list[Field_]:
+    if len(set(fields)) != len(fields):
+        raise ValueError("lists a field twice")
+    return fields
+
+
+GroupBy = Annotated[list[Field_], AfterValidator(_each_once)]  # a rule's series: each field at most once
 
 
 class Filter(Model):
@@ -43,7 +52,7 @@ class StreakTiers(Model):
 class ThresholdRuleConfig(Model):
     name: str = Field(pattern=NAME_PATTERN)
     kind: Literal["threshold"]
-    group_by: list[Field_] = ["type"]
+    group_by: GroupBy = ["type"]
     factor: float = Field(1.5, gt=0)
     baseline_days: int = Field(7, ge=1, le=366)
     min_history_days: int = Field(3, ge=0, le=366)
@@ -59,13 +68,6 @@ class ThresholdRuleConfig(Model):
     max_series: int = Field(10_000, ge=1)
     baseline_by: Literal["all", "day_kind", "weekday"] = "all"
     baseline_weeks: int = Field(4, ge=1, le=52)
-
-    @field_validator("group_by")
-    @classmethod
-    def _unique_group(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("lists a field twice")
-        return v
 
     @model_validator(mode="after")
     def _tiers_above_factor(self) -> ThresholdRuleConfig:
@@ -116,7 +118,7 @@ class QuietRuleConfig(Model):
 
     name: str = Field(pattern=NAME_PATTERN)
     kind: Literal["quiet"]
-    group_by: list[Field_] = ["channel"]
+    group_by: GroupBy = ["channel"]
     max_p: float = Field(1e-6, gt=0, lt=1)  # Poisson chance of no complaint in the silence, given its profile
     min_expected: float = Field(5.0, gt=0)  # and at least this many expected in it
     baseline_days: int = Field(7, ge=1, le=366)
@@ -128,13 +130,6 @@ class QuietRuleConfig(Model):
     where: Filter = Filter()
     where_not: Filter = Filter()
     max_series: int = Field(1_000, ge=1)
-
-    @field_validator("group_by")
-    @classmethod
-    def _unique_group(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("lists a field twice")
-        return v
 
 
 RuleConfig = Annotated[ThresholdRuleConfig | StreakRuleConfig | QuietRuleConfig, Field(discriminator="kind")]

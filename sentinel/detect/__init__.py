@@ -19,5 +19,20 @@ from sentinel.detect.streak import StreakRule
 from sentinel.detect.threshold import ThresholdRule
 from sentinel.detect.workdays import Workdays, workdays_of
 
-__all__ = ["Engine", "OpenAlert", "QuietRule", "RecordFilter", "Rule", "RuleContext", "Snapshot", "StreakRule",
-           "ThresholdRule", "Workdays", "baselines", "history_days", "resolve_removed", "sort_events", "workdays_of"]
+__all__ = [
+    "Engine",
+    "OpenAlert",
+    "QuietRule",
+    "RecordFilter",
+    "Rule",
+    "RuleContext",
+    "Snapshot",
+    "StreakRule",
+    "ThresholdRule",
+    "Workdays",
+    "baselines",
+    "history_days",
+    "resolve_removed",
+    "sort_events",
+    "workdays_of",
+]

@@ -87,8 +87,18 @@ class StreakRule:
         runs are judged or told (`max_expected_per_day`, `hold`, `tiers`, `history_days`, ...) keeps
         the run history."""
         c = self.cfg
-        text = repr((c.field, c.scope, c.length, c.distinct, c.max_gap, c.where.model_dump_json(),
-                     c.where_not.model_dump_json(), self.cal.tz.key))
+        text = repr(
+            (
+                c.field,
+                c.scope,
+                c.length,
+                c.distinct,
+                c.max_gap,
+                c.where.model_dump_json(),
+                c.where_not.model_dump_json(),
+                self.cal.tz.key,
+            )
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def _share_index(self) -> SeriesIndex:
@@ -158,8 +168,9 @@ class StreakRule:
         state.clock = max(state.clock, last)
         return events
 
-    def _scope(self, scope: int, batch: Batch, idx: IntArray, ts: IntArray, vals: npt.NDArray[np.int32],
-               state: StreakState) -> list[Event]:
+    def _scope(
+        self, scope: int, batch: Batch, idx: IntArray, ts: IntArray, vals: npt.NDArray[np.int32], state: StreakState
+    ) -> list[Event]:
         """One scope's records (in order): find runs with numpy, walk only the interesting ones."""
         n = len(idx)
         carried = state.runs.get(scope)
@@ -191,17 +202,20 @@ class StreakRule:
             wanted.add(0)
         for k in sorted(wanted):
             s, e = int(bounds[k]), int(bounds[k + 1])
-            run = carried if (k == 0 and continuing and carried is not None) else \
-                Run(int(vals[s]), 0, int(ts[s]), int(ts[s]))
+            run = (
+                carried
+                if (k == 0 and continuing and carried is not None)
+                else Run(int(vals[s]), 0, int(ts[s]), int(ts[s]))
+            )
             before = run.ids if run is carried else []
             for p in (s + np.flatnonzero(hit[s:e])).tolist():
-                samples = (before + sample_ids(batch.ids[idx[max(s, p - SAMPLES + 1):p + 1]]))[-SAMPLES:]
+                samples = (before + sample_ids(batch.ids[idx[max(s, p - SAMPLES + 1) : p + 1]]))[-SAMPLES:]
                 events += self._cross(scope, run, int(length[p]), int(ts[p]), state, samples)
             if k < last:
                 self._end_run(run, self._end_time(int(ts[e - 1]), int(ts[e])), state, int(length[e - 1]))
                 continue
             run.length, run.last = int(length[-1]), int(ts[-1])
-            run.ids = (before + sample_ids(batch.ids[idx[max(s, n - SAMPLES):]]))[-SAMPLES:]
+            run.ids = (before + sample_ids(batch.ids[idx[max(s, n - SAMPLES) :]]))[-SAMPLES:]
             if self.cfg.distinct == "customer":
                 run.customers = self._customers_of(batch, idx[s:], run.customers if run is carried else set())
             state.runs[scope] = run
@@ -220,8 +234,7 @@ class StreakRule:
         return customers_of(batch, idx, before)
 
     # --- the small state machine ------------------------------------------------------------------
-    def _cross(self, scope: int, run: Run, length: int, at: int, state: StreakState,
-               samples: list[str]) -> list[Event]:
+    def _cross(self, scope: int, run: Run, length: int, at: int, state: StreakState, samples: list[str]) -> list[Event]:
         key = (scope, run.value)
         events: list[Event] = []
         alert = state.alerts.get(key)
@@ -242,8 +255,9 @@ class StreakRule:
                 alert.tier = tier
                 alert.value = alert.peak = max(alert.peak, length)
                 alert.extra.update(facts)
-                events.append(event(self.name, self.kind, EventState.UPGRADED, alert, at, length, None, None,
-                                    None, extra))
+                events.append(
+                    event(self.name, self.kind, EventState.UPGRADED, alert, at, length, None, None, None, extra)
+                )
             return events
         if alert is not None:  # a new run of the same value inside the hold continues the alert
             alert.hold_until = None
@@ -252,8 +266,9 @@ class StreakRule:
             if tier > alert.tier:
                 alert.tier = tier
                 alert.extra.update(facts)
-                events.append(event(self.name, self.kind, EventState.UPGRADED, alert, at, length, None, None,
-                                    None, extra))
+                events.append(
+                    event(self.name, self.kind, EventState.UPGRADED, alert, at, length, None, None, None, extra)
+                )
             return events
         limit = self.cfg.max_expected_per_day
         if limit is not None and expected is not None and expected > limit:
@@ -278,10 +293,26 @@ class StreakRule:
     def _resolve(self, key: tuple[int, int], state: StreakState, at: int, reason: str) -> Event:
         alert = state.alerts.pop(key)
         facts = {k: alert.extra.get(k) for k in Normality.KEYS if k in alert.extra}
-        return event(self.name, self.kind, EventState.RESOLVED, alert, at, alert.peak, None, None, None,
-                     {"length": int(alert.peak), "chance": alert.extra.get("chance"),
-                      "expected_per_day": alert.extra.get("expected_per_day"), **facts, "reason": reason,
-                      "peak": alert.peak, "duration_s": (at - alert.started) // US})
+        return event(
+            self.name,
+            self.kind,
+            EventState.RESOLVED,
+            alert,
+            at,
+            alert.peak,
+            None,
+            None,
+            None,
+            {
+                "length": int(alert.peak),
+                "chance": alert.extra.get("chance"),
+                "expected_per_day": alert.extra.get("expected_per_day"),
+                **facts,
+                "reason": reason,
+                "peak": alert.peak,
+                "duration_s": (at - alert.started) // US,
+            },
+        )
 
     def _expire(self, state: StreakState, now: int, inclusive: bool) -> list[Event]:
         events = []
@@ -302,8 +333,16 @@ class StreakRule:
         n = min(self.ctx.full_days_before(state.day), self.window)
         if n <= 0:
             return Normality()
-        return normality(state, (scope, value), self.labels(scope, value), self.scope_field, length, n,
-                         self._days_counted(state, n), self.cfg.prior_days)
+        return normality(
+            state,
+            (scope, value),
+            self.labels(scope, value),
+            self.scope_field,
+            length,
+            n,
+            self._days_counted(state, n),
+            self.cfg.prior_days,
+        )
 
     def _days_counted(self, state: StreakState, n: int) -> int:
         """How many of the last `n` full days this rule counted the runs of."""

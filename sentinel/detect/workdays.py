@@ -20,6 +20,7 @@ from sentinel.days import parse_holiday_code
 if TYPE_CHECKING:
     from sentinel.config import Config
 
+
 class Workdays:
     """Which local dates are workdays, memoised per year."""
 
@@ -54,7 +55,6 @@ def workdays_of(cfg: Config) -> Workdays | None:
     """The configuration's workday calendar, when a rule compares by kind of day."""
     from sentinel.config import QuietRuleConfig, ThresholdRuleConfig
 
-    if not any(isinstance(r, ThresholdRuleConfig | QuietRuleConfig) and r.baseline_by == "day_kind"
-               for r in cfg.rules):
+    if not any(isinstance(r, ThresholdRuleConfig | QuietRuleConfig) and r.baseline_by == "day_kind" for r in cfg.rules):
         return None
     return Workdays(cfg.holidays)

@@ -27,7 +27,8 @@ def config_problems(cfg: Config) -> Iterator[tuple[str, str]]:
         for problem in receiver_problems(rc):
             yield f"receivers[{i}]", problem
     if cfg.templates_dir is not None:
-        from sentinel.notify.render import TemplateError, check_templates  # jinja2 only when there is an override
+        from sentinel.notify.render import TemplateError  # jinja2 only when there is an override
+        from sentinel.notify.template_check import check_templates
 
         try:
             check_templates(cfg.templates_dir)
@@ -49,6 +50,6 @@ def receiver_problems(rc: ReceiverConfig) -> Iterator[str]:
 
 
 def _kinds_taking(key: str) -> str:
-    """"dingtalk, feishu and lark": the kinds whose adapter takes `key`, in the configuration's order."""
+    """ "dingtalk, feishu and lark": the kinds whose adapter takes `key`, in the configuration's order."""
     kinds = [str(k) for k in get_args(ReceiverKind) if key in ADAPTERS[k].accepts]
     return kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + " and " + kinds[-1]

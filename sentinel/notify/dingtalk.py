@@ -32,8 +32,10 @@ BLOCK_SECONDS = 600.0
 
 CODES: dict[int, Code] = {
     130101: Code("sent too fast; the robot is blocked for 10 minutes", retry=BLOCK_SECONDS),
-    310000: Code("security check failed (signature, keyword or IP allow-list; the signature is made "
-                 "fresh at every attempt, so a stale timestamp means this host's clock is off)"),
+    310000: Code(
+        "security check failed (signature, keyword or IP allow-list; the signature is made "
+        "fresh at every attempt, so a stale timestamp means this host's clock is off)"
+    ),
     300001: Code("invalid access token"),
     460101: Code("message too large (over 20,000 bytes)"),
 }
@@ -70,8 +72,11 @@ class DingTalkAdapter(HttpAdapter):
             if keyword and keyword not in text:
                 short = f"{keyword} {preview}"
                 text = self.fit_text(f"#### {keyword} {title}", body, tail, self.max_bytes, "\n\n")
-            return {"msgtype": "markdown", "markdown": {"title": short, "text": text},
-                    "at": {"atMobiles": mobiles, "atUserIds": users, "isAtAll": bool(m is not None and m.all)}}
+            return {
+                "msgtype": "markdown",
+                "markdown": {"title": short, "text": text},
+                "at": {"atMobiles": mobiles, "atUserIds": users, "isAtAll": bool(m is not None and m.all)},
+            }
 
         return self.fit_payload(build, message.body, self.max_body_bytes)
 
@@ -83,8 +88,9 @@ class DingTalkAdapter(HttpAdapter):
         return with_query(url, {"timestamp": timestamp, "sign": sign(self.config.secret.get(), timestamp)})
 
     def attempt(self, message: Message, url: str) -> Outcome:
-        reply = self.http.post(self.signed_url(url), self.body(message),
-                               {"Content-Type": "application/json; charset=utf-8"})
+        reply = self.http.post(
+            self.signed_url(url), self.body(message), {"Content-Type": "application/json; charset=utf-8"}
+        )
         if not isinstance(reply, Reply):
             return reply
         return self.classify_coded(reply, "dingtalk", CODES, ("errcode",), ("errmsg",))

@@ -37,14 +37,23 @@ class DiscordAdapter(HttpAdapter):
         for tier in Tier:
             m = config.mention.for_tier(tier)
             if m is not None and m.all:
-                log.warning("receiver %s (discord): mention.%s.all is ignored: Sentinel never pings "
-                            "@everyone on Discord; list user ids instead", self.name, tier.label)
+                log.warning(
+                    "receiver %s (discord): mention.%s.all is ignored: Sentinel never pings "
+                    "@everyone on Discord; list user ids instead",
+                    self.name,
+                    tier.label,
+                )
 
     def payload(self, message: Message) -> dict[str, Any]:
         m = self.mention(message)
         users = [u for u in (safe_id(u) for u in m.users) if u] if m is not None else []
-        content = self.fit_text(f"**{escape_markdown(message.title)}**", message.body,
-                                " ".join(f"<@{u}>" for u in users), self.max_chars, chars=True)
+        content = self.fit_text(
+            f"**{escape_markdown(message.title)}**",
+            message.body,
+            " ".join(f"<@{u}>" for u in users),
+            self.max_chars,
+            chars=True,
+        )
         allowed: dict[str, Any] = {"parse": []}
         if users:
             allowed["users"] = users[:100]  # Discord's maximum

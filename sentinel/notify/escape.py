@@ -37,15 +37,41 @@ _HOST_DOT = re.compile(r"(?<=[A-Za-z0-9-])\.(?=[A-Za-z][A-Za-z0-9-]*)")  # evil.
 
 # Markup characters of the CommonMark dialects (WeCom/DingTalk markdown, Discord, Teams) and the HTML
 # they accept (WeCom `<font>`, `<@userid>`), mapped to their full-width forms.
-_MARKDOWN_MAP = str.maketrans({
-    "\\": "＼", "`": "｀", "*": "＊", "_": "＿", "~": "～", "[": "［", "]": "］", "(": "（", ")": "）",
-    "<": "＜", ">": "＞", "#": "＃", "|": "｜", "@": "＠", "&": "＆", "!": "！",
-})
+_MARKDOWN_MAP = str.maketrans(
+    {
+        "\\": "＼",
+        "`": "｀",
+        "*": "＊",
+        "_": "＿",
+        "~": "～",
+        "[": "［",
+        "]": "］",
+        "(": "（",
+        ")": "）",
+        "<": "＜",
+        ">": "＞",
+        "#": "＃",
+        "|": "｜",
+        "@": "＠",
+        "&": "＆",
+        "!": "！",
+    }
+)
 # Slack: the three documented entities, plus look-alikes for its formatting characters, `@` and brackets.
-_SLACK_MAP = str.maketrans({
-    "&": "&amp;", "<": "&lt;", ">": "&gt;", "*": "＊", "_": "＿", "~": "～", "`": "｀", "@": "＠",
-    "[": "［", "]": "］",  # Slack's newer markdown blocks read [text](url)
-})
+_SLACK_MAP = str.maketrans(
+    {
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        "*": "＊",
+        "_": "＿",
+        "~": "～",
+        "`": "｀",
+        "@": "＠",
+        "[": "［",
+        "]": "］",  # Slack's newer markdown blocks read [text](url)
+    }
+)
 # Plain text (WeCom text, DingTalk text, Feishu/Lark text): no markup, except that Feishu/Lark parse
 # `<at>` tags and a few styles (`**b**`, `~~s~~`, `[text](url)`) in text, and every client
 # highlights `@name`.
@@ -88,7 +114,7 @@ def _leading(text: str) -> str:
     m = re.match(r"\d{1,9}([.)])(?=\s|$)", text)  # "1. " / "1) " would start an ordered list
     if m:
         i = m.end(1) - 1
-        return text[:i] + ("．" if m.group(1) == "." else "）") + text[i + 1:]
+        return text[:i] + ("．" if m.group(1) == "." else "）") + text[i + 1 :]
     return text
 
 

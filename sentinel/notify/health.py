@@ -114,18 +114,27 @@ class _Head:
 
 _R: BindParameter[str] = bindparam("receiver")
 _LAST_OK = select(func.max(outbox.c.id)).where(outbox.c.receiver == _R, outbox.c.status == bindparam("status"))
-_ROW = select(outbox.c.id, outbox.c.status, outbox.c.attempts, outbox.c.last_error, outbox.c.next_attempt_us,
-              outbox.c.finished_us).where(outbox.c.id == bindparam("msg_id"))
-_GIVEN_UP_SINCE = (select(func.count(), func.sum(case((outbox.c.attempts > 0, outbox.c.attempts), else_=1)))
-                   .where(outbox.c.receiver == _R, outbox.c.status == ob.FAILED, outbox.c.id > bindparam("after"),
-                          outbox.c.finished_us >= bindparam("horizon")))
-_HEAD = (select(func.min(outbox.c.id), func.count(), func.min(outbox.c.created_us))
-         .where(outbox.c.receiver == _R, outbox.c.status.in_((ob.PENDING, ob.SENDING))))
+_ROW = select(
+    outbox.c.id, outbox.c.status, outbox.c.attempts, outbox.c.last_error, outbox.c.next_attempt_us, outbox.c.finished_us
+).where(outbox.c.id == bindparam("msg_id"))
+_GIVEN_UP_SINCE = select(func.count(), func.sum(case((outbox.c.attempts > 0, outbox.c.attempts), else_=1))).where(
+    outbox.c.receiver == _R,
+    outbox.c.status == ob.FAILED,
+    outbox.c.id > bindparam("after"),
+    outbox.c.finished_us >= bindparam("horizon"),
+)
+_HEAD = select(func.min(outbox.c.id), func.count(), func.min(outbox.c.created_us)).where(
+    outbox.c.receiver == _R, outbox.c.status.in_((ob.PENDING, ob.SENDING))
+)
 
 
-def receiver_health(conn: Connection, receivers: Iterable[str], now_us: int,
-                    errors: AttemptErrors | None = None,
-                    waits_us: Mapping[str, int] | None = None) -> dict[str, ReceiverHealth]:
+def receiver_health(
+    conn: Connection,
+    receivers: Iterable[str],
+    now_us: int,
+    errors: AttemptErrors | None = None,
+    waits_us: Mapping[str, int] | None = None,
+) -> dict[str, ReceiverHealth]:
     """The health of each named receiver.
 
     Each receiver costs a few lookups on the outbox's (receiver, status, id) index - its newest
@@ -136,12 +145,14 @@ def receiver_health(conn: Connection, receivers: Iterable[str], now_us: int,
     horizon = now_us - ob.DELIVERED_KEEP_US
     out: dict[str, ReceiverHealth] = {}
     for name in receivers:
-        ok_ids = [conn.execute(_LAST_OK, {"receiver": name, "status": st}).scalar()
-                  for st in (ob.DELIVERED, ob.DRY_RUN)]
+        ok_ids = [
+            conn.execute(_LAST_OK, {"receiver": name, "status": st}).scalar() for st in (ob.DELIVERED, ob.DRY_RUN)
+        ]
         ok_id = max((int(i) for i in ok_ids if i is not None), default=None)
         ok_row = conn.execute(_ROW, {"msg_id": ok_id}).first() if ok_id is not None else None
         n_failed, failed_attempts = conn.execute(
-            _GIVEN_UP_SINCE, {"receiver": name, "after": ok_id or 0, "horizon": horizon}).one()
+            _GIVEN_UP_SINCE, {"receiver": name, "after": ok_id or 0, "horizon": horizon}
+        ).one()
         latest_failed = conn.execute(_LAST_OK, {"receiver": name, "status": ob.FAILED}).scalar()
         given_up = None
         if latest_failed is not None:
@@ -170,14 +181,23 @@ def receiver_health(conn: Connection, receivers: Iterable[str], now_us: int,
             wait = (waits_us or {}).get(name, 0)
             nxt = max(head.next_attempt_us, now_us + wait) if wait > 0 else head.next_attempt_us
         delivered_at = None if ok_row is None or ok_row.finished_us is None else int(ok_row.finished_us)
-        out[name] = ReceiverHealth(name=name, state=state, consecutive_failures=consecutive, pending=int(pending),
-                                   oldest_pending_age_s=age_s, next_attempt_us=nxt, last_error=error,
-                                   last_error_at_us=error_at, last_delivered_us=delivered_at)
+        out[name] = ReceiverHealth(
+            name=name,
+            state=state,
+            consecutive_failures=consecutive,
+            pending=int(pending),
+            oldest_pending_age_s=age_s,
+            next_attempt_us=nxt,
+            last_error=error,
+            last_error_at_us=error_at,
+            last_delivered_us=delivered_at,
+        )
     return out
 
 
-def _last_error(name: str, head: _Head | None, given_up: tuple[str | None, int | None] | None,
-                errors: AttemptErrors | None) -> tuple[str | None, int | None]:
+def _last_error(
+    name: str, head: _Head | None, given_up: tuple[str | None, int | None] | None, errors: AttemptErrors | None
+) -> tuple[str | None, int | None]:
     """The receiver's most recent error and when: the head's retried error (its time from the worker's
     memory, when the worker saw it fail), else the newer of the worker's memory and the latest message
     given up. A receiver that is ok again keeps showing its last error, with its time."""

@@ -51,40 +51,89 @@ class OutboxMessage:
 
     @staticmethod
     def from_row(r: Any) -> OutboxMessage:
-        return OutboxMessage(r["id"], r["delivery_id"], r["receiver"], r["kind"], r["status"], r["tier"],
-                             json.loads(r["instances"]), json.loads(r["payload"]), r["event_at_us"],
-                             r["created_us"], r["next_attempt_us"], r["attempts"], r["last_error"], r["url_index"])
+        return OutboxMessage(
+            r["id"],
+            r["delivery_id"],
+            r["receiver"],
+            r["kind"],
+            r["status"],
+            r["tier"],
+            json.loads(r["instances"]),
+            json.loads(r["payload"]),
+            r["event_at_us"],
+            r["created_us"],
+            r["next_attempt_us"],
+            r["attempts"],
+            r["last_error"],
+            r["url_index"],
+        )
 
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def enqueue(conn: Connection, receiver: str, kind: str, tier: Tier, views: Sequence[AlertView], *,
-            event_at_us: int, now_us: int, extra: Mapping[str, Any] | None = None) -> int:
+def enqueue(
+    conn: Connection,
+    receiver: str,
+    kind: str,
+    tier: Tier,
+    views: Sequence[AlertView],
+    *,
+    event_at_us: int,
+    now_us: int,
+    extra: Mapping[str, Any] | None = None,
+) -> int:
     payload = {"views": [view_to_json(v) for v in views], **(extra or {})}
-    res = conn.execute(insert(outbox).values(
-        delivery_id=uuid.uuid4().hex, receiver=receiver, kind=kind, status=PENDING, tier=tier.label,
-        instances=_dumps(sorted({v.instance for v in views})), payload=_dumps(payload), event_at_us=event_at_us,
-        created_us=now_us, next_attempt_us=now_us, attempts=0, last_error=None, finished_us=None, url_index=None))
+    res = conn.execute(
+        insert(outbox).values(
+            delivery_id=uuid.uuid4().hex,
+            receiver=receiver,
+            kind=kind,
+            status=PENDING,
+            tier=tier.label,
+            instances=_dumps(sorted({v.instance for v in views})),
+            payload=_dumps(payload),
+            event_at_us=event_at_us,
+            created_us=now_us,
+            next_attempt_us=now_us,
+            attempts=0,
+            last_error=None,
+            finished_us=None,
+            url_index=None,
+        )
+    )
     return int(res.inserted_primary_key[0])  # type: ignore[index]
 
 
 def upcoming(conn: Connection, receiver: str, limit: int) -> list[OutboxMessage]:
     """The receiver's next `limit` unfinished messages in FIFO order (a resolution never overtakes its
     firing), read in one query, so a burst costs one read per `limit` messages instead of one per message."""
-    rows = conn.execute(select(outbox).where(outbox.c.receiver == receiver,
-                                             outbox.c.status.in_((PENDING, SENDING)))
-                        .order_by(outbox.c.id).limit(limit)).mappings().all()
+    rows = (
+        conn.execute(
+            select(outbox)
+            .where(outbox.c.receiver == receiver, outbox.c.status.in_((PENDING, SENDING)))
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        .mappings()
+        .all()
+    )
     return [OutboxMessage.from_row(r) for r in rows]
 
 
 # The two statements every delivered message runs, built once: building a statement costs several
 # times what executing its cached compiled form does (about 140 µs against 30 µs each).
-_MARK_SENDING = (update(outbox).where(outbox.c.id == bindparam("msg_id"), outbox.c.status.in_((PENDING, SENDING)))
-                 .values(status=SENDING, url_index=bindparam("url_index"), attempts=outbox.c.attempts + 1))
-_MARK_FINISHED = (update(outbox).where(outbox.c.id == bindparam("msg_id"))
-                  .values(status=bindparam("new_status"), finished_us=bindparam("now_us"), last_error=None))
+_MARK_SENDING = (
+    update(outbox)
+    .where(outbox.c.id == bindparam("msg_id"), outbox.c.status.in_((PENDING, SENDING)))
+    .values(status=SENDING, url_index=bindparam("url_index"), attempts=outbox.c.attempts + 1)
+)
+_MARK_FINISHED = (
+    update(outbox)
+    .where(outbox.c.id == bindparam("msg_id"))
+    .values(status=bindparam("new_status"), finished_us=bindparam("now_us"), last_error=None)
+)
 
 
 def mark_sending(conn: Connection, msg_id: int, url_index: int) -> bool:
@@ -98,13 +147,17 @@ def mark_delivered(conn: Connection, msg_id: int, now_us: int, status: str = DEL
 
 
 def mark_retry(conn: Connection, msg_id: int, next_attempt_us: int, error: str) -> None:
-    conn.execute(update(outbox).where(outbox.c.id == msg_id)
-                 .values(status=PENDING, next_attempt_us=next_attempt_us, last_error=error[:500]))
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.id == msg_id)
+        .values(status=PENDING, next_attempt_us=next_attempt_us, last_error=error[:500])
+    )
 
 
 def mark_failed(conn: Connection, msg_id: int, now_us: int, error: str) -> None:
-    conn.execute(update(outbox).where(outbox.c.id == msg_id)
-                 .values(status=FAILED, finished_us=now_us, last_error=error[:500]))
+    conn.execute(
+        update(outbox).where(outbox.c.id == msg_id).values(status=FAILED, finished_us=now_us, last_error=error[:500])
+    )
 
 
 def reset_in_flight(conn: Connection) -> int:
@@ -113,8 +166,11 @@ def reset_in_flight(conn: Connection) -> int:
 
 
 def pending_counts(conn: Connection) -> dict[str, int]:
-    q = (select(outbox.c.receiver, func.count()).where(outbox.c.status.in_((PENDING, SENDING)))
-         .group_by(outbox.c.receiver))
+    q = (
+        select(outbox.c.receiver, func.count())
+        .where(outbox.c.status.in_((PENDING, SENDING)))
+        .group_by(outbox.c.receiver)
+    )
     return {r: int(n) for r, n in conn.execute(q)}
 
 
@@ -133,18 +189,35 @@ def last_outcomes(conn: Connection) -> dict[str, dict[str, Any]]:
     attempt and waits for a retry (a timeout, a 5xx), that: status `retrying` with the error, so a
     stalled receiver shows why instead of its last success."""
     out: dict[str, dict[str, Any]] = {}
-    latest = (select(outbox.c.receiver, func.max(outbox.c.id).label("id"))
-              .where(outbox.c.status.in_((DELIVERED, FAILED, DRY_RUN))).group_by(outbox.c.receiver).subquery())
+    latest = (
+        select(outbox.c.receiver, func.max(outbox.c.id).label("id"))
+        .where(outbox.c.status.in_((DELIVERED, FAILED, DRY_RUN)))
+        .group_by(outbox.c.receiver)
+        .subquery()
+    )
     q = select(outbox).join(latest, and_(outbox.c.id == latest.c.id))
     for r in conn.execute(q).mappings():
-        out[r["receiver"]] = {"status": r["status"], "at_us": r["finished_us"], "error": r["last_error"],
-                              "kind": r["kind"]}
-    head = (select(outbox.c.receiver, func.min(outbox.c.id).label("id"))
-            .where(outbox.c.status.in_((PENDING, SENDING))).group_by(outbox.c.receiver).subquery())
+        out[r["receiver"]] = {
+            "status": r["status"],
+            "at_us": r["finished_us"],
+            "error": r["last_error"],
+            "kind": r["kind"],
+        }
+    head = (
+        select(outbox.c.receiver, func.min(outbox.c.id).label("id"))
+        .where(outbox.c.status.in_((PENDING, SENDING)))
+        .group_by(outbox.c.receiver)
+        .subquery()
+    )
     q = select(outbox).join(head, and_(outbox.c.id == head.c.id)).where(outbox.c.last_error.is_not(None))
     for r in conn.execute(q).mappings():
-        out[r["receiver"]] = {"status": RETRYING, "at_us": None, "error": r["last_error"], "kind": r["kind"],
-                              "next_attempt_us": r["next_attempt_us"]}
+        out[r["receiver"]] = {
+            "status": RETRYING,
+            "at_us": None,
+            "error": r["last_error"],
+            "kind": r["kind"],
+            "next_attempt_us": r["next_attempt_us"],
+        }
     return out
 
 
@@ -154,30 +227,38 @@ def recent(conn: Connection, statuses: Sequence[str], limit: int = 50) -> list[O
 
 
 def prune(conn: Connection, delivered_before_us: int, failed_before_us: int) -> int:
-    n = conn.execute(delete(outbox).where(outbox.c.status.in_((DELIVERED, DRY_RUN)),
-                                          outbox.c.finished_us < delivered_before_us)).rowcount
-    n += conn.execute(delete(outbox).where(outbox.c.status == FAILED,
-                                           outbox.c.finished_us < failed_before_us)).rowcount
+    n = conn.execute(
+        delete(outbox).where(outbox.c.status.in_((DELIVERED, DRY_RUN)), outbox.c.finished_us < delivered_before_us)
+    ).rowcount
+    n += conn.execute(delete(outbox).where(outbox.c.status == FAILED, outbox.c.finished_us < failed_before_us)).rowcount
     return n
 
 
 # --- rate-limit state ------------------------------------------------------------------------------
 
+
 def load_rate(conn: Connection) -> dict[tuple[str, int], tuple[list[int], int]]:
-    return {(r, int(i)): (json.loads(s), int(b))
-            for r, i, s, b in conn.execute(select(rate_state.c.receiver, rate_state.c.url_index, rate_state.c.sent,
-                                                  rate_state.c.blocked_until_us))}
+    return {
+        (r, int(i)): (json.loads(s), int(b))
+        for r, i, s, b in conn.execute(
+            select(rate_state.c.receiver, rate_state.c.url_index, rate_state.c.sent, rate_state.c.blocked_until_us)
+        )
+    }
 
 
 def save_rate(conn: Connection, receiver: str, url_index: int, sent: Sequence[int], blocked_until_us: int) -> None:
     values = {"sent": _dumps(list(sent)), "blocked_until_us": blocked_until_us}
-    n = conn.execute(update(rate_state).where(rate_state.c.receiver == receiver,
-                                              rate_state.c.url_index == url_index).values(**values)).rowcount
+    n = conn.execute(
+        update(rate_state)
+        .where(rate_state.c.receiver == receiver, rate_state.c.url_index == url_index)
+        .values(**values)
+    ).rowcount
     if n == 0:
         conn.execute(insert(rate_state).values(receiver=receiver, url_index=url_index, **values))
 
 
 # --- the dispatcher's cursor ---------------------------------------------------------------------------
+
 
 def get_cursor(conn: Connection, name: str) -> int | None:
     v = conn.execute(select(dispatch_cursor.c.seq).where(dispatch_cursor.c.name == name)).scalar()

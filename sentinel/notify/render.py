@@ -75,8 +75,10 @@ class Safe(str):
 
 # --- URLs ------------------------------------------------------------------------------------------
 
-_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
-                   r"[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
+_HOST = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+    r"[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]"
+)
 _URL_SAFE = "/:=&?;,+!$%~.-_"  # everything else (( ) < > | [ ] * @ ' " and non-ASCII) is percent-encoded
 
 
@@ -133,7 +135,7 @@ def sig(value: float | None, digits: int = 2) -> Safe:
     if value is None:
         return Safe("–")
     v = float(value)
-    return Safe(f"{v:.0f}" if abs(v) >= 10 ** digits else f"{v:.{digits}g}")
+    return Safe(f"{v:.0f}" if abs(v) >= 10**digits else f"{v:.{digits}g}")
 
 
 _TS = {"full": "%Y-%m-%d %H:%M", "short": "%m-%d %H:%M", "time": "%H:%M"}
@@ -216,8 +218,9 @@ def _helpers(syntax: Syntax) -> dict[str, Any]:
         return Safe(f"{label} ({href})")
 
     @jinja2.pass_context
-    def series(ctx: jinja2.runtime.Context, a: AlertView, max_chars: int = SERIES_MAX_CHARS,
-               names: bool = True) -> Safe:
+    def series(
+        ctx: jinja2.runtime.Context, a: AlertView, max_chars: int = SERIES_MAX_CHARS, names: bool = True
+    ) -> Safe:
         """The alert's labels: "类型 物流配送延误 · 渠道 电话热线" (values only with `names=False`)."""
         locale = str(ctx.get("locale", "en"))
         if not a.labels:
@@ -235,8 +238,17 @@ def _helpers(syntax: Syntax) -> dict[str, Any]:
         seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
         return Safe(human_duration(seconds, str(ctx.get("locale", "en"))))
 
-    return {"bold": bold, "link": link, "series": series, "duration": duration, "num": num, "sci": sci,
-            "sig": sig, "ts": ts, "tiers": sorted(Tier, reverse=True)}
+    return {
+        "bold": bold,
+        "link": link,
+        "series": series,
+        "duration": duration,
+        "num": num,
+        "sci": sci,
+        "sig": sig,
+        "ts": ts,
+        "tiers": sorted(Tier, reverse=True),
+    }
 
 
 @functools.lru_cache(maxsize=32)
@@ -250,15 +262,21 @@ def environment(syntax: Syntax, templates_dir: Path | None = None) -> SandboxedE
     if templates_dir is not None:
         loaders.append(jinja2.FileSystemLoader(str(templates_dir)))
     loaders.append(jinja2.FileSystemLoader(str(PACKAGE_TEMPLATES)))
-    env = SandboxedEnvironment(loader=jinja2.ChoiceLoader(loaders), autoescape=False,
-                               undefined=jinja2.StrictUndefined, finalize=_finalize(syntax),
-                               trim_blocks=True, lstrip_blocks=True, auto_reload=True)
+    env = SandboxedEnvironment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+        finalize=_finalize(syntax),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=True,
+    )
     env.globals.update(_helpers(syntax))
     return env
 
 
 def _template_frame(exc: BaseException) -> str | None:
-    """"file, line N" of the innermost template frame (Jinja rewrites tracebacks to template lines)."""
+    """ "file, line N" of the innermost template frame (Jinja rewrites tracebacks to template lines)."""
     where = None
     for frame, line in traceback.walk_tb(exc.__traceback__):
         name = frame.f_code.co_filename
@@ -313,9 +331,18 @@ def _order(a: AlertView) -> tuple[int, bool, float]:
     return (-int(a.tier), a.state == "resolved", -a.at.timestamp())
 
 
-def render(views: Sequence[AlertView], *, syntax: Syntax, locale: str = "zh_CN", max_bytes: int,
-           status_url: str, kind: str = "alert", note: str | None = None,
-           templates_dir: Path | None = None, max_chars: int | None = None) -> tuple[str, str]:
+def render(
+    views: Sequence[AlertView],
+    *,
+    syntax: Syntax,
+    locale: str = "zh_CN",
+    max_bytes: int,
+    status_url: str,
+    kind: str = "alert",
+    note: str | None = None,
+    templates_dir: Path | None = None,
+    max_chars: int | None = None,
+) -> tuple[str, str]:
     """(title, body): title is PLAIN TEXT built from data (adapters escape it); body is in `syntax`
     with every data-derived string escaped, at most `max_bytes` UTF-8 bytes (and `max_chars`
     characters when given, for Discord).
@@ -334,8 +361,14 @@ def render(views: Sequence[AlertView], *, syntax: Syntax, locale: str = "zh_CN",
     ordered = sorted(views, key=_order)
     counts = {t.label: sum(1 for a in views if a.tier is t) for t in Tier}
     context: dict[str, Any] = {
-        "locale": loc, "kind": kind, "note": note, "status_url": status_url, "a": ordered[0],
-        "digest": len(views) > 1 or kind == "digest", "total": len(views), "counts": counts,
+        "locale": loc,
+        "kind": kind,
+        "note": note,
+        "status_url": status_url,
+        "a": ordered[0],
+        "digest": len(views) > 1 or kind == "digest",
+        "total": len(views),
+        "counts": counts,
         "resolved": sum(1 for a in views if a.state == "resolved"),
     }
     title = _render(environment(Syntax.TEXT, templates_dir), f"{loc}/{TITLE}", context)
@@ -349,8 +382,9 @@ def render(views: Sequence[AlertView], *, syntax: Syntax, locale: str = "zh_CN",
     entries = [Safe(_render(env, f"{loc}/{ENTRY}", {**context, "a": a})) for a in ordered]
 
     def digest(k: int) -> str:
-        return _layout(_render(env, f"{loc}/{DIGEST}", {**context, "entries": entries[:k],
-                                                        "more": len(entries) - k}), syntax)
+        return _layout(
+            _render(env, f"{loc}/{DIGEST}", {**context, "entries": entries[:k], "more": len(entries) - k}), syntax
+        )
 
     body = digest(len(entries))
     if not _fits(body, max_bytes, max_chars):
@@ -390,49 +424,3 @@ def body_budget(adapter: Adapter, receiver: ReceiverConfig, tier: Tier) -> tuple
     max_chars = adapter.max_chars
     chars = max(max_chars - TITLE_RESERVE_CHARS - len(tail) - 64, 1) if max_chars is not None else None
     return max(limit - TITLE_RESERVE_BYTES - extra, 1), chars
-
-
-def sample_view(now: datetime, tier: Tier = Tier.MODERATE, ack_url: str | None = None) -> AlertView:
-    """The alert `sentinel notify-test` sends (with kind="test") and `check_templates` renders."""
-    return AlertView(rule="type-surge", kind="threshold", state="firing", tier=tier,
-                     labels={"type": "物流配送延误", "channel": "电话热线"}, value=151.0, baseline=100.0,
-                     ratio=1.51, started=now - timedelta(minutes=12), at=now, instance="sample",
-                     fingerprint="sample", p=2.1e-06, mode="day", samples=(("10231", None), ("10232", None)),
-                     ack_url=ack_url, projected=302.0)
-
-
-def check_templates(templates_dir: Path, status_url: str = "http://127.0.0.1:9732/") -> None:
-    """Reject a broken override before it is used (config reload, `sentinel check`).
-
-    Compiles every file under `templates_dir`, then renders each message shape in each syntax and
-    each locale folder it provides, so an undefined name in a branch that samples reach is caught too.
-    Raises `TemplateError` naming the file.
-    """
-    if not templates_dir.is_dir():
-        raise TemplateError(f"templates_dir {templates_dir} is not a directory")
-    env = environment(Syntax.TEXT, templates_dir)
-    for path in sorted(p for p in templates_dir.rglob("*") if p.is_file()):
-        name = path.relative_to(templates_dir).as_posix()
-        try:
-            env.get_template(name)
-        except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(f"{exc.filename or path}, line {exc.lineno}: {exc.message}") from exc
-        except UnicodeDecodeError as exc:
-            raise TemplateError(f"{path}: not UTF-8 ({exc.reason})") from exc
-    now = datetime.now().astimezone()
-    firing = sample_view(now, Tier.SEVERE, ack_url=status_url)
-    resolved = AlertView(rule="same-type-streak", kind="streak", state="resolved", tier=Tier.LIGHT,
-                         labels={"type": "服务态度"}, value=5, baseline=None, ratio=None,
-                         started=now - timedelta(hours=2), at=now, instance="s2", fingerprint="s2", length=5,
-                         chance=3e-4, expected_per_day=0.03, peak=6, duration_s=7200, reason="hold expired")
-    quiet = AlertView(rule="channel-quiet", kind="quiet", state="firing", tier=Tier.MODERATE,
-                      labels={"channel": "微信公众号"}, value=0, baseline=9.4, ratio=None,
-                      started=now - timedelta(hours=2), at=now - timedelta(hours=2), instance="s3", fingerprint="s3",
-                      p=8.3e-05, expected=9.4, silent_s=10800, handover=True, open_s=7200)
-    locales = {p.name for p in templates_dir.iterdir() if any((p / n).is_file() for n in TEMPLATES)} or set(LOCALES)
-    for loc in sorted(locales):
-        for syntax in Syntax:
-            for kind in ("alert", "repeat", "escalation", "test"):
-                for views in ([firing], [resolved], [quiet], [firing, resolved, quiet]):
-                    render(views, syntax=syntax, locale=loc, max_bytes=4096, status_url=status_url,
-                           kind=kind, note="note", templates_dir=templates_dir)

@@ -23,18 +23,35 @@ from sentinel.notify.views import alert_payload
 
 def send_test(cfg: Config, receiver: ReceiverConfig) -> Iterator[tuple[int, str]]:
     """(url index, outcome line) for every robot URL of the receiver."""
-    from sentinel.notify.render import body_budget, render, sample_view
+    from sentinel.notify.render import body_budget, render
+    from sentinel.notify.template_check import sample_view
 
     adapter = create(receiver)
     try:
         view = sample_view(datetime.now(cfg.tz), Tier.LIGHT)
         max_bytes, max_chars = body_budget(adapter, receiver, view.tier)
-        title, body = render([view], syntax=adapter.syntax, locale=receiver.locale or cfg.locale,
-                             max_bytes=max_bytes, max_chars=max_chars,
-                             status_url=cfg.base_url + "/", kind="test", templates_dir=cfg.templates_dir)
-        message = Message(id=f"test-{uuid.uuid4().hex}", title=title, body=body, tier=Tier.LIGHT, status="firing",
-                          group_key=f"test/{view.fingerprint}", group_labels={"rule": view.rule},
-                          alerts=(alert_payload(view, cfg.base_url),), external_url=cfg.base_url, mention=False)
+        title, body = render(
+            [view],
+            syntax=adapter.syntax,
+            locale=receiver.locale or cfg.locale,
+            max_bytes=max_bytes,
+            max_chars=max_chars,
+            status_url=cfg.base_url + "/",
+            kind="test",
+            templates_dir=cfg.templates_dir,
+        )
+        message = Message(
+            id=f"test-{uuid.uuid4().hex}",
+            title=title,
+            body=body,
+            tier=Tier.LIGHT,
+            status="firing",
+            group_key=f"test/{view.fingerprint}",
+            group_labels={"rule": view.rule},
+            alerts=(alert_payload(view, cfg.base_url),),
+            external_url=cfg.base_url,
+            mention=False,
+        )
         for index in range(len(receiver.all_urls())):
             match adapter.send(message, index):
                 case Delivered(detail=detail):
@@ -45,4 +62,3 @@ def send_test(cfg: Config, receiver: ReceiverConfig) -> Iterator[tuple[int, str]
                     yield index, f"failed: {failed.text} (permanent: the daemon would not retry)"
     finally:
         adapter.close()
-

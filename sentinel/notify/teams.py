@@ -34,25 +34,39 @@ class TeamsAdapter(HttpAdapter):
         users = [u for u in (safe_id(u) for u in m.users) if u] if m is not None else []
         heading = escape_markdown(message.title)
         tags = " ".join(f"<at>{u}</at>" for u in users)
-        title = {"type": "TextBlock", "text": heading, "wrap": True, "size": "Medium", "weight": "Bolder",
-                 "color": "Good" if message.status == "resolved" else _COLOR.get(message.tier, "Default")}
+        title = {
+            "type": "TextBlock",
+            "text": heading,
+            "wrap": True,
+            "size": "Medium",
+            "weight": "Bolder",
+            "color": "Good" if message.status == "resolved" else _COLOR.get(message.tier, "Default"),
+        }
         entities = [{"type": "mention", "text": f"<at>{u}</at>", "mentioned": {"id": u, "name": u}} for u in users]
         mentions = [{"type": "TextBlock", "wrap": True, "text": tags}] if users else []
 
         def build(body: str) -> dict[str, Any]:
             # TextBlock markdown needs a blank line to break a line.
             budget = self.max_bytes - utf8_len(heading) - utf8_len(tags)
-            text = truncate_bytes("\n\n".join(s for s in body.splitlines() if s.strip()), max(budget, 0),
-                                  self.truncated_marker)
-            blocks: list[dict[str, Any]] = [title, {"type": "TextBlock", "text": text, "wrap": True}] if text \
-                else [title]
+            text = truncate_bytes(
+                "\n\n".join(s for s in body.splitlines() if s.strip()), max(budget, 0), self.truncated_marker
+            )
+            blocks: list[dict[str, Any]] = (
+                [title, {"type": "TextBlock", "text": text, "wrap": True}] if text else [title]
+            )
             card: dict[str, Any] = {
                 "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-                "type": "AdaptiveCard", "version": "1.4", "body": blocks + mentions,
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": blocks + mentions,
                 "msteams": {"width": "Full", **({"entities": entities} if entities else {})},
             }
-            return {"type": "message", "attachments": [
-                {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}]}
+            return {
+                "type": "message",
+                "attachments": [
+                    {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}
+                ],
+            }
 
         return self.fit_payload(build, message.body, self.max_body_bytes)
 

@@ -82,14 +82,24 @@ def view_from_json(d: Mapping[str, Any], tz: ZoneInfo) -> AlertView:
     return _view({**d, **times, "samples": [(str(a), b) for a, b in d.get("samples", [])]})
 
 
-def view_from_event(payload: Mapping[str, Any], tz: ZoneInfo, *, record_url: str | None,
-                    ack_url: str | None) -> AlertView:
+def view_from_event(
+    payload: Mapping[str, Any], tz: ZoneInfo, *, record_url: str | None, ack_url: str | None
+) -> AlertView:
     """A view of a stored event's payload (as `Event.to_json` wrote it, with `at_us` and `started_us`),
     each sample linked to the CRM when `record_url` is set."""
-    samples = [(str(i), record_url.replace("{id}", quote(str(i), safe="")) if record_url else None)
-               for i in payload.get("samples", [])]
-    return _view({**payload, "started": to_datetime(int(payload["started_us"]), tz),
-                  "at": to_datetime(int(payload["at_us"]), tz), "samples": samples, "ack_url": ack_url})
+    samples = [
+        (str(i), record_url.replace("{id}", quote(str(i), safe="")) if record_url else None)
+        for i in payload.get("samples", [])
+    ]
+    return _view(
+        {
+            **payload,
+            "started": to_datetime(int(payload["started_us"]), tz),
+            "at": to_datetime(int(payload["at_us"]), tz),
+            "samples": samples,
+            "ack_url": ack_url,
+        }
+    )
 
 
 def _view(d: Mapping[str, Any]) -> AlertView:
@@ -113,17 +123,30 @@ def alert_payload(v: AlertView, base_url: str) -> AlertPayload:
     """One alert in Alertmanager's webhook shape: labels `alertname` (the rule), `severity` (the tier)
     and the series labels (`type`, `channel`), plus Sentinel's `rule` and `tier`; `endsAt` is Alertmanager's
     zero time while the alert fires."""
-    labels: Mapping[str, str] = {"alertname": v.rule, "severity": v.tier.label, **v.labels, "rule": v.rule,
-                                 "tier": v.tier.label}
-    annotations = {"summary": f"{v.rule} {' '.join(f'{k}={x}' for k, x in v.labels.items())}",
-                   "value": str(v.value), "baseline": "" if v.baseline is None else str(v.baseline),
-                   "instance": v.instance}
+    labels: Mapping[str, str] = {
+        "alertname": v.rule,
+        "severity": v.tier.label,
+        **v.labels,
+        "rule": v.rule,
+        "tier": v.tier.label,
+    }
+    annotations = {
+        "summary": f"{v.rule} {' '.join(f'{k}={x}' for k, x in v.labels.items())}",
+        "value": str(v.value),
+        "baseline": "" if v.baseline is None else str(v.baseline),
+        "instance": v.instance,
+    }
     if v.projected is not None:  # the day's expected final count at this pace (threshold, day mode)
         annotations["projected"] = str(v.projected)
     if v.expected is not None:  # quiet: the complaints normally seen in the silence
         annotations["expected"] = str(v.expected)
     resolved = v.state == "resolved"
-    return AlertPayload(status="resolved" if resolved else "firing", labels=dict(labels), annotations=annotations,
-                        starts_at=v.started.isoformat(),
-                        ends_at=v.at.isoformat() if resolved else "0001-01-01T00:00:00Z",
-                        fingerprint=v.fingerprint, generator_url=f"{base_url}/#alert-{v.instance}")
+    return AlertPayload(
+        status="resolved" if resolved else "firing",
+        labels=dict(labels),
+        annotations=annotations,
+        starts_at=v.started.isoformat(),
+        ends_at=v.at.isoformat() if resolved else "0001-01-01T00:00:00Z",
+        fingerprint=v.fingerprint,
+        generator_url=f"{base_url}/#alert-{v.instance}",
+    )

@@ -61,9 +61,15 @@ def _common(maps: Sequence[Mapping[str, str]]) -> dict[str, str]:
 
 
 def _alert(a: AlertPayload) -> dict[str, Any]:
-    return {"status": a.status, "labels": dict(a.labels), "annotations": dict(a.annotations),
-            "startsAt": a.starts_at, "endsAt": a.ends_at, "fingerprint": a.fingerprint,
-            "generatorURL": a.generator_url}
+    return {
+        "status": a.status,
+        "labels": dict(a.labels),
+        "annotations": dict(a.annotations),
+        "startsAt": a.starts_at,
+        "endsAt": a.ends_at,
+        "fingerprint": a.fingerprint,
+        "generatorURL": a.generator_url,
+    }
 
 
 def _status(message: Message) -> str:

@@ -37,13 +37,15 @@ class WeComAdapter(HttpAdapter):
     def payload(self, message: Message) -> dict[str, Any]:
         m = self.mention(message)
         if m is not None and (m.all or m.mobiles):
-            content = self.fit_text(escape_text(message.title), markdown_to_text(message.body), "",
-                                    self.max_text_bytes)
-            return {"msgtype": "text", "text": {
-                "content": content,
-                "mentioned_list": [safe_id(u) for u in m.users] + (["@all"] if m.all else []),
-                "mentioned_mobile_list": [safe_id(p) for p in m.mobiles],
-            }}
+            content = self.fit_text(escape_text(message.title), markdown_to_text(message.body), "", self.max_text_bytes)
+            return {
+                "msgtype": "text",
+                "text": {
+                    "content": content,
+                    "mentioned_list": [safe_id(u) for u in m.users] + (["@all"] if m.all else []),
+                    "mentioned_mobile_list": [safe_id(p) for p in m.mobiles],
+                },
+            }
         tail = " ".join(f"<@{safe_id(u)}>" for u in m.users) if m is not None else ""
         content = self.fit_text(f"**{escape_markdown(message.title)}**", message.body, tail, self.max_bytes)
         return {"msgtype": "markdown", "markdown": {"content": content}}

@@ -9,5 +9,13 @@ from __future__ import annotations
 from sentinel.store.db import Store, StoreCorrupt, StoreError, StoreMissing, StoreUnreachable, open_store
 from sentinel.store.lock import LockLost, StoreLocked
 
-__all__ = ["LockLost", "Store", "StoreCorrupt", "StoreError", "StoreLocked", "StoreMissing", "StoreUnreachable",
-           "open_store"]
+__all__ = [
+    "LockLost",
+    "Store",
+    "StoreCorrupt",
+    "StoreError",
+    "StoreLocked",
+    "StoreMissing",
+    "StoreUnreachable",
+    "open_store",
+]

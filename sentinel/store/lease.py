@@ -66,8 +66,13 @@ class LeaseRow:
 
 def read(conn: Connection) -> LeaseRow | None:
     """The lease row, or None on a store where no instance ever led."""
-    row = conn.execute(text(f"SELECT epoch, holder, backend_pid, acquired_us, renewed_us, ttl_us, {SERVER_NOW_US} "
-                            "FROM leader_lease WHERE name = :n"), {"n": NAME}).first()
+    row = conn.execute(
+        text(
+            f"SELECT epoch, holder, backend_pid, acquired_us, renewed_us, ttl_us, {SERVER_NOW_US} "
+            "FROM leader_lease WHERE name = :n"
+        ),
+        {"n": NAME},
+    ).first()
     if row is None:
         return None
     epoch, holder, pid, acquired, renewed, ttl, now = row
@@ -78,17 +83,28 @@ def claim(conn: Connection, holder: str, ttl_s: float) -> int:
     """Make this session's holder the leader with the next epoch; returns it. `conn` holds the store's advisory
     lock, in autocommit mode. Waits for the former leader's open writes (ending those still open after
     `FENCE_WAIT_S`: see the module docstring)."""
-    conn.execute(text(f"INSERT INTO leader_lease (name, epoch, holder, backend_pid, acquired_us, renewed_us, ttl_us) "
-                      f"VALUES (:n, 0, '', 0, {SERVER_NOW_US}, {SERVER_NOW_US}, 0) ON CONFLICT (name) DO NOTHING"),
-                 {"n": NAME})
+    conn.execute(
+        text(
+            f"INSERT INTO leader_lease (name, epoch, holder, backend_pid, acquired_us, renewed_us, ttl_us) "
+            f"VALUES (:n, 0, '', 0, {SERVER_NOW_US}, {SERVER_NOW_US}, 0) ON CONFLICT (name) DO NOTHING"
+        ),
+        {"n": NAME},
+    )
     for _ in range(5):
         conn.exec_driver_sql("BEGIN")
         try:
             if _wait_for_fenced_writes(conn):
-                epoch = int(conn.execute(text(
-                    f"UPDATE leader_lease SET epoch = epoch + 1, holder = :h, backend_pid = pg_backend_pid(), "
-                    f"acquired_us = {SERVER_NOW_US}, renewed_us = {SERVER_NOW_US}, ttl_us = :ttl WHERE name = :n "
-                    "RETURNING epoch"), {"h": holder[:128], "ttl": int(ttl_s * US), "n": NAME}).scalar_one())
+                epoch = int(
+                    conn.execute(
+                        text(
+                            f"UPDATE leader_lease SET epoch = epoch + 1, holder = :h, backend_pid = pg_backend_pid(), "
+                            f"acquired_us = {SERVER_NOW_US}, renewed_us = {SERVER_NOW_US}, ttl_us = :ttl "
+                            "WHERE name = :n "
+                            "RETURNING epoch"
+                        ),
+                        {"h": holder[:128], "ttl": int(ttl_s * US), "n": NAME},
+                    ).scalar_one()
+                )
                 conn.exec_driver_sql("COMMIT")
                 return epoch
         except BaseException:
@@ -120,19 +136,26 @@ _HI, _LO = FENCE_KEY >> 32, FENCE_KEY & 0xFFFFFFFF
 def _end_fenced_writers(conn: Connection) -> None:
     """End the sessions whose transactions hold the fence key: the writes of a leader that no longer holds the
     store's lock (it paused, or lost its connection while they were open). Their rollback is the point."""
-    conn.execute(text(
-        "SELECT pg_terminate_backend(l.pid, 2000) FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
-        "AND l.objsubid = 1 AND l.classid::bigint = :hi AND l.objid::bigint = :lo AND l.pid <> pg_backend_pid() "
-        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
-        {"hi": _HI, "lo": _LO})
+    conn.execute(
+        text(
+            "SELECT pg_terminate_backend(l.pid, 2000) FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
+            "AND l.objsubid = 1 AND l.classid::bigint = :hi AND l.objid::bigint = :lo AND l.pid <> pg_backend_pid() "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ),
+        {"hi": _HI, "lo": _LO},
+    )
 
 
 def renew(conn: Connection, epoch: int, held_by_me: str) -> bool:
     """The leader's renewal: True when the row still carries its epoch and its lock session, and that session
     still holds the lock (`held_by_me`: an SQL condition on pg_locks, from `sentinel.store.lock`)."""
-    result = conn.execute(text(
-        f"UPDATE leader_lease SET renewed_us = {SERVER_NOW_US} WHERE name = :n AND epoch = :e "
-        f"AND backend_pid = pg_backend_pid() AND {held_by_me}"), {"n": NAME, "e": epoch})
+    result = conn.execute(
+        text(
+            f"UPDATE leader_lease SET renewed_us = {SERVER_NOW_US} WHERE name = :n AND epoch = :e "
+            f"AND backend_pid = pg_backend_pid() AND {held_by_me}"
+        ),
+        {"n": NAME, "e": epoch},
+    )
     return bool(result.rowcount == 1)
 
 

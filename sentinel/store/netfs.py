@@ -14,11 +14,33 @@ from pathlib import Path
 
 from sentinel.store.db import StoreError
 
-NETWORK_FILESYSTEMS = frozenset({
-    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "ceph", "glusterfs", "lustre", "gpfs",
-    "ocfs2", "gfs2", "beegfs", "davfs", "fuse.sshfs", "fuse.glusterfs", "fuse.s3fs", "fuse.rclone",
-    "fuse.gcsfuse", "fuse.juicefs", "fuse.cephfs",
-})
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "ncpfs",
+        "afs",
+        "9p",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "gpfs",
+        "ocfs2",
+        "gfs2",
+        "beegfs",
+        "davfs",
+        "fuse.sshfs",
+        "fuse.glusterfs",
+        "fuse.s3fs",
+        "fuse.rclone",
+        "fuse.gcsfuse",
+        "fuse.juicefs",
+        "fuse.cephfs",
+    }
+)
 MOUNTS = Path("/proc/self/mounts")
 
 
@@ -55,7 +77,9 @@ def refuse_network_filesystem(db: Path, mounts: Path | None = None) -> None:
     if found is None or found[1].lower() not in NETWORK_FILESYSTEMS:
         return
     point, kind = found
-    raise StoreError(f"state_url: the SQLite state store {db} is on a network filesystem ({kind} at {point}); "
-                     "SQLite's locking and WAL do not work across hosts there, so two instances would damage it. "
-                     "Keep an SQLite store on a local disk of one host; to run several instances, give them one "
-                     "PostgreSQL state store (README: Running two instances)")
+    raise StoreError(
+        f"state_url: the SQLite state store {db} is on a network filesystem ({kind} at {point}); "
+        "SQLite's locking and WAL do not work across hosts there, so two instances would damage it. "
+        "Keep an SQLite store on a local disk of one host; to run several instances, give them one "
+        "PostgreSQL state store (README: Running two instances)"
+    )

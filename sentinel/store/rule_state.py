@@ -43,11 +43,15 @@ def save_snapshot(conn: Connection, rule: str, snap: Snapshot, now_us: int, voca
     if snap.series is not None:
         parts["series"] = dumps(snap.series)
     for part, data in parts.items():
-        n = conn.execute(update(rs).where(rs.c.rule == rule, rs.c.part == part)
-                         .values(config_hash=snap.config_hash, data=data, updated_us=now_us)).rowcount
+        n = conn.execute(
+            update(rs)
+            .where(rs.c.rule == rule, rs.c.part == part)
+            .values(config_hash=snap.config_hash, data=data, updated_us=now_us)
+        ).rowcount
         if n == 0:
-            conn.execute(insert(rs).values(rule=rule, part=part, config_hash=snap.config_hash, data=data,
-                                           updated_us=now_us))
+            conn.execute(
+                insert(rs).values(rule=rule, part=part, config_hash=snap.config_hash, data=data, updated_us=now_us)
+            )
 
 
 def drop_rule_state(conn: Connection, rules: Iterable[str]) -> None:
@@ -62,6 +66,9 @@ def load_buckets(conn: Connection, start_us: int, vocab: Vocab) -> Buckets:
     if not rows:
         return Buckets.empty()
     hours, types, chans, counts = zip(*rows, strict=True)
-    return Buckets(np.asarray(hours, dtype=np.int64), vocab.encode(list(types)).astype(np.int64),
-                   vocab.encode(list(chans)).astype(np.int64), np.asarray(counts, dtype=np.int64))
-
+    return Buckets(
+        np.asarray(hours, dtype=np.int64),
+        vocab.encode(list(types)).astype(np.int64),
+        vocab.encode(list(chans)).astype(np.int64),
+        np.asarray(counts, dtype=np.int64),
+    )

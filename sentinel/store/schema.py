@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text, true
 
-metadata = MetaData(naming_convention={
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "pk": "pk_%(table_name)s",
-})
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
 
 source_state = Table(
-    "source_state", metadata,
+    "source_state",
+    metadata,
     Column("key", String(32), primary_key=True),
     Column("watermark_us", BigInteger, nullable=True),  # newest created_at read so far
     Column("coverage_start_us", BigInteger, nullable=True),  # where "days of history" begin
@@ -27,7 +30,8 @@ source_state = Table(
 )
 
 seen_ids = Table(  # the ledger: every row counted or rejected over the history window
-    "seen_ids", metadata,
+    "seen_ids",
+    metadata,
     Column("record_id", String(256), primary_key=True),  # canonical id, or a content digest for id-less rows
     Column("created_us", BigInteger, nullable=False),  # the row's time; when first read if it has none
     Column("digest", String(16), nullable=True),  # the row's content (NULL: remembered before 0004)
@@ -37,7 +41,8 @@ seen_ids = Table(  # the ledger: every row counted or rejected over the history 
 )
 
 hourly_buckets = Table(
-    "hourly_buckets", metadata,
+    "hourly_buckets",
+    metadata,
     Column("hour_us", BigInteger, primary_key=True),  # instant the local hour began
     Column("type", Text, primary_key=True),
     Column("channel", Text, primary_key=True),
@@ -45,13 +50,15 @@ hourly_buckets = Table(
 )
 
 store_meta = Table(
-    "store_meta", metadata,
+    "store_meta",
+    metadata,
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
 
 rule_state = Table(
-    "rule_state", metadata,
+    "rule_state",
+    metadata,
     Column("rule", String(128), primary_key=True),
     Column("part", String(32), primary_key=True),  # core | series | pending
     Column("config_hash", String(64), nullable=False),
@@ -60,7 +67,8 @@ rule_state = Table(
 )
 
 alerts = Table(
-    "alerts", metadata,
+    "alerts",
+    metadata,
     Column("instance", String(32), primary_key=True),
     Column("fingerprint", String(32), nullable=False),
     Column("rule", String(128), nullable=False),
@@ -81,7 +89,8 @@ alerts = Table(
 )
 
 alert_events = Table(
-    "alert_events", metadata,
+    "alert_events",
+    metadata,
     Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("instance", String(32), nullable=False),
     Column("fingerprint", String(32), nullable=False),
@@ -96,13 +105,15 @@ alert_events = Table(
 )
 
 dispatch_cursor = Table(
-    "dispatch_cursor", metadata,
+    "dispatch_cursor",
+    metadata,
     Column("name", String(64), primary_key=True),
     Column("seq", BigInteger, nullable=False),
 )
 
 outbox = Table(
-    "outbox", metadata,
+    "outbox",
+    metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("delivery_id", String(40), nullable=False, unique=True),  # stable across retries
     Column("receiver", String(128), nullable=False),
@@ -122,7 +133,8 @@ outbox = Table(
 )
 
 rate_state = Table(
-    "rate_state", metadata,
+    "rate_state",
+    metadata,
     Column("receiver", String(128), primary_key=True),
     Column("url_index", Integer, primary_key=True),
     Column("sent", Text, nullable=False),  # JSON list of recent send instants (µs)
@@ -130,7 +142,8 @@ rate_state = Table(
 )
 
 notify_log = Table(
-    "notify_log", metadata,  # who was told what about which alert (resolutions go to the same people)
+    "notify_log",
+    metadata,  # who was told what about which alert (resolutions go to the same people)
     Column("receiver", String(128), primary_key=True),
     Column("instance", String(32), primary_key=True),
     Column("route", Integer, nullable=False),
@@ -141,7 +154,8 @@ notify_log = Table(
 )
 
 dispatch_groups = Table(
-    "dispatch_groups", metadata,  # alerts waiting to be told, grouped per route and group labels
+    "dispatch_groups",
+    metadata,  # alerts waiting to be told, grouped per route and group labels
     Column("group_key", String(64), primary_key=True),
     Column("route", Integer, nullable=False),
     Column("labels", Text, nullable=False),
@@ -152,7 +166,8 @@ dispatch_groups = Table(
 )
 
 silences = Table(
-    "silences", metadata,
+    "silences",
+    metadata,
     Column("id", String(40), primary_key=True),
     Column("matchers", Text, nullable=False),  # JSON, Alertmanager's shape
     Column("starts_us", BigInteger, nullable=False),
@@ -164,7 +179,8 @@ silences = Table(
 )
 
 acks = Table(
-    "acks", metadata,
+    "acks",
+    metadata,
     Column("instance", String(32), primary_key=True),
     Column("by", String(200), nullable=False),
     Column("via", String(16), nullable=False),  # api | link, set by the server (older rows may say cli)
@@ -172,14 +188,16 @@ acks = Table(
 )
 
 escalations = Table(
-    "escalations", metadata,  # escalated once per level
+    "escalations",
+    metadata,  # escalated once per level
     Column("instance", String(32), primary_key=True),
     Column("tier", String(16), primary_key=True),
     Column("at_us", BigInteger, nullable=False),
 )
 
 leader_lease = Table(
-    "leader_lease", metadata,  # PostgreSQL: who leads the instances sharing this store (sentinel.store.lease)
+    "leader_lease",
+    metadata,  # PostgreSQL: who leads the instances sharing this store (sentinel.store.lease)
     Column("name", String(32), primary_key=True),  # one row, "leader"
     Column("epoch", BigInteger, nullable=False),  # +1 at every takeover; every fenced write compares it
     Column("holder", String(128), nullable=False),  # "HOST pid PID" of the leader

@@ -36,10 +36,23 @@ CJK_FONT = "NotoSansSC-Regular-GB2312.ttf"
 CJK_FAMILY = "Sentinel Noto Sans SC"  # the name inside the file (see sentinel/fonts/README.md)
 FONT_TYPES = {CJK_FONT: "font/ttf"}  # RFC 8081; nothing else in the folder is served
 CACHE_FOREVER = "public, max-age=31536000, immutable"
-SYSTEM_CJK_FONTS = ("Noto Sans CJK SC", "NotoSansCJKsc-Regular", "Source Han Sans SC", "SourceHanSansSC-Regular",
-                    "Noto Sans SC", "NotoSansSC-Regular", "PingFang SC", "PingFangSC-Regular",
-                    "Hiragino Sans GB", "HiraginoSansGB-W3", "Microsoft YaHei", "MicrosoftYaHei",
-                    "WenQuanYi Micro Hei", "WenQuanYiMicroHei", "WenQuanYi Zen Hei")
+SYSTEM_CJK_FONTS = (
+    "Noto Sans CJK SC",
+    "NotoSansCJKsc-Regular",
+    "Source Han Sans SC",
+    "SourceHanSansSC-Regular",
+    "Noto Sans SC",
+    "NotoSansSC-Regular",
+    "PingFang SC",
+    "PingFangSC-Regular",
+    "Hiragino Sans GB",
+    "HiraginoSansGB-W3",
+    "Microsoft YaHei",
+    "MicrosoftYaHei",
+    "WenQuanYi Micro Hei",
+    "WenQuanYiMicroHei",
+    "WenQuanYi Zen Hei",
+)
 """The `local()` sources tried before ours, by full and PostScript name (browsers match either)."""
 CJK_RANGES = "U+3000-30FF, U+3200-33FF, U+4E00-9FFF, U+F900-FAFF, U+FE30-FE4F, U+FF00-FFEF"
 """CJK punctuation, kana, enclosed and compatibility forms, the unified ideographs, full-width forms: the
@@ -59,16 +72,17 @@ def font_url(name: str = CJK_FONT) -> str:
 def font_face_css() -> str:
     """The `@font-face` rule the page's stylesheet starts with."""
     sources = ", ".join([*(f'local("{name}")' for name in SYSTEM_CJK_FONTS), f'url("{font_url()}") format("truetype")'])
-    return (f'@font-face {{ font-family: "{CJK_FAMILY}"; src: {sources}; font-display: swap; '
-            f"unicode-range: {CJK_RANGES}; }}")
+    return (
+        f'@font-face {{ font-family: "{CJK_FAMILY}"; src: {sources}; font-display: swap; '
+        f"unicode-range: {CJK_RANGES}; }}"
+    )
 
 
 def serve_font(req: Request) -> Response:
     name, version = req.params["name"], req.params["digest"]
     if name not in FONT_TYPES or version != digest(name):
         raise HTTPError(404, "not found")
-    return Response(200, (FONTS_DIR / name).read_bytes(), FONT_TYPES[name],
-                    headers={"Cache-Control": CACHE_FOREVER})
+    return Response(200, (FONTS_DIR / name).read_bytes(), FONT_TYPES[name], headers={"Cache-Control": CACHE_FOREVER})
 
 
 def register(app: App) -> None:

@@ -44,7 +44,9 @@ kind = "webhook"
 url = "http://127.0.0.1:9/crisis"
 """
 
-INHIBIT = RECEIVERS + """
+INHIBIT = (
+    RECEIVERS
+    + """
 [[rules]]
 name = "type-surge"
 kind = "threshold"
@@ -59,6 +61,7 @@ source = { rule = "type-surge" }
 target = { rule = "type-channel-surge" }
 equal = ["type"]
 """
+)
 """A type surge inhibits the type x channel surges of the same type."""
 
 
@@ -70,8 +73,17 @@ class Alerts:
     tz: ZoneInfo
     started: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    def event(self, state: str, rule: str, type_: str, tier: str, at: datetime, value: float = 151,
-              channel: str | None = None, kind: str = "threshold") -> Event:
+    def event(
+        self,
+        state: str,
+        rule: str,
+        type_: str,
+        tier: str,
+        at: datetime,
+        value: float = 151,
+        channel: str | None = None,
+        kind: str = "threshold",
+    ) -> Event:
         labels = {"type": type_} if channel is None else {"type": type_, "channel": channel}
         fp = fingerprint(rule, labels)
         key = (rule, fp)
@@ -79,9 +91,21 @@ class Alerts:
         if state == "firing":
             self.started[key] = t
         start = self.started[key]
-        ev = Event(at=t, rule=rule, kind=kind, state=EventState(state), tier=Tier.parse(tier), labels=labels,
-                   value=value, baseline=100.0, ratio=value / 100, fingerprint=fp, instance=instance_id(fp, start),
-                   started=start, extra={"mode": "day", "samples": ["1", "2"]})
+        ev = Event(
+            at=t,
+            rule=rule,
+            kind=kind,
+            state=EventState(state),
+            tier=Tier.parse(tier),
+            labels=labels,
+            value=value,
+            baseline=100.0,
+            ratio=value / 100,
+            fingerprint=fp,
+            instance=instance_id(fp, start),
+            started=start,
+            extra={"mode": "day", "samples": ["1", "2"]},
+        )
         with self.store.transaction() as conn:
             record_events(conn, [ev], notify=True, now_us=t, tz=self.tz)
         return ev
@@ -103,9 +127,17 @@ def messages(store: Store) -> list[dict[str, Any]]:
     out = []
     for r in rows:
         payload = json.loads(r["payload"])
-        out.append({"receiver": r["receiver"], "kind": r["kind"], "tier": r["tier"],
-                    "instances": json.loads(r["instances"]), "states": [v["state"] for v in payload["views"]],
-                    "types": [v["labels"].get("type") for v in payload["views"]], "payload": payload})
+        out.append(
+            {
+                "receiver": r["receiver"],
+                "kind": r["kind"],
+                "tier": r["tier"],
+                "instances": json.loads(r["instances"]),
+                "states": [v["state"] for v in payload["views"]],
+                "types": [v["labels"].get("type") for v in payload["views"]],
+                "payload": payload,
+            }
+        )
     return out
 
 
@@ -125,8 +157,9 @@ class Desk:
         store = open_test_store(tmp_path)
         return cls(cfg, store, dispatcher(cfg), Alerts(store, cfg.tz))
 
-    def event(self, state: str, rule: str, type_: str, tier: str, at: datetime, value: float = 151,
-              channel: str | None = None) -> Event:
+    def event(
+        self, state: str, rule: str, type_: str, tier: str, at: datetime, value: float = 151, channel: str | None = None
+    ) -> Event:
         return self.alerts.event(state, rule, type_, tier, at, value, channel)
 
     def step(self, at: datetime) -> int:
@@ -138,13 +171,35 @@ class Desk:
         return messages(self.store)
 
 
-def stored(rule: str = "surge", labels: Mapping[str, str] | None = None, tier: Tier = Tier.LIGHT,
-           started_us: int = 0, *, kind: str = "threshold", status: str = "open") -> StoredAlert:
+def stored(
+    rule: str = "surge",
+    labels: Mapping[str, str] | None = None,
+    tier: Tier = Tier.LIGHT,
+    started_us: int = 0,
+    *,
+    kind: str = "threshold",
+    status: str = "open",
+) -> StoredAlert:
     """An alert as the store returns it, for the stages that only read one."""
     series = dict(labels if labels is not None else {"type": "物流配送延误"})
     fp = fingerprint(rule, series)
-    return StoredAlert(instance_id(fp, started_us), fp, rule, kind, series, tier, status, started_us, started_us,
-                       None if status == "open" else started_us, 151.0, 100.0, 151.0, {"at_us": started_us}, False)
+    return StoredAlert(
+        instance_id(fp, started_us),
+        fp,
+        rule,
+        kind,
+        series,
+        tier,
+        status,
+        started_us,
+        started_us,
+        None if status == "open" else started_us,
+        151.0,
+        100.0,
+        151.0,
+        {"at_us": started_us},
+        False,
+    )
 
 
 def seconds(n: float) -> timedelta:

@@ -23,10 +23,14 @@ def test_no_routes_every_receiver_gets_every_alert_after_group_wait(desk: MakeDe
     assert d.step(T0 + seconds(0.999)) == 0  # group_wait 1 s
     assert d.step(T0 + seconds(1)) == 2
     assert [(m["receiver"], m["kind"], m["types"]) for m in d.messages()] == [
-        ("cs-team", "alert", [L]), ("crisis", "alert", [L])]
+        ("cs-team", "alert", [L]),
+        ("crisis", "alert", [L]),
+    ]
 
 
-ROUTES = RECEIVERS + """
+ROUTES = (
+    RECEIVERS
+    + """
 [[routes]]
 match = { tier = ["light", "moderate"] }
 receivers = ["cs-team"]
@@ -40,6 +44,7 @@ receivers = ["crisis", "cs-team"]
 group_wait = "0s"
 repeat_interval = "30m"
 """
+)
 
 
 def test_group_wait_then_group_interval_batches_changes(desk: MakeDesk) -> None:
@@ -123,17 +128,19 @@ def test_inhibition_across_rules(desk: MakeDesk) -> None:
     d.event("resolved", "type-surge", L, "light", T0 + seconds(100))
     d.step(T0 + seconds(101))
     d.step(T0 + seconds(170))
-    later = [m for m in d.messages()
-             if m["payload"]["views"][0]["rule"] == "type-channel-surge" and m["types"] == [L]]
+    later = [m for m in d.messages() if m["payload"]["views"][0]["rule"] == "type-channel-surge" and m["types"] == [L]]
     assert sorted(m["receiver"] for m in later) == ["crisis", "cs-team"]
 
 
-MUTED = RECEIVERS + """
+MUTED = (
+    RECEIVERS
+    + """
 [[routes]]
 receivers = ["cs-team"]
 group_wait = "0s"
 mute = ["22:00-08:00"]
 """
+)
 
 
 def test_mute_window_across_midnight_sends_one_digest_at_its_end(desk: MakeDesk) -> None:
@@ -151,18 +158,25 @@ def test_mute_window_across_midnight_sends_one_digest_at_its_end(desk: MakeDesk)
     assert len(msgs) == 1 and msgs[0]["kind"] == "digest" and sorted(msgs[0]["types"]) == sorted([L, S])
 
 
-@pytest.mark.parametrize(("matcher", "silenced"), [
-    ({"name": "type", "value": L, "isRegex": False}, True),
-    ({"name": "type", "value": "物流.*", "isRegex": True}, True),
-    ({"name": "type", "value": "物流", "isRegex": False}, False),
-    ({"name": "type", "value": L, "isRegex": False, "isEqual": False}, False),
-    ({"name": "rule", "value": "surge", "isRegex": False}, True),
-])
+@pytest.mark.parametrize(
+    ("matcher", "silenced"),
+    [
+        ({"name": "type", "value": L, "isRegex": False}, True),
+        ({"name": "type", "value": "物流.*", "isRegex": True}, True),
+        ({"name": "type", "value": "物流", "isRegex": False}, False),
+        ({"name": "type", "value": L, "isRegex": False, "isEqual": False}, False),
+        ({"name": "rule", "value": "surge", "isRegex": False}, True),
+    ],
+)
 def test_silence_matching(desk: MakeDesk, matcher: dict[str, object], silenced: bool) -> None:
     d = desk(RECEIVERS)
     now = from_datetime(T0)
-    body = {"matchers": [matcher], "endsAt": (T0 + timedelta(hours=1)).isoformat(), "createdBy": "ops",
-            "comment": "known issue"}
+    body = {
+        "matchers": [matcher],
+        "endsAt": (T0 + timedelta(hours=1)).isoformat(),
+        "createdBy": "ops",
+        "comment": "known issue",
+    }
     ms, starts, ends, by, comment = silences.parse(body, now)
     with d.store.transaction() as conn:
         silences.add(conn, ms, starts, ends, by, comment, now)
@@ -175,8 +189,14 @@ def test_silence_expiry_lets_the_next_notification_through(desk: MakeDesk) -> No
     d = desk(RECEIVERS)
     now = from_datetime(T0)
     ms, starts, ends, by, comment = silences.parse(
-        {"matchers": [{"name": "type", "value": L}], "endsAt": (T0 + timedelta(minutes=30)).isoformat(),
-         "createdBy": "ops", "comment": "deploy"}, now)
+        {
+            "matchers": [{"name": "type", "value": L}],
+            "endsAt": (T0 + timedelta(minutes=30)).isoformat(),
+            "createdBy": "ops",
+            "comment": "deploy",
+        },
+        now,
+    )
     with d.store.transaction() as conn:
         silences.add(conn, ms, starts, ends, by, comment, now)
     d.event("firing", "surge", L, "light", T0)
@@ -187,13 +207,16 @@ def test_silence_expiry_lets_the_next_notification_through(desk: MakeDesk) -> No
     assert [m["types"] for m in d.messages()] == [[L], [L]]
 
 
-ESCALATE = RECEIVERS + """
+ESCALATE = (
+    RECEIVERS
+    + """
 [[routes]]
 receivers = ["cs-team"]
 group_wait = "0s"
 escalate_to = ["crisis"]
 escalate_after = "1h"
 """
+)
 
 
 def test_escalation_timing_once_per_level_and_ack_prevents_it(desk: MakeDesk) -> None:

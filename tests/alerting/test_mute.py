@@ -32,6 +32,7 @@ def silence(sid: str, *matchers: SilenceMatcher, starts: int = NOW, ends: int = 
 
 # --- silences ---------------------------------------------------------------------------------------
 
+
 def test_a_silence_mutes_only_while_active_the_oldest_named_first() -> None:
     a = stored("surge", {"type": L})
     by_type, by_rule = silence("t", SilenceMatcher("type", L)), silence("r", SilenceMatcher("alertname", "surge"))
@@ -44,6 +45,7 @@ def test_a_silence_mutes_only_while_active_the_oldest_named_first() -> None:
 
 
 # --- inhibition ----------------------------------------------------------------------------------------
+
 
 def test_an_open_source_inhibits_targets_with_equal_labels(tmp_path: Path) -> None:
     rules = inhibit_rules(config(tmp_path, INHIBIT))
@@ -59,12 +61,15 @@ def test_an_open_source_inhibits_targets_with_equal_labels(tmp_path: Path) -> No
 
 
 def test_an_alert_never_inhibits_itself_and_missing_equal_labels_count_as_empty(tmp_path: Path) -> None:
-    both = RECEIVERS + """
+    both = (
+        RECEIVERS
+        + """
 [[inhibit]]
 source = { tier = "severe" }
 target = { kind = "threshold" }
 equal = ["channel"]
 """
+    )
     rules = inhibit_rules(config(tmp_path, both))
     severe = stored("a", {"type": L}, Tier.SEVERE)
     light = stored("b", {"type": S}, Tier.LIGHT)
@@ -76,7 +81,9 @@ equal = ["channel"]
 
 # --- mute windows --------------------------------------------------------------------------------------
 
-MUTED = RECEIVERS + """
+MUTED = (
+    RECEIVERS
+    + """
 [[routes]]
 match = { tier = "light" }
 receivers = ["cs-team"]
@@ -85,6 +92,7 @@ mute = ["22:00-08:00", "12:00-13:30"]
 [[routes]]
 receivers = ["crisis"]
 """
+)
 
 
 def at_local(hour: int, minute: int = 0) -> int:
@@ -97,8 +105,15 @@ def test_a_route_is_held_while_one_of_its_windows_contains_the_local_time(tmp_pa
     router = Router(cfg)
     muted, plain = router.routes
     light, severe = stored("surge", {"type": L}, Tier.LIGHT), stored("surge", {"type": L}, Tier.SEVERE)
-    for hour, minute, held in [(23, 0, True), (1, 0, True), (7, 59, True), (8, 0, False), (12, 0, True),
-                               (13, 30, False), (21, 59, False)]:
+    for hour, minute, held in [
+        (23, 0, True),
+        (1, 0, True),
+        (7, 59, True),
+        (8, 0, False),
+        (12, 0, True),
+        (13, 30, False),
+        (21, 59, False),
+    ]:
         w = MuteWindows(cfg.tz, router, at_local(hour, minute))
         assert w.holds(muted) is held, (hour, minute)
         assert not w.holds(plain)
@@ -126,6 +141,7 @@ def test_windows_are_named_by_route_as_alertmanager_lists_them(tmp_path: Path) -
 
 
 # --- acknowledgement and composition --------------------------------------------------------------------
+
 
 def test_acknowledgement_names_who() -> None:
     a, b = stored("surge", {"type": L}), stored("surge", {"type": S})
@@ -158,12 +174,17 @@ def test_a_stage_gives_the_first_reason_in_order_and_asks_no_further() -> None:
 
 # --- one moment, from the store -------------------------------------------------------------------------
 
+
 def test_muting_reads_the_store_once_for_a_moment(tmp_path: Path, store: Store) -> None:
-    cfg = config(tmp_path, INHIBIT + """
+    cfg = config(
+        tmp_path,
+        INHIBIT
+        + """
 [[routes]]
 receivers = ["cs-team"]
 mute = ["09:00-11:00"]
-""")
+""",
+    )
     alerts = Alerts(store, cfg.tz)
     src = alerts.event("firing", "type-surge", L, "light", T0)
     tgt = alerts.event("firing", "type-channel-surge", L, "light", T0, channel="电话")

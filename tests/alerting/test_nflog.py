@@ -45,12 +45,14 @@ def test_one_entry_per_receiver_and_alert_replaced_by_each_message(store: Store)
     with store.reading() as conn:
         assert sorted(nflog.told(conn, a.instance), key=lambda t: t.receiver) == [
             Told("crisis", a.instance, 1, "g2", NOW + 1, "firing", "light"),
-            Told("cs-team", a.instance, 0, "g3", NOW + 3, "firing", "severe")]
+            Told("cs-team", a.instance, 0, "g3", NOW + 3, "firing", "severe"),
+        ]
         about = nflog.told_about(conn, [a.instance, b.instance, "unknown"])
         assert sorted(about) == sorted([("crisis", a.instance), ("cs-team", a.instance), ("cs-team", b.instance)])
         assert nflog.told_about(conn, []) == {}
-        assert sorted(nflog.told_firing(conn)) == sorted([(a.instance, 1, NOW + 1), (a.instance, 0, NOW + 3),
-                                                          (b.instance, 0, NOW + 2)])
+        assert sorted(nflog.told_firing(conn)) == sorted(
+            [(a.instance, 1, NOW + 1), (a.instance, 0, NOW + 3), (b.instance, 0, NOW + 2)]
+        )
 
 
 def test_a_resolution_is_owed_to_those_told_while_open_and_only_once(store: Store) -> None:
@@ -112,4 +114,6 @@ def test_housekeeping_forgets_only_alerts_resolved_before_the_cut(store: Store) 
         nflog.forget_resolved(conn, NOW + 10 * DAY)
     with store.reading() as conn:
         assert set(nflog.told_about(conn, [old.instance, recent.instance, still_open.instance])) == {
-            ("cs-team", recent.instance), ("cs-team", still_open.instance)}
+            ("cs-team", recent.instance),
+            ("cs-team", still_open.instance),
+        }

@@ -26,13 +26,18 @@ S = "服务态度"
 NOW = from_datetime(T0)
 HOUR = 3600 * US
 
-REPEATS = RECEIVERS + """
+REPEATS = (
+    RECEIVERS
+    + """
 [[routes]]
 receivers = ["cs-team", "crisis"]
 repeat_interval = "4h"
 """
+)
 
-ESCALATES = RECEIVERS + """
+ESCALATES = (
+    RECEIVERS
+    + """
 [[routes]]
 match = { tier = ["moderate", "severe"] }
 receivers = ["cs-team"]
@@ -45,6 +50,7 @@ receivers = ["crisis"]
 escalate_to = ["cs-team"]
 escalate_after = "2h"
 """
+)
 
 
 class Case:
@@ -77,6 +83,7 @@ class Case:
 
 
 # --- repeats -----------------------------------------------------------------------------------------------
+
 
 def test_a_told_alert_comes_back_once_per_group_after_repeat_interval(tmp_path: Path, store: Store) -> None:
     c = Case(tmp_path, store, REPEATS)
@@ -119,6 +126,7 @@ def test_a_silenced_repeat_is_held_but_still_a_due_time(tmp_path: Path, store: S
 
 # --- escalations -------------------------------------------------------------------------------------------
 
+
 def test_an_unacknowledged_alert_escalates_per_route_when_each_is_ready(tmp_path: Path, store: Store) -> None:
     c = Case(tmp_path, store, ESCALATES)
     ev = c.alerts.event("firing", "surge", L, "moderate", T0)
@@ -160,8 +168,10 @@ def test_the_policy_writes_nothing(tmp_path: Path, store: Store) -> None:
 
     def counts() -> list[int]:
         with store.reading() as conn:
-            return [conn.execute(select(func.count()).select_from(t)).scalar_one()
-                    for t in (notify_log, escalations, outbox, dispatch_groups)]
+            return [
+                conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in (notify_log, escalations, outbox, dispatch_groups)
+            ]
 
     before = counts()
     schedule = c.schedule(NOW + 5 * HOUR)

@@ -30,7 +30,9 @@ def test_an_alert_is_routed_on_its_series_labels_rule_kind_and_tier() -> None:
     assert alert_labels("r", "threshold", "light", {"rule": "x", "type": L})["rule"] == "r"
 
 
-ROUTES = RECEIVERS + """
+ROUTES = (
+    RECEIVERS
+    + """
 [[routes]]
 match = { tier = "severe" }
 receivers = ["crisis"]
@@ -44,6 +46,7 @@ group_by = ["rule", "type"]
 [[routes]]
 receivers = ["cs-team", "crisis"]
 """
+)
 
 
 def test_the_first_matching_route_wins_unless_it_continues(tmp_path: Path) -> None:

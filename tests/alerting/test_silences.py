@@ -19,14 +19,17 @@ NOW = from_datetime(T0)
 HOUR = 3600 * US
 
 
-@pytest.mark.parametrize(("matcher", "held"), [
-    (SilenceMatcher("alertname", "surge"), True),
-    (SilenceMatcher("alertname", "surge", is_equal=False), False),
-    (SilenceMatcher("alertname", "su.*", is_regex=True), True),
-    (SilenceMatcher("severity", "light"), True),
-    (SilenceMatcher("severity", "moderate|severe", is_regex=True), False),
-    (SilenceMatcher("severity", "severe", is_equal=False), True),
-])
+@pytest.mark.parametrize(
+    ("matcher", "held"),
+    [
+        (SilenceMatcher("alertname", "surge"), True),
+        (SilenceMatcher("alertname", "surge", is_equal=False), False),
+        (SilenceMatcher("alertname", "su.*", is_regex=True), True),
+        (SilenceMatcher("severity", "light"), True),
+        (SilenceMatcher("severity", "moderate|severe", is_regex=True), False),
+        (SilenceMatcher("severity", "severe", is_equal=False), True),
+    ],
+)
 def test_alertmanager_names_hold_like_sentinels(desk: MakeDesk, matcher: SilenceMatcher, held: bool) -> None:
     d = desk(RECEIVERS)
     with d.store.transaction() as conn:
@@ -37,8 +40,12 @@ def test_alertmanager_names_hold_like_sentinels(desk: MakeDesk, matcher: Silence
 
 
 def test_an_own_label_named_like_an_alias_wins() -> None:
-    assert silences.matchable({"rule": "surge", "tier": "light"}) == {"rule": "surge", "tier": "light",
-                                                                      "alertname": "surge", "severity": "light"}
+    assert silences.matchable({"rule": "surge", "tier": "light"}) == {
+        "rule": "surge",
+        "tier": "light",
+        "alertname": "surge",
+        "severity": "light",
+    }
     assert silences.matchable({"alertname": "mine", "rule": "surge"})["alertname"] == "mine"
 
 
@@ -50,8 +57,12 @@ def test_update_in_place_or_replaced_as_alertmanager_does(store: Store) -> None:
         # active, same matchers and start (as sent back in milliseconds): changed in place
         assert silences.update(conn, active, by_type, NOW + 400, NOW + 2 * HOUR, "ops", "longer", later) == active
         s = silences.get(conn, active)
-        assert s is not None and (s.starts_us, s.ends_us, s.comment, s.updated_us) == (NOW, NOW + 2 * HOUR,
-                                                                                       "longer", later)
+        assert s is not None and (s.starts_us, s.ends_us, s.comment, s.updated_us) == (
+            NOW,
+            NOW + 2 * HOUR,
+            "longer",
+            later,
+        )
         # active, other matchers: the old one expires now, a new one carries on
         other = (SilenceMatcher("type", "服务态度"),)
         new = silences.update(conn, active, other, NOW, NOW + 2 * HOUR, "ops", "other type", later)
@@ -87,10 +98,16 @@ def test_expiring_a_pending_silence_starts_and_ends_it_now(store: Store) -> None
 
 # --- units: the body, the state, the match ------------------------------------------------------------
 
+
 def body(**kw: object) -> dict[str, object]:
     """A valid silence body, with `kw` replacing (None: removing) its fields."""
-    out: dict[str, object] = {"matchers": [{"name": "type", "value": L}], "startsAt": "2025-07-08T02:00:00Z",
-                              "endsAt": "2025-07-08T03:00:00+00:00", "createdBy": "ops", "comment": "deploy"}
+    out: dict[str, object] = {
+        "matchers": [{"name": "type", "value": L}],
+        "startsAt": "2025-07-08T02:00:00Z",
+        "endsAt": "2025-07-08T03:00:00+00:00",
+        "createdBy": "ops",
+        "comment": "deploy",
+    }
     for k, v in kw.items():
         if v is None:
             out.pop(k)
@@ -100,27 +117,36 @@ def body(**kw: object) -> dict[str, object]:
 
 
 def test_a_valid_body_parses_to_its_matchers_window_and_authorship() -> None:
-    ms, starts, ends, by, comment = silences.parse(body(matchers=[
-        {"name": "type", "value": "物流.*", "isRegex": True}, {"name": "tier", "value": "light", "isEqual": False}]),
-        NOW)
+    ms, starts, ends, by, comment = silences.parse(
+        body(
+            matchers=[
+                {"name": "type", "value": "物流.*", "isRegex": True},
+                {"name": "tier", "value": "light", "isEqual": False},
+            ]
+        ),
+        NOW,
+    )
     assert ms == (SilenceMatcher("type", "物流.*", True, True), SilenceMatcher("tier", "light", False, False))
     assert (starts, ends, by, comment) == (NOW, NOW + HOUR, "ops", "deploy")
     # no start: it starts now
     assert silences.parse(body(startsAt=None), NOW + 60 * US)[1] == NOW + 60 * US
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"matchers": []}, "matchers: at least one matcher is required"),
-    ({"matchers": [{"name": "type"}]}, "matchers[0]: needs string name and value"),
-    ({"matchers": [{"name": "type", "value": "(", "isRegex": True}]}, "matchers[0].value: bad regular expression"),
-    ({"endsAt": None}, "endsAt is required"),
-    ({"endsAt": "tomorrow"}, "endsAt: 'tomorrow' is not an RFC 3339 time"),
-    ({"endsAt": "2025-07-08T03:00:00"}, "endsAt needs a time zone offset"),
-    ({"endsAt": "2025-07-08T02:00:00Z"}, "endsAt must be after startsAt"),
-    ({"startsAt": "2025-07-08T00:00:00Z", "endsAt": "2025-07-08T01:00:00Z"}, "endsAt is in the past"),
-    ({"createdBy": " "}, "createdBy is required"),
-    ({"comment": None}, "comment is required"),
-])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"matchers": []}, "matchers: at least one matcher is required"),
+        ({"matchers": [{"name": "type"}]}, "matchers[0]: needs string name and value"),
+        ({"matchers": [{"name": "type", "value": "(", "isRegex": True}]}, "matchers[0].value: bad regular expression"),
+        ({"endsAt": None}, "endsAt is required"),
+        ({"endsAt": "tomorrow"}, "endsAt: 'tomorrow' is not an RFC 3339 time"),
+        ({"endsAt": "2025-07-08T03:00:00"}, "endsAt needs a time zone offset"),
+        ({"endsAt": "2025-07-08T02:00:00Z"}, "endsAt must be after startsAt"),
+        ({"startsAt": "2025-07-08T00:00:00Z", "endsAt": "2025-07-08T01:00:00Z"}, "endsAt is in the past"),
+        ({"createdBy": " "}, "createdBy is required"),
+        ({"comment": None}, "comment is required"),
+    ],
+)
 def test_a_bad_body_is_refused_naming_the_field(fields: dict[str, object], message: str) -> None:
     with pytest.raises(SilenceError) as err:
         silences.parse(body(**fields), NOW)
@@ -135,12 +161,23 @@ def test_not_an_object_is_refused() -> None:
 def test_a_silence_is_pending_then_active_then_expired_at_its_bounds() -> None:
     s = silences.Silence("id", (SilenceMatcher("type", L),), NOW, NOW + HOUR, "ops", "deploy", NOW)
     assert [s.state(t) for t in (NOW - 1, NOW, NOW + HOUR - 1, NOW + HOUR)] == [
-        "pending", "active", "active", "expired"]
+        "pending",
+        "active",
+        "active",
+        "expired",
+    ]
 
 
 def test_matchers_all_hold_regexes_match_whole_values_and_a_missing_label_is_empty() -> None:
-    both = silences.Silence("id", (SilenceMatcher("type", "物流.*", is_regex=True), SilenceMatcher("channel", "电话")),
-                            NOW, NOW + HOUR, "ops", "x", NOW)
+    both = silences.Silence(
+        "id",
+        (SilenceMatcher("type", "物流.*", is_regex=True), SilenceMatcher("channel", "电话")),
+        NOW,
+        NOW + HOUR,
+        "ops",
+        "x",
+        NOW,
+    )
     assert both.matches({"type": L, "channel": "电话"})
     assert not both.matches({"type": L, "channel": "网站"})
     assert not both.matches({"type": "x" + L, "channel": "电话"})  # fully matched, not searched

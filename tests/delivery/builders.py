@@ -33,6 +33,7 @@ RULE = "type-surge"
 
 # --- events ------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Alert:
     """One alert instance of a threshold rule on one complaint type; makes its events in order."""
@@ -59,10 +60,21 @@ class Alert:
         return instance_id(self.fingerprint, self.started)
 
     def _event(self, state: EventState, at: int, extra: dict[str, Any] | None = None) -> Event:
-        ev = Event(at=at, rule=self.rule, kind="threshold", state=state, tier=self.tier, labels=self.labels,
-                   value=self.value, baseline=self.baseline, ratio=round(self.value / self.baseline, 4),
-                   fingerprint=self.fingerprint, instance=self.instance, started=self.started,
-                   extra={"mode": "day", "peak": self.value, "samples": ["101", "102"], **(extra or {})})
+        ev = Event(
+            at=at,
+            rule=self.rule,
+            kind="threshold",
+            state=state,
+            tier=self.tier,
+            labels=self.labels,
+            value=self.value,
+            baseline=self.baseline,
+            ratio=round(self.value / self.baseline, 4),
+            fingerprint=self.fingerprint,
+            instance=self.instance,
+            started=self.started,
+            extra={"mode": "day", "peak": self.value, "samples": ["101", "102"], **(extra or {})},
+        )
         self.events.append(ev)
         return ev
 
@@ -74,11 +86,13 @@ class Alert:
         return self._event(EventState.UPGRADED, at)
 
     def resolved(self, at: int) -> Event:
-        return self._event(EventState.RESOLVED, at, {"duration_s": (at - self.started) // US,
-                                                     "reason": "condition unmet"})
+        return self._event(
+            EventState.RESOLVED, at, {"duration_s": (at - self.started) // US, "reason": "condition unmet"}
+        )
 
 
 # --- configuration -----------------------------------------------------------------------------------
+
 
 def route(receivers: Sequence[str], **kw: Any) -> RouteConfig:
     """A route to `receivers`; group_wait and group_interval default to 0 s (one message per step)."""
@@ -87,11 +101,11 @@ def route(receivers: Sequence[str], **kw: Any) -> RouteConfig:
     return RouteConfig(receivers=list(receivers), **kw)
 
 
-def make_config(tmp_path: Path, receivers: Sequence[ReceiverConfig], routes: Sequence[RouteConfig] = (),
-                **kw: Any) -> Config:
+def make_config(
+    tmp_path: Path, receivers: Sequence[ReceiverConfig], routes: Sequence[RouteConfig] = (), **kw: Any
+) -> Config:
     kw.setdefault("locale", "en")
-    return Config(state_url=f"sqlite:///{tmp_path}/state.db", receivers=list(receivers), routes=list(routes),
-                  **kw)
+    return Config(state_url=f"sqlite:///{tmp_path}/state.db", receivers=list(receivers), routes=list(routes), **kw)
 
 
 def open_store(cfg: Config) -> Store:
@@ -103,17 +117,25 @@ def open_store(cfg: Config) -> Store:
 
 # --- the pipeline ------------------------------------------------------------------------------------
 
+
 class Pipeline:
     """The dispatch and delivery stages on one store, driven step by step with a manual clock (their
-wakers are not started: the test is their thread).
+    wakers are not started: the test is their thread).
 
-    `deliver()` drains every receiver synchronously on the calling thread (the scheduler's `tick()`
-    runs the same `drain` on pool threads); `restart()` builds a new worker on the same store.
+        `deliver()` drains every receiver synchronously on the calling thread (the scheduler's `tick()`
+        runs the same `drain` on pool threads); `restart()` builds a new worker on the same store.
     """
 
-    def __init__(self, cfg: Config, store: Store, clock: ManualClock | None = None, *,
-                 dry_run: bool = False, metrics: Metrics | None = None,
-                 adapter_factory: Callable[[ReceiverConfig], Adapter] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        clock: ManualClock | None = None,
+        *,
+        dry_run: bool = False,
+        metrics: Metrics | None = None,
+        adapter_factory: Callable[[ReceiverConfig], Adapter] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.store = store
         self.clock = clock or ManualClock(T0)
@@ -126,8 +148,16 @@ wakers are not started: the test is their thread).
         self.worker = self._worker()
 
     def _worker(self) -> DeliveryWorker:
-        stage = DeliveryStage(self.cfg, self.store, self.clock, self.metrics, leading=lambda: True,
-                              dry_run=self.dry_run, seed=7, adapter_factory=self.adapter_factory)
+        stage = DeliveryStage(
+            self.cfg,
+            self.store,
+            self.clock,
+            self.metrics,
+            leading=lambda: True,
+            dry_run=self.dry_run,
+            seed=7,
+            adapter_factory=self.adapter_factory,
+        )
         stage.start()
         self.dispatch_stage.on_written = stage.wake
         return stage.worker
@@ -210,13 +240,16 @@ def body_json(requests: Iterable[Any]) -> list[Any]:
 
 # --- the whole daemon --------------------------------------------------------------------------------
 
-def daemon_config(tmp_path: Path, crm_path: Path, receivers: str, *, top: str = "",
-                  poll_interval: str = "2s", lateness: str = "1s") -> Path:
+
+def daemon_config(
+    tmp_path: Path, crm_path: Path, receivers: str, *, top: str = "", poll_interval: str = "2s", lateness: str = "1s"
+) -> Path:
     """A `sentinel run` configuration over the SQLite CRM of `tests/test_daemon.py` (naive UTC times,
     columns id/created_at/category/channel/customer_id): a threshold and a streak rule, `receivers`
     as TOML tables, `top` as extra top-level keys."""
     path = tmp_path / "sentinel.toml"
-    path.write_text(f"""
+    path.write_text(
+        f"""
 timezone = "Asia/Shanghai"
 state_url = "sqlite:///{tmp_path}/state.db"
 listen = "127.0.0.1:0"
@@ -242,5 +275,7 @@ kind = "streak"
 length = 5
 
 {receivers}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path

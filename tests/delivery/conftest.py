@@ -31,9 +31,15 @@ def pipeline(tmp_path: Path) -> Iterator[MakePipeline]:
     """`pipeline(receivers, routes, clock=…, dry_run=…, **config)`: a Pipeline, closed afterwards."""
     made: list[Pipeline] = []
 
-    def make(receivers: Sequence[ReceiverConfig], routes: Sequence[RouteConfig] = (), *,
-             clock: ManualClock | None = None, dry_run: bool = False,
-             adapter_factory: Callable[[ReceiverConfig], Adapter] | None = None, **kw: Any) -> Pipeline:
+    def make(
+        receivers: Sequence[ReceiverConfig],
+        routes: Sequence[RouteConfig] = (),
+        *,
+        clock: ManualClock | None = None,
+        dry_run: bool = False,
+        adapter_factory: Callable[[ReceiverConfig], Adapter] | None = None,
+        **kw: Any,
+    ) -> Pipeline:
         cfg = make_config(tmp_path, receivers, routes, **kw)
         p = Pipeline(cfg, open_store(cfg), clock, dry_run=dry_run, adapter_factory=adapter_factory)
         made.append(p)

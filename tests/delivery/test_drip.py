@@ -96,12 +96,15 @@ def test_sigterm_with_a_send_in_flight_exits_in_time_and_the_restart_delivers_it
     log = tmp_path / "sentinel.log"
     with FakeWebhook(path="/alerts") as hook:
         hook.script(DRIP)  # the first answer drips; later ones are healthy
-        config = daemon_config(tmp_path, crm.path, RECEIVER.format(url=hook.url, timeout="60s"),
-                               poll_interval="200ms")
+        config = daemon_config(tmp_path, crm.path, RECEIVER.format(url=hook.url, timeout="60s"), poll_interval="200ms")
         first = start(config, log)
         try:
-            wait_for("first start's backfill", lambda: query(state, "SELECT backfill_done FROM source_state")
-                     == [(1,)], first, log)
+            wait_for(
+                "first start's backfill",
+                lambda: query(state, "SELECT backfill_done FROM source_state") == [(1,)],
+                first,
+                log,
+            )
             crm.add(datetime.now(UTC), type_="物流配送延误", n=5, spacing=timedelta(microseconds=100))
             wait_for("the send", lambda: len(hook.requests) == 1, first, log)
             time.sleep(0.5)  # the answer's head has arrived, its body drips
@@ -121,8 +124,12 @@ def test_sigterm_with_a_send_in_flight_exits_in_time_and_the_restart_delivers_it
 
         second = start(config, log)
         try:
-            wait_for("the message delivered after the restart",
-                     lambda: query(state, "SELECT status FROM outbox") == [("delivered",)], second, log)
+            wait_for(
+                "the message delivered after the restart",
+                lambda: query(state, "SELECT status FROM outbox") == [("delivered",)],
+                second,
+                log,
+            )
         finally:
             assert stop(second) == 0, log.read_text(errors="replace")[-4000:]
         counts = Counter(r.headers["x-sentinel-delivery"] for r in hook.requests)
@@ -137,8 +144,13 @@ def test_notify_test_ends_at_the_deadline_with_the_reason(tmp_path: Path) -> Non
         hook.script(DRIP)
         config = daemon_config(tmp_path, crm.path, RECEIVER.format(url=hook.url, timeout="2s"))
         started = time.monotonic()
-        done = subprocess.run([*sentinel_command(), "notify-test", "--config", str(config), "--receiver", "hook"],
-                              check=False, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [*sentinel_command(), "notify-test", "--config", str(config), "--receiver", "hook"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         took = time.monotonic() - started
     assert done.returncode != 0
     assert took < 20.0  # the 2 s deadline plus the interpreter's start on a slow CI; the answer drips 2 min

@@ -32,12 +32,17 @@ url = "{hook}"
 
 
 @pytest.mark.parametrize("how", ["--dry-run", "notify = false"])
-def test_dry_run_sends_nothing_and_shows_what_would_have_gone(how: str, tmp_path: Path, wecom: FakeWeCom,
-                                                               webhook: FakeWebhook) -> None:
+def test_dry_run_sends_nothing_and_shows_what_would_have_gone(
+    how: str, tmp_path: Path, wecom: FakeWeCom, webhook: FakeWebhook
+) -> None:
     crm = Crm(tmp_path / "crm.db")
     history(crm)
-    path = daemon_config(tmp_path, crm.path, RECEIVERS.format(wecom=wecom.url, hook=webhook.url),
-                         top="notify = false" if how == "notify = false" else "")
+    path = daemon_config(
+        tmp_path,
+        crm.path,
+        RECEIVERS.format(wecom=wecom.url, hook=webhook.url),
+        top="notify = false" if how == "notify = false" else "",
+    )
     clock = ManualClock(NOW)
     daemon: Daemon = build(load_config(path), config_path=str(path), clock=clock, dry_run=how == "--dry-run")
     daemon.open()

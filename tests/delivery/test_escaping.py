@@ -27,7 +27,7 @@ HOSTILE_TYPES = [
     "ctl\x00nul\x1b[31mred\x07bell\r\nnew line\u202egnp.exe\u2028sep\x7fdel\tTab",
     "<@U0EVIL> <!here> @here <http://evil.example|click> **b** `c` # h",
 ]
-HOSTILE_CHANNEL = "<!here> @here [y](http://evil.example/y) <at user_id=\"all\">所有人</at>"
+HOSTILE_CHANNEL = '<!here> @here [y](http://evil.example/y) <at user_id="all">所有人</at>'
 NEEDLES = ("@all", "@everyone", "@here", "<at", "<!channel>", "<!here>", "<@", "http://evil", "<font")
 BASE_URL = "http://127.0.0.1:9732"
 CONFIGURED = {"wecom": "<@zhangsan>", "slack": "<@U0SAFE>", "discord": "<@112233>"}
@@ -61,7 +61,7 @@ def shown(kind: str, req: Request) -> str:
         case "wecom":
             return str(body[body["msgtype"]]["content"])
         case "dingtalk":
-            return f'{body["markdown"]["title"]}\n{body["markdown"]["text"]}'
+            return f"{body['markdown']['title']}\n{body['markdown']['text']}"
         case "feishu":
             return str(body["content"]["text"])
         case "slack":
@@ -106,8 +106,9 @@ def check_request(kind: str, req: Request) -> str:
 
 
 @pytest.mark.parametrize("grouping", [["rule", "type", "channel"], ["rule"]], ids=["one-per-alert", "digest"])
-def test_hostile_types_stay_inert_end_to_end(grouping: list[str], fakes: dict[str, FakeVendor],
-                                             pipeline: MakePipeline) -> None:
+def test_hostile_types_stay_inert_end_to_end(
+    grouping: list[str], fakes: dict[str, FakeVendor], pipeline: MakePipeline
+) -> None:
     p = pipeline(receivers(fakes), [route(list(fakes), group_by=grouping)])
     alerts = hostile_alerts(p)
     p.record(*(a.firing() for a in alerts))

@@ -24,8 +24,10 @@ def contents(wecom: FakeWeCom) -> list[str]:
 
 
 def test_alerts_within_group_wait_become_one_digest(wecom: FakeWeCom, pipeline: MakePipeline) -> None:
-    p = pipeline([wecom.receiver(name="ops")],
-                 [route(["ops"], group_wait=timedelta(seconds=30), group_interval=timedelta(seconds=60))])
+    p = pipeline(
+        [wecom.receiver(name="ops")],
+        [route(["ops"], group_wait=timedelta(seconds=30), group_interval=timedelta(seconds=60))],
+    )
     arrivals = {0: "物流配送延误", 5: "服务态度", 12: "系统操作错误", 29: "产品相关", 40: "其他"}
     for second in range(0, 120):
         p.set_time(at(second))
@@ -55,7 +57,7 @@ def run_storm(p: Pipeline, alerts: list[Alert], wecom: FakeWeCom, until_s: int) 
     while second < until_s:
         p.set_time(at(second))
         due = [a for a in pending if a.started <= p.now]
-        pending = pending[len(due):]
+        pending = pending[len(due) :]
         if due:
             p.record(*(a.firing() for a in due))
         before = len(wecom.requests)
@@ -77,10 +79,13 @@ def most_in_a_minute(sent_at: list[int]) -> int:
 
 
 @pytest.mark.parametrize("group_by", [["rule"], ["rule", "type"]], ids=["by-rule", "by-type"])
-def test_a_500_alert_storm_fits_a_20_a_minute_robot(group_by: list[str], wecom: FakeWeCom,
-                                                    pipeline: MakePipeline) -> None:
-    p = pipeline([wecom.receiver(name="ops")], [route(["ops"], group_by=group_by, group_wait=timedelta(seconds=2),
-                                                       group_interval=timedelta(minutes=1))])
+def test_a_500_alert_storm_fits_a_20_a_minute_robot(
+    group_by: list[str], wecom: FakeWeCom, pipeline: MakePipeline
+) -> None:
+    p = pipeline(
+        [wecom.receiver(name="ops")],
+        [route(["ops"], group_by=group_by, group_wait=timedelta(seconds=2), group_interval=timedelta(minutes=1))],
+    )
     alerts = storm(500, at(0), spread_s=59)
     sent_at = run_storm(p, alerts, wecom, until_s=3600)
     assert sum(1 for t in sent_at if t < at(60)) <= 20  # the storm's minute
@@ -105,10 +110,13 @@ def test_a_500_alert_storm_fits_a_20_a_minute_robot(group_by: list[str], wecom: 
         assert sorted(set(listed)) == sorted(a.type for a in alerts) and counted == 0
 
 
-def test_a_new_wave_after_a_quiet_spell_waits_group_wait_like_the_first(wecom: FakeWeCom,
-                                                                         pipeline: MakePipeline) -> None:
-    p = pipeline([wecom.receiver(name="ops")],
-                 [route(["ops"], group_wait=timedelta(seconds=30), group_interval=timedelta(seconds=60))])
+def test_a_new_wave_after_a_quiet_spell_waits_group_wait_like_the_first(
+    wecom: FakeWeCom, pipeline: MakePipeline
+) -> None:
+    p = pipeline(
+        [wecom.receiver(name="ops")],
+        [route(["ops"], group_wait=timedelta(seconds=30), group_interval=timedelta(seconds=60))],
+    )
     waves = {0: "物流配送延误", 5: "服务态度", 3600: "系统操作错误", 3605: "产品相关", 3610: "其他"}
     for second in [*range(0, 100), *range(3590, 3700)]:
         p.set_time(at(second))
@@ -124,9 +132,17 @@ def test_a_new_wave_after_a_quiet_spell_waits_group_wait_like_the_first(wecom: F
 def test_settled_groups_are_forgotten(wecom: FakeWeCom, pipeline: MakePipeline) -> None:
     """Groups with nothing waiting leave the store once their interval has passed, so a step's cost
     follows the alerts in flight, not every group ever seen."""
-    p = pipeline([wecom.receiver(name="ops", rate_limit="1000/min")],
-                 [route(["ops"], group_by=["rule", "type"], group_wait=timedelta(seconds=2),
-                        group_interval=timedelta(seconds=60))])
+    p = pipeline(
+        [wecom.receiver(name="ops", rate_limit="1000/min")],
+        [
+            route(
+                ["ops"],
+                group_by=["rule", "type"],
+                group_wait=timedelta(seconds=2),
+                group_interval=timedelta(seconds=60),
+            )
+        ],
+    )
     p.record(*(a.firing() for a in storm(50, at(0), spread_s=1)))
     for second in range(0, 5):
         p.set_time(at(second))

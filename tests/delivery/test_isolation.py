@@ -36,8 +36,10 @@ def statuses(p: Pipeline, receiver: str) -> list[str]:
 def test_a_slow_receiver_does_not_delay_another(wecom: FakeWeCom, pipeline: MakePipeline) -> None:
     with FakeWebhook() as slow:
         slow.script(Answer(delay=3))  # the first answer takes 3 s
-        p = pipeline([slow.receiver(name="slow", timeout=timedelta(seconds=60)), wecom.receiver(name="fast")],
-                     [route(["slow", "fast"], group_by=["type"])])
+        p = pipeline(
+            [slow.receiver(name="slow", timeout=timedelta(seconds=60)), wecom.receiver(name="fast")],
+            [route(["slow", "fast"], group_by=["type"])],
+        )
         p.record(*(Alert(t, p.now).firing() for t in ("物流配送延误", "服务态度", "系统操作错误")))
         assert p.dispatch() == 6
         started = time.monotonic()
@@ -53,23 +55,29 @@ def test_a_slow_receiver_does_not_delay_another(wecom: FakeWeCom, pipeline: Make
         assert wait_for(lambda: ticked(p) and statuses(p, "slow") == ["delivered"] * 3, timeout=15)
         p.worker.stop()  # every drain has finished: what the server saw is final
         assert [r.headers["x-sentinel-delivery"] for r in slow.requests] == [
-            m.delivery_id for m in p.messages("slow")]  # each once, in order
+            m.delivery_id for m in p.messages("slow")
+        ]  # each once, in order
 
 
-def test_reload_during_a_send_does_not_send_the_message_twice(tmp_path: Path, wecom: FakeWeCom,
-                                                               pipeline: MakePipeline) -> None:
+def test_reload_during_a_send_does_not_send_the_message_twice(
+    tmp_path: Path, wecom: FakeWeCom, pipeline: MakePipeline
+) -> None:
     with FakeWebhook() as hook:
         hook.script(Answer(delay=1))
         other = wecom.receiver(name="other")
-        p = pipeline([hook.receiver(name="hook", timeout=timedelta(seconds=10)), other],
-                     [route(["hook"], group_by=["type"])])
+        p = pipeline(
+            [hook.receiver(name="hook", timeout=timedelta(seconds=10)), other], [route(["hook"], group_by=["type"])]
+        )
         p.record(Alert("物流配送延误", p.now).firing(), Alert("服务态度", p.now).firing())
         p.dispatch()
         p.worker.tick()
         assert wait_for(lambda: len(hook.requests) == 1)
         # SIGHUP with a changed receiver (a longer timeout) while its message is in flight
-        changed = make_config(tmp_path, [hook.receiver(name="hook", timeout=timedelta(seconds=20)),
-                                         other], [route(["hook"], group_by=["type"])])
+        changed = make_config(
+            tmp_path,
+            [hook.receiver(name="hook", timeout=timedelta(seconds=20)), other],
+            [route(["hook"], group_by=["type"])],
+        )
         p.worker.reload(changed)
         assert wait_for(lambda: ticked(p) and statuses(p, "hook") == ["delivered"] * 2)
         p.worker.stop()  # every drain has finished: what the server saw is final
@@ -77,19 +85,22 @@ def test_reload_during_a_send_does_not_send_the_message_twice(tmp_path: Path, we
         assert ids == [m.delivery_id for m in p.messages("hook")]  # each once, in order
 
 
-def test_reload_applies_a_changed_rate_limit_and_keeps_the_window(tmp_path: Path, webhook: FakeWebhook,
-                                                                  pipeline: MakePipeline) -> None:
+def test_reload_applies_a_changed_rate_limit_and_keeps_the_window(
+    tmp_path: Path, webhook: FakeWebhook, pipeline: MakePipeline
+) -> None:
     p = pipeline([webhook.receiver(name="hook", rate_limit="3/min")], [route(["hook"], group_by=["type"])])
     p.record(*(Alert(f"类型{i}", p.now).firing() for i in range(3)))
     p.dispatch()
     assert p.deliver() == 2 + 1
-    p.worker.reload(make_config(tmp_path, [webhook.receiver(name="hook", rate_limit="4/min")],
-                                [route(["hook"], group_by=["type"])]))
+    p.worker.reload(
+        make_config(tmp_path, [webhook.receiver(name="hook", rate_limit="4/min")], [route(["hook"], group_by=["type"])])
+    )
     p.record(*(Alert(f"类型{i}", p.now).firing() for i in range(3, 6)))
     p.dispatch()
     assert p.deliver() == 1  # the new limit, over the window the old one filled
-    p.worker.reload(make_config(tmp_path, [webhook.receiver(name="hook", rate_limit="2/min")],
-                                [route(["hook"], group_by=["type"])]))
+    p.worker.reload(
+        make_config(tmp_path, [webhook.receiver(name="hook", rate_limit="2/min")], [route(["hook"], group_by=["type"])])
+    )
     p.advance(30)
     assert p.deliver() == 0
     p.advance(30)
@@ -113,8 +124,9 @@ def test_stop_flush_is_bounded_while_a_drain_is_busy(pipeline: MakePipeline) -> 
         assert statuses(p, "hook").count("delivered") == len(hook.requests)
 
 
-def test_a_receiver_a_reload_adds_gets_a_thread_of_its_own(tmp_path: Path, wecom: FakeWeCom,
-                                                            pipeline: MakePipeline) -> None:
+def test_a_receiver_a_reload_adds_gets_a_thread_of_its_own(
+    tmp_path: Path, wecom: FakeWeCom, pipeline: MakePipeline
+) -> None:
     """The worker started with one receiver (one drain thread); the receiver a reload adds is not queued
     behind the first one's slow send."""
     with FakeWebhook() as slow:

@@ -47,12 +47,14 @@ def sentinel_command() -> list[str]:
 def start(config: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTINEL_", "NOTIFY_SOCKET", "WATCHDOG_"))}
     with log.open("ab") as out:
-        return subprocess.Popen([*sentinel_command(), "run", "--config", str(config)], stdout=out,
-                                stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen(
+            [*sentinel_command(), "run", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
 
 
-def wait_for(what: str, condition: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path,
-             timeout: float = 30.0) -> None:
+def wait_for(
+    what: str, condition: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -62,8 +64,9 @@ def wait_for(what: str, condition: Callable[[], bool], proc: subprocess.Popen[by
         time.sleep(0.05)
     if condition():
         return
-    raise AssertionError(f"{what}: not within {timeout} s (exit {proc.poll()}); log:\n"
-                         + log.read_text(errors="replace")[-4000:])
+    raise AssertionError(
+        f"{what}: not within {timeout} s (exit {proc.poll()}); log:\n" + log.read_text(errors="replace")[-4000:]
+    )
 
 
 def query(db: Path, sql: str) -> list[Any]:
@@ -96,14 +99,19 @@ def test_kill_9_during_a_send_loses_nothing_and_repeats_at_most_that_send(tmp_pa
         config = daemon_config(tmp_path, crm.path, RECEIVER.format(url=hook.url), poll_interval="200ms")
         first = start(config, log)
         try:
-            wait_for("first start's backfill", lambda: query(state, "SELECT backfill_done FROM source_state")
-                     == [(1,)], first, log)
+            wait_for(
+                "first start's backfill",
+                lambda: query(state, "SELECT backfill_done FROM source_state") == [(1,)],
+                first,
+                log,
+            )
             now = datetime.now(UTC)
             for i, t in enumerate(TYPES):  # four five-in-a-row streaks: four alerts, four messages
                 crm.add(now + timedelta(milliseconds=10 * i), type_=t, n=5, spacing=timedelta(microseconds=100))
             wait_for("the first send", lambda: len(hook.requests) == 1, first, log)
-            wait_for("all four messages queued",
-                     lambda: len(query(state, "SELECT id FROM outbox")) == len(TYPES), first, log)
+            wait_for(
+                "all four messages queued", lambda: len(query(state, "SELECT id FROM outbox")) == len(TYPES), first, log
+            )
             in_flight = hook.requests[0].headers["x-sentinel-delivery"]
             first.send_signal(signal.SIGKILL)
             assert first.wait(timeout=10) == -signal.SIGKILL
@@ -112,13 +120,17 @@ def test_kill_9_during_a_send_loses_nothing_and_repeats_at_most_that_send(tmp_pa
                 first.kill()
                 first.wait()
         assert query(state, "SELECT delivery_id, status FROM outbox WHERE status != 'pending'") == [
-            (in_flight, "sending")]  # killed in the middle of that send
+            (in_flight, "sending")
+        ]  # killed in the middle of that send
 
         second = start(config, log)
         try:
-            wait_for("every message delivered",
-                     lambda: [s for (s,) in query(state, "SELECT status FROM outbox")] == ["delivered"] * len(TYPES),
-                     second, log)
+            wait_for(
+                "every message delivered",
+                lambda: [s for (s,) in query(state, "SELECT status FROM outbox")] == ["delivered"] * len(TYPES),
+                second,
+                log,
+            )
         finally:
             code = stop(second)  # once it has exited, what the server saw is final
         assert code == 0, log.read_text(errors="replace")[-4000:]

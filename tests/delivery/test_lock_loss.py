@@ -20,8 +20,10 @@ from tests.notify.vendors import Answer, FakeWebhook
 def lose_lock(store: Store, pg_url: str) -> None:
     """End the lock's session on the server (as a blip or a DBA would) and wait until the heartbeat knows."""
     with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
-                     "WHERE application_name LIKE 'sentinel lock %' AND datname = current_database()")
+        conn.execute(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+            "WHERE application_name LIKE 'sentinel lock %' AND datname = current_database()"
+        )
     deadline = time.monotonic() + 5
     while store.lock_held():
         assert time.monotonic() < deadline
@@ -37,7 +39,8 @@ def pg_store(pg_url: str) -> Store:
 
 
 def test_nothing_is_sent_while_the_lock_is_lost_and_the_message_in_flight_goes_again_after_it(
-        tmp_path: Path, pg_url: str, pg_store: Store, webhook: FakeWebhook) -> None:
+    tmp_path: Path, pg_url: str, pg_store: Store, webhook: FakeWebhook
+) -> None:
     cfg = make_config(tmp_path, [webhook.receiver(name="hook")], [route(["hook"], group_by=["type"])])
     p = Pipeline(cfg, pg_store)
     try:

@@ -14,11 +14,9 @@ from tests.notify.vendors import FakeWebhook
 
 
 @pytest.mark.parametrize("outage", ["connection refused", "HTTP 503"])
-def test_nothing_is_lost_across_a_receiver_outage(outage: str, webhook: FakeWebhook,
-                                                  pipeline: MakePipeline) -> None:
+def test_nothing_is_lost_across_a_receiver_outage(outage: str, webhook: FakeWebhook, pipeline: MakePipeline) -> None:
     with Relay(webhook.port) as relay:
-        p = pipeline([webhook.receiver(name="hook", url=relay.url(webhook.url))],
-                     [route(["hook"], group_by=["type"])])
+        p = pipeline([webhook.receiver(name="hook", url=relay.url(webhook.url))], [route(["hook"], group_by=["type"])])
         first = Alert("物流配送延误", p.now)
         p.record(first.firing())
         p.step()

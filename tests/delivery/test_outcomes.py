@@ -31,8 +31,13 @@ from tests.notify.vendors import (
 )
 
 FAKES: dict[str, Callable[[], FakeVendor]] = {
-    "wecom": FakeWeCom, "dingtalk": FakeDingTalk, "feishu": FakeFeishu, "slack": FakeSlack,
-    "teams": FakeTeams, "discord": FakeDiscord, "webhook": FakeWebhook,
+    "wecom": FakeWeCom,
+    "dingtalk": FakeDingTalk,
+    "feishu": FakeFeishu,
+    "slack": FakeSlack,
+    "teams": FakeTeams,
+    "discord": FakeDiscord,
+    "webhook": FakeWebhook,
 }
 
 
@@ -77,11 +82,12 @@ RETRIES: list[tuple[str, str, Callable[[FakeVendor], Answer | None], float, str]
 ]
 
 
-@pytest.mark.parametrize(("kind", "answer", "min_delay", "error"), [r[1:] for r in RETRIES],
-                         ids=[r[0] for r in RETRIES])
+@pytest.mark.parametrize(
+    ("kind", "answer", "min_delay", "error"), [r[1:] for r in RETRIES], ids=[r[0] for r in RETRIES]
+)
 def test_retry_answer_keeps_the_message_pending_for_at_least_the_vendors_delay(
-        kind: str, answer: Callable[[FakeVendor], Answer | None], min_delay: float, error: str,
-        pipeline: MakePipeline) -> None:
+    kind: str, answer: Callable[[FakeVendor], Answer | None], min_delay: float, error: str, pipeline: MakePipeline
+) -> None:
     with FAKES[kind]() as fake:
         scripted = answer(fake)
         # 1.5 s: room for the retry's quick answer on a loaded machine, still well short of the 6 s delay.
@@ -122,7 +128,8 @@ def test_retry_after_is_honoured_exactly_not_stretched(slack: FakeSlack, pipelin
 
 
 def test_dingtalk_block_holds_the_robot_for_ten_minutes_even_across_a_restart(
-        dingtalk: FakeDingTalk, pipeline: MakePipeline) -> None:
+    dingtalk: FakeDingTalk, pipeline: MakePipeline
+) -> None:
     p = pipeline([dingtalk.receiver(name="ding")], [route(["ding"], group_by=["type"])])
     alerts = [Alert(t, p.now) for t in ("物流配送延误", "服务态度", "系统操作错误")]
     p.record(*(a.firing() for a in alerts))
@@ -168,38 +175,73 @@ def _scripted(fake: FakeVendor, answer: Answer) -> ReceiverConfig:
 
 FAILURES: list[tuple[str, str, Callable[[FakeVendor], ReceiverConfig], str, str]] = [
     # (id, kind, receiver (misconfigured or scripted), code, meaning)
-    ("wecom-93000", "wecom", lambda f: _wrong(f, url=f.url.replace("wecom-KEY-7f3a9c21", "wecom-KEY-revoked1")),
-     "93000", "invalid webhook key"),
-    ("dingtalk-300001", "dingtalk",
-     lambda f: _wrong(f, url=f.url.replace("ding-TOKEN-5b1e0d44", "ding-TOKEN-deleted9")),
-     "300001", "invalid access token"),
-    ("dingtalk-310000", "dingtalk", lambda f: _wrong(f, secret="SECnot-the-robots-secret1"),
-     "310000", "security check failed"),
-    ("feishu-19021", "feishu", lambda f: _wrong(f, secret="SECnot-the-bots-secret22"),
-     "19021", "signature verification failed"),
-    ("feishu-19007", "feishu", lambda f: _scripted(f, f.error(19007)),
-     "19007", "bot disabled"),
-    ("slack-410", "slack", lambda f: _scripted(f, f.error(410, "invalid_token")),
-     "HTTP 410", "webhook gone"),
-    ("slack-404", "slack", lambda f: _wrong(f, url=f.base + "/services/T0/B0/revokedTOKEN123"),
-     "HTTP 404", "webhook not found"),
-    ("discord-401", "discord", lambda f: _wrong(f, url=f.url.replace("discordTOKEN-abc123XYZ", "badTOKEN99")),
-     "HTTP 401", "unauthorized"),
-    ("teams-401", "teams", lambda f: _wrong(f, url=f.url.replace("teamsSIG0123456789abcdef", "expiredSIG12345")),
-     "HTTP 401", "unauthorized"),
-    ("webhook-400", "webhook", lambda f: _scripted(f, f.error(400, "schema mismatch")),
-     "HTTP 400", "bad request"),
+    (
+        "wecom-93000",
+        "wecom",
+        lambda f: _wrong(f, url=f.url.replace("wecom-KEY-7f3a9c21", "wecom-KEY-revoked1")),
+        "93000",
+        "invalid webhook key",
+    ),
+    (
+        "dingtalk-300001",
+        "dingtalk",
+        lambda f: _wrong(f, url=f.url.replace("ding-TOKEN-5b1e0d44", "ding-TOKEN-deleted9")),
+        "300001",
+        "invalid access token",
+    ),
+    (
+        "dingtalk-310000",
+        "dingtalk",
+        lambda f: _wrong(f, secret="SECnot-the-robots-secret1"),
+        "310000",
+        "security check failed",
+    ),
+    (
+        "feishu-19021",
+        "feishu",
+        lambda f: _wrong(f, secret="SECnot-the-bots-secret22"),
+        "19021",
+        "signature verification failed",
+    ),
+    ("feishu-19007", "feishu", lambda f: _scripted(f, f.error(19007)), "19007", "bot disabled"),
+    ("slack-410", "slack", lambda f: _scripted(f, f.error(410, "invalid_token")), "HTTP 410", "webhook gone"),
+    (
+        "slack-404",
+        "slack",
+        lambda f: _wrong(f, url=f.base + "/services/T0/B0/revokedTOKEN123"),
+        "HTTP 404",
+        "webhook not found",
+    ),
+    (
+        "discord-401",
+        "discord",
+        lambda f: _wrong(f, url=f.url.replace("discordTOKEN-abc123XYZ", "badTOKEN99")),
+        "HTTP 401",
+        "unauthorized",
+    ),
+    (
+        "teams-401",
+        "teams",
+        lambda f: _wrong(f, url=f.url.replace("teamsSIG0123456789abcdef", "expiredSIG12345")),
+        "HTTP 401",
+        "unauthorized",
+    ),
+    ("webhook-400", "webhook", lambda f: _scripted(f, f.error(400, "schema mismatch")), "HTTP 400", "bad request"),
 ]
 
 
-@pytest.mark.parametrize(("kind", "receiver", "code", "meaning"), [f[1:] for f in FAILURES],
-                         ids=[f[0] for f in FAILURES])
+@pytest.mark.parametrize(
+    ("kind", "receiver", "code", "meaning"), [f[1:] for f in FAILURES], ids=[f[0] for f in FAILURES]
+)
 def test_permanent_failure_is_kept_counted_and_told_to_the_fallback(
-        kind: str, receiver: Callable[[FakeVendor], ReceiverConfig], code: str, meaning: str,
-        pipeline: MakePipeline) -> None:
+    kind: str, receiver: Callable[[FakeVendor], ReceiverConfig], code: str, meaning: str, pipeline: MakePipeline
+) -> None:
     with FAKES[kind]() as fake, FakeWebhook() as fallback:
-        p = pipeline([receiver(fake), fallback.receiver(name="oncall-fallback")], [route(["ops"])],
-                     fallback_receiver="oncall-fallback")
+        p = pipeline(
+            [receiver(fake), fallback.receiver(name="oncall-fallback")],
+            [route(["ops"])],
+            fallback_receiver="oncall-fallback",
+        )
         a = one_alert(p)
         p.deliver("ops")
         [msg] = p.messages("ops")
@@ -280,10 +322,12 @@ class Flaky:
         self.real.close()
 
 
-def test_an_unexpected_error_is_retried_with_backoff_not_left_sending(webhook: FakeWebhook,
-                                                                      pipeline: MakePipeline) -> None:
-    p = pipeline([webhook.receiver(name="hook")], [route(["hook"])],
-                 adapter_factory=lambda rc: Flaky(create(rc), failures=2))
+def test_an_unexpected_error_is_retried_with_backoff_not_left_sending(
+    webhook: FakeWebhook, pipeline: MakePipeline
+) -> None:
+    p = pipeline(
+        [webhook.receiver(name="hook")], [route(["hook"])], adapter_factory=lambda rc: Flaky(create(rc), failures=2)
+    )
     one_alert(p)
     p.worker.drain(p.worker.runners["hook"])
     [msg] = p.messages("hook")
@@ -300,8 +344,9 @@ def test_an_unexpected_error_is_retried_with_backoff_not_left_sending(webhook: F
     assert len(webhook.requests) == 1
 
 
-def test_housekeeping_prunes_old_delivered_rows_and_keeps_failures_longer(wecom: FakeWeCom,
-                                                                         pipeline: MakePipeline) -> None:
+def test_housekeeping_prunes_old_delivered_rows_and_keeps_failures_longer(
+    wecom: FakeWeCom, pipeline: MakePipeline
+) -> None:
     p = pipeline([wecom.receiver(name="ops")], [route(["ops"])])
     one_alert(p)
     p.deliver("ops")

@@ -62,11 +62,13 @@ def two_robots() -> Iterator[tuple[FakeWebhook, FakeWebhook]]:
         yield a, b
 
 
-def test_each_robot_url_has_its_own_window_across_a_restart(two_robots: tuple[FakeWebhook, FakeWebhook],
-                                                            pipeline: MakePipeline) -> None:
+def test_each_robot_url_has_its_own_window_across_a_restart(
+    two_robots: tuple[FakeWebhook, FakeWebhook], pipeline: MakePipeline
+) -> None:
     a, b = two_robots
-    p = pipeline([a.receiver(name="hook", urls=[a.url, b.url], rate_limit="2/min")],
-                 [route(["hook"], group_by=["type"])])
+    p = pipeline(
+        [a.receiver(name="hook", urls=[a.url, b.url], rate_limit="2/min")], [route(["hook"], group_by=["type"])]
+    )
     alerts(p, 0, 5)
     assert p.deliver() == 4  # two per robot
     assert (len(a.requests), len(b.requests)) == (2, 2)

@@ -35,8 +35,9 @@ def retry_when_due(p: Pipeline, name: str = "hook") -> None:
     p.deliver(name)
 
 
-def test_the_state_survives_a_restart_and_only_the_error_time_is_memory(webhook: FakeWebhook,
-                                                                       pipeline: MakePipeline) -> None:
+def test_the_state_survives_a_restart_and_only_the_error_time_is_memory(
+    webhook: FakeWebhook, pipeline: MakePipeline
+) -> None:
     with Relay(webhook.port) as relay:
         p = pipeline([webhook.receiver(name="hook", url=relay.url(webhook.url))], [route(["hook"])])
         relay.refuse()
@@ -46,7 +47,11 @@ def test_the_state_survives_a_restart_and_only_the_error_time_is_memory(webhook:
         first = p.now
         h = health(p)
         assert (h.state, h.consecutive_failures, h.last_error, h.last_error_at_us) == (
-            ReceiverState.RETRYING, 1, REFUSED, first)
+            ReceiverState.RETRYING,
+            1,
+            REFUSED,
+            first,
+        )
         assert h.next_attempt_us is not None and h.next_attempt_us >= first + 5 * US  # the network delay
         for _ in range(FAILING_AFTER - 1):
             retry_when_due(p)
@@ -58,7 +63,11 @@ def test_the_state_survives_a_restart_and_only_the_error_time_is_memory(webhook:
         p.restart()
         after = health(p)
         assert (after.state, after.consecutive_failures, after.last_error, after.pending) == (
-            ReceiverState.FAILING, FAILING_AFTER, REFUSED, 1)
+            ReceiverState.FAILING,
+            FAILING_AFTER,
+            REFUSED,
+            1,
+        )
         assert after.last_error_at_us is None  # when it failed is not in the outbox: unknown after a restart
         assert after.next_attempt_us == h.next_attempt_us and after.oldest_pending_age_s == h.oldest_pending_age_s
         with p.store.reading() as conn:  # what a process without a worker reads: the same, from the store
@@ -79,15 +88,17 @@ def test_the_state_survives_a_restart_and_only_the_error_time_is_memory(webhook:
 
 def test_a_message_refused_for_good_sets_the_receiver_aside_until_a_delivery(pipeline: MakePipeline) -> None:
     with FakeWebhook() as hook, FakeWebhook() as fallback:
-        p = pipeline([hook.receiver(name="hook"), fallback.receiver(name="fallback")], [route(["hook"])],
-                     fallback_receiver="fallback")
+        p = pipeline(
+            [hook.receiver(name="hook"), fallback.receiver(name="fallback")],
+            [route(["hook"])],
+            fallback_receiver="fallback",
+        )
         hook.script(Answer(404, body=b"no such hook"))
         p.record(Alert("物流配送延误", p.now).firing())
         p.dispatch()
         p.deliver("hook")
         h = health(p)
-        assert (h.state, h.consecutive_failures, h.pending, h.next_attempt_us) == (
-            ReceiverState.SET_ASIDE, 1, 0, None)
+        assert (h.state, h.consecutive_failures, h.pending, h.next_attempt_us) == (ReceiverState.SET_ASIDE, 1, 0, None)
         assert (h.last_error, h.last_error_at_us) == ("HTTP 404: webhook not found: no such hook", p.now)
         p.deliver("fallback")
         assert health(p, "fallback").state is ReceiverState.OK and len(fallback.requests) == 1
@@ -104,8 +115,9 @@ def test_a_message_refused_for_good_sets_the_receiver_aside_until_a_delivery(pip
         assert h.last_error == "HTTP 404: webhook not found: no such hook"
 
 
-def test_a_long_vendor_block_turns_failing_by_the_oldest_message_age(webhook: FakeWebhook,
-                                                                     pipeline: MakePipeline) -> None:
+def test_a_long_vendor_block_turns_failing_by_the_oldest_message_age(
+    webhook: FakeWebhook, pipeline: MakePipeline
+) -> None:
     p = pipeline([webhook.receiver(name="hook")], [route(["hook"])])
     webhook.script(Answer(429, headers={"Retry-After": "900"}))
     p.record(Alert("物流配送延误", p.now).firing())
@@ -122,8 +134,9 @@ def test_a_long_vendor_block_turns_failing_by_the_oldest_message_age(webhook: Fa
     assert h.oldest_pending_age_s == FAILING_AGE_S
 
 
-def test_a_backlog_waiting_for_a_rate_limit_window_is_ok_with_its_next_attempt(webhook: FakeWebhook,
-                                                                             pipeline: MakePipeline) -> None:
+def test_a_backlog_waiting_for_a_rate_limit_window_is_ok_with_its_next_attempt(
+    webhook: FakeWebhook, pipeline: MakePipeline
+) -> None:
     p = pipeline([webhook.receiver(name="hook", rate_limit=Rate(1, 60))], [route(["hook"], group_by=["type"])])
     p.record(Alert("物流配送延误", p.now).firing(), Alert("账单争议", p.now).firing())
     p.dispatch()
@@ -148,6 +161,7 @@ def test_the_same_states_on_every_store(state_url: str, request: pytest.FixtureR
     try:
         now = at(0)
         with store.transaction() as conn:
+
             def message(receiver: str, *, created: int = now) -> int:
                 return outbox.enqueue(conn, receiver, "alert", Tier.LIGHT, [], event_at_us=created, now_us=created)
 
@@ -174,10 +188,16 @@ def test_the_same_states_on_every_store(state_url: str, request: pytest.FixtureR
         with store.reading() as conn:
             found = receiver_health(conn, ["aside", "retrying", "failing", "late", "idle"], now)
         assert {n: (h.state.value, h.consecutive_failures, h.pending) for n, h in found.items()} == {
-            "aside": ("set_aside", 1, 0), "retrying": ("retrying", 2, 2), "failing": ("failing", FAILING_AFTER, 2),
-            "late": ("failing", 1, 1), "idle": ("ok", 0, 0)}
+            "aside": ("set_aside", 1, 0),
+            "retrying": ("retrying", 2, 2),
+            "failing": ("failing", FAILING_AFTER, 2),
+            "late": ("failing", 1, 1),
+            "idle": ("ok", 0, 0),
+        }
         assert (found["aside"].last_error, found["aside"].last_error_at_us) == (
-            "HTTP 410: webhook gone (revoked or deleted)", now - 10 * US)
+            "HTTP 410: webhook gone (revoked or deleted)",
+            now - 10 * US,
+        )
         assert found["aside"].last_delivered_us == now - 590 * US
         assert (found["retrying"].last_error, found["retrying"].last_error_at_us) == (REFUSED, None)
         assert found["retrying"].next_attempt_us == now + 5 * US

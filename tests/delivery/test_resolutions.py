@@ -17,10 +17,13 @@ def told(p: object, receiver: str) -> list[tuple[str, str]]:
     return [(m.kind, str(m.payload.get("status"))) for m in p.messages(receiver)]  # type: ignore[attr-defined]
 
 
-def test_an_escalation_receiver_hears_the_resolution(wecom: FakeWeCom, webhook: FakeWebhook,
-                                                     pipeline: MakePipeline) -> None:
-    p = pipeline([wecom.receiver(name="ops"), webhook.receiver(name="boss")],
-                 [route(["ops"], escalate_to=["boss"], escalate_after=timedelta(minutes=10))])
+def test_an_escalation_receiver_hears_the_resolution(
+    wecom: FakeWeCom, webhook: FakeWebhook, pipeline: MakePipeline
+) -> None:
+    p = pipeline(
+        [wecom.receiver(name="ops"), webhook.receiver(name="boss")],
+        [route(["ops"], escalate_to=["boss"], escalate_after=timedelta(minutes=10))],
+    )
     a = Alert("物流配送延误", p.now, tier=Tier.MODERATE)
     p.record(a.firing())
     p.step()
@@ -37,9 +40,9 @@ def test_an_escalation_receiver_hears_the_resolution(wecom: FakeWeCom, webhook: 
     assert len(p.messages()) == 4  # told once each, nothing more
 
 
-def test_a_receiver_whose_route_a_reload_removed_hears_the_resolution(tmp_path: Path, wecom: FakeWeCom,
-                                                                      webhook: FakeWebhook,
-                                                                      pipeline: MakePipeline) -> None:
+def test_a_receiver_whose_route_a_reload_removed_hears_the_resolution(
+    tmp_path: Path, wecom: FakeWeCom, webhook: FakeWebhook, pipeline: MakePipeline
+) -> None:
     receivers = [wecom.receiver(name="ops"), webhook.receiver(name="night")]
     routes = [route(["night"], match={"type": "物流配送延误"}), route(["ops"])]
     p = pipeline(receivers, routes)

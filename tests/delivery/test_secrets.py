@@ -39,28 +39,38 @@ SECRETS = {
 }
 
 
-def test_secrets_are_absent_from_the_store_and_the_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_secrets_are_absent_from_the_store_and_the_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="urllib3")
     s = SECRETS
-    with FakeWeCom(key=s["wecom_key"]) as wecom, \
-            FakeDingTalk(token=s["ding_token"], secret=s["ding_secret"]) as ding, \
-            FakeFeishu(token=s["feishu_token"], secret=s["feishu_secret"]) as feishu, \
-            FakeSlack(path=f"/services/T0AAA/B0BBB/{s['slack_token']}") as slack, \
-            FakeDiscord(token=s["discord_token"]) as discord, \
-            FakeWebhook(hmac_secret=s["hook_hmac"], path=f"/alerts?token={s['hook_token']}") as hook:
+    with (
+        FakeWeCom(key=s["wecom_key"]) as wecom,
+        FakeDingTalk(token=s["ding_token"], secret=s["ding_secret"]) as ding,
+        FakeFeishu(token=s["feishu_token"], secret=s["feishu_secret"]) as feishu,
+        FakeSlack(path=f"/services/T0AAA/B0BBB/{s['slack_token']}") as slack,
+        FakeDiscord(token=s["discord_token"]) as discord,
+        FakeWebhook(hmac_secret=s["hook_hmac"], path=f"/alerts?token={s['hook_token']}") as hook,
+    ):
         env = {
-            "WECOM_URL": wecom.url, "WECOM_BAD_URL": wecom.url.replace(s["wecom_key"], s["wecom_bad_key"]),
-            "DING_URL": ding.url, "DING_SECRET": s["ding_secret"], "FEISHU_URL": feishu.url,
-            "FEISHU_SECRET": s["feishu_secret"], "SLACK_URL": slack.url, "DISCORD_URL": discord.url,
-            "HOOK_URL": hook.url, "HOOK_HMAC": s["hook_hmac"],
+            "WECOM_URL": wecom.url,
+            "WECOM_BAD_URL": wecom.url.replace(s["wecom_key"], s["wecom_bad_key"]),
+            "DING_URL": ding.url,
+            "DING_SECRET": s["ding_secret"],
+            "FEISHU_URL": feishu.url,
+            "FEISHU_SECRET": s["feishu_secret"],
+            "SLACK_URL": slack.url,
+            "DISCORD_URL": discord.url,
+            "HOOK_URL": hook.url,
+            "HOOK_HMAC": s["hook_hmac"],
             "DOWN_URL": closed_port_url(f"/cgi-bin/webhook/send?key={s['down_key']}"),
         }
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         cfg_path = tmp_path / "sentinel.toml"
-        cfg_path.write_text(f"""
+        cfg_path.write_text(
+            f"""
 state_url = "sqlite:///{tmp_path}/state.db"
 locale = "en"
 fallback_receiver = "hook"
@@ -114,11 +124,14 @@ receivers = ["wecom", "wecom-revoked", "wecom-down", "ding", "feishu", "slack", 
 group_by = ["rule", "type"]
 group_wait = "0s"
 group_interval = "0s"
-""", encoding="utf-8")
+""",
+            encoding="utf-8",
+        )
         cfg = load_config(cfg_path)
         # a vendor that echoes the full URL (key and all) in its error message
-        wecom.script(Answer(200, {"errcode": 93000, "errmsg": f"invalid webhook url {wecom.url}, hint: "
-                                                               f"key={s['wecom_key']}"}))
+        wecom.script(
+            Answer(200, {"errcode": 93000, "errmsg": f"invalid webhook url {wecom.url}, hint: key={s['wecom_key']}"})
+        )
         store = open_store(cfg)
         p = Pipeline(cfg, store)
         try:

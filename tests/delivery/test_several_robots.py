@@ -37,8 +37,7 @@ def test_a_revoked_robot_is_set_aside_and_the_others_carry_on(pipeline: MakePipe
 
 def test_when_every_robot_refuses_the_message_fails(pipeline: MakePipeline) -> None:
     with FakeWeCom(key="k1") as one:
-        rc = ReceiverConfig(name="ops", kind="wecom", urls=[one.url.replace("k1", "x1"),
-                                                            one.url.replace("k1", "x2")])
+        rc = ReceiverConfig(name="ops", kind="wecom", urls=[one.url.replace("k1", "x1"), one.url.replace("k1", "x2")])
         p = pipeline([rc], [route(["ops"], group_wait="0s")])
         p.record(Alert("类型", p.now).firing())
         p.dispatch()

@@ -59,11 +59,20 @@ def view_message(p: Pipeline, i: int) -> int:
     assert stored is not None
     view = p.dispatcher.view(stored)
     with p.store.transaction() as conn:
-        return outbox.enqueue(conn, "hook", "alert", Tier.LIGHT, [view], event_at_us=p.now, now_us=p.now,
-                              extra={"group_key": f"g{i}", "status": "firing"})
+        return outbox.enqueue(
+            conn,
+            "hook",
+            "alert",
+            Tier.LIGHT,
+            [view],
+            event_at_us=p.now,
+            now_us=p.now,
+            extra={"group_key": f"g{i}", "status": "firing"},
+        )
 
 
 # --- the whole daemon --------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def slow_safety_nets(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,7 +109,8 @@ group_interval = "0s"
 
 
 def test_an_event_recorded_by_a_poll_reaches_the_sink_through_the_wakeups(
-        daemon: tuple[Daemon, Crm, FakeWebhook]) -> None:
+    daemon: tuple[Daemon, Crm, FakeWebhook],
+) -> None:
     d, crm, hook = daemon
     now = datetime.now(UTC)
     crm.add(now, type_=STREAK, n=5, spacing=timedelta(microseconds=100))  # five in a row
@@ -133,11 +143,14 @@ def test_an_idle_daemon_does_not_spin(daemon: tuple[Daemon, Crm, FakeWebhook]) -
 
 # --- timing: the dispatcher's next due time ----------------------------------------------------------
 
-def test_group_wait_holds_a_group_exactly_and_the_next_due_time_is_its_end(webhook: FakeWebhook,
-                                                                          pipeline: MakePipeline) -> None:
-    p = pipeline([webhook.receiver(name="hook")],
-                 [route(["hook"], group_by=["type"], group_wait=timedelta(seconds=30),
-                        group_interval=timedelta(seconds=90))])
+
+def test_group_wait_holds_a_group_exactly_and_the_next_due_time_is_its_end(
+    webhook: FakeWebhook, pipeline: MakePipeline
+) -> None:
+    p = pipeline(
+        [webhook.receiver(name="hook")],
+        [route(["hook"], group_by=["type"], group_wait=timedelta(seconds=30), group_interval=timedelta(seconds=90))],
+    )
     p.record(Alert("物流配送延误", at(0)).firing())
     assert p.dispatch() == 0
     assert p.dispatcher.next_due_us == at(30)
@@ -158,11 +171,18 @@ def test_group_wait_holds_a_group_exactly_and_the_next_due_time_is_its_end(webho
 
 
 def test_a_group_held_by_a_silence_is_looked_at_again_a_second_later_not_in_a_loop(
-        webhook: FakeWebhook, pipeline: MakePipeline) -> None:
+    webhook: FakeWebhook, pipeline: MakePipeline
+) -> None:
     p = pipeline([webhook.receiver(name="hook")], [route(["hook"], group_by=["type"])])  # group_wait 0 s
     ms, starts, ends, by, comment = silences.parse(
-        {"matchers": [{"name": "type", "value": "物流配送延误"}], "endsAt": "2025-07-08T10:30:00+00:00",
-         "createdBy": "ops", "comment": "deploy"}, p.now)
+        {
+            "matchers": [{"name": "type", "value": "物流配送延误"}],
+            "endsAt": "2025-07-08T10:30:00+00:00",
+            "createdBy": "ops",
+            "comment": "deploy",
+        },
+        p.now,
+    )
     with p.store.transaction() as conn:
         silences.add(conn, ms, starts, ends, by, comment, p.now)
     p.record(Alert("物流配送延误", at(0)).firing())
@@ -172,8 +192,11 @@ def test_a_group_held_by_a_silence_is_looked_at_again_a_second_later_not_in_a_lo
 
 def test_a_muted_group_is_due_when_the_window_ends(webhook: FakeWebhook, pipeline: MakePipeline) -> None:
     # T0 is 18:00 in Shanghai; the window ends at 19:00, an hour later
-    p = pipeline([webhook.receiver(name="hook")], [route(["hook"], group_by=["type"], mute=["17:00-19:00"])],
-                 timezone="Asia/Shanghai")
+    p = pipeline(
+        [webhook.receiver(name="hook")],
+        [route(["hook"], group_by=["type"], mute=["17:00-19:00"])],
+        timezone="Asia/Shanghai",
+    )
     p.record(Alert("物流配送延误", at(0)).firing())
     assert p.dispatch() == 0
     assert p.dispatcher.next_due_us == at(3600)
@@ -182,8 +205,9 @@ def test_a_muted_group_is_due_when_the_window_ends(webhook: FakeWebhook, pipelin
 
 
 def test_the_next_repeat_is_a_due_time(webhook: FakeWebhook, pipeline: MakePipeline) -> None:
-    p = pipeline([webhook.receiver(name="hook")],
-                 [route(["hook"], group_by=["type"], repeat_interval=timedelta(hours=4))])
+    p = pipeline(
+        [webhook.receiver(name="hook")], [route(["hook"], group_by=["type"], repeat_interval=timedelta(hours=4))]
+    )
     p.record(Alert("物流配送延误", at(0)).firing())
     assert p.dispatch() == 1
     assert p.dispatcher.next_due_us == at(4 * 3600)
@@ -193,6 +217,7 @@ def test_the_next_repeat_is_a_due_time(webhook: FakeWebhook, pipeline: MakePipel
 
 
 # --- the delivery worker on its waker ------------------------------------------------------------------
+
 
 def test_idle_delivery_wakers_do_not_spin_empty_or_waiting(webhook: FakeWebhook, pipeline: MakePipeline) -> None:
     p = pipeline([webhook.receiver(name="hook")], [route(["hook"])])
@@ -214,7 +239,8 @@ def test_idle_delivery_wakers_do_not_spin_empty_or_waiting(webhook: FakeWebhook,
 
 
 def test_a_message_committed_while_a_drain_is_finishing_goes_without_the_safety_net(
-        webhook: FakeWebhook, pipeline: MakePipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    webhook: FakeWebhook, pipeline: MakePipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
     p = pipeline([webhook.receiver(name="hook")], [route(["hook"])])
     worker = running(p)
     assert wait_for(lambda: worker.waker.runs >= 1, timeout=15.0)
@@ -237,8 +263,7 @@ def test_a_message_committed_while_a_drain_is_finishing_goes_without_the_safety_
     assert delivery_ids(webhook.requests) == [m.delivery_id for m in p.messages("hook")]
 
 
-def test_a_burst_of_300_reaches_one_receiver_complete_once_each_and_in_order(
-        pipeline: MakePipeline) -> None:
+def test_a_burst_of_300_reaches_one_receiver_complete_once_each_and_in_order(pipeline: MakePipeline) -> None:
     with FakeWebhook() as hook:
         p = pipeline([hook.receiver(name="hook")], [route(["hook"], group_by=["type"])])
         p.record(*(Alert(f"类型{i:03d}", p.now).firing() for i in range(300)))
@@ -251,7 +276,8 @@ def test_a_burst_of_300_reaches_one_receiver_complete_once_each_and_in_order(
         assert delivery_ids(hook.requests) == [m.delivery_id for m in messages]  # once each, FIFO
         assert {m.status for m in messages} == {outbox.DELIVERED}
         assert [r.json["alerts"][0]["labels"]["type"] for r in hook.requests] == [
-            m.payload["views"][0]["labels"]["type"] for m in messages]
+            m.payload["views"][0]["labels"]["type"] for m in messages
+        ]
 
 
 def test_waker_runs_a_wake_that_arrives_during_a_step_right_after_it() -> None:
@@ -276,8 +302,7 @@ def test_waker_runs_a_wake_that_arrives_during_a_step_right_after_it() -> None:
         w.stop(5.0)
 
 
-def test_ten_receivers_in_a_burst_each_get_theirs_complete_once_each_and_in_order(
-        pipeline: MakePipeline) -> None:
+def test_ten_receivers_in_a_burst_each_get_theirs_complete_once_each_and_in_order(pipeline: MakePipeline) -> None:
     names = [f"hook{i}" for i in range(10)]
     with FakeWebhook() as hook:
         p = pipeline([hook.receiver(name=n) for n in names], [route(names, group_by=["type"])])
@@ -335,11 +360,11 @@ def test_claims_waiting_during_a_commit_share_the_next_transaction(tmp_path: Pat
     store.close()
 
 
-def test_a_rate_limited_receiver_resumes_when_its_window_opens_and_never_exceeds_it(
-        pipeline: MakePipeline) -> None:
+def test_a_rate_limited_receiver_resumes_when_its_window_opens_and_never_exceeds_it(pipeline: MakePipeline) -> None:
     with FakeWebhook() as hook:
-        p = pipeline([hook.receiver(name="hook", rate_limit="2/1s")], [route(["hook"], group_by=["type"])],
-                     clock=SystemClock())  # real time: the window must really pass
+        p = pipeline(
+            [hook.receiver(name="hook", rate_limit="2/1s")], [route(["hook"], group_by=["type"])], clock=SystemClock()
+        )  # real time: the window must really pass
         p.record(*(Alert(f"类型{i:03d}", p.now).firing() for i in range(5)))
         assert p.dispatch() == 5
         worker = running(p)

@@ -22,8 +22,11 @@ def by_type(body: dict[str, Any]) -> list[tuple[str, str]]:
 
 def test_a_resolution_lists_the_group_with_each_alert_current_status(pipeline: MakePipeline) -> None:
     with FakeWebhook() as hook, FakeSlack() as slack:
-        p = pipeline([hook.receiver(name="hook"), slack.receiver(name="chat")],
-                     [route(["hook", "chat"], group_by=["rule"])], external_url="https://sentinel.example")
+        p = pipeline(
+            [hook.receiver(name="hook"), slack.receiver(name="chat")],
+            [route(["hook", "chat"], group_by=["rule"])],
+            external_url="https://sentinel.example",
+        )
         logistics, billing = Alert(LOGISTICS, at(0)), Alert(BILLING, at(0))
         p.record(logistics.firing(), billing.firing())
         p.step()
@@ -39,12 +42,21 @@ def test_a_resolution_lists_the_group_with_each_alert_current_status(pipeline: M
         assert body["status"] == "firing"  # Alertmanager's: an alert of the group still fires
         assert (body["version"], body["receiver"], body["truncatedAlerts"]) == ("4", "hook", 0)
         assert body["groupKey"] == first["groupKey"] and body["groupLabels"] == {"rule": "type-surge"}
-        assert body["commonLabels"] == {"alertname": "type-surge", "severity": "light", "rule": "type-surge",
-                                        "tier": "light"}
+        assert body["commonLabels"] == {
+            "alertname": "type-surge",
+            "severity": "light",
+            "rule": "type-surge",
+            "tier": "light",
+        }
         assert body["externalURL"] == "https://sentinel.example"
         resolved, firing = body["alerts"]
-        assert resolved["labels"] == {"alertname": "type-surge", "severity": "light", "type": LOGISTICS,
-                                      "rule": "type-surge", "tier": "light"}
+        assert resolved["labels"] == {
+            "alertname": "type-surge",
+            "severity": "light",
+            "type": LOGISTICS,
+            "rule": "type-surge",
+            "tier": "light",
+        }
         assert resolved["endsAt"] != "0001-01-01T00:00:00Z" and firing["endsAt"] == "0001-01-01T00:00:00Z"
         assert firing["fingerprint"] == billing.fingerprint and resolved["fingerprint"] == logistics.fingerprint
         assert firing["generatorURL"] == f"https://sentinel.example/#alert-{billing.instance}"
@@ -69,8 +81,14 @@ def test_a_silenced_alert_of_the_group_is_left_out(webhook: FakeWebhook, pipelin
     p.record(logistics.firing(), billing.firing())
     p.step()
     ms, starts, ends, by, comment = silences.parse(
-        {"matchers": [{"name": "type", "value": BILLING}], "endsAt": "2025-07-08T12:00:00+00:00",
-         "createdBy": "ops", "comment": "known"}, p.now)
+        {
+            "matchers": [{"name": "type", "value": BILLING}],
+            "endsAt": "2025-07-08T12:00:00+00:00",
+            "createdBy": "ops",
+            "comment": "known",
+        },
+        p.now,
+    )
     with p.store.transaction() as conn:
         silences.add(conn, ms, starts, ends, by, comment, p.now)
     p.set_time(at(60))

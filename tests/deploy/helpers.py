@@ -46,4 +46,3 @@ def populated_metrics() -> Metrics:
     for family in m.registry.collect():
         assert family.samples, f"{family.name} has no samples after populated_metrics()"
     return m
-

@@ -30,11 +30,22 @@ DS_REF = {"type": "prometheus", "uid": "${datasource}"}
 
 # Families the dashboard must chart (the panels the deployment promises).
 CHARTED = {
-    "sentinel_series_current", "sentinel_series_baseline", "sentinel_series_threshold", "sentinel_series_ratio",
-    "sentinel_streak_length", "sentinel_alerts_firing", "sentinel_alert_events_total",
-    "sentinel_notifications_total", "sentinel_notification_delay_seconds_bucket", "sentinel_outbox_pending",
-    "sentinel_poll_duration_seconds_bucket", "sentinel_source_up", "sentinel_source_lag_seconds",
-    "sentinel_records_ingested_total", "sentinel_records_rejected_total", "sentinel_records_late_total",
+    "sentinel_series_current",
+    "sentinel_series_baseline",
+    "sentinel_series_threshold",
+    "sentinel_series_ratio",
+    "sentinel_streak_length",
+    "sentinel_alerts_firing",
+    "sentinel_alert_events_total",
+    "sentinel_notifications_total",
+    "sentinel_notification_delay_seconds_bucket",
+    "sentinel_outbox_pending",
+    "sentinel_poll_duration_seconds_bucket",
+    "sentinel_source_up",
+    "sentinel_source_lag_seconds",
+    "sentinel_records_ingested_total",
+    "sentinel_records_rejected_total",
+    "sentinel_records_late_total",
 }
 
 # --- PromQL metric names ---------------------------------------------------------------------------
@@ -61,11 +72,16 @@ def metric_names(expr: str) -> set[str]:
 def test_metric_names_extraction() -> None:
     assert metric_names('up{job="sentinel"} == 0 or absent(up{job="sentinel"})') == {"up"}
     assert metric_names("sum by (le) (rate(sentinel_poll_duration_seconds_bucket[5m]))") == {
-        "sentinel_poll_duration_seconds_bucket"}
+        "sentinel_poll_duration_seconds_bucket"
+    }
     assert metric_names('sentinel_a > 1 unless on (instance) sentinel_b{x="sentinel_c"} offset 5m') == {
-        "sentinel_a", "sentinel_b"}
+        "sentinel_a",
+        "sentinel_b",
+    }
     assert metric_names('label_values({__name__=~"sentinel_x|sentinel_y", rule=~"$rule"}, type)') == {
-        "sentinel_x", "sentinel_y"}
+        "sentinel_x",
+        "sentinel_y",
+    }
     assert metric_names("label_values(sentinel_build_info, job)") == {"sentinel_build_info"}
     assert metric_names("max_over_time(uptime[5m]) + group_up") == set()
     assert metric_names("sentinel_source_lag_seconds\n") == {"sentinel_source_lag_seconds"}
@@ -202,8 +218,15 @@ def test_every_metric_in_dashboard_and_rules_exists(dashboard: dict[str, Any], r
 
 # --- a real Prometheus scraping Sentinel's exposition ----------------------------------------------
 
-GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "1m", "$job": ".*", "$instance": ".*", "$rule": ".*",
-                "$type": ".*", "$channel": ".*"}
+GRAFANA_VARS = {
+    "$__rate_interval": "1m",
+    "$__interval": "1m",
+    "$job": ".*",
+    "$instance": ".*",
+    "$rule": ".*",
+    "$type": ".*",
+    "$channel": ".*",
+}
 
 
 def as_promql(expr: str) -> str:
@@ -253,18 +276,32 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     work = tmp_path_factory.mktemp("prometheus")
     shutil.copy(RULES, work / "sentinel-rules.yml")
-    (work / "prometheus.yml").write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": ["sentinel-rules.yml"],
-        "scrape_configs": [{"job_name": "sentinel",
-                            "static_configs": [{"targets": [f"127.0.0.1:{server.server_address[1]}"]}]}],
-    }), encoding="utf-8")
+    (work / "prometheus.yml").write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": ["sentinel-rules.yml"],
+                "scrape_configs": [
+                    {"job_name": "sentinel", "static_configs": [{"targets": [f"127.0.0.1:{server.server_address[1]}"]}]}
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     log = (work / "prometheus.log").open("wb")
-    proc = subprocess.Popen([exe, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            exe,
+            f"--config.file={work / 'prometheus.yml'}",
+            f"--storage.tsdb.path={work / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:  # until a few scrapes are in, so rate() over 1m has samples to work with

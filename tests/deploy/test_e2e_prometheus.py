@@ -44,13 +44,18 @@ def free_port() -> int:
 def crm(path: Path) -> None:
     """A CRM table with complaints of the last hour (naive UTC, as many CRMs keep them)."""
     now = datetime.now(UTC).replace(tzinfo=None)
-    rows = [(i + 1, (now - timedelta(minutes=50) + timedelta(seconds=60 * i)).isoformat(sep=" "), T, PHONE)
-            for i in range(N_T)]
-    rows += [(N_T + i + 1, (now - timedelta(minutes=45) + timedelta(seconds=90 * i)).isoformat(sep=" "), OTHER,
-              WECHAT) for i in range(N_OTHER)]
+    rows = [
+        (i + 1, (now - timedelta(minutes=50) + timedelta(seconds=60 * i)).isoformat(sep=" "), T, PHONE)
+        for i in range(N_T)
+    ]
+    rows += [
+        (N_T + i + 1, (now - timedelta(minutes=45) + timedelta(seconds=90 * i)).isoformat(sep=" "), OTHER, WECHAT)
+        for i in range(N_OTHER)
+    ]
     with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE complaints (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, category TEXT, "
-                   "channel TEXT)")
+        db.execute(
+            "CREATE TABLE complaints (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, category TEXT, channel TEXT)"
+        )
         db.execute("CREATE INDEX ix_complaints_created ON complaints (created_at, id)")
         db.executemany("INSERT INTO complaints VALUES (?, ?, ?, ?)", rows)
 
@@ -59,7 +64,8 @@ def crm(path: Path) -> None:
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     crm(tmp_path / "crm.db")
     cfg = tmp_path / "sentinel.toml"
-    cfg.write_text(f"""
+    cfg.write_text(
+        f"""
 timezone = "Asia/Shanghai"
 state_url = "sqlite:///{tmp_path}/state.db"
 listen = "127.0.0.1:0"
@@ -74,7 +80,9 @@ poll_interval = "1s"
 [[rules]]
 name = "type-surge"
 kind = "threshold"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     d = build(load_config(cfg), config_path=str(cfg))
     d.start()
     try:
@@ -130,7 +138,8 @@ def prometheus(prometheus_exe: str, daemon: Daemon, tmp_path: Path) -> Iterator[
     """Requested before the daemon, so a machine without prometheus skips before starting anything."""
     assert daemon.server is not None
     config = tmp_path / "prometheus.yml"
-    config.write_text(f"""
+    config.write_text(
+        f"""
 global:
   scrape_interval: 1s
   evaluation_interval: 1s
@@ -140,13 +149,24 @@ scrape_configs:
     scrape_timeout: 1s
     static_configs:
       - targets: ["127.0.0.1:{daemon.server.port}"]
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     log = tmp_path / "prometheus.log"
     port = free_port()
     with log.open("wb") as out:
-        proc = subprocess.Popen([prometheus_exe, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                 f"--web.listen-address=127.0.0.1:{port}", "--log.level=info"],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                prometheus_exe,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=info",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         yield Prometheus(proc, f"http://127.0.0.1:{port}", log)
     finally:
@@ -165,7 +185,8 @@ def test_prometheus_scrapes_sentinel(prometheus: Prometheus) -> None:
 
     info = prometheus.wait_for("sentinel_build_info")
     assert [(r["metric"]["version"], r["metric"]["job"], r["value"][1]) for r in info] == [
-        (__version__, "sentinel", "1")]
+        (__version__, "sentinel", "1")
+    ]
 
     source = prometheus.wait_for("sentinel_source_up == 1")
     assert len(source) == 1

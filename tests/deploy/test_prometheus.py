@@ -25,8 +25,9 @@ ALERTS = {
 
 
 def run(promtool: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([promtool, *args], cwd=PROM, input=stdin, check=False, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [promtool, *args], cwd=PROM, input=stdin, check=False, capture_output=True, text=True, timeout=120
+    )
 
 
 def output(proc: subprocess.CompletedProcess[str]) -> str:
@@ -111,5 +112,4 @@ def test_alerts_select_the_sentinel_job(rule: dict[str, object]) -> None:
     selectors = re.findall(r"\b(up|sentinel_[a-z_]+)(\{[^}]*\})?", expr)
     assert selectors
     for name, matchers in selectors:
-        assert 'job="sentinel"' in matchers, f"{name} in {rule['alert']} is not limited to job=\"sentinel\""
-
+        assert 'job="sentinel"' in matchers, f'{name} in {rule["alert"]} is not limited to job="sentinel"'

@@ -155,8 +155,9 @@ def _console_script() -> Path:
 def _unit_copy(tmp_path: Path, extra: str = "") -> Path:
     """The unit with ExecStart= pointing at this interpreter's `sentinel` (verify checks it exists)."""
     text = UNIT.read_text(encoding="utf-8")
-    text, n = re.subn(rf"^ExecStart={re.escape(INSTALLED_PATH)} ", f"ExecStart={_console_script()} ", text,
-                      flags=re.MULTILINE)
+    text, n = re.subn(
+        rf"^ExecStart={re.escape(INSTALLED_PATH)} ", f"ExecStart={_console_script()} ", text, flags=re.MULTILINE
+    )
     assert n == 1
     copy = tmp_path / "sentinel.service"
     copy.write_text(text + extra, encoding="utf-8")
@@ -164,8 +165,14 @@ def _unit_copy(tmp_path: Path, extra: str = "") -> Path:
 
 
 def _analyze(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([_systemd_analyze(), *args], check=False, capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SYSTEMD_LOG_COLOR": "0", "LANG": "C"})
+    return subprocess.run(
+        [_systemd_analyze(), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SYSTEMD_LOG_COLOR": "0", "LANG": "C"},
+    )
 
 
 def _verify(unit_file: Path) -> tuple[int, list[str]]:
@@ -237,28 +244,35 @@ def test_the_two_hosts_drop_in_verifies_with_the_unit(tmp_path: Path) -> None:
     unit = _unit_copy(tmp_path)
     drop_ins = tmp_path / "sentinel.service.d"
     drop_ins.mkdir()
-    (drop_ins / "two-hosts.conf").write_text((SYSTEMD / "two-hosts.conf").read_text(encoding="utf-8"),
-                                             encoding="utf-8")
+    (drop_ins / "two-hosts.conf").write_text((SYSTEMD / "two-hosts.conf").read_text(encoding="utf-8"), encoding="utf-8")
     rc, ours = _verify(unit)
     assert ours == [], "systemd-analyze verify complains about two-hosts.conf:\n" + "\n".join(ours)
     assert rc == 0
 
 
-def test_the_two_hosts_drop_in_loads_the_shared_store_url_as_a_credential(tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_two_hosts_drop_in_loads_the_shared_store_url_as_a_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The keys its comments name, applied to sentinel.toml.example, pass `sentinel check` with the credential
     where LoadCredential= puts it."""
     drop_in = parse_unit((SYSTEMD / "two-hosts.conf").read_text(encoding="utf-8"))
     assert drop_in["Service"]["LoadCredential"] == ["state_url:/etc/sentinel/credentials/state_url"]
     creds = tmp_path / "credentials"
     creds.mkdir()
-    for name, value in (("api_token", "t"), ("ack_secret", "a"), ("state_url", "postgresql+psycopg://s:PW@pg/s"),
-                        ("wecom_robot_1", "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=K")):
+    for name, value in (
+        ("api_token", "t"),
+        ("ack_secret", "a"),
+        ("state_url", "postgresql+psycopg://s:PW@pg/s"),
+        ("wecom_robot_1", "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=K"),
+    ):
         (creds / name).write_text(value + "\n", encoding="utf-8")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     example = (SYSTEMD / "sentinel.toml.example").read_text(encoding="utf-8")
-    keys = re.findall(r"^#     ((?:state_url|listen|external_url|lease_ttl) = \"[^\"]*\")",
-                      (SYSTEMD / "two-hosts.conf").read_text(encoding="utf-8"), flags=re.MULTILINE)
+    keys = re.findall(
+        r"^#     ((?:state_url|listen|external_url|lease_ttl) = \"[^\"]*\")",
+        (SYSTEMD / "two-hosts.conf").read_text(encoding="utf-8"),
+        flags=re.MULTILINE,
+    )
     assert len(keys) == 4
     for key in keys[:3]:
         name = key.split(" ", 1)[0]

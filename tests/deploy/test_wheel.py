@@ -42,8 +42,11 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A new virtualenv holding only the wheel; returns its `bin/`."""
     venv = tmp_path_factory.mktemp("venv")
     assert _run([sys.executable, "-m", "venv", str(venv)], cwd=venv).returncode == 0
-    purelib = Path(_run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                        cwd=venv).stdout.strip())
+    purelib = Path(
+        _run(
+            [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], cwd=venv
+        ).stdout.strip()
+    )
     # The dependencies, not Sentinel: a plain path line does not run the editable install's own .pth.
     (purelib / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n", encoding="utf-8")
     done = _run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", str(wheel)], cwd=venv)
@@ -55,8 +58,10 @@ def test_the_wheel_holds_the_package_data(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"sentinel/py.typed", "sentinel/store/migrations/env.py"} <= names
     migrations = {n for n in names if re.fullmatch(r"sentinel/store/migrations/versions/\d{4}_\w+\.py", n)}
-    in_tree = {f"sentinel/store/migrations/versions/{p.name}"
-               for p in (ROOT / "sentinel/store/migrations/versions").glob("[0-9][0-9][0-9][0-9]_*.py")}
+    in_tree = {
+        f"sentinel/store/migrations/versions/{p.name}"
+        for p in (ROOT / "sentinel/store/migrations/versions").glob("[0-9][0-9][0-9][0-9]_*.py")
+    }
     assert migrations == in_tree and in_tree
     assert any(n.startswith("sentinel/notify/templates/") for n in names)
     assert any(n.startswith("sentinel/web/") and not n.endswith(".py") for n in names)

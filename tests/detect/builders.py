@@ -46,8 +46,16 @@ def streak(**kw: Any) -> StreakRuleConfig:
     return StreakRuleConfig(kind="streak", **kw)
 
 
-def spread(day: date, n: int, type_: str, channel: str = "电话热线", tz: str = SH, start_h: int = 0,
-           end_h: int = 24, customer: str | None = None) -> list[Rec]:
+def spread(
+    day: date,
+    n: int,
+    type_: str,
+    channel: str = "电话热线",
+    tz: str = SH,
+    start_h: int = 0,
+    end_h: int = 24,
+    customer: str | None = None,
+) -> list[Rec]:
     """n records evenly spread over [start_h, end_h) local hours of `day`."""
     t0 = from_datetime(datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(tz)) + timedelta(hours=start_h))
     span = (end_h - start_h) * 3600 * 1_000_000
@@ -71,9 +79,14 @@ def make_batch(records: Sequence[Rec], vocab: Vocab, first_id: int = 1) -> Batch
         local: dict[str, int] = {}
         customer = np.asarray([-1 if c is None else local.setdefault(c, len(local)) for c in custs], dtype=np.int32)
         values = np.asarray(list(local), dtype=object)
-    return Batch(np.asarray(ids, dtype=np.int64), np.asarray([r.ts for _, r in recs], dtype=np.int64),
-                 vocab.encode([r.type for _, r in recs]), vocab.encode([r.channel for _, r in recs]),
-                 customer, values).sorted()
+    return Batch(
+        np.asarray(ids, dtype=np.int64),
+        np.asarray([r.ts for _, r in recs], dtype=np.int64),
+        vocab.encode([r.type for _, r in recs]),
+        vocab.encode([r.channel for _, r in recs]),
+        customer,
+        values,
+    ).sorted()
 
 
 def engine(rules: Iterable[Any], tz: str = SH, coverage: int | None = None, holidays: str | None = "CN") -> Engine:
@@ -83,8 +96,15 @@ def engine(rules: Iterable[Any], tz: str = SH, coverage: int | None = None, holi
     return Engine(list(rules), ctx, tz)
 
 
-def run(rules: Iterable[Any], records: Sequence[Rec], tz: str = SH, coverage: int | None = None,
-        until: int | None = None, chunks: Sequence[int] = (), holidays: str | None = "CN") -> list[Event]:
+def run(
+    rules: Iterable[Any],
+    records: Sequence[Rec],
+    tz: str = SH,
+    coverage: int | None = None,
+    until: int | None = None,
+    chunks: Sequence[int] = (),
+    holidays: str | None = "CN",
+) -> list[Event]:
     """Feed the records through a fresh engine (in chunks split at the given indexes), time moving to
     each chunk's last record, then to `until`."""
     eng = engine(rules, tz, coverage, holidays)

@@ -25,8 +25,11 @@ DATA = Path(os.environ.get("SENTINEL_BOSTON311", ROOT.parent / "shared" / "data"
 JUNO = ("2015-01-26", "2015-01-28")
 # (name, first day, last day, the types the public filed about it)
 KNOWN_EVENTS = [
-    ("blizzard Juno", *JUNO, {"Request for Snow Plowing (Emergency Responder)", "Misc. Snow Complaint",
-                              "Space Savers"}),
+    (
+        "blizzard Juno",
+        *JUNO,
+        {"Request for Snow Plowing (Emergency Responder)", "Misc. Snow Complaint", "Space Savers"},
+    ),
     ("2015-08-04 storms", "2015-08-04", "2015-08-04", {"Tree Emergencies"}),
     ("2015-01-08 cold snap", "2015-01-08", "2015-01-08", {"Heat - Excessive  Insufficient"}),
 ]
@@ -34,8 +37,10 @@ KNOWN_EVENTS = [
 # silent), the case the quiet rule is for; it must tell of it on the busiest public channel that morning
 SILENT_DAY = "2015-07-22"
 # the streak rule's early warnings on those events, which the calibration must keep
-EARLY_WARNINGS = [("Request for Snow Plowing (Emergency Responder)", JUNO),
-                  ("Tree Emergencies", ("2015-08-04", "2015-08-04"))]
+EARLY_WARNINGS = [
+    ("Request for Snow Plowing (Emergency Responder)", JUNO),
+    ("Tree Emergencies", ("2015-08-04", "2015-08-04")),
+]
 
 
 def backtest(config: Path, out: Path) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
@@ -46,8 +51,13 @@ def backtest(config: Path, out: Path) -> tuple[list[dict[str, Any]], dict[str, A
     if not script.exists():
         pytest.skip(f"the `sentinel` console script is not installed next to {sys.executable} (pip install -e .)")
     started = time.perf_counter()
-    proc = subprocess.run([str(script), "backtest", "--config", str(config), "--input", str(DATA),
-                           "--output", str(out)], capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [str(script), "backtest", "--config", str(config), "--input", str(DATA), "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     seconds = time.perf_counter() - started
     assert proc.returncode == 0, proc.stderr
     assert "Early warning: did a warning come first (within 24 h)?" in proc.stdout
@@ -66,8 +76,8 @@ def _at(e: dict[str, Any]) -> datetime:
 
 
 def test_the_recommended_configuration_on_boston_311(
-        replay: tuple[list[dict[str, Any]], dict[str, Any], float],
-        record_property: Callable[[str, object], None]) -> None:
+    replay: tuple[list[dict[str, Any]], dict[str, Any], float], record_property: Callable[[str, object], None]
+) -> None:
     events, summary, seconds = replay
     fired = [e for e in events if e["state"] == "firing"]
     surges = [e for e in fired if e["rule"] == "type-surge"]
@@ -78,16 +88,18 @@ def test_the_recommended_configuration_on_boston_311(
 
     caught = {}
     for name, first, last, types in KNOWN_EVENTS:
-        caught[name] = [e["labels"]["type"] for e in surges
-                        if first <= e["at"][:10] <= last and e["labels"]["type"] in types]
+        caught[name] = [
+            e["labels"]["type"] for e in surges if first <= e["at"][:10] <= last and e["labels"]["type"] in types
+        ]
     window = timedelta(hours=24)
     warned = {}
     for type_, (first, last) in EARLY_WARNINGS:
         surge = min((e for e in surges if e["labels"]["type"] == type_ and first <= e["at"][:10] <= last), key=_at)
         before = [s for s in streaks if s["labels"]["type"] == type_ and _at(surge) - window <= _at(s) <= _at(surge)]
         warned[type_] = (_at(surge) - min(map(_at, before))) if before else None
-    followed = sum(1 for s in streaks if any(t["labels"] == s["labels"] and _at(s) <= _at(t) <= _at(s) + window
-                                             for t in surges))
+    followed = sum(
+        1 for s in streaks if any(t["labels"] == s["labels"] and _at(s) <= _at(t) <= _at(s) + window for t in surges)
+    )
     figures = {
         "type-surge alerts/day": round(len(surges) / days, 3),
         "same-type-streak alerts/day": round(len(streaks) / days, 3),
@@ -96,8 +108,9 @@ def test_the_recommended_configuration_on_boston_311(
         "streak early warnings": {k: str(v) for k, v in warned.items()},
         "surges warned first": f"{summary['early_warning']['warned']} of {summary['early_warning']['surges']}",
         "channel-quiet alerts/day": round(len(quiet) / days, 3),
-        "silent day told": sorted(f"{e['labels']['channel']} {e['at'][11:16]}" for e in quiet
-                                  if e["at"][:10] == SILENT_DAY),
+        "silent day told": sorted(
+            f"{e['labels']['channel']} {e['at'][11:16]}" for e in quiet if e["at"][:10] == SILENT_DAY
+        ),
         "backtest seconds": round(seconds, 2),
     }
     for key, value in figures.items():
@@ -119,26 +132,37 @@ def test_the_recommended_configuration_on_boston_311(
     assert summary["rules"]["same-type-streak"]["alerts"] == len(streaks)
     assert summary["rules"]["type-surge"]["alerts"] == len(surges)
     assert summary["early_warning"]["precision"]["same-type-streak"] == {
-        "alerts": len(streaks), "followed": followed, "precision": round(followed / len(streaks), 4)}
+        "alerts": len(streaks),
+        "followed": followed,
+        "precision": round(followed / len(streaks), 4),
+    }
 
 
 def test_every_streak_alert_reports_both_expectations(
-        replay: tuple[list[dict[str, Any]], dict[str, Any], float]) -> None:
+    replay: tuple[list[dict[str, Any]], dict[str, Any], float],
+) -> None:
     """The observed run rate and the independent estimate are on every alert; the blend gates."""
     events, _, _ = replay
     opened = [e for e in events if e["rule"] == "same-type-streak" and e["state"] == "firing"]
     assert opened
     for e in opened:
         assert e["length"] == 6
-        assert {"expected_per_day_observed", "expected_per_day_independent", "runs_observed",
-                "days_observed"} <= e.keys()
+        assert {
+            "expected_per_day_observed",
+            "expected_per_day_independent",
+            "runs_observed",
+            "days_observed",
+        } <= e.keys()
         assert e["expected_per_day"] is None or e["expected_per_day"] <= 0.01
     # after the warm-up every alert is judged on the full 60 days of run history
     assert any(e["days_observed"] == 60 for e in opened)
 
 
-def test_workday_baselines_on_boston_311(tmp_path: Path, record_property: Callable[[str, object], None],
-                                         replay: tuple[list[dict[str, Any]], dict[str, Any], float]) -> None:
+def test_workday_baselines_on_boston_311(
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+    replay: tuple[list[dict[str, Any]], dict[str, Any], float],
+) -> None:
     """`baseline_by = "day_kind"` with Massachusetts' holidays: fewer surges on the first workday after a
     weekend or holiday (the Monday effect), the known events still caught."""
     from datetime import date
@@ -161,13 +185,21 @@ def test_workday_baselines_on_boston_311(tmp_path: Path, record_property: Callab
     for name, events in (("all", replay[0]), ("day_kind", by_kind)):
         surges = [e for e in events if e["rule"] == "type-surge" and e["state"] == "firing"]
         monday = [e for e in surges if after_rest(e)]
-        figures[name] = {"surges/day": round(len(surges) / 365, 3), "on the first workday after rest": len(monday),
-                         "share": round(len(monday) / len(surges), 3)}
+        figures[name] = {
+            "surges/day": round(len(surges) / 365, 3),
+            "on the first workday after rest": len(monday),
+            "share": round(len(monday) / len(surges), 3),
+        }
         for event_name, first, last, types in KNOWN_EVENTS:
-            assert any(first <= e["at"][:10] <= last and e["labels"]["type"] in types for e in surges), \
-                (name, event_name)
-    assert all(e["baseline_by"] == "day_kind" and e["day_kind"] in ("workday", "rest day")
-               for e in by_kind if e["rule"] == "type-surge" and e["state"] == "firing")
+            assert any(first <= e["at"][:10] <= last and e["labels"]["type"] in types for e in surges), (
+                name,
+                event_name,
+            )
+    assert all(
+        e["baseline_by"] == "day_kind" and e["day_kind"] in ("workday", "rest day")
+        for e in by_kind
+        if e["rule"] == "type-surge" and e["state"] == "firing"
+    )
     record_property("first workday after rest", figures)
     print("\nBoston 311 2015, surges on the first workday after a weekend or holiday:", json.dumps(figures))
     days = sum(1 for i in range(365) if after_rest({"at": (date(2015, 1, 1) + timedelta(days=i)).isoformat()}))

@@ -42,20 +42,23 @@ def history(first: date, last: date, today: date, today_count: int) -> list[Rec]
     return out + spread(today, today_count, A)
 
 
-@pytest.mark.parametrize(("case", "baseline_by", "today", "count", "baseline", "fires"), [
-    # the first workday after the eight-day holiday: against the holiday it looks like a surge
-    ("after the holiday, all", "all", date(2025, 10, 9), WORK, REST, True),
-    ("after the holiday, day_kind", "day_kind", date(2025, 10, 9), WORK, WORK, False),
-    # the adjusted working Saturday is a workday; the same weekday of past weeks were Saturdays off
-    ("worked Saturday, day_kind", "day_kind", date(2025, 10, 11), WORK, WORK, False),
-    ("worked Saturday, weekday", "weekday", date(2025, 10, 11), WORK, REST, True),
-    # a busy Sunday after the holiday: a surge among rest days, hidden among the mixed last seven days
-    ("busy Sunday, day_kind", "day_kind", date(2025, 10, 12), 60, REST, True),
-    ("busy Sunday, all", "all", date(2025, 10, 12), 60, (4 * REST + 3 * WORK) / 7, False),
-    # Monday Sep 22 against the last four Mondays (all workdays)
-    ("Monday, weekday", "weekday", date(2025, 9, 22), WORK, WORK, False),
-    ("busy Monday, weekday", "weekday", date(2025, 9, 22), 2 * WORK, WORK, True),
-])
+@pytest.mark.parametrize(
+    ("case", "baseline_by", "today", "count", "baseline", "fires"),
+    [
+        # the first workday after the eight-day holiday: against the holiday it looks like a surge
+        ("after the holiday, all", "all", date(2025, 10, 9), WORK, REST, True),
+        ("after the holiday, day_kind", "day_kind", date(2025, 10, 9), WORK, WORK, False),
+        # the adjusted working Saturday is a workday; the same weekday of past weeks were Saturdays off
+        ("worked Saturday, day_kind", "day_kind", date(2025, 10, 11), WORK, WORK, False),
+        ("worked Saturday, weekday", "weekday", date(2025, 10, 11), WORK, REST, True),
+        # a busy Sunday after the holiday: a surge among rest days, hidden among the mixed last seven days
+        ("busy Sunday, day_kind", "day_kind", date(2025, 10, 12), 60, REST, True),
+        ("busy Sunday, all", "all", date(2025, 10, 12), 60, (4 * REST + 3 * WORK) / 7, False),
+        # Monday Sep 22 against the last four Mondays (all workdays)
+        ("Monday, weekday", "weekday", date(2025, 9, 22), WORK, WORK, False),
+        ("busy Monday, weekday", "weekday", date(2025, 9, 22), 2 * WORK, WORK, True),
+    ],
+)
 def test_baseline_by(case: str, baseline_by: str, today: date, count: int, baseline: float, fires: bool) -> None:
     recs = history(date(2025, 8, 18), today - timedelta(days=1), today, count)
     rule = threshold(baseline_by=baseline_by, min_count=10)
@@ -93,7 +96,8 @@ def test_day_kind_without_holidays_knows_only_weekends() -> None:
     recs = history(date(2025, 8, 18), today - timedelta(days=1), today, WORK)
     # the last seven Monday-Friday days: Sep 30 (100), Oct 1-3 and 6-8 (holidays, 20)
     assert baseline_on(threshold(baseline_by="day_kind"), recs, today, holidays=None) == pytest.approx(
-        (WORK + 6 * REST) / 7)
+        (WORK + 6 * REST) / 7
+    )
     assert baseline_on(threshold(baseline_by="day_kind"), recs, today) == pytest.approx(WORK)
 
 
@@ -104,25 +108,31 @@ def test_baseline_weeks_and_the_warm_up() -> None:
     assert baseline_on(threshold(baseline_by="weekday", baseline_weeks=4), recs, today) == pytest.approx(WORK)
     # and a longer history reaches only baseline_weeks back: 4 Mondays, not the fifth of 100 x 3
     recs = history(date(2025, 8, 25), today - timedelta(days=1), today, WORK)
-    recs = [r for r in recs if spread(date(2025, 8, 25), 1, A)[0].ts + 86_400_000_000 <= r.ts] + \
-        spread(date(2025, 8, 25), 3 * WORK, A)
+    recs = [r for r in recs if spread(date(2025, 8, 25), 1, A)[0].ts + 86_400_000_000 <= r.ts] + spread(
+        date(2025, 8, 25), 3 * WORK, A
+    )
     assert baseline_on(threshold(baseline_by="weekday", baseline_weeks=4), recs, today) == pytest.approx(WORK)
     assert baseline_on(threshold(baseline_by="weekday", baseline_weeks=5), recs, today) == pytest.approx(
-        (3 * WORK + 4 * WORK) / 5)
+        (3 * WORK + 4 * WORK) / 5
+    )
 
 
 def test_holidays_key_is_checked(tmp_path: Path) -> None:
     from sentinel.config import load_config
 
     path = tmp_path / "sentinel.toml"
-    for bad, why in (("XX", "Country XX not available"), ("us-ma", "not a country code"),
-                     ("US-ZZ", "does not have subdivision ZZ")):
+    for bad, why in (
+        ("XX", "Country XX not available"),
+        ("us-ma", "not a country code"),
+        ("US-ZZ", "does not have subdivision ZZ"),
+    ):
         path.write_text(f'holidays = "{bad}"\n', encoding="utf-8")
         with pytest.raises(ConfigError) as err:
             load_config(path)
         assert "holidays" in str(err.value) and why in str(err.value), str(err.value)
-    path.write_text('holidays = "CN"\n[[rules]]\nname = "s"\nkind = "threshold"\nbaseline_by = "day_kind"\n',
-                    encoding="utf-8")
+    path.write_text(
+        'holidays = "CN"\n[[rules]]\nname = "s"\nkind = "threshold"\nbaseline_by = "day_kind"\n', encoding="utf-8"
+    )
     assert load_config(path).holidays == "CN"
     path.write_text('[[rules]]\nname = "s"\nkind = "threshold"\nbaseline_by = "workdays"\n', encoding="utf-8")
     with pytest.raises(ConfigError) as err:

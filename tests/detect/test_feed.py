@@ -31,21 +31,58 @@ RULES = [
     threshold(name="day", min_count=4, min_history_days=1, baseline_days=3, max_p=0.05),
     threshold(name="chan", group_by=["type", "channel"], min_count=3, min_history_days=1, baseline_days=2),
     threshold(name="pace", mode="pace", min_count=3, min_history_days=1, baseline_days=2, resolve_after="2h"),
-    threshold(name="roll", mode="rolling", min_count=3, min_history_days=1, baseline_days=2,
-              resolve_after="90m", baseline="median"),
+    threshold(
+        name="roll",
+        mode="rolling",
+        min_count=3,
+        min_history_days=1,
+        baseline_days=2,
+        resolve_after="90m",
+        baseline="median",
+    ),
     # baselines by kind of day (China's calendar) and by weekday
     threshold(name="kind", baseline_by="day_kind", min_count=3, min_history_days=1, baseline_days=2),
-    threshold(name="week", mode="pace", baseline_by="weekday", baseline_weeks=1, min_count=3, min_history_days=1,
-              resolve_after="2h"),
+    threshold(
+        name="week",
+        mode="pace",
+        baseline_by="weekday",
+        baseline_weeks=1,
+        min_count=3,
+        min_history_days=1,
+        resolve_after="2h",
+    ),
     # the streaks judge runs by their own history: the daily run counts live only in the rule's state
-    streak(name="run3", length=3, tiers={"moderate": 4, "severe": 6}, hold="3h", max_gap="5h",
-           max_expected_per_day=0.6, history_days=2, prior_days=1),
-    streak(name="chanrun", length=3, tiers={"moderate": 5, "severe": 7}, scope=["channel"], hold="2h",
-           distinct="customer", history_days=3),
+    streak(
+        name="run3",
+        length=3,
+        tiers={"moderate": 4, "severe": 6},
+        hold="3h",
+        max_gap="5h",
+        max_expected_per_day=0.6,
+        history_days=2,
+        prior_days=1,
+    ),
+    streak(
+        name="chanrun",
+        length=3,
+        tiers={"moderate": 5, "severe": 7},
+        scope=["channel"],
+        hold="2h",
+        distinct="customer",
+        history_days=3,
+    ),
     # quiet series: told by time alone once the horizon passes the silence's bound, resolved by a record
     QuietRuleConfig(name="quiet", kind="quiet", max_p=0.05, min_expected=1.0, baseline_days=2, min_history_days=1),
-    QuietRuleConfig(name="qtype", kind="quiet", group_by=["type"], max_p=0.3, min_expected=0.5, baseline_days=3,
-                    min_history_days=1, where_not={"type": ["其他"]}),
+    QuietRuleConfig(
+        name="qtype",
+        kind="quiet",
+        group_by=["type"],
+        max_p=0.3,
+        min_expected=0.5,
+        baseline_days=3,
+        min_history_days=1,
+        where_not={"type": ["其他"]},
+    ),
 ]
 TIME_TOLD = {"quiet", "qtype"}  # rules whose firings time alone causes
 
@@ -95,8 +132,15 @@ def test_the_property_is_not_vacuous() -> None:
     t = START
     for i in range(400):
         t += int(rng.choice([0, 60, 600, 3600, 9 * 3600])) * US
-        recs.append(Rec(t, TYPES[int(rng.choice([0, 0, 0, 1, 2]))], CHANNELS[int(rng.integers(0, 2))],
-                        f"c{int(rng.integers(0, 4))}", id=i + 1))
+        recs.append(
+            Rec(
+                t,
+                TYPES[int(rng.choice([0, 0, 0, 1, 2]))],
+                CHANNELS[int(rng.integers(0, 2))],
+                f"c{int(rng.integers(0, 4))}",
+                id=i + 1,
+            )
+        )
     ev = run(RULES, recs, coverage=START)
     seen = {(e.rule, e.state.value) for e in ev}
     for rule in ("day", "chan", "pace", "roll", "kind", "week", "run3", "chanrun", "quiet", "qtype"):
@@ -106,8 +150,9 @@ def test_the_property_is_not_vacuous() -> None:
     # the run history is used: runs are judged by runs seen on earlier days, and the gate holds some back
     assert any(e.extra.get("runs_observed", 0) > 0 for e in ev if e.rule == "run3")
     ungated = run([RULES[6].model_copy(update={"max_expected_per_day": None})], recs, coverage=START)
-    assert sum(e.state.value == "firing" for e in ungated) > sum(e.rule == "run3" and e.state.value == "firing"
-                                                                 for e in ev)
+    assert sum(e.state.value == "firing" for e in ungated) > sum(
+        e.rule == "run3" and e.state.value == "firing" for e in ev
+    )
 
 
 class Buckets_:
@@ -125,10 +170,12 @@ class Buckets_:
 
     def columns(self, vocab: Vocab) -> Buckets:
         keys = sorted(self.rows)
-        return Buckets(np.asarray([k[0] for k in keys], dtype=np.int64),
-                       np.asarray([vocab.code(k[1]) for k in keys], dtype=np.int64),
-                       np.asarray([vocab.code(k[2]) for k in keys], dtype=np.int64),
-                       np.asarray([self.rows[k] for k in keys], dtype=np.int64))
+        return Buckets(
+            np.asarray([k[0] for k in keys], dtype=np.int64),
+            np.asarray([vocab.code(k[1]) for k in keys], dtype=np.int64),
+            np.asarray([vocab.code(k[2]) for k in keys], dtype=np.int64),
+            np.asarray([self.rows[k] for k in keys], dtype=np.int64),
+        )
 
 
 def _save(eng: Engine, into: Vocab) -> dict[str, Snapshot]:
@@ -140,8 +187,9 @@ def _save(eng: Engine, into: Vocab) -> dict[str, Snapshot]:
     for rule in eng.rules:
         snap = eng.snapshot(rule, force_series=True)
         pending = batch_from_json(json.loads(dumps(batch_to_json(snap.pending, eng.vocab))), into)
-        out[rule.name] = Snapshot(snap.config_hash, json.loads(dumps(snap.core)), snap.series, pending,
-                                  json.loads(dumps(snap.ahead)))
+        out[rule.name] = Snapshot(
+            snap.config_hash, json.loads(dumps(snap.core)), snap.series, pending, json.loads(dumps(snap.ahead))
+        )
     return out
 
 
@@ -156,8 +204,14 @@ class Live:
     commit: dict[int, int]  # record id -> commit time
 
 
-def daemon_live(records: list[Rec], polls: list[int], lateness: int, restarts: AbstractSet[int] = frozenset(),
-                in_order: bool = False, rules: list[Any] = RULES) -> Live:
+def daemon_live(
+    records: list[Rec],
+    polls: list[int],
+    lateness: int,
+    restarts: AbstractSet[int] = frozenset(),
+    in_order: bool = False,
+    rules: list[Any] = RULES,
+) -> Live:
     """Feed records as a daemon would: at each poll time P, the rows committed by P, horizon P - lateness.
     Each row commits within `lateness` of its creation, in any order (or in time order with `in_order`).
     At the polls listed in `restarts` the engine is snapshotted and a new one restored from the snapshot
@@ -194,8 +248,13 @@ def daemon_live(records: list[Rec], polls: list[int], lateness: int, restarts: A
             # keep feeding the not-yet-seen records with the new process's codes
             batch_all = make_batch(records, vocab)
     ids = batch_all.ids.tolist()
-    return Live(sort_events(events, eng.order), told_at, horizon, retractions,
-                {int(i): int(c) for i, c in zip(ids, commit.tolist(), strict=True)})
+    return Live(
+        sort_events(events, eng.order),
+        told_at,
+        horizon,
+        retractions,
+        {int(i): int(c) for i, c in zip(ids, commit.tolist(), strict=True)},
+    )
 
 
 def _commit_times(ts: np.ndarray[Any, Any], lateness: int, in_order: bool) -> np.ndarray[Any, Any]:
@@ -206,10 +265,14 @@ def _commit_times(ts: np.ndarray[Any, Any], lateness: int, in_order: bool) -> np
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(records=streams(), poll_offsets=st.lists(st.integers(0, 6 * 24 * 3600), min_size=5, max_size=40),
-       restarts=st.sets(st.integers(0, 45), max_size=4))
-def test_restart_at_random_points_gives_one_runs_events(records: list[Rec], poll_offsets: list[int],
-                                                         restarts: set[int]) -> None:
+@given(
+    records=streams(),
+    poll_offsets=st.lists(st.integers(0, 6 * 24 * 3600), min_size=5, max_size=40),
+    restarts=st.sets(st.integers(0, 45), max_size=4),
+)
+def test_restart_at_random_points_gives_one_runs_events(
+    records: list[Rec], poll_offsets: list[int], restarts: set[int]
+) -> None:
     lateness = 300 * US
     end = records[-1].ts + 2 * lateness
     polls = sorted({START + o * US for o in poll_offsets} | {end})
@@ -270,6 +333,7 @@ def assert_nothing_missed_nothing_doubled(live: Live, replay: list[Event], rules
     order has them (never missed, never twice); a streak told on sight that the settled order does not
     confirm is retracted, and only then. `live` needs only its events and retractions (the real
     daemon's, read from its store and metrics, in `tests/test_ledger_property.py`)."""
+
     def per_fp(events: list[Event], state: str) -> Counter[str]:
         return Counter(e.fingerprint for e in events if e.state.value == state)
 
@@ -287,8 +351,9 @@ def assert_nothing_missed_nothing_doubled(live: Live, replay: list[Event], rules
     for rule in (name for name, kind in kinds.items() if kind == "threshold"):
         mine = [e for e in live.events if e.rule == rule]
         theirs = [e for e in replay if e.rule == rule]
-        assert [(e.fingerprint, e.at) for e in mine if e.state.value == "resolved"] == \
-            [(e.fingerprint, e.at) for e in theirs if e.state.value == "resolved"]
+        assert [(e.fingerprint, e.at) for e in mine if e.state.value == "resolved"] == [
+            (e.fingerprint, e.at) for e in theirs if e.state.value == "resolved"
+        ]
         assert top_tiers(mine) == top_tiers(theirs)
     # each alert's events keep their order: one firing, then upgrades, then at most one resolution
     by_instance: dict[str, list[str]] = {}
@@ -301,7 +366,8 @@ def assert_nothing_missed_nothing_doubled(live: Live, replay: list[Event], rules
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(records=streams(), poll_offsets=st.lists(st.integers(0, 6 * 24 * 3600), min_size=5, max_size=40))
 def test_out_of_order_commits_miss_nothing_and_retract_only_what_settling_disagrees_with(
-        records: list[Rec], poll_offsets: list[int]) -> None:
+    records: list[Rec], poll_offsets: list[int]
+) -> None:
     lateness = int(timedelta(minutes=5).total_seconds()) * US
     end = records[-1].ts + 2 * lateness
     polls = sorted({START + o * US for o in poll_offsets} | {end})
@@ -334,8 +400,15 @@ def test_rows_committed_out_of_order_within_lateness_are_told_on_sight_and_settl
     t = START
     for i in range(600):
         t += int(rng.choice([0, 20, 60, 600, 3600])) * US
-        recs.append(Rec(t, TYPES[int(rng.choice([0, 0, 0, 1, 2]))], CHANNELS[int(rng.integers(0, 2))],
-                        f"c{int(rng.integers(0, 4))}", id=i + 1))
+        recs.append(
+            Rec(
+                t,
+                TYPES[int(rng.choice([0, 0, 0, 1, 2]))],
+                CHANNELS[int(rng.integers(0, 2))],
+                f"c{int(rng.integers(0, 4))}",
+                id=i + 1,
+            )
+        )
     lateness = 300 * US
     polls = sorted({int(x) for x in np.linspace(START, recs[-1].ts + 2 * lateness, 700)})
     live = daemon_live(recs, polls, lateness)
@@ -356,15 +429,21 @@ def test_restart_after_every_poll_on_a_busy_stream() -> None:
     t = START
     for i in range(500):
         t += int(rng.choice([0, 60, 600, 3600, 5 * 3600])) * US
-        recs.append(Rec(t, TYPES[int(rng.choice([0, 0, 0, 1, 2]))], CHANNELS[int(rng.integers(0, 2))],
-                        f"c{int(rng.integers(0, 4))}", id=i + 1))
+        recs.append(
+            Rec(
+                t,
+                TYPES[int(rng.choice([0, 0, 0, 1, 2]))],
+                CHANNELS[int(rng.integers(0, 2))],
+                f"c{int(rng.integers(0, 4))}",
+                id=i + 1,
+            )
+        )
     lateness = 300 * US
     polls = sorted({int(x) for x in np.linspace(START, recs[-1].ts + 2 * lateness, 400)})
     one = daemon_live(recs, polls, lateness).events
     many = daemon_live(recs, polls, lateness, restarts=set(range(len(polls)))).events
     assert len(one) > 50
-    assert {e.rule for e in one} == {"day", "chan", "pace", "roll", "kind", "week", "run3", "chanrun", "quiet",
-                                     "qtype"}
+    assert {e.rule for e in one} == {"day", "chan", "pace", "roll", "kind", "week", "run3", "chanrun", "quiet", "qtype"}
     assert as_json(many) == as_json(one)
 
 
@@ -402,27 +481,37 @@ def test_a_snapshot_without_run_history_restores_and_counts_runs_from_the_next_d
     for key in ("version", "run_counts", "counted_from"):
         old.pop(key)
     saved["run3"] = Snapshot(saved["run3"].config_hash, old, None, saved["run3"].pending, [])
-    later = [Rec(START + (26 + 24 * d) * HOUR + i * US, TYPES[0] if i else TYPES[1], CHANNELS[0], id=1000 + 10 * d + i)
-             for d in range(2) for i in range(4)]
+    later = [
+        Rec(START + (26 + 24 * d) * HOUR + i * US, TYPES[0] if i else TYPES[1], CHANNELS[0], id=1000 + 10 * d + i)
+        for d in range(2)
+        for i in range(4)
+    ]
     restored.restore(saved, buckets.columns(restored.vocab), int(batch.ts[-1]))
     second = make_batch(later, restored.vocab)
     fired = [e for e in restored.feed(second, int(second.ts[-1])) if e.state.value == "firing"]
     # day 1: nothing counted yet (day 0's runs were not kept); day 2: day 1's run counted
     assert [(e.extra["runs_observed"], e.extra["days_observed"]) for e in fired] == [(0, 0), (1, 1)]
     fresh = run([rule], day0 + later, coverage=START)
-    assert [(e.extra["runs_observed"], e.extra["days_observed"]) for e in fresh if e.state.value == "firing"
-            and e.at >= later[0].ts] == [(25, 1), (26, 2)]
+    assert [
+        (e.extra["runs_observed"], e.extra["days_observed"])
+        for e in fresh
+        if e.state.value == "firing" and e.at >= later[0].ts
+    ] == [(25, 1), (26, 2)]
 
 
 def test_an_edit_that_keeps_what_a_run_is_keeps_the_run_history() -> None:
     """Tuning `max_expected_per_day` (or hold, tiers, history_days) on SIGHUP must not throw away the
     runs counted so far; changing what a run is (length, field, scope, filters, max_gap) must."""
-    options: dict[str, Any] = {"name": "run3", "length": 3, "tiers": {"moderate": 4, "severe": 6}, "hold": "1h",
-                               "max_gap": "1h"}
+    options: dict[str, Any] = {
+        "name": "run3",
+        "length": 3,
+        "tiers": {"moderate": 4, "severe": 6},
+        "hold": "1h",
+        "max_gap": "1h",
+    }
     rule = streak(**options)
     day0 = [Rec(START + i * 600 * US, TYPES[0] if i % 4 else TYPES[1], CHANNELS[0], id=i + 1) for i in range(100)]
-    later = [Rec(START + 26 * HOUR + i * US, TYPES[0] if i else TYPES[1], CHANNELS[0], id=1000 + i)
-             for i in range(4)]
+    later = [Rec(START + 26 * HOUR + i * US, TYPES[0] if i else TYPES[1], CHANNELS[0], id=1000 + i) for i in range(4)]
 
     def after_edit(**change: Any) -> list[Event]:
         eng = engine([rule], coverage=START)

@@ -28,19 +28,23 @@ def office(per_hour: int) -> np.ndarray:
     return cumulative([h])
 
 
-@pytest.mark.parametrize(("count", "series", "stream", "wall_h", "expected"), [
-    (100, flat(10), flat(10), 12.0, 200.0),  # half a flat day done: twice today's count
-    (100, flat(10), flat(10), 6.0, 400.0),
-    (100, flat(10), flat(10), 24.0 - 1 / 3600, 100.0),  # the day's last second: what there is
-    (60, office(10), office(10), 14.0, 120.0),  # 14:00 is half of an 08:00-20:00 day
-    (60, office(10), office(10), 21.0, 60.0),  # the office day is over: nothing more expected
-    (12, cumulative([]), office(10), 14.0, 24.0),  # a new type takes the stream's shape
-    (12, cumulative([]), cumulative([]), 14.0, None),  # no history at all: nothing to project
-    # the series' flat shape, shrunk toward the stream's office hours (none done by 07:00)
-    (5, flat(10), office(10), 7.0, round(5 / ((7 * 10) / (240 + SHAPE_PRIOR)))),
-])
-def test_projection_table(count: int, series: np.ndarray, stream: np.ndarray, wall_h: float,
-                          expected: float | None) -> None:
+@pytest.mark.parametrize(
+    ("count", "series", "stream", "wall_h", "expected"),
+    [
+        (100, flat(10), flat(10), 12.0, 200.0),  # half a flat day done: twice today's count
+        (100, flat(10), flat(10), 6.0, 400.0),
+        (100, flat(10), flat(10), 24.0 - 1 / 3600, 100.0),  # the day's last second: what there is
+        (60, office(10), office(10), 14.0, 120.0),  # 14:00 is half of an 08:00-20:00 day
+        (60, office(10), office(10), 21.0, 60.0),  # the office day is over: nothing more expected
+        (12, cumulative([]), office(10), 14.0, 24.0),  # a new type takes the stream's shape
+        (12, cumulative([]), cumulative([]), 14.0, None),  # no history at all: nothing to project
+        # the series' flat shape, shrunk toward the stream's office hours (none done by 07:00)
+        (5, flat(10), office(10), 7.0, round(5 / ((7 * 10) / (240 + SHAPE_PRIOR)))),
+    ],
+)
+def test_projection_table(
+    count: int, series: np.ndarray, stream: np.ndarray, wall_h: float, expected: float | None
+) -> None:
     got = projected(count, series, stream, int(wall_h * HOUR))
     assert got == (None if expected is None else float(expected))
 
@@ -84,7 +88,8 @@ def test_a_new_type_is_projected_with_the_streams_shape() -> None:
     """A type never seen before, floor-decided at min_count: the other types' office-hours shape says
     how much of the day is still to come."""
     recs = days(D0, 7, {U: 120}, start_h=8, end_h=20) + [
-        Rec(at("2025-07-08 14:00") + i * US, "新类型") for i in range(10)]
+        Rec(at("2025-07-08 14:00") + i * US, "新类型") for i in range(10)
+    ]
     firing = run([threshold()], recs)[0]
     assert firing.labels == {"type": "新类型"} and firing.value == 10
     assert firing.extra["projected"] == 20.0  # 14:00 is half of an 08:00-20:00 day

@@ -39,17 +39,21 @@ def silence_then(seconds: int, channel: str = WX) -> list[Rec]:
 
 # 4 complaints an hour: E after s seconds of silence is 4 s / 3600. -ln(1e-3) = 6.908 is reached at the
 # first whole second of 1 h 43 m 37 s (6217 s); min_expected = 8 at exactly 2 h (7200 s).
-@pytest.mark.parametrize(("max_p", "min_expected", "silence_s", "fires_after_s"), [
-    (1e-3, 1.0, 6216, None),  # one second short: chance still explains it
-    (1e-3, 1.0, 6217, 6217),  # the record arrives at the very second the alert is told
-    (1e-3, 1.0, 9000, 6217),
-    (1e-3, 8.0, 7199, None),  # the floor decides: 8 complaints expected takes 2 h
-    (1e-3, 8.0, 7200, 7200),
-    (math.exp(-12.0), 8.0, 9000, None),  # now max_p decides: 12 expected takes 3 h
-    (math.exp(-12.0), 8.0, 11000, 10800),
-])
-def test_max_p_and_min_expected_boundaries(max_p: float, min_expected: float, silence_s: int,
-                                           fires_after_s: int | None) -> None:
+@pytest.mark.parametrize(
+    ("max_p", "min_expected", "silence_s", "fires_after_s"),
+    [
+        (1e-3, 1.0, 6216, None),  # one second short: chance still explains it
+        (1e-3, 1.0, 6217, 6217),  # the record arrives at the very second the alert is told
+        (1e-3, 1.0, 9000, 6217),
+        (1e-3, 8.0, 7199, None),  # the floor decides: 8 complaints expected takes 2 h
+        (1e-3, 8.0, 7200, 7200),
+        (math.exp(-12.0), 8.0, 9000, None),  # now max_p decides: 12 expected takes 3 h
+        (math.exp(-12.0), 8.0, 11000, 10800),
+    ],
+)
+def test_max_p_and_min_expected_boundaries(
+    max_p: float, min_expected: float, silence_s: int, fires_after_s: int | None
+) -> None:
     events = run([quiet(max_p=max_p, min_expected=min_expected)], steady() + silence_then(silence_s))
     if fires_after_s is None:
         assert events == []
@@ -68,8 +72,12 @@ def test_max_p_and_min_expected_boundaries(max_p: float, min_expected: float, si
 
 def test_one_silent_channel_among_flowing_ones() -> None:
     """The case it is for: one intake channel's sync breaks while the others flow on."""
-    recs = steady(WX) + steady(PHONE) + silence_then(4 * 3600) + [
-        r for r in spread(D0 + timedelta(days=7), 96, T, PHONE) if r.ts <= LAST + 4 * 3600 * US]
+    recs = (
+        steady(WX)
+        + steady(PHONE)
+        + silence_then(4 * 3600)
+        + [r for r in spread(D0 + timedelta(days=7), 96, T, PHONE) if r.ts <= LAST + 4 * 3600 * US]
+    )
     events = run([quiet(max_p=1e-3)], recs)
     assert [(e.state.value, e.labels) for e in events] == [("firing", {"channel": WX}), ("resolved", {"channel": WX})]
     total = run([quiet(max_p=1e-3, group_by=[])], recs)
@@ -113,8 +121,13 @@ def test_a_sync_catching_up_resolves_once_and_does_not_reopen() -> None:
     eng = engine([quiet(max_p=1e-3)], coverage=at("2025-07-01 00:00"))
     now = LAST + 6 * 3600 * US
     today = D0 + timedelta(days=7)
-    first = make_batch(steady(WX) + steady(PHONE) + [r for r in spread(today, 96, T, WX) if r.ts <= LAST]
-                       + [r for r in spread(today, 96, T, PHONE) if r.ts <= now], eng.vocab)
+    first = make_batch(
+        steady(WX)
+        + steady(PHONE)
+        + [r for r in spread(today, 96, T, WX) if r.ts <= LAST]
+        + [r for r in spread(today, 96, T, PHONE) if r.ts <= now],
+        eng.vocab,
+    )
     fired = eng.feed(first, now)
     assert [(e.state.value, e.labels) for e in fired] == [("firing", {"channel": WX})]
     late = make_batch([Rec(LAST + k * 900 * US, T, WX) for k in range(1, 24)], eng.vocab, first_id=10_000)
@@ -133,9 +146,11 @@ def test_a_weekend_is_compared_with_weekends(baseline_by: str, fires: bool) -> N
         weekend = day.weekday() >= 5
         recs += spread(day, 2 if weekend else 96, T, WX, start_h=10, end_h=12 if weekend else 24)
     saturday = [r for r in spread(date(2025, 7, 19), 2, T, WX, start_h=10, end_h=12)]
-    events = run([quiet(baseline_by=baseline_by, max_p=1e-3)],
-                 recs + [r for k in range(4) for r in spread(date(2025, 7, 15 + k), 96, T, WX)] + saturday,
-                 until=at("2025-07-19 20:00"))
+    events = run(
+        [quiet(baseline_by=baseline_by, max_p=1e-3)],
+        recs + [r for k in range(4) for r in spread(date(2025, 7, 15 + k), 96, T, WX)] + saturday,
+        until=at("2025-07-19 20:00"),
+    )
     assert bool(events) == fires
     from datetime import datetime
     from zoneinfo import ZoneInfo

@@ -15,22 +15,32 @@ A, B = "物流配送延误", "服务态度"
 MIN = 60 * 1_000_000
 
 
-def seq(pattern: str, start: str = "2025-07-08 10:00", step_min: float = 1, channel: str = "电话热线",
-        customers: str | None = None) -> list[Rec]:
+def seq(
+    pattern: str,
+    start: str = "2025-07-08 10:00",
+    step_min: float = 1,
+    channel: str = "电话热线",
+    customers: str | None = None,
+) -> list[Rec]:
     """'AAAAB' -> records one `step_min` apart; customers 'abcde' gives each record's customer."""
     t0 = at(start)
     types = {"A": A, "B": B, "C": "其他"}
-    return [Rec(t0 + int(i * step_min * MIN), types[c], channel, customers[i] if customers else None)
-            for i, c in enumerate(pattern)]
+    return [
+        Rec(t0 + int(i * step_min * MIN), types[c], channel, customers[i] if customers else None)
+        for i, c in enumerate(pattern)
+    ]
 
 
-@pytest.mark.parametrize(("pattern", "expected"), [
-    ("AAAAB", []),
-    ("AAAAA", [("firing", "light", 5)]),
-    ("BAAAABAAAA", []),
-    ("AAAAAAAA", [("firing", "light", 5), ("upgraded", "moderate", 8)]),
-    ("A" * 12, [("firing", "light", 5), ("upgraded", "moderate", 8), ("upgraded", "severe", 12)]),
-])
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("AAAAB", []),
+        ("AAAAA", [("firing", "light", 5)]),
+        ("BAAAABAAAA", []),
+        ("AAAAAAAA", [("firing", "light", 5), ("upgraded", "moderate", 8)]),
+        ("A" * 12, [("firing", "light", 5), ("upgraded", "moderate", 8), ("upgraded", "severe", 12)]),
+    ],
+)
 def test_fires_at_the_fifth_not_the_fourth(pattern: str, expected: list[tuple[str, str, int]]) -> None:
     ev = run([streak()], seq(pattern))
     assert states(ev) == expected
@@ -101,18 +111,21 @@ def test_per_channel_scope() -> None:
     # channel 电话热线 sees A A A A A while 微信公众号 interleaves B's into the global stream
     recs = []
     for i in range(5):
-        recs += [Rec(at("2025-07-08 10:00") + 2 * i * MIN, A, "电话热线"),
-                 Rec(at("2025-07-08 10:00") + (2 * i + 1) * MIN, B, "微信公众号")]
+        recs += [
+            Rec(at("2025-07-08 10:00") + 2 * i * MIN, A, "电话热线"),
+            Rec(at("2025-07-08 10:00") + (2 * i + 1) * MIN, B, "微信公众号"),
+        ]
     assert run([streak()], recs) == []
     ev = run([streak(scope=["channel"])], recs)
     assert sorted((e.state.value, e.labels["type"], e.labels["channel"]) for e in ev) == [
-        ("firing", B, "微信公众号"), ("firing", A, "电话热线")]
+        ("firing", B, "微信公众号"),
+        ("firing", A, "电话热线"),
+    ]
 
 
 def test_ties_ordered_by_id() -> None:
     t = at("2025-07-08 10:00")
-    recs = [Rec(t, A, id=5), Rec(t, A, id=4), Rec(t, B, id=3), Rec(t, A, id=2), Rec(t, A, id=1),
-            Rec(t + MIN, B, id=6)]
+    recs = [Rec(t, A, id=5), Rec(t, A, id=4), Rec(t, B, id=3), Rec(t, A, id=2), Rec(t, A, id=1), Rec(t + MIN, B, id=6)]
     assert run([streak(length=3, tiers={"moderate": 4, "severe": 5})], recs) == []
     recs[2] = Rec(t, A, id=3)  # now ids 1..5 are all A: the run is 5 long, in id order
     ev = run([streak(length=3, tiers={"moderate": 4, "severe": 5})], recs)
@@ -124,12 +137,12 @@ def test_chance_and_expected_per_day_and_gate() -> None:
     hist = days(date(2025, 7, 1), 7, {A: 50, B: 50})
     ev = run([streak()], hist + seq("AAAAAB"))
     today = [e for e in ev if e.at >= at("2025-07-08 10:00")]
-    independent = 100 * 0.5 * 0.5 ** 5
+    independent = 100 * 0.5 * 0.5**5
     assert today and today[0].extra["expected_per_day_independent"] == pytest.approx(independent)
     assert today[0].extra["expected_per_day_observed"] == 0.0
     # no run in 7 days observed, the independent estimate worth 7 days: the blend is half of it
     assert today[0].extra["expected_per_day"] == pytest.approx(independent / 2)
-    assert today[0].extra["chance"] == pytest.approx(0.5 ** 5 / 2)
+    assert today[0].extra["chance"] == pytest.approx(0.5**5 / 2)
     gated = run([streak(max_expected_per_day=0.5)], hist + seq("AAAAAB"))
     assert [e for e in gated if e.at >= at("2025-07-08 10:00")] == []
 
@@ -145,36 +158,88 @@ def history(pattern: str, count: int = 7, start: date = date(2025, 7, 1)) -> lis
 
 STREAKS_DAILY = "AAAAA" + "B" * 5 + "ABBBB" * 15 + "B" * 15  # one run of five A every day
 NEVER_STREAKS = "ABBBB" * 20  # A as often, never twice in a row
-IND = 100 * 0.8 * 0.2 ** 5  # the independent estimate for both: 0.0256 runs a day
+IND = 100 * 0.8 * 0.2**5  # the independent estimate for both: 0.0256 runs a day
 
 
-@pytest.mark.parametrize(("case", "hist", "today", "options", "fires", "facts"), [
-    # a value that streaks every day: observed 1/day outweighs the optimistic independent estimate
-    ("streaks every day", history(STREAKS_DAILY), "AAAAAB", {}, False,
-     {"runs_observed": 7, "days_observed": 7, "expected_per_day_observed": 1.0,
-      "expected_per_day": (7 + 7 * IND) / 14}),
-    # the same share, never a run: the blend is below the independent estimate, it fires
-    ("never streaks", history(NEVER_STREAKS), "AAAAAB", {}, True,
-     {"runs_observed": 0, "days_observed": 7, "expected_per_day_observed": 0.0,
-      "expected_per_day": 7 * IND / 14}),
-    # a type never seen: no share and no runs, nothing says it is normal
-    ("a new type", history(STREAKS_DAILY), "CCCCCB", {}, True,
-     {"runs_observed": 0, "days_observed": 7, "expected_per_day_independent": 0.0, "expected_per_day": 0.0}),
-    # one day of history: the one run seen counts as one day against the prior's seven
-    ("thin history", history(STREAKS_DAILY, count=1), "AAAAAB", {}, True,
-     {"runs_observed": 1, "days_observed": 1, "expected_per_day": (1 + 7 * IND) / 8}),
-    ("thin history, no prior", history(STREAKS_DAILY, count=1), "AAAAAB", {"prior_days": 0}, False,
-     {"runs_observed": 1, "days_observed": 1, "expected_per_day": 1.0}),
-    # the window: runs older than history_days no longer count
-    ("runs outside the window", history(STREAKS_DAILY, count=3) + history(NEVER_STREAKS, 4, date(2025, 7, 4)),
-     "AAAAAB", {"history_days": 4}, True,
-     {"runs_observed": 0, "days_observed": 4, "expected_per_day": 7 * IND / 11}),
-    ("runs inside the window", history(STREAKS_DAILY, count=3) + history(NEVER_STREAKS, 4, date(2025, 7, 4)),
-     "AAAAAB", {}, False,
-     {"runs_observed": 3, "days_observed": 7, "expected_per_day": (3 + 7 * IND) / 14}),
-])
-def test_expected_per_day_from_the_series_own_runs(case: str, hist: list[Rec], today: str, options: dict[str, Any],
-                                                   fires: bool, facts: dict[str, float]) -> None:
+@pytest.mark.parametrize(
+    ("case", "hist", "today", "options", "fires", "facts"),
+    [
+        # a value that streaks every day: observed 1/day outweighs the optimistic independent estimate
+        (
+            "streaks every day",
+            history(STREAKS_DAILY),
+            "AAAAAB",
+            {},
+            False,
+            {
+                "runs_observed": 7,
+                "days_observed": 7,
+                "expected_per_day_observed": 1.0,
+                "expected_per_day": (7 + 7 * IND) / 14,
+            },
+        ),
+        # the same share, never a run: the blend is below the independent estimate, it fires
+        (
+            "never streaks",
+            history(NEVER_STREAKS),
+            "AAAAAB",
+            {},
+            True,
+            {
+                "runs_observed": 0,
+                "days_observed": 7,
+                "expected_per_day_observed": 0.0,
+                "expected_per_day": 7 * IND / 14,
+            },
+        ),
+        # a type never seen: no share and no runs, nothing says it is normal
+        (
+            "a new type",
+            history(STREAKS_DAILY),
+            "CCCCCB",
+            {},
+            True,
+            {"runs_observed": 0, "days_observed": 7, "expected_per_day_independent": 0.0, "expected_per_day": 0.0},
+        ),
+        # one day of history: the one run seen counts as one day against the prior's seven
+        (
+            "thin history",
+            history(STREAKS_DAILY, count=1),
+            "AAAAAB",
+            {},
+            True,
+            {"runs_observed": 1, "days_observed": 1, "expected_per_day": (1 + 7 * IND) / 8},
+        ),
+        (
+            "thin history, no prior",
+            history(STREAKS_DAILY, count=1),
+            "AAAAAB",
+            {"prior_days": 0},
+            False,
+            {"runs_observed": 1, "days_observed": 1, "expected_per_day": 1.0},
+        ),
+        # the window: runs older than history_days no longer count
+        (
+            "runs outside the window",
+            history(STREAKS_DAILY, count=3) + history(NEVER_STREAKS, 4, date(2025, 7, 4)),
+            "AAAAAB",
+            {"history_days": 4},
+            True,
+            {"runs_observed": 0, "days_observed": 4, "expected_per_day": 7 * IND / 11},
+        ),
+        (
+            "runs inside the window",
+            history(STREAKS_DAILY, count=3) + history(NEVER_STREAKS, 4, date(2025, 7, 4)),
+            "AAAAAB",
+            {},
+            False,
+            {"runs_observed": 3, "days_observed": 7, "expected_per_day": (3 + 7 * IND) / 14},
+        ),
+    ],
+)
+def test_expected_per_day_from_the_series_own_runs(
+    case: str, hist: list[Rec], today: str, options: dict[str, Any], fires: bool, facts: dict[str, float]
+) -> None:
     start = at(f"{date(2025, 7, 1) + timedelta(days=len(hist) // 100)} 10:00")
     tomorrow = seq(today, start=str(datetime.fromtimestamp(start / 1e6, ZoneInfo(SH)).replace(tzinfo=None)))
     probe = run([streak(**options)], hist + tomorrow)
@@ -222,14 +287,18 @@ def test_samples_are_the_runs_last_records_whatever_the_split() -> None:
 
 
 def test_a_pause_of_exactly_max_gap_continues_the_run_whatever_the_split() -> None:
-    """"A pause longer than max_gap ends the run": 10 minutes exactly does not (in a batch, or when
+    """ "A pause longer than max_gap ends the run": 10 minutes exactly does not (in a batch, or when
     the pause spans a deadline between batches)."""
     recs = [*seq("AAAAAAA"), Rec(at("2025-07-08 10:16"), A)]  # 8th A exactly 10 min after the 7th
     for chunks in ([], [7], [1, 2, 3, 4, 5, 6, 7]):
         assert states(run([streak(max_gap="10m")], recs, chunks=chunks)) == [
-            ("firing", "light", 5), ("upgraded", "moderate", 8)]
-    across_midnight = [Rec(at(t), A) for t in ("2025-07-08 23:47", "2025-07-08 23:48", "2025-07-08 23:49",
-                                               "2025-07-08 23:50", "2025-07-09 00:00")]
+            ("firing", "light", 5),
+            ("upgraded", "moderate", 8),
+        ]
+    across_midnight = [
+        Rec(at(t), A)
+        for t in ("2025-07-08 23:47", "2025-07-08 23:48", "2025-07-08 23:49", "2025-07-08 23:50", "2025-07-09 00:00")
+    ]
     assert states(run([streak(max_gap="10m")], across_midnight)) == [("firing", "light", 5)]
     longer = [*across_midnight[:4], Rec(at("2025-07-09 00:00") + 1, A)]
     assert run([streak(max_gap="10m")], longer) == []
@@ -240,16 +309,22 @@ def test_max_gap_ends_an_alerted_run_in_a_scope_that_fell_silent_whatever_the_sp
     a run alerted on one channel whose channel then fell silent must end at its last record + max_gap
     even when records of another channel carry the batch far past that (no deadline split in between)."""
     rule = streak(length=3, tiers={"moderate": 4, "severe": 6}, scope=["channel"], max_gap="2h", hold="2h")
-    recs = seq("AAA", channel="电话热线") + seq("AAA", channel="微信公众号") + [
-        Rec(at("2025-07-08 19:00"), A, "微信公众号")]
+    recs = (
+        seq("AAA", channel="电话热线")
+        + seq("AAA", channel="微信公众号")
+        + [Rec(at("2025-07-08 19:00"), A, "微信公众号")]
+    )
     whole = run([rule], recs)
     for cut in range(1, len(recs)):
-        assert [(e.state.value, e.labels["channel"], e.at) for e in run([rule], recs, chunks=[cut])] == \
-            [(e.state.value, e.labels["channel"], e.at) for e in whole]
+        assert [(e.state.value, e.labels["channel"], e.at) for e in run([rule], recs, chunks=[cut])] == [
+            (e.state.value, e.labels["channel"], e.at) for e in whole
+        ]
     phone = [e for e in whole if e.labels["channel"] == "电话热线"]
     # the phone run's last record was 10:02: ended by the pause at 12:02, resolved when its hold ran out
-    assert [(e.state.value, e.at) for e in phone] == [("firing", at("2025-07-08 10:02")),
-                                                     ("resolved", at("2025-07-08 14:02"))]
+    assert [(e.state.value, e.at) for e in phone] == [
+        ("firing", at("2025-07-08 10:02")),
+        ("resolved", at("2025-07-08 14:02")),
+    ]
 
 
 def test_max_gap_off_lets_a_run_go_on_across_a_quiet_night() -> None:

@@ -49,8 +49,7 @@ def test_warm_up(coverage_days: int, alerts_on_day: int | None) -> None:
     if alerts_on_day is None:
         assert events == []
     else:
-        assert states(events) == [("firing", "light", 31), ("upgraded", "moderate", 40),
-                                  ("upgraded", "severe", 60)]
+        assert states(events) == [("firing", "light", 31), ("upgraded", "moderate", 40), ("upgraded", "severe", 60)]
         assert events[0].baseline == 20.0
         assert events[0].at >= at(f"2025-07-0{1 + alerts_on_day} 08:00")
 
@@ -95,9 +94,15 @@ def test_zero_baseline_new_type_is_floor_decided() -> None:
     assert events[0].ratio is None and events[0].baseline == 0.0
 
 
-@pytest.mark.parametrize(("today", "expected"), [(9, []), (10, [("firing", "moderate", 10)]),
-                                                 (14, [("firing", "moderate", 10)]),
-                                                 (15, [("firing", "moderate", 10), ("upgraded", "severe", 15)])])
+@pytest.mark.parametrize(
+    ("today", "expected"),
+    [
+        (9, []),
+        (10, [("firing", "moderate", 10)]),
+        (14, [("firing", "moderate", 10)]),
+        (15, [("firing", "moderate", 10), ("upgraded", "severe", 15)]),
+    ],
+)
 def test_min_count_floor(today: int, expected: list[tuple[str, str, int]]) -> None:
     """baseline 2: 1.5 x 2 = 3 is under min_count 10, so the count decides (moderate 10, severe 15)."""
     recs = history(7, 2) + spread(day(7), today, T, start_h=9)
@@ -129,7 +134,10 @@ def test_max_p_gate() -> None:
 def test_tier_upgrades_only_upward_one_event_per_crossing() -> None:
     recs = history(7, 100) + spread(day(7), 320, T, start_h=9)
     assert states(run([threshold()], recs)) == [
-        ("firing", "light", 151), ("upgraded", "moderate", 200), ("upgraded", "severe", 300)]
+        ("firing", "light", 151),
+        ("upgraded", "moderate", 200),
+        ("upgraded", "severe", 300),
+    ]
 
 
 def test_one_record_crossing_several_tiers_gives_one_event() -> None:
@@ -287,8 +295,9 @@ def test_pace_compares_exactly_at_the_factor_boundary() -> None:
     assert [e for e in run([threshold(**cfg)], recs) if e.at >= at("2025-07-08 00:00")] == []
     assert [e for e in run([threshold(mode="pace", **cfg)], recs) if e.at >= at("2025-07-08 00:00")] == []
     recs = _early_history() + spread(day(7), 116, T, start_h=9, end_h=10)
-    assert states([e for e in run([threshold(mode="pace", **cfg)], recs)
-                   if e.at >= at("2025-07-08 00:00")]) == [("firing", "light", 116)]
+    assert states([e for e in run([threshold(mode="pace", **cfg)], recs) if e.at >= at("2025-07-08 00:00")]) == [
+        ("firing", "light", 116)
+    ]
 
 
 def test_pace_tier_boundary_is_exact_and_equals_day() -> None:
@@ -310,8 +319,11 @@ def test_rolling_unmet_from_the_firing_record_whatever_the_split() -> None:
     fire = next(e for e in whole if e.state == EventState.FIRING and e.at >= at("2025-07-08 00:00"))
     k = [r.ts for r in recs].index(fire.at)
     for chunks in ([], [k + 1], [k, k + 1, k + 2]):
-        got = [e.at for e in run([cfg], recs, until=at("2025-07-08 12:00"), chunks=chunks)
-               if e.state == EventState.RESOLVED and e.instance == fire.instance]
+        got = [
+            e.at
+            for e in run([cfg], recs, until=at("2025-07-08 12:00"), chunks=chunks)
+            if e.state == EventState.RESOLVED and e.instance == fire.instance
+        ]
         assert got == [fire.at + 30 * 60 * 1_000_000]
 
 
@@ -326,8 +338,12 @@ def test_pace_record_in_the_repeated_dst_hour_keeps_the_alert_for_resolve_after(
     hist = days(date(2025, 10, 19), 7, {T: 240}, tz=ber)
     first_hour = spread(date(2025, 10, 26), 39, T, tz=ber, start_h=0, end_h=1)
     second_0210 = from_datetime(datetime(2025, 10, 26, 1, 10, tzinfo=UTC))  # 02:10+01:00
-    ev = run([threshold(mode="pace", min_count=3)], hist + first_hour + [Rec(second_0210, T)], tz=ber,
-             until=at("2025-10-27 00:00", ber))
+    ev = run(
+        [threshold(mode="pace", min_count=3)],
+        hist + first_hour + [Rec(second_0210, T)],
+        tz=ber,
+        until=at("2025-10-27 00:00", ber),
+    )
     resolved = [e for e in ev if e.state == EventState.RESOLVED and e.at >= at("2025-10-26 00:00", ber)]
     assert resolved and resolved[0].at >= second_0210 + 3600 * 1_000_000
 
@@ -335,5 +351,6 @@ def test_pace_record_in_the_repeated_dst_hour_keeps_the_alert_for_resolve_after(
 def test_min_history_days_zero_alerts_from_the_first_day_by_count() -> None:
     recs = spread(D0, 12, T, start_h=9, end_h=10)
     assert states(run([threshold(min_history_days=0)], recs, coverage=at("2025-07-01 00:00"))) == [
-        ("firing", "moderate", 10)]
+        ("firing", "moderate", 10)
+    ]
     assert run([threshold()], recs, coverage=at("2025-07-01 00:00")) == []

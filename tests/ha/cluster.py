@@ -35,8 +35,9 @@ WAIT_S = 60.0  # a generous deadline for anything a failover needs
 TYPES = ["物流配送延误", "服务态度", "系统操作错误", "产品相关", "账单争议", "退款", "其他", "网络故障"]
 
 
-def wait_until(what: str, pred: Callable[[], bool], timeout: float = WAIT_S, log: Callable[[], str] | None = None
-               ) -> float:
+def wait_until(
+    what: str, pred: Callable[[], bool], timeout: float = WAIT_S, log: Callable[[], str] | None = None
+) -> float:
     """Waits for `pred()`; returns the monotonic time it became true."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -130,8 +131,9 @@ class Cluster:
         self.hook = hook
         self.proxy = proxy
         self.crm = Crm(tmp / "crm.db")
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTINEL_", "NOTIFY_SOCKET",
-                                                                             "WATCHDOG_"))}
+        self.env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("SENTINEL_", "NOTIFY_SOCKET", "WATCHDOG_"))
+        }
         self.instances: dict[str, Instance] = {}
 
     # --- instances -----------------------------------------------------------------------------------
@@ -143,7 +145,8 @@ class Cluster:
             host_port = url.split("@", 1)[1].split("/", 1)[0]
             url = url.replace(host_port, f"127.0.0.1:{self.proxy.port}")
         path = self.tmp / f"{name}.toml"
-        path.write_text(f"""
+        path.write_text(
+            f"""
 timezone = "Asia/Shanghai"
 locale = "en"
 state_url = "{url}"
@@ -180,7 +183,9 @@ receivers = ["hook"]
 group_by = ["rule", "type"]
 group_wait = "0s"
 group_interval = "0s"
-""", encoding="utf-8")
+""",
+            encoding="utf-8",
+        )
         inst = Instance(name, path, f"http://127.0.0.1:{port}", self.env)
         self.instances[name] = inst
         return inst
@@ -203,8 +208,11 @@ group_interval = "0s"
 
     def wait_standby(self, name: str) -> None:
         inst = self.instances[name]
-        wait_until(f"{name} ready as a standby", lambda: inst.readyz()[1].startswith("ready: standby; the leader is"),
-                   log=self.logs)
+        wait_until(
+            f"{name} ready as a standby",
+            lambda: inst.readyz()[1].startswith("ready: standby; the leader is"),
+            log=self.logs,
+        )
 
     def stop(self) -> None:
         for inst in self.instances.values():
@@ -213,8 +221,9 @@ group_interval = "0s"
     # --- the store, read as an operator would --------------------------------------------------------
     def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
         try:
-            with psycopg.connect(self.pg_url.replace("postgresql+psycopg://", "postgresql://"),
-                                 autocommit=True) as conn:
+            with psycopg.connect(
+                self.pg_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
+            ) as conn:
                 return list(conn.execute(query, params).fetchall())
         except psycopg.errors.UndefinedTable:
             return []
@@ -239,14 +248,18 @@ group_interval = "0s"
         committed writes are seen)."""
         from sentinel.store.schema import metadata
 
-        stmts = ["CREATE TABLE IF NOT EXISTS audit (app text, tbl text, at timestamptz DEFAULT clock_timestamp())",
-                 "CREATE OR REPLACE FUNCTION audit_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                 "INSERT INTO audit (app, tbl) VALUES (current_setting('application_name'), TG_TABLE_NAME); "
-                 "RETURN NULL; END $$"]
+        stmts = [
+            "CREATE TABLE IF NOT EXISTS audit (app text, tbl text, at timestamptz DEFAULT clock_timestamp())",
+            "CREATE OR REPLACE FUNCTION audit_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO audit (app, tbl) VALUES (current_setting('application_name'), TG_TABLE_NAME); "
+            "RETURN NULL; END $$",
+        ]
         for table in metadata.tables:
             if table != "leader_lease":
-                stmts.append(f"CREATE TRIGGER audit_{table} AFTER INSERT OR UPDATE OR DELETE ON {table} "
-                             "FOR EACH STATEMENT EXECUTE FUNCTION audit_write()")
+                stmts.append(
+                    f"CREATE TRIGGER audit_{table} AFTER INSERT OR UPDATE OR DELETE ON {table} "
+                    "FOR EACH STATEMENT EXECUTE FUNCTION audit_write()"
+                )
         for stmt in stmts:
             self.sql_exec(stmt)
 
@@ -278,8 +291,9 @@ group_interval = "0s"
 
     def streak(self, type_: str, n: int = 5) -> None:
         """`n` of one type in a row, created a moment ago: one streak alert."""
-        self.crm.add(datetime.now(UTC) - timedelta(milliseconds=200), type_=type_, n=n,
-                     spacing=timedelta(microseconds=100))
+        self.crm.add(
+            datetime.now(UTC) - timedelta(milliseconds=200), type_=type_, n=n, spacing=timedelta(microseconds=100)
+        )
 
 
 def cluster_fixture(tmp_path: Path, pg_url: str, proxy: TcpProxy | None = None) -> Iterator[Cluster]:

@@ -119,7 +119,8 @@ def test_a_leader_paused_past_its_lease_writes_and_sends_nothing_when_it_wakes(c
 
 
 def test_a_leader_cut_from_the_store_steps_down_and_no_split_brain_after_the_connection_returns(
-        cut_cluster: Cluster) -> None:
+    cut_cluster: Cluster,
+) -> None:
     """A reaches the store through a proxy that is cut: B takes the lead as soon as the server ends A's lock
     session. Until A's heartbeat notices (one beat), A may still believe it leads, but from B's epoch on
     nothing of A commits and nothing more is sent by A; once A noticed, it never claims the lead again, also
@@ -185,8 +186,16 @@ def export_csv(c: Cluster, path: Path) -> Path:
 
 
 def event_key(e: dict[str, object]) -> tuple[object, ...]:
-    return (e["rule"], e["state"], e["tier"], json.dumps(e["labels"], sort_keys=True), e["at"], e["started"],
-            e["value"], e["instance"])
+    return (
+        e["rule"],
+        e["state"],
+        e["tier"],
+        json.dumps(e["labels"], sort_keys=True),
+        e["at"],
+        e["started"],
+        e["value"],
+        e["instance"],
+    )
 
 
 def since(events: list[dict[str, object]], start: datetime) -> list[tuple[object, ...]]:
@@ -209,7 +218,8 @@ def daemon_events(c: Cluster, start: datetime) -> list[tuple[object, ...]]:
 
 
 def test_restarting_both_instances_at_random_moments_during_a_surge_gives_the_backtests_events(
-        cluster: Cluster) -> None:
+    cluster: Cluster,
+) -> None:
     c = cluster
     start_pair(c)
     rng = random.Random(12)
@@ -219,8 +229,12 @@ def test_restarting_both_instances_at_random_moments_during_a_surge_gives_the_ba
     def surge() -> None:  # runs of one type, 1 to 13 long: streaks, upgrades and broken runs
         try:
             for _ in range(60):
-                c.crm.add(datetime.now(UTC), type_=rng.choice(TYPES), n=rng.randint(1, 13),
-                          spacing=timedelta(microseconds=100))
+                c.crm.add(
+                    datetime.now(UTC),
+                    type_=rng.choice(TYPES),
+                    n=rng.randint(1, 13),
+                    spacing=timedelta(microseconds=100),
+                )
                 time.sleep(rng.uniform(0.05, 0.5))
         finally:
             done.set()
@@ -256,12 +270,19 @@ def test_restarting_both_instances_at_random_moments_during_a_surge_gives_the_ba
     assert ours == replayed
     assert c.epoch() > 2  # the lead changed hands during the surge
     told = {i for (ins,) in c.sql("SELECT instances FROM outbox WHERE status = 'delivered'") for i in json.loads(ins)}
-    firing = {str(i) for (i,) in c.sql("SELECT DISTINCT instance FROM alert_events WHERE notify AND at_us >= %s",
-                                       (int(surge_start.timestamp() * 1e6),))}
+    firing = {
+        str(i)
+        for (i,) in c.sql(
+            "SELECT DISTINCT instance FROM alert_events WHERE notify AND at_us >= %s",
+            (int(surge_start.timestamp() * 1e6),),
+        )
+    }
     assert firing <= told  # every alert of the surge reached the sink
     assert set(c.deliveries()) == {d for d, _ in c.outbox()}
-    print(f"\nfigures: 10 random restarts, {len(ours)} events, leader at the end {leader}, epoch {c.epoch()}, "
-          f"{sum(c.deliveries().values()) - len(c.deliveries())} repeated messages")
+    print(
+        f"\nfigures: 10 random restarts, {len(ours)} events, leader at the end {leader}, epoch {c.epoch()}, "
+        f"{sum(c.deliveries().values()) - len(c.deliveries())} repeated messages"
+    )
 
 
 def test_three_instances_with_the_leader_killed_twice_in_a_row(cluster: Cluster) -> None:

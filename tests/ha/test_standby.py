@@ -34,8 +34,14 @@ def metric(url: str, name: str) -> float:
 
 
 def status_text(c: Cluster, name: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "sentinel.cli", "status", "--config", str(c.instances[name].config)],
-                         capture_output=True, text=True, env={**c.env, "COLUMNS": "250"}, timeout=60, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "sentinel.cli", "status", "--config", str(c.instances[name].config)],
+        capture_output=True,
+        text=True,
+        env={**c.env, "COLUMNS": "250"},
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -73,16 +79,25 @@ def test_a_standby_serves_the_shared_state_and_its_writes_take_effect_on_the_lea
     assert "Standby: this instance stands by" in page and f"{me_a} (epoch 1)" in page and TYPES[0] in page
     assert "Standby:" not in requests.get(f"{a.url}/", timeout=5).text
 
-    silence = requests.post(f"{b.url}/api/v2/silences", headers=AUTH, timeout=5, json={
-        "matchers": [{"name": "type", "value": TYPES[1], "isRegex": False}], "startsAt": "2020-01-01T00:00:00Z",
-        "endsAt": "2099-01-01T00:00:00Z", "createdBy": "on-call", "comment": "known outage"})
+    silence = requests.post(
+        f"{b.url}/api/v2/silences",
+        headers=AUTH,
+        timeout=5,
+        json={
+            "matchers": [{"name": "type", "value": TYPES[1], "isRegex": False}],
+            "startsAt": "2020-01-01T00:00:00Z",
+            "endsAt": "2099-01-01T00:00:00Z",
+            "createdBy": "on-call",
+            "comment": "known outage",
+        },
+    )
     assert silence.status_code == 200, silence.text
     instance = v1[0]["instance"]
-    acked = requests.post(f"{b.url}/api/v1/ack", headers=AUTH, json={"instance": instance, "by": "on-call"},
-                          timeout=5)
+    acked = requests.post(f"{b.url}/api/v1/ack", headers=AUTH, json={"instance": instance, "by": "on-call"}, timeout=5)
     assert acked.status_code == 200 and acked.json()["status"] == "acknowledged"
     assert [s["id"] for s in requests.get(f"{a.url}/api/v1/silences", timeout=5).json()] == [
-        silence.json()["silenceID"]]
+        silence.json()["silenceID"]
+    ]
     c.streak(TYPES[1])  # silenced through the standby: the leader tells nobody
     c.streak(TYPES[2])
     wait_until("the third alert's message", lambda: len(c.outbox()) == 2 and c.all_delivered(), log=c.logs)
@@ -103,8 +118,9 @@ def test_a_standby_serves_the_shared_state_and_its_writes_take_effect_on_the_lea
     c.streak(TYPES[4], n=6)
 
     def firing() -> set[str]:
-        return {x["labels"]["type"] for r in list(c.hook.requests) for x in r.json["alerts"][:1]
-                if x["status"] == "firing"}
+        return {
+            x["labels"]["type"] for r in list(c.hook.requests) for x in r.json["alerts"][:1] if x["status"] == "firing"
+        }
 
     wait_until("the six-in-a-row message", lambda: TYPES[4] in firing(), log=c.logs)
     wait_until("every message delivered", c.all_delivered, log=c.logs)

@@ -27,8 +27,12 @@ HOSTILE: list[str] = [
 ]
 
 
-def message(title: str = "预警：物流配送延误 中度", body: str = "当前 151 件，基线 100.0 件，1.51 倍",
-            tier: Tier = Tier.MODERATE, **kw: Any) -> Message:
+def message(
+    title: str = "预警：物流配送延误 中度",
+    body: str = "当前 151 件，基线 100.0 件，1.51 倍",
+    tier: Tier = Tier.MODERATE,
+    **kw: Any,
+) -> Message:
     values: dict[str, Any] = {"id": "d-0001", "title": title, "body": body, "tier": tier, "status": "firing"}
     values.update(kw)
     return Message(**values)
@@ -42,6 +46,11 @@ def hostile_message(syntax: Syntax, tier: Tier = Tier.LIGHT, **kw: Any) -> Messa
 
 
 def alert(n: int = 0, **labels: str) -> AlertPayload:
-    return AlertPayload(status="firing", labels={"rule": "type-surge", "type": f"t{n}", **labels},
-                        annotations={"summary": f"surge {n}"}, starts_at="2025-07-08T06:03:00Z",
-                        ends_at="0001-01-01T00:00:00Z", fingerprint=f"fp{n:04d}")
+    return AlertPayload(
+        status="firing",
+        labels={"rule": "type-surge", "type": f"t{n}", **labels},
+        annotations={"summary": f"surge {n}"},
+        starts_at="2025-07-08T06:03:00Z",
+        ends_at="0001-01-01T00:00:00Z",
+        fingerprint=f"fp{n:04d}",
+    )

@@ -85,7 +85,7 @@ def received_text(kind: str, req: Request) -> str:
         case "discord":
             return str(body["content"])
         case _:
-            return f'{body["text"]}'
+            return f"{body['text']}"
 
 
 def secrets_of(fake: FakeVendor) -> list[str]:
@@ -99,8 +99,16 @@ def secrets_of(fake: FakeVendor) -> list[str]:
 
 
 def test_registry_has_every_kind() -> None:
-    expected = {"wecom": WeComAdapter, "dingtalk": DingTalkAdapter, "feishu": FeishuAdapter, "lark": LarkAdapter,
-                "slack": SlackAdapter, "teams": TeamsAdapter, "discord": DiscordAdapter, "webhook": WebhookAdapter}
+    expected = {
+        "wecom": WeComAdapter,
+        "dingtalk": DingTalkAdapter,
+        "feishu": FeishuAdapter,
+        "lark": LarkAdapter,
+        "slack": SlackAdapter,
+        "teams": TeamsAdapter,
+        "discord": DiscordAdapter,
+        "webhook": WebhookAdapter,
+    }
     assert {k: ADAPTERS[k] for k in expected} == expected
     assert set(ADAPTERS) == set(get_args(ReceiverKind))  # a kind the configuration takes is a chat tool we have
     for cls in expected.values():
@@ -111,10 +119,19 @@ def test_registry_has_every_kind() -> None:
     assert [k for k, cls in ADAPTERS.items() if cls.lists_group] == ["webhook"]
 
 
-@pytest.mark.parametrize(("kind", "limits"), [
-    ("wecom", "20/1m"), ("dingtalk", "20/1m"), ("feishu", "100/1m 5/1s"), ("lark", "100/1m 5/1s"),
-    ("slack", "1/1s"), ("teams", "4/1s"), ("discord", "5/2s"), ("webhook", ""),
-])
+@pytest.mark.parametrize(
+    ("kind", "limits"),
+    [
+        ("wecom", "20/1m"),
+        ("dingtalk", "20/1m"),
+        ("feishu", "100/1m 5/1s"),
+        ("lark", "100/1m 5/1s"),
+        ("slack", "1/1s"),
+        ("teams", "4/1s"),
+        ("discord", "5/2s"),
+        ("webhook", ""),
+    ],
+)
 def test_each_robot_gets_its_vendors_published_limits_unless_rate_limit_says_otherwise(kind: str, limits: str) -> None:
     cfg = ReceiverConfig(name="r", kind=kind, urls=["https://a.example/x", "https://b.example/y"])  # type: ignore[arg-type]
     runner = ReceiverRunner(cfg, ADAPTERS[kind](cfg))
@@ -178,8 +195,12 @@ def test_secrets_never_reach_logs_outcomes_or_reprs(fake: FakeVendor, caplog: py
     adapter: Adapter = ADAPTERS[fake.kind](config)
     secrets = secrets_of(fake)
     echo = " ".join(["rejected", *secrets, fake.url])
-    fake.script(Answer(200, {"errcode": 93000, "code": 19007, "errmsg": echo, "msg": echo}),
-                Answer(403, body=echo.encode()), Answer(302, headers={"Location": fake.url}), Answer(delay=2))
+    fake.script(
+        Answer(200, {"errcode": 93000, "code": 19007, "errmsg": echo, "msg": echo}),
+        Answer(403, body=echo.encode()),
+        Answer(302, headers={"Location": fake.url}),
+        Answer(delay=2),
+    )
     outcomes = [adapter.send(message()) for _ in range(4)]
     refused = ADAPTERS[fake.kind](fake.receiver(url=closed_port_url("/x/" + "/".join(secrets))))
     outcomes.append(refused.send(message()))

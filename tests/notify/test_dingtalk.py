@@ -66,15 +66,19 @@ def test_unsigned_robot_gets_no_signing_parameters() -> None:
         assert set(robot.last.query) == {"access_token"}
 
 
-@pytest.mark.parametrize(("answer", "kind", "code", "seconds", "meaning"), [
-    ((130101,), RetryAfter, None, 600.0, "blocked for 10 minutes"),
-    ((310000,), Failed, "310000", None, "security check failed (signature, keyword or IP"),
-    ((300001,), Failed, "300001", None, "invalid access token"),
-    ((460101,), Failed, "460101", None, "message too large"),
-    ((410100,), Failed, "410100", None, "unknown error"),
-])
-def test_errcodes(dingtalk: FakeDingTalk, answer: tuple[int], kind: type, code: str | None,
-                  seconds: float | None, meaning: str) -> None:
+@pytest.mark.parametrize(
+    ("answer", "kind", "code", "seconds", "meaning"),
+    [
+        ((130101,), RetryAfter, None, 600.0, "blocked for 10 minutes"),
+        ((310000,), Failed, "310000", None, "security check failed (signature, keyword or IP"),
+        ((300001,), Failed, "300001", None, "invalid access token"),
+        ((460101,), Failed, "460101", None, "message too large"),
+        ((410100,), Failed, "410100", None, "unknown error"),
+    ],
+)
+def test_errcodes(
+    dingtalk: FakeDingTalk, answer: tuple[int], kind: type, code: str | None, seconds: float | None, meaning: str
+) -> None:
     dingtalk.script(dingtalk.error(*answer))
     out = DingTalkAdapter(dingtalk.receiver()).send(message())
     assert isinstance(out, kind)

@@ -51,20 +51,26 @@ def test_2000_characters_not_bytes(discord: FakeDiscord) -> None:
 
 
 def test_rate_limit_reads_retry_after_from_json(discord: FakeDiscord) -> None:
-    discord.script(discord.rate_limited(1.25), discord.rate_limited(3.5, is_global=True),
-                   Answer(429, body=b"slow down", headers={"Retry-After": "9"}))
+    discord.script(
+        discord.rate_limited(1.25),
+        discord.rate_limited(3.5, is_global=True),
+        Answer(429, body=b"slow down", headers={"Retry-After": "9"}),
+    )
     adapter = DiscordAdapter(discord.receiver())
     assert adapter.send(message()) == RetryAfter(1.25, "HTTP 429: rate limited")
     assert adapter.send(message()) == RetryAfter(3.5, "HTTP 429: rate limited (global)")
     assert adapter.send(message()) == RetryAfter(9.0, "HTTP 429: rate limited")
 
 
-@pytest.mark.parametrize(("answer", "kind", "code"), [
-    (Answer(204), Delivered, None),
-    (Answer(500), RetryAfter, None),
-    (Answer(400, {"code": 50035, "message": "Invalid Form Body"}), Failed, "HTTP 400"),
-    (Answer(404, {"code": 10015, "message": "Unknown Webhook"}), Failed, "HTTP 404"),
-])
+@pytest.mark.parametrize(
+    ("answer", "kind", "code"),
+    [
+        (Answer(204), Delivered, None),
+        (Answer(500), RetryAfter, None),
+        (Answer(400, {"code": 50035, "message": "Invalid Form Body"}), Failed, "HTTP 400"),
+        (Answer(404, {"code": 10015, "message": "Unknown Webhook"}), Failed, "HTTP 404"),
+    ],
+)
 def test_status_classification(discord: FakeDiscord, answer: Answer, kind: type, code: str | None) -> None:
     discord.script(answer)
     out = DiscordAdapter(discord.receiver()).send(message())

@@ -30,8 +30,24 @@ from .builders import HOSTILE
 BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
 # What would make a mention, a link, or markup in one of the syntaxes, as regular expressions.
 DANGER = {
-    Syntax.MARKDOWN: [r"@", r"<", r">", r"\[", r"\]\(", r"\*", r"_", r"`", r"~", r"#", r"\|", r"\\", r"://",
-                      r"(?i)www\.", r"(?i)mailto:", r"(?i)javascript:"],
+    Syntax.MARKDOWN: [
+        r"@",
+        r"<",
+        r">",
+        r"\[",
+        r"\]\(",
+        r"\*",
+        r"_",
+        r"`",
+        r"~",
+        r"#",
+        r"\|",
+        r"\\",
+        r"://",
+        r"(?i)www\.",
+        r"(?i)mailto:",
+        r"(?i)javascript:",
+    ],
     Syntax.SLACK: [r"@", r"<", r">", r"&(?!amp;|lt;|gt;)", r"\*", r"_", r"`", r"~", r"://", r"(?i)mailto:"],
     Syntax.TEXT: [r"@", r"<", r">", r"\[", r"\]", r"\*", r"~", r"://", r"(?i)www\."],
 }
@@ -139,5 +155,5 @@ def test_truncate_chars() -> None:
 
 
 def test_markdown_to_text_drops_template_markup() -> None:
-    md = "### **预警** 物流\n> 当前 <font color=\"warning\">151</font> 件\n[详情](https://s.example/a/1) `x`"
+    md = '### **预警** 物流\n> 当前 <font color="warning">151</font> 件\n[详情](https://s.example/a/1) `x`'
     assert markdown_to_text(md) == "预警 物流\n当前 151 件\n详情 (https://s.example/a/1) x"

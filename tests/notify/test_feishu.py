@@ -49,16 +49,19 @@ def test_unsigned_bot_gets_no_signature() -> None:
         assert "sign" not in bot.last.json and "timestamp" not in bot.last.json
 
 
-@pytest.mark.parametrize(("code", "kind", "meaning"), [
-    (19021, Failed, "signature verification failed"),
-    (19022, Failed, "IP address not allowed"),
-    (19024, Failed, "keyword missing"),
-    (19007, Failed, "bot disabled or removed"),
-    (11232, RetryAfter, "frequency limited"),
-    (19036, Failed, "message too large"),
-    (9499, Failed, "bad request (Bad Request: content.text is required)"),
-    (19999, Failed, "unknown error"),
-])
+@pytest.mark.parametrize(
+    ("code", "kind", "meaning"),
+    [
+        (19021, Failed, "signature verification failed"),
+        (19022, Failed, "IP address not allowed"),
+        (19024, Failed, "keyword missing"),
+        (19007, Failed, "bot disabled or removed"),
+        (11232, RetryAfter, "frequency limited"),
+        (19036, Failed, "message too large"),
+        (9499, Failed, "bad request (Bad Request: content.text is required)"),
+        (19999, Failed, "unknown error"),
+    ],
+)
 def test_codes(feishu: FakeFeishu, code: int, kind: type, meaning: str) -> None:
     feishu.script(feishu.error(code, "Bad Request: content.text is required" if code == 9499 else None))
     out = FeishuAdapter(feishu.receiver()).send(message())

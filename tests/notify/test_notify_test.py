@@ -18,9 +18,11 @@ SECRET = "closed-port-secret-123"
 
 def notify_test(tmp_path: Path, capsys: pytest.CaptureFixture[str], receiver: str) -> tuple[int, str]:
     cfg = tmp_path / "sentinel.toml"
-    cfg.write_text(f'state_url = "sqlite:///{tmp_path}/state.db"\nlocale = "en"\n'
-                   f'external_url = "https://sentinel.example"\n[[receivers]]\nname = "hook"\n{receiver}\n',
-                   encoding="utf-8")
+    cfg.write_text(
+        f'state_url = "sqlite:///{tmp_path}/state.db"\nlocale = "en"\n'
+        f'external_url = "https://sentinel.example"\n[[receivers]]\nname = "hook"\n{receiver}\n',
+        encoding="utf-8",
+    )
     code = main(["notify-test", "--config", str(cfg), "--receiver", "hook"])
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
@@ -43,8 +45,10 @@ def test_timeout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         hook.script(Answer(delay=5.0))
         code, out = notify_test(tmp_path, capsys, f'kind = "webhook"\nurl = "{hook.url}"\ntimeout = "1s"')
     assert code == 1
-    assert out == ("hook url #1: not delivered: timed out after 1 s while waiting for the answer (the message may "
-                   "have been delivered) (the daemon would retry in 5 s)\n")
+    assert out == (
+        "hook url #1: not delivered: timed out after 1 s while waiting for the answer (the message may "
+        "have been delivered) (the daemon would retry in 5 s)\n"
+    )
 
 
 def test_tls_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -58,16 +62,22 @@ def test_http_status_is_permanent(tmp_path: Path, capsys: pytest.CaptureFixture[
     with FakeWebhook() as hook:
         hook.script(Answer(404, body=b"no such hook"))
         code, out = notify_test(tmp_path, capsys, f'kind = "webhook"\nurl = "{hook.url}"')
-    assert (code, out) == (1, "hook url #1: failed: HTTP 404: webhook not found: no such hook "
-                              "(permanent: the daemon would not retry)\n")
+    assert (code, out) == (
+        1,
+        "hook url #1: failed: HTTP 404: webhook not found: no such hook (permanent: the daemon would not retry)\n",
+    )
 
 
 def test_vendor_code_with_its_meaning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with FakeWeCom() as robot:
-        code, out = notify_test(tmp_path, capsys,
-                                f'kind = "wecom"\nurl = "{robot.url.replace(robot.key, "wrong-key-123")}"')
-    assert (code, out) == (1, "hook url #1: failed: wecom 93000: invalid webhook key (invalid webhook url) "
-                              "(permanent: the daemon would not retry)\n")
+        code, out = notify_test(
+            tmp_path, capsys, f'kind = "wecom"\nurl = "{robot.url.replace(robot.key, "wrong-key-123")}"'
+        )
+    assert (code, out) == (
+        1,
+        "hook url #1: failed: wecom 93000: invalid webhook key (invalid webhook url) "
+        "(permanent: the daemon would not retry)\n",
+    )
     assert "wrong-key-123" not in out
 
 
@@ -86,8 +96,10 @@ def test_each_url_gets_its_line_and_success_is_exit_0(tmp_path: Path, capsys: py
         assert (code, out) == (0, "hook url #1: delivered (ok)\n")
         code, out = notify_test(tmp_path, capsys, f'kind = "webhook"\nurls = ["{hook.url}", "{closed_port_url()}"]')
     assert code == 1
-    assert out.splitlines() == ["hook url #1: delivered (ok)",
-                                "hook url #2: not delivered: connection refused (the daemon would retry in 5 s)"]
+    assert out.splitlines() == [
+        "hook url #1: delivered (ok)",
+        "hook url #2: not delivered: connection refused (the daemon would retry in 5 s)",
+    ]
 
 
 def test_the_generic_webhook_carries_the_sample_alert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,7 +114,11 @@ def test_the_generic_webhook_carries_the_sample_alert(tmp_path: Path, capsys: py
     [alert] = body["alerts"]
     assert alert["status"] == "firing" and alert["endsAt"] == "0001-01-01T00:00:00Z"
     assert {k: alert["labels"][k] for k in ("alertname", "severity", "type", "channel")} == {
-        "alertname": "type-surge", "severity": "light", "type": "物流配送延误", "channel": "电话热线"}
+        "alertname": "type-surge",
+        "severity": "light",
+        "type": "物流配送延误",
+        "channel": "电话热线",
+    }
     assert alert["generatorURL"].startswith("https://sentinel.example/#alert-")
     assert alert["fingerprint"] and alert["startsAt"] and alert["annotations"]["summary"]
     assert body["commonLabels"] == alert["labels"] and body["groupLabels"] == {"rule": "type-surge"}

@@ -24,16 +24,15 @@ from sentinel.notify.escape import utf8_len
 from sentinel.notify.render import (
     TemplateError,
     body_budget,
-    check_templates,
     environment,
     human_duration,
     num,
     render,
     safe_url,
-    sample_view,
     sci,
     sig,
 )
+from sentinel.notify.template_check import check_templates, sample_view
 from sentinel.notify.views import AlertView
 
 from .builders import HOSTILE
@@ -47,27 +46,73 @@ CRM = "https://crm.example.internal/complaints/{}"
 LOCALES = ["zh_CN", "en"]
 
 W: dict[str, dict[str, str]] = {
-    "zh_CN": {"light": "轻度预警", "moderate": "中度预警", "severe": "重度预警", "III": "三级响应", "II": "二级响应",
-              "I": "一级响应", "status": "状态页", "ack": "确认收到", "upgraded": "已升级", "resolved": "已恢复",
-              "reason": "已连续一整天低于阈值", "zero": "新出现：无历史", "handover": "Sentinel 启动前已开始",
-              "streak": "连续 5 条", "type": "类型", "channel": "渠道", "more": r"还有 (\d+) 条预警",
-              "repeat": "提醒", "escalation": "超过时限未确认", "test": "测试", "title_digest": "500 条预警"},
-    "en": {"light": "Light alert", "moderate": "Moderate alert", "severe": "Severe alert", "III": "Level III response",
-           "II": "Level II response", "I": "Level I response", "status": "Status page", "ack": "Acknowledge",
-           "upgraded": "upgraded", "resolved": "Resolved", "reason": "a full day below the threshold",
-           "zero": "new: no history", "handover": "before Sentinel started",
-           "streak": "5 complaints of the same kind in a row",
-           "type": "type", "channel": "channel", "more": r"… (\d+) more alerts?", "repeat": "reminder: still open",
-           "escalation": "not acknowledged in time", "test": "Test message", "title_digest": "500 alerts"},
+    "zh_CN": {
+        "light": "轻度预警",
+        "moderate": "中度预警",
+        "severe": "重度预警",
+        "III": "三级响应",
+        "II": "二级响应",
+        "I": "一级响应",
+        "status": "状态页",
+        "ack": "确认收到",
+        "upgraded": "已升级",
+        "resolved": "已恢复",
+        "reason": "已连续一整天低于阈值",
+        "zero": "新出现：无历史",
+        "handover": "Sentinel 启动前已开始",
+        "streak": "连续 5 条",
+        "type": "类型",
+        "channel": "渠道",
+        "more": r"还有 (\d+) 条预警",
+        "repeat": "提醒",
+        "escalation": "超过时限未确认",
+        "test": "测试",
+        "title_digest": "500 条预警",
+    },
+    "en": {
+        "light": "Light alert",
+        "moderate": "Moderate alert",
+        "severe": "Severe alert",
+        "III": "Level III response",
+        "II": "Level II response",
+        "I": "Level I response",
+        "status": "Status page",
+        "ack": "Acknowledge",
+        "upgraded": "upgraded",
+        "resolved": "Resolved",
+        "reason": "a full day below the threshold",
+        "zero": "new: no history",
+        "handover": "before Sentinel started",
+        "streak": "5 complaints of the same kind in a row",
+        "type": "type",
+        "channel": "channel",
+        "more": r"… (\d+) more alerts?",
+        "repeat": "reminder: still open",
+        "escalation": "not acknowledged in time",
+        "test": "Test message",
+        "title_digest": "500 alerts",
+    },
 }
 
 
 def threshold(**kw: Any) -> AlertView:
     values: dict[str, Any] = {
-        "rule": "type-surge", "kind": "threshold", "state": "firing", "tier": Tier.MODERATE,
-        "labels": {"type": "物流配送延误", "channel": "电话热线"}, "value": 151.0, "baseline": 100.0, "ratio": 1.51,
-        "started": NOW - timedelta(minutes=20), "at": NOW, "instance": "inst-1", "fingerprint": "fp-1",
-        "p": 2.1e-06, "mode": "day", "samples": (("10231", CRM.format(10231)), ("10232", None)), "ack_url": ACK,
+        "rule": "type-surge",
+        "kind": "threshold",
+        "state": "firing",
+        "tier": Tier.MODERATE,
+        "labels": {"type": "物流配送延误", "channel": "电话热线"},
+        "value": 151.0,
+        "baseline": 100.0,
+        "ratio": 1.51,
+        "started": NOW - timedelta(minutes=20),
+        "at": NOW,
+        "instance": "inst-1",
+        "fingerprint": "fp-1",
+        "p": 2.1e-06,
+        "mode": "day",
+        "samples": (("10231", CRM.format(10231)), ("10232", None)),
+        "ack_url": ACK,
     }
     values.update(kw)
     return AlertView(**values)
@@ -75,10 +120,22 @@ def threshold(**kw: Any) -> AlertView:
 
 def streak(**kw: Any) -> AlertView:
     values: dict[str, Any] = {
-        "rule": "same-type-streak", "kind": "streak", "state": "firing", "tier": Tier.LIGHT,
-        "labels": {"type": "服务态度"}, "value": 5.0, "baseline": None, "ratio": None,
-        "started": NOW - timedelta(minutes=3), "at": NOW, "instance": "inst-2", "fingerprint": "fp-2",
-        "length": 5, "chance": 3.2e-04, "expected_per_day": 0.031, "samples": (("20001", CRM.format(20001)),),
+        "rule": "same-type-streak",
+        "kind": "streak",
+        "state": "firing",
+        "tier": Tier.LIGHT,
+        "labels": {"type": "服务态度"},
+        "value": 5.0,
+        "baseline": None,
+        "ratio": None,
+        "started": NOW - timedelta(minutes=3),
+        "at": NOW,
+        "instance": "inst-2",
+        "fingerprint": "fp-2",
+        "length": 5,
+        "chance": 3.2e-04,
+        "expected_per_day": 0.031,
+        "samples": (("20001", CRM.format(20001)),),
         "ack_url": ACK,
     }
     values.update(kw)
@@ -134,8 +191,19 @@ def assert_layout(syntax: Syntax, body: str) -> None:
 def test_firing_threshold_alert_has_every_fact(syntax: Syntax, locale: str) -> None:
     w = W[locale]
     title, body = run([threshold()], syntax, locale)
-    for fact in (w["II"], "type-surge", w["type"], "物流配送延误", w["channel"], "电话热线",
-                 "151", "100.0", "1.51", "2.1e-06", "2025-07-08 13:43"):
+    for fact in (
+        w["II"],
+        "type-surge",
+        w["type"],
+        "物流配送延误",
+        w["channel"],
+        "电话热线",
+        "151",
+        "100.0",
+        "1.51",
+        "2.1e-06",
+        "2025-07-08 13:43",
+    ):
         assert fact in body, (fact, body)
     assert link_of(syntax, "10231", CRM.format(10231)) in body
     assert "10232" in body and CRM.format(10232) not in body  # no URL: listed, not linked
@@ -164,8 +232,13 @@ def test_upgrade_says_it_went_up_a_tier(syntax: Syntax, locale: str) -> None:
 @pytest.mark.parametrize("syntax", list(Syntax))
 def test_resolution_says_how_long_the_peak_and_why(syntax: Syntax, locale: str) -> None:
     w = W[locale]
-    view = threshold(state="resolved", duration_s=8100, peak=180.0, reason="a full day below the threshold",
-                     started=NOW - timedelta(hours=2, minutes=15))
+    view = threshold(
+        state="resolved",
+        duration_s=8100,
+        peak=180.0,
+        reason="a full day below the threshold",
+        started=NOW - timedelta(hours=2, minutes=15),
+    )
     title, body = run([view], syntax, locale)
     assert w["resolved"] in body and w["resolved"] in title
     assert_tier_named_once(title, body, Tier.MODERATE, locale)
@@ -286,8 +359,9 @@ def test_override_cannot_switch_escaping_off_with_the_safe_filter(tmp_path: Path
     (tmp_path / "zh_CN").mkdir()
     (tmp_path / "zh_CN" / "alert.j2").write_text("{{ a.rule | safe }} {{ a.labels['type'] }}\n", encoding="utf-8")
     for syntax in Syntax:
-        _, body = run([threshold(rule="[x](http://evil.example)", labels={"type": "@all"})], syntax,
-                      templates_dir=tmp_path)
+        _, body = run(
+            [threshold(rule="[x](http://evil.example)", labels={"type": "@all"})], syntax, templates_dir=tmp_path
+        )
         assert "](http" not in body and "@all" not in body and "://" not in body, body
 
 
@@ -299,8 +373,16 @@ def crisis(n: int = 500) -> list[AlertView]:
     out = []
     for i in range(n):
         tier = Tier.SEVERE if i % 25 == 0 else Tier.MODERATE if i % 5 == 0 else Tier.LIGHT
-        out.append(threshold(labels={"type": f"类型{i:03d}", "channel": "电话热线"}, tier=tier, instance=f"i{i}",
-                             fingerprint=f"f{i}", at=NOW - timedelta(minutes=(i * 7) % 500), ack_url=f"{ACK}-{i}"))
+        out.append(
+            threshold(
+                labels={"type": f"类型{i:03d}", "channel": "电话热线"},
+                tier=tier,
+                instance=f"i{i}",
+                fingerprint=f"f{i}",
+                at=NOW - timedelta(minutes=(i * 7) % 500),
+                ack_url=f"{ACK}-{i}",
+            )
+        )
     return out
 
 
@@ -317,7 +399,8 @@ def expected_order(views: list[AlertView]) -> list[str]:
 @pytest.mark.parametrize("syntax", list(Syntax))
 @pytest.mark.parametrize(("max_bytes", "max_chars"), [(4096, None), (10**6, 2000), (2000, 2000)])
 def test_500_alerts_fit_listing_the_most_severe_and_counting_the_rest(
-        syntax: Syntax, locale: str, max_bytes: int, max_chars: int | None) -> None:
+    syntax: Syntax, locale: str, max_bytes: int, max_chars: int | None
+) -> None:
     views = crisis()
     title, body = run(views, syntax, locale, max_bytes=max_bytes, max_chars=max_chars)
     assert utf8_len(body) <= max_bytes and (max_chars is None or len(body) <= max_chars)
@@ -335,7 +418,7 @@ def test_500_alerts_fit_listing_the_most_severe_and_counting_the_rest(
     # The binding measure: characters when the byte budget is huge, else bytes (>= characters).
     size, limit = (len, max_chars) if max_chars is not None and max_bytes >= 10**6 else (utf8_len, max_bytes)
     assert limit - size(body) < max(size(line) for line in entry_lines) + 4
-    counts = ("重度 20 · 中度 80 · 轻度 400" if locale == "zh_CN" else "20 severe · 80 moderate · 400 light")
+    counts = "重度 20 · 中度 80 · 轻度 400" if locale == "zh_CN" else "20 severe · 80 moderate · 400 light"
     assert counts in body
     assert W[locale]["title_digest"] in title and ("20 重度" in title or "20 severe" in title)
     assert_plain_title(title)
@@ -367,8 +450,9 @@ def test_digest_order_severity_then_open_before_resolved_then_recent() -> None:
 @settings(max_examples=40, deadline=None)
 @given(budget=st.integers(min_value=1, max_value=5000), n=st.sampled_from([1, 3, 40]))
 def test_byte_budget_holds_with_chinese_text(syntax: Syntax, budget: int, n: int) -> None:
-    views = [threshold(labels={"type": "物流配送延误" * 5, "channel": f"电话热线{i}"}, instance=f"i{i}")
-             for i in range(n)]
+    views = [
+        threshold(labels={"type": "物流配送延误" * 5, "channel": f"电话热线{i}"}, instance=f"i{i}") for i in range(n)
+    ]
     _, body = run(views, syntax, max_bytes=budget)
     assert utf8_len(body) <= budget
     assert "\ufffd" not in body  # never half a character
@@ -399,15 +483,24 @@ def test_through_each_adapter_the_count_line_survives(kind: str, tier: Tier) -> 
     severe: dict[str, Any] = {"users": ["zhangsan", "lisi"], "all": True}
     if kind in ("wecom", "dingtalk"):
         severe["mobiles"] = ["13800138000"]
-    views = [threshold(labels={"type": f"类型{i:03d}" + "&" * 40, "channel": "电话热线"}, tier=tier, instance=f"i{i}",
-                       fingerprint=f"f{i}", ack_url=f"{ACK}-{i}") for i in range(500)]
+    views = [
+        threshold(
+            labels={"type": f"类型{i:03d}" + "&" * 40, "channel": "电话热线"},
+            tier=tier,
+            instance=f"i{i}",
+            fingerprint=f"f{i}",
+            ack_url=f"{ACK}-{i}",
+        )
+        for i in range(500)
+    ]
     with make_fake(kind) as fake:
         receiver = fake.receiver(mention={"severe": severe, "light": {"users": ["wangwu"]}})
         adapter = ADAPTERS[kind](receiver)
         try:
             max_bytes, max_chars = body_budget(adapter, receiver, tier)
-            title, body = render(views, syntax=adapter.syntax, max_bytes=max_bytes, max_chars=max_chars,
-                                 status_url=STATUS, kind="alert")
+            title, body = render(
+                views, syntax=adapter.syntax, max_bytes=max_bytes, max_chars=max_chars, status_url=STATUS, kind="alert"
+            )
             title = "&" * 99  # the worst title for escaping (5 bytes in Slack)
             out = adapter.send(Message(id="d-1", title=title, body=body, tier=tier, status="firing"))
             assert isinstance(out, Delivered), out
@@ -426,7 +519,8 @@ def test_through_each_adapter_the_count_line_survives(kind: str, tier: Tier) -> 
 def test_override_replaces_one_template_and_keeps_the_others(tmp_path: Path) -> None:
     (tmp_path / "zh_CN").mkdir()
     (tmp_path / "zh_CN" / "alert.j2").write_text(
-        "自定义：{{ bold(a.rule) }} {{ series(a) }}\n{{ link('看板', status_url) }}\n", encoding="utf-8")
+        "自定义：{{ bold(a.rule) }} {{ series(a) }}\n{{ link('看板', status_url) }}\n", encoding="utf-8"
+    )
     for syntax in Syntax:
         title, body = run([threshold()], syntax, templates_dir=tmp_path)
         assert body.startswith("自定义：") and link_of(syntax, "看板", STATUS) in body
@@ -441,7 +535,8 @@ def test_override_replaces_one_template_and_keeps_the_others(tmp_path: Path) -> 
 def test_an_overridden_title_is_still_one_short_line(tmp_path: Path) -> None:
     (tmp_path / "en").mkdir()
     (tmp_path / "en" / "title.j2").write_text(
-        "{% for i in range(40) %}{{ a.rule }}\n{% endfor %}{{ status_url }}", encoding="utf-8")
+        "{% for i in range(40) %}{{ a.rule }}\n{% endfor %}{{ status_url }}", encoding="utf-8"
+    )
     title, _ = run([threshold()], Syntax.MARKDOWN, "en", templates_dir=tmp_path)
     assert title.startswith("type-surge type-surge")
     assert_plain_title(title)
@@ -450,8 +545,9 @@ def test_an_overridden_title_is_still_one_short_line(tmp_path: Path) -> None:
 def test_override_data_is_escaped_too(tmp_path: Path) -> None:
     (tmp_path / "en").mkdir()
     (tmp_path / "en" / "entry.j2").write_text("{{ a.labels['type'] }} {{ a.rule }}\n", encoding="utf-8")
-    _, body = run([*crisis(2), threshold(labels={"type": "<!channel> @everyone"})], Syntax.SLACK, "en",
-                  templates_dir=tmp_path)
+    _, body = run(
+        [*crisis(2), threshold(labels={"type": "<!channel> @everyone"})], Syntax.SLACK, "en", templates_dir=tmp_path
+    )
     assert "<!channel>" not in body and "@everyone" not in body and "&lt;!channel&gt;" in body
 
 
@@ -519,15 +615,30 @@ def test_safe_url_accepts_http_and_neutralises_what_would_close_a_link() -> None
     assert safe_url("http://127.0.0.1:9732/ack/a_b-c.d~e") == "http://127.0.0.1:9732/ack/a_b-c.d~e"
     assert safe_url("https://x.example/a)b|c>d]e*f") == "https://x.example/a%29b%7Cc%3Ed%5De%2Af"
     assert safe_url("https://x.example/工单?id=1&t=2") == "https://x.example/%E5%B7%A5%E5%8D%95?id=1&t=2"
-    for bad in ("javascript:alert(1)", "ftp://x.example/", "https://user:pw@x.example/", "https://x.example/a b",
-                "https://x.example/\nb", "http://", "https://bad_host/", "//x.example/", ""):
+    for bad in (
+        "javascript:alert(1)",
+        "ftp://x.example/",
+        "https://user:pw@x.example/",
+        "https://x.example/a b",
+        "https://x.example/\nb",
+        "http://",
+        "https://bad_host/",
+        "//x.example/",
+        "",
+    ):
         assert safe_url(bad) is None, bad
 
 
 @pytest.mark.parametrize("syntax", list(Syntax))
 def test_sample_urls_are_validated_and_encoded_in_every_syntax(syntax: Syntax) -> None:
-    view = threshold(samples=(("1", "https://crm.example/c/a)b"), ("2", "javascript:alert(1)"),
-                              ("3", "https://crm.example/x y"), ("4", "https://u:p@crm.example/")))
+    view = threshold(
+        samples=(
+            ("1", "https://crm.example/c/a)b"),
+            ("2", "javascript:alert(1)"),
+            ("3", "https://crm.example/x y"),
+            ("4", "https://u:p@crm.example/"),
+        )
+    )
     _, body = run([view], syntax)
     assert link_of(syntax, "1", "https://crm.example/c/a%29b") in body
     assert "javascript" not in body and "crm.example/x" not in body and "u:p@" not in body
@@ -541,10 +652,19 @@ def test_slack_link_escapes_ampersand_and_invalid_urls_lose_the_link() -> None:
     assert "javascript" not in body and "2" in body
 
 
-@pytest.mark.parametrize(("seconds", "zh", "en"), [
-    (8100, "2小时15分", "2h15m"), (45, "45秒", "45s"), (7200, "2小时", "2h"), (3660, "1小时1分", "1h1m"),
-    (90000, "1天1小时", "1d1h"), (86400 + 59, "1天", "1d"), (600, "10分", "10m"), (-5, "0秒", "0s"),
-])
+@pytest.mark.parametrize(
+    ("seconds", "zh", "en"),
+    [
+        (8100, "2小时15分", "2h15m"),
+        (45, "45秒", "45s"),
+        (7200, "2小时", "2h"),
+        (3660, "1小时1分", "1h1m"),
+        (90000, "1天1小时", "1d1h"),
+        (86400 + 59, "1天", "1d"),
+        (600, "10分", "10m"),
+        (-5, "0秒", "0s"),
+    ],
+)
 def test_durations(seconds: int, zh: str, en: str) -> None:
     assert human_duration(seconds, "zh_CN") == zh and human_duration(seconds, "en") == en
 

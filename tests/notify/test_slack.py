@@ -19,10 +19,15 @@ def test_delivered_with_escaped_title(slack: FakeSlack) -> None:
     assert body["unfurl_links"] is False and body["unfurl_media"] is False
 
 
-@pytest.mark.parametrize(("status", "word", "meaning"), [
-    (400, "invalid_payload", "bad request"), (403, "action_prohibited", "forbidden"),
-    (404, "channel_not_found", "webhook not found"), (410, "channel_is_archived", "gone"),
-])
+@pytest.mark.parametrize(
+    ("status", "word", "meaning"),
+    [
+        (400, "invalid_payload", "bad request"),
+        (403, "action_prohibited", "forbidden"),
+        (404, "channel_not_found", "webhook not found"),
+        (410, "channel_is_archived", "gone"),
+    ],
+)
 def test_permanent_answers(slack: FakeSlack, status: int, word: str, meaning: str) -> None:
     slack.script(slack.error(status, word))
     out = SlackAdapter(slack.receiver()).send(message())
@@ -51,8 +56,7 @@ def test_server_error_is_retried(slack: FakeSlack) -> None:
 
 
 def test_mentions_from_config_only(slack: FakeSlack) -> None:
-    adapter = SlackAdapter(slack.receiver(mention={"moderate": {"users": ["U024BE7LH"]},
-                                                   "severe": {"all": True}}))
+    adapter = SlackAdapter(slack.receiver(mention={"moderate": {"users": ["U024BE7LH"]}, "severe": {"all": True}}))
     adapter.send(message(tier=Tier.MODERATE))
     assert slack.last.json["text"].endswith("\n<@U024BE7LH>")
     adapter.send(message(tier=Tier.SEVERE))

@@ -30,11 +30,17 @@ def test_resolved_is_green(teams: FakeTeams) -> None:
     assert teams.last.json["attachments"][0]["content"]["body"][0]["color"] == "Good"
 
 
-@pytest.mark.parametrize(("answer", "kind"), [
-    (Answer(200), Delivered), (Answer(202), Delivered),
-    (Answer(429, headers={"Retry-After": "12"}), RetryAfter), (Answer(502), RetryAfter),
-    (Answer(400, {"error": {"message": "bad card"}}), Failed), (Answer(404), Failed),
-])
+@pytest.mark.parametrize(
+    ("answer", "kind"),
+    [
+        (Answer(200), Delivered),
+        (Answer(202), Delivered),
+        (Answer(429, headers={"Retry-After": "12"}), RetryAfter),
+        (Answer(502), RetryAfter),
+        (Answer(400, {"error": {"message": "bad card"}}), Failed),
+        (Answer(404), Failed),
+    ],
+)
 def test_status_classification(teams: FakeTeams, answer: Answer, kind: type) -> None:
     teams.script(answer)
     out = TeamsAdapter(teams.receiver()).send(message())
@@ -51,12 +57,18 @@ def test_wrong_signature_is_permanent(teams: FakeTeams) -> None:
 
 
 def test_mention_entities_only_when_configured(teams: FakeTeams) -> None:
-    adapter = TeamsAdapter(teams.receiver(mention={"severe": {"users": ["ops@example.com"]},
-                                                   "moderate": {"all": True}}))
+    adapter = TeamsAdapter(
+        teams.receiver(mention={"severe": {"users": ["ops@example.com"]}, "moderate": {"all": True}})
+    )
     adapter.send(message(tier=Tier.SEVERE))
     card = teams.last.json["attachments"][0]["content"]
-    assert card["msteams"]["entities"] == [{"type": "mention", "text": "<at>ops@example.com</at>",
-                                            "mentioned": {"id": "ops@example.com", "name": "ops@example.com"}}]
+    assert card["msteams"]["entities"] == [
+        {
+            "type": "mention",
+            "text": "<at>ops@example.com</at>",
+            "mentioned": {"id": "ops@example.com", "name": "ops@example.com"},
+        }
+    ]
     assert card["body"][-1]["text"] == "<at>ops@example.com</at>"
     for tier in (Tier.MODERATE, Tier.LIGHT):  # `all` has no meaning for a Teams webhook
         adapter.send(message(tier=tier))

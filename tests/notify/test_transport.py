@@ -56,13 +56,25 @@ def test_retry_after_seconds_and_dates() -> None:
 # --- status classification -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("status", "kind", "seconds"), [
-    (200, None, None), (202, None, None), (204, None, None),
-    (301, RetryAfter, answers.REDIRECT_DELAY), (302, RetryAfter, answers.REDIRECT_DELAY),
-    (408, RetryAfter, answers.SERVER_ERROR_DELAY), (429, RetryAfter, answers.RATE_LIMIT_DELAY),
-    (500, RetryAfter, answers.SERVER_ERROR_DELAY), (503, RetryAfter, answers.SERVER_ERROR_DELAY),
-    (400, Failed, None), (401, Failed, None), (403, Failed, None), (404, Failed, None), (410, Failed, None),
-])
+@pytest.mark.parametrize(
+    ("status", "kind", "seconds"),
+    [
+        (200, None, None),
+        (202, None, None),
+        (204, None, None),
+        (301, RetryAfter, answers.REDIRECT_DELAY),
+        (302, RetryAfter, answers.REDIRECT_DELAY),
+        (408, RetryAfter, answers.SERVER_ERROR_DELAY),
+        (429, RetryAfter, answers.RATE_LIMIT_DELAY),
+        (500, RetryAfter, answers.SERVER_ERROR_DELAY),
+        (503, RetryAfter, answers.SERVER_ERROR_DELAY),
+        (400, Failed, None),
+        (401, Failed, None),
+        (403, Failed, None),
+        (404, Failed, None),
+        (410, Failed, None),
+    ],
+)
 def test_classify_status(status: int, kind: type | None, seconds: float | None) -> None:
     out = classify_status(reply(status, b"nope"), Scrubber([]))
     if kind is None:
@@ -140,8 +152,9 @@ def test_an_answer_that_drips_ends_at_the_deadline(server: FakeWebhook, drip_hea
     started = time.monotonic()
     out = client.post(server.url, b"{}", {})
     elapsed = time.monotonic() - started
-    assert out == RetryAfter(answers.NETWORK_DELAY, f"timed out after 1 s while {phase} "
-                                                 "(the message may have been delivered)")
+    assert out == RetryAfter(
+        answers.NETWORK_DELAY, f"timed out after 1 s while {phase} (the message may have been delivered)"
+    )
     assert elapsed < 5.0, elapsed  # the deadline plus a slow CI's margin, far from the dripped 30 s
     assert isinstance(client.post(server.url, b"{}", {}), Reply)  # the cut connection is not reused
     assert len(server.requests) == 2
@@ -162,8 +175,12 @@ def test_close_abandons_the_attempt_in_flight(server: FakeWebhook) -> None:
     client.close()
     sender.join(10)
     assert not sender.is_alive() and time.monotonic() - started < 3.0
-    assert result == [RetryAfter(answers.NETWORK_DELAY, "abandoned while reading the answer: the daemon is stopping "
-                                                     "(the message may have been delivered)")]
+    assert result == [
+        RetryAfter(
+            answers.NETWORK_DELAY,
+            "abandoned while reading the answer: the daemon is stopping (the message may have been delivered)",
+        )
+    ]
     out = client.post(server.url, b"{}", {})  # a closed client sends nothing more
     assert isinstance(out, RetryAfter) and out.reason.startswith("abandoned")
     assert len(server.requests) == 1
@@ -217,8 +234,9 @@ def test_urllib3_debug_lines_do_not_carry_the_url(server: FakeWebhook, caplog: p
 # --- the environment: proxies and netrc, read as requests reads them --------------------------------
 
 
-def test_an_http_proxy_from_the_environment_carries_the_request(server: FakeWebhook,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_http_proxy_from_the_environment_carries_the_request(
+    server: FakeWebhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("http_proxy", server.base)
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
@@ -236,8 +254,9 @@ def test_no_proxy_bypasses_the_proxy(server: FakeWebhook, monkeypatch: pytest.Mo
     assert len(server.requests) == 1
 
 
-def test_netrc_credentials_are_sent_for_their_host(server: FakeWebhook, monkeypatch: pytest.MonkeyPatch,
-                                                   tmp_path: Path) -> None:
+def test_netrc_credentials_are_sent_for_their_host(
+    server: FakeWebhook, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     rc = tmp_path / "netrc"
     rc.write_text("machine 127.0.0.1 login robot password s3cret\n")
     monkeypatch.setenv("NETRC", str(rc))

@@ -18,9 +18,14 @@ from .vendors import Answer, FakeWebhook
 
 
 def test_alertmanager_v4_body_with_delivery_id(webhook: FakeWebhook) -> None:
-    msg = message(id="d-42", group_key='{}:{rule="type-surge"}', group_labels={"rule": "type-surge"},
-                  alerts=(alert(1, channel="电话"), alert(2, channel="电话")), external_url="https://s.example",
-                  tier=Tier.SEVERE)
+    msg = message(
+        id="d-42",
+        group_key='{}:{rule="type-surge"}',
+        group_labels={"rule": "type-surge"},
+        alerts=(alert(1, channel="电话"), alert(2, channel="电话")),
+        external_url="https://s.example",
+        tier=Tier.SEVERE,
+    )
     assert isinstance(WebhookAdapter(webhook.receiver()).send(msg), Delivered)
     req = webhook.last
     body = req.json
@@ -33,9 +38,15 @@ def test_alertmanager_v4_body_with_delivery_id(webhook: FakeWebhook) -> None:
     assert body["commonAnnotations"] == {}
     assert body["externalURL"] == "https://s.example"
     assert body["truncatedAlerts"] == 0
-    assert body["alerts"][0] == {"status": "firing", "labels": {"rule": "type-surge", "type": "t1", "channel": "电话"},
-                                 "annotations": {"summary": "surge 1"}, "startsAt": "2025-07-08T06:03:00Z",
-                                 "endsAt": "0001-01-01T00:00:00Z", "fingerprint": "fp0001", "generatorURL": ""}
+    assert body["alerts"][0] == {
+        "status": "firing",
+        "labels": {"rule": "type-surge", "type": "t1", "channel": "电话"},
+        "annotations": {"summary": "surge 1"},
+        "startsAt": "2025-07-08T06:03:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "fingerprint": "fp0001",
+        "generatorURL": "",
+    }
 
 
 def test_signature_over_the_exact_body_at_every_attempt(webhook: FakeWebhook) -> None:
@@ -46,8 +57,10 @@ def test_signature_over_the_exact_body_at_every_attempt(webhook: FakeWebhook) ->
         clock.tick(timedelta(minutes=30))
         assert isinstance(adapter.send(message()), Delivered)  # the fake rejects stale or bad signatures
     first, second = webhook.requests
-    assert (first.headers["x-sentinel-timestamp"], second.headers["x-sentinel-timestamp"]) == \
-        ("1751954400", "1751956200")
+    assert (first.headers["x-sentinel-timestamp"], second.headers["x-sentinel-timestamp"]) == (
+        "1751954400",
+        "1751956200",
+    )
     ts = second.headers["x-sentinel-timestamp"]
     expected = hmac.new(b"hmacSECRET-0123456789", ts.encode() + b"." + second.body, hashlib.sha256).hexdigest()
     assert second.headers["x-sentinel-signature"] == f"sha256={expected}"
@@ -66,14 +79,17 @@ def test_no_signature_without_secret() -> None:
         assert hook.last.headers["x-sentinel-delivery"] == "d-0001"
 
 
-@pytest.mark.parametrize(("answer", "expected"), [
-    (Answer(204), Delivered()),
-    (Answer(429, headers={"Retry-After": "11"}), RetryAfter(11.0, "HTTP 429: rate limited")),
-    (Answer(500), RetryAfter(10.0, "HTTP 500: server error")),
-    (Answer(503, headers={"Retry-After": "3"}), RetryAfter(3.0, "HTTP 503: server error")),
-    (Answer(422, body=b"unprocessable"), Failed("HTTP 422", "rejected: unprocessable")),
-    (Answer(404, body=b""), Failed("HTTP 404", "webhook not found")),
-])
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (Answer(204), Delivered()),
+        (Answer(429, headers={"Retry-After": "11"}), RetryAfter(11.0, "HTTP 429: rate limited")),
+        (Answer(500), RetryAfter(10.0, "HTTP 500: server error")),
+        (Answer(503, headers={"Retry-After": "3"}), RetryAfter(3.0, "HTTP 503: server error")),
+        (Answer(422, body=b"unprocessable"), Failed("HTTP 422", "rejected: unprocessable")),
+        (Answer(404, body=b""), Failed("HTTP 404", "webhook not found")),
+    ],
+)
 def test_status_classification(webhook: FakeWebhook, answer: Answer, expected: object) -> None:
     webhook.script(answer)
     assert WebhookAdapter(webhook.receiver()).send(message()) == expected

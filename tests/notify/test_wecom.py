@@ -11,19 +11,25 @@ from sentinel.notify.wecom import WeComAdapter
 from .builders import message
 from .vendors import Answer, FakeWeCom
 
-MENTIONS = {"moderate": {"users": ["zhangsan", "lisi"]}, "severe": {"all": True, "users": ["wangwu"],
-                                                                      "mobiles": ["13800138000"]}}
+MENTIONS = {
+    "moderate": {"users": ["zhangsan", "lisi"]},
+    "severe": {"all": True, "users": ["wangwu"], "mobiles": ["13800138000"]},
+}
 
 
-@pytest.mark.parametrize(("code", "kind", "seconds", "meaning"), [
-    (45009, RetryAfter, 60.0, "rate limited"),
-    (-1, RetryAfter, 10.0, "system busy"),
-    (93000, Failed, None, "invalid webhook key"),
-    (40058, Failed, None, "content too long"),
-    (40999, Failed, None, "unknown error: mystery"),
-])
-def test_errcode_decides_even_with_http_200(wecom: FakeWeCom, code: int, kind: type, seconds: float | None,
-                                            meaning: str) -> None:
+@pytest.mark.parametrize(
+    ("code", "kind", "seconds", "meaning"),
+    [
+        (45009, RetryAfter, 60.0, "rate limited"),
+        (-1, RetryAfter, 10.0, "system busy"),
+        (93000, Failed, None, "invalid webhook key"),
+        (40058, Failed, None, "content too long"),
+        (40999, Failed, None, "unknown error: mystery"),
+    ],
+)
+def test_errcode_decides_even_with_http_200(
+    wecom: FakeWeCom, code: int, kind: type, seconds: float | None, meaning: str
+) -> None:
     wecom.script(wecom.error(code, "mystery" if code == 40999 else None))
     out = WeComAdapter(wecom.receiver()).send(message())
     assert isinstance(out, kind)
@@ -38,8 +44,10 @@ def test_errcode_decides_even_with_http_200(wecom: FakeWeCom, code: int, kind: t
 
 def test_rate_limit_is_never_retried_sooner_than_60_s(wecom: FakeWeCom) -> None:
     adapter = WeComAdapter(wecom.receiver())
-    wecom.script(Answer(200, {"errcode": 45009, "errmsg": "freq"}, headers={"Retry-After": "5"}),
-                 Answer(200, {"errcode": 45009, "errmsg": "freq"}, headers={"Retry-After": "150"}))
+    wecom.script(
+        Answer(200, {"errcode": 45009, "errmsg": "freq"}, headers={"Retry-After": "5"}),
+        Answer(200, {"errcode": 45009, "errmsg": "freq"}, headers={"Retry-After": "150"}),
+    )
     assert adapter.send(message()) == RetryAfter(60.0, "wecom 45009: rate limited (20 messages a minute per robot)")
     out = adapter.send(message())
     assert isinstance(out, RetryAfter) and out.seconds == 150.0

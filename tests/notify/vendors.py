@@ -107,8 +107,9 @@ class FakeVendor:
 
         self._server = _Server(("127.0.0.1", 0), Handler)
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
-                                        name=f"fake-{self.kind}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, name=f"fake-{self.kind}", daemon=True
+        )
         self._thread.start()
 
     # --- for tests ---------------------------------------------------------------------------------
@@ -122,8 +123,12 @@ class FakeVendor:
 
     def receiver(self, **overrides: Any) -> ReceiverConfig:
         """A receiver pointing at this server, with its secrets; `overrides` set any other key."""
-        values: dict[str, Any] = {"name": f"test-{self.kind}", "kind": self.kind, "url": self.url,
-                                  "timeout": timedelta(seconds=5)}
+        values: dict[str, Any] = {
+            "name": f"test-{self.kind}",
+            "kind": self.kind,
+            "url": self.url,
+            "timeout": timedelta(seconds=5),
+        }
         values.update(self.receiver_secrets())
         values.update(overrides)
         if "urls" in overrides:
@@ -178,8 +183,17 @@ class FakeVendor:
             parsed: Any = json.loads(body) if body else None
         except ValueError:
             parsed = None
-        req = Request(h.command, parts.path, parse_qs(parts.query, keep_blank_values=True), parts.query,
-                      {k.lower(): v for k, v in h.headers.items()}, body, parsed, self.now(), h.client_address[:2])
+        req = Request(
+            h.command,
+            parts.path,
+            parse_qs(parts.query, keep_blank_values=True),
+            parts.query,
+            {k.lower(): v for k, v in h.headers.items()},
+            body,
+            parsed,
+            self.now(),
+            h.client_address[:2],
+        )
         with self._lock:
             self.requests.append(req)
             scripted = self._script.popleft() if self._script else None
@@ -206,7 +220,7 @@ class FakeVendor:
             if not answer.drip:
                 out.write(data)
             for i in range(len(data) if answer.drip else 0):
-                out.write(data[i:i + 1])
+                out.write(data[i : i + 1])
                 if self._release.wait(answer.drip):
                     break  # the server is closing
         except OSError:
@@ -231,7 +245,9 @@ def _json_error(code_key: str, msg_key: str, code: int, message: str) -> Answer:
 class FakeWeCom(FakeVendor):
     kind = "wecom"
     CODES: ClassVar[dict[int, str]] = {
-        45009: "api freq out of limit", -1: "system busy", 93000: "invalid webhook url",
+        45009: "api freq out of limit",
+        -1: "system busy",
+        93000: "invalid webhook url",
         40058: "markdown.content exceed max length 4096",
     }
 
@@ -277,12 +293,15 @@ def dingtalk_sign(secret: str, timestamp: str) -> str:
 class FakeDingTalk(FakeVendor):
     kind = "dingtalk"
     CODES: ClassVar[dict[int, str]] = {
-        130101: "send too fast, exceed 20 times per minute", 310000: "sign not match",
-        300001: "token is not exist", 460101: "message too long, exceed 20000 bytes",
+        130101: "send too fast, exceed 20 times per minute",
+        310000: "sign not match",
+        300001: "token is not exist",
+        460101: "message too long, exceed 20000 bytes",
     }
 
-    def __init__(self, token: str = "ding-TOKEN-5b1e0d44", secret: str | None = "SECding9f8e7d6c5b4a",
-                 keyword: str | None = None) -> None:
+    def __init__(
+        self, token: str = "ding-TOKEN-5b1e0d44", secret: str | None = "SECding9f8e7d6c5b4a", keyword: str | None = None
+    ) -> None:
         self.token, self.secret, self.keyword = token, secret, keyword
         super().__init__()
 
@@ -336,13 +355,22 @@ class FakeFeishu(FakeVendor):
     kind = "feishu"
     CODES: ClassVar[dict[int, str]] = {
         19021: "sign match fail or timestamp is not within one hour from current time",
-        19022: "Ip Not Allowed", 19024: "Key Words Not Found", 19007: "Bot Not Enabled",
-        11232: "frequency limited", 19036: "request too large", 9499: "Bad Request",
+        19022: "Ip Not Allowed",
+        19024: "Key Words Not Found",
+        19007: "Bot Not Enabled",
+        11232: "frequency limited",
+        19036: "request too large",
+        9499: "Bad Request",
         19001: "param invalid: incoming webhook access token invalid",
     }
 
-    def __init__(self, token: str = "5a8e2c1d-feishu-hook-0b7f", secret: str | None = "SECfeishu1a2b3c4d",
-                 keyword: str | None = None, kind: str = "feishu") -> None:
+    def __init__(
+        self,
+        token: str = "5a8e2c1d-feishu-hook-0b7f",
+        secret: str | None = "SECfeishu1a2b3c4d",
+        keyword: str | None = None,
+        kind: str = "feishu",
+    ) -> None:
         self.token, self.secret, self.keyword = token, secret, keyword
         self.kind = kind  # type: ignore[misc]  # the same fake serves Lark
         super().__init__()
@@ -373,8 +401,11 @@ class FakeFeishu(FakeVendor):
                 return self.error(19021)
             if not hmac.compare_digest(sign, feishu_sign(self.secret, ts)):
                 return self.error(19021)
-        if msg.get("msg_type") != "text" or not isinstance(msg.get("content"), dict) \
-                or not isinstance(msg["content"].get("text"), str):
+        if (
+            msg.get("msg_type") != "text"
+            or not isinstance(msg.get("content"), dict)
+            or not isinstance(msg["content"].get("text"), str)
+        ):
             return self.error(9499, "Bad Request: content.text is required")
         if self.keyword is not None and self.keyword not in msg["content"]["text"]:
             return self.error(19024)
@@ -425,8 +456,10 @@ class FakeTeams(FakeVendor):
 
     @property
     def url(self) -> str:
-        return (f"{self.base}/workflows/0f1e2d3c/triggers/manual/paths/invoke"
-                f"?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig={self.sig}")
+        return (
+            f"{self.base}/workflows/0f1e2d3c/triggers/manual/paths/invoke"
+            f"?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig={self.sig}"
+        )
 
     def error(self, code: int, message: str | None = None) -> Answer:
         return Answer(code, {"error": {"code": "Error", "message": message or "error"}})
@@ -438,9 +471,13 @@ class FakeTeams(FakeVendor):
             return self.error(413, "Request Entity Too Large")
         msg = req.json if isinstance(req.json, dict) else {}
         attachments = msg.get("attachments")
-        if msg.get("type") != "message" or not isinstance(attachments, list) or not attachments \
-                or attachments[0].get("contentType") != "application/vnd.microsoft.card.adaptive" \
-                or attachments[0].get("content", {}).get("type") != "AdaptiveCard":
+        if (
+            msg.get("type") != "message"
+            or not isinstance(attachments, list)
+            or not attachments
+            or attachments[0].get("contentType") != "application/vnd.microsoft.card.adaptive"
+            or attachments[0].get("content", {}).get("type") != "AdaptiveCard"
+        ):
             return self.error(400, "The request body is not a message with an adaptive card.")
         return None
 
@@ -467,8 +504,11 @@ class FakeDiscord(FakeVendor):
         return Answer(400, {"code": code, "message": message or "error"})
 
     def rate_limited(self, retry_after: float, is_global: bool = False) -> Answer:
-        return Answer(429, {"message": "You are being rate limited.", "retry_after": retry_after,
-                            "global": is_global}, headers={"Retry-After": str(int(retry_after) + 1)})
+        return Answer(
+            429,
+            {"message": "You are being rate limited.", "retry_after": retry_after, "global": is_global},
+            headers={"Retry-After": str(int(retry_after) + 1)},
+        )
 
     def check(self, req: Request) -> Answer | None:
         if req.path != f"/api/webhooks/{self.webhook_id}/{self.token}":
@@ -508,10 +548,15 @@ class FakeWebhook(FakeVendor):
     def check(self, req: Request) -> Answer | None:
         if self.hmac_secret is not None:
             ts = req.headers.get("x-sentinel-timestamp", "")
-            expected = "sha256=" + hmac.new(self.hmac_secret.encode(), ts.encode() + b"." + req.body,
-                                            hashlib.sha256).hexdigest()
-            if not ts.isdigit() or abs(self.now() - int(ts)) > 300 \
-                    or not hmac.compare_digest(req.headers.get("x-sentinel-signature", ""), expected):
+            expected = (
+                "sha256="
+                + hmac.new(self.hmac_secret.encode(), ts.encode() + b"." + req.body, hashlib.sha256).hexdigest()
+            )
+            if (
+                not ts.isdigit()
+                or abs(self.now() - int(ts)) > 300
+                or not hmac.compare_digest(req.headers.get("x-sentinel-signature", ""), expected)
+            ):
                 return self.error(401, "bad signature")
         return None
 
@@ -520,6 +565,11 @@ class FakeWebhook(FakeVendor):
 
 
 FAKES: dict[str, type[FakeVendor]] = {
-    "wecom": FakeWeCom, "dingtalk": FakeDingTalk, "feishu": FakeFeishu, "slack": FakeSlack,
-    "teams": FakeTeams, "discord": FakeDiscord, "webhook": FakeWebhook,
+    "wecom": FakeWeCom,
+    "dingtalk": FakeDingTalk,
+    "feishu": FakeFeishu,
+    "slack": FakeSlack,
+    "teams": FakeTeams,
+    "discord": FakeDiscord,
+    "webhook": FakeWebhook,
 }

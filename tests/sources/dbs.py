@@ -15,8 +15,7 @@ import sqlalchemy as sa
 TYPES = {
     "sqlite": {"id": "INTEGER", "sid": "TEXT", "time": "TEXT", "text": "TEXT", "big": "INTEGER"},
     "postgres": {"id": "BIGINT", "sid": "VARCHAR(64)", "time": "TIMESTAMP(6)", "text": "TEXT", "big": "BIGINT"},
-    "mariadb": {"id": "BIGINT", "sid": "VARCHAR(64)", "time": "DATETIME(6)", "text": "VARCHAR(400)",
-                "big": "BIGINT"},
+    "mariadb": {"id": "BIGINT", "sid": "VARCHAR(64)", "time": "DATETIME(6)", "text": "VARCHAR(400)", "big": "BIGINT"},
 }
 
 
@@ -37,14 +36,15 @@ class Db:
         cols = ", ".join(f"{self.q(n)} {TYPES[self.kind].get(t, t)}" for n, t in columns.items())
         self.run(f"CREATE TABLE {self.q(table)} ({cols})")
         if index:
-            self.run(f"CREATE INDEX {self.q(table + '_ix')} ON {self.q(table)} "
-                     f"({', '.join(self.q(c) for c in index)})")
+            self.run(f"CREATE INDEX {self.q(table + '_ix')} ON {self.q(table)} ({', '.join(self.q(c) for c in index)})")
 
     def insert(self, table: str, rows: list[dict[str, Any]]) -> None:
         names = list(rows[0])
-        self.run(f"INSERT INTO {self.q(table)} ({', '.join(self.q(n) for n in names)}) "
-                 f"VALUES ({', '.join(f':p{k}' for k in range(len(names)))})",
-                 [{f"p{k}": r[n] for k, n in enumerate(names)} for r in rows])
+        self.run(
+            f"INSERT INTO {self.q(table)} ({', '.join(self.q(n) for n in names)}) "
+            f"VALUES ({', '.join(f':p{k}' for k in range(len(names)))})",
+            [{f"p{k}": r[n] for k, n in enumerate(names)} for r in rows],
+        )
 
     def time(self, dt: datetime) -> Any:
         """A naive wall-clock time as this database's `time` column stores it."""
@@ -52,12 +52,16 @@ class Db:
 
 
 def complaints_table(db: Db, index: bool = True, id_type: str = "id", time_type: str = "time") -> None:
-    db.create("complaints", {"id": id_type, "created_at": time_type, "type": "text", "channel": "text",
-                             "customer": "text"}, ("created_at", "id") if index else None)
+    db.create(
+        "complaints",
+        {"id": id_type, "created_at": time_type, "type": "text", "channel": "text", "customer": "text"},
+        ("created_at", "id") if index else None,
+    )
 
 
-def row(db: Db, i: Any, at: datetime, typ: Any = "物流配送延误", channel: Any = "电话热线",
-        customer: Any = None) -> dict[str, Any]:
+def row(
+    db: Db, i: Any, at: datetime, typ: Any = "物流配送延误", channel: Any = "电话热线", customer: Any = None
+) -> dict[str, Any]:
     return {"id": i, "created_at": db.time(at), "type": typ, "channel": channel, "customer": customer}
 
 

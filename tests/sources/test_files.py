@@ -84,9 +84,15 @@ def read(path: Path, tz: ZoneInfo = SH, encoding: str = "utf-8", id_type: IdType
         batch = b.batch
         for i in range(len(batch)):
             rid = batch.ids[i]
-            records.append((rid.item() if isinstance(rid, np.generic) else rid, int(batch.ts[i]),
-                            vocab.decode(int(batch.type[i])), vocab.decode(int(batch.channel[i])),
-                            batch.customer_of(i)))
+            records.append(
+                (
+                    rid.item() if isinstance(rid, np.generic) else rid,
+                    int(batch.ts[i]),
+                    vocab.decode(int(batch.type[i])),
+                    vocab.decode(int(batch.channel[i])),
+                    batch.customer_of(i),
+                )
+            )
     return Read(records, [r for b in blocks for r in b.rejected], blocks, vocab)
 
 
@@ -128,8 +134,11 @@ def test_every_format_reads_the_same_records(tmp_path: Path, name: str, with_cus
 
 @pytest.mark.parametrize("slow", [False, True], ids=["fast", "slow"])
 def test_numeric_ids_are_an_int64_array_on_both_paths(tmp_path: Path, slow: bool) -> None:
-    rows = [("7", "2025-07-08 10:00", "A", "X"), ("10", "2025-07-08 10:00", "A", "X"),
-            ("9", "2025-07-08 10:00", "A", "X")]
+    rows = [
+        ("7", "2025-07-08 10:00", "A", "X"),
+        ("10", "2025-07-08 10:00", "A", "X"),
+        ("9", "2025-07-08 10:00", "A", "X"),
+    ]
     got = read(write_csv(tmp_path / "n.csv", rows + ([BAD_ROW[:4]] if slow else [])))
     (block,) = got.blocks
     assert block.batch.ids.dtype == np.int64
@@ -141,8 +150,11 @@ def test_numeric_ids_are_an_int64_array_on_both_paths(tmp_path: Path, slow: bool
 @pytest.mark.parametrize("slow", [False, True], ids=["fast", "slow"])
 @pytest.mark.parametrize("name", ["t.csv", "t.jsonl"])
 def test_textual_ids_stay_text(tmp_path: Path, slow: bool, name: str) -> None:
-    rows: list[Row] = [("CS-0001", "2025-07-08 10:00", "A", "X"), ("CS-0002", "2025-07-08 10:01", "A", "X"),
-                       ("12", "2025-07-08 10:02", "A", "X")]
+    rows: list[Row] = [
+        ("CS-0001", "2025-07-08 10:00", "A", "X"),
+        ("CS-0002", "2025-07-08 10:01", "A", "X"),
+        ("12", "2025-07-08 10:02", "A", "X"),
+    ]
     got = read(write(tmp_path / name, rows + ([BAD_ROW[:4]] if slow else [])))
     assert [r[0] for r in got.records] == ["CS-0001", "CS-0002", "12"]
     assert all(b.batch.ids.dtype == object for b in got.blocks if len(b.batch))
@@ -183,8 +195,12 @@ def test_a_block_mixing_offsets_and_naive_times_reads_each_right(tmp_path: Path)
 
 
 def test_epoch_numbers_in_the_slow_path(tmp_path: Path) -> None:
-    rows: list[Row] = [("1", "1751940000", "A", "X"), ("2", "1751940000250", "A", "X"),
-                       ("3", "1751940000.5", "A", "X"), BAD_ROW[:4]]
+    rows: list[Row] = [
+        ("1", "1751940000", "A", "X"),
+        ("2", "1751940000250", "A", "X"),
+        ("3", "1751940000.5", "A", "X"),
+        BAD_ROW[:4],
+    ]
     got = read(write_csv(tmp_path / "e.csv", rows))
     assert [r[1] for r in got.records] == [JULY8_10H_SH, JULY8_10H_SH + 250_000, JULY8_10H_SH + 500_000]
 
@@ -224,8 +240,11 @@ def test_naive_times_across_daylight_saving_changes(tmp_path: Path, slow: bool) 
 def test_a_repeated_hour_east_of_greenwich_takes_the_earlier_reading(tmp_path: Path, slow: bool) -> None:
     """Europe/Berlin fell back 2025-10-26 03:00 CEST -> 02:00 CET: 02:30 is first read as CEST."""
     berlin = ZoneInfo("Europe/Berlin")
-    rows: list[Row] = [("1", "2025-10-26 02:30", "A", "X"), ("2", "2025-10-26 03:30", "A", "X"),
-                       ("3", "2025-03-30 02:30", "A", "X")]  # skipped in spring: read as CET
+    rows: list[Row] = [
+        ("1", "2025-10-26 02:30", "A", "X"),
+        ("2", "2025-10-26 03:30", "A", "X"),
+        ("3", "2025-03-30 02:30", "A", "X"),
+    ]  # skipped in spring: read as CET
     got = read(write_csv(tmp_path / "de.csv", rows + ([BAD_ROW[:4]] if slow else [])), tz=berlin)
     assert {r[0]: r[1] for r in got.records} == {
         1: from_datetime(datetime(2025, 10, 26, 0, 30, tzinfo=UTC)),
@@ -272,8 +291,13 @@ def test_an_encoded_file_reads_like_its_utf8_twin(tmp_path: Path, encoding: str,
 
 def test_invalid_utf8_rejects_only_that_record(tmp_path: Path) -> None:
     good = [f"{i},2025-07-08 10:0{i},物流配送延误,电话热线\n".encode() for i in range(1, 6)]
-    data = b"id,created_at,type,channel\n" + b"".join(good[:2]) + b"42,2025-07-08 10:00,\xe7\x89\xa9\xff,X\n" \
-        + b"43,2025-07-08 10:00,A,\xc3(\n" + b"".join(good[2:])
+    data = (
+        b"id,created_at,type,channel\n"
+        + b"".join(good[:2])
+        + b"42,2025-07-08 10:00,\xe7\x89\xa9\xff,X\n"
+        + b"43,2025-07-08 10:00,A,\xc3(\n"
+        + b"".join(good[2:])
+    )
     got = read(write_bytes(tmp_path / "bad.csv", data))
     assert got.reasons() == {"42": "bad_encoding", "43": "bad_encoding"}
     assert sorted(r[0] for r in got.records) == [1, 2, 3, 4, 5]
@@ -281,9 +305,11 @@ def test_invalid_utf8_rejects_only_that_record(tmp_path: Path) -> None:
 
 
 def test_invalid_utf8_in_a_jsonl_line_rejects_it_with_its_id(tmp_path: Path) -> None:
-    data = (b'{"id": 1, "created_at": "2025-07-08 10:00", "type": "A", "channel": "X"}\n'
-            b'{"id": 2, "created_at": "2025-07-08 10:00", "type": "\xff\xfe", "channel": "X"}\n'
-            b'{"id": 3, "created_at": "2025-07-08 10:00", "type": "A", "channel": "X"}\n')
+    data = (
+        b'{"id": 1, "created_at": "2025-07-08 10:00", "type": "A", "channel": "X"}\n'
+        b'{"id": 2, "created_at": "2025-07-08 10:00", "type": "\xff\xfe", "channel": "X"}\n'
+        b'{"id": 3, "created_at": "2025-07-08 10:00", "type": "A", "channel": "X"}\n'
+    )
     got = read(write_bytes(tmp_path / "bad.jsonl", data))
     assert [r[0] for r in got.records] == [1, 3]
     assert got.reasons() == {"2": "bad_encoding"}
@@ -294,8 +320,11 @@ def test_bytes_that_are_not_gbk_reject_only_that_record(tmp_path: Path, name: st
     good = write(tmp_path / name, ZH_ROWS, encoding="gbk").read_bytes()
     lines = good.split(b"\n")
     # 0x80 and 0xFF are not valid GBK lead bytes
-    broken = (json.dumps({"id": "9", "created_at": "2025-07-08 10:00", "type": "X", "channel": "Y"}).encode()
-              if name.endswith(".jsonl") else b"9,2025-07-08 10:00,X,Y,").replace(b"X", b"\x80\xff")
+    broken = (
+        json.dumps({"id": "9", "created_at": "2025-07-08 10:00", "type": "X", "channel": "Y"}).encode()
+        if name.endswith(".jsonl")
+        else b"9,2025-07-08 10:00,X,Y,"
+    ).replace(b"X", b"\x80\xff")
     lines.insert(2, broken)
     got = read(write_bytes(tmp_path / name, b"\n".join(lines)), encoding="gbk")
     assert got.reasons() == {"9": "bad_encoding"}
@@ -326,15 +355,25 @@ def test_each_reject_reason_with_its_record_id_and_the_rest_of_the_block_kept(tm
         ("10", "2025-07-08 10:00", "物流配送延误", "电话热线"),
     ]
     got = read(write_csv(tmp_path / "r.csv", rows))
-    assert got.reasons() == {"2": "missing_type", "3": "missing_type", "4": "bad_time", None: "missing_id",
-                             "6": "oversized_field", "7": "oversized_field", "9": "bad_time"}
+    assert got.reasons() == {
+        "2": "missing_type",
+        "3": "missing_type",
+        "4": "bad_time",
+        None: "missing_id",
+        "6": "oversized_field",
+        "7": "oversized_field",
+        "9": "bad_time",
+    }
     assert sorted(r[0] for r in got.records) == [1, 8, 10]
     assert got.blocks[0].batch.ids.dtype == np.int64
 
 
 def test_an_over_long_customer_or_id_is_rejected(tmp_path: Path) -> None:
-    rows: list[Row] = [("1", "2025-07-08 10:00", "A", "X", "c" * 201), ("9" * 201, "2025-07-08 10:00", "A", "X", ""),
-                       ("3", "2025-07-08 10:00", "A", "X", "c" * 200)]
+    rows: list[Row] = [
+        ("1", "2025-07-08 10:00", "A", "X", "c" * 201),
+        ("9" * 201, "2025-07-08 10:00", "A", "X", ""),
+        ("3", "2025-07-08 10:00", "A", "X", "c" * 200),
+    ]
     got = read(write_csv(tmp_path / "o.csv", rows))
     assert Counter(r.reason for r in got.rejected) == {"oversized_field": 2}
     assert "1" in got.reasons()
@@ -351,12 +390,22 @@ def test_jsonl_reject_reasons(tmp_path: Path) -> None:
         {"id": 6, "created_at": "2025-07-08 10:00", "type": "A" * 201, "channel": "X"},
         {"id": 7, "created_at": "2025-07-08 10:00", "type": "A", "channel": "X"},
     ]
-    text = "\n".join(json.dumps(x) for x in lines[:3]) + "\n{not json\n[1, 2]\n\n" \
-        + "\n".join(json.dumps(x) for x in lines[3:]) + "\n"
+    text = (
+        "\n".join(json.dumps(x) for x in lines[:3])
+        + "\n{not json\n[1, 2]\n\n"
+        + "\n".join(json.dumps(x) for x in lines[3:])
+        + "\n"
+    )
     got = read(write_bytes(tmp_path / "r.jsonl", text.encode()))
-    assert got.reasons() == {"2": "missing_type", "3": "missing_type", "line 4": "bad_record",
-                             "line 5": "bad_record", "4": "bad_time", None: "missing_id",
-                             "6": "oversized_field"}
+    assert got.reasons() == {
+        "2": "missing_type",
+        "3": "missing_type",
+        "line 4": "bad_record",
+        "line 5": "bad_record",
+        "4": "bad_time",
+        None: "missing_id",
+        "6": "oversized_field",
+    }
     assert [r[0] for r in got.records] == [1, 7]
 
 
@@ -368,11 +417,13 @@ def test_a_json_id_beyond_int64_is_rejected_not_a_crash(tmp_path: Path) -> None:
 
 
 def test_a_csv_row_with_the_wrong_number_of_fields_is_a_bad_record(tmp_path: Path) -> None:
-    data = ("id,created_at,type,channel\n"
-            "1,2025-07-08 10:00,物流配送延误,电话热线\n"
-            "2,2025-07-08 10:00,物流,配送延误,电话热线\n"  # an unquoted comma in the type
-            "3,2025-07-08 10:00\n"
-            "4,2025-07-08 10:00,物流配送延误,电话热线\n")
+    data = (
+        "id,created_at,type,channel\n"
+        "1,2025-07-08 10:00,物流配送延误,电话热线\n"
+        "2,2025-07-08 10:00,物流,配送延误,电话热线\n"  # an unquoted comma in the type
+        "3,2025-07-08 10:00\n"
+        "4,2025-07-08 10:00,物流配送延误,电话热线\n"
+    )
     got = read(write_bytes(tmp_path / "w.csv", data.encode()))
     assert got.reasons() == {"2": "bad_record", "3": "bad_record"}
     assert [r[0] for r in got.records] == [1, 4]
@@ -394,39 +445,57 @@ def test_nfc_and_stripping_give_one_vocab_code(tmp_path: Path, slow: bool, name:
         ("4", "2025-07-08 10:03", "Café", "   "),
     ]
     got = read(write(tmp_path / name, rows + ([BAD_ROW[:4]] if slow else [])))
-    assert [r[2:4] for r in got.records] == [("物流配送延误", "电话热线"), ("物流配送延误", "电话热线"),
-                                             ("Café", "unknown"), ("Café", "unknown")]
+    assert [r[2:4] for r in got.records] == [
+        ("物流配送延误", "电话热线"),
+        ("物流配送延误", "电话热线"),
+        ("Café", "unknown"),
+        ("Café", "unknown"),
+    ]
     codes = [int(c) for b in got.blocks for c in b.batch.type]
     assert codes[0] == codes[1] and codes[2] == codes[3]
     assert sorted(got.vocab.values) == sorted(["物流配送延误", "电话热线", "Café", "unknown"])
 
 
 def test_a_missing_or_null_channel_in_jsonl_is_unknown(tmp_path: Path) -> None:
-    lines = [{"id": 1, "created_at": "2025-07-08 10:00", "type": "A", "channel": "X"},
-             {"id": 2, "created_at": "2025-07-08 10:00", "type": "A"},
-             {"id": 3, "created_at": "2025-07-08 10:00", "type": "A", "channel": None}]
+    lines = [
+        {"id": 1, "created_at": "2025-07-08 10:00", "type": "A", "channel": "X"},
+        {"id": 2, "created_at": "2025-07-08 10:00", "type": "A"},
+        {"id": 3, "created_at": "2025-07-08 10:00", "type": "A", "channel": None},
+    ]
     text = "\n".join(json.dumps(x) for x in lines) + "\n"
     got = read(write_bytes(tmp_path / "c.jsonl", text.encode()))
     assert [r[3] for r in got.records] == ["X", "unknown", "unknown"]
 
 
 def test_customers_are_normalised_and_empty_means_none(tmp_path: Path) -> None:
-    rows: list[Row] = [("1", "2025-07-08 10:00", "A", "X", " 客户甲 "), ("2", "2025-07-08 10:01", "A", "X", ""),
-                       ("3", "2025-07-08 10:02", "A", "X", "客户甲")]
+    rows: list[Row] = [
+        ("1", "2025-07-08 10:00", "A", "X", " 客户甲 "),
+        ("2", "2025-07-08 10:01", "A", "X", ""),
+        ("3", "2025-07-08 10:02", "A", "X", "客户甲"),
+    ]
     for slow in (False, True):
         got = read(write_csv(tmp_path / f"cust{slow}.csv", rows + ([BAD_ROW] if slow else [])))
         assert [r[4] for r in got.records] == ["客户甲", None, "客户甲"]
 
 
-def test_raw_spellings_across_blocks_read_as_on_the_row_by_row_path(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_raw_spellings_across_blocks_read_as_on_the_row_by_row_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Small blocks: a block whose raw values were all seen before is coded by a vectorised look-up, one
     with a new spelling (added blocks later) goes through normalisation; both agree with the row path."""
     monkeypatch.setattr(files, "BLOCK_BYTES", 256)
     spellings = ["物流配送延误", " 物\uf9ca配送延误\t", "Cafe\u0301", "Café"]
     channels = ["电话热线", " 电话热线 ", "", "   "]
-    rows: list[Row] = [(str(i), f"2025-07-08 10:{i % 60:02d}", spellings[(i // 30) % 4],
-                        channels[(i // 40) % 4], [" c1 ", "", "c1", f"c{i % 7}"][i % 4]) for i in range(1, 300)]
+    rows: list[Row] = [
+        (
+            str(i),
+            f"2025-07-08 10:{i % 60:02d}",
+            spellings[(i // 30) % 4],
+            channels[(i // 40) % 4],
+            [" c1 ", "", "c1", f"c{i % 7}"][i % 4],
+        )
+        for i in range(1, 300)
+    ]
     fast = read(write_csv(tmp_path / "fast.csv", rows))
     slow = read(write_csv(tmp_path / "slow.csv", [BAD_ROW, *rows]))  # the bad row: the first block goes row by row
     assert len(fast.blocks) > 10
@@ -533,8 +602,9 @@ def test_small_blocks_in_a_transcoded_file_lose_nothing(tmp_path: Path, monkeypa
 
 def test_a_large_jsonl_file_loses_and_repeats_nothing(tmp_path: Path) -> None:
     n = 120_000  # more than one JSONL batch
-    lines = [json.dumps({"id": i, "created_at": 1751940000 + i, "type": TYPES[i % 5], "channel": "X"})
-             for i in range(n)]
+    lines = [
+        json.dumps({"id": i, "created_at": 1751940000 + i, "type": TYPES[i % 5], "channel": "X"}) for i in range(n)
+    ]
     got = read(write_bytes(tmp_path / "big.jsonl.gz", ("\n".join(lines) + "\n").encode()))
     assert len(got.blocks) >= 2
     assert sorted(r[0] for r in got.records) == list(range(n))

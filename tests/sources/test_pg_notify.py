@@ -39,10 +39,12 @@ def with_password(url: str, port: int | None = None) -> str:
     return (u.set(port=port) if port is not None else u).render_as_string(hide_password=False)
 
 
-def write_config(tmp_path: Path, url: str, *, table: str = "complaints", poll: str = "2s", extra: str = "",
-                 name: str = "sentinel") -> Path:
+def write_config(
+    tmp_path: Path, url: str, *, table: str = "complaints", poll: str = "2s", extra: str = "", name: str = "sentinel"
+) -> Path:
     path = tmp_path / f"{name}.toml"
-    path.write_text(f"""
+    path.write_text(
+        f"""
 timezone = "Asia/Shanghai"
 state_url = "sqlite:///{tmp_path}/{name}.db"
 listen = "127.0.0.1:0"
@@ -55,7 +57,9 @@ poll_interval = "{poll}"
 [[rules]]
 name = "type-surge"
 kind = "threshold"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -105,8 +109,9 @@ def started(cfg_path: Path, daemons: list[Daemon], **kw: Any) -> tuple[Daemon, L
 # --- sentinel db notify-trigger ---------------------------------------------------------------------
 
 
-def test_printed_sql_once_applied_makes_an_insert_notify(pg: Db, tmp_path: Path, listen_conn: Any,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_printed_sql_once_applied_makes_an_insert_notify(
+    pg: Db, tmp_path: Path, listen_conn: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     complaints_table(pg)
     path = write_config(tmp_path, with_password(pg.url))
     assert trigger(path) == 0
@@ -121,8 +126,9 @@ def test_printed_sql_once_applied_makes_an_insert_notify(pg: Db, tmp_path: Path,
     assert [(n.channel, n.payload) for n in got] == [("sentinel_complaints", "")]
 
 
-def test_the_db_commands_do_not_need_the_chat_robots_secrets(pg: Db, tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_db_commands_do_not_need_the_chat_robots_secrets(
+    pg: Db, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A DBA installs the trigger and upgrades the store from the service's file without the robots'
     variables (the quick-start trial stopped at `receivers[0].url: environment variable ... is not set`)."""
     complaints_table(pg)
@@ -138,8 +144,9 @@ def test_the_db_commands_do_not_need_the_chat_robots_secrets(pg: Db, tmp_path: P
 
 
 def test_apply_is_idempotent_on_a_schema_qualified_table_with_capitals(
-        pg: Db, tmp_path: Path, listen_conn: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    pg.run('CREATE SCHEMA crm')
+    pg: Db, tmp_path: Path, listen_conn: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pg.run("CREATE SCHEMA crm")
     pg.run('CREATE TABLE crm."Complaints" (id BIGINT, created_at TIMESTAMP, type TEXT, channel TEXT)')
     path = write_config(tmp_path, pg.url, table="crm.complaints")  # matched as the SQL source matches it
     assert trigger(path, "--apply") == 0
@@ -147,29 +154,33 @@ def test_apply_is_idempotent_on_a_schema_qualified_table_with_capitals(
     err = capsys.readouterr().err
     assert "installed" in err and "sentinel_crm_complaints" in err
     with psycopg.connect(libpq(pg.url), autocommit=True) as admin:
-        triggers = admin.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'crm.\"Complaints\"'::regclass "
-                                 "AND NOT tgisinternal").fetchone()
+        triggers = admin.execute(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'crm.\"Complaints\"'::regclass AND NOT tgisinternal"
+        ).fetchone()
         assert triggers == (1,)
         assert trigger_problem(admin, resolve_table(admin, "crm.complaints"), "sentinel_crm_complaints") is None
     listen_conn.execute('LISTEN "sentinel_crm_complaints"')
-    pg.run('INSERT INTO crm."Complaints" VALUES (1, now(), \'a\', \'b\'), (2, now(), \'a\', \'b\'), '
-           "(3, now(), 'a', 'b')")
+    pg.run("INSERT INTO crm.\"Complaints\" VALUES (1, now(), 'a', 'b'), (2, now(), 'a', 'b'), (3, now(), 'a', 'b')")
     got = list(listen_conn.notifies(timeout=2))
     assert len(got) == 1  # one statement of three rows: one notification
 
 
-def test_non_postgresql_and_query_sources_exit_2_saying_why(pg_url: str, tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_non_postgresql_and_query_sources_exit_2_saying_why(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_config(tmp_path, f"sqlite:///{tmp_path}/crm.db")
     assert trigger(path) == 2
     err = capsys.readouterr().err
     assert f"{path}: source.url: LISTEN/NOTIFY needs a PostgreSQL source, this one is sqlite" in err
     query = tmp_path / "query.toml"
-    query.write_text(f"""
+    query.write_text(
+        f"""
 [source]
 url = "{pg_url}"
 query = "SELECT * FROM complaints WHERE (created_at, id) > (:since_ts, :since_id) ORDER BY created_at, id LIMIT :limit"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     assert trigger(query, "--apply") == 2
     err = capsys.readouterr().err
     assert f"{query}: source.query: a query source names no table" in err and "notify_channel" in err
@@ -177,7 +188,8 @@ query = "SELECT * FROM complaints WHERE (created_at, id) > (:since_ts, :since_id
 
 
 def test_a_missing_table_or_a_view_exits_2_and_an_unreachable_server_1_without_the_password(
-        pg: Db, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pg: Db, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_config(tmp_path, with_password(pg.url), table="nowhere")
     assert trigger(path) == 2
     assert f"{path}: source.table: no table 'nowhere' in the current schema" in capsys.readouterr().err
@@ -209,15 +221,15 @@ def test_default_channel_is_stable_and_fits_63_bytes() -> None:
 # --- the daemon --------------------------------------------------------------------------------------
 
 
-def test_a_notification_wakes_the_poll_long_before_poll_interval(pg: Db, tmp_path: Path,
-                                                                  daemons: list[Daemon]) -> None:
+def test_a_notification_wakes_the_poll_long_before_poll_interval(pg: Db, tmp_path: Path, daemons: list[Daemon]) -> None:
     complaints_table(pg)
     path = write_config(tmp_path, with_password(pg.url), poll="1h")
     assert trigger(path, "--apply") == 0
     d, listener = started(path, daemons)
     assert listener.trigger_warning is None
-    wait_for("the first poll (backfill of an empty table) is done",
-             lambda: d.state is not None and d.state.backfill_done)
+    wait_for(
+        "the first poll (backfill of an empty table) is done", lambda: d.state is not None and d.state.backfill_done
+    )
     time.sleep(0.5)  # let the catch-up poll asked for at connect finish: what follows is the notification's
     before = listener.notifications
     insert_now(pg, 1)
@@ -230,7 +242,8 @@ def test_a_notification_wakes_the_poll_long_before_poll_interval(pg: Db, tmp_pat
 
 
 def test_losing_the_connection_falls_back_to_polling_then_reconnects(
-        pg: Db, proxy: TcpProxy, tmp_path: Path, daemons: list[Daemon], caplog: pytest.LogCaptureFixture) -> None:
+    pg: Db, proxy: TcpProxy, tmp_path: Path, daemons: list[Daemon], caplog: pytest.LogCaptureFixture
+) -> None:
     """The listener reaches PostgreSQL through a proxy that we cut; the polls go straight to it."""
     caplog.set_level(logging.DEBUG, logger="sentinel")
     complaints_table(pg)
@@ -256,8 +269,9 @@ def test_losing_the_connection_falls_back_to_polling_then_reconnects(
     assert any("listening for notifications again" in r.getMessage() for r in caplog.records)
 
 
-def test_a_terminated_listen_backend_reconnects_and_wakes_the_poll_again(pg: Db, tmp_path: Path,
-                                                                         daemons: list[Daemon]) -> None:
+def test_a_terminated_listen_backend_reconnects_and_wakes_the_poll_again(
+    pg: Db, tmp_path: Path, daemons: list[Daemon]
+) -> None:
     complaints_table(pg)
     path = write_config(tmp_path, pg.url, poll="1h")
     assert trigger(path, "--apply") == 0
@@ -266,8 +280,11 @@ def test_a_terminated_listen_backend_reconnects_and_wakes_the_poll_again(pg: Db,
     runs = d.poller.runs
     database = make_url(pg.url).database
     with psycopg.connect(libpq(pg.url), autocommit=True) as admin:
-        killed = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                               "WHERE application_name = 'sentinel-listen' AND datname = %s", (database,)).fetchall()
+        killed = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'sentinel-listen' AND datname = %s",
+            (database,),
+        ).fetchall()
     assert killed == [(True,)]
     wait_for("the listener reconnects", lambda: listener.connected and listener.reconnects == 1)
     wait_for("the catch-up poll after reconnecting ran", lambda: d.poller.runs > runs)
@@ -278,7 +295,8 @@ def test_a_terminated_listen_backend_reconnects_and_wakes_the_poll_again(pg: Db,
 
 
 def test_a_missing_trigger_is_warned_about_with_the_command_and_it_still_listens(
-        pg: Db, tmp_path: Path, daemons: list[Daemon], caplog: pytest.LogCaptureFixture) -> None:
+    pg: Db, tmp_path: Path, daemons: list[Daemon], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="sentinel")
     complaints_table(pg)
     path = write_config(tmp_path, pg.url, poll="1h")
@@ -302,7 +320,9 @@ def test_a_trigger_for_another_channel_is_named_in_the_warning(pg: Db, tmp_path:
         ref = resolve_table(conn, "complaints")
         assert trigger_problem(conn, ref, "old_channel") is None
         problem = trigger_problem(conn, ref, "sentinel_complaints")
-        assert problem == ("the trigger 'sentinel_notify' on public.complaints notifies old_channel, "
-                           "not the channel 'sentinel_complaints' that is listened to")
+        assert problem == (
+            "the trigger 'sentinel_notify' on public.complaints notifies old_channel, "
+            "not the channel 'sentinel_complaints' that is listened to"
+        )
         conn.execute('ALTER TABLE complaints DISABLE TRIGGER "sentinel_notify"')
         assert "is disabled" in (trigger_problem(conn, ref, "old_channel") or "")

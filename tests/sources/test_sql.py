@@ -31,6 +31,7 @@ UTCZ = ZoneInfo("UTC")
 BASE = datetime(2025, 7, 8, 10, 0, 0)  # naive: the source's own wall clock
 SECRET = "Sup3r-s3cret-pw"
 
+
 @pytest.fixture
 def sources() -> Iterator[Callable[..., SqlSource]]:
     made: list[SqlSource] = []
@@ -71,8 +72,11 @@ def read_all(source: SqlSource, since_us: int, limit: int) -> tuple[list[RawRow]
 def test_first_page_is_strictly_after_since_and_ties_survive_page_boundaries(db: Db, sources: Any) -> None:
     complaints_table(db)
     t0, t1, t2 = BASE, BASE + timedelta(seconds=1), BASE + timedelta(seconds=2)
-    rows = ([row(db, i, t0) for i in range(1, 6)] + [row(db, i, t1) for i in range(6, 31)]
-            + [row(db, i, t2) for i in range(31, 36)])
+    rows = (
+        [row(db, i, t0) for i in range(1, 6)]
+        + [row(db, i, t1) for i in range(6, 31)]
+        + [row(db, i, t2) for i in range(31, 36)]
+    )
     random.Random(7).shuffle(rows)
     db.insert("complaints", rows)
     source = sources(db.url)
@@ -106,8 +110,12 @@ def test_a_row_committed_between_pages_is_read_once(db: Db, sources: Any) -> Non
 def test_naive_utc_column_read_with_source_timezone_utc(db: Db, sources: Any) -> None:
     """Sentinel's zone is Asia/Shanghai, the CRM stores naive UTC: Shanghai midnight is 16:00 there."""
     complaints_table(db)
-    stamps = {1: datetime(2025, 7, 7, 15, 59, 59), 2: datetime(2025, 7, 7, 16, 0, 0),
-              3: datetime(2025, 7, 7, 16, 0, 0, 500_000), 4: datetime(2025, 7, 8, 1, 30)}
+    stamps = {
+        1: datetime(2025, 7, 7, 15, 59, 59),
+        2: datetime(2025, 7, 7, 16, 0, 0),
+        3: datetime(2025, 7, 7, 16, 0, 0, 500_000),
+        4: datetime(2025, 7, 8, 1, 30),
+    }
     db.insert("complaints", [row(db, i, at) for i, at in stamps.items()])
     midnight_shanghai = us(datetime(2025, 7, 8, tzinfo=SHANGHAI))
 
@@ -124,12 +132,19 @@ def test_naive_utc_column_read_with_source_timezone_utc(db: Db, sources: Any) ->
 
 def test_timestamptz_on_postgres_whatever_the_session_zone(pg: Db, sources: Any) -> None:
     complaints_table(pg, time_type="TIMESTAMPTZ")
-    pg.insert("complaints", [
-        {"id": 1, "created_at": datetime(2025, 7, 8, 0, 0, tzinfo=SHANGHAI), "type": "a", "channel": "c"},
-        {"id": 2, "created_at": datetime(2025, 7, 7, 16, 0, 1, tzinfo=UTC), "type": "a", "channel": "c"},
-        {"id": 3, "created_at": datetime(2025, 7, 7, 12, 0, 2, tzinfo=ZoneInfo("America/New_York")),
-         "type": "a", "channel": "c"},
-    ])
+    pg.insert(
+        "complaints",
+        [
+            {"id": 1, "created_at": datetime(2025, 7, 8, 0, 0, tzinfo=SHANGHAI), "type": "a", "channel": "c"},
+            {"id": 2, "created_at": datetime(2025, 7, 7, 16, 0, 1, tzinfo=UTC), "type": "a", "channel": "c"},
+            {
+                "id": 3,
+                "created_at": datetime(2025, 7, 7, 12, 0, 2, tzinfo=ZoneInfo("America/New_York")),
+                "type": "a",
+                "channel": "c",
+            },
+        ],
+    )
     url = pg.url + "?options=-c%20TimeZone%3DAmerica/Los_Angeles"
     source = sources(url, naive_tz=SHANGHAI)  # naive_tz must not matter for aware values
     midnight = us(datetime(2025, 7, 8, tzinfo=SHANGHAI))
@@ -144,8 +159,12 @@ def test_mariadb_timestamp_is_exact_whatever_the_inserting_session_zone(maria: D
     complaints_table(maria, time_type="TIMESTAMP(6) NULL")
     with maria.engine.begin() as conn:
         conn.execute(sa.text("SET time_zone = '+08:00'"))
-        conn.execute(sa.text("INSERT INTO complaints (id, created_at, type, channel) VALUES "
-                             "(1, '2025-07-08 00:00:00', 'a', 'c'), (2, '2025-07-08 00:00:01', 'a', 'c')"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO complaints (id, created_at, type, channel) VALUES "
+                "(1, '2025-07-08 00:00:00', 'a', 'c'), (2, '2025-07-08 00:00:01', 'a', 'c')"
+            )
+        )
     source = sources(maria.url, naive_tz=SHANGHAI)
     midnight = us(datetime(2025, 7, 8, tzinfo=SHANGHAI))
     got, _ = read_all(source, midnight, 10)
@@ -196,8 +215,9 @@ def test_epoch_and_text_columns_on_every_database(db: Db, sources: Any, represen
     stamps = [BASE + timedelta(seconds=k) for k in range(8)]
     fmt = LAYOUTS["epoch-ms" if representation == "epoch-ms" else "iso-T-micro"]
     complaints_table(db, time_type="big" if representation == "epoch-ms" else "sid")
-    db.insert("complaints", [{"id": k, "created_at": fmt(s), "type": "a", "channel": "c"}
-                             for k, s in enumerate(stamps)])
+    db.insert(
+        "complaints", [{"id": k, "created_at": fmt(s), "type": "a", "channel": "c"} for k, s in enumerate(stamps)]
+    )
     source = sources(db.url)
     got, _ = read_all(source, us(stamps[2]), 2)
     assert [r[0] for r in got] == [3, 4, 5, 6, 7]
@@ -228,8 +248,18 @@ def test_integer_ids_compare_as_numbers_and_text_ids_as_text(db: Db, sources: An
 def test_custom_column_mapping_with_quoted_names(db: Db, sources: Any, with_customer: bool) -> None:
     cols = {"TicketId": "id", "Opened At": "time", "category": "text", "from": "text", "customer_id": "text"}
     db.create("CrmTickets", cols, ("Opened At", "TicketId"))
-    db.insert("CrmTickets", [{"TicketId": 1, "Opened At": db.time(BASE), "category": "服务态度", "from": "官网客服",
-                              "customer_id": "c-42"}])
+    db.insert(
+        "CrmTickets",
+        [
+            {
+                "TicketId": 1,
+                "Opened At": db.time(BASE),
+                "category": "服务态度",
+                "from": "官网客服",
+                "customer_id": "c-42",
+            }
+        ],
+    )
     mapping = {"id": "TicketId", "created_at": "Opened At", "type": "category", "channel": "from"}
     if with_customer:
         mapping["customer"] = "customer_id"
@@ -242,8 +272,15 @@ def test_custom_column_mapping_with_quoted_names(db: Db, sources: Any, with_cust
 
 
 def test_names_match_case_insensitively_when_the_database_folded_them(db: Db, sources: Any) -> None:
-    db.run("CREATE TABLE complaint_log (id INTEGER, created_at " + TYPES[db.kind]["time"] +
-           ", category " + TYPES[db.kind]["text"] + ", channel " + TYPES[db.kind]["text"] + ")")
+    db.run(
+        "CREATE TABLE complaint_log (id INTEGER, created_at "
+        + TYPES[db.kind]["time"]
+        + ", category "
+        + TYPES[db.kind]["text"]
+        + ", channel "
+        + TYPES[db.kind]["text"]
+        + ")"
+    )
     db.insert("complaint_log", [{"id": 1, "created_at": db.time(BASE), "category": "a", "channel": "c"}])
     source = sources(db.url, table="Complaint_Log", columns={"created_at": "Created_At", "type": "Category"})
     assert [r[0] for r in read_all(source, us(BASE) - 1, 10)[0]] == [1]
@@ -261,21 +298,29 @@ def test_missing_table_or_column_is_named(db: Db, sources: Any) -> None:
 
 QUERIES = {
     "range-form": "SELECT ticket AS id, opened AS created_at, kind AS type, via AS channel, who AS customer "
-                  "FROM tickets WHERE opened >= :since_ts AND (opened > :since_ts OR ticket > :since_id) "
-                  "ORDER BY opened, ticket LIMIT :limit",
+    "FROM tickets WHERE opened >= :since_ts AND (opened > :since_ts OR ticket > :since_id) "
+    "ORDER BY opened, ticket LIMIT :limit",
     "or-form": "SELECT ticket AS id, opened AS created_at, kind AS type, via AS channel, who AS customer "
-               "FROM tickets WHERE opened > :since_ts OR (opened = :since_ts AND ticket > :since_id) "
-               "ORDER BY opened, ticket LIMIT :limit",
+    "FROM tickets WHERE opened > :since_ts OR (opened = :since_ts AND ticket > :since_id) "
+    "ORDER BY opened, ticket LIMIT :limit",
 }
 
 
 @pytest.mark.parametrize("form", list(QUERIES))
 def test_query_mode_pages_with_ties_and_null_since_id_on_the_first_page(db: Db, sources: Any, form: str) -> None:
-    db.create("tickets", {"ticket": "id", "opened": "time", "kind": "text", "via": "text", "who": "text"},
-              ("opened", "ticket"))
+    db.create(
+        "tickets",
+        {"ticket": "id", "opened": "time", "kind": "text", "via": "text", "who": "text"},
+        ("opened", "ticket"),
+    )
     t0, t1 = BASE, BASE + timedelta(seconds=1)
-    db.insert("tickets", [{"ticket": i, "opened": db.time(t0 if i <= 5 else t1), "kind": "a", "via": "c",
-                           "who": f"u{i % 3}"} for i in range(1, 31)])
+    db.insert(
+        "tickets",
+        [
+            {"ticket": i, "opened": db.time(t0 if i <= 5 else t1), "kind": "a", "via": "c", "who": f"u{i % 3}"}
+            for i in range(1, 31)
+        ],
+    )
     source = sources(db.url, query=QUERIES[form], columns={"customer": "customer"})
     assert source.check() == []
     got, sizes = read_all(source, us(t0), 10)  # since_id is NULL on the first page: t0 itself is excluded
@@ -288,9 +333,11 @@ def test_query_mode_pages_with_ties_and_null_since_id_on_the_first_page(db: Db, 
 
 def test_query_missing_an_alias_is_named(db: Db, sources: Any) -> None:
     db.create("tickets", {"ticket": "id", "opened": "time", "kind": "text", "via": "text"})
-    query = ("SELECT ticket AS id, opened AS created_at, kind, via AS channel FROM tickets "
-             "WHERE opened > :since_ts OR (opened = :since_ts AND ticket > :since_id) "
-             "ORDER BY opened, ticket LIMIT :limit")
+    query = (
+        "SELECT ticket AS id, opened AS created_at, kind, via AS channel FROM tickets "
+        "WHERE opened > :since_ts OR (opened = :since_ts AND ticket > :since_id) "
+        "ORDER BY opened, ticket LIMIT :limit"
+    )
     with pytest.raises(SourceUnavailable, match=r"no column 'type'.*name them with AS"):
         sources(db.url, query=query).check()
 
@@ -304,9 +351,11 @@ def test_index_warning_names_the_statement_that_fixes_it(db: Db, sources: Any) -
     assert len(warnings) == 1
     assert "no index starts with 'created_at'" in warnings[0]
     statement = warnings[0].split("create one: ")[1]
-    expected = {"postgres": "CREATE INDEX CONCURRENTLY complaints_created_at_id_idx ON complaints (created_at, id);",
-                "sqlite": "CREATE INDEX complaints_created_at_id_idx ON complaints (created_at, id);",
-                "mariadb": "CREATE INDEX complaints_created_at_id_idx ON complaints (created_at, id);"}
+    expected = {
+        "postgres": "CREATE INDEX CONCURRENTLY complaints_created_at_id_idx ON complaints (created_at, id);",
+        "sqlite": "CREATE INDEX complaints_created_at_id_idx ON complaints (created_at, id);",
+        "mariadb": "CREATE INDEX complaints_created_at_id_idx ON complaints (created_at, id);",
+    }
     assert statement == expected[db.kind]
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql(statement.rstrip(";"))
@@ -322,24 +371,42 @@ def test_an_index_led_by_created_at_is_enough_but_one_led_by_id_is_not(db: Db, s
 
 def _capture(source: SqlSource) -> list[tuple[str, Any]]:
     seen: list[tuple[str, Any]] = []
-    sa.event.listen(source.engine, "before_cursor_execute",
-                    lambda _c, _cur, statement, params, _ctx, _many: seen.append((statement, params)))
+    sa.event.listen(
+        source.engine,
+        "before_cursor_execute",
+        lambda _c, _cur, statement, params, _ctx, _many: seen.append((statement, params)),
+    )
     return seen
 
 
 def _many_rows(db: Db, n: int) -> None:
     complaints_table(db)
     if db.kind == "postgres":
-        db.run(f"INSERT INTO complaints SELECT g, TIMESTAMP '2025-01-01' + (g / 3) * INTERVAL '1 second', "
-               f"'t' || (g % 5), 'c', NULL FROM generate_series(1, {n}) g")
+        db.run(
+            f"INSERT INTO complaints SELECT g, TIMESTAMP '2025-01-01' + (g / 3) * INTERVAL '1 second', "
+            f"'t' || (g % 5), 'c', NULL FROM generate_series(1, {n}) g"
+        )
         db.run("ANALYZE complaints")
     elif db.kind == "mariadb":
-        db.run(f"INSERT INTO complaints SELECT seq, TIMESTAMP '2025-01-01 00:00:00' + INTERVAL (seq DIV 3) SECOND, "
-               f"CONCAT('t', seq MOD 5), 'c', NULL FROM seq_1_to_{n}")
+        db.run(
+            f"INSERT INTO complaints SELECT seq, TIMESTAMP '2025-01-01 00:00:00' + INTERVAL (seq DIV 3) SECOND, "
+            f"CONCAT('t', seq MOD 5), 'c', NULL FROM seq_1_to_{n}"
+        )
         db.run("ANALYZE TABLE complaints")
     else:
-        db.insert("complaints", [{"id": g, "created_at": str(datetime(2025, 1, 1) + timedelta(seconds=g // 3)),
-                                  "type": f"t{g % 5}", "channel": "c", "customer": None} for g in range(1, n + 1)])
+        db.insert(
+            "complaints",
+            [
+                {
+                    "id": g,
+                    "created_at": str(datetime(2025, 1, 1) + timedelta(seconds=g // 3)),
+                    "type": f"t{g % 5}",
+                    "channel": "c",
+                    "customer": None,
+                }
+                for g in range(1, n + 1)
+            ],
+        )
         db.run("ANALYZE")
 
 
@@ -383,51 +450,70 @@ def test_plans_read_through_the_index_from_the_watermark(db: Db, sources: Any) -
 def test_bad_records_reach_the_normaliser_with_their_reason(db: Db, sources: Any) -> None:
     complaints_table(db, time_type="sid")  # text times, so an unparsable one can exist
     at = BASE.isoformat(" ")
-    db.insert("complaints", [
-        {"id": 1, "created_at": at, "type": "服务态度", "channel": "c"},
-        {"id": 2, "created_at": at, "type": "   ", "channel": "c"},
-        {"id": 3, "created_at": at, "type": None, "channel": "c"},
-        {"id": 4, "created_at": at, "type": "x" * 300, "channel": "c"},
-        {"id": 5, "created_at": "yesterday-ish", "type": "a", "channel": "c"},
-        {"id": 6, "created_at": None, "type": "a", "channel": "c"},  # cannot be ordered: never read
-        {"id": 7, "created_at": at, "type": "a", "channel": None},
-    ])
+    db.insert(
+        "complaints",
+        [
+            {"id": 1, "created_at": at, "type": "服务态度", "channel": "c"},
+            {"id": 2, "created_at": at, "type": "   ", "channel": "c"},
+            {"id": 3, "created_at": at, "type": None, "channel": "c"},
+            {"id": 4, "created_at": at, "type": "x" * 300, "channel": "c"},
+            {"id": 5, "created_at": "yesterday-ish", "type": "a", "channel": "c"},
+            {"id": 6, "created_at": None, "type": "a", "channel": "c"},  # cannot be ordered: never read
+            {"id": 7, "created_at": at, "type": "a", "channel": None},
+        ],
+    )
     source = sources(db.url)
     got, _ = read_all(source, us(BASE) - 1, 3)
     assert sorted(r[0] for r in got) == [1, 2, 3, 4, 5, 7]
     result = RowNormaliser(Vocab(), naive_tz=UTCZ).normalise(got)
     assert {r.id: r.reason for r in result.rejected} == {
-        "2": "missing_type", "3": "missing_type", "4": "oversized_field", "5": "bad_time"}
+        "2": "missing_type",
+        "3": "missing_type",
+        "4": "oversized_field",
+        "5": "bad_time",
+    }
     assert result.batch.ids.tolist() == [1, 7]
 
 
 def test_null_time_from_a_query_reaches_the_normaliser(db: Db, sources: Any) -> None:
     db.create("tickets", {"ticket": "id", "opened": "time", "kind": "text", "via": "text"}, ("opened", "ticket"))
-    db.insert("tickets", [{"ticket": i, "opened": db.time(BASE), "kind": k, "via": "c"}
-                          for i, k in ((1, "a"), (2, "void"))])
-    query = ("SELECT ticket AS id, CASE WHEN kind = 'void' THEN NULL ELSE opened END AS created_at, kind AS type, "
-             "via AS channel FROM tickets WHERE opened >= :since_ts AND (opened > :since_ts OR ticket > :since_id) "
-             "ORDER BY opened, ticket LIMIT :limit")
+    db.insert(
+        "tickets", [{"ticket": i, "opened": db.time(BASE), "kind": k, "via": "c"} for i, k in ((1, "a"), (2, "void"))]
+    )
+    query = (
+        "SELECT ticket AS id, CASE WHEN kind = 'void' THEN NULL ELSE opened END AS created_at, kind AS type, "
+        "via AS channel FROM tickets WHERE opened >= :since_ts AND (opened > :since_ts OR ticket > :since_id) "
+        "ORDER BY opened, ticket LIMIT :limit"
+    )
     got, _ = read_all(sources(db.url, query=query), us(BASE) - 1, 10)
     rejected = RowNormaliser(Vocab(), naive_tz=UTCZ).normalise(got).rejected
     assert [(r.id, r.reason, r.detail) for r in rejected] == [("2", "bad_time", "created_at is missing")]
 
 
 @pytest.mark.parametrize("mode", ["table", "query"])
-def test_invalid_utf8_on_sqlite_rejects_one_row_and_paging_goes_on(sqlite_url: str, sources: Any,
-                                                                   mode: str) -> None:
+def test_invalid_utf8_on_sqlite_rejects_one_row_and_paging_goes_on(sqlite_url: str, sources: Any, mode: str) -> None:
     conn = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
     conn.execute("CREATE TABLE complaints (id TEXT, created_at TEXT, type TEXT, channel TEXT)")
     conn.execute("CREATE INDEX complaints_ix ON complaints (created_at, id)")
     at = BASE.isoformat(" ")
     text = "CAST(? AS TEXT)"  # stores the bytes as TEXT, as a broken writer would
-    conn.executemany(f"INSERT INTO complaints VALUES ({text}, ?, {text}, 'c')", [
-        (b"a1", at, "服务态度".encode()), (b"a2", at, b"\xe6\x9c\x8d\xff bad"), (b"a3", at, b"ok"),
-        (b"a\xff", at, b"ok"), (b"b1", at, b"ok"), (b"b2", at, b"ok")])
+    conn.executemany(
+        f"INSERT INTO complaints VALUES ({text}, ?, {text}, 'c')",
+        [
+            (b"a1", at, "服务态度".encode()),
+            (b"a2", at, b"\xe6\x9c\x8d\xff bad"),
+            (b"a3", at, b"ok"),
+            (b"a\xff", at, b"ok"),
+            (b"b1", at, b"ok"),
+            (b"b2", at, b"ok"),
+        ],
+    )
     conn.commit()
     conn.close()
-    query = ("SELECT id, created_at, type, channel FROM complaints WHERE created_at >= :since_ts "
-             "AND (created_at > :since_ts OR id > :since_id) ORDER BY created_at, id LIMIT :limit")
+    query = (
+        "SELECT id, created_at, type, channel FROM complaints WHERE created_at >= :since_ts "
+        "AND (created_at > :since_ts OR id > :since_id) ORDER BY created_at, id LIMIT :limit"
+    )
     source = sources(sqlite_url, **({"query": query} if mode == "query" else {}))
     first = source.read(us(BASE) - 1, None, 4)
     assert [r[0] for r in first.rows] == ["a1", "a2", "a3", b"a\xff"]  # the cursor now holds bytes
@@ -457,8 +543,9 @@ def test_an_empty_text_table_learns_its_layout_once_rows_arrive(sqlite_url: str,
     conn.commit()
     source = sources(sqlite_url)
     assert source.read(0, None, 10).rows == []
-    conn.execute("INSERT INTO complaints VALUES (1, '2025-07-08T10:00:00Z', 'a', 'c'), "
-                 "(2, '2025-07-08T10:00:01Z', 'a', 'c')")
+    conn.execute(
+        "INSERT INTO complaints VALUES (1, '2025-07-08T10:00:00Z', 'a', 'c'), (2, '2025-07-08T10:00:01Z', 'a', 'c')"
+    )
     conn.commit()
     conn.close()
     assert [r[0] for r in source.read(us(BASE), None, 10).rows] == [2]
@@ -485,8 +572,9 @@ def verbose_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="sqlalchemy")
 
 
-def test_outage_through_a_proxy_then_recovery(pg: Db, proxy: TcpProxy, sources: Any,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_outage_through_a_proxy_then_recovery(
+    pg: Db, proxy: TcpProxy, sources: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     verbose_logs(caplog)
     complaints_table(pg)
     pg.insert("complaints", [row(pg, 1, BASE)])
@@ -515,9 +603,11 @@ def test_outage_through_a_proxy_then_recovery(pg: Db, proxy: TcpProxy, sources: 
 def test_server_gone_mid_read_then_the_next_read_works(pg: Db, sources: Any) -> None:
     complaints_table(pg)
     pg.insert("complaints", [row(pg, 1, BASE)])
-    slow = ("SELECT id, created_at, type, channel FROM complaints WHERE created_at > :since_ts "
-            "AND (pg_sleep(CASE WHEN :limit = 7 THEN 30 ELSE 0 END) IS NOT NULL OR id > :since_id) "
-            "ORDER BY created_at, id LIMIT :limit")
+    slow = (
+        "SELECT id, created_at, type, channel FROM complaints WHERE created_at > :since_ts "
+        "AND (pg_sleep(CASE WHEN :limit = 7 THEN 30 ELSE 0 END) IS NOT NULL OR id > :since_id) "
+        "ORDER BY created_at, id LIMIT :limit"
+    )
     source = sources(pg.url.replace("postgres@", f"postgres:{SECRET}@"), query=slow)
     source.check()
     outcome: list[SourceUnavailable | None] = []
@@ -535,9 +625,14 @@ def test_server_gone_mid_read_then_the_next_read_works(pg: Db, sources: Any) -> 
     killed = 0
     while not killed and time.monotonic() < deadline:  # the query must really be running on the server
         with pg.engine.begin() as conn:
-            killed = len(conn.execute(sa.text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'sentinel' "
-                "AND query LIKE '%pg_sleep%' AND state = 'active'")).all())
+            killed = len(
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'sentinel' "
+                        "AND query LIKE '%pg_sleep%' AND state = 'active'"
+                    )
+                ).all()
+            )
     reader.join(15)
     assert killed and len(outcome) == 1 and isinstance(outcome[0], SourceUnavailable), outcome
     assert SECRET not in str(outcome[0])
@@ -545,8 +640,9 @@ def test_server_gone_mid_read_then_the_next_read_works(pg: Db, sources: Any) -> 
 
 
 @pytest.mark.parametrize("kind", ["postgres", "mariadb"])
-def test_a_restarted_server_connection_is_replaced_on_the_next_read(kind: str, request: pytest.FixtureRequest,
-                                                                     sources: Any) -> None:
+def test_a_restarted_server_connection_is_replaced_on_the_next_read(
+    kind: str, request: pytest.FixtureRequest, sources: Any
+) -> None:
     url = request.getfixturevalue("pg_url" if kind == "postgres" else "mariadb_url")
     db = Db(kind, url, sa.create_engine(url))
     complaints_table(db)
@@ -554,15 +650,17 @@ def test_a_restarted_server_connection_is_replaced_on_the_next_read(kind: str, r
     source = sources(url)
     assert len(source.read(0, None, 10).rows) == 1
     with source.engine.connect() as conn:  # the pooled connection the next read would reuse
-        pid = conn.exec_driver_sql("SELECT pg_backend_pid()" if kind == "postgres" else "SELECT CONNECTION_ID()"
-                                   ).scalar()
+        pid = conn.exec_driver_sql(
+            "SELECT pg_backend_pid()" if kind == "postgres" else "SELECT CONNECTION_ID()"
+        ).scalar()
     db.run(f"SELECT pg_terminate_backend({pid})" if kind == "postgres" else f"KILL {pid}")
     assert len(source.read(0, None, 10).rows) == 1
     db.engine.dispose()
 
 
 def test_refused_unauthorised_and_unknown_database_say_so_without_the_password(
-        pg_url: str, mariadb_url: str, sources: Any, caplog: pytest.LogCaptureFixture) -> None:
+    pg_url: str, mariadb_url: str, sources: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     verbose_logs(caplog)
     free = socket.socket()
     free.bind(("127.0.0.1", 0))

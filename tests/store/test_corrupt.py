@@ -29,11 +29,15 @@ def sentinel(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     crm = Crm(tmp_path / "crm.db")
-    cfg = write_config(tmp_path, crm, """
+    cfg = write_config(
+        tmp_path,
+        crm,
+        """
 [[rules]]
 name = "type-surge"
 kind = "threshold"
-""")
+""",
+    )
     out = sentinel("db", "upgrade", "--config", str(cfg))
     assert out.returncode == 0, out.stderr
     return cfg

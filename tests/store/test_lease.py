@@ -49,8 +49,9 @@ def writes(pg_url: str) -> list[str]:
         return [str(r[0]) for r in conn.execute("SELECT who FROM writes ORDER BY who")]
 
 
-def test_a_second_instance_is_refused_with_the_leaders_lease_and_leads_after_it(pg_url: str,
-                                                                               stores: list[Store]) -> None:
+def test_a_second_instance_is_refused_with_the_leaders_lease_and_leads_after_it(
+    pg_url: str, stores: list[Store]
+) -> None:
     a = instance(pg_url)
     b = instance(pg_url)
     stores += [a, b]
@@ -74,8 +75,9 @@ def test_a_second_instance_is_refused_with_the_leaders_lease_and_leads_after_it(
     assert row is not None and row.epoch == 2 and not row.expired and row.ttl_us == 15_000_000
 
 
-def test_a_write_begun_before_a_takeover_commits_before_it_or_never(pg_url: str, stores: list[Store],
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_write_begun_before_a_takeover_commits_before_it_or_never(
+    pg_url: str, stores: list[Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Three writes of A are open when its lock session ends (a blip) and B takes the lead at once. One had
     passed both of its checks and only its COMMIT was left: it commits while B waits, so B's epoch comes
     after it. One reaches its COMMIT now: its check finds the lock session gone and it rolls back. One stays
@@ -119,16 +121,19 @@ def test_a_write_begun_before_a_takeover_commits_before_it_or_never(pg_url: str,
     with pytest.raises(OperationalError):
         paused.__exit__(None, None, None)  # A wakes up: its session was ended, its write rolled back
     assert writes(pg_url) == ["a checked"]
-    with pytest.raises(LockLost, match=r"no longer the leader \(its epoch 1\): .* leads with epoch 2"), \
-            a.transaction() as conn:
+    with (
+        pytest.raises(LockLost, match=r"no longer the leader \(its epoch 1\): .* leads with epoch 2"),
+        a.transaction() as conn,
+    ):
         conn.execute(text("INSERT INTO writes VALUES ('a after the takeover')"))
     with b.transaction() as conn:
         conn.execute(text("INSERT INTO writes VALUES ('b')"))
     assert writes(pg_url) == ["a checked", "b"]
 
 
-def test_a_write_while_a_takeover_runs_is_refused_at_once(pg_url: str, stores: list[Store],
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_write_while_a_takeover_runs_is_refused_at_once(
+    pg_url: str, stores: list[Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(lock_mod, "HEARTBEAT_S", 60.0)
     monkeypatch.setattr(lock_mod, "STALE_S", 120.0)
     a, b = instance(pg_url, ttl_s=600.0), instance(pg_url)
@@ -185,8 +190,9 @@ def test_a_leader_that_stops_renewing_is_taken_over_after_the_lease_ttl(pg_url: 
         proxy.stop()
 
 
-def test_instances_starting_at_once_on_an_empty_store_migrate_one_after_the_other(pg_url: str,
-                                                                                 stores: list[Store]) -> None:
+def test_instances_starting_at_once_on_an_empty_store_migrate_one_after_the_other(
+    pg_url: str, stores: list[Store]
+) -> None:
     from sentinel.store import migrate
 
     many = [Store(pg_url) for _ in range(3)]

@@ -34,9 +34,13 @@ def admin(pg_url: str) -> psycopg.Connection[object]:
 
 def lock_pids(pg_url: str) -> list[int]:
     with admin(pg_url) as conn:
-        return [int(r[0]) for r in conn.execute(
-            "SELECT pid FROM pg_stat_activity "
-            "WHERE application_name LIKE 'sentinel lock %' AND datname = current_database()")]
+        return [
+            int(r[0])
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE application_name LIKE 'sentinel lock %' AND datname = current_database()"
+            )
+        ]
 
 
 def wait_lost(store: Store, limit_s: float) -> float:
@@ -48,7 +52,8 @@ def wait_lost(store: Store, limit_s: float) -> float:
 
 
 def test_a_stalled_lock_connection_is_lost_in_seconds_then_retaken_and_released_without_hanging(
-        pg_url: str, stalling: TcpProxy) -> None:
+    pg_url: str, stalling: TcpProxy
+) -> None:
     store = open_store(pg_url.replace(f":{PG_PORT}/", f":{stalling.port}/"), lock=True)
     try:
         assert store.lock_held() and store.lock_kind == "advisory"
@@ -75,8 +80,9 @@ def test_a_stalled_lock_connection_is_lost_in_seconds_then_retaken_and_released_
         store.close()
 
 
-def test_a_commit_is_refused_in_its_transaction_once_the_lock_session_is_gone(pg_url: str,
-                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_commit_is_refused_in_its_transaction_once_the_lock_session_is_gone(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The heartbeat has not run since the session ended (60 s apart here): the fence right before COMMIT
     asks the server, and the transaction's write is rolled back."""
     monkeypatch.setattr(lock_mod, "HEARTBEAT_S", 60.0)

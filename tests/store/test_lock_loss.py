@@ -44,7 +44,8 @@ def free_port() -> int:
 
 
 def write_config(path: Path, crm: Crm, state_url: str, port: int) -> Path:
-    path.write_text(f"""
+    path.write_text(
+        f"""
 timezone = "Asia/Shanghai"
 locale = "en"
 state_url = "{state_url}"
@@ -62,7 +63,9 @@ lateness = "1s"
 name = "streak"
 kind = "streak"
 length = 5
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -93,9 +96,13 @@ class Setup:
 
     def lock_sessions(self) -> list[tuple[int, str]]:
         with self.admin() as conn:
-            return [(int(p), str(a)) for p, a in conn.execute(
-                "SELECT pid, application_name FROM pg_stat_activity "
-                "WHERE application_name LIKE 'sentinel lock %' AND datname = current_database()")]
+            return [
+                (int(p), str(a))
+                for p, a in conn.execute(
+                    "SELECT pid, application_name FROM pg_stat_activity "
+                    "WHERE application_name LIKE 'sentinel lock %' AND datname = current_database()"
+                )
+            ]
 
 
 @pytest.fixture
@@ -191,8 +198,9 @@ def sigterm(d: Daemon) -> int:
 
 
 @pytest.mark.slow
-def test_a_cut_with_a_second_daemon_started_meanwhile_makes_the_first_stand_by(setup: Setup,
-                                                                              daemons: list[Daemon]) -> None:
+def test_a_cut_with_a_second_daemon_started_meanwhile_makes_the_first_stand_by(
+    setup: Setup, daemons: list[Daemon]
+) -> None:
     """B starts during A's 3 s outage and takes the lead (the server freed the lock with A's sessions): A holds
     from the moment it notices, stands by when its store is back (ready as a standby, naming B), never leads
     again while B runs, and B counts every row once. When B stops, A takes the lead again."""
@@ -237,8 +245,7 @@ def test_a_cut_with_a_second_daemon_started_meanwhile_makes_the_first_stand_by(s
 
 
 @pytest.mark.slow
-def test_a_cut_without_competitor_is_retaken_and_detection_resumes_exactly(setup: Setup,
-                                                                         daemons: list[Daemon]) -> None:
+def test_a_cut_without_competitor_is_retaken_and_detection_resumes_exactly(setup: Setup, daemons: list[Daemon]) -> None:
     """A loses the lock for the 3 s of the cut, reports it (/readyz, metrics, status), takes it back when the
     proxy returns, reloads its state from the store and counts every row exactly once; a daemon started
     after that is refused, naming A."""
@@ -274,8 +281,14 @@ def test_a_cut_without_competitor_is_retaken_and_detection_resumes_exactly(setup
     lock = requests.get(f"{url_a}/api/v1/status", timeout=5).json()["lock"]
     assert lock["kind"] == "advisory" and lock["held"] and lock["error"] is None and lock["losses"] == 1
     assert "its connection failed" in lock["last_loss"]["reason"] and lock["last_loss"]["retaken_after_s"] > 0
-    shown = subprocess.run([*SENTINEL, "status", "--config", str(cfg_a)], capture_output=True, text=True,
-                           env={**setup.env, "COLUMNS": "250"}, timeout=60, check=False)
+    shown = subprocess.run(
+        [*SENTINEL, "status", "--config", str(cfg_a)],
+        capture_output=True,
+        text=True,
+        env={**setup.env, "COLUMNS": "250"},
+        timeout=60,
+        check=False,
+    )
     assert shown.returncode == 0, shown.stderr
     assert "state store lock: held; lost 1 time(s)" in shown.stdout
 
@@ -290,14 +303,17 @@ def test_a_cut_without_competitor_is_retaken_and_detection_resumes_exactly(setup
     assert ready(url_a)
     assert sigterm(a) == 0
     assert not tracebacks(a), tracebacks(a)
-    print(f"\nfigures: cut -> loss noticed {lost - cut:.2f} s; proxy back -> lock re-taken {retaken - back:.2f} s, "
-          f"ready {resumed - back:.2f} s")
+    print(
+        f"\nfigures: cut -> loss noticed {lost - cut:.2f} s; proxy back -> lock re-taken {retaken - back:.2f} s, "
+        f"ready {resumed - back:.2f} s"
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("when", ["after the loss is reported", "right after the cut"])
-def test_sigterm_while_the_lock_connection_is_dead_exits_0_without_traceback(setup: Setup, daemons: list[Daemon],
-                                                                            when: str) -> None:
+def test_sigterm_while_the_lock_connection_is_dead_exits_0_without_traceback(
+    setup: Setup, daemons: list[Daemon], when: str
+) -> None:
     cfg_a, url_a = setup.config("a", proxied=True)
     a = start(daemons, cfg_a, setup.env)
     wait_until("A ready", lambda: ready(url_a), daemon=a)

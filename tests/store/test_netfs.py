@@ -12,15 +12,19 @@ from sentinel.store import StoreError, netfs, open_store
 
 def mounts(tmp_path: Path, point: Path, kind: str) -> Path:
     table = tmp_path / "mounts"
-    table.write_text("/dev/sda1 / ext4 rw,relatime 0 0\n"
-                     f"server:/export {str(point).replace(' ', chr(92) + '040')} {kind} rw,vers=4.2 0 0\n"
-                     "tmpfs /run tmpfs rw 0 0\n", encoding="utf-8")
+    table.write_text(
+        "/dev/sda1 / ext4 rw,relatime 0 0\n"
+        f"server:/export {str(point).replace(' ', chr(92) + '040')} {kind} rw,vers=4.2 0 0\n"
+        "tmpfs /run tmpfs rw 0 0\n",
+        encoding="utf-8",
+    )
     return table
 
 
 @pytest.mark.parametrize("kind", ["nfs4", "cifs", "fuse.sshfs"])
-def test_an_sqlite_store_on_a_network_filesystem_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            kind: str) -> None:
+def test_an_sqlite_store_on_a_network_filesystem_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
     shared = tmp_path / "shared dir"
     shared.mkdir()
     monkeypatch.setattr(netfs, "MOUNTS", mounts(tmp_path, shared, kind))
@@ -32,8 +36,9 @@ def test_an_sqlite_store_on_a_network_filesystem_is_refused(tmp_path: Path, monk
     assert not (shared / "state.db.lock").exists()
 
 
-def test_an_sqlite_store_on_a_local_disk_beside_a_network_mount_opens(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_sqlite_store_on_a_local_disk_beside_a_network_mount_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     local, shared = tmp_path / "local", tmp_path / "local-nfs"  # a mount whose name only begins like ours
     local.mkdir()
     shared.mkdir()

@@ -49,13 +49,24 @@ def test_state_survives_restart(state_url: str) -> None:
     cal = Calendar("Asia/Shanghai")
     vocab = Vocab()
     t0 = 1_751_900_000 * US
-    batch = Batch(np.array([1, 2, 3]), np.array([t0, t0 + 60 * US, t0 + 7200 * US], dtype=np.int64),
-                  vocab.encode(["物流配送延误", "物流配送延误", "服务态度"]), vocab.encode(["电话热线"] * 3))
+    batch = Batch(
+        np.array([1, 2, 3]),
+        np.array([t0, t0 + 60 * US, t0 + 7200 * US], dtype=np.int64),
+        vocab.encode(["物流配送延误", "物流配送延误", "服务态度"]),
+        vocab.encode(["电话热线"] * 3),
+    )
     store = open_store(state_url)
     with store.transaction() as conn:
         repo.save_source_state(conn, repo.SourceState(t0 + 7200 * US, t0, t0 - 86400 * US, True, t0, t0 - 1), t0)
-        repo.add_seen(conn, [_entry("1", t0), _entry("2", t0 + 60 * US), _entry("3", t0 + 7200 * US),
-                             _entry("bad", t0 + 120 * US, timed=False)])
+        repo.add_seen(
+            conn,
+            [
+                _entry("1", t0),
+                _entry("2", t0 + 60 * US),
+                _entry("3", t0 + 7200 * US),
+                _entry("bad", t0 + 120 * US, timed=False),
+            ],
+        )
         repo.add_buckets(conn, batch, cal, vocab)
         repo.add_buckets(conn, batch.take([0]), cal, vocab)  # upsert adds to the same bucket
     store.close()
@@ -164,11 +175,17 @@ def test_migration_0004_keeps_the_seen_ids_and_says_where_the_ledger_starts(stat
         command.upgrade(cfg, "0003")
     t0 = 1_751_900_000 * US
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO source_state (key, watermark_us, coverage_start_us, backfill_start_us, "
-                          "backfill_done, started_us, updated_us) VALUES ('source', :w, :c, :c, :t, :c, :c)"),
-                     {"w": t0 + 300 * US, "c": t0 - 86400 * US, "t": True})
-        conn.execute(text("INSERT INTO seen_ids (record_id, created_us) VALUES (:r, :c)"),
-                     [{"r": "41", "c": t0 + 10 * US}, {"r": "42", "c": t0 + 20 * US}])
+        conn.execute(
+            text(
+                "INSERT INTO source_state (key, watermark_us, coverage_start_us, backfill_start_us, "
+                "backfill_done, started_us, updated_us) VALUES ('source', :w, :c, :c, :t, :c, :c)"
+            ),
+            {"w": t0 + 300 * US, "c": t0 - 86400 * US, "t": True},
+        )
+        conn.execute(
+            text("INSERT INTO seen_ids (record_id, created_us) VALUES (:r, :c)"),
+            [{"r": "41", "c": t0 + 10 * US}, {"r": "42", "c": t0 + 20 * US}],
+        )
     engine.dispose()
     store = open_store(state_url)
     try:
@@ -189,8 +206,10 @@ def schema_of(engine: Engine) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     for table in sorted(insp.get_table_names()):
         out[table] = {
-            "columns": [(c["name"], str(c["type"]), c["nullable"], c.get("default"), c.get("autoincrement"))
-                        for c in insp.get_columns(table)],
+            "columns": [
+                (c["name"], str(c["type"]), c["nullable"], c.get("default"), c.get("autoincrement"))
+                for c in insp.get_columns(table)
+            ],
             "primary key": insp.get_pk_constraint(table),
             "foreign keys": sorted(insp.get_foreign_keys(table), key=repr),
             "indexes": sorted(insp.get_indexes(table), key=repr),

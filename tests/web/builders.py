@@ -38,7 +38,10 @@ IMG = '"><img src=x onerror=alert(1)>'
 def write_config(tmp_path: Path, crm: Crm, extra: str = "", *, locale: str | None = "en") -> Path:
     """The scene's configuration; the page's words in `locale` (the tests read English unless they test
     the language, which is zh_CN by default for users)."""
-    path = crm_config(tmp_path, crm, f"""
+    path = crm_config(
+        tmp_path,
+        crm,
+        f"""
 [[rules]]
 name = "type-surge"
 kind = "threshold"
@@ -78,7 +81,8 @@ source = {{ rule = "type-surge" }}
 target = {{ rule = "type-channel-surge" }}
 equal = ["type"]
 {extra}
-""")
+""",
+    )
     if locale is not None:  # None: the default
         path.write_text(f'locale = "{locale}"\n' + path.read_text(encoding="utf-8"), encoding="utf-8")
     return path
@@ -137,8 +141,9 @@ def scene(tmp_path: Path, *, dry_run: bool = False, locale: str | None = "en") -
 
 def open_instance(daemon: Daemon, rule: str, type_: str, channel: str | None = None) -> str:
     with daemon.store.reading() as conn:
-        rows = conn.execute(select(alerts.c.instance, alerts.c.labels)
-                            .where(alerts.c.rule == rule, alerts.c.status == "open")).all()
+        rows = conn.execute(
+            select(alerts.c.instance, alerts.c.labels).where(alerts.c.rule == rule, alerts.c.status == "open")
+        ).all()
     for inst, labels in rows:
         lab = json.loads(labels)
         if lab.get("type") == type_ and (channel is None or lab.get("channel") == channel):

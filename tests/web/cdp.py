@@ -32,8 +32,9 @@ class Browser:
         self._buffer = b""
         self.events: list[dict[str, Any]] = []
 
-    def send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None,
-             timeout: float = 60.0) -> dict[str, Any]:
+    def send(
+        self, method: str, params: dict[str, Any] | None = None, session: str | None = None, timeout: float = 60.0
+    ) -> dict[str, Any]:
         self._next += 1
         message: dict[str, Any] = {"id": self._next, "method": method, "params": params or {}}
         if session is not None:
@@ -88,8 +89,7 @@ class Page:
     def evaluate(self, expression: str) -> Any:
         """The value of a JavaScript expression (awaited if a promise). DevTools' evaluation is not the
         page's script: the page's Content-Security-Policy, which forbids scripts, does not apply to it."""
-        result = self.call("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
-                                                "returnByValue": True})
+        result = self.call("Runtime.evaluate", {"expression": expression, "awaitPromise": True, "returnByValue": True})
         if "exceptionDetails" in result:
             raise CdpError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -106,16 +106,17 @@ class Page:
         return list(self.call("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"])
 
     def screenshot(self, path: Path, width: int, height: int) -> bytes:
-        self.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height,
-                                                         "deviceScaleFactor": 1, "mobile": False})
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
         data = base64.b64decode(self.call("Page.captureScreenshot", {"format": "png"})["data"])
         path.write_bytes(data)
         return data
 
 
 @contextlib.contextmanager
-def browser(chromium: Path, flags: list[str], user_data: Path, env: dict[str, str] | None = None
-            ) -> Iterator[Browser]:
+def browser(chromium: Path, flags: list[str], user_data: Path, env: dict[str, str] | None = None) -> Iterator[Browser]:
     """chromium in its own process group with its DevTools pipe on fds 3 (to it) and 4 (from it); the whole
     group is killed at the end, whatever it left behind."""
     to_r, to_w = os.pipe()
@@ -126,9 +127,16 @@ def browser(chromium: Path, flags: list[str], user_data: Path, env: dict[str, st
         os.dup2(ours[0], 3)
         os.dup2(ours[1], 4)
 
-    proc = subprocess.Popen([str(chromium), *flags, f"--user-data-dir={user_data}", "--remote-debugging-pipe"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            preexec_fn=wire, pass_fds=(3, 4, to_r, from_w), start_new_session=True)  # noqa: PLW1509
+    proc = subprocess.Popen(
+        [str(chromium), *flags, f"--user-data-dir={user_data}", "--remote-debugging-pipe"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        preexec_fn=wire,  # noqa: PLW1509
+        pass_fds=(3, 4, to_r, from_w),
+        start_new_session=True,
+    )
     os.close(to_r)
     os.close(from_w)
     try:

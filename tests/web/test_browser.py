@@ -27,14 +27,24 @@ from tests.web.builders import IMG, SCRIPT, Scene, T, scene
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 WIDTH, HEIGHT = 1280, 1600
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="chromium is not installed at /usr/bin/chromium (Debian: apt-get install chromium)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="chromium is not installed at /usr/bin/chromium (Debian: apt-get install chromium)",
+    ),
 ]
 
 
@@ -69,9 +79,9 @@ def png_facts(data: bytes) -> tuple[int, int, bytes]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     pos, idat, ihdr = 8, b"", b""
     while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
         assert zlib.crc32(kind + body) == crc, f"bad CRC in {kind!r}"
         if kind == b"IHDR":
             ihdr = body
@@ -166,8 +176,9 @@ def zh_url(tmp_path: Path) -> Iterator[tuple[str, list[tuple[str, int]]]]:
         world.daemon.stop()
 
 
-def _painted(url: str, profile: Path, env: dict[str, str] | None = None,
-             shot: str | None = None) -> dict[str, set[str]]:
+def _painted(
+    url: str, profile: Path, env: dict[str, str] | None = None, shot: str | None = None
+) -> dict[str, set[str]]:
     """{selector: the fonts that paint its Chinese characters, a web font marked with "*"}, asked of
     chromium once the page's fonts are ready and its other characters are taken out of the text."""
     out = {}
@@ -191,21 +202,26 @@ def _fontconfig(tmp_path: Path, extra: Path | None = None) -> dict[str, str]:
     files = sorted({line.split(":")[0].strip() for line in cjk.splitlines() if line.strip()})
     rejects = "".join(f"<glob>{escape(f)}</glob>" for f in files)
     conf = tmp_path / ("fonts-extra.conf" if extra else "fonts.conf")
-    conf.write_text('<?xml version="1.0"?><!DOCTYPE fontconfig SYSTEM "fonts.dtd"><fontconfig>'
-                    '<include ignore_missing="yes">/etc/fonts/fonts.conf</include>'
-                    + (f"<dir>{escape(str(extra))}</dir>" if extra else "")
-                    + f'<selectfont><rejectfont>{rejects}</rejectfont></selectfont>'
-                    f'<cachedir>{escape(str(tmp_path / "fc-cache"))}</cachedir></fontconfig>', encoding="utf-8")
+    conf.write_text(
+        '<?xml version="1.0"?><!DOCTYPE fontconfig SYSTEM "fonts.dtd"><fontconfig>'
+        '<include ignore_missing="yes">/etc/fonts/fonts.conf</include>'
+        + (f"<dir>{escape(str(extra))}</dir>" if extra else "")
+        + f"<selectfont><rejectfont>{rejects}</rejectfont></selectfont>"
+        f"<cachedir>{escape(str(tmp_path / 'fc-cache'))}</cachedir></fontconfig>",
+        encoding="utf-8",
+    )
     return {**os.environ, "FONTCONFIG_FILE": str(conf)}
 
 
 def _cjk_families(env: dict[str, str]) -> str:
-    return subprocess.run(["fc-list", ":charset=4e00", "family"], capture_output=True, text=True, env=env,
-                          check=True).stdout
+    return subprocess.run(
+        ["fc-list", ":charset=4e00", "family"], capture_output=True, text=True, env=env, check=True
+    ).stdout
 
 
 def test_without_a_cjk_font_the_page_paints_chinese_with_the_served_one(
-        zh_url: tuple[str, list[tuple[str, int]]], tmp_path: Path) -> None:
+    zh_url: tuple[str, list[tuple[str, int]]], tmp_path: Path
+) -> None:
     """With no CJK font (the installed ones rejected, asserted): every Chinese character of the headings,
     pills, the filter form and the alerts is painted by the served font, fetched once; none by a missing
     glyph."""
@@ -217,8 +233,9 @@ def test_without_a_cjk_font_the_page_paints_chinese_with_the_served_one(
     assert [s for s in seen if s[0].startswith("/static/")] == [(static.font_url(), 200)]
 
 
-def test_without_the_served_font_the_same_page_has_boxes(zh_url: tuple[str, list[tuple[str, int]]],
-                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_the_served_font_the_same_page_has_boxes(
+    zh_url: tuple[str, list[tuple[str, int]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The contrast that makes the test above mean something: with the font's address not found, the
     same characters are painted by fonts that have no such glyphs."""
     monkeypatch.setattr(static, "FONT_TYPES", {})
@@ -228,8 +245,9 @@ def test_without_the_served_font_the_same_page_has_boxes(zh_url: tuple[str, list
     assert [s for s in seen if s[0].startswith("/static/")] == [(static.font_url(), 404)]
 
 
-def test_a_machine_with_a_cjk_font_uses_it_and_downloads_nothing(zh_url: tuple[str, list[tuple[str, int]]],
-                                                                 tmp_path: Path) -> None:
+def test_a_machine_with_a_cjk_font_uses_it_and_downloads_nothing(
+    zh_url: tuple[str, list[tuple[str, int]]], tmp_path: Path
+) -> None:
     """The system's CJK fonts come first: a fontconfig folder holding a font named Noto Sans CJK SC (our
     subset renamed), and chromium paints with it and never asks for the served one."""
     from fontTools.ttLib import TTFont
@@ -237,8 +255,12 @@ def test_a_machine_with_a_cjk_font_uses_it_and_downloads_nothing(zh_url: tuple[s
     fonts = tmp_path / "fonts"
     fonts.mkdir()
     font = TTFont(str(static.FONTS_DIR / static.CJK_FONT))
-    for nid, value in ((1, "Noto Sans CJK SC"), (4, "Noto Sans CJK SC"), (6, "NotoSansCJKsc-Regular"),
-                       (3, "NotoSansCJKsc-Regular")):
+    for nid, value in (
+        (1, "Noto Sans CJK SC"),
+        (4, "Noto Sans CJK SC"),
+        (6, "NotoSansCJKsc-Regular"),
+        (3, "NotoSansCJKsc-Regular"),
+    ):
         font["name"].setName(value, nid, 3, 1, 0x409)
         font["name"].setName(value, nid, 1, 0, 0)
     font.save(str(fonts / "NotoSansCJKsc-Regular.ttf"))
@@ -249,6 +271,7 @@ def test_a_machine_with_a_cjk_font_uses_it_and_downloads_nothing(zh_url: tuple[s
     painted = _painted(url, tmp_path / "profile-system", env)
     # The system's CJK font paints every element and the served one none (a Latin font may still paint
     # a punctuation mark of a bold heading: which one fontconfig picks for those varies between runs).
-    assert all("NotoSansCJKsc-Regular" in fonts and not any(f.endswith("*") for f in fonts)
-               for fonts in painted.values()), painted
+    assert all(
+        "NotoSansCJKsc-Regular" in fonts and not any(f.endswith("*") for f in fonts) for fonts in painted.values()
+    ), painted
     assert [s for s in seen if s[0].startswith("/static/")] == []

@@ -37,14 +37,17 @@ def test_the_page_itself_is_still_never_cached(world: Scene) -> None:
     assert headers["Cache-Control"] == "no-store"
 
 
-@pytest.mark.parametrize("path", [
-    "/static/fonts/0123456789abcdef/" + static.CJK_FONT,  # an old digest: not this file
-    f"/static/fonts/{static.digest(static.CJK_FONT)}/OFL.txt",  # beside it, but not an asset
-    f"/static/fonts/{static.digest(static.CJK_FONT)}/README.md",
-    f"/static/fonts/{static.digest(static.CJK_FONT)}/..",
-    "/static/fonts/" + static.CJK_FONT,
-    "/static/fonts/../../config.py",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/fonts/0123456789abcdef/" + static.CJK_FONT,  # an old digest: not this file
+        f"/static/fonts/{static.digest(static.CJK_FONT)}/OFL.txt",  # beside it, but not an asset
+        f"/static/fonts/{static.digest(static.CJK_FONT)}/README.md",
+        f"/static/fonts/{static.digest(static.CJK_FONT)}/..",
+        "/static/fonts/" + static.CJK_FONT,
+        "/static/fonts/../../config.py",
+    ],
+)
 def test_nothing_else_is_served(world: Scene, path: str) -> None:
     assert call(world.daemon.app, path)[0] == 404
 
@@ -68,9 +71,12 @@ def test_the_page_asks_for_the_system_cjk_fonts_first_and_then_the_served_one(wo
     status, headers, body = call(world.daemon.app)
     assert status == 200 and "font-src 'self'" in headers["Content-Security-Policy"]
     html = body.decode("utf-8")
-    style = html[html.index("<style>"):html.index("</style>")]
-    face = re.search(r'@font-face \{ font-family: "([^"]+)"; src: ([^;]+); font-display: swap; '
-                     r"unicode-range: ([^;]+); \}", style)
+    style = html[html.index("<style>") : html.index("</style>")]
+    face = re.search(
+        r'@font-face \{ font-family: "([^"]+)"; src: ([^;]+); font-display: swap; '
+        r"unicode-range: ([^;]+); \}",
+        style,
+    )
     assert face is not None, style[:600]  # unescaped: a style element's text is not HTML
     assert face.group(1) == static.CJK_FAMILY
     sources = [s.strip() for s in face.group(2).split(", ")]

@@ -37,9 +37,42 @@ from tests.web.builders import (
 )
 from tests.web.parse import Element, badges, by_id, parse
 
-TAGS = {"html", "head", "meta", "title", "style", "body", "header", "h1", "h2", "h3", "span", "div", "main",
-        "section", "p", "article", "a", "b", "code", "table", "tr", "th", "td", "svg", "line", "text", "rect",
-        "path", "g", "form", "label", "select", "option", "button"}
+TAGS = {
+    "html",
+    "head",
+    "meta",
+    "title",
+    "style",
+    "body",
+    "header",
+    "h1",
+    "h2",
+    "h3",
+    "span",
+    "div",
+    "main",
+    "section",
+    "p",
+    "article",
+    "a",
+    "b",
+    "code",
+    "table",
+    "tr",
+    "th",
+    "td",
+    "svg",
+    "line",
+    "text",
+    "rect",
+    "path",
+    "g",
+    "form",
+    "label",
+    "select",
+    "option",
+    "button",
+}
 
 
 def call(app: App, path: str = "/", method: str = "GET") -> tuple[int, dict[str, str], bytes]:
@@ -145,8 +178,11 @@ def test_badges_tell_what_holds_each_alert_back(world: Scene) -> None:
 def test_badges_agree_with_the_alerts_api(world: Scene) -> None:
     status, _h, body = call(world.daemon.app, "/api/v1/alerts")
     assert status == 200
-    flags = {a["instance"]: {k for k in ("silenced", "inhibited", "acknowledged", "muted") if a[k]}
-             for a in json.loads(body) if a["state"] == "open"}
+    flags = {
+        a["instance"]: {k for k in ("silenced", "inhibited", "acknowledged", "muted") if a[k]}
+        for a in json.loads(body)
+        if a["state"] == "open"
+    }
     assert len(flags) == 9
     root = parse(page(world))
     assert {inst: badges(by_id(root, "alert-" + inst)) for inst in flags} == flags
@@ -178,8 +214,10 @@ def test_chart_of_an_alerted_threshold_series_matches_the_rule(world: Scene) -> 
     engine = world.daemon.pipeline.detection.detector.engine
     rule = next(r for r in engine.rules if r.name == "type-surge")
     assert isinstance(rule, ThresholdRule)
-    view = {json.dumps(lab, sort_keys=True): (cur, base) for lab, cur, base, _thr, _r in
-            rule.series_view(engine.states[rule.name])}
+    view = {
+        json.dumps(lab, sort_keys=True): (cur, base)
+        for lab, cur, base, _thr, _r in rule.series_view(engine.states[rule.name])
+    }
     cur, base = view[json.dumps({"type": T})]
     assert tips[-1] == f"2025-07-08 (today so far): {int(cur)}, baseline {base:g}, threshold {1.5 * base:g}"
     assert tips[-2] == "2025-07-07: 40, baseline 40, threshold 60"
@@ -193,8 +231,11 @@ def test_chart_of_an_alerted_threshold_series_matches_the_rule(world: Scene) -> 
 
 def test_charts_use_the_series_labels(world: Scene) -> None:
     root = parse(page(world))
-    bars = [r for r in article(root, "type-channel-surge", SCRIPT, "官网客服", world=world).find_all("rect")
-            if r.find_all("title")]
+    bars = [
+        r
+        for r in article(root, "type-channel-surge", SCRIPT, "官网客服", world=world).find_all("rect")
+        if r.find_all("title")
+    ]
     assert bars[-1].find_all("title")[0].all_text().startswith("2025-07-08 (today so far): 16,")
     assert all(b.find_all("title")[0].all_text().split(": ")[1].startswith("0") for b in bars[:-1])
 
@@ -222,11 +263,14 @@ def test_silences_receivers_and_source(world: Scene) -> None:
     assert crisis[7] == "nothing yet"
     assert "HTTP 400: <img src=x onerror=alert(2)> rejected" in crisis[8]
     banners = [" ".join(b.all_text().split()) for b in root.find_all("div", "banner")]
-    assert banners == ["Receiver crisis is set aside: HTTP 400: <img src=x onerror=alert(2)> rejected — "
-                       "1 message waiting, details"]
+    assert banners == [
+        "Receiver crisis is set aside: HTTP 400: <img src=x onerror=alert(2)> rejected — 1 message waiting, details"
+    ]
 
-    src = {tr.find_all("th")[0].all_text(): " ".join(tr.find_all("td")[0].all_text().split())
-           for tr in by_id(root, "source").find_all("tr")}
+    src = {
+        tr.find_all("th")[0].all_text(): " ".join(tr.find_all("td")[0].all_text().split())
+        for tr in by_id(root, "source").find_all("tr")
+    }
     assert src["state"] == "up" and src["lag"] == "14 min (now − newest record)" and src["backfill"] == "done"
     assert src["source"].startswith("sqlite ") and src["source"].endswith("crm.db table complaints")
     assert "Dry run" not in page(world)
@@ -252,8 +296,11 @@ def test_recently_resolved(world: Scene) -> None:
     assert not root.find_all("article")
     rows = by_id(root, "resolved").find_all("tr")[1:]
     with world.daemon.store.reading() as conn:
-        recent = conn.execute(select(alerts.c.instance, alerts.c.resolved_us).where(alerts.c.status == "resolved")
-                              .order_by(alerts.c.resolved_us.desc())).all()
+        recent = conn.execute(
+            select(alerts.c.instance, alerts.c.resolved_us)
+            .where(alerts.c.status == "resolved")
+            .order_by(alerts.c.resolved_us.desc())
+        ).all()
     day_ago = int((NOW + timedelta(hours=7)).timestamp()) * 1_000_000
     # the streaks were broken (or paused past max_gap) on July 8 and resolved an hour later: more than 24 h ago
     assert len(recent) == 9 and len([r for r in recent if r[1] >= day_ago]) == 6
@@ -425,6 +472,15 @@ def test_the_page_speaks_chinese_by_default(tmp_path: Path) -> None:
     ths = [th.all_text() for th in by_id(root, "receivers").find_all("th")]
     assert ths[:3] == ["接收方", "类型", "状态"]
     words = root.find_all("body")[0].all_text()
-    for english in ("Open alerts", "baseline", "today so far", "Receivers", "No active", "acknowledged", "refreshes",
-                    "rule", "started"):
+    for english in (
+        "Open alerts",
+        "baseline",
+        "today so far",
+        "Receivers",
+        "No active",
+        "acknowledged",
+        "refreshes",
+        "rule",
+        "started",
+    ):
         assert english not in words, english

@@ -13,8 +13,10 @@ D0 = date(2025, 7, 1)
 
 
 def pts(counts: list[int], baselines: list[float | None]) -> list[DayPoint]:
-    return [DayPoint(D0 + timedelta(days=i), c, b, None if b is None else max(1.5 * b, 10.0), i == len(counts) - 1)
-            for i, (c, b) in enumerate(zip(counts, baselines, strict=True))]
+    return [
+        DayPoint(D0 + timedelta(days=i), c, b, None if b is None else max(1.5 * b, 10.0), i == len(counts) - 1)
+        for i, (c, b) in enumerate(zip(counts, baselines, strict=True))
+    ]
 
 
 def test_empty_is_nothing() -> None:
@@ -36,8 +38,11 @@ def test_bars_colours_and_tooltips() -> None:
     bars = [r for r in root.iter(NS + "rect") if r.find(NS + "title") is not None]
     assert [r.get("fill") for r in bars] == [svg.BAR, svg.BAR, svg.BAR_OVER]  # 12 <= 12; 40 > 12
     tips = [r.find(NS + "title").text for r in bars]  # type: ignore[union-attr]
-    assert tips == ["2025-07-01: 8, no baseline yet", "2025-07-02: 12, baseline 8, threshold 12",
-                    "2025-07-03 (today so far): 40, baseline 8, threshold 12"]
+    assert tips == [
+        "2025-07-01: 8, no baseline yet",
+        "2025-07-02: 12, baseline 8, threshold 12",
+        "2025-07-03 (today so far): 40, baseline 8, threshold 12",
+    ]
     heights = [float(r.get("height", "0")) for r in bars]
     assert heights[2] > heights[1] > heights[0] > 0
 

@@ -5,6 +5,7 @@ The deadline is exact (the first whole second at which E reaches the bound, from
 profile) and never early; any split of the records into batches gives the same events. See the
 package's docstring (`sentinel.detect.quiet`) for the rule itself.
 """
+
 from __future__ import annotations
 
 import math
@@ -72,11 +73,21 @@ class QuietCore:
         return QuietState(SeriesIndex(self.cfg.group_by, self.ctx.vocab, self.cfg.max_series))
 
     def fork(self, state: QuietState) -> QuietState:
-        return QuietState(series=state.series.fork(), clock=state.clock, pending=state.pending, day=state.day,
-                          hourly={d: a.copy() for d, a in state.hourly.items()}, profile=state.profile.copy(),
-                          den=state.den, last=state.last.copy(), acc=state.acc.copy(), due=state.due.copy(),
-                          warm=state.warm,
-                          alerts={x: a.copy() for x, a in state.alerts.items()}, late=state.late)
+        return QuietState(
+            series=state.series.fork(),
+            clock=state.clock,
+            pending=state.pending,
+            day=state.day,
+            hourly={d: a.copy() for d, a in state.hourly.items()},
+            profile=state.profile.copy(),
+            den=state.den,
+            last=state.last.copy(),
+            acc=state.acc.copy(),
+            due=state.due.copy(),
+            warm=state.warm,
+            alerts={x: a.copy() for x, a in state.alerts.items()},
+            late=state.late,
+        )
 
     def _fit(self, state: QuietState) -> None:
         """Grow the per-series arrays (a new series' last sign of life is the rule's clock)."""
@@ -199,8 +210,9 @@ class QuietCore:
         inst = guess + off0 - self.cal.offsets_of(guess)
         inst = np.maximum(inst, np.maximum(last + 1, state.clock))
         # never early: a wall time in the hour a spring-forward skips maps to an earlier instant
-        early = (found & (inst < self.cal.day_end(state.day))
-                 & (self._cum(state.profile, xs, self._wall_s(inst)) < target))
+        early = (
+            found & (inst < self.cal.day_end(state.day)) & (self._cum(state.profile, xs, self._wall_s(inst)) < target)
+        )
         inst = np.where(early, inst + HOUR_US, inst)
         return np.asarray(np.where(found, inst, NEVER), dtype=np.int64)
 
@@ -247,7 +259,7 @@ class QuietCore:
             events.append(self._fire(state, x, t, self.expected_num(state, x, t) / (state.den * SEC_HOUR)))
         for x, i in zip(uniq.tolist(), first.tolist(), strict=True):
             if x in state.alerts:
-                events.append(self._resolve(state, x, int(eff[i]), batch.ids[i:i + 1]))
+                events.append(self._resolve(state, x, int(eff[i]), batch.ids[i : i + 1]))
         nxt = np.full(len(s), NEVER, dtype=np.int64)
         same = s[order][1:] == s[order][:-1]
         nxt[order[:-1][same]] = eff[order[1:][same]]
@@ -257,8 +269,9 @@ class QuietCore:
         gap = np.zeros(len(s), dtype=np.int64)
         if has_next.any() and state.warm:
             both = np.flatnonzero(has_next)
-            gap[both] = (self._cum(state.profile, s[both], self._wall_s(nxt[both]))
-                         - self._cum(state.profile, s[both], self._wall_s(eff[both])))
+            gap[both] = self._cum(state.profile, s[both], self._wall_s(nxt[both])) - self._cum(
+                state.profile, s[both], self._wall_s(eff[both])
+            )
         cand = np.flatnonzero(has_next & (gap >= self._need(state)))
         cand_dues = self._dues(state, s[cand], eff[cand])
         for k, due in zip(cand.tolist(), cand_dues.tolist(), strict=True):
@@ -271,7 +284,7 @@ class QuietCore:
             nk = int(np.searchsorted(eff, nxt[k], side="left"))  # the next record: the first at that time
             while int(s[nk]) != x:
                 nk += 1
-            events.append(self._resolve(state, x, int(nxt[k]), batch.ids[nk:nk + 1]))
+            events.append(self._resolve(state, x, int(nxt[k]), batch.ids[nk : nk + 1]))
         state.last[uniq] = np.maximum(state.last[uniq], eff[last_idx])
         state.acc[uniq] = 0.0
         state.due[uniq] = self._dues(state, uniq, state.last[uniq])
@@ -296,9 +309,25 @@ class QuietCore:
     def _resolve(self, state: QuietState, x: int, at: int, ids: Any) -> Event:
         alert = state.alerts.pop(x)
         silent = (at - int(state.last[x])) // US
-        return event(self.name, self.kind, EventState.RESOLVED, alert, at, 0.0, alert.baseline, None, None,
-                     {"reason": "a complaint arrived", "expected": alert.baseline, "silent_s": silent,
-                      "peak": alert.peak, "duration_s": (at - alert.started) // US, "samples": sample_ids(ids)})
+        return event(
+            self.name,
+            self.kind,
+            EventState.RESOLVED,
+            alert,
+            at,
+            0.0,
+            alert.baseline,
+            None,
+            None,
+            {
+                "reason": "a complaint arrived",
+                "expected": alert.baseline,
+                "silent_s": silent,
+                "peak": alert.peak,
+                "duration_s": (at - alert.started) // US,
+                "samples": sample_ids(ids),
+            },
+        )
 
     # --- time --------------------------------------------------------------------------------------
     def deadline(self, state: QuietState) -> int | None:
@@ -354,8 +383,18 @@ class QuietCore:
         e = _sig(expected)
         alert = open_alert(self.name, state.series.labels[x], t, self.tier, 0.0, e)
         state.alerts[x] = alert
-        return event(self.name, self.kind, EventState.FIRING, alert, t, 0.0, e, None, _sig(math.exp(-expected)),
-                     {"expected": e, "silent_s": (t - int(state.last[x])) // US})
+        return event(
+            self.name,
+            self.kind,
+            EventState.FIRING,
+            alert,
+            t,
+            0.0,
+            e,
+            None,
+            _sig(math.exp(-expected)),
+            {"expected": e, "silent_s": (t - int(state.last[x])) // US},
+        )
 
     # --- what is live ------------------------------------------------------------------------------
     def live(self, state: QuietState) -> list[tuple[OpenAlert, dict[str, Any]]]:
@@ -366,8 +405,16 @@ class QuietCore:
         out: list[tuple[OpenAlert, dict[str, Any]]] = []
         for x, a in sorted(state.alerts.items()):
             expected = max(self.expected_num(state, x, state.clock) / (state.den * SEC_HOUR), a.baseline or 0.0)
-            out.append((a, {"expected": _sig(expected), "p": _sig(math.exp(-expected)),
-                            "silent_s": (state.clock - int(state.last[x])) // US}))
+            out.append(
+                (
+                    a,
+                    {
+                        "expected": _sig(expected),
+                        "p": _sig(math.exp(-expected)),
+                        "silent_s": (state.clock - int(state.last[x])) // US,
+                    },
+                )
+            )
         return out
 
 

@@ -53,7 +53,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("receiver", "url_index", name="pk_rate_state"),
     )
 
-
     op.create_table(
         "notify_log",
         sa.Column("receiver", sa.String(128), nullable=False),

@@ -33,8 +33,9 @@ def upgrade() -> None:
     op.create_index("ix_seen_ids_created_us", "seen_ids", ["created_us", "timed"])
     with op.batch_alter_table("source_state") as batch:
         batch.add_column(sa.Column("ledger_start_us", sa.BigInteger, nullable=True))
-    op.execute("UPDATE source_state SET ledger_start_us = "
-               "COALESCE((SELECT MIN(created_us) FROM seen_ids) - 1, watermark_us)")
+    op.execute(
+        "UPDATE source_state SET ledger_start_us = COALESCE((SELECT MIN(created_us) FROM seen_ids) - 1, watermark_us)"
+    )
 
 
 def downgrade() -> None:
