@@ -4,6 +4,7 @@ newcomer starts from is the tree they find."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -34,6 +35,19 @@ def undrawn(root: Path, readme: str) -> list[str]:
     ]
 
 
+def undocumented(root: Path) -> list[str]:
+    """The package's modules that do not open with a docstring (what the module guarantees, and why)."""
+    return [
+        str(path.relative_to(root.parent))
+        for path in sorted(root.rglob("*.py"))
+        if "migrations" not in path.parts and ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) is None
+    ]
+
+
+def test_every_module_says_what_it_is_for() -> None:
+    assert undocumented(PACKAGE) == []
+
+
 def test_no_module_is_longer_than_a_sitting() -> None:
     assert oversized(PACKAGE) == []
 
@@ -51,3 +65,5 @@ def test_the_rules_catch_what_they_forbid(tmp_path: Path) -> None:
     assert oversized(root) == ["sentinel/sub/long.py: 501 lines"]
     readme = "# X\n\n## Layout\n\n```\nsentinel/  short.py\n```\n\n## Next\n\nlong.py\n"
     assert undrawn(root, readme) == ["sentinel/sub/long.py"]
+    (root / "documented.py").write_text('"""Why."""\n', encoding="utf-8")
+    assert undocumented(root) == ["sentinel/__init__.py", "sentinel/short.py", "sentinel/sub/long.py"]
