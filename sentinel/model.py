@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, TypeAlias
+from typing import TypeAlias
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -33,6 +33,8 @@ JsonObject: TypeAlias = "dict[str, JsonValue]"
 
 IntArray = npt.NDArray[np.int64]
 CodeArray = npt.NDArray[np.int32]
+IdArray: TypeAlias = npt.NDArray[np.int64 | np.object_]
+"""Complaint ids: int64 when every id of the source is a number, else object (the ids as str)."""
 
 OTHER = "__other__"
 """The label value that stands for every combination past a cap (a rule's `max_series`, a metric's label cap)."""
@@ -91,12 +93,12 @@ class Batch:
     many and only ever compared inside a streak, so they are not interned for the process lifetime.
     """
 
-    ids: npt.NDArray[Any]
+    ids: IdArray
     ts: IntArray
     type: CodeArray
     channel: CodeArray
     customer: CodeArray | None = None
-    customer_values: npt.NDArray[Any] | None = None
+    customer_values: npt.NDArray[np.object_] | None = None
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -149,7 +151,7 @@ class Batch:
             ties = np.flatnonzero(d == 0)
             if len(ties) == 0:
                 return self
-            if self.ids.dtype != object and np.all(self.ids[ties] < self.ids[ties + 1]):
+            if self.ids.dtype != object and np.all(np.less(self.ids[ties], self.ids[ties + 1])):
                 return self
         order = np.lexsort((self.ids, self.ts)) if self.ids.dtype != object else _sort_mixed(self)
         return self.take(order)
@@ -163,11 +165,11 @@ class Batch:
             return batches[0]
         ids = _concat_ids([b.ids for b in batches])
         customer: CodeArray | None = None
-        values: npt.NDArray[Any] | None = None
+        values: npt.NDArray[np.object_] | None = None
         if any(b.customer is not None for b in batches):
             # one code per distinct customer across the batches: a customer is the same person in each
             parts = []
-            index: dict[Any, int] = {}
+            index: dict[object, int] = {}
             for b in batches:
                 if b.customer is None or b.customer_values is None:
                     parts.append(np.full(len(b), -1, dtype=np.int32))
@@ -204,7 +206,7 @@ class Buckets:
         return Buckets(z, z.astype(np.int32), z.astype(np.int32), z)
 
 
-def _concat_ids(parts: list[npt.NDArray[Any]]) -> npt.NDArray[Any]:
+def _concat_ids(parts: list[IdArray]) -> IdArray:
     if all(p.dtype != object for p in parts):
         return np.concatenate(parts)
     return np.concatenate([p.astype(object) for p in parts])
@@ -262,10 +264,10 @@ class Event:
     instance: str
     started: int
     p: float | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, JsonValue] = field(default_factory=dict)
 
-    def to_json(self, tz: ZoneInfo) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def to_json(self, tz: ZoneInfo) -> JsonObject:
+        out: JsonObject = {
             "at": to_datetime(self.at, tz).isoformat(),
             "rule": self.rule,
             "kind": self.kind,
