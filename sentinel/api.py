@@ -33,7 +33,7 @@ from sentinel.config import ThresholdRuleConfig
 from sentinel.daemon import Daemon
 from sentinel.history import counts_today
 from sentinel.http import HTTPError, Request, Response
-from sentinel.model import US, to_datetime
+from sentinel.model import US, json_float, to_datetime
 from sentinel.notify import outbox
 from sentinel.notify.health import ReceiverHealth
 from sentinel.store import alerts as alert_store
@@ -153,7 +153,7 @@ def last_figures(row: alert_store.StoredAlert) -> dict[str, float]:
     """The figures of an alert's last event that its row has no column for: `projected` (a day-mode
     surge's expected final count of the day at its pace) and `expected` (what a quiet series normally has
     in its silence)."""
-    return {k: float(row.last_event[k]) for k in ("projected", "expected") if row.last_event.get(k) is not None}
+    return {k: json_float(row.last_event[k]) for k in ("projected", "expected") if row.last_event.get(k) is not None}
 
 
 def alerts_json(daemon: Daemon) -> list[dict[str, Any]]:
@@ -245,7 +245,8 @@ def register(daemon: Daemon) -> None:
 
     def ack(req: Request) -> Response:
         body = req.json()
-        if not isinstance(body, dict) or not isinstance(body.get("instance"), str):
+        instance = body.get("instance") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or not isinstance(instance, str):
             raise HTTPError(400, 'expected {"instance": …, "by": …}')
         if "via" in body:
             raise HTTPError(
@@ -262,10 +263,10 @@ def register(daemon: Daemon) -> None:
             raise HTTPError(400, f"by: {exc}") from None
         try:
             with daemon.store.transaction(fenced=False) as conn:  # any instance may write it
-                result = acknowledge(conn, body["instance"], by, "api", now_us(daemon.clock))
+                result = acknowledge(conn, instance, by, "api", now_us(daemon.clock))
         except KeyError:
-            raise HTTPError(404, f"no alert instance {body['instance'][:40]!r}") from None
-        return Response.json({"status": result, "instance": body["instance"]})
+            raise HTTPError(404, f"no alert instance {instance[:40]!r}") from None
+        return Response.json({"status": result, "instance": instance})
 
     app.route("GET", "/api/v1/silences", list_silences)
     app.route("POST", "/api/v1/silences", add_silence, guard=write)

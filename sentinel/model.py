@@ -31,6 +31,21 @@ JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, J
 JsonObject: TypeAlias = "dict[str, JsonValue]"
 """A JSON object: a stored event's payload, a silence, a response body."""
 
+
+def json_int(v: JsonValue) -> int:
+    """`int(v)` of a JSON number (or numeric string); anything else is the TypeError `int` would raise."""
+    if isinstance(v, int | float | str):
+        return int(v)
+    raise TypeError(f"expected a number, got {type(v).__name__}")
+
+
+def json_float(v: JsonValue) -> float:
+    """`float(v)` of a JSON number (or numeric string); anything else is the TypeError `float` would raise."""
+    if isinstance(v, int | float | str):
+        return float(v)
+    raise TypeError(f"expected a number, got {type(v).__name__}")
+
+
 IntArray = npt.NDArray[np.int64]
 CodeArray = npt.NDArray[np.int32]
 IdArray: TypeAlias = npt.NDArray[np.int64 | np.object_]

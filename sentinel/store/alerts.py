@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Row, Select, Table, func, insert, or_, select, update
 
-from sentinel.model import Event, EventState, JsonObject, Tier
+from sentinel.model import Event, EventState, JsonObject, Tier, json_int
 from sentinel.store.codecs import dumps
 from sentinel.store.schema import alert_events, alerts
 
@@ -157,9 +156,7 @@ class StoredAlert:
     value: float  # at the last event
     baseline: float | None
     peak: float
-    # the last event's payload, as `record_events` wrote it; Any, not JsonObject, while api.py reads numbers
-    # out of it without narrowing
-    last_event: dict[str, Any]
+    last_event: JsonObject  # the last event's payload, as `record_events` wrote it
     replay: bool  # opened during the first start's backfill (recorded, never sent)
 
     @property
@@ -168,7 +165,7 @@ class StoredAlert:
 
     @property
     def last_event_at_us(self) -> int:
-        return int(self.last_event["at_us"])
+        return json_int(self.last_event["at_us"])
 
 
 def _stored(r: Row[tuple[object, ...]]) -> StoredAlert:  # a row of `select(alerts)`
