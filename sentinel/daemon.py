@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -34,7 +33,7 @@ from sentinel.http import App, Server
 from sentinel.leadership import Leadership
 from sentinel.logs import fields
 from sentinel.metrics import Metrics
-from sentinel.model import US, Vocab
+from sentinel.model import US, JsonObject, Vocab
 from sentinel.pipeline import Pipeline
 from sentinel.poll import PollCycle
 from sentinel.probes import Probes
@@ -306,7 +305,7 @@ class Daemon:
     def lock_error(self) -> str | None:
         return self.leadership.lock_error
 
-    def lock_report(self) -> dict[str, Any]:
+    def lock_report(self) -> JsonObject:
         """The lock as `/api/v1/status` and `sentinel status` show it."""
         return self.leadership.lock_report()
 

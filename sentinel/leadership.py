@@ -24,12 +24,11 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from sentinel.logs import error_line, fields
 from sentinel.metrics import Metrics
-from sentinel.model import US, to_datetime
+from sentinel.model import US, JsonObject, to_datetime
 from sentinel.store import Store, StoreLocked
 from sentinel.store.lease import LeaseRow
 from sentinel.store.lock import instance_name
@@ -59,7 +58,7 @@ class Leadership:
         self.lock_error: str | None = None  # the lead was lost and no other leader is known yet
         self.leader: LeaseRow | None = None  # the other instance leading, as last seen while standing by
         self.losses = 0
-        self.last_loss: dict[str, Any] | None = None  # kept after the next take, for `sentinel status`
+        self.last_loss: JsonObject | None = None  # kept after the next take, for `sentinel status`
         self.lost_monotonic = 0.0
         self.retake_failures = 0
         self.retry_monotonic = 0.0
@@ -226,7 +225,7 @@ class Leadership:
             self.metrics.leader_lease_age.set(round(row.age_s, 3))
             self.metrics.leader_epoch.set(row.epoch)
 
-    def lock_report(self) -> dict[str, Any]:
+    def lock_report(self) -> JsonObject:
         """The lock as `/api/v1/status` and `sentinel status` show it (`lock`)."""
         last = self.last_loss
         return {
@@ -237,7 +236,7 @@ class Leadership:
             "last_loss": None if last is None else dict(last),
         }
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> JsonObject:
         """`leadership` of `/api/v1/status`: this instance's role and the leader's lease as the store holds it."""
         row = self.lease_now() if self.watched else None
         tz = self.timezone()
@@ -245,7 +244,7 @@ class Leadership:
         def iso(us: int) -> str:
             return to_datetime(us, tz).isoformat()
 
-        leader = None
+        leader: JsonObject | None = None
         if row is not None and row.epoch > 0:
             leader = {
                 "instance": row.holder,

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO
 
 from sentinel.http import CHAT_PEER, App, Request, Response, Server
+from sentinel.model import JsonObject, JsonValue
 
 SINK_KEY = "demo"
 PATH = "/cgi-bin/webhook/send"
@@ -23,7 +24,7 @@ class ChatSink:
         self.out = out
         self.explain = explain
         self.count = 0
-        self.messages: list[dict[str, Any]] = []
+        self.messages: list[JsonObject] = []
         self._lock = threading.Lock()
         app = App()
         app.route("POST", PATH, self._post)
@@ -31,7 +32,7 @@ class ChatSink:
 
     def _post(self, req: Request) -> Response:
         try:
-            body = json.loads(req.body or b"{}")
+            body: JsonObject = json.loads(req.body or b"{}")  # the robot API's body is an object
         except json.JSONDecodeError:
             return Response.json({"errcode": 40001, "errmsg": "invalid json"})
         self.show(body)
@@ -47,16 +48,17 @@ class ChatSink:
     def stop(self) -> None:
         self.server.stop()
 
-    def show(self, body: dict[str, Any]) -> None:
+    def show(self, body: JsonObject) -> None:
         from rich.console import Console, Group
         from rich.markdown import Markdown
         from rich.panel import Panel
         from rich.text import Text
 
         kind = body.get("msgtype", "?")
-        part = body.get(kind, {}) if isinstance(body.get(kind), dict) else {}
+        got = body.get(kind) if isinstance(kind, str) else None  # JSON keys are strings: no other kind matches
+        part: JsonObject = got if isinstance(got, dict) else {}
         content = str(part.get("content", ""))
-        mentions = [*part.get("mentioned_list", []), *part.get("mentioned_mobile_list", [])]
+        mentions = [*_listed(part.get("mentioned_list")), *_listed(part.get("mentioned_mobile_list"))]
         with self._lock:
             self.count += 1
             self.messages.append(body)
@@ -71,3 +73,8 @@ class ChatSink:
             panel = Panel(rendered, title=title, title_align="left", border_style="cyan")
             # one print, one write: the demo's own narration (another thread) never lands in between
             console.print(Group(Text(line), panel) if line else panel)
+
+
+def _listed(value: JsonValue) -> list[JsonValue]:
+    """A mention list as the robot API gives it (absent: none)."""
+    return value if isinstance(value, list) else []
