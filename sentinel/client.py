@@ -6,6 +6,7 @@ see there why)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,7 +26,8 @@ def base_url(cfg: ClientConfig) -> str:
     return f"http://{host}:{port}"
 
 
-def call(cfg: ClientConfig, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
+# Any (the answer): the daemon's JSON as parsed, which the commands read by the API's documented shape
+def call(cfg: ClientConfig, method: str, path: str, body: object = None, timeout: float = 10.0) -> Any:
     """One request to the daemon's API, JSON both ways. `http.client` rather than requests: these commands
     are typed by a person waiting for the answer, and requests alone takes longer to import than the call
     takes (redirects are not followed either way)."""
@@ -66,7 +68,7 @@ the Alertmanager API shows them by (`alertname` = rule, `severity` = tier). A ma
 matches nothing, or (`!=`, `!~`) everything."""
 
 
-def unknown_label(matcher: dict[str, Any]) -> str | None:
+def unknown_label(matcher: Mapping[str, object]) -> str | None:
     """Why a matcher's label is one no alert has (`tpye=...`), with the close names; None when it is known."""
     import difflib
 
@@ -78,7 +80,7 @@ def unknown_label(matcher: dict[str, Any]) -> str | None:
     return f"no alert has the label {name!r}{hint}; alerts carry {', '.join(ALERT_LABELS)}"
 
 
-def parse_matcher(text: str) -> dict[str, Any]:
+def parse_matcher(text: str) -> dict[str, str | bool]:
     """`type=物流配送延误`, `channel=~电话.*`, `type!=其他`, `type!~测试.*` -> Alertmanager matcher JSON."""
     for op, regex, equal in (("!~", True, False), ("=~", True, True), ("!=", False, False), ("=", False, True)):
         name, sep, value = text.partition(op)
