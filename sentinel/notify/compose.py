@@ -18,11 +18,11 @@ from pathlib import Path
 
 from sentinel.config import Config
 from sentinel.logs import fields
-from sentinel.model import Tier
+from sentinel.model import JsonValue, Tier
 from sentinel.notify.base import Message
 from sentinel.notify.outbox import OutboxMessage
 from sentinel.notify.robots import ReceiverRunner
-from sentinel.notify.views import alert_payload, view_from_json
+from sentinel.notify.views import alert_payload, views_of
 
 log = logging.getLogger("sentinel.deliver")
 
@@ -31,10 +31,12 @@ def compose(cfg: Config, runner: ReceiverRunner, msg: OutboxMessage) -> Message:
     """The message `runner`'s adapter sends for the outbox row `msg`, under the configuration `cfg`."""
     from sentinel.notify.render import TemplateError, body_budget, render
 
-    views = [view_from_json(v, cfg.tz) for v in msg.payload.get("views", [])]
+    views = views_of(msg.payload, "views", cfg.tz)
     adapter = runner.adapter
     kind = {"digest": "alert", "fallback": "alert"}.get(msg.kind, msg.kind)
     max_bytes, max_chars = body_budget(adapter, runner.cfg, Tier.parse(msg.tier))
+
+    note = msg.payload.get("note")
 
     def build(templates_dir: Path | None) -> tuple[str, str]:
         return render(
@@ -45,7 +47,7 @@ def compose(cfg: Config, runner: ReceiverRunner, msg: OutboxMessage) -> Message:
             max_chars=max_chars,
             status_url=cfg.base_url + "/",
             kind=kind,
-            note=msg.payload.get("note"),
+            note=None if note is None else str(note),
             templates_dir=templates_dir,
         )
 
@@ -60,7 +62,7 @@ def compose(cfg: Config, runner: ReceiverRunner, msg: OutboxMessage) -> Message:
     status = str(msg.payload.get("status", "firing"))
     # the rest of the group (the generic webhook's payload lists every alert of it, as Alertmanager's
     # does): its other open alerts these people were told of, as they were when the message was queued
-    rest = [view_from_json(v, cfg.tz) for v in msg.payload.get("group_alerts", [])]
+    rest = views_of(msg.payload, "group_alerts", cfg.tz)
     return Message(
         id=msg.delivery_id,
         title=title,
@@ -68,8 +70,15 @@ def compose(cfg: Config, runner: ReceiverRunner, msg: OutboxMessage) -> Message:
         tier=Tier.parse(msg.tier),
         status=status,
         group_key=str(msg.payload.get("group_key", "")),
-        group_labels=dict(msg.payload.get("group_labels", {})),
+        group_labels=_labels(msg.payload.get("group_labels", {})),
         alerts=tuple(alert_payload(v, cfg.base_url) for v in [*views, *rest]),
         external_url=cfg.base_url,
         mention=status != "resolved",
     )
+
+
+def _labels(value: JsonValue) -> dict[str, str]:
+    """The group's labels as the dispatcher wrote them (a JSON object of strings)."""
+    if not isinstance(value, dict):
+        raise TypeError(f"group_labels: expected an object, got {type(value).__name__}")
+    return {k: str(v) for k, v in value.items()}

@@ -16,11 +16,11 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import NotRequired, TypedDict
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, and_, bindparam, delete, func, insert, select, update
 
-from sentinel.model import Tier
+from sentinel.model import JsonObject, Tier
 from sentinel.notify.views import AlertView, view_to_json
 from sentinel.store.schema import dispatch_cursor, outbox, rate_state
 
@@ -41,7 +41,7 @@ class OutboxMessage:
     status: str
     tier: str
     instances: list[str]
-    payload: dict[str, Any]
+    payload: JsonObject
     event_at_us: int
     created_us: int
     next_attempt_us: int
@@ -50,7 +50,7 @@ class OutboxMessage:
     url_index: int | None
 
     @staticmethod
-    def from_row(r: Any) -> OutboxMessage:
+    def from_row(r: RowMapping) -> OutboxMessage:
         return OutboxMessage(
             r["id"],
             r["delivery_id"],
@@ -69,7 +69,7 @@ class OutboxMessage:
         )
 
 
-def _dumps(obj: Any) -> str:
+def _dumps(obj: object) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
@@ -82,7 +82,7 @@ def enqueue(
     *,
     event_at_us: int,
     now_us: int,
-    extra: Mapping[str, Any] | None = None,
+    extra: Mapping[str, object] | None = None,  # written as JSON (`default=str`)
 ) -> int:
     payload = {"views": [view_to_json(v) for v in views], **(extra or {})}
     res = conn.execute(
@@ -184,11 +184,21 @@ RETRYING = "retrying"
 """Not a message status: what `last_outcomes` says of a receiver whose next message failed an attempt."""
 
 
-def last_outcomes(conn: Connection) -> dict[str, dict[str, Any]]:
+class Outcome(TypedDict):
+    """A receiver's last outcome, as `last_outcomes` gives it."""
+
+    status: str  # a finished message's status, or RETRYING
+    at_us: int | None  # when it finished (None while retrying)
+    error: str | None
+    kind: str
+    next_attempt_us: NotRequired[int]  # retrying: when the next attempt is due
+
+
+def last_outcomes(conn: Connection) -> dict[str, Outcome]:
     """Per receiver: its most recent finished message, or, when the head of its queue failed an
     attempt and waits for a retry (a timeout, a 5xx), that: status `retrying` with the error, so a
     stalled receiver shows why instead of its last success."""
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Outcome] = {}
     latest = (
         select(outbox.c.receiver, func.max(outbox.c.id).label("id"))
         .where(outbox.c.status.in_((DELIVERED, FAILED, DRY_RUN)))

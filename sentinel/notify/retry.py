@@ -28,7 +28,7 @@ from sentinel.model import US, Tier
 from sentinel.notify import outbox
 from sentinel.notify.base import Failed, RetryAfter
 from sentinel.notify.robots import BROKEN_ROBOT_HOLD_US, ReceiverRunner
-from sentinel.notify.views import view_from_json
+from sentinel.notify.views import views_of
 
 log = logging.getLogger("sentinel.deliver")
 
@@ -112,7 +112,7 @@ def enqueue_fallback(
     fb = cfg.fallback_receiver
     if fb is None or fb == failed or fb not in receivers:
         return
-    views = [view_from_json(v, cfg.tz) for v in msg.payload.get("views", [])]
+    views = views_of(msg.payload, "views", cfg.tz)
     outbox.enqueue(
         conn,
         fb,

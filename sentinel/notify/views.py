@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from sentinel.model import Tier, to_datetime
+from sentinel.model import JsonObject, JsonValue, Tier, json_int, to_datetime
 from sentinel.notify.base import AlertPayload
 
 
@@ -59,9 +59,9 @@ MESSAGE_KINDS = ("alert", "digest", "repeat", "escalation", "test")
 _TIMES = frozenset({"started", "at"})
 
 
-def view_to_json(v: AlertView) -> dict[str, Any]:
+def view_to_json(v: AlertView) -> JsonObject:
     """Every field of the view, times as ISO 8601 in the view's zone, the tier by its label."""
-    out: dict[str, Any] = {}
+    out: JsonObject = {}
     for f in fields(AlertView):
         value = getattr(v, f.name)
         if f.name in _TIMES:
@@ -76,34 +76,52 @@ def view_to_json(v: AlertView) -> dict[str, Any]:
     return out
 
 
-def view_from_json(d: Mapping[str, Any], tz: ZoneInfo) -> AlertView:
+def view_from_json(d: JsonValue, tz: ZoneInfo) -> AlertView:
     """The view `view_to_json` wrote, in the reader's zone `tz` (keys it lacks take their defaults)."""
-    times = {k: datetime.fromisoformat(d[k]).astimezone(tz) for k in _TIMES}
-    return _view({**d, **times, "samples": [(str(a), b) for a, b in d.get("samples", [])]})
+    if not isinstance(d, dict):
+        raise TypeError(f"a view is a JSON object, not {type(d).__name__}")
+    times = {k: datetime.fromisoformat(_text(d[k])).astimezone(tz) for k in _TIMES}
+    return _view({**d, **times})  # `_view` makes each sample the (id, link) pair it was
 
 
-def view_from_event(
-    payload: Mapping[str, Any], tz: ZoneInfo, *, record_url: str | None, ack_url: str | None
-) -> AlertView:
+def views_of(payload: JsonObject, key: str, tz: ZoneInfo) -> list[AlertView]:
+    """The views an outbox payload lists under `key` (`views`, `group_alerts`; none without it)."""
+    return [view_from_json(v, tz) for v in _listed(payload.get(key, []))]
+
+
+def view_from_event(payload: JsonObject, tz: ZoneInfo, *, record_url: str | None, ack_url: str | None) -> AlertView:
     """A view of a stored event's payload (as `Event.to_json` wrote it, with `at_us` and `started_us`),
     each sample linked to the CRM when `record_url` is set."""
     samples = [
         (str(i), record_url.replace("{id}", quote(str(i), safe="")) if record_url else None)
-        for i in payload.get("samples", [])
+        for i in _listed(payload.get("samples", []))
     ]
     return _view(
         {
             **payload,
-            "started": to_datetime(int(payload["started_us"]), tz),
-            "at": to_datetime(int(payload["at_us"]), tz),
+            "started": to_datetime(json_int(payload["started_us"]), tz),
+            "at": to_datetime(json_int(payload["at_us"]), tz),
             "samples": samples,
             "ack_url": ack_url,
         }
     )
 
 
-def _view(d: Mapping[str, Any]) -> AlertView:
+def _text(value: JsonValue) -> str:
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"expected a string, got {type(value).__name__}")
+
+
+def _listed(value: JsonValue) -> list[JsonValue]:
+    if isinstance(value, list):
+        return value
+    raise TypeError(f"expected a list, got {type(value).__name__}")
+
+
+def _view(d: Mapping[str, object]) -> AlertView:
     """An AlertView of the keys of `d` that name its fields; a missing field without a default is a KeyError."""
+    # Any: each value goes to the AlertView field of its name, so the dataclass is the schema of `d`
     values: dict[str, Any] = {}
     for f in fields(AlertView):
         if f.name in d:
