@@ -31,6 +31,13 @@ JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, J
 JsonObject: TypeAlias = "dict[str, JsonValue]"
 """A JSON object: a stored event's payload, a silence, a response body."""
 
+JsonOut: TypeAlias = "str | int | float | bool | Sequence[JsonOut] | Mapping[str, JsonOut] | None"
+"""A value to write as JSON (a chat tool's request body): read-only containers, so that a `list[str]` or a
+`dict[str, str]` is one, which a `JsonValue` (invariant `list` and `dict`) would refuse."""
+
+JsonOutObject: TypeAlias = "Mapping[str, JsonOut]"
+"""A JSON object to write."""
+
 
 def json_int(v: JsonValue) -> int:
     """`int(v)` of a JSON number (or numeric string); anything else is the TypeError `int` would raise."""

@@ -20,8 +20,9 @@ import base64
 import hashlib
 import hmac
 import time
-from typing import Any, ClassVar
+from typing import ClassVar
 
+from sentinel.model import JsonOutObject
 from sentinel.notify.adapter import HttpAdapter, with_query
 from sentinel.notify.answers import Code, Reply
 from sentinel.notify.base import Message, Outcome, Syntax, register
@@ -66,7 +67,7 @@ class DingTalkAdapter(HttpAdapter):
         preview = escape_text(message.title, 64)  # the notification preview: plain text
         keyword = self.config.keyword
 
-        def build(body: str) -> dict[str, Any]:
+        def build(body: str) -> JsonOutObject:
             short = preview
             text = self.fit_text(f"#### {title}", body, tail, self.max_bytes, "\n\n")
             if keyword and keyword not in text:

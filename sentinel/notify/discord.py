@@ -11,9 +11,10 @@ in its JSON; 5xx retry; other 4xx are permanent.
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from sentinel.config import ReceiverConfig
+from sentinel.model import JsonOut, JsonOutObject
 from sentinel.notify.adapter import HttpAdapter, with_query
 from sentinel.notify.answers import MAX_RETRY_AFTER, RATE_LIMIT_DELAY, Reply
 from sentinel.notify.base import Delivered, Message, Outcome, RetryAfter, Syntax, register
@@ -44,7 +45,7 @@ class DiscordAdapter(HttpAdapter):
                     tier.label,
                 )
 
-    def payload(self, message: Message) -> dict[str, Any]:
+    def payload(self, message: Message) -> JsonOutObject:
         m = self.mention(message)
         users = [u for u in (safe_id(u) for u in m.users) if u] if m is not None else []
         content = self.fit_text(
@@ -54,7 +55,7 @@ class DiscordAdapter(HttpAdapter):
             self.max_chars,
             chars=True,
         )
-        allowed: dict[str, Any] = {"parse": []}
+        allowed: dict[str, JsonOut] = {"parse": []}
         if users:
             allowed["users"] = users[:100]  # Discord's maximum
         return {"content": content, "allowed_mentions": allowed}

@@ -19,8 +19,9 @@ import hashlib
 import hmac
 import re
 import time
-from typing import Any, ClassVar
+from typing import ClassVar
 
+from sentinel.model import JsonOutObject
 from sentinel.notify.adapter import HttpAdapter
 from sentinel.notify.answers import Code, Reply
 from sentinel.notify.base import Failed, Message, Outcome, RetryAfter, Syntax, register
@@ -74,7 +75,7 @@ class FeishuAdapter(HttpAdapter):
         keyword = self.config.keyword
         signing = self.signature()
 
-        def build(body: str) -> dict[str, Any]:
+        def build(body: str) -> JsonOutObject:
             text = self.fit_text(title, body, tail, self.max_bytes)
             if keyword and keyword not in text:
                 text = self.fit_text(f"{keyword} {title}", body, tail, self.max_bytes)

@@ -26,7 +26,7 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import quote, urlsplit
 
 import jinja2
@@ -197,7 +197,7 @@ def _finalize(syntax: Syntax) -> Callable[[object], object]:
     return finalize
 
 
-def _helpers(syntax: Syntax) -> dict[str, Any]:
+def _helpers(syntax: Syntax) -> dict[str, object]:  # the templates' globals: helpers and `tiers`
     escape_value = _escaper(syntax)
 
     def bold(text: object) -> Safe:
@@ -285,7 +285,7 @@ def _template_frame(exc: BaseException) -> str | None:
     return where
 
 
-def _render(env: SandboxedEnvironment, name: str, context: Mapping[str, Any]) -> str:
+def _render(env: SandboxedEnvironment, name: str, context: Mapping[str, object]) -> str:
     try:
         template = env.get_template(name)
         return template.render(context)
@@ -360,7 +360,7 @@ def render(
     loc = locale_dir(locale, templates_dir)
     ordered = sorted(views, key=_order)
     counts = {t.label: sum(1 for a in views if a.tier is t) for t in Tier}
-    context: dict[str, Any] = {
+    context: dict[str, object] = {
         "locale": loc,
         "kind": kind,
         "note": note,

@@ -9,8 +9,9 @@ so `all = true` adds no mention here. The request body is capped at 28,000 bytes
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
+from sentinel.model import JsonOutObject
 from sentinel.notify.adapter import HttpAdapter
 from sentinel.notify.answers import Reply
 from sentinel.notify.base import Delivered, Message, Outcome, Syntax, register
@@ -34,7 +35,7 @@ class TeamsAdapter(HttpAdapter):
         users = [u for u in (safe_id(u) for u in m.users) if u] if m is not None else []
         heading = escape_markdown(message.title)
         tags = " ".join(f"<at>{u}</at>" for u in users)
-        title = {
+        title: JsonOutObject = {
             "type": "TextBlock",
             "text": heading,
             "wrap": True,
@@ -42,19 +43,21 @@ class TeamsAdapter(HttpAdapter):
             "weight": "Bolder",
             "color": "Good" if message.status == "resolved" else _COLOR.get(message.tier, "Default"),
         }
-        entities = [{"type": "mention", "text": f"<at>{u}</at>", "mentioned": {"id": u, "name": u}} for u in users]
-        mentions = [{"type": "TextBlock", "wrap": True, "text": tags}] if users else []
+        entities: list[JsonOutObject] = [
+            {"type": "mention", "text": f"<at>{u}</at>", "mentioned": {"id": u, "name": u}} for u in users
+        ]
+        mentions: list[JsonOutObject] = [{"type": "TextBlock", "wrap": True, "text": tags}] if users else []
 
-        def build(body: str) -> dict[str, Any]:
+        def build(body: str) -> JsonOutObject:
             # TextBlock markdown needs a blank line to break a line.
             budget = self.max_bytes - utf8_len(heading) - utf8_len(tags)
             text = truncate_bytes(
                 "\n\n".join(s for s in body.splitlines() if s.strip()), max(budget, 0), self.truncated_marker
             )
-            blocks: list[dict[str, Any]] = (
+            blocks: list[JsonOutObject] = (
                 [title, {"type": "TextBlock", "text": text, "wrap": True}] if text else [title]
             )
-            card: dict[str, Any] = {
+            card: JsonOutObject = {
                 "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
                 "type": "AdaptiveCard",
                 "version": "1.4",

@@ -36,8 +36,9 @@ import hashlib
 import hmac
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
+from sentinel.model import JsonOutObject
 from sentinel.notify.adapter import HttpAdapter, dump
 from sentinel.notify.answers import Reply
 from sentinel.notify.base import AlertPayload, Delivered, Message, Outcome, Syntax, register
@@ -60,7 +61,7 @@ def _common(maps: Sequence[Mapping[str, str]]) -> dict[str, str]:
     return {k: v for k, v in first.items() if all(m.get(k) == v for m in maps[1:])}
 
 
-def _alert(a: AlertPayload) -> dict[str, Any]:
+def _alert(a: AlertPayload) -> JsonOutObject:
     return {
         "status": a.status,
         "labels": dict(a.labels),
@@ -88,7 +89,7 @@ class WebhookAdapter(HttpAdapter):
     accepts: ClassVar[frozenset[str]] = frozenset({"hmac_secret"})
     lists_group: ClassVar[bool] = True  # every alert of the group, as Alertmanager's webhook
 
-    def payload(self, message: Message, keep: int | None = None) -> dict[str, Any]:
+    def payload(self, message: Message, keep: int | None = None) -> JsonOutObject:
         alerts = message.alerts if keep is None else message.alerts[:keep]
         return {
             "version": "4",

@@ -9,8 +9,9 @@ vendor's "content too long" (40058) never has to happen. No signing.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
+from sentinel.model import JsonOutObject
 from sentinel.notify.adapter import HttpAdapter
 from sentinel.notify.answers import Code, Reply
 from sentinel.notify.base import Message, Outcome, Syntax, register
@@ -34,7 +35,7 @@ class WeComAdapter(HttpAdapter):
     default_limits: ClassVar[tuple[Rate, ...]] = (Rate(20, 60),)
     accepts: ClassVar[frozenset[str]] = frozenset({"mobiles"})
 
-    def payload(self, message: Message) -> dict[str, Any]:
+    def payload(self, message: Message) -> JsonOutObject:
         m = self.mention(message)
         if m is not None and (m.all or m.mobiles):
             content = self.fit_text(escape_text(message.title), markdown_to_text(message.body), "", self.max_text_bytes)
