@@ -32,7 +32,6 @@ import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from sentinel import __version__
 from sentinel.alerting import silences as silence_store
@@ -58,7 +57,7 @@ from sentinel.config import Config, ThresholdRuleConfig
 from sentinel.daemon import Daemon
 from sentinel.history import counts_today
 from sentinel.http import HTTPError, Request, Response
-from sentinel.model import US
+from sentinel.model import US, JsonOutObject
 from sentinel.notify import outbox
 from sentinel.store import alerts as alert_store
 from sentinel.store.alerts import StoredAlert
@@ -135,7 +134,7 @@ class Listed:
             return "unprocessed"
         return "suppressed" if self.silenced_by or self.inhibited_by or self.muted_by else "active"
 
-    def to_json(self, cfg: Config, now: int) -> dict[str, Any]:
+    def to_json(self, cfg: Config, now: int) -> JsonOutObject:
         r = self.row
         summary_text = f"{r.rule} {' '.join(f'{k}={v}' for k, v in r.labels.items())}".strip()
         annotations = {"summary": summary_text, "value": f"{r.value:g}", "peak": f"{r.peak:g}", "instance": r.instance}
@@ -238,10 +237,10 @@ def _wanted(req: Request, *, unprocessed_flag: bool) -> Callable[[Listed], bool]
 
 def groups_json(
     listed: Sequence[Listed], cfg: Config, now: int, receiver: re.Pattern[str] | None
-) -> list[dict[str, Any]]:
+) -> list[JsonOutObject]:
     """Alerts per (route group, receiver), as Sentinel's dispatcher groups them: a route's `group_by`
     labels (Sentinel's `rule` and `tier` shown as `alertname` and `severity`) for each of its receivers."""
-    groups: dict[tuple[int, str, str], dict[str, Any]] = {}
+    groups: dict[tuple[int, str, str], tuple[dict[str, str], list[JsonOutObject]]] = {}  # labels, alerts
     for a in listed:
         own = labels_of(a.row)
         for route in a.routes:
@@ -250,12 +249,12 @@ def groups_json(
             for name in route.cfg.receivers:
                 if name == NO_RECEIVER or (receiver is not None and not receiver.fullmatch(name)):
                     continue
-                g = groups.setdefault(
-                    (route.index, key, name),
-                    {"labels": shown, "routeLabels": {}, "receiver": {"name": name}, "alerts": []},
-                )
-                g["alerts"].append(a.to_json(cfg, now))
-    return [groups[k] for k in sorted(groups, key=lambda k: (k[2], k[0], json.dumps(groups[k]["labels"])))]
+                _, alerts = groups.setdefault((route.index, key, name), (shown, []))
+                alerts.append(a.to_json(cfg, now))
+    order = sorted(groups, key=lambda k: (k[2], k[0], json.dumps(groups[k][0])))
+    return [
+        {"labels": groups[k][0], "routeLabels": {}, "receiver": {"name": k[2]}, "alerts": groups[k][1]} for k in order
+    ]
 
 
 def register(daemon: Daemon) -> None:

@@ -14,13 +14,12 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from sentinel import __version__
 from sentinel.alerting import silences as silence_store
 from sentinel.alerting.routing import IMPLICIT, Router
 from sentinel.config import Config, MatchValue, summary
-from sentinel.model import US
+from sentinel.model import US, JsonOut, JsonOutObject
 from sentinel.store.alerts import StoredAlert
 from sentinel.units import format_duration
 
@@ -91,7 +90,7 @@ AM_NAME = {own: am for am, own in silence_store.ALIASES.items()}  # rule -> aler
 STATE_ORDER = {"active": 0, "pending": 1, "expired": 2}
 
 
-def silence_json(s: silence_store.Silence, now: int) -> dict[str, Any]:
+def silence_json(s: silence_store.Silence, now: int) -> JsonOutObject:
     return {
         "id": s.id,
         "status": {"state": s.state(now)},
@@ -164,7 +163,7 @@ def original(cfg: Config) -> str:
                 f"{where}: escalates to {', '.join(rc.escalate_to)} after "
                 f"{format_duration(rc.escalate_after)} unacknowledged"
             )
-        node: dict[str, Any] = {}
+        node: dict[str, JsonOut] = {}
         if rc.match:
             node["matchers"] = am_matchers(rc.match)
         names = [UNROUTED if n == NO_RECEIVER else n for n in rc.receivers]
@@ -182,7 +181,7 @@ def original(cfg: Config) -> str:
             }
         )
         children.append(node)
-    doc: dict[str, Any] = {
+    doc: dict[str, JsonOut] = {
         "route": {"receiver": UNROUTED, "routes": children},
         "receivers": [{"name": r.name} for r in cfg.receivers] + [{"name": UNROUTED}],
     }
