@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
@@ -65,7 +65,7 @@ class Result:
     sorted_input: bool = True
     daily: dict[tuple[int, int, int], int] = field(default_factory=dict)  # (day, type, channel) -> n
     # firing / upgraded events as `Event.to_json` writes them, for the plot (which indexes them by key)
-    alerts: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[JsonObject] = field(default_factory=list)
     opened: list[Opened] = field(default_factory=list)  # firing events, for the early-warning report
     vocab_values: dict[int, str] = field(default_factory=dict)  # codes of `daily`
 

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from types import ModuleType
 
 from sentinel.backtest import Result, roles
 from sentinel.config import Config, ThresholdRuleConfig, exact
 from sentinel.days import Calendar
 from sentinel.detect import RuleContext, ThresholdRule, workdays_of
-from sentinel.model import Vocab
+from sentinel.model import JsonObject, Vocab
 from sentinel.web.catalogue import Text
 
 MAX_PANELS = 12
@@ -85,6 +86,32 @@ def _once(named: set[str], label: str) -> str:
     return label
 
 
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    """An alert event of the backtest as the plot marks it (read from its `Event.to_json`)."""
+
+    rule: str
+    kind: str
+    state: str
+    tier: str
+    labels: dict[str, str]
+    day: date
+
+
+def _mark(a: JsonObject) -> _Mark:
+    labels = a["labels"]
+    if not isinstance(labels, dict):
+        raise TypeError(f"labels: expected an object, got {type(labels).__name__}")
+    return _Mark(
+        str(a["rule"]),
+        str(a["kind"]),
+        str(a["state"]),
+        str(a["tier"]),
+        {k: str(v) for k, v in labels.items()},
+        date.fromisoformat(str(a["at"])[:10]),
+    )
+
+
 def _related(a: dict[str, str], b: dict[str, str]) -> bool:
     shared = a.keys() & b.keys()
     return bool(shared) and all(a[k] == b[k] for k in shared)
@@ -108,15 +135,16 @@ def series_title(t: Text, rule: str, labels: tuple[tuple[str, str], ...]) -> str
     return t("plot.title", rule=rule, series=series or t("plot.all"))
 
 
-def _draw(plt: Any, result: Result, cfg: Config, path: str | Path) -> int:
+def _draw(plt: ModuleType, result: Result, cfg: Config, path: str | Path) -> int:  # matplotlib.pyplot
     t = Text(cfg.locale)
     rules = {r.name: r for r in cfg.rules if isinstance(r, ThresholdRuleConfig)}
     surge_rules, warning_rules = roles(cfg)
-    alerted: dict[tuple[str, tuple[tuple[str, str], ...]], list[dict[str, Any]]] = defaultdict(list)
-    for a in result.alerts:
-        if a["rule"] in rules and (a["rule"] in surge_rules or not warning_rules):
-            alerted[(a["rule"], tuple(sorted(a["labels"].items())))].append(a)
-    warnings = [a for a in result.alerts if a["rule"] in warning_rules and a["state"] == "firing"]
+    marks = [_mark(a) for a in result.alerts]
+    alerted: dict[tuple[str, tuple[tuple[str, str], ...]], list[_Mark]] = defaultdict(list)
+    for a in marks:
+        if a.rule in rules and (a.rule in surge_rules or not warning_rules):
+            alerted[(a.rule, tuple(sorted(a.labels.items())))].append(a)
+    warnings = [a for a in marks if a.rule in warning_rules and a.state == "firing"]
     cal = Calendar(cfg.tz)
     ctx = RuleContext(cal, Vocab(), None, workdays_of(cfg))
     keys = sorted(alerted, key=lambda k: -len(alerted[k]))[:MAX_PANELS]
@@ -151,22 +179,22 @@ def _draw(plt: Any, result: Result, cfg: Config, path: str | Path) -> int:
         ax.plot(dates, thr, color="#e6550d", linestyle="--", label=t("chart.threshold"))
         named: set[str] = set()
         for a in alerted[key]:
-            tier = t.get("tier." + a["tier"], a["tier"])
+            tier = t.get("tier." + a.tier, a.tier)
             ax.axvline(
-                date.fromisoformat(a["at"][:10]),
-                color=TIER_COLOURS[a["tier"]],
+                a.day,
+                color=TIER_COLOURS[a.tier],
                 alpha=0.6,
                 label=_once(named, t("plot.alert", rule=key[0], tier=tier)),
             )
         for w in warnings:
-            if _related(labels, w["labels"]):
-                kind = t.get("kind." + w["kind"], w["kind"])
+            if _related(labels, w.labels):
+                kind = t.get("kind." + w.kind, w.kind)
                 ax.axvline(
-                    date.fromisoformat(w["at"][:10]),
+                    w.day,
                     color=WARNING_COLOUR,
                     linestyle=":",
                     alpha=0.9,
-                    label=_once(named, t("plot.warning", rule=w["rule"], kind=kind)),
+                    label=_once(named, t("plot.warning", rule=w.rule, kind=kind)),
                 )
         ax.set_title(series_title(t, key[0], key[1]), fontsize=9)
         ax.set_ylabel(t("plot.ylabel"), fontsize=8)
