@@ -10,14 +10,13 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
-from typing import Any
 
 _STD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "fields"}
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
+        out: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
@@ -54,7 +53,7 @@ def setup_logging(level: str = "INFO", json_logs: bool | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def fields(**kw: Any) -> dict[str, Any]:
+def fields(**kw: object) -> dict[str, object]:
     """`log.info("msg", extra=fields(rows=3))`."""
     return {"fields": kw}
 
