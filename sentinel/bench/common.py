@@ -23,7 +23,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, Protocol, TypedDict
+from typing import IO, Protocol, TypeAlias, TypedDict
+
+ConfigValue: TypeAlias = "str | int | float | bool | list[ConfigValue] | dict[str, ConfigValue]"
+"""A value of a Sentinel configuration as `to_toml` writes it (and as an override's TOML reads)."""
 
 SURGE_RULE = "type-surge"
 STREAK_RULE = "same-type-streak"
@@ -96,7 +99,7 @@ def _toml_key(key: str) -> str:
     return key if key and all(c.isalnum() or c in "_-" for c in key) and key.isascii() else json.dumps(key)
 
 
-def _toml_value(value: Any) -> str:
+def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -110,7 +113,7 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 
-def to_toml(cfg: Mapping[str, Any]) -> str:
+def to_toml(cfg: Mapping[str, ConfigValue]) -> str:
     """The few shapes a Sentinel config needs: scalars, tables of scalars/inline tables, arrays of tables."""
     head, tables, arrays = [], [], []
     for key, value in cfg.items():
@@ -118,7 +121,7 @@ def to_toml(cfg: Mapping[str, Any]) -> str:
             tables.append(f"\n[{_toml_key(key)}]")
             tables += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()]
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            for item in value:
+            for item in (v for v in value if isinstance(v, dict)):  # every one (the test above)
                 arrays.append(f"\n[[{_toml_key(key)}]]")
                 arrays += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in item.items()]
         elif isinstance(value, list) and not value:
@@ -132,14 +135,14 @@ def quickstart_config(
     source_url: str,
     table: str,
     state_url: str,
-    receiver: dict[str, Any],
+    receiver: dict[str, ConfigValue],
     *,
     listen: str = "127.0.0.1:0",
     surge_group_by: Sequence[str] | None = None,
-) -> dict[str, Any]:
+) -> dict[str, ConfigValue]:
     """README "Quick start against your own database" with this machine's source, state store, port and
     receiver (for `to_toml`); `surge_group_by` sets the threshold rule's `group_by`."""
-    surge: dict[str, Any] = {"name": SURGE_RULE, "kind": "threshold"}
+    surge: dict[str, ConfigValue] = {"name": SURGE_RULE, "kind": "threshold"}
     if surge_group_by is not None:
         surge["group_by"] = list(surge_group_by)
     return {

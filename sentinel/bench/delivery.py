@@ -12,6 +12,7 @@ by default. `measure_throughput` is the same measurement for other benchmarks to
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import subprocess
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sentinel.http import CHAT_PEER, App, Request, Response, Server
 
@@ -124,17 +125,18 @@ class RemoteSink:
             raise RuntimeError("the benchmark's sink process ended")
         return line
 
-    def _ask(self, command: str) -> Any:
+    def _ask(self, command: str) -> str:
+        """The sink process's answer to `command`: one line of JSON."""
         assert self._proc.stdin is not None
         self._proc.stdin.write(command + "\n")
         self._proc.stdin.flush()
-        return json.loads(self._read())
+        return self._read()
 
     def wait_total(self, n: int) -> bool:
-        return bool(self._ask(f"wait {n}"))
+        return bool(json.loads(self._ask(f"wait {n}")))
 
     def delivery_ids(self) -> dict[str, list[str]]:
-        ids: dict[str, list[str]] = self._ask("ids")
+        ids: dict[str, list[str]] = json.loads(self._ask("ids"))  # the sink writes {receiver: [ids]}
         return ids
 
     def close(self) -> None:
@@ -284,7 +286,7 @@ def measure_throughput(receivers: int, messages: int) -> dict[str, float]:
         }
 
 
-def add_arguments(parser: Any) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--messages", type=int, default=DEFAULT_MESSAGES, help="messages per receiver (300)")
     parser.add_argument(
         "--receivers",
@@ -296,7 +298,7 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--output", default="bench-results-delivery.json", help="where the figures go as JSON")
 
 
-def run(args: Any) -> int:
+def run(args: argparse.Namespace) -> int:
     results = []
     for receivers in args.receivers or list(DEFAULT_RECEIVERS):
         r = measure_throughput(receivers, args.messages)

@@ -9,6 +9,7 @@ under 150 MB).
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -20,7 +21,6 @@ import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -211,7 +211,7 @@ def peak_rss_of_backtest(config_path: Path, path: Path) -> tuple[float, float]:
 
 def run_bench(
     records: int = 2_000_000, days: int = 30, rare_types: int = 1000, say: Callable[[str], None] = print
-) -> dict[str, Any]:
+) -> dict[str, float | str]:
     cfg_text = BENCH_RULES
     with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as tmp:
         d = Path(tmp)
@@ -244,7 +244,7 @@ def run_bench(
             f"live cycle over {live['series']:.0f} series: median {live['median_ms']:.1f} ms, "
             f"p95 {live['p95_ms']:.1f} ms (goal < 50)"
         )
-    result = {
+    result: dict[str, float | str] = {
         "records": n,
         "csv_mb": round(size_mb, 1),
         "csv_parse_s": round(parse_s, 3),
@@ -267,12 +267,12 @@ def run_bench(
     return result
 
 
-def add_arguments(parser: Any) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--records", type=int, default=2_000_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--rare-types", type=int, default=1000)
 
 
-def run(args: Any) -> int:
+def run(args: argparse.Namespace) -> int:
     run_bench(records=args.records, days=args.days, rare_types=args.rare_types)
     return 0

@@ -32,10 +32,11 @@ import time
 import urllib.parse
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from sentinel.bench.common import (
     DEFAULT_PG_URL,
@@ -137,11 +138,13 @@ class StateDb:
         self.url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, f"/{self.name}", "", ""))
         self.libpq = libpq_url(self.url)
 
-    def sql(self, query: str) -> list[tuple[Any, ...]]:
+    def number(self, query: str) -> int:
+        """The first column of the first row of `query` (a count, an epoch)."""
         import psycopg
 
         with psycopg.connect(self.libpq, autocommit=True, connect_timeout=5) as conn:
-            return list(conn.execute(query).fetchall())
+            rows = list(conn.execute(query).fetchall())
+        return int(rows[0][0])
 
     def drop(self) -> None:
         import psycopg
@@ -189,7 +192,7 @@ class Instance:
         return None
 
 
-def wait(what: str, pred: Any, timeout: float) -> None:
+def wait(what: str, pred: Callable[[], object], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
@@ -259,7 +262,7 @@ class Bench:
         return found[0]
 
     def in_flight(self) -> int:
-        return int(self.db.sql("SELECT count(*) FROM outbox WHERE status = 'sending'")[0][0])
+        return self.db.number("SELECT count(*) FROM outbox WHERE status = 'sending'")
 
     def setup(self) -> None:
         a, b = self.instances
@@ -305,10 +308,10 @@ class Bench:
         wait("the former leader standing by", old.ready_standby, self.timeout)
         return Round(n, old.name, in_flight, round(took - killed, 3), round(arrived - committed, 3))
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self) -> Finish:
         wait(
             "every message delivered",
-            lambda: self.db.sql("SELECT count(*) FROM outbox WHERE status <> 'delivered'")[0][0] == 0,
+            lambda: self.db.number("SELECT count(*) FROM outbox WHERE status <> 'delivered'") == 0,
             self.timeout,
         )
         time.sleep(1.0)
@@ -318,8 +321,17 @@ class Bench:
             "lost": lost,
             "duplicates": sum(n - 1 for n in counts.values()),
             "messages": len(counts),
-            "epoch": int(self.db.sql("SELECT epoch FROM leader_lease")[0][0]),
+            "epoch": self.db.number("SELECT epoch FROM leader_lease"),
         }
+
+
+class Finish(TypedDict):
+    """What the end of a run found: the types never told, and the sink's counts."""
+
+    lost: list[str]
+    duplicates: int
+    messages: int
+    epoch: int
 
 
 def _seconds(duration: str) -> float:
@@ -386,6 +398,7 @@ def run(args: argparse.Namespace) -> int:
     from sentinel import __version__
 
     in_flight = sum(r.in_flight for r in rounds)
+    takeover, surge = summary([r.takeover_s for r in rounds]), summary([r.surge_to_message_s for r in rounds])
     report = {
         "benchmark": "failover",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -400,8 +413,8 @@ def run(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "streaks_per_round": STREAKS_BEFORE + 1,
         },
-        "takeover_s": summary([r.takeover_s for r in rounds]),
-        "surge_to_message_s": summary([r.surge_to_message_s for r in rounds]),
+        "takeover_s": takeover,
+        "surge_to_message_s": surge,
         "lost": len(end["lost"]),
         "lost_types": end["lost"],
         "duplicates": end["duplicates"],
@@ -410,7 +423,7 @@ def run(args: argparse.Namespace) -> int:
         "final_epoch": end["epoch"],
         "rounds": [asdict(r) for r in rounds],
     }
-    t, s = report["takeover_s"], report["surge_to_message_s"]
+    t, s = takeover, surge
     print(f"\nfailover ({args.how}, lease_ttl {ttl:g} s, {len(rounds)} failovers):")
     print(f"  takeover (failure -> first poll of the new leader): median {t['median']:.2f} s, max {t['max']:.2f} s")
     print(f"  surge to message across the failover:              median {s['median']:.2f} s, max {s['max']:.2f} s")
@@ -420,5 +433,5 @@ def run(args: argparse.Namespace) -> int:
     )
     Path(args.output).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"\nwritten {args.output}")
-    ok = report["lost"] == 0 and report["duplicates"] <= in_flight and t["max"] <= ttl + 5
+    ok = not end["lost"] and end["duplicates"] <= in_flight and t["max"] <= ttl + 5
     return 0 if ok else 1

@@ -70,6 +70,7 @@ from typing import TypeAlias
 from sentinel.bench.common import (
     DEFAULT_PG_URL,
     BenchError,
+    ConfigValue,
     Proc,
     Processes,
     SqliteTable,
@@ -101,8 +102,6 @@ from sentinel.bench.latency_workload import (
     wait_all,
 )
 
-ConfigValue: TypeAlias = "str | int | float | bool | list[ConfigValue] | dict[str, ConfigValue]"
-"""A value of a Sentinel configuration as `to_toml` writes it (and as an override's TOML reads)."""
 Override: TypeAlias = tuple[str | None, str, ConfigValue]
 """`--override [SETTING:]KEY=VALUE`: the setting it is for (None: both), the dotted key, the value."""
 
