@@ -22,7 +22,6 @@ import hmac
 import unicodedata
 from collections.abc import Callable
 from html import escape
-from typing import Any
 
 from sentinel import __version__
 from sentinel.alerting import silences as silence_store
@@ -33,7 +32,7 @@ from sentinel.config import ThresholdRuleConfig
 from sentinel.daemon import Daemon
 from sentinel.history import counts_today
 from sentinel.http import HTTPError, Request, Response
-from sentinel.model import US, json_float, to_datetime
+from sentinel.model import US, JsonOutObject, json_float, to_datetime
 from sentinel.notify import outbox
 from sentinel.notify.health import ReceiverHealth
 from sentinel.store import alerts as alert_store
@@ -58,7 +57,7 @@ def ack_by(value: object, *, default: str) -> str:
     return text or default
 
 
-def status(daemon: Daemon) -> dict[str, Any]:
+def status(daemon: Daemon) -> JsonOutObject:
     tz = daemon.cfg.tz
     now = now_us(daemon.clock)
     h = daemon.health
@@ -74,7 +73,7 @@ def status(daemon: Daemon) -> dict[str, Any]:
         open_by_tier = alert_store.open_counts_by_tier(conn)
         # a standby's memory holds no source state: the leader's, as committed
         state = daemon.state if daemon.leading else load_source_state(conn)
-    receivers = []
+    receivers: list[JsonOutObject] = []
     for rc in daemon.cfg.receivers:
         lo = last.get(rc.name)
         hr = health.get(rc.name)
@@ -130,7 +129,7 @@ def status(daemon: Daemon) -> dict[str, Any]:
     }
 
 
-def receiver_fields(h: ReceiverHealth, iso: Callable[[int | None], str | None]) -> dict[str, Any]:
+def receiver_fields(h: ReceiverHealth, iso: Callable[[int | None], str | None]) -> JsonOutObject:
     """A receiver's delivery state in `/api/v1/status` (see `sentinel.notify.health` for the states)."""
     return {
         "state": h.state.value,
@@ -156,7 +155,7 @@ def last_figures(row: alert_store.StoredAlert) -> dict[str, float]:
     return {k: json_float(row.last_event[k]) for k in ("projected", "expected") if row.last_event.get(k) is not None}
 
 
-def alerts_json(daemon: Daemon) -> list[dict[str, Any]]:
+def alerts_json(daemon: Daemon) -> list[JsonOutObject]:
     """Open alerts and those resolved in the last 24 h, as `/api/v1/alerts` returns them."""
     tz = daemon.cfg.tz
     now = now_us(daemon.clock)
@@ -168,7 +167,7 @@ def alerts_json(daemon: Daemon) -> list[dict[str, Any]]:
         by_ack = muting.acks.by_instance
         rules = {r.name: r for r in daemon.cfg.rules if isinstance(r, ThresholdRuleConfig)}
         today = counts_today(conn, rules, daemon.calendar, rows, now)
-    out = []
+    out: list[JsonOutObject] = []
     for r in rows:
         hold = muting.hold(r)
         ack = by_ack.get(r.instance)

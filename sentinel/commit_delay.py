@@ -25,7 +25,7 @@ import numpy as np
 
 from sentinel.logs import fields
 from sentinel.metrics import Metrics
-from sentinel.model import US, IntArray
+from sentinel.model import US, IntArray, JsonOutObject
 from sentinel.units import format_duration
 
 log = logging.getLogger("sentinel.source")
@@ -51,7 +51,7 @@ class DelayReport:
     lateness_s: float
     warning: str | None
 
-    def as_json(self) -> dict[str, object]:
+    def as_json(self) -> JsonOutObject:
         return {
             "records": self.records,
             "late": self.late,

@@ -43,7 +43,7 @@ from sentinel.config import ThresholdRuleConfig
 from sentinel.daemon import Daemon
 from sentinel.history import DailyCounts, chartable, series_history
 from sentinel.http import Request, Response
-from sentinel.model import US, JsonObject, Tier, to_datetime
+from sentinel.model import US, JsonObject, JsonOut, JsonOutObject, Tier, to_datetime
 from sentinel.store import alerts as alert_store
 from sentinel.store.alerts import StoredAlert
 from sentinel.web import static
@@ -147,6 +147,13 @@ def matcher_text(m: silence_store.SilenceMatcher) -> str:
     return f"{m.name}{op}{json.dumps(m.value, ensure_ascii=False)}"
 
 
+def _objects(value: JsonOut) -> list[JsonOutObject]:
+    """The objects of a list of `api.status` (`receivers`, `failed`): it writes nothing else there."""
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        return []
+    return [v for v in value if isinstance(v, Mapping)]
+
+
 class StatusPage:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
@@ -172,6 +179,7 @@ class StatusPage:
         t = Text(d.cfg.locale)
         now = now_us(d.clock)
         problems: list[str] = []
+        status: JsonOutObject
         try:
             status = api.status(d)
         except Exception as exc:  # the page must still say what it can
@@ -198,20 +206,21 @@ class StatusPage:
         tier_totals = [(tier, sum(1 for a in open_items if a.tier is tier)) for tier in sorted(Tier, reverse=True)]
         rule_names = sorted({r.name for r in d.cfg.rules} | {a.rule for a in open_items})
         type_names = sorted({a.labels["type"] for a in [*open_items, *resolved] if "type" in a.labels})
-        failed: dict[str, list[JsonObject]] = {}
-        for f in status["failed"]:
-            failed.setdefault(f["receiver"], [])
-            if len(failed[f["receiver"]]) < FAILURES_PER_RECEIVER:
-                failed[f["receiver"]].append(f)
+        failed: dict[str, list[JsonOutObject]] = {}
+        for f in _objects(status["failed"]):
+            mine = failed.setdefault(str(f["receiver"]), [])
+            if len(mine) < FAILURES_PER_RECEIVER:
+                mine.append(f)
         receivers = [
             {
                 **r,
                 "next_in_s": None
-                if r.get("next_attempt") is None
-                else (datetime.fromisoformat(r["next_attempt"]) - to_datetime(now, d.cfg.tz)).total_seconds(),
+                if (nxt := r.get("next_attempt")) is None
+                else (datetime.fromisoformat(str(nxt)) - to_datetime(now, d.cfg.tz)).total_seconds(),
             }
-            for r in status["receivers"]
+            for r in _objects(status["receivers"])
         ]
+        outbox = status["outbox"]
         return {
             "now": to_datetime(now, d.cfg.tz),
             "version": __version__,
@@ -222,7 +231,7 @@ class StatusPage:
             "source": status["source"],
             "receivers": receivers,
             "failed": failed,
-            "pending_total": status["outbox"]["pending"],
+            "pending_total": outbox.get("pending") if isinstance(outbox, Mapping) else None,
             "tiers": tiers,
             "open_count": len(open_items),
             "shown_count": len(shown),
