@@ -35,12 +35,11 @@ Everything here is pure: rules, states and instants in, events out.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, replace
-from typing import Any
 
-from sentinel.detect.base import OpenAlert
-from sentinel.model import US, Event, EventState, Tier
+from sentinel.detect.base import OpenAlert, as_float, as_int, as_labels, as_str
+from sentinel.model import US, Event, EventState, JsonValue, Tier
 
 RETRACTED = "retracted: rows committed late changed the order, and the settled order does not reach this alert"
 
@@ -83,12 +82,12 @@ class Told:
     def opening(e: Event) -> Told:
         return Told.of(e, e.instance, opened=True, matched=False, settled_tier=Tier.LIGHT)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JsonValue]:
         return {
             "fingerprint": self.fingerprint,
             "instance": self.instance,
             "kind": self.kind,
-            "labels": self.labels,
+            "labels": dict(self.labels),
             "started": self.started,
             "tier": int(self.tier),
             "at": self.at,
@@ -100,19 +99,19 @@ class Told:
         }
 
     @staticmethod
-    def from_json(d: Mapping[str, Any]) -> Told:
+    def from_json(d: Mapping[str, JsonValue]) -> Told:
         return Told(
-            d["fingerprint"],
-            d["instance"],
-            d["kind"],
-            dict(d["labels"]),
-            int(d["started"]),
-            Tier(d["tier"]),
-            int(d["at"]),
-            float(d["value"]),
+            as_str(d["fingerprint"]),
+            as_str(d["instance"]),
+            as_str(d["kind"]),
+            as_labels(d["labels"]),
+            as_int(d["started"]),
+            Tier(as_int(d["tier"])),
+            as_int(d["at"]),
+            as_float(d["value"]),
             bool(d["opened"]),
             bool(d["matched"]),
-            Tier(d["settled_tier"]),
+            Tier(as_int(d["settled_tier"])),
             bool(d.get("spent", False)),
         )
 
@@ -282,14 +281,14 @@ def ahead(fork_events: list[Event], told: list[Told], settled_tier: Mapping[str,
     return out
 
 
-def rename_alert(alerts: Mapping[Any, OpenAlert], old: str, new: str, started: int) -> None:
+def rename_alert(alerts: Iterable[OpenAlert], old: str, new: str, started: int) -> None:
     """The settled alert takes the instance people were told of."""
-    for a in alerts.values():
+    for a in alerts:
         if a.instance == old:
             a.instance, a.started = new, started
 
 
-def raise_tier(alerts: Mapping[Any, OpenAlert], instance: str, tier: Tier) -> None:
-    for a in alerts.values():
+def raise_tier(alerts: Iterable[OpenAlert], instance: str, tier: Tier) -> None:
+    for a in alerts:
         if a.instance == instance and a.tier < tier:
             a.tier = tier

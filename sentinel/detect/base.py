@@ -9,13 +9,16 @@ The engine knows a rule only through `Rule`: how to feed it, fork it for the loo
 (`snapshot`, `series_snapshot`), put it back (`restore_saved`, `restore_edited`, `rebuilt`) and read
 its gauges. Each rule has a state class of its own (`Rule[S]`); what the engine reads of any state
 is `RuleState`.
+
+A snapshot is `JsonValue` both ways (`sentinel.model`): a rule writes plain JSON values and reads them
+back through `as_int`, `as_str`, `as_obj`, ..., which narrow and fail with TypeError on a shape no rule wrote.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, TypeAlias, TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -23,13 +26,13 @@ import numpy.typing as npt
 from sentinel.config import Filter, RuleConfig
 from sentinel.days import Calendar
 from sentinel.detect.workdays import Workdays
-from sentinel.model import Batch, Buckets, Event, EventState, Tier, Vocab, fingerprint, instance_id
+from sentinel.model import Batch, Buckets, Event, EventState, IntArray, JsonValue, Tier, Vocab, fingerprint, instance_id
 
 SAMPLES = 5
 """Complaint ids an event carries (the records that made it), for the links in messages."""
 
 
-def stable_order(keys: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.intp]:
+def stable_order(keys: IntArray) -> npt.NDArray[np.intp]:
     """`argsort(keys, kind="stable")`, through numpy's radix sort when the keys fit 16 bits (series codes
     usually do): linear, not a merge sort of int64s, and the same order (a
     stable sort has one answer)."""
@@ -38,8 +41,65 @@ def stable_order(keys: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.intp]:
     return np.argsort(keys, kind="stable")
 
 
-def sample_ids(ids: npt.NDArray[Any]) -> list[str]:
+def sample_ids(ids: npt.NDArray[np.generic]) -> list[str]:
+    """The last few of `ids` (ints or strings, as the source gave them) as the strings a message links."""
     return [str(i) for i in ids.tolist()][-SAMPLES:]
+
+
+# --- a snapshot read back: JSON narrowed to what a state holds -------------------------------------------
+# The store hands back what `json.loads` made of what a rule's `snapshot` wrote. These narrow it and
+# convert as `int(...)` / `float(...)` did before they were typed; anything else is a snapshot this code
+# did not write, and fails loudly (TypeError) rather than travelling on as the wrong type.
+
+
+def _wrong(v: JsonValue, want: str) -> TypeError:
+    return TypeError(f"snapshot: expected {want}, got {type(v).__name__}")
+
+
+def as_int(v: JsonValue) -> int:
+    if isinstance(v, int | float | str):
+        return int(v)
+    raise _wrong(v, "a number")
+
+
+def opt_int(v: JsonValue) -> int | None:
+    return None if v is None else as_int(v)
+
+
+def as_float(v: JsonValue) -> float:
+    if isinstance(v, int | float | str):
+        return float(v)
+    raise _wrong(v, "a number")
+
+
+def opt_float(v: JsonValue) -> float | None:
+    """A number or None, kept as it was written (an int stays an int, as the events carried it)."""
+    if v is None or isinstance(v, int | float):
+        return v
+    raise _wrong(v, "a number or null")
+
+
+def as_str(v: JsonValue) -> str:
+    if isinstance(v, str):
+        return v
+    raise _wrong(v, "a string")
+
+
+def as_list(v: JsonValue) -> list[JsonValue]:
+    if isinstance(v, list):
+        return v
+    raise _wrong(v, "a list")
+
+
+def as_obj(v: JsonValue) -> dict[str, JsonValue]:
+    if isinstance(v, dict):
+        return v
+    raise _wrong(v, "an object")
+
+
+def as_labels(v: JsonValue) -> dict[str, str]:
+    """An alert's labels (a fresh dict)."""
+    return {k: as_str(x) for k, x in as_obj(v).items()}
 
 
 @dataclass(slots=True)
@@ -113,14 +173,14 @@ class OpenAlert:
     baseline: float | None = None
     unmet_since: int | None = None  # pace / rolling: condition unmet since
     hold_until: int | None = None  # streak: the run ended; resolves then unless continued
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, JsonValue] = field(default_factory=dict)  # what the rule keeps for the events to come
 
     def copy(self) -> OpenAlert:
         return replace(self, labels=dict(self.labels), extra=dict(self.extra))
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JsonValue]:
         return {
-            "labels": self.labels,
+            "labels": dict(self.labels),
             "fingerprint": self.fingerprint,
             "instance": self.instance,
             "started": self.started,
@@ -134,19 +194,19 @@ class OpenAlert:
         }
 
     @staticmethod
-    def from_json(d: Mapping[str, Any]) -> OpenAlert:
+    def from_json(d: Mapping[str, JsonValue]) -> OpenAlert:
         return OpenAlert(
-            dict(d["labels"]),
-            d["fingerprint"],
-            d["instance"],
-            int(d["started"]),
-            Tier(d["tier"]),
-            float(d["peak"]),
-            float(d.get("value", 0.0)),
-            d.get("baseline"),
-            d.get("unmet_since"),
-            d.get("hold_until"),
-            dict(d.get("extra") or {}),
+            as_labels(d["labels"]),
+            as_str(d["fingerprint"]),
+            as_str(d["instance"]),
+            as_int(d["started"]),
+            Tier(as_int(d["tier"])),
+            as_float(d["peak"]),
+            as_float(d.get("value", 0.0)),
+            opt_float(d.get("baseline")),
+            opt_int(d.get("unmet_since")),
+            opt_int(d.get("hold_until")),
+            dict(as_obj(d.get("extra") or {})),
         )
 
 
@@ -167,7 +227,7 @@ def event(
     baseline: float | None,
     ratio: float | None,
     p: float | None = None,
-    extra: Mapping[str, Any] | None = None,
+    extra: Mapping[str, JsonValue] | None = None,
 ) -> Event:
     return Event(
         at=at,
@@ -185,10 +245,6 @@ def event(
         p=p,
         extra=dict(extra or {}),
     )
-
-
-JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
-"""What a snapshot holds: it is written and read as JSON by the store."""
 
 
 @dataclass(slots=True)

@@ -20,12 +20,12 @@ from typing import Generic
 from sentinel.config import Config, QuietRuleConfig, RuleConfig, StreakRuleConfig, ThresholdRuleConfig
 from sentinel.detect import ahead as la
 from sentinel.detect.ahead import Told
-from sentinel.detect.base import Gauges, JsonValue, OpenAlert, Rule, RuleContext, S, Snapshot, event
+from sentinel.detect.base import Gauges, OpenAlert, Rule, RuleContext, S, Snapshot, event
 from sentinel.detect.feed import feed
 from sentinel.detect.quiet import QuietRule, QuietState
 from sentinel.detect.streak import StreakRule, StreakState
 from sentinel.detect.threshold import ThresholdRule, ThresholdState, lookback_days
-from sentinel.model import Batch, Buckets, Event, EventState, Vocab
+from sentinel.model import Batch, Buckets, Event, EventState, JsonValue, Vocab
 
 __all__ = [
     "AnyRule",
@@ -177,11 +177,11 @@ class Engine:
             for e in sort_events(settled, self.order):
                 done = la.settle(e, told, renamed)
                 if done.rename is not None:
-                    la.rename_alert(slot.state.alerts, *done.rename)
+                    la.rename_alert(slot.state.alerts.values(), *done.rename)
                 out += done.events
             retracted, keep_tier, unconfirmed = la.passed(name, told, horizon)
             for instance, tier in keep_tier:
-                la.raise_tier(slot.state.alerts, instance, tier)
+                la.raise_tier(slot.state.alerts.values(), instance, tier)
             self.retractions += [(name, what) for what in unconfirmed]
             out += retracted
         return sort_events(out, self.order)

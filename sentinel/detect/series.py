@@ -9,7 +9,6 @@ rule track millions of series.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -71,7 +70,7 @@ class SeriesIndex:
         self.changed = True
         return idx
 
-    def of_codes(self, types: npt.NDArray[Any], channels: npt.NDArray[Any]) -> IntArray:
+    def of_codes(self, types: npt.NDArray[np.int32 | np.int64], channels: npt.NDArray[np.int32 | np.int64]) -> IntArray:
         """Series index per record: dense lookup tables keyed by vocab codes, so a batch costs a few
         numpy gathers; only combinations never seen before go through Python."""
         n = len(types)

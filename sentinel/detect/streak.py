@@ -30,13 +30,24 @@ this module is the rule itself.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from sentinel.config import StreakRuleConfig
-from sentinel.detect.base import SAMPLES, Gauges, OpenAlert, RecordFilter, RuleContext, event, open_alert, sample_ids
+from sentinel.detect.base import (
+    SAMPLES,
+    Gauges,
+    OpenAlert,
+    RecordFilter,
+    RuleContext,
+    as_int,
+    event,
+    open_alert,
+    sample_ids,
+)
 from sentinel.detect.series import SeriesIndex
 from sentinel.detect.streak_state import (
     Normality,
@@ -51,7 +62,7 @@ from sentinel.detect.streak_state import (
     new_in_run,
     normality,
 )
-from sentinel.model import US, Batch, Buckets, Event, EventState, IntArray, Tier
+from sentinel.model import US, Batch, Buckets, Event, EventState, IntArray, JsonValue, Tier
 
 __all__ = ["Normality", "Run", "StreakRule", "StreakState"]  # the state's types are imported from here
 
@@ -248,7 +259,7 @@ class StreakRule:
             today[key] = today.get(key, 0) + 1
         facts = norm.facts()  # kept on the alert for its resolution
         expected = norm.expected
-        extra = {"length": length, **facts, "samples": samples}
+        extra: dict[str, JsonValue] = {"length": length, **facts, "samples": list[JsonValue](samples)}
         tier = self.tier_of(length)
         if run.alert is not None and alert is not None:
             if tier > alert.tier:
@@ -385,11 +396,11 @@ class StreakRule:
         return events, self.deadline(state)
 
     # --- what is live --------------------------------------------------------------------------------
-    def live(self, state: StreakState) -> list[tuple[OpenAlert, dict[str, Any]]]:
+    def live(self, state: StreakState) -> list[tuple[OpenAlert, dict[str, JsonValue]]]:
         """Open alerts whose run is still going (not ended by another value or by `max_gap`; with
         `max_gap = "off"`, its last record today): what the first start hands on, with the run's length.
         An alert waiting out its hold after its run ended is not live."""
-        out: list[tuple[OpenAlert, dict[str, Any]]] = []
+        out: list[tuple[OpenAlert, dict[str, JsonValue]]] = []
         for _, run in sorted(state.runs.items()):
             alert = state.alerts.get(run.alert) if run.alert is not None else None
             if alert is None:
@@ -401,20 +412,20 @@ class StreakRule:
         return out
 
     # --- persistence -----------------------------------------------------------------------------------
-    def snapshot(self, state: StreakState) -> dict[str, Any]:
+    def snapshot(self, state: StreakState) -> dict[str, JsonValue]:
         return encode(state, self.vocab, self.scope_field is not None, self.runs_key())
 
-    def restore(self, snap: dict[str, Any], buckets: Buckets) -> StreakState:
+    def restore(self, snap: Mapping[str, JsonValue], buckets: Buckets) -> StreakState:
         state = StreakState()
         if snap.get("clock") is None:
             return state
-        state.clock, state.day = int(snap["clock"]), int(snap["day"])
+        state.clock, state.day = as_int(snap["clock"]), as_int(snap["day"])
         self.restore_runs(state, snap)
         decode_open(state, snap, self.vocab, self.scope_field is not None)
         self.rebuild_shares(state, buckets)
         return state
 
-    def restore_runs(self, state: StreakState, snap: dict[str, Any]) -> None:
+    def restore_runs(self, state: StreakState, snap: Mapping[str, JsonValue]) -> None:
         """The run history from a snapshot, when it counted runs as this rule does; otherwise (a version
         1 snapshot, or an edit that changed what a run is) counting starts with the next full day."""
         decode_run_counts(state, snap, self.vocab, self.scope_field is not None, self.runs_key(), self.window)

@@ -19,16 +19,16 @@ clock, no store, no metrics, as everywhere under `detect/`.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from sentinel.days import Calendar
-from sentinel.detect.base import OpenAlert, RecordFilter
+from sentinel.detect.base import OpenAlert, RecordFilter, as_int, as_list, as_obj, as_str, opt_int
 from sentinel.detect.series import SeriesIndex
-from sentinel.model import Batch, Buckets, IntArray, Vocab
+from sentinel.model import Batch, Buckets, IntArray, JsonValue, Vocab
 
 SNAPSHOT_VERSION = 2
 """2: the snapshot carries the daily run counts (`run_counts`, `counted_from`)."""
@@ -143,7 +143,7 @@ class Normality:
     runs: int = 0
     days: int = 0
 
-    def facts(self) -> dict[str, Any]:
+    def facts(self) -> dict[str, JsonValue]:
         return {
             "chance": self.chance,
             "expected_per_day": self.expected,
@@ -261,7 +261,7 @@ def counts_from_buckets(
 
 
 # --- the snapshot codec --------------------------------------------------------------------------------
-def encode(state: StreakState, vocab: Vocab, scoped: bool, runs_key: str) -> dict[str, Any]:
+def encode(state: StreakState, vocab: Vocab, scoped: bool, runs_key: str) -> dict[str, JsonValue]:
     """The state as JSON (codes as their values; without a scope field the scope is "")."""
     dec = vocab.decode
     return {
@@ -282,9 +282,9 @@ def encode(state: StreakState, vocab: Vocab, scoped: bool, runs_key: str) -> dic
                 "length": r.length,
                 "started": r.started,
                 "last": r.last,
-                "customers": sorted(r.customers),
+                "customers": list[JsonValue](sorted(r.customers)),
                 "alert": r.alert is not None,
-                "ids": r.ids,
+                "ids": list[JsonValue](r.ids),
             }
             for s, r in state.runs.items()
         ],
@@ -295,40 +295,40 @@ def encode(state: StreakState, vocab: Vocab, scoped: bool, runs_key: str) -> dic
     }
 
 
-def decode_open(state: StreakState, snap: dict[str, Any], vocab: Vocab, scoped: bool) -> None:
+def decode_open(state: StreakState, snap: Mapping[str, JsonValue], vocab: Vocab, scoped: bool) -> None:
     """The open alerts and the current runs of a snapshot, into `state`."""
     code = vocab.code
-    for a in snap.get("alerts", []):
-        key = (code(a["scope"]) if scoped else 0, code(a["value"]))
-        state.alerts[key] = OpenAlert.from_json(a["alert"])
-    for r in snap.get("runs", []):
-        scope = code(r["scope"]) if scoped else 0
-        value = code(r["value"])
+    for a in map(as_obj, as_list(snap.get("alerts", []))):
+        key = (code(as_str(a["scope"])) if scoped else 0, code(as_str(a["value"])))
+        state.alerts[key] = OpenAlert.from_json(as_obj(a["alert"]))
+    for r in map(as_obj, as_list(snap.get("runs", []))):
+        scope = code(as_str(r["scope"])) if scoped else 0
+        value = code(as_str(r["value"]))
         state.runs[scope] = Run(
             value,
-            int(r["length"]),
-            int(r["started"]),
-            int(r["last"]),
-            set(r["customers"]),
+            as_int(r["length"]),
+            as_int(r["started"]),
+            as_int(r["last"]),
+            {as_str(c) for c in as_list(r["customers"])},
             (scope, value) if r["alert"] else None,
-            list(r.get("ids", [])),
+            [as_str(i) for i in as_list(r.get("ids", []))],
         )
 
 
 def decode_run_counts(
-    state: StreakState, snap: dict[str, Any], vocab: Vocab, scoped: bool, runs_key: str, window: int
+    state: StreakState, snap: Mapping[str, JsonValue], vocab: Vocab, scoped: bool, runs_key: str, window: int
 ) -> None:
     """The run history of a snapshot (the days of the window before `state.day`), when it counted runs
     as `runs_key` says; otherwise (a version 1 snapshot, or an edit that changed what a run is) counting
     starts with the next full day."""
     assert state.day is not None
-    if int(snap.get("version", 1)) < 2 or snap.get("runs_key") != runs_key:
+    if as_int(snap.get("version", 1)) < 2 or snap.get("runs_key") != runs_key:
         state.counted_from = state.day + 1
         return
     code = vocab.code
-    cf = snap.get("counted_from")
-    state.counted_from = None if cf is None else int(cf)
-    for d, sc, val, n in snap.get("run_counts", []):
-        if int(d) >= state.day - window:
-            key = (code(sc) if scoped else 0, code(val))
-            state.run_counts.setdefault(int(d), {})[key] = int(n)
+    state.counted_from = opt_int(snap.get("counted_from"))
+    for entry in as_list(snap.get("run_counts", [])):
+        d, sc, val, n = as_list(entry)  # [day, scope, value, runs]
+        if as_int(d) >= state.day - window:
+            key = (code(as_str(sc)) if scoped else 0, code(as_str(val)))
+            state.run_counts.setdefault(as_int(d), {})[key] = as_int(n)

@@ -13,11 +13,13 @@ detection stays pure and the daemon still equals the backtest.
 from __future__ import annotations
 
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sentinel.days import parse_holiday_code
 
 if TYPE_CHECKING:
+    from holidays.holiday_base import HolidayBase
+
     from sentinel.config import Config
 
 
@@ -26,7 +28,7 @@ class Workdays:
 
     def __init__(self, code: str | None) -> None:
         self.code = code
-        self._cal: Any = None
+        self._cal: HolidayBase | None = None
         if code is not None:
             import holidays
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +28,7 @@ from sentinel.detect.baseline import NEVER
 from sentinel.detect.series import SeriesIndex
 from sentinel.detect.threshold import baseline_days_of, lookback_days
 from sentinel.detect.workdays import Workdays
-from sentinel.model import US, Batch, Event, EventState, IntArray, Tier
+from sentinel.model import US, Batch, Event, EventState, IntArray, JsonValue, Tier
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -306,7 +305,7 @@ class QuietCore:
             h = state.hourly.setdefault(d, np.zeros((n, 24), dtype=np.int64))
             h += weight * np.bincount(s[m] * 24 + hours, minlength=n * 24).reshape(n, 24)
 
-    def _resolve(self, state: QuietState, x: int, at: int, ids: Any) -> Event:
+    def _resolve(self, state: QuietState, x: int, at: int, ids: npt.NDArray[np.generic]) -> Event:
         alert = state.alerts.pop(x)
         silent = (at - int(state.last[x])) // US
         return event(
@@ -325,7 +324,7 @@ class QuietCore:
                 "silent_s": silent,
                 "peak": alert.peak,
                 "duration_s": (at - alert.started) // US,
-                "samples": sample_ids(ids),
+                "samples": list[JsonValue](sample_ids(ids)),
             },
         )
 
@@ -397,12 +396,12 @@ class QuietCore:
         )
 
     # --- what is live ------------------------------------------------------------------------------
-    def live(self, state: QuietState) -> list[tuple[OpenAlert, dict[str, Any]]]:
+    def live(self, state: QuietState) -> list[tuple[OpenAlert, dict[str, JsonValue]]]:
         """Every open alert is live: its series is still silent (a record would have resolved it). The
         figures are those of the silence so far: its length, what it normally holds, the chance of that."""
         if state.clock is None:
             return []
-        out: list[tuple[OpenAlert, dict[str, Any]]] = []
+        out: list[tuple[OpenAlert, dict[str, JsonValue]]] = []
         for x, a in sorted(state.alerts.items()):
             expected = max(self.expected_num(state, x, state.clock) / (state.den * SEC_HOUR), a.baseline or 0.0)
             out.append(

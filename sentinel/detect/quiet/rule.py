@@ -8,14 +8,14 @@ know (a new rule) takes the end of its last hour with records as its last sign o
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 
 from sentinel.days import HOUR_US
-from sentinel.detect.base import Gauges, OpenAlert, Snapshot, resumed
+from sentinel.detect.base import Gauges, OpenAlert, Snapshot, as_float, as_int, as_obj, resumed
 from sentinel.detect.quiet.core import QuietCore, QuietState
-from sentinel.model import Batch, Buckets
+from sentinel.model import Batch, Buckets, JsonValue
 
 
 class QuietRule(QuietCore):
@@ -26,26 +26,28 @@ class QuietRule(QuietCore):
     def _admit(self, state: QuietState, key: str) -> int:
         return state.series.admit(tuple(key.split("\x1f")) if self.cfg.group_by else ())
 
-    def snapshot(self, state: QuietState) -> dict[str, Any]:
+    def snapshot(self, state: QuietState) -> dict[str, JsonValue]:
         return {
             "clock": state.clock,
             "day": state.day,
-            "group_by": self.cfg.group_by,
+            "group_by": list[JsonValue](self.cfg.group_by),
             "alerts": {self._key(state, x): a.to_json() for x, a in state.alerts.items()},
             "last": {self._key(state, x): int(state.last[x]) for x in range(len(state.last))},
             "acc": {self._key(state, x): float(state.acc[x]) for x in np.flatnonzero(state.acc).tolist()},
         }
 
-    def restore(self, snap: dict[str, Any], series: list[list[str]], buckets: Buckets) -> QuietState:
+    def restore(self, snap: Mapping[str, JsonValue], series: list[list[str]], buckets: Buckets) -> QuietState:
         state = self.new_state()
         state.series.restore(series)
         clock = snap.get("clock")
         if clock is None or snap.get("day") is None:
             return state
-        self.rebuild(state, buckets, int(clock), snap)
+        self.rebuild(state, buckets, as_int(clock), snap)
         return state
 
-    def rebuild(self, state: QuietState, buckets: Buckets, clock: int, snap: dict[str, Any] | None = None) -> None:
+    def rebuild(
+        self, state: QuietState, buckets: Buckets, clock: int, snap: Mapping[str, JsonValue] | None = None
+    ) -> None:
         """Hourly counts of the window from the raw buckets; each series' last sign of life from the
         snapshot, or (a series it does not know: a new rule) the end of its last hour with records."""
         day = self.cal.day_of(clock)
@@ -74,18 +76,18 @@ class QuietRule(QuietCore):
             seen = np.full(n, -1, dtype=np.int64)
             np.maximum.at(seen, s, hours + HOUR_US)
             state.last = np.where(seen >= 0, np.minimum(seen, clock), state.last)
-        same = snap is not None and snap.get("group_by") == self.cfg.group_by  # else its keys mean other series
-        known = (snap or {}).get("last") or {} if same else {}
-        for key, t in known.items():
+        snap = snap or {}
+        same = snap.get("group_by") == self.cfg.group_by  # else its keys mean other series
+        for key, t in as_obj(snap.get("last") or {} if same else {}).items():
             x = self._admit(state, key)
             self._fit(state)
-            state.last[x] = int(t)
-        for key, e in ((snap or {}).get("acc") or {} if same else {}).items():
+            state.last[x] = as_int(t)
+        for key, e in as_obj(snap.get("acc") or {} if same else {}).items():
             x = self._admit(state, key)
             self._fit(state)
-            state.acc[x] = float(e)
-        for key, a in (snap or {}).get("alerts", {}).items():
-            state.alerts[self._admit(state, key)] = OpenAlert.from_json(a)
+            state.acc[x] = as_float(e)
+        for key, a in as_obj(snap.get("alerts", {})).items():
+            state.alerts[self._admit(state, key)] = OpenAlert.from_json(as_obj(a))
         self._fit(state)
         self._start_day(state, day)
         state.series.changed = False

@@ -11,7 +11,6 @@ the other way round except for these shared steps.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -40,7 +39,7 @@ from sentinel.detect.threshold.state import (
     round4,
 )
 from sentinel.detect.workdays import Workdays
-from sentinel.model import US, Batch, Event, EventState, IntArray, Tier
+from sentinel.model import US, Batch, Event, EventState, IntArray, JsonValue, Tier
 
 
 class ThresholdCore:
@@ -177,11 +176,11 @@ class ThresholdCore:
     def day_kind(self, day: int) -> str:
         return self.workdays.kind(self.cal.date_of(day))
 
-    def _baseline_facts(self, day: int | None) -> dict[str, Any]:
+    def _baseline_facts(self, day: int | None) -> dict[str, JsonValue]:
         """What events say about their baseline days (only when they are not simply the last days)."""
         if self.cfg.baseline_by == "all" or day is None:
             return {}
-        facts: dict[str, Any] = {"baseline_by": self.cfg.baseline_by}
+        facts: dict[str, JsonValue] = {"baseline_by": self.cfg.baseline_by}
         if self.cfg.baseline_by == "day_kind":
             facts["day_kind"] = self.day_kind(day)
         else:
@@ -264,7 +263,7 @@ class ThresholdCore:
         value: float,
         at: int,
         baseline: float,
-        samples: npt.NDArray[Any],
+        samples: npt.NDArray[np.generic],
     ) -> list[Event]:
         """Open the series' alert or move it up a tier."""
         ratio = value / baseline if baseline > 0 else None
@@ -295,11 +294,11 @@ class ThresholdCore:
                 baseline,
                 round4(ratio),
                 p,
-                {**facts, "samples": sample_ids(samples)},
+                {**facts, "samples": list[JsonValue](sample_ids(samples))},
             )
         ]
 
-    def facts(self, state: ThresholdState, x: int, count: int, at: int) -> dict[str, Any]:
+    def facts(self, state: ThresholdState, x: int, count: int, at: int) -> dict[str, JsonValue]:
         """What an event of series x says besides its figures: the mode, the baseline days, the mode's own."""
         return {"mode": self.cfg.mode, **self._baseline_facts(state.day), **self.mode.facts(state, x, count, at)}
 
@@ -411,19 +410,19 @@ class ThresholdCore:
         self.start_day(state, state.day + 1)
 
     # --- what is live --------------------------------------------------------------------------------
-    def live(self, state: ThresholdState) -> list[tuple[OpenAlert, dict[str, Any]]]:
+    def live(self, state: ThresholdState) -> list[tuple[OpenAlert, dict[str, JsonValue]]]:
         """Open alerts whose series meets the firing condition now (each mode says when: an alert of
         `day` mode carried over midnight from yesterday's surge is not live until today meets it too).
         What the first start hands on."""
         if state.day is None:
             return []
-        out: list[tuple[OpenAlert, dict[str, Any]]] = []
+        out: list[tuple[OpenAlert, dict[str, JsonValue]]] = []
         today = state.counts.get(state.day)
         for x in sorted(state.alerts):
             alert = state.alerts[x]
             if not self.mode.live_met(state, x, alert):
                 continue
-            facts: dict[str, Any] = {"mode": self.cfg.mode, **self._baseline_facts(state.day)}
+            facts: dict[str, JsonValue] = {"mode": self.cfg.mode, **self._baseline_facts(state.day)}
             if today is not None and state.clock is not None:
                 count = int(today[x]) if x < len(today) else 0
                 facts.update(self.mode.facts(state, x, count, state.clock))

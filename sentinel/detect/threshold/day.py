@@ -8,15 +8,13 @@ condition. Events carry the day's projected final count at the pace of the recor
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from sentinel.detect import projection
-from sentinel.detect.base import OpenAlert
+from sentinel.detect.base import OpenAlert, as_int
 from sentinel.detect.threshold.core import ThresholdCore
 from sentinel.detect.threshold.state import ThresholdState
-from sentinel.model import Batch, Event, IntArray
+from sentinel.model import Batch, Event, IntArray, JsonValue
 
 
 class DayMode:
@@ -65,7 +63,7 @@ class DayMode:
                 met = today[x] >= state.fire_at[x]
             if met:
                 alert.extra["met_day"] = state.day
-            elif alert.extra.get("met_day", rule.cal.day_of(alert.started)) < state.day:
+            elif as_int(alert.extra.get("met_day", rule.cal.day_of(alert.started))) < state.day:
                 events.append(rule.resolve(state, x, t, "a full day below the threshold"))
         rule.start_day(state, state.day + 1)
         return events
@@ -81,7 +79,7 @@ class DayMode:
             met = bool(count >= state.fire_at[x])
         return met
 
-    def facts(self, state: ThresholdState, x: int, count: int, at: int) -> dict[str, Any]:
+    def facts(self, state: ThresholdState, x: int, count: int, at: int) -> dict[str, JsonValue]:
         return {"projected": self.projected(state, x, count, at)}
 
     def projected(self, state: ThresholdState, x: int, count: int, at: int) -> float | None:

@@ -9,11 +9,11 @@ the `ThresholdState` it is handed, so forking or restoring the state forks or re
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from sentinel.detect.base import OpenAlert
 from sentinel.detect.threshold.state import ThresholdState
-from sentinel.model import Batch, Event, IntArray
+from sentinel.model import Batch, Event, IntArray, JsonValue
 
 
 class Mode(Protocol):
@@ -52,6 +52,6 @@ class Mode(Protocol):
         """Series x's open alert meets the firing condition now (what the first start hands on)."""
         ...
 
-    def facts(self, state: ThresholdState, x: int, count: int, at: int) -> dict[str, Any]:
+    def facts(self, state: ThresholdState, x: int, count: int, at: int) -> dict[str, JsonValue]:
         """What the mode adds to an event of series x with `count` at `at`."""
         ...

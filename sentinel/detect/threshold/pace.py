@@ -10,7 +10,6 @@ deadline) and resolves after `resolve_after` unmet; the count starts again from 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 import numpy as np
 
@@ -19,7 +18,7 @@ from sentinel.detect.base import SAMPLES, OpenAlert
 from sentinel.detect.baseline import poisson_sf
 from sentinel.detect.threshold.core import ThresholdCore
 from sentinel.detect.threshold.state import ThresholdState, by_series, grow2
-from sentinel.model import US, Batch, Event, IntArray
+from sentinel.model import US, Batch, Event, IntArray, JsonValue
 from sentinel.model import from_datetime as _from_dt
 
 
@@ -212,5 +211,5 @@ class PaceMode:
     def live_met(self, state: ThresholdState, x: int, alert: OpenAlert) -> bool:
         return alert.unmet_since is None
 
-    def facts(self, state: ThresholdState, x: int, count: int, at: int) -> dict[str, Any]:
+    def facts(self, state: ThresholdState, x: int, count: int, at: int) -> dict[str, JsonValue]:
         return {}

@@ -8,15 +8,13 @@ unmet since it opened; it resolves after `resolve_after` unmet.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from sentinel.days import HOUR_US
 from sentinel.detect.base import OpenAlert
 from sentinel.detect.threshold.core import ThresholdCore
 from sentinel.detect.threshold.state import ThresholdState, grow
-from sentinel.model import Batch, Event, IntArray
+from sentinel.model import Batch, Event, IntArray, JsonValue
 
 
 class RollingMode:
@@ -108,5 +106,5 @@ class RollingMode:
     def live_met(self, state: ThresholdState, x: int, alert: OpenAlert) -> bool:
         return alert.unmet_since is None
 
-    def facts(self, state: ThresholdState, x: int, count: int, at: int) -> dict[str, Any]:
+    def facts(self, state: ThresholdState, x: int, count: int, at: int) -> dict[str, JsonValue]:
         return {}

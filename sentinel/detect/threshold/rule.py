@@ -9,13 +9,12 @@ first, so a new or edited rule has its full history at once.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import numpy as np
 
 from sentinel.config import ThresholdRuleConfig
 from sentinel.days import HOUR_US
-from sentinel.detect.base import Gauges, OpenAlert, RuleContext, SeriesGauge, Snapshot, resumed
+from sentinel.detect.base import Gauges, OpenAlert, RuleContext, SeriesGauge, Snapshot, as_int, as_list, as_obj, resumed
 from sentinel.detect.baseline import NEVER
 from sentinel.detect.threshold.core import ThresholdCore
 from sentinel.detect.threshold.day import DayMode
@@ -23,7 +22,7 @@ from sentinel.detect.threshold.mode import Mode
 from sentinel.detect.threshold.pace import PaceMode
 from sentinel.detect.threshold.rolling import RollingMode
 from sentinel.detect.threshold.state import ThresholdState
-from sentinel.model import Batch, Buckets
+from sentinel.model import Batch, Buckets, JsonValue
 
 MODES: dict[str, Callable[[ThresholdCore], Mode]] = {"day": DayMode, "pace": PaceMode, "rolling": RollingMode}
 
@@ -45,33 +44,35 @@ class ThresholdRule(ThresholdCore):
     def _admit(self, state: ThresholdState, key: str) -> int:
         return state.series.admit(tuple(key.split("\x1f")) if self.cfg.group_by else ())
 
-    def snapshot(self, state: ThresholdState) -> dict[str, Any]:
+    def snapshot(self, state: ThresholdState) -> dict[str, JsonValue]:
         return {
             "clock": state.clock,
             "day": state.day,
             "alerts": {self._key(state, x): a.to_json() for x, a in state.alerts.items()},
             "t_unmet": {self._key(state, x): t for x, t in state.t_unmet.items()},
-            "p_done": sorted(
-                int(x) for x in np.flatnonzero(state.p_done & (state.fire_at < NEVER)) if self.cfg.max_p is not None
+            "p_done": list[JsonValue](
+                sorted(
+                    int(x) for x in np.flatnonzero(state.p_done & (state.fire_at < NEVER)) if self.cfg.max_p is not None
+                )
             ),
         }
 
-    def restore(self, snap: Mapping[str, Any], series: list[list[str]], buckets: Buckets) -> ThresholdState:
+    def restore(self, snap: Mapping[str, JsonValue], series: list[list[str]], buckets: Buckets) -> ThresholdState:
         """Rebuild the counts from raw buckets, then put back what only the snapshot knows."""
         state = self.new_state()
         state.series.restore(series)
         clock, day = snap.get("clock"), snap.get("day")
         if clock is None or day is None:
             return state
-        self.rebuild(state, buckets, clock)
-        for key, a in snap.get("alerts", {}).items():
-            state.alerts[self._admit(state, key)] = OpenAlert.from_json(a)
-        for key, t in snap.get("t_unmet", {}).items():
-            state.t_unmet[self._admit(state, key)] = int(t)
+        self.rebuild(state, buckets, as_int(clock))
+        for key, a in as_obj(snap.get("alerts", {})).items():
+            state.alerts[self._admit(state, key)] = OpenAlert.from_json(as_obj(a))
+        for key, t in as_obj(snap.get("t_unmet", {})).items():
+            state.t_unmet[self._admit(state, key)] = as_int(t)
         self.fit(state)
-        for x in snap.get("p_done", []):
+        for x in map(as_int, as_list(snap.get("p_done", []))):
             if x < len(state.series) and not state.p_done[x]:
-                self.settle_p(state, int(x))
+                self.settle_p(state, x)
         state.series.changed = False
         return state
 
