@@ -316,7 +316,7 @@ class PollCycle:
         out_s = time.monotonic() - self.store_out_since
         log.info(
             "state store is back; polls commit again",
-            extra=fields(outage_s=round(out_s, 1), failures=self.store_out_failures),
+            extra=fields(outage_s=round(out_s, 3), failures=self.store_out_failures),
         )
         self.store_out_since, self.store_out_failures = None, 0
 
