@@ -26,7 +26,20 @@ import numpy.typing as npt
 from sentinel.config import Filter, RuleConfig
 from sentinel.days import Calendar
 from sentinel.detect.workdays import Workdays
-from sentinel.model import Batch, Buckets, Event, EventState, IntArray, JsonValue, Tier, Vocab, fingerprint, instance_id
+from sentinel.model import (
+    Batch,
+    Buckets,
+    Event,
+    EventState,
+    IntArray,
+    JsonValue,
+    Tier,
+    Vocab,
+    fingerprint,
+    instance_id,
+    json_float,
+    json_int,
+)
 
 SAMPLES = 5
 """Complaint ids an event carries (the records that made it), for the links in messages."""
@@ -56,20 +69,13 @@ def _wrong(v: JsonValue, want: str) -> TypeError:
     return TypeError(f"snapshot: expected {want}, got {type(v).__name__}")
 
 
-def as_int(v: JsonValue) -> int:
-    if isinstance(v, int | float | str):
-        return int(v)
-    raise _wrong(v, "a number")
+# numbers read back from stored JSON convert as the store's own readers do (`int()` / `float()`)
+as_int = json_int
+as_float = json_float
 
 
 def opt_int(v: JsonValue) -> int | None:
     return None if v is None else as_int(v)
-
-
-def as_float(v: JsonValue) -> float:
-    if isinstance(v, int | float | str):
-        return float(v)
-    raise _wrong(v, "a number")
 
 
 def opt_float(v: JsonValue) -> float | None:
