@@ -53,6 +53,27 @@ def json_float(v: JsonValue) -> float:
     raise TypeError(f"expected a number, got {type(v).__name__}")
 
 
+def json_str(v: JsonValue) -> str:
+    """A JSON string; anything else is a TypeError (JSON this code did not write)."""
+    if isinstance(v, str):
+        return v
+    raise TypeError(f"expected a string, got {type(v).__name__}")
+
+
+def json_list(v: JsonValue) -> list[JsonValue]:
+    """A JSON array; anything else is a TypeError."""
+    if isinstance(v, list):
+        return v
+    raise TypeError(f"expected a list, got {type(v).__name__}")
+
+
+def json_obj(v: JsonValue) -> dict[str, JsonValue]:
+    """A JSON object; anything else is a TypeError."""
+    if isinstance(v, dict):
+        return v
+    raise TypeError(f"expected an object, got {type(v).__name__}")
+
+
 IntArray = npt.NDArray[np.int64]
 CodeArray = npt.NDArray[np.int32]
 IdArray: TypeAlias = npt.NDArray[np.int64 | np.object_]

@@ -38,8 +38,8 @@ import hashlib
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, replace
 
-from sentinel.detect.base import OpenAlert, as_float, as_int, as_labels, as_str
-from sentinel.model import US, Event, EventState, JsonValue, Tier
+from sentinel.detect.base import OpenAlert, as_labels
+from sentinel.model import US, Event, EventState, JsonValue, Tier, json_float, json_int, json_str
 
 RETRACTED = "retracted: rows committed late changed the order, and the settled order does not reach this alert"
 
@@ -101,17 +101,17 @@ class Told:
     @staticmethod
     def from_json(d: Mapping[str, JsonValue]) -> Told:
         return Told(
-            as_str(d["fingerprint"]),
-            as_str(d["instance"]),
-            as_str(d["kind"]),
+            json_str(d["fingerprint"]),
+            json_str(d["instance"]),
+            json_str(d["kind"]),
             as_labels(d["labels"]),
-            as_int(d["started"]),
-            Tier(as_int(d["tier"])),
-            as_int(d["at"]),
-            as_float(d["value"]),
+            json_int(d["started"]),
+            Tier(json_int(d["tier"])),
+            json_int(d["at"]),
+            json_float(d["value"]),
             bool(d["opened"]),
             bool(d["matched"]),
-            Tier(as_int(d["settled_tier"])),
+            Tier(json_int(d["settled_tier"])),
             bool(d.get("spent", False)),
         )
 

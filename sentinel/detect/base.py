@@ -11,7 +11,7 @@ its gauges. Each rule has a state class of its own (`Rule[S]`); what the engine 
 is `RuleState`.
 
 A snapshot is `JsonValue` both ways (`sentinel.model`): a rule writes plain JSON values and reads them
-back through `as_int`, `as_str`, `as_obj`, ..., which narrow and fail with TypeError on a shape no rule wrote.
+back through `json_int`, `json_str`, `json_obj`, ..., which narrow and fail with TypeError on a shape no rule wrote.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ from sentinel.model import (
     instance_id,
     json_float,
     json_int,
+    json_obj,
+    json_str,
 )
 
 SAMPLES = 5
@@ -60,52 +62,26 @@ def sample_ids(ids: npt.NDArray[np.generic]) -> list[str]:
 
 
 # --- a snapshot read back: JSON narrowed to what a state holds -------------------------------------------
-# The store hands back what `json.loads` made of what a rule's `snapshot` wrote. These narrow it and
-# convert as `int(...)` / `float(...)` did before they were typed; anything else is a snapshot this code
-# did not write, and fails loudly (TypeError) rather than travelling on as the wrong type.
-
-
-def _wrong(v: JsonValue, want: str) -> TypeError:
-    return TypeError(f"snapshot: expected {want}, got {type(v).__name__}")
-
-
-# numbers read back from stored JSON convert as the store's own readers do (`int()` / `float()`)
-as_int = json_int
-as_float = json_float
+# The store hands back what `json.loads` made of what a rule's `snapshot` wrote; `sentinel.model`'s
+# `json_int` / `json_float` / `json_str` / `json_list` / `json_obj` narrow it (converting as `int(...)` /
+# `float(...)` did before they were typed), and anything else fails loudly (TypeError) rather than travelling
+# on as the wrong type. These two add what only snapshots need.
 
 
 def opt_int(v: JsonValue) -> int | None:
-    return None if v is None else as_int(v)
+    return None if v is None else json_int(v)
 
 
 def opt_float(v: JsonValue) -> float | None:
     """A number or None, kept as it was written (an int stays an int, as the events carried it)."""
     if v is None or isinstance(v, int | float):
         return v
-    raise _wrong(v, "a number or null")
-
-
-def as_str(v: JsonValue) -> str:
-    if isinstance(v, str):
-        return v
-    raise _wrong(v, "a string")
-
-
-def as_list(v: JsonValue) -> list[JsonValue]:
-    if isinstance(v, list):
-        return v
-    raise _wrong(v, "a list")
-
-
-def as_obj(v: JsonValue) -> dict[str, JsonValue]:
-    if isinstance(v, dict):
-        return v
-    raise _wrong(v, "an object")
+    raise TypeError(f"expected a number or null, got {type(v).__name__}")
 
 
 def as_labels(v: JsonValue) -> dict[str, str]:
     """An alert's labels (a fresh dict)."""
-    return {k: as_str(x) for k, x in as_obj(v).items()}
+    return {k: json_str(x) for k, x in json_obj(v).items()}
 
 
 @dataclass(slots=True)
@@ -203,16 +179,16 @@ class OpenAlert:
     def from_json(d: Mapping[str, JsonValue]) -> OpenAlert:
         return OpenAlert(
             as_labels(d["labels"]),
-            as_str(d["fingerprint"]),
-            as_str(d["instance"]),
-            as_int(d["started"]),
-            Tier(as_int(d["tier"])),
-            as_float(d["peak"]),
-            as_float(d.get("value", 0.0)),
+            json_str(d["fingerprint"]),
+            json_str(d["instance"]),
+            json_int(d["started"]),
+            Tier(json_int(d["tier"])),
+            json_float(d["peak"]),
+            json_float(d.get("value", 0.0)),
             opt_float(d.get("baseline")),
             opt_int(d.get("unmet_since")),
             opt_int(d.get("hold_until")),
-            dict(as_obj(d.get("extra") or {})),
+            dict(json_obj(d.get("extra") or {})),
         )
 
 

@@ -37,17 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sentinel.config import StreakRuleConfig
-from sentinel.detect.base import (
-    SAMPLES,
-    Gauges,
-    OpenAlert,
-    RecordFilter,
-    RuleContext,
-    as_int,
-    event,
-    open_alert,
-    sample_ids,
-)
+from sentinel.detect.base import SAMPLES, Gauges, OpenAlert, RecordFilter, RuleContext, event, open_alert, sample_ids
 from sentinel.detect.series import SeriesIndex
 from sentinel.detect.streak_state import (
     Normality,
@@ -62,7 +52,7 @@ from sentinel.detect.streak_state import (
     new_in_run,
     normality,
 )
-from sentinel.model import US, Batch, Buckets, Event, EventState, IntArray, JsonValue, Tier
+from sentinel.model import US, Batch, Buckets, Event, EventState, IntArray, JsonValue, Tier, json_int
 
 __all__ = ["Normality", "Run", "StreakRule", "StreakState"]  # the state's types are imported from here
 
@@ -419,7 +409,7 @@ class StreakRule:
         state = StreakState()
         if snap.get("clock") is None:
             return state
-        state.clock, state.day = as_int(snap["clock"]), as_int(snap["day"])
+        state.clock, state.day = json_int(snap["clock"]), json_int(snap["day"])
         self.restore_runs(state, snap)
         decode_open(state, snap, self.vocab, self.scope_field is not None)
         self.rebuild_shares(state, buckets)

@@ -26,9 +26,9 @@ import numpy as np
 import numpy.typing as npt
 
 from sentinel.days import Calendar
-from sentinel.detect.base import OpenAlert, RecordFilter, as_int, as_list, as_obj, as_str, opt_int
+from sentinel.detect.base import OpenAlert, RecordFilter, opt_int
 from sentinel.detect.series import SeriesIndex
-from sentinel.model import Batch, Buckets, IntArray, JsonValue, Vocab
+from sentinel.model import Batch, Buckets, IntArray, JsonValue, Vocab, json_int, json_list, json_obj, json_str
 
 SNAPSHOT_VERSION = 2
 """2: the snapshot carries the daily run counts (`run_counts`, `counted_from`)."""
@@ -298,20 +298,20 @@ def encode(state: StreakState, vocab: Vocab, scoped: bool, runs_key: str) -> dic
 def decode_open(state: StreakState, snap: Mapping[str, JsonValue], vocab: Vocab, scoped: bool) -> None:
     """The open alerts and the current runs of a snapshot, into `state`."""
     code = vocab.code
-    for a in map(as_obj, as_list(snap.get("alerts", []))):
-        key = (code(as_str(a["scope"])) if scoped else 0, code(as_str(a["value"])))
-        state.alerts[key] = OpenAlert.from_json(as_obj(a["alert"]))
-    for r in map(as_obj, as_list(snap.get("runs", []))):
-        scope = code(as_str(r["scope"])) if scoped else 0
-        value = code(as_str(r["value"]))
+    for a in map(json_obj, json_list(snap.get("alerts", []))):
+        key = (code(json_str(a["scope"])) if scoped else 0, code(json_str(a["value"])))
+        state.alerts[key] = OpenAlert.from_json(json_obj(a["alert"]))
+    for r in map(json_obj, json_list(snap.get("runs", []))):
+        scope = code(json_str(r["scope"])) if scoped else 0
+        value = code(json_str(r["value"]))
         state.runs[scope] = Run(
             value,
-            as_int(r["length"]),
-            as_int(r["started"]),
-            as_int(r["last"]),
-            {as_str(c) for c in as_list(r["customers"])},
+            json_int(r["length"]),
+            json_int(r["started"]),
+            json_int(r["last"]),
+            {json_str(c) for c in json_list(r["customers"])},
             (scope, value) if r["alert"] else None,
-            [as_str(i) for i in as_list(r.get("ids", []))],
+            [json_str(i) for i in json_list(r.get("ids", []))],
         )
 
 
@@ -322,13 +322,13 @@ def decode_run_counts(
     as `runs_key` says; otherwise (a version 1 snapshot, or an edit that changed what a run is) counting
     starts with the next full day."""
     assert state.day is not None
-    if as_int(snap.get("version", 1)) < 2 or snap.get("runs_key") != runs_key:
+    if json_int(snap.get("version", 1)) < 2 or snap.get("runs_key") != runs_key:
         state.counted_from = state.day + 1
         return
     code = vocab.code
     state.counted_from = opt_int(snap.get("counted_from"))
-    for entry in as_list(snap.get("run_counts", [])):
-        d, sc, val, n = as_list(entry)  # [day, scope, value, runs]
-        if as_int(d) >= state.day - window:
-            key = (code(as_str(sc)) if scoped else 0, code(as_str(val)))
-            state.run_counts.setdefault(as_int(d), {})[key] = as_int(n)
+    for entry in json_list(snap.get("run_counts", [])):
+        d, sc, val, n = json_list(entry)  # [day, scope, value, runs]
+        if json_int(d) >= state.day - window:
+            key = (code(json_str(sc)) if scoped else 0, code(json_str(val)))
+            state.run_counts.setdefault(json_int(d), {})[key] = json_int(n)

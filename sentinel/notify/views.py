@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from sentinel.model import JsonObject, JsonValue, Tier, json_int, to_datetime
+from sentinel.model import JsonObject, JsonValue, Tier, json_int, json_list, json_str, to_datetime
 from sentinel.notify.base import AlertPayload
 
 
@@ -80,13 +80,13 @@ def view_from_json(d: JsonValue, tz: ZoneInfo) -> AlertView:
     """The view `view_to_json` wrote, in the reader's zone `tz` (keys it lacks take their defaults)."""
     if not isinstance(d, dict):
         raise TypeError(f"a view is a JSON object, not {type(d).__name__}")
-    times = {k: datetime.fromisoformat(_text(d[k])).astimezone(tz) for k in _TIMES}
+    times = {k: datetime.fromisoformat(json_str(d[k])).astimezone(tz) for k in _TIMES}
     return _view({**d, **times})  # `_view` makes each sample the (id, link) pair it was
 
 
 def views_of(payload: JsonObject, key: str, tz: ZoneInfo) -> list[AlertView]:
     """The views an outbox payload lists under `key` (`views`, `group_alerts`; none without it)."""
-    return [view_from_json(v, tz) for v in _listed(payload.get(key, []))]
+    return [view_from_json(v, tz) for v in json_list(payload.get(key, []))]
 
 
 def view_from_event(payload: JsonObject, tz: ZoneInfo, *, record_url: str | None, ack_url: str | None) -> AlertView:
@@ -94,7 +94,7 @@ def view_from_event(payload: JsonObject, tz: ZoneInfo, *, record_url: str | None
     each sample linked to the CRM when `record_url` is set."""
     samples = [
         (str(i), record_url.replace("{id}", quote(str(i), safe="")) if record_url else None)
-        for i in _listed(payload.get("samples", []))
+        for i in json_list(payload.get("samples", []))
     ]
     return _view(
         {
@@ -105,18 +105,6 @@ def view_from_event(payload: JsonObject, tz: ZoneInfo, *, record_url: str | None
             "ack_url": ack_url,
         }
     )
-
-
-def _text(value: JsonValue) -> str:
-    if isinstance(value, str):
-        return value
-    raise TypeError(f"expected a string, got {type(value).__name__}")
-
-
-def _listed(value: JsonValue) -> list[JsonValue]:
-    if isinstance(value, list):
-        return value
-    raise TypeError(f"expected a list, got {type(value).__name__}")
 
 
 def _view(d: Mapping[str, object]) -> AlertView:

@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 
-from sentinel.model import Batch, JsonObject, JsonValue, Vocab
+from sentinel.model import Batch, JsonObject, Vocab, json_list, json_str
 
 
 def batch_to_json(batch: Batch, vocab: Vocab) -> JsonObject:
@@ -32,7 +32,7 @@ def batch_from_json(data: JsonObject, vocab: Vocab) -> Batch:
     """The batch `batch_to_json` wrote, coded in this process's `vocab`."""
     if not data:
         return Batch.empty()
-    ids = _list(data, "ids")
+    ids = json_list(data["ids"])
     id_arr = (
         np.asarray(ids, dtype=np.int64)
         if all(isinstance(i, int) for i in ids)
@@ -42,30 +42,17 @@ def batch_from_json(data: JsonObject, vocab: Vocab) -> Batch:
     values = None
     if "customer" in data:
         local: dict[str, int] = {}
-        codes = [-1 if c is None else local.setdefault(_str(c), len(local)) for c in _list(data, "customer")]
+        codes = [-1 if c is None else local.setdefault(json_str(c), len(local)) for c in json_list(data["customer"])]
         customer = np.asarray(codes, dtype=np.int32)
         values = np.asarray(list(local), dtype=object)
     return Batch(
         id_arr,
         np.asarray(data["ts"], dtype=np.int64),
-        vocab.encode([_str(t) for t in _list(data, "type")]),
-        vocab.encode([_str(c) for c in _list(data, "channel")]),
+        vocab.encode([json_str(t) for t in json_list(data["type"])]),
+        vocab.encode([json_str(c) for c in json_list(data["channel"])]),
         customer,
         values,
     )
-
-
-def _list(data: JsonObject, key: str) -> list[JsonValue]:
-    value = data[key]
-    if not isinstance(value, list):
-        raise TypeError(f"stored batch: {key} is a {type(value).__name__}, not a list")
-    return value
-
-
-def _str(value: JsonValue) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"stored batch: {value!r} is not a string")
-    return value
 
 
 def dumps(obj: object) -> str:

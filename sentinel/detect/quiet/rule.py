@@ -13,9 +13,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from sentinel.days import HOUR_US
-from sentinel.detect.base import Gauges, OpenAlert, Snapshot, as_float, as_int, as_obj, resumed
+from sentinel.detect.base import Gauges, OpenAlert, Snapshot, resumed
 from sentinel.detect.quiet.core import QuietCore, QuietState
-from sentinel.model import Batch, Buckets, JsonValue
+from sentinel.model import Batch, Buckets, JsonValue, json_float, json_int, json_obj
 
 
 class QuietRule(QuietCore):
@@ -42,7 +42,7 @@ class QuietRule(QuietCore):
         clock = snap.get("clock")
         if clock is None or snap.get("day") is None:
             return state
-        self.rebuild(state, buckets, as_int(clock), snap)
+        self.rebuild(state, buckets, json_int(clock), snap)
         return state
 
     def rebuild(
@@ -78,16 +78,16 @@ class QuietRule(QuietCore):
             state.last = np.where(seen >= 0, np.minimum(seen, clock), state.last)
         snap = snap or {}
         same = snap.get("group_by") == self.cfg.group_by  # else its keys mean other series
-        for key, t in as_obj(snap.get("last") or {} if same else {}).items():
+        for key, t in json_obj(snap.get("last") or {} if same else {}).items():
             x = self._admit(state, key)
             self._fit(state)
-            state.last[x] = as_int(t)
-        for key, e in as_obj(snap.get("acc") or {} if same else {}).items():
+            state.last[x] = json_int(t)
+        for key, e in json_obj(snap.get("acc") or {} if same else {}).items():
             x = self._admit(state, key)
             self._fit(state)
-            state.acc[x] = as_float(e)
-        for key, a in as_obj(snap.get("alerts", {})).items():
-            state.alerts[self._admit(state, key)] = OpenAlert.from_json(as_obj(a))
+            state.acc[x] = json_float(e)
+        for key, a in json_obj(snap.get("alerts", {})).items():
+            state.alerts[self._admit(state, key)] = OpenAlert.from_json(json_obj(a))
         self._fit(state)
         self._start_day(state, day)
         state.series.changed = False

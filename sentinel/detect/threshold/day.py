@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from sentinel.detect import projection
-from sentinel.detect.base import OpenAlert, as_int
+from sentinel.detect.base import OpenAlert
 from sentinel.detect.threshold.core import ThresholdCore
 from sentinel.detect.threshold.state import ThresholdState
-from sentinel.model import Batch, Event, IntArray, JsonValue
+from sentinel.model import Batch, Event, IntArray, JsonValue, json_int
 
 
 class DayMode:
@@ -63,7 +63,7 @@ class DayMode:
                 met = today[x] >= state.fire_at[x]
             if met:
                 alert.extra["met_day"] = state.day
-            elif as_int(alert.extra.get("met_day", rule.cal.day_of(alert.started))) < state.day:
+            elif json_int(alert.extra.get("met_day", rule.cal.day_of(alert.started))) < state.day:
                 events.append(rule.resolve(state, x, t, "a full day below the threshold"))
         rule.start_day(state, state.day + 1)
         return events

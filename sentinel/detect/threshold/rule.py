@@ -14,7 +14,7 @@ import numpy as np
 
 from sentinel.config import ThresholdRuleConfig
 from sentinel.days import HOUR_US
-from sentinel.detect.base import Gauges, OpenAlert, RuleContext, SeriesGauge, Snapshot, as_int, as_list, as_obj, resumed
+from sentinel.detect.base import Gauges, OpenAlert, RuleContext, SeriesGauge, Snapshot, resumed
 from sentinel.detect.baseline import NEVER
 from sentinel.detect.threshold.core import ThresholdCore
 from sentinel.detect.threshold.day import DayMode
@@ -22,7 +22,7 @@ from sentinel.detect.threshold.mode import Mode
 from sentinel.detect.threshold.pace import PaceMode
 from sentinel.detect.threshold.rolling import RollingMode
 from sentinel.detect.threshold.state import ThresholdState
-from sentinel.model import Batch, Buckets, JsonValue
+from sentinel.model import Batch, Buckets, JsonValue, json_int, json_list, json_obj
 
 MODES: dict[str, Callable[[ThresholdCore], Mode]] = {"day": DayMode, "pace": PaceMode, "rolling": RollingMode}
 
@@ -64,13 +64,13 @@ class ThresholdRule(ThresholdCore):
         clock, day = snap.get("clock"), snap.get("day")
         if clock is None or day is None:
             return state
-        self.rebuild(state, buckets, as_int(clock))
-        for key, a in as_obj(snap.get("alerts", {})).items():
-            state.alerts[self._admit(state, key)] = OpenAlert.from_json(as_obj(a))
-        for key, t in as_obj(snap.get("t_unmet", {})).items():
-            state.t_unmet[self._admit(state, key)] = as_int(t)
+        self.rebuild(state, buckets, json_int(clock))
+        for key, a in json_obj(snap.get("alerts", {})).items():
+            state.alerts[self._admit(state, key)] = OpenAlert.from_json(json_obj(a))
+        for key, t in json_obj(snap.get("t_unmet", {})).items():
+            state.t_unmet[self._admit(state, key)] = json_int(t)
         self.fit(state)
-        for x in map(as_int, as_list(snap.get("p_done", []))):
+        for x in map(json_int, json_list(snap.get("p_done", []))):
             if x < len(state.series) and not state.p_done[x]:
                 self.settle_p(state, x)
         state.series.changed = False
