@@ -61,6 +61,15 @@ class Slot(Generic[S]):
     def fork(self) -> Slot[S]:
         return Slot(self.rule, self.rule.fork(self.state), self.told)
 
+    def ahead(self, start: int | None) -> tuple[Slot[S], list[Event]] | None:
+        """A fork run through the records still pending (what is seen, not yet settled), with the events
+        that run makes; None when nothing is pending or the rule is told by time alone."""
+        pending = self.state.pending
+        if not len(pending) or not self.rule.looks_ahead:
+            return None
+        fork = self.fork()
+        return fork, fork.feed(Batch.empty(), int(pending.ts.max()), start)
+
     def live(self) -> list[tuple[OpenAlert, dict[str, JsonValue]]]:
         return self.rule.live(self.state)
 
@@ -191,10 +200,9 @@ class Engine:
         that were not told yet."""
         out: list[Event] = []
         for slot in self.slots:
-            pending = slot.state.pending
-            if not len(pending) or not slot.rule.looks_ahead:
+            if (ran := slot.ahead(self.ctx.coverage_start_us)) is None:
                 continue
-            events = slot.fork().feed(Batch.empty(), int(pending.ts.max()), self.ctx.coverage_start_us)
+            _, events = ran
             tiers = {a.instance: a.tier for a in slot.state.alerts.values()}
             out += la.ahead(sort_events(events, self.order), slot.told, tiers)
         return sort_events(out, self.order)
@@ -231,13 +239,8 @@ class Engine:
         the settled count `lateness` behind it (a quiet rule, told by time alone, shows the settled one)."""
         out: list[tuple[AnyRule, Gauges]] = []
         for slot in self.slots:
-            pending = slot.state.pending
-            if len(pending) and slot.rule.looks_ahead:
-                fork = slot.fork()
-                fork.feed(Batch.empty(), int(pending.ts.max()), self.ctx.coverage_start_us)
-                out.append((slot.rule, fork.gauges()))
-            else:
-                out.append((slot.rule, slot.gauges()))
+            ran = slot.ahead(self.ctx.coverage_start_us)
+            out.append((slot.rule, (ran[0] if ran is not None else slot).gauges()))
         return out
 
     # --- persistence -------------------------------------------------------------------------------
